@@ -1,0 +1,90 @@
+// Lease timing and the self-fencing inequality.
+//
+// An agent's etcd lease (TTL T) is kept alive every T/3. The agent measures from the *send*
+// time of its last successful keepalive: etcd received that keepalive after it was sent, so
+// the server-side expiry is at least `sent + T`. At `sent + D` without a newer renewal the
+// agent must stop acting and log out, and the logout must be finished `logoutBudget` later.
+// Being out strictly before the server can expire the key (and a standby can log in) needs
+//
+//     D + logoutBudget <= T × (1 − driftMargin)
+//
+// where driftMargin covers clock-rate differences and timer lateness (event-loop stalls, GC).
+import { z } from 'zod';
+
+/**
+ * etcd refuses to grant less than 1.5 × election timeout (1 s by default), rounded up: a
+ * shorter request is silently raised, which would break the inequality's assumptions.
+ */
+export const ETCD_MIN_TTL_S = 2;
+
+/** Keepalives per TTL: three chances to renew before the lease can expire. */
+export const KEEPALIVES_PER_TTL = 3;
+
+export const LeaseTimingInput = z.strictObject({
+  /** Lease TTL in whole seconds (etcd's unit). */
+  ttlSeconds: z.number().int().min(ETCD_MIN_TTL_S).max(3600),
+  /** Self-fence deadline D, ms after the send time of the last successful keepalive. */
+  selfFenceMs: z.number().int().positive().optional(),
+  /** Time the service may take to log out once told to (SIGTERM → SIGKILL → confirmed). */
+  logoutBudgetMs: z.number().int().positive().optional(),
+  /** Fraction of T kept in reserve for clock drift and timer lateness. */
+  driftMargin: z.number().min(0.01).max(0.5).default(0.1),
+});
+export type LeaseTimingInput = z.input<typeof LeaseTimingInput>;
+
+export interface LeaseTiming {
+  ttlSeconds: number;
+  ttlMs: number;
+  keepaliveIntervalMs: number;
+  selfFenceMs: number;
+  logoutBudgetMs: number;
+  driftMargin: number;
+  /** T × (1 − driftMargin): the latest instant (after keepalive send) the service may still run. */
+  mustBeOutByMs: number;
+}
+
+export class LeaseTimingError extends Error {
+  constructor(
+    message: string,
+    readonly field: string,
+  ) {
+    super(message);
+    this.name = 'LeaseTimingError';
+  }
+}
+
+/**
+ * Validate and complete lease timing. Defaults: D = T / 2, logout budget = what remains of
+ * the safe window after D. Throws LeaseTimingError naming the field and the values.
+ */
+export function leaseTiming(input: LeaseTimingInput, context = 'lease timing'): LeaseTiming {
+  const parsed = LeaseTimingInput.safeParse(input);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const field = issue.path.join('.') || '(root)';
+    throw new LeaseTimingError(`${context}: ${field}: ${issue.message}`, field);
+  }
+  const { ttlSeconds, driftMargin } = parsed.data;
+  const ttlMs = ttlSeconds * 1000;
+  const mustBeOutByMs = Math.floor(ttlMs * (1 - driftMargin));
+  const selfFenceMs = parsed.data.selfFenceMs ?? Math.floor(ttlMs / 2);
+  const logoutBudgetMs = parsed.data.logoutBudgetMs ?? mustBeOutByMs - selfFenceMs;
+  const keepaliveIntervalMs = Math.floor(ttlMs / KEEPALIVES_PER_TTL);
+
+  if (selfFenceMs <= keepaliveIntervalMs) {
+    throw new LeaseTimingError(
+      `${context}: selfFenceMs (${selfFenceMs}) must exceed the keepalive interval T/${KEEPALIVES_PER_TTL} ` +
+        `(${keepaliveIntervalMs} ms), or a single late keepalive would fence a healthy leader; raise selfFenceMs or ttlSeconds`,
+      'selfFenceMs',
+    );
+  }
+  if (logoutBudgetMs <= 0 || selfFenceMs + logoutBudgetMs > mustBeOutByMs) {
+    throw new LeaseTimingError(
+      `${context}: selfFenceMs (${selfFenceMs}) + logoutBudgetMs (${logoutBudgetMs}) = ${selfFenceMs + logoutBudgetMs} ms ` +
+        `exceeds ttlSeconds × (1 − driftMargin) = ${ttlSeconds} s × ${1 - driftMargin} = ${mustBeOutByMs} ms: ` +
+        `the service could still be logged in when etcd expires the lease; lower selfFenceMs or logoutBudgetMs, or raise ttlSeconds`,
+      selfFenceMs > mustBeOutByMs ? 'selfFenceMs' : 'logoutBudgetMs',
+    );
+  }
+  return { ttlSeconds, ttlMs, keepaliveIntervalMs, selfFenceMs, logoutBudgetMs, driftMargin, mustBeOutByMs };
+}

@@ -1,0 +1,332 @@
+// The integration harness: real etcd, NATS and Node processes in containers on a private
+// Docker network, with the faults of the chaos matrix. One Harness per test file (or chaos
+// scenario); close() removes everything it started, and reapOrphans() removes what a crashed
+// earlier run left.
+import './env.js';
+import { randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { GenericContainer, type StartedTestContainer, type WaitStrategy } from 'testcontainers';
+import { ManagedContainer } from './container.js';
+import { docker, freePort, ownerLabels } from './docker.js';
+import { images } from './images.js';
+import { repoRoot } from './paths.js';
+import { etcdAnswers, natsAnswers, untilAnswers } from './probes.js';
+
+/** A cold container start on a loaded 2-core machine takes seconds; an etcd cluster must elect. */
+const STARTUP_TIMEOUT_MS = 60_000;
+const ETCD_CLIENT_PORT = 2379;
+const ETCD_PEER_PORT = 2380;
+const NATS_CLIENT_PORT = 4222;
+/** Where the repository is mounted in Node containers. */
+export const APP_DIR = '/app';
+
+export interface EtcdMember extends ManagedContainer {
+  /** Endpoint for clients on the host, e.g. http://127.0.0.1:32768. */
+  readonly hostEndpoint: string;
+  /** Endpoint for containers on the harness network, e.g. http://etcd0:2379. */
+  readonly networkEndpoint: string;
+}
+
+export interface EtcdCluster {
+  members: EtcdMember[];
+  hostEndpoints: string[];
+  networkEndpoints: string[];
+}
+
+export interface NatsServer extends ManagedContainer {
+  readonly hostUrl: string;
+  readonly networkUrl: string;
+}
+
+export interface NodeProgramOptions {
+  /** Path of the program relative to the repository root (.ts runs through tsx). */
+  script: string;
+  args?: string[];
+  env?: Record<string, string>;
+  /** Alias on the harness network; defaults to a unique name. */
+  alias?: string;
+  /** Called with each line the program prints (stdout and stderr). */
+  onLine?: (line: string) => void;
+}
+
+export interface NodeProgram extends ManagedContainer {
+  /** Every line printed so far. */
+  readonly lines: string[];
+  /**
+   * Resolves with the first line matching `pattern` among lines printed from index `from`
+   * on (default 0: past lines count too). `lines.length` before an action makes it "after".
+   */
+  waitForLine(pattern: RegExp, opts?: { timeoutMs?: number; from?: number }): Promise<string>;
+}
+
+/** Waits by calling the readiness probe; works with any image, shell or not. */
+class ProbeWait implements WaitStrategy {
+  private timeoutMs = STARTUP_TIMEOUT_MS;
+  private timeoutSet = false;
+  constructor(private readonly ready: (timeoutMs: number) => Promise<void>) {}
+  async waitUntilReady(): Promise<void> {
+    await this.ready(this.timeoutMs);
+  }
+  withStartupTimeout(ms: number): this {
+    this.timeoutMs = ms;
+    this.timeoutSet = true;
+    return this;
+  }
+  isStartupTimeoutSet(): boolean {
+    return this.timeoutSet;
+  }
+  getStartupTimeout(): number {
+    return this.timeoutMs;
+  }
+}
+
+export class Harness {
+  private readonly containers: ManagedContainer[] = [];
+  private closed = false;
+
+  private constructor(
+    readonly run: string,
+    readonly networkName: string,
+  ) {}
+
+  /** Create a harness with its own Docker network. */
+  static async create(): Promise<Harness> {
+    const run = randomUUID().slice(0, 8);
+    const networkName = `understudy-test-${run}`;
+    await (await docker()).createNetwork({ Name: networkName, Driver: 'bridge', Labels: ownerLabels(run) });
+    return new Harness(run, networkName);
+  }
+
+  private async startContainer(opts: {
+    kind: string;
+    alias: string;
+    image: string;
+    entrypoint: string[];
+    command: string[];
+    ports?: number[];
+    env?: Record<string, string>;
+    bindRepo?: boolean;
+    readiness?: (ports: Map<number, number>, timeoutMs: number) => Promise<void>;
+    onStream?: (stream: Readable) => void;
+  }): Promise<{ started: StartedTestContainer; ports: Map<number, number>; name: string }> {
+    if (this.closed) throw new Error('harness is closed');
+    // Fixed host ports, so a stopped/restarted container keeps its address and clients reconnect.
+    const ports = new Map<number, number>();
+    for (const port of opts.ports ?? []) ports.set(port, await freePort());
+    const name = `understudy-${this.run}-${opts.alias}`;
+    let container = new GenericContainer(opts.image)
+      .withName(name)
+      .withLabels(ownerLabels(this.run))
+      .withNetworkMode(this.networkName)
+      .withNetworkAliases(opts.alias)
+      .withEntrypoint(opts.entrypoint)
+      .withCommand(opts.command)
+      .withEnvironment(opts.env ?? {})
+      .withExposedPorts(...[...ports].map(([container, host]) => ({ container, host })))
+      .withStartupTimeout(STARTUP_TIMEOUT_MS);
+    if (opts.readiness) {
+      const readiness = opts.readiness;
+      container = container.withWaitStrategy(new ProbeWait((timeoutMs) => readiness(ports, timeoutMs)));
+    } else {
+      container = container.withWaitStrategy(new ProbeWait(async () => undefined));
+    }
+    if (opts.bindRepo) {
+      container = container
+        .withBindMounts([{ source: repoRoot, target: APP_DIR, mode: 'ro' }])
+        .withWorkingDir(APP_DIR);
+    }
+    if (opts.onStream) container = container.withLogConsumer(opts.onStream);
+    try {
+      const started = await container.start();
+      return { started, ports, name };
+    } catch (err) {
+      // A container that failed its readiness wait is still there: remove it, keep the cause.
+      await (
+        await docker()
+      )
+        .getContainer(name)
+        .remove({ force: true })
+        .catch(() => undefined);
+      throw new Error(
+        `starting ${opts.kind} '${opts.alias}' (${opts.image}) failed: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
+    }
+  }
+
+  private track<T extends ManagedContainer>(container: T): T {
+    this.containers.push(container);
+    return container;
+  }
+
+  /** A single-member etcd. */
+  async startEtcd(alias = 'etcd'): Promise<EtcdMember> {
+    return (await this.startEtcdMembers([alias]))[0]!;
+  }
+
+  /** An etcd cluster of `size` members (aliases etcd0..etcdN-1), started together. */
+  async startEtcdCluster(size = 3, prefix = 'etcd'): Promise<EtcdCluster> {
+    const aliases = Array.from({ length: size }, (_, i) => `${prefix}${i}`);
+    const members = await this.startEtcdMembers(aliases);
+    return {
+      members,
+      hostEndpoints: members.map((m) => m.hostEndpoint),
+      networkEndpoints: members.map((m) => m.networkEndpoint),
+    };
+  }
+
+  private async startEtcdMembers(aliases: string[]): Promise<EtcdMember[]> {
+    const initialCluster = aliases.map((a) => `${a}=http://${a}:${ETCD_PEER_PORT}`).join(',');
+    // Members of a new cluster wait for each other before serving: start them all at once.
+    return Promise.all(
+      aliases.map(async (alias) => {
+        const readiness = (ports: Map<number, number>, timeoutMs: number) =>
+          untilAnswers(
+            () => etcdAnswers(`http://127.0.0.1:${ports.get(ETCD_CLIENT_PORT)}`),
+            `etcd member ${alias} to answer a linearizable read`,
+            timeoutMs,
+          );
+        const { started, ports, name } = await this.startContainer({
+          kind: 'etcd',
+          alias,
+          image: images().etcd,
+          entrypoint: ['/usr/local/bin/etcd'],
+          command: [
+            `--name=${alias}`,
+            `--data-dir=/data/${alias}`,
+            `--listen-client-urls=http://0.0.0.0:${ETCD_CLIENT_PORT}`,
+            `--advertise-client-urls=http://${alias}:${ETCD_CLIENT_PORT}`,
+            `--listen-peer-urls=http://0.0.0.0:${ETCD_PEER_PORT}`,
+            `--initial-advertise-peer-urls=http://${alias}:${ETCD_PEER_PORT}`,
+            `--initial-cluster=${initialCluster}`,
+            `--initial-cluster-token=understudy-${this.run}`,
+            '--initial-cluster-state=new',
+          ],
+          ports: [ETCD_CLIENT_PORT],
+          readiness,
+        });
+        const member = new ManagedContainer(name, alias, started, this.networkName, () =>
+          readiness(ports, STARTUP_TIMEOUT_MS),
+        ) as EtcdMember;
+        Object.assign(member, {
+          hostEndpoint: `http://127.0.0.1:${ports.get(ETCD_CLIENT_PORT)}`,
+          networkEndpoint: `http://${alias}:${ETCD_CLIENT_PORT}`,
+        });
+        return this.track(member);
+      }),
+    );
+  }
+
+  /** A NATS server with JetStream (state under /data, kept across stop/start). */
+  async startNats(alias = 'nats'): Promise<NatsServer> {
+    const readiness = (ports: Map<number, number>, timeoutMs: number) =>
+      untilAnswers(
+        () => natsAnswers(`127.0.0.1:${ports.get(NATS_CLIENT_PORT)}`),
+        `NATS ${alias} to answer with JetStream`,
+        timeoutMs,
+      );
+    const { started, ports, name } = await this.startContainer({
+      kind: 'nats',
+      alias,
+      image: images().nats,
+      entrypoint: ['/nats-server'],
+      command: [
+        '--jetstream',
+        '--store_dir=/data/jetstream',
+        `--port=${NATS_CLIENT_PORT}`,
+        `--server_name=${alias}`,
+      ],
+      ports: [NATS_CLIENT_PORT],
+      readiness,
+    });
+    const server = new ManagedContainer(name, alias, started, this.networkName, () =>
+      readiness(ports, STARTUP_TIMEOUT_MS),
+    ) as NatsServer;
+    Object.assign(server, {
+      hostUrl: `nats://127.0.0.1:${ports.get(NATS_CLIENT_PORT)}`,
+      networkUrl: `nats://${alias}:${NATS_CLIENT_PORT}`,
+    });
+    return this.track(server);
+  }
+
+  /**
+   * Run a Node program of this repository in a container of the Node image, with the
+   * repository (sources, node_modules, dist) mounted read-only at /app.
+   */
+  async startNodeProgram(opts: NodeProgramOptions): Promise<NodeProgram> {
+    const alias = opts.alias ?? `node-${randomUUID().slice(0, 6)}`;
+    const lines: string[] = [];
+    const waiters = new Set<{ pattern: RegExp; from: number; resolve: (line: string) => void }>();
+    const onLine = (line: string) => {
+      lines.push(line);
+      opts.onLine?.(line);
+      for (const waiter of waiters) {
+        if (lines.length > waiter.from && waiter.pattern.test(line)) {
+          waiters.delete(waiter);
+          waiter.resolve(line);
+        }
+      }
+    };
+    const entry = opts.script.endsWith('.ts') ? ['--import', 'tsx', opts.script] : [opts.script];
+    const { started, name } = await this.startContainer({
+      kind: 'node program',
+      alias,
+      image: images().node,
+      entrypoint: ['/usr/local/bin/node'],
+      command: [...entry, ...(opts.args ?? [])],
+      env: opts.env,
+      bindRepo: true,
+      onStream: (stream) => {
+        let partial = '';
+        stream.on('data', (chunk: Buffer | string) => {
+          partial += chunk.toString();
+          const parts = partial.split('\n');
+          partial = parts.pop() ?? '';
+          for (const part of parts) onLine(part);
+        });
+        stream.on('end', () => partial && onLine(partial));
+      },
+    });
+    const program = new ManagedContainer(name, alias, started, this.networkName) as NodeProgram;
+    Object.assign(program, {
+      lines,
+      waitForLine: (pattern: RegExp, { timeoutMs = 30_000, from = 0 } = {}) => {
+        const seen = lines.slice(from).find((line) => pattern.test(line));
+        if (seen !== undefined) return Promise.resolve(seen);
+        return new Promise<string>((resolve, reject) => {
+          const waiter = { pattern, from, resolve };
+          waiters.add(waiter);
+          setTimeout(() => {
+            if (waiters.delete(waiter)) {
+              reject(
+                new Error(
+                  `timed out after ${timeoutMs} ms waiting for ${alias} to print ${pattern}; last lines:\n${lines.slice(-10).join('\n')}`,
+                ),
+              );
+            }
+          }, timeoutMs).unref();
+        });
+      },
+    });
+    return this.track(program);
+  }
+
+  /** Remove every container and the network. Safe to call twice and after failures. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const results = await Promise.allSettled(this.containers.map((c) => c.remove()));
+    await (
+      await docker()
+    )
+      .getNetwork(this.networkName)
+      .remove()
+      .catch(() => undefined);
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed.length > 0) {
+      throw new Error(`could not remove ${failed.length} container(s): ${String(failed[0]!.reason)}`);
+    }
+  }
+}
