@@ -1,0 +1,33 @@
+// pkg/lease: who may act for an identity, and for how long they may believe it. etcd only.
+export { connectEtcd, within, type EtcdConnectOptions } from './etcd.js';
+export {
+  leaseTiming,
+  LeaseTimingError,
+  ETCD_MIN_TTL_S,
+  type LeaseTiming,
+  type LeaseTimingInput,
+} from './timing.js';
+export { Session, type MustStop, type Lost, type StopReason, type SessionState } from './session.js';
+export {
+  Candidate,
+  Leadership,
+  CampaignAbandonedError,
+  NotEligibleError,
+  StaleTokenError,
+  STAGGER_STEP_MS,
+  type CandidateOptions,
+  type FencingToken,
+  type PreviousTerm,
+} from './campaign.js';
+export {
+  readLeader,
+  transfer,
+  revokeHolder,
+  fence,
+  unfence,
+  isFenced,
+  LeaseOperationError,
+} from './admin.js';
+export { fencedPut, isTokenCurrent, TokenGate } from './fenced.js';
+export { LeaderObserver, type LeaderState } from './observe.js';
+export { Keys, Name, LeaderRecord, LoginRecord, CandidateRecord, TermEnd, FenceRecord } from './keys.js';

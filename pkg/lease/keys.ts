@@ -1,0 +1,112 @@
+// Where pkg/lease keeps its state in etcd, and the records stored there. One place, so the
+// controller, the agent and operators reading etcd agree on the layout.
+import { z } from 'zod';
+
+/** Identity and node names: they become etcd key segments and NATS subject tokens. */
+export const NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+export const Name = z
+  .string()
+  .regex(NAME_PATTERN, 'must be 1-63 lowercase letters, digits, "-" or "_", starting with a letter or digit');
+
+export function assertName(kind: 'identity' | 'node', value: string): void {
+  const parsed = Name.safeParse(value);
+  if (!parsed.success) throw new Error(`${kind} name '${value}': ${parsed.error.issues[0]!.message}`);
+}
+
+export class Keys {
+  constructor(readonly prefix = 'understudy') {}
+  leader(identity: string): string {
+    return `${this.prefix}/identities/${identity}/leader`;
+  }
+  candidates(identity: string): string {
+    return `${this.prefix}/identities/${identity}/candidates/`;
+  }
+  candidate(identity: string, node: string): string {
+    return `${this.candidates(identity)}${node}`;
+  }
+  /** The leader's login state, bound to its lease; the leader key itself is written only at term start. */
+  login(identity: string): string {
+    return `${this.prefix}/identities/${identity}/login`;
+  }
+  /** How the last term ended (resigned after logout, transferred, or revoked). */
+  termEnd(identity: string): string {
+    return `${this.prefix}/identities/${identity}/term-end`;
+  }
+  fence(node: string): string {
+    return `${this.prefix}/nodes/${node}/fence`;
+  }
+}
+
+/**
+ * Value of an identity's leader key (bound to the holder's lease). Written once per term
+ * (creation or transfer), so the key's mod revision *is* the term's fencing token.
+ */
+export const LeaderRecord = z.strictObject({
+  node: z.string(),
+  leaseId: z.string(),
+  /** The holder's T and T × (1 − drift): how long a successor must wait it out when unconfirmed. */
+  ttlMs: z.number().int().positive(),
+  mustBeOutByMs: z.number().int().positive(),
+  /** Wall-clock ms when this term began (informational). */
+  since: z.number(),
+});
+export type LeaderRecord = z.infer<typeof LeaderRecord>;
+
+/** The leader's login state (false while waiting out, logging in, and after logout). */
+export const LoginRecord = z.strictObject({
+  node: z.string(),
+  token: z.string(),
+  loggedIn: z.boolean(),
+  at: z.number(),
+});
+export type LoginRecord = z.infer<typeof LoginRecord>;
+
+export const CandidateRecord = z.strictObject({
+  node: z.string(),
+  leaseId: z.string(),
+  ttlMs: z.number().int().positive(),
+  mustBeOutByMs: z.number().int().positive(),
+  priority: z.number().int(),
+  healthy: z.boolean(),
+});
+export type CandidateRecord = z.infer<typeof CandidateRecord>;
+
+export const TermEnd = z.strictObject({
+  token: z.string(),
+  node: z.string(),
+  leaseId: z.string(),
+  how: z.enum(['resigned', 'transferred', 'revoked']),
+  /** The holder confirmed its service is logged out. */
+  loggedOut: z.boolean(),
+  /** The holder's lease TTL: how long after `at` it may still have been logged in. */
+  holderTtlMs: z.number().int().positive(),
+  /** Wall-clock ms of the record (a successor uses it only when it missed the deletion). */
+  at: z.number(),
+  actor: z.string().optional(),
+});
+export type TermEnd = z.infer<typeof TermEnd>;
+
+export const FenceRecord = z.strictObject({
+  reason: z.string().min(1),
+  actor: z.string().min(1),
+  at: z.number(),
+});
+export type FenceRecord = z.infer<typeof FenceRecord>;
+
+export function decode<T>(
+  schema: z.ZodType<T>,
+  raw: Buffer | string | null | undefined,
+  where: string,
+): T | undefined {
+  if (raw === null || raw === undefined) return undefined;
+  const text = raw.toString();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new Error(`${where}: not JSON: ${text.slice(0, 80)}`);
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) throw new Error(`${where}: ${z.prettifyError(parsed.error)}`);
+  return parsed.data;
+}

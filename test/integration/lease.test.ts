@@ -1,0 +1,424 @@
+// pkg/lease against a real etcd: the acceptance criteria of "Leadership with fencing tokens".
+import { expect } from 'chai';
+import {
+  CampaignAbandonedError,
+  connectEtcd,
+  fence,
+  fencedPut,
+  isTokenCurrent,
+  LeaderObserver,
+  LeaseOperationError,
+  NotEligibleError,
+  readLeader,
+  revokeHolder,
+  StaleTokenError,
+  transfer,
+  unfence,
+  type Leadership,
+  type LeaderState,
+} from '../../pkg/lease/index.js';
+import { Keys } from '../../pkg/lease/keys.js';
+import { Harness, type EtcdMember } from '../support/harness.js';
+import { waitFor } from '../support/wait.js';
+import { believe, openNode, overlaps, type TermBelief, type TestNode } from './lease-support.js';
+
+const T = 2; // seconds: etcd's minimum, keeps expiry-driven tests short
+
+describe('pkg/lease (real etcd)', function () {
+  let h: Harness;
+  let etcd: EtcdMember;
+  const nodes: TestNode[] = [];
+  let identitySeq = 0;
+  const freshIdentity = () => `id-${++identitySeq}`;
+  const open = async (...args: Parameters<typeof openNode>) => {
+    const node = await openNode(...args);
+    nodes.push(node);
+    return node;
+  };
+
+  before(async function () {
+    h = await Harness.create();
+    etcd = await h.startEtcd();
+  });
+  afterEach(async function () {
+    await Promise.all(nodes.splice(0).map((n) => n.close()));
+  });
+  after(async function () {
+    await h?.close();
+  });
+
+  describe('election', function () {
+    it('three candidates elect exactly one leader; when its process dies abruptly, another is elected only once its lease expired', async function () {
+      this.timeout(60_000);
+      const identity = freshIdentity();
+      // The first candidate runs in its own container, so its death is a real SIGKILL.
+      const doomed = await h.startNodeProgram({
+        script: 'test/fixtures/lease-candidate.ts',
+        args: [etcd.networkEndpoint, 'a', identity, String(T), '10'],
+      });
+      const elected = JSON.parse(await doomed.waitForLine(/"ev":"elected"/)) as { token: string };
+      const session = JSON.parse(await doomed.waitForLine(/"ev":"session"/)) as { leaseId: string };
+      const [b, c] = await Promise.all(['b', 'c'].map((n) => open([etcd.hostEndpoint], n, identity)));
+      const campaigns = [b!, c!].map((n) => n.candidate.campaign().then((l) => ({ node: n, l })));
+      await waitFor(
+        async () => (await b!.client.getAll().prefix(new Keys().candidates(identity)).keys()).length === 3,
+        {
+          what: 'all three candidates to register',
+          timeoutMs: 5_000,
+        },
+      );
+      const view = await readLeader(b!.client, identity);
+      expect(view?.record.node).to.equal('a');
+      expect(String(view?.token)).to.equal(elected.token);
+
+      const diedAt = performance.now();
+      await doomed.kill();
+      const second = await Promise.race(campaigns);
+      const electedAfterMs = performance.now() - diedAt;
+
+      const ttl = await second.node.client.leaseClient.leaseTimeToLive({ ID: session.leaseId, keys: false });
+      expect(Number(ttl.TTL), 'the dead leader lease is gone').to.equal(-1);
+      // Nobody took over before etcd could have expired the lease (last renewal at most T/3 before death).
+      expect(electedAfterMs).to.be.greaterThan((T * 1000 * 2) / 3);
+      expect(second.l.token > BigInt(elected.token)).to.equal(true);
+      expect(second.l.previous?.record.node).to.equal('a');
+      // Exactly one of the two survivors leads.
+      expect((await readLeader(b!.client, identity))?.record.node).to.equal(second.node.name);
+    });
+
+    it('fencing tokens of 50 successive terms strictly increase', async function () {
+      this.timeout(120_000);
+      const identity = freshIdentity();
+      const group = await Promise.all(['a', 'b', 'c'].map((n) => open([etcd.hostEndpoint], n, identity)));
+      const tokens: bigint[] = [];
+      const leaders = group.map((n) => n.candidate.campaign());
+      const pending = new Map(group.map((n, i) => [n, leaders[i]!]));
+      while (tokens.length < 50) {
+        const [node, leadership] = await Promise.race(
+          [...pending].map(([n, p]) => p.then((l) => [n, l] as const)),
+        );
+        tokens.push(leadership.token);
+        expect(await leadership.resign({ loggedOut: true })).to.equal(true);
+        pending.set(node, node.candidate.campaign());
+      }
+      for (let i = 1; i < tokens.length; i++) {
+        expect(tokens[i]! > tokens[i - 1]!, `term ${i}: ${tokens[i]} after ${tokens[i - 1]}`).to.equal(true);
+      }
+    });
+
+    it('nofailover and fenced candidates never lead; the highest-priority healthy candidate wins', async function () {
+      this.timeout(60_000);
+      const identity = freshIdentity();
+      const admin = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+      try {
+        await fence(admin, { node: 'fenced-e', reason: 'maintenance', actor: 'test' });
+        const low = await open([etcd.hostEndpoint], 'low-c', identity, { candidate: { priority: 1 } });
+        const mid = await open([etcd.hostEndpoint], 'mid-b', identity, { candidate: { priority: 2 } });
+        const high = await open([etcd.hostEndpoint], 'high-a', identity, { candidate: { priority: 3 } });
+        const sick = await open([etcd.hostEndpoint], 'sick-f', identity, {
+          candidate: { priority: 9, healthy: () => false },
+        });
+        const nofail = await open([etcd.hostEndpoint], 'nofail-d', identity, {
+          candidate: { priority: 10, tags: { nofailover: true } },
+        });
+        const fenced = await open([etcd.hostEndpoint], 'fenced-e', identity, { candidate: { priority: 10 } });
+
+        const err = await nofail.candidate.campaign().catch((e: unknown) => e);
+        expect(err).to.be.instanceOf(NotEligibleError);
+        let fencedWon = false;
+        void fenced.candidate.campaign().then(
+          () => (fencedWon = true),
+          () => undefined,
+        );
+
+        // Register everyone before the key is free, so all take part in each free election.
+        const order: string[] = [];
+        const running = new Map<TestNode, Promise<Leadership>>();
+        for (const n of [low, mid, high, sick]) running.set(n, n.candidate.campaign());
+        for (let round = 0; round < 4; round++) {
+          const [node, leadership] = await Promise.race(
+            [...running].map(([n, p]) => p.then((l) => [n, l] as const)),
+          );
+          order.push(node.name);
+          running.delete(node); // the winner leaves: the next election is among the rest
+          await leadership.resign({ loggedOut: true });
+        }
+        expect(order).to.deep.equal(['high-a', 'mid-b', 'low-c', 'sick-f']);
+        expect(fencedWon).to.equal(false);
+        expect((await readLeader(admin, identity))?.record.node).to.not.equal('fenced-e');
+
+        // Unfenced, it campaigns again and can win.
+        await unfence(admin, { node: 'fenced-e' });
+        await waitFor(async () => (await readLeader(admin, identity))?.record.node === 'fenced-e', {
+          what: 'the unfenced node to win the free election',
+          timeoutMs: 10_000,
+        });
+      } finally {
+        admin.close();
+      }
+    });
+  });
+
+  describe('self-fencing', function () {
+    it('a leader partitioned from etcd stops acting by D, strictly before its key expires, and only then is another elected', async function () {
+      this.timeout(120_000);
+      const identity = freshIdentity();
+      const leader = await h.startNodeProgram({
+        script: 'test/fixtures/lease-candidate.ts',
+        args: [etcd.networkEndpoint, 'partitioned', identity, String(T)],
+      });
+      await leader.waitForLine(/"ev":"elected"/);
+      const standby = await open([etcd.hostEndpoint], 'standby', identity);
+      const keyGone = new Promise<number>((resolve) => {
+        void LeaderObserver.start(standby.client, identity, (s: LeaderState) => {
+          if (!s.leader) resolve(Date.now());
+        });
+      });
+      const standbyWon = standby.candidate.campaign().then((l) => ({ l, at: Date.now() }));
+
+      const mark = leader.lines.length;
+      const cutAt = Date.now();
+      await leader.disconnect();
+      const stopLine = await leader.waitForLine(/"ev":"must-stop"/, { from: mark, timeoutMs: 20_000 });
+      const stop = JSON.parse(stopLine) as { t: number; reason: string; sinceRenewalMs: number };
+      const expiredAt = await keyGone;
+      const won = await standbyWon;
+
+      expect(stop.reason).to.equal('keepalive-timeout');
+      // D = T/2 after the last acknowledged keepalive send; the timer may fire a little late.
+      expect(stop.sinceRenewalMs).to.be.within(T * 500, T * 500 + 250);
+      expect(stop.t - cutAt).to.be.lessThan(T * 500 + 250);
+      expect(stop.t, 'must-stop strictly before the key expired').to.be.lessThan(expiredAt);
+      expect(won.at, 'standby elected only after the key expired').to.be.at.least(expiredAt);
+      expect(won.l.previous?.record.node).to.equal('partitioned');
+      // The lease expired (not revoked, not deleted under a live holder): no extra wait.
+      expect(await won.l.clearanceWaitMs()).to.equal(0);
+    });
+
+    it('etcd frozen longer than T and resumed: no two holders believe they lead at the same instant', async function () {
+      this.timeout(120_000);
+      const identity = freshIdentity();
+      const beliefs: TermBelief[] = [];
+      const group = await Promise.all(['a', 'b'].map((n) => open([etcd.hostEndpoint], n, identity)));
+      const first = await Promise.race(group.map((n) => n.candidate.campaign()));
+      believe(first, beliefs);
+
+      await etcd.pause();
+      await first.session.stopped(); // it must stop believing while etcd is frozen
+      await waitFor(() => performance.now() - beliefs[0]!.to! > 2 * T * 1000, {
+        what: 'etcd to stay frozen for 2 × T',
+        timeoutMs: 4 * T * 1000,
+        intervalMs: 100,
+      });
+      await etcd.unpause();
+
+      // Every node with a dead session opens a new one and campaigns again.
+      const reopened = await Promise.all(['a2', 'b2'].map((n) => open([etcd.hostEndpoint], n, identity)));
+      const next = await Promise.race(reopened.map((n) => n.candidate.campaign()));
+      believe(next, beliefs);
+      await waitFor(() => group.every((n) => n.session.state !== 'alive'), {
+        what: 'both old sessions to have ended',
+        timeoutMs: 10_000,
+      });
+      expect(overlaps(beliefs)).to.deep.equal([]);
+      expect(next.token > first.token).to.equal(true);
+    });
+
+    it('a campaign is abandoned the moment its session is revoked, and never reports leadership after', async function () {
+      const identity = freshIdentity();
+      const leader = await open([etcd.hostEndpoint], 'leader', identity);
+      const held = await leader.candidate.campaign();
+      const waiting = await open([etcd.hostEndpoint], 'waiting', identity);
+      const outcome = waiting.candidate.campaign().then(
+        () => 'elected',
+        (e: Error) => e,
+      );
+      await waitFor(
+        async () =>
+          (await waiting.client.getAll().prefix(new Keys().candidates(identity)).keys()).length === 2,
+        {
+          what: 'the waiting candidate to register',
+          timeoutMs: 5_000,
+        },
+      );
+      // Revoke the waiting node's lease from outside, then free the key at once.
+      await leader.client.leaseClient.leaseRevoke({ ID: waiting.session.leaseId });
+      await held.resign({ loggedOut: true });
+      const result = await outcome;
+      expect(result).to.be.instanceOf(CampaignAbandonedError);
+      expect(waiting.session.mayAct()).to.equal(false);
+      const lost = await waiting.session.lost();
+      expect(lost.reason).to.equal('lease-gone');
+    });
+
+    it('a leader whose lease is revoked by the controller loses leadership, and its successor waits it out', async function () {
+      this.timeout(30_000);
+      const identity = freshIdentity();
+      const old = await open([etcd.hostEndpoint], 'old', identity);
+      const term = await old.candidate.campaign();
+      await term.setLoggedIn(true);
+      const next = await open([etcd.hostEndpoint], 'next', identity);
+      const nextTerm = next.candidate.campaign();
+      await revokeHolder(next.client, { identity, expectToken: term.token, actor: 'test' });
+      const lost = await term.whenLost();
+      expect(['key-deleted', 'session']).to.include(lost.reason);
+      expect(term.mayAct()).to.equal(false);
+      const successor = await nextTerm;
+      // The revoked holder never confirmed logout: wait out its self-fence deadline (its T).
+      const wait = await successor.clearanceWaitMs();
+      expect(wait)
+        .to.be.greaterThan(T * 1000 - 1000)
+        .and.at.most(T * 1000);
+    });
+  });
+
+  describe('transfer', function () {
+    it('moves the key to the named target atomically, with a greater token, only after confirmed logout', async function () {
+      const identity = freshIdentity();
+      const a = await open([etcd.hostEndpoint], 'a', identity);
+      const aTerm = await a.candidate.campaign();
+      await aTerm.setLoggedIn(true);
+      const b = await open([etcd.hostEndpoint], 'b', identity);
+      const bTerm = b.candidate.campaign();
+      await waitFor(
+        async () => (await b.client.getAll().prefix(new Keys().candidates(identity)).keys()).length === 2,
+        {
+          what: 'b to register as a candidate',
+          timeoutMs: 5_000,
+        },
+      );
+
+      const refused = await transfer(a.client, {
+        identity,
+        target: 'b',
+        expectToken: aTerm.token,
+        actor: 'op',
+      }).catch((e: unknown) => e);
+      expect((refused as LeaseOperationError).code).to.equal('not-logged-out');
+
+      await aTerm.setLoggedIn(false);
+      const stale = await transfer(a.client, {
+        identity,
+        target: 'b',
+        expectToken: aTerm.token - 1n,
+        actor: 'op',
+      }).catch((e: unknown) => e);
+      expect((stale as LeaseOperationError).code).to.equal('changed');
+
+      const token = await transfer(a.client, {
+        identity,
+        target: 'b',
+        expectToken: aTerm.token,
+        actor: 'op',
+      });
+      const won = await bTerm;
+      expect(won.token).to.equal(token);
+      expect(token > aTerm.token).to.equal(true);
+      expect(won.previous?.transferred).to.equal(true);
+      expect(await won.clearanceWaitMs()).to.equal(0);
+      expect((await aTerm.whenLost()).reason).to.equal('key-moved');
+    });
+
+    it('fails cleanly when the holder changed between read and txn', async function () {
+      const identity = freshIdentity();
+      const a = await open([etcd.hostEndpoint], 'a', identity);
+      const aTerm = await a.candidate.campaign();
+      await aTerm.setLoggedIn(false);
+      const c = await open([etcd.hostEndpoint], 'c', identity, { candidate: { priority: 5 } });
+      const cTerm = c.candidate.campaign();
+      const b = await open([etcd.hostEndpoint], 'b', identity);
+      void b.candidate.campaign().catch(() => undefined);
+      await waitFor(
+        async () => (await b.client.getAll().prefix(new Keys().candidates(identity)).keys()).length === 3,
+        {
+          what: 'all three candidates to register',
+          timeoutMs: 5_000,
+        },
+      );
+      const seen = await readLeader(a.client, identity);
+      // Between the operator's read and the transfer, the holder resigns and c takes over.
+      await aTerm.resign({ loggedOut: true });
+      await cTerm;
+      const err = await transfer(a.client, {
+        identity,
+        target: 'b',
+        expectToken: seen!.token,
+        actor: 'op',
+      }).catch((e: unknown) => e);
+      expect((err as LeaseOperationError).code).to.equal('changed');
+      expect((await readLeader(a.client, identity))?.record.node).to.equal('c');
+    });
+  });
+
+  describe('fenced writes', function () {
+    it('a write guarded by a stale token is rejected once a new term began', async function () {
+      const identity = freshIdentity();
+      const a = await open([etcd.hostEndpoint], 'a', identity);
+      const aTerm = await a.candidate.campaign();
+      await fencedPut(a.client, { identity, token: aTerm.token, key: 'data/x', value: 'from-a' });
+      const b = await open([etcd.hostEndpoint], 'b', identity);
+      const bTerm = b.candidate.campaign();
+      await aTerm.resign({ loggedOut: true });
+      const bLead = await bTerm;
+
+      const err = await fencedPut(a.client, {
+        identity,
+        token: aTerm.token,
+        key: 'data/x',
+        value: 'stale',
+      }).catch((e: unknown) => e);
+      expect(err).to.be.instanceOf(StaleTokenError);
+      expect(await isTokenCurrent(a.client, identity, aTerm.token)).to.equal(false);
+      expect(await isTokenCurrent(a.client, identity, bLead.token)).to.equal(true);
+      await fencedPut(b.client, { identity, token: bLead.token, key: 'data/x', value: 'from-b' });
+      expect(await b.client.get('data/x').string()).to.equal('from-b');
+    });
+  });
+});
+
+describe('pkg/lease on a 3-member etcd cluster (real etcd)', function () {
+  let h: Harness;
+  after(async function () {
+    await h?.close();
+  });
+
+  it('losing one member changes no leader', async function () {
+    this.timeout(120_000);
+    h = await Harness.create();
+    const cluster = await h.startEtcdCluster(3);
+    const identity = 'cluster-id';
+    const timing = { ttlSeconds: 6 };
+    const a = await openNode(cluster.hostEndpoints, 'a', identity, { timing });
+    const b = await openNode(cluster.hostEndpoints, 'b', identity, { timing });
+    try {
+      const term = await a.candidate.campaign();
+      void b.candidate.campaign().catch(() => undefined);
+      const changes: LeaderState[] = [];
+      const observer = await LeaderObserver.start(b.client, identity, (s) => changes.push(s));
+
+      // Kill the raft leader: the worst member to lose (writes wait for a new election).
+      let raftLeader = cluster.members[0]!;
+      for (const member of cluster.members) {
+        const probe = connectEtcd({ endpoints: [member.hostEndpoint] });
+        const status = await probe.maintenance.status();
+        probe.close();
+        if (status.leader === status.header.member_id) raftLeader = member;
+      }
+      await raftLeader.kill();
+      // Hold for two TTLs: several keepalives must go through the surviving members.
+      const until = performance.now() + 2 * timing.ttlSeconds * 1000;
+      await waitFor(() => performance.now() >= until || term.isEnded, {
+        what: 'two TTLs to pass',
+        timeoutMs: 3 * timing.ttlSeconds * 1000,
+        intervalMs: 100,
+      });
+      expect(term.isEnded, 'leadership ended').to.equal(false);
+      expect(term.mayAct()).to.equal(true);
+      expect(changes.map((c) => c.leader?.token)).to.deep.equal([term.token]);
+      await observer.close();
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+});
