@@ -18,11 +18,27 @@ import {
   type LeaderState,
 } from '../../pkg/lease/index.js';
 import { Keys } from '../../pkg/lease/keys.js';
-import { Harness, type EtcdMember } from '../support/harness.js';
+import { Harness, type EtcdMember, type NodeProgram } from '../support/harness.js';
+import { etcdAnswers, untilAnswers } from '../support/probes.js';
 import { waitFor } from '../support/wait.js';
 import { believe, openNode, overlaps, type TermBelief, type TestNode } from './lease-support.js';
 
 const T = 2; // seconds: etcd's minimum, keeps expiry-driven tests short
+
+/** The leader changes a leader-observer fixture printed from line `from` on, as "node:token" or "none". */
+async function reportedChanges(observer: NodeProgram, from: number, count: number): Promise<string[]> {
+  const changes = () =>
+    observer.lines
+      .slice(from)
+      .filter((l) => l.includes('"ev":"leader"'))
+      .map((l) => JSON.parse(l) as { node: string | null; token: string })
+      .map((e) => (e.node ? `${e.node}:${e.token}` : 'none'));
+  await waitFor(() => changes().length >= count, {
+    what: `the observer to report ${count} leader changes`,
+    timeoutMs: 30_000,
+  });
+  return changes();
+}
 
 describe('pkg/lease (real etcd)', function () {
   let h: Harness;
@@ -350,6 +366,31 @@ describe('pkg/lease (real etcd)', function () {
     });
   });
 
+  describe('observing', function () {
+    it('an observer cut off from etcd by a partition reports every term it missed, in order', async function () {
+      this.timeout(60_000);
+      const identity = freshIdentity();
+      const observer = await h.startNodeProgram({
+        script: 'test/fixtures/leader-observer.ts',
+        args: [etcd.networkEndpoint, identity],
+      });
+      await observer.waitForLine(/"ev":"observing"/);
+      await observer.disconnect();
+
+      // Three terms begin and end while the observer cannot see etcd.
+      const expected: string[] = [];
+      for (const name of ['a', 'b', 'c']) {
+        const n = await open([etcd.hostEndpoint], name, identity);
+        const term = await n.candidate.campaign();
+        expected.push(`${name}:${term.token}`, 'none');
+        await term.resign({ loggedOut: true });
+      }
+      const mark = observer.lines.length;
+      await observer.reconnect();
+      expect(await reportedChanges(observer, mark, expected.length)).to.deep.equal(expected);
+    });
+  });
+
   describe('fenced writes', function () {
     it('a write guarded by a stale token is rejected once a new term began', async function () {
       const identity = freshIdentity();
@@ -380,6 +421,44 @@ describe('pkg/lease on a 3-member etcd cluster (real etcd)', function () {
   let h: Harness;
   after(async function () {
     await h?.close();
+  });
+
+  it('an observer whose etcd member dies reconnects to another and reports every term it missed, in order', async function () {
+    this.timeout(180_000);
+    h = await Harness.create();
+    const cluster = await h.startEtcdCluster(3, 'obs');
+    const identity = 'observed';
+    const [m0, m1, m2] = cluster.members;
+    const observer = await h.startNodeProgram({
+      script: 'test/fixtures/leader-observer.ts',
+      args: [[m0!, m1!].map((m) => m.networkEndpoint).join(','), identity],
+    });
+    await observer.waitForLine(/"ev":"observing"/);
+    const mark = observer.lines.length;
+    const expected: string[] = [];
+    // Kill each of the observer's only two members in turn, so whichever one carries its
+    // watch dies while terms change (through the third member).
+    for (const victim of [m0!, m1!]) {
+      await victim.kill();
+      // Losing the raft leader means a re-election first: wait for the survivors to serve.
+      await untilAnswers(
+        () => etcdAnswers(m2!.hostEndpoint),
+        'the surviving members to elect a raft leader',
+        15_000,
+      );
+      for (const name of ['a', 'b']) {
+        const n = await openNode([m2!.hostEndpoint], name, identity);
+        try {
+          const term = await n.candidate.campaign();
+          expected.push(`${name}:${term.token}`, 'none');
+          await term.resign({ loggedOut: true });
+        } finally {
+          await n.close();
+        }
+      }
+      await victim.start();
+    }
+    expect(await reportedChanges(observer, mark, expected.length)).to.deep.equal(expected);
   });
 
   it('losing one member changes no leader', async function () {
