@@ -5,7 +5,8 @@ import { EventEmitter } from 'node:events';
  * nobody listens to: pkg/lease reports failures as typed events and rejected promises.
  */
 export class TypedEmitter<Events extends Record<string, unknown>> {
-  private readonly inner = new EventEmitter({ captureRejections: false });
+  // One session carries a listener per identity it leads (hundreds are normal): no cap.
+  private readonly inner = new EventEmitter({ captureRejections: false }).setMaxListeners(0);
 
   on<K extends keyof Events & string>(event: K, listener: (payload: Events[K]) => void): this {
     this.inner.on(event, listener);
