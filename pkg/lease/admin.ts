@@ -31,7 +31,10 @@ export class LeaseOperationError extends Error {
 export interface LeaderView {
   record: LeaderRecord;
   token: FencingToken;
+  /** This term's login record, if the holder wrote one (`false` = confirmed logged out). */
   login: LoginRecord | undefined;
+  /** Mod revision of that record: transfer compares it, so any later write aborts the move. */
+  loginRevision: string | undefined;
 }
 
 export async function readLeader(
@@ -48,12 +51,15 @@ export async function readLeader(
   const leaderKv = result.responses[0]?.response_range?.kvs[0];
   if (!leaderKv) return undefined;
   const token = BigInt(leaderKv.mod_revision);
-  const login = decode(LoginRecord, result.responses[1]?.response_range?.kvs[0]?.value, keys.login(identity));
+  const loginKv = result.responses[1]?.response_range?.kvs[0];
+  const login = decode(LoginRecord, loginKv?.value, keys.login(identity));
+  // A login record of an earlier term says nothing about this one.
+  const current = login !== undefined && login.token === String(token);
   return {
     record: decode(LeaderRecord, leaderKv.value, keys.leader(identity))!,
     token,
-    // A login record of an earlier term says nothing about this one.
-    login: login && login.token === String(token) ? login : undefined,
+    login: current ? login : undefined,
+    loginRevision: current ? loginKv?.mod_revision : undefined,
   };
 }
 
@@ -80,7 +86,8 @@ export async function transfer(
   if (current.record.node === opts.target) {
     throw new LeaseOperationError(`${opts.identity} is already led by ${opts.target}`, 'same-node');
   }
-  if (!current.login || current.login.loggedIn) {
+  const loginRevision = current.login?.loggedIn === false ? current.loginRevision : undefined;
+  if (loginRevision === undefined) {
     throw new LeaseOperationError(
       `${opts.identity}: ${current.record.node} has not confirmed logout of term ${current.token}; drain it first`,
       'not-logged-out',
@@ -115,7 +122,7 @@ export async function transfer(
   const leaderKey = keys.leader(opts.identity);
   const result = await client
     .if(leaderKey, 'Mod', '==', String(current.token))
-    .and(keys.login(opts.identity), 'Value', '==', JSON.stringify(current.login))
+    .and(keys.login(opts.identity), 'Mod', '==', loginRevision)
     .and(candidateKey, 'Mod', '==', candidateKv.mod_revision)
     .and(keys.fence(opts.target), 'Create', '==', 0)
     .then(

@@ -170,19 +170,22 @@ export class Candidate {
       if (
         state.leader &&
         state.leader.record.leaseId === this.session.leaseId &&
-        state.leader.token !== lastOwnToken
+        state.leader.token !== lastOwnToken &&
+        state.transferred
       ) {
-        // The key was moved to our lease (transfer): we lead from its revision on.
+        // The key was moved to our lease by a transfer, which required the holder's
+        // confirmed logout: we lead from its revision on, without waiting.
         const leadership = new Leadership(this, state.leader.token, state.leader.record, {
           record: lastSeen?.record ?? state.leader.record,
           token: lastSeen?.token ?? 0n,
           observedEndAt,
           transferred: true,
         });
-        return leadership.start(state.revision);
+        return this.begin(leadership, state.revision, signal, userSignal);
       }
       if (state.leader && state.leader.record.leaseId === this.session.leaseId) {
-        // Our own earlier term whose resign did not reach etcd: end it now, guarded by its token.
+        // Our own earlier term whose resign did not reach etcd (or one not proven to be a
+        // transfer): end it now, guarded by its token, and compete afresh.
         await this.client
           .if(leaderKey, 'Mod', '==', String(state.leader.token))
           .then(this.client.delete().key(leaderKey))
@@ -228,11 +231,38 @@ export class Candidate {
       if (!result.succeeded) continue;
       // The txn is the only write in its revision: that revision is our token.
       const token = BigInt(result.header.revision);
-      this.checkActive(signal, userSignal);
       const previous: PreviousTerm | undefined = lastSeen
         ? { ...lastSeen, observedEndAt, transferred: false }
         : undefined;
-      return new Leadership(this, token, record, previous).start(result.header.revision);
+      return this.begin(
+        new Leadership(this, token, record, previous),
+        result.header.revision,
+        signal,
+        userSignal,
+      );
+    }
+  }
+
+  /**
+   * Start a won term, or give it back: a campaign that must stop after winning resigns the
+   * key at once, so other candidates are not left waiting for a leader that never acts.
+   */
+  private async begin(
+    leadership: Leadership,
+    revision: string,
+    signal: AbortSignal,
+    userSignal?: AbortSignal,
+  ): Promise<Leadership> {
+    try {
+      await leadership.start(revision, signal);
+      this.checkActive(signal, userSignal);
+      if (!leadership.mayAct())
+        throw new CampaignAbandonedError(`term ${leadership.token} of ${this.identity} ended at once`);
+      return leadership;
+    } catch (err) {
+      // Not logged in yet: the term is confirmed out.
+      await leadership.resign({ loggedOut: true });
+      throw err;
     }
   }
 
@@ -263,14 +293,26 @@ export class Candidate {
   }
 
   private async read(leaderKey: string, fenceKey: string) {
+    const termEndKey = this.keys.termEnd(this.identity);
     const result = await this.client
       .if(leaderKey, 'Create', '>', -1) // always true: a multi-get at one revision
-      .then(this.client.get(leaderKey), this.client.get(fenceKey))
+      .then(this.client.get(leaderKey), this.client.get(fenceKey), this.client.get(termEndKey))
       .options(within(CALL_MS))
       .commit();
     const leaderKv = result.responses[0]?.response_range?.kvs[0];
     const fenceKv = result.responses[1]?.response_range?.kvs[0];
+    const termEndKv = result.responses[2]?.response_range?.kvs[0];
+    const termEnd = decode(TermEnd, termEndKv?.value, termEndKey);
     return {
+      /**
+       * A transfer writes the leader key and the term-end record in one txn: the leader key
+       * was transferred iff the record says so and was written at the key's revision.
+       */
+      transferred:
+        leaderKv !== undefined &&
+        termEndKv !== undefined &&
+        termEnd?.how === 'transferred' &&
+        termEndKv.mod_revision === leaderKv.mod_revision,
       revision: result.header.revision,
       leader: leaderKv
         ? {
@@ -384,44 +426,69 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
     return this.loggedInValue;
   }
 
-  /** Watch our own key: a deletion or a move ends the term even if the session lives. */
-  async start(revision: string): Promise<Leadership> {
+  /**
+   * Watch our own key: a deletion or a move ends the term even if the session lives. The
+   * watch is created within CALL_MS (or the campaign's abort): a leader that cannot watch
+   * its key refuses the term rather than act blind.
+   */
+  async start(revision: string, signal?: AbortSignal): Promise<Leadership> {
     this.candidate.lastOwnToken = this.token;
     const onStop = () => this.end('session');
     this.session.on('must-stop', onStop);
     void this.whenLost().then(() => this.session.off('must-stop', onStop));
     if (!this.session.mayAct()) this.end('session');
-    const client = this.session.client;
-    try {
-      this.watcher = await client
-        .watch()
-        .key(this.key)
-        .startRevision(String(BigInt(revision) + 1n))
-        .create();
-    } catch {
-      // Without a watch we cannot see the key go: refuse the term rather than act blind.
-      await this.resign({ loggedOut: true });
-      throw new CampaignAbandonedError(`could not watch ${this.key} after winning it; resigned`);
-    }
-    this.watcher.on('delete', () => this.end('key-deleted'));
-    // The key is written once per term: any later write is a new term (a transfer).
-    this.watcher.on('put', (kv: IKeyValue) => {
-      if (BigInt(kv.mod_revision) !== this.token) this.end('key-moved');
-    });
-    // After a compaction or cancel the watch is gone: re-verify by a read, end if not ours.
-    this.watcher.on('error', () => void this.verify());
+    await this.watchOwnKey(BigInt(revision) + 1n, signal);
     return this;
   }
 
-  private async verify(): Promise<void> {
-    try {
-      const kv = await this.session.client.get(this.key).options(within(CALL_MS)).exec();
-      const current = kv.kvs[0];
-      if (!current || BigInt(current.mod_revision) !== this.token) {
-        this.end('key-moved');
+  private async watchOwnKey(fromRevision: bigint, signal?: AbortSignal): Promise<void> {
+    if (this.ended) return;
+    const pending = this.session.client.watch().key(this.key).startRevision(String(fromRevision)).create();
+    let timer: NodeJS.Timeout | undefined;
+    const gaveUp = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), CALL_MS);
+      signal?.addEventListener('abort', () => resolve(undefined), { once: true });
+      void this.whenLost().then(() => resolve(undefined));
+    });
+    const watcher = await Promise.race([pending.catch(() => undefined), gaveUp]);
+    clearTimeout(timer);
+    if (!watcher || this.ended) {
+      // Created late (or never): cancel whatever arrives, so no watch leaks.
+      void pending.then((w) => w.cancel()).catch(() => undefined);
+      if (!this.ended) this.end('session');
+      throw new CampaignAbandonedError(
+        `could not watch ${this.key} within ${CALL_MS} ms after winning term ${this.token}; giving the term back`,
+      );
+    }
+    this.watcher = watcher;
+    watcher.on('delete', () => this.end('key-deleted'));
+    // The key is written once per term: any later write is a new term (a transfer).
+    watcher.on('put', (kv: IKeyValue) => {
+      if (BigInt(kv.mod_revision) !== this.token) this.end('key-moved');
+    });
+    // A cancelled watch (compaction, server cancel) is gone for good: re-read, and if the key
+    // is still ours watch again from that read; never carry on without a watch.
+    watcher.on('error', () => void this.rewatch(watcher));
+  }
+
+  private async rewatch(broken: Watcher): Promise<void> {
+    if (this.watcher !== broken || this.ended) return;
+    this.watcher = undefined;
+    void broken.cancel().catch(() => undefined);
+    while (!this.ended) {
+      try {
+        const res = await this.session.client.get(this.key).options(within(CALL_MS)).exec();
+        const current = res.kvs[0];
+        if (!current || BigInt(current.mod_revision) !== this.token) {
+          this.end(current ? 'key-moved' : 'key-deleted');
+          return;
+        }
+        await this.watchOwnKey(BigInt(res.header.revision) + 1n);
+        return;
+      } catch {
+        // etcd unreachable: retry; the session's self-fence clock ends the term if it lasts.
+        await sleep(RETRY_MS);
       }
-    } catch {
-      // etcd unreachable: the session's self-fence clock decides.
     }
   }
 
@@ -450,9 +517,9 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
 
   /**
    * How long (ms) this leader must wait before logging in, per S3. 0 when the previous term
-   * confirmed its logout, ended by lease expiry (the holder self-fenced before etcd could
-   * expire it), or was transferred; otherwise the previous holder's TTL from when we saw the
-   * term end (revoked, or deleted while its lease lived).
+   * confirmed its logout, was transferred, or ended by lease expiry with no recorded end (the
+   * holder self-fenced before etcd could expire it); otherwise the previous holder's TTL from
+   * when we saw the term end (revoked, resigned unconfirmed, or deleted under a live lease).
    */
   async clearanceWaitMs(): Promise<number> {
     const prev = this.previous;
@@ -468,26 +535,28 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
       termEnd = undefined;
     }
     if (!prev) {
-      // We did not see the previous term end. Only a recent revocation can leave someone in.
-      if (termEnd && termEnd.how === 'revoked' && !termEnd.loggedOut) {
+      // We did not see the previous term end. Only a recent end without confirmed logout
+      // (a revocation) can leave someone in: wait from the recorded time, on the writer's
+      // clock, with an allowance for skew.
+      if (termEnd && !termEnd.loggedOut) {
         return Math.max(0, termEnd.at + termEnd.holderTtlMs + CLOCK_SKEW_ALLOWANCE_MS - Date.now());
       }
       return 0;
     }
     if (prev.transferred) return 0;
-    if (termEnd && termEnd.token === String(prev.token) && termEnd.loggedOut) return 0;
     const observed = prev.observedEndAt ?? performance.now();
     const waitFrom = (ms: number) => Math.max(0, observed + ms - performance.now());
-    if (termEnd && termEnd.token === String(prev.token) && termEnd.how === 'revoked') {
-      return waitFrom(prev.record.ttlMs);
+    if (termEnd && termEnd.token === String(prev.token)) {
+      // The term's end was recorded (resigned, revoked): its word on the logout decides.
+      return termEnd.loggedOut ? 0 : waitFrom(prev.record.ttlMs);
     }
     try {
       const ttl = await client.leaseClient.leaseTimeToLive(
         { ID: prev.record.leaseId, keys: false },
         within(CALL_MS),
       );
-      // -1: the lease is gone and no revocation was recorded: it expired, so its holder
-      // self-fenced first. Alive: the key was deleted under a live holder: wait it out.
+      // -1 with no recorded end: the lease expired, so its holder self-fenced before etcd
+      // could expire it. Alive: the key was deleted under a live holder: wait it out.
       if (Number(ttl.TTL) < 0) return 0;
     } catch {
       // Unknown: assume the worst.
@@ -506,14 +575,21 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
   }
 
   /**
-   * Record the login state (fenced: only while the leader key is still this term's). A
-   * transfer requires the holder to have recorded `false` here: its confirmed logout.
+   * Record the login state, fenced by this term's token. The convention that makes the
+   * record safe to act on: write `true` *before* starting the service (it covers logging in),
+   * and `false` only once the service is confirmed stopped. A transfer and a revocation treat
+   * `false` as the holder's confirmed logout.
+   *
+   * `true` is refused (FencedNodeError) while the node is fenced (S4): a fence written after
+   * this node won still keeps it from logging in.
    */
   async setLoggedIn(loggedIn: boolean): Promise<void> {
     const record: LoginRecord = { node: this.node, token: String(this.token), loggedIn, at: Date.now() };
     const client = this.session.client;
-    const result = await client
-      .if(this.key, 'Mod', '==', String(this.token))
+    const fenceKey = this.candidate.keys.fence(this.node);
+    let txn = client.if(this.key, 'Mod', '==', String(this.token));
+    if (loggedIn) txn = txn.and(fenceKey, 'Create', '==', 0);
+    const result = await txn
       .then(
         client
           .put(this.candidate.keys.login(this.identity))
@@ -523,6 +599,10 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
       .options(within(CALL_MS))
       .commit();
     if (!result.succeeded) {
+      const still = await client.get(this.key).options(within(CALL_MS)).exec();
+      if (still.kvs[0] && BigInt(still.kvs[0].mod_revision) === this.token) {
+        throw new FencedNodeError(this.node, this.identity);
+      }
       this.end('key-moved');
       throw new StaleTokenError(this.identity, this.token);
     }
@@ -532,7 +612,10 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
   /**
    * End the term: record how it ended and delete the key in one txn guarded by this term.
    * `loggedOut: true` only once the service is confirmed stopped; a successor then logs in
-   * without waiting. Never throws; resolves false if the key was no longer ours.
+   * without waiting. With `loggedOut: false` (the service could not be confirmed stopped)
+   * the whole session is closed too: only the end of the lease bounds how long the service
+   * may still run, and successors wait that out. Never throws; resolves false if the key was
+   * no longer ours.
    */
   async resign(opts: { loggedOut: boolean }): Promise<boolean> {
     const client = this.session.client;
@@ -563,6 +646,7 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
       ok = false;
     }
     this.end('resigned');
+    if (!opts.loggedOut) await this.session.close();
     return ok;
   }
 }
@@ -572,6 +656,16 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
  * skew between two NTP-synchronised hosts (normally milliseconds) with a wide margin.
  */
 const CLOCK_SKEW_ALLOWANCE_MS = 1_000;
+
+export class FencedNodeError extends Error {
+  constructor(
+    readonly node: string,
+    readonly identity: string,
+  ) {
+    super(`node ${node} is fenced: it may not log in as ${identity} until an operator unfences it`);
+    this.name = 'FencedNodeError';
+  }
+}
 
 export class StaleTokenError extends Error {
   constructor(

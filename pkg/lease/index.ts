@@ -14,6 +14,7 @@ export {
   CampaignAbandonedError,
   NotEligibleError,
   StaleTokenError,
+  FencedNodeError,
   STAGGER_STEP_MS,
   type CandidateOptions,
   type FencingToken,

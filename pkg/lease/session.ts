@@ -59,15 +59,24 @@ export interface SessionOptions {
   node: string;
 }
 
-const isLeaseTiming = (t: LeaseTimingInput | LeaseTiming): t is LeaseTiming => 'mustBeOutByMs' in t;
+type KeepaliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
+
+/** Validate either form: a precomputed LeaseTiming is checked again, never trusted. */
+function validTiming(t: LeaseTimingInput | LeaseTiming, context: string): LeaseTiming {
+  const { ttlSeconds, selfFenceMs, logoutBudgetMs, driftMargin } = t;
+  return leaseTiming({ ttlSeconds, selfFenceMs, logoutBudgetMs, driftMargin }, context);
+}
 
 export class Session extends TypedEmitter<SessionEvents> {
   private stateValue: SessionState = 'alive';
   /** performance.now() at the send of the last keepalive acknowledged with TTL > 0. */
   private renewedSentAt: number;
-  /** Send times of keepalives awaiting their answer; etcd answers on a stream in order. */
-  private inFlight: number[] = [];
-  private stream: IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse> | undefined;
+  /**
+   * The current keepalive stream and the send times of its keepalives awaiting an answer.
+   * etcd answers on a stream in order, so an answer belongs to the oldest send *of its own
+   * stream*: a late answer from a replaced stream must never be matched to a newer send.
+   */
+  private stream: { rpc: KeepaliveStream; inFlight: number[] } | undefined;
   private keepaliveTimer: NodeJS.Timeout | undefined;
   private fenceTimer: NodeJS.Timeout | undefined;
   private mustStopEvent: MustStop | undefined;
@@ -88,9 +97,7 @@ export class Session extends TypedEmitter<SessionEvents> {
 
   /** Grant a lease and start keeping it alive. Rejects (naming the cause) if etcd does not answer. */
   static async open(client: Etcd3, opts: SessionOptions): Promise<Session> {
-    const timing = isLeaseTiming(opts.timing)
-      ? opts.timing
-      : leaseTiming(opts.timing, `session of ${opts.node}`);
+    const timing = validTiming(opts.timing, `session of ${opts.node}`);
     const sentAt = performance.now();
     let granted;
     try {
@@ -165,16 +172,16 @@ export class Session extends TypedEmitter<SessionEvents> {
     if (this.stateValue !== 'alive') return;
     this.client.leaseClient
       .leaseKeepAlive()
-      .then((stream) => {
+      .then((rpc) => {
         if (this.stateValue !== 'alive') {
-          stream.end();
+          rpc.end();
           return;
         }
+        const stream = { rpc, inFlight: [] as number[] };
         this.stream = stream;
-        this.inFlight = [];
-        stream.on('data', (res: ILeaseKeepAliveResponse) => this.onKeepaliveAnswer(res));
-        stream.on('error', () => this.onStreamBroken(stream));
-        stream.on('end', () => this.onStreamBroken(stream));
+        rpc.on('data', (res: ILeaseKeepAliveResponse) => this.onKeepaliveAnswer(stream, res));
+        rpc.on('error', () => this.onStreamBroken(stream));
+        rpc.on('end', () => this.onStreamBroken(stream));
         this.sendKeepalive();
       })
       .catch(() => this.onStreamBroken(undefined));
@@ -182,23 +189,22 @@ export class Session extends TypedEmitter<SessionEvents> {
 
   private onStreamBroken(stream: typeof this.stream): void {
     if (stream && stream !== this.stream) return;
+    // Answers to what was sent on the broken stream will never come; they go with it.
     this.stream = undefined;
-    // Answers to what was sent on the broken stream will never come.
-    this.inFlight = [];
     if (this.stateValue === 'alive') setTimeout(() => this.openStream(), STREAM_REOPEN_MS).unref();
   }
 
   private sendKeepalive(): void {
     if (this.stateValue !== 'alive' || !this.stream) return;
     if (!this.mayAct()) return;
-    this.inFlight.push(performance.now());
-    this.stream.write({ ID: this.leaseId });
+    this.stream.inFlight.push(performance.now());
+    this.stream.rpc.write({ ID: this.leaseId });
   }
 
-  private onKeepaliveAnswer(res: ILeaseKeepAliveResponse): void {
-    // Answers come in order: this one belongs to the oldest keepalive still in flight.
-    const sentAt = this.inFlight.shift();
-    if (this.stateValue !== 'alive' || sentAt === undefined) return;
+  private onKeepaliveAnswer(stream: NonNullable<typeof this.stream>, res: ILeaseKeepAliveResponse): void {
+    // Answers come in order: this one belongs to the oldest keepalive in flight on its stream.
+    const sentAt = stream.inFlight.shift();
+    if (stream !== this.stream || this.stateValue !== 'alive' || sentAt === undefined) return;
     if (res.TTL === '0') {
       this.raiseMustStop('lease-gone');
       this.finish({ reason: 'lease-gone', at: Date.now(), revoked: false });
@@ -221,7 +227,7 @@ export class Session extends TypedEmitter<SessionEvents> {
     this.stateValue = 'stopping';
     clearInterval(this.keepaliveTimer);
     clearTimeout(this.fenceTimer);
-    this.stream?.end();
+    this.stream?.rpc.end();
     this.stream = undefined;
     const now = performance.now();
     this.mustStopEvent = {

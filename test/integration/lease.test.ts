@@ -1,8 +1,11 @@
 // pkg/lease against a real etcd: the acceptance criteria of "Leadership with fencing tokens".
 import { expect } from 'chai';
+import type { Etcd3 } from 'etcd3';
 import {
   CampaignAbandonedError,
+  Candidate,
   connectEtcd,
+  FencedNodeError,
   fence,
   fencedPut,
   isTokenCurrent,
@@ -24,6 +27,17 @@ import { waitFor } from '../support/wait.js';
 import { believe, openNode, overlaps, type TermBelief, type TestNode } from './lease-support.js';
 
 const T = 2; // seconds: etcd's minimum, keeps expiry-driven tests short
+
+/** Until `count` candidates are registered for `identity` (they then take part in free elections). */
+async function untilRegistered(client: Etcd3, identity: string, count: number): Promise<void> {
+  await waitFor(
+    async () => (await client.getAll().prefix(new Keys().candidates(identity)).keys()).length === count,
+    {
+      what: `${count} candidates to register for ${identity}`,
+      timeoutMs: 5_000,
+    },
+  );
+}
 
 /** The leader changes a leader-observer fixture printed from line `from` on, as "node:token" or "none". */
 async function reportedChanges(observer: NodeProgram, from: number, count: number): Promise<string[]> {
@@ -76,13 +90,7 @@ describe('pkg/lease (real etcd)', function () {
       const session = JSON.parse(await doomed.waitForLine(/"ev":"session"/)) as { leaseId: string };
       const [b, c] = await Promise.all(['b', 'c'].map((n) => open([etcd.hostEndpoint], n, identity)));
       const campaigns = [b!, c!].map((n) => n.candidate.campaign().then((l) => ({ node: n, l })));
-      await waitFor(
-        async () => (await b!.client.getAll().prefix(new Keys().candidates(identity)).keys()).length === 3,
-        {
-          what: 'all three candidates to register',
-          timeoutMs: 5_000,
-        },
-      );
+      await untilRegistered(b!.client, identity, 3);
       const view = await readLeader(b!.client, identity);
       expect(view?.record.node).to.equal('a');
       expect(String(view?.token)).to.equal(elected.token);
@@ -185,10 +193,10 @@ describe('pkg/lease (real etcd)', function () {
       });
       await leader.waitForLine(/"ev":"elected"/);
       const standby = await open([etcd.hostEndpoint], 'standby', identity);
-      const keyGone = new Promise<number>((resolve) => {
-        void LeaderObserver.start(standby.client, identity, (s: LeaderState) => {
-          if (!s.leader) resolve(Date.now());
-        });
+      let resolveGone: (at: number) => void = () => undefined;
+      const keyGone = new Promise<number>((resolve) => (resolveGone = resolve));
+      const observer = await LeaderObserver.start(standby.client, identity, (s: LeaderState) => {
+        if (!s.leader) resolveGone(Date.now());
       });
       const standbyWon = standby.candidate.campaign().then((l) => ({ l, at: Date.now() }));
 
@@ -199,6 +207,7 @@ describe('pkg/lease (real etcd)', function () {
       const stop = JSON.parse(stopLine) as { t: number; reason: string; sinceRenewalMs: number };
       const expiredAt = await keyGone;
       const won = await standbyWon;
+      await observer.close();
 
       expect(stop.reason).to.equal('keepalive-timeout');
       // Never before D = T/2; a late timer (a loaded machine) may eat into the drift margin
@@ -219,8 +228,14 @@ describe('pkg/lease (real etcd)', function () {
       const identity = freshIdentity();
       const beliefs: TermBelief[] = [];
       const group = await Promise.all(['a', 'b'].map((n) => open([etcd.hostEndpoint], n, identity)));
-      const first = await Promise.race(group.map((n) => n.candidate.campaign()));
-      believe(first, beliefs);
+      const campaigns = group.map((n) =>
+        n.candidate.campaign().then(
+          (l) => (believe(l, beliefs), l),
+          (e: unknown) => e,
+        ),
+      );
+      const first = (await Promise.race(campaigns)) as Leadership;
+      const standby = campaigns[1 - group.findIndex((n) => n.session === first.session)]!;
 
       await etcd.pause();
       await first.session.stopped(); // it must stop believing while etcd is frozen
@@ -231,6 +246,9 @@ describe('pkg/lease (real etcd)', function () {
       });
       await etcd.unpause();
 
+      // The standby's session also ran out during the freeze: its campaign is abandoned, it
+      // must not win the key now free after the resume.
+      expect(await standby).to.be.instanceOf(CampaignAbandonedError);
       // Every node with a dead session opens a new one and campaigns again.
       const reopened = await Promise.all(['a2', 'b2'].map((n) => open([etcd.hostEndpoint], n, identity)));
       const next = await Promise.race(reopened.map((n) => n.candidate.campaign()));
@@ -239,6 +257,7 @@ describe('pkg/lease (real etcd)', function () {
         what: 'both old sessions to have ended',
         timeoutMs: 10_000,
       });
+      expect(beliefs).to.have.length(2);
       expect(overlaps(beliefs)).to.deep.equal([]);
       expect(next.token > first.token).to.equal(true);
     });
@@ -252,14 +271,7 @@ describe('pkg/lease (real etcd)', function () {
         () => 'elected',
         (e: Error) => e,
       );
-      await waitFor(
-        async () =>
-          (await waiting.client.getAll().prefix(new Keys().candidates(identity)).keys()).length === 2,
-        {
-          what: 'the waiting candidate to register',
-          timeoutMs: 5_000,
-        },
-      );
+      await untilRegistered(waiting.client, identity, 2);
       // Revoke the waiting node's lease from outside, then free the key at once.
       await leader.client.leaseClient.leaseRevoke({ ID: waiting.session.leaseId });
       await held.resign({ loggedOut: true });
@@ -293,6 +305,53 @@ describe('pkg/lease (real etcd)', function () {
     });
   });
 
+  describe('login gate', function () {
+    it('a leader fenced after winning cannot record a login until unfenced (S4)', async function () {
+      const identity = freshIdentity();
+      const a = await open([etcd.hostEndpoint], 'gated', identity);
+      const term = await a.candidate.campaign();
+      await fence(a.client, { node: 'gated', reason: 'maintenance', actor: 'test' });
+      try {
+        const err = await term.setLoggedIn(true).catch((e: unknown) => e);
+        expect(err).to.be.instanceOf(FencedNodeError);
+        expect(term.loggedIn).to.equal(false);
+        expect(term.mayAct(), 'still the leader, just not allowed to log in').to.equal(true);
+        await term.setLoggedIn(false); // confirming a logout is always allowed
+      } finally {
+        await unfence(a.client, { node: 'gated' });
+      }
+      await term.setLoggedIn(true);
+      expect(term.loggedIn).to.equal(true);
+    });
+
+    it('a resign without confirmed logout ends the session, and the successor waits out its TTL', async function () {
+      const identity = freshIdentity();
+      const a = await open([etcd.hostEndpoint], 'unsure', identity);
+      const aTerm = await a.candidate.campaign();
+      await aTerm.setLoggedIn(true);
+      const b = await open([etcd.hostEndpoint], 'b', identity);
+      const bTerm = b.candidate.campaign();
+      await untilRegistered(b.client, identity, 2);
+      await aTerm.resign({ loggedOut: false });
+      expect(a.session.mayAct()).to.equal(false);
+      const successor = await bTerm;
+      expect(await successor.clearanceWaitMs()).to.be.greaterThan(T * 1000 - 1000);
+    });
+
+    it('a leader key found on our own lease is adopted only with proof of a transfer', async function () {
+      const identity = freshIdentity();
+      const a = await open([etcd.hostEndpoint], 'a', identity);
+      const first = await a.candidate.campaign();
+      // A second candidate object on the same session (say, after an agent restarted its
+      // identity worker) finds the key on its lease, but no transfer put it there.
+      const again = new Candidate(a.session, { identity });
+      const second = await again.campaign();
+      expect(second.previous?.transferred ?? false).to.equal(false);
+      expect(second.token > first.token).to.equal(true);
+      expect((await first.whenLost()).reason).to.equal('key-deleted');
+    });
+  });
+
   describe('transfer', function () {
     it('moves the key to the named target atomically, with a greater token, only after confirmed logout', async function () {
       const identity = freshIdentity();
@@ -301,13 +360,7 @@ describe('pkg/lease (real etcd)', function () {
       await aTerm.setLoggedIn(true);
       const b = await open([etcd.hostEndpoint], 'b', identity);
       const bTerm = b.candidate.campaign();
-      await waitFor(
-        async () => (await b.client.getAll().prefix(new Keys().candidates(identity)).keys()).length === 2,
-        {
-          what: 'b to register as a candidate',
-          timeoutMs: 5_000,
-        },
-      );
+      await untilRegistered(b.client, identity, 2);
 
       const refused = await transfer(a.client, {
         identity,
@@ -349,13 +402,7 @@ describe('pkg/lease (real etcd)', function () {
       const cTerm = c.candidate.campaign();
       const b = await open([etcd.hostEndpoint], 'b', identity);
       void b.candidate.campaign().catch(() => undefined);
-      await waitFor(
-        async () => (await b.client.getAll().prefix(new Keys().candidates(identity)).keys()).length === 3,
-        {
-          what: 'all three candidates to register',
-          timeoutMs: 5_000,
-        },
-      );
+      await untilRegistered(b.client, identity, 3);
       const seen = await readLeader(a.client, identity);
       // Between the operator's read and the transfer, the holder resigns and c takes over.
       await aTerm.resign({ loggedOut: true });
