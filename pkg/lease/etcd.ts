@@ -29,7 +29,9 @@ export function connectEtcd(opts: EtcdConnectOptions): Etcd3 {
     grpcOptions: {
       'grpc.keepalive_time_ms': GRPC_KEEPALIVE_TIME_MS,
       'grpc.keepalive_timeout_ms': GRPC_KEEPALIVE_TIMEOUT_MS,
-      'grpc.keepalive_permit_without_calls': 1,
+      // Only while calls or streams are open (watches, keepalives): etcd counts idle pings as
+      // abuse and makes the client back off to 10 s.
+      'grpc.keepalive_permit_without_calls': 0,
     },
     faultHandling: {
       host: () => noop,

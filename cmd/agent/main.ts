@@ -1,0 +1,107 @@
+// understudy agent: hosts identities on this node. Thin: parse flags, load config, run.
+//   understudy-agent --config /etc/understudy/agent.yaml
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Agent } from '../../pkg/agent/agent.js';
+import { ConfigError, loadAgentConfig } from '../../pkg/config/agent.js';
+import { createLogger } from '../../pkg/log/index.js';
+import { SpecError } from '../../pkg/spec/store.js';
+
+const USAGE = `usage: understudy-agent --config FILE
+
+Runs the understudy agent for this node. Settings come from FILE (YAML) and UNDERSTUDY_*
+environment variables (see README). SIGTERM logs every identity out and resigns, so a
+standby takes over at once; a second SIGTERM exits immediately.`;
+
+/** Exit codes a supervisor can tell apart. */
+const EXIT_CONFIG = 2;
+const EXIT_FAILED = 1;
+
+async function main(): Promise<void> {
+  let args;
+  try {
+    args = parseArgs({
+      options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } },
+      strict: true,
+    });
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n${USAGE}\n`);
+    process.exit(EXIT_CONFIG);
+  }
+  if (args.values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  const file = args.values.config ?? process.env.UNDERSTUDY_AGENT_CONFIG;
+  if (!file) {
+    process.stderr.write(`--config is required (or set UNDERSTUDY_AGENT_CONFIG)\n${USAGE}\n`);
+    process.exit(EXIT_CONFIG);
+  }
+
+  let config;
+  try {
+    config = await loadAgentConfig(file);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(EXIT_CONFIG);
+    }
+    throw err;
+  }
+  const logger = createLogger({
+    name: 'understudy-agent',
+    level: config.logLevel,
+    base: { node: config.node },
+  });
+
+  let agent: Agent;
+  try {
+    agent = await Agent.start({
+      config,
+      logger,
+      loadHandlers: async (module) => {
+        const loaded = (await import(pathToFileURL(resolve(module)).href)) as {
+          handlers?: Record<string, never>;
+        };
+        if (!loaded.handlers) throw new Error(`module ${module} exports no 'handlers' record`);
+        return loaded.handlers;
+      },
+    });
+  } catch (err) {
+    logger.fatal({ err: (err as Error).message }, 'agent could not start');
+    process.exit(err instanceof SpecError ? EXIT_CONFIG : EXIT_FAILED);
+  }
+
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (++signals > 1) {
+      // The lifeline stops the service processes; the lease bounds everything else.
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(EXIT_FAILED);
+    }
+    const watchdog = setTimeout(() => {
+      logger.error({ budgetMs: agent.shutdownBudgetMs }, 'graceful shutdown overran its budget; exiting');
+      process.exit(EXIT_FAILED);
+    }, agent.shutdownBudgetMs);
+    watchdog.unref();
+    agent.shutdown(`received ${signal}`).then(
+      () => process.exit(0),
+      (err: Error) => {
+        logger.error({ err: err.message }, 'shutdown failed');
+        process.exit(EXIT_FAILED);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('uncaughtException', (err) => {
+    logger.fatal(
+      { err: err.stack ?? err.message },
+      'uncaught exception: exiting (services die with the lifeline)',
+    );
+    process.exit(EXIT_FAILED);
+  });
+}
+
+await main();

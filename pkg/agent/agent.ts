@@ -1,0 +1,482 @@
+// One agent per host: one etcd session shared by every identity it hosts, one NATS
+// connection, one lifeline for service processes, and an IdentityRunner per identity.
+// It opens no inbound port except the optional local /healthz and /metrics.
+import { readFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import type { Etcd3 } from 'etcd3';
+import {
+  connect,
+  credsAuthenticator,
+  type ConnectionOptions,
+  type Msg,
+  type NatsConnection,
+  type Subscription,
+} from 'nats';
+import type { Logger } from 'pino';
+import { defaultRunDir, type AgentConfig } from '../config/agent.js';
+import {
+  AgentStatus,
+  ControlError,
+  fail,
+  ok,
+  parseControlRequest,
+  PROTOCOL_VERSION,
+  type ControlRequest,
+  type ControlReply,
+  type Heartbeat,
+} from '../control/protocol.js';
+import { HistoryWriter } from '../history/index.js';
+import type { IdentityDriver } from '../identity/driver.js';
+import { Lifeline } from '../identity/lifeline.js';
+import {
+  NatsServiceDriver,
+  type NatsServiceHandlers,
+  type ServiceHandler,
+} from '../identity/nats-service.js';
+import { ProcessDriver } from '../identity/process.js';
+import { subjects } from '../identity/wire.js';
+import { connectEtcd, fence, leaseTiming, unfence, type LeaseTiming } from '../lease/index.js';
+import { createLogger } from '../log/index.js';
+import type { IdentitySpec } from '../spec/schema.js';
+import { bootstrapSpecs, readSpecFile, SpecWatcher } from '../spec/store.js';
+import { FenceWatch } from './fence-watch.js';
+import { startHealthServer } from './health.js';
+import { AgentMetrics } from './metrics.js';
+import { IdentityRunner, RunnerError } from './runner.js';
+import { SessionKeeper } from './sessions.js';
+
+/** NATS pings: a dead or frozen server is noticed in ~PING_INTERVAL × MAX_PINGS_OUT, not 4 min. */
+const NATS_PING_INTERVAL_MS = 2_000;
+const NATS_MAX_PINGS_OUT = 2;
+/** Extra time on top of the logout budget that a graceful shutdown may take (resign, revoke, flush). */
+const SHUTDOWN_SLACK_MS = 3_000;
+/** A drain that does not come back within this is reported as failed to the controller. */
+const DRAIN_REPLY_SLACK_MS = 1_000;
+
+export interface AgentOptions {
+  config: AgentConfig;
+  logger?: Logger;
+  /** In-process handlers for identities whose spec uses the nats-service driver. */
+  handlers?: Record<string, NatsServiceHandlers | ServiceHandler>;
+  /** Loads handlers named by a spec's `service.module` (cmd/agent imports the module). */
+  loadHandlers?: (module: string) => Promise<Record<string, NatsServiceHandlers | ServiceHandler>>;
+}
+
+export class Agent {
+  private readonly runners = new Map<string, IdentityRunner>();
+  private readonly startedAt = new Date();
+  private controlSub: Subscription | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private specWatcher: SpecWatcher | undefined;
+  private health: { port: number; close(): Promise<void> } | undefined;
+  private shuttingDown: Promise<void> | undefined;
+  private readonly handlers: Record<string, NatsServiceHandlers | ServiceHandler>;
+
+  private constructor(
+    readonly config: AgentConfig,
+    readonly logger: Logger,
+    readonly etcd: Etcd3,
+    readonly nc: NatsConnection,
+    readonly timing: LeaseTiming,
+    private readonly sessions: SessionKeeper,
+    private readonly fenceWatch: FenceWatch,
+    private readonly history: HistoryWriter,
+    private readonly lifeline: Lifeline,
+    readonly metrics: AgentMetrics,
+    private readonly runDir: string,
+    private readonly opts: AgentOptions,
+  ) {
+    this.handlers = { ...opts.handlers };
+  }
+
+  get node(): string {
+    return this.config.node;
+  }
+
+  /** Port of the health server, when configured (0 in config picks a free one). */
+  get healthPort(): number | undefined {
+    return this.health?.port;
+  }
+
+  static async start(opts: AgentOptions): Promise<Agent> {
+    const config = opts.config;
+    const logger =
+      opts.logger ??
+      createLogger({ name: 'understudy-agent', level: config.logLevel, base: { node: config.node } });
+    const timing = leaseTiming(config.lease, 'lease');
+    const runDir = config.runDir ?? defaultRunDir(config.node);
+    await mkdir(runDir, { recursive: true, mode: 0o700 });
+
+    const etcd = connectEtcd({
+      endpoints: config.etcd.endpoints,
+      ...(config.etcd.tls
+        ? {
+            credentials: {
+              rootCertificate: readFileSync(config.etcd.tls.ca ?? ''),
+              ...(config.etcd.tls.key ? { privateKey: readFileSync(config.etcd.tls.key) } : {}),
+              ...(config.etcd.tls.cert ? { certChain: readFileSync(config.etcd.tls.cert) } : {}),
+            },
+          }
+        : {}),
+      ...(config.etcd.auth ? { auth: config.etcd.auth } : {}),
+    });
+    const nc = await connectNats(config, logger);
+    const lifeline = await Lifeline.start(logger);
+    const metrics = new AgentMetrics();
+    const history = new HistoryWriter(etcd, (err) =>
+      logger.debug({ err: err.message }, 'history write failed; retrying'),
+    );
+
+    if (config.bootstrapSpecs) {
+      const specs = await readSpecFile(config.bootstrapSpecs);
+      const { created, present } = await bootstrapSpecs(etcd, specs);
+      logger.info({ file: config.bootstrapSpecs, created, present }, 'bootstrap specs applied where absent');
+    }
+
+    const fenceWatch = await FenceWatch.start(etcd, config.node);
+    const sessions = new SessionKeeper(etcd, config.node, timing, logger);
+    const agent = new Agent(
+      config,
+      logger,
+      etcd,
+      nc,
+      timing,
+      sessions,
+      fenceWatch,
+      history,
+      lifeline,
+      metrics,
+      runDir,
+      opts,
+    );
+    await agent.run();
+    return agent;
+  }
+
+  private async run(): Promise<void> {
+    const { config, logger } = this;
+    for (const identity of Object.keys(config.identities)) {
+      const runner = this.makeRunner(identity);
+      this.runners.set(identity, runner);
+    }
+    this.fenceWatch.on('change', (record) => {
+      logger.warn({ fenced: record ?? null }, record ? 'this node was fenced' : 'this node was unfenced');
+      for (const r of this.runners.values()) r.fenceChanged();
+    });
+    if (this.fenceWatch.fenced) logger.warn({ fenced: this.fenceWatch.fenced }, 'this node is fenced');
+
+    this.specWatcher = await SpecWatcher.start(this.etcd, {
+      put: (spec) => {
+        const runner = this.runners.get(spec.name);
+        if (!runner) return;
+        logger.info({ identity: spec.name }, 'identity spec loaded');
+        runner.updateSpec(spec);
+      },
+      delete: (identity) => {
+        const runner = this.runners.get(identity);
+        if (!runner) return;
+        logger.warn({ identity }, 'identity spec deleted: logging out and standing by');
+        runner.removeSpec();
+      },
+      invalid: (identity, err) =>
+        logger.error(
+          { identity, err: err.message },
+          'identity spec in etcd is invalid; keeping the last good one',
+        ),
+    });
+    for (const runner of this.runners.values()) runner.start();
+
+    this.controlSub = this.nc.subscribe(subjects.control(this.node), {
+      callback: (err, msg) => {
+        if (!err) void this.onControl(msg);
+      },
+    });
+    this.heartbeatTimer = setInterval(() => this.heartbeat(), this.config.heartbeatIntervalMs);
+    this.heartbeat();
+    if (config.health) {
+      this.health = await startHealthServer(
+        config.health.listen,
+        { problems: () => this.problems(), status: () => this.status() },
+        this.metrics,
+      );
+      logger.info({ port: this.health.port }, 'health and metrics listening');
+    }
+    logger.info(
+      {
+        identities: [...this.runners.keys()],
+        ttlSeconds: this.timing.ttlSeconds,
+        protocol: PROTOCOL_VERSION,
+      },
+      'agent started',
+    );
+  }
+
+  private makeRunner(identity: string): IdentityRunner {
+    const overrides = this.config.identities[identity] ?? {};
+    const runner = new IdentityRunner(identity, {
+      node: this.node,
+      etcd: this.etcd,
+      nc: this.nc,
+      sessions: this.sessions,
+      fence: this.fenceWatch,
+      history: this.history,
+      logger: this.logger,
+      runDir: this.runDir,
+      settings: {
+        priority: overrides.priority ?? this.config.priority,
+        nofailover: overrides.nofailover ?? this.config.tags.nofailover,
+      },
+      makeDriver: (spec) => this.makeDriver(spec),
+      onTransition: (t) => {
+        this.metrics.transitions.inc({ identity: t.identity, from: t.from, to: t.to });
+        this.metrics.setState(t.identity, t.to);
+        this.metrics.token.set({ identity: t.identity }, t.to === 'leader' && t.token ? Number(t.token) : 0);
+      },
+      onRequest: (id, outcome) => this.metrics.requests.inc({ identity: id, outcome }),
+    });
+    this.metrics.setState(identity, runner.state);
+    return runner;
+  }
+
+  private makeDriver(spec: IdentitySpec): IdentityDriver {
+    const service = spec.service;
+    if (service.driver === 'process') {
+      return new ProcessDriver(service, {
+        identity: spec.name,
+        node: this.node,
+        logger: this.logger.child({ identity: spec.name }),
+        runDir: this.runDir,
+        lifeline: this.lifeline,
+      });
+    }
+    const handler = this.handlers[service.handler];
+    if (handler) return new NatsServiceDriver(handler);
+    if (service.module && this.opts.loadHandlers) {
+      // Loaded on first use; until then requests get "unavailable".
+      const loading = this.opts.loadHandlers(service.module).then((loaded) => {
+        Object.assign(this.handlers, loaded);
+        const h = loaded[service.handler];
+        if (!h) throw new Error(`module ${service.module} exports no handler '${service.handler}'`);
+        return h;
+      });
+      return new NatsServiceDriver({
+        handle: async (req) => {
+          const h = await loading;
+          return typeof h === 'function' ? h(req) : h.handle(req);
+        },
+        login: async (ctx) => {
+          const h = await loading;
+          if (typeof h !== 'function') await h.login?.(ctx);
+        },
+        logout: async () => {
+          const h = await loading;
+          if (typeof h !== 'function') await h.logout?.();
+        },
+      });
+    }
+    throw new Error(
+      `identity ${spec.name}: no handler '${service.handler}' registered with this agent; ` +
+        `register it (Agent.start({ handlers })) or set service.module in the spec`,
+    );
+  }
+
+  // --- control plane ------------------------------------------------------------------------
+
+  private async onControl(msg: Msg): Promise<void> {
+    const raw = new TextDecoder().decode(msg.data);
+    this.logger.debug({ subject: msg.subject, request: raw.slice(0, 500) }, 'control request received');
+    let reply: ControlReply;
+    let v = PROTOCOL_VERSION;
+    try {
+      const request = parseControlRequest(raw, this.node);
+      v = request.v;
+      reply = ok(await this.control(request), v);
+    } catch (err) {
+      const e =
+        err instanceof ControlError
+          ? err
+          : err instanceof RunnerError
+            ? new ControlError(err.code === 'not-leader' ? 'not-leader' : 'failed', err.message)
+            : new ControlError('failed', (err as Error).message);
+      if (e.code === 'bad-request' || e.code === 'incompatible-version') {
+        this.logger.warn({ code: e.code, err: e.message }, 'control request refused');
+      }
+      reply = fail(e, v);
+    }
+    this.logger.debug({ reply }, 'control reply sent');
+    if (msg.reply) msg.respond(new TextEncoder().encode(JSON.stringify(reply)));
+  }
+
+  private runner(identity: string): IdentityRunner {
+    const r = this.runners.get(identity);
+    if (!r) {
+      throw new ControlError(
+        'unknown-identity',
+        `${this.node} does not host ${identity}; it hosts ${[...this.runners.keys()].join(', ')}`,
+        'identity',
+      );
+    }
+    return r;
+  }
+
+  private async control(request: ControlRequest): Promise<unknown> {
+    switch (request.op) {
+      case 'status': {
+        const status = this.status();
+        if (!request.identity) return status;
+        this.runner(request.identity);
+        return { ...status, identities: status.identities.filter((i) => i.identity === request.identity) };
+      }
+      case 'drain': {
+        const runner = this.runner(request.identity);
+        this.logger.info(
+          { identity: request.identity, actor: request.actor, holdMs: request.holdMs },
+          'drain requested',
+        );
+        const budget = this.timing.logoutBudgetMs + DRAIN_REPLY_SLACK_MS;
+        let timer: NodeJS.Timeout | undefined;
+        const token = await Promise.race([
+          runner.drain(request.holdMs, request.actor),
+          new Promise<never>(
+            (_, reject) =>
+              (timer = setTimeout(
+                () =>
+                  reject(
+                    new ControlError(
+                      'failed',
+                      `drain of ${request.identity} not confirmed within ${budget} ms`,
+                    ),
+                  ),
+                budget,
+              )),
+          ),
+        ]).finally(() => clearTimeout(timer));
+        return { identity: request.identity, node: this.node, token: String(token), loggedOut: true };
+      }
+      case 'undrain':
+        this.runner(request.identity).undrain();
+        return { identity: request.identity, node: this.node };
+      case 'fence':
+        await fence(this.etcd, { node: this.node, reason: request.reason, actor: request.actor });
+        return { node: this.node, fenced: true };
+      case 'unfence':
+        await unfence(this.etcd, { node: this.node });
+        return { node: this.node, fenced: false };
+    }
+  }
+
+  status(): AgentStatus {
+    return {
+      node: this.node,
+      protocol: PROTOCOL_VERSION,
+      startedAt: this.startedAt.toISOString(),
+      fenced: this.fenceWatch.fenced !== undefined,
+      session: this.sessions.describe(),
+      identities: [...this.runners.values()].map((r) => r.status()),
+    };
+  }
+
+  runnerState(identity: string): IdentityRunner | undefined {
+    return this.runners.get(identity);
+  }
+
+  private problems(): string[] {
+    const problems: string[] = [];
+    if (!this.sessions.alive) problems.push(`no live etcd session (${this.sessions.describe()})`);
+    if (this.nc.isClosed()) problems.push('NATS connection closed');
+    return problems;
+  }
+
+  private heartbeat(): void {
+    const beat: Heartbeat = {
+      v: PROTOCOL_VERSION,
+      node: this.node,
+      at: Date.now(),
+      fenced: this.fenceWatch.fenced !== undefined,
+      identities: [...this.runners.values()].map((r) => ({
+        identity: r.identity,
+        state: r.state,
+        ...(r.token !== undefined ? { token: String(r.token) } : {}),
+      })),
+    };
+    if (this.nc.isClosed()) return;
+    this.nc.publish(subjects.heartbeat(this.node), new TextEncoder().encode(JSON.stringify(beat)));
+  }
+
+  /**
+   * Graceful shutdown: every identity logs out and resigns (a standby takes over at once
+   * instead of waiting for the TTL), then the session is revoked and connections close.
+   */
+  shutdown(reason = 'shutdown requested'): Promise<void> {
+    this.shuttingDown ??= this.doShutdown(reason);
+    return this.shuttingDown;
+  }
+
+  private async doShutdown(reason: string): Promise<void> {
+    this.logger.info({ reason }, 'agent stopping: logging out and resigning every identity');
+    clearInterval(this.heartbeatTimer);
+    this.controlSub?.unsubscribe();
+    const budget = this.timing.logoutBudgetMs;
+    await Promise.all([...this.runners.values()].map((r) => r.stop(budget)));
+    await this.specWatcher?.close();
+    await this.fenceWatch.close();
+    await this.sessions.close();
+    await this.history.close();
+    await this.health?.close();
+    await this.lifeline.close();
+    await this.nc.drain().catch(() => undefined);
+    this.etcd.close();
+    this.logger.info('agent stopped');
+  }
+
+  /** Upper bound for shutdown(), for the caller's own watchdog. */
+  get shutdownBudgetMs(): number {
+    return this.timing.logoutBudgetMs + SHUTDOWN_SLACK_MS;
+  }
+}
+
+async function connectNats(config: AgentConfig, logger: Logger): Promise<NatsConnection> {
+  const n = config.nats;
+  const options: ConnectionOptions = {
+    servers: n.servers,
+    name: `understudy-agent-${config.node}`,
+    // Never give up: an agent outlives NATS restarts (the default closes after 10 attempts).
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 500,
+    pingInterval: NATS_PING_INTERVAL_MS,
+    maxPingOut: NATS_MAX_PINGS_OUT,
+    ...(n.token ? { token: n.token } : {}),
+    ...(n.user ? { user: n.user, pass: n.pass } : {}),
+    ...(n.credsFile ? { authenticator: credsAuthenticator(readFileSync(n.credsFile)) } : {}),
+    ...(n.tls
+      ? {
+          tls: {
+            ...(n.tls.ca ? { caFile: n.tls.ca } : {}),
+            ...(n.tls.cert ? { certFile: n.tls.cert } : {}),
+            ...(n.tls.key ? { keyFile: n.tls.key } : {}),
+          },
+        }
+      : {}),
+  };
+  let nc: NatsConnection;
+  try {
+    nc = await connect(options);
+  } catch (err) {
+    throw new Error(
+      `cannot connect to NATS at ${n.servers.join(', ')}: ${(err as Error).message}; check nats.servers and that NATS runs`,
+      { cause: err },
+    );
+  }
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === 'pingTimer') continue;
+      const level =
+        s.type === 'disconnect' || s.type === 'error' || s.type === 'staleConnection' ? 'warn' : 'info';
+      logger[level](
+        { nats: s.type, data: typeof s.data === 'string' ? s.data : undefined },
+        `NATS ${s.type}`,
+      );
+    }
+  })();
+  return nc;
+}

@@ -1,0 +1,128 @@
+// The agent's configuration: who this node is, how it reaches etcd and NATS, its lease timing
+// and the identities it may host. Identity specs themselves live in etcd (pkg/spec).
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { LeaseTimingError, leaseTiming, Name } from '../lease/index.js';
+import { ConfigError, loadConfig, parseConfig, type EnvOverride } from './load.js';
+
+const Url = (schemes: string[]) =>
+  z.string().refine(
+    (v) => {
+      try {
+        return schemes.includes(new URL(v).protocol.replace(/:$/, ''));
+      } catch {
+        return false;
+      }
+    },
+    `must be a URL with scheme ${schemes.join(' or ')}, e.g. ${schemes[0]}://127.0.0.1`,
+  );
+
+const TlsFiles = z.strictObject({
+  ca: z.string().optional(),
+  cert: z.string().optional(),
+  key: z.string().optional(),
+});
+
+const HostPort = z
+  .string()
+  .regex(/^[^\s:]+:\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:9464 (the agent listens on nothing else)');
+
+export const AgentConfig = z.strictObject({
+  node: Name,
+  etcd: z.strictObject({
+    endpoints: z.array(Url(['http', 'https'])).min(1),
+    tls: TlsFiles.optional(),
+    auth: z.strictObject({ username: z.string().min(1), password: z.string().min(1) }).optional(),
+  }),
+  nats: z.strictObject({
+    servers: z.array(Url(['nats', 'tls'])).min(1),
+    /** A NATS credentials file (JWT + nkey seed), as `nats context` uses. */
+    credsFile: z.string().optional(),
+    token: z.string().optional(),
+    user: z.string().optional(),
+    pass: z.string().optional(),
+    tls: TlsFiles.optional(),
+  }),
+  lease: z
+    .strictObject({
+      ttlSeconds: z.number().int().min(2).max(3600).default(5),
+      selfFenceMs: z.number().int().positive().optional(),
+      logoutBudgetMs: z.number().int().positive().optional(),
+      driftMargin: z.number().min(0.01).max(0.5).default(0.1),
+    })
+    .prefault({}),
+  /** Default priority of this node for every identity it hosts (higher wins free elections). */
+  priority: z.number().int().min(-1000).max(1000).default(0),
+  tags: z.strictObject({ nofailover: z.boolean().default(false) }).prefault({}),
+  /** Identities this node may host, with per-identity overrides. */
+  identities: z
+    .record(
+      Name,
+      z
+        .strictObject({
+          priority: z.number().int().min(-1000).max(1000).optional(),
+          nofailover: z.boolean().optional(),
+        })
+        .nullable()
+        .transform((v) => v ?? {}),
+    )
+    .refine((r) => Object.keys(r).length > 0, 'list at least one identity this node may host'),
+  /** A YAML file of identity specs written to etcd at start when absent there (never overwrites). */
+  bootstrapSpecs: z.string().optional(),
+  /** Where the agent keeps per-identity runtime files (credential files, 0700). */
+  runDir: z.string().optional(),
+  /** Optional local /healthz and /metrics; the agent opens no other port. */
+  health: z.strictObject({ listen: HostPort }).optional(),
+  heartbeatIntervalMs: z.number().int().min(200).max(60_000).default(2_000),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+export type AgentConfig = z.infer<typeof AgentConfig>;
+
+export const AGENT_ENV_OVERRIDES: EnvOverride[] = [
+  { env: 'UNDERSTUDY_NODE', path: ['node'], parse: 'string' },
+  { env: 'UNDERSTUDY_ETCD_ENDPOINTS', path: ['etcd', 'endpoints'], parse: 'list' },
+  { env: 'UNDERSTUDY_ETCD_PASSWORD', path: ['etcd', 'auth', 'password'], parse: 'string' },
+  { env: 'UNDERSTUDY_NATS_SERVERS', path: ['nats', 'servers'], parse: 'list' },
+  { env: 'UNDERSTUDY_NATS_TOKEN', path: ['nats', 'token'], parse: 'string' },
+  { env: 'UNDERSTUDY_NATS_PASS', path: ['nats', 'pass'], parse: 'string' },
+  { env: 'UNDERSTUDY_LEASE_TTL_SECONDS', path: ['lease', 'ttlSeconds'], parse: 'int' },
+  { env: 'UNDERSTUDY_PRIORITY', path: ['priority'], parse: 'int' },
+  { env: 'UNDERSTUDY_NOFAILOVER', path: ['tags', 'nofailover'], parse: 'bool' },
+  { env: 'UNDERSTUDY_RUN_DIR', path: ['runDir'], parse: 'string' },
+  { env: 'UNDERSTUDY_HEALTH_LISTEN', path: ['health', 'listen'], parse: 'string' },
+  { env: 'UNDERSTUDY_BOOTSTRAP_SPECS', path: ['bootstrapSpecs'], parse: 'string' },
+  { env: 'UNDERSTUDY_LOG_LEVEL', path: ['logLevel'], parse: 'string' },
+];
+
+/** Cross-field checks the schema cannot express: the self-fence inequality of the lease. */
+function checkLease(config: AgentConfig, file: string): AgentConfig {
+  try {
+    leaseTiming(config.lease, 'lease');
+  } catch (err) {
+    if (err instanceof LeaseTimingError) {
+      throw new ConfigError(file, [
+        { field: `lease.${err.field}`, message: err.message.replace(/^lease: [^:]+: /, ''), source: file },
+      ]);
+    }
+    throw err;
+  }
+  return config;
+}
+
+export async function loadAgentConfig(
+  file: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<AgentConfig> {
+  return checkLease(await loadConfig(AgentConfig, file, AGENT_ENV_OVERRIDES, env), file);
+}
+
+export function parseAgentConfig(text: string, file: string, env: NodeJS.ProcessEnv = {}): AgentConfig {
+  return checkLease(parseConfig(AgentConfig, text, file, AGENT_ENV_OVERRIDES, env), file);
+}
+
+export function defaultRunDir(node: string): string {
+  return join(tmpdir(), `understudy-${node}`);
+}
+
+export { ConfigError };

@@ -1,0 +1,159 @@
+// The control protocol between the controller and agents, over NATS request/reply on
+// `understudy.agent.<node>.control` (agents make outbound connections only). Every request
+// carries the protocol version `v`; an agent answers versions PROTOCOL_VERSION and one back
+// (rolling upgrades move one component at a time) and refuses anything else with a reply
+// that says which versions it speaks.
+import { z } from 'zod';
+import { Name } from '../lease/keys.js';
+
+export const PROTOCOL_VERSION = 1;
+/** Oldest version still accepted: one back, so controller and agents can be upgraded in turn. */
+export const OLDEST_SUPPORTED_VERSION = Math.max(1, PROTOCOL_VERSION - 1);
+
+const Actor = z.string().min(1).max(200);
+
+export const ControlRequest = z.discriminatedUnion('op', [
+  z.strictObject({ v: z.number().int(), op: z.literal('status'), identity: Name.optional() }),
+  /**
+   * Log the identity out but keep the leader key, so the controller can transfer it. If no
+   * transfer happens within `holdMs`, the agent logs back in (the workflow was abandoned).
+   */
+  z.strictObject({
+    v: z.number().int(),
+    op: z.literal('drain'),
+    identity: Name,
+    actor: Actor,
+    holdMs: z.number().int().min(100).max(3_600_000),
+    reason: z.string().max(500).optional(),
+  }),
+  /** Abort a drain: log back in if this node still holds the key (the old leader is restored). */
+  z.strictObject({ v: z.number().int(), op: z.literal('undrain'), identity: Name, actor: Actor }),
+  z.strictObject({
+    v: z.number().int(),
+    op: z.literal('fence'),
+    actor: Actor,
+    reason: z.string().min(1).max(500),
+  }),
+  z.strictObject({ v: z.number().int(), op: z.literal('unfence'), actor: Actor }),
+]);
+export type ControlRequest = z.infer<typeof ControlRequest>;
+
+export const ControlErrorCode = z.enum([
+  'incompatible-version',
+  'bad-request',
+  'unknown-identity',
+  'not-leader',
+  'failed',
+]);
+export type ControlErrorCode = z.infer<typeof ControlErrorCode>;
+
+export const ControlReply = z.union([
+  z.strictObject({ v: z.number().int(), ok: z.literal(true), result: z.unknown() }),
+  z.strictObject({
+    v: z.number().int(),
+    ok: z.literal(false),
+    error: z.strictObject({ code: ControlErrorCode, message: z.string(), field: z.string().optional() }),
+  }),
+]);
+export type ControlReply = z.infer<typeof ControlReply>;
+
+export const IdentityStatus = z.strictObject({
+  identity: z.string(),
+  state: z.string(),
+  token: z.string().optional(),
+  loggedIn: z.boolean(),
+  /** ISO time the current state began. */
+  since: z.string(),
+  leader: z.string().optional(),
+  pid: z.number().optional(),
+  healthy: z.boolean(),
+  detail: z.string().optional(),
+});
+export type IdentityStatus = z.infer<typeof IdentityStatus>;
+
+export const AgentStatus = z.strictObject({
+  node: z.string(),
+  protocol: z.number().int(),
+  startedAt: z.string(),
+  fenced: z.boolean(),
+  session: z.string(),
+  identities: z.array(IdentityStatus),
+});
+export type AgentStatus = z.infer<typeof AgentStatus>;
+
+export const Heartbeat = z.strictObject({
+  v: z.number().int(),
+  node: z.string(),
+  at: z.number(),
+  fenced: z.boolean(),
+  identities: z.array(
+    z.strictObject({ identity: z.string(), state: z.string(), token: z.string().optional() }),
+  ),
+});
+export type Heartbeat = z.infer<typeof Heartbeat>;
+
+export class ControlError extends Error {
+  constructor(
+    readonly code: ControlErrorCode,
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message);
+    this.name = 'ControlError';
+  }
+}
+
+/**
+ * Parse a control request. Throws ControlError: `incompatible-version` when `v` is outside
+ * what this side speaks, `bad-request` naming the field otherwise.
+ */
+export function parseControlRequest(raw: string, node: string): ControlRequest {
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch {
+    throw new ControlError('bad-request', `control request to ${node} is not JSON: ${raw.slice(0, 60)}`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new ControlError(
+      'bad-request',
+      'control request must be a JSON object with "v" and "op"',
+      '(root)',
+    );
+  }
+  const v = (json as { v?: unknown }).v;
+  if (typeof v !== 'number' || !Number.isInteger(v)) {
+    throw new ControlError('bad-request', 'control request needs an integer protocol version "v"', 'v');
+  }
+  if (!isSupportedVersion(v)) {
+    throw new ControlError(
+      'incompatible-version',
+      `${node} speaks control protocol ${OLDEST_SUPPORTED_VERSION}..${PROTOCOL_VERSION}, this request is ${v}: ` +
+        `upgrade the older of controller and agent so they are at most one version apart`,
+      'v',
+    );
+  }
+  const parsed = ControlRequest.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const field = issue.path.map(String).join('.') || '(root)';
+    throw new ControlError('bad-request', `control request field ${field}: ${issue.message}`, field);
+  }
+  return parsed.data;
+}
+
+export function isSupportedVersion(v: number, current = PROTOCOL_VERSION): boolean {
+  return v <= current && v >= Math.max(1, current - 1);
+}
+
+export function ok(result: unknown, v = PROTOCOL_VERSION): ControlReply {
+  return { v, ok: true, result };
+}
+
+export function fail(err: ControlError, v = PROTOCOL_VERSION): ControlReply {
+  return {
+    v,
+    ok: false,
+    error: { code: err.code, message: err.message, ...(err.field ? { field: err.field } : {}) },
+  };
+}

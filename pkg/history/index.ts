@@ -1,0 +1,154 @@
+// The audit trail in etcd: every state transition of every identity on every node, and
+// (later) every operator action. Keys sort by time, so a prefix range is the history in order.
+import type { Etcd3 } from 'etcd3';
+import { z } from 'zod';
+import { within } from '../lease/etcd.js';
+
+const CALL_MS = 2_000;
+/** Entries kept per identity; older ones are pruned so history cannot grow without bound. */
+export const HISTORY_KEEP = 2_000;
+
+export const HistoryEntry = z.strictObject({
+  identity: z.string(),
+  node: z.string(),
+  /** Wall-clock ms. */
+  at: z.number(),
+  kind: z.enum(['transition', 'action']),
+  from: z.string().optional(),
+  to: z.string().optional(),
+  token: z.string().optional(),
+  reason: z.string().optional(),
+  actor: z.string().optional(),
+  /** Milliseconds spent in the state being left (transitions). */
+  durationMs: z.number().optional(),
+});
+export type HistoryEntry = z.infer<typeof HistoryEntry>;
+
+export class HistoryKeys {
+  constructor(readonly prefix = 'understudy') {}
+  all(identity: string): string {
+    return `${this.prefix}/history/${identity}/`;
+  }
+  entry(identity: string, e: HistoryEntry, seq: number): string {
+    // Zero-padded ms then node and a per-writer sequence: unique and in time order.
+    return `${this.all(identity)}${String(e.at).padStart(15, '0')}-${e.node}-${String(seq).padStart(6, '0')}`;
+  }
+}
+
+let sequence = 0;
+
+export async function recordHistory(
+  client: Etcd3,
+  entry: HistoryEntry,
+  keys = new HistoryKeys(),
+): Promise<void> {
+  const e = HistoryEntry.parse(entry);
+  sequence = (sequence + 1) % 1_000_000;
+  await client
+    .put(keys.entry(e.identity, e, sequence))
+    .value(JSON.stringify(e))
+    .options(within(CALL_MS))
+    .exec();
+}
+
+export async function readHistory(
+  client: Etcd3,
+  identity: string,
+  opts: { limit?: number; keys?: HistoryKeys } = {},
+): Promise<HistoryEntry[]> {
+  const keys = opts.keys ?? new HistoryKeys();
+  const res = await client
+    .getAll()
+    .prefix(keys.all(identity))
+    .sort('Key', 'Descend')
+    .limit(opts.limit ?? 100)
+    .options(within(CALL_MS))
+    .strings();
+  return Object.entries(res)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .flatMap(([, v]) => {
+      const parsed = HistoryEntry.safeParse(JSON.parse(v));
+      return parsed.success ? [parsed.data] : [];
+    });
+}
+
+/** Delete all but the newest `keep` entries of an identity. */
+export async function pruneHistory(
+  client: Etcd3,
+  identity: string,
+  keep = HISTORY_KEEP,
+  keys = new HistoryKeys(),
+): Promise<number> {
+  const all = await client
+    .getAll()
+    .prefix(keys.all(identity))
+    .sort('Key', 'Ascend')
+    .options(within(CALL_MS))
+    .keys();
+  const excess = all.length - keep;
+  if (excess <= 0) return 0;
+  const oldestKept = all[excess]!;
+  // One range delete: [prefix, oldest kept) removes exactly the excess.
+  await client
+    .delete()
+    .inRange({ start: keys.all(identity), end: oldestKept })
+    .options(within(CALL_MS))
+    .exec();
+  return excess;
+}
+
+/**
+ * Writes history without ever making the caller wait or fail: the state machine must not
+ * stall on etcd (it may be logging out precisely because etcd is unreachable). Entries queue
+ * (bounded) and are written in order, retried while etcd is away; the oldest are dropped
+ * (and counted) if the queue overflows.
+ */
+export class HistoryWriter {
+  private readonly queue: HistoryEntry[] = [];
+  private running = false;
+  private closed = false;
+  dropped = 0;
+  private writes = 0;
+
+  constructor(
+    private readonly client: Etcd3,
+    private readonly onError: (err: Error, entry: HistoryEntry) => void = () => undefined,
+    private readonly keys = new HistoryKeys(),
+    private readonly maxQueue = 1_000,
+  ) {}
+
+  record(entry: HistoryEntry): void {
+    if (this.closed) return;
+    if (this.queue.length >= this.maxQueue) {
+      this.queue.shift();
+      this.dropped++;
+    }
+    this.queue.push(entry);
+    if (!this.running) void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    this.running = true;
+    while (this.queue.length > 0 && !this.closed) {
+      const entry = this.queue[0]!;
+      try {
+        await recordHistory(this.client, entry, this.keys);
+        this.queue.shift();
+        // Prune now and then, not on every write.
+        if (++this.writes % 200 === 0)
+          await pruneHistory(this.client, entry.identity, HISTORY_KEEP, this.keys);
+      } catch (err) {
+        this.onError(err as Error, entry);
+        await new Promise((resolve) => setTimeout(resolve, 500).unref());
+      }
+    }
+    this.running = false;
+  }
+
+  /** Try to flush what is queued within `ms`, then stop. */
+  async close(ms = 1_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (this.queue.length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    this.closed = true;
+  }
+}

@@ -1,0 +1,58 @@
+// The contract between the agent's per-identity state machine and whatever runs the service
+// under the shared name. The state machine decides *when* (it holds the lease); a driver only
+// knows *how* to start, stop and talk to the service.
+import type { EventEmitter } from 'node:events';
+
+export interface LoginContext {
+  identity: string;
+  node: string;
+  /** The term's fencing token: the service attaches it to side effects (fenced writes). */
+  token: bigint;
+  /** Path of a 0600 file holding the credential, when the identity has one. */
+  credentialFile?: string;
+}
+
+export interface ServiceRequest {
+  /** Unique per request (durable requests reuse their message id). */
+  id: string;
+  /** The whole request line, e.g. `RATE USD`. */
+  command: string;
+  /** Authenticated caller name, if the request was signed. */
+  caller?: string;
+}
+
+export interface ServiceReply {
+  body: string;
+  /** Set when the service refuses or fails the request (see wire.ts ErrorCode). */
+  error?: 'bad-request' | 'unknown-command' | 'unavailable' | 'internal';
+}
+
+/**
+ * Events:
+ * - `failed` ({ reason }): the logged-in service stopped on its own and will not come back
+ *   (restart attempts exhausted). The state machine logs out and resigns.
+ * - `restarting` ({ attempt, delayMs, reason }): the service crashed while logged in and is
+ *   being restarted under the same term.
+ */
+export interface IdentityDriver extends EventEmitter {
+  /** How the driver starts the service: warm services run before login, cold ones at login. */
+  readonly mode: 'warm' | 'cold';
+  /** Start whatever runs while standing by (a warm process). Idempotent. */
+  prepare(): Promise<void>;
+  /** Log in: resolves once the service runs under the shared name; rejects if it cannot. */
+  login(ctx: LoginContext): Promise<void>;
+  /**
+   * Log out within `budgetMs`: resolves true once the service is confirmed out (stopped, or
+   * a warm service confirmed logout), false if that could not be confirmed in time. After
+   * `false`, the caller must treat the service as possibly still logged in.
+   */
+  logout(budgetMs: number): Promise<boolean>;
+  /** Answer a service command; only called while logged in. Never rejects. */
+  handle(req: ServiceRequest, timeoutMs: number): Promise<ServiceReply>;
+  /** Extra STATUS fields from the service (empty when it has none). Never rejects. */
+  status(timeoutMs: number): Promise<Record<string, unknown>>;
+  /** Stop everything, including a warm process. Resolves once it is gone. */
+  close(budgetMs: number): Promise<void>;
+  /** Pid of the service process, if any (for operators and tests). */
+  readonly pid: number | undefined;
+}

@@ -1,0 +1,337 @@
+// The lifeline: a service process must die when its agent dies, however the agent dies —
+// including SIGKILL, where no exit handler runs. Otherwise a standby logs in while the dead
+// agent's service is still logged in: two logins under one identity (invariant S1).
+//
+// Three layers, because each covers a gap the others leave:
+//
+// 1. pdeathsig (`setpriv --pdeathsig SIGKILL`): the kernel sends SIGKILL to the service the
+//    moment the agent dies. Immediate and needs no helper process, but it reaches only the
+//    direct child: grandchildren the service started live on.
+// 2. A start guard (`sh -c '[ "$PPID" = <agent pid> ] || exit; exec "$@"'`): pdeathsig is set
+//    after fork, so an agent dying in between leaves a child that never gets the signal. The
+//    guard runs after the setting took effect and refuses to start a service whose parent is
+//    already gone. It then execs the service: same pid, no extra process.
+// 3. The reaper: one small `sh` per agent, in its own session, reading "add/del <pgid>" lines
+//    on a pipe from the agent. Every service runs in its own process group. When the pipe hits
+//    EOF — the kernel closes it whatever killed the agent — the reaper sends SIGTERM, then
+//    SIGKILL to every group still registered: grandchildren die too. Without setpriv (not
+//    util-linux >= 2.33, not Linux) the reaper alone still does the job, a little later.
+//
+// Limits, stated so nobody relies on more: pdeathsig follows the *thread* that forked, so spawn
+// services from the main thread only (never a worker_thread); a service that moves its children
+// to another process group or session escapes layer 3; a SIGKILL of the whole agent session
+// from outside (e.g. a cgroup kill) takes the reaper too, but then also the services.
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { constants as fsConstants } from 'node:fs';
+import { access, readdir, readFile } from 'node:fs/promises';
+import type { Socket } from 'node:net';
+import { delimiter, join } from 'node:path';
+import type { Logger } from 'pino';
+import { LineFramer } from './channel.js';
+
+/** After the agent died, how long grandchildren get to exit on SIGTERM before SIGKILL. Far below
+ * any lease TTL: they must be gone before a standby can log in. */
+export const REAPER_GRACE_MS = 1_000;
+/** The reaper answers a ping in microseconds; this only catches a broken `sh` or a stopped system. */
+const REAPER_PING_TIMEOUT_MS = 5_000;
+/** Pause before starting a reaper again after a failed start, so a missing `sh` does not spin. */
+const REAPER_RESTART_DELAY_MS = 1_000;
+/** Probing setpriv runs one tiny process; anything slower means it is unusable here. */
+const SETPRIV_PROBE_TIMEOUT_MS = 5_000;
+/** How long close() waits for the reaper to exit after its pipe closed, before killing it. */
+const REAPER_CLOSE_TIMEOUT_MS = 2_000;
+/** Exit code of the start guard when the agent died before the service started (nobody sees it:
+ * the agent is gone; it only tells a curious operator reading the process accounting). */
+const ORPHANED_AT_START_EXIT = 111;
+
+/** Seconds between the reaper's checks that its groups are gone (sh `sleep` takes fractions). */
+const REAPER_TICK = 0.05;
+
+// POSIX sh (dash, busybox, bash). INT/HUP/TERM are ignored: the reaper is a safety net and a
+// stray signal must not take it down while services depend on it; the agent restarts it if it
+// dies anyway (SIGKILL), and it ends by itself on EOF.
+const REAPER_SCRIPT = `
+trap '' INT HUP TERM PIPE
+groups=' '
+while IFS=' ' read -r verb arg; do
+  case $arg in ''|*[!0-9]*) arg= ;; esac
+  case $verb in
+    add) [ -n "$arg" ] && groups="$groups$arg " ;;
+    del) kept=' '; for g in $groups; do [ "$g" = "$arg" ] || kept="$kept$g "; done; groups=$kept ;;
+    ping) echo "pong $arg" ;;
+  esac
+done
+for g in $groups; do kill -TERM -"$g" 2>/dev/null; done
+ticks=0
+while [ "$ticks" -lt ${Math.ceil(REAPER_GRACE_MS / 1000 / REAPER_TICK)} ]; do
+  alive=
+  for g in $groups; do kill -0 -"$g" 2>/dev/null && alive=1; done
+  [ -z "$alive" ] && exit 0
+  sleep ${REAPER_TICK}
+  ticks=$((ticks + 1))
+done
+for g in $groups; do kill -KILL -"$g" 2>/dev/null; done
+exit 0
+`;
+
+const START_GUARD = `[ "$PPID" = "$0" ] || exit ${ORPHANED_AT_START_EXIT}; exec "$@"`;
+
+export interface LifelineOptions {
+  /** Use setpriv's pdeathsig when available (default). Tests turn it off to prove the reaper alone suffices. */
+  pdeathsig?: boolean;
+}
+
+export class Lifeline {
+  private reaper: ChildProcess | undefined;
+  private readonly groups = new Set<number>();
+  private closing = false;
+  private pingSeq = 0;
+  private readonly pongs = new Map<number, () => void>();
+  private restartTimer: NodeJS.Timeout | undefined;
+
+  private constructor(
+    private readonly log: Logger,
+    /** Absolute path of setpriv when pdeathsig is in use. */
+    private readonly setpriv: string | undefined,
+  ) {}
+
+  /** Start the reaper (and probe setpriv). Rejects, saying what is missing, if no reaper can run. */
+  static async start(logger: Logger, opts: LifelineOptions = {}): Promise<Lifeline> {
+    const log = logger.child({ component: 'lifeline' });
+    let setpriv: string | undefined;
+    if (opts.pdeathsig !== false) {
+      setpriv = await findSetpriv();
+      if (!setpriv) {
+        log.warn(
+          'setpriv --pdeathsig is not available (install util-linux >= 2.33): services are stopped by the reaper alone when this agent dies, up to a second later',
+        );
+      }
+    }
+    const lifeline = new Lifeline(log, setpriv);
+    try {
+      await lifeline.startReaper();
+    } catch (err) {
+      throw new Error(
+        `cannot start the lifeline reaper (/bin/sh): ${(err as Error).message}. Services would outlive a killed agent, so the agent refuses to run them`,
+        { cause: err },
+      );
+    }
+    log.info({ reaperPid: lifeline.reaperPid, pdeathsig: setpriv !== undefined }, 'lifeline ready');
+    return lifeline;
+  }
+
+  /** Whether the kernel's parent-death signal (layer 1) is in use. */
+  get pdeathsig(): boolean {
+    return this.setpriv !== undefined;
+  }
+
+  get reaperPid(): number | undefined {
+    return this.reaper?.exitCode === null && this.reaper.signalCode === null ? this.reaper.pid : undefined;
+  }
+
+  /**
+   * The argv that runs `argv` under layers 1 and 2. Spawn it with `detached: true` (its own
+   * process group, which `register` then hands to layer 3), from the main thread.
+   */
+  wrap(argv: readonly string[]): string[] {
+    const guarded = ['/bin/sh', '-c', START_GUARD, String(process.pid), ...argv];
+    return this.setpriv ? [this.setpriv, '--pdeathsig', 'SIGKILL', '--', ...guarded] : guarded;
+  }
+
+  /** Have the reaper stop this process group if the agent dies. Call right after spawning. */
+  register(pgid: number): void {
+    this.groups.add(pgid);
+    this.send(`add ${pgid}`);
+  }
+
+  /** The group is gone (or stopped on purpose): forget it, so a reused number is never hit. */
+  unregister(pgid: number): void {
+    if (this.groups.delete(pgid)) this.send(`del ${pgid}`);
+  }
+
+  /** Round trip through the reaper: resolves once it has read everything sent before. */
+  async ping(timeoutMs = REAPER_PING_TIMEOUT_MS): Promise<void> {
+    const reaper = this.reaper;
+    if (!reaper?.stdout) throw new Error('the lifeline reaper is not running');
+    const seq = ++this.pingSeq;
+    const stdout = reaper.stdout as Socket;
+    stdout.ref(); // a pending ping must keep the event loop alive until the answer
+    let timer: NodeJS.Timeout | undefined;
+    let onExit: (() => void) | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.pongs.set(seq, resolve);
+        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+        onExit = () => reject(new Error('it exited'));
+        reaper.once('exit', onExit);
+        this.send(`ping ${seq}`);
+      });
+    } finally {
+      clearTimeout(timer);
+      if (onExit) reaper.off('exit', onExit);
+      this.pongs.delete(seq);
+      if (this.pongs.size === 0) stdout.unref();
+    }
+  }
+
+  /**
+   * Stop the reaper. It still stops any group left registered (a service the caller forgot):
+   * closing the pipe is the same signal as the agent dying.
+   */
+  async close(): Promise<void> {
+    this.closing = true;
+    clearTimeout(this.restartTimer);
+    const reaper = this.reaper;
+    if (!reaper || reaper.exitCode !== null || reaper.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => reaper.once('exit', () => resolve()));
+    reaper.stdin?.end();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<boolean>(
+      (resolve) => (timer = setTimeout(() => resolve(true), REAPER_CLOSE_TIMEOUT_MS)),
+    );
+    const timedOut = await Promise.race([exited.then(() => false), late]);
+    clearTimeout(timer);
+    if (timedOut) {
+      this.log.warn(
+        { reaperPid: reaper.pid },
+        'lifeline reaper did not exit after its pipe closed; killing it',
+      );
+      reaper.kill('SIGKILL');
+      await exited;
+    }
+  }
+
+  private async startReaper(): Promise<void> {
+    const reaper = spawn('/bin/sh', ['-c', REAPER_SCRIPT], {
+      // Its own session: a signal to the agent's process group (Ctrl-C, a supervisor) must not
+      // take the reaper down with the agent, since acting after the agent's death is its job.
+      detached: true,
+      stdio: ['pipe', 'pipe', 'ignore'],
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    });
+    let established = false;
+    reaper.on('error', (err) => this.log.debug({ err: err.message }, 'lifeline reaper error'));
+    reaper.once('exit', (code, signal) => {
+      if (established) this.onReaperExit(reaper, code, signal);
+    });
+    reaper.stdin?.on('error', (err) => this.log.debug({ err: err.message }, 'lifeline pipe error'));
+    const framer = new LineFramer(
+      (line) => {
+        const seq = Number(/^pong (\d+)$/.exec(line)?.[1]);
+        this.pongs.get(seq)?.();
+      },
+      () => undefined, // the reaper prints nothing else
+      256,
+    );
+    reaper.stdout?.on('data', (chunk: Buffer) => framer.push(chunk));
+    const spawned = new Promise<void>((resolve, reject) => {
+      reaper.once('spawn', resolve);
+      reaper.once('error', reject);
+    });
+    // The reaper must never keep the agent alive on its own.
+    reaper.unref();
+    (reaper.stdin as Socket | null)?.unref();
+    (reaper.stdout as Socket | null)?.unref();
+    this.reaper = reaper;
+    try {
+      await spawned;
+      for (const pgid of this.groups) this.send(`add ${pgid}`);
+      await this.ping();
+    } catch (err) {
+      if (this.reaper === reaper) this.reaper = undefined;
+      reaper.kill('SIGKILL'); // a half-started one (spawned, never answered)
+      throw err;
+    }
+    established = true;
+  }
+
+  private onReaperExit(reaper: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (reaper !== this.reaper || this.closing) return;
+    this.reaper = undefined;
+    this.log.warn(
+      { reaperPid: reaper.pid, code, signal, groups: this.groups.size },
+      'lifeline reaper exited; starting a new one and registering the running services again',
+    );
+    this.restartReaper();
+  }
+
+  private restartReaper(): void {
+    this.startReaper().catch((err: Error) => {
+      if (this.closing) return;
+      this.log.error(
+        { err: err.message, retryInMs: REAPER_RESTART_DELAY_MS },
+        'cannot restart the lifeline reaper: services would outlive a killed agent until it runs again',
+      );
+      this.restartTimer = setTimeout(() => this.restartReaper(), REAPER_RESTART_DELAY_MS).unref();
+    });
+  }
+
+  private send(line: string): void {
+    // Pipe writes go straight to the kernel when the pipe is not full (a few bytes never fill
+    // it): once written, a line reaches the reaper even if the agent dies the next instant.
+    const stdin = this.reaper?.stdin;
+    if (stdin && !stdin.destroyed && stdin.writable) stdin.write(`${line}\n`);
+  }
+}
+
+/** setpriv with --pdeathsig (util-linux >= 2.33), verified by running it once. */
+async function findSetpriv(): Promise<string | undefined> {
+  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(delimiter)) {
+    if (!dir) continue;
+    const candidate = join(dir, 'setpriv');
+    try {
+      await access(candidate, fsConstants.X_OK);
+    } catch {
+      continue;
+    }
+    const works = await new Promise<boolean>((resolve) => {
+      execFile(
+        candidate,
+        ['--pdeathsig', 'SIGKILL', '--', '/bin/sh', '-c', 'exit 0'],
+        { timeout: SETPRIV_PROBE_TIMEOUT_MS },
+        (err) => resolve(!err),
+      );
+    });
+    if (works) return candidate;
+  }
+  return undefined;
+}
+
+/** Signal a whole process group; false if it no longer exists. */
+export function signalGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {
+  try {
+    process.kill(-pgid, signal);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw err;
+  }
+}
+
+/**
+ * Whether any member of the process group still runs. Zombies do not count: they are dead but
+ * keep their group id until their new parent reaps them, which an init that is not one may
+ * never do. Reads /proc (Linux); elsewhere a group that exists counts as running.
+ */
+export async function groupRunning(pgid: number): Promise<boolean> {
+  if (!signalGroup(pgid, 0)) return false;
+  let entries: string[];
+  try {
+    entries = await readdir('/proc');
+  } catch {
+    return true;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = await readFile(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // exited while we looked
+    }
+    // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(fields[2]) === pgid && fields[0] !== 'Z' && fields[0] !== 'X') return true;
+  }
+  return false;
+}

@@ -1,0 +1,323 @@
+// The logged-in instance on NATS: answers for the identity on its subject (and, when the
+// spec opts in, consumes its durable inbox). Exists only between login and logout: the agent
+// starts it after the service logged in and stops it (confirmed by the server) before it
+// logs the service out, so the set of responders is always a subset of the logged-in nodes.
+//
+// Every message passes the access lists before any handler sees it; every reply carries the
+// term's token, and nothing is answered once the term may no longer act (a resumed old
+// leader stays silent; its clients would reject its stale token anyway).
+import {
+  AckPolicy,
+  DiscardPolicy,
+  headers as natsHeaders,
+  nanos,
+  RetentionPolicy,
+  StorageType,
+  type JsMsg,
+  type Msg,
+  type MsgHdrs,
+  type NatsConnection,
+  type Subscription,
+} from 'nats';
+import type { Logger } from 'pino';
+import type { IdentitySpec } from '../spec/schema.js';
+import { decide, RequestAuthenticator } from './access.js';
+import type { IdentityDriver, ServiceReply } from './driver.js';
+import {
+  BUILTIN_VERBS,
+  formatPong,
+  headers as H,
+  INBOX_CONSUMER,
+  inboxStream,
+  MAX_REQUEST_BYTES,
+  parseCommand,
+  subjects,
+  type ErrorCode,
+  type StatusReply,
+} from './wire.js';
+
+/** Messages pulled from the inbox per fetch: small, so a logout leaves few in flight. */
+const INBOX_BATCH = 32;
+/** How long one pull waits for messages; bounds how long a stop waits for the fetch loop. */
+const INBOX_FETCH_EXPIRES_MS = 1_000;
+/** Budget for STATUS's question to the service. */
+const STATUS_TIMEOUT_MS = 500;
+/** Duplicate window of the inbox stream: a re-sent request (same id) is stored once. */
+const INBOX_DUPLICATE_WINDOW_MS = 120_000;
+
+export interface ResponderContext {
+  identity: string;
+  node: string;
+  token: bigint;
+  /** Synchronous "may this term still act?"; checked before every reply. */
+  mayAct(): boolean;
+  /** The identity's current spec (access lists change live). */
+  spec(): IdentitySpec;
+  driver: IdentityDriver;
+  /** Base STATUS fields the runner knows (up since, last failover). */
+  status(): Omit<StatusReply, 'service' | 'now' | 'requestsServed'>;
+  /** A verified caller on no list asked for something: record a pending authorization request. */
+  onPending(pending: { name: string; nkey: string; request: string }): void;
+  onRequest(outcome: 'served' | 'refused' | 'dropped' | 'failed'): void;
+  logger: Logger;
+}
+
+interface Answer {
+  body: string;
+  error?: ErrorCode;
+}
+
+/** Create the identity's inbox stream and its consumer where missing. Idempotent. */
+export async function ensureInbox(
+  nc: NatsConnection,
+  identity: string,
+  inbox: IdentitySpec['inbox'],
+): Promise<void> {
+  const jsm = await nc.jetstreamManager();
+  const stream = inboxStream(identity);
+  try {
+    await jsm.streams.info(stream);
+  } catch {
+    await jsm.streams.add({
+      name: stream,
+      subjects: [subjects.inbox(identity)],
+      retention: RetentionPolicy.Workqueue,
+      storage: StorageType.File,
+      discard: DiscardPolicy.Old,
+      max_age: nanos(inbox.maxAgeMs),
+      max_msgs: inbox.maxMessages,
+      duplicate_window: nanos(INBOX_DUPLICATE_WINDOW_MS),
+    });
+  }
+  try {
+    await jsm.consumers.info(stream, INBOX_CONSUMER);
+  } catch {
+    await jsm.consumers.add(stream, {
+      durable_name: INBOX_CONSUMER,
+      ack_policy: AckPolicy.Explicit,
+      ack_wait: nanos(inbox.ackWaitMs),
+      max_ack_pending: 1_000,
+    });
+  }
+}
+
+export class Responder {
+  private sub: Subscription | undefined;
+  private active = true;
+  private served = 0;
+  private inboxLoop: Promise<void> | undefined;
+  private stopFetch: (() => void) | undefined;
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly authenticator = new RequestAuthenticator();
+
+  private constructor(
+    private readonly nc: NatsConnection,
+    private readonly ctx: ResponderContext,
+    private readonly servedBefore: number,
+  ) {}
+
+  /** Subscribe (confirmed by the server) and start the inbox consumer when durable. */
+  static async start(nc: NatsConnection, ctx: ResponderContext, servedBefore = 0): Promise<Responder> {
+    const r = new Responder(nc, ctx, servedBefore);
+    // No queue group: if two instances ever answered, a prober would count two replies.
+    r.sub = nc.subscribe(subjects.identity(ctx.identity), {
+      callback: (err, msg) => {
+        if (!err) r.track(r.onCore(msg));
+      },
+    });
+    await nc.flush();
+    if (ctx.spec().inbox.durable) {
+      await ensureInbox(nc, ctx.identity, ctx.spec().inbox);
+      r.inboxLoop = r.consumeInbox();
+    }
+    return r;
+  }
+
+  get requestsServed(): number {
+    return this.servedBefore + this.served;
+  }
+
+  /**
+   * Stop answering: unsubscribe (confirmed by a server round trip), stop pulling, let
+   * requests in flight finish within `graceMs`. After this resolves the server sends this
+   * instance nothing more for the identity.
+   */
+  async stop(graceMs: number): Promise<void> {
+    if (!this.active) return;
+    this.active = false;
+    this.sub?.unsubscribe();
+    this.stopFetch?.();
+    const flushed = this.nc.isClosed() ? Promise.resolve() : this.nc.flush().catch(() => undefined);
+    const settled = Promise.all([flushed, this.inboxLoop, ...this.inFlight]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([settled, new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+    clearTimeout(timer);
+    // Acks written by handlers that just finished must reach the server before a successor
+    // starts pulling, or it would be offered the same requests.
+    if (!this.nc.isClosed()) await this.nc.flush().catch(() => undefined);
+  }
+
+  private track(p: Promise<void>): void {
+    this.inFlight.add(p);
+    void p.finally(() => this.inFlight.delete(p));
+  }
+
+  private replyHeaders(error?: ErrorCode, requestId?: string): MsgHdrs {
+    const h = natsHeaders();
+    h.set(H.identity, this.ctx.identity);
+    h.set(H.token, String(this.ctx.token));
+    h.set(H.node, this.ctx.node);
+    if (error) h.set(H.error, error);
+    if (requestId) h.set(H.requestId, requestId);
+    return h;
+  }
+
+  private async onCore(msg: Msg): Promise<void> {
+    const answer = await this.answer(msg.data, msg.headers);
+    // Re-checked after the handler: the term may have ended while it ran.
+    if (typeof answer === 'string' || !msg.reply || !this.active || !this.ctx.mayAct()) return;
+    msg.respond(new TextEncoder().encode(answer.body), { headers: this.replyHeaders(answer.error) });
+  }
+
+  /**
+   * Decide and answer one request. 'drop': the access lists say answer nothing; 'inactive':
+   * this instance may no longer answer, leave the request to the next leader.
+   */
+  private async answer(
+    data: Uint8Array,
+    hdrs: MsgHdrs | undefined,
+    durable?: { storedAtMs: number; messageId: string },
+  ): Promise<Answer | 'drop' | 'inactive'> {
+    if (!this.active || !this.ctx.mayAct()) return 'inactive';
+    if (data.length > MAX_REQUEST_BYTES) {
+      this.ctx.onRequest('refused');
+      return { body: `request larger than ${MAX_REQUEST_BYTES} bytes`, error: 'bad-request' };
+    }
+    const body = new TextDecoder().decode(data);
+    const { verb } = parseCommand(body);
+    const header = (name: string) => hdrs?.get(name) || undefined;
+    const spec = this.ctx.spec();
+    // A durable request may wait in the inbox far longer than the clock window (a handover):
+    // its age counts from when JetStream stored it, and the stream's duplicate window stops replays.
+    const auth = this.authenticator.authenticate({
+      identity: this.ctx.identity,
+      headers: header,
+      body: data,
+      ...(durable ? { durable } : {}),
+    });
+    const claimed = { name: header(H.caller), key: header(H.key) };
+    const decision = decide(spec.access, claimed, auth, verb, this.ctx.identity);
+    if (decision.action === 'drop') {
+      this.ctx.onRequest('dropped');
+      return 'drop';
+    }
+    if (decision.action === 'refuse') {
+      this.ctx.onRequest('refused');
+      if (decision.pending) this.ctx.onPending({ ...decision.pending, request: body.slice(0, 200) });
+      return { body: decision.message, error: decision.code };
+    }
+    if (verb === '') {
+      this.ctx.onRequest('refused');
+      return { body: 'empty request: send HELP for the list of commands', error: 'bad-request' };
+    }
+    const answer = await this.dispatch(verb, body, decision.caller, spec);
+    this.ctx.onRequest(answer.error && answer.error !== 'bad-request' ? 'failed' : 'served');
+    if (!answer.error) this.served++;
+    return answer;
+  }
+
+  private async dispatch(
+    verb: string,
+    body: string,
+    caller: string | undefined,
+    spec: IdentitySpec,
+  ): Promise<Answer> {
+    switch (verb) {
+      case 'PING':
+        return { body: formatPong(this.ctx.node, this.ctx.token) };
+      case 'HELP':
+        return { body: this.help(spec) };
+      case 'STATUS':
+        return { body: JSON.stringify(await this.status()) };
+    }
+    const reply: ServiceReply = await this.ctx.driver.handle(
+      {
+        id: `${this.ctx.token}-${Date.now()}-${Math.random().toString(36).slice(2, 10)}`,
+        command: body,
+        caller,
+      },
+      spec.requestTimeoutMs,
+    );
+    return reply;
+  }
+
+  private help(spec: IdentitySpec): string {
+    const builtin: Record<(typeof BUILTIN_VERBS)[number], string> = {
+      PING: 'presence check: answers PONG <node> <token>',
+      HELP: 'this list',
+      STATUS: 'up since, requests served, current term, last failover (contacts only)',
+    };
+    const lines = [`${this.ctx.identity} answers:`];
+    for (const verb of BUILTIN_VERBS) lines.push(`  ${verb.padEnd(10)} ${builtin[verb]}`);
+    for (const line of spec.help) lines.push(`  ${line}`);
+    return lines.join('\n');
+  }
+
+  private async status(): Promise<StatusReply> {
+    const service = await this.ctx.driver.status(STATUS_TIMEOUT_MS);
+    return {
+      ...this.ctx.status(),
+      now: new Date().toISOString(),
+      requestsServed: this.requestsServed,
+      ...(Object.keys(service).length > 0 ? { service } : {}),
+    };
+  }
+
+  private async consumeInbox(): Promise<void> {
+    const js = this.nc.jetstream();
+    const consumer = await js.consumers.get(inboxStream(this.ctx.identity), INBOX_CONSUMER);
+    while (this.active) {
+      let batch;
+      try {
+        batch = await consumer.fetch({ max_messages: INBOX_BATCH, expires: INBOX_FETCH_EXPIRES_MS });
+      } catch (err) {
+        this.ctx.logger.warn({ err }, 'inbox fetch failed; retrying');
+        await new Promise((resolve) => setTimeout(resolve, INBOX_FETCH_EXPIRES_MS));
+        continue;
+      }
+      this.stopFetch = () => batch.stop();
+      for await (const m of batch) {
+        if (!this.active || !this.ctx.mayAct()) {
+          // Offer it to the next leader at once instead of after the ack wait.
+          m.nak();
+          continue;
+        }
+        await this.onInbox(m);
+      }
+      this.stopFetch = undefined;
+    }
+  }
+
+  private async onInbox(m: JsMsg): Promise<void> {
+    const replyTo = m.headers?.get(H.replyTo);
+    const requestId = m.headers?.get(H.requestId) || undefined;
+    const durable = {
+      storedAtMs: Number(m.info.timestampNanos / 1_000_000),
+      messageId: m.headers?.get('Nats-Msg-Id') || requestId || String(m.seq),
+    };
+    const answer = await this.answer(m.data, m.headers, durable);
+    if (answer === 'inactive' || !this.ctx.mayAct()) {
+      // The term ended before or while handling: leave the request to the next leader.
+      m.nak();
+      return;
+    }
+    if (answer !== 'drop' && replyTo) {
+      this.nc.publish(replyTo, new TextEncoder().encode(answer.body), {
+        headers: this.replyHeaders(answer.error, requestId),
+      });
+    }
+    // Answered (or deliberately dropped): done for good. The answer was written before the
+    // ack, so a crash in between re-delivers it and the client's dedupe keeps it once.
+    m.ack();
+  }
+}

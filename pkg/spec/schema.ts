@@ -1,0 +1,131 @@
+// An identity's spec: what runs under the shared name, who may talk to it, and where. It
+// lives in etcd (one JSON document per identity) so every node hosting the identity runs
+// the same thing with the same access lists: a standby enforces them the moment it logs in.
+import { z } from 'zod';
+import { Name } from '../lease/keys.js';
+
+/** A NATS user nkey's public key: 'U' + 55 base32 characters. */
+export const PublicNkey = z
+  .string()
+  .regex(/^U[A-Z2-7]{55}$/, "must be a NATS user public nkey (56 characters starting with 'U')");
+
+export const Caller = z.strictObject({ name: Name, nkey: PublicNkey });
+export type Caller = z.infer<typeof Caller>;
+
+/** A blocked caller is matched by name, by key, or both (either matching blocks). */
+export const BlockedCaller = z
+  .strictObject({ name: Name.optional(), nkey: PublicNkey.optional() })
+  .refine((b) => b.name !== undefined || b.nkey !== undefined, 'give a name, an nkey, or both');
+export type BlockedCaller = z.infer<typeof BlockedCaller>;
+
+export const AccessLists = z.strictObject({
+  /** Anyone (even unsigned callers) may use the service's commands; STATUS stays for contacts. */
+  open: z.boolean().default(false),
+  /** Admins: the only callers allowed STATUS and admin commands; also authorized. */
+  contacts: z.array(Caller).default([]),
+  /** Callers allowed to use the service's commands. */
+  authorized: z.array(Caller).default([]),
+  /** Callers whose messages are dropped unanswered, before any handler. */
+  blocked: z.array(BlockedCaller).default([]),
+});
+export type AccessLists = z.infer<typeof AccessLists>;
+
+export const RestartPolicy = z.strictObject({
+  /** Crashes tolerated while logged in before the node gives the identity up. */
+  maxAttempts: z.number().int().min(0).max(100).default(3),
+  backoffMs: z.number().int().min(10).max(60_000).default(200),
+  maxBackoffMs: z.number().int().min(10).max(300_000).default(5_000),
+  /** A service that ran this long counts as healthy again: its crash count starts over. */
+  resetAfterMs: z.number().int().min(1_000).max(3_600_000).default(60_000),
+});
+
+export const ProcessService = z.strictObject({
+  driver: z.literal('process'),
+  /** argv of the service; argv[0] is looked up on PATH. Secrets never go here (see credential). */
+  command: z.array(z.string().min(1)).min(1),
+  cwd: z.string().optional(),
+  env: z.record(z.string(), z.string()).default({}),
+  /** warm: started while standing by and told to log in/out over the control channel (fd 3). */
+  mode: z.enum(['cold', 'warm']).default('cold'),
+  /** fd3: the service speaks understudy's JSON-lines channel on fd 3 (requests, login, status). */
+  channel: z.enum(['none', 'fd3']).default('none'),
+  /** SIGTERM, then SIGKILL after this long; must fit the node's logout budget. */
+  stopTimeoutMs: z.number().int().min(50).max(60_000).default(1_000),
+  /** A warm service must report ready this fast after start; a cold one must confirm login. */
+  startTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
+  restart: RestartPolicy.prefault({}),
+});
+export type ProcessService = z.infer<typeof ProcessService>;
+
+export const NatsService = z.strictObject({
+  driver: z.literal('nats-service'),
+  /** Name of a handler registered with the agent (library use) or exported by `module`. */
+  handler: Name,
+  /** Module exporting `handlers` (a record of name → handler), loaded by cmd/agent. */
+  module: z.string().optional(),
+});
+export type NatsService = z.infer<typeof NatsService>;
+
+export const Credential = z.discriminatedUnion('source', [
+  z.strictObject({ source: z.literal('none') }),
+  /** A file on each node (e.g. provisioned by config management), read at login only. */
+  z.strictObject({ source: z.literal('file'), path: z.string().min(1) }),
+  /** Stored in etcd under the identity (see store.ts putCredential); read at login only. */
+  z.strictObject({ source: z.literal('etcd') }),
+]);
+export type Credential = z.infer<typeof Credential>;
+
+export const Inbox = z.strictObject({
+  /** Requests go to a JetStream work queue; requests sent while no one is logged in wait. */
+  durable: z.boolean().default(false),
+  /** Oldest request kept waiting; older ones are discarded by the server. */
+  maxAgeMs: z
+    .number()
+    .int()
+    .min(1_000)
+    .default(24 * 3_600_000),
+  maxMessages: z.number().int().min(1).default(100_000),
+  /** A request a leader took but did not acknowledge is offered again after this. */
+  ackWaitMs: z.number().int().min(500).max(600_000).default(5_000),
+});
+
+export const Probe = z.strictObject({
+  intervalMs: z.number().int().min(100).default(1_000),
+  timeoutMs: z.number().int().min(50).default(500),
+  /** Consecutive failed probes of a leader holding its lease before the controller fences it. */
+  failures: z.number().int().min(1).default(3),
+});
+
+export const CandidateSettings = z.strictObject({
+  priority: z.number().int().min(-1000).max(1000).default(0),
+  nofailover: z.boolean().default(false),
+});
+
+export const IdentitySpec = z.strictObject({
+  name: Name,
+  description: z.string().max(500).optional(),
+  service: z.discriminatedUnion('driver', [ProcessService, NatsService]),
+  credential: Credential.default({ source: 'none' }),
+  access: AccessLists.prefault({}),
+  inbox: Inbox.prefault({}),
+  probe: Probe.prefault({}),
+  /** Nodes allowed to host the identity, with their priority. Absent: every agent that lists it. */
+  candidates: z.record(Name, CandidateSettings).optional(),
+  /** Lines HELP prints after the built-in commands (the service's own commands). */
+  help: z.array(z.string().max(200)).max(50).default([]),
+  /** Time a request may take before the caller gets `unavailable`. */
+  requestTimeoutMs: z.number().int().min(50).max(60_000).default(5_000),
+});
+export type IdentitySpec = z.infer<typeof IdentitySpec>;
+export type IdentitySpecInput = z.input<typeof IdentitySpec>;
+
+/** A pending authorization request: a caller who signed a request but is on no list. */
+export const PendingRequest = z.strictObject({
+  name: Name,
+  nkey: PublicNkey,
+  /** The request that caused it (first line, truncated). */
+  request: z.string().max(200),
+  node: z.string(),
+  at: z.number(),
+});
+export type PendingRequest = z.infer<typeof PendingRequest>;

@@ -1,0 +1,395 @@
+// Identity specs, credentials and pending authorization requests in etcd. Specs are written
+// by operators (`understudy apply -f`, or an agent's bootstrap file) and watched by every
+// agent, so a change reaches all nodes without a restart.
+import { readFile } from 'node:fs/promises';
+import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
+import { parseAllDocuments } from 'yaml';
+import { within } from '../lease/etcd.js';
+import { assertName } from '../lease/keys.js';
+import { IdentitySpec, PendingRequest, type Caller, type IdentitySpecInput } from './schema.js';
+
+const CALL_MS = 2_000;
+/** Optimistic retries of a read-modify-write on a spec (approvals racing with applies). */
+const CAS_ATTEMPTS = 5;
+
+export class SpecKeys {
+  constructor(readonly prefix = 'understudy') {}
+  specs(): string {
+    return `${this.prefix}/specs/`;
+  }
+  spec(identity: string): string {
+    return `${this.specs()}${identity}`;
+  }
+  credential(identity: string): string {
+    return `${this.prefix}/secrets/${identity}/credential`;
+  }
+  pendingAll(identity: string): string {
+    return `${this.prefix}/acl-pending/${identity}/`;
+  }
+  pending(identity: string, caller: string): string {
+    return `${this.pendingAll(identity)}${caller}`;
+  }
+}
+
+export class SpecError extends Error {
+  constructor(
+    message: string,
+    readonly field: string,
+  ) {
+    super(message);
+    this.name = 'SpecError';
+  }
+}
+
+/** Validate a spec; the error names the first bad field (and `where` the spec came from). */
+export function parseSpec(input: unknown, where = 'spec'): IdentitySpec {
+  const parsed = IdentitySpec.safeParse(input);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  const field = issue.path.map(String).join('.') || '(root)';
+  const name =
+    typeof input === 'object' && input !== null && 'name' in input ? ` '${String(input.name)}'` : '';
+  throw new SpecError(`${where}${name}: ${field}: ${issue.message}`, field);
+}
+
+export interface StoredSpec {
+  spec: IdentitySpec;
+  /** etcd mod revision of the spec: pass it back to update without losing a concurrent change. */
+  revision: bigint;
+}
+
+function decodeSpec(kv: IKeyValue, key: string): IdentitySpec {
+  let json: unknown;
+  try {
+    json = JSON.parse(kv.value.toString());
+  } catch {
+    throw new SpecError(`${key}: not JSON`, '(root)');
+  }
+  return parseSpec(json, key);
+}
+
+export async function getSpec(
+  client: Etcd3,
+  identity: string,
+  keys = new SpecKeys(),
+): Promise<StoredSpec | undefined> {
+  assertName('identity', identity);
+  const res = await client.get(keys.spec(identity)).options(within(CALL_MS)).exec();
+  const kv = res.kvs[0];
+  return kv ? { spec: decodeSpec(kv, keys.spec(identity)), revision: BigInt(kv.mod_revision) } : undefined;
+}
+
+export async function listSpecs(client: Etcd3, keys = new SpecKeys()): Promise<StoredSpec[]> {
+  const res = await client.getAll().prefix(keys.specs()).options(within(CALL_MS)).exec();
+  return res.kvs.map((kv) => ({
+    spec: decodeSpec(kv, kv.key.toString()),
+    revision: BigInt(kv.mod_revision),
+  }));
+}
+
+/**
+ * Write a spec (validated first: a bad spec changes nothing). With `expectRevision`, only if
+ * the stored spec is still at that revision (0n: only if absent). Returns the new revision,
+ * or undefined when the expectation failed.
+ */
+export async function putSpec(
+  client: Etcd3,
+  input: IdentitySpecInput | IdentitySpec,
+  opts: { expectRevision?: bigint; keys?: SpecKeys } = {},
+): Promise<bigint | undefined> {
+  const spec = parseSpec(input);
+  const keys = opts.keys ?? new SpecKeys();
+  const key = keys.spec(spec.name);
+  const put = client.put(key).value(JSON.stringify(spec));
+  if (opts.expectRevision === undefined) {
+    const res = await put.options(within(CALL_MS)).exec();
+    return BigInt(res.header.revision);
+  }
+  const txn = await client
+    .if(key, 'Mod', '==', String(opts.expectRevision))
+    .then(put)
+    .options(within(CALL_MS))
+    .commit();
+  return txn.succeeded ? BigInt(txn.header.revision) : undefined;
+}
+
+export async function deleteSpec(client: Etcd3, identity: string, keys = new SpecKeys()): Promise<boolean> {
+  assertName('identity', identity);
+  const res = await client.delete().key(keys.spec(identity)).options(within(CALL_MS)).exec();
+  return Number(res.deleted) > 0;
+}
+
+/** Read specs from a YAML file: one spec per document, or a list of specs in one document. */
+export async function readSpecFile(path: string): Promise<IdentitySpec[]> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new SpecError(`spec file ${path}: cannot read it: ${(err as Error).message}`, '(file)');
+  }
+  const docs = parseAllDocuments(text);
+  const specs: IdentitySpec[] = [];
+  for (const [i, doc] of (Array.isArray(docs) ? docs : [docs]).entries()) {
+    if (doc.errors.length > 0) {
+      throw new SpecError(
+        `spec file ${path}, document ${i + 1}: ${doc.errors[0]!.message.split('\n')[0]}`,
+        '(yaml)',
+      );
+    }
+    const value: unknown = doc.toJS();
+    if (value === null || value === undefined) continue;
+    for (const [j, item] of (Array.isArray(value) ? value : [value]).entries()) {
+      specs.push(
+        parseSpec(
+          item,
+          `spec file ${path}, document ${i + 1}${Array.isArray(value) ? `, item ${j + 1}` : ''}`,
+        ),
+      );
+    }
+  }
+  return specs;
+}
+
+/** Write each spec only where etcd has none: several agents may bootstrap the same file. */
+export async function bootstrapSpecs(
+  client: Etcd3,
+  specs: IdentitySpec[],
+  keys = new SpecKeys(),
+): Promise<{ created: string[]; present: string[] }> {
+  const created: string[] = [];
+  const present: string[] = [];
+  for (const spec of specs) {
+    const written = await putSpec(client, spec, { expectRevision: 0n, keys });
+    (written === undefined ? present : created).push(spec.name);
+  }
+  return { created, present };
+}
+
+// Credentials: read by the leader at login only, never logged.
+
+export async function putCredential(
+  client: Etcd3,
+  identity: string,
+  secret: string | Buffer,
+  keys = new SpecKeys(),
+): Promise<void> {
+  assertName('identity', identity);
+  await client.put(keys.credential(identity)).value(secret).options(within(CALL_MS)).exec();
+}
+
+export async function readCredential(
+  client: Etcd3,
+  identity: string,
+  keys = new SpecKeys(),
+): Promise<Buffer | undefined> {
+  const value = await client.get(keys.credential(identity)).options(within(CALL_MS)).buffer();
+  return value ?? undefined;
+}
+
+// Pending authorization requests.
+
+/** Record a pending request once per caller (a flood of retries writes nothing more). */
+export async function recordPending(
+  client: Etcd3,
+  identity: string,
+  pending: PendingRequest,
+  keys = new SpecKeys(),
+): Promise<boolean> {
+  const record = PendingRequest.parse(pending);
+  const key = keys.pending(identity, record.name);
+  const res = await client
+    .if(key, 'Create', '==', 0)
+    .then(client.put(key).value(JSON.stringify(record)))
+    .options(within(CALL_MS))
+    .commit();
+  return res.succeeded;
+}
+
+export async function listPending(
+  client: Etcd3,
+  identity: string,
+  keys = new SpecKeys(),
+): Promise<PendingRequest[]> {
+  const raw = await client.getAll().prefix(keys.pendingAll(identity)).options(within(CALL_MS)).strings();
+  return Object.values(raw).flatMap((v) => {
+    const parsed = PendingRequest.safeParse(JSON.parse(v));
+    return parsed.success ? [parsed.data] : [];
+  });
+}
+
+export class AccessListError extends Error {
+  constructor(
+    message: string,
+    readonly code: 'no-spec' | 'no-pending' | 'conflict',
+  ) {
+    super(message);
+    this.name = 'AccessListError';
+  }
+}
+
+/**
+ * Approve a pending request: the caller joins the spec's authorized list with the key it
+ * signed with, and the pending record goes, in one txn guarded by the spec's revision. Every
+ * node enforces the new list as soon as its spec watch delivers it.
+ */
+export async function approvePending(
+  client: Etcd3,
+  identity: string,
+  caller: string,
+  keys = new SpecKeys(),
+): Promise<Caller> {
+  return decidePending(client, identity, caller, 'approve', keys);
+}
+
+/** Deny a pending request; with `block`, the caller's key also joins the blocked list. */
+export async function denyPending(
+  client: Etcd3,
+  identity: string,
+  caller: string,
+  opts: { block?: boolean; keys?: SpecKeys } = {},
+): Promise<Caller> {
+  return decidePending(client, identity, caller, opts.block ? 'block' : 'deny', opts.keys ?? new SpecKeys());
+}
+
+async function decidePending(
+  client: Etcd3,
+  identity: string,
+  caller: string,
+  decision: 'approve' | 'deny' | 'block',
+  keys: SpecKeys,
+): Promise<Caller> {
+  assertName('identity', identity);
+  for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+    const stored = await getSpec(client, identity, keys);
+    if (!stored) throw new AccessListError(`identity ${identity} has no spec; apply one first`, 'no-spec');
+    const pendingKey = keys.pending(identity, caller);
+    const raw = await client.get(pendingKey).options(within(CALL_MS)).string();
+    if (raw === null) {
+      throw new AccessListError(
+        `${identity} has no pending authorization request from ${caller}; list them with listPending`,
+        'no-pending',
+      );
+    }
+    const pending = PendingRequest.parse(JSON.parse(raw));
+    const entry: Caller = { name: pending.name, nkey: pending.nkey };
+    const access = structuredClone(stored.spec.access);
+    if (decision === 'approve') {
+      access.authorized = [...access.authorized.filter((c) => c.name !== entry.name), entry];
+    } else if (decision === 'block') {
+      access.blocked = [...access.blocked, { nkey: entry.nkey }];
+    }
+    const next = { ...stored.spec, access };
+    const res = await client
+      .if(keys.spec(identity), 'Mod', '==', String(stored.revision))
+      .and(pendingKey, 'Create', '>', 0)
+      .then(
+        client.delete().key(pendingKey),
+        // A deny leaves the spec as it is; rewriting it unchanged keeps the txn one shape.
+        client.put(keys.spec(identity)).value(JSON.stringify(decision === 'deny' ? stored.spec : next)),
+      )
+      .options(within(CALL_MS))
+      .commit();
+    if (res.succeeded) return entry;
+  }
+  throw new AccessListError(
+    `${identity}: the spec kept changing while deciding ${caller}'s request; try again`,
+    'conflict',
+  );
+}
+
+export interface SpecEvents {
+  put: (spec: IdentitySpec, revision: bigint) => void;
+  delete: (identity: string) => void;
+  /** A stored spec that does not validate: kept out, the last good one stays in force. */
+  invalid: (identity: string, error: Error) => void;
+}
+
+/**
+ * Every spec now and every later change, in order. After a watch error (compaction, cancel)
+ * it re-reads everything and re-watches, reporting what changed meanwhile.
+ */
+export class SpecWatcher {
+  private watcher: Watcher | undefined;
+  private closed = false;
+  private readonly known = new Map<string, bigint>();
+
+  private constructor(
+    private readonly client: Etcd3,
+    private readonly keys: SpecKeys,
+    private readonly on: SpecEvents,
+  ) {}
+
+  static async start(client: Etcd3, on: SpecEvents, keys = new SpecKeys()): Promise<SpecWatcher> {
+    const w = new SpecWatcher(client, keys, on);
+    await w.resync();
+    return w;
+  }
+
+  private identityOf(key: string): string {
+    return key.slice(this.keys.specs().length);
+  }
+
+  private deliver(kv: IKeyValue): void {
+    const key = kv.key.toString();
+    const identity = this.identityOf(key);
+    const revision = BigInt(kv.mod_revision);
+    if (this.known.get(identity) === revision) return;
+    try {
+      const spec = decodeSpec(kv, key);
+      this.known.set(identity, revision);
+      this.on.put(spec, revision);
+    } catch (err) {
+      this.on.invalid(identity, err as Error);
+    }
+  }
+
+  private async resync(): Promise<void> {
+    for (;;) {
+      if (this.closed) return;
+      try {
+        const res = await this.client.getAll().prefix(this.keys.specs()).options(within(CALL_MS)).exec();
+        const present = new Set<string>();
+        for (const kv of res.kvs) {
+          present.add(this.identityOf(kv.key.toString()));
+          this.deliver(kv);
+        }
+        for (const identity of [...this.known.keys()]) {
+          if (!present.has(identity)) {
+            this.known.delete(identity);
+            this.on.delete(identity);
+          }
+        }
+        await this.watchFrom(BigInt(res.header.revision) + 1n);
+        return;
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+    }
+  }
+
+  private async watchFrom(revision: bigint): Promise<void> {
+    const watcher = await this.client
+      .watch()
+      .prefix(this.keys.specs())
+      .startRevision(String(revision))
+      .create();
+    if (this.closed) return void (await watcher.cancel());
+    this.watcher = watcher;
+    watcher.on('put', (kv: IKeyValue) => this.deliver(kv));
+    watcher.on('delete', (kv: IKeyValue) => {
+      const identity = this.identityOf(kv.key.toString());
+      this.known.delete(identity);
+      this.on.delete(identity);
+    });
+    watcher.on('error', () => {
+      void watcher.cancel().catch(() => undefined);
+      if (this.watcher === watcher) this.watcher = undefined;
+      void this.resync();
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.watcher?.cancel().catch(() => undefined);
+  }
+}

@@ -1,0 +1,694 @@
+// The process driver with real processes (no etcd or NATS): login and logout, the credential
+// file, stop escalation, restarts, warm mode over fd 3 with the demo rate bot, and the lifeline
+// that takes a service down with its agent even when the agent is SIGKILLed.
+import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Socket } from 'node:net';
+import { createInterface } from 'node:readline';
+import { pino } from 'pino';
+import {
+  encodeMessage,
+  messageReader,
+  ServiceMessage,
+  type AgentMessage,
+} from '../../pkg/identity/channel.js';
+import { credentialPath, removeCredentialFile, writeCredentialFile } from '../../pkg/identity/credential.js';
+import type { LoginContext, ServiceReply } from '../../pkg/identity/driver.js';
+import { Lifeline } from '../../pkg/identity/lifeline.js';
+import { ProcessDriver } from '../../pkg/identity/process.js';
+import { ProcessService } from '../../pkg/spec/schema.js';
+import { repoRoot } from '../support/paths.js';
+import { waitFor, withTimeout } from '../support/wait.js';
+
+/** Starting `node --import tsx` compiles TypeScript on the way: seconds on a cold cache. */
+const NODE_START_MS = 20_000;
+/** Budget for one logout or close in these tests (stopTimeoutMs values here are well below). */
+const STOP_BUDGET_MS = 3_000;
+/** A request to a local process over fd 3 answers in milliseconds; this bounds a hung one. */
+const REQUEST_MS = 2_000;
+/** The reaper's grace (1 s) plus scheduling slack: how long a dead agent's processes may take. */
+const REAP_MS = 5_000;
+/** A shell writing a file or a bot re-reading its feed (polled each second) is done well within this. */
+const LOCAL_STEP_MS = 5_000;
+
+const IDENTITY = 'ratebot';
+const NODE = 'n1';
+
+// ---- logging: captured, so a test can prove the secret never reaches a log -----------------
+
+const logLines: string[] = [];
+const logger = pino(
+  { level: 'debug' },
+  {
+    write(line: string) {
+      logLines.push(line);
+    },
+  },
+);
+
+// ---- processes ------------------------------------------------------------------------------
+
+/** Dead: gone (ESRCH), or a zombie waiting for its new parent to reap it. */
+async function isDead(pid: number): Promise<boolean> {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return true;
+    throw err;
+  }
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+    return state === 'Z' || state === 'X';
+  } catch {
+    return true; // vanished between the two checks
+  }
+}
+
+const waitDead = (pid: number, what: string, timeoutMs = REAP_MS) =>
+  waitFor(() => isDead(pid), { what: `${what} (pid ${pid}) to die`, timeoutMs });
+
+async function procEnviron(pid: number): Promise<Record<string, string>> {
+  const raw = await readFile(`/proc/${pid}/environ`, 'utf8');
+  return Object.fromEntries(
+    raw
+      .split('\0')
+      .filter(Boolean)
+      .map((entry) => [entry.slice(0, entry.indexOf('=')), entry.slice(entry.indexOf('=') + 1)]),
+  );
+}
+
+/** Every pid a test learned about; whatever is still alive afterwards is killed, by pid. */
+const started = new Set<number>();
+const track = (pid: number | undefined) => {
+  if (pid !== undefined) started.add(pid);
+  return pid;
+};
+
+// ---- drivers --------------------------------------------------------------------------------
+
+let lifeline: Lifeline;
+let dir: string;
+let drivers: ProcessDriver[] = [];
+
+function driver(
+  spec: Omit<Partial<ProcessService>, 'driver' | 'restart'> & {
+    command: string[];
+    restart?: Partial<ProcessService['restart']>;
+  },
+): ProcessDriver {
+  const parsed = ProcessService.parse({ driver: 'process', ...spec });
+  const d = new ProcessDriver(parsed, { identity: IDENTITY, node: NODE, logger, runDir: dir, lifeline });
+  drivers.push(d);
+  return d;
+}
+
+const ctx = (token: bigint, extra: Partial<LoginContext> = {}): LoginContext => ({
+  identity: IDENTITY,
+  node: NODE,
+  token,
+  ...extra,
+});
+
+const ratebotCommand = (feed: string) => [
+  process.execPath,
+  '--import',
+  'tsx',
+  'pkg/demo/ratebot.ts',
+  '--feed',
+  feed,
+];
+
+function ratebot(feed: string, mode: 'warm' | 'cold') {
+  return driver({
+    command: ratebotCommand(feed),
+    cwd: repoRoot,
+    mode,
+    channel: 'fd3',
+    startTimeoutMs: NODE_START_MS,
+    stopTimeoutMs: 1_000,
+  });
+}
+
+async function writeFeed(path: string, feed: unknown): Promise<void> {
+  // Replace atomically, as a feed publisher should: the bot never reads half a file.
+  await writeFile(`${path}.tmp`, JSON.stringify(feed));
+  await rename(`${path}.tmp`, path);
+}
+
+const FEED = {
+  base: 'EUR',
+  asOf: '2026-11-21T09:00:00Z',
+  rates: { USD: 1.0842, GBP: 0.8571, JPY: 162.35, CHF: 0.9388, SEK: 11.4725 },
+};
+
+const ask = (d: ProcessDriver, command: string, id = `${command}-${Math.random()}`): Promise<ServiceReply> =>
+  d.handle({ id, command }, REQUEST_MS);
+
+describe('process driver (real processes)', function () {
+  before(async function () {
+    lifeline = await Lifeline.start(logger);
+    track(lifeline.reaperPid);
+  });
+
+  after(async function () {
+    await lifeline.close();
+  });
+
+  beforeEach(async function () {
+    dir = await mkdtemp(join(tmpdir(), 'understudy-process-'));
+    logLines.length = 0;
+  });
+
+  afterEach(async function () {
+    for (const d of drivers) {
+      track(d.pid);
+      await d.close(STOP_BUDGET_MS);
+    }
+    drivers = [];
+    for (const pid of started) {
+      if (!(await isDead(pid)) && pid !== lifeline.reaperPid) process.kill(pid, 'SIGKILL');
+    }
+    started.clear();
+    if (this.currentTest?.state === 'failed') {
+      console.log(`--- driver log (last 40 lines) ---\n${logLines.slice(-40).join('')}`);
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  describe('cold service without a channel', function () {
+    it('starts at login with identity, node, token and the credential path in its environment; the secret stays out of argv, environment and logs', async function () {
+      const secret = `s3cret-${Math.random().toString(36).slice(2)}`;
+      const runDir = join(dir, 'run');
+      const file = await writeCredentialFile(runDir, IDENTITY, secret);
+      expect(file).to.equal(credentialPath(runDir, IDENTITY));
+      expect((await stat(file)).mode & 0o777).to.equal(0o600);
+      expect((await stat(runDir)).mode & 0o777).to.equal(0o700);
+      expect(await readFile(file, 'utf8')).to.equal(secret);
+
+      process.env.UNDERSTUDY_TEST_AGENT_ONLY = 'agent-private';
+      const d = driver({ command: ['sleep', '1000'], env: { FEED_URL: 'https://example.test/feed' } });
+      try {
+        await d.login(ctx(18_446_744_073_709_551_615n, { credentialFile: file }));
+      } finally {
+        delete process.env.UNDERSTUDY_TEST_AGENT_ONLY;
+      }
+      const pid = track(d.pid)!;
+
+      const env = await procEnviron(pid);
+      expect(env).to.include({
+        UNDERSTUDY_IDENTITY: IDENTITY,
+        UNDERSTUDY_NODE: NODE,
+        UNDERSTUDY_TOKEN: '18446744073709551615',
+        UNDERSTUDY_CREDENTIAL_FILE: file,
+        FEED_URL: 'https://example.test/feed',
+      });
+      expect(env, 'the agent environment is not inherited').not.to.have.property(
+        'UNDERSTUDY_TEST_AGENT_ONLY',
+      );
+      const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8');
+      expect(cmdline.split('\0').filter(Boolean)).to.deep.equal(['sleep', '1000']);
+      expect(cmdline).not.to.include(secret);
+      expect(Object.values(env).join('\n')).not.to.include(secret);
+
+      expect(await d.logout(STOP_BUDGET_MS)).to.equal(true);
+      expect(await isDead(pid)).to.equal(true);
+      expect(d.pid).to.equal(undefined);
+
+      await removeCredentialFile(file);
+      await removeCredentialFile(file); // already gone is fine
+      await stat(file).then(
+        () => expect.fail('the credential file is still there'),
+        (err: NodeJS.ErrnoException) => expect(err.code).to.equal('ENOENT'),
+      );
+      expect(logLines.join('')).not.to.include(secret);
+    });
+
+    it('refuses a credential file that others may read', async function () {
+      const file = join(dir, 'loose');
+      await writeFile(file, 'secret', { mode: 0o644 });
+      const d = driver({ command: ['sleep', '1000'] });
+      const err = await d.login(ctx(1n, { credentialFile: file })).then(
+        () => expect.fail('login should have been refused'),
+        (e: Error) => e,
+      );
+      expect(err.message).to.match(/readable by its owner only \(mode is 644\)/);
+      expect(d.pid).to.equal(undefined);
+    });
+
+    it('rejects a login whose service exits at once, saying how it exited', async function () {
+      const d = driver({ command: ['sh', '-c', 'exit 7'] });
+      const err = await d.login(ctx(1n)).then(
+        () => expect.fail('login should have failed'),
+        (e: Error) => e,
+      );
+      expect(err.message).to.match(/exited with code 7 right after starting/);
+    });
+
+    it('escalates SIGTERM to SIGKILL after stopTimeoutMs for a service that ignores SIGTERM', async function () {
+      const ready = join(dir, 'ready');
+      const d = driver({
+        command: ['sh', '-c', 'trap "" TERM; touch "$READY"; exec sleep 1000'],
+        env: { READY: ready },
+        stopTimeoutMs: 300,
+      });
+      await d.login(ctx(1n));
+      const pid = track(d.pid)!;
+      await waitFor(() => stat(ready).then(() => true), {
+        what: 'the service to ignore SIGTERM',
+        timeoutMs: LOCAL_STEP_MS,
+      });
+
+      const t0 = Date.now();
+      expect(await d.logout(STOP_BUDGET_MS)).to.equal(true);
+      const took = Date.now() - t0;
+      expect(took).to.be.at.least(290).and.below(STOP_BUDGET_MS);
+      expect(await isDead(pid)).to.equal(true);
+      expect(logLines.join('')).to.include('ignored SIGTERM; sending SIGKILL');
+    });
+
+    it('sends SIGKILL early when the logout budget is shorter than stopTimeoutMs', async function () {
+      const ready = join(dir, 'ready');
+      const d = driver({
+        command: ['sh', '-c', 'trap "" TERM; touch "$READY"; exec sleep 1000'],
+        env: { READY: ready },
+        stopTimeoutMs: 10_000,
+      });
+      await d.login(ctx(1n));
+      const pid = track(d.pid)!;
+      await waitFor(() => stat(ready).then(() => true), {
+        what: 'the service to ignore SIGTERM',
+        timeoutMs: LOCAL_STEP_MS,
+      });
+
+      const t0 = Date.now();
+      expect(await d.logout(800)).to.equal(true);
+      expect(Date.now() - t0).to.be.below(800);
+      expect(await isDead(pid)).to.equal(true);
+    });
+
+    it('stops what the service started along with it (its whole process group)', async function () {
+      const pidFile = join(dir, 'grandchild');
+      const d = driver({
+        command: ['sh', '-c', 'sleep 1000 & echo $! > "$OUT"; wait'],
+        env: { OUT: pidFile },
+      });
+      await d.login(ctx(1n));
+      track(d.pid);
+      const grandchild = await waitFor(
+        async () => {
+          const text = await readFile(pidFile, 'utf8');
+          return text.endsWith('\n') ? Number(text) : undefined;
+        },
+        { what: 'the grandchild pid', timeoutMs: LOCAL_STEP_MS },
+      );
+      track(grandchild);
+      expect(await d.logout(STOP_BUDGET_MS)).to.equal(true);
+      expect(await isDead(grandchild)).to.equal(true);
+    });
+
+    it('restarts a crashed service with doubling backoff under the same token, then reports failed after maxAttempts', async function () {
+      const starts = join(dir, 'starts');
+      const d = driver({
+        command: ['sh', '-c', 'echo "$UNDERSTUDY_TOKEN" >> "$STARTS"; sleep 0.4; exit 3'],
+        env: { STARTS: starts },
+        restart: { maxAttempts: 2, backoffMs: 100, maxBackoffMs: 150, resetAfterMs: 1_000 },
+      });
+      const restarting: Array<{ attempt: number; delayMs: number; reason: string }> = [];
+      d.on('restarting', (e: { attempt: number; delayMs: number; reason: string }) => restarting.push(e));
+      const failed = once(d, 'failed') as Promise<[{ reason: string }]>;
+
+      await d.login(ctx(77n));
+      const [{ reason }] = await withTimeout(failed, 2 * LOCAL_STEP_MS, "the driver's failed event");
+
+      expect(restarting.map(({ attempt, delayMs }) => ({ attempt, delayMs }))).to.deep.equal([
+        { attempt: 1, delayMs: 100 },
+        { attempt: 2, delayMs: 150 },
+      ]);
+      for (const e of restarting) expect(e.reason).to.equal('exited with code 3');
+      expect(reason).to.match(/exited with code 3; gave up after 3 crashes .*maxAttempts 2/);
+      expect((await readFile(starts, 'utf8')).split('\n').filter(Boolean)).to.deep.equal(['77', '77', '77']);
+      expect(d.pid, 'stays stopped').to.equal(undefined);
+      expect(await d.logout(STOP_BUDGET_MS)).to.equal(true);
+    });
+
+    it('counts crashes afresh after a run longer than resetAfterMs', async function () {
+      const d = driver({
+        command: ['sh', '-c', 'sleep 1.2; exit 3'],
+        restart: { maxAttempts: 1, backoffMs: 50, maxBackoffMs: 50, resetAfterMs: 1_000 },
+      });
+      const restarting: Array<{ attempt: number }> = [];
+      d.on('restarting', (e: { attempt: number }) => restarting.push(e));
+      let failed = false;
+      d.on('failed', () => (failed = true));
+
+      await d.login(ctx(5n));
+      await waitFor(() => restarting.length >= 2, { what: 'two restarts', timeoutMs: 2 * LOCAL_STEP_MS });
+      expect(restarting.map((e) => e.attempt)).to.deep.equal([1, 1]);
+      expect(failed).to.equal(false);
+      expect(await d.logout(STOP_BUDGET_MS)).to.equal(true);
+    });
+
+    it('answers that it takes no commands, and has no status fields', async function () {
+      const d = driver({ command: ['sleep', '1000'] });
+      await d.login(ctx(1n));
+      track(d.pid);
+      expect(await ask(d, 'RATE USD')).to.deep.equal({
+        body: 'this service takes no commands over NATS',
+        error: 'unknown-command',
+      });
+      expect(await d.status(REQUEST_MS)).to.deep.equal({});
+    });
+  });
+
+  describe('cold service with the fd 3 channel (rate bot)', function () {
+    it('is logged in over fd 3 with the token also in its environment, and stops at logout', async function () {
+      const feed = join(dir, 'rates.json');
+      await writeFeed(feed, FEED);
+      const d = ratebot(feed, 'cold');
+      await d.login(ctx(42n));
+      const pid = track(d.pid)!;
+      expect(await procEnviron(pid)).to.include({ UNDERSTUDY_TOKEN: '42' });
+      expect(await ask(d, 'RATE USD')).to.deep.equal({
+        body: '1 EUR = 1.0842 USD (feed 2026-11-21T09:00:00Z)',
+      });
+      expect(await d.logout(STOP_BUDGET_MS)).to.equal(true);
+      expect(await isDead(pid)).to.equal(true);
+    });
+  });
+
+  describe('cold service that closes its channel', function () {
+    it('rejects the login, saying the service closed fd 3', async function () {
+      const d = driver({ command: ['sh', '-c', 'exec 3>&-; exec sleep 1000'], channel: 'fd3' });
+      const err = await d.login(ctx(1n)).then(
+        () => expect.fail('login should have failed'),
+        (e: Error) => e,
+      );
+      expect(err.message).to.match(/closed its control channel \(fd 3\) before it could confirm login/);
+      expect(d.pid).to.equal(undefined);
+    });
+  });
+
+  describe('rate bot spoken to directly on fd 3 (the service side of the channel)', function () {
+    it('says ready, refuses requests until logged in, and exits when the agent end of fd 3 closes', async function () {
+      const feed = join(dir, 'rates.json');
+      await writeFeed(feed, FEED);
+      const bot = spawn(process.execPath, ['--import', 'tsx', 'pkg/demo/ratebot.ts', '--feed', feed], {
+        cwd: repoRoot,
+        stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+      });
+      track(bot.pid);
+      const exited = once(bot, 'exit') as Promise<[number | null, string | null]>;
+      const channel = bot.stdio[3] as Socket;
+      const received: ServiceMessage[] = [];
+      const reader = messageReader(
+        ServiceMessage,
+        (m) => received.push(m),
+        (problem) => expect.fail(`the bot sent an invalid line: ${problem}`),
+      );
+      channel.on('data', (chunk: Buffer) => reader.push(chunk));
+      const send = (m: AgentMessage) => channel.write(encodeMessage(m));
+      const awaitMessage = (what: string, match: (m: ServiceMessage) => boolean, timeoutMs = LOCAL_STEP_MS) =>
+        waitFor(() => received.find(match), { what, timeoutMs });
+      const reply = async (id: string, command: string) => {
+        send({ type: 'request', id, command });
+        return awaitMessage(`reply ${id}`, (m) => m.type === 'reply' && m.id === id);
+      };
+
+      await awaitMessage('ready', (m) => m.type === 'ready', NODE_START_MS);
+      expect(await reply('r1', 'RATE USD')).to.deep.equal({
+        type: 'reply',
+        id: 'r1',
+        body: 'not logged in (standing by)',
+        error: 'unavailable',
+      });
+      send({ type: 'login', identity: IDENTITY, node: NODE, token: '5' });
+      await awaitMessage('logged-in', (m) => m.type === 'logged-in' && m.token === '5');
+      expect(await reply('r2', 'RATE CHF')).to.include({
+        body: '1 EUR = 0.9388 CHF (feed 2026-11-21T09:00:00Z)',
+      });
+      send({ type: 'logout' });
+      await awaitMessage('logged-out', (m) => m.type === 'logged-out');
+      expect(await reply('r3', 'RATE CHF')).to.include({ error: 'unavailable' });
+      send({ type: 'status', id: 's1' });
+      expect(await awaitMessage('status', (m) => m.type === 'status')).to.deep.include({
+        fields: {
+          lastFeed: '2026-11-21T09:00:00Z',
+          currencies: ['CHF', 'GBP', 'JPY', 'SEK', 'USD'],
+          requestsServed: 1,
+          loggedIn: false,
+          feedProblem: null,
+        },
+      });
+
+      channel.end();
+      const [code] = await withTimeout(exited, LOCAL_STEP_MS, 'the bot to exit after fd 3 closed');
+      expect(code).to.equal(0);
+    });
+
+    it('started by hand (no fd 3), exits saying it needs the agent', async function () {
+      const bot = spawn(
+        process.execPath,
+        ['--import', 'tsx', 'pkg/demo/ratebot.ts', '--feed', 'demo/rates.json'],
+        {
+          cwd: repoRoot,
+          stdio: ['ignore', 'ignore', 'pipe'],
+        },
+      );
+      track(bot.pid);
+      let stderr = '';
+      bot.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const [code] = (await withTimeout(once(bot, 'exit'), NODE_START_MS, 'the bot to exit')) as [number];
+      expect(code).to.not.equal(0);
+      expect(stderr).to.include(
+        "fd 3 is not the understudy control channel: run this program as a process service with 'channel: fd3'",
+      );
+    });
+  });
+
+  describe('warm service (rate bot over fd 3)', function () {
+    it('runs before login, answers RATE only while logged in, and stays up across logout', async function () {
+      const feed = join(dir, 'rates.json');
+      await writeFeed(feed, FEED);
+      const d = ratebot(feed, 'warm');
+
+      await d.prepare();
+      const pid = track(d.pid)!;
+      await d.prepare();
+      expect(d.pid, 'prepare is idempotent').to.equal(pid);
+      expect(await procEnviron(pid)).not.to.have.property('UNDERSTUDY_TOKEN');
+      expect(await ask(d, 'RATE USD')).to.include({ error: 'unavailable' });
+
+      await d.login(ctx(7n));
+      expect(d.pid, 'the warm process is the one logged in').to.equal(pid);
+      expect(await ask(d, 'RATE USD')).to.deep.equal({
+        body: '1 EUR = 1.0842 USD (feed 2026-11-21T09:00:00Z)',
+      });
+      expect(await ask(d, 'rate jpy')).to.deep.equal({
+        body: '1 EUR = 162.35 JPY (feed 2026-11-21T09:00:00Z)',
+      });
+      expect(await ask(d, 'RATE XYZ')).to.deep.equal({
+        body: 'unknown currency XYZ; known: CHF, GBP, JPY, SEK, USD',
+        error: 'bad-request',
+      });
+      expect(await ask(d, 'RATE')).to.deep.equal({
+        body: 'usage: RATE <CUR>, e.g. RATE USD',
+        error: 'bad-request',
+      });
+      expect(await ask(d, 'CONVERT 10 USD')).to.include({ error: 'unknown-command' });
+      expect(await d.status(REQUEST_MS)).to.deep.include({
+        lastFeed: '2026-11-21T09:00:00Z',
+        currencies: ['CHF', 'GBP', 'JPY', 'SEK', 'USD'],
+        requestsServed: 2,
+        loggedIn: true,
+      });
+
+      expect(await d.logout(STOP_BUDGET_MS)).to.equal(true);
+      expect(d.pid, 'still the same warm process').to.equal(pid);
+      expect(await isDead(pid)).to.equal(false);
+      expect(await ask(d, 'RATE USD')).to.include({ error: 'unavailable' });
+      expect(await d.status(REQUEST_MS)).to.include({ loggedIn: false });
+
+      await d.login(ctx(8n));
+      expect(await ask(d, 'RATE GBP')).to.deep.equal({
+        body: '1 EUR = 0.8571 GBP (feed 2026-11-21T09:00:00Z)',
+      });
+      expect(await d.logout(STOP_BUDGET_MS)).to.equal(true);
+    });
+
+    it('re-reads the rate feed when it changes, and keeps the last good rates when it is bad', async function () {
+      const feed = join(dir, 'rates.json');
+      await writeFeed(feed, FEED);
+      const d = ratebot(feed, 'warm');
+      await d.login(ctx(9n));
+      track(d.pid);
+
+      await writeFeed(feed, { ...FEED, asOf: '2026-11-21T10:00:00Z', rates: { ...FEED.rates, USD: 1.09 } });
+      await waitFor(
+        async () => (await ask(d, 'RATE USD')).body === '1 EUR = 1.09 USD (feed 2026-11-21T10:00:00Z)',
+        {
+          what: 'the bot to pick up the new feed',
+          timeoutMs: LOCAL_STEP_MS,
+        },
+      );
+
+      await writeFeed(feed, { base: 'EUR', asOf: 'yesterday', rates: { USD: -1 } });
+      const status = await waitFor(
+        async () => {
+          const fields = await d.status(REQUEST_MS);
+          return typeof fields.feedProblem === 'string' ? fields : undefined;
+        },
+        { what: 'the bot to reject the bad feed', timeoutMs: LOCAL_STEP_MS },
+      );
+      expect(status.feedProblem).to.match(/asOf/);
+      expect(status.lastFeed).to.equal('2026-11-21T10:00:00Z');
+      expect(await ask(d, 'RATE USD')).to.deep.equal({
+        body: '1 EUR = 1.09 USD (feed 2026-11-21T10:00:00Z)',
+      });
+    });
+
+    it('kills a warm service that does not confirm logout within the budget, then starts a fresh standby', async function () {
+      const d = driver({
+        command: [process.execPath, '--import', 'tsx', 'test/fixtures/stubborn-service.ts'],
+        cwd: repoRoot,
+        mode: 'warm',
+        channel: 'fd3',
+        startTimeoutMs: NODE_START_MS,
+        stopTimeoutMs: 300,
+      });
+      await d.login(ctx(3n));
+      const first = track(d.pid)!;
+
+      const t0 = Date.now();
+      expect(await d.logout(1_500)).to.equal(true);
+      expect(Date.now() - t0).to.be.below(1_500);
+      expect(await isDead(first)).to.equal(true);
+
+      const second = await waitFor(() => (d.pid !== undefined && d.pid !== first ? d.pid : undefined), {
+        what: 'a fresh warm process',
+        timeoutMs: NODE_START_MS,
+      });
+      track(second);
+      await withTimeout(d.login(ctx(4n)), NODE_START_MS, 'login on the fresh standby');
+      expect(d.pid).to.equal(second);
+    });
+
+    it('starts a warm standby again when it crashes', async function () {
+      const feed = join(dir, 'rates.json');
+      await writeFeed(feed, FEED);
+      const d = ratebot(feed, 'warm');
+      await d.prepare();
+      const first = track(d.pid)!;
+      process.kill(first, 'SIGKILL');
+      const second = await waitFor(() => (d.pid !== undefined && d.pid !== first ? d.pid : undefined), {
+        what: 'the standby to be started again',
+        timeoutMs: NODE_START_MS,
+      });
+      track(second);
+      await withTimeout(d.login(ctx(11n)), NODE_START_MS, 'login after the standby restart');
+      expect(await ask(d, 'RATE SEK')).to.deep.equal({
+        body: '1 EUR = 11.4725 SEK (feed 2026-11-21T09:00:00Z)',
+      });
+    });
+
+    it('restarts a logged-in warm service that crashes and logs it in again under the same token', async function () {
+      const feed = join(dir, 'rates.json');
+      await writeFeed(feed, FEED);
+      const d = ratebot(feed, 'warm');
+      await d.login(ctx(12n));
+      const first = track(d.pid)!;
+      const restarting = once(d, 'restarting') as Promise<[{ attempt: number; reason: string }]>;
+      process.kill(first, 'SIGKILL');
+      const [event] = await withTimeout(restarting, LOCAL_STEP_MS, 'the restarting event');
+      expect(event).to.include({ attempt: 1, reason: 'killed by SIGKILL' });
+
+      await waitFor(async () => !(await ask(d, 'RATE USD')).error, {
+        what: 'the restarted service to answer',
+        timeoutMs: NODE_START_MS,
+      });
+      track(d.pid);
+      expect(d.pid).not.to.equal(first);
+      expect(logLines.join('')).to.match(/"token":"12","msg":"service restarted and logged in again"/);
+    });
+
+    it('refuses warm mode without the fd 3 channel, saying what to change', function () {
+      expect(() => driver({ command: ['sleep', '1'], mode: 'warm', channel: 'none' })).to.throw(
+        /warm process service needs channel 'fd3'.*service\.channel/,
+      );
+    });
+  });
+
+  describe('lifeline: the service dies with its agent', function () {
+    async function startAgent(...flags: string[]) {
+      const agent = spawn(
+        process.execPath,
+        ['--import', 'tsx', 'test/fixtures/lifeline-agent.ts', dir, ...flags],
+        { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      track(agent.pid);
+      const stderr: string[] = [];
+      agent.stderr.on('data', (chunk: Buffer) => stderr.push(chunk.toString()));
+      const lines = createInterface({ input: agent.stdout });
+      const first = once(lines, 'line') as Promise<[string]>;
+      const [line] = await withTimeout(first, NODE_START_MS, 'the fixture agent to print its pids').catch(
+        (err: Error) => {
+          throw new Error(`${err.message}\nfixture stderr:\n${stderr.join('')}`);
+        },
+      );
+      const pids = JSON.parse(line) as {
+        agent: number;
+        child: number;
+        grandchild: number;
+        reaper: number;
+        restartedFrom?: number;
+        pdeathsig: boolean;
+      };
+      for (const pid of [pids.child, pids.grandchild, pids.reaper, pids.restartedFrom]) track(pid);
+      return { agent, pids };
+    }
+
+    async function killAgent(agent: ChildProcess) {
+      const exited = once(agent, 'exit');
+      agent.kill('SIGKILL');
+      await withTimeout(exited, LOCAL_STEP_MS, 'the fixture agent to die');
+    }
+
+    it('SIGKILL of the agent kills the service at once (pdeathsig) and its grandchild (reaper)', async function () {
+      const { agent, pids } = await startAgent();
+      if (!pids.pdeathsig) this.skip(); // no setpriv on this host: the next tests cover the reaper alone
+      // Hold the reaper, so what kills the child can only be the kernel's parent-death signal.
+      process.kill(pids.reaper, 'SIGSTOP');
+      try {
+        await killAgent(agent);
+        await waitDead(pids.child, 'the service, by pdeathsig');
+        expect(await isDead(pids.grandchild), 'pdeathsig does not reach grandchildren').to.equal(false);
+      } finally {
+        process.kill(pids.reaper, 'SIGCONT');
+      }
+      await waitDead(pids.grandchild, 'the grandchild, by the reaper');
+      await waitDead(pids.reaper, 'the reaper, done');
+    });
+
+    it('without setpriv, the reaper alone kills the service and its grandchild', async function () {
+      const { agent, pids } = await startAgent('--no-pdeathsig');
+      expect(pids.pdeathsig).to.equal(false);
+      await killAgent(agent);
+      await waitDead(pids.child, 'the service');
+      await waitDead(pids.grandchild, 'the grandchild');
+      await waitDead(pids.reaper, 'the reaper, done');
+    });
+
+    it('a reaper that died is replaced and still knows the running services', async function () {
+      const { agent, pids } = await startAgent('--no-pdeathsig', '--restart-reaper');
+      expect(pids.reaper).to.not.equal(pids.restartedFrom);
+      expect(await isDead(pids.restartedFrom!)).to.equal(true);
+      await killAgent(agent);
+      await waitDead(pids.child, 'the service');
+      await waitDead(pids.grandchild, 'the grandchild');
+    });
+  });
+});

@@ -1,0 +1,538 @@
+import { expect } from 'chai';
+import { nkeys } from 'nats';
+import {
+  canonicalPayload,
+  claimedCaller,
+  CLOCK_WINDOW_MS,
+  decide,
+  generateCallerKey,
+  RequestAuthenticator,
+  signRequest,
+  type AuthResult,
+} from '../../pkg/identity/access.js';
+import { headers as H } from '../../pkg/identity/wire.js';
+import { AccessLists } from '../../pkg/spec/schema.js';
+
+const IDENTITY = 'msggateway';
+const T0 = 1_700_000_000_000;
+const alice = { name: 'alice', ...generateCallerKey() };
+const bob = { name: 'bob', ...generateCallerKey() };
+
+const lookup =
+  (h: Record<string, string>) =>
+  (name: string): string | undefined =>
+    h[name];
+
+function signed(
+  opts: { body?: string; now?: number; nonce?: string; who?: typeof alice; identity?: string } = {},
+) {
+  const who = opts.who ?? alice;
+  const body = opts.body ?? 'RATE USD';
+  const headers = signRequest({
+    identity: opts.identity ?? IDENTITY,
+    caller: who.name,
+    seed: who.seed,
+    body,
+    now: opts.now ?? T0,
+    ...(opts.nonce !== undefined && { nonce: opts.nonce }),
+  });
+  return { headers, body };
+}
+
+function auth(a: RequestAuthenticator, h: Record<string, string>, body: string, now = T0): AuthResult {
+  return a.authenticate({ identity: IDENTITY, headers: lookup(h), body, now });
+}
+
+function reasonOf(r: AuthResult): string {
+  expect(r.kind).to.equal('invalid');
+  return (r as { reason: string }).reason;
+}
+
+describe('request signing (access.ts)', function () {
+  it('signs the documented canonical payload', function () {
+    const payload = new TextDecoder().decode(
+      canonicalPayload({
+        identity: 'id',
+        caller: 'c',
+        key: 'UKEY',
+        time: '5',
+        nonce: 'nonce123',
+        body: 'abc',
+      }),
+    );
+    expect(payload).to.equal(
+      'understudy-request-v1\nid\nc\nUKEY\n5\nnonce123\n' +
+        'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad',
+    );
+  });
+
+  it('round-trips: a signed request verifies as its caller and key', function () {
+    const { headers, body } = signed();
+    expect(Object.keys(headers).sort()).to.deep.equal([H.caller, H.key, H.nonce, H.signature, H.time].sort());
+    expect(auth(new RequestAuthenticator(), headers, body)).to.deep.equal({
+      kind: 'verified',
+      name: 'alice',
+      key: alice.publicKey,
+    });
+  });
+
+  it('accepts the seed as bytes as well as a string, and a byte body', function () {
+    const body = new TextEncoder().encode('RATE EUR');
+    const headers = signRequest({
+      identity: IDENTITY,
+      caller: 'alice',
+      seed: new TextEncoder().encode(alice.seed),
+      body,
+      now: T0,
+    });
+    const r = new RequestAuthenticator().authenticate({
+      identity: IDENTITY,
+      headers: lookup(headers),
+      body,
+      now: T0,
+    });
+    expect(r.kind).to.equal('verified');
+  });
+
+  describe('interoperates with NATS nkeys (nkeys.js)', function () {
+    it('generates seeds nkeys reads as the same user key', function () {
+      const k = generateCallerKey();
+      expect(k.seed).to.match(/^SU[A-Z2-7]{56}$/);
+      expect(nkeys.fromSeed(new TextEncoder().encode(k.seed)).getPublicKey()).to.equal(k.publicKey);
+    });
+
+    it('signs with an nkeys seed so that nkeys verifies the signature', function () {
+      const kp = nkeys.createUser();
+      const seed = new TextDecoder().decode(kp.getSeed() as Uint8Array);
+      const headers = signRequest({
+        identity: IDENTITY,
+        caller: 'erin',
+        seed,
+        body: 'HELP',
+        now: T0,
+        nonce: 'nonce-nk1',
+      });
+      expect(headers[H.key]).to.equal(kp.getPublicKey());
+      const payload = canonicalPayload({
+        identity: IDENTITY,
+        caller: 'erin',
+        key: kp.getPublicKey() as string,
+        time: String(T0),
+        nonce: 'nonce-nk1',
+        body: 'HELP',
+      });
+      const sig = Buffer.from(headers[H.signature]!, 'base64url');
+      expect(nkeys.fromPublic(kp.getPublicKey()).verify(payload, sig)).to.equal(true);
+    });
+
+    it('verifies a signature made by nkeys', function () {
+      const kp = nkeys.createUser();
+      const key = kp.getPublicKey() as string;
+      const fields = {
+        identity: IDENTITY,
+        caller: 'erin',
+        key,
+        time: String(T0),
+        nonce: 'nonce-nk2',
+        body: 'HELP',
+      };
+      const sig = Buffer.from(kp.sign(canonicalPayload(fields)) as Uint8Array).toString('base64url');
+      const headers = {
+        [H.caller]: 'erin',
+        [H.key]: key,
+        [H.time]: String(T0),
+        [H.nonce]: 'nonce-nk2',
+        [H.signature]: sig,
+      };
+      expect(auth(new RequestAuthenticator(), headers, 'HELP')).to.deep.equal({
+        kind: 'verified',
+        name: 'erin',
+        key,
+      });
+    });
+
+    it('refuses a public key whose checksum does not hold', function () {
+      const { headers, body } = signed();
+      const key = headers[H.key]!;
+      const bad = key.slice(0, 10) + (key[10] === 'A' ? 'B' : 'A') + key.slice(11);
+      expect(reasonOf(auth(new RequestAuthenticator(), { ...headers, [H.key]: bad }, body))).to.match(
+        /public nkey/,
+      );
+    });
+  });
+
+  it('treats a request without signature headers (or with empty ones) as anonymous', function () {
+    const a = new RequestAuthenticator();
+    expect(auth(a, {}, 'PING')).to.deep.equal({ kind: 'anonymous' });
+    expect(auth(a, { [H.caller]: '', [H.signature]: '' }, 'PING')).to.deep.equal({ kind: 'anonymous' });
+  });
+
+  it('refuses a partly signed request, naming the missing headers', function () {
+    const reason = reasonOf(auth(new RequestAuthenticator(), { [H.caller]: 'alice' }, 'RATE USD'));
+    expect(reason).to.match(/partly signed.*Understudy-Key.*Understudy-Signature/);
+  });
+
+  it('refuses malformed signature headers', function () {
+    const { headers, body } = signed();
+    const a = new RequestAuthenticator();
+    expect(reasonOf(auth(a, { ...headers, [H.key]: 'not-a-key' }, body))).to.match(/public nkey/);
+    expect(reasonOf(auth(a, { ...headers, [H.time]: '12x' }, body))).to.match(/milliseconds/);
+    expect(reasonOf(auth(a, { ...headers, [H.nonce]: 'short' }, body))).to.match(/Nonce/);
+    expect(reasonOf(auth(a, { ...headers, [H.signature]: 'abc' }, body))).to.match(/base64url/);
+    expect(reasonOf(auth(a, { ...headers, [H.caller]: 'Alice!' }, body))).to.match(/caller name/);
+  });
+
+  it('refuses a tampered body', function () {
+    const { headers } = signed({ body: 'RATE USD' });
+    expect(reasonOf(auth(new RequestAuthenticator(), headers, 'RATE GBP'))).to.match(
+      /signature does not verify/,
+    );
+  });
+
+  it('refuses a signature made with another key than the one claimed', function () {
+    const { headers, body } = signed();
+    const r = auth(new RequestAuthenticator(), { ...headers, [H.key]: bob.publicKey }, body);
+    expect(reasonOf(r)).to.match(/signature does not verify/);
+  });
+
+  it('refuses a request whose claimed name was changed after signing', function () {
+    const { headers, body } = signed();
+    expect(reasonOf(auth(new RequestAuthenticator(), { ...headers, [H.caller]: 'bob' }, body))).to.match(
+      /does not verify/,
+    );
+  });
+
+  it('refuses a request signed for another identity', function () {
+    const { headers, body } = signed({ identity: 'smsgateway' });
+    expect(reasonOf(auth(new RequestAuthenticator(), headers, body))).to.match(/for identity 'msggateway'/);
+  });
+
+  it('accepts a request signed up to the clock window away, either way', function () {
+    const a = new RequestAuthenticator();
+    const ahead = signed({ now: T0 + CLOCK_WINDOW_MS });
+    const behind = signed({ now: T0 - CLOCK_WINDOW_MS });
+    expect(auth(a, ahead.headers, ahead.body).kind).to.equal('verified');
+    expect(auth(a, behind.headers, behind.body).kind).to.equal('verified');
+  });
+
+  it('refuses a request signed too far ahead of the verifier clock', function () {
+    const { headers, body } = signed({ now: T0 + CLOCK_WINDOW_MS + 1_000 });
+    expect(reasonOf(auth(new RequestAuthenticator(), headers, body))).to.match(/31 s ahead of.*±30 s.*NTP/);
+  });
+
+  it('refuses a request signed too far behind the verifier clock', function () {
+    const { headers, body } = signed({ now: T0 - CLOCK_WINDOW_MS - 5_000 });
+    expect(reasonOf(auth(new RequestAuthenticator(), headers, body))).to.match(/35 s behind/);
+  });
+
+  it('refuses a replayed nonce from the same key, but not the same nonce from another key', function () {
+    const a = new RequestAuthenticator();
+    const first = signed({ nonce: 'nonce-0001' });
+    expect(auth(a, first.headers, first.body).kind).to.equal('verified');
+    expect(reasonOf(auth(a, first.headers, first.body, T0 + 1_000))).to.match(/replayed request/);
+    const other = signed({ nonce: 'nonce-0001', who: bob });
+    expect(auth(a, other.headers, other.body).kind).to.equal('verified');
+  });
+
+  it('does not remember nonces of requests that failed verification', function () {
+    const a = new RequestAuthenticator();
+    const { headers, body } = signed({ nonce: 'nonce-0002' });
+    expect(auth(a, headers, 'tampered').kind).to.equal('invalid');
+    expect(auth(a, headers, body).kind).to.equal('verified');
+    expect(a.replayCacheSize).to.equal(1);
+  });
+
+  it('bounds the replay cache under a flood, and still refuses replays of forgotten nonces', function () {
+    const a = new RequestAuthenticator({ maxReplayEntries: 50 });
+    const first = signed({ nonce: 'flood-000' });
+    expect(auth(a, first.headers, first.body).kind).to.equal('verified');
+    for (let i = 1; i <= 200; i++) {
+      const r = signed({ nonce: `flood-${String(i).padStart(3, '0')}`, now: T0 + i });
+      expect(auth(a, r.headers, r.body, T0 + i).kind).to.equal('verified');
+    }
+    expect(a.replayCacheSize).to.be.at.most(50);
+    // Its nonce is forgotten, but it was signed before the newest forgotten entry.
+    expect(reasonOf(auth(a, first.headers, first.body, T0 + 300))).to.match(/too long ago.*sign it again/);
+    // Requests signed after that are still served.
+    const fresh = signed({ nonce: 'fresh-0001', now: T0 + 500 });
+    expect(auth(a, fresh.headers, fresh.body, T0 + 500).kind).to.equal('verified');
+  });
+
+  it('prunes nonces that fell out of the clock window', function () {
+    const a = new RequestAuthenticator();
+    for (let i = 0; i < 20; i++) {
+      const r = signed({ nonce: `early-${String(i).padStart(3, '0')}`, now: T0 + i });
+      auth(a, r.headers, r.body, T0 + i);
+    }
+    expect(a.replayCacheSize).to.equal(20);
+    const later = T0 + 2 * CLOCK_WINDOW_MS;
+    const r = signed({ nonce: 'later-0001', now: later });
+    expect(auth(a, r.headers, r.body, later).kind).to.equal('verified');
+    expect(a.replayCacheSize).to.equal(1);
+  });
+
+  it('does not accept a pruned nonce again when the clock steps back', function () {
+    const a = new RequestAuthenticator();
+    const old = signed({ nonce: 'step-0001' });
+    auth(a, old.headers, old.body, T0);
+    const later = T0 + 2 * CLOCK_WINDOW_MS;
+    const r = signed({ nonce: 'step-0002', now: later });
+    auth(a, r.headers, r.body, later);
+    // The verifier's clock jumps back to T0: the replay is inside the window again.
+    expect(reasonOf(auth(a, old.headers, old.body, T0))).to.match(/too long ago/);
+  });
+
+  describe('durable inbox requests', function () {
+    const storedAtMs = T0 + 1_000;
+    it('checks the clock window against the time JetStream stored the request, not delivery time', function () {
+      const { headers, body } = signed({ nonce: 'request-0001' });
+      const r = new RequestAuthenticator().authenticate({
+        identity: IDENTITY,
+        headers: lookup(headers),
+        body,
+        now: T0 + 3_600_000,
+        durable: { storedAtMs, messageId: 'request-0001' },
+      });
+      expect(r.kind).to.equal('verified');
+    });
+
+    it('accepts a redelivery of the same stored message (the stream guards replays)', function () {
+      const a = new RequestAuthenticator();
+      const { headers, body } = signed({ nonce: 'request-0002' });
+      const input = {
+        identity: IDENTITY,
+        headers: lookup(headers),
+        body,
+        durable: { storedAtMs, messageId: 'request-0002' },
+      };
+      expect(a.authenticate(input).kind).to.equal('verified');
+      expect(a.authenticate(input).kind).to.equal('verified');
+    });
+
+    it('refuses a durable request whose nonce is not its message id', function () {
+      const { headers, body } = signed({ nonce: 'request-0003' });
+      const r = new RequestAuthenticator().authenticate({
+        identity: IDENTITY,
+        headers: lookup(headers),
+        body,
+        durable: { storedAtMs, messageId: 'another-id' },
+      });
+      expect(reasonOf(r)).to.match(/must equal its message id/);
+    });
+  });
+
+  it('refuses to sign with a seed that is not a user seed, without echoing it', function () {
+    const account = new TextDecoder().decode(nkeys.createAccount().getSeed() as Uint8Array);
+    expect(() => signRequest({ identity: IDENTITY, caller: 'alice', seed: account, body: '' })).to.throw(
+      /user\* seed/,
+    );
+    let message = '';
+    try {
+      signRequest({ identity: IDENTITY, caller: 'alice', seed: 'SUnotaseed', body: '' });
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).to.match(/not a valid NATS nkey seed/);
+    expect(message).not.to.contain('SUnotaseed');
+  });
+
+  it('refuses to sign as an invalid caller name', function () {
+    expect(() => signRequest({ identity: IDENTITY, caller: 'Alice', seed: alice.seed, body: '' })).to.throw(
+      /caller name 'Alice'/,
+    );
+  });
+
+  it('reads the claimed caller from headers, signed or not', function () {
+    expect(claimedCaller(lookup({ [H.caller]: 'eve' }))).to.deep.equal({ name: 'eve' });
+    expect(claimedCaller(lookup({ [H.key]: bob.publicKey, [H.caller]: '' }))).to.deep.equal({
+      key: bob.publicKey,
+    });
+  });
+});
+
+describe('access decisions (decide)', function () {
+  const carol = { name: 'carol', ...generateCallerKey() };
+  const mallory = { name: 'mallory', ...generateCallerKey() };
+  const lists = AccessLists.parse({
+    contacts: [{ name: 'alice', nkey: alice.publicKey }],
+    authorized: [{ name: 'bob', nkey: bob.publicKey }],
+    blocked: [{ name: 'mallory' }, { nkey: carol.publicKey }],
+  });
+  const open = { ...lists, open: true };
+  const verified = (who: { name: string; publicKey: string }): AuthResult => ({
+    kind: 'verified',
+    name: who.name,
+    key: who.publicKey,
+  });
+  const claims = (who: { name: string; publicKey: string }) => ({ name: who.name, key: who.publicKey });
+  const anonymous: AuthResult = { kind: 'anonymous' };
+  const stranger = { name: 'dave', ...generateCallerKey() };
+
+  describe('blocked callers', function () {
+    it('a blocked caller is dropped even when its signature is invalid', function () {
+      const d = decide(lists, { name: 'mallory' }, { kind: 'invalid', reason: 'bad' }, 'RATE', IDENTITY);
+      expect(d).to.deep.equal({ action: 'drop' });
+    });
+
+    it('a blocked caller is dropped even when it is verified', function () {
+      expect(decide(lists, claims(mallory), verified(mallory), 'RATE', IDENTITY)).to.deep.equal({
+        action: 'drop',
+      });
+    });
+
+    it('a caller blocked by key is dropped whatever name it claims', function () {
+      const d = decide(lists, { name: 'alice', key: carol.publicKey }, anonymous, 'HELP', IDENTITY);
+      expect(d).to.deep.equal({ action: 'drop' });
+    });
+
+    it('a blocked caller is dropped even for PING', function () {
+      expect(decide(lists, { name: 'mallory' }, anonymous, 'PING', IDENTITY)).to.deep.equal({
+        action: 'drop',
+      });
+    });
+  });
+
+  it('an invalid signature is refused as unauthenticated, with the reason', function () {
+    const d = decide(
+      lists,
+      { name: 'alice' },
+      { kind: 'invalid', reason: 'replayed request' },
+      'PING',
+      IDENTITY,
+    );
+    expect(d).to.deep.include({ action: 'refuse', code: 'unauthenticated' });
+    expect((d as { message: string }).message).to.match(/replayed request/);
+  });
+
+  it('a verified caller whose key differs from the one on file is refused as unauthenticated', function () {
+    const impostor = { name: 'alice', publicKey: stranger.publicKey };
+    const d = decide(lists, claims(impostor), verified(impostor), 'RATE', IDENTITY);
+    expect(d).to.deep.include({ action: 'refuse', code: 'unauthenticated' });
+    expect((d as { message: string }).message).to.match(
+      /key does not match the one on file for alice.*msggateway/,
+    );
+  });
+
+  it('a key on file is refused under another name, and told which name to use', function () {
+    const renamed = { name: 'robert', publicKey: bob.publicKey };
+    const d = decide(lists, claims(renamed), verified(renamed), 'RATE', IDENTITY);
+    expect(d).to.deep.include({ action: 'refuse', code: 'unauthenticated' });
+    expect((d as { message: string }).message).to.match(/on file for caller 'bob'.*send requests as bob/);
+  });
+
+  describe('PING and HELP', function () {
+    it('are answered for anyone not blocked, even unsigned, whatever the case of the verb', function () {
+      expect(decide(lists, {}, anonymous, 'PING', IDENTITY)).to.deep.equal({
+        action: 'allow',
+        role: 'anyone',
+      });
+      expect(decide(lists, {}, anonymous, 'help', IDENTITY)).to.deep.equal({
+        action: 'allow',
+        role: 'anyone',
+      });
+    });
+
+    it('carry the verified caller and its role', function () {
+      expect(decide(lists, claims(alice), verified(alice), 'PING', IDENTITY)).to.deep.equal({
+        action: 'allow',
+        caller: 'alice',
+        role: 'contact',
+      });
+      expect(decide(lists, claims(stranger), verified(stranger), 'HELP', IDENTITY)).to.deep.equal({
+        action: 'allow',
+        caller: 'dave',
+        role: 'anyone',
+      });
+    });
+  });
+
+  describe('STATUS', function () {
+    it('is answered for a verified contact', function () {
+      expect(decide(lists, claims(alice), verified(alice), 'status', IDENTITY)).to.deep.equal({
+        action: 'allow',
+        caller: 'alice',
+        role: 'contact',
+      });
+    });
+
+    it('is refused to an authorized caller who is not a contact, saying it is for contacts', function () {
+      const d = decide(lists, claims(bob), verified(bob), 'STATUS', IDENTITY);
+      expect(d).to.deep.include({ action: 'refuse', code: 'not-a-contact' });
+      expect((d as { message: string }).message).to.match(
+        /STATUS is for the contacts of msggateway.*add bob/,
+      );
+    });
+
+    it('is refused to an unsigned caller claiming a contact name, telling it to sign', function () {
+      const d = decide(lists, { name: 'alice' }, anonymous, 'STATUS', IDENTITY);
+      expect(d).to.deep.include({ action: 'refuse', code: 'not-a-contact' });
+      expect((d as { message: string }).message).to.match(/sign requests with your nkey/);
+    });
+
+    it('stays for contacts even on an open identity', function () {
+      expect(decide(open, {}, anonymous, 'STATUS', IDENTITY)).to.deep.include({ code: 'not-a-contact' });
+    });
+  });
+
+  describe('service commands', function () {
+    it('are allowed for verified contacts and authorized callers, with their role', function () {
+      expect(decide(lists, claims(alice), verified(alice), 'RATE', IDENTITY)).to.deep.equal({
+        action: 'allow',
+        caller: 'alice',
+        role: 'contact',
+      });
+      expect(decide(lists, claims(bob), verified(bob), 'RATE', IDENTITY)).to.deep.equal({
+        action: 'allow',
+        caller: 'bob',
+        role: 'authorized',
+      });
+    });
+
+    it('are allowed for anyone, even unsigned, on an open identity', function () {
+      expect(decide(open, {}, anonymous, 'RATE', IDENTITY)).to.deep.equal({
+        action: 'allow',
+        role: 'anyone',
+      });
+      expect(decide(open, claims(stranger), verified(stranger), 'RATE', IDENTITY)).to.deep.equal({
+        action: 'allow',
+        caller: 'dave',
+        role: 'anyone',
+      });
+    });
+
+    it('a verified caller on no list is refused and its authorization request is recorded as pending', function () {
+      const d = decide(lists, claims(stranger), verified(stranger), 'RATE', IDENTITY);
+      expect(d).to.deep.include({
+        action: 'refuse',
+        code: 'not-authorized',
+        pending: { name: 'dave', nkey: stranger.publicKey },
+      });
+      expect((d as { message: string }).message).to.match(
+        /your request for authorization is pending; an admin of msggateway can approve it/,
+      );
+    });
+
+    it('an unsigned caller is refused and told to sign its requests with its nkey', function () {
+      const d = decide(lists, { name: 'bob' }, anonymous, 'RATE', IDENTITY);
+      expect(d).to.deep.include({ action: 'refuse', code: 'not-authorized' });
+      expect(d).not.to.have.property('pending');
+      expect((d as { message: string }).message).to.match(/sign requests with your NATS user nkey/);
+    });
+  });
+
+  it('words its messages for "this identity" when the identity is not given', function () {
+    const d = decide(lists, claims(stranger), verified(stranger), 'RATE');
+    expect((d as { message: string }).message).to.match(/an admin of this identity can approve it/);
+  });
+
+  it('works end to end from signed headers', function () {
+    const { headers, body } = signed({ who: bob });
+    const h = lookup(headers);
+    const r = new RequestAuthenticator().authenticate({ identity: IDENTITY, headers: h, body, now: T0 });
+    expect(decide(lists, claimedCaller(h), r, 'RATE', IDENTITY)).to.deep.equal({
+      action: 'allow',
+      caller: 'bob',
+      role: 'authorized',
+    });
+  });
+});
