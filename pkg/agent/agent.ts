@@ -244,7 +244,7 @@ export class Agent {
       return new ProcessDriver(service, {
         identity: spec.name,
         node: this.node,
-        logger: this.logger.child({ identity: spec.name }),
+        logger: this.logger,
         runDir: this.runDir,
         lifeline: this.lifeline,
       });

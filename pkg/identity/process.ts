@@ -337,8 +337,9 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
     }
     this.mode = spec.mode;
     this.log = opts.logger.child({ identity: opts.identity, node: opts.node, component: 'process-driver' });
-    if (!opts.lifeline)
+    if (!opts.lifeline) {
       this.log.warn('no lifeline: the service would outlive this process if it were killed');
+    }
   }
 
   get pid(): number | undefined {
@@ -427,12 +428,12 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
     if (this.spec.channel === 'none') return NO_CHANNEL_REPLY;
     const run = this.run;
     if (!run?.alive || !run.loggedIn || !run.channel) {
-      return {
-        body: this.failed
-          ? 'the service failed and was given up on this node'
-          : 'the service is not running right now (restarting or logging out); retry',
-        error: 'unavailable',
-      };
+      const body = this.failed
+        ? 'the service failed and was given up on this node'
+        : this.ctx
+          ? 'the service is restarting; retry'
+          : 'the service is not logged in on this node';
+      return { body, error: 'unavailable' };
     }
     return run.channel.request(req, timeoutMs);
   }
@@ -487,8 +488,9 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
           return { ok: false, reason: (err as Error).message };
         }
       }
-      if (!this.run?.alive || !this.run.ready)
+      if (!this.run?.alive || !this.run.ready) {
         return { ok: false, reason: 'the warm process stopped right after it was ready' };
+      }
       run = this.run;
       run.role = role;
       run.loginSent = true;

@@ -1,0 +1,211 @@
+// CLI commands that talk to identities and agents over NATS directly (no controller needed):
+// presence checks, requests, and watching a handover as it happens.
+import { readFile } from 'node:fs/promises';
+import { connect, type NatsConnection } from 'nats';
+import { collectResponders, IdentityClient } from '../identity/client.js';
+import { subjects } from '../identity/wire.js';
+import { PROTOCOL_VERSION } from '../control/protocol.js';
+
+/** Exit codes scripts can rely on. */
+export const EXIT = {
+  ok: 0,
+  failed: 1,
+  usage: 2,
+  /** No one answers for the identity. */
+  noResponder: 3,
+  /** More than one node answers: split brain. */
+  splitBrain: 4,
+  /** The identity answered with an error (refused, unknown command, ...). */
+  refused: 5,
+} as const;
+
+export interface GlobalOptions {
+  nats: string;
+  output: 'text' | 'json';
+}
+
+export async function withNats<T>(opts: GlobalOptions, fn: (nc: NatsConnection) => Promise<T>): Promise<T> {
+  let nc: NatsConnection;
+  try {
+    nc = await connect({ servers: opts.nats.split(','), name: 'understudy-cli', maxReconnectAttempts: 2 });
+  } catch (err) {
+    throw new CliError(
+      `cannot connect to NATS at ${opts.nats}: ${(err as Error).message}; pass --nats or set UNDERSTUDY_NATS_SERVERS`,
+      EXIT.failed,
+    );
+  }
+  try {
+    return await fn(nc);
+  } finally {
+    await nc.close();
+  }
+}
+
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
+    this.name = 'CliError';
+  }
+}
+
+const print = (opts: GlobalOptions, text: string, json: unknown) =>
+  process.stdout.write(`${opts.output === 'json' ? JSON.stringify(json) : text}\n`);
+
+export async function ping(opts: GlobalOptions, identity: string, windowMs: number): Promise<number> {
+  return withNats(opts, async (nc) => {
+    const responders = await collectResponders(nc, identity, windowMs);
+    const rows = responders.map((r) => ({ node: r.node, token: String(r.token) }));
+    const text =
+      rows.length === 0
+        ? `${identity}: no responder (no node is logged in)`
+        : rows.map((r) => `${identity}: PONG from ${r.node}, token ${r.token}`).join('\n') +
+          (rows.length > 1 ? `\n${identity}: SPLIT BRAIN: ${rows.length} responders` : '');
+    print(opts, text, { identity, responders: rows });
+    return rows.length === 1 ? EXIT.ok : rows.length === 0 ? EXIT.noResponder : EXIT.splitBrain;
+  });
+}
+
+export async function call(
+  opts: GlobalOptions,
+  identity: string,
+  command: string,
+  as: { name?: string; seedFile?: string; durable?: boolean; timeoutMs: number },
+): Promise<number> {
+  const caller =
+    as.name && as.seedFile
+      ? { name: as.name, seed: (await readFile(as.seedFile, 'utf8')).trim() }
+      : undefined;
+  if ((as.name === undefined) !== (as.seedFile === undefined)) {
+    throw new CliError(
+      '--as and --seed-file go together: name the caller and give its nkey seed file',
+      EXIT.usage,
+    );
+  }
+  return withNats(opts, async (nc) => {
+    const client = new IdentityClient(nc, {
+      identity,
+      timeoutMs: as.timeoutMs,
+      ...(caller ? { caller } : {}),
+    });
+    try {
+      const reply = as.durable
+        ? await client.requestDurable(command, as.timeoutMs)
+        : await client.request(command);
+      const json = {
+        identity,
+        node: reply.node,
+        token: String(reply.token),
+        error: reply.error ?? null,
+        body: reply.body,
+      };
+      if (reply.error) {
+        if (opts.output === 'json') print(opts, '', json);
+        else
+          process.stderr.write(
+            `${identity} (${reply.node}, token ${reply.token}) refused: ${reply.error}: ${reply.body}\n`,
+          );
+        return EXIT.refused;
+      }
+      print(opts, reply.body, json);
+      return EXIT.ok;
+    } catch (err) {
+      const e = err as Error;
+      throw new CliError(
+        `${identity}: ${e.message}`,
+        e.name === 'NoResponderError' ? EXIT.noResponder : EXIT.failed,
+      );
+    } finally {
+      client.close();
+    }
+  });
+}
+
+/**
+ * Probe the identity every `intervalMs` and print each change of responder (node, token) and
+ * each gap with no responder, with its length: a handover seen from the network.
+ */
+export async function watch(
+  opts: GlobalOptions,
+  identity: string,
+  intervalMs: number,
+  forMs: number | undefined,
+): Promise<number> {
+  return withNats(opts, async (nc) => {
+    const stopAt = forMs === undefined ? Infinity : Date.now() + forMs;
+    let last = '';
+    let gapSince: number | undefined;
+    let stopped = false;
+    const stop = () => (stopped = true);
+    process.once('SIGINT', stop);
+    try {
+      while (!stopped && Date.now() < stopAt) {
+        const started = Date.now();
+        const responders = await collectResponders(nc, identity, Math.max(50, intervalMs - 10));
+        const now = new Date().toISOString();
+        const key = responders.map((r) => `${r.node}@${r.token}`).join(',');
+        if (key !== last) {
+          if (responders.length === 0) {
+            gapSince = Date.now();
+            print(opts, `${now} ${identity}: no responder`, { at: now, identity, responders: [] });
+          } else {
+            const gap = gapSince === undefined ? '' : ` (after ${Date.now() - gapSince} ms without)`;
+            gapSince = undefined;
+            const who = responders.map((r) => `${r.node} token ${r.token}`).join(' AND ');
+            print(opts, `${now} ${identity}: ${responders.length > 1 ? 'SPLIT BRAIN: ' : ''}${who}${gap}`, {
+              at: now,
+              identity,
+              responders: responders.map((r) => ({ node: r.node, token: String(r.token) })),
+            });
+          }
+          last = key;
+        }
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, intervalMs - (Date.now() - started))));
+      }
+    } finally {
+      process.off('SIGINT', stop);
+    }
+    return EXIT.ok;
+  });
+}
+
+export async function agentStatus(opts: GlobalOptions, node: string): Promise<number> {
+  return withNats(opts, async (nc) => {
+    let raw: string;
+    try {
+      const reply = await nc.request(
+        subjects.control(node),
+        JSON.stringify({ v: PROTOCOL_VERSION, op: 'status' }),
+        {
+          timeout: 3_000,
+        },
+      );
+      raw = new TextDecoder().decode(reply.data);
+    } catch (err) {
+      throw new CliError(
+        `agent ${node} did not answer (${(err as Error).message}); is it running?`,
+        EXIT.noResponder,
+      );
+    }
+    const reply = JSON.parse(raw) as {
+      ok: boolean;
+      result?: { node: string; fenced: boolean; session: string; identities: Array<Record<string, unknown>> };
+      error?: { message: string };
+    };
+    if (!reply.ok || !reply.result)
+      throw new CliError(`agent ${node}: ${reply.error?.message ?? raw}`, EXIT.failed);
+    const r = reply.result;
+    const lines = [
+      `node ${r.node}  session ${r.session}${r.fenced ? '  FENCED' : ''}`,
+      ...r.identities.map(
+        (i) =>
+          `  ${String(i.identity).padEnd(16)} ${String(i.state).padEnd(12)} token ${String(i.token ?? '-').padEnd(8)} ` +
+          `leader ${String(i.leader ?? '-').padEnd(8)} pid ${String(i.pid ?? '-')}${i.detail ? `  (${String(i.detail)})` : ''}`,
+      ),
+    ];
+    print(opts, lines.join('\n'), r);
+    return EXIT.ok;
+  });
+}
