@@ -102,7 +102,7 @@ function checkLease(config: AgentConfig, file: string): AgentConfig {
   } catch (err) {
     if (err instanceof LeaseTimingError) {
       throw new ConfigError(file, [
-        { field: `lease.${err.field}`, message: err.message.replace(/^lease: [^:]+: /, ''), source: file },
+        { field: `lease.${err.field}`, message: err.message.replace(/^lease: /, ''), source: file },
       ]);
     }
     throw err;

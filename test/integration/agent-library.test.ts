@@ -1,0 +1,180 @@
+// The agent embedded as a library (in-process handlers), against real etcd and NATS: the
+// nats-service driver, credentials, history in etcd, health and metrics, and fencing over
+// the control subject.
+import { expect } from 'chai';
+import { stat, readFile } from 'node:fs/promises';
+import { Writable } from 'node:stream';
+import type { Etcd3 } from 'etcd3';
+import { connect, type NatsConnection } from 'nats';
+import { Agent } from '../../pkg/agent/agent.js';
+import { AgentConfig } from '../../pkg/config/agent.js';
+import { readHistory } from '../../pkg/history/index.js';
+import { collectResponders, IdentityClient } from '../../pkg/identity/client.js';
+import type { NatsServiceHandlers } from '../../pkg/identity/nats-service.js';
+import { subjects } from '../../pkg/identity/wire.js';
+import { connectEtcd } from '../../pkg/lease/index.js';
+import { createLogger } from '../../pkg/log/index.js';
+import { putCredential, putSpec } from '../../pkg/spec/store.js';
+import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
+import { waitFor } from '../support/wait.js';
+
+const SECRET = 'hunter2-do-not-log';
+
+describe('agent as a library (real etcd and NATS)', function () {
+  this.timeout(120_000);
+  let harness: Harness;
+  let etcd: EtcdMember;
+  let nats: NatsServer;
+  let nc: NatsConnection;
+  let client: Etcd3;
+  const running: Agent[] = [];
+  const logs: string[] = [];
+
+  before(async () => {
+    harness = await Harness.create();
+    [etcd, nats] = await Promise.all([harness.startEtcd(), harness.startNats()]);
+    nc = await connect({ servers: nats.hostUrl });
+    client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+  });
+
+  afterEach(async () => {
+    await Promise.all(running.splice(0).map((a) => a.shutdown('test over')));
+  });
+
+  after(async () => {
+    await nc?.close();
+    client?.close();
+    await harness?.close();
+  });
+
+  async function start(node: string, identity: string, handlers: Record<string, NatsServiceHandlers>) {
+    const config = AgentConfig.parse({
+      node,
+      etcd: { endpoints: [etcd.hostEndpoint] },
+      nats: { servers: [nats.hostUrl] },
+      lease: { ttlSeconds: 3 },
+      identities: { [identity]: null },
+      health: { listen: '127.0.0.1:0' },
+      priority: node === 'a' ? 10 : 0,
+    });
+    const destination = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        logs.push(chunk.toString());
+        done();
+      },
+    });
+    const agent = await Agent.start({
+      config,
+      handlers,
+      logger: createLogger({ name: 'agent', level: 'debug', base: { node }, destination }),
+    });
+    running.push(agent);
+    return agent;
+  }
+
+  const stateOf = (agent: Agent, identity: string) => agent.runnerState(identity)?.state;
+  const until = (agent: Agent, identity: string, state: string) =>
+    waitFor(() => stateOf(agent, identity) === state, {
+      what: `${agent.node}: ${identity} → ${state} (now ${stateOf(agent, identity)})`,
+      timeoutMs: 20_000,
+    });
+
+  it('serves an in-process handler with the term token, hands it a 0600 credential file, and records every transition', async () => {
+    await putSpec(client, {
+      name: 'lib',
+      service: { driver: 'nats-service', handler: 'echo' },
+      credential: { source: 'etcd' },
+      access: { open: true },
+    });
+    await putCredential(client, 'lib', SECRET);
+    let credential: { path: string; mode: number; content: string } | undefined;
+    const agent = await start('a', 'lib', {
+      echo: {
+        handle: (req) => `echo ${req.command} as term ${req.token}`,
+        login: async (ctx) => {
+          const path = ctx.credentialFile!;
+          credential = { path, mode: (await stat(path)).mode & 0o777, content: await readFile(path, 'utf8') };
+        },
+      },
+    });
+    await until(agent, 'lib', 'leader');
+
+    const caller = new IdentityClient(nc, { identity: 'lib' });
+    const reply = await caller.requestOk('HELLO there');
+    caller.close();
+    expect(reply.body).to.equal(`echo HELLO there as term ${reply.token}`);
+    expect(reply.node).to.equal('a');
+    expect(credential).to.include({ mode: 0o600, content: SECRET });
+
+    const health = await fetch(`http://127.0.0.1:${agent.healthPort}/healthz`);
+    expect(health.status).to.equal(200);
+    const metrics = await (await fetch(`http://127.0.0.1:${agent.healthPort}/metrics`)).text();
+    expect(metrics).to.include('understudy_identity_state{identity="lib",state="leader"} 1');
+
+    await agent.shutdown('test');
+    running.splice(running.indexOf(agent), 1);
+    expect(await collectResponders(nc, 'lib', 200)).to.deep.equal([]);
+    const gone = await stat(credential!.path).then(
+      () => false,
+      () => true,
+    );
+    expect(gone, 'credential file removed at logout').to.equal(true);
+    expect(logs.join('')).to.not.include(SECRET);
+
+    const history = await waitFor(
+      async () => {
+        const h = await readHistory(client, 'lib');
+        return h.some((e) => e.to === 'stopped') ? h : undefined;
+      },
+      { what: 'the history of lib to reach stopped', timeoutMs: 5_000 },
+    );
+    const path = history.filter((e) => e.node === 'a').map((e) => e.to);
+    expect(path).to.include.ordered.members([
+      'campaigning',
+      'waiting-out',
+      'logging-in',
+      'leader',
+      'logging-out',
+    ]);
+    expect(path[path.length - 1]).to.equal('stopped');
+    const leaderEntry = history.find((e) => e.to === 'leader')!;
+    expect(leaderEntry.token).to.equal(String(reply.token));
+  });
+
+  it('a fence over the control subject logs the leader out, the standby takes over, and the node stays out until unfenced', async () => {
+    await putSpec(client, {
+      name: 'fenceable',
+      service: { driver: 'nats-service', handler: 'h' },
+      access: { open: true },
+    });
+    const handlers = { h: { handle: () => 'ok' } };
+    let a = await start('a', 'fenceable', handlers);
+    await until(a, 'fenceable', 'leader');
+    const b = await start('b', 'fenceable', handlers);
+    await until(b, 'fenceable', 'standby');
+
+    const control = async (node: string, body: object) =>
+      JSON.parse(
+        new TextDecoder().decode(
+          (await nc.request(subjects.control(node), JSON.stringify(body), { timeout: 5_000 })).data,
+        ),
+      ) as { ok: boolean; result?: unknown; error?: unknown };
+    expect(await control('a', { v: 1, op: 'fence', actor: 'test', reason: 'maintenance' })).to.include({
+      ok: true,
+    });
+    await until(a, 'fenceable', 'fenced');
+    await until(b, 'fenceable', 'leader');
+    expect((await collectResponders(nc, 'fenceable', 200)).map((r) => r.node)).to.deep.equal(['b']);
+
+    // Across a restart of its agent, a fenced node neither campaigns nor logs in (S4).
+    await a.shutdown('restart');
+    running.splice(running.indexOf(a), 1);
+    a = await start('a', 'fenceable', handlers);
+    await until(a, 'fenceable', 'fenced');
+    expect(a.status().fenced).to.equal(true);
+
+    expect(await control('a', { v: 1, op: 'unfence', actor: 'test' })).to.include({ ok: true });
+    await until(a, 'fenceable', 'standby');
+    expect((await collectResponders(nc, 'fenceable', 200)).map((r) => r.node)).to.deep.equal(['b']);
+  });
+});

@@ -1,0 +1,86 @@
+// The agent's configuration: every problem is refused with the field and where it came from.
+import { expect } from 'chai';
+import { ConfigError, parseAgentConfig } from '../../pkg/config/agent.js';
+
+const GOOD = `node: a
+etcd:
+  endpoints: [http://127.0.0.1:2379]
+nats:
+  servers: [nats://127.0.0.1:4222]
+identities:
+  demo:
+`;
+
+function problems(text: string, env: NodeJS.ProcessEnv = {}) {
+  try {
+    parseAgentConfig(text, '/etc/understudy/agent.yaml', env);
+  } catch (err) {
+    expect(err).to.be.instanceOf(ConfigError);
+    return (err as ConfigError).problems;
+  }
+  throw new Error('expected the config to be refused');
+}
+
+describe('agent config', () => {
+  it('accepts a minimal config and fills in defaults', () => {
+    const c = parseAgentConfig(GOOD, 'agent.yaml');
+    expect(c.lease.ttlSeconds).to.equal(5);
+    expect(c.identities).to.deep.equal({ demo: {} });
+    expect(c.priority).to.equal(0);
+  });
+
+  it('names the field and the line of each bad value, all at once', () => {
+    const found = problems(`node: Bad Name
+etcd:
+  endpoints: [127.0.0.1:2379]
+nats:
+  servers: [nats://127.0.0.1:4222]
+priority: high
+identities:
+  demo:
+`);
+    const byField = Object.fromEntries(found.map((p) => [p.field, p.source]));
+    expect(byField).to.deep.equal({
+      node: '/etc/understudy/agent.yaml:1',
+      'etcd.endpoints.0': '/etc/understudy/agent.yaml:3',
+      priority: '/etc/understudy/agent.yaml:6',
+    });
+  });
+
+  it('names the environment variable when an override is bad', () => {
+    const found = problems(GOOD, { UNDERSTUDY_LEASE_TTL_SECONDS: 'soon', UNDERSTUDY_NODE: 'b' });
+    expect(found).to.have.length(1);
+    expect(found[0]).to.include({ field: 'lease.ttlSeconds', source: 'from UNDERSTUDY_LEASE_TTL_SECONDS' });
+  });
+
+  it('lets the environment override the file', () => {
+    const c = parseAgentConfig(GOOD, 'agent.yaml', {
+      UNDERSTUDY_NODE: 'b',
+      UNDERSTUDY_ETCD_ENDPOINTS: 'http://e1:2379, http://e2:2379',
+    });
+    expect(c.node).to.equal('b');
+    expect(c.etcd.endpoints).to.deep.equal(['http://e1:2379', 'http://e2:2379']);
+  });
+
+  it('refuses unknown fields (a typo must not be silently ignored)', () => {
+    const found = problems(`${GOOD}prority: 3\n`);
+    expect(found[0]!.message).to.match(/prority/);
+  });
+
+  it('refuses lease timing that breaks the self-fence inequality, naming the field', () => {
+    const found = problems(`${GOOD}lease:\n  ttlSeconds: 4\n  selfFenceMs: 3900\n`);
+    expect(found[0]!.field).to.equal('lease.selfFenceMs');
+    expect(found[0]!.message).to.match(/exceeds ttlSeconds/);
+  });
+
+  it('reports YAML syntax errors with their line', () => {
+    const found = problems('node: a\netcd: [\n');
+    expect(found[0]!.field).to.equal('(yaml)');
+    expect(found[0]!.source).to.match(/agent\.yaml:\d+$/);
+  });
+
+  it('requires at least one identity', () => {
+    const found = problems(GOOD.replace('identities:\n  demo:\n', 'identities: {}\n'));
+    expect(found[0]).to.include({ field: 'identities' });
+  });
+});
