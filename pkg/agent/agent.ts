@@ -134,7 +134,10 @@ export class Agent {
     }
 
     const fenceWatch = await FenceWatch.start(etcd, config.node);
-    const sessions = new SessionKeeper(etcd, config.node, timing, logger);
+    const sessions = new SessionKeeper(etcd, config.node, timing, logger, {
+      opened: () => metrics.sessionsOpened.inc(),
+      renewed: () => metrics.sessionRenewals.inc(),
+    });
     const agent = new Agent(
       config,
       logger,

@@ -117,6 +117,7 @@ export class IdentityRunner extends EventEmitter {
   /** The current term's service-side state, kept for logout. */
   private credentialFile: string | undefined;
   private responder: Responder | undefined;
+  private stopArming: (() => void) | undefined;
   private readonly log: Logger;
 
   constructor(
@@ -339,7 +340,7 @@ export class IdentityRunner extends EventEmitter {
     const spec = this.spec;
     const why = this.ineligibility(spec);
     if (why || !spec) {
-      if (this.stateValue === 'fenced') this.to('standby', { reason: why });
+      if (this.stateValue !== 'standby') this.to('standby', { reason: why });
       this.detail = why;
       await this.changed.wait(undefined, this.stopController.signal);
       return;
@@ -390,7 +391,16 @@ export class IdentityRunner extends EventEmitter {
 
   private async ensureDriver(spec: IdentitySpec): Promise<IdentityDriver> {
     const key = serviceKey(spec);
-    if (this.driver && this.driverKey === key) return this.driver;
+    if (this.driver && this.driverKey === key) {
+      // A warm service that failed to start is tried again before each campaign.
+      if (!this.driverHealthy) {
+        this.driverHealthy = await this.driver.prepare().then(
+          () => true,
+          () => false,
+        );
+      }
+      return this.driver;
+    }
     if (this.driver) {
       await this.driver
         .close(this.deps.sessions.alive?.timing.logoutBudgetMs ?? 1_000)
@@ -490,6 +500,7 @@ export class IdentityRunner extends EventEmitter {
     }
     this.credentialFile = credentialFile;
     this.responder = responder;
+    this.armDeadline(leadership, driver);
     this.upSince = Date.now();
     if (leadership.previous && leadership.previous.record.node !== this.deps.node) {
       this.lastFailover = {
@@ -511,11 +522,30 @@ export class IdentityRunner extends EventEmitter {
   }
 
   /**
+   * While logged in, every lease renewal re-arms the lifeline's dead-man's switch at the
+   * session's must-be-out instant: if this agent freezes, the service is killed from outside
+   * before etcd can let a standby in. Stopped at logout.
+   */
+  private armDeadline(leadership: Leadership, driver: IdentityDriver): void {
+    const { session } = leadership;
+    const slack = session.timing.mustBeOutByMs - session.timing.selfFenceMs;
+    const arm = () => {
+      const left = session.msUntilSelfFence();
+      if (left > 0) driver.armDeadline?.(left + slack);
+    };
+    session.on('renewed', arm);
+    this.stopArming = () => session.off('renewed', arm);
+    arm();
+  }
+
+  /**
    * logging-out → standby | drained | fenced | stopped. Returns 'relogin' when a drain was
    * aborted and this node still holds the key, 'done' otherwise.
    */
   private async logout(leadership: Leadership, why: EndOfLead): Promise<'relogin' | 'done'> {
     this.endLead = undefined;
+    this.stopArming?.();
+    this.stopArming = undefined;
     const reason = describe(why);
     this.to('logging-out', { reason });
     const timing = leadership.session.timing;
@@ -529,6 +559,9 @@ export class IdentityRunner extends EventEmitter {
       this.responder = undefined;
     }
     const confirmed = (await this.driver?.logout(left())) ?? true;
+    // Out for sure: a warm process stays up as a standby and must not be killed. Unconfirmed,
+    // the armed deadline stays as the last line of defence.
+    if (confirmed) this.driver?.armDeadline?.(undefined);
     if (this.credentialFile) {
       await removeCredentialFile(this.credentialFile).catch((err: Error) =>
         this.log.error({ err: err.message }, 'could not remove the credential file; remove it by hand'),

@@ -18,6 +18,7 @@ export class SessionKeeper {
     private readonly node: string,
     private readonly timing: LeaseTiming,
     private readonly logger: Logger,
+    private readonly hooks: { opened?(): void; renewed?(): void } = {},
   ) {}
 
   /** The alive session, if any, without waiting. */
@@ -45,6 +46,8 @@ export class SessionKeeper {
       try {
         const session = await Session.open(this.client, { node: this.node, timing: this.timing });
         this.session = session;
+        this.hooks.opened?.();
+        session.on('renewed', () => this.hooks.renewed?.());
         this.logger.info(
           { lease: session.leaseId, ttlSeconds: this.timing.ttlSeconds },
           'etcd session opened',

@@ -53,6 +53,12 @@ export interface IdentityDriver extends EventEmitter {
   status(timeoutMs: number): Promise<Record<string, unknown>>;
   /** Stop everything, including a warm process. Resolves once it is gone. */
   close(budgetMs: number): Promise<void>;
+  /**
+   * Kill the logged-in service `ms` from now unless armed again (a dead-man's switch run by a
+   * process outside the agent, so it fires even when the agent is frozen); undefined disarms.
+   * Drivers without an external process ignore it.
+   */
+  armDeadline?(ms: number | undefined): void;
   /** Pid of the service process, if any (for operators and tests). */
   readonly pid: number | undefined;
 }

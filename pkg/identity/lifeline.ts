@@ -17,6 +17,12 @@
 //    SIGKILL to every group still registered: grandchildren die too. Without setpriv (not
 //    util-linux >= 2.33, not Linux) the reaper alone still does the job, a little later.
 //
+// 4. A deadline (dead-man's switch) for logged-in services: the agent arms the reaper with
+//    "kill group G in N ms" on every lease renewal, N being what is left until the session's
+//    must-be-out instant. An agent that is alive keeps pushing it back, and logs out well before
+//    it on its own; an agent that is frozen (SIGSTOP, a stalled VM, a GC pause past T) cannot,
+//    and the reaper, which is not frozen, kills the service before a standby may log in.
+//
 // Limits, stated so nobody relies on more: pdeathsig follows the *thread* that forked, so spawn
 // services from the main thread only (never a worker_thread); a service that moves its children
 // to another process group or session escapes layer 3; a SIGKILL of the whole agent session
@@ -53,15 +59,25 @@ const REAPER_TICK = 0.05;
 const REAPER_SCRIPT = `
 trap '' INT HUP TERM PIPE
 groups=' '
-while IFS=' ' read -r verb arg; do
+# Timers are subshells that inherit the ignored signals: only SIGKILL stops them.
+disarm() { eval "t=\\\${t_$1:-}"; [ -n "$t" ] && kill -KILL "$t" 2>/dev/null; eval "t_$1="; }
+while IFS=' ' read -r verb arg ms; do
   case $arg in ''|*[!0-9]*) arg= ;; esac
+  case $ms in ''|*[!0-9]*) ms= ;; esac
   case $verb in
     add) [ -n "$arg" ] && groups="$groups$arg " ;;
-    del) kept=' '; for g in $groups; do [ "$g" = "$arg" ] || kept="$kept$g "; done; groups=$kept ;;
+    del) [ -n "$arg" ] && disarm "$arg"; kept=' '; for g in $groups; do [ "$g" = "$arg" ] || kept="$kept$g "; done; groups=$kept ;;
+    arm) if [ -n "$arg" ] && [ -n "$ms" ]; then
+           disarm "$arg"
+           secs=$((ms / 1000)).$(printf '%03d' $((ms % 1000)))
+           ( sleep "$secs"; kill -KILL -"$arg" 2>/dev/null; echo "expired $arg $(date +%s%3N 2>/dev/null)" ) &
+           eval "t_$arg=$!"
+         fi ;;
+    disarm) [ -n "$arg" ] && disarm "$arg" ;;
     ping) echo "pong $arg" ;;
   esac
 done
-for g in $groups; do kill -TERM -"$g" 2>/dev/null; done
+for g in $groups; do disarm "$g"; kill -TERM -"$g" 2>/dev/null; done
 ticks=0
 while [ "$ticks" -lt ${Math.ceil(REAPER_GRACE_MS / 1000 / REAPER_TICK)} ]; do
   alive=
@@ -149,6 +165,18 @@ export class Lifeline {
     if (this.groups.delete(pgid)) this.send(`del ${pgid}`);
   }
 
+  /**
+   * Dead-man's switch: SIGKILL the group `ms` from now unless armed again or disarmed first.
+   * Re-arm on every lease renewal while the service is logged in; disarm once it is out.
+   */
+  arm(pgid: number, ms: number): void {
+    if (this.groups.has(pgid)) this.send(`arm ${pgid} ${Math.max(0, Math.floor(ms))}`);
+  }
+
+  disarm(pgid: number): void {
+    if (this.groups.has(pgid)) this.send(`disarm ${pgid}`);
+  }
+
   /** Round trip through the reaper: resolves once it has read everything sent before. */
   async ping(timeoutMs = REAPER_PING_TIMEOUT_MS): Promise<void> {
     const reaper = this.reaper;
@@ -217,6 +245,16 @@ export class Lifeline {
     reaper.stdin?.on('error', (err) => this.log.debug({ err: err.message }, 'lifeline pipe error'));
     const framer = new LineFramer(
       (line) => {
+        const expired = /^expired (\d+) ?(\d*)$/.exec(line);
+        if (expired) {
+          // The kill time comes from the reaper's clock: this agent may only now be resumed.
+          const killedAt = expired[2] ? new Date(Number(expired[2])).toISOString() : undefined;
+          this.log.error(
+            { servicePid: Number(expired[1]), killedAt },
+            'service deadline expired before the agent renewed it (agent frozen or stalled?): the reaper killed the service',
+          );
+          return;
+        }
         const seq = Number(/^pong (\d+)$/.exec(line)?.[1]);
         this.pongs.get(seq)?.();
       },

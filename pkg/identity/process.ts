@@ -346,6 +346,15 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
     return this.run?.alive ? this.run.pid : undefined;
   }
 
+  /** Lifeline layer 4: SIGKILL the service `ms` from now unless re-armed; undefined disarms. */
+  armDeadline(ms: number | undefined): void {
+    const pid = this.run?.alive ? this.run.pid : undefined;
+    const lifeline = this.opts.lifeline;
+    if (pid === undefined || !lifeline) return;
+    if (ms === undefined) lifeline.disarm(pid);
+    else lifeline.arm(pid, ms);
+  }
+
   async prepare(): Promise<void> {
     if (this.mode === 'cold') return;
     this.assertOpen('prepare');

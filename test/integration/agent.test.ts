@@ -1,6 +1,9 @@
 // The agent, end to end: real etcd and NATS (containers), agents as separate processes on
 // the host, the demo rate bot as their service. Each test uses its own identity.
 import { expect } from 'chai';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
 import type { Etcd3 } from 'etcd3';
 import { connect, createInbox, type NatsConnection } from 'nats';
 import { generateCallerKey } from '../../pkg/identity/access.js';
@@ -152,6 +155,38 @@ describe('agent: the winner logs in under the shared name', function () {
     // The last keepalive was sent at most T/3 before the kill: etcd holds the lease ≥ 2T/3.
     expect(takeoverMs).to.be.above(((2 * ttlSeconds) / 3) * 1000 - 100);
     expect(pong.node).to.equal('b');
+  });
+
+  it('a frozen leader agent: the lifeline deadline kills its service before the standby logs in; resumed, it stands by', async () => {
+    const ttlSeconds = 4;
+    await putSpec(client, rateBot('frozen'));
+    const { a } = await startPair('frozen', ttlSeconds);
+    const servicePid = (await controlStatus('a')).result.identities.find((i) => i.identity === 'frozen')?.pid;
+    expect(servicePid).to.be.a('number');
+    const mark = a.records.length;
+    const frozenAt = performance.now();
+    a.kill('SIGSTOP');
+    try {
+      const [diedMs, answered] = await Promise.all([
+        waitFor(async () => (await pidDead(servicePid!)) && performance.now() - frozenAt, {
+          what: `service ${servicePid} of the frozen agent to be killed`,
+          timeoutMs: ttlSeconds * 3000,
+          intervalMs: 10,
+        }),
+        untilAnswered('frozen', 'b', ttlSeconds * 3000).then(() => performance.now() - frozenAt),
+      ]);
+      console.log(
+        `      frozen leader: service killed after ${diedMs.toFixed(0)} ms, standby answered after ${answered.toFixed(0)} ms`,
+      );
+      expect(diedMs, 'the old service is gone before the standby answers').to.be.below(answered);
+    } finally {
+      a.kill('SIGCONT');
+    }
+    // Resumed, it finds its term over: it logs out (without acting) and stands by.
+    await a.waitForState('frozen', 'standby', { from: mark });
+    expect((await collectResponders(nc, 'frozen', RESPONDER_WINDOW_MS)).map((r) => r.node)).to.deep.equal([
+      'b',
+    ]);
   });
 
   it('while failovers are forced repeatedly, no PING ever sees two responders or a token going down', async () => {
@@ -367,8 +402,10 @@ describe('agent: the winner logs in under the shared name', function () {
     expect(text).to.match(/etcd\.endpoints\.0 \(.*agent\.yaml:3\)/);
     expect(text).to.match(/lease\.ttlSeconds \(.*agent\.yaml:7\)/);
 
-    await putSpec(client, rateBot('sturdy'));
-    const good = await startAgent({ node: 'c', identities: { sturdy: null } });
+    // The spec comes from the agent's bootstrap file this time (written to etcd when absent).
+    const specFile = join(bad.dir, 'specs.yaml');
+    await writeFile(specFile, stringify([rateBot('sturdy')]));
+    const good = await startAgent({ node: 'c', identities: { sturdy: null }, bootstrapSpecs: specFile });
     await good.waitForState('sturdy', 'leader');
     const ask = async (body: string) =>
       JSON.parse(

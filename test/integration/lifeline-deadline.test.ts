@@ -1,0 +1,58 @@
+// Lifeline layer 4, the dead-man's switch, with real processes: an armed service is killed at
+// its deadline unless the agent re-arms it in time, and a disarmed one is left alone.
+import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { pino } from 'pino';
+import { Lifeline } from '../../pkg/identity/lifeline.js';
+import { delay, withTimeout } from '../support/wait.js';
+
+describe('lifeline deadline (real processes)', function () {
+  this.timeout(30_000);
+  let lifeline: Lifeline;
+  const children: ChildProcess[] = [];
+
+  before(async () => {
+    lifeline = await Lifeline.start(pino({ level: 'silent' }));
+  });
+  after(async () => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    await lifeline.close();
+  });
+
+  async function service(): Promise<{ child: ChildProcess; exited: Promise<NodeJS.Signals | null> }> {
+    const [cmd, ...args] = lifeline.wrap(['sleep', '1000']);
+    const child = spawn(cmd!, args, { detached: true, stdio: 'ignore' });
+    children.push(child);
+    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_c, s) => resolve(s)));
+    await new Promise((resolve) => child.once('spawn', resolve));
+    lifeline.register(child.pid!);
+    return { child, exited };
+  }
+
+  it('kills an armed service with SIGKILL when its deadline passes', async () => {
+    const { exited } = await service();
+    const armedAt = performance.now();
+    lifeline.arm((children.at(-1) as ChildProcess).pid!, 300);
+    expect(await withTimeout(exited, 5_000, 'the armed service to be killed')).to.equal('SIGKILL');
+    expect(performance.now() - armedAt).to.be.at.least(290);
+  });
+
+  it('re-arming pushes the deadline back; disarming cancels it; the reaper stays up throughout', async () => {
+    const reaper = lifeline.reaperPid;
+    const { child } = await service();
+    // Re-armed every 100 ms with 300 ms: never expires while renewed.
+    for (let i = 0; i < 8; i++) {
+      lifeline.arm(child.pid!, 300);
+      await delay(100);
+    }
+    expect(child.exitCode === null && child.signalCode === null, 'still running while re-armed').to.equal(
+      true,
+    );
+    lifeline.disarm(child.pid!);
+    await lifeline.ping();
+    // Past the last deadline: a disarmed service is left alone.
+    await delay(500);
+    expect(child.exitCode === null && child.signalCode === null, 'still running after disarm').to.equal(true);
+    expect(lifeline.reaperPid).to.equal(reaper);
+  });
+});
