@@ -27,6 +27,8 @@ const FAILOVER_MARGIN_MS = 3_000;
 /** The whole run stops by itself after this long, whatever the round count. */
 const RUN_BUDGET_MS = 20 * 60_000;
 const SAMPLE_EVERY_MS = 5;
+/** An etcd freeze no leader may notice: D − T/3 = T/2 − T/3 = T/6 with the default D, less Docker's own latency. */
+const ETCD_BLIP_MS = TTL_MS / 10;
 const IDENTITY = 'chaos';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string' }, seed: { type: 'string' } } });
@@ -34,14 +36,14 @@ const rounds = Number(values.rounds ?? 12);
 let seed = Number(values.seed ?? Date.now() % 100_000);
 const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
 
-type Fault = 'sigterm' | 'sigkill' | 'freeze-past-ttl' | 'etcd-pause-short' | 'nats-restart';
-const FAULTS: Fault[] = ['sigterm', 'sigkill', 'freeze-past-ttl', 'etcd-pause-short', 'nats-restart'];
+type Fault = 'sigterm' | 'sigkill' | 'freeze-past-ttl' | 'etcd-blip' | 'nats-restart';
+const FAULTS: Fault[] = ['sigterm', 'sigkill', 'freeze-past-ttl', 'etcd-blip', 'nats-restart'];
 /** How long after each fault one node must answer again (L1 and the matrix's "no failover"). */
 const RECOVERY_BOUND_MS: Record<Fault, number> = {
   sigterm: 2_000,
   sigkill: TTL_MS + FAILOVER_MARGIN_MS,
   'freeze-past-ttl': TTL_MS + FAILOVER_MARGIN_MS,
-  'etcd-pause-short': 5_000,
+  'etcd-blip': 5_000,
   'nats-restart': 10_000,
 };
 
@@ -137,10 +139,11 @@ try {
       case 'freeze-past-ttl':
         leader.kill('SIGSTOP');
         break;
-      case 'etcd-pause-short':
-        // Shorter than D: renewals resume in time, nobody should move.
+      case 'etcd-blip':
+        // Shorter than D − T/3 (the slack a leader has after its last renewal): renewals resume
+        // before the self-fence deadline, so nobody may move.
         await etcd.pause();
-        await delay(TTL_MS / 4);
+        await delay(ETCD_BLIP_MS);
         await etcd.unpause();
         break;
       case 'nats-restart':
@@ -167,7 +170,7 @@ try {
         `L1: ${fault} in round ${round}: recovered after ${recoveredMs.toFixed(0)} ms > ${RECOVERY_BOUND_MS[fault]} ms`,
       );
     }
-    if (after && (fault === 'etcd-pause-short' || fault === 'nats-restart') && after.node !== before.node) {
+    if (after && (fault === 'etcd-blip' || fault === 'nats-restart') && after.node !== before.node) {
       violations.push(`matrix: ${fault} in round ${round} moved the identity ${before.node} → ${after.node}`);
     }
     console.log(

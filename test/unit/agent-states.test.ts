@@ -35,6 +35,7 @@ describe('identity state machine', () => {
     expect(TRANSITIONS.fenced).to.deep.equal(['standby', 'stopped']);
     expect(TRANSITIONS.stopped).to.deep.equal([]);
     // A fenced leader first logs out: only logging-out may lead to fenced among logged-in states.
-    for (const s of LOGGED_IN_STATES) expect(canMove(s, 'fenced'), `${s} → fenced`).to.equal(s === 'logging-out');
+    for (const s of LOGGED_IN_STATES)
+      expect(canMove(s, 'fenced'), `${s} → fenced`).to.equal(s === 'logging-out');
   });
 });
