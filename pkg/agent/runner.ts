@@ -40,8 +40,9 @@ import { Wakeup } from './wakeup.js';
 const FAILED_COOLDOWN_MS = 10_000;
 /** Pause before campaigning again after a failed term, so a lone node does not spin on a broken service. */
 const FAILED_RETRY_PAUSE_MS = 2_000;
-/** Pause after an unexpected error in the loop, so a persistent fault does not spin. */
+/** Pause after an unexpected error in the loop, doubling while it persists, so a fault does not spin. */
 const LOOP_ERROR_PAUSE_MS = 1_000;
+const LOOP_ERROR_MAX_PAUSE_MS = 30_000;
 /** Share of the logout budget given to in-flight requests before the service is stopped. */
 const RESPONDER_GRACE_SHARE = 0.25;
 /** Pending-authorization records written per caller at most this often (a flood writes once). */
@@ -324,12 +325,17 @@ export class IdentityRunner extends EventEmitter {
   }
 
   private async loop(): Promise<void> {
+    let failures = 0;
     while (!this.stopping) {
       try {
         await this.step();
+        failures = 0;
       } catch (err) {
-        this.log.error({ err: (err as Error).message }, 'identity loop error; retrying');
-        await this.changed.wait(LOOP_ERROR_PAUSE_MS, this.stopController.signal);
+        // A persistent fault (a handler that is not registered) must not flood the log.
+        const pauseMs = Math.min(LOOP_ERROR_PAUSE_MS * 2 ** failures++, LOOP_ERROR_MAX_PAUSE_MS);
+        this.detail = `error: ${(err as Error).message}`;
+        this.log.error({ err: (err as Error).message, retryInMs: pauseMs }, 'identity loop error; retrying');
+        await this.changed.wait(pauseMs, this.stopController.signal);
       }
     }
     this.to('stopped', { reason: 'agent stopping' });
@@ -445,24 +451,58 @@ export class IdentityRunner extends EventEmitter {
       this.to('standby', { reason: 'term ended while waiting out the previous one' });
       return;
     }
-    if (this.stopping || this.deps.fence.fenced) {
+    const ineligible = this.ineligibility(this.spec);
+    if (this.stopping || this.deps.fence.fenced || ineligible) {
       await leadership.resign({ loggedOut: true });
-      this.to(this.stopping ? 'stopped' : 'fenced', { reason: 'not logged in: giving the term back' });
+      this.term = undefined;
+      this.to(this.stopping ? 'stopped' : this.deps.fence.fenced ? 'fenced' : 'standby', {
+        reason: `not logged in: giving the term back (${ineligible ?? (this.stopping ? 'stopping' : 'fenced')})`,
+      });
       return;
     }
-    for (;;) {
-      const why = await this.lead(leadership);
-      const outcome = await this.logout(leadership, why);
-      if (outcome === 'relogin') continue;
-      if (why.kind === 'failed') await this.changed.wait(FAILED_RETRY_PAUSE_MS, this.stopController.signal);
-      return;
+    try {
+      for (;;) {
+        const why = await this.lead(leadership);
+        const outcome = await this.logout(leadership, why);
+        if (outcome === 'relogin') continue;
+        if (why.kind === 'failed') await this.changed.wait(FAILED_RETRY_PAUSE_MS, this.stopController.signal);
+        return;
+      }
+    } catch (err) {
+      // A bug or an unexpected failure with the service possibly running: stop it within the
+      // budget; if that is not confirmed, give up the whole session, so the lease (and the
+      // lifeline deadline, still armed) bounds the service and every successor waits it out.
+      this.log.error(
+        { err: (err as Error).stack ?? String(err), token: String(leadership.token) },
+        'unexpected error during the term: stopping the service and giving the term up',
+      );
+      this.endLead = undefined;
+      this.stopArming?.();
+      this.stopArming = undefined;
+      if (this.stateValue === 'logging-in' || this.stateValue === 'leader') {
+        this.to('logging-out', { reason: `unexpected error: ${(err as Error).message}` });
+      }
+      await this.responder?.stop(0).catch(() => undefined);
+      this.responder = undefined;
+      const confirmed = await (
+        this.driver?.logout(leadership.session.timing.logoutBudgetMs) ?? Promise.resolve(true)
+      ).catch(() => false);
+      if (confirmed) this.driver?.armDeadline?.(undefined);
+      if (this.credentialFile) await removeCredentialFile(this.credentialFile).catch(() => undefined);
+      this.credentialFile = undefined;
+      await leadership.resign({ loggedOut: confirmed });
+      this.term = undefined;
+      this.to('standby', { reason: 'term abandoned after an unexpected error (see the error above)' });
+      throw err;
     }
   }
 
   /** logging-in → leader → (returns why leading ended; the service may still be running). */
   private async lead(leadership: Leadership): Promise<EndOfLead> {
     const token = leadership.token;
-    const spec = this.spec!;
+    const spec = this.spec;
+    // Removed while waiting out or drained: never log in without a spec.
+    if (!spec) return { kind: 'ineligible', reason: 'the identity spec was deleted' };
     const driver = await this.ensureDriver(spec);
     const ended = new Promise<EndOfLead>((resolve) => (this.endLead = resolve));
     void leadership.whenLost().then((e) => this.endLead?.({ kind: 'lost', reason: e.reason }));
@@ -473,6 +513,8 @@ export class IdentityRunner extends EventEmitter {
       credentialFile = await this.fetchCredential(spec);
       await leadership.setLoggedIn(true);
       if (!leadership.mayAct()) throw new Error('the term ended while logging in');
+      // Armed before the service starts: from its first instant it dies with the lease.
+      this.armDeadline(leadership, driver);
       const login = driver.login({
         identity: this.identity,
         node: this.deps.node,
@@ -485,11 +527,20 @@ export class IdentityRunner extends EventEmitter {
         this.credentialFile = credentialFile;
         return first;
       }
-      responder = await Responder.start(
+      // Starting the responder waits on NATS, which may be slow or away: the term's end must
+      // still reach the logout at once, not after NATS answers.
+      const starting = Responder.start(
         this.deps.nc,
         this.responderContext(leadership, driver),
         this.requestsServed,
       );
+      const started = await Promise.race([starting.then((r) => ({ r })), ended]);
+      if (!('r' in started)) {
+        void starting.then((r) => r.stop(0)).catch(() => undefined);
+        this.credentialFile = credentialFile;
+        return started;
+      }
+      responder = started.r;
       if (!leadership.mayAct()) throw new Error('the term ended while logging in');
     } catch (err) {
       this.credentialFile = credentialFile;
@@ -500,7 +551,6 @@ export class IdentityRunner extends EventEmitter {
     }
     this.credentialFile = credentialFile;
     this.responder = responder;
-    this.armDeadline(leadership, driver);
     this.upSince = Date.now();
     if (leadership.previous && leadership.previous.record.node !== this.deps.node) {
       this.lastFailover = {
@@ -646,12 +696,21 @@ export class IdentityRunner extends EventEmitter {
   private async fetchCredential(spec: IdentitySpec): Promise<string | undefined> {
     const source = spec.credential;
     if (source.source === 'none') return undefined;
-    const secret =
-      source.source === 'file'
-        ? await readFile(source.path)
-        : await readCredential(this.deps.etcd, this.identity);
-    if (!secret)
-      throw new Error(`no credential stored in etcd for ${this.identity}; store one with putCredential`);
+    let secret: Buffer | undefined;
+    if (source.source === 'file') {
+      secret = await readFile(source.path).catch((err: NodeJS.ErrnoException) => {
+        throw new Error(
+          `credential file ${source.path} (spec credential.path) cannot be read on ${this.deps.node} (${err.code}); provision it on every node that may host ${this.identity}`,
+        );
+      });
+    } else {
+      secret = await readCredential(this.deps.etcd, this.identity);
+      if (!secret) {
+        throw new Error(
+          `no credential stored in etcd for ${this.identity} (key understudy/secrets/${this.identity}/credential); store one with putCredential from pkg/spec`,
+        );
+      }
+    }
     const dir = join(this.deps.runDir, this.identity);
     await mkdir(dir, { recursive: true, mode: 0o700 });
     return writeCredentialFile(dir, this.identity, secret);

@@ -100,6 +100,8 @@ export interface LifelineOptions {
 export class Lifeline {
   private reaper: ChildProcess | undefined;
   private readonly groups = new Set<number>();
+  /** Armed deadlines (performance.now() instants), kept so a replaced reaper gets them too. */
+  private readonly deadlines = new Map<number, number>();
   private closing = false;
   private pingSeq = 0;
   private readonly pongs = new Map<number, () => void>();
@@ -162,6 +164,7 @@ export class Lifeline {
 
   /** The group is gone (or stopped on purpose): forget it, so a reused number is never hit. */
   unregister(pgid: number): void {
+    this.deadlines.delete(pgid);
     if (this.groups.delete(pgid)) this.send(`del ${pgid}`);
   }
 
@@ -170,10 +173,13 @@ export class Lifeline {
    * Re-arm on every lease renewal while the service is logged in; disarm once it is out.
    */
   arm(pgid: number, ms: number): void {
-    if (this.groups.has(pgid)) this.send(`arm ${pgid} ${Math.max(0, Math.floor(ms))}`);
+    if (!this.groups.has(pgid)) return;
+    this.deadlines.set(pgid, performance.now() + ms);
+    this.send(`arm ${pgid} ${Math.max(0, Math.floor(ms))}`);
   }
 
   disarm(pgid: number): void {
+    this.deadlines.delete(pgid);
     if (this.groups.has(pgid)) this.send(`disarm ${pgid}`);
   }
 
@@ -274,6 +280,9 @@ export class Lifeline {
     try {
       await spawned;
       for (const pgid of this.groups) this.send(`add ${pgid}`);
+      // A replaced reaper knows no deadline: give it what is left of each (a passed one fires now).
+      for (const [pgid, at] of this.deadlines)
+        this.send(`arm ${pgid} ${Math.max(0, Math.floor(at - performance.now()))}`);
       await this.ping();
     } catch (err) {
       if (this.reaper === reaper) this.reaper = undefined;

@@ -324,6 +324,8 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
   private generation = 0;
   private restartTimer: NodeJS.Timeout | undefined;
   private preparing: Promise<void> | undefined;
+  /** performance.now() by which a service under the current term must be dead (layer 4). */
+  private deadlineAt: number | undefined;
 
   constructor(
     private readonly spec: ProcessService,
@@ -346,13 +348,23 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
     return this.run?.alive ? this.run.pid : undefined;
   }
 
-  /** Lifeline layer 4: SIGKILL the service `ms` from now unless re-armed; undefined disarms. */
+  /**
+   * Lifeline layer 4: SIGKILL the service `ms` from now unless re-armed; undefined disarms.
+   * The deadline is kept, so a process started under the term later (a cold login, a restart
+   * after a crash) is armed from its first moment, not from the next renewal.
+   */
   armDeadline(ms: number | undefined): void {
-    const pid = this.run?.alive ? this.run.pid : undefined;
-    const lifeline = this.opts.lifeline;
-    if (pid === undefined || !lifeline) return;
-    if (ms === undefined) lifeline.disarm(pid);
-    else lifeline.arm(pid, ms);
+    this.deadlineAt = ms === undefined ? undefined : performance.now() + ms;
+    const run = this.run;
+    if (!run?.alive || run.pid === undefined) return;
+    if (ms === undefined) this.opts.lifeline?.disarm(run.pid);
+    else this.applyDeadline(run.pid);
+  }
+
+  private applyDeadline(pid: number): void {
+    if (this.deadlineAt === undefined) return;
+    // Arming with a passed deadline kills at once: that is what the deadline means.
+    this.opts.lifeline?.arm(pid, Math.max(0, this.deadlineAt - performance.now()));
   }
 
   async prepare(): Promise<void> {
@@ -374,13 +386,17 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
         `identity '${this.opts.identity}': already logged in under token ${this.ctx.token}; log out before logging in again`,
       );
     }
+    // The generation is taken before the first await: a logout that comes while this login
+    // is on its way must make it stand down, or it would log in after the logout was done.
+    const generation = ++this.generation;
     if (ctx.credentialFile) await this.checkCredentialFile(ctx.credentialFile);
-    this.generation++;
-    const generation = this.generation;
+    if (generation !== this.generation) {
+      throw new Error(`identity '${this.opts.identity}': login abandoned: a logout or close came first`);
+    }
     this.clearRestartTimer();
     this.failed = false;
     this.crashes = 0;
-    const result = await this.startUnderTerm(ctx, 'login');
+    const result = await this.startUnderTerm(ctx, 'login', generation);
     if (generation !== this.generation) {
       // logout() or close() ran meanwhile and stopped (or is stopping) what we started.
       throw new Error(`identity '${this.opts.identity}': login abandoned: a logout or close came first`);
@@ -486,7 +502,7 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
    * Bring the service up logged in under `ctx`: spawn it cold, or reuse (or start) the warm
    * process and send it `login`. On failure the process is stopped before returning.
    */
-  private async startUnderTerm(ctx: LoginContext, role: Role): Promise<StartResult> {
+  private async startUnderTerm(ctx: LoginContext, role: Role, generation: number): Promise<StartResult> {
     let run: Run;
     if (this.mode === 'warm') {
       if (!this.run?.alive || !this.run.ready) {
@@ -499,6 +515,12 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
       }
       if (!this.run?.alive || !this.run.ready) {
         return { ok: false, reason: 'the warm process stopped right after it was ready' };
+      }
+      if (generation !== this.generation) {
+        // A logout came while the process was starting: it found nothing logged in, so nothing
+        // may be. The ready process stays as the standby.
+        this.run.role = 'standby';
+        return { ok: false, reason: 'abandoned: a logout came while the service was starting' };
       }
       run = this.run;
       run.role = role;
@@ -578,7 +600,11 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
     const run = new Run(proc, role);
     this.run = run;
     const pid = proc.pid;
-    if (pid !== undefined) this.opts.lifeline?.register(pid);
+    if (pid !== undefined) {
+      this.opts.lifeline?.register(pid);
+      // Only a process started for a term carries its deadline; a warm standby is not logged in.
+      if (role !== 'standby') this.applyDeadline(pid);
+    }
     const log = this.log.child({ servicePid: pid });
     proc.on('error', (err) => {
       // A spawn failure (no pid) arrives here, maybe instead of 'exit'; other errors are not fatal.
@@ -786,7 +812,7 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
     const ctx = this.ctx;
     if (generation !== this.generation || this.closed || !ctx) return;
     const started = Date.now();
-    const result = await this.startUnderTerm(ctx, 'serving');
+    const result = await this.startUnderTerm(ctx, 'serving', generation);
     if (generation !== this.generation) return; // logged out meanwhile; logout stopped the process
     if (result.ok) {
       result.run.loggedIn = true;

@@ -42,6 +42,29 @@ const INBOX_BATCH = 32;
 const INBOX_FETCH_EXPIRES_MS = 1_000;
 /** Budget for STATUS's question to the service. */
 const STATUS_TIMEOUT_MS = 500;
+/** How long a login waits for NATS to confirm the identity's subscription. */
+const START_CONFIRM_MS = 2_000;
+
+/**
+ * Flush (a server round trip) within `ms`: true when confirmed. nats.js waits for a frozen
+ * server until its ping timeout (seconds), longer than any logout budget.
+ */
+async function flushWithin(nc: NatsConnection, ms: number): Promise<boolean> {
+  if (nc.isClosed()) return false;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      nc.flush().then(
+        () => true,
+        () => false,
+      ),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, ms)))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Duplicate window of the inbox stream: a re-sent request (same id) is stored once. */
 const INBOX_DUPLICATE_WINDOW_MS = 120_000;
 
@@ -125,7 +148,15 @@ export class Responder {
         if (!err) r.track(r.onCore(msg));
       },
     });
-    await nc.flush();
+    // Not answering until the server has the subscription is only a delay; a server that does
+    // not confirm it is a failed login (the caller logs the service out again).
+    if (!(await flushWithin(nc, START_CONFIRM_MS))) {
+      r.active = false;
+      r.sub.unsubscribe();
+      throw new Error(
+        `NATS did not confirm the subscription to ${subjects.identity(ctx.identity)} within ${START_CONFIRM_MS} ms`,
+      );
+    }
     if (ctx.spec().inbox.durable) {
       await ensureInbox(nc, ctx.identity, ctx.spec().inbox);
       r.inboxLoop = r.consumeInbox();
@@ -147,14 +178,15 @@ export class Responder {
     this.active = false;
     this.sub?.unsubscribe();
     this.stopFetch?.();
-    const flushed = this.nc.isClosed() ? Promise.resolve() : this.nc.flush().catch(() => undefined);
-    const settled = Promise.all([flushed, this.inboxLoop, ...this.inFlight]);
+    const graceEnds = performance.now() + graceMs;
+    const settled = Promise.all([flushWithin(this.nc, graceMs), this.inboxLoop, ...this.inFlight]);
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([settled, new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
     clearTimeout(timer);
     // Acks written by handlers that just finished must reach the server before a successor
-    // starts pulling, or it would be offered the same requests.
-    if (!this.nc.isClosed()) await this.nc.flush().catch(() => undefined);
+    // starts pulling, or it would be offered the same requests. Bounded by the same grace: a
+    // frozen NATS must never hold up stopping the service (the request is then re-offered).
+    await flushWithin(this.nc, Math.max(0, graceEnds - performance.now()));
   }
 
   private track(p: Promise<void>): void {

@@ -22,7 +22,8 @@ import { Lifeline } from '../../pkg/identity/lifeline.js';
 import { ProcessDriver } from '../../pkg/identity/process.js';
 import { ProcessService } from '../../pkg/spec/schema.js';
 import { repoRoot } from '../support/paths.js';
-import { waitFor, withTimeout } from '../support/wait.js';
+import { pidDead } from '../support/processes.js';
+import { delay, waitFor, withTimeout } from '../support/wait.js';
 
 /** Starting `node --import tsx` compiles TypeScript on the way: seconds on a cold cache. */
 const NODE_START_MS = 20_000;
@@ -52,22 +53,7 @@ const logger = pino(
 
 // ---- processes ------------------------------------------------------------------------------
 
-/** Dead: gone (ESRCH), or a zombie waiting for its new parent to reap it. */
-async function isDead(pid: number): Promise<boolean> {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return true;
-    throw err;
-  }
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
-    return state === 'Z' || state === 'X';
-  } catch {
-    return true; // vanished between the two checks
-  }
-}
+const isDead = pidDead;
 
 const waitDead = (pid: number, what: string, timeoutMs = REAP_MS) =>
   waitFor(() => isDead(pid), { what: `${what} (pid ${pid}) to die`, timeoutMs });
@@ -249,12 +235,13 @@ describe('process driver (real processes)', function () {
       expect(err.message).to.match(/exited with code 7 right after starting/);
     });
 
-    it('escalates SIGTERM to SIGKILL after stopTimeoutMs for a service that ignores SIGTERM', async function () {
+    /** A logged-in service that ignores SIGTERM (and has said so by touching a file). */
+    async function stubborn(stopTimeoutMs: number) {
       const ready = join(dir, 'ready');
       const d = driver({
         command: ['sh', '-c', 'trap "" TERM; touch "$READY"; exec sleep 1000'],
         env: { READY: ready },
-        stopTimeoutMs: 300,
+        stopTimeoutMs,
       });
       await d.login(ctx(1n));
       const pid = track(d.pid)!;
@@ -262,6 +249,11 @@ describe('process driver (real processes)', function () {
         what: 'the service to ignore SIGTERM',
         timeoutMs: LOCAL_STEP_MS,
       });
+      return { d, pid };
+    }
+
+    it('escalates SIGTERM to SIGKILL after stopTimeoutMs for a service that ignores SIGTERM', async function () {
+      const { d, pid } = await stubborn(300);
 
       const t0 = Date.now();
       expect(await d.logout(STOP_BUDGET_MS)).to.equal(true);
@@ -272,18 +264,7 @@ describe('process driver (real processes)', function () {
     });
 
     it('sends SIGKILL early when the logout budget is shorter than stopTimeoutMs', async function () {
-      const ready = join(dir, 'ready');
-      const d = driver({
-        command: ['sh', '-c', 'trap "" TERM; touch "$READY"; exec sleep 1000'],
-        env: { READY: ready },
-        stopTimeoutMs: 10_000,
-      });
-      await d.login(ctx(1n));
-      const pid = track(d.pid)!;
-      await waitFor(() => stat(ready).then(() => true), {
-        what: 'the service to ignore SIGTERM',
-        timeoutMs: LOCAL_STEP_MS,
-      });
+      const { d, pid } = await stubborn(10_000);
 
       const t0 = Date.now();
       expect(await d.logout(800)).to.equal(true);
@@ -689,6 +670,73 @@ describe('process driver (real processes)', function () {
       await killAgent(agent);
       await waitDead(pids.child, 'the service');
       await waitDead(pids.grandchild, 'the grandchild');
+    });
+  });
+  describe('a logout that overtakes a login', function () {
+    it('cold: a logout during the login wins; the login is abandoned and nothing runs', async function () {
+      const file = await writeCredentialFile(join(dir, 'run'), IDENTITY, 'secret');
+      const d = driver({ command: ['sleep', '1000'] });
+      // The login first checks the credential file (an await): the logout lands in between.
+      const login = d.login(ctx(5n, { credentialFile: file }));
+      expect(await d.logout(STOP_BUDGET_MS)).to.equal(true);
+      const outcome = await login.then(
+        () => 'logged in',
+        (err: Error) => err.message,
+      );
+      expect(outcome).to.match(/login abandoned/);
+      expect(d.pid, 'no service process after the login settled').to.equal(undefined);
+    });
+
+    it('warm: a logout while the warm process is still starting keeps it logged out', async function () {
+      const feed = join(dir, 'rates.json');
+      await writeFeed(feed, FEED);
+      const d = ratebot(feed, 'warm');
+      // Not prepared: the login has to start the process first, which takes a while.
+      const login = d.login(ctx(6n));
+      expect(await d.logout(STOP_BUDGET_MS)).to.equal(true);
+      const outcome = await login.then(
+        () => 'logged in',
+        (err: Error) => err.message,
+      );
+      expect(outcome).to.not.equal('logged in');
+      track(d.pid);
+      const reply = await ask(d, 'RATE USD');
+      expect(reply.error).to.equal('unavailable');
+      // The process it started stays up as the standby, not logged in.
+      expect(d.pid, 'the warm process stays as the standby').to.be.a('number');
+      expect(await d.status(REQUEST_MS)).to.include({ loggedIn: false });
+    });
+  });
+
+  describe('lifeline deadline through the driver', function () {
+    it('a service started after the deadline was armed carries it from its first instant', async function () {
+      const d = driver({ command: ['sleep', '1000'], restart: { maxAttempts: 0 } });
+      d.armDeadline(500);
+      await d.login(ctx(7n));
+      const pid = track(d.pid)!;
+      await waitDead(pid, 'the service past its deadline');
+    });
+
+    it('disarming at logout leaves a warm process that stays up as the standby alone', async function () {
+      const feed = join(dir, 'rates.json');
+      await writeFeed(feed, FEED);
+      const d = ratebot(feed, 'warm');
+      await d.prepare();
+      d.armDeadline(5_000);
+      await d.login(ctx(8n));
+      const pid = track(d.pid)!;
+      expect(await d.logout(STOP_BUDGET_MS)).to.equal(true);
+      d.armDeadline(undefined);
+      d.armDeadline(undefined);
+      await lifeline.ping();
+      expect(d.pid).to.equal(pid);
+      // Re-armed short and disarmed before it fires: still the same process afterwards.
+      d.armDeadline(300);
+      d.armDeadline(undefined);
+      await lifeline.ping();
+      // Proving that nothing happens takes time: wait past the cancelled deadline.
+      await delay(600);
+      expect(await isDead(pid)).to.equal(false);
     });
   });
 });
