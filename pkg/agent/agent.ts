@@ -133,7 +133,11 @@ export class Agent {
       logger.info({ file: config.bootstrapSpecs, created, present }, 'bootstrap specs applied where absent');
     }
 
-    const fenceWatch = await FenceWatch.start(etcd, config.node);
+    const fenceWatch = await FenceWatch.start(
+      etcd,
+      config.node,
+      etcdTrouble(logger, "reading this node's fence"),
+    );
     const sessions = new SessionKeeper(etcd, config.node, timing, logger, {
       opened: () => metrics.sessionsOpened.inc(),
       renewed: () => metrics.sessionRenewals.inc(),
@@ -186,6 +190,7 @@ export class Agent {
           { identity, err: err.message },
           'identity spec in etcd is invalid; keeping the last good one',
         ),
+      trouble: etcdTrouble(logger, 'watching identity specs'),
     });
     for (const runner of this.runners.values()) runner.start();
 
@@ -436,6 +441,18 @@ export class Agent {
   get shutdownBudgetMs(): number {
     return this.timing.logoutBudgetMs + SHUTDOWN_SLACK_MS;
   }
+}
+
+/** Log etcd trouble of a self-retrying watch: the first failure and every tenth after. */
+function etcdTrouble(logger: Logger, what: string) {
+  return (err: Error, attempt: number) => {
+    if (attempt === 1 || attempt % 10 === 0) {
+      logger.error(
+        { err: err.message, attempt },
+        `${what}: etcd does not answer; retrying. Check the etcd endpoints in the config and etcd's health`,
+      );
+    }
+  };
 }
 
 async function connectNats(config: AgentConfig, logger: Logger): Promise<NatsConnection> {

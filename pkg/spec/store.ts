@@ -2,10 +2,11 @@
 // by operators (`understudy apply -f`, or an agent's bootstrap file) and watched by every
 // agent, so a change reaches all nodes without a restart.
 import { readFile } from 'node:fs/promises';
-import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
+import type { Etcd3, IKeyValue } from 'etcd3';
 import { parseAllDocuments } from 'yaml';
 import { within } from '../lease/etcd.js';
 import { assertName } from '../lease/keys.js';
+import { ResyncingWatch } from '../lease/watch.js';
 import { IdentitySpec, PendingRequest, type Caller, type IdentitySpecInput } from './schema.js';
 
 const CALL_MS = 2_000;
@@ -302,31 +303,49 @@ export interface SpecEvents {
   delete: (identity: string) => void;
   /** A stored spec that does not validate: kept out, the last good one stays in force. */
   invalid: (identity: string, error: Error) => void;
+  /** etcd did not answer a read or watch; the watcher retries by itself. */
+  trouble?: (err: Error, attempt: number) => void;
 }
 
 /**
  * Every spec now and every later change, in order. After a watch error (compaction, cancel)
- * it re-reads everything and re-watches, reporting what changed meanwhile.
+ * it re-reads everything (ResyncingWatch) and reports what changed meanwhile.
  */
 export class SpecWatcher {
-  private watcher: Watcher | undefined;
-  private closed = false;
+  private watch: ResyncingWatch | undefined;
   private readonly known = new Map<string, bigint>();
 
   private constructor(
-    private readonly client: Etcd3,
     private readonly keys: SpecKeys,
     private readonly on: SpecEvents,
   ) {}
 
   static async start(client: Etcd3, on: SpecEvents, keys = new SpecKeys()): Promise<SpecWatcher> {
-    const w = new SpecWatcher(client, keys, on);
-    await w.resync();
+    const w = new SpecWatcher(keys, on);
+    w.watch = await ResyncingWatch.start(
+      client,
+      { prefix: keys.specs() },
+      {
+        snapshot: (kvs) => w.snapshot(kvs),
+        put: (kv) => w.deliver(kv),
+        delete: (kv) => w.gone(w.identityOf(kv.key.toString())),
+        ...(on.trouble ? { trouble: on.trouble } : {}),
+      },
+    );
     return w;
   }
 
   private identityOf(key: string): string {
     return key.slice(this.keys.specs().length);
+  }
+
+  private snapshot(kvs: IKeyValue[]): void {
+    const present = new Set<string>();
+    for (const kv of kvs) {
+      present.add(this.identityOf(kv.key.toString()));
+      this.deliver(kv);
+    }
+    for (const identity of [...this.known.keys()]) if (!present.has(identity)) this.gone(identity);
   }
 
   private deliver(kv: IKeyValue): void {
@@ -343,53 +362,12 @@ export class SpecWatcher {
     }
   }
 
-  private async resync(): Promise<void> {
-    for (;;) {
-      if (this.closed) return;
-      try {
-        const res = await this.client.getAll().prefix(this.keys.specs()).options(within(CALL_MS)).exec();
-        const present = new Set<string>();
-        for (const kv of res.kvs) {
-          present.add(this.identityOf(kv.key.toString()));
-          this.deliver(kv);
-        }
-        for (const identity of [...this.known.keys()]) {
-          if (!present.has(identity)) {
-            this.known.delete(identity);
-            this.on.delete(identity);
-          }
-        }
-        await this.watchFrom(BigInt(res.header.revision) + 1n);
-        return;
-      } catch {
-        await new Promise((resolve) => setTimeout(resolve, 500));
-      }
-    }
-  }
-
-  private async watchFrom(revision: bigint): Promise<void> {
-    const watcher = await this.client
-      .watch()
-      .prefix(this.keys.specs())
-      .startRevision(String(revision))
-      .create();
-    if (this.closed) return void (await watcher.cancel());
-    this.watcher = watcher;
-    watcher.on('put', (kv: IKeyValue) => this.deliver(kv));
-    watcher.on('delete', (kv: IKeyValue) => {
-      const identity = this.identityOf(kv.key.toString());
-      this.known.delete(identity);
-      this.on.delete(identity);
-    });
-    watcher.on('error', () => {
-      void watcher.cancel().catch(() => undefined);
-      if (this.watcher === watcher) this.watcher = undefined;
-      void this.resync();
-    });
+  private gone(identity: string): void {
+    this.known.delete(identity);
+    this.on.delete(identity);
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    await this.watcher?.cancel().catch(() => undefined);
+    await this.watch?.close();
   }
 }

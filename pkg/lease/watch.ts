@@ -1,0 +1,94 @@
+// Read-then-watch that never ends up on a stale view: the state of a key (or prefix) at one
+// revision, then every change after it, in order. After a watch error (compaction, a
+// server cancel) or a watch that could not be created in time, it reads again and watches
+// from that read. The leader observer, the agent's spec watcher and its fence watch all
+// stand on this one piece.
+import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
+import { within } from './etcd.js';
+
+/** Bound on the read and on creating the watch: a frozen etcd otherwise hangs either for good. */
+const CALL_MS = 2_000;
+/** Pause between attempts while etcd does not answer. */
+const RETRY_MS = 500;
+
+export type WatchTarget = { key: string } | { prefix: string };
+
+export interface WatchHandlers {
+  /** Everything under the target at `revision` (a fresh start, or after a resync). */
+  snapshot(kvs: IKeyValue[], revision: bigint): void;
+  put(kv: IKeyValue): void;
+  delete(kv: IKeyValue): void;
+  /** A read or watch attempt failed (`attempt` counts consecutive failures); it retries by itself. */
+  trouble?(err: Error, attempt: number): void;
+}
+
+export class ResyncingWatch {
+  private watcher: Watcher | undefined;
+  private closed = false;
+
+  private constructor(
+    private readonly client: Etcd3,
+    private readonly target: WatchTarget,
+    private readonly on: WatchHandlers,
+  ) {}
+
+  /** Resolves once the first snapshot was delivered and the watch runs (retrying meanwhile). */
+  static async start(client: Etcd3, target: WatchTarget, on: WatchHandlers): Promise<ResyncingWatch> {
+    const w = new ResyncingWatch(client, target, on);
+    await w.resync();
+    return w;
+  }
+
+  private async resync(): Promise<void> {
+    for (let attempt = 1; !this.closed; attempt++) {
+      try {
+        const read =
+          'key' in this.target
+            ? this.client.get(this.target.key)
+            : this.client.getAll().prefix(this.target.prefix);
+        const res = await read.options(within(CALL_MS)).exec();
+        if (this.closed) return;
+        const revision = BigInt(res.header.revision);
+        this.on.snapshot(res.kvs, revision);
+        await this.watchFrom(revision + 1n);
+        return;
+      } catch (err) {
+        this.on.trouble?.(err as Error, attempt);
+        await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+      }
+    }
+  }
+
+  private async watchFrom(revision: bigint): Promise<void> {
+    const builder = this.client.watch();
+    const pending = ('key' in this.target ? builder.key(this.target.key) : builder.prefix(this.target.prefix))
+      .startRevision(String(revision))
+      .create();
+    let timer: NodeJS.Timeout | undefined;
+    const watcher = await Promise.race([
+      pending,
+      new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), CALL_MS))),
+    ]).finally(() => clearTimeout(timer));
+    if (!watcher || this.closed) {
+      // Created late (or after close): cancel it when it arrives, so no watch leaks.
+      void pending.then((w) => w.cancel()).catch(() => undefined);
+      if (!watcher) throw new Error(`etcd did not create a watch within ${CALL_MS} ms`);
+      return;
+    }
+    this.watcher = watcher;
+    watcher.on('put', (kv: IKeyValue) => this.on.put(kv));
+    watcher.on('delete', (kv: IKeyValue) => this.on.delete(kv));
+    watcher.on('error', (err: Error) => {
+      void watcher.cancel().catch(() => undefined);
+      if (this.watcher !== watcher) return;
+      this.watcher = undefined;
+      this.on.trouble?.(err, 1);
+      void this.resync();
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.watcher?.cancel().catch(() => undefined);
+  }
+}
