@@ -15,7 +15,7 @@ import { collectResponders } from '../pkg/identity/client.js';
 import { subjects } from '../pkg/identity/wire.js';
 import { AgentProcess } from '../test/support/agents.js';
 import { Harness } from '../test/support/harness.js';
-import { repoRoot } from '../test/support/paths.js';
+import { rateBotSpec } from '../test/support/specs.js';
 import { delay, waitFor } from '../test/support/wait.js';
 
 const TTL_S = 4;
@@ -55,18 +55,7 @@ try {
   const [etcd, nats] = await Promise.all([harness.startEtcd(), harness.startNats()]);
   const client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
   const nc = await connect({ servers: nats.hostUrl, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
-  await putSpec(client, {
-    name: IDENTITY,
-    service: {
-      driver: 'process',
-      command: [process.execPath, '--import', 'tsx', 'pkg/demo/ratebot.ts', '--feed', 'demo/rates.json'],
-      cwd: repoRoot,
-      mode: 'warm',
-      channel: 'fd3',
-      startTimeoutMs: AGENT_START_MS,
-    },
-    access: { open: true },
-  });
+  await putSpec(client, rateBotSpec(IDENTITY));
 
   const agents = new Map<string, AgentProcess>();
   const retired: AgentProcess[] = [];

@@ -74,15 +74,21 @@ export async function call(
   command: string,
   as: { name?: string; seedFile?: string; durable?: boolean; timeoutMs: number },
 ): Promise<number> {
-  const caller =
-    as.name && as.seedFile
-      ? { name: as.name, seed: (await readFile(as.seedFile, 'utf8')).trim() }
-      : undefined;
   if ((as.name === undefined) !== (as.seedFile === undefined)) {
     throw new CliError(
       '--as and --seed-file go together: name the caller and give its nkey seed file',
       EXIT.usage,
     );
+  }
+  let caller: { name: string; seed: string } | undefined;
+  if (as.name && as.seedFile) {
+    const seed = await readFile(as.seedFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      throw new CliError(
+        `cannot read --seed-file ${as.seedFile} (${err.code}); give the file holding the caller's SU... seed`,
+        EXIT.usage,
+      );
+    });
+    caller = { name: as.name, seed: seed.trim() };
   }
   return withNats(opts, async (nc) => {
     const client = new IdentityClient(nc, {

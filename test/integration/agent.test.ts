@@ -11,31 +11,16 @@ import { collectResponders, IdentityClient, NoResponderError } from '../../pkg/i
 import { subjects } from '../../pkg/identity/wire.js';
 import { connectEtcd } from '../../pkg/lease/index.js';
 import { listPending, approvePending, putSpec } from '../../pkg/spec/store.js';
-import type { IdentitySpecInput } from '../../pkg/spec/schema.js';
-import { AgentProcess, pidDead, type AgentOptions } from '../support/agents.js';
+import { AgentProcess, type AgentOptions } from '../support/agents.js';
+import { pidDead } from '../support/processes.js';
+import { rateBotSpec } from '../support/specs.js';
 import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
-import { repoRoot } from '../support/paths.js';
 import { waitFor, withTimeout } from '../support/wait.js';
 
 /** Window in which a PING collects every responder (two would be a split brain). */
 const RESPONDER_WINDOW_MS = 300;
 
-function rateBot(name: string, extra: Partial<IdentitySpecInput> = {}): IdentitySpecInput {
-  return {
-    name,
-    service: {
-      driver: 'process',
-      command: [process.execPath, '--import', 'tsx', 'pkg/demo/ratebot.ts', '--feed', 'demo/rates.json'],
-      cwd: repoRoot,
-      mode: 'warm',
-      channel: 'fd3',
-      startTimeoutMs: 30_000,
-    },
-    access: { open: true },
-    help: ['RATE <CUR>   EUR exchange rate, e.g. RATE USD'],
-    ...extra,
-  };
-}
+const rateBot = rateBotSpec;
 
 describe('agent: the winner logs in under the shared name', function () {
   this.timeout(240_000);

@@ -76,7 +76,8 @@ export class AgentProcess {
       identities: opts.identities,
       runDir: join(dir, 'run'),
       heartbeatIntervalMs: 1_000,
-      logLevel: 'debug',
+      // info: every transition and warning; debug (control traffic) would only slow the parsing.
+      logLevel: 'info',
       ...(opts.bootstrapSpecs ? { bootstrapSpecs: opts.bootstrapSpecs } : {}),
       ...opts.extra,
     };
@@ -150,21 +151,5 @@ export class AgentProcess {
       return this.exited;
     });
     await rm(this.dir, { recursive: true, force: true });
-  }
-}
-
-/** True when `pid` no longer runs (gone, or a zombie waiting for a parent that is gone). */
-export async function pidDead(pid: number): Promise<boolean> {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return true;
-  }
-  try {
-    const { readFile } = await import('node:fs/promises');
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
-  } catch {
-    return true;
   }
 }
