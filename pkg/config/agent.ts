@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { LeaseTimingError, leaseTiming, Name } from '../lease/index.js';
 import { ConfigError, loadConfig, parseConfig, type EnvOverride } from './load.js';
 
-const Url = (schemes: string[]) =>
+export const Url = (schemes: string[]) =>
   z.string().refine(
     (v) => {
       try {
@@ -18,13 +18,13 @@ const Url = (schemes: string[]) =>
     `must be a URL with scheme ${schemes.join(' or ')}, e.g. ${schemes[0]}://127.0.0.1`,
   );
 
-const TlsFiles = z.strictObject({
+export const TlsFiles = z.strictObject({
   ca: z.string().optional(),
   cert: z.string().optional(),
   key: z.string().optional(),
 });
 
-const HostPort = z
+export const HostPort = z
   .string()
   .regex(/^[^\s:]+:\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:9464 (the agent listens on nothing else)');
 

@@ -1,0 +1,170 @@
+// The controller's configuration: how it reaches etcd and NATS, where it listens, who may call
+// it with which role, how it probes identities, how long a handover may take and how it
+// escalates when an old leader does not confirm its logout.
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { Role } from '../api/schema.js';
+import { Name } from '../lease/index.js';
+import { HostPort, TlsFiles, Url } from './agent.js';
+import { ConfigError, loadConfig, parseConfig, type EnvOverride } from './load.js';
+
+/** A bearer token, given inline (tests, demos) or, better, in a file (a mounted secret). */
+const ApiToken = z
+  .strictObject({
+    /** Who this token is: the actor written in history for every change made with it. */
+    name: z.string().min(1).max(100),
+    role: Role,
+    token: z.string().min(16, 'must be at least 16 characters').optional(),
+    tokenFile: z.string().min(1).optional(),
+  })
+  .refine((t) => (t.token === undefined) !== (t.tokenFile === undefined), {
+    message: 'give exactly one of token and tokenFile',
+  });
+
+export const ControllerConfig = z.strictObject({
+  /** This controller's name (in logs, history and the controller election). */
+  name: Name,
+  etcd: z.strictObject({
+    endpoints: z.array(Url(['http', 'https'])).min(1),
+    tls: TlsFiles.optional(),
+    auth: z.strictObject({ username: z.string().min(1), password: z.string().min(1) }).optional(),
+  }),
+  nats: z.strictObject({
+    servers: z.array(Url(['nats', 'tls'])).min(1),
+    credsFile: z.string().optional(),
+    token: z.string().optional(),
+    user: z.string().optional(),
+    pass: z.string().optional(),
+    tls: TlsFiles.optional(),
+  }),
+  http: z.strictObject({
+    listen: HostPort.default('127.0.0.1:8480'),
+    /** URL clients use to reach this controller; standbys point writes at it. */
+    advertiseUrl: Url(['http', 'https']).optional(),
+    tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+  }),
+  auth: z.strictObject({ tokens: z.array(ApiToken).min(1, 'configure at least one API token') }),
+  /** The controller election lease (controllers elect one active with pkg/lease). */
+  lease: z.strictObject({ ttlSeconds: z.number().int().min(2).max(60).default(5) }).prefault({}),
+  probes: z
+    .strictObject({
+      /** An agent whose heartbeat is older than this is shown dead and its standbys unhealthy. */
+      heartbeatTimeoutMs: z.number().int().min(500).max(600_000).default(6_000),
+      /** Probe-driven failover: on (default) unless the identity is paused. */
+      failover: z.boolean().default(true),
+    })
+    .prefault({}),
+  switchover: z
+    .strictObject({
+      /** A handover completes or is rolled back within this unless the request says otherwise. */
+      deadlineMs: z.number().int().min(2_000).max(3_600_000).default(60_000),
+      /** Time given to the old leader to confirm its logout before escalating. */
+      drainTimeoutMs: z.number().int().min(500).max(600_000).default(10_000),
+      /** Time given to the target to answer PING after the transfer. */
+      loginTimeoutMs: z.number().int().min(500).max(600_000).default(20_000),
+    })
+    .prefault({}),
+  /** Last escalation step when an old leader cannot be proved out politely. */
+  fencing: z
+    .strictObject({
+      /**
+       * argv run with UNDERSTUDY_FENCE_NODE / _IDENTITY / _TOKEN in its environment (power
+       * off, cut the switch port...). Exit 0 means the node is out.
+       */
+      command: z.array(z.string().min(1)).min(1).optional(),
+      /** Delete the node's pod (node name = pod name) through the Kubernetes API. */
+      kubernetes: z
+        .strictObject({
+          namespace: z.string().min(1),
+          /** Default: in-cluster (KUBERNETES_SERVICE_HOST and the service account token). */
+          apiServer: Url(['https', 'http']).optional(),
+          tokenFile: z.string().default('/var/run/secrets/kubernetes.io/serviceaccount/token'),
+          caFile: z.string().default('/var/run/secrets/kubernetes.io/serviceaccount/ca.crt'),
+          /** Pod name from the node name; `{node}` is replaced. */
+          podName: z.string().default('{node}'),
+        })
+        .optional(),
+      timeoutMs: z.number().int().min(100).max(600_000).default(30_000),
+    })
+    .prefault({}),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+export type ControllerConfig = z.infer<typeof ControllerConfig>;
+
+export const CONTROLLER_ENV_OVERRIDES: EnvOverride[] = [
+  { env: 'UNDERSTUDY_CONTROLLER_NAME', path: ['name'], parse: 'string' },
+  { env: 'UNDERSTUDY_ETCD_ENDPOINTS', path: ['etcd', 'endpoints'], parse: 'list' },
+  { env: 'UNDERSTUDY_ETCD_PASSWORD', path: ['etcd', 'auth', 'password'], parse: 'string' },
+  { env: 'UNDERSTUDY_NATS_SERVERS', path: ['nats', 'servers'], parse: 'list' },
+  { env: 'UNDERSTUDY_NATS_TOKEN', path: ['nats', 'token'], parse: 'string' },
+  { env: 'UNDERSTUDY_NATS_PASS', path: ['nats', 'pass'], parse: 'string' },
+  { env: 'UNDERSTUDY_HTTP_LISTEN', path: ['http', 'listen'], parse: 'string' },
+  { env: 'UNDERSTUDY_HTTP_ADVERTISE_URL', path: ['http', 'advertiseUrl'], parse: 'string' },
+  { env: 'UNDERSTUDY_LOG_LEVEL', path: ['logLevel'], parse: 'string' },
+];
+
+/** A token as the server checks it: the secret read from the config or its file. */
+export interface ResolvedToken {
+  name: string;
+  role: Role;
+  secret: string;
+}
+
+/** Read token files; a missing or empty one is a config error naming the field. */
+export function resolveTokens(config: ControllerConfig, file: string): ResolvedToken[] {
+  const problems: { field: string; message: string; source: string }[] = [];
+  const tokens = config.auth.tokens.flatMap((t, i) => {
+    let secret = t.token;
+    if (t.tokenFile !== undefined) {
+      try {
+        secret = readFileSync(t.tokenFile, 'utf8').trim();
+      } catch (err) {
+        problems.push({
+          field: `auth.tokens.${i}.tokenFile`,
+          message: `cannot read ${t.tokenFile}: ${(err as Error).message}`,
+          source: file,
+        });
+        return [];
+      }
+      if (secret.length < 16) {
+        problems.push({
+          field: `auth.tokens.${i}.tokenFile`,
+          message: `${t.tokenFile} holds fewer than 16 characters; put a long random token in it`,
+          source: file,
+        });
+        return [];
+      }
+    }
+    return [{ name: t.name, role: t.role, secret: secret! }];
+  });
+  const seen = new Set<string>();
+  tokens.forEach((t, i) => {
+    if (seen.has(t.secret)) {
+      problems.push({
+        field: `auth.tokens.${i}`,
+        message: 'two entries share one token: each actor needs its own, or history cannot say who acted',
+        source: file,
+      });
+    }
+    seen.add(t.secret);
+  });
+  if (problems.length > 0) throw new ConfigError(file, problems);
+  return tokens;
+}
+
+export async function loadControllerConfig(
+  file: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<ControllerConfig> {
+  return loadConfig(ControllerConfig, file, CONTROLLER_ENV_OVERRIDES, env);
+}
+
+export function parseControllerConfig(
+  text: string,
+  file: string,
+  env: NodeJS.ProcessEnv = {},
+): ControllerConfig {
+  return parseConfig(ControllerConfig, text, file, CONTROLLER_ENV_OVERRIDES, env);
+}
+
+export { ConfigError };
