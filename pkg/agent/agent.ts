@@ -1,17 +1,9 @@
 // One agent per host: one etcd session shared by every identity it hosts, one NATS
 // connection, one lifeline for service processes, and an IdentityRunner per identity.
 // It opens no inbound port except the optional local /healthz and /metrics.
-import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import type { Etcd3 } from 'etcd3';
-import {
-  connect,
-  credsAuthenticator,
-  type ConnectionOptions,
-  type Msg,
-  type NatsConnection,
-  type Subscription,
-} from 'nats';
+import type { Msg, NatsConnection, Subscription } from 'nats';
 import type { Logger } from 'pino';
 import { defaultRunDir, type AgentConfig } from '../config/agent.js';
 import {
@@ -35,8 +27,9 @@ import {
 } from '../identity/nats-service.js';
 import { ProcessDriver } from '../identity/process.js';
 import { subjects } from '../identity/wire.js';
-import { connectEtcd, fence, leaseTiming, unfence, type LeaseTiming } from '../lease/index.js';
+import { fence, leaseTiming, unfence, type LeaseTiming } from '../lease/index.js';
 import { createLogger } from '../log/index.js';
+import { connectNats, etcdFromSettings } from '../transport/connect.js';
 import type { IdentitySpec } from '../spec/schema.js';
 import { bootstrapSpecs, readSpecFile, SpecWatcher } from '../spec/store.js';
 import { FenceWatch } from './fence-watch.js';
@@ -45,9 +38,6 @@ import { AgentMetrics } from './metrics.js';
 import { IdentityRunner, RunnerError } from './runner.js';
 import { SessionKeeper } from './sessions.js';
 
-/** NATS pings: a dead or frozen server is noticed in ~PING_INTERVAL × MAX_PINGS_OUT, not 4 min. */
-const NATS_PING_INTERVAL_MS = 2_000;
-const NATS_MAX_PINGS_OUT = 2;
 /** Extra time on top of the logout budget that a graceful shutdown may take (resign, revoke, flush). */
 const SHUTDOWN_SLACK_MS = 3_000;
 /** A drain that does not come back within this is reported as failed to the controller. */
@@ -107,20 +97,8 @@ export class Agent {
     const runDir = config.runDir ?? defaultRunDir(config.node);
     await mkdir(runDir, { recursive: true, mode: 0o700 });
 
-    const etcd = connectEtcd({
-      endpoints: config.etcd.endpoints,
-      ...(config.etcd.tls
-        ? {
-            credentials: {
-              rootCertificate: readFileSync(config.etcd.tls.ca ?? ''),
-              ...(config.etcd.tls.key ? { privateKey: readFileSync(config.etcd.tls.key) } : {}),
-              ...(config.etcd.tls.cert ? { certChain: readFileSync(config.etcd.tls.cert) } : {}),
-            },
-          }
-        : {}),
-      ...(config.etcd.auth ? { auth: config.etcd.auth } : {}),
-    });
-    const nc = await connectNats(config, logger);
+    const etcd = etcdFromSettings(config.etcd);
+    const nc = await connectNats(config.nats, `understudy-agent-${config.node}`, logger);
     const lifeline = await Lifeline.start(logger);
     const metrics = new AgentMetrics();
     const history = new HistoryWriter(etcd, (err) =>
@@ -173,11 +151,11 @@ export class Agent {
     if (this.fenceWatch.fenced) logger.warn({ fenced: this.fenceWatch.fenced }, 'this node is fenced');
 
     this.specWatcher = await SpecWatcher.start(this.etcd, {
-      put: (spec) => {
+      put: (spec, revision) => {
         const runner = this.runners.get(spec.name);
         if (!runner) return;
         logger.info({ identity: spec.name }, 'identity spec loaded');
-        runner.updateSpec(spec);
+        runner.updateSpec(spec, revision);
       },
       delete: (identity) => {
         const runner = this.runners.get(identity);
@@ -405,6 +383,7 @@ export class Agent {
         identity: r.identity,
         state: r.state,
         ...(r.token !== undefined ? { token: String(r.token) } : {}),
+        ...(r.specRevision !== undefined ? { specRevision: String(r.specRevision) } : {}),
       })),
     };
     if (this.nc.isClosed()) return;
@@ -455,48 +434,3 @@ function etcdTrouble(logger: Logger, what: string) {
   };
 }
 
-async function connectNats(config: AgentConfig, logger: Logger): Promise<NatsConnection> {
-  const n = config.nats;
-  const options: ConnectionOptions = {
-    servers: n.servers,
-    name: `understudy-agent-${config.node}`,
-    // Never give up: an agent outlives NATS restarts (the default closes after 10 attempts).
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 500,
-    pingInterval: NATS_PING_INTERVAL_MS,
-    maxPingOut: NATS_MAX_PINGS_OUT,
-    ...(n.token ? { token: n.token } : {}),
-    ...(n.user ? { user: n.user, pass: n.pass } : {}),
-    ...(n.credsFile ? { authenticator: credsAuthenticator(readFileSync(n.credsFile)) } : {}),
-    ...(n.tls
-      ? {
-          tls: {
-            ...(n.tls.ca ? { caFile: n.tls.ca } : {}),
-            ...(n.tls.cert ? { certFile: n.tls.cert } : {}),
-            ...(n.tls.key ? { keyFile: n.tls.key } : {}),
-          },
-        }
-      : {}),
-  };
-  let nc: NatsConnection;
-  try {
-    nc = await connect(options);
-  } catch (err) {
-    throw new Error(
-      `cannot connect to NATS at ${n.servers.join(', ')}: ${(err as Error).message}; check nats.servers and that NATS runs`,
-      { cause: err },
-    );
-  }
-  void (async () => {
-    for await (const s of nc.status()) {
-      if (s.type === 'pingTimer') continue;
-      const level =
-        s.type === 'disconnect' || s.type === 'error' || s.type === 'staleConnection' ? 'warn' : 'info';
-      logger[level](
-        { nats: s.type, data: typeof s.data === 'string' ? s.data : undefined },
-        `NATS ${s.type}`,
-      );
-    }
-  })();
-  return nc;
-}

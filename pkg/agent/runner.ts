@@ -95,6 +95,8 @@ export class IdentityRunner extends EventEmitter {
   private stateSince = Date.now();
   private detail: string | undefined = 'waiting for the identity spec in etcd';
   private spec: IdentitySpec | undefined;
+  /** etcd revision of the spec this node runs: the controller compares it to report clone lag. */
+  specRevision: bigint | undefined;
   private driver: IdentityDriver | undefined;
   private driverKey: string | undefined;
   private readonly changed = new Wakeup();
@@ -159,9 +161,10 @@ export class IdentityRunner extends EventEmitter {
   // --- inputs -------------------------------------------------------------------------------
 
   /** A new or changed spec from etcd. Access lists apply at once; a service change hands over. */
-  updateSpec(spec: IdentitySpec): void {
+  updateSpec(spec: IdentitySpec, revision?: bigint): void {
     const previous = this.spec;
     this.spec = spec;
+    this.specRevision = revision;
     if (spec.inbox.durable) {
       // Every host makes sure the inbox exists, so requests are stored even while no one leads.
       ensureInbox(this.deps.nc, this.identity, spec.inbox).catch((err: Error) =>

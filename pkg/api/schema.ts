@@ -204,6 +204,14 @@ export const Workflow = z.object({
   updatedAt: z.string(),
   /** Controller that last advanced it. */
   controller: z.string(),
+  /** Nodes held off the identity for the duration, and the etcd lease their keys share. */
+  holdOff: z.object({ lease: z.string(), nodes: z.array(z.string()) }).optional(),
+  /** When the polite logout request was sent (ISO). */
+  drainSentAt: z.string().optional(),
+  /** The old leader's lease was revoked at `at`; it is provably out from `until` (ISO). */
+  revoked: z.object({ at: z.string(), until: z.string() }).optional(),
+  /** An operator asked to cancel: it rolls back at its next step, if it still can. */
+  cancelRequested: z.object({ actor: z.string(), at: z.string() }).optional(),
 });
 export type Workflow = z.infer<typeof Workflow>;
 

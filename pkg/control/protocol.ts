@@ -87,7 +87,13 @@ export const Heartbeat = z.strictObject({
   at: z.number(),
   fenced: z.boolean(),
   identities: z.array(
-    z.strictObject({ identity: z.string(), state: z.string(), token: z.string().optional() }),
+    z.strictObject({
+      identity: z.string(),
+      state: z.string(),
+      token: z.string().optional(),
+      /** Revision of the spec this node runs (its clone of the identity). */
+      specRevision: z.string().optional(),
+    }),
   ),
 });
 export type Heartbeat = z.infer<typeof Heartbeat>;

@@ -51,6 +51,12 @@ export interface IdentityDriver extends EventEmitter {
   handle(req: ServiceRequest, timeoutMs: number): Promise<ServiceReply>;
   /** Extra STATUS fields from the service (empty when it has none). Never rejects. */
   status(timeoutMs: number): Promise<Record<string, unknown>>;
+  /**
+   * Can the logged-in service serve right now (not frozen, answering its channel)? Checked
+   * before answering PING, so presence means a working service, not just a live agent.
+   * Drivers without a separate service process omit it.
+   */
+  alive?(timeoutMs: number): Promise<boolean>;
   /** Stop everything, including a warm process. Resolves once it is gone. */
   close(budgetMs: number): Promise<void>;
   /**

@@ -6,7 +6,7 @@
 // service stops whatever it started, and under the agent's lifeline (lifeline.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -238,19 +238,33 @@ class ChannelClient {
     });
   }
 
-  status(timeoutMs: number): Promise<Record<string, unknown>> {
+  async status(timeoutMs: number): Promise<Record<string, unknown>> {
+    return (await this.askStatus(timeoutMs)) ?? {};
+  }
+
+  /** Does the service answer on its channel within `timeoutMs`? (a hung service does not) */
+  async answers(timeoutMs: number): Promise<boolean> {
+    return (await this.askStatus(timeoutMs)) !== undefined;
+  }
+
+  /** A status round trip; undefined when the service does not answer in time. */
+  private askStatus(timeoutMs: number): Promise<Record<string, unknown> | undefined> {
     const id = `status-${++this.statusSeq}`;
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.statuses.delete(id);
-        resolve({});
+        resolve(undefined);
       }, timeoutMs);
       this.statuses.set(id, (fields) => {
         clearTimeout(timer);
         this.statuses.delete(id);
         resolve(fields);
       });
-      if (!this.send({ type: 'status', id })) this.statuses.get(id)?.({});
+      if (!this.send({ type: 'status', id })) {
+        clearTimeout(timer);
+        this.statuses.delete(id);
+        resolve(undefined);
+      }
     });
   }
 
@@ -461,6 +475,20 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
       return { body, error: 'unavailable' };
     }
     return run.channel.request(req, timeoutMs);
+  }
+
+  /**
+   * Can the logged-in service serve right now? Not when it is stopped (SIGSTOP), traced or a
+   * zombie, nor when it speaks the channel and does not answer a status round trip in time.
+   * The agent answers PING only when this holds, so a frozen service stops answering for the
+   * identity even though its agent keeps the lease, and the controller can see it.
+   */
+  async alive(timeoutMs: number): Promise<boolean> {
+    const run = this.run;
+    if (!run?.alive || run.pid === undefined) return false;
+    const state = await processState(run.pid);
+    if (state !== undefined && NOT_SERVING_STATES.has(state)) return false;
+    return run.channel ? run.channel.answers(timeoutMs) : true;
   }
 
   async status(timeoutMs: number): Promise<Record<string, unknown>> {
@@ -893,6 +921,17 @@ async function settle<T>(promise: Promise<T>, ms: number): Promise<T | undefined
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** /proc states of a process that cannot serve: stopped, traced, zombie, dead. */
+const NOT_SERVING_STATES: ReadonlySet<string> = new Set(['T', 't', 'Z', 'X']);
+
+/** The one-letter state of `pid` from /proc (undefined where /proc is not available). */
+async function processState(pid: number): Promise<string | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  if (stat === undefined) return undefined;
+  // The command name (field 2) may hold spaces and parentheses: the state follows the last ')'.
+  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) || undefined;
 }
 
 const pause = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

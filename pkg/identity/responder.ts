@@ -42,6 +42,11 @@ const INBOX_BATCH = 32;
 const INBOX_FETCH_EXPIRES_MS = 1_000;
 /** Budget for STATUS's question to the service. */
 const STATUS_TIMEOUT_MS = 500;
+/**
+ * How long PING waits for the service to prove it is alive. Below the controller's smallest
+ * probe timeout worth configuring, so a slow-but-working service still answers in time.
+ */
+const LIVENESS_TIMEOUT_MS = 250;
 /** How long a login waits for NATS to confirm the identity's subscription. */
 const START_CONFIRM_MS = 2_000;
 
@@ -266,6 +271,12 @@ export class Responder {
   ): Promise<Answer> {
     switch (verb) {
       case 'PING':
+        if (this.ctx.driver.alive && !(await this.ctx.driver.alive(LIVENESS_TIMEOUT_MS))) {
+          return {
+            body: `${this.ctx.identity} is logged in on ${this.ctx.node} but its service does not respond`,
+            error: 'unavailable',
+          };
+        }
         return { body: formatPong(this.ctx.node, this.ctx.token) };
       case 'HELP':
         return { body: this.help(spec) };

@@ -4,11 +4,13 @@
 import type { Etcd3 } from 'etcd3';
 import type { FencingToken } from './campaign.js';
 import { within } from './etcd.js';
+import { ETCD_MIN_TTL_S } from './timing.js';
 import {
   assertName,
   CandidateRecord,
   decode,
   FenceRecord,
+  HoldOffRecord,
   Keys,
   LeaderRecord,
   LoginRecord,
@@ -217,4 +219,59 @@ export async function isFenced(
 ): Promise<FenceRecord | undefined> {
   const raw = await client.get(keys.fence(node)).options(within(CALL_MS)).buffer();
   return decode(FenceRecord, raw, keys.fence(node));
+}
+
+/**
+ * Hold `nodes` off `identity` until released or for `ttlMs` at most: they neither campaign for
+ * it nor log in as it. The keys share one lease of their own, so a controller that dies
+ * mid-handover leaves nothing behind for longer than the handover's deadline. Returns the
+ * lease id (release with releaseHoldOff).
+ */
+export async function holdOff(
+  client: Etcd3,
+  opts: { identity: string; nodes: string[]; ttlMs: number; record: HoldOffRecord; keys?: Keys },
+): Promise<string> {
+  const keys = opts.keys ?? new Keys();
+  assertName('identity', opts.identity);
+  for (const node of opts.nodes) assertName('node', node);
+  const record = HoldOffRecord.parse(opts.record);
+  const ttl = Math.max(ETCD_MIN_TTL_S, Math.ceil(opts.ttlMs / 1000));
+  const granted = await client.leaseClient.leaseGrant({ TTL: ttl }, within(CALL_MS));
+  const leaseId = granted.ID;
+  if (opts.nodes.length > 0) {
+    await client
+      .if(keys.leader(opts.identity), 'Create', '>', -1)
+      .then(
+        ...opts.nodes.map((node) =>
+          client.put(keys.holdOff(opts.identity, node)).value(JSON.stringify(record)).lease(leaseId),
+        ),
+      )
+      .options(within(CALL_MS))
+      .commit();
+  }
+  return leaseId;
+}
+
+/** End a hold-off early (its keys go with its lease); a lease already gone is not an error. */
+export async function releaseHoldOff(client: Etcd3, leaseId: string): Promise<void> {
+  try {
+    await client.leaseClient.leaseRevoke({ ID: leaseId }, within(CALL_MS));
+  } catch (err) {
+    if ((err as Error).name !== 'EtcdLeaseInvalidError') throw err;
+  }
+}
+
+/** Nodes currently held off an identity, with why. */
+export async function listHoldOffs(
+  client: Etcd3,
+  identity: string,
+  keys = new Keys(),
+): Promise<Map<string, HoldOffRecord>> {
+  const raw = await client.getAll().prefix(keys.holdOffs(identity)).options(within(CALL_MS)).strings();
+  const out = new Map<string, HoldOffRecord>();
+  for (const [key, value] of Object.entries(raw)) {
+    const parsed = HoldOffRecord.safeParse(JSON.parse(value));
+    if (parsed.success) out.set(key.slice(keys.holdOffs(identity).length), parsed.data);
+  }
+  return out;
 }

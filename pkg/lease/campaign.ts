@@ -150,6 +150,7 @@ export class Candidate {
     const node = this.session.node;
     const leaderKey = this.keys.leader(this.identity);
     const fenceKey = this.keys.fence(node);
+    const holdOffKey = this.keys.holdOff(this.identity, node);
     let lastSeen: { record: LeaderRecord; token: FencingToken } | undefined;
     // A term of ours that just ended (resigned) must not be adopted again as if transferred.
     const lastOwnToken = this.lastOwnToken;
@@ -160,7 +161,7 @@ export class Candidate {
       let state;
       try {
         await this.register();
-        state = await this.read(leaderKey, fenceKey);
+        state = await this.read(leaderKey, fenceKey, holdOffKey);
       } catch {
         await sleep(RETRY_MS, signal);
         continue;
@@ -194,14 +195,14 @@ export class Candidate {
           .catch(() => undefined);
         continue;
       }
-      if (state.fenced) {
-        await this.waitForChange([fenceKey], state.revision, signal);
+      if (state.fenced || state.heldOff) {
+        await this.waitForChange([fenceKey, holdOffKey], state.revision, signal);
         continue;
       }
       if (state.leader) {
         lastSeen = state.leader;
         observedEndAt = undefined;
-        const change = await this.waitForChange([leaderKey, fenceKey], state.revision, signal);
+        const change = await this.waitForChange([leaderKey, fenceKey, holdOffKey], state.revision, signal);
         if (change === 'delete' && lastSeen) observedEndAt = performance.now();
         continue;
       }
@@ -221,6 +222,7 @@ export class Candidate {
         result = await this.client
           .if(leaderKey, 'Create', '==', 0)
           .and(fenceKey, 'Create', '==', 0)
+          .and(holdOffKey, 'Create', '==', 0)
           .then(this.client.put(leaderKey).value(JSON.stringify(record)).lease(this.session.leaseId))
           .options(within(CALL_MS))
           .commit();
@@ -292,11 +294,16 @@ export class Candidate {
       .catch(() => undefined);
   }
 
-  private async read(leaderKey: string, fenceKey: string) {
+  private async read(leaderKey: string, fenceKey: string, holdOffKey: string) {
     const termEndKey = this.keys.termEnd(this.identity);
     const result = await this.client
       .if(leaderKey, 'Create', '>', -1) // always true: a multi-get at one revision
-      .then(this.client.get(leaderKey), this.client.get(fenceKey), this.client.get(termEndKey))
+      .then(
+        this.client.get(leaderKey),
+        this.client.get(fenceKey),
+        this.client.get(termEndKey),
+        this.client.get(holdOffKey),
+      )
       .options(within(CALL_MS))
       .commit();
     const leaderKv = result.responses[0]?.response_range?.kvs[0];
@@ -322,6 +329,7 @@ export class Candidate {
           }
         : undefined,
       fenced: fenceKv !== undefined,
+      heldOff: result.responses[3]?.response_range?.kvs[0] !== undefined,
     };
   }
 
@@ -580,15 +588,16 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
    * and `false` only once the service is confirmed stopped. A transfer and a revocation treat
    * `false` as the holder's confirmed logout.
    *
-   * `true` is refused (FencedNodeError) while the node is fenced (S4): a fence written after
-   * this node won still keeps it from logging in.
+   * `true` is refused (FencedNodeError) while the node is fenced (S4) or held off this
+   * identity: a fence written after this node won still keeps it from logging in.
    */
   async setLoggedIn(loggedIn: boolean): Promise<void> {
     const record: LoginRecord = { node: this.node, token: String(this.token), loggedIn, at: Date.now() };
     const client = this.session.client;
     const fenceKey = this.candidate.keys.fence(this.node);
+    const holdOffKey = this.candidate.keys.holdOff(this.identity, this.node);
     let txn = client.if(this.key, 'Mod', '==', String(this.token));
-    if (loggedIn) txn = txn.and(fenceKey, 'Create', '==', 0);
+    if (loggedIn) txn = txn.and(fenceKey, 'Create', '==', 0).and(holdOffKey, 'Create', '==', 0);
     const result = await txn
       .then(
         client
@@ -662,7 +671,10 @@ export class FencedNodeError extends Error {
     readonly node: string,
     readonly identity: string,
   ) {
-    super(`node ${node} is fenced: it may not log in as ${identity} until an operator unfences it`);
+    super(
+      `node ${node} is fenced, or held off ${identity} by a handover in progress: it may not log in as ${identity} ` +
+        `until an operator unfences it or the handover ends`,
+    );
     this.name = 'FencedNodeError';
   }
 }

@@ -27,8 +27,12 @@ export {
   fence,
   unfence,
   isFenced,
+  holdOff,
+  releaseHoldOff,
+  listHoldOffs,
   LeaseOperationError,
+  type LeaderView,
 } from './admin.js';
 export { fencedPut, isTokenCurrent, TokenGate } from './fenced.js';
 export { LeaderObserver, type LeaderState } from './observe.js';
-export { Keys, Name, LeaderRecord, LoginRecord, CandidateRecord, TermEnd, FenceRecord } from './keys.js';
+export { Keys, Name, LeaderRecord, LoginRecord, CandidateRecord, TermEnd, FenceRecord, HoldOffRecord } from './keys.js';

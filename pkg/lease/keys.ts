@@ -35,6 +35,17 @@ export class Keys {
   fence(node: string): string {
     return `${this.prefix}/nodes/${node}/fence`;
   }
+  /**
+   * A node held off one identity: it may neither campaign for it nor log in as it while the
+   * key exists. The controller writes these during a handover, bound to a lease of its own
+   * with the handover's deadline as TTL, so they lapse by themselves if it dies.
+   */
+  holdOffs(identity: string): string {
+    return `${this.prefix}/identities/${identity}/holdoff/`;
+  }
+  holdOff(identity: string, node: string): string {
+    return `${this.holdOffs(identity)}${node}`;
+  }
 }
 
 /**
@@ -92,6 +103,15 @@ export const FenceRecord = z.strictObject({
   at: z.number(),
 });
 export type FenceRecord = z.infer<typeof FenceRecord>;
+
+export const HoldOffRecord = z.strictObject({
+  reason: z.string().min(1),
+  actor: z.string().min(1),
+  at: z.number(),
+  /** The workflow that holds the node off, if any. */
+  workflow: z.string().optional(),
+});
+export type HoldOffRecord = z.infer<typeof HoldOffRecord>;
 
 export function decode<T>(
   schema: z.ZodType<T>,

@@ -1,0 +1,119 @@
+// The controller's side of the agent control plane: heartbeats in, control requests out,
+// both over NATS (agents only make outbound connections). Heartbeats are debug-level noise;
+// every control exchange is logged at debug with its request and reply.
+import type { NatsConnection, Subscription } from 'nats';
+import type { Logger } from 'pino';
+import {
+  ControlReply,
+  Heartbeat,
+  isSupportedVersion,
+  PROTOCOL_VERSION,
+  type ControlErrorCode,
+  type ControlRequest,
+} from '../control/protocol.js';
+import { subjects } from '../identity/wire.js';
+
+/** A control request the agent refused or did not answer. */
+export class AgentControlError extends Error {
+  constructor(
+    readonly node: string,
+    readonly code: ControlErrorCode | 'no-answer',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AgentControlError';
+  }
+}
+
+export interface SeenAgent {
+  heartbeat: Heartbeat;
+  /** Local receive time (ms): freshness is judged on our clock, not the agent's. */
+  receivedAt: number;
+}
+
+type Op<K extends ControlRequest['op']> = Omit<Extract<ControlRequest, { op: K }>, 'v' | 'op'>;
+
+export class AgentLink {
+  private readonly seen = new Map<string, SeenAgent>();
+  private sub: Subscription | undefined;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly logger: Logger,
+    private readonly onHeartbeat: (node: string, beat: Heartbeat) => void = () => undefined,
+  ) {}
+
+  start(): void {
+    this.sub = this.nc.subscribe(subjects.heartbeats(), {
+      callback: (err, msg) => {
+        if (err) return;
+        let beat: Heartbeat;
+        try {
+          const parsed = Heartbeat.safeParse(JSON.parse(msg.string()));
+          if (!parsed.success || !isSupportedVersion(parsed.data.v)) return;
+          beat = parsed.data;
+        } catch {
+          return;
+        }
+        this.seen.set(beat.node, { heartbeat: beat, receivedAt: Date.now() });
+        this.logger.trace({ node: beat.node }, 'heartbeat');
+        this.onHeartbeat(beat.node, beat);
+      },
+    });
+  }
+
+  agents(): ReadonlyMap<string, SeenAgent> {
+    return this.seen;
+  }
+
+  /** Heartbeat of `node` no older than `maxAgeMs`, if any. */
+  fresh(node: string, maxAgeMs: number): SeenAgent | undefined {
+    const s = this.seen.get(node);
+    return s && Date.now() - s.receivedAt <= maxAgeMs ? s : undefined;
+  }
+
+  drain(node: string, req: Op<'drain'>, timeoutMs: number): Promise<unknown> {
+    return this.request(node, { ...req, op: 'drain' }, timeoutMs);
+  }
+
+  undrain(node: string, req: Op<'undrain'>, timeoutMs: number): Promise<unknown> {
+    return this.request(node, { ...req, op: 'undrain' }, timeoutMs);
+  }
+
+  status(node: string, timeoutMs: number): Promise<unknown> {
+    return this.request(node, { op: 'status' }, timeoutMs);
+  }
+
+  private async request(node: string, body: Omit<ControlRequest, 'v'>, timeoutMs: number): Promise<unknown> {
+    const request = { v: PROTOCOL_VERSION, ...body };
+    this.logger.debug({ node, request }, 'control request sent');
+    let raw: string;
+    try {
+      const msg = await this.nc.request(subjects.control(node), JSON.stringify(request), {
+        timeout: timeoutMs,
+      });
+      raw = msg.string();
+    } catch (err) {
+      this.logger.debug({ node, op: body.op, err: (err as Error).message }, 'control request not answered');
+      throw new AgentControlError(
+        node,
+        'no-answer',
+        `agent ${node} did not answer ${body.op} within ${timeoutMs} ms (${(err as Error).message})`,
+      );
+    }
+    this.logger.debug({ node, reply: raw.slice(0, 500) }, 'control reply received');
+    let reply: ControlReply;
+    try {
+      reply = ControlReply.parse(JSON.parse(raw));
+    } catch {
+      throw new AgentControlError(node, 'failed', `agent ${node} sent an unreadable control reply`);
+    }
+    if (!reply.ok)
+      throw new AgentControlError(node, reply.error.code, `agent ${node}: ${reply.error.message}`);
+    return reply.result;
+  }
+
+  stop(): void {
+    this.sub?.unsubscribe();
+  }
+}

@@ -1,0 +1,268 @@
+// What the controller keeps in etcd, and how it reads the whole cluster at one revision. The
+// controller holds no state of its own that matters: workflows, pauses and pending node
+// fences live here, so a standby controller that takes over resumes from exactly this.
+import type { Etcd3, IKeyValue } from 'etcd3';
+import { z } from 'zod';
+import { Workflow } from '../api/schema.js';
+import { within } from '../lease/etcd.js';
+import {
+  CandidateRecord,
+  FenceRecord,
+  HoldOffRecord,
+  Keys,
+  LeaderRecord,
+  LoginRecord,
+  TermEnd,
+  type FencingToken,
+} from '../lease/index.js';
+import { parseSpec, SpecKeys } from '../spec/store.js';
+import type { IdentitySpec } from '../spec/schema.js';
+
+const CALL_MS = 2_000;
+
+export class ControllerKeys {
+  readonly lease: Keys;
+  readonly specs: SpecKeys;
+  constructor(readonly prefix = 'understudy') {
+    this.lease = new Keys(prefix);
+    this.specs = new SpecKeys(prefix);
+  }
+  /** The controllers' own election: an "identity" named `active` under its own prefix. */
+  get election(): Keys {
+    return new Keys(`${this.prefix}/controllers`);
+  }
+  controllerMember(name: string): string {
+    return `${this.prefix}/controllers/members/${name}`;
+  }
+  /** The running or last workflow of an identity: one at a time per identity. */
+  workflows(): string {
+    return `${this.prefix}/workflows/`;
+  }
+  workflow(identity: string): string {
+    return `${this.workflows()}${identity}`;
+  }
+  pauses(): string {
+    return `${this.prefix}/paused/`;
+  }
+  paused(identity: string): string {
+    return `${this.pauses()}${identity}`;
+  }
+  /** A node fence an operator asked for, applied once the node's identities have moved away. */
+  fenceIntents(): string {
+    return `${this.prefix}/node-fences/`;
+  }
+  fenceIntent(node: string): string {
+    return `${this.fenceIntents()}${node}`;
+  }
+  identitiesRoot(): string {
+    return `${this.prefix}/identities/`;
+  }
+  nodesRoot(): string {
+    return `${this.prefix}/nodes/`;
+  }
+}
+
+export const PauseRecord = z.strictObject({ reason: z.string(), actor: z.string(), at: z.number() });
+export type PauseRecord = z.infer<typeof PauseRecord>;
+
+export const FenceIntent = z.strictObject({
+  reason: z.string(),
+  actor: z.string(),
+  at: z.number(),
+  /** Workflow ids moving the node's identities away. */
+  workflows: z.array(z.string()),
+});
+export type FenceIntent = z.infer<typeof FenceIntent>;
+
+export const ControllerMember = z.strictObject({
+  name: z.string(),
+  url: z.string().optional(),
+  startedAt: z.number(),
+});
+export type ControllerMember = z.infer<typeof ControllerMember>;
+
+/** One identity's leadership keys, read at the snapshot's revision. */
+export interface IdentityKeys {
+  leader?: { record: LeaderRecord; token: FencingToken };
+  /** Login record of the current term only (a record of an earlier term is dropped). */
+  login?: LoginRecord;
+  candidates: Map<string, CandidateRecord>;
+  termEnd?: TermEnd;
+  holdOffs: Map<string, HoldOffRecord>;
+}
+
+export interface ClusterSnapshot {
+  revision: bigint;
+  specs: Map<string, { spec: IdentitySpec; revision: bigint }>;
+  /** Stored specs that do not validate (the agents keep their last good copy). */
+  invalidSpecs: Map<string, string>;
+  identities: Map<string, IdentityKeys>;
+  fences: Map<string, FenceRecord>;
+  paused: Map<string, PauseRecord>;
+  workflows: Map<string, { workflow: Workflow; revision: bigint }>;
+  fenceIntents: Map<string, { intent: FenceIntent; revision: bigint }>;
+  controllers: Map<string, ControllerMember>;
+  activeController?: string;
+}
+
+function parseJson<T>(schema: z.ZodType<T>, kv: IKeyValue): T | undefined {
+  try {
+    const parsed = schema.safeParse(JSON.parse(kv.value.toString()));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Everything the controller decides on, read in one transaction at one revision. */
+export async function readSnapshot(client: Etcd3, keys: ControllerKeys): Promise<ClusterSnapshot> {
+  const prefixes = [
+    keys.specs.specs(),
+    keys.identitiesRoot(),
+    keys.nodesRoot(),
+    keys.pauses(),
+    keys.workflows(),
+    keys.fenceIntents(),
+    `${keys.prefix}/controllers/`,
+  ];
+  const result = await client
+    .if(keys.specs.specs(), 'Create', '>', -1) // always true: a multi-range read at one revision
+    .then(...prefixes.map((p) => client.getAll().prefix(p)))
+    .options(within(CALL_MS))
+    .commit();
+  const ranges = result.responses.map((r) => r.response_range?.kvs ?? []);
+  const snap: ClusterSnapshot = {
+    revision: BigInt(result.header.revision),
+    specs: new Map(),
+    invalidSpecs: new Map(),
+    identities: new Map(),
+    fences: new Map(),
+    paused: new Map(),
+    workflows: new Map(),
+    fenceIntents: new Map(),
+    controllers: new Map(),
+  };
+  for (const kv of ranges[0] ?? []) {
+    const key = kv.key.toString();
+    const identity = key.slice(keys.specs.specs().length);
+    try {
+      snap.specs.set(identity, {
+        spec: parseSpec(JSON.parse(kv.value.toString()), key),
+        revision: BigInt(kv.mod_revision),
+      });
+    } catch (err) {
+      snap.invalidSpecs.set(identity, (err as Error).message);
+    }
+  }
+  const identity = (id: string) => {
+    let entry = snap.identities.get(id);
+    if (!entry) snap.identities.set(id, (entry = { candidates: new Map(), holdOffs: new Map() }));
+    return entry;
+  };
+  const logins = new Map<string, LoginRecord>();
+  for (const kv of ranges[1] ?? []) {
+    const [id, kind, node] = kv.key.toString().slice(keys.identitiesRoot().length).split('/');
+    if (!id) continue;
+    if (kind === 'leader') {
+      const record = parseJson(LeaderRecord, kv);
+      if (record) identity(id).leader = { record, token: BigInt(kv.mod_revision) };
+    } else if (kind === 'login') {
+      const record = parseJson(LoginRecord, kv);
+      if (record) logins.set(id, record);
+    } else if (kind === 'candidates' && node) {
+      const record = parseJson(CandidateRecord, kv);
+      if (record) identity(id).candidates.set(node, record);
+    } else if (kind === 'term-end') {
+      const record = parseJson(TermEnd, kv);
+      if (record) identity(id).termEnd = record;
+    } else if (kind === 'holdoff' && node) {
+      const record = parseJson(HoldOffRecord, kv);
+      if (record) identity(id).holdOffs.set(node, record);
+    }
+  }
+  for (const [id, login] of logins) {
+    const entry = snap.identities.get(id);
+    if (entry?.leader && login.token === String(entry.leader.token)) entry.login = login;
+  }
+  for (const kv of ranges[2] ?? []) {
+    const [node, kind] = kv.key.toString().slice(keys.nodesRoot().length).split('/');
+    if (node && kind === 'fence') {
+      // A malformed fence record still fences (the agent reads it that way too).
+      snap.fences.set(
+        node,
+        parseJson(FenceRecord, kv) ?? { reason: 'unreadable fence record', actor: 'unknown', at: 0 },
+      );
+    }
+  }
+  for (const kv of ranges[3] ?? []) {
+    const record = parseJson(PauseRecord, kv);
+    if (record) snap.paused.set(kv.key.toString().slice(keys.pauses().length), record);
+  }
+  for (const kv of ranges[4] ?? []) {
+    const workflow = parseJson(Workflow, kv);
+    if (workflow) snap.workflows.set(workflow.identity, { workflow, revision: BigInt(kv.mod_revision) });
+  }
+  for (const kv of ranges[5] ?? []) {
+    const intent = parseJson(FenceIntent, kv);
+    if (intent) {
+      snap.fenceIntents.set(kv.key.toString().slice(keys.fenceIntents().length), {
+        intent,
+        revision: BigInt(kv.mod_revision),
+      });
+    }
+  }
+  const electionLeader = keys.election.leader('active');
+  for (const kv of ranges[6] ?? []) {
+    const key = kv.key.toString();
+    if (key === electionLeader) {
+      snap.activeController = parseJson(LeaderRecord, kv)?.node;
+    } else if (key.startsWith(`${keys.prefix}/controllers/members/`)) {
+      const member = parseJson(ControllerMember, kv);
+      if (member) snap.controllers.set(member.name, member);
+    }
+  }
+  return snap;
+}
+
+/**
+ * Writes made by the active controller only: each is guarded by its election token, so a
+ * controller that was deposed (frozen, partitioned) and comes back cannot overwrite what its
+ * successor decided (S2 for the control plane).
+ */
+export class GuardedWriter {
+  constructor(
+    private readonly client: Etcd3,
+    private readonly keys: ControllerKeys,
+    private readonly token: () => FencingToken | undefined,
+  ) {}
+
+  private guard() {
+    const token = this.token();
+    if (token === undefined) throw new NotActiveError();
+    return this.client.if(this.keys.election.leader('active'), 'Mod', '==', String(token));
+  }
+
+  /** Put `value` at `key` if its mod revision is still `expectRevision` (0n: absent). */
+  async put(key: string, value: unknown, expectRevision: bigint): Promise<bigint | undefined> {
+    const res = await this.guard()
+      .and(key, 'Mod', '==', String(expectRevision))
+      .then(this.client.put(key).value(JSON.stringify(value)))
+      .options(within(CALL_MS))
+      .commit();
+    return res.succeeded ? BigInt(res.header.revision) : undefined;
+  }
+
+  async delete(key: string, expectRevision?: bigint): Promise<boolean> {
+    let txn = this.guard();
+    if (expectRevision !== undefined) txn = txn.and(key, 'Mod', '==', String(expectRevision));
+    const res = await txn.then(this.client.delete().key(key)).options(within(CALL_MS)).commit();
+    return res.succeeded;
+  }
+}
+
+export class NotActiveError extends Error {
+  constructor() {
+    super('this controller is not the active one (its election term ended)');
+    this.name = 'NotActiveError';
+  }
+}
