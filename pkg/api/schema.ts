@@ -122,7 +122,14 @@ export const IdentityView = z.object({
   loggedInSince: z.string().optional(),
   termSince: z.string().optional(),
   /** PING responders seen by the last probe (more than one is a split brain). */
-  responders: z.array(z.object({ node: z.string(), token: z.string() })),
+  responders: z.array(
+    z.object({
+      node: z.string(),
+      token: z.string(),
+      /** Set when the instance answered PING with an error: logged in, but its service does not respond. */
+      error: z.string().optional(),
+    }),
+  ),
   lastProbe: z.string().optional(),
   probeFailures: z.number().int(),
   /** ok | degraded (leader not answering) | down (no leader) | split-brain */
@@ -279,13 +286,14 @@ export const AclView = z.object({
 });
 export type AclView = z.infer<typeof AclView>;
 
-/** Add or remove one caller on one list; `open` switches the open flag. */
+/** Add, block or remove one caller; `open` switches the open flag. */
 export const AclChangeBody = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('add'), list: z.enum(['contacts', 'authorized']), caller: Caller }),
-  z.strictObject({ op: z.literal('add'), list: z.literal('blocked'), caller: BlockedCaller }),
+  z.strictObject({ op: z.literal('block'), caller: BlockedCaller }),
   z.strictObject({
     op: z.literal('remove'),
     list: z.enum(['contacts', 'authorized', 'blocked']),
+    /** Caller name, or the nkey of a caller blocked by key. */
     name: z.string().min(1),
   }),
   z.strictObject({ op: z.literal('open'), open: z.boolean() }),

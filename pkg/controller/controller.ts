@@ -201,7 +201,11 @@ export class Controller implements ControllerApi {
           this.probed(
             identity,
             entry,
-            found.map((r) => ({ node: r.node, token: String(r.token) })),
+            found.map((r) => ({
+              node: r.node,
+              token: String(r.token),
+              ...(r.error ? { error: r.error } : {}),
+            })),
           ),
         )
         .catch((err: Error) => this.log.debug({ identity, err: err.message }, 'probe failed to run'))
@@ -210,7 +214,11 @@ export class Controller implements ControllerApi {
     for (const identity of this.probes.keys()) if (!snap.specs.has(identity)) this.probes.delete(identity);
   }
 
-  private probed(identity: string, p: ProbeEntry, responders: Array<{ node: string; token: string }>): void {
+  private probed(
+    identity: string,
+    p: ProbeEntry,
+    responders: Array<{ node: string; token: string; error?: string }>,
+  ): void {
     const snap = this.snap;
     if (!snap) return;
     const view = this.viewContext(snap);
@@ -238,7 +246,8 @@ export class Controller implements ControllerApi {
     // NATS). A leader still logging in is not a failure.
     const leader = keys.leader;
     const leaderAnswers =
-      leader && responders.some((r) => r.node === leader.record.node && r.token === String(leader.token));
+      leader &&
+      responders.some((r) => !r.error && r.node === leader.record.node && r.token === String(leader.token));
     const agentSilent =
       leader !== undefined && this.agents.fresh(leader.record.node, view.heartbeatTimeoutMs) === undefined;
     const expected =
@@ -374,10 +383,9 @@ export class Controller implements ControllerApi {
         fence: fenceActions(this.deps.config.fencing),
         viewContext: (snap) => this.viewContext(snap),
         responders: async (id, windowMs) =>
-          (await collectResponders(this.deps.nc, id, windowMs)).map((r) => ({
-            node: r.node,
-            token: String(r.token),
-          })),
+          (await collectResponders(this.deps.nc, id, windowMs))
+            .filter((r) => !r.error)
+            .map((r) => ({ node: r.node, token: String(r.token) })),
         history: (entry) => void this.audit(entry).catch(() => undefined),
         changed: (wf) => this.emit({ type: 'workflow', at: new Date().toISOString(), workflow: wf }),
         alarm: (alarm, id, node, message) => this.alarm(alarm, message, id, node),
@@ -928,7 +936,7 @@ export class Controller implements ControllerApi {
             'name',
           );
         }
-      } else if (change.list === 'blocked') access.blocked = [...access.blocked, change.caller];
+      } else if (change.op === 'block') access.blocked = [...access.blocked, change.caller];
       else
         access[change.list] = [
           ...access[change.list].filter((c) => c.name !== change.caller.name),

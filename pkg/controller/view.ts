@@ -6,7 +6,7 @@ import type { SeenAgent } from './agents.js';
 import type { ClusterSnapshot, IdentityKeys } from './store.js';
 
 export interface ProbeState {
-  responders: Array<{ node: string; token: string }>;
+  responders: Array<{ node: string; token: string; error?: string }>;
   at?: number;
   /** Consecutive probes with no responder while the leader claims to be logged in. */
   failures: number;
@@ -133,7 +133,7 @@ export function identityView(
         ? 'down'
         : probe?.at === undefined
           ? 'unknown'
-          : responders.length === 1 && loggedIn
+          : responders.length === 1 && !responders[0]!.error && loggedIn
             ? 'ok'
             : 'degraded';
   const all = standbys(ctx, identity);

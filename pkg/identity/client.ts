@@ -469,14 +469,19 @@ export async function collectResponders(
   nc: NatsConnection,
   identity: string,
   windowMs: number,
-): Promise<Array<{ node: string; token: bigint }>> {
+): Promise<Array<{ node: string; token: bigint; error?: ErrorCode }>> {
   const inbox = createInbox();
-  const found: Array<{ node: string; token: bigint }> = [];
+  const found: Array<{ node: string; token: bigint; error?: ErrorCode }> = [];
   const sub = nc.subscribe(inbox, {
     callback: (err, msg) => {
       if (err !== null) return;
       const parsed = parseReply(msgHeaders(msg.headers), msg.data);
-      if (parsed.ok) found.push({ node: parsed.reply.node, token: parsed.reply.token });
+      // An instance answering with an error (its service does not respond) is still logged
+      // in under the name: it counts as a responder, with its error.
+      if (parsed.ok) {
+        const { node, token, error } = parsed.reply;
+        found.push({ node, token, ...(error ? { error } : {}) });
+      }
     },
   });
   try {
