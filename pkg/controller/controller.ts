@@ -109,6 +109,7 @@ export class Controller implements ControllerApi {
   private lastTickError: string | undefined;
   private readonly log: Logger;
   private readonly name: string;
+  private readonly startedAt = Date.now();
 
   constructor(private readonly deps: ControllerDeps) {
     this.name = deps.config.name;
@@ -157,6 +158,7 @@ export class Controller implements ControllerApi {
       agents: this.agents.agents(),
       heartbeatTimeoutMs: this.deps.config.probes.heartbeatTimeoutMs,
       now: Date.now(),
+      startedAt: this.startedAt,
     };
   }
 
@@ -449,10 +451,11 @@ export class Controller implements ControllerApi {
 
   // --- API helpers ----------------------------------------------------------------------------
 
-  private requireActive(): void {
+  private async requireActive(): Promise<void> {
     if (this.election.active) return;
-    const active = this.snap?.activeController;
-    const url = active ? this.snap?.controllers.get(active)?.url : undefined;
+    const snap = await this.read();
+    const active = snap.activeController;
+    const url = active ? snap.controllers.get(active)?.url : undefined;
     throw new ApiError(
       'not-active',
       active
@@ -568,7 +571,7 @@ export class Controller implements ControllerApi {
     try {
       written = await this.writer.put(this.keys.workflow(identity), wf, existing?.revision ?? 0n);
     } catch (err) {
-      if (err instanceof NotActiveError) this.requireActive();
+      if (err instanceof NotActiveError) await this.requireActive();
       throw err;
     }
     if (written === undefined) {
@@ -666,7 +669,7 @@ export class Controller implements ControllerApi {
         `identity ${dup} appears twice in one apply`,
         `specs.${names.lastIndexOf(dup)}.name`,
       );
-    this.requireActive();
+    await this.requireActive();
     const snap = await this.read();
     const results: ApplyResult[] = [];
     for (const spec of specs) {
@@ -702,7 +705,7 @@ export class Controller implements ControllerApi {
   }
 
   async deleteIdentity(identity: string, actor: string): Promise<void> {
-    this.requireActive();
+    await this.requireActive();
     const snap = await this.read();
     if (!snap.specs.has(identity))
       throw new ApiError('not-found', `no spec stored for ${identity}`, 'path.identity');
@@ -717,7 +720,7 @@ export class Controller implements ControllerApi {
   }
 
   async switchover(identity: string, body: SwitchoverBody, actor: string): Promise<Workflow> {
-    this.requireActive();
+    await this.requireActive();
     const snap = await this.read();
     this.requireIdentity(snap, identity);
     const leader = identityKeys(snap, identity).leader;
@@ -749,7 +752,7 @@ export class Controller implements ControllerApi {
   }
 
   async failover(identity: string, body: FailoverBody, actor: string): Promise<Workflow> {
-    this.requireActive();
+    await this.requireActive();
     const snap = await this.read();
     this.requireIdentity(snap, identity);
     const view = this.viewContext(snap);
@@ -773,7 +776,7 @@ export class Controller implements ControllerApi {
   }
 
   async pause(identity: string, body: PauseBody, actor: string): Promise<IdentityView> {
-    this.requireActive();
+    await this.requireActive();
     const snap = await this.read();
     this.requireIdentity(snap, identity);
     const record: PauseRecord = { reason: body.reason ?? 'maintenance', actor, at: Date.now() };
@@ -783,7 +786,7 @@ export class Controller implements ControllerApi {
   }
 
   async resume(identity: string, actor: string): Promise<IdentityView> {
-    this.requireActive();
+    await this.requireActive();
     const snap = await this.read();
     this.requireIdentity(snap, identity);
     await this.action(identity, actor, 'resumed: probe-driven failover on again');
@@ -801,7 +804,7 @@ export class Controller implements ControllerApi {
   }
 
   async cancelWorkflow(identity: string, actor: string): Promise<Workflow> {
-    this.requireActive();
+    await this.requireActive();
     const snap = await this.read();
     const entry = runningWorkflow(snap, identity);
     if (!entry) throw new ApiError('conflict', `${identity} has no workflow in progress`);
@@ -840,7 +843,7 @@ export class Controller implements ControllerApi {
   }
 
   async fenceNode(node: string, body: FenceBody, actor: string): Promise<FenceResult> {
-    this.requireActive();
+    await this.requireActive();
     const snap = await this.read();
     const view = this.viewContext(snap);
     if (!knownNode(view, node))
@@ -896,7 +899,7 @@ export class Controller implements ControllerApi {
   }
 
   async unfenceNode(node: string, actor: string): Promise<NodeView> {
-    this.requireActive();
+    await this.requireActive();
     const snap = await this.read();
     if (!knownNode(this.viewContext(snap), node))
       throw new ApiError('not-found', `no node named ${node} is known`, 'path.node');
@@ -917,7 +920,7 @@ export class Controller implements ControllerApi {
   }
 
   async changeAcl(identity: string, change: AclChangeBody, actor: string): Promise<AclView> {
-    this.requireActive();
+    await this.requireActive();
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
       const snap = await this.read();
       const stored = snap.specs.get(identity);
@@ -970,13 +973,13 @@ export class Controller implements ControllerApi {
   }
 
   async approve(identity: string, caller: string, actor: string): Promise<AclView> {
-    this.requireActive();
+    await this.requireActive();
     await this.action(identity, actor, `authorization of ${caller} approved`);
     return this.decide(identity, caller, () => approvePending(this.deps.etcd, identity, caller));
   }
 
   async deny(identity: string, caller: string, body: DenyBody, actor: string): Promise<AclView> {
-    this.requireActive();
+    await this.requireActive();
     await this.action(
       identity,
       actor,

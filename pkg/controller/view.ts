@@ -17,6 +17,8 @@ export interface ViewContext {
   agents: ReadonlyMap<string, SeenAgent>;
   heartbeatTimeoutMs: number;
   now: number;
+  /** When this controller started listening for heartbeats. */
+  startedAt: number;
 }
 
 const EMPTY: IdentityKeys = { candidates: new Map(), holdOffs: new Map() };
@@ -28,6 +30,16 @@ export function identityKeys(snap: ClusterSnapshot, identity: string): IdentityK
 function freshAgent(ctx: ViewContext, node: string): SeenAgent | undefined {
   const seen = ctx.agents.get(node);
   return seen && ctx.now - seen.receivedAt <= ctx.heartbeatTimeoutMs ? seen : undefined;
+}
+
+/**
+ * Is the node's agent alive? Fresh heartbeats say so; a controller that started less than
+ * one heartbeat timeout ago has not heard everyone yet and gives the benefit of the doubt
+ * (the candidate key, bound to the agent's lease, still has to be there).
+ */
+export function agentAlive(ctx: ViewContext, node: string): boolean {
+  if (freshAgent(ctx, node)) return true;
+  return !ctx.agents.has(node) && ctx.now - ctx.startedAt < ctx.heartbeatTimeoutMs;
 }
 
 /** Every node that is, or claims to be, a candidate for the identity, with its health. */
@@ -51,7 +63,7 @@ export function standbys(ctx: ViewContext, identity: string): StandbyView[] {
       ...(own ? { state: own.state } : {}),
       ...(candidate ? { priority: candidate.priority } : {}),
       registered: candidate !== undefined,
-      healthy: candidate !== undefined && candidate.healthy && agent !== undefined,
+      healthy: candidate !== undefined && candidate.healthy && agentAlive(ctx, node),
       fenced,
       nofailover,
       ...(cloneRevision !== undefined && specRevision !== undefined

@@ -22,7 +22,7 @@ import { holdOff, LeaseOperationError, releaseHoldOff, revokeHolder, transfer } 
 import type { AgentLink } from './agents.js';
 import type { FenceAction } from './fencing.js';
 import { readSnapshot, type ClusterSnapshot, type ControllerKeys, type GuardedWriter } from './store.js';
-import { bestTarget, identityKeys, unfitTarget, type ViewContext } from './view.js';
+import { agentAlive, bestTarget, identityKeys, unfitTarget, type ViewContext } from './view.js';
 
 /** How often a running workflow re-reads etcd: handovers are measured in hundreds of ms. */
 const POLL_MS = 100;
@@ -254,10 +254,10 @@ export class WorkflowDriver {
       if (wf.cancelRequested) return this.abort(wf, snap, `cancelled by ${wf.cancelRequested.actor}`);
       if (past) return this.abort(wf, snap, `${leader.record.node} did not log out before the deadline`);
       if (!wf.escalation.includes('drain')) {
-        const view = this.ctx.viewContext(snap);
-        const seen = view.agents.get(leader.record.node);
-        const agentUp = seen !== undefined && now - seen.receivedAt <= view.heartbeatTimeoutMs;
-        if (!agentUp && (wf.kind === 'failover' || wf.kind === 'probe-failover')) {
+        if (
+          !agentAlive(this.ctx.viewContext(snap), leader.record.node) &&
+          (wf.kind === 'failover' || wf.kind === 'probe-failover')
+        ) {
           // A forced move does not wait for an agent that cannot hear the request.
           return this.revoke(wf, snap, `${leader.record.node}'s agent sends no heartbeats`);
         }

@@ -1,25 +1,14 @@
 // Agents as real, separate processes on the host (cmd/agent through tsx), pointed at the
 // harness's etcd and NATS. Each agent's JSON log is parsed so tests can wait for states.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { repoRoot } from './paths.js';
-import { waitFor, withTimeout } from './wait.js';
+import { LoggedProcess, type LogRecord } from './logged-process.js';
 
-/** Agent start through tsx on a loaded 2-core machine. */
-const AGENT_START_TIMEOUT_MS = 30_000;
-
-export interface AgentLogRecord {
-  level: string;
-  msg: string;
-  identity?: string;
-  from?: string;
-  to?: string;
-  token?: string;
-  [key: string]: unknown;
-}
+export type AgentLogRecord = LogRecord;
 
 export interface AgentOptions {
   node: string;
@@ -36,33 +25,9 @@ export interface AgentOptions {
   rawConfig?: string;
 }
 
-export class AgentProcess {
-  readonly records: AgentLogRecord[] = [];
-  readonly otherLines: string[] = [];
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  private buffer = '';
-
-  private constructor(
-    readonly node: string,
-    readonly child: ChildProcess,
-    readonly dir: string,
-  ) {
-    const onData = (chunk: Buffer) => {
-      this.buffer += chunk.toString();
-      let nl: number;
-      while ((nl = this.buffer.indexOf('\n')) >= 0) {
-        const line = this.buffer.slice(0, nl);
-        this.buffer = this.buffer.slice(nl + 1);
-        try {
-          this.records.push(JSON.parse(line) as AgentLogRecord);
-        } catch {
-          this.otherLines.push(line);
-        }
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+export class AgentProcess extends LoggedProcess {
+  get node(): string {
+    return this.name;
   }
 
   static async start(opts: AgentOptions): Promise<AgentProcess> {
@@ -91,28 +56,6 @@ export class AgentProcess {
     return new AgentProcess(opts.node, child, dir);
   }
 
-  get pid(): number {
-    return this.child.pid!;
-  }
-
-  /** All output as text (for failure messages). */
-  output(): string {
-    return [...this.otherLines, ...this.records.map((r) => JSON.stringify(r))].join('\n');
-  }
-
-  /** First record at index ≥ from matching the predicate. */
-  async waitForRecord(
-    match: (r: AgentLogRecord) => boolean,
-    what: string,
-    opts: { timeoutMs?: number; from?: number } = {},
-  ): Promise<AgentLogRecord> {
-    return waitFor(() => this.records.slice(opts.from ?? 0).find(match), {
-      what: `${this.node}: ${what}`,
-      timeoutMs: opts.timeoutMs ?? AGENT_START_TIMEOUT_MS,
-      intervalMs: 20,
-    });
-  }
-
   waitForStarted(): Promise<AgentLogRecord> {
     return this.waitForRecord((r) => r.msg === 'agent started', 'agent started');
   }
@@ -137,19 +80,5 @@ export class AgentProcess {
       if (r.identity === identity && typeof r.servicePid === 'number') return r.servicePid;
     }
     return undefined;
-  }
-
-  kill(signal: NodeJS.Signals): void {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
-  }
-
-  /** SIGTERM, then SIGKILL if it does not exit in time; removes its directory. */
-  async stop(timeoutMs = 15_000): Promise<void> {
-    this.kill('SIGTERM');
-    await withTimeout(this.exited, timeoutMs, `${this.node} to exit after SIGTERM`).catch(() => {
-      this.kill('SIGKILL');
-      return this.exited;
-    });
-    await rm(this.dir, { recursive: true, force: true });
   }
 }

@@ -1,0 +1,383 @@
+// The controller, end to end: real etcd and NATS (containers), agents and controllers as
+// separate processes on the host, the demo rate bot as the service. Each test uses its own
+// identity; nodes are fenced and unfenced within a test.
+import { expect } from 'chai';
+import type { Etcd3 } from 'etcd3';
+import { connect, createInbox, type NatsConnection } from 'nats';
+import type { IdentityView, NodeView, Problem, Workflow } from '../../pkg/api/schema.js';
+import { parseReply, msgHeaders, collectResponders } from '../../pkg/identity/client.js';
+import { subjects } from '../../pkg/identity/wire.js';
+import { connectEtcd, readLeader } from '../../pkg/lease/index.js';
+import { putSpec } from '../../pkg/spec/store.js';
+import { AgentProcess, type AgentOptions } from '../support/agents.js';
+import { ControllerProcess, type Api } from '../support/controllers.js';
+import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
+import { pidDead } from '../support/processes.js';
+import { rateBotSpec } from '../support/specs.js';
+import { waitFor } from '../support/wait.js';
+
+/** Window in which a PING collects every responder (two would be a split brain). */
+const RESPONDER_WINDOW_MS = 300;
+/** A handover through the controller, including a warm bot's login, on a loaded machine. */
+const HANDOVER_TIMEOUT_MS = 60_000;
+/** Probe settings of the identities under test: a frozen leader is noticed after 3 × 500 ms. */
+const PROBE = { intervalMs: 500, timeoutMs: 300, failures: 3 };
+/** Slack on the probe budget: the controller's 250 ms tick and a loaded 2-core machine. */
+const PROBE_SLACK_MS = 2_500;
+
+/** PINGs the identity every few ms and keeps every answer set, to check S1 from the network. */
+class Sampler {
+  readonly samples: Array<{ at: number; nodes: string[] }> = [];
+  private timer: NodeJS.Timeout | undefined;
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly identity: string,
+  ) {}
+  start(everyMs = 10): this {
+    this.timer = setInterval(() => {
+      const inbox = createInbox();
+      const sample = { at: Date.now(), nodes: [] as string[] };
+      this.samples.push(sample);
+      const sub = this.nc.subscribe(inbox, {
+        callback: (err, msg) => {
+          if (err) return;
+          const parsed = parseReply(msgHeaders(msg.headers), msg.data);
+          if (parsed.ok) sample.nodes.push(parsed.reply.node);
+        },
+      });
+      setTimeout(() => sub.unsubscribe(), 200);
+      this.nc.publish(subjects.identity(this.identity), 'PING', { reply: inbox });
+    }, everyMs);
+    return this;
+  }
+  stop(): void {
+    clearInterval(this.timer);
+  }
+  maxResponders(): number {
+    return Math.max(0, ...this.samples.map((s) => new Set(s.nodes).size));
+  }
+}
+
+describe('controller: probes, maintenance handover and the API', function () {
+  this.timeout(300_000);
+  let harness: Harness;
+  let etcd: EtcdMember;
+  let nats: NatsServer;
+  let nc: NatsConnection;
+  let client: Etcd3;
+  let agents: AgentProcess[] = [];
+  let controllers: ControllerProcess[] = [];
+
+  before(async () => {
+    harness = await Harness.create();
+    [etcd, nats] = await Promise.all([harness.startEtcd(), harness.startNats()]);
+    nc = await connect({ servers: nats.hostUrl });
+    client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+  });
+
+  afterEach(async function () {
+    if (this.currentTest?.state === 'failed') {
+      for (const p of [...controllers, ...agents])
+        console.log(
+          `--- ${p.name} output (last 40 lines) ---\n${p.output().split('\n').slice(-40).join('\n')}`,
+        );
+    }
+    await Promise.all([...controllers, ...agents].map((p) => p.stop()));
+    agents = [];
+    controllers = [];
+  });
+
+  after(async () => {
+    await nc?.close();
+    client?.close();
+    await harness?.close();
+  });
+
+  async function startAgent(opts: Omit<AgentOptions, 'etcd' | 'nats'>): Promise<AgentProcess> {
+    const agent = await AgentProcess.start({ etcd: [etcd.hostEndpoint], nats: [nats.hostUrl], ...opts });
+    agents.push(agent);
+    return agent;
+  }
+
+  async function startController(name: string, env: Record<string, string> = {}, extra = {}) {
+    const c = await ControllerProcess.start({
+      name,
+      etcd: [etcd.hostEndpoint],
+      nats: [nats.hostUrl],
+      env,
+      extra: { switchover: { deadlineMs: 40_000, drainTimeoutMs: 5_000 }, ...extra },
+    });
+    controllers.push(c);
+    return c;
+  }
+
+  /** Agents a (priority 10, leads) and b (standby) hosting `identity`, a logged in. */
+  async function pair(identity: string, nodes = ['a', 'b']): Promise<AgentProcess[]> {
+    await putSpec(client, rateBotSpec(identity, { probe: PROBE }));
+    const started = [];
+    for (const [i, node] of nodes.entries()) {
+      const agent = await startAgent({ node, identities: { [identity]: null }, priority: 10 - i });
+      if (i === 0) await agent.waitForState(identity, 'leader', { timeoutMs: HANDOVER_TIMEOUT_MS });
+      started.push(agent);
+    }
+    for (const a of started.slice(1))
+      await a.waitForState(identity, 'standby', { timeoutMs: HANDOVER_TIMEOUT_MS });
+    return started;
+  }
+
+  async function untilWorkflowEnds(api: Api, identity: string): Promise<Workflow> {
+    return waitFor(
+      async () => {
+        const { body } = await api.get<Workflow>(`/v1/identities/${identity}/workflow`);
+        return body.state === 'done' || body.state === 'aborted' ? body : undefined;
+      },
+      { what: `${identity}'s workflow to end`, timeoutMs: HANDOVER_TIMEOUT_MS, intervalMs: 100 },
+    );
+  }
+
+  async function leaderOf(identity: string): Promise<string | undefined> {
+    return (await readLeader(client, identity))?.record.node;
+  }
+
+  it('switches over to the named node; PING never has two responders; the actor is in history', async () => {
+    await pair('swo');
+    const ctl = await startController('c1');
+    await ctl.waitForActive();
+    const sampler = new Sampler(nc, 'swo').start();
+    try {
+      const started = await ctl
+        .api()
+        .post<Workflow>('/v1/identities/swo/switchover', { to: 'b', reason: 'patching a' });
+      expect(started.status, JSON.stringify(started.body)).to.equal(202);
+      expect(started.body.from?.node).to.equal('a');
+      const wf = await untilWorkflowEnds(ctl.api(), 'swo');
+      expect(wf.state, wf.outcome).to.equal('done');
+      expect(wf.steps.map((s) => s.state)).to.deep.equal([
+        'requested',
+        'draining',
+        'logged-out',
+        'transferred',
+        'logged-in',
+        'done',
+      ]);
+      expect(BigInt(wf.newToken!) > BigInt(wf.from!.token), 'new token above the old').to.equal(true);
+      expect(await collectResponders(nc, 'swo', RESPONDER_WINDOW_MS)).to.deep.equal([
+        { node: 'b', token: BigInt(wf.newToken!) },
+      ]);
+    } finally {
+      sampler.stop();
+    }
+    expect(sampler.maxResponders(), 'two nodes answered one PING').to.equal(1);
+    const history = await ctl
+      .api('viewer')
+      .get<{ entries: Array<{ actor?: string; reason?: string }> }>('/v1/identities/swo/history?limit=50');
+    expect(
+      history.body.entries.some(
+        (e) => e.actor === 'operator-user' && /switchover .* requested to b/.test(e.reason ?? ''),
+      ),
+    ).to.equal(true);
+    // The old leader is not held off any longer: it is a healthy standby again.
+    const view = await ctl.api('viewer').get<IdentityView>('/v1/identities/swo');
+    expect(view.body.standbys.find((s) => s.node === 'a')).to.include({ fenced: false, registered: true });
+  });
+
+  for (const state of ['draining', 'logged-out', 'transferred'] as const) {
+    it(`a second controller finishes a switchover whose active controller died in ${state}`, async () => {
+      const identity = `ha-${state.replace('-', '')}`;
+      await pair(identity);
+      const doomed = await startController('c1', { UNDERSTUDY_FAILPOINT: `workflow-stall:${state}` });
+      await doomed.waitForActive();
+      const standby = await startController('c2');
+      // A standby controller serves reads and points writes at the active one.
+      const refused = await standby.api().post<Problem>(`/v1/identities/${identity}/switchover`, { to: 'b' });
+      expect(refused.status).to.equal(503);
+      expect(refused.body).to.include({ code: 'not-active' });
+      expect(refused.body.active).to.deep.equal({ name: 'c1', url: doomed.url });
+
+      const sampler = new Sampler(nc, identity).start();
+      try {
+        expect(
+          (await doomed.api().post(`/v1/identities/${identity}/switchover`, { to: 'b' })).status,
+        ).to.equal(202);
+        await waitFor(
+          async () =>
+            (await standby.api().get<Workflow>(`/v1/identities/${identity}/workflow`)).body.state === state,
+          { what: `workflow in ${state}`, timeoutMs: HANDOVER_TIMEOUT_MS, intervalMs: 50 },
+        );
+        doomed.kill('SIGKILL');
+        await standby.waitForActive();
+        const wf = await untilWorkflowEnds(standby.api(), identity);
+        expect(wf.controller).to.equal('c2');
+        // Resumed, not restarted: the second controller carried on from the persisted state.
+        expect(wf.steps.filter((s) => s.state === 'requested')).to.have.length(1);
+        const expected = wf.state === 'done' ? 'b' : 'a';
+        await waitFor(
+          async () => {
+            const r = await collectResponders(nc, identity, RESPONDER_WINDOW_MS);
+            return r.length === 1 && r[0]!.node === expected;
+          },
+          { what: `exactly one responder (${expected})`, timeoutMs: HANDOVER_TIMEOUT_MS },
+        );
+        expect(await leaderOf(identity)).to.equal(expected);
+      } finally {
+        sampler.stop();
+      }
+      expect(sampler.maxResponders(), 'two nodes answered one PING').to.equal(1);
+    });
+  }
+
+  it('fails over from a leader whose service froze while its agent keeps the lease', async () => {
+    const [a] = await pair('frozen');
+    const ctl = await startController('c1');
+    await ctl.waitForActive();
+    const pid = a!.servicePid('frozen')!;
+    expect(pid).to.be.a('number');
+    const frozenAt = Date.now();
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const wf = await untilWorkflowEnds(ctl.api(), 'frozen');
+      expect(wf.kind).to.equal('probe-failover');
+      expect(wf.state, wf.outcome).to.equal('done');
+      expect(wf.chosen).to.equal('b');
+      // Noticed within the configured budget: failures × interval (+ the last probe's timeout).
+      const noticedMs = Date.parse(wf.createdAt) - frozenAt;
+      expect(noticedMs).to.be.at.most(PROBE.failures * PROBE.intervalMs + PROBE.timeoutMs + PROBE_SLACK_MS);
+      expect(await leaderOf('frozen')).to.equal('b');
+      // The old node stopped its frozen service on the way out (SIGKILL reaches a stopped process).
+      await waitFor(() => pidDead(pid), { what: 'the frozen service to be gone', timeoutMs: 10_000 });
+    } finally {
+      if (!(await pidDead(pid))) process.kill(pid, 'SIGCONT');
+    }
+  });
+
+  it('with the identity paused, a frozen leader raises an alarm and nothing moves', async () => {
+    const [a] = await pair('paused');
+    const ctl = await startController('c1');
+    await ctl.waitForActive();
+    const paused = await ctl
+      .api()
+      .post<IdentityView>('/v1/identities/paused/pause', { reason: 'vendor maintenance' });
+    expect(paused.status).to.equal(200);
+    expect(paused.body.paused).to.include({ reason: 'vendor maintenance', actor: 'operator-user' });
+    const pid = a!.servicePid('paused')!;
+    const token = (await readLeader(client, 'paused'))!.token;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const alarm = await ctl.waitForRecord(
+        (r) => r.alarm === 'probe-failover-paused' && r.identity === 'paused',
+        'the paused alarm',
+      );
+      expect(alarm.level).to.equal('error');
+      const metrics = await fetch(`${ctl.url}/metrics`).then((r) => r.text());
+      expect(metrics).to.match(/understudy_alarms_total\{alarm="probe-failover-paused"\} [1-9]/);
+      // Nothing moved: same node, same term, no workflow.
+      const leader = await readLeader(client, 'paused');
+      expect(leader?.record.node).to.equal('a');
+      expect(leader?.token).to.equal(token);
+      expect((await ctl.api().get('/v1/identities/paused/workflow')).status).to.equal(404);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+  });
+
+  it('fencing a node moves its identities away first; it never campaigns until unfenced, across restarts', async () => {
+    await pair('fenced');
+    const ctl = await startController('c1');
+    await ctl.waitForActive();
+    const sampler = new Sampler(nc, 'fenced').start();
+    try {
+      const res = await ctl.api().post<{ fenced: boolean; workflows: Workflow[] }>('/v1/nodes/a/fence', {
+        reason: 'kernel upgrade',
+      });
+      expect(res.status).to.equal(202);
+      expect(res.body.workflows.map((w) => w.identity)).to.deep.equal(['fenced']);
+      await waitFor(
+        async () => {
+          const nodes = (await ctl.api().get<{ nodes: NodeView[] }>('/v1/nodes')).body.nodes;
+          const a = nodes.find((n) => n.node === 'a');
+          return a?.fenced && !a.fencePending ? a : undefined;
+        },
+        { what: 'node a fenced', timeoutMs: HANDOVER_TIMEOUT_MS, intervalMs: 100 },
+      );
+    } finally {
+      sampler.stop();
+    }
+    expect(sampler.maxResponders(), 'two nodes answered one PING').to.equal(1);
+    expect(await leaderOf('fenced')).to.equal('b');
+    // Restarted, the fenced node stays out even though it has the higher priority.
+    const a = agents.find((x) => x.node === 'a')!;
+    await a.stop();
+    agents = agents.filter((x) => x !== a);
+    const again = await startAgent({ node: 'a', identities: { fenced: null }, priority: 10 });
+    await again.waitForState('fenced', 'fenced');
+    const b = agents.find((x) => x.node === 'b')!;
+    b.kill('SIGTERM'); // b resigns: a free key that a fenced a must not take
+    await b.exited;
+    agents = agents.filter((x) => x !== b);
+    expect(await leaderOf('fenced')).to.equal(undefined);
+    expect(again.records.some((r) => r.identity === 'fenced' && r.to === 'campaigning')).to.equal(false);
+    const unfenced = await ctl.api().post<NodeView>('/v1/nodes/a/unfence');
+    expect(unfenced.status).to.equal(200);
+    await again.waitForState('fenced', 'leader', { timeoutMs: HANDOVER_TIMEOUT_MS });
+  });
+
+  it('answers bad requests with a clear 4xx and changes nothing', async () => {
+    await pair('strict', ['a', 'b', 'c']);
+    const ctl = await startController('c1');
+    await ctl.waitForActive();
+    expect((await ctl.api().post('/v1/nodes/c/fence', { reason: 'broken disk' })).status).to.equal(202);
+    const before = await readLeader(client, 'strict');
+    const api = ctl.api();
+
+    const malformed = await api.call<Problem>(
+      'POST',
+      '/v1/identities/strict/switchover',
+      undefined,
+      '{"to": ',
+    );
+    expect(malformed.status).to.equal(400);
+    expect(malformed.body.field).to.equal('(body)');
+
+    const badField = await api.post<Problem>('/v1/identities/strict/switchover', { to: 'b', deadlineMs: 5 });
+    expect(badField.status).to.equal(400);
+    expect(badField.body.field).to.equal('deadlineMs');
+
+    const unknownIdentity = await api.post<Problem>('/v1/identities/nosuch/switchover', { to: 'b' });
+    expect(unknownIdentity.status).to.equal(404);
+    expect(unknownIdentity.body.detail).to.match(/no identity named nosuch/);
+
+    const unknownNode = await api.post<Problem>('/v1/identities/strict/switchover', { to: 'zed' });
+    expect(unknownNode.status).to.equal(404);
+    expect(unknownNode.body.field).to.equal('to');
+
+    const toFenced = await api.post<Problem>('/v1/identities/strict/switchover', { to: 'c' });
+    expect(toFenced.status).to.equal(409);
+    expect(toFenced.body).to.include({ field: 'to' });
+    expect(toFenced.body.detail).to.match(/c is fenced/);
+
+    const unauthenticated = await fetch(`${ctl.url}/v1/identities/strict/switchover`, {
+      method: 'POST',
+      body: '{}',
+    });
+    expect(unauthenticated.status).to.equal(401);
+    expect((await ctl.api('viewer').post('/v1/identities/strict/switchover', { to: 'b' })).status).to.equal(
+      403,
+    );
+
+    // Two switchovers of one identity at once: one starts, the other is refused.
+    const [first, second] = await Promise.all([
+      api.post<Workflow | Problem>('/v1/identities/strict/switchover', { to: 'b', deadlineMs: 30_000 }),
+      api.post<Workflow | Problem>('/v1/identities/strict/switchover', { to: 'b', deadlineMs: 30_000 }),
+    ]);
+    expect([first.status, second.status].sort()).to.deep.equal([202, 409]);
+    const refused = (first.status === 409 ? first : second).body as Problem;
+    expect(refused.detail).to.match(/already has a switchover in progress|started at the same time/);
+
+    // The refused calls changed nothing: only the accepted switchover moved the identity.
+    expect(before?.record.node).to.equal('a');
+    const wf = await untilWorkflowEnds(api, 'strict');
+    expect(wf.state).to.equal('done');
+    expect(await leaderOf('strict')).to.equal('b');
+    await api.post('/v1/nodes/c/unfence');
+  });
+});
