@@ -1,14 +1,18 @@
 // understudy: the operator's CLI. Thin: commander wiring; the commands live in pkg/cli.
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { DEFAULT_CONTROLLER_URL } from '../../pkg/cli/api-client.js';
+import * as api from '../../pkg/cli/controller-commands.js';
 import {
   agentStatus,
   call,
   CliError,
   EXIT,
+  exitCodesHelp,
+  OUTPUT_FORMATS,
   ping,
   watch,
-  type GlobalOptions,
 } from '../../pkg/cli/nats-commands.js';
+import { parseAtTime } from '../../pkg/cli/render.js';
 
 const positiveInt = (value: string) => {
   const n = Number(value);
@@ -16,22 +20,147 @@ const positiveInt = (value: string) => {
   return n;
 };
 
+/** Options whose checks live in pkg/cli: their Error becomes commander's "argument is invalid". */
+const checked =
+  <T>(parse: (value: string) => T) =>
+  (value: string): T => {
+    try {
+      return parse(value);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  };
+
+const atTime = checked((value) => parseAtTime(value, Date.now()));
+const deadlineSeconds = checked(api.parseDeadlineSeconds);
+
 const program = new Command('understudy')
-  .description(
-    'operate understudy: presence, requests and agents (controller commands arrive with the controller)',
+  .description('operate understudy: identities, handovers, fences and access lists; presence over NATS')
+  .optionsGroup('Global options:')
+  .addOption(
+    new Option('--controller <url>', 'controller HTTP API')
+      .env('UNDERSTUDY_CONTROLLER')
+      .default(DEFAULT_CONTROLLER_URL),
   )
+  .option('--token <token>', 'API token (or env UNDERSTUDY_TOKEN; visible in ps: prefer --token-file)')
+  .option('--token-file <file>', 'file holding the API token')
   .addOption(
     new Option('--nats <urls>', 'NATS servers, comma-separated')
       .env('UNDERSTUDY_NATS_SERVERS')
       .default('nats://127.0.0.1:42220'),
   )
-  .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
-  .showHelpAfterError();
+  .addOption(new Option('-o, --output <format>', 'output format').choices(OUTPUT_FORMATS).default('text'))
+  .addHelpText('after', `\n${exitCodesHelp()}`)
+  .configureHelp({ showGlobalOptions: true })
+  .showHelpAfterError()
+  // Bad usage exits 2 (EXIT.usage), not commander's 1; see the catch below.
+  .exitOverride();
 
-const globals = () => program.opts<GlobalOptions>();
+const globals = () => program.opts<api.ControllerOptions>();
 const run = (fn: () => Promise<number>) => async () => {
   process.exitCode = await fn();
 };
+
+program.commandsGroup('Controller commands:');
+
+program
+  .command('list')
+  .description('every identity and its members: leader, token, health, standbys, lag')
+  .action(() => run(() => api.list(globals()))());
+
+program
+  .command('status <identity>')
+  .description('one identity in detail: leader, token, responders, standbys, fences, workflow')
+  .action((identity: string) => run(() => api.status(globals(), identity))());
+
+program
+  .command('switchover <identity>')
+  .description('planned move to a standby; shows each step until done (exit 0) or aborted (exit 1)')
+  .option('--to <node>', 'target node (default: the best healthy standby)')
+  .addOption(new Option('--at <time>', 'start then: ISO time, or HH:MM today (local)').argParser(atTime))
+  .addOption(new Option('--deadline <seconds>', 'complete or roll back within').argParser(deadlineSeconds))
+  .option('--reason <text>', 'why (kept in the history)')
+  .option('--no-wait', 'return once the switchover is accepted')
+  .option('-y, --yes', 'do not ask for confirmation (required without a terminal)')
+  .action((identity: string, o: api.SwitchoverFlags) => run(() => api.switchover(globals(), identity, o))());
+
+program
+  .command('failover <identity>')
+  .description('forced move to a named healthy node when the leader is gone or unhealthy')
+  .requiredOption('--to <node>', 'node to move to')
+  .addOption(new Option('--deadline <seconds>', 'complete or roll back within').argParser(deadlineSeconds))
+  .option('--reason <text>', 'why (kept in the history)')
+  .option('--no-wait', 'return once the failover is accepted')
+  .option('-y, --yes', 'do not ask for confirmation (required without a terminal)')
+  .action((identity: string, o: api.FailoverFlags) => run(() => api.failover(globals(), identity, o))());
+
+program
+  .command('cancel <identity>')
+  .description('cancel the scheduled or running switchover/failover of an identity (it rolls back)')
+  .action((identity: string) => run(() => api.cancel(globals(), identity))());
+
+program
+  .command('pause <identity>')
+  .description('maintenance mode: no automatic failover for the identity')
+  .option('--reason <text>', 'why (shown in list and status)')
+  .action((identity: string, o: { reason?: string }) =>
+    run(() => api.pauseIdentity(globals(), identity, o.reason))(),
+  );
+
+program
+  .command('resume <identity>')
+  .description('leave maintenance mode')
+  .action((identity: string) => run(() => api.resumeIdentity(globals(), identity))());
+
+program
+  .command('nodes')
+  .description('nodes: heartbeat, fence and the identities each hosts')
+  .action(() => run(() => api.nodes(globals()))());
+
+program
+  .command('fence <node>')
+  .description('fence a node for maintenance: its identities move away, then it stays out until unfenced')
+  .requiredOption('--reason <text>', 'why (kept in the history)')
+  .option('--no-wait', 'return once the fence is requested')
+  .action((node: string, o: { reason: string; wait: boolean }) => run(() => api.fence(globals(), node, o))());
+
+program
+  .command('unfence <node>')
+  .description('let a fenced node campaign and log in again')
+  .action((node: string) => run(() => api.unfence(globals(), node))());
+
+program
+  .command('history [identity]')
+  .description('terms, transitions and operator actions (of one identity, or of all)')
+  .addOption(
+    new Option('--limit <n>', 'at most this many entries (server default 100)').argParser(positiveInt),
+  )
+  .action((identity: string | undefined, o: { limit?: number }) =>
+    run(() => api.history(globals(), identity, o))(),
+  );
+
+program
+  .command('apply')
+  .description('create or update identities from YAML specs (a list, `identities:`, or --- documents)')
+  .requiredOption('-f, --file <file>', 'YAML file of identity specs; - reads stdin')
+  .option('--dry-run', 'validate and report, change nothing')
+  .action((o: { file: string; dryRun?: boolean }) => run(() => api.apply(globals(), o))());
+
+program
+  .command('acl <identity> [action] [args...]')
+  .description('show or change access lists: approve, deny, add, remove, open, close')
+  .addHelpText('after', `\nUsage:\n  ${api.ACL_USAGE}`)
+  .option('--block', 'with deny: also block the caller')
+  .action((identity: string, action: string | undefined, args: string[], o: { block?: boolean }) =>
+    run(() => api.acl(globals(), identity, action, args, o))(),
+  );
+
+program
+  .command('controller')
+  .description('which controller answers, and which one is active')
+  .action(() => run(() => api.controller(globals()))());
+
+program.commandsGroup('NATS commands (no controller needed):');
 
 program
   .command('ping <identity>')
@@ -79,7 +208,12 @@ program
 try {
   await program.parseAsync();
 } catch (err) {
-  const code = err instanceof CliError ? err.exitCode : EXIT.failed;
-  process.stderr.write(`understudy: ${(err as Error).message}\n`);
-  process.exitCode = code;
+  if (err instanceof CommanderError) {
+    // commander has printed its message already; help and --version exit 0.
+    process.exitCode = err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+  } else {
+    const code = err instanceof CliError ? err.exitCode : EXIT.failed;
+    process.stderr.write(`understudy: ${(err as Error).message}\n`);
+    process.exitCode = code;
+  }
 }
