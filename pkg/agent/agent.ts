@@ -433,4 +433,3 @@ function etcdTrouble(logger: Logger, what: string) {
     }
   };
 }
-

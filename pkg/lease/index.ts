@@ -35,4 +35,13 @@ export {
 } from './admin.js';
 export { fencedPut, isTokenCurrent, TokenGate } from './fenced.js';
 export { LeaderObserver, type LeaderState } from './observe.js';
-export { Keys, Name, LeaderRecord, LoginRecord, CandidateRecord, TermEnd, FenceRecord, HoldOffRecord } from './keys.js';
+export {
+  Keys,
+  Name,
+  LeaderRecord,
+  LoginRecord,
+  CandidateRecord,
+  TermEnd,
+  FenceRecord,
+  HoldOffRecord,
+} from './keys.js';
