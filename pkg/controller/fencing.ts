@@ -4,7 +4,8 @@
 // revoked lease, so a failing fence command never lets two nodes in (S1, S3).
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { Agent, request } from 'node:https';
+import { request as httpRequest } from 'node:http';
+import { Agent, request as httpsRequest } from 'node:https';
 import type { ControllerConfig } from '../config/controller.js';
 
 export interface FenceTarget {
@@ -89,6 +90,7 @@ export async function deletePod(
     `/api/v1/namespaces/${encodeURIComponent(k.namespace)}/pods/${encodeURIComponent(pod)}?gracePeriodSeconds=0`,
     base,
   );
+  const request = url.protocol === 'http:' ? httpRequest : httpsRequest;
   return new Promise((resolve) => {
     const req = request(
       url,
@@ -96,7 +98,7 @@ export async function deletePod(
         method: 'DELETE',
         headers: { authorization: `Bearer ${token}`, accept: 'application/json' },
         timeout: timeoutMs,
-        ...(ca ? { agent: new Agent({ ca }) } : {}),
+        ...(ca && url.protocol === 'https:' ? { agent: new Agent({ ca }) } : {}),
       },
       (res) => {
         res.resume();

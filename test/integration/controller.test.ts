@@ -3,14 +3,19 @@
 // identity; nodes are fenced and unfenced within a test.
 import { expect } from 'chai';
 import type { Etcd3 } from 'etcd3';
-import { connect, createInbox, type NatsConnection } from 'nats';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect, createInbox, headers as natsHeaders, type NatsConnection } from 'nats';
 import type { IdentityView, NodeView, Problem, Workflow } from '../../pkg/api/schema.js';
 import { parseReply, msgHeaders, collectResponders } from '../../pkg/identity/client.js';
 import { subjects } from '../../pkg/identity/wire.js';
 import { connectEtcd, readLeader } from '../../pkg/lease/index.js';
 import { putSpec } from '../../pkg/spec/store.js';
 import { AgentProcess, type AgentOptions } from '../support/agents.js';
-import { ControllerProcess, type Api } from '../support/controllers.js';
+import { ControllerProcess, TEST_TOKENS, type Api } from '../support/controllers.js';
+import { repoRoot } from '../support/paths.js';
 import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
 import { pidDead } from '../support/processes.js';
 import { rateBotSpec } from '../support/specs.js';
@@ -24,6 +29,28 @@ const HANDOVER_TIMEOUT_MS = 60_000;
 const PROBE = { intervalMs: 500, timeoutMs: 300, failures: 3 };
 /** Slack on the probe budget: the controller's 250 ms tick and a loaded 2-core machine. */
 const PROBE_SLACK_MS = 2_500;
+
+/** Run the `understudy` CLI against a controller as the operator. */
+async function runCli(
+  ctl: ControllerProcess,
+  args: string[],
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'cmd/understudy/main.ts', '--controller', ctl.url, ...args],
+    {
+      cwd: repoRoot,
+      env: { ...process.env, UNDERSTUDY_TOKEN: TEST_TOKENS.operator },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  return { code, stdout, stderr };
+}
 
 /** PINGs the identity every few ms and keeps every answer set, to check S1 from the network. */
 class Sampler {
@@ -225,6 +252,70 @@ describe('controller: probes, maintenance handover and the API', function () {
       expect(sampler.maxResponders(), 'two nodes answered one PING').to.equal(1);
     });
   }
+
+  it('escalates when the old leader cannot confirm its logout: revoke, fence command, wait out its deadline', async () => {
+    const [a] = await pair('stuck');
+    const fenceLog = join(await mkdtemp(join(tmpdir(), 'understudy-fence-')), 'fenced');
+    const ctl = await startController(
+      'c1',
+      {},
+      {
+        switchover: { deadlineMs: 40_000, drainTimeoutMs: 1_000 },
+        fencing: {
+          command: ['sh', '-c', `echo "$UNDERSTUDY_FENCE_NODE $UNDERSTUDY_FENCE_TOKEN" >> ${fenceLog}`],
+        },
+      },
+    );
+    await ctl.waitForActive();
+    const token = (await readLeader(client, 'stuck'))!.token;
+    const sampler = new Sampler(nc, 'stuck').start();
+    // A frozen agent hears no drain request; its lease would outlive the drain timeout.
+    a!.kill('SIGSTOP');
+    try {
+      expect((await ctl.api().post('/v1/identities/stuck/switchover', { to: 'b' })).status).to.equal(202);
+      const wf = await untilWorkflowEnds(ctl.api(), 'stuck');
+      expect(wf.state, wf.outcome).to.equal('done');
+      expect(wf.escalation).to.deep.equal(['drain', 'revoke', 'fence-command', 'self-fence-wait']);
+      expect(await readFile(fenceLog, 'utf8')).to.equal(`a ${token}\n`);
+      // The target logged in only after the old holder's self-fence deadline (S3).
+      const loggedOut = wf.steps.find((s) => s.state === 'logged-out')!;
+      expect(Date.parse(loggedOut.at)).to.be.at.least(Date.parse(wf.revoked!.until));
+      expect(await leaderOf('stuck')).to.equal('b');
+    } finally {
+      a!.kill('SIGCONT');
+      sampler.stop();
+    }
+    expect(sampler.maxResponders(), 'two nodes answered one PING').to.equal(1);
+  });
+
+  it('raises a split-brain alarm when two instances answer for one identity', async () => {
+    await pair('twice');
+    const ctl = await startController('c1');
+    await ctl.waitForActive();
+    // An impostor answering PING for the identity, as a second logged-in node would.
+    const impostor = nc.subscribe(subjects.identity('twice'), {
+      callback: (_err, msg) => {
+        const h = natsHeaders();
+        h.set('Understudy-Token', '1');
+        h.set('Understudy-Node', 'rogue');
+        msg.respond('PONG rogue 1', { headers: h });
+      },
+    });
+    try {
+      const alarm = await ctl.waitForRecord(
+        (r) => r.alarm === 'split-brain' && r.identity === 'twice',
+        'split-brain alarm',
+      );
+      expect(alarm.level).to.equal('error');
+      expect(alarm.msg).to.match(/2 nodes answer PING/);
+      const view = await ctl.api('viewer').get<IdentityView>('/v1/identities/twice');
+      expect(view.body.health).to.equal('split-brain');
+      const metrics = await fetch(`${ctl.url}/metrics`).then((r) => r.text());
+      expect(metrics).to.match(/understudy_identity_split_brain\{identity="twice"\} 1/);
+    } finally {
+      impostor.unsubscribe();
+    }
+  });
 
   it('fails over from a leader whose service froze while its agent keeps the lease', async () => {
     const [a] = await pair('frozen');
