@@ -172,12 +172,21 @@ describe('controller: probes, maintenance handover and the API', function () {
     await ctl.waitForActive();
     const sampler = new Sampler(nc, 'swo').start();
     try {
-      const started = await ctl
-        .api()
-        .post<Workflow>('/v1/identities/swo/switchover', { to: 'b', reason: 'patching a' });
-      expect(started.status, JSON.stringify(started.body)).to.equal(202);
-      expect(started.body.from?.node).to.equal('a');
-      const wf = await untilWorkflowEnds(ctl.api(), 'swo');
+      // Through the CLI, as an operator would: it waits for the end and exits 0 on done.
+      const cli = await runCli(ctl, [
+        'switchover',
+        'swo',
+        '--to',
+        'b',
+        '--reason',
+        'patching a',
+        '--yes',
+        '-o',
+        'json',
+      ]);
+      expect(cli.code, cli.stderr).to.equal(0);
+      const wf = JSON.parse(cli.stdout) as Workflow;
+      expect(wf.from?.node).to.equal('a');
       expect(wf.state, wf.outcome).to.equal('done');
       expect(wf.steps.map((s) => s.state)).to.deep.equal([
         'requested',
