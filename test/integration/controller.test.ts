@@ -262,6 +262,29 @@ describe('controller: probes, maintenance handover and the API', function () {
     });
   }
 
+  it('rolls back to the old leader when the target goes away before the transfer', async () => {
+    const [a, b] = await pair('rollback');
+    const doomed = await startController('c1', { UNDERSTUDY_FAILPOINT: 'workflow-stall:logged-out' });
+    await doomed.waitForActive();
+    const second = await startController('c2');
+    const token = (await readLeader(client, 'rollback'))!.token;
+    expect((await doomed.api().post('/v1/identities/rollback/switchover', { to: 'b' })).status).to.equal(202);
+    await a!.waitForState('rollback', 'drained', { timeoutMs: HANDOVER_TIMEOUT_MS });
+    // The target's agent stops while the old leader is drained, then the controller dies.
+    await b!.stop();
+    agents = agents.filter((x) => x !== b);
+    doomed.kill('SIGKILL');
+    await second.waitForActive();
+    const wf = await untilWorkflowEnds(second.api(), 'rollback');
+    expect(wf.state).to.equal('aborted');
+    expect(wf.outcome).to.match(/rolled back: a logs back in/);
+    // The old leader logs back in under its own term: same node, same token.
+    await a!.waitForState('rollback', 'leader', { from: a!.records.findIndex((r) => r.to === 'drained') });
+    expect(
+      (await collectResponders(nc, 'rollback', RESPONDER_WINDOW_MS)).map((r) => [r.node, r.token]),
+    ).to.deep.equal([['a', token]]);
+  });
+
   it('escalates when the old leader cannot confirm its logout: revoke, fence command, wait out its deadline', async () => {
     const [a] = await pair('stuck');
     const fenceLog = join(await mkdtemp(join(tmpdir(), 'understudy-fence-')), 'fenced');
