@@ -81,13 +81,17 @@ export const AgentStatus = z.strictObject({
 });
 export type AgentStatus = z.infer<typeof AgentStatus>;
 
-export const Heartbeat = z.strictObject({
+/**
+ * Published, never answered, so it cannot refuse a peer: read loosely (unknown fields are
+ * ignored), so an agent one version ahead that adds a field is still heard by its controller.
+ */
+export const Heartbeat = z.object({
   v: z.number().int(),
   node: z.string(),
   at: z.number(),
   fenced: z.boolean(),
   identities: z.array(
-    z.strictObject({
+    z.object({
       identity: z.string(),
       state: z.string(),
       token: z.string().optional(),

@@ -35,6 +35,7 @@ type Op<K extends ControlRequest['op']> = Omit<Extract<ControlRequest, { op: K }
 
 export class AgentLink {
   private readonly seen = new Map<string, SeenAgent>();
+  private readonly refused = new Map<string, string>();
   private sub: Subscription | undefined;
 
   constructor(
@@ -50,10 +51,16 @@ export class AgentLink {
         let beat: Heartbeat;
         try {
           const parsed = Heartbeat.safeParse(JSON.parse(msg.string()));
-          if (!parsed.success || !isSupportedVersion(parsed.data.v)) return;
+          if (!parsed.success) return this.refuse(msg.subject, 'unreadable heartbeat');
           beat = parsed.data;
         } catch {
-          return;
+          return this.refuse(msg.subject, 'heartbeat is not JSON');
+        }
+        if (!isSupportedVersion(beat.v)) {
+          return this.refuse(
+            beat.node,
+            `agent speaks control protocol ${beat.v}, this controller ${PROTOCOL_VERSION}: upgrade the older of the two`,
+          );
         }
         this.seen.set(beat.node, { heartbeat: beat, receivedAt: Date.now() });
         this.logger.trace({ node: beat.node }, 'heartbeat');
@@ -62,14 +69,15 @@ export class AgentLink {
     });
   }
 
-  agents(): ReadonlyMap<string, SeenAgent> {
-    return this.seen;
+  /** Heartbeats we cannot use make the node look dead: say why, once per source. */
+  private refuse(source: string, why: string): void {
+    if (this.refused.get(source) === why) return;
+    this.refused.set(source, why);
+    this.logger.warn({ source }, `ignoring heartbeats from ${source}: ${why}`);
   }
 
-  /** Heartbeat of `node` no older than `maxAgeMs`, if any. */
-  fresh(node: string, maxAgeMs: number): SeenAgent | undefined {
-    const s = this.seen.get(node);
-    return s && Date.now() - s.receivedAt <= maxAgeMs ? s : undefined;
+  agents(): ReadonlyMap<string, SeenAgent> {
+    return this.seen;
   }
 
   drain(node: string, req: Op<'drain'>, timeoutMs: number): Promise<unknown> {

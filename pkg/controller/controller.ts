@@ -33,6 +33,7 @@ import {
 import type { ControllerConfig } from '../config/controller.js';
 import { readHistory, recordHistory, type HistoryEntry } from '../history/index.js';
 import { collectResponders } from '../identity/client.js';
+import { within } from '../lease/etcd.js';
 import { fence, releaseHoldOff, unfence } from '../lease/index.js';
 import {
   AccessListError,
@@ -58,6 +59,7 @@ import {
   type PauseRecord,
 } from './store.js';
 import {
+  agentAlive,
   bestTarget,
   identityKeys,
   identityView,
@@ -74,6 +76,8 @@ import { WorkflowDriver } from './workflow.js';
 export const CONTROLLER_VERSION = '0.1.0';
 /** How often the controller re-reads the cluster, publishes changes and checks its duties. */
 const TICK_MS = 250;
+/** Deadline of the controller's own etcd calls: a frozen etcd must not hang an API call. */
+const ETCD_CALL_MS = 2_000;
 /** Attempts at a compare-and-swap update of a spec before reporting a conflict. */
 const CAS_ATTEMPTS = 5;
 
@@ -110,6 +114,10 @@ export class Controller implements ControllerApi {
   private readonly log: Logger;
   private readonly name: string;
   private readonly startedAt = Date.now();
+  /** Bumped at every NATS disconnect and reconnect: a probe that spans one proves nothing. */
+  private natsEpoch = 0;
+  private natsUp = true;
+  private blind = false;
 
   constructor(private readonly deps: ControllerDeps) {
     this.name = deps.config.name;
@@ -134,6 +142,14 @@ export class Controller implements ControllerApi {
 
   /** Start probing and campaigning; `url` is where clients reach this controller. */
   start(url?: string): void {
+    void (async () => {
+      for await (const s of this.deps.nc.status()) {
+        if (s.type === 'disconnect' || s.type === 'reconnect' || s.type === 'staleConnection') {
+          this.natsEpoch++;
+          this.natsUp = s.type === 'reconnect';
+        }
+      }
+    })();
     this.agents.start();
     this.election.start(url ?? this.deps.url);
     this.tickTimer = setInterval(() => void this.tick(), TICK_MS);
@@ -198,11 +214,13 @@ export class Controller implements ControllerApi {
       p.inFlight = true;
       p.startedAt = now;
       const entry = p;
+      const epoch = this.natsEpoch;
       collectResponders(this.deps.nc, identity, spec.probe.timeoutMs)
         .then((found) =>
           this.probed(
             identity,
             entry,
+            epoch,
             found.map((r) => ({
               node: r.node,
               token: String(r.token),
@@ -219,6 +237,7 @@ export class Controller implements ControllerApi {
   private probed(
     identity: string,
     p: ProbeEntry,
+    epoch: number,
     responders: Array<{ node: string; token: string; error?: string }>,
   ): void {
     const snap = this.snap;
@@ -250,10 +269,13 @@ export class Controller implements ControllerApi {
     const leaderAnswers =
       leader &&
       responders.some((r) => !r.error && r.node === leader.record.node && r.token === String(leader.token));
-    const agentSilent =
-      leader !== undefined && this.agents.fresh(leader.record.node, view.heartbeatTimeoutMs) === undefined;
+    const agentSilent = leader !== undefined && !agentAlive(view, leader.record.node);
     const expected =
       leader !== undefined && keys.login?.loggedIn === true && (leaderServing(view, identity) || agentSilent);
+    // A controller cut from NATS sees every leader silent: it must not take that for the
+    // leaders' fault and revoke them all. Its own link must be up across the whole probe,
+    // and it must hear at least one agent.
+    if (expected && !leaderAnswers && this.isBlind(view, epoch)) return;
     p.failures = expected && !leaderAnswers ? p.failures + 1 : 0;
     this.metrics_.probeFailures.set({ identity }, p.failures);
     if (p.failures === 0) p.alarmed = false;
@@ -292,6 +314,25 @@ export class Controller implements ControllerApi {
     }).catch((err: Error) =>
       this.log.error({ identity, err: err.message }, 'could not start the probe-driven failover'),
     );
+  }
+
+  /** True while this controller cannot trust an empty probe (its own NATS link is in doubt). */
+  private isBlind(view: ViewContext, probeEpoch: number): boolean {
+    const seesAgents =
+      view.agents.size === 0 || [...view.agents.keys()].some((node) => agentAlive(view, node));
+    const blind = !this.natsUp || probeEpoch !== this.natsEpoch || !seesAgents;
+    if (blind !== this.blind) {
+      this.blind = blind;
+      if (blind) {
+        this.log.warn(
+          { natsUp: this.natsUp, agentsHeard: seesAgents },
+          'this controller cannot see the agents on NATS: probe-driven failover is suspended until it can; check its NATS link',
+        );
+      } else {
+        this.log.info('this controller sees the agents again: probe-driven failover resumed');
+      }
+    }
+    return blind;
   }
 
   private alarm(
@@ -420,6 +461,17 @@ export class Controller implements ControllerApi {
         ),
       );
       if (pending.length > 0) continue;
+      const stillLed = [...snap.identities]
+        .filter(([, k]) => k.leader?.record.node === node)
+        .map(([id]) => id);
+      if (stillLed.length > 0) {
+        // A handover aborted: the operator asked for the fence, so it goes ahead, and these
+        // identities fail over the unplanned way (their leader logs out and resigns now).
+        this.log.error(
+          { node, identities: stillLed },
+          `fencing ${node} although it still leads ${stillLed.join(', ')} (their handover aborted): they fail over now; read their workflow outcome`,
+        );
+      }
       await fence(this.deps.etcd, {
         node,
         reason: intent.reason,
@@ -781,7 +833,11 @@ export class Controller implements ControllerApi {
     this.requireIdentity(snap, identity);
     const record: PauseRecord = { reason: body.reason ?? 'maintenance', actor, at: Date.now() };
     await this.action(identity, actor, `paused: ${record.reason}`);
-    await this.deps.etcd.put(this.keys.paused(identity)).value(JSON.stringify(record));
+    await this.deps.etcd
+      .put(this.keys.paused(identity))
+      .value(JSON.stringify(record))
+      .options(within(ETCD_CALL_MS))
+      .exec();
     return this.getIdentity(identity);
   }
 
@@ -790,7 +846,7 @@ export class Controller implements ControllerApi {
     const snap = await this.read();
     this.requireIdentity(snap, identity);
     await this.action(identity, actor, 'resumed: probe-driven failover on again');
-    await this.deps.etcd.delete().key(this.keys.paused(identity));
+    await this.deps.etcd.delete().key(this.keys.paused(identity)).options(within(ETCD_CALL_MS)).exec();
     const p = this.probes.get(identity);
     if (p) p.alarmed = false;
     return this.getIdentity(identity);
@@ -894,7 +950,14 @@ export class Controller implements ControllerApi {
       at: Date.now(),
       workflows: workflows.map((w) => w.id),
     };
-    await this.writer.put(this.keys.fenceIntent(node), intent, 0n);
+    if ((await this.writer.put(this.keys.fenceIntent(node), intent, 0n)) === undefined) {
+      // The handovers run regardless; without the intent nobody writes the fence after them.
+      this.log.error({ node, workflows: intent.workflows }, 'could not record the fence intent');
+      throw new ApiError(
+        'conflict',
+        `the handovers away from ${node} started, but the fence intent could not be recorded (another fence of ${node} raced this one); read GET /v1/nodes and fence again once they end`,
+      );
+    }
     return { node, fenced: false, workflows };
   }
 
