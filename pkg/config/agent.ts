@@ -28,22 +28,37 @@ export const HostPort = z
   .string()
   .regex(/^[^\s:]+:\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:9464 (the agent listens on nothing else)');
 
+/** How agents and controllers reach etcd. */
+export const EtcdSection = z.strictObject({
+  endpoints: z.array(Url(['http', 'https'])).min(1),
+  tls: TlsFiles.optional(),
+  auth: z.strictObject({ username: z.string().min(1), password: z.string().min(1) }).optional(),
+});
+
+/** How agents and controllers reach NATS. */
+export const NatsSection = z.strictObject({
+  servers: z.array(Url(['nats', 'tls'])).min(1),
+  /** A NATS credentials file (JWT + nkey seed), as `nats context` uses. */
+  credsFile: z.string().optional(),
+  token: z.string().optional(),
+  user: z.string().optional(),
+  pass: z.string().optional(),
+  tls: TlsFiles.optional(),
+});
+
+/** Environment overrides of the connection sections, the same for every component. */
+export const CONNECTION_ENV_OVERRIDES: EnvOverride[] = [
+  { env: 'UNDERSTUDY_ETCD_ENDPOINTS', path: ['etcd', 'endpoints'], parse: 'list' },
+  { env: 'UNDERSTUDY_ETCD_PASSWORD', path: ['etcd', 'auth', 'password'], parse: 'string' },
+  { env: 'UNDERSTUDY_NATS_SERVERS', path: ['nats', 'servers'], parse: 'list' },
+  { env: 'UNDERSTUDY_NATS_TOKEN', path: ['nats', 'token'], parse: 'string' },
+  { env: 'UNDERSTUDY_NATS_PASS', path: ['nats', 'pass'], parse: 'string' },
+];
+
 export const AgentConfig = z.strictObject({
   node: Name,
-  etcd: z.strictObject({
-    endpoints: z.array(Url(['http', 'https'])).min(1),
-    tls: TlsFiles.optional(),
-    auth: z.strictObject({ username: z.string().min(1), password: z.string().min(1) }).optional(),
-  }),
-  nats: z.strictObject({
-    servers: z.array(Url(['nats', 'tls'])).min(1),
-    /** A NATS credentials file (JWT + nkey seed), as `nats context` uses. */
-    credsFile: z.string().optional(),
-    token: z.string().optional(),
-    user: z.string().optional(),
-    pass: z.string().optional(),
-    tls: TlsFiles.optional(),
-  }),
+  etcd: EtcdSection,
+  nats: NatsSection,
   lease: z
     .strictObject({
       ttlSeconds: z.number().int().min(2).max(3600).default(5),
@@ -81,11 +96,7 @@ export type AgentConfig = z.infer<typeof AgentConfig>;
 
 export const AGENT_ENV_OVERRIDES: EnvOverride[] = [
   { env: 'UNDERSTUDY_NODE', path: ['node'], parse: 'string' },
-  { env: 'UNDERSTUDY_ETCD_ENDPOINTS', path: ['etcd', 'endpoints'], parse: 'list' },
-  { env: 'UNDERSTUDY_ETCD_PASSWORD', path: ['etcd', 'auth', 'password'], parse: 'string' },
-  { env: 'UNDERSTUDY_NATS_SERVERS', path: ['nats', 'servers'], parse: 'list' },
-  { env: 'UNDERSTUDY_NATS_TOKEN', path: ['nats', 'token'], parse: 'string' },
-  { env: 'UNDERSTUDY_NATS_PASS', path: ['nats', 'pass'], parse: 'string' },
+  ...CONNECTION_ENV_OVERRIDES,
   { env: 'UNDERSTUDY_LEASE_TTL_SECONDS', path: ['lease', 'ttlSeconds'], parse: 'int' },
   { env: 'UNDERSTUDY_PRIORITY', path: ['priority'], parse: 'int' },
   { env: 'UNDERSTUDY_NOFAILOVER', path: ['tags', 'nofailover'], parse: 'bool' },

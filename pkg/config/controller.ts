@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { Role } from '../api/schema.js';
 import { Name } from '../lease/index.js';
-import { HostPort, TlsFiles, Url } from './agent.js';
+import { CONNECTION_ENV_OVERRIDES, EtcdSection, HostPort, NatsSection, Url } from './agent.js';
 import { ConfigError, loadConfig, parseConfig, type EnvOverride } from './load.js';
 
 /** A bearer token, given inline (tests, demos) or, better, in a file (a mounted secret). */
@@ -24,19 +24,8 @@ const ApiToken = z
 export const ControllerConfig = z.strictObject({
   /** This controller's name (in logs, history and the controller election). */
   name: Name,
-  etcd: z.strictObject({
-    endpoints: z.array(Url(['http', 'https'])).min(1),
-    tls: TlsFiles.optional(),
-    auth: z.strictObject({ username: z.string().min(1), password: z.string().min(1) }).optional(),
-  }),
-  nats: z.strictObject({
-    servers: z.array(Url(['nats', 'tls'])).min(1),
-    credsFile: z.string().optional(),
-    token: z.string().optional(),
-    user: z.string().optional(),
-    pass: z.string().optional(),
-    tls: TlsFiles.optional(),
-  }),
+  etcd: EtcdSection,
+  nats: NatsSection,
   http: z.strictObject({
     listen: HostPort.default('127.0.0.1:8480'),
     /** URL clients use to reach this controller; standbys point writes at it. */
@@ -93,11 +82,7 @@ export type ControllerConfig = z.infer<typeof ControllerConfig>;
 
 export const CONTROLLER_ENV_OVERRIDES: EnvOverride[] = [
   { env: 'UNDERSTUDY_CONTROLLER_NAME', path: ['name'], parse: 'string' },
-  { env: 'UNDERSTUDY_ETCD_ENDPOINTS', path: ['etcd', 'endpoints'], parse: 'list' },
-  { env: 'UNDERSTUDY_ETCD_PASSWORD', path: ['etcd', 'auth', 'password'], parse: 'string' },
-  { env: 'UNDERSTUDY_NATS_SERVERS', path: ['nats', 'servers'], parse: 'list' },
-  { env: 'UNDERSTUDY_NATS_TOKEN', path: ['nats', 'token'], parse: 'string' },
-  { env: 'UNDERSTUDY_NATS_PASS', path: ['nats', 'pass'], parse: 'string' },
+  ...CONNECTION_ENV_OVERRIDES,
   { env: 'UNDERSTUDY_HTTP_LISTEN', path: ['http', 'listen'], parse: 'string' },
   { env: 'UNDERSTUDY_HTTP_ADVERTISE_URL', path: ['http', 'advertiseUrl'], parse: 'string' },
   { env: 'UNDERSTUDY_LOG_LEVEL', path: ['logLevel'], parse: 'string' },
