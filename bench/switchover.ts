@@ -16,10 +16,9 @@
 //
 //   npx tsx bench/switchover.ts [--rounds 10]      (npm run bench -- switchover --rounds 10)
 import { parseArgs } from 'node:util';
-import { connect, createInbox, type NatsConnection } from 'nats';
+import { connect, type NatsConnection } from 'nats';
 import type { IdentityView, Workflow } from '../pkg/api/schema.js';
 import { collectResponders } from '../pkg/identity/client.js';
-import { subjects } from '../pkg/identity/wire.js';
 import { connectEtcd } from '../pkg/lease/index.js';
 import { putSpec } from '../pkg/spec/store.js';
 import { AgentProcess } from '../test/support/agents.js';
@@ -27,6 +26,7 @@ import { ControllerProcess } from '../test/support/controllers.js';
 import { Harness } from '../test/support/harness.js';
 import type { LoggedProcess } from '../test/support/logged-process.js';
 import { rateBotSpec } from '../test/support/specs.js';
+import { PingSampler } from '../test/support/sampler.js';
 import { delay, waitFor } from '../test/support/wait.js';
 
 const IDENTITY = 'bench-switch';
@@ -51,85 +51,6 @@ const rounds = Number(values.rounds ?? 10);
 if (!Number.isInteger(rounds) || rounds < 1) {
   console.error(`bench: --rounds ${values.rounds}: expected an integer >= 1`);
   process.exit(1);
-}
-
-// --- the sampler -----------------------------------------------------------------------------
-
-interface Answer {
-  node: string;
-  token: bigint;
-}
-
-/** PINGs the identity every SAMPLE_EVERY_MS; ping n is answered on `<prefix>.<n>`. */
-class Sampler {
-  readonly sentAt: number[] = [];
-  readonly answers = new Map<number, Answer[]>();
-  answered = 0;
-  /** PINGs answered by more than one node, with who answered. */
-  readonly doubles: Array<{ ping: number; nodes: string[] }> = [];
-  private readonly prefix = createInbox();
-  private timer: NodeJS.Timeout | undefined;
-
-  constructor(private readonly nc: NatsConnection) {
-    nc.subscribe(`${this.prefix}.*`, {
-      callback: (_err, msg) => {
-        const node = msg.headers?.get('Understudy-Node');
-        if (!node) return; // "no responders" status from the server
-        const n = Number(msg.subject.slice(this.prefix.length + 1));
-        const token = BigInt(msg.headers?.get('Understudy-Token') || '0');
-        const list = this.answers.get(n) ?? [];
-        if (list.length > 0 && !list.some((a) => a.node === node)) {
-          this.doubles.push({ ping: n, nodes: [...new Set([...list.map((a) => a.node), node])] });
-        }
-        list.push({ node, token });
-        this.answers.set(n, list);
-        this.answered++;
-      },
-    });
-  }
-
-  get sent(): number {
-    return this.sentAt.length;
-  }
-
-  start(): void {
-    this.timer = setInterval(() => {
-      if (this.nc.isClosed()) return;
-      const n = this.sentAt.length;
-      this.sentAt.push(performance.now());
-      this.nc.publish(subjects.identity(IDENTITY), 'PING', { reply: `${this.prefix}.${n}` });
-    }, SAMPLE_EVERY_MS);
-  }
-
-  stop(): void {
-    clearInterval(this.timer);
-  }
-
-  /**
-   * The no-responder gap of a move from `from` to `to` among PINGs [start, end): last PING
-   * answered by `from` → first later PING answered by `to`. `interleaved` counts PINGs answered
-   * by `from` after one answered by `to` (the old node serving again: an S1 breach in time).
-   */
-  gap(from: string, to: string, start: number, end: number) {
-    let lastOld: number | undefined;
-    let firstNew: number | undefined;
-    let interleaved = 0;
-    let unanswered = 0;
-    for (let n = start; n < end; n++) {
-      const nodes = (this.answers.get(n) ?? []).map((a) => a.node);
-      if (nodes.length === 0) unanswered++;
-      if (nodes.includes(to) && firstNew === undefined) firstNew = n;
-      if (nodes.includes(from)) {
-        if (firstNew !== undefined && n > firstNew) interleaved++;
-        else lastOld = n;
-      }
-    }
-    const gapMs =
-      lastOld !== undefined && firstNew !== undefined
-        ? this.sentAt[firstNew]! - this.sentAt[lastOld]!
-        : undefined;
-    return { gapMs, lastOld, firstNew, interleaved, unanswered, pings: end - start };
-  }
 }
 
 // --- figures ---------------------------------------------------------------------------------
@@ -194,7 +115,7 @@ async function main(): Promise<number> {
   const startedAt = Date.now();
   harness = await Harness.create();
   const results: RoundResult[] = [];
-  let sampler: Sampler | undefined;
+  let sampler: PingSampler | undefined;
   let nc: NatsConnection | undefined;
   let client: ReturnType<typeof connectEtcd> | undefined;
   try {
@@ -229,8 +150,7 @@ async function main(): Promise<number> {
     await controller.waitForActive({ timeoutMs: PROCESS_START_MS });
     const api = controller.api('operator');
 
-    sampler = new Sampler(nc);
-    sampler.start();
+    sampler = new PingSampler(nc, IDENTITY, { everyMs: SAMPLE_EVERY_MS }).start();
     const conn = nc;
     const soleResponder = async () => {
       const r = await collectResponders(conn, IDENTITY, 200);

@@ -8,13 +8,14 @@
 //
 //   npx tsx chaos/agent-failover.ts [--rounds 12] [--seed 1]
 import { parseArgs } from 'node:util';
-import { connect, createInbox } from 'nats';
+import { connect } from 'nats';
 import { putSpec } from '../pkg/spec/store.js';
 import { connectEtcd } from '../pkg/lease/index.js';
 import { collectResponders } from '../pkg/identity/client.js';
-import { subjects } from '../pkg/identity/wire.js';
 import { AgentProcess } from '../test/support/agents.js';
 import { Harness } from '../test/support/harness.js';
+import { loginIntervals, overlaps } from '../test/support/login-intervals.js';
+import { PingSampler } from '../test/support/sampler.js';
 import { rateBotSpec } from '../test/support/specs.js';
 import { delay, waitFor } from '../test/support/wait.js';
 
@@ -74,32 +75,7 @@ try {
   };
   for (const node of ['a', 'b', 'c']) await startAgent(node);
 
-  // The sampler: one reply subject per PING, so two answers to one PING are caught.
-  const prefix = createInbox();
-  const perPing = new Map<number, Set<string>>();
-  let highest = 0n;
-  let answered = 0;
-  let sent = 0;
-  nc.subscribe(`${prefix}.*`, {
-    callback: (_err, msg) => {
-      const node = msg.headers?.get('Understudy-Node');
-      if (!node) return; // "no responders" from the server
-      const n = Number(msg.subject.slice(prefix.length + 1));
-      const token = BigInt(msg.headers?.get('Understudy-Token') ?? '0');
-      const nodes = perPing.get(n) ?? new Set<string>();
-      nodes.add(node);
-      perPing.set(n, nodes);
-      if (nodes.size > 1) violations.push(`S1: PING #${n} answered by ${[...nodes].join(' and ')}`);
-      if (token < highest) violations.push(`S2: token ${token} from ${node} after ${highest}`);
-      highest = token > highest ? token : highest;
-      answered++;
-    },
-  });
-  const sampler = setInterval(() => {
-    if (!nc.isClosed()) nc.publish(subjects.identity(IDENTITY), 'PING', { reply: `${prefix}.${sent++}` });
-    // Old pings cannot get more answers that matter; keep memory bounded.
-    if (sent % 10_000 === 0) for (const k of perPing.keys()) if (k < sent - 10_000) perPing.delete(k);
-  }, SAMPLE_EVERY_MS);
+  const sampler = new PingSampler(nc, IDENTITY, { everyMs: SAMPLE_EVERY_MS, keep: 10_000 }).start();
 
   const leaderNow = async () => {
     const responders = await collectResponders(nc, IDENTITY, 200);
@@ -180,46 +156,13 @@ try {
     }
   }
 
-  clearInterval(sampler);
-  await nc.flush();
+  await sampler.close();
 
-  // S1 from the agents' own records: no two logged-in intervals overlap (same host clock).
-  const intervals: Array<{ node: string; from: number; to: number }> = [];
-  for (const agent of [...retired, ...agents.values()]) {
-    let openedAt: number | undefined;
-    for (const r of agent.records) {
-      // The lifeline's deadline killed the service of a frozen agent: its login ended then.
-      if (typeof r.killedAt === 'string' && openedAt !== undefined) {
-        intervals.push({ node: agent.node, from: openedAt, to: Date.parse(r.killedAt) });
-        openedAt = undefined;
-        continue;
-      }
-      if (r.identity !== IDENTITY || !r.to) continue;
-      const at = Date.parse(String(r.time));
-      if (r.to === 'logging-in') openedAt = at;
-      else if (openedAt !== undefined && r.from === 'logging-out') {
-        intervals.push({ node: agent.node, from: openedAt, to: at });
-        openedAt = undefined;
-      }
-    }
-    if (openedAt !== undefined)
-      intervals.push({ node: agent.node, from: openedAt, to: Number.POSITIVE_INFINITY });
-  }
-  intervals.sort((x, y) => x.from - y.from);
-  for (let i = 1; i < intervals.length; i++) {
-    const prev = intervals[i - 1]!;
-    const cur = intervals[i]!;
-    // A SIGKILLed agent's last interval never closes in its log; its end is bounded by the lease.
-    const prevEnd = Number.isFinite(prev.to) ? prev.to : prev.from;
-    if (cur.from < prevEnd && cur.node !== prev.node) {
-      violations.push(
-        `S1: ${prev.node} logged in until ${new Date(prevEnd).toISOString()}, ${cur.node} from ${new Date(cur.from).toISOString()}`,
-      );
-    }
-  }
+  const intervals = loginIntervals([...retired, ...agents.values()], IDENTITY);
+  violations.push(...sampler.violations(), ...overlaps(intervals));
 
   console.log(
-    `\nsampler: ${sent} PINGs, ${answered} answers, highest token ${highest}; ` +
+    `\nsampler: ${sampler.sent} PINGs, ${sampler.answered} answers, highest token ${sampler.highest}; ` +
       `${intervals.length} logged-in intervals checked; ${((Date.now() - startedAt) / 1000).toFixed(0)} s`,
   );
   for (const agent of agents.values()) await agent.stop();

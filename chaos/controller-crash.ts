@@ -14,18 +14,19 @@
 //
 //   npx tsx chaos/controller-crash.ts [--rounds 6] [--seed 1]   (npm run chaos -- controller ...)
 import { parseArgs } from 'node:util';
-import { connect, createInbox } from 'nats';
+import { connect } from 'nats';
 import type { ControllerInfo, Workflow, WorkflowState } from '../pkg/api/schema.js';
 import { collectResponders } from '../pkg/identity/client.js';
-import { subjects } from '../pkg/identity/wire.js';
 import { connectEtcd } from '../pkg/lease/index.js';
 import { putSpec } from '../pkg/spec/store.js';
 import { AgentProcess } from '../test/support/agents.js';
 import { ControllerProcess } from '../test/support/controllers.js';
 import { Harness } from '../test/support/harness.js';
 import type { LoggedProcess } from '../test/support/logged-process.js';
+import { loginIntervals, overlaps } from '../test/support/login-intervals.js';
+import { PingSampler } from '../test/support/sampler.js';
 import { rateBotSpec } from '../test/support/specs.js';
-import { delay, waitFor } from '../test/support/wait.js';
+import { waitFor } from '../test/support/wait.js';
 
 const TTL_S = 4;
 /** Time for an agent or controller process to start (tsx) on a loaded 2-core machine. */
@@ -127,32 +128,7 @@ try {
     await agent.waitForStarted();
   }
 
-  // The sampler: one reply subject per PING, so two answers to one PING are caught.
-  const prefix = createInbox();
-  const perPing = new Map<number, Set<string>>();
-  let highest = 0n;
-  let answered = 0;
-  let sent = 0;
-  nc.subscribe(`${prefix}.*`, {
-    callback: (_err, msg) => {
-      const node = msg.headers?.get('Understudy-Node');
-      if (!node) return; // "no responders" from the server
-      const n = Number(msg.subject.slice(prefix.length + 1));
-      const token = BigInt(msg.headers?.get('Understudy-Token') || '0');
-      const nodes = perPing.get(n) ?? new Set<string>();
-      nodes.add(node);
-      perPing.set(n, nodes);
-      if (nodes.size > 1) violations.push(`S1: PING #${n} answered by ${[...nodes].join(' and ')}`);
-      if (token < highest) violations.push(`S2: token ${token} from ${node} after ${highest}`);
-      highest = token > highest ? token : highest;
-      answered++;
-    },
-  });
-  const sampler = setInterval(() => {
-    if (!nc.isClosed()) nc.publish(subjects.identity(IDENTITY), 'PING', { reply: `${prefix}.${sent++}` });
-    // Old pings cannot get more answers that matter; keep memory bounded.
-    if (sent % 10_000 === 0) for (const k of perPing.keys()) if (k < sent - 10_000) perPing.delete(k);
-  }, SAMPLE_EVERY_MS);
+  const sampler = new PingSampler(nc, IDENTITY, { everyMs: SAMPLE_EVERY_MS, keep: 10_000 }).start();
 
   /** The sole responder, or undefined; two responders is an S1 violation on the spot. */
   const soleResponder = async (round: number) => {
@@ -342,36 +318,10 @@ try {
     for (const line of logged.slice(0, 8)) console.log(`       logged: ${line}`);
   }
 
-  clearInterval(sampler);
-  await delay(200);
-  await nc.flush();
+  await sampler.close();
 
-  // S1 from the agents' own records: no two logged-in intervals overlap (same host clock).
-  const intervals: Array<{ node: string; from: number; to: number }> = [];
-  for (const agent of agents.values()) {
-    let openedAt: number | undefined;
-    for (const r of agent.records) {
-      if (r.identity !== IDENTITY || !r.to) continue;
-      const at = Date.parse(String(r.time));
-      if (r.to === 'logging-in') openedAt = at;
-      else if (openedAt !== undefined && r.from === 'logging-out') {
-        intervals.push({ node: agent.node, from: openedAt, to: at });
-        openedAt = undefined;
-      }
-    }
-    if (openedAt !== undefined)
-      intervals.push({ node: agent.node, from: openedAt, to: Number.POSITIVE_INFINITY });
-  }
-  intervals.sort((p, q) => p.from - q.from);
-  for (let i = 1; i < intervals.length; i++) {
-    const prev = intervals[i - 1]!;
-    const cur = intervals[i]!;
-    if (cur.from < prev.to && cur.node !== prev.node) {
-      violations.push(
-        `S1: ${prev.node} logged in until ${new Date(prev.to).toISOString()}, ${cur.node} from ${new Date(cur.from).toISOString()}`,
-      );
-    }
-  }
+  const intervals = loginIntervals(agents.values(), IDENTITY);
+  violations.push(...sampler.violations(), ...overlaps(intervals));
 
   const ended = rows.filter((r) => r.state);
   const byState = STALL_STATES.map((s) => {
@@ -386,7 +336,7 @@ try {
         : 'none measured'),
   );
   console.log(
-    `sampler: ${sent} PINGs, ${answered} answers, highest token ${highest}; ` +
+    `sampler: ${sampler.sent} PINGs, ${sampler.answered} answers, highest token ${sampler.highest}; ` +
       `${intervals.length} logged-in intervals checked; ${((Date.now() - startedAt) / 1000).toFixed(0)} s`,
   );
   for (const agent of agents.values()) await agent.stop().catch(() => undefined);

@@ -5,7 +5,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { Etcd3 } from 'etcd3';
-import { connect, createInbox, type NatsConnection } from 'nats';
+import { connect, type NatsConnection } from 'nats';
 import { generateCallerKey } from '../../pkg/identity/access.js';
 import { collectResponders, IdentityClient, NoResponderError } from '../../pkg/identity/client.js';
 import { subjects } from '../../pkg/identity/wire.js';
@@ -13,6 +13,7 @@ import { connectEtcd } from '../../pkg/lease/index.js';
 import { listPending, approvePending, putSpec } from '../../pkg/spec/store.js';
 import { AgentProcess, type AgentOptions } from '../support/agents.js';
 import { pidDead } from '../support/processes.js';
+import { PingSampler } from '../support/sampler.js';
 import { rateBotSpec } from '../support/specs.js';
 import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
 import { waitFor, withTimeout } from '../support/wait.js';
@@ -177,29 +178,9 @@ describe('agent: the winner logs in under the shared name', function () {
   it('while failovers are forced repeatedly, no PING ever sees two responders or a token going down', async () => {
     await putSpec(client, rateBot('sampled'));
     let { a, b } = await startPair('sampled', 4);
-    const inboxPrefix = createInbox();
-    const perPing = new Map<number, Set<string>>();
-    const tokensInOrder: bigint[] = [];
-    const arrivals: string[] = [];
-    const sub = nc.subscribe(`${inboxPrefix}.*`, {
-      callback: (_err, msg) => {
-        const n = Number(msg.subject.slice(inboxPrefix.length + 1));
-        const node = msg.headers?.get('Understudy-Node');
-        // NATS itself answers "no responders" (status 503) while no one is logged in.
-        if (!node) return;
-        const token = BigInt(msg.headers?.get('Understudy-Token') ?? '0');
-        (perPing.get(n) ?? perPing.set(n, new Set()).get(n)!).add(node);
-        tokensInOrder.push(token);
-        arrivals.push(`#${n} ${node} ${token}`);
-      },
-    });
-    let n = 0;
-    const sampler = setInterval(
-      () => nc.publish(subjects.identity('sampled'), 'PING', { reply: `${inboxPrefix}.${n++}` }),
-      5,
-    );
+    const sampler = new PingSampler(nc, 'sampled', { everyMs: 5 }).start();
     try {
-      await waitFor(() => tokensInOrder.length > 0, {
+      await waitFor(() => sampler.answered > 0, {
         what: 'the sampler to see the first term',
         timeoutMs: 5_000,
       });
@@ -217,24 +198,12 @@ describe('agent: the winner logs in under the shared name', function () {
         else b = again;
       }
     } finally {
-      clearInterval(sampler);
-      await nc.flush();
-      sub.unsubscribe();
+      await sampler.close();
     }
-    const doubles = [...perPing.entries()].filter(([, nodes]) => nodes.size > 1);
-    expect(doubles, 'pings answered by two nodes').to.deep.equal([]);
-    for (let i = 1; i < tokensInOrder.length; i++) {
-      expect(
-        tokensInOrder[i]! >= tokensInOrder[i - 1]!,
-        `token went down at reply ${i}: ${arrivals.slice(Math.max(0, i - 3), i + 3).join(', ')}`,
-      ).to.equal(true);
-    }
-    expect(
-      new Set(tokensInOrder).size,
-      `distinct terms seen by the sampler: ${[...new Set(arrivals.map((x) => x.split(' ').slice(1).join(' ')))].join(', ')}`,
-    ).to.be.at.least(5);
+    expect(sampler.violations(), 'two responders to one PING, or a token going down').to.deep.equal([]);
+    expect(sampler.terms().length, 'distinct terms seen by the sampler').to.be.at.least(5);
     console.log(
-      `      sampler: ${n} PINGs, ${tokensInOrder.length} replies, ${new Set(tokensInOrder).size} terms`,
+      `      sampler: ${sampler.sent} PINGs, ${sampler.answered} replies, ${sampler.terms().length} terms`,
     );
   });
 
