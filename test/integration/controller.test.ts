@@ -7,9 +7,9 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, createInbox, headers as natsHeaders, type NatsConnection } from 'nats';
+import { connect, headers as natsHeaders, type NatsConnection } from 'nats';
 import type { IdentityView, NodeView, Problem, Workflow } from '../../pkg/api/schema.js';
-import { parseReply, msgHeaders, collectResponders } from '../../pkg/identity/client.js';
+import { collectResponders } from '../../pkg/identity/client.js';
 import { subjects } from '../../pkg/identity/wire.js';
 import { connectEtcd, readLeader } from '../../pkg/lease/index.js';
 import { putSpec } from '../../pkg/spec/store.js';
@@ -18,6 +18,7 @@ import { ControllerProcess, TEST_TOKENS, type Api } from '../support/controllers
 import { repoRoot } from '../support/paths.js';
 import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
 import { pidDead } from '../support/processes.js';
+import { PingSampler } from '../support/sampler.js';
 import { rateBotSpec } from '../support/specs.js';
 import { waitFor } from '../support/wait.js';
 
@@ -50,39 +51,6 @@ async function runCli(
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
   return { code, stdout, stderr };
-}
-
-/** PINGs the identity every few ms and keeps every answer set, to check S1 from the network. */
-class Sampler {
-  readonly samples: Array<{ at: number; nodes: string[] }> = [];
-  private timer: NodeJS.Timeout | undefined;
-  constructor(
-    private readonly nc: NatsConnection,
-    private readonly identity: string,
-  ) {}
-  start(everyMs = 10): this {
-    this.timer = setInterval(() => {
-      const inbox = createInbox();
-      const sample = { at: Date.now(), nodes: [] as string[] };
-      this.samples.push(sample);
-      const sub = this.nc.subscribe(inbox, {
-        callback: (err, msg) => {
-          if (err) return;
-          const parsed = parseReply(msgHeaders(msg.headers), msg.data);
-          if (parsed.ok) sample.nodes.push(parsed.reply.node);
-        },
-      });
-      setTimeout(() => sub.unsubscribe(), 200);
-      this.nc.publish(subjects.identity(this.identity), 'PING', { reply: inbox });
-    }, everyMs);
-    return this;
-  }
-  stop(): void {
-    clearInterval(this.timer);
-  }
-  maxResponders(): number {
-    return Math.max(0, ...this.samples.map((s) => new Set(s.nodes).size));
-  }
 }
 
 describe('controller: probes, maintenance handover and the API', function () {
@@ -170,7 +138,7 @@ describe('controller: probes, maintenance handover and the API', function () {
     await pair('swo');
     const ctl = await startController('c1');
     await ctl.waitForActive();
-    const sampler = new Sampler(nc, 'swo').start();
+    const sampler = new PingSampler(nc, 'swo', { everyMs: 10 }).start();
     try {
       // Through the CLI, as an operator would: it waits for the end and exits 0 on done.
       const cli = await runCli(ctl, [
@@ -201,9 +169,10 @@ describe('controller: probes, maintenance handover and the API', function () {
         { node: 'b', token: BigInt(wf.newToken!) },
       ]);
     } finally {
-      sampler.stop();
+      await sampler.close();
     }
-    expect(sampler.maxResponders(), 'two nodes answered one PING').to.equal(1);
+    expect(sampler.violations()).to.deep.equal([]);
+    expect(sampler.terms(), 'the sampler saw the old and the new term').to.have.length(2);
     const history = await ctl
       .api('viewer')
       .get<{ entries: Array<{ actor?: string; reason?: string }> }>('/v1/identities/swo/history?limit=50');
@@ -230,7 +199,7 @@ describe('controller: probes, maintenance handover and the API', function () {
       expect(refused.body).to.include({ code: 'not-active' });
       expect(refused.body.active).to.deep.equal({ name: 'c1', url: doomed.url });
 
-      const sampler = new Sampler(nc, identity).start();
+      const sampler = new PingSampler(nc, identity, { everyMs: 10 }).start();
       try {
         expect(
           (await doomed.api().post(`/v1/identities/${identity}/switchover`, { to: 'b' })).status,
@@ -256,9 +225,10 @@ describe('controller: probes, maintenance handover and the API', function () {
         );
         expect(await leaderOf(identity)).to.equal(expected);
       } finally {
-        sampler.stop();
+        await sampler.close();
       }
-      expect(sampler.maxResponders(), 'two nodes answered one PING').to.equal(1);
+      expect(sampler.violations()).to.deep.equal([]);
+      expect(sampler.answered, 'the sampler heard the identity').to.be.greaterThan(0);
     });
   }
 
@@ -300,7 +270,7 @@ describe('controller: probes, maintenance handover and the API', function () {
     );
     await ctl.waitForActive();
     const token = (await readLeader(client, 'stuck'))!.token;
-    const sampler = new Sampler(nc, 'stuck').start();
+    const sampler = new PingSampler(nc, 'stuck', { everyMs: 10 }).start();
     // A frozen agent hears no drain request; its lease would outlive the drain timeout.
     a!.kill('SIGSTOP');
     try {
@@ -315,9 +285,10 @@ describe('controller: probes, maintenance handover and the API', function () {
       expect(await leaderOf('stuck')).to.equal('b');
     } finally {
       a!.kill('SIGCONT');
-      sampler.stop();
+      await sampler.close();
     }
-    expect(sampler.maxResponders(), 'two nodes answered one PING').to.equal(1);
+    expect(sampler.violations()).to.deep.equal([]);
+    expect(sampler.answered, 'the sampler heard the identity').to.be.greaterThan(0);
   });
 
   it('raises a split-brain alarm when two instances answer for one identity', async () => {
@@ -393,6 +364,13 @@ describe('controller: probes, maintenance handover and the API', function () {
       expect(alarm.level).to.equal('error');
       const metrics = await fetch(`${ctl.url}/metrics`).then((r) => r.text());
       expect(metrics).to.match(/understudy_alarms_total\{alarm="probe-failover-paused"\} [1-9]/);
+      // Two more probe rounds after the alarm: time in which an ignored pause would have moved it.
+      await waitFor(
+        async () =>
+          (await ctl.api('viewer').get<IdentityView>('/v1/identities/paused')).body.probeFailures >=
+          PROBE.failures + 2,
+        { what: 'two more failed probes after the alarm', timeoutMs: 10_000, intervalMs: 100 },
+      );
       // Nothing moved: same node, same term, no workflow.
       const leader = await readLeader(client, 'paused');
       expect(leader?.record.node).to.equal('a');
@@ -407,7 +385,7 @@ describe('controller: probes, maintenance handover and the API', function () {
     await pair('fenced');
     const ctl = await startController('c1');
     await ctl.waitForActive();
-    const sampler = new Sampler(nc, 'fenced').start();
+    const sampler = new PingSampler(nc, 'fenced', { everyMs: 10 }).start();
     try {
       const res = await ctl.api().post<{ fenced: boolean; workflows: Workflow[] }>('/v1/nodes/a/fence', {
         reason: 'kernel upgrade',
@@ -423,9 +401,10 @@ describe('controller: probes, maintenance handover and the API', function () {
         { what: 'node a fenced', timeoutMs: HANDOVER_TIMEOUT_MS, intervalMs: 100 },
       );
     } finally {
-      sampler.stop();
+      await sampler.close();
     }
-    expect(sampler.maxResponders(), 'two nodes answered one PING').to.equal(1);
+    expect(sampler.violations()).to.deep.equal([]);
+    expect(sampler.answered, 'the sampler heard the identity').to.be.greaterThan(0);
     expect(await leaderOf('fenced')).to.equal('b');
     // Restarted, the fenced node stays out even though it has the higher priority.
     const a = agents.find((x) => x.node === 'a')!;
@@ -437,6 +416,20 @@ describe('controller: probes, maintenance handover and the API', function () {
     b.kill('SIGTERM'); // b resigns: a free key that a fenced a must not take
     await b.exited;
     agents = agents.filter((x) => x !== b);
+    // The key is free: wait until the controller has probed the identity down twice, time in
+    // which an unfenced a (the only candidate left) would have taken it.
+    const downSince = Date.now();
+    await waitFor(
+      async () => {
+        const v = (await ctl.api('viewer').get<IdentityView>('/v1/identities/fenced')).body;
+        return (
+          v.health === 'down' &&
+          v.lastProbe !== undefined &&
+          Date.parse(v.lastProbe) > downSince + PROBE.intervalMs
+        );
+      },
+      { what: 'the controller to see the identity down', timeoutMs: 15_000, intervalMs: 100 },
+    );
     expect(await leaderOf('fenced')).to.equal(undefined);
     expect(again.records.some((r) => r.identity === 'fenced' && r.to === 'campaigning')).to.equal(false);
     const unfenced = await ctl.api().post<NodeView>('/v1/nodes/a/unfence');
@@ -487,6 +480,13 @@ describe('controller: probes, maintenance handover and the API', function () {
       403,
     );
 
+    // None of the refused calls changed anything: same leader, same term, no workflow.
+    expect(await readLeader(client, 'strict').then((l) => [l?.record.node, l?.token])).to.deep.equal([
+      'a',
+      before!.token,
+    ]);
+    expect((await api.get('/v1/identities/strict/workflow')).status).to.equal(404);
+
     // Two switchovers of one identity at once: one starts, the other is refused.
     const [first, second] = await Promise.all([
       api.post<Workflow | Problem>('/v1/identities/strict/switchover', { to: 'b', deadlineMs: 30_000 }),
@@ -496,8 +496,7 @@ describe('controller: probes, maintenance handover and the API', function () {
     const refused = (first.status === 409 ? first : second).body as Problem;
     expect(refused.detail).to.match(/already has a switchover in progress|started at the same time/);
 
-    // The refused calls changed nothing: only the accepted switchover moved the identity.
-    expect(before?.record.node).to.equal('a');
+    // Only the accepted switchover moves the identity.
     const wf = await untilWorkflowEnds(api, 'strict');
     expect(wf.state).to.equal('done');
     expect(await leaderOf('strict')).to.equal('b');
