@@ -66,6 +66,9 @@ export class ControllerElection extends EventEmitter {
         await leadership.clearance();
         if (!leadership.mayAct())
           throw new Error('the election term ended while waiting out the previous one');
+        // Acting as the active controller is this term's "login": recorded before the first
+        // side effect, so a successor waits this term out unless it resigns cleanly.
+        await leadership.setLoggedIn(true);
         this.leadership = leadership;
         this.logger.info({ token: String(leadership.token) }, 'this controller is now the active one');
         this.emit('active', leadership.token);

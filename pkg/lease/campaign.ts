@@ -13,6 +13,13 @@
 // more than a step; a dead best candidate has no registration (its lease went with it), so
 // no one waits for it. Unhealthy candidates rank after all healthy ones.
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
+import {
+  CLEARANCE_RECHECK_MS,
+  decideClearance,
+  type ClearanceFacts,
+  type ClearanceVerdict,
+  type EarlierTerm,
+} from './clearance.js';
 import { TypedEmitter } from './emitter.js';
 import { within } from './etcd.js';
 import {
@@ -25,7 +32,8 @@ import {
   LoginRecord,
   TermEnd,
 } from './keys.js';
-import type { Session } from './session.js';
+import { PeerSessions } from './peers.js';
+import type { Release, Session } from './session.js';
 
 /** Gap between ranks in a free election: well above a txn round trip on a LAN. */
 export const STAGGER_STEP_MS = 250;
@@ -33,6 +41,11 @@ export const STAGGER_STEP_MS = 250;
 const CALL_MS = 2_000;
 /** Pause after a failed etcd call before the campaign loop reads again. */
 const RETRY_MS = 200;
+/**
+ * How long a successor waits for its view of other sessions to catch up with a read that
+ * found a holder's session gone. Past it, the read's own time is the (later, safe) bound.
+ */
+const PEER_CATCHUP_MS = 1_000;
 
 export type FencingToken = bigint;
 
@@ -73,6 +86,8 @@ export interface PreviousTerm {
 export interface LeadershipEvents extends Record<string, unknown> {
   /** Leadership ended (key deleted, moved, or the session must stop). Terminal. */
   lost: { reason: 'session' | 'key-deleted' | 'key-moved' | 'resigned'; at: number };
+  /** The login gate holds this new leader back, and why (emitted when the reason changes). */
+  waiting: { reason: string };
 }
 
 /** Sleep that ends early on abort, leaving no listener behind (campaigns run for days). */
@@ -91,6 +106,11 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 export class Candidate {
   readonly keys: Keys;
   private readonly client: Etcd3;
+  /**
+   * This process's view of every agent's renewals, started at once: a successor can only
+   * bound an earlier holder by renewals it saw before that holder's term ended.
+   */
+  readonly peers: Promise<PeerSessions>;
   /** Token of this candidate's latest term, so a stale leader key of ours is not re-adopted. */
   lastOwnToken: FencingToken | undefined;
 
@@ -102,6 +122,9 @@ export class Candidate {
     assertName('node', session.node);
     this.keys = opts.keys ?? new Keys();
     this.client = session.client;
+    // Sessions live under the session's prefix, whatever prefix this identity's keys use.
+    this.peers = PeerSessions.for(this.client, session.keys);
+    this.peers.catch(() => undefined);
   }
 
   get identity(): string {
@@ -407,6 +430,10 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
   private ended: LeadershipEvents['lost'] | undefined;
   private watcher: Watcher | undefined;
   private loggedInValue = false;
+  /** Held on the session from the first `setLoggedIn(true)` until the logout is confirmed. */
+  private releaseHold: Release | undefined;
+  /** Mod revision of this term's last login record write: it guards a late confirmation. */
+  private loginRevision: string | undefined;
   private readonly endWaiters: Array<(e: LeadershipEvents['lost']) => void> = [];
 
   constructor(
@@ -524,90 +551,165 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
   }
 
   /**
-   * How long (ms) this leader must wait before logging in, per S3. 0 when the previous term
-   * confirmed its logout, was transferred, or ended by lease expiry with no recorded end (the
-   * holder self-fenced before etcd could expire it); otherwise the previous holder's TTL from
-   * when we saw the term end (revoked, resigned unconfirmed, or deleted under a live lease).
+   * The login gate (S3): resolves with the sentence that let this leader log in, once every
+   * earlier term is proven over (clearance.ts); emits `waiting` with why while it is not.
+   * Rejects if this term ends meanwhile.
    */
-  async clearanceWaitMs(): Promise<number> {
-    const prev = this.previous;
-    const client = this.session.client;
-    let termEnd: TermEnd | undefined;
-    try {
-      termEnd = decode(
-        TermEnd,
-        await client.get(this.candidate.keys.termEnd(this.identity)).options(within(CALL_MS)).buffer(),
-        'term-end',
-      );
-    } catch {
-      termEnd = undefined;
-    }
-    if (!prev) {
-      // We did not see the previous term end. Only a recent end without confirmed logout
-      // (a revocation) can leave someone in: wait from the recorded time, on the writer's
-      // clock, with an allowance for skew.
-      if (termEnd && !termEnd.loggedOut) {
-        return Math.max(0, termEnd.at + termEnd.holderTtlMs + CLOCK_SKEW_ALLOWANCE_MS - Date.now());
+  async clearance(): Promise<string> {
+    let shown: string | undefined;
+    for (;;) {
+      if (!this.mayAct()) {
+        throw new CampaignAbandonedError(
+          `term ${this.token} of ${this.identity} ended while waiting out the previous term`,
+        );
       }
-      return 0;
+      let verdict;
+      try {
+        verdict = decideClearance(await this.clearanceFacts());
+      } catch (err) {
+        verdict = {
+          proceed: false as const,
+          reason: `cannot read the earlier term's state from etcd (${(err as Error).message}); not logging in until it can be read`,
+          recheckInMs: CLEARANCE_RECHECK_MS,
+        };
+      }
+      if (verdict.proceed) {
+        if (!this.mayAct()) continue;
+        return verdict.reason;
+      }
+      // Say it once per kind of wait, not at every re-read (the figures change each time).
+      const gist = verdict.reason.replace(/\d+/g, '#');
+      if (gist !== shown) {
+        shown = gist;
+        this.emit('waiting', { reason: verdict.reason });
+      }
+      await Promise.race([sleep(verdict.recheckInMs), this.whenLost()]);
     }
-    if (prev.transferred) return 0;
-    const observed = prev.observedEndAt ?? performance.now();
-    const waitFrom = (ms: number) => Math.max(0, observed + ms - performance.now());
-    if (termEnd && termEnd.token === String(prev.token)) {
-      // The term's end was recorded (resigned, revoked): its word on the logout decides.
-      return termEnd.loggedOut ? 0 : waitFrom(prev.record.ttlMs);
-    }
-    try {
-      const ttl = await client.leaseClient.leaseTimeToLive(
-        { ID: prev.record.leaseId, keys: false },
-        within(CALL_MS),
-      );
-      // -1 with no recorded end: the lease expired, so its holder self-fenced before etcd
-      // could expire it. Alive: the key was deleted under a live holder: wait it out.
-      if (Number(ttl.TTL) < 0) return 0;
-    } catch {
-      // Unknown: assume the worst.
-    }
-    return waitFrom(prev.record.ttlMs);
   }
 
-  /** Wait out the previous term (S3), abandoning if this term ends meanwhile. */
-  async clearance(): Promise<void> {
-    const ms = await this.clearanceWaitMs();
-    if (ms > 0) await Promise.race([sleep(ms), this.whenLost()]);
-    if (!this.mayAct())
-      throw new CampaignAbandonedError(
-        `term ${this.token} of ${this.identity} ended while waiting out the previous term`,
-      );
+  /** What the login gate would decide now (for status displays and tests). */
+  async clearanceVerdict(): Promise<ClearanceVerdict> {
+    return decideClearance(await this.clearanceFacts());
+  }
+
+  /** What the login gate decides on: one read at one revision, plus this node's sightings. */
+  async clearanceFacts(): Promise<ClearanceFacts> {
+    const client = this.session.client;
+    const keys = this.candidate.keys;
+    const sessionKeys = this.session.keys;
+    const result = await client
+      .if(this.key, 'Create', '>', -1) // always true: a multi-get at one revision
+      .then(
+        client.get(keys.termEnd(this.identity)),
+        client.get(keys.login(this.identity)),
+        client.getAll().prefix(sessionKeys.sessions()),
+      )
+      .options(within(CALL_MS))
+      .commit();
+    const readAt = performance.now();
+    const revision = BigInt(result.header.revision);
+    const termEndKey = keys.termEnd(this.identity);
+    const termEnd = decode(TermEnd, result.responses[0]?.response_range?.kvs[0]?.value, termEndKey);
+    const login = decode(
+      LoginRecord,
+      result.responses[1]?.response_range?.kvs[0]?.value,
+      keys.login(this.identity),
+    );
+    const present = new Set(
+      (result.responses[2]?.response_range?.kvs ?? []).map((kv) =>
+        kv.key.toString().slice(sessionKeys.sessions().length),
+      ),
+    );
+
+    const terms: EarlierTerm[] = [];
+    const prev = this.previous;
+    if (prev) {
+      terms.push({
+        token: prev.token,
+        node: prev.record.node,
+        leaseId: prev.record.leaseId,
+        ttlMs: prev.record.ttlMs,
+        transferred: prev.transferred,
+      });
+    }
+    // A term this node never saw (it started later, or missed a short term) that logged in.
+    if (
+      login?.loggedIn &&
+      BigInt(login.token) !== this.token &&
+      !terms.some((t) => String(t.token) === login.token)
+    ) {
+      terms.push({
+        token: BigInt(login.token),
+        node: login.node,
+        leaseId: login.leaseId,
+        ttlMs: login.ttlMs,
+      });
+    }
+
+    const peers = await Promise.race([
+      this.candidate.peers.catch(() => undefined),
+      sleep(0).then(() => undefined),
+    ]);
+    const sessions = new Map<string, { present: boolean; lastSeenAt: number }>();
+    for (const term of terms) {
+      if (term.transferred || sessions.has(term.leaseId)) continue;
+      if (present.has(term.leaseId)) {
+        sessions.set(term.leaseId, { present: true, lastSeenAt: readAt });
+        continue;
+      }
+      // Gone: every renewal came before this read, so its time bounds the last one; a
+      // renewal we saw earlier bounds it tighter.
+      const seen = await peers?.lastSeenUpTo(term.leaseId, revision, PEER_CATCHUP_MS);
+      sessions.set(term.leaseId, { present: false, lastSeenAt: Math.min(readAt, seen ?? readAt) });
+    }
+    return {
+      terms,
+      ...(termEnd ? { termEnd: { token: termEnd.token, loggedOut: termEnd.loggedOut } } : {}),
+      ...(login ? { login: { token: login.token, loggedIn: login.loggedIn } } : {}),
+      sessions,
+      now: performance.now(),
+    };
   }
 
   /**
    * Record the login state, fenced by this term's token. The convention that makes the
    * record safe to act on: write `true` *before* starting the service (it covers logging in),
-   * and `false` only once the service is confirmed stopped. A transfer and a revocation treat
-   * `false` as the holder's confirmed logout.
+   * and `false` only once the service is confirmed stopped. A transfer, a revocation and a
+   * successor's login gate treat `false` as the holder's confirmed logout. The record is not
+   * bound to the lease: it outlives the term, so a term that logged in and never confirmed
+   * its logout stays visible to every successor.
    *
-   * `true` is refused (FencedNodeError) while the node is fenced (S4) or held off this
-   * identity: a fence written after this node won still keeps it from logging in.
+   * `true` takes a hold on the session (it is not revoked while the service may run) and is
+   * refused (FencedNodeError) while the node is fenced (S4) or held off this identity: a
+   * fence written after this node won still keeps it from logging in. `false` releases the
+   * hold; it is accepted even after the key is gone, as long as no later term wrote the
+   * record, so a holder cut off by a revocation can still confirm it is out.
    */
   async setLoggedIn(loggedIn: boolean): Promise<void> {
-    const record: LoginRecord = { node: this.node, token: String(this.token), loggedIn, at: Date.now() };
     const client = this.session.client;
+    const loginKey = this.candidate.keys.login(this.identity);
+    const value = JSON.stringify(this.loginRecord(loggedIn));
+    if (loggedIn) this.releaseHold ??= this.session.hold();
     const fenceKey = this.candidate.keys.fence(this.node);
     const holdOffKey = this.candidate.keys.holdOff(this.identity, this.node);
     let txn = client.if(this.key, 'Mod', '==', String(this.token));
     if (loggedIn) txn = txn.and(fenceKey, 'Create', '==', 0).and(holdOffKey, 'Create', '==', 0);
-    const result = await txn
-      .then(
-        client
-          .put(this.candidate.keys.login(this.identity))
-          .value(JSON.stringify(record))
-          .lease(this.session.leaseId),
-      )
-      .options(within(CALL_MS))
-      .commit();
+    let result;
+    try {
+      result = await txn.then(client.put(loginKey).value(value)).options(within(CALL_MS)).commit();
+    } catch (err) {
+      if (loggedIn && !this.loggedInValue) this.release();
+      throw err;
+    }
+    if (!result.succeeded && !loggedIn && this.loginRevision !== undefined) {
+      result = await client
+        .if(loginKey, 'Mod', '==', this.loginRevision)
+        .then(client.put(loginKey).value(value))
+        .options(within(CALL_MS))
+        .commit();
+    }
     if (!result.succeeded) {
+      if (loggedIn && !this.loggedInValue) this.release();
       const still = await client.get(this.key).options(within(CALL_MS)).exec();
       if (still.kvs[0] && BigInt(still.kvs[0].mod_revision) === this.token) {
         throw new FencedNodeError(this.node, this.identity);
@@ -615,19 +717,38 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
       this.end('key-moved');
       throw new StaleTokenError(this.identity, this.token);
     }
+    this.loginRevision = result.header.revision;
     this.loggedInValue = loggedIn;
+    if (!loggedIn) this.release();
+  }
+
+  private loginRecord(loggedIn: boolean): LoginRecord {
+    return {
+      node: this.node,
+      token: String(this.token),
+      loggedIn,
+      at: Date.now(),
+      leaseId: this.session.leaseId,
+      ttlMs: this.session.timing.ttlMs,
+    };
+  }
+
+  private release(): void {
+    this.releaseHold?.();
+    this.releaseHold = undefined;
   }
 
   /**
    * End the term: record how it ended and delete the key in one txn guarded by this term.
    * `loggedOut: true` only once the service is confirmed stopped; a successor then logs in
    * without waiting. With `loggedOut: false` (the service could not be confirmed stopped)
-   * the whole session is closed too: only the end of the lease bounds how long the service
-   * may still run, and successors wait that out. Never throws; resolves false if the key was
-   * no longer ours.
+   * the login record keeps saying "logged in", and the whole session is closed too: it is
+   * revoked only at the must-be-out instant (the lifeline has killed the service by then),
+   * and successors wait that out. Never throws; resolves false if the key was no longer ours.
    */
   async resign(opts: { loggedOut: boolean }): Promise<boolean> {
     const client = this.session.client;
+    const loginKey = this.candidate.keys.login(this.identity);
     const end: TermEnd = {
       token: String(this.token),
       node: this.node,
@@ -637,6 +758,9 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
       holderTtlMs: this.session.timing.ttlMs,
       at: Date.now(),
     };
+    // A term that logged in and is now confirmed out says so where successors look first.
+    const confirm = opts.loggedOut && this.loginRevision !== undefined;
+    const confirmation = JSON.stringify(this.loginRecord(false));
     let ok = false;
     try {
       const result = await client
@@ -644,27 +768,35 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
         .then(
           client.put(this.candidate.keys.termEnd(this.identity)).value(JSON.stringify(end)),
           client.delete().key(this.key),
-          client.delete().key(this.candidate.keys.login(this.identity)),
+          ...(confirm ? [client.put(loginKey).value(confirmation)] : []),
           // Until it campaigns again, the resigned node is no candidate: nobody waits for it.
           client.delete().key(this.candidate.keys.candidate(this.identity, this.node)),
         )
         .options(within(CALL_MS))
         .commit();
       ok = result.succeeded;
+      if (!ok && confirm) {
+        // The key went first (revoked, moved, deleted): confirm on the login record alone.
+        await client
+          .if(loginKey, 'Mod', '==', this.loginRevision!)
+          .then(client.put(loginKey).value(confirmation))
+          .options(within(CALL_MS))
+          .commit();
+      }
     } catch {
       ok = false;
     }
     this.end('resigned');
-    if (!opts.loggedOut) await this.session.close();
+    if (opts.loggedOut) {
+      this.loggedInValue = false;
+      this.release();
+    } else {
+      // Stops the session now; its lease goes once the hold lapses at the must-be-out instant.
+      void this.session.close();
+    }
     return ok;
   }
 }
-
-/**
- * A successor that missed a revocation can only use the revoker's wall clock: allow for the
- * skew between two NTP-synchronised hosts (normally milliseconds) with a wide margin.
- */
-const CLOCK_SKEW_ALLOWANCE_MS = 1_000;
 
 export class FencedNodeError extends Error {
   constructor(

@@ -1,6 +1,6 @@
 // The etcd client as pkg/lease needs it: bounded calls, no hidden circuit breaker.
 import { handleWhen, noop, retry } from 'cockatiel';
-import { Etcd3, isRecoverableError, type IOptions } from 'etcd3';
+import { ClientClosedError, Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IOptions } from 'etcd3';
 
 /**
  * gRPC keepalive on the channel: a frozen (not dead) etcd becomes visible to watches and
@@ -43,4 +43,17 @@ export function connectEtcd(opts: EtcdConnectOptions): Etcd3 {
 /** Call options with an absolute deadline `ms` from now (shared by the library's retries). */
 export function within(ms: number): { deadline: Date } {
   return { deadline: new Date(Date.now() + ms) };
+}
+
+/**
+ * etcd no longer has the lease (expired or revoked). The library's error classes leave
+ * `name` as "Error", so test the class, never the name.
+ */
+export function isLeaseGone(err: unknown): boolean {
+  return err instanceof EtcdLeaseInvalidError;
+}
+
+/** The client was closed: it will never answer again. */
+export function isClientClosed(err: unknown): boolean {
+  return err instanceof ClientClosedError || /client was already closed/.test((err as Error)?.message ?? '');
 }

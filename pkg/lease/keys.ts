@@ -24,13 +24,27 @@ export class Keys {
   candidate(identity: string, node: string): string {
     return `${this.candidates(identity)}${node}`;
   }
-  /** The leader's login state, bound to its lease; the leader key itself is written only at term start. */
+  /**
+   * The login state of the identity's latest term that logged in. Not bound to any lease: it
+   * outlives the term, so a successor can tell a term that may still be logged in from one
+   * that confirmed its logout or never logged in, even after the holder's lease is gone.
+   */
   login(identity: string): string {
     return `${this.prefix}/identities/${identity}/login`;
   }
   /** How the last term ended (resigned after logout, transferred, or revoked). */
   termEnd(identity: string): string {
     return `${this.prefix}/identities/${identity}/term-end`;
+  }
+  /**
+   * One key per agent session, bound to its lease and rewritten at every renewal: the only
+   * sign of a holder's renewals that other nodes can see (etcd keepalives leave no trace).
+   */
+  sessions(): string {
+    return `${this.prefix}/sessions/`;
+  }
+  session(leaseId: string): string {
+    return `${this.sessions()}${leaseId}`;
   }
   fence(node: string): string {
     return `${this.prefix}/nodes/${node}/fence`;
@@ -63,12 +77,18 @@ export const LeaderRecord = z.strictObject({
 });
 export type LeaderRecord = z.infer<typeof LeaderRecord>;
 
-/** The leader's login state (false while waiting out, logging in, and after logout). */
+/**
+ * The login state of one term: `true` is written before its service starts, `false` only once
+ * the service is confirmed stopped. Names the holder's lease and TTL, so a successor that
+ * never saw the term can still wait it out.
+ */
 export const LoginRecord = z.strictObject({
   node: z.string(),
   token: z.string(),
   loggedIn: z.boolean(),
   at: z.number(),
+  leaseId: z.string(),
+  ttlMs: z.number().int().positive(),
 });
 export type LoginRecord = z.infer<typeof LoginRecord>;
 
@@ -82,6 +102,14 @@ export const CandidateRecord = z.strictObject({
 });
 export type CandidateRecord = z.infer<typeof CandidateRecord>;
 
+/** Value of an agent's session key. */
+export const SessionRecord = z.strictObject({
+  node: z.string(),
+  ttlMs: z.number().int().positive(),
+  mustBeOutByMs: z.number().int().positive(),
+});
+export type SessionRecord = z.infer<typeof SessionRecord>;
+
 export const TermEnd = z.strictObject({
   token: z.string(),
   node: z.string(),
@@ -91,7 +119,7 @@ export const TermEnd = z.strictObject({
   loggedOut: z.boolean(),
   /** The holder's lease TTL: how long after `at` it may still have been logged in. */
   holderTtlMs: z.number().int().positive(),
-  /** Wall-clock ms of the record (a successor uses it only when it missed the deletion). */
+  /** Wall-clock ms of the record (for people reading it). */
   at: z.number(),
   actor: z.string().optional(),
 });

@@ -1,21 +1,39 @@
-// An agent's session: one etcd lease, kept alive every T/3, and the self-fence clock.
+// An agent's session: one etcd lease, renewed every T/6, and the self-fence clock.
 //
-// The clock runs on this process's monotonic time from the *send* time of the last keepalive
-// that etcd acknowledged with a live TTL. etcd received that keepalive after we sent it, so
-// it cannot expire the lease before `sent + T`. At `sent + D` the session raises must-stop:
-// whoever acts under it (a logged-in service) must be out by `sent + T × (1 − drift)`
-// (see timing.ts). A session that raised must-stop is finished: it stops renewing, revokes
-// its lease when it can, and a new session must be opened to act again. Recovering the old
-// one would let a leader that already began logging out resume without a new term.
+// Each renewal is two calls: a keepalive on the lease's stream (it keeps the lease) and a
+// rewrite of the session's own key, bound to the lease (it proves the lease alive *and*
+// shows the renewal to every other node: keepalives leave no trace anyone else can see).
+// The self-fence clock runs on this process's monotonic time from the *send* time of the
+// last session-key write etcd acknowledged. Any node that saw that write saw it after we
+// sent it, so it can bound how long we may still act on its own clock (peers.ts). At
+// `sent + D` the session raises must-stop: whoever acts under it (a logged-in service) must
+// be out by `sent + T × (1 − drift)` (see timing.ts). A session that raised must-stop is
+// finished: it stops renewing, and a new session must be opened to act again. Recovering the
+// old one would let a leader that already began logging out resume without a new term.
+//
+// The session never revokes its lease while a service may still run under it: holders
+// (`hold()`) release once their service is confirmed out, and the revoke waits for all of
+// them or for the must-be-out instant, whichever comes first.
 import type { Etcd3, IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
 import { TypedEmitter } from './emitter.js';
-import { within } from './etcd.js';
+import { isLeaseGone, within } from './etcd.js';
+import { Keys, type SessionRecord } from './keys.js';
 import { leaseTiming, type LeaseTiming, type LeaseTimingInput } from './timing.js';
 
 /** Bound on a grant or revoke call; well under any TTL etcd grants. */
 const LEASE_CALL_MS = 1_500;
 /** Pause before reopening a broken keepalive stream (gRPC reconnects underneath). */
 const STREAM_REOPEN_MS = 100;
+/**
+ * Bound on each renewal write as a share of T: a write not acknowledged by then (a frozen
+ * member, a raft election) is abandoned and sent again at once, on whichever endpoint the
+ * client picks (it shuffles them per call), several times before D. A healthy write takes
+ * milliseconds.
+ */
+const RENEW_CALL_SHARE = 1 / 10;
+const RENEW_CALL_MIN_MS = 100;
+/** Pause before retrying a failed renewal write. */
+const RENEW_RETRY_MS = 50;
 /** How long a finished session keeps trying to revoke its lease so standbys need not wait T. */
 const REVOKE_RETRY_WINDOW_FACTOR = 3;
 const REVOKE_RETRY_MS = 250;
@@ -41,12 +59,15 @@ export interface MustStop {
 export interface Lost {
   reason: StopReason;
   at: number;
-  /** True when this session revoked its own lease (standbys may proceed at once). */
+  /**
+   * True when this session revoked its own lease. It proves nothing to successors: they go
+   * by confirmed logouts and by when they last saw this session renewed.
+   */
   revoked: boolean;
 }
 
 export interface SessionEvents extends Record<string, unknown> {
-  renewed: { sentAt: number; rttMs: number; ttlSeconds: number };
+  renewed: { sentAt: number; rttMs: number };
   'must-stop': MustStop;
   lost: Lost;
 }
@@ -57,6 +78,7 @@ export interface SessionOptions {
   timing: LeaseTimingInput | LeaseTiming;
   /** Name of the node (for errors and records). */
   node: string;
+  keys?: Keys;
 }
 
 type KeepaliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
@@ -67,10 +89,19 @@ function validTiming(t: LeaseTimingInput | LeaseTiming, context: string): LeaseT
   return leaseTiming({ ttlSeconds, selfFenceMs, logoutBudgetMs, driftMargin }, context);
 }
 
+/** A service that may still run under this session until released. */
+export type Release = () => void;
+
 export class Session extends TypedEmitter<SessionEvents> {
   private stateValue: SessionState = 'alive';
-  /** performance.now() at the send of the last keepalive acknowledged with TTL > 0. */
+  /** performance.now() at the send of the last session-key write etcd acknowledged. */
   private renewedSentAt: number;
+  /**
+   * Date.now() at that same send. Linux's monotonic clock stands still while the host is
+   * suspended (or a VM is paused for migration), while etcd's and every other node's time
+   * goes on: the wall clock, which keeps counting, is checked too, and the larger wins.
+   */
+  private renewedSentWall: number;
   /**
    * The current keepalive stream and the send times of its keepalives awaiting an answer.
    * etcd answers on a stream in order, so an answer belongs to the oldest send *of its own
@@ -79,25 +110,39 @@ export class Session extends TypedEmitter<SessionEvents> {
   private stream: { rpc: KeepaliveStream; inFlight: number[] } | undefined;
   private keepaliveTimer: NodeJS.Timeout | undefined;
   private fenceTimer: NodeJS.Timeout | undefined;
+  private renewing = false;
   private mustStopEvent: MustStop | undefined;
   private lostEvent: Lost | undefined;
   private readonly mustStopWaiters: Array<(e: MustStop) => void> = [];
   private readonly lostWaiters: Array<(e: Lost) => void> = [];
+  private readonly holds = new Set<symbol>();
+  private readonly releaseWaiters: Array<() => void> = [];
+  private readonly sessionKey: string;
+  private readonly sessionValue: string;
 
   private constructor(
     readonly client: Etcd3,
     readonly node: string,
     readonly leaseId: string,
     readonly timing: LeaseTiming,
-    grantSentAt: number,
+    readonly keys: Keys,
+    renewedSentAt: number,
   ) {
     super();
-    this.renewedSentAt = grantSentAt;
+    this.renewedSentAt = renewedSentAt;
+    this.renewedSentWall = Date.now() - (performance.now() - renewedSentAt);
+    this.sessionKey = keys.session(leaseId);
+    const record: SessionRecord = { node, ttlMs: timing.ttlMs, mustBeOutByMs: timing.mustBeOutByMs };
+    this.sessionValue = JSON.stringify(record);
   }
 
-  /** Grant a lease and start keeping it alive. Rejects (naming the cause) if etcd does not answer. */
+  /**
+   * Grant a lease, check etcd granted the TTL asked for, write the session key and start
+   * renewing. Rejects (naming the cause) if etcd does not answer.
+   */
   static async open(client: Etcd3, opts: SessionOptions): Promise<Session> {
     const timing = validTiming(opts.timing, `session of ${opts.node}`);
+    const keys = opts.keys ?? new Keys();
     const sentAt = performance.now();
     let granted;
     try {
@@ -108,12 +153,34 @@ export class Session extends TypedEmitter<SessionEvents> {
         { cause: err },
       );
     }
-    // etcd may grant more than asked (never less). More only delays expiry: the fence
-    // arithmetic, which uses our T, stays on the safe side.
-    const session = new Session(client, opts.node, granted.ID, timing, sentAt);
+    const revoke = () =>
+      client.leaseClient.leaseRevoke({ ID: granted.ID }, within(LEASE_CALL_MS)).catch(() => undefined);
+    // The fence arithmetic assumes etcd expires the lease T after a renewal: a TTL raised by
+    // etcd (below its minimum) or lowered by a proxy would break it either way.
+    if (Number(granted.TTL) !== timing.ttlSeconds) {
+      await revoke();
+      throw new Error(
+        `node ${opts.node}: etcd granted a lease TTL of ${granted.TTL} s for the ${timing.ttlSeconds} s asked (lease.ttlSeconds); ` +
+          `set lease.ttlSeconds to at least etcd's minimum (1.5 × its election timeout) or check what sits between this node and etcd`,
+      );
+    }
+    const session = new Session(client, opts.node, granted.ID, timing, keys, sentAt);
+    try {
+      await client
+        .put(session.sessionKey)
+        .value(session.sessionValue)
+        .lease(granted.ID)
+        .options(within(LEASE_CALL_MS));
+    } catch (err) {
+      await revoke();
+      throw new Error(
+        `node ${opts.node}: could not write its session key ${session.sessionKey} (${LEASE_CALL_MS} ms): ${(err as Error).message}; check that etcd is healthy and this node may write under ${keys.prefix}/`,
+        { cause: err },
+      );
+    }
     session.armFenceTimer();
     session.openStream();
-    session.keepaliveTimer = setInterval(() => session.sendKeepalive(), timing.keepaliveIntervalMs);
+    session.keepaliveTimer = setInterval(() => session.renew(), timing.keepaliveIntervalMs);
     return session;
   }
 
@@ -133,7 +200,7 @@ export class Session extends TypedEmitter<SessionEvents> {
    */
   mayAct(): boolean {
     if (this.stateValue !== 'alive') return false;
-    if (performance.now() - this.renewedSentAt >= this.timing.selfFenceMs) {
+    if (this.sinceRenewalMs() >= this.timing.selfFenceMs) {
       this.raiseMustStop('keepalive-timeout');
       return false;
     }
@@ -143,7 +210,12 @@ export class Session extends TypedEmitter<SessionEvents> {
   /** Monotonic ms left before the self-fence deadline (0 once passed). */
   msUntilSelfFence(): number {
     if (this.stateValue !== 'alive') return 0;
-    return Math.max(0, this.renewedSentAt + this.timing.selfFenceMs - performance.now());
+    return Math.max(0, this.timing.selfFenceMs - this.sinceRenewalMs());
+  }
+
+  /** Time since the send of the last acknowledged renewal, by whichever clock says more. */
+  private sinceRenewalMs(): number {
+    return Math.max(performance.now() - this.renewedSentAt, Date.now() - this.renewedSentWall);
   }
 
   /** Resolves when this session raises must-stop (immediately if it already has). */
@@ -159,13 +231,82 @@ export class Session extends TypedEmitter<SessionEvents> {
   }
 
   /**
-   * End the session: stop renewing and revoke the lease, so every key bound to it goes at
-   * once and standbys take over without waiting for the TTL. Resolves once revoked or known
+   * Declare that a service may run under this lease from now on. The lease is not revoked
+   * (by close or must-stop) until every hold is released — call the returned function once
+   * the service is confirmed out — or until the must-be-out instant, by which the lifeline
+   * has killed it. An unreleased hold is the safe default for a logout that went wrong.
+   */
+  hold(): Release {
+    const token = Symbol('hold');
+    this.holds.add(token);
+    return () => {
+      if (!this.holds.delete(token) || this.holds.size > 0) return;
+      for (const resolve of this.releaseWaiters.splice(0)) resolve();
+    };
+  }
+
+  /** Number of services that may still run under this session. */
+  get held(): number {
+    return this.holds.size;
+  }
+
+  /**
+   * End the session: stop renewing and revoke the lease once no service may run under it,
+   * so the keys bound to it go without waiting for the TTL. Resolves once revoked or known
    * gone; never rejects.
    */
   async close(): Promise<Lost> {
     this.raiseMustStop('closed');
     return this.lost();
+  }
+
+  /** One renewal round: a keepalive on the stream and a write of the session key. */
+  private renew(): void {
+    if (!this.mayAct()) return;
+    this.sendKeepalive();
+    if (!this.renewing) void this.renewSessionKey();
+  }
+
+  /**
+   * Write the session key until etcd acknowledges it, each attempt bounded: a write stuck on
+   * a frozen member or lost in a raft election is sent again at once rather than waited for.
+   */
+  private async renewSessionKey(): Promise<void> {
+    this.renewing = true;
+    const boundMs = Math.max(RENEW_CALL_MIN_MS, Math.floor(this.timing.ttlMs * RENEW_CALL_SHARE));
+    try {
+      while (this.mayAct()) {
+        const sentAt = performance.now();
+        const sentWall = Date.now();
+        try {
+          await this.client
+            .put(this.sessionKey)
+            .value(this.sessionValue)
+            .lease(this.leaseId)
+            .options(within(boundMs));
+        } catch (err) {
+          if (isLeaseGone(err)) {
+            // etcd no longer has the lease: revoked by someone else, or expired.
+            this.raiseMustStop('lease-gone');
+            this.finish({ reason: 'lease-gone', at: Date.now(), revoked: false });
+            return;
+          }
+          await new Promise((resolve) => setTimeout(resolve, RENEW_RETRY_MS).unref());
+          continue;
+        }
+        // An answer processed after the deadline (a stall) must not un-fence: check first.
+        if (!this.mayAct()) return;
+        if (sentAt > this.renewedSentAt) {
+          this.renewedSentAt = sentAt;
+          this.renewedSentWall = sentWall;
+        }
+        this.armFenceTimer();
+        this.emit('renewed', { sentAt, rttMs: performance.now() - sentAt });
+        return;
+      }
+    } finally {
+      this.renewing = false;
+    }
   }
 
   private openStream(): void {
@@ -196,9 +337,18 @@ export class Session extends TypedEmitter<SessionEvents> {
 
   private sendKeepalive(): void {
     if (this.stateValue !== 'alive' || !this.stream) return;
-    if (!this.mayAct()) return;
-    this.stream.inFlight.push(performance.now());
-    this.stream.rpc.write({ ID: this.leaseId });
+    const stream = this.stream;
+    // A stream whose previous keepalive is still unanswered after a whole interval sits on
+    // a member that is frozen or cut off: replace it (the client picks an endpoint again)
+    // instead of waiting for gRPC's own keepalive to notice, seconds later.
+    const oldest = stream.inFlight[0];
+    if (oldest !== undefined && performance.now() - oldest >= this.timing.keepaliveIntervalMs) {
+      stream.rpc.end();
+      this.onStreamBroken(stream);
+      return;
+    }
+    stream.inFlight.push(performance.now());
+    stream.rpc.write({ ID: this.leaseId });
   }
 
   private onKeepaliveAnswer(stream: NonNullable<typeof this.stream>, res: ILeaseKeepAliveResponse): void {
@@ -208,13 +358,8 @@ export class Session extends TypedEmitter<SessionEvents> {
     if (res.TTL === '0') {
       this.raiseMustStop('lease-gone');
       this.finish({ reason: 'lease-gone', at: Date.now(), revoked: false });
-      return;
     }
-    // An answer processed after the deadline (a stall) must not un-fence: check first.
-    if (!this.mayAct()) return;
-    this.renewedSentAt = Math.max(this.renewedSentAt, sentAt);
-    this.armFenceTimer();
-    this.emit('renewed', { sentAt, rttMs: performance.now() - sentAt, ttlSeconds: Number(res.TTL) });
+    // A live answer keeps the lease; only the session-key write renews the fence clock.
   }
 
   private armFenceTimer(): void {
@@ -229,30 +374,43 @@ export class Session extends TypedEmitter<SessionEvents> {
     clearTimeout(this.fenceTimer);
     this.stream?.rpc.end();
     this.stream = undefined;
-    const now = performance.now();
+    const since = this.sinceRenewalMs();
     this.mustStopEvent = {
       reason,
       at: Date.now(),
-      sinceRenewalMs: now - this.renewedSentAt,
-      mustBeOutBy: this.renewedSentAt + this.timing.mustBeOutByMs,
+      sinceRenewalMs: since,
+      mustBeOutBy: performance.now() - since + this.timing.mustBeOutByMs,
     };
     this.emit('must-stop', this.mustStopEvent);
     for (const resolve of this.mustStopWaiters.splice(0)) resolve(this.mustStopEvent);
-    if (reason !== 'lease-gone') void this.revokeUntilGone(reason);
+    if (reason !== 'lease-gone') void this.revokeWhenOut(reason, this.mustStopEvent.mustBeOutBy);
   }
 
   /**
-   * Revoke our own lease, retrying while etcd is unreachable, for a bounded window. Also
-   * declares the lease lost by our own clock once etcd must have expired it.
+   * Revoke our own lease once no service may run under it: every hold released, or the
+   * must-be-out instant passed (the lifeline has killed whatever was left). Meanwhile the
+   * lease is also declared lost by our own clock once etcd must have expired it.
    */
-  private async revokeUntilGone(reason: StopReason): Promise<void> {
-    const expiredByClockAt = this.renewedSentAt + this.timing.ttlMs;
-    const giveUpAt = performance.now() + REVOKE_RETRY_WINDOW_FACTOR * this.timing.ttlMs;
+  private async revokeWhenOut(reason: StopReason, mustBeOutBy: number): Promise<void> {
+    const expiredByClockAt = performance.now() - this.sinceRenewalMs() + this.timing.ttlMs;
     const expiryTimer = setTimeout(
       () => this.finish({ reason, at: Date.now(), revoked: false }),
       Math.max(0, expiredByClockAt - performance.now()),
     );
     expiryTimer.unref();
+    if (this.holds.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => this.releaseWaiters.push(resolve)),
+        new Promise<void>(
+          (resolve) => (timer = setTimeout(resolve, Math.max(0, mustBeOutBy - performance.now()))),
+        ),
+      ]);
+      clearTimeout(timer);
+    }
+    // Revoke even when our clock already declared the lease expired: after an etcd restart
+    // leases come back with a fresh TTL, and the keys on it with them.
+    const giveUpAt = performance.now() + REVOKE_RETRY_WINDOW_FACTOR * this.timing.ttlMs;
     while (performance.now() < giveUpAt) {
       try {
         await this.client.leaseClient.leaseRevoke({ ID: this.leaseId }, within(LEASE_CALL_MS));
@@ -260,7 +418,7 @@ export class Session extends TypedEmitter<SessionEvents> {
         this.finish({ reason, at: Date.now(), revoked: true });
         return;
       } catch (err) {
-        if ((err as Error).name === 'EtcdLeaseInvalidError') {
+        if (isLeaseGone(err)) {
           clearTimeout(expiryTimer);
           this.finish({ reason, at: Date.now(), revoked: false });
           return;

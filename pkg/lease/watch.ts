@@ -4,7 +4,7 @@
 // from that read. The leader observer, the agent's spec watcher and its fence watch all
 // stand on this one piece.
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
-import { within } from './etcd.js';
+import { isClientClosed, within } from './etcd.js';
 
 /** Bound on the read and on creating the watch: a frozen etcd otherwise hangs either for good. */
 const CALL_MS = 2_000;
@@ -53,6 +53,11 @@ export class ResyncingWatch {
         await this.watchFrom(revision + 1n);
         return;
       } catch (err) {
+        // A closed client never answers again: stop rather than retry for ever.
+        if (isClientClosed(err)) {
+          this.closed = true;
+          return;
+        }
         this.on.trouble?.(err as Error, attempt);
         await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
       }

@@ -1,9 +1,9 @@
 // The session's self-fence clock is pure bookkeeping over send times and answers: specified
-// here against a scripted lease client, so every ordering can be forced. (The same rules
+// here against a scripted etcd client, so every ordering can be forced. (The same rules
 // against a real etcd: test/integration/lease.test.ts.)
 import { EventEmitter } from 'node:events';
 import { expect } from 'chai';
-import type { Etcd3 } from 'etcd3';
+import { EtcdLeaseInvalidError, type Etcd3 } from 'etcd3';
 import { Session, type MustStop } from '../../pkg/lease/session.js';
 import { leaseTiming, LeaseTimingError } from '../../pkg/lease/timing.js';
 import { waitFor } from '../support/wait.js';
@@ -22,12 +22,23 @@ class FakeStream extends EventEmitter {
   }
 }
 
-function fakeEtcd() {
+/** One write of the session key, answered (or not) when the test says. */
+interface PendingPut {
+  key: string;
+  lease: string;
+  sentAt: number;
+  ack(): void;
+  fail(err: Error): void;
+  settled: boolean;
+}
+
+function fakeEtcd(opts: { grantedTtl?: string } = {}) {
   const streams: FakeStream[] = [];
   const revoked: string[] = [];
+  const puts: PendingPut[] = [];
   const client = {
     leaseClient: {
-      leaseGrant: async () => ({ ID: '7', TTL: '2' }),
+      leaseGrant: async () => ({ ID: '7', TTL: opts.grantedTtl ?? '2' }),
       leaseKeepAlive: async () => {
         const stream = new FakeStream();
         streams.push(stream);
@@ -38,90 +49,197 @@ function fakeEtcd() {
         return {};
       },
     },
+    put(key: string) {
+      let lease = '';
+      const builder = {
+        value: () => builder,
+        lease: (id: string) => ((lease = id), builder),
+        // Like the real client, a call past its deadline fails on its own.
+        options: ({ deadline }: { deadline: Date }) =>
+          new Promise<void>((resolve, reject) => {
+            const put: PendingPut = {
+              key,
+              lease,
+              sentAt: performance.now(),
+              settled: false,
+              ack: () => settle(() => resolve()),
+              fail: (err) => settle(() => reject(err)),
+            };
+            const timer = setTimeout(
+              () => put.fail(new Error('deadline exceeded')),
+              deadline.getTime() - Date.now(),
+            );
+            const settle = (f: () => void) => {
+              if (put.settled) return;
+              put.settled = true;
+              clearTimeout(timer);
+              f();
+            };
+            puts.push(put);
+          }),
+      };
+      return builder;
+    },
   } as unknown as Etcd3;
-  return { client, streams, revoked };
+  return { client, streams, revoked, puts };
 }
 
-const TIMING = { ttlSeconds: 2 }; // keepalive every 666 ms, D = 1000 ms
+const TIMING = { ttlSeconds: 2 }; // renewal every 333 ms, D = 1200 ms, out by 1800 ms
 
 describe('lease session (self-fence clock)', function () {
   const sessions: Session[] = [];
-  const open = async (client: Etcd3) => {
-    const session = await Session.open(client, { node: 'n', timing: TIMING });
+  /** Open a session, acknowledging the first write of its session key. */
+  const open = async (etcd: ReturnType<typeof fakeEtcd>) => {
+    const opening = Session.open(etcd.client, { node: 'n', timing: TIMING });
+    await waitFor(() => etcd.puts.length === 1, { what: 'the first session-key write', timeoutMs: 1_000 });
+    etcd.puts[0]!.ack();
+    const session = await opening;
     sessions.push(session);
     return session;
+  };
+  const nextPut = async (etcd: ReturnType<typeof fakeEtcd>, n: number) => {
+    await waitFor(() => etcd.puts.length >= n, { what: `session-key write #${n}`, timeoutMs: 3_000 });
+    return etcd.puts[n - 1]!;
   };
   afterEach(async function () {
     await Promise.all(sessions.splice(0).map((s) => s.close()));
   });
 
-  it('credits an answer to the oldest keepalive still in flight on its stream, never a newer one', async function () {
+  it('writes its session key on its own lease at open, so other nodes can see it renewed', async function () {
     const etcd = fakeEtcd();
-    const session = await open(etcd.client);
-    const renewals: number[] = [];
-    session.on('renewed', (e) => renewals.push(e.sentAt));
-    await waitFor(() => etcd.streams[0]?.sends.length === 2, {
-      what: 'two keepalives sent',
-      timeoutMs: 3_000,
-    });
-    const [first, second] = etcd.streams[0]!.sends;
-    etcd.streams[0]!.answer();
-    expect(renewals).to.have.length(1);
-    // The answer belongs to the first send: crediting the second would move D later than etcd knows.
-    expect(renewals[0]!).to.be.lessThan(second!);
-    expect(Math.abs(renewals[0]! - first!)).to.be.lessThan(5);
-  });
-
-  it('ignores a late answer from a stream that was replaced', async function () {
-    const etcd = fakeEtcd();
-    const session = await open(etcd.client);
-    const renewals: number[] = [];
-    session.on('renewed', (e) => renewals.push(e.sentAt));
-    await waitFor(() => etcd.streams[0]?.sends.length === 1, { what: 'a keepalive sent', timeoutMs: 1_000 });
-    etcd.streams[0]!.emit('error', new Error('stream reset'));
-    await waitFor(() => etcd.streams[1]?.sends.length === 1, {
-      what: 'the stream reopened',
-      timeoutMs: 1_000,
-    });
-    etcd.streams[0]!.answer();
-    expect(renewals, 'answer on the broken stream').to.deep.equal([]);
-    etcd.streams[1]!.answer();
-    expect(renewals).to.have.length(1);
-  });
-
-  it('raises must-stop at D without answers, and refuses to act from then on', async function () {
-    const etcd = fakeEtcd();
-    const session = await open(etcd.client);
-    const opened = performance.now();
+    const session = await open(etcd);
+    expect(etcd.puts[0]).to.deep.include({ key: 'understudy/sessions/7', lease: '7' });
     expect(session.mayAct()).to.equal(true);
+  });
+
+  it('renews from the send time of an acknowledged session-key write, never from its answer', async function () {
+    const etcd = fakeEtcd();
+    const session = await open(etcd);
+    const renewals: Array<{ sentAt: number; rttMs: number }> = [];
+    session.on('renewed', (e) => renewals.push(e));
+    const put = await nextPut(etcd, 2);
+    await waitFor(() => performance.now() - put.sentAt >= 150, { what: 'a slow answer', timeoutMs: 1_000 });
+    put.ack();
+    await waitFor(() => renewals.length === 1, { what: 'the renewal', timeoutMs: 1_000 });
+    expect(renewals[0]!.sentAt).to.be.closeTo(put.sentAt, 2);
+    expect(renewals[0]!.rttMs).to.be.at.least(150);
+  });
+
+  it('keepalive answers keep the lease but do not move the clock: only writes others can see do', async function () {
+    const etcd = fakeEtcd();
+    const session = await open(etcd);
+    const answering = setInterval(() => etcd.streams[0]?.answer(), 100);
+    try {
+      const stop = await session.stopped();
+      expect(stop.reason).to.equal('keepalive-timeout');
+      expect(stop.sinceRenewalMs).to.be.at.least(1_200);
+    } finally {
+      clearInterval(answering);
+    }
+  });
+
+  it('raises must-stop at D without acknowledged writes, refuses to act, and revokes when nothing runs under it', async function () {
+    const etcd = fakeEtcd();
+    const opening = performance.now();
+    const session = await open(etcd);
     const stop: MustStop = await session.stopped();
     expect(stop.reason).to.equal('keepalive-timeout');
-    expect(performance.now() - opened).to.be.at.least(1_000);
-    expect(stop.sinceRenewalMs).to.be.at.least(1_000);
+    expect(stop.sinceRenewalMs).to.be.at.least(1_200);
+    expect(performance.now() - opening).to.be.at.least(1_200);
     expect(session.mayAct()).to.equal(false);
-    // A finished session revokes its lease so standbys need not wait for the TTL.
     expect((await session.lost()).revoked).to.equal(true);
     expect(etcd.revoked).to.deep.equal(['7']);
   });
 
-  it('an answer arriving after D does not revive the session', async function () {
+  it('an acknowledgement arriving after D does not revive the session', async function () {
     const etcd = fakeEtcd();
-    const session = await open(etcd.client);
-    await waitFor(() => etcd.streams[0]?.sends.length === 1, { what: 'a keepalive sent', timeoutMs: 1_000 });
+    const session = await open(etcd);
+    const late = await nextPut(etcd, 2);
     await waitFor(() => !session.mayAct(), { what: 'the self-fence deadline', timeoutMs: 3_000 });
-    etcd.streams[0]!.answer();
+    late.ack();
+    await new Promise((resolve) => setImmediate(resolve));
     expect(session.mayAct()).to.equal(false);
     expect(session.state).to.not.equal('alive');
   });
 
+  it('a write left unanswered (a frozen member) is sent again within T/10, well before D', async function () {
+    const etcd = fakeEtcd();
+    const session = await open(etcd);
+    const stuck = await nextPut(etcd, 2);
+    const retry = await nextPut(etcd, 3);
+    expect(retry.sentAt - stuck.sentAt).to.be.below(1_000 / 2);
+    retry.ack();
+    await waitFor(() => session.msUntilSelfFence() > 900, { what: 'renewed by the retry', timeoutMs: 1_000 });
+    expect(session.mayAct()).to.equal(true);
+  });
+
+  it('a host suspended past D (monotonic clock stood still, wall clock went on) refuses to act on resume', async function () {
+    const etcd = fakeEtcd();
+    const session = await open(etcd);
+    const realNow = Date.now;
+    Date.now = () => realNow() + 1_500; // the 1.5 s the suspension took, unseen by performance.now()
+    try {
+      expect(session.mayAct()).to.equal(false);
+      expect((await session.stopped()).sinceRenewalMs).to.be.at.least(1_500);
+    } finally {
+      Date.now = realNow;
+    }
+  });
+
   it('treats TTL 0 as the lease gone: must-stop and lost at once', async function () {
     const etcd = fakeEtcd();
-    const session = await open(etcd.client);
+    const session = await open(etcd);
     await waitFor(() => etcd.streams[0]?.sends.length === 1, { what: 'a keepalive sent', timeoutMs: 1_000 });
     etcd.streams[0]!.answer('0');
     expect((await session.stopped()).reason).to.equal('lease-gone');
     expect((await session.lost()).reason).to.equal('lease-gone');
     expect(session.mayAct()).to.equal(false);
+  });
+
+  it('treats a write refused for want of the lease as the lease gone', async function () {
+    const etcd = fakeEtcd();
+    const session = await open(etcd);
+    (await nextPut(etcd, 2)).fail(new EtcdLeaseInvalidError('7'));
+    expect((await session.stopped()).reason).to.equal('lease-gone');
+    expect(etcd.revoked).to.deep.equal([]);
+  });
+
+  it('replaces a keepalive stream whose keepalive went unanswered for a whole interval', async function () {
+    const etcd = fakeEtcd();
+    await open(etcd);
+    await waitFor(() => etcd.streams.length === 2, { what: 'a second stream', timeoutMs: 3_000 });
+    expect(etcd.streams[0]!.ended).to.equal(true);
+  });
+
+  it('never revokes while a service may run under it: a hold delays the revoke until released', async function () {
+    const etcd = fakeEtcd();
+    const session = await open(etcd);
+    const release = session.hold();
+    const closing = session.close();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(etcd.revoked, 'revoked with a service still held').to.deep.equal([]);
+    release();
+    expect((await closing).revoked).to.equal(true);
+    expect(etcd.revoked).to.deep.equal(['7']);
+  });
+
+  it('a hold never released (a logout that went wrong) is revoked at the must-be-out instant, not before', async function () {
+    const etcd = fakeEtcd();
+    const session = await open(etcd);
+    session.hold();
+    const stop = await session.stopped();
+    const lost = await session.lost();
+    expect(lost.revoked).to.equal(true);
+    expect(performance.now()).to.be.at.least(stop.mustBeOutBy);
+  });
+
+  it('refuses a lease whose granted TTL differs from the one asked, naming both', async function () {
+    const etcd = fakeEtcd({ grantedTtl: '5' });
+    const err = await Session.open(etcd.client, { node: 'n', timing: TIMING }).catch((e: unknown) => e);
+    expect((err as Error).message).to.match(
+      /granted a lease TTL of 5 s for the 2 s asked \(lease\.ttlSeconds\)/,
+    );
+    expect(etcd.revoked).to.deep.equal(['7']);
   });
 
   it('re-validates a precomputed timing object instead of trusting it', async function () {

@@ -1,0 +1,93 @@
+// S3, the login gate: may a new leader log in yet? A pure decision over what etcd and this
+// node's own clock say, returning a sentence that is logged and tested.
+//
+// The rule: log in at once only on positive proof that every earlier term is over —
+//   - it was moved to us by a transfer (which required its holder's confirmed logout);
+//   - its holder confirmed logout (login record `false`, or a term-end record saying so);
+//   - it never logged in (its login record, read after the term ended, is of an older term:
+//     `true` is written before a service starts, guarded by the term's key, so a term whose
+//     key is gone can no longer write it);
+//   - its holder's session is gone and at least the holder's T has passed, on our monotonic
+//     clock, since we last saw that session renewed (peers.ts says why that is proof).
+// A lease that is simply gone proves nothing: it may have been revoked by its own agent, a
+// controller or an operator while a service still ran. While the holder's session is alive
+// and has not confirmed, the holder may still be logged in: wait for its word or its end.
+
+/** How often a waiting successor reads the previous term's state again. */
+export const CLEARANCE_RECHECK_MS = 250;
+
+/** An earlier term that must be proven over before a new leader logs in. */
+export interface EarlierTerm {
+  token: bigint;
+  node: string;
+  leaseId: string;
+  /** The holder's T: how long after its last renewal it may still be logged in. */
+  ttlMs: number;
+  /** The key was moved to the new leader by a transfer (checked at the transfer's revision). */
+  transferred?: boolean;
+}
+
+export interface ClearanceFacts {
+  terms: EarlierTerm[];
+  /** The identity's term-end record, if any. */
+  termEnd?: { token: string; loggedOut: boolean };
+  /** The identity's login record, if any, read after the terms above ended. */
+  login?: { token: string; loggedIn: boolean };
+  /** Per lease: is its session key there now, and when did we last see it renewed (monotonic)? */
+  sessions: ReadonlyMap<string, { present: boolean; lastSeenAt: number }>;
+  /** performance.now() of this decision. */
+  now: number;
+}
+
+export type ClearanceVerdict =
+  { proceed: true; reason: string } | { proceed: false; reason: string; recheckInMs: number };
+
+type TermVerdict = { over: true; why: string } | { over: false; why: string; untilMs?: number };
+
+function judgeTerm(term: EarlierTerm, f: ClearanceFacts): TermVerdict {
+  const name = `term ${term.token} on ${term.node}`;
+  if (term.transferred)
+    return { over: true, why: `${name} was transferred after its holder confirmed logout` };
+  if (f.termEnd?.token === String(term.token) && f.termEnd.loggedOut)
+    return { over: true, why: `${name} confirmed its logout when it ended` };
+  const login = f.login;
+  if (login?.token === String(term.token)) {
+    if (!login.loggedIn) return { over: true, why: `${name} confirmed its logout` };
+  } else if (!login || BigInt(login.token) < term.token) {
+    return { over: true, why: `${name} never logged in` };
+  } else {
+    // A later term logged in, and did so only after proving this one over.
+    return { over: true, why: `${name} was superseded by term ${login.token}` };
+  }
+  const session = f.sessions.get(term.leaseId);
+  if (!session || session.present) {
+    return {
+      over: false,
+      why: `${name} ended without a confirmed logout while its holder's session is still alive; waiting for its logout or the end of its session`,
+    };
+  }
+  const sinceRenewal = f.now - session.lastSeenAt;
+  if (sinceRenewal >= term.ttlMs) {
+    return {
+      over: true,
+      why: `${name}: its session is gone and was last seen renewed ${Math.round(sinceRenewal)} ms ago, past its TTL of ${term.ttlMs} ms, so its holder self-fenced`,
+    };
+  }
+  return {
+    over: false,
+    why: `${name} ended without a confirmed logout; its session was last seen renewed ${Math.round(sinceRenewal)} ms ago, waiting out its TTL of ${term.ttlMs} ms`,
+    untilMs: session.lastSeenAt + term.ttlMs,
+  };
+}
+
+export function decideClearance(f: ClearanceFacts): ClearanceVerdict {
+  if (f.terms.length === 0) return { proceed: true, reason: 'no earlier term on record' };
+  const verdicts = f.terms.map((t) => judgeTerm(t, f));
+  const pending = verdicts.filter((v): v is Extract<TermVerdict, { over: false }> => !v.over);
+  if (pending.length === 0) return { proceed: true, reason: verdicts.map((v) => v.why).join('; ') };
+  // Read again soon: a holder may still confirm its logout (its login record outlives its
+  // lease), which ends the wait early; never later than the last deadline.
+  const until = Math.max(...pending.map((v) => v.untilMs ?? Number.POSITIVE_INFINITY));
+  const recheckInMs = Math.max(1, Math.min(CLEARANCE_RECHECK_MS, Math.ceil(until - f.now)));
+  return { proceed: false, reason: pending.map((v) => v.why).join('; '), recheckInMs };
+}

@@ -1,0 +1,136 @@
+// What this process has seen of other agents' sessions: for each lease, when it last saw
+// that lease renewed. A successor uses it to bound how long an earlier holder may still be
+// logged in, on its own monotonic clock and without trusting anyone's word.
+//
+// Why this is proof: a holder measures its self-fence deadline from the *send* time of its
+// last acknowledged renewal, and every renewal rewrites its session key. We saw that write
+// after the holder sent it, so the holder is out by `lastSeenAt + T × (1 − drift)` on any
+// clock that runs at about our rate. Keepalives leave no trace other nodes can see; a lease
+// that is gone says nothing of when its holder last renewed it.
+import type { Etcd3, IKeyValue } from 'etcd3';
+import { Keys } from './keys.js';
+import { ResyncingWatch } from './watch.js';
+
+/** Gone leases remembered at most this long; after that a successor falls back to its read time. */
+const FORGET_GONE_AFTER_MS = 10 * 60_000;
+
+export interface PeerSighting {
+  /** performance.now() when this process last saw the lease renewed (or present in a read). */
+  lastSeenAt: number;
+  /** The session key was deleted (the lease was revoked or expired). */
+  gone: boolean;
+  goneAt?: number;
+}
+
+export class PeerSessions {
+  private static readonly shared = new WeakMap<Etcd3, Map<string, Promise<PeerSessions>>>();
+  private readonly seen = new Map<string, PeerSighting>();
+  /** Highest etcd revision whose changes have been applied to `seen`. */
+  private progress = 0n;
+  private readonly progressWaiters = new Set<() => void>();
+  private watch: ResyncingWatch | undefined;
+
+  private constructor(private readonly keys: Keys) {}
+
+  /** One observer per client and key prefix, started on first use. */
+  static for(client: Etcd3, keys: Keys): Promise<PeerSessions> {
+    let byPrefix = PeerSessions.shared.get(client);
+    if (!byPrefix) PeerSessions.shared.set(client, (byPrefix = new Map()));
+    let peers = byPrefix.get(keys.prefix);
+    if (!peers) {
+      peers = PeerSessions.start(client, keys);
+      byPrefix.set(keys.prefix, peers);
+      // A start that failed is not cached: the next caller tries again.
+      peers.catch(() => byPrefix.delete(keys.prefix));
+    }
+    return peers;
+  }
+
+  static async start(client: Etcd3, keys: Keys): Promise<PeerSessions> {
+    const peers = new PeerSessions(keys);
+    peers.watch = await ResyncingWatch.start(
+      client,
+      { prefix: keys.sessions() },
+      {
+        snapshot: (kvs, revision) => peers.onSnapshot(kvs, revision),
+        put: (kv) => peers.onPut(kv),
+        delete: (kv) => peers.onDelete(kv),
+      },
+    );
+    return peers;
+  }
+
+  /** What was seen of `leaseId`, if anything. */
+  sighting(leaseId: string): PeerSighting | undefined {
+    return this.seen.get(leaseId);
+  }
+
+  /**
+   * When the lease was last seen renewed, counting every change up to `revision` (a read
+   * that found its session key gone). Waits up to `ms` for the watch to deliver those
+   * changes; undefined when it did not, or the lease was never seen.
+   */
+  async lastSeenUpTo(leaseId: string, revision: bigint, ms: number): Promise<number | undefined> {
+    const deadline = performance.now() + ms;
+    while (this.progress < revision && !this.seen.get(leaseId)?.gone) {
+      const left = deadline - performance.now();
+      if (left <= 0) return undefined;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          this.progressWaiters.delete(done);
+          resolve();
+        };
+        const timer = setTimeout(done, left);
+        this.progressWaiters.add(done);
+      });
+    }
+    return this.seen.get(leaseId)?.lastSeenAt;
+  }
+
+  async close(): Promise<void> {
+    await this.watch?.close();
+  }
+
+  private leaseOf(kv: IKeyValue): string {
+    return kv.key.toString().slice(this.keys.sessions().length);
+  }
+
+  private onSnapshot(kvs: IKeyValue[], revision: bigint): void {
+    const now = performance.now();
+    const present = new Set(kvs.map((kv) => this.leaseOf(kv)));
+    // Leases that went while we were not watching: their last renewal may have been any time
+    // up to now, so now is the only safe bound.
+    for (const [lease, s] of this.seen) {
+      if (!present.has(lease) && !s.gone) this.seen.set(lease, { lastSeenAt: now, gone: true, goneAt: now });
+    }
+    for (const lease of present) this.seen.set(lease, { lastSeenAt: now, gone: false });
+    this.advance(revision);
+  }
+
+  private onPut(kv: IKeyValue): void {
+    this.seen.set(this.leaseOf(kv), { lastSeenAt: performance.now(), gone: false });
+    this.advance(BigInt(kv.mod_revision));
+  }
+
+  private onDelete(kv: IKeyValue): void {
+    const lease = this.leaseOf(kv);
+    const now = performance.now();
+    // Never seen renewed: the deletion is the first and only sighting.
+    const lastSeenAt = this.seen.get(lease)?.lastSeenAt ?? now;
+    this.seen.set(lease, { lastSeenAt, gone: true, goneAt: now });
+    this.advance(BigInt(kv.mod_revision));
+    this.forgetOld(now);
+  }
+
+  private advance(revision: bigint): void {
+    if (revision > this.progress) this.progress = revision;
+    for (const wake of [...this.progressWaiters]) wake();
+  }
+
+  private forgetOld(now: number): void {
+    for (const [lease, s] of this.seen) {
+      if (s.gone && s.goneAt !== undefined && now - s.goneAt > FORGET_GONE_AFTER_MS) this.seen.delete(lease);
+    }
+  }
+}
