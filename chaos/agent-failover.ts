@@ -14,7 +14,7 @@ import { connectEtcd } from '../pkg/lease/index.js';
 import { collectResponders } from '../pkg/identity/client.js';
 import { AgentProcess } from '../test/support/agents.js';
 import { Harness } from '../test/support/harness.js';
-import { loginIntervals, overlaps } from '../test/support/login-intervals.js';
+import { DeathWatch, loginIntervals, loginPids, overlaps } from '../test/support/login-intervals.js';
 import { PingSampler } from '../test/support/sampler.js';
 import { rateBotSpec } from '../test/support/specs.js';
 import { delay, waitFor } from '../test/support/wait.js';
@@ -60,6 +60,8 @@ try {
 
   const agents = new Map<string, AgentProcess>();
   const retired: AgentProcess[] = [];
+  // A SIGKILLed agent's log never closes its login: it ends when its processes are seen dead.
+  const deaths = new DeathWatch();
   const startAgent = async (node: string) => {
     const agent = await AgentProcess.start({
       node,
@@ -100,6 +102,8 @@ try {
         break;
       case 'sigkill':
         leader.kill('SIGKILL');
+        // Watched from the kill on, so each death time is close to the real one.
+        deaths.watch(loginPids(leader, IDENTITY));
         break;
       case 'freeze-past-ttl':
         leader.kill('SIGSTOP');
@@ -151,6 +155,8 @@ try {
     }
     if (fault === 'sigterm' || fault === 'sigkill') {
       await leader.exited;
+      // Pids its last log lines named after the kill (a late one only makes its login look longer).
+      if (fault === 'sigkill') deaths.watch(loginPids(leader, IDENTITY));
       retired.push(leader);
       await startAgent(leader.node);
     }
@@ -158,7 +164,8 @@ try {
 
   await sampler.close();
 
-  const intervals = loginIntervals([...retired, ...agents.values()], IDENTITY);
+  const intervals = loginIntervals([...retired, ...agents.values()], IDENTITY, { diedAt: deaths.diedAt });
+  deaths.close();
   violations.push(...sampler.violations(), ...overlaps(intervals));
 
   console.log(

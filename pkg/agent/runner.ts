@@ -121,6 +121,8 @@ export class IdentityRunner extends EventEmitter {
   private credentialFile: string | undefined;
   private responder: Responder | undefined;
   private stopArming: (() => void) | undefined;
+  /** Aborted when the current login's logout begins: the driver cancels pending restarts. */
+  private loginAbort: AbortController | undefined;
   private readonly log: Logger;
 
   constructor(
@@ -445,14 +447,24 @@ export class IdentityRunner extends EventEmitter {
         ? `previous term ${prev.token} on ${prev.record.node}${prev.transferred ? ' (transferred)' : ''}`
         : 'no previous term seen',
     });
+    // The login gate says why it holds this node back, and why it let it in (S3).
+    const onWaiting = (e: { reason: string }) =>
+      this.log.info(
+        { token: String(token), reason: e.reason },
+        'not logging in yet: an earlier term is not proven over',
+      );
+    leadership.on('waiting', onWaiting);
     try {
-      await leadership.clearance();
+      const cleared = await leadership.clearance();
+      this.log.info({ token: String(token), reason: cleared }, 'login gate open');
     } catch {
       // Not logged in: give back whatever is left of the term (a no-op if the key is gone).
       await leadership.resign({ loggedOut: true });
       this.term = undefined;
       this.to('standby', { reason: 'term ended while waiting out the previous one' });
       return;
+    } finally {
+      leadership.off('waiting', onWaiting);
     }
     const ineligible = this.ineligibility(this.spec);
     if (this.stopping || this.deps.fence.fenced || ineligible) {
@@ -480,6 +492,8 @@ export class IdentityRunner extends EventEmitter {
         'unexpected error during the term: stopping the service and giving the term up',
       );
       this.endLead = undefined;
+      this.loginAbort?.abort();
+      this.loginAbort = undefined;
       this.stopArming?.();
       this.stopArming = undefined;
       if (this.stateValue === 'logging-in' || this.stateValue === 'leader') {
@@ -518,11 +532,17 @@ export class IdentityRunner extends EventEmitter {
       if (!leadership.mayAct()) throw new Error('the term ended while logging in');
       // Armed before the service starts: from its first instant it dies with the lease.
       this.armDeadline(leadership, driver);
+      // The driver asks this right before any (re)start under the term: a crash restart whose
+      // timer fires after the term ended (a freeze, a lost key) must start nothing.
+      const loginAbort = new AbortController();
+      this.loginAbort = loginAbort;
       const login = driver.login({
         identity: this.identity,
         node: this.deps.node,
         token,
         ...(credentialFile ? { credentialFile } : {}),
+        mayAct: () => !loginAbort.signal.aborted && leadership.mayAct(),
+        signal: loginAbort.signal,
       });
       const first = await Promise.race([login.then(() => 'in' as const), ended]);
       if (first !== 'in') {
@@ -597,6 +617,9 @@ export class IdentityRunner extends EventEmitter {
    */
   private async logout(leadership: Leadership, why: EndOfLead): Promise<'relogin' | 'done'> {
     this.endLead = undefined;
+    // First, before any await: no restart of the service may start from here on.
+    this.loginAbort?.abort();
+    this.loginAbort = undefined;
     this.stopArming?.();
     this.stopArming = undefined;
     const reason = describe(why);

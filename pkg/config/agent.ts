@@ -4,7 +4,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { LeaseTimingError, leaseTiming, Name } from '../lease/index.js';
+import { durationMs, durationSeconds } from '../spec/schema.js';
 import { ConfigError, loadConfig, parseConfig, type EnvOverride } from './load.js';
+
+// Upper bounds of agent durations (each far below what a Node timer holds: spec/schema.ts).
+/** A TTL over an hour means an hour of downtime before any failover: not a failover tool. */
+const LEASE_TTL_MAX_SECONDS = 3_600;
+/** D and the logout budget both lie inside the TTL (leaseTiming checks that exactly). */
+const LEASE_PART_MAX_MS = LEASE_TTL_MAX_SECONDS * 1_000;
+/** Heartbeats rarer than a minute leave the controller's view of agents stale for too long. */
+const HEARTBEAT_INTERVAL_MAX_MS = 60_000;
 
 export const Url = (schemes: string[]) =>
   z.string().refine(
@@ -61,9 +70,9 @@ export const AgentConfig = z.strictObject({
   nats: NatsSection,
   lease: z
     .strictObject({
-      ttlSeconds: z.number().int().min(2).max(3600).default(5),
-      selfFenceMs: z.number().int().positive().optional(),
-      logoutBudgetMs: z.number().int().positive().optional(),
+      ttlSeconds: durationSeconds(2, LEASE_TTL_MAX_SECONDS).default(5),
+      selfFenceMs: durationMs(1, LEASE_PART_MAX_MS).optional(),
+      logoutBudgetMs: durationMs(1, LEASE_PART_MAX_MS).optional(),
       driftMargin: z.number().min(0.01).max(0.5).default(0.1),
     })
     .prefault({}),
@@ -89,7 +98,7 @@ export const AgentConfig = z.strictObject({
   runDir: z.string().optional(),
   /** Optional local /healthz and /metrics; the agent opens no other port. */
   health: z.strictObject({ listen: HostPort }).optional(),
-  heartbeatIntervalMs: z.number().int().min(200).max(60_000).default(2_000),
+  heartbeatIntervalMs: durationMs(200, HEARTBEAT_INTERVAL_MAX_MS).default(2_000),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 export type AgentConfig = z.infer<typeof AgentConfig>;

@@ -5,8 +5,19 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { Role } from '../api/schema.js';
 import { Name } from '../lease/index.js';
+import { durationMs, durationSeconds } from '../spec/schema.js';
 import { CONNECTION_ENV_OVERRIDES, EtcdSection, HostPort, NatsSection, Url } from './agent.js';
 import { ConfigError, loadConfig, parseConfig, type EnvOverride } from './load.js';
+
+// Upper bounds of controller durations (each far below what a Node timer holds: spec/schema.ts).
+/** A controller election slower than a minute leaves switchovers and probes unattended too long. */
+const CONTROLLER_TTL_MAX_SECONDS = 60;
+/** An agent silent for ten minutes is dead by any measure. */
+const HEARTBEAT_TIMEOUT_MAX_MS = 600_000;
+/** A handover that may take longer than an hour is an outage, not a switchover. */
+const SWITCHOVER_DEADLINE_MAX_MS = 3_600_000;
+/** Each step of a handover (drain, login) and a fence command get ten minutes at most. */
+const STEP_TIMEOUT_MAX_MS = 600_000;
 
 /** A bearer token, given inline (tests, demos) or, better, in a file (a mounted secret). */
 const ApiToken = z
@@ -34,11 +45,13 @@ export const ControllerConfig = z.strictObject({
   }),
   auth: z.strictObject({ tokens: z.array(ApiToken).min(1, 'configure at least one API token') }),
   /** The controller election lease (controllers elect one active with pkg/lease). */
-  lease: z.strictObject({ ttlSeconds: z.number().int().min(2).max(60).default(5) }).prefault({}),
+  lease: z
+    .strictObject({ ttlSeconds: durationSeconds(2, CONTROLLER_TTL_MAX_SECONDS).default(5) })
+    .prefault({}),
   probes: z
     .strictObject({
       /** An agent whose heartbeat is older than this is shown dead and its standbys unhealthy. */
-      heartbeatTimeoutMs: z.number().int().min(500).max(600_000).default(6_000),
+      heartbeatTimeoutMs: durationMs(500, HEARTBEAT_TIMEOUT_MAX_MS).default(6_000),
       /** Probe-driven failover: on (default) unless the identity is paused. */
       failover: z.boolean().default(true),
     })
@@ -46,11 +59,11 @@ export const ControllerConfig = z.strictObject({
   switchover: z
     .strictObject({
       /** A handover completes or is rolled back within this unless the request says otherwise. */
-      deadlineMs: z.number().int().min(2_000).max(3_600_000).default(60_000),
+      deadlineMs: durationMs(2_000, SWITCHOVER_DEADLINE_MAX_MS).default(60_000),
       /** Time given to the old leader to confirm its logout before escalating. */
-      drainTimeoutMs: z.number().int().min(500).max(600_000).default(10_000),
+      drainTimeoutMs: durationMs(500, STEP_TIMEOUT_MAX_MS).default(10_000),
       /** Time given to the target to answer PING after the transfer. */
-      loginTimeoutMs: z.number().int().min(500).max(600_000).default(20_000),
+      loginTimeoutMs: durationMs(500, STEP_TIMEOUT_MAX_MS).default(20_000),
     })
     .prefault({}),
   /** Last escalation step when an old leader cannot be proved out politely. */
@@ -73,7 +86,7 @@ export const ControllerConfig = z.strictObject({
           podName: z.string().default('{node}'),
         })
         .optional(),
-      timeoutMs: z.number().int().min(100).max(600_000).default(30_000),
+      timeoutMs: durationMs(100, STEP_TIMEOUT_MAX_MS).default(30_000),
     })
     .prefault({}),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -10,6 +10,23 @@ export interface LoginContext {
   token: bigint;
   /** Path of a 0600 file holding the credential, when the identity has one. */
   credentialFile?: string;
+  /**
+   * May the term still act (its session short of the self-fence deadline, its key still ours,
+   * its logout not begun)? A driver calls it synchronously right before it starts a process or
+   * sends a login under the term: a restart after a crash comes from a timer, and after a
+   * freeze that timer can fire when the term is already over (S3: never log in without the
+   * key). Absent, the term is taken to last until logout() (tests, fixtures).
+   */
+  mayAct?: () => boolean;
+  /** Aborted when the term's logout begins: a restart still pending under the term is cancelled. */
+  signal?: AbortSignal;
+}
+
+/** True while a service may still be started or logged in under `ctx` (see LoginContext.mayAct). */
+export function termMayAct(ctx: LoginContext): boolean {
+  // The signal first: once logout has begun, the term's own predicate is not even asked.
+  if (ctx.signal?.aborted) return false;
+  return ctx.mayAct?.() ?? true;
 }
 
 export interface ServiceRequest {
@@ -32,7 +49,8 @@ export interface ServiceReply {
  * - `failed` ({ reason }): the logged-in service stopped on its own and will not come back
  *   (restart attempts exhausted). The state machine logs out and resigns.
  * - `restarting` ({ attempt, delayMs, reason }): the service crashed while logged in and is
- *   being restarted under the same term.
+ *   being restarted under the same term. Never emitted once the term may no longer act: a
+ *   crash after the term ended leaves the service down until logout (the runner is on its way).
  */
 export interface IdentityDriver extends EventEmitter {
   /** How the driver starts the service: warm services run before login, cold ones at login. */

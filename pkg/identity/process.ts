@@ -2,8 +2,10 @@
 // start at login (the token in their environment) and stop at logout; warm ones run while
 // standing by and are told to log in and out over the control channel on fd 3 (channel.ts).
 // A service that crashes while logged in is restarted under the same term with backoff, until
-// its restart policy gives up. Every child runs in its own process group, so stopping the
-// service stops whatever it started, and under the agent's lifeline (lifeline.ts).
+// its restart policy gives up — but only while the term may still act: nothing is started or
+// logged in under a term that has ended (LoginContext.mayAct, checked right before each start).
+// Every child runs in its own process group, so stopping the service stops whatever it started,
+// and under the agent's lifeline (lifeline.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { readFile, stat } from 'node:fs/promises';
@@ -12,7 +14,13 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ProcessService } from '../spec/schema.js';
 import { encodeMessage, LineFramer, messageReader, ServiceMessage, type AgentMessage } from './channel.js';
-import type { IdentityDriver, LoginContext, ServiceReply, ServiceRequest } from './driver.js';
+import {
+  termMayAct,
+  type IdentityDriver,
+  type LoginContext,
+  type ServiceReply,
+  type ServiceRequest,
+} from './driver.js';
 import { groupRunning, signalGroup, type Lifeline } from './lifeline.js';
 
 /** A channel-less service that dies this soon after spawning did not start (bad argv, missing
@@ -65,10 +73,22 @@ export function countCrash(previous: number, ranMs: number, resetAfterMs: number
 }
 
 export type RestartDecision =
-  { action: 'restart'; attempt: number; delayMs: number } | { action: 'give-up'; crashes: number };
+  | { action: 'restart'; attempt: number; delayMs: number }
+  | { action: 'give-up'; crashes: number }
+  | { action: 'term-ended' };
 
-/** maxAttempts restarts are tried; the crash after the last one gives the identity up. */
-export function restartDecision(crashes: number, policy: RestartPolicy): RestartDecision {
+/**
+ * maxAttempts restarts are tried; the crash after the last one gives the identity up. A crash
+ * once the term may no longer act is not restarted at all: a restart would log in under a term
+ * whose key may already be someone else's (S3). Nor is it a give-up: the term's end, not the
+ * service, is what the runner is already handling.
+ */
+export function restartDecision(
+  crashes: number,
+  policy: RestartPolicy,
+  termMayActNow = true,
+): RestartDecision {
+  if (!termMayActNow) return { action: 'term-ended' };
   if (crashes > policy.maxAttempts) return { action: 'give-up', crashes };
   return { action: 'restart', attempt: crashes, delayMs: backoffDelayMs(crashes, policy) };
 }
@@ -319,7 +339,16 @@ type Confirmation =
   | { kind: 'closed' }
   | { kind: 'timeout' };
 
-type StartResult = { ok: true; run: Run } | { ok: false; reason: string };
+type StartResult =
+  | { ok: true; run: Run }
+  /** termEnded: refused because the term may no longer act (not a failure of the service). */
+  | { ok: false; reason: string; termEnded?: true };
+
+const TERM_ENDED: StartResult = {
+  ok: false,
+  reason: 'the term ended (or its logout began) before the service could be started under it',
+  termEnded: true,
+};
 
 export class ProcessDriver extends EventEmitter implements IdentityDriver {
   readonly mode: 'warm' | 'cold';
@@ -340,6 +369,8 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
   private preparing: Promise<void> | undefined;
   /** performance.now() by which a service under the current term must be dead (layer 4). */
   private deadlineAt: number | undefined;
+  /** Stops listening to the current term's signal (set while logged in with one). */
+  private unwatchTerm: (() => void) | undefined;
 
   constructor(
     private readonly spec: ProcessService,
@@ -416,6 +447,9 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
       throw new Error(`identity '${this.opts.identity}': login abandoned: a logout or close came first`);
     }
     if (!result.ok) {
+      if (result.termEnded) {
+        throw new Error(`identity '${this.opts.identity}': not logged in: ${result.reason}`);
+      }
       throw new Error(
         `identity '${this.opts.identity}': the service did not log in: ${result.reason}. Check its output in this log; if it is just slow, raise service.startTimeoutMs (${this.spec.startTimeoutMs} ms)`,
       );
@@ -423,13 +457,29 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
     result.run.role = 'serving';
     result.run.loggedIn = true;
     this.ctx = ctx;
+    this.watchTerm(ctx);
     this.log.info({ servicePid: result.run.pid, token: String(ctx.token) }, 'service logged in');
+  }
+
+  /** The term's logout has begun: a restart waiting for its backoff must not fire. */
+  private watchTerm(ctx: LoginContext): void {
+    const signal = ctx.signal;
+    if (!signal) return;
+    const onAbort = () => {
+      if (this.ctx !== ctx || this.restartTimer === undefined) return;
+      this.clearRestartTimer();
+      this.log.info({ token: String(ctx.token) }, 'the term is logging out: pending restart cancelled');
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    this.unwatchTerm = () => signal.removeEventListener('abort', onAbort);
   }
 
   async logout(budgetMs: number): Promise<boolean> {
     const deadline = Date.now() + budgetMs;
     this.generation++;
     this.clearRestartTimer();
+    this.unwatchTerm?.();
+    this.unwatchTerm = undefined;
     const wasIn = this.ctx !== undefined;
     this.ctx = undefined;
     this.crashes = 0;
@@ -501,6 +551,8 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
     this.closed = true;
     this.generation++;
     this.clearRestartTimer();
+    this.unwatchTerm?.();
+    this.unwatchTerm = undefined;
     this.ctx = undefined;
     const run = this.run;
     if (!run?.alive) return;
@@ -528,15 +580,20 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
 
   /**
    * Bring the service up logged in under `ctx`: spawn it cold, or reuse (or start) the warm
-   * process and send it `login`. On failure the process is stopped before returning.
+   * process and send it `login`. On failure the process is stopped before returning. The term
+   * is asked whether it may still act synchronously right before each spawn and each login
+   * sent (no await in between): a term that ended while we waited starts nothing.
    */
   private async startUnderTerm(ctx: LoginContext, role: Role, generation: number): Promise<StartResult> {
     let run: Run;
     if (this.mode === 'warm') {
       if (!this.run?.alive || !this.run.ready) {
         try {
-          if (role === 'serving') await this.startStandbyUnderTerm();
-          else await this.prepare();
+          if (role === 'serving') {
+            // This process is spawned under the term (it carries the term's deadline).
+            if (!termMayAct(ctx)) return TERM_ENDED;
+            await this.startStandbyUnderTerm();
+          } else await this.prepare();
         } catch (err) {
           return { ok: false, reason: (err as Error).message };
         }
@@ -550,6 +607,11 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
         this.run.role = 'standby';
         return { ok: false, reason: 'abandoned: a logout came while the service was starting' };
       }
+      if (!termMayAct(ctx)) {
+        // Ready but not logged in: it stays up as the standby, as after an overtaking logout.
+        this.run.role = 'standby';
+        return TERM_ENDED;
+      }
       run = this.run;
       run.role = role;
       run.loginSent = true;
@@ -557,6 +619,7 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
       return this.confirmLogin(run, ctx, answer);
     }
     // Cold: the term is in the environment; with a channel, the login message confirms it too.
+    if (!termMayAct(ctx)) return TERM_ENDED;
     run = this.spawnRun(role, ctx);
     run.loginSent = true;
     if (this.spec.channel === 'fd3') {
@@ -779,7 +842,7 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
       return;
     }
     this.log.warn({ ...fields, reason }, 'service exited unexpectedly');
-    if (run.role === 'serving' && this.ctx) this.onTermCrash(reason, ranMs);
+    if (run.role === 'serving' && this.ctx) this.onTermCrash(this.ctx, reason, ranMs);
     else if (this.mode === 'warm') this.onStandbyCrash(reason, ranMs);
     // A cold service failing during login is reported by login() itself.
   }
@@ -813,9 +876,16 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
 
   // ---- restarting -------------------------------------------------------------------------
 
-  private onTermCrash(reason: string, ranMs: number): void {
+  private onTermCrash(ctx: LoginContext, reason: string, ranMs: number): void {
     this.crashes = countCrash(this.crashes, ranMs, this.spec.restart.resetAfterMs);
-    const decision = restartDecision(this.crashes, this.spec.restart);
+    const decision = restartDecision(this.crashes, this.spec.restart, termMayAct(ctx));
+    if (decision.action === 'term-ended') {
+      this.log.warn(
+        { reason, token: String(ctx.token) },
+        'service crashed after its term ended; not restarting it (the term is being logged out)',
+      );
+      return;
+    }
     if (decision.action === 'give-up') {
       this.failed = true;
       const why = `${reason}; gave up after ${decision.crashes} crashes in a row (service.restart.maxAttempts ${this.spec.restart.maxAttempts})`;
@@ -842,6 +912,13 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
     const started = Date.now();
     const result = await this.startUnderTerm(ctx, 'serving', generation);
     if (generation !== this.generation) return; // logged out meanwhile; logout stopped the process
+    if (!result.ok && result.termEnded) {
+      this.log.warn(
+        { token: String(ctx.token) },
+        'restart abandoned: the term ended before the service was logged in again; it stays logged out',
+      );
+      return;
+    }
     if (result.ok) {
       result.run.loggedIn = true;
       this.log.info(
@@ -853,7 +930,7 @@ export class ProcessDriver extends EventEmitter implements IdentityDriver {
     // An exit during the restart was already counted by onExit (its role is 'serving');
     // a start we stopped for timing out was not.
     if (this.run === undefined && this.restartTimer === undefined && !this.failed) {
-      this.onTermCrash(result.reason, Date.now() - started);
+      this.onTermCrash(ctx, result.reason, Date.now() - started);
     }
   }
 

@@ -13,6 +13,12 @@ export function assertName(kind: 'identity' | 'node', value: string): void {
   if (!parsed.success) throw new Error(`${kind} name '${value}': ${parsed.error.issues[0]!.message}`);
 }
 
+/**
+ * A duration read back from etcd: positive, and no longer than the longest TTL a session may
+ * have (3,600 s), so a corrupt record can never make a wait overflow a timer.
+ */
+const Millis = z.number().int().positive().max(3_600_000);
+
 export class Keys {
   constructor(readonly prefix = 'understudy') {}
   leader(identity: string): string {
@@ -70,8 +76,8 @@ export const LeaderRecord = z.strictObject({
   node: z.string(),
   leaseId: z.string(),
   /** The holder's T and T × (1 − drift): how long a successor must wait it out when unconfirmed. */
-  ttlMs: z.number().int().positive(),
-  mustBeOutByMs: z.number().int().positive(),
+  ttlMs: Millis,
+  mustBeOutByMs: Millis,
   /** Wall-clock ms when this term began (informational). */
   since: z.number(),
 });
@@ -88,15 +94,15 @@ export const LoginRecord = z.strictObject({
   loggedIn: z.boolean(),
   at: z.number(),
   leaseId: z.string(),
-  ttlMs: z.number().int().positive(),
+  ttlMs: Millis,
 });
 export type LoginRecord = z.infer<typeof LoginRecord>;
 
 export const CandidateRecord = z.strictObject({
   node: z.string(),
   leaseId: z.string(),
-  ttlMs: z.number().int().positive(),
-  mustBeOutByMs: z.number().int().positive(),
+  ttlMs: Millis,
+  mustBeOutByMs: Millis,
   priority: z.number().int(),
   healthy: z.boolean(),
 });
@@ -105,8 +111,8 @@ export type CandidateRecord = z.infer<typeof CandidateRecord>;
 /** Value of an agent's session key. */
 export const SessionRecord = z.strictObject({
   node: z.string(),
-  ttlMs: z.number().int().positive(),
-  mustBeOutByMs: z.number().int().positive(),
+  ttlMs: Millis,
+  mustBeOutByMs: Millis,
 });
 export type SessionRecord = z.infer<typeof SessionRecord>;
 
@@ -118,7 +124,7 @@ export const TermEnd = z.strictObject({
   /** The holder confirmed its service is logged out. */
   loggedOut: z.boolean(),
   /** The holder's lease TTL: how long after `at` it may still have been logged in. */
-  holderTtlMs: z.number().int().positive(),
+  holderTtlMs: Millis,
   /** Wall-clock ms of the record (for people reading it). */
   at: z.number(),
   actor: z.string().optional(),

@@ -9,6 +9,85 @@ export const PublicNkey = z
   .string()
   .regex(/^U[A-Z2-7]{55}$/, "must be a NATS user public nkey (56 characters starting with 'U')");
 
+// ---- durations ---------------------------------------------------------------------------
+
+/**
+ * The longest delay a Node timer holds: setTimeout takes a signed 32-bit count of ms and fires
+ * *at once* (with only a warning) above it, so a timeout of 2^31 ms acts like 1 ms. Every
+ * duration in a spec or config is bounded well below this; the helpers refuse a larger bound.
+ */
+export const TIMER_MAX_MS = 2 ** 31 - 1;
+
+/** 90000 → "90000 ms (1.5 min)": the raw value to type, and a size to recognise. */
+export function formatMs(ms: number): string {
+  const human =
+    ms >= 86_400_000
+      ? `${+(ms / 86_400_000).toFixed(2)} days`
+      : ms >= 3_600_000
+        ? `${+(ms / 3_600_000).toFixed(2)} h`
+        : ms >= 60_000
+          ? `${+(ms / 60_000).toFixed(2)} min`
+          : ms >= 1_000
+            ? `${+(ms / 1_000).toFixed(2)} s`
+            : undefined;
+  return human ? `${ms} ms (${human})` : `${ms} ms`;
+}
+
+/** A schema's own bounds are checked where it is built: a wrong one fails at import, loudly. */
+function assertBounds(helper: string, min: number, max: number, limit: number): void {
+  if (!(Number.isInteger(min) && Number.isInteger(max) && 0 <= min && min <= max && max <= limit)) {
+    throw new Error(`${helper}(${min}, ${max}): bounds must be integers with 0 ≤ min ≤ max ≤ ${limit}`);
+  }
+}
+
+/**
+ * A whole number of milliseconds in [min, max]. The error names the bound it broke; the field
+ * is named by whoever reports the issue (its path). `max` is this field's sensible limit, and
+ * never above TIMER_MAX_MS, so a value that passes can always be given to setTimeout.
+ */
+export function durationMs(min: number, max: number) {
+  assertBounds('durationMs', min, max, TIMER_MAX_MS);
+  const range = `between ${formatMs(min)} and ${formatMs(max)}`;
+  return z
+    .number({ error: `must be a number of milliseconds ${range}` })
+    .int(`must be a whole number of milliseconds ${range}`)
+    .min(min, `must be at least ${formatMs(min)}; raise it`)
+    .max(max, `must be at most ${formatMs(max)}; lower it`);
+}
+
+/** A whole number of seconds in [min, max]; as with durationMs, max × 1000 ms fits a timer. */
+export function durationSeconds(min: number, max: number) {
+  assertBounds('durationSeconds', min, max, Math.floor(TIMER_MAX_MS / 1000));
+  const range = `between ${min} s and ${max} s`;
+  return z
+    .number({ error: `must be a number of seconds ${range}` })
+    .int(`must be a whole number of seconds ${range}`)
+    .min(min, `must be at least ${min} s; raise it`)
+    .max(max, `must be at most ${max} s; lower it`);
+}
+
+// Sensible upper bounds of spec durations, each well under TIMER_MAX_MS.
+/** A restart delay longer than a minute leaves the identity down longer than a failover would. */
+const RESTART_BACKOFF_MAX_MS = 60_000;
+/** The cap of the doubling backoff: five minutes down is already a failed service. */
+const RESTART_MAX_BACKOFF_MAX_MS = 300_000;
+/** A healthy run longer than an hour says nothing more about the next crash. */
+const RESTART_RESET_AFTER_MAX_MS = 3_600_000;
+/** A stop must fit the logout budget, which is under the lease TTL (at most an hour). */
+const STOP_TIMEOUT_MAX_MS = 60_000;
+/** A service that needs more than two minutes to start cannot take over within any sane TTL. */
+const START_TIMEOUT_MAX_MS = 120_000;
+/** Requests older than a week are not worth answering (and JetStream keeps them on disk). */
+const INBOX_MAX_AGE_MAX_MS = 7 * 86_400_000;
+/** The server redelivers an unacknowledged request after this; ten minutes is a stuck handler. */
+const INBOX_ACK_WAIT_MAX_MS = 600_000;
+/** Probing less often than every ten minutes is not health checking. */
+const PROBE_INTERVAL_MAX_MS = 600_000;
+/** A PING answered after a minute proves nothing about now; longer only delays the verdict. */
+const PROBE_TIMEOUT_MAX_MS = 60_000;
+/** A caller waiting a minute for a reply has given up already. */
+const REQUEST_TIMEOUT_MAX_MS = 60_000;
+
 export const Caller = z.strictObject({ name: Name, nkey: PublicNkey });
 export type Caller = z.infer<typeof Caller>;
 
@@ -33,10 +112,10 @@ export type AccessLists = z.infer<typeof AccessLists>;
 export const RestartPolicy = z.strictObject({
   /** Crashes tolerated while logged in before the node gives the identity up. */
   maxAttempts: z.number().int().min(0).max(100).default(3),
-  backoffMs: z.number().int().min(10).max(60_000).default(200),
-  maxBackoffMs: z.number().int().min(10).max(300_000).default(5_000),
+  backoffMs: durationMs(10, RESTART_BACKOFF_MAX_MS).default(200),
+  maxBackoffMs: durationMs(10, RESTART_MAX_BACKOFF_MAX_MS).default(5_000),
   /** A service that ran this long counts as healthy again: its crash count starts over. */
-  resetAfterMs: z.number().int().min(1_000).max(3_600_000).default(60_000),
+  resetAfterMs: durationMs(1_000, RESTART_RESET_AFTER_MAX_MS).default(60_000),
 });
 
 export const ProcessService = z.strictObject({
@@ -50,9 +129,9 @@ export const ProcessService = z.strictObject({
   /** fd3: the service speaks understudy's JSON-lines channel on fd 3 (requests, login, status). */
   channel: z.enum(['none', 'fd3']).default('none'),
   /** SIGTERM, then SIGKILL after this long; must fit the node's logout budget. */
-  stopTimeoutMs: z.number().int().min(50).max(60_000).default(1_000),
+  stopTimeoutMs: durationMs(50, STOP_TIMEOUT_MAX_MS).default(1_000),
   /** A warm service must report ready this fast after start; a cold one must confirm login. */
-  startTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
+  startTimeoutMs: durationMs(100, START_TIMEOUT_MAX_MS).default(10_000),
   restart: RestartPolicy.prefault({}),
 });
 export type ProcessService = z.infer<typeof ProcessService>;
@@ -79,19 +158,16 @@ export const Inbox = z.strictObject({
   /** Requests go to a JetStream work queue; requests sent while no one is logged in wait. */
   durable: z.boolean().default(false),
   /** Oldest request kept waiting; older ones are discarded by the server. */
-  maxAgeMs: z
-    .number()
-    .int()
-    .min(1_000)
-    .default(24 * 3_600_000),
+  maxAgeMs: durationMs(1_000, INBOX_MAX_AGE_MAX_MS).default(24 * 3_600_000),
   maxMessages: z.number().int().min(1).default(100_000),
   /** A request a leader took but did not acknowledge is offered again after this. */
-  ackWaitMs: z.number().int().min(500).max(600_000).default(5_000),
+  ackWaitMs: durationMs(500, INBOX_ACK_WAIT_MAX_MS).default(5_000),
 });
 
 export const Probe = z.strictObject({
-  intervalMs: z.number().int().min(100).default(1_000),
-  timeoutMs: z.number().int().min(50).default(500),
+  intervalMs: durationMs(100, PROBE_INTERVAL_MAX_MS).default(1_000),
+  /** Wait for PING answers; its end with no answer counts as a failed probe. */
+  timeoutMs: durationMs(50, PROBE_TIMEOUT_MAX_MS).default(500),
   /** Consecutive failed probes of a leader holding its lease before the controller fences it. */
   failures: z.number().int().min(1).default(3),
 });
@@ -114,7 +190,7 @@ export const IdentitySpec = z.strictObject({
   /** Lines HELP prints after the built-in commands (the service's own commands). */
   help: z.array(z.string().max(200)).max(50).default([]),
   /** Time a request may take before the caller gets `unavailable`. */
-  requestTimeoutMs: z.number().int().min(50).max(60_000).default(5_000),
+  requestTimeoutMs: durationMs(50, REQUEST_TIMEOUT_MAX_MS).default(5_000),
 });
 export type IdentitySpec = z.infer<typeof IdentitySpec>;
 export type IdentitySpecInput = z.input<typeof IdentitySpec>;

@@ -35,6 +35,13 @@ const REQUEST_MS = 2_000;
 const REAP_MS = 5_000;
 /** A shell writing a file or a bot re-reading its feed (polled each second) is done well within this. */
 const LOCAL_STEP_MS = 5_000;
+/** Restart backoff in the dead-term tests: long enough to end the term inside it from the test. */
+const TERM_RESTART_BACKOFF_MS = 500;
+/** Past a cancelled restart's backoff, a spawn that was going to happen has happened by then. */
+const ABSENCE_MARGIN_MS = 500;
+/** The driver's words when a restart timer fires under a term that has ended. */
+const RESTART_ABANDONED =
+  'restart abandoned: the term ended before the service was logged in again; it stays logged out';
 
 const IDENTITY = 'ratebot';
 const NODE = 'n1';
@@ -50,6 +57,9 @@ const logger = pino(
     },
   },
 );
+
+/** A check that the driver logged `msg` (for waitFor, or called at once). */
+const logged = (msg: string) => () => logLines.some((line) => line.includes(`"msg":"${msg}"`));
 
 // ---- processes ------------------------------------------------------------------------------
 
@@ -346,6 +356,104 @@ describe('process driver (real processes)', function () {
     });
   });
 
+  describe('no restart under a dead term', function () {
+    /** A cold service that records each start (with its token) and then runs until killed. */
+    const recordingService = (starts: string) =>
+      driver({
+        command: ['sh', '-c', 'echo "$UNDERSTUDY_TOKEN" >> "$STARTS"; exec sleep 1000'],
+        env: { STARTS: starts },
+        restart: {
+          maxAttempts: 3,
+          backoffMs: TERM_RESTART_BACKOFF_MS,
+          maxBackoffMs: TERM_RESTART_BACKOFF_MS,
+        },
+      });
+    const startsIn = async (file: string) =>
+      (await readFile(file, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+
+    it('a crash restart still pending when the logout begins is cancelled: no new process', async function () {
+      const starts = join(dir, 'starts');
+      const d = recordingService(starts);
+      const term = new AbortController();
+      const restarting = once(d, 'restarting');
+      await d.login(ctx(21n, { mayAct: () => true, signal: term.signal }));
+      const first = track(d.pid)!;
+
+      process.kill(first, 'SIGKILL');
+      await withTimeout(restarting, LOCAL_STEP_MS, 'the restart to be scheduled');
+      term.abort(); // the agent's logout of the term begins inside the backoff
+      // Proving that nothing starts takes time: wait past the backoff of the cancelled restart.
+      await delay(TERM_RESTART_BACKOFF_MS + ABSENCE_MARGIN_MS);
+
+      expect(await startsIn(starts)).to.deep.equal(['21']);
+      expect(d.pid, 'nothing runs under the ended term').to.equal(undefined);
+      // Cancelled at the abort itself, not merely refused when the timer fired.
+      expect(logged('the term is logging out: pending restart cancelled')()).to.equal(true);
+      expect(logged(RESTART_ABANDONED)()).to.equal(false);
+      expect(await d.logout(STOP_BUDGET_MS)).to.equal(true);
+    });
+
+    it('a crash restart whose backoff ends after the term ended starts nothing', async function () {
+      const starts = join(dir, 'starts');
+      const d = recordingService(starts);
+      let termAlive = true;
+      const restarting = once(d, 'restarting');
+      await d.login(ctx(22n, { mayAct: () => termAlive }));
+      const first = track(d.pid)!;
+
+      process.kill(first, 'SIGKILL');
+      await withTimeout(restarting, LOCAL_STEP_MS, 'the restart to be scheduled');
+      // The term ends with no signal to the driver (a frozen agent's session past its
+      // self-fence deadline): only the check right before the spawn can stop the restart.
+      termAlive = false;
+      await waitFor(logged(RESTART_ABANDONED), {
+        what: 'the restart timer to fire and stand down',
+        timeoutMs: TERM_RESTART_BACKOFF_MS + LOCAL_STEP_MS,
+      });
+
+      expect(await startsIn(starts)).to.deep.equal(['22']);
+      expect(d.pid, 'nothing runs under the ended term').to.equal(undefined);
+      expect(await d.logout(STOP_BUDGET_MS)).to.equal(true);
+    });
+
+    it('a crash after the term ended schedules no restart at all', async function () {
+      const starts = join(dir, 'starts');
+      const d = recordingService(starts);
+      let termAlive = true;
+      const restarting: unknown[] = [];
+      d.on('restarting', (e) => restarting.push(e));
+      let failed = false;
+      d.on('failed', () => (failed = true));
+      await d.login(ctx(23n, { mayAct: () => termAlive }));
+      const first = track(d.pid)!;
+
+      termAlive = false;
+      process.kill(first, 'SIGKILL');
+      await waitFor(
+        logged('service crashed after its term ended; not restarting it (the term is being logged out)'),
+        { what: 'the crash to be seen', timeoutMs: LOCAL_STEP_MS },
+      );
+
+      expect(restarting, 'no restart scheduled').to.deep.equal([]);
+      expect(failed, 'the term ended: not a give-up of the service').to.equal(false);
+      expect(logLines.join('')).not.to.include('restarting it under the same term');
+      expect(await startsIn(starts)).to.deep.equal(['23']);
+      expect(await d.logout(STOP_BUDGET_MS)).to.equal(true);
+    });
+
+    it('a login under a term that may no longer act starts nothing', async function () {
+      const starts = join(dir, 'starts');
+      const d = recordingService(starts);
+      const err = await d.login(ctx(24n, { mayAct: () => false })).then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      expect(err?.message).to.match(/not logged in: the term ended .* before the service could be started/);
+      expect(d.pid).to.equal(undefined);
+      expect(await startsIn(starts)).to.deep.equal([]);
+    });
+  });
+
   describe('cold service with the fd 3 channel (rate bot)', function () {
     it('is logged in over fd 3 with the token also in its environment, and stops at logout', async function () {
       const feed = join(dir, 'rates.json');
@@ -594,6 +702,37 @@ describe('process driver (real processes)', function () {
       track(d.pid);
       expect(d.pid).not.to.equal(first);
       expect(logLines.join('')).to.match(/"token":"12","msg":"service restarted and logged in again"/);
+    });
+
+    it('a warm restart whose term ends while the new process starts is not logged in; it stays as the standby', async function () {
+      const feed = join(dir, 'rates.json');
+      await writeFeed(feed, FEED);
+      const d = ratebot(feed, 'warm');
+      let termAlive = true;
+      await d.login(ctx(13n, { mayAct: () => termAlive }));
+      const first = track(d.pid)!;
+      const restarting = once(d, 'restarting');
+      process.kill(first, 'SIGKILL');
+      await withTimeout(restarting, LOCAL_STEP_MS, 'the restarting event');
+      // The replacement is spawned under the term; the term ends before it is told to log in.
+      const replacement = await waitFor(() => d.pid, {
+        what: 'the replacement process to be spawned',
+        timeoutMs: LOCAL_STEP_MS,
+        intervalMs: 5,
+      });
+      track(replacement);
+      termAlive = false;
+      await waitFor(logged(RESTART_ABANDONED), {
+        what: 'the restart to stand down before the login',
+        timeoutMs: NODE_START_MS,
+      });
+
+      expect(d.pid, 'the ready process stays up').to.equal(replacement);
+      expect(await d.status(REQUEST_MS)).to.include({ loggedIn: false });
+      expect(await ask(d, 'RATE USD')).to.include({ error: 'unavailable' });
+      expect(logLines.join('')).not.to.include('service restarted and logged in again');
+      expect(await d.logout(STOP_BUDGET_MS)).to.equal(true);
+      expect(d.pid, 'still the standby after the logout').to.equal(replacement);
     });
 
     it('refuses warm mode without the fd 3 channel, saying what to change', function () {
