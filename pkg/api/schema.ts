@@ -219,6 +219,11 @@ export const Workflow = z.object({
   revoked: z.object({ at: z.string(), until: z.string() }).optional(),
   /** An operator asked to cancel: it rolls back at its next step, if it still can. */
   cancelRequested: z.object({ actor: z.string(), at: z.string() }).optional(),
+  /**
+   * Aborting: the old leader is being given the identity back (an undrain, or waiting for a
+   * drain in flight to settle) before the workflow ends as aborted. `reason` is why it aborts.
+   */
+  rollback: z.object({ reason: z.string(), since: z.string() }).optional(),
 });
 export type Workflow = z.infer<typeof Workflow>;
 
@@ -227,13 +232,53 @@ const IsoTime = z.iso.datetime({
   message: 'must be an ISO 8601 time, e.g. 2026-11-21T03:00:00Z',
 });
 
+/**
+ * How far ahead a switchover may be scheduled. A week covers "next maintenance window"; a
+ * scheduled workflow occupies its identity (no other handover may start meanwhile), so a
+ * typo such as 9999-12-31 would block it for good.
+ */
+export const MAX_SCHEDULE_AHEAD_MS = 7 * 24 * 3_600_000;
+/** A scheduled time this far in the past still counts as "now" (client and controller clocks). */
+export const SCHEDULE_PAST_SLACK_MS = 1_000;
+
+/** Why `at` cannot be a switchover's scheduled time, or undefined when it can. */
+export function scheduledAtProblem(at: string, now: number): string | undefined {
+  const t = Date.parse(at);
+  if (Number.isNaN(t)) return `at ${at} is not a time; give an ISO 8601 time such as 2026-11-21T03:00:00Z`;
+  if (t < now - SCHEDULE_PAST_SLACK_MS) return `at ${at} is in the past; leave it out to switch over now`;
+  if (t > now + MAX_SCHEDULE_AHEAD_MS) {
+    return `at ${at} is more than 7 days ahead (latest ${new Date(now + MAX_SCHEDULE_AHEAD_MS).toISOString()}); schedule it closer, or later once it is within a week`;
+  }
+  return undefined;
+}
+
+/** Shortest handover deadline: a drain, a transfer and a login take a second or two. */
+export const MIN_DEADLINE_MS = 2_000;
+/**
+ * Longest handover deadline. The old leader's drain hold and the hold-off lease both follow
+ * the deadline, and the agent refuses holds over an hour (pkg/control/protocol.ts); it is also
+ * far under what a Node timer can hold (2^31 − 1 ms, about 24.8 days).
+ */
+export const MAX_DEADLINE_MS = 3_600_000;
+
+/** A duration field in ms, bounded, with errors that name the bound and the unit. */
+function durationMs(field: string, min: number, max: number) {
+  return z
+    .number({ message: `${field} must be a number of milliseconds` })
+    .int({ message: `${field} must be a whole number of milliseconds` })
+    .min(min, { message: `${field} must be at least ${min} ms` })
+    .max(max, { message: `${field} must be at most ${max} ms (${max / 60_000} min)` });
+}
+
 export const SwitchoverBody = z.strictObject({
   /** Target node; absent: the best healthy standby. */
   to: Name.optional(),
-  /** Start at this time instead of now. */
-  at: IsoTime.optional(),
+  /** Start at this time instead of now: not in the past, at most 7 days ahead. */
+  at: IsoTime.refine((at) => Date.parse(at) <= Date.now() + MAX_SCHEDULE_AHEAD_MS, {
+    message: 'must be at most 7 days ahead; schedule it closer',
+  }).optional(),
   /** Complete or roll back within this many ms after the start (default from config). */
-  deadlineMs: z.number().int().min(2_000).max(3_600_000).optional(),
+  deadlineMs: durationMs('deadlineMs', MIN_DEADLINE_MS, MAX_DEADLINE_MS).optional(),
   reason: z.string().min(1).max(500).optional(),
 });
 export type SwitchoverBody = z.infer<typeof SwitchoverBody>;
@@ -241,7 +286,7 @@ export type SwitchoverBody = z.infer<typeof SwitchoverBody>;
 export const FailoverBody = z.strictObject({
   /** Required: a forced move names where to go. */
   to: Name,
-  deadlineMs: z.number().int().min(2_000).max(3_600_000).optional(),
+  deadlineMs: durationMs('deadlineMs', MIN_DEADLINE_MS, MAX_DEADLINE_MS).optional(),
   reason: z.string().min(1).max(500).optional(),
 });
 export type FailoverBody = z.infer<typeof FailoverBody>;

@@ -9,6 +9,7 @@ import type { NatsConnection } from 'nats';
 import type { Logger } from 'pino';
 import {
   ApiError,
+  scheduledAtProblem,
   TERMINAL_STATES,
   type AclChangeBody,
   type AclView,
@@ -34,7 +35,7 @@ import type { ControllerConfig } from '../config/controller.js';
 import { readHistory, recordHistory, type HistoryEntry } from '../history/index.js';
 import { collectResponders } from '../identity/client.js';
 import { within } from '../lease/etcd.js';
-import { fence, releaseHoldOff, unfence } from '../lease/index.js';
+import { fence, LeaseOperationError, releaseHoldOff, unfence } from '../lease/index.js';
 import {
   AccessListError,
   approvePending,
@@ -131,7 +132,7 @@ export class Controller implements ControllerApi {
       deps.config.lease.ttlSeconds,
       deps.logger,
     );
-    this.writer = new GuardedWriter(deps.etcd, this.keys, () => this.election.token);
+    this.writer = new GuardedWriter(deps.etcd, this.keys, () => this.election.token, this.name);
     this.election.on('active', () => this.metrics_.active.set(1));
     this.election.on('standby', () => {
       this.metrics_.active.set(0);
@@ -189,7 +190,10 @@ export class Controller implements ControllerApi {
       this.publishChanges(snap);
       if (this.election.active) {
         this.resumeWorkflows(snap);
-        await this.reconcileFences(snap);
+        await this.reconcileFences(snap).catch((err: Error) => {
+          if (!(err instanceof NotActiveError) && !(err instanceof LeaseOperationError)) throw err;
+          this.log.warn({ err: err.message }, 'pending node fence not applied; retrying next round');
+        });
       }
     } catch (err) {
       const message = (err as Error).message;
@@ -452,9 +456,10 @@ export class Controller implements ControllerApi {
       });
   }
 
-  /** Apply node fences whose identities have all moved away. */
+  /** Apply node fences whose identities have all moved away (only under this controller's term). */
   private async reconcileFences(snap: ClusterSnapshot): Promise<void> {
     for (const [node, { intent, revision }] of snap.fenceIntents) {
+      const authority = this.writer.authority();
       const pending = intent.workflows.filter((id) =>
         [...snap.workflows.values()].some(
           (w) => w.workflow.id === id && !TERMINAL_STATES.has(w.workflow.state),
@@ -477,12 +482,13 @@ export class Controller implements ControllerApi {
         reason: intent.reason,
         actor: intent.actor,
         keys: this.keys.lease,
+        authority,
       });
       // The handovers kept their hold-offs so the node could not take anything back before
       // the fence: now the fence itself keeps it out.
       for (const { workflow } of snap.workflows.values()) {
         if (intent.workflows.includes(workflow.id) && workflow.holdOff) {
-          await releaseHoldOff(this.deps.etcd, workflow.holdOff.lease).catch(() => undefined);
+          await releaseHoldOff(this.deps.etcd, workflow.holdOff.lease, authority).catch(() => undefined);
         }
       }
       await this.writer.delete(this.keys.fenceIntent(node), revision);
@@ -779,13 +785,8 @@ export class Controller implements ControllerApi {
     if (!leader) {
       throw new ApiError('conflict', `${identity} has no leader to switch over from; use failover --to NODE`);
     }
-    if (body.at !== undefined && Date.parse(body.at) < Date.now() - 1_000) {
-      throw new ApiError(
-        'bad-request',
-        `at ${body.at} is in the past; leave it out to switch over now`,
-        'at',
-      );
-    }
+    const atProblem = body.at === undefined ? undefined : scheduledAtProblem(body.at, Date.now());
+    if (atProblem) throw new ApiError('bad-request', atProblem, 'at');
     if (body.to) this.checkTarget(snap, identity, body.to);
     else if (!bestTarget(this.viewContext(snap), identity, [leader.record.node])) {
       throw new ApiError(
@@ -941,7 +942,21 @@ export class Controller implements ControllerApi {
       );
     }
     if (workflows.length === 0) {
-      await fence(this.deps.etcd, { node, reason: body.reason, actor, keys: this.keys.lease });
+      await fence(this.deps.etcd, {
+        node,
+        reason: body.reason,
+        actor,
+        keys: this.keys.lease,
+        authority: this.writer.authority(),
+      }).catch(async (err: Error) => {
+        // This controller's term ended meanwhile: answer not-active, naming the active one.
+        if (
+          err instanceof NotActiveError ||
+          (err instanceof LeaseOperationError && err.code === 'no-authority')
+        )
+          await this.requireActive();
+        throw err;
+      });
       return { node, fenced: true, workflows };
     }
     const intent: FenceIntent = {
@@ -1035,21 +1050,53 @@ export class Controller implements ControllerApi {
     return this.getAcl(identity);
   }
 
+  /**
+   * Audit an access decision around the change: "requested" before (an action that cannot be
+   * audited is not taken), the decision itself only once it took effect, and a failure as a
+   * failure, so history never shows as done what did not happen.
+   */
+  private async audited(
+    identity: string,
+    actor: string,
+    what: string,
+    done: string,
+    change: () => Promise<AclView>,
+  ): Promise<AclView> {
+    await this.action(identity, actor, `${what} requested`);
+    let view: AclView;
+    try {
+      view = await change();
+    } catch (err) {
+      await this.action(identity, actor, `${what} failed: ${(err as Error).message}`).catch(() => undefined);
+      throw err;
+    }
+    await this.action(identity, actor, done).catch((err: Error) =>
+      this.log.error(
+        { identity, err: err.message },
+        `${done}, but the history record of it could not be written`,
+      ),
+    );
+    return view;
+  }
+
   async approve(identity: string, caller: string, actor: string): Promise<AclView> {
     await this.requireActive();
-    await this.action(identity, actor, `authorization of ${caller} approved`);
-    return this.decide(identity, caller, () => approvePending(this.deps.etcd, identity, caller));
+    return this.audited(identity, actor, `approval of ${caller}`, `authorization of ${caller} approved`, () =>
+      this.decide(identity, caller, () => approvePending(this.deps.etcd, identity, caller)),
+    );
   }
 
   async deny(identity: string, caller: string, body: DenyBody, actor: string): Promise<AclView> {
     await this.requireActive();
-    await this.action(
+    return this.audited(
       identity,
       actor,
+      `denial of ${caller}${body.block ? ' with its key blocked' : ''}`,
       `authorization of ${caller} denied${body.block ? ' and its key blocked' : ''}`,
-    );
-    return this.decide(identity, caller, () =>
-      denyPending(this.deps.etcd, identity, caller, { block: body.block }),
+      () =>
+        this.decide(identity, caller, () =>
+          denyPending(this.deps.etcd, identity, caller, { block: body.block }),
+        ),
     );
   }
 

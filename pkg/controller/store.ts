@@ -1,9 +1,10 @@
 // What the controller keeps in etcd, and how it reads the whole cluster at one revision. The
 // controller holds no state of its own that matters: workflows, pauses and pending node
 // fences live here, so a standby controller that takes over resumes from exactly this.
-import type { Etcd3, IKeyValue } from 'etcd3';
+import type { Etcd3, IKeyValue, IOperation } from 'etcd3';
 import { z } from 'zod';
 import { Workflow } from '../api/schema.js';
+import type { Authority } from '../lease/admin.js';
 import { within } from '../lease/etcd.js';
 import {
   CandidateRecord,
@@ -234,22 +235,60 @@ export class GuardedWriter {
     private readonly client: Etcd3,
     private readonly keys: ControllerKeys,
     private readonly token: () => FencingToken | undefined,
+    private readonly name = 'this controller',
   ) {}
 
   private guard() {
-    const token = this.token();
-    if (token === undefined) throw new NotActiveError();
-    return this.client.if(this.keys.election.leader('active'), 'Mod', '==', String(token));
+    return this.client.if(this.keys.election.leader('active'), 'Mod', '==', this.authority().revision);
   }
 
-  /** Put `value` at `key` if its mod revision is still `expectRevision` (0n: absent). */
-  async put(key: string, value: unknown, expectRevision: bigint): Promise<bigint | undefined> {
+  /**
+   * This controller's current election term as an Authority for pkg/lease operations: etcd
+   * writes compare the election key's revision, lease calls ask `mayAct()` right before. The
+   * term is captured now: once it ends (even if this controller wins a later one) every
+   * operation started under it refuses. Throws NotActiveError when not active.
+   */
+  authority(): Authority {
+    const token = this.token();
+    if (token === undefined) throw new NotActiveError();
+    return {
+      key: this.keys.election.leader('active'),
+      revision: String(token),
+      mayAct: () => this.token() === token,
+      describe: `controller ${this.name} (election term ${token})`,
+    };
+  }
+
+  /** True while this controller is active (checked synchronously: a resumed freeze reads false). */
+  mayAct(): boolean {
+    return this.token() !== undefined;
+  }
+
+  /**
+   * Put `value` at `key` if its mod revision is still `expectRevision` (0n: absent), with
+   * `ops` in the same txn (written only together with it).
+   */
+  async put(
+    key: string,
+    value: unknown,
+    expectRevision: bigint,
+    ops: IOperation[] = [],
+  ): Promise<bigint | undefined> {
     const res = await this.guard()
       .and(key, 'Mod', '==', String(expectRevision))
-      .then(this.client.put(key).value(JSON.stringify(value)))
+      .then(this.client.put(key).value(JSON.stringify(value)), ...ops)
       .options(within(CALL_MS))
       .commit();
     return res.succeeded ? BigInt(res.header.revision) : undefined;
+  }
+
+  /** Write `ops` while this controller is active; false when its term ended (nothing written). */
+  async write(ops: IOperation[]): Promise<boolean> {
+    const res = await this.guard()
+      .then(...ops)
+      .options(within(CALL_MS))
+      .commit();
+    return res.succeeded;
   }
 
   async delete(key: string, expectRevision?: bigint): Promise<boolean> {
@@ -261,8 +300,9 @@ export class GuardedWriter {
 }
 
 export class NotActiveError extends Error {
-  constructor() {
-    super('this controller is not the active one (its election term ended)');
+  /** `what`: the action refused ("drain of x not done"), for the log. */
+  constructor(what?: string) {
+    super(`this controller is not the active one (its election term ended)${what ? `: ${what}` : ''}`);
     this.name = 'NotActiveError';
   }
 }

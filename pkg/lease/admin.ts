@@ -1,7 +1,7 @@
 // Operations on someone else's leadership, for the controller: read, transfer, revoke,
 // fence. Each is one etcd transaction guarded by what the caller last saw, so a change in
 // between makes it fail cleanly instead of acting on a stale view.
-import type { Etcd3 } from 'etcd3';
+import type { Etcd3, IOperation } from 'etcd3';
 import type { FencingToken } from './campaign.js';
 import { within } from './etcd.js';
 import { ETCD_MIN_TTL_S } from './timing.js';
@@ -18,16 +18,54 @@ import {
 } from './keys.js';
 
 const CALL_MS = 2_000;
+/**
+ * Rounds of "read the holder's keys, record their term ends" before a revoke gives up: each
+ * lost compare means a term began or ended on that lease meanwhile, which settles in a round.
+ */
+const REVOKE_ATTEMPTS = 5;
 
 export class LeaseOperationError extends Error {
   constructor(
     message: string,
     readonly code:
-      'no-leader' | 'changed' | 'not-logged-out' | 'target-unavailable' | 'target-fenced' | 'same-node',
+      | 'no-leader'
+      | 'changed'
+      | 'not-logged-out'
+      | 'target-unavailable'
+      | 'target-fenced'
+      | 'same-node'
+      /** The caller's own authority (a controller's election term) ended: nothing was done. */
+      | 'no-authority',
   ) {
     super(message);
     this.name = 'LeaseOperationError';
   }
+}
+
+/**
+ * Whose word an operation acts on: the caller's own term (the active controller's election
+ * key and its mod revision). etcd writes compare `key`'s mod revision with `revision` in the
+ * same txn; calls that cannot be part of a txn (lease grant and revoke) ask `mayAct()`
+ * synchronously right before they are sent. So a caller that froze, lost its term and
+ * resumed does nothing, even before its own timers have noticed.
+ */
+export interface Authority {
+  key: string;
+  revision: string;
+  mayAct(): boolean;
+  /** For errors: whose authority ("controller c1, election term 42"). */
+  describe?: string;
+}
+
+function noAuthority(authority: Authority, what: string): LeaseOperationError {
+  return new LeaseOperationError(
+    `${authority.describe ?? 'the caller'} no longer holds its term: ${what} not done; the current holder of that term decides now`,
+    'no-authority',
+  );
+}
+
+function requireAuthority(authority: Authority | undefined, what: string): void {
+  if (authority && !authority.mayAct()) throw noAuthority(authority, what);
 }
 
 export interface LeaderView {
@@ -73,7 +111,14 @@ export async function readLeader(
  */
 export async function transfer(
   client: Etcd3,
-  opts: { identity: string; target: string; expectToken: FencingToken; actor: string; keys?: Keys },
+  opts: {
+    identity: string;
+    target: string;
+    expectToken: FencingToken;
+    actor: string;
+    keys?: Keys;
+    authority?: Authority;
+  },
 ): Promise<FencingToken> {
   const keys = opts.keys ?? new Keys();
   assertName('node', opts.target);
@@ -122,11 +167,13 @@ export async function transfer(
     actor: opts.actor,
   };
   const leaderKey = keys.leader(opts.identity);
-  const result = await client
+  let txn = client
     .if(leaderKey, 'Mod', '==', String(current.token))
     .and(keys.login(opts.identity), 'Mod', '==', loginRevision)
     .and(candidateKey, 'Mod', '==', candidateKv.mod_revision)
-    .and(keys.fence(opts.target), 'Create', '==', 0)
+    .and(keys.fence(opts.target), 'Create', '==', 0);
+  if (opts.authority) txn = txn.and(opts.authority.key, 'Mod', '==', opts.authority.revision);
+  const result = await txn
     .then(
       client.put(leaderKey).value(JSON.stringify(record)).lease(candidate.leaseId),
       client.delete().key(keys.login(opts.identity)),
@@ -135,6 +182,9 @@ export async function transfer(
     .options(within(CALL_MS))
     .commit();
   if (!result.succeeded) {
+    if (opts.authority && !(await holdsAuthority(client, opts.authority))) {
+      throw noAuthority(opts.authority, `transfer of ${opts.identity}`);
+    }
     const fenced = await isFenced(client, opts.target, keys);
     if (fenced) throw new LeaseOperationError(`${opts.target} is fenced: unfence it first`, 'target-fenced');
     throw new LeaseOperationError(
@@ -146,62 +196,167 @@ export async function transfer(
 }
 
 /**
- * Forced fencing: revoke the holder's lease (every key bound to it goes at once). Records
- * the revocation first, so the successor waits out the holder's self-fence deadline (S3):
- * the holder learns of the revocation only at its next keepalive.
+ * Forced fencing: revoke the holder's lease (every key bound to it goes at once). First, in
+ * one txn guarded by each leader key's revision, record the end of term of *every* identity
+ * whose leader key is on that lease, not only `identity`: each successor must learn that its
+ * predecessor was revoked, not resigned, and wait out the holder's self-fence deadline (S3)
+ * unless that term's own login record confirmed its logout. The holder learns of the
+ * revocation only at its next keepalive.
  */
 export async function revokeHolder(
   client: Etcd3,
-  opts: { identity: string; expectToken: FencingToken; actor: string; keys?: Keys },
-): Promise<void> {
+  opts: { identity: string; expectToken: FencingToken; actor: string; keys?: Keys; authority?: Authority },
+): Promise<{ leaseId: string; ended: string[] }> {
   const keys = opts.keys ?? new Keys();
-  const current = await readLeader(client, opts.identity, keys);
-  if (!current) throw new LeaseOperationError(`${opts.identity} has no leader to revoke`, 'no-leader');
-  if (current.token !== opts.expectToken) {
-    throw new LeaseOperationError(
-      `${opts.identity}: leader changed (token ${current.token}, expected ${opts.expectToken}); read the status again`,
-      'changed',
-    );
+  for (let attempt = 0; attempt < REVOKE_ATTEMPTS; attempt++) {
+    const current = await readLeader(client, opts.identity, keys);
+    if (!current) throw new LeaseOperationError(`${opts.identity} has no leader to revoke`, 'no-leader');
+    if (current.token !== opts.expectToken) {
+      throw new LeaseOperationError(
+        `${opts.identity}: leader changed (token ${current.token}, expected ${opts.expectToken}); read the status again`,
+        'changed',
+      );
+    }
+    const leaseId = current.record.leaseId;
+    const terms = await termsOnLease(client, leaseId, keys);
+    // The target's own key is on that lease by definition; a lease already gone lists none.
+    if (!terms.some((t) => t.identity === opts.identity)) {
+      terms.push({
+        identity: opts.identity,
+        token: current.token,
+        record: current.record,
+        login: current.login,
+      });
+    }
+    const at = Date.now();
+    let txn = client.if(keys.leader(terms[0]!.identity), 'Mod', '==', String(terms[0]!.token));
+    for (const t of terms.slice(1)) txn = txn.and(keys.leader(t.identity), 'Mod', '==', String(t.token));
+    if (opts.authority) txn = txn.and(opts.authority.key, 'Mod', '==', opts.authority.revision);
+    const recorded = await txn
+      .then(
+        ...terms.map((t) =>
+          client.put(keys.termEnd(t.identity)).value(JSON.stringify(revokedTermEnd(t, opts.actor, at))),
+        ),
+      )
+      .options(within(CALL_MS))
+      .commit();
+    if (!recorded.succeeded) {
+      if (opts.authority && !(await holdsAuthority(client, opts.authority))) {
+        throw noAuthority(opts.authority, `revocation of ${opts.identity}'s holder`);
+      }
+      continue; // a term on that lease began or ended meanwhile: read again
+    }
+    // A revoke cannot be part of a txn: the caller's term is checked right before it.
+    requireAuthority(opts.authority, `revocation of ${opts.identity}'s holder`);
+    try {
+      await client.leaseClient.leaseRevoke({ ID: leaseId }, within(CALL_MS));
+    } catch (err) {
+      if ((err as Error).name !== 'EtcdLeaseInvalidError') throw err;
+    }
+    return { leaseId, ended: terms.map((t) => t.identity) };
   }
-  const end: TermEnd = {
-    token: String(current.token),
-    node: current.record.node,
-    leaseId: current.record.leaseId,
+  throw new LeaseOperationError(
+    `${opts.identity}: the terms on its holder's lease kept changing during ${REVOKE_ATTEMPTS} attempts; nothing was revoked, retry`,
+    'changed',
+  );
+}
+
+/** One term bound to a lease, as a revocation records it. */
+export interface TermOnLease {
+  identity: string;
+  token: FencingToken;
+  record: LeaderRecord;
+  /** That term's own login record (one of an earlier term is left out). */
+  login: LoginRecord | undefined;
+}
+
+/**
+ * The term end a revocation records. Logged out only on the term's own word: its login
+ * record, for its own token, says `loggedIn: false` (a record of another term proves nothing).
+ */
+export function revokedTermEnd(term: TermOnLease, actor: string, at: number): TermEnd {
+  return {
+    token: String(term.token),
+    node: term.record.node,
+    leaseId: term.record.leaseId,
     how: 'revoked',
-    loggedOut: current.login?.loggedIn === false,
-    holderTtlMs: current.record.ttlMs,
-    at: Date.now(),
-    actor: opts.actor,
+    loggedOut: term.login?.token === String(term.token) && term.login.loggedIn === false,
+    holderTtlMs: term.record.ttlMs,
+    at,
+    actor,
   };
-  const recorded = await client
-    .if(keys.leader(opts.identity), 'Mod', '==', String(current.token))
-    .then(client.put(keys.termEnd(opts.identity)).value(JSON.stringify(end)))
+}
+
+/** Parse the identity out of a leader key (`<prefix>/identities/<id>/leader`), else undefined. */
+export function identityOfLeaderKey(key: string, keys: Keys): string | undefined {
+  const root = `${keys.prefix}/identities/`;
+  if (!key.startsWith(root) || !key.endsWith('/leader')) return undefined;
+  const identity = key.slice(root.length, -'/leader'.length);
+  return identity.length > 0 && !identity.includes('/') ? identity : undefined;
+}
+
+/** Every leader key bound to `leaseId`, with its token and its term's login record, at one revision. */
+async function termsOnLease(client: Etcd3, leaseId: string, keys: Keys): Promise<TermOnLease[]> {
+  let bound: Buffer[];
+  try {
+    const ttl = await client.leaseClient.leaseTimeToLive({ ID: leaseId, keys: true }, within(CALL_MS));
+    bound = ttl.keys ?? [];
+  } catch (err) {
+    if ((err as Error).name === 'EtcdLeaseInvalidError') return [];
+    throw err;
+  }
+  const identities = [
+    ...new Set(bound.map((k) => identityOfLeaderKey(k.toString(), keys)).filter((i) => i !== undefined)),
+  ];
+  if (identities.length === 0) return [];
+  const read = await client
+    .if(keys.leader(identities[0]!), 'Create', '>', -1) // always true: a multi-get at one revision
+    .then(...identities.flatMap((id) => [client.get(keys.leader(id)), client.get(keys.login(id))]))
     .options(within(CALL_MS))
     .commit();
-  if (!recorded.succeeded) {
-    throw new LeaseOperationError(
-      `${opts.identity}: leader changed before the revocation; nothing was revoked`,
-      'changed',
-    );
-  }
-  try {
-    await client.leaseClient.leaseRevoke({ ID: current.record.leaseId }, within(CALL_MS));
-  } catch (err) {
-    if ((err as Error).name !== 'EtcdLeaseInvalidError') throw err;
-  }
+  const terms: TermOnLease[] = [];
+  identities.forEach((identity, i) => {
+    const leaderKv = read.responses[2 * i]?.response_range?.kvs[0];
+    const loginKv = read.responses[2 * i + 1]?.response_range?.kvs[0];
+    const record = leaderKv ? decode(LeaderRecord, leaderKv.value, keys.leader(identity)) : undefined;
+    // Moved to another lease or gone since the lease was listed: not this holder's term.
+    if (!leaderKv || !record || record.leaseId !== leaseId) return;
+    const token = BigInt(leaderKv.mod_revision);
+    let login: LoginRecord | undefined;
+    try {
+      login = decode(LoginRecord, loginKv?.value, keys.login(identity));
+    } catch {
+      login = undefined; // unreadable: no proof of logout, so the successor waits (the safe side)
+    }
+    terms.push({ identity, token, record, login: login?.token === String(token) ? login : undefined });
+  });
+  return terms;
+}
+
+/** Does the caller still hold its term, as etcd sees it now? (Why a guarded txn failed.) */
+async function holdsAuthority(client: Etcd3, authority: Authority): Promise<boolean> {
+  const kv = (await client.get(authority.key).options(within(CALL_MS)).exec()).kvs[0];
+  return kv !== undefined && kv.mod_revision === authority.revision;
 }
 
 /** Fence a node: it never campaigns (any identity) until unfenced. Survives restarts. */
 export async function fence(
   client: Etcd3,
-  opts: { node: string; reason: string; actor: string; keys?: Keys },
+  opts: { node: string; reason: string; actor: string; keys?: Keys; authority?: Authority },
 ): Promise<void> {
   assertName('node', opts.node);
   const record = FenceRecord.parse({ reason: opts.reason, actor: opts.actor, at: Date.now() });
-  await client
-    .put((opts.keys ?? new Keys()).fence(opts.node))
-    .value(JSON.stringify(record))
-    .options(within(CALL_MS));
+  const put = client.put((opts.keys ?? new Keys()).fence(opts.node)).value(JSON.stringify(record));
+  if (!opts.authority) {
+    await put.options(within(CALL_MS));
+    return;
+  }
+  const result = await client
+    .if(opts.authority.key, 'Mod', '==', opts.authority.revision)
+    .then(put)
+    .options(within(CALL_MS))
+    .commit();
+  if (!result.succeeded) throw noAuthority(opts.authority, `fence of ${opts.node}`);
 }
 
 export async function unfence(client: Etcd3, opts: { node: string; keys?: Keys }): Promise<void> {
@@ -229,31 +384,70 @@ export async function isFenced(
  */
 export async function holdOff(
   client: Etcd3,
-  opts: { identity: string; nodes: string[]; ttlMs: number; record: HoldOffRecord; keys?: Keys },
+  opts: {
+    identity: string;
+    nodes: string[];
+    ttlMs: number;
+    record: HoldOffRecord;
+    keys?: Keys;
+    authority?: Authority;
+  },
 ): Promise<string> {
   const keys = opts.keys ?? new Keys();
-  assertName('identity', opts.identity);
-  for (const node of opts.nodes) assertName('node', node);
-  const record = HoldOffRecord.parse(opts.record);
-  const ttl = Math.max(ETCD_MIN_TTL_S, Math.ceil(opts.ttlMs / 1000));
-  const granted = await client.leaseClient.leaseGrant({ TTL: ttl }, within(CALL_MS));
-  const leaseId = granted.ID;
-  if (opts.nodes.length > 0) {
-    await client
-      .if(keys.leader(opts.identity), 'Create', '>', -1)
-      .then(
-        ...opts.nodes.map((node) =>
-          client.put(keys.holdOff(opts.identity, node)).value(JSON.stringify(record)).lease(leaseId),
-        ),
-      )
+  const leaseId = await grantHoldOffLease(client, { ttlMs: opts.ttlMs, authority: opts.authority });
+  const puts = holdOffPuts(client, { ...opts, keys, leaseId });
+  if (puts.length > 0) {
+    let txn = client.if(keys.leader(opts.identity), 'Create', '>', -1);
+    if (opts.authority) txn = txn.and(opts.authority.key, 'Mod', '==', opts.authority.revision);
+    const result = await txn
+      .then(...puts)
       .options(within(CALL_MS))
       .commit();
+    if (!result.succeeded) {
+      // Nothing was written under it: the lease is ours alone and of no use to anyone.
+      await releaseHoldOff(client, leaseId).catch(() => undefined);
+      throw noAuthority(opts.authority!, `hold-off of ${opts.nodes.join(', ')}`);
+    }
   }
   return leaseId;
 }
 
-/** End a hold-off early (its keys go with its lease); a lease already gone is not an error. */
-export async function releaseHoldOff(client: Etcd3, leaseId: string): Promise<void> {
+/** The lease a hold-off's keys will share: it lapses by itself after `ttlMs` (rounded up to s). */
+export async function grantHoldOffLease(
+  client: Etcd3,
+  opts: { ttlMs: number; authority?: Authority | undefined },
+): Promise<string> {
+  const ttl = Math.max(ETCD_MIN_TTL_S, Math.ceil(opts.ttlMs / 1000));
+  requireAuthority(opts.authority, 'hold-off lease grant');
+  const granted = await client.leaseClient.leaseGrant({ TTL: ttl }, within(CALL_MS));
+  return granted.ID;
+}
+
+/**
+ * The writes that hold `nodes` off `identity` under `leaseId`, for the caller to put in its
+ * own txn (the controller writes them with the workflow step that records the lease, so a
+ * step retried after a lost compare never leaves a hold-off no workflow knows of).
+ */
+export function holdOffPuts(
+  client: Etcd3,
+  opts: { identity: string; nodes: string[]; record: HoldOffRecord; leaseId: string; keys?: Keys },
+): IOperation[] {
+  const keys = opts.keys ?? new Keys();
+  assertName('identity', opts.identity);
+  for (const node of opts.nodes) assertName('node', node);
+  const record = HoldOffRecord.parse(opts.record);
+  return opts.nodes.map((node) =>
+    client.put(keys.holdOff(opts.identity, node)).value(JSON.stringify(record)).lease(opts.leaseId),
+  );
+}
+
+/**
+ * End a hold-off early (its keys go with its lease); a lease already gone is not an error.
+ * With `authority`, only while the caller still holds its term (checked right before the
+ * revoke, which cannot be part of a txn).
+ */
+export async function releaseHoldOff(client: Etcd3, leaseId: string, authority?: Authority): Promise<void> {
+  requireAuthority(authority, `release of hold-off lease ${leaseId}`);
   try {
     await client.leaseClient.leaseRevoke({ ID: leaseId }, within(CALL_MS));
   } catch (err) {

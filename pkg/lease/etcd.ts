@@ -22,22 +22,51 @@ export interface EtcdConnectOptions {
  * the caller's deadline.
  */
 export function connectEtcd(opts: EtcdConnectOptions): Etcd3 {
-  return new Etcd3({
+  const grpcOptions = {
+    'grpc.keepalive_time_ms': GRPC_KEEPALIVE_TIME_MS,
+    'grpc.keepalive_timeout_ms': GRPC_KEEPALIVE_TIMEOUT_MS,
+    // Only while calls or streams are open (watches, keepalives): etcd counts idle pings as
+    // abuse and makes the client back off to 10 s.
+    'grpc.keepalive_permit_without_calls': 0,
+  };
+  const client = new Etcd3({
     hosts: opts.endpoints,
     credentials: opts.credentials,
     auth: opts.auth,
-    grpcOptions: {
-      'grpc.keepalive_time_ms': GRPC_KEEPALIVE_TIME_MS,
-      'grpc.keepalive_timeout_ms': GRPC_KEEPALIVE_TIMEOUT_MS,
-      // Only while calls or streams are open (watches, keepalives): etcd counts idle pings as
-      // abuse and makes the client back off to 10 s.
-      'grpc.keepalive_permit_without_calls': 0,
-    },
+    grpcOptions,
     faultHandling: {
       host: () => noop,
       global: retry(handleWhen(isRecoverableError), { maxAttempts: opts.endpoints.length > 1 ? 2 : 0 }),
     },
   });
+  // One client per endpoint, with connections of its own, for the session's renewals: the
+  // session picks the endpoint itself and moves on when one does not answer, and a renewal
+  // that times out resets only its own channel (the library resets every channel of a host
+  // on a timeout, watches included).
+  const perEndpoint = opts.endpoints.map(
+    (endpoint) =>
+      new Etcd3({
+        hosts: [endpoint],
+        credentials: opts.credentials,
+        auth: opts.auth,
+        grpcOptions: { ...grpcOptions, 'grpc.use_local_subchannel_pool': 1 },
+        faultHandling: { host: () => noop, global: noop },
+      }),
+  );
+  RENEWAL_CLIENTS.set(client, perEndpoint);
+  const closeMain = client.close.bind(client);
+  client.close = () => {
+    for (const c of perEndpoint) c.close();
+    closeMain();
+  };
+  return client;
+}
+
+const RENEWAL_CLIENTS = new WeakMap<Etcd3, Etcd3[]>();
+
+/** The clients a session renews through: one per endpoint when made by connectEtcd. */
+export function renewalClients(client: Etcd3): Etcd3[] {
+  return RENEWAL_CLIENTS.get(client) ?? [client];
 }
 
 /** Call options with an absolute deadline `ms` from now (shared by the library's retries). */

@@ -1,8 +1,11 @@
-// An agent's session: one etcd lease, renewed every T/6, and the self-fence clock.
+// An agent's session: one etcd lease, renewed every T/10, and the self-fence clock.
 //
-// Each renewal is two calls: a keepalive on the lease's stream (it keeps the lease) and a
-// rewrite of the session's own key, bound to the lease (it proves the lease alive *and*
-// shows the renewal to every other node: keepalives leave no trace anyone else can see).
+// Each renewal is two calls: a keepalive (it keeps the lease) and a rewrite of the session's
+// own key, bound to the lease (it proves the lease alive *and* shows the renewal to every
+// other node: keepalives leave no trace anyone else can see). Both go to one endpoint at a
+// time, through a client of its own (etcd.ts), each bounded; one that does not answer in
+// time moves the session to the next endpoint at once. An etcd member that died, froze or
+// lost its leader therefore costs a renewal or two, not the seconds gRPC takes to notice.
 // The self-fence clock runs on this process's monotonic time from the *send* time of the
 // last session-key write etcd acknowledged. Any node that saw that write saw it after we
 // sent it, so it can bound how long we may still act on its own clock (peers.ts). At
@@ -16,19 +19,16 @@
 // them or for the must-be-out instant, whichever comes first.
 import type { Etcd3, IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
 import { TypedEmitter } from './emitter.js';
-import { isLeaseGone, within } from './etcd.js';
+import { isLeaseGone, renewalClients, within } from './etcd.js';
 import { Keys, type SessionRecord } from './keys.js';
 import { leaseTiming, type LeaseTiming, type LeaseTimingInput } from './timing.js';
 
 /** Bound on a grant or revoke call; well under any TTL etcd grants. */
 const LEASE_CALL_MS = 1_500;
-/** Pause before reopening a broken keepalive stream (gRPC reconnects underneath). */
-const STREAM_REOPEN_MS = 100;
 /**
- * Bound on each renewal write as a share of T: a write not acknowledged by then (a frozen
- * member, a raft election) is abandoned and sent again at once, on whichever endpoint the
- * client picks (it shuffles them per call), several times before D. A healthy write takes
- * milliseconds.
+ * Bound on each renewal call as a share of T: a keepalive or write not answered by then (a
+ * frozen member, a raft election) is abandoned and the next one goes to the next endpoint,
+ * several times before D. A healthy one takes milliseconds.
  */
 const RENEW_CALL_SHARE = 1 / 10;
 const RENEW_CALL_MIN_MS = 100;
@@ -79,9 +79,14 @@ export interface SessionOptions {
   /** Name of the node (for errors and records). */
   node: string;
   keys?: Keys;
+  /** Clients to renew through, one per endpoint; default: those connectEtcd made for `client`. */
+  renewVia?: Etcd3[];
 }
 
-type KeepaliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
+type KeepaliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse> & {
+  /** gRPC's cancel: `end()` is only a half-close, which a frozen member never completes. */
+  cancel?: () => void;
+};
 
 /** Validate either form: a precomputed LeaseTiming is checked again, never trusted. */
 function validTiming(t: LeaseTimingInput | LeaseTiming, context: string): LeaseTiming {
@@ -102,12 +107,10 @@ export class Session extends TypedEmitter<SessionEvents> {
    * goes on: the wall clock, which keeps counting, is checked too, and the larger wins.
    */
   private renewedSentWall: number;
-  /**
-   * The current keepalive stream and the send times of its keepalives awaiting an answer.
-   * etcd answers on a stream in order, so an answer belongs to the oldest send *of its own
-   * stream*: a late answer from a replaced stream must never be matched to a newer send.
-   */
-  private stream: { rpc: KeepaliveStream; inFlight: number[] } | undefined;
+  /** The clients renewals go through (one per endpoint) and the one in use. */
+  private readonly via: Etcd3[];
+  private endpoint = 0;
+  private keepaliveInFlight = false;
   private keepaliveTimer: NodeJS.Timeout | undefined;
   private fenceTimer: NodeJS.Timeout | undefined;
   private renewing = false;
@@ -127,8 +130,10 @@ export class Session extends TypedEmitter<SessionEvents> {
     readonly timing: LeaseTiming,
     readonly keys: Keys,
     renewedSentAt: number,
+    via: Etcd3[],
   ) {
     super();
+    this.via = via.length > 0 ? via : [client];
     this.renewedSentAt = renewedSentAt;
     this.renewedSentWall = Date.now() - (performance.now() - renewedSentAt);
     this.sessionKey = keys.session(leaseId);
@@ -164,7 +169,15 @@ export class Session extends TypedEmitter<SessionEvents> {
           `set lease.ttlSeconds to at least etcd's minimum (1.5 × its election timeout) or check what sits between this node and etcd`,
       );
     }
-    const session = new Session(client, opts.node, granted.ID, timing, keys, sentAt);
+    const session = new Session(
+      client,
+      opts.node,
+      granted.ID,
+      timing,
+      keys,
+      sentAt,
+      opts.renewVia ?? renewalClients(client),
+    );
     try {
       await client
         .put(session.sessionKey)
@@ -179,7 +192,7 @@ export class Session extends TypedEmitter<SessionEvents> {
       );
     }
     session.armFenceTimer();
-    session.openStream();
+    session.renew();
     session.keepaliveTimer = setInterval(() => session.renew(), timing.keepaliveIntervalMs);
     return session;
   }
@@ -260,30 +273,43 @@ export class Session extends TypedEmitter<SessionEvents> {
     return this.lost();
   }
 
-  /** One renewal round: a keepalive on the stream and a write of the session key. */
+  /** One renewal round: a keepalive and a write of the session key. */
   private renew(): void {
     if (!this.mayAct()) return;
-    this.sendKeepalive();
+    if (!this.keepaliveInFlight) void this.keepaliveOnce();
     if (!this.renewing) void this.renewSessionKey();
+  }
+
+  private get boundMs(): number {
+    return Math.max(RENEW_CALL_MIN_MS, Math.floor(this.timing.ttlMs * RENEW_CALL_SHARE));
+  }
+
+  private current(): Etcd3 {
+    return this.via[this.endpoint % this.via.length]!;
+  }
+
+  /** The endpoint `used` did not answer: the next call goes to the next one. */
+  private moveOn(used: Etcd3): void {
+    if (this.current() === used) this.endpoint = (this.endpoint + 1) % this.via.length;
   }
 
   /**
    * Write the session key until etcd acknowledges it, each attempt bounded: a write stuck on
-   * a frozen member or lost in a raft election is sent again at once rather than waited for.
+   * a frozen member or lost in a raft election is sent again at once to the next endpoint.
    */
   private async renewSessionKey(): Promise<void> {
     this.renewing = true;
-    const boundMs = Math.max(RENEW_CALL_MIN_MS, Math.floor(this.timing.ttlMs * RENEW_CALL_SHARE));
     try {
       while (this.mayAct()) {
+        const client = this.current();
         const sentAt = performance.now();
         const sentWall = Date.now();
         try {
-          await this.client
+          await client
             .put(this.sessionKey)
             .value(this.sessionValue)
             .lease(this.leaseId)
-            .options(within(boundMs));
+            .options(within(this.boundMs));
         } catch (err) {
           if (isLeaseGone(err)) {
             // etcd no longer has the lease: revoked by someone else, or expired.
@@ -291,6 +317,7 @@ export class Session extends TypedEmitter<SessionEvents> {
             this.finish({ reason: 'lease-gone', at: Date.now(), revoked: false });
             return;
           }
+          this.moveOn(client);
           await new Promise((resolve) => setTimeout(resolve, RENEW_RETRY_MS).unref());
           continue;
         }
@@ -309,57 +336,48 @@ export class Session extends TypedEmitter<SessionEvents> {
     }
   }
 
-  private openStream(): void {
-    if (this.stateValue !== 'alive') return;
-    this.client.leaseClient
-      .leaseKeepAlive()
-      .then((rpc) => {
-        if (this.stateValue !== 'alive') {
-          rpc.end();
-          return;
-        }
-        const stream = { rpc, inFlight: [] as number[] };
-        this.stream = stream;
-        rpc.on('data', (res: ILeaseKeepAliveResponse) => this.onKeepaliveAnswer(stream, res));
-        rpc.on('error', () => this.onStreamBroken(stream));
-        rpc.on('end', () => this.onStreamBroken(stream));
-        this.sendKeepalive();
-      })
-      .catch(() => this.onStreamBroken(undefined));
-  }
-
-  private onStreamBroken(stream: typeof this.stream): void {
-    if (stream && stream !== this.stream) return;
-    // Answers to what was sent on the broken stream will never come; they go with it.
-    this.stream = undefined;
-    if (this.stateValue === 'alive') setTimeout(() => this.openStream(), STREAM_REOPEN_MS).unref();
-  }
-
-  private sendKeepalive(): void {
-    if (this.stateValue !== 'alive' || !this.stream) return;
-    const stream = this.stream;
-    // A stream whose previous keepalive is still unanswered after a whole interval sits on
-    // a member that is frozen or cut off: replace it (the client picks an endpoint again)
-    // instead of waiting for gRPC's own keepalive to notice, seconds later.
-    const oldest = stream.inFlight[0];
-    if (oldest !== undefined && performance.now() - oldest >= this.timing.keepaliveIntervalMs) {
-      stream.rpc.end();
-      this.onStreamBroken(stream);
-      return;
+  /**
+   * One keepalive on a stream of its own, bounded: renewals queue behind each other on a
+   * shared stream, so one stuck on a member forwarding to a dead leader would hold back
+   * every later one. TTL 0 means the lease is gone; no answer in time moves us on.
+   */
+  private async keepaliveOnce(): Promise<void> {
+    this.keepaliveInFlight = true;
+    const client = this.current();
+    let rpc: KeepaliveStream | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const answer = await new Promise<ILeaseKeepAliveResponse | undefined>((resolve) => {
+        timer = setTimeout(() => resolve(undefined), this.boundMs);
+        client.leaseClient
+          .leaseKeepAlive()
+          .then((stream) => {
+            rpc = stream as KeepaliveStream;
+            rpc.on('data', (res: ILeaseKeepAliveResponse) => resolve(res));
+            rpc.on('error', () => resolve(undefined));
+            rpc.on('end', () => resolve(undefined));
+            rpc.write({ ID: this.leaseId });
+          })
+          .catch(() => resolve(undefined));
+      });
+      if (!answer) {
+        this.moveOn(client);
+        return;
+      }
+      if (answer.TTL === '0' && this.stateValue === 'alive') {
+        this.raiseMustStop('lease-gone');
+        this.finish({ reason: 'lease-gone', at: Date.now(), revoked: false });
+      }
+      // A live answer keeps the lease; only the session-key write renews the fence clock.
+    } finally {
+      clearTimeout(timer);
+      this.keepaliveInFlight = false;
+      if (rpc) {
+        rpc.on('error', () => undefined); // a cancelled stream reports its cancellation
+        if (rpc.cancel) rpc.cancel();
+        else rpc.end();
+      }
     }
-    stream.inFlight.push(performance.now());
-    stream.rpc.write({ ID: this.leaseId });
-  }
-
-  private onKeepaliveAnswer(stream: NonNullable<typeof this.stream>, res: ILeaseKeepAliveResponse): void {
-    // Answers come in order: this one belongs to the oldest keepalive in flight on its stream.
-    const sentAt = stream.inFlight.shift();
-    if (stream !== this.stream || this.stateValue !== 'alive' || sentAt === undefined) return;
-    if (res.TTL === '0') {
-      this.raiseMustStop('lease-gone');
-      this.finish({ reason: 'lease-gone', at: Date.now(), revoked: false });
-    }
-    // A live answer keeps the lease; only the session-key write renews the fence clock.
   }
 
   private armFenceTimer(): void {
@@ -372,8 +390,6 @@ export class Session extends TypedEmitter<SessionEvents> {
     this.stateValue = 'stopping';
     clearInterval(this.keepaliveTimer);
     clearTimeout(this.fenceTimer);
-    this.stream?.rpc.end();
-    this.stream = undefined;
     const since = this.sinceRenewalMs();
     this.mustStopEvent = {
       reason,
@@ -399,14 +415,17 @@ export class Session extends TypedEmitter<SessionEvents> {
     );
     expiryTimer.unref();
     if (this.holds.size > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        new Promise<void>((resolve) => this.releaseWaiters.push(resolve)),
-        new Promise<void>(
-          (resolve) => (timer = setTimeout(resolve, Math.max(0, mustBeOutBy - performance.now()))),
-        ),
-      ]);
-      clearTimeout(timer);
+      const released = new Promise<void>((resolve) => this.releaseWaiters.push(resolve));
+      // Node timers may fire a fraction of a millisecond early: wait until the instant has
+      // truly passed on the monotonic clock.
+      while (this.holds.size > 0 && performance.now() < mustBeOutBy) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          released,
+          new Promise<void>((resolve) => (timer = setTimeout(resolve, mustBeOutBy - performance.now() + 1))),
+        ]);
+        clearTimeout(timer);
+      }
     }
     // Revoke even when our clock already declared the lease expired: after an etcd restart
     // leases come back with a fresh TTL, and the keys on it with them.

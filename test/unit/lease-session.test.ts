@@ -17,6 +17,9 @@ class FakeStream extends EventEmitter {
   end(): void {
     this.ended = true;
   }
+  cancel(): void {
+    this.ended = true;
+  }
   answer(ttl = '2'): void {
     this.emit('data', { ID: '7', TTL: ttl });
   }
@@ -32,7 +35,7 @@ interface PendingPut {
   settled: boolean;
 }
 
-function fakeEtcd(opts: { grantedTtl?: string } = {}) {
+function fakeEtcd(opts: { grantedTtl?: string; enforceDeadline?: boolean } = {}) {
   const streams: FakeStream[] = [];
   const revoked: string[] = [];
   const puts: PendingPut[] = [];
@@ -84,13 +87,17 @@ function fakeEtcd(opts: { grantedTtl?: string } = {}) {
   return { client, streams, revoked, puts };
 }
 
-const TIMING = { ttlSeconds: 2 }; // renewal every 333 ms, D = 1200 ms, out by 1800 ms
+const TIMING = { ttlSeconds: 2 }; // renewal every 200 ms (each call bounded by 200 ms), D = 1400 ms, out by 1800 ms
 
 describe('lease session (self-fence clock)', function () {
   const sessions: Session[] = [];
   /** Open a session, acknowledging the first write of its session key. */
-  const open = async (etcd: ReturnType<typeof fakeEtcd>) => {
-    const opening = Session.open(etcd.client, { node: 'n', timing: TIMING });
+  const open = async (etcd: ReturnType<typeof fakeEtcd>, renewVia?: Etcd3[]) => {
+    const opening = Session.open(etcd.client, {
+      node: 'n',
+      timing: TIMING,
+      ...(renewVia ? { renewVia } : {}),
+    });
     await waitFor(() => etcd.puts.length === 1, { what: 'the first session-key write', timeoutMs: 1_000 });
     etcd.puts[0]!.ack();
     const session = await opening;
@@ -118,21 +125,26 @@ describe('lease session (self-fence clock)', function () {
     const renewals: Array<{ sentAt: number; rttMs: number }> = [];
     session.on('renewed', (e) => renewals.push(e));
     const put = await nextPut(etcd, 2);
-    await waitFor(() => performance.now() - put.sentAt >= 150, { what: 'a slow answer', timeoutMs: 1_000 });
+    await waitFor(() => performance.now() - put.sentAt >= 120, { what: 'a slow answer', timeoutMs: 1_000 });
     put.ack();
     await waitFor(() => renewals.length === 1, { what: 'the renewal', timeoutMs: 1_000 });
     expect(renewals[0]!.sentAt).to.be.closeTo(put.sentAt, 2);
-    expect(renewals[0]!.rttMs).to.be.at.least(150);
+    expect(renewals[0]!.rttMs).to.be.at.least(120);
   });
 
   it('keepalive answers keep the lease but do not move the clock: only writes others can see do', async function () {
     const etcd = fakeEtcd();
     const session = await open(etcd);
-    const answering = setInterval(() => etcd.streams[0]?.answer(), 100);
+    let answered = 0;
+    const answering = setInterval(() => {
+      for (const stream of etcd.streams) if (stream.sends.length > 0 && !stream.ended) stream.answer();
+      answered = etcd.streams.length;
+    }, 20);
     try {
       const stop = await session.stopped();
       expect(stop.reason).to.equal('keepalive-timeout');
-      expect(stop.sinceRenewalMs).to.be.at.least(1_200);
+      expect(stop.sinceRenewalMs).to.be.at.least(1_400);
+      expect(answered, 'keepalives answered meanwhile').to.be.at.least(3);
     } finally {
       clearInterval(answering);
     }
@@ -144,15 +156,15 @@ describe('lease session (self-fence clock)', function () {
     const session = await open(etcd);
     const stop: MustStop = await session.stopped();
     expect(stop.reason).to.equal('keepalive-timeout');
-    expect(stop.sinceRenewalMs).to.be.at.least(1_200);
-    expect(performance.now() - opening).to.be.at.least(1_200);
+    expect(stop.sinceRenewalMs).to.be.at.least(1_400);
+    expect(performance.now() - opening).to.be.at.least(1_400);
     expect(session.mayAct()).to.equal(false);
     expect((await session.lost()).revoked).to.equal(true);
     expect(etcd.revoked).to.deep.equal(['7']);
   });
 
   it('an acknowledgement arriving after D does not revive the session', async function () {
-    const etcd = fakeEtcd();
+    const etcd = fakeEtcd({ enforceDeadline: false });
     const session = await open(etcd);
     const late = await nextPut(etcd, 2);
     await waitFor(() => !session.mayAct(), { what: 'the self-fence deadline', timeoutMs: 3_000 });
@@ -162,14 +174,18 @@ describe('lease session (self-fence clock)', function () {
     expect(session.state).to.not.equal('alive');
   });
 
-  it('a write left unanswered (a frozen member) is sent again within T/10, well before D', async function () {
-    const etcd = fakeEtcd();
-    const session = await open(etcd);
-    const stuck = await nextPut(etcd, 2);
-    const retry = await nextPut(etcd, 3);
-    expect(retry.sentAt - stuck.sentAt).to.be.below(1_000 / 2);
+  it('a write left unanswered (a frozen member) is sent again to the next endpoint within T/10, well before D', async function () {
+    const frozen = fakeEtcd();
+    const healthy = fakeEtcd();
+    const session = await open(frozen, [frozen.client, healthy.client]);
+    const stuck = await nextPut(frozen, 2);
+    const retry = await nextPut(healthy, 1);
+    expect(retry.sentAt - stuck.sentAt).to.be.below(1_400 / 2);
     retry.ack();
-    await waitFor(() => session.msUntilSelfFence() > 900, { what: 'renewed by the retry', timeoutMs: 1_000 });
+    await waitFor(() => session.msUntilSelfFence() > 1_100, {
+      what: 'renewed by the retry',
+      timeoutMs: 1_000,
+    });
     expect(session.mayAct()).to.equal(true);
   });
 
@@ -189,8 +205,11 @@ describe('lease session (self-fence clock)', function () {
   it('treats TTL 0 as the lease gone: must-stop and lost at once', async function () {
     const etcd = fakeEtcd();
     const session = await open(etcd);
-    await waitFor(() => etcd.streams[0]?.sends.length === 1, { what: 'a keepalive sent', timeoutMs: 1_000 });
-    etcd.streams[0]!.answer('0');
+    await waitFor(() => etcd.streams.some((s) => s.sends.length === 1), {
+      what: 'a keepalive sent',
+      timeoutMs: 1_000,
+    });
+    etcd.streams.find((s) => s.sends.length === 1)!.answer('0');
     expect((await session.stopped()).reason).to.equal('lease-gone');
     expect((await session.lost()).reason).to.equal('lease-gone');
     expect(session.mayAct()).to.equal(false);
@@ -204,11 +223,25 @@ describe('lease session (self-fence clock)', function () {
     expect(etcd.revoked).to.deep.equal([]);
   });
 
-  it('replaces a keepalive stream whose keepalive went unanswered for a whole interval', async function () {
+  it('sends each keepalive on a stream of its own, cancelled after its answer or its bound', async function () {
     const etcd = fakeEtcd();
     await open(etcd);
-    await waitFor(() => etcd.streams.length === 2, { what: 'a second stream', timeoutMs: 3_000 });
-    expect(etcd.streams[0]!.ended).to.equal(true);
+    await waitFor(() => etcd.streams.length >= 3, { what: 'three keepalives', timeoutMs: 3_000 });
+    expect(etcd.streams.slice(0, 2).map((s) => [s.sends.length, s.ended])).to.deep.equal([
+      [1, true],
+      [1, true],
+    ]);
+  });
+
+  it('a keepalive unanswered within its bound moves renewals to the next endpoint', async function () {
+    const frozen = fakeEtcd();
+    const healthy = fakeEtcd();
+    await open(frozen, [frozen.client, healthy.client]);
+    // Acknowledge only the opening write: from then on the first endpoint answers nothing.
+    await waitFor(() => healthy.streams.length > 0 || healthy.puts.length > 0, {
+      what: 'a renewal on the second endpoint',
+      timeoutMs: 2_000,
+    });
   });
 
   it('never revokes while a service may run under it: a hold delays the revoke until released', async function () {

@@ -4,8 +4,8 @@ import { leaseTiming, LeaseTimingError } from '../../pkg/lease/timing.js';
 describe('lease timing (the self-fencing inequality)', function () {
   it('defaults satisfy D + logout budget <= T × (1 − drift)', function () {
     const t = leaseTiming({ ttlSeconds: 6 });
-    expect(t.keepaliveIntervalMs).to.equal(1000);
-    expect(t.selfFenceMs).to.equal(3600);
+    expect(t.keepaliveIntervalMs).to.equal(600);
+    expect(t.selfFenceMs).to.equal(4200);
     expect(t.selfFenceMs + t.logoutBudgetMs).to.be.at.most(t.ttlMs * (1 - t.driftMargin));
   });
 
@@ -32,9 +32,9 @@ describe('lease timing (the self-fencing inequality)', function () {
   });
 
   it('refuses a self-fence deadline shorter than one keepalive interval', function () {
-    expect(() => leaseTiming({ ttlSeconds: 6, selfFenceMs: 900 })).to.throw(
+    expect(() => leaseTiming({ ttlSeconds: 6, selfFenceMs: 500 })).to.throw(
       LeaseTimingError,
-      /selfFenceMs \(900\) must exceed the keepalive interval T\/6 \(1000 ms\)/,
+      /selfFenceMs \(500\) must exceed the keepalive interval T\/10 \(600 ms\)/,
     );
   });
 

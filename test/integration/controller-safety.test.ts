@@ -1,0 +1,244 @@
+// Regression tests for the controller's handover holes (issue 10, point 3), against real
+// processes: etcd and NATS in containers, agents and controllers as separate processes.
+//   - a cancel that lands while the old leader is still logging out (drain in flight) gives
+//     the identity back at once, instead of leaving it logged out until the drain hold ends;
+//   - a controller frozen right before a side effect, past the loss of its election, does
+//     nothing when it resumes (the new active controller owns the workflow);
+//   - a revocation records the end of term of every identity on the revoked lease.
+import { expect } from 'chai';
+import type { Etcd3 } from 'etcd3';
+import type { Workflow } from '../../pkg/api/schema.js';
+import { connectEtcd, Keys, readLeader, revokeHolder, TermEnd } from '../../pkg/lease/index.js';
+import { putSpec } from '../../pkg/spec/store.js';
+import { AgentProcess, type AgentOptions } from '../support/agents.js';
+import { ControllerProcess, type Api } from '../support/controllers.js';
+import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
+import { rateBotSpec } from '../support/specs.js';
+import { waitFor } from '../support/wait.js';
+
+/** A handover through the controller, including a warm bot's login, on a loaded machine. */
+const HANDOVER_TIMEOUT_MS = 60_000;
+/** Handover deadline of these tests: the old leader's drain hold lasts about this long. */
+const DEADLINE_MS = 40_000;
+/**
+ * How soon a cancelled drain must give the identity back: far under the drain hold (about
+ * DEADLINE_MS), which is what the old leader waited for before the fix.
+ */
+const GIVE_BACK_WITHIN_MS = 15_000;
+/** The service under test needs this long to stop after SIGTERM, as a real bot closing its session. */
+const SLOW_STOP_S = 1.2;
+
+/** A cold service that takes SLOW_STOP_S to exit after SIGTERM: a drain stays in flight that long. */
+function slowStopSpec(name: string) {
+  return {
+    name,
+    service: {
+      driver: 'process' as const,
+      command: ['sh', '-c', `trap 'sleep ${SLOW_STOP_S}; exit 0' TERM; while :; do sleep 0.05; done`],
+      mode: 'cold' as const,
+      // Within the agents' logout budget (T = 4 s: 3.6 s − 2 s): the stop is confirmed.
+      stopTimeoutMs: 1_500,
+    },
+    access: { open: true },
+  };
+}
+
+describe('controller safety: cancel during a drain, a frozen controller, revocations', function () {
+  this.timeout(300_000);
+  let harness: Harness;
+  let etcd: EtcdMember;
+  let nats: NatsServer;
+  let client: Etcd3;
+  let agents: AgentProcess[] = [];
+  let controllers: ControllerProcess[] = [];
+
+  before(async () => {
+    harness = await Harness.create();
+    [etcd, nats] = await Promise.all([harness.startEtcd(), harness.startNats()]);
+    client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+  });
+
+  afterEach(async function () {
+    if (this.currentTest?.state === 'failed') {
+      for (const p of [...controllers, ...agents])
+        console.log(
+          `--- ${p.name} output (last 40 lines) ---\n${p.output().split('\n').slice(-40).join('\n')}`,
+        );
+    }
+    for (const c of controllers) c.kill('SIGCONT');
+    await Promise.all([...controllers, ...agents].map((p) => p.stop()));
+    agents = [];
+    controllers = [];
+  });
+
+  after(async () => {
+    client?.close();
+    await harness?.close();
+  });
+
+  async function startAgent(opts: Omit<AgentOptions, 'etcd' | 'nats'>): Promise<AgentProcess> {
+    const agent = await AgentProcess.start({ etcd: [etcd.hostEndpoint], nats: [nats.hostUrl], ...opts });
+    agents.push(agent);
+    return agent;
+  }
+
+  async function startController(name: string, env: Record<string, string> = {}) {
+    const c = await ControllerProcess.start({
+      name,
+      etcd: [etcd.hostEndpoint],
+      nats: [nats.hostUrl],
+      env,
+      extra: { switchover: { deadlineMs: DEADLINE_MS, drainTimeoutMs: 5_000 } },
+    });
+    controllers.push(c);
+    return c;
+  }
+
+  /** Agents a (priority 10, leads) and b (standby) hosting `identity`. */
+  async function pair(identity: string): Promise<AgentProcess[]> {
+    const started = [];
+    for (const [i, node] of ['a', 'b'].entries()) {
+      const agent = await startAgent({ node, identities: { [identity]: null }, priority: 10 - i });
+      if (i === 0) await agent.waitForState(identity, 'leader', { timeoutMs: HANDOVER_TIMEOUT_MS });
+      started.push(agent);
+    }
+    await started[1]!.waitForState(identity, 'standby', { timeoutMs: HANDOVER_TIMEOUT_MS });
+    return started;
+  }
+
+  async function untilWorkflowEnds(api: Api, identity: string): Promise<Workflow> {
+    return waitFor(
+      async () => {
+        const { body } = await api.get<Workflow>(`/v1/identities/${identity}/workflow`);
+        return body.state === 'done' || body.state === 'aborted' ? body : undefined;
+      },
+      { what: `${identity}'s workflow to end`, timeoutMs: HANDOVER_TIMEOUT_MS, intervalMs: 100 },
+    );
+  }
+
+  it('a cancel during a drain gives the identity back to the old leader at once', async () => {
+    const identity = 'candrain';
+    await putSpec(client, slowStopSpec(identity));
+    const [a, b] = await pair(identity);
+    const ctl = await startController('c1');
+    await ctl.waitForActive();
+    const before = (await readLeader(client, identity))!;
+    expect(before.record.node).to.equal('a');
+
+    const from = a!.records.length;
+    expect((await ctl.api().post(`/v1/identities/${identity}/switchover`, { to: 'b' })).status).to.equal(202);
+    // The drain is in flight: the service is stopping, its logout not yet recorded.
+    await a!.waitForState(identity, 'logging-out', { from, timeoutMs: HANDOVER_TIMEOUT_MS });
+    const cancel = await ctl.api().call<Workflow>('DELETE', `/v1/identities/${identity}/workflow`);
+    expect(cancel.status, JSON.stringify(cancel.body)).to.equal(200);
+
+    const wf = await untilWorkflowEnds(ctl.api(), identity);
+    expect(wf.state).to.equal('aborted');
+    // The premise: the cancel was handled while draining, before the logout was confirmed.
+    expect(wf.steps.map((s) => s.state)).to.deep.equal(['requested', 'draining', 'aborted']);
+    expect(wf.outcome).to.match(/cancelled by operator-user; rolled back: a logs back in/);
+    // The drain completed after the cancel, and the old leader came back at once, under its
+    // own term: not after its hold (about DEADLINE_MS) ran out.
+    const drained = await a!.waitForState(identity, 'drained', { from, timeoutMs: HANDOVER_TIMEOUT_MS });
+    await a!.waitForState(identity, 'leader', {
+      from: a!.records.indexOf(drained),
+      timeoutMs: GIVE_BACK_WITHIN_MS,
+    });
+    const after = (await readLeader(client, identity))!;
+    expect([after.record.node, after.token]).to.deep.equal(['a', before.token]);
+    expect(b!.records.some((r) => r.identity === identity && r.to === 'leader')).to.equal(false);
+  });
+
+  // The controller is held by a failpoint right before the side effect (before its term
+  // check), frozen there with SIGSTOP until the standby controller has taken over, then
+  // resumed. The standby is stalled in that workflow state, so whatever happens to the old
+  // leader after the resume can only come from the frozen controller.
+  const frozen = [
+    { effect: 'drain', state: 'draining' },
+    { effect: 'hold-off', state: 'requested' },
+  ] as const;
+  for (const { effect, state } of frozen) {
+    it(`a controller frozen before a ${effect}, past the loss of its election, does nothing when resumed`, async () => {
+      const identity = `frozen-${effect}`;
+      await putSpec(client, rateBotSpec(identity));
+      const [a] = await pair(identity);
+      const c1 = await startController('c1', { UNDERSTUDY_FAILPOINT: `workflow-hold-before:${effect}` });
+      await c1.waitForActive();
+      const c2 = await startController('c2', { UNDERSTUDY_FAILPOINT: `workflow-stall:${state}` });
+      const before = (await readLeader(client, identity))!;
+      const from = a!.records.length;
+
+      expect((await c1.api().post(`/v1/identities/${identity}/switchover`, { to: 'b' })).status).to.equal(
+        202,
+      );
+      await c1.waitForRecord(
+        (r) => r.msg === `failpoint: holding before ${effect} until SIGCONT`,
+        'failpoint',
+      );
+      c1.kill('SIGSTOP');
+      await c2.waitForActive({ timeoutMs: HANDOVER_TIMEOUT_MS });
+      // Held off already when the drain is next (the frozen step came after the hold-off).
+      const holdOffKey = new Keys().holdOff(identity, 'a');
+      const heldOffBefore = (await client.get(holdOffKey).string()) !== null;
+      expect(heldOffBefore).to.equal(effect === 'drain');
+      const resumedAt = c1.records.length;
+      c1.kill('SIGCONT');
+
+      // Either the resumed controller refuses, or (without the guard) the effect shows.
+      const seen = await waitFor(
+        async () => {
+          if (a!.records.slice(from).some((r) => r.identity === identity && r.to === 'logging-out'))
+            return 'old leader drained';
+          if (!heldOffBefore && (await client.get(holdOffKey).string()) !== null)
+            return 'old leader held off';
+          const refused = c1.records
+            .slice(resumedAt)
+            .some((r) => r.msg.startsWith('this controller is no longer the active one'));
+          return refused ? 'refused' : undefined;
+        },
+        { what: 'the resumed controller to act or refuse', timeoutMs: 30_000, intervalMs: 50 },
+      );
+      expect(seen).to.equal('refused');
+      expect((await client.get(holdOffKey).string()) !== null).to.equal(heldOffBefore);
+      expect(a!.records.slice(from).some((r) => r.identity === identity && r.to === 'logging-out')).to.equal(
+        false,
+      );
+      const after = (await readLeader(client, identity))!;
+      expect([after.record.node, after.token]).to.deep.equal(['a', before.token]);
+      // The new active controller owns the workflow; the old one wrote nothing to it.
+      const wf = (await c2.api().get<Workflow>(`/v1/identities/${identity}/workflow`)).body;
+      expect(wf.state).to.equal(state);
+      expect(wf.escalation).to.deep.equal([]);
+    });
+  }
+
+  it('a revocation records the end of term of every identity on the revoked lease', async () => {
+    const keys = new Keys('revoke-test');
+    const lease = client.lease(30, { autoKeepAlive: false });
+    const leaseId = await lease.grant();
+    const leader = (node: string) =>
+      JSON.stringify({ node, leaseId, ttlMs: 4_000, mustBeOutByMs: 3_600, since: Date.now() });
+    // Two identities led on one agent's lease: `one` confirmed its logout, `two` did not.
+    await lease.put(keys.leader('one')).value(leader('a'));
+    await lease.put(keys.leader('two')).value(leader('a'));
+    const one = (await readLeader(client, 'one', keys))!.token;
+    const two = (await readLeader(client, 'two', keys))!.token;
+    const login = (token: bigint, loggedIn: boolean) =>
+      JSON.stringify({ node: 'a', token: String(token), loggedIn, at: Date.now(), leaseId, ttlMs: 4_000 });
+    await client.put(keys.login('one')).value(login(one, false));
+    await client.put(keys.login('two')).value(login(two, true));
+
+    const result = await revokeHolder(client, { identity: 'one', expectToken: one, actor: 'test', keys });
+    expect(result.ended.sort()).to.deep.equal(['one', 'two']);
+    const ends = await Promise.all(
+      ['one', 'two'].map(async (id) =>
+        TermEnd.parse(JSON.parse((await client.get(keys.termEnd(id)).string())!)),
+      ),
+    );
+    expect(ends.map((e) => [e.token, e.how, e.loggedOut])).to.deep.equal([
+      [String(one), 'revoked', true],
+      [String(two), 'revoked', false],
+    ]);
+    expect(Number((await client.leaseClient.leaseTimeToLive({ ID: leaseId })).TTL)).to.equal(-1);
+  });
+});

@@ -1,0 +1,140 @@
+// The workflow driver against a real etcd, with the agents faked: a step retried after a lost
+// compare-and-swap must not leave a second hold-off lease behind (issue 10, point 3).
+import { expect } from 'chai';
+import type { Etcd3 } from 'etcd3';
+import { pino } from 'pino';
+import type { Workflow } from '../../pkg/api/schema.js';
+import type { AgentLink } from '../../pkg/controller/agents.js';
+import { ControllerKeys, GuardedWriter, readSnapshot } from '../../pkg/controller/store.js';
+import { WorkflowDriver } from '../../pkg/controller/workflow.js';
+import { connectEtcd } from '../../pkg/lease/index.js';
+import { Harness, type EtcdMember } from '../support/harness.js';
+import { waitFor } from '../support/wait.js';
+
+/** A writer whose first write of `draining` loses its compare: someone wrote the workflow in between. */
+class RacedWriter extends GuardedWriter {
+  raced = 0;
+  constructor(
+    private readonly etcd: Etcd3,
+    keys: ControllerKeys,
+    token: () => bigint | undefined,
+  ) {
+    super(etcd, keys, token, 'c1');
+  }
+  override async put(...args: Parameters<GuardedWriter['put']>): ReturnType<GuardedWriter['put']> {
+    const [key, value] = args;
+    if (this.raced === 0 && (value as Workflow).state === 'draining') {
+      this.raced++;
+      const stored = await this.etcd.get(key).string();
+      await this.etcd.put(key).value(stored!); // same value, newer revision: the compare fails
+    }
+    return super.put(...args);
+  }
+}
+
+describe('controller workflow driver (real etcd, faked agents)', function () {
+  this.timeout(120_000);
+  let harness: Harness;
+  let etcd: EtcdMember;
+  let client: Etcd3;
+
+  before(async () => {
+    harness = await Harness.create();
+    etcd = await harness.startEtcd();
+    client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+  });
+
+  after(async () => {
+    client?.close();
+    await harness?.close();
+  });
+
+  it('a requested step retried after a lost compare leaves exactly one hold-off lease', async () => {
+    const keys = new ControllerKeys('orphan-test');
+    const identity = 'bot';
+    const election = await client.put(keys.election.leader('active')).value('{}').exec();
+    const token = BigInt(election.header.revision);
+    const leader = { node: 'a', leaseId: '1', ttlMs: 4_000, mustBeOutByMs: 3_600, since: Date.now() };
+    const put = await client.put(keys.lease.leader(identity)).value(JSON.stringify(leader)).exec();
+    await client.put(keys.lease.candidate(identity, 'b')).value(
+      JSON.stringify({
+        node: 'b',
+        leaseId: '2',
+        ttlMs: 4_000,
+        mustBeOutByMs: 3_600,
+        priority: 0,
+        healthy: true,
+      }),
+    );
+    const now = new Date();
+    const wf: Workflow = {
+      id: 'switchover-bot-1',
+      identity,
+      kind: 'switchover',
+      state: 'requested',
+      actor: 'test',
+      from: { node: 'a', token: put.header.revision },
+      target: 'b',
+      createdAt: now.toISOString(),
+      deadline: new Date(now.getTime() + 30_000).toISOString(),
+      escalation: [],
+      steps: [{ state: 'requested', at: now.toISOString() }],
+      updatedAt: now.toISOString(),
+      controller: 'c1',
+    };
+    await client.put(keys.workflow(identity)).value(JSON.stringify(wf));
+    const leasesBefore = (await client.leaseClient.leaseLeases()).leases.map((l) => l.ID);
+
+    const writer = new RacedWriter(client, keys, () => token);
+    const agents = { drain: async () => ({}), undrain: async () => ({}) } as unknown as AgentLink;
+    const driver = new WorkflowDriver(
+      {
+        name: 'c1',
+        etcd: client,
+        keys,
+        writer,
+        agents,
+        logger: pino({ level: 'silent' }),
+        drainTimeoutMs: 5_000,
+        loginTimeoutMs: 5_000,
+        fence: [],
+        viewContext: (snap) => ({
+          snap,
+          agents: new Map(),
+          heartbeatTimeoutMs: 10_000,
+          now: Date.now(),
+          startedAt: Date.now(),
+        }),
+        responders: async () => [],
+        history: () => undefined,
+        changed: () => undefined,
+        alarm: () => undefined,
+        finished: () => undefined,
+        isActive: () => true,
+      },
+      identity,
+    );
+    const running = driver.run();
+    let stored: Workflow;
+    try {
+      stored = await waitFor(
+        async () => {
+          const w = (await readSnapshot(client, keys)).workflows.get(identity)?.workflow;
+          return w?.state === 'draining' ? w : undefined;
+        },
+        { what: 'the workflow to reach draining', timeoutMs: 20_000 },
+      );
+    } finally {
+      driver.stop();
+      await running;
+    }
+    expect(writer.raced, 'the first draining write lost its compare').to.equal(1);
+    const leases = (await client.leaseClient.leaseLeases()).leases
+      .map((l) => l.ID)
+      .filter((id) => !leasesBefore.includes(id));
+    // One hold-off lease, the one the workflow records, holding exactly the old leader off.
+    expect(leases).to.deep.equal([stored.holdOff!.lease]);
+    const held = await client.leaseClient.leaseTimeToLive({ ID: stored.holdOff!.lease, keys: true });
+    expect(held.keys.map((k) => k.toString())).to.deep.equal([keys.lease.holdOff(identity, 'a')]);
+  });
+});
