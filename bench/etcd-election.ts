@@ -23,7 +23,7 @@
 //            reason and the time since the last renewal the agent reported;
 //   gap      per agent, the longest time without an acknowledged keepalive, from its /metrics
 //            counter understudy_session_renewals_total polled every 100 ms (so ± ~100 ms;
-//            a healthy agent shows ≈ T/3);
+//            a healthy agent shows about one renewal interval, T/10);
 //   ka       the agents' open LeaseKeepAlive streams on the victim before the fault (from
 //            etcd's grpc_server_started/handled_total), so a round can be told apart by
 //            whether the fault hit the member carrying a keepalive stream;
@@ -38,7 +38,7 @@
 //   npm run bench -- etcd-election --ttl 5 --fault member-pause --rounds 6
 import { parseArgs } from 'node:util';
 import type { Etcd3 } from 'etcd3';
-import { connectEtcd, Keys, within } from '../pkg/lease/index.js';
+import { connectEtcd, Keys, leaseTiming, within } from '../pkg/lease/index.js';
 import { putSpec } from '../pkg/spec/store.js';
 import { AgentProcess } from '../test/support/agents.js';
 import { Harness, type EtcdMember } from '../test/support/harness.js';
@@ -94,6 +94,8 @@ function intArg(name: string, raw: string | undefined, fallback: number, min: nu
 
 const ttlS = intArg('ttl', values.ttl, 5, 2, 60);
 const TTL_MS = ttlS * 1000;
+/** The agents run with the default timing: D and the renewal interval follow from T. */
+const TIMING = leaseTiming({ ttlSeconds: ttlS });
 const rounds = intArg('rounds', values.rounds, 6, 1, 100);
 const fault = (values.fault ?? 'raft-leader-kill') as Fault;
 if (!FAULTS.includes(fault)) fail(`--fault ${values.fault}: expected one of ${FAULTS.join(', ')}`);
@@ -410,7 +412,7 @@ async function main(): Promise<number> {
     console.log(
       `bench etcd-election: fault ${fault}${fault === 'member-pause' ? ` (target ${pauseTarget})` : ''}, ` +
         `down ${downMs} ms, ${rounds} rounds; 3 etcd members, agents a (priority 10) and b (priority 0) ` +
-        `with all three endpoints, T = ${ttlS} s (D = T/2 = ${TTL_MS / 2} ms by the agents' default, keepalive every ${Math.floor(TTL_MS / 3)} ms); ` +
+        `with all three endpoints, T = ${ttlS} s (default D = ${TIMING.selfFenceMs} ms, a renewal every ${TIMING.keepaliveIntervalMs} ms); ` +
         `identity ${IDENTITY} (cold sleep) first led by ${first.key.node}`,
     );
     console.log(
@@ -574,7 +576,7 @@ async function main(): Promise<number> {
   console.log('');
   console.log(
     `T = ${ttlS} s, ${fault}: identity moved ${moved} of ${run.length} times (${otherNode} to the other node); agent sessions stopped: ${stops}; ` +
-      `longest keepalive gap ${gaps.length > 0 ? Math.max(...gaps) : '-'} ms (default D = ${TTL_MS / 2} ms); ` +
+      `longest keepalive gap ${gaps.length > 0 ? Math.max(...gaps) : '-'} ms (default D = ${TIMING.selfFenceMs} ms); ` +
       `victim carried a keepalive stream in ${hitStream.length} of ${run.length} rounds ` +
       `(moved in ${hitStream.filter((r) => r.moved).length} of those); ` +
       `new raft leader after ${elections.length > 0 ? `${Math.min(...elections)}–${Math.max(...elections)} ms` : '-'}; ` +
@@ -587,7 +589,7 @@ async function main(): Promise<number> {
         bench: 'etcd-election',
         fault,
         ttlS,
-        defaultSelfFenceMs: TTL_MS / 2,
+        defaultSelfFenceMs: TIMING.selfFenceMs,
         downMs,
         pauseTarget: fault === 'member-pause' ? pauseTarget : undefined,
         rounds: results.length,
