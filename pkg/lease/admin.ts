@@ -3,7 +3,7 @@
 // between makes it fail cleanly instead of acting on a stale view.
 import type { Etcd3, IOperation } from 'etcd3';
 import type { FencingToken } from './campaign.js';
-import { within } from './etcd.js';
+import { isLeaseGone, within } from './etcd.js';
 import { ETCD_MIN_TTL_S } from './timing.js';
 import {
   assertName,
@@ -251,7 +251,7 @@ export async function revokeHolder(
     try {
       await client.leaseClient.leaseRevoke({ ID: leaseId }, within(CALL_MS));
     } catch (err) {
-      if ((err as Error).name !== 'EtcdLeaseInvalidError') throw err;
+      if (!isLeaseGone(err)) throw err;
     }
     return { leaseId, ended: terms.map((t) => t.identity) };
   }
@@ -302,7 +302,7 @@ async function termsOnLease(client: Etcd3, leaseId: string, keys: Keys): Promise
     const ttl = await client.leaseClient.leaseTimeToLive({ ID: leaseId, keys: true }, within(CALL_MS));
     bound = ttl.keys ?? [];
   } catch (err) {
-    if ((err as Error).name === 'EtcdLeaseInvalidError') return [];
+    if (isLeaseGone(err)) return [];
     throw err;
   }
   const identities = [
@@ -451,7 +451,7 @@ export async function releaseHoldOff(client: Etcd3, leaseId: string, authority?:
   try {
     await client.leaseClient.leaseRevoke({ ID: leaseId }, within(CALL_MS));
   } catch (err) {
-    if ((err as Error).name !== 'EtcdLeaseInvalidError') throw err;
+    if (!isLeaseGone(err)) throw err;
   }
 }
 
