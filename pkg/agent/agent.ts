@@ -10,13 +10,17 @@ import {
   AgentStatus,
   ControlError,
   fail,
+  HEARTBEAT_VERSION,
+  isMutating,
   ok,
   parseControlRequest,
   PROTOCOL_VERSION,
   type ControlRequest,
   type ControlReply,
   type Heartbeat,
+  type MutatingRequest,
 } from '../control/protocol.js';
+import { controllerElectionKey, judgeControllerTerm } from '../control/term.js';
 import { HistoryWriter } from '../history/index.js';
 import type { IdentityDriver } from '../identity/driver.js';
 import { Lifeline } from '../identity/lifeline.js';
@@ -27,6 +31,7 @@ import {
 } from '../identity/nats-service.js';
 import { ProcessDriver } from '../identity/process.js';
 import { subjects } from '../identity/wire.js';
+import { within } from '../lease/etcd.js';
 import { fence, leaseTiming, unfence, type LeaseTiming } from '../lease/index.js';
 import { createLogger } from '../log/index.js';
 import { connectNats, etcdFromSettings } from '../transport/connect.js';
@@ -42,6 +47,11 @@ import { SessionKeeper } from './sessions.js';
 const SHUTDOWN_SLACK_MS = 3_000;
 /** A drain that does not come back within this is reported as failed to the controller. */
 const DRAIN_REPLY_SLACK_MS = 1_000;
+/**
+ * Bound on the read of the controller's current term before a state-changing request: well
+ * under the controller's 2 s control timeout, so a refusal still reaches it as a reply.
+ */
+const TERM_READ_MS = 1_000;
 
 export interface AgentOptions {
   config: AgentConfig;
@@ -284,7 +294,7 @@ export class Agent {
           : err instanceof RunnerError
             ? new ControlError(err.code === 'not-leader' ? 'not-leader' : 'failed', err.message)
             : new ControlError('failed', (err as Error).message);
-      if (e.code === 'bad-request' || e.code === 'incompatible-version') {
+      if (e.code === 'bad-request' || e.code === 'incompatible-version' || e.code === 'stale-controller') {
         this.logger.warn({ code: e.code, err: e.message }, 'control request refused');
       }
       reply = fail(e, v);
@@ -305,7 +315,36 @@ export class Agent {
     return r;
   }
 
+  /**
+   * Act on a state-changing request only under the controller's current election term: one
+   * bounded read of the election key, judged by judgeControllerTerm (pkg/control/term.ts).
+   * Throws the refusal; an unreadable key refuses too (the controller asks again).
+   */
+  private async requireCurrentTerm(request: MutatingRequest): Promise<void> {
+    let current: bigint | undefined;
+    if (request.term !== undefined) {
+      try {
+        const res = await this.etcd.get(controllerElectionKey()).options(within(TERM_READ_MS)).exec();
+        const kv = res.kvs[0];
+        current = kv ? BigInt(kv.mod_revision) : undefined;
+      } catch (err) {
+        throw new ControlError(
+          'failed',
+          `cannot confirm controller term ${request.term}: etcd did not answer within ${TERM_READ_MS} ms ` +
+            `(${(err as Error).message}); ${request.op} not done. The controller asks again; if this ` +
+            `persists, check this agent's etcd endpoints`,
+        );
+      }
+    }
+    const verdict = judgeControllerTerm(request, current);
+    if (!verdict.act) throw verdict.error;
+    if (verdict.warning) {
+      this.logger.warn({ op: request.op, v: request.v, actor: request.actor }, verdict.warning);
+    }
+  }
+
   private async control(request: ControlRequest): Promise<unknown> {
+    if (isMutating(request)) await this.requireCurrentTerm(request);
     switch (request.op) {
       case 'status': {
         const status = this.status();
@@ -375,7 +414,7 @@ export class Agent {
 
   private heartbeat(): void {
     const beat: Heartbeat = {
-      v: PROTOCOL_VERSION,
+      v: HEARTBEAT_VERSION,
       node: this.node,
       at: Date.now(),
       fenced: this.fenceWatch.fenced !== undefined,

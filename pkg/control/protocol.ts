@@ -3,14 +3,34 @@
 // carries the protocol version `v`; an agent answers versions PROTOCOL_VERSION and one back
 // (rolling upgrades move one component at a time) and refuses anything else with a reply
 // that says which versions it speaks.
+//
+// Version 2: every request that changes state (drain, undrain, fence, unfence) carries `term`,
+// the sending controller's election term (its fencing token, the mod revision of the
+// controller election key). The agent acts only if that is still the current term, so a
+// controller that froze after its own term check and resumed after losing the election is
+// refused (see term.ts). A version 1 request (no `term`) is still obeyed, with a warning,
+// while controllers are upgraded after the agents.
 import { z } from 'zod';
 import { Name } from '../lease/keys.js';
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** Oldest version still accepted: one back, so controller and agents can be upgraded in turn. */
 export const OLDEST_SUPPORTED_VERSION = Math.max(1, PROTOCOL_VERSION - 1);
+/**
+ * Heartbeats have not changed since version 1 and keep saying so: a controller one version
+ * back (which hears only its own version and the one before) still hears agents upgraded
+ * first, instead of taking them for dead.
+ */
+export const HEARTBEAT_VERSION = 1;
 
 const Actor = z.string().min(1).max(200);
+/**
+ * The sending controller's election term: the decimal fencing token (mod revision of the
+ * controller election key) it acts under. Required on state-changing requests from version 2.
+ */
+export const Term = z
+  .string()
+  .regex(/^[1-9][0-9]{0,18}$/, "must be the controller's election term (a positive decimal etcd revision)");
 
 export const ControlRequest = z.discriminatedUnion('op', [
   z.strictObject({ v: z.number().int(), op: z.literal('status'), identity: Name.optional() }),
@@ -25,24 +45,46 @@ export const ControlRequest = z.discriminatedUnion('op', [
     actor: Actor,
     holdMs: z.number().int().min(100).max(3_600_000),
     reason: z.string().max(500).optional(),
+    term: Term.optional(),
   }),
   /** Abort a drain: log back in if this node still holds the key (the old leader is restored). */
-  z.strictObject({ v: z.number().int(), op: z.literal('undrain'), identity: Name, actor: Actor }),
+  z.strictObject({
+    v: z.number().int(),
+    op: z.literal('undrain'),
+    identity: Name,
+    actor: Actor,
+    term: Term.optional(),
+  }),
   z.strictObject({
     v: z.number().int(),
     op: z.literal('fence'),
     actor: Actor,
     reason: z.string().min(1).max(500),
+    term: Term.optional(),
   }),
-  z.strictObject({ v: z.number().int(), op: z.literal('unfence'), actor: Actor }),
+  z.strictObject({ v: z.number().int(), op: z.literal('unfence'), actor: Actor, term: Term.optional() }),
 ]);
 export type ControlRequest = z.infer<typeof ControlRequest>;
+
+/** The requests that change state: each is checked against the controller's current term. */
+export type MutatingRequest = Exclude<ControlRequest, { op: 'status' }>;
+export const MUTATING_OPS: ReadonlySet<ControlRequest['op']> = new Set([
+  'drain',
+  'undrain',
+  'fence',
+  'unfence',
+]);
+export function isMutating(request: ControlRequest): request is MutatingRequest {
+  return MUTATING_OPS.has(request.op);
+}
 
 export const ControlErrorCode = z.enum([
   'incompatible-version',
   'bad-request',
   'unknown-identity',
   'not-leader',
+  /** The request's controller term is not the current one: a deposed controller sent it. */
+  'stale-controller',
   'failed',
 ]);
 export type ControlErrorCode = z.infer<typeof ControlErrorCode>;

@@ -31,7 +31,9 @@ export interface SeenAgent {
   receivedAt: number;
 }
 
-type Op<K extends ControlRequest['op']> = Omit<Extract<ControlRequest, { op: K }>, 'v' | 'op'>;
+/** A request without its version, kept per operation (a plain Omit would merge the union). */
+type Body = ControlRequest extends infer R ? (R extends ControlRequest ? Omit<R, 'v'> : never) : never;
+type Op<K extends ControlRequest['op']> = Omit<Extract<ControlRequest, { op: K }>, 'v' | 'op' | 'term'>;
 
 export class AgentLink {
   private readonly seen = new Map<string, SeenAgent>();
@@ -80,19 +82,25 @@ export class AgentLink {
     return this.seen;
   }
 
-  drain(node: string, req: Op<'drain'>, timeoutMs: number): Promise<unknown> {
-    return this.request(node, { ...req, op: 'drain' }, timeoutMs);
+  /**
+   * State-changing requests name the election `term` they are sent under (the Authority's
+   * revision captured when the step began): the agent obeys only the current term, so a
+   * controller that froze after its own term check and resumed deposed is refused
+   * (`stale-controller`).
+   */
+  drain(node: string, term: string, req: Op<'drain'>, timeoutMs: number): Promise<unknown> {
+    return this.request(node, { ...req, op: 'drain', term }, timeoutMs);
   }
 
-  undrain(node: string, req: Op<'undrain'>, timeoutMs: number): Promise<unknown> {
-    return this.request(node, { ...req, op: 'undrain' }, timeoutMs);
+  undrain(node: string, term: string, req: Op<'undrain'>, timeoutMs: number): Promise<unknown> {
+    return this.request(node, { ...req, op: 'undrain', term }, timeoutMs);
   }
 
   status(node: string, timeoutMs: number): Promise<unknown> {
     return this.request(node, { op: 'status' }, timeoutMs);
   }
 
-  private async request(node: string, body: Omit<ControlRequest, 'v'>, timeoutMs: number): Promise<unknown> {
+  private async request(node: string, body: Body, timeoutMs: number): Promise<unknown> {
     const request = { v: PROTOCOL_VERSION, ...body };
     this.logger.debug({ node, request }, 'control request sent');
     let raw: string;

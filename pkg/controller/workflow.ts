@@ -12,7 +12,10 @@
 // etcd writes compare the election key in the same txn, and what etcd cannot guard (a lease
 // grant or revoke, a NATS request to an agent, a fence command) is preceded by a synchronous
 // `mayAct()` check. A controller that froze, lost the election and resumed mid-step therefore
-// does nothing more: the new active controller owns the workflow.
+// does nothing more: the new active controller owns the workflow. A freeze between that check
+// and the send is caught by the agent: every drain and undrain names the term it is sent under
+// (the Authority captured when the step began), and the agent refuses a term that is not the
+// current one (pkg/control/term.ts).
 //
 // Safety (S1, S3): the target is never logged in before the old leader is proved out — it
 // confirmed its logout (drained: login=false with its token, and the key is then moved in one
@@ -32,7 +35,7 @@ import {
   transfer,
   type Authority,
 } from '../lease/admin.js';
-import type { AgentLink } from './agents.js';
+import { AgentControlError, type AgentLink } from './agents.js';
 import type { FenceAction } from './fencing.js';
 import { drainHoldMs, rollbackStep } from './rollback.js';
 import {
@@ -71,6 +74,13 @@ export type SideEffect =
  * SIGSTOP it exactly there, let it lose its election, and resume it.
  */
 const HOLD_BEFORE = /^workflow-hold-before:(.+)$/.exec(process.env.UNDERSTUDY_FAILPOINT ?? '')?.[1];
+/**
+ * Failpoint for the window the term check cannot close: with
+ * UNDERSTUDY_FAILPOINT=workflow-hold-after-check:<effect>, the controller waits right *after*
+ * its term check for <effect> (once), until SIGCONT. A controller resumed there acts on a
+ * check that is no longer true; only the receiving side (the agent's term check) stops it.
+ */
+const HOLD_AFTER_CHECK = /^workflow-hold-after-check:(.+)$/.exec(process.env.UNDERSTUDY_FAILPOINT ?? '')?.[1];
 let heldOnce = false;
 
 export interface WorkflowContext {
@@ -507,12 +517,14 @@ export class WorkflowDriver {
   private async guardEffect(effect: SideEffect, authority: Authority): Promise<void> {
     await this.failpoint(effect);
     if (!authority.mayAct()) throw new NotActiveError(`${effect} of ${this.identity} not done`);
+    await this.failpoint(effect, 'after the term check');
   }
 
-  private async failpoint(effect: SideEffect): Promise<void> {
-    if (HOLD_BEFORE !== effect || heldOnce) return;
+  private async failpoint(effect: SideEffect, where?: 'after the term check'): Promise<void> {
+    if ((where ? HOLD_AFTER_CHECK : HOLD_BEFORE) !== effect || heldOnce) return;
     heldOnce = true;
-    this.log.warn({ effect }, `failpoint: holding before ${effect} until SIGCONT`);
+    const at = where ? `${where} for` : 'before';
+    this.log.warn({ effect }, `failpoint: holding ${at} ${effect} until SIGCONT`);
     await new Promise((resolve) => process.once('SIGCONT', resolve));
   }
 
@@ -526,16 +538,22 @@ export class WorkflowDriver {
     this.ctx.agents
       .drain(
         node,
+        authority.revision,
         { identity: this.identity, actor: wf.actor, holdMs, reason: `${wf.kind} ${wf.id}` },
         this.ctx.drainTimeoutMs,
       )
       .then(
         () => this.log.info({ node }, `${node} drained ${this.identity}`),
         (err: Error) =>
-          this.log.warn(
-            { node, err: err.message },
-            'drain not confirmed by the agent; the workflow watches the login record',
-          ),
+          err instanceof AgentControlError && err.code === 'stale-controller'
+            ? this.log.warn(
+                { node, err: err.message, term: authority.revision },
+                'the agent refused the drain: this controller no longer holds the term it was sent under',
+              )
+            : this.log.warn(
+                { node, err: err.message },
+                'drain not confirmed by the agent; the workflow watches the login record',
+              ),
       );
   }
 
@@ -674,6 +692,7 @@ export class WorkflowDriver {
     try {
       await this.ctx.agents.undrain(
         wf.from.node,
+        authority.revision,
         { identity: this.identity, actor: wf.actor },
         CONTROL_TIMEOUT_MS,
       );

@@ -4,12 +4,20 @@
 //     the identity back at once, instead of leaving it logged out until the drain hold ends;
 //   - a controller frozen right before a side effect, past the loss of its election, does
 //     nothing when it resumes (the new active controller owns the workflow);
-//   - a revocation records the end of term of every identity on the revoked lease.
+//   - a controller frozen right *after* its term check, resumed once deposed, still sends its
+//     drain: the agent refuses it (the request carries the stale election term);
+//   - forged state-changing requests with an old election term, or without one, are refused;
+//   - a revocation records the end of term of every identity on the revoked lease;
+//   - an approve or deny of a pending authorization request that fails is recorded as failed.
 import { expect } from 'chai';
 import type { Etcd3 } from 'etcd3';
+import { connect, nkeys, type NatsConnection } from 'nats';
 import type { Workflow } from '../../pkg/api/schema.js';
+import { PROTOCOL_VERSION, type ControlReply } from '../../pkg/control/protocol.js';
+import { controllerElectionKey } from '../../pkg/control/term.js';
+import { subjects } from '../../pkg/identity/wire.js';
 import { connectEtcd, Keys, readLeader, revokeHolder, TermEnd } from '../../pkg/lease/index.js';
-import { putSpec } from '../../pkg/spec/store.js';
+import { putSpec, recordPending } from '../../pkg/spec/store.js';
 import { AgentProcess, type AgentOptions } from '../support/agents.js';
 import { ControllerProcess, type Api } from '../support/controllers.js';
 import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
@@ -211,6 +219,165 @@ describe('controller safety: cancel during a drain, a frozen controller, revocat
       expect(wf.escalation).to.deep.equal([]);
     });
   }
+
+  /** The active controller's election term, as the agents read it: the election key's mod revision. */
+  async function electionTerm(): Promise<string> {
+    const kv = (await client.get(controllerElectionKey()).exec()).kvs[0];
+    if (!kv) throw new Error('no controller holds the election');
+    return String(kv.mod_revision);
+  }
+
+  /** What became of a drain of `identity` on agent `a` since record `from`. */
+  function drainOutcome(a: AgentProcess, identity: string, from: number): string | undefined {
+    const records = a.records.slice(from);
+    if (records.some((r) => r.identity === identity && r.to === 'logging-out')) return 'old leader drained';
+    const refused = records.find((r) => r.msg === 'control request refused' && r.code === 'stale-controller');
+    return refused ? 'refused' : undefined;
+  }
+
+  // The hole the controller's own check leaves: frozen between its term check and the send.
+  // The failpoint holds the controller right after the check passed; it is frozen there until
+  // the standby controller (stalled in `draining`, so it sends nothing itself) has won the
+  // election, then resumed: the drain leaves with the old term, and only the agent can stop it.
+  it('a drain sent by a controller resumed after its term check, once deposed, is refused by the agent', async () => {
+    const identity = 'frozen-after-check';
+    await putSpec(client, rateBotSpec(identity));
+    const [a] = await pair(identity);
+    const c1 = await startController('c1', { UNDERSTUDY_FAILPOINT: 'workflow-hold-after-check:drain' });
+    const oldTerm = (await c1.waitForActive()).token;
+    const c2 = await startController('c2', { UNDERSTUDY_FAILPOINT: 'workflow-stall:draining' });
+    const before = (await readLeader(client, identity))!;
+    const from = a!.records.length;
+
+    expect((await c1.api().post(`/v1/identities/${identity}/switchover`, { to: 'b' })).status).to.equal(202);
+    await c1.waitForRecord(
+      (r) => r.msg === 'failpoint: holding after the term check for drain until SIGCONT',
+      'failpoint after the term check',
+    );
+    c1.kill('SIGSTOP');
+    const newTerm = (await c2.waitForActive({ timeoutMs: HANDOVER_TIMEOUT_MS })).token;
+    expect(await electionTerm()).to.equal(newTerm);
+    const resumedAt = c1.records.length;
+    c1.kill('SIGCONT');
+
+    // The resumed controller sends its drain (its check passed before the freeze) ...
+    const seen = await waitFor(() => drainOutcome(a!, identity, from), {
+      what: 'the old leader to drain or refuse the stale drain',
+      timeoutMs: 30_000,
+      intervalMs: 50,
+    });
+    expect(seen).to.equal('refused');
+    const refusal = a!.records.slice(from).find((r) => r.code === 'stale-controller')!;
+    expect(refusal.err).to.equal(
+      `controller term ${oldTerm} is no longer current (current: ${newTerm}); ignoring drain. ` +
+        'Nothing to do: the active controller decides now and sends its own requests',
+    );
+    // ... and hears why it was refused.
+    await c1.waitForRecord(
+      (r) =>
+        r.msg === 'the agent refused the drain: this controller no longer holds the term it was sent under',
+      'the refusal reported back',
+      { from: resumedAt },
+    );
+    // The old leader never logged out, under its own term.
+    expect(drainOutcome(a!, identity, from)).to.equal('refused');
+    const after = (await readLeader(client, identity))!;
+    expect([after.record.node, after.token, after.login?.loggedIn]).to.deep.equal(['a', before.token, true]);
+    // The new active controller owns the workflow; the old one's update lost its compare.
+    const wf = (await c2.api().get<Workflow>(`/v1/identities/${identity}/workflow`)).body;
+    expect(wf.state).to.equal('draining');
+    expect(wf.escalation).to.deep.equal([]);
+  });
+
+  it('state-changing requests forged with an earlier controller term, or with none, are refused', async () => {
+    const identity = 'forged';
+    await putSpec(client, rateBotSpec(identity));
+    const [a] = await pair(identity);
+    const c1 = await startController('c1');
+    const oldTerm = (await c1.waitForActive()).token!;
+    await c1.stop();
+    const c2 = await startController('c2');
+    const newTerm = (await c2.waitForActive({ timeoutMs: HANDOVER_TIMEOUT_MS })).token!;
+    expect(BigInt(newTerm) > BigInt(oldTerm)).to.equal(true);
+    const before = (await readLeader(client, identity))!;
+    const from = a!.records.length;
+
+    const nc: NatsConnection = await connect({ servers: nats.hostUrl });
+    try {
+      const send = async (request: object): Promise<ControlReply> =>
+        JSON.parse(
+          (await nc.request(subjects.control('a'), JSON.stringify(request), { timeout: 10_000 })).string(),
+        );
+      const drain = { v: PROTOCOL_VERSION, op: 'drain', identity, actor: 'forger', holdMs: 60_000 };
+
+      expect(await send({ ...drain, term: oldTerm })).to.deep.equal({
+        v: PROTOCOL_VERSION,
+        ok: false,
+        error: {
+          code: 'stale-controller',
+          field: 'term',
+          message:
+            `controller term ${oldTerm} is no longer current (current: ${newTerm}); ignoring drain. ` +
+            'Nothing to do: the active controller decides now and sends its own requests',
+        },
+      });
+      const fence = { v: PROTOCOL_VERSION, op: 'fence', actor: 'forger', reason: 'forged' };
+      expect((await send({ ...fence, term: oldTerm })).ok).to.equal(false);
+      // The current protocol version must name a term.
+      const unnamed = await send(drain);
+      expect(unnamed.ok).to.equal(false);
+      if (!unnamed.ok) expect(unnamed.error).to.include({ code: 'bad-request', field: 'term' });
+    } finally {
+      await nc.close();
+    }
+    // Nothing changed: a is still the logged-in leader under its term, and not fenced.
+    expect(a!.records.slice(from).some((r) => r.identity === identity && r.to === 'logging-out')).to.equal(
+      false,
+    );
+    const after = (await readLeader(client, identity))!;
+    expect([after.record.node, after.token, after.login?.loggedIn]).to.deep.equal(['a', before.token, true]);
+    expect(await client.get(new Keys().fence('a')).string()).to.equal(null);
+  });
+
+  it('an approve or deny of a pending request that fails is recorded as failed, never as done', async () => {
+    const identity = 'aclfail';
+    await putSpec(client, rateBotSpec(identity));
+    const ctl = await startController('c1');
+    await ctl.waitForActive();
+    const api = ctl.api();
+    // carol's request is pending and approved: the history of a decision that took effect.
+    const carol = nkeys.createUser();
+    await recordPending(client, identity, {
+      name: 'carol',
+      nkey: carol.getPublicKey(),
+      request: 'RATE USD',
+      node: 'a',
+      at: Date.now(),
+    });
+    expect((await api.post(`/v1/identities/${identity}/acl/pending/carol/approve`)).status).to.equal(200);
+    // Nothing is pending from mallory: approving or denying her fails.
+    const approve = await api.post<{ detail: string }>(
+      `/v1/identities/${identity}/acl/pending/mallory/approve`,
+    );
+    expect(approve.status).to.equal(404);
+    const deny = await api.post(`/v1/identities/${identity}/acl/pending/mallory/deny`, { block: true });
+    expect(deny.status).to.equal(404);
+
+    const history = await ctl
+      .api('viewer')
+      .get<{ entries: Array<{ actor?: string; reason?: string }> }>(
+        `/v1/identities/${identity}/history?limit=50`,
+      );
+    const reasons = history.body.entries.filter((e) => e.actor === 'operator-user').map((e) => e.reason);
+    expect(reasons).to.deep.equal([
+      'approval of carol requested',
+      'authorization of carol approved',
+      'approval of mallory requested',
+      `approval of mallory failed: ${identity} has no pending authorization request from mallory; list them with listPending`,
+      'denial of mallory with its key blocked requested',
+      `denial of mallory with its key blocked failed: ${identity} has no pending authorization request from mallory; list them with listPending`,
+    ]);
+  });
 
   it('a revocation records the end of term of every identity on the revoked lease', async () => {
     const keys = new Keys('revoke-test');
