@@ -38,10 +38,28 @@ export class PeerSessions {
     if (!byPrefix) PeerSessions.shared.set(client, (byPrefix = new Map()));
     let peers = byPrefix.get(keys.prefix);
     if (!peers) {
-      peers = PeerSessions.start(client, keys);
-      byPrefix.set(keys.prefix, peers);
+      const started = PeerSessions.start(client, keys);
+      peers = started;
+      byPrefix.set(keys.prefix, started);
       // A start that failed is not cached: the next caller tries again.
-      peers.catch(() => byPrefix.delete(keys.prefix));
+      started.catch(() => byPrefix.delete(keys.prefix));
+      // The library keeps re-creating a watch that is still attached when its client closes
+      // (a timer loop that keeps the process alive): cancel ours first, synchronously.
+      let instance: PeerSessions | undefined;
+      let closed = false;
+      void started.then(
+        (p) => {
+          instance = p;
+          if (closed) void p.close();
+        },
+        () => undefined,
+      );
+      const closeClient = client.close.bind(client);
+      client.close = () => {
+        closed = true;
+        if (instance) void instance.close();
+        closeClient();
+      };
     }
     return peers;
   }
