@@ -9,6 +9,9 @@
 //   - forged state-changing requests with an old election term, or without one, are refused;
 //   - a revocation records the end of term of every identity on the revoked lease;
 //   - an approve or deny of a pending authorization request that fails is recorded as failed.
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect } from 'chai';
 import type { Etcd3 } from 'etcd3';
 import { connect, nkeys, type NatsConnection } from 'nats';
@@ -23,6 +26,8 @@ import { ControllerProcess, type Api } from '../support/controllers.js';
 import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
 import { rateBotSpec } from '../support/specs.js';
 import { waitFor } from '../support/wait.js';
+import { describeProblems, judgeWitness, parseWitnessLines } from '../support/witness.js';
+import { repoRoot } from '../support/paths.js';
 
 /** A handover through the controller, including a warm bot's login, on a loaded machine. */
 const HANDOVER_TIMEOUT_MS = 60_000;
@@ -36,15 +41,30 @@ const GIVE_BACK_WITHIN_MS = 15_000;
 /** The service under test needs this long to stop after SIGTERM, as a real bot closing its session. */
 const SLOW_STOP_S = 1.2;
 
-/** A cold service that takes SLOW_STOP_S to exit after SIGTERM: a drain stays in flight that long. */
-function slowStopSpec(name: string) {
+/** The witness's beat: a service killed without a logout line counts one beat past its last. */
+const WITNESS_BEAT_MS = 50;
+
+/**
+ * A cold service that takes SLOW_STOP_S to exit after SIGTERM (a drain stays in flight that
+ * long), and that records its own logins and logouts (test/fixtures/witness-service.ts): the
+ * judge of who was logged in, independent of what the agents say.
+ */
+function slowStopSpec(name: string, witnessFile: string) {
   return {
     name,
     service: {
       driver: 'process' as const,
-      command: ['sh', '-c', `trap 'sleep ${SLOW_STOP_S}; exit 0' TERM; while :; do sleep 0.05; done`],
+      command: [process.execPath, '--import', 'tsx', 'test/fixtures/witness-service.ts'],
+      cwd: repoRoot,
       mode: 'cold' as const,
-      // Within the agents' logout budget (T = 4 s: 3.6 s − 2 s): the stop is confirmed.
+      env: {
+        WITNESS_FILE: witnessFile,
+        WITNESS_BEAT_MS: String(WITNESS_BEAT_MS),
+        WITNESS_STOP_DELAY_MS: String(SLOW_STOP_S * 1000),
+      },
+      // tsx compiles on the way: seconds on a cold cache and a loaded machine.
+      startTimeoutMs: 30_000,
+      // Within the agents' logout budget: the stop is confirmed.
       stopTimeoutMs: 1_500,
     },
     access: { open: true },
@@ -126,7 +146,8 @@ describe('controller safety: cancel during a drain, a frozen controller, revocat
 
   it('a cancel during a drain gives the identity back to the old leader at once', async () => {
     const identity = 'candrain';
-    await putSpec(client, slowStopSpec(identity));
+    const witnessFile = join(await mkdtemp(join(tmpdir(), 'understudy-witness-')), `${identity}.jsonl`);
+    await putSpec(client, slowStopSpec(identity, witnessFile));
     const [a, b] = await pair(identity);
     const ctl = await startController('c1');
     await ctl.waitForActive();
@@ -155,6 +176,21 @@ describe('controller safety: cancel during a drain, a frozen controller, revocat
     const after = (await readLeader(client, identity))!;
     expect([after.record.node, after.token]).to.deep.equal(['a', before.token]);
     expect(b!.records.some((r) => r.identity === identity && r.to === 'leader')).to.equal(false);
+    // The services' own record: only a was ever logged in, always under its one term, and
+    // never two instances at once (the logout before the cancel, the login after it).
+    // The service logged back in after the drain: its second login line (tsx start-up).
+    await waitFor(
+      async () =>
+        parseWitnessLines(await readFile(witnessFile, 'utf8')).filter((l) => l.event === 'login').length >=
+          2 || undefined,
+      { what: "the old leader's service to record its login after the rollback", timeoutMs: 30_000 },
+    );
+    const verdict = judgeWitness(await readFile(witnessFile, 'utf8'), { beatMs: WITNESS_BEAT_MS });
+    expect(describeProblems(verdict)).to.deep.equal([]);
+    expect(verdict.intervals.map((i) => [i.node, i.token])).to.deep.equal([
+      ['a', String(before.token)],
+      ['a', String(before.token)],
+    ]);
   });
 
   // The controller is held by a failpoint right before the side effect (before its term
