@@ -345,18 +345,27 @@ export class Session extends TypedEmitter<SessionEvents> {
     this.keepaliveInFlight = true;
     const client = this.current();
     let rpc: KeepaliveStream | undefined;
+    let settled = false;
     let timer: NodeJS.Timeout | undefined;
+    const drop = (stream: KeepaliveStream) => {
+      stream.on('error', () => undefined); // a cancelled stream reports its cancellation
+      if (stream.cancel) stream.cancel();
+      else stream.end();
+    };
     try {
       const answer = await new Promise<ILeaseKeepAliveResponse | undefined>((resolve) => {
         timer = setTimeout(() => resolve(undefined), this.boundMs);
         client.leaseClient
           .leaseKeepAlive()
           .then((stream) => {
-            rpc = stream as KeepaliveStream;
-            rpc.on('data', (res: ILeaseKeepAliveResponse) => resolve(res));
-            rpc.on('error', () => resolve(undefined));
-            rpc.on('end', () => resolve(undefined));
-            rpc.write({ ID: this.leaseId });
+            const s = stream as KeepaliveStream;
+            // Opened after the bound ran out: drop it at once, or it stays open for good.
+            if (settled) return drop(s);
+            rpc = s;
+            s.on('data', (res: ILeaseKeepAliveResponse) => resolve(res));
+            s.on('error', () => resolve(undefined));
+            s.on('end', () => resolve(undefined));
+            s.write({ ID: this.leaseId });
           })
           .catch(() => resolve(undefined));
       });
@@ -370,13 +379,10 @@ export class Session extends TypedEmitter<SessionEvents> {
       }
       // A live answer keeps the lease; only the session-key write renews the fence clock.
     } finally {
+      settled = true;
       clearTimeout(timer);
       this.keepaliveInFlight = false;
-      if (rpc) {
-        rpc.on('error', () => undefined); // a cancelled stream reports its cancellation
-        if (rpc.cancel) rpc.cancel();
-        else rpc.end();
-      }
+      if (rpc) drop(rpc);
     }
   }
 

@@ -35,7 +35,7 @@ interface PendingPut {
   settled: boolean;
 }
 
-function fakeEtcd(opts: { grantedTtl?: string; enforceDeadline?: boolean } = {}) {
+function fakeEtcd(opts: { grantedTtl?: string; enforceDeadline?: boolean; keepaliveOpenMs?: number } = {}) {
   const streams: FakeStream[] = [];
   const revoked: string[] = [];
   const puts: PendingPut[] = [];
@@ -43,6 +43,7 @@ function fakeEtcd(opts: { grantedTtl?: string; enforceDeadline?: boolean } = {})
     leaseClient: {
       leaseGrant: async () => ({ ID: '7', TTL: opts.grantedTtl ?? '2' }),
       leaseKeepAlive: async () => {
+        if (opts.keepaliveOpenMs) await new Promise((resolve) => setTimeout(resolve, opts.keepaliveOpenMs));
         const stream = new FakeStream();
         streams.push(stream);
         return stream;
@@ -233,15 +234,29 @@ describe('lease session (self-fence clock)', function () {
     ]);
   });
 
+  it('a keepalive stream that opens only after its bound ran out is dropped at once, not left open', async function () {
+    const etcd = fakeEtcd({ keepaliveOpenMs: 300 }); // the bound is 200 ms at T = 2 s
+    await open(etcd);
+    await waitFor(() => etcd.streams.length >= 2, { what: 'two late streams', timeoutMs: 3_000 });
+    expect(etcd.streams.slice(0, 2).map((s) => [s.sends.length, s.ended])).to.deep.equal([
+      [0, true],
+      [0, true],
+    ]);
+  });
+
   it('a keepalive unanswered within its bound moves renewals to the next endpoint', async function () {
     const frozen = fakeEtcd();
     const healthy = fakeEtcd();
     await open(frozen, [frozen.client, healthy.client]);
-    // Acknowledge only the opening write: from then on the first endpoint answers nothing.
+    // The first endpoint acknowledged only the opening write; from then on it answers nothing.
     await waitFor(() => healthy.streams.length > 0 || healthy.puts.length > 0, {
       what: 'a renewal on the second endpoint',
       timeoutMs: 2_000,
     });
+    const firstTry = frozen.streams[0]!.sends[0]!;
+    const moved = Math.min(healthy.streams[0]?.sends[0] ?? Infinity, healthy.puts[0]?.sentAt ?? Infinity);
+    // It was tried first, and left only once its bound (200 ms at T = 2 s) ran out.
+    expect(moved - firstTry).to.be.at.least(190);
   });
 
   it('never revokes while a service may run under it: a hold delays the revoke until released', async function () {
