@@ -72,8 +72,19 @@ export function rollbackStep(i: RollbackInput): RollbackStep {
           : `${node} stays leader`,
     };
   }
+  if (i.drainSentAt === undefined) {
+    // Never drained by this workflow: a logout on record is someone else's doing (an
+    // operator's drain), not ours to undo — and with no drain of ours, no hold ends by itself
+    // to bound asking.
+    return {
+      kind: 'done',
+      outcome:
+        i.loggedIn === false
+          ? `${node} is logged out, but not by this workflow: left as it is`
+          : `${node} stays leader`,
+    };
+  }
   if (i.loggedIn === false) return { kind: 'undrain' };
-  if (i.drainSentAt === undefined) return { kind: 'done', outcome: `${node} stays leader` };
   // Logged in as far as etcd shows, but the drain may be between "service stopping" and
   // "logout recorded": wait while the drain can still complete, or the agent says it is at it.
   if (i.now < i.drainSentAt + i.drainTimeoutMs) {

@@ -591,11 +591,16 @@ export class WorkflowDriver {
       keys: this.ctx.keys.lease,
       authority,
     }).catch((err: Error) => {
-      // Gone or changed meanwhile: the next round sees how the term ended.
+      // Gone or changed meanwhile: the next round sees how the term ended. Waiting out the
+      // holder's deadline anyway (below) is only ever too careful.
       if (!(err instanceof LeaseOperationError) || err.code === 'no-authority') throw err;
-      return undefined;
+      this.log.warn(
+        { err: err.message, node: wf.from?.node },
+        'revocation not done: the term ended or changed first; waiting out its deadline anyway',
+      );
+      return err;
     });
-    const alsoEnded = revoked?.ended.filter((id) => id !== this.identity) ?? [];
+    const alsoEnded = revoked instanceof Error ? [] : revoked.ended.filter((id) => id !== this.identity);
     return {
       escalation: [...wf.escalation, 'revoke'],
       revoked: {
@@ -605,7 +610,10 @@ export class WorkflowDriver {
       ...(wf.holdOff
         ? { holdOff: { lease: wf.holdOff.lease, nodes: [...wf.holdOff.nodes, ...others] } }
         : {}),
-      note: `${why}: revoked its lease${alsoEnded.length > 0 ? ` (which also ended its terms of ${alsoEnded.join(', ')}; their successors wait out its deadline)` : ''}`,
+      note:
+        revoked instanceof Error
+          ? `${why}: nothing revoked (${revoked.message}); waiting out its deadline anyway`
+          : `${why}: revoked its lease${alsoEnded.length > 0 ? ` (which also ended its terms of ${alsoEnded.join(', ')}; their successors wait out its deadline)` : ''}`,
     };
   }
 

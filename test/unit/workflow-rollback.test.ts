@@ -37,6 +37,12 @@ describe('workflow rollback: giving the identity back on abort', () => {
       'undrain',
     ],
     ['no drain was ever sent: the old leader stays', { drainSentAt: undefined }, 'done'],
+    // Not ours to undo, and with no hold of ours ending, asking would never stop.
+    [
+      'logged out, but never drained by this workflow: left as it is',
+      { drainSentAt: undefined, loggedIn: false, agentState: 'drained' },
+      'done',
+    ],
     [
       'drain window over and the agent says leader: it stays',
       { drainSentAt: NOW - 6_000, agentState: 'leader' },
