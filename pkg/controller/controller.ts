@@ -34,7 +34,7 @@ import {
 import type { ControllerConfig } from '../config/controller.js';
 import { readHistory, recordHistory, type HistoryEntry } from '../history/index.js';
 import { collectResponders } from '../identity/client.js';
-import { within } from '../lease/etcd.js';
+import { ETCD_CALL_MS, within } from '../lease/etcd.js';
 import { fence, LeaseOperationError, releaseHoldOff, unfence } from '../lease/index.js';
 import {
   AccessListError,
@@ -77,8 +77,6 @@ import { WorkflowDriver } from './workflow.js';
 export const CONTROLLER_VERSION = '0.1.0';
 /** How often the controller re-reads the cluster, publishes changes and checks its duties. */
 const TICK_MS = 250;
-/** Deadline of the controller's own etcd calls: a frozen etcd must not hang an API call. */
-const ETCD_CALL_MS = 2_000;
 /** Attempts at a compare-and-swap update of a spec before reporting a conflict. */
 const CAS_ATTEMPTS = 5;
 

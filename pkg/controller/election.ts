@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
-import { within } from '../lease/etcd.js';
+import { ETCD_CALL_MS, within } from '../lease/etcd.js';
 import { Candidate, Session, type FencingToken, type Leadership } from '../lease/index.js';
 import { ControllerKeys, type ControllerMember } from './store.js';
 
@@ -59,7 +59,7 @@ export class ControllerElection extends EventEmitter {
           .put(this.keys.controllerMember(this.member.name))
           .value(JSON.stringify(this.member))
           .lease(session.leaseId)
-          .options(within(2_000));
+          .options(within(ETCD_CALL_MS));
         const candidate = new Candidate(session, { identity: ACTIVE, keys: this.keys.election });
         const leadership = await candidate.campaign(signal);
         // A predecessor that did not resign may still be acting until its deadline: wait it out.

@@ -5,7 +5,7 @@ import type { Etcd3, IKeyValue, IOperation } from 'etcd3';
 import { z } from 'zod';
 import { Workflow } from '../api/schema.js';
 import type { Authority } from '../lease/admin.js';
-import { within } from '../lease/etcd.js';
+import { ETCD_CALL_MS, within } from '../lease/etcd.js';
 import {
   CandidateRecord,
   FenceRecord,
@@ -18,8 +18,6 @@ import {
 } from '../lease/index.js';
 import { parseSpec, SpecKeys } from '../spec/store.js';
 import type { IdentitySpec } from '../spec/schema.js';
-
-const CALL_MS = 2_000;
 
 export class ControllerKeys {
   readonly lease: Keys;
@@ -129,7 +127,7 @@ export async function readSnapshot(client: Etcd3, keys: ControllerKeys): Promise
   const result = await client
     .if(keys.specs.specs(), 'Create', '>', -1) // always true: a multi-range read at one revision
     .then(...prefixes.map((p) => client.getAll().prefix(p)))
-    .options(within(CALL_MS))
+    .options(within(ETCD_CALL_MS))
     .commit();
   const ranges = result.responses.map((r) => r.response_range?.kvs ?? []);
   const snap: ClusterSnapshot = {
@@ -277,7 +275,7 @@ export class GuardedWriter {
     const res = await this.guard()
       .and(key, 'Mod', '==', String(expectRevision))
       .then(this.client.put(key).value(JSON.stringify(value)), ...ops)
-      .options(within(CALL_MS))
+      .options(within(ETCD_CALL_MS))
       .commit();
     return res.succeeded ? BigInt(res.header.revision) : undefined;
   }
@@ -286,7 +284,7 @@ export class GuardedWriter {
   async write(ops: IOperation[]): Promise<boolean> {
     const res = await this.guard()
       .then(...ops)
-      .options(within(CALL_MS))
+      .options(within(ETCD_CALL_MS))
       .commit();
     return res.succeeded;
   }
@@ -294,7 +292,7 @@ export class GuardedWriter {
   async delete(key: string, expectRevision?: bigint): Promise<boolean> {
     let txn = this.guard();
     if (expectRevision !== undefined) txn = txn.and(key, 'Mod', '==', String(expectRevision));
-    const res = await txn.then(this.client.delete().key(key)).options(within(CALL_MS)).commit();
+    const res = await txn.then(this.client.delete().key(key)).options(within(ETCD_CALL_MS)).commit();
     return res.succeeded;
   }
 }

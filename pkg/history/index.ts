@@ -2,9 +2,8 @@
 // (later) every operator action. Keys sort by time, so a prefix range is the history in order.
 import type { Etcd3 } from 'etcd3';
 import { z } from 'zod';
-import { within } from '../lease/etcd.js';
+import { ETCD_CALL_MS, within } from '../lease/etcd.js';
 
-const CALL_MS = 2_000;
 /** Entries kept per identity; older ones are pruned so history cannot grow without bound. */
 export const HISTORY_KEEP = 2_000;
 
@@ -47,7 +46,7 @@ export async function recordHistory(
   await client
     .put(keys.entry(e.identity, e, sequence))
     .value(JSON.stringify(e))
-    .options(within(CALL_MS))
+    .options(within(ETCD_CALL_MS))
     .exec();
 }
 
@@ -62,7 +61,7 @@ export async function readHistory(
     .prefix(keys.all(identity))
     .sort('Key', 'Descend')
     .limit(opts.limit ?? 100)
-    .options(within(CALL_MS))
+    .options(within(ETCD_CALL_MS))
     .strings();
   return Object.entries(res)
     .sort(([a], [b]) => a.localeCompare(b))
@@ -83,7 +82,7 @@ export async function pruneHistory(
     .getAll()
     .prefix(keys.all(identity))
     .sort('Key', 'Ascend')
-    .options(within(CALL_MS))
+    .options(within(ETCD_CALL_MS))
     .keys();
   const excess = all.length - keep;
   if (excess <= 0) return 0;
@@ -92,7 +91,7 @@ export async function pruneHistory(
   await client
     .delete()
     .inRange({ start: keys.all(identity), end: oldestKept })
-    .options(within(CALL_MS))
+    .options(within(ETCD_CALL_MS))
     .exec();
   return excess;
 }

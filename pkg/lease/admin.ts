@@ -3,7 +3,7 @@
 // between makes it fail cleanly instead of acting on a stale view.
 import type { Etcd3, IOperation } from 'etcd3';
 import type { FencingToken } from './campaign.js';
-import { isLeaseGone, within } from './etcd.js';
+import { ETCD_CALL_MS, isLeaseGone, within } from './etcd.js';
 import { ETCD_MIN_TTL_S } from './timing.js';
 import {
   assertName,
@@ -17,7 +17,6 @@ import {
   type TermEnd,
 } from './keys.js';
 
-const CALL_MS = 2_000;
 /**
  * Rounds of "read the holder's keys, record their term ends" before a revoke gives up: each
  * lost compare means a term began or ended on that lease meanwhile, which settles in a round.
@@ -86,7 +85,7 @@ export async function readLeader(
   const result = await client
     .if(keys.leader(identity), 'Create', '>', -1)
     .then(client.get(keys.leader(identity)), client.get(keys.login(identity)))
-    .options(within(CALL_MS))
+    .options(within(ETCD_CALL_MS))
     .commit();
   const leaderKv = result.responses[0]?.response_range?.kvs[0];
   if (!leaderKv) return undefined;
@@ -141,7 +140,7 @@ export async function transfer(
     );
   }
   const candidateKey = keys.candidate(opts.identity, opts.target);
-  const candidateKv = (await client.get(candidateKey).options(within(CALL_MS)).exec()).kvs[0];
+  const candidateKv = (await client.get(candidateKey).options(within(ETCD_CALL_MS)).exec()).kvs[0];
   const candidate = decode(CandidateRecord, candidateKv?.value, candidateKey);
   if (!candidateKv || !candidate) {
     throw new LeaseOperationError(
@@ -179,7 +178,7 @@ export async function transfer(
       client.delete().key(keys.login(opts.identity)),
       client.put(keys.termEnd(opts.identity)).value(JSON.stringify(end)),
     )
-    .options(within(CALL_MS))
+    .options(within(ETCD_CALL_MS))
     .commit();
   if (!result.succeeded) {
     if (opts.authority && !(await holdsAuthority(client, opts.authority))) {
@@ -238,7 +237,7 @@ export async function revokeHolder(
           client.put(keys.termEnd(t.identity)).value(JSON.stringify(revokedTermEnd(t, opts.actor, at))),
         ),
       )
-      .options(within(CALL_MS))
+      .options(within(ETCD_CALL_MS))
       .commit();
     if (!recorded.succeeded) {
       if (opts.authority && !(await holdsAuthority(client, opts.authority))) {
@@ -249,7 +248,7 @@ export async function revokeHolder(
     // A revoke cannot be part of a txn: the caller's term is checked right before it.
     requireAuthority(opts.authority, `revocation of ${opts.identity}'s holder`);
     try {
-      await client.leaseClient.leaseRevoke({ ID: leaseId }, within(CALL_MS));
+      await client.leaseClient.leaseRevoke({ ID: leaseId }, within(ETCD_CALL_MS));
     } catch (err) {
       if (!isLeaseGone(err)) throw err;
     }
@@ -299,7 +298,7 @@ export function identityOfLeaderKey(key: string, keys: Keys): string | undefined
 async function termsOnLease(client: Etcd3, leaseId: string, keys: Keys): Promise<TermOnLease[]> {
   let bound: Buffer[];
   try {
-    const ttl = await client.leaseClient.leaseTimeToLive({ ID: leaseId, keys: true }, within(CALL_MS));
+    const ttl = await client.leaseClient.leaseTimeToLive({ ID: leaseId, keys: true }, within(ETCD_CALL_MS));
     bound = ttl.keys ?? [];
   } catch (err) {
     if (isLeaseGone(err)) return [];
@@ -312,7 +311,7 @@ async function termsOnLease(client: Etcd3, leaseId: string, keys: Keys): Promise
   const read = await client
     .if(keys.leader(identities[0]!), 'Create', '>', -1) // always true: a multi-get at one revision
     .then(...identities.flatMap((id) => [client.get(keys.leader(id)), client.get(keys.login(id))]))
-    .options(within(CALL_MS))
+    .options(within(ETCD_CALL_MS))
     .commit();
   const terms: TermOnLease[] = [];
   identities.forEach((identity, i) => {
@@ -335,7 +334,7 @@ async function termsOnLease(client: Etcd3, leaseId: string, keys: Keys): Promise
 
 /** Does the caller still hold its term, as etcd sees it now? (Why a guarded txn failed.) */
 async function holdsAuthority(client: Etcd3, authority: Authority): Promise<boolean> {
-  const kv = (await client.get(authority.key).options(within(CALL_MS)).exec()).kvs[0];
+  const kv = (await client.get(authority.key).options(within(ETCD_CALL_MS)).exec()).kvs[0];
   return kv !== undefined && kv.mod_revision === authority.revision;
 }
 
@@ -348,13 +347,13 @@ export async function fence(
   const record = FenceRecord.parse({ reason: opts.reason, actor: opts.actor, at: Date.now() });
   const put = client.put((opts.keys ?? new Keys()).fence(opts.node)).value(JSON.stringify(record));
   if (!opts.authority) {
-    await put.options(within(CALL_MS));
+    await put.options(within(ETCD_CALL_MS));
     return;
   }
   const result = await client
     .if(opts.authority.key, 'Mod', '==', opts.authority.revision)
     .then(put)
-    .options(within(CALL_MS))
+    .options(within(ETCD_CALL_MS))
     .commit();
   if (!result.succeeded) throw noAuthority(opts.authority, `fence of ${opts.node}`);
 }
@@ -364,7 +363,7 @@ export async function unfence(client: Etcd3, opts: { node: string; keys?: Keys }
   await client
     .delete()
     .key((opts.keys ?? new Keys()).fence(opts.node))
-    .options(within(CALL_MS));
+    .options(within(ETCD_CALL_MS));
 }
 
 export async function isFenced(
@@ -372,7 +371,7 @@ export async function isFenced(
   node: string,
   keys = new Keys(),
 ): Promise<FenceRecord | undefined> {
-  const raw = await client.get(keys.fence(node)).options(within(CALL_MS)).buffer();
+  const raw = await client.get(keys.fence(node)).options(within(ETCD_CALL_MS)).buffer();
   return decode(FenceRecord, raw, keys.fence(node));
 }
 
@@ -401,7 +400,7 @@ export async function holdOff(
     if (opts.authority) txn = txn.and(opts.authority.key, 'Mod', '==', opts.authority.revision);
     const result = await txn
       .then(...puts)
-      .options(within(CALL_MS))
+      .options(within(ETCD_CALL_MS))
       .commit();
     if (!result.succeeded) {
       // Nothing was written under it: the lease is ours alone and of no use to anyone.
@@ -419,7 +418,7 @@ export async function grantHoldOffLease(
 ): Promise<string> {
   const ttl = Math.max(ETCD_MIN_TTL_S, Math.ceil(opts.ttlMs / 1000));
   requireAuthority(opts.authority, 'hold-off lease grant');
-  const granted = await client.leaseClient.leaseGrant({ TTL: ttl }, within(CALL_MS));
+  const granted = await client.leaseClient.leaseGrant({ TTL: ttl }, within(ETCD_CALL_MS));
   return granted.ID;
 }
 
@@ -449,7 +448,7 @@ export function holdOffPuts(
 export async function releaseHoldOff(client: Etcd3, leaseId: string, authority?: Authority): Promise<void> {
   requireAuthority(authority, `release of hold-off lease ${leaseId}`);
   try {
-    await client.leaseClient.leaseRevoke({ ID: leaseId }, within(CALL_MS));
+    await client.leaseClient.leaseRevoke({ ID: leaseId }, within(ETCD_CALL_MS));
   } catch (err) {
     if (!isLeaseGone(err)) throw err;
   }
@@ -461,7 +460,7 @@ export async function listHoldOffs(
   identity: string,
   keys = new Keys(),
 ): Promise<Map<string, HoldOffRecord>> {
-  const raw = await client.getAll().prefix(keys.holdOffs(identity)).options(within(CALL_MS)).strings();
+  const raw = await client.getAll().prefix(keys.holdOffs(identity)).options(within(ETCD_CALL_MS)).strings();
   const out = new Map<string, HoldOffRecord>();
   for (const [key, value] of Object.entries(raw)) {
     const parsed = HoldOffRecord.safeParse(JSON.parse(value));

@@ -21,7 +21,7 @@ import {
   type EarlierTerm,
 } from './clearance.js';
 import { TypedEmitter } from './emitter.js';
-import { within } from './etcd.js';
+import { ETCD_CALL_MS, within } from './etcd.js';
 import {
   assertName,
   CandidateRecord,
@@ -37,8 +37,6 @@ import type { Release, Session } from './session.js';
 
 /** Gap between ranks in a free election: well above a txn round trip on a LAN. */
 export const STAGGER_STEP_MS = 250;
-/** Bound on each etcd call a campaign makes. */
-const CALL_MS = 2_000;
 /** Pause after a failed etcd call before the campaign loop reads again. */
 const RETRY_MS = 200;
 /**
@@ -213,7 +211,7 @@ export class Candidate {
         await this.client
           .if(leaderKey, 'Mod', '==', String(state.leader.token))
           .then(this.client.delete().key(leaderKey))
-          .options(within(CALL_MS))
+          .options(within(ETCD_CALL_MS))
           .commit()
           .catch(() => undefined);
         continue;
@@ -247,7 +245,7 @@ export class Candidate {
           .and(fenceKey, 'Create', '==', 0)
           .and(holdOffKey, 'Create', '==', 0)
           .then(this.client.put(leaderKey).value(JSON.stringify(record)).lease(this.session.leaseId))
-          .options(within(CALL_MS))
+          .options(within(ETCD_CALL_MS))
           .commit();
       } catch {
         await sleep(RETRY_MS, signal);
@@ -304,7 +302,7 @@ export class Candidate {
       .put(this.keys.candidate(this.identity, this.session.node))
       .value(JSON.stringify(record))
       .lease(this.session.leaseId)
-      .options(within(CALL_MS));
+      .options(within(ETCD_CALL_MS));
   }
 
   /** Remove this candidate's registration (best effort: it also goes with the lease). */
@@ -312,7 +310,7 @@ export class Candidate {
     await this.client
       .delete()
       .key(this.keys.candidate(this.identity, this.session.node))
-      .options(within(CALL_MS))
+      .options(within(ETCD_CALL_MS))
       .exec()
       .catch(() => undefined);
   }
@@ -327,7 +325,7 @@ export class Candidate {
         this.client.get(termEndKey),
         this.client.get(holdOffKey),
       )
-      .options(within(CALL_MS))
+      .options(within(ETCD_CALL_MS))
       .commit();
     const leaderKv = result.responses[0]?.response_range?.kvs[0];
     const fenceKv = result.responses[1]?.response_range?.kvs[0];
@@ -364,7 +362,7 @@ export class Candidate {
       const raw = await this.client
         .getAll()
         .prefix(this.keys.candidates(this.identity))
-        .options(within(CALL_MS))
+        .options(within(ETCD_CALL_MS))
         .strings();
       all = Object.values(raw).flatMap((v) => {
         try {
@@ -463,7 +461,7 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
 
   /**
    * Watch our own key: a deletion or a move ends the term even if the session lives. The
-   * watch is created within CALL_MS (or the campaign's abort): a leader that cannot watch
+   * watch is created within ETCD_CALL_MS (or the campaign's abort): a leader that cannot watch
    * its key refuses the term rather than act blind.
    */
   async start(revision: string, signal?: AbortSignal): Promise<Leadership> {
@@ -481,7 +479,7 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
     const pending = this.session.client.watch().key(this.key).startRevision(String(fromRevision)).create();
     let timer: NodeJS.Timeout | undefined;
     const gaveUp = new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => resolve(undefined), CALL_MS);
+      timer = setTimeout(() => resolve(undefined), ETCD_CALL_MS);
       signal?.addEventListener('abort', () => resolve(undefined), { once: true });
       void this.whenLost().then(() => resolve(undefined));
     });
@@ -492,7 +490,7 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
       void pending.then((w) => w.cancel()).catch(() => undefined);
       if (!this.ended) this.end('session');
       throw new CampaignAbandonedError(
-        `could not watch ${this.key} within ${CALL_MS} ms after winning term ${this.token}; giving the term back`,
+        `could not watch ${this.key} within ${ETCD_CALL_MS} ms after winning term ${this.token}; giving the term back`,
       );
     }
     this.watcher = watcher;
@@ -512,7 +510,7 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
     void broken.cancel().catch(() => undefined);
     while (!this.ended) {
       try {
-        const res = await this.session.client.get(this.key).options(within(CALL_MS)).exec();
+        const res = await this.session.client.get(this.key).options(within(ETCD_CALL_MS)).exec();
         const current = res.kvs[0];
         if (!current || BigInt(current.mod_revision) !== this.token) {
           this.end(current ? 'key-moved' : 'key-deleted');
@@ -604,7 +602,7 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
         client.get(keys.login(this.identity)),
         client.getAll().prefix(sessionKeys.sessions()),
       )
-      .options(within(CALL_MS))
+      .options(within(ETCD_CALL_MS))
       .commit();
     const readAt = performance.now();
     const revision = BigInt(result.header.revision);
@@ -696,7 +694,7 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
     if (loggedIn) txn = txn.and(fenceKey, 'Create', '==', 0).and(holdOffKey, 'Create', '==', 0);
     let result;
     try {
-      result = await txn.then(client.put(loginKey).value(value)).options(within(CALL_MS)).commit();
+      result = await txn.then(client.put(loginKey).value(value)).options(within(ETCD_CALL_MS)).commit();
     } catch (err) {
       if (loggedIn && !this.loggedInValue) this.release();
       throw err;
@@ -705,12 +703,12 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
       result = await client
         .if(loginKey, 'Mod', '==', this.loginRevision)
         .then(client.put(loginKey).value(value))
-        .options(within(CALL_MS))
+        .options(within(ETCD_CALL_MS))
         .commit();
     }
     if (!result.succeeded) {
       if (loggedIn && !this.loggedInValue) this.release();
-      const still = await client.get(this.key).options(within(CALL_MS)).exec();
+      const still = await client.get(this.key).options(within(ETCD_CALL_MS)).exec();
       if (still.kvs[0] && BigInt(still.kvs[0].mod_revision) === this.token) {
         throw new FencedNodeError(this.node, this.identity);
       }
@@ -772,7 +770,7 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
           // Until it campaigns again, the resigned node is no candidate: nobody waits for it.
           client.delete().key(this.candidate.keys.candidate(this.identity, this.node)),
         )
-        .options(within(CALL_MS))
+        .options(within(ETCD_CALL_MS))
         .commit();
       ok = result.succeeded;
       if (!ok && confirm) {
@@ -780,7 +778,7 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
         await client
           .if(loginKey, 'Mod', '==', this.loginRevision!)
           .then(client.put(loginKey).value(confirmation))
-          .options(within(CALL_MS))
+          .options(within(ETCD_CALL_MS))
           .commit();
       }
     } catch {

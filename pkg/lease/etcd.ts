@@ -69,6 +69,14 @@ export function renewalClients(client: Etcd3): Etcd3[] {
   return RENEWAL_CLIENTS.get(client) ?? [client];
 }
 
+/**
+ * The deadline of one ordinary etcd call (a read, a transaction, a lease grant or revoke).
+ * Long enough to ride out a raft election on a healthy cluster (about 1 s with etcd's
+ * defaults) plus one retry on another endpoint, short enough that a loop which cannot reach
+ * etcd says so within a couple of seconds. Renewals use their own, shorter bound (T/10).
+ */
+export const ETCD_CALL_MS = 2_000;
+
 /** Call options with an absolute deadline `ms` from now (shared by the library's retries). */
 export function within(ms: number): { deadline: Date } {
   return { deadline: new Date(Date.now() + ms) };

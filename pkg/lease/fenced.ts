@@ -2,10 +2,8 @@
 // that token is still the identity's current term. A resumed old leader's write fails.
 import type { Etcd3 } from 'etcd3';
 import { StaleTokenError, type FencingToken } from './campaign.js';
-import { within } from './etcd.js';
+import { ETCD_CALL_MS, within } from './etcd.js';
 import { Keys } from './keys.js';
-
-const CALL_MS = 2_000;
 
 /** Put `key` = `value` only if `token` is still the current term of `identity`. */
 export async function fencedPut(
@@ -16,7 +14,7 @@ export async function fencedPut(
   const result = await client
     .if(leaderKey, 'Mod', '==', String(opts.token))
     .then(client.put(opts.key).value(opts.value))
-    .options(within(CALL_MS))
+    .options(within(ETCD_CALL_MS))
     .commit();
   if (!result.succeeded) throw new StaleTokenError(opts.identity, opts.token);
   return { revision: BigInt(result.header.revision) };
@@ -32,7 +30,7 @@ export async function isTokenCurrent(
   token: FencingToken,
   keys = new Keys(),
 ): Promise<boolean> {
-  const kv = (await client.get(keys.leader(identity)).options(within(CALL_MS)).exec()).kvs[0];
+  const kv = (await client.get(keys.leader(identity)).options(within(ETCD_CALL_MS)).exec()).kvs[0];
   return kv !== undefined && BigInt(kv.mod_revision) === token;
 }
 

@@ -4,10 +4,8 @@
 // from that read. The leader observer, the agent's spec watcher and its fence watch all
 // stand on this one piece.
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
-import { isClientClosed, within } from './etcd.js';
+import { ETCD_CALL_MS, isClientClosed, within } from './etcd.js';
 
-/** Bound on the read and on creating the watch: a frozen etcd otherwise hangs either for good. */
-const CALL_MS = 2_000;
 /** Pause between attempts while etcd does not answer. */
 const RETRY_MS = 500;
 
@@ -46,7 +44,7 @@ export class ResyncingWatch {
           'key' in this.target
             ? this.client.get(this.target.key)
             : this.client.getAll().prefix(this.target.prefix);
-        const res = await read.options(within(CALL_MS)).exec();
+        const res = await read.options(within(ETCD_CALL_MS)).exec();
         if (this.closed) return;
         const revision = BigInt(res.header.revision);
         this.on.snapshot(res.kvs, revision);
@@ -72,12 +70,12 @@ export class ResyncingWatch {
     let timer: NodeJS.Timeout | undefined;
     const watcher = await Promise.race([
       pending,
-      new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), CALL_MS))),
+      new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ETCD_CALL_MS))),
     ]).finally(() => clearTimeout(timer));
     if (!watcher || this.closed) {
       // Created late (or after close): cancel it when it arrives, so no watch leaks.
       void pending.then((w) => w.cancel()).catch(() => undefined);
-      if (!watcher) throw new Error(`etcd did not create a watch within ${CALL_MS} ms`);
+      if (!watcher) throw new Error(`etcd did not create a watch within ${ETCD_CALL_MS} ms`);
       return;
     }
     this.watcher = watcher;

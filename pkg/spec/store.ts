@@ -4,12 +4,11 @@
 import { readFile } from 'node:fs/promises';
 import type { Etcd3, IKeyValue } from 'etcd3';
 import { parseAllDocuments } from 'yaml';
-import { within } from '../lease/etcd.js';
+import { ETCD_CALL_MS, within } from '../lease/etcd.js';
 import { assertName } from '../lease/keys.js';
 import { ResyncingWatch } from '../lease/watch.js';
 import { IdentitySpec, PendingRequest, type Caller, type IdentitySpecInput } from './schema.js';
 
-const CALL_MS = 2_000;
 /** Optimistic retries of a read-modify-write on a spec (approvals racing with applies). */
 const CAS_ATTEMPTS = 5;
 
@@ -75,13 +74,13 @@ export async function getSpec(
   keys = new SpecKeys(),
 ): Promise<StoredSpec | undefined> {
   assertName('identity', identity);
-  const res = await client.get(keys.spec(identity)).options(within(CALL_MS)).exec();
+  const res = await client.get(keys.spec(identity)).options(within(ETCD_CALL_MS)).exec();
   const kv = res.kvs[0];
   return kv ? { spec: decodeSpec(kv, keys.spec(identity)), revision: BigInt(kv.mod_revision) } : undefined;
 }
 
 export async function listSpecs(client: Etcd3, keys = new SpecKeys()): Promise<StoredSpec[]> {
-  const res = await client.getAll().prefix(keys.specs()).options(within(CALL_MS)).exec();
+  const res = await client.getAll().prefix(keys.specs()).options(within(ETCD_CALL_MS)).exec();
   return res.kvs.map((kv) => ({
     spec: decodeSpec(kv, kv.key.toString()),
     revision: BigInt(kv.mod_revision),
@@ -103,20 +102,20 @@ export async function putSpec(
   const key = keys.spec(spec.name);
   const put = client.put(key).value(JSON.stringify(spec));
   if (opts.expectRevision === undefined) {
-    const res = await put.options(within(CALL_MS)).exec();
+    const res = await put.options(within(ETCD_CALL_MS)).exec();
     return BigInt(res.header.revision);
   }
   const txn = await client
     .if(key, 'Mod', '==', String(opts.expectRevision))
     .then(put)
-    .options(within(CALL_MS))
+    .options(within(ETCD_CALL_MS))
     .commit();
   return txn.succeeded ? BigInt(txn.header.revision) : undefined;
 }
 
 export async function deleteSpec(client: Etcd3, identity: string, keys = new SpecKeys()): Promise<boolean> {
   assertName('identity', identity);
-  const res = await client.delete().key(keys.spec(identity)).options(within(CALL_MS)).exec();
+  const res = await client.delete().key(keys.spec(identity)).options(within(ETCD_CALL_MS)).exec();
   return Number(res.deleted) > 0;
 }
 
@@ -175,7 +174,7 @@ export async function putCredential(
   keys = new SpecKeys(),
 ): Promise<void> {
   assertName('identity', identity);
-  await client.put(keys.credential(identity)).value(secret).options(within(CALL_MS)).exec();
+  await client.put(keys.credential(identity)).value(secret).options(within(ETCD_CALL_MS)).exec();
 }
 
 export async function readCredential(
@@ -183,7 +182,7 @@ export async function readCredential(
   identity: string,
   keys = new SpecKeys(),
 ): Promise<Buffer | undefined> {
-  const value = await client.get(keys.credential(identity)).options(within(CALL_MS)).buffer();
+  const value = await client.get(keys.credential(identity)).options(within(ETCD_CALL_MS)).buffer();
   return value ?? undefined;
 }
 
@@ -201,7 +200,7 @@ export async function recordPending(
   const res = await client
     .if(key, 'Create', '==', 0)
     .then(client.put(key).value(JSON.stringify(record)))
-    .options(within(CALL_MS))
+    .options(within(ETCD_CALL_MS))
     .commit();
   return res.succeeded;
 }
@@ -211,7 +210,7 @@ export async function listPending(
   identity: string,
   keys = new SpecKeys(),
 ): Promise<PendingRequest[]> {
-  const raw = await client.getAll().prefix(keys.pendingAll(identity)).options(within(CALL_MS)).strings();
+  const raw = await client.getAll().prefix(keys.pendingAll(identity)).options(within(ETCD_CALL_MS)).strings();
   return Object.values(raw).flatMap((v) => {
     const parsed = PendingRequest.safeParse(JSON.parse(v));
     return parsed.success ? [parsed.data] : [];
@@ -264,7 +263,7 @@ async function decidePending(
     const stored = await getSpec(client, identity, keys);
     if (!stored) throw new AccessListError(`identity ${identity} has no spec; apply one first`, 'no-spec');
     const pendingKey = keys.pending(identity, caller);
-    const raw = await client.get(pendingKey).options(within(CALL_MS)).string();
+    const raw = await client.get(pendingKey).options(within(ETCD_CALL_MS)).string();
     if (raw === null) {
       throw new AccessListError(
         `${identity} has no pending authorization request from ${caller}; list them with listPending`,
@@ -288,7 +287,7 @@ async function decidePending(
         // A deny leaves the spec as it is; rewriting it unchanged keeps the txn one shape.
         client.put(keys.spec(identity)).value(JSON.stringify(decision === 'deny' ? stored.spec : next)),
       )
-      .options(within(CALL_MS))
+      .options(within(ETCD_CALL_MS))
       .commit();
     if (res.succeeded) return entry;
   }
