@@ -236,8 +236,13 @@ export class GuardedWriter {
     private readonly name = 'this controller',
   ) {}
 
-  private guard() {
-    return this.client.if(this.keys.election.leader('active'), 'Mod', '==', this.authority().revision);
+  /**
+   * The compare every write carries: the election key still has the revision of `term` (by
+   * default the current one). A step that captured its term at the start passes it, so a
+   * write cannot land under a later term this controller won in the meantime.
+   */
+  private guard(term: Authority = this.authority()) {
+    return this.client.if(term.key, 'Mod', '==', term.revision);
   }
 
   /**
@@ -271,8 +276,9 @@ export class GuardedWriter {
     value: unknown,
     expectRevision: bigint,
     ops: IOperation[] = [],
+    term?: Authority,
   ): Promise<bigint | undefined> {
-    const res = await this.guard()
+    const res = await this.guard(term)
       .and(key, 'Mod', '==', String(expectRevision))
       .then(this.client.put(key).value(JSON.stringify(value)), ...ops)
       .options(within(ETCD_CALL_MS))
@@ -281,16 +287,16 @@ export class GuardedWriter {
   }
 
   /** Write `ops` while this controller is active; false when its term ended (nothing written). */
-  async write(ops: IOperation[]): Promise<boolean> {
-    const res = await this.guard()
+  async write(ops: IOperation[], term?: Authority): Promise<boolean> {
+    const res = await this.guard(term)
       .then(...ops)
       .options(within(ETCD_CALL_MS))
       .commit();
     return res.succeeded;
   }
 
-  async delete(key: string, expectRevision?: bigint): Promise<boolean> {
-    let txn = this.guard();
+  async delete(key: string, expectRevision?: bigint, term?: Authority): Promise<boolean> {
+    let txn = this.guard(term);
     if (expectRevision !== undefined) txn = txn.and(key, 'Mod', '==', String(expectRevision));
     const res = await txn.then(this.client.delete().key(key)).options(within(ETCD_CALL_MS)).commit();
     return res.succeeded;
