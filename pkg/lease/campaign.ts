@@ -69,6 +69,24 @@ export interface CandidateOptions {
   /** Asked before each attempt; an unhealthy candidate ranks last. */
   healthy?: () => boolean;
   keys?: Keys;
+  /**
+   * Told when the campaign starts retrying after a failure (etcd unreachable, RBAC denying a
+   * read, a malformed record), when the reason changes, and with `undefined` once an attempt
+   * gets through again. A persistent fault must never look like plain "campaigning".
+   */
+  onRetry?: (retry: CampaignRetry | undefined) => void;
+}
+
+/** Why a candidate is retrying instead of campaigning normally. */
+export interface CampaignRetry {
+  /** What failed, for the operator: "reading the candidates to rank this node", … */
+  what: string;
+  /** The error's message. */
+  error: string;
+  /** Wall-clock ms of the first failure of this streak. */
+  since: number;
+  /** Failed attempts in this streak. */
+  attempts: number;
 }
 
 /** What a new leader knows about the term before its own. */

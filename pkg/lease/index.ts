@@ -17,6 +17,7 @@ export {
   FencedNodeError,
   STAGGER_STEP_MS,
   type CandidateOptions,
+  type CampaignRetry,
   type FencingToken,
   type PreviousTerm,
 } from './campaign.js';
