@@ -3,15 +3,11 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { LeaseTimingError, leaseTiming, Name } from '../lease/index.js';
-import { durationMs, durationSeconds } from '../spec/schema.js';
+import { LeaseTimingError, LeaseTimingSection, leaseTiming, Name } from '../lease/index.js';
+import { durationMs } from '../spec/schema.js';
 import { ConfigError, loadConfig, parseConfig, type EnvOverride } from './load.js';
 
 // Upper bounds of agent durations (each far below what a Node timer holds: spec/schema.ts).
-/** A TTL over an hour means an hour of downtime before any failover: not a failover tool. */
-const LEASE_TTL_MAX_SECONDS = 3_600;
-/** D and the logout budget both lie inside the TTL (leaseTiming checks that exactly). */
-const LEASE_PART_MAX_MS = LEASE_TTL_MAX_SECONDS * 1_000;
 /** Heartbeats rarer than a minute leave the controller's view of agents stale for too long. */
 const HEARTBEAT_INTERVAL_MAX_MS = 60_000;
 
@@ -68,14 +64,8 @@ export const AgentConfig = z.strictObject({
   node: Name,
   etcd: EtcdSection,
   nats: NatsSection,
-  lease: z
-    .strictObject({
-      ttlSeconds: durationSeconds(2, LEASE_TTL_MAX_SECONDS).default(5),
-      selfFenceMs: durationMs(1, LEASE_PART_MAX_MS).optional(),
-      logoutBudgetMs: durationMs(1, LEASE_PART_MAX_MS).optional(),
-      driftMargin: z.number().min(0.01).max(0.5).default(0.1),
-    })
-    .prefault({}),
+  /** Lease timing: its schema lives with the self-fencing inequality it feeds (pkg/lease/timing.ts). */
+  lease: LeaseTimingSection,
   /** Default priority of this node for every identity it hosts (higher wins free elections). */
   priority: z.number().int().min(-1000).max(1000).default(0),
   tags: z.strictObject({ nofailover: z.boolean().default(false) }).prefault({}),

@@ -3,6 +3,7 @@ export { connectEtcd, within, type EtcdConnectOptions } from './etcd.js';
 export {
   leaseTiming,
   LeaseTimingError,
+  LeaseTimingSection,
   ETCD_MIN_TTL_S,
   type LeaseTiming,
   type LeaseTimingInput,

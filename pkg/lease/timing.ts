@@ -34,17 +34,45 @@ export const KEEPALIVES_PER_TTL = 10;
  */
 export const DEFAULT_SELF_FENCE_SHARE = 0.7;
 
+/** A TTL over an hour means an hour of downtime before any failover: not a failover tool. */
+export const TTL_MAX_SECONDS = 3_600;
+/** T when a config file leaves it out: rides out an etcd election (README) and fails over in seconds. */
+export const DEFAULT_TTL_SECONDS = 5;
+
+// The messages name the bounds; whoever reports an issue names the field (its path).
+const wholeSeconds = (min: number, max: number) =>
+  z
+    .number({ error: `must be a number of seconds between ${min} s and ${max} s` })
+    .int(`must be a whole number of seconds between ${min} s and ${max} s`)
+    .min(min, `must be at least ${min} s; raise it`)
+    .max(max, `must be at most ${max} s; lower it`);
+const wholeMs = (max: number) =>
+  z
+    .number({ error: `must be a number of milliseconds, at most ${max} ms` })
+    .int('must be a whole number of milliseconds')
+    .positive('must be more than 0 ms')
+    .max(max, `must be at most ${max} ms; lower it`);
+
+/**
+ * The lease timing fields, declared once: leaseTiming() validates them, and the agent's
+ * config uses them as its `lease:` section (LeaseTimingSection).
+ */
 export const LeaseTimingInput = z.strictObject({
   /** Lease TTL in whole seconds (etcd's unit). */
-  ttlSeconds: z.number().int().min(ETCD_MIN_TTL_S).max(3600),
-  /** Self-fence deadline D, ms after the send time of the last acknowledged renewal. */
-  selfFenceMs: z.number().int().positive().optional(),
-  /** Time the service may take to log out once told to (SIGTERM → SIGKILL → confirmed). */
-  logoutBudgetMs: z.number().int().positive().optional(),
+  ttlSeconds: wholeSeconds(ETCD_MIN_TTL_S, TTL_MAX_SECONDS),
+  /** Self-fence deadline D, ms after the send time of the last acknowledged renewal (inside T). */
+  selfFenceMs: wholeMs(TTL_MAX_SECONDS * 1_000).optional(),
+  /** Time the service may take to log out once told to (SIGTERM → SIGKILL → confirmed; inside T). */
+  logoutBudgetMs: wholeMs(TTL_MAX_SECONDS * 1_000).optional(),
   /** Fraction of T kept in reserve for clock drift and timer lateness. */
   driftMargin: z.number().min(0.01).max(0.5).default(0.1),
 });
 export type LeaseTimingInput = z.input<typeof LeaseTimingInput>;
+
+/** The same fields as a config file's `lease:` section: T defaults, the section may be left out. */
+export const LeaseTimingSection = LeaseTimingInput.extend({
+  ttlSeconds: LeaseTimingInput.shape.ttlSeconds.default(DEFAULT_TTL_SECONDS),
+}).prefault({});
 
 export interface LeaseTiming {
   ttlSeconds: number;

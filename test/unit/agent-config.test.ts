@@ -73,6 +73,13 @@ identities:
     expect(found[0]!.message).to.match(/exceeds ttlSeconds/);
   });
 
+  it("refuses a lease TTL below etcd's minimum with the schema pkg/lease declares, naming the field and line", () => {
+    const found = problems(`${GOOD}lease:\n  ttlSeconds: 1\n`);
+    expect(found).to.have.length(1);
+    expect(found[0]).to.include({ field: 'lease.ttlSeconds', source: '/etc/understudy/agent.yaml:9' });
+    expect(found[0]!.message).to.match(/at least 2 s/);
+  });
+
   it('reports YAML syntax errors with their line', () => {
     const found = problems('node: a\netcd: [\n');
     expect(found[0]!.field).to.equal('(yaml)');

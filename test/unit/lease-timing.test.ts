@@ -38,6 +38,17 @@ describe('lease timing (the self-fencing inequality)', function () {
     );
   });
 
+  it('names the field and its bounds when a value is out of range', function () {
+    expect(() => leaseTiming({ ttlSeconds: 2.5 })).to.throw(
+      LeaseTimingError,
+      /ttlSeconds: must be a whole number of seconds/,
+    );
+    expect(() => leaseTiming({ ttlSeconds: 5, selfFenceMs: 0 })).to.throw(
+      LeaseTimingError,
+      /selfFenceMs: must be more than 0 ms/,
+    );
+  });
+
   it('refuses unknown fields (a typo must not silently fall back to a default)', function () {
     expect(() => leaseTiming({ ttlSeconds: 6, selfFenceMS: 3000 } as never)).to.throw(LeaseTimingError);
   });
