@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, loadControllerConfig, resolveTokens } from '../../pkg/config/controller.js';
 import { Controller } from '../../pkg/controller/controller.js';
-import { createApp, serveHttp } from '../../pkg/controller/http.js';
+import { createApp, serveHttp } from '../../pkg/http/index.js';
 import { createLogger } from '../../pkg/log/index.js';
 import { connectNats, etcdFromSettings } from '../../pkg/transport/connect.js';
 

@@ -17,7 +17,7 @@ export const REQUEST_TIMEOUT_MS = 10_000;
 /**
  * An event stream silent this long is taken for dead (a frozen controller or a cut network
  * sends no FIN): the controller writes a keepalive comment every 15 s (SSE_KEEPALIVE_MS in
- * pkg/controller/http.ts), so two missed keepalives plus margin.
+ * pkg/http/events.ts), so two missed keepalives plus margin.
  */
 export const EVENTS_IDLE_TIMEOUT_MS = 35_000;
 

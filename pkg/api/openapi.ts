@@ -2,7 +2,7 @@
 // so it cannot drift from what the server mounts. Schemas come from zod's own JSON Schema
 // export (draft 2020-12, which is what OpenAPI 3.1 uses).
 import { z } from 'zod';
-import { ApiEvent, Problem, ROUTES, type RouteSpec } from '../api/schema.js';
+import { ApiEvent, Problem, ROUTES, type RouteSpec } from './schema.js';
 import { Name } from '../lease/keys.js';
 import { IdentitySpec } from '../spec/schema.js';
 

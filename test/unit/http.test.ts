@@ -13,8 +13,8 @@ import {
   type Workflow,
 } from '../../pkg/api/schema.js';
 import type { ResolvedToken } from '../../pkg/config/controller.js';
-import { createApp, MAX_BODY_BYTES, serveHttp, SSE_MAX_QUEUED } from '../../pkg/controller/http.js';
-import { openApiDocument, openApiPath } from '../../pkg/controller/openapi.js';
+import { createApp, MAX_BODY_BYTES, serveHttp, SSE_MAX_QUEUED } from '../../pkg/http/index.js';
+import { openApiDocument, openApiPath } from '../../pkg/api/openapi.js';
 import { createLogger } from '../../pkg/log/index.js';
 
 const TOKENS: ResolvedToken[] = [
@@ -192,7 +192,7 @@ interface Problem {
   active?: { name: string; url?: string };
 }
 
-describe('controller HTTP API (pkg/controller/http.ts)', function () {
+describe('controller HTTP API (pkg/http)', function () {
   let api: FakeApi;
   let logs: LogCapture;
   let app: Hono;

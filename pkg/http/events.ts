@@ -1,0 +1,97 @@
+// The event stream (server-sent events): what the core publishes, filtered per identity,
+// bounded per client.
+import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
+import { ApiError, type ApiEvent, type ControllerApi } from '../api/schema.js';
+import { Name } from '../lease/keys.js';
+import type { Call } from './validate.js';
+
+/**
+ * An SSE stream sends a comment this often when nothing happens: proxies and load balancers
+ * drop connections idle for 30-60 s, and a client only notices a dead controller when a
+ * write it expected does not arrive.
+ */
+export const SSE_KEEPALIVE_MS = 15_000;
+
+/**
+ * Events queued for one SSE client that does not read them. Past this the stream is cut: a
+ * stalled client must not grow the controller's memory without bound; it reconnects and
+ * re-reads the state instead.
+ */
+export const SSE_MAX_QUEUED = 1_000;
+
+/** The SSE route: its streams are cut at once on close (clients reconnect elsewhere). */
+export const EVENTS_PATH = '/v1/events';
+
+export async function events(call: Call): Promise<Response> {
+  const identity = call.c.req.query('identity');
+  if (identity !== undefined) {
+    const parsed = Name.safeParse(identity);
+    if (!parsed.success) {
+      throw new ApiError(
+        'bad-request',
+        `query.identity '${identity}': ${parsed.error.issues[0]!.message}`,
+        'query.identity',
+      );
+    }
+  }
+  const wanted = identity === undefined ? () => true : (e: ApiEvent) => concerns(e, identity);
+  return streamSSE(
+    call.c,
+    (stream) => pumpEvents(stream, call.api, wanted),
+    async (err) => {
+      call.logger.error({ err }, 'event stream failed; the client gets an error event and reconnects');
+    },
+  );
+}
+
+/**
+ * Streams the core's events until the client goes away. There is no replay (Last-Event-ID is
+ * not honoured): a client that reconnects re-reads the state it cares about.
+ */
+async function pumpEvents(
+  stream: SSEStreamingApi,
+  api: ControllerApi,
+  wanted: (e: ApiEvent) => boolean,
+): Promise<void> {
+  let id = 0;
+  let queued = 0;
+  // Writes are chained so events go out in the order the core published them.
+  let writing = Promise.resolve();
+  const written = () => {
+    queued--;
+  };
+  const enqueue = (write: () => Promise<unknown>) => {
+    if (queued >= SSE_MAX_QUEUED) return stream.abort();
+    queued++;
+    writing = writing.then(write).then(written, written);
+  };
+  const unsubscribe = api.subscribe((event) => {
+    if (!wanted(event)) return;
+    const message = { event: event.type, data: JSON.stringify(event), id: String(++id) };
+    enqueue(() => stream.writeSSE(message));
+  });
+  const keepalive = setInterval(() => enqueue(() => stream.write(': keepalive\n\n')), SSE_KEEPALIVE_MS);
+  try {
+    await new Promise<void>((resolve) => {
+      if (stream.aborted) resolve();
+      stream.onAbort(resolve);
+    });
+  } finally {
+    clearInterval(keepalive);
+    unsubscribe();
+  }
+}
+
+/** Node events describe a host, not an identity: a filtered stream leaves them out. */
+function concerns(event: ApiEvent, identity: string): boolean {
+  switch (event.type) {
+    case 'identity':
+      return event.identity.identity === identity;
+    case 'workflow':
+      return event.workflow.identity === identity;
+    case 'alarm':
+      return event.identity === identity;
+    case 'node':
+      return false;
+  }
+}
