@@ -14,7 +14,8 @@ import {
 } from 'nats';
 import { TokenGate } from '../lease/fenced.js';
 import { NAME_PATTERN } from '../lease/keys.js';
-import { newNonce, signRequest, type HeaderLookup } from './access.js';
+import type { HeaderLookup } from './authenticator.js';
+import { newNonce, signRequest } from './request-signing.js';
 import { ErrorCode, headers as H, MAX_REQUEST_BYTES, subjects } from './wire.js';
 
 /**

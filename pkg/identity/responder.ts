@@ -21,7 +21,8 @@ import {
 } from 'nats';
 import type { Logger } from 'pino';
 import type { IdentitySpec } from '../spec/schema.js';
-import { decide, RequestAuthenticator } from './access.js';
+import { decide } from './access.js';
+import { RequestAuthenticator } from './authenticator.js';
 import type { IdentityDriver, ServiceReply } from './driver.js';
 import {
   BUILTIN_VERBS,
