@@ -2,17 +2,10 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_CONTROLLER_URL } from '../../pkg/cli/api-client.js';
 import * as api from '../../pkg/cli/controller-commands.js';
-import {
-  agentStatus,
-  call,
-  CliError,
-  EXIT,
-  exitCodesHelp,
-  OUTPUT_FORMATS,
-  ping,
-  watch,
-} from '../../pkg/cli/nats-commands.js';
-import { parseAtTime } from '../../pkg/cli/render.js';
+import { agentStatus, call, ping, watch } from '../../pkg/cli/nats-commands.js';
+import { CliError, EXIT, exitCodesHelp } from '../../pkg/cli/exit.js';
+import { OUTPUT_FORMATS } from '../../pkg/cli/output.js';
+import { parseAtTime } from '../../pkg/cli/time.js';
 
 const positiveInt = (value: string) => {
   const n = Number(value);

@@ -3,7 +3,7 @@
 // sent on to the active controller when a standby answers, and the /v1/events SSE stream.
 import { readFile } from 'node:fs/promises';
 import { ApiEvent, Problem } from '../api/schema.js';
-import { CliError, EXIT } from './nats-commands.js';
+import { CliError, EXIT } from './exit.js';
 
 /** Where `cmd/controller` listens by default (pkg/config/controller.ts `http.listen`). */
 export const DEFAULT_CONTROLLER_URL = 'http://127.0.0.1:8480';

@@ -15,7 +15,7 @@ import {
   type SseMessage,
   withField,
 } from '../../pkg/cli/api-client.js';
-import { CliError, EXIT } from '../../pkg/cli/nats-commands.js';
+import { CliError, EXIT } from '../../pkg/cli/exit.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse, body: string) => void;
 

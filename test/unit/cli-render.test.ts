@@ -1,16 +1,11 @@
 import { expect } from 'chai';
 import type { IdentityView, StandbyView, Workflow } from '../../pkg/api/schema.js';
 import { aclRequest, specsFromYaml } from '../../pkg/cli/controller-commands.js';
-import { CliError, EXIT } from '../../pkg/cli/nats-commands.js';
+import { CliError, EXIT } from '../../pkg/cli/exit.js';
 import {
-  formatAgo,
-  formatDuration,
-  formatElapsed,
-  formatLocalTime,
   identityNotes,
   memberRole,
   memberRows,
-  parseAtTime,
   renderApplyResults,
   renderHistory,
   renderIdentityList,
@@ -19,6 +14,13 @@ import {
   stepLine,
   workflowOutcome,
 } from '../../pkg/cli/render.js';
+import {
+  formatAgo,
+  formatDuration,
+  formatElapsed,
+  formatLocalTime,
+  parseAtTime,
+} from '../../pkg/cli/time.js';
 
 const NOW = Date.parse('2026-05-01T12:00:00Z');
 
