@@ -3,7 +3,7 @@
 // escalates when an old leader does not confirm its logout.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { Role } from '../api/schema.js';
+import { MAX_DEADLINE_MS, MIN_DEADLINE_MS, Role } from '../api/schema.js';
 import { Name } from '../lease/index.js';
 import { durationMs, durationSeconds } from '../spec/schema.js';
 import { CONNECTION_ENV_OVERRIDES, EtcdSection, HostPort, NatsSection, Url } from './agent.js';
@@ -14,8 +14,6 @@ import { ConfigError, loadConfig, parseConfig, type EnvOverride } from './load.j
 const CONTROLLER_TTL_MAX_SECONDS = 60;
 /** An agent silent for ten minutes is dead by any measure. */
 const HEARTBEAT_TIMEOUT_MAX_MS = 600_000;
-/** A handover that may take longer than an hour is an outage, not a switchover. */
-const SWITCHOVER_DEADLINE_MAX_MS = 3_600_000;
 /** Each step of a handover (drain, login) and a fence command get ten minutes at most. */
 const STEP_TIMEOUT_MAX_MS = 600_000;
 
@@ -59,7 +57,7 @@ export const ControllerConfig = z.strictObject({
   switchover: z
     .strictObject({
       /** A handover completes or is rolled back within this unless the request says otherwise. */
-      deadlineMs: durationMs(2_000, SWITCHOVER_DEADLINE_MAX_MS).default(60_000),
+      deadlineMs: durationMs(MIN_DEADLINE_MS, MAX_DEADLINE_MS).default(60_000),
       /** Time given to the old leader to confirm its logout before escalating. */
       drainTimeoutMs: durationMs(500, STEP_TIMEOUT_MAX_MS).default(10_000),
       /** Time given to the target to answer PING after the transfer. */

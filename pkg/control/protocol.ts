@@ -23,6 +23,14 @@ export const OLDEST_SUPPORTED_VERSION = Math.max(1, PROTOCOL_VERSION - 1);
  */
 export const HEARTBEAT_VERSION = 1;
 
+/**
+ * Bounds of a drain hold. Shorter than 100 ms cannot cover one transfer round trip; longer
+ * than an hour would keep an identity away from its node past any handover deadline (the
+ * longest is an hour, pkg/api/workflows.ts) and makes a forgotten drain look like an outage.
+ */
+export const DRAIN_HOLD_MIN_MS = 100;
+export const DRAIN_HOLD_MAX_MS = 3_600_000;
+
 const Actor = z.string().min(1).max(200);
 /**
  * The sending controller's election term: the decimal fencing token (mod revision of the
@@ -43,7 +51,7 @@ export const ControlRequest = z.discriminatedUnion('op', [
     op: z.literal('drain'),
     identity: Name,
     actor: Actor,
-    holdMs: z.number().int().min(100).max(3_600_000),
+    holdMs: z.number().int().min(DRAIN_HOLD_MIN_MS).max(DRAIN_HOLD_MAX_MS),
     reason: z.string().max(500).optional(),
     term: Term.optional(),
   }),
