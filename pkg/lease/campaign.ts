@@ -1,65 +1,32 @@
-// Campaigning for an identity and holding its leadership.
+// Campaigning for an identity: the state machine of a candidate.
 //
 // A candidate registers itself (priority, health) under the identity, then loops:
 //   read the leader key and its own fence →
-//     fenced: wait for the fence to change;
-//     led by another: watch until the key goes (or is transferred to us);
-//     free: wait its stagger, then create the key if absent and not fenced (one txn).
-// The fencing token is the revision of the write that made us leader.
-//
-// Free elections are staggered by rank, not by raw priority: each candidate reads the
-// registered candidates, ranks the healthy ones (priority desc, then name) and waits
-// rank × STAGGER_STEP_MS. The best live candidate tries first and wins unless it is slow by
-// more than a step; a dead best candidate has no registration (its lease went with it), so
-// no one waits for it. Unhealthy candidates rank after all healthy ones.
-import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
-import {
-  CLEARANCE_RECHECK_MS,
-  decideClearance,
-  type ClearanceFacts,
-  type ClearanceVerdict,
-  type EarlierTerm,
-} from './clearance.js';
-import { TypedEmitter } from './emitter.js';
+//     fenced or held off: wait for that to change;
+//     led by another:     watch until the key goes (or is transferred to us);
+//     led by our lease:   adopt it if a transfer moved it to us, else end that stale term;
+//     free:               wait its stagger (rank.ts), then create the key if absent and
+//                         not fenced (one txn).
+// The fencing token is the revision of the write that made us leader (leadership.ts). Every
+// failure the loop retries after is reported through `onRetry` (retry.ts).
+import type { Etcd3, Watcher } from 'etcd3';
+import type { Clock } from '../clock/index.js';
+import { CampaignAbandonedError, NotEligibleError, type FencingToken } from './errors.js';
 import { ETCD_CALL_MS, within } from './etcd.js';
-import {
-  assertName,
-  CandidateRecord,
-  decode,
-  FenceRecord,
-  Keys,
-  LeaderRecord,
-  LoginRecord,
-  TermEnd,
-} from './keys.js';
+import { assertName, type CandidateRecord, decode, Keys, LeaderRecord, TermEnd } from './keys.js';
+import { Leadership, type PreviousTerm, type TermContext } from './leadership.js';
 import { PeerSessions } from './peers.js';
-import type { Release, Session } from './session.js';
+import { decideRank, readCandidates, type RankDecision } from './rank.js';
+import { RETRY_MS, RetryReport, type CampaignRetry } from './retry.js';
+import type { Session } from './session.js';
 
-/** Gap between ranks in a free election: well above a txn round trip on a LAN. */
-export const STAGGER_STEP_MS = 250;
-/** Pause after a failed etcd call before the campaign loop reads again. */
-const RETRY_MS = 200;
-/**
- * How long a successor waits for its view of other sessions to catch up with a read that
- * found a holder's session gone. Past it, the read's own time is the (later, safe) bound.
- */
-const PEER_CATCHUP_MS = 1_000;
-
-export type FencingToken = bigint;
-
-export class NotEligibleError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'NotEligibleError';
-  }
-}
-
-export class CampaignAbandonedError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'CampaignAbandonedError';
-  }
-}
+// The campaign's public names, kept where callers have always imported them from.
+export { CampaignAbandonedError, FencedNodeError, NotEligibleError, StaleTokenError } from './errors.js';
+export type { FencingToken } from './errors.js';
+export { Leadership, type LeadershipEvents, type PreviousTerm } from './leadership.js';
+export { STAGGER_STEP_MS } from './rank.js';
+export type { CampaignRetry } from './retry.js';
+export { FenceRecord } from './keys.js';
 
 export interface CandidateOptions {
   identity: string;
@@ -77,50 +44,20 @@ export interface CandidateOptions {
   onRetry?: (retry: CampaignRetry | undefined) => void;
 }
 
-/** Why a candidate is retrying instead of campaigning normally. */
-export interface CampaignRetry {
-  /** What failed, for the operator: "reading the candidates to rank this node", … */
-  what: string;
-  /** The error's message. */
-  error: string;
-  /** Wall-clock ms of the first failure of this streak. */
-  since: number;
-  /** Failed attempts in this streak. */
-  attempts: number;
-}
-
-/** What a new leader knows about the term before its own. */
-export interface PreviousTerm {
-  record: LeaderRecord;
-  token: FencingToken;
-  /** performance.now() when this candidate saw that term end (undefined: it did not see it). */
-  observedEndAt?: number;
-  /** The key was moved to us by a transfer, which requires the holder's confirmed logout. */
+/** One read of everything a campaign step decides on, at one revision. */
+interface CampaignState {
+  revision: string;
+  leader: { record: LeaderRecord; token: FencingToken } | undefined;
+  /** The leader key was moved by a transfer (term-end record written at the key's revision). */
   transferred: boolean;
+  fenced: boolean;
+  heldOff: boolean;
 }
 
-export interface LeadershipEvents extends Record<string, unknown> {
-  /** Leadership ended (key deleted, moved, or the session must stop). Terminal. */
-  lost: { reason: 'session' | 'key-deleted' | 'key-moved' | 'resigned'; at: number };
-  /** The login gate holds this new leader back, and why (emitted when the reason changes). */
-  waiting: { reason: string };
-}
-
-/** Sleep that ends early on abort, leaving no listener behind (campaigns run for days). */
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    if (signal?.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
-
-export class Candidate {
+export class Candidate implements TermContext {
   readonly keys: Keys;
+  readonly clock: Clock;
+  readonly retries: RetryReport;
   private readonly client: Etcd3;
   /**
    * This process's view of every agent's renewals, started at once: a successor can only
@@ -129,6 +66,8 @@ export class Candidate {
   readonly peers: Promise<PeerSessions>;
   /** Token of this candidate's latest term, so a stale leader key of ours is not re-adopted. */
   lastOwnToken: FencingToken | undefined;
+  /** The latest free-election rank and why (for status displays). */
+  lastRank: RankDecision | undefined;
 
   constructor(
     readonly session: Session,
@@ -138,13 +77,21 @@ export class Candidate {
     assertName('node', session.node);
     this.keys = opts.keys ?? new Keys();
     this.client = session.client;
+    // One clock for the whole lease core: sightings, deadlines and waits must be comparable.
+    this.clock = session.clock;
+    this.retries = new RetryReport(this.clock, opts.onRetry);
     // Sessions live under the session's prefix, whatever prefix this identity's keys use.
-    this.peers = PeerSessions.for(this.client, session.keys);
+    this.peers = PeerSessions.for(this.client, session.keys, this.clock);
     this.peers.catch(() => undefined);
   }
 
   get identity(): string {
     return this.opts.identity;
+  }
+
+  /** The failure the campaign (or its term) is retrying after now; undefined while attempts get through. */
+  get lastError(): CampaignRetry | undefined {
+    return this.retries.current;
   }
 
   /**
@@ -171,6 +118,8 @@ export class Candidate {
       signal?.removeEventListener('abort', onStop);
       this.session.off('must-stop', onStop);
       abort.abort();
+      // The campaign is over: nothing is being retried any more.
+      this.retries.succeeded('campaign');
       // A candidate that stopped campaigning must not hold a rank others wait for.
       if (!won) await this.unregister();
     }
@@ -185,6 +134,12 @@ export class Candidate {
     }
   }
 
+  /** A step failed: say what, and pause before the loop reads again. */
+  private async retryAfter(what: string, err: unknown, signal: AbortSignal): Promise<void> {
+    this.retries.failed('campaign', what, err);
+    await this.clock.sleep(RETRY_MS, signal);
+  }
+
   private async loop(signal: AbortSignal, userSignal?: AbortSignal): Promise<Leadership> {
     const node = this.session.node;
     const leaderKey = this.keys.leader(this.identity);
@@ -197,12 +152,17 @@ export class Candidate {
 
     for (;;) {
       this.checkActive(signal, userSignal);
-      let state;
       try {
         await this.register();
+      } catch (err) {
+        await this.retryAfter(`registering ${node} as a candidate for ${this.identity}`, err, signal);
+        continue;
+      }
+      let state: CampaignState;
+      try {
         state = await this.read(leaderKey, fenceKey, holdOffKey);
-      } catch {
-        await sleep(RETRY_MS, signal);
+      } catch (err) {
+        await this.retryAfter(`reading ${this.identity}'s leader key and ${node}'s fence`, err, signal);
         continue;
       }
       this.checkActive(signal, userSignal);
@@ -226,35 +186,58 @@ export class Candidate {
       if (state.leader && state.leader.record.leaseId === this.session.leaseId) {
         // Our own earlier term whose resign did not reach etcd (or one not proven to be a
         // transfer): end it now, guarded by its token, and compete afresh.
-        await this.client
-          .if(leaderKey, 'Mod', '==', String(state.leader.token))
-          .then(this.client.delete().key(leaderKey))
-          .options(within(ETCD_CALL_MS))
-          .commit()
-          .catch(() => undefined);
+        try {
+          await this.client
+            .if(leaderKey, 'Mod', '==', String(state.leader.token))
+            .then(this.client.delete().key(leaderKey))
+            .options(within(ETCD_CALL_MS))
+            .commit();
+          this.retries.succeeded('campaign');
+        } catch (err) {
+          // Paused, not re-read at once: a refusal (RBAC) would otherwise spin on etcd.
+          await this.retryAfter(
+            `ending ${node}'s own stale term ${state.leader.token} of ${this.identity}`,
+            err,
+            signal,
+          );
+        }
         continue;
       }
+      // Waiting on a watch counts as getting through once the watch is in place.
+      const watching = () => this.retries.succeeded('campaign');
       if (state.fenced || state.heldOff) {
-        await this.waitForChange([fenceKey, holdOffKey], state.revision, signal);
+        const { error } = await this.waitForChange([fenceKey, holdOffKey], state.revision, signal, watching);
+        if (error)
+          await this.retryAfter(`watching ${node}'s fence and hold-off for ${this.identity}`, error, signal);
         continue;
       }
       if (state.leader) {
         lastSeen = state.leader;
         observedEndAt = undefined;
-        const change = await this.waitForChange([leaderKey, fenceKey, holdOffKey], state.revision, signal);
-        if (change === 'delete' && lastSeen) observedEndAt = performance.now();
+        const keys = [leaderKey, fenceKey, holdOffKey];
+        const { change, error } = await this.waitForChange(keys, state.revision, signal, watching);
+        if (change === 'delete' && lastSeen) observedEndAt = this.clock.monotonicMs();
+        if (error)
+          await this.retryAfter(
+            `watching ${this.identity}'s leader key (held by ${lastSeen.record.node})`,
+            error,
+            signal,
+          );
         continue;
       }
 
       // Free: stagger by rank, then try to create the key.
-      await sleep((await this.rank()) * STAGGER_STEP_MS, signal);
+      const rank = decideRank(node, await readCandidates(this.client, this.keys, this.identity));
+      this.lastRank = rank;
+      if (rank.problem) this.retries.failed('campaign', rank.problem.what, rank.problem.error);
+      await this.clock.sleep(rank.waitMs, signal);
       this.checkActive(signal, userSignal);
       const record: LeaderRecord = {
         node,
         leaseId: this.session.leaseId,
         ttlMs: this.session.timing.ttlMs,
         mustBeOutByMs: this.session.timing.mustBeOutByMs,
-        since: Date.now(),
+        since: this.clock.wallMs(),
       };
       let result;
       try {
@@ -265,10 +248,12 @@ export class Candidate {
           .then(this.client.put(leaderKey).value(JSON.stringify(record)).lease(this.session.leaseId))
           .options(within(ETCD_CALL_MS))
           .commit();
-      } catch {
-        await sleep(RETRY_MS, signal);
+      } catch (err) {
+        await this.retryAfter(`creating ${this.identity}'s leader key (it was free)`, err, signal);
         continue;
       }
+      // A rank fault stays on show until a step gets through without one.
+      if (!rank.problem) this.retries.succeeded('campaign');
       if (!result.succeeded) continue;
       // The txn is the only write in its revision: that revision is our token.
       const token = BigInt(result.header.revision);
@@ -333,7 +318,7 @@ export class Candidate {
       .catch(() => undefined);
   }
 
-  private async read(leaderKey: string, fenceKey: string, holdOffKey: string) {
+  private async read(leaderKey: string, fenceKey: string, holdOffKey: string): Promise<CampaignState> {
     const termEndKey = this.keys.termEnd(this.identity);
     const result = await this.client
       .if(leaderKey, 'Create', '>', -1) // always true: a multi-get at one revision
@@ -372,45 +357,23 @@ export class Candidate {
     };
   }
 
-  /** 0 for the best healthy candidate; unhealthy ones rank after every healthy one. */
-  private async rank(): Promise<number> {
-    const me = this.session.node;
-    let all: CandidateRecord[];
-    try {
-      const raw = await this.client
-        .getAll()
-        .prefix(this.keys.candidates(this.identity))
-        .options(within(ETCD_CALL_MS))
-        .strings();
-      all = Object.values(raw).flatMap((v) => {
-        try {
-          return [CandidateRecord.parse(JSON.parse(v))];
-        } catch {
-          return [];
-        }
-      });
-    } catch {
-      return 0;
-    }
-    const score = (c: CandidateRecord) => (c.healthy ? 0 : 1_000_000) - c.priority;
-    all.sort((a, b) => score(a) - score(b) || a.node.localeCompare(b.node));
-    const index = all.findIndex((c) => c.node === me);
-    return index < 0 ? all.length : index;
-  }
-
-  /** Watch `keys` from `revision`+1; resolve on the first change (or watch error / abort). */
-  async waitForChange(
+  /**
+   * Watch `keys` from `revision`+1; resolve on the first change, an abort, or a watch that
+   * failed (with its error). `onWatching` is told once every watch is in place.
+   */
+  private async waitForChange(
     keys: string[],
     revision: string,
     signal: AbortSignal,
-  ): Promise<'put' | 'delete' | 'other'> {
+    onWatching: () => void,
+  ): Promise<{ change: 'put' | 'delete' | 'other'; error?: unknown }> {
     const watchers: Watcher[] = [];
     let settled = false;
     let onAbort = () => undefined as void;
     try {
-      return await new Promise<'put' | 'delete' | 'other'>((resolve) => {
-        onAbort = () => resolve('other');
-        if (signal.aborted) return resolve('other');
+      return await new Promise((resolve) => {
+        onAbort = () => resolve({ change: 'other' });
+        if (signal.aborted) return resolve({ change: 'other' });
         signal.addEventListener('abort', onAbort, { once: true });
         for (const key of keys) {
           this.client
@@ -422,12 +385,13 @@ export class Candidate {
               // Created after the wait ended: cancel it at once, or it leaks for good.
               if (settled) return void watcher.cancel().catch(() => undefined);
               watchers.push(watcher);
+              if (watchers.length === keys.length) onWatching();
               // A watch error (compaction, cancel) means: read again.
-              watcher.on('error', () => resolve('other'));
-              watcher.on('put', () => resolve(key === keys[0] ? 'put' : 'other'));
-              watcher.on('delete', () => resolve(key === keys[0] ? 'delete' : 'other'));
+              watcher.on('error', (error: Error) => resolve({ change: 'other', error }));
+              watcher.on('put', () => resolve({ change: key === keys[0] ? 'put' : 'other' }));
+              watcher.on('delete', () => resolve({ change: key === keys[0] ? 'delete' : 'other' }));
             })
-            .catch(() => resolve('other'));
+            .catch((error: unknown) => resolve({ change: 'other', error }));
         }
       });
     } finally {
@@ -437,404 +401,3 @@ export class Candidate {
     }
   }
 }
-
-/**
- * A term of leadership. Act only while `mayAct()` is true; before logging in, await
- * `clearance()` (S3: the previous term is confirmed out or its self-fence deadline passed).
- */
-export class Leadership extends TypedEmitter<LeadershipEvents> {
-  private ended: LeadershipEvents['lost'] | undefined;
-  private watcher: Watcher | undefined;
-  private loggedInValue = false;
-  /** Held on the session from the first `setLoggedIn(true)` until the logout is confirmed. */
-  private releaseHold: Release | undefined;
-  /** Mod revision of this term's last login record write: it guards a late confirmation. */
-  private loginRevision: string | undefined;
-  private readonly endWaiters: Array<(e: LeadershipEvents['lost']) => void> = [];
-
-  constructor(
-    private readonly candidate: Candidate,
-    readonly token: FencingToken,
-    readonly record: LeaderRecord,
-    readonly previous: PreviousTerm | undefined,
-  ) {
-    super();
-  }
-
-  get identity(): string {
-    return this.candidate.identity;
-  }
-  get node(): string {
-    return this.candidate.session.node;
-  }
-  get session(): Session {
-    return this.candidate.session;
-  }
-  get key(): string {
-    return this.candidate.keys.leader(this.identity);
-  }
-  get loggedIn(): boolean {
-    return this.loggedInValue;
-  }
-
-  /**
-   * Watch our own key: a deletion or a move ends the term even if the session lives. The
-   * watch is created within ETCD_CALL_MS (or the campaign's abort): a leader that cannot watch
-   * its key refuses the term rather than act blind.
-   */
-  async start(revision: string, signal?: AbortSignal): Promise<Leadership> {
-    this.candidate.lastOwnToken = this.token;
-    const onStop = () => this.end('session');
-    this.session.on('must-stop', onStop);
-    void this.whenLost().then(() => this.session.off('must-stop', onStop));
-    if (!this.session.mayAct()) this.end('session');
-    await this.watchOwnKey(BigInt(revision) + 1n, signal);
-    return this;
-  }
-
-  private async watchOwnKey(fromRevision: bigint, signal?: AbortSignal): Promise<void> {
-    if (this.ended) return;
-    const pending = this.session.client.watch().key(this.key).startRevision(String(fromRevision)).create();
-    let timer: NodeJS.Timeout | undefined;
-    const gaveUp = new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => resolve(undefined), ETCD_CALL_MS);
-      signal?.addEventListener('abort', () => resolve(undefined), { once: true });
-      void this.whenLost().then(() => resolve(undefined));
-    });
-    const watcher = await Promise.race([pending.catch(() => undefined), gaveUp]);
-    clearTimeout(timer);
-    if (!watcher || this.ended) {
-      // Created late (or never): cancel whatever arrives, so no watch leaks.
-      void pending.then((w) => w.cancel()).catch(() => undefined);
-      if (!this.ended) this.end('session');
-      throw new CampaignAbandonedError(
-        `could not watch ${this.key} within ${ETCD_CALL_MS} ms after winning term ${this.token}; giving the term back`,
-      );
-    }
-    this.watcher = watcher;
-    watcher.on('delete', () => this.end('key-deleted'));
-    // The key is written once per term: any later write is a new term (a transfer).
-    watcher.on('put', (kv: IKeyValue) => {
-      if (BigInt(kv.mod_revision) !== this.token) this.end('key-moved');
-    });
-    // A cancelled watch (compaction, server cancel) is gone for good: re-read, and if the key
-    // is still ours watch again from that read; never carry on without a watch.
-    watcher.on('error', () => void this.rewatch(watcher));
-  }
-
-  private async rewatch(broken: Watcher): Promise<void> {
-    if (this.watcher !== broken || this.ended) return;
-    this.watcher = undefined;
-    void broken.cancel().catch(() => undefined);
-    while (!this.ended) {
-      try {
-        const res = await this.session.client.get(this.key).options(within(ETCD_CALL_MS)).exec();
-        const current = res.kvs[0];
-        if (!current || BigInt(current.mod_revision) !== this.token) {
-          this.end(current ? 'key-moved' : 'key-deleted');
-          return;
-        }
-        await this.watchOwnKey(BigInt(res.header.revision) + 1n);
-        return;
-      } catch {
-        // etcd unreachable: retry; the session's self-fence clock ends the term if it lasts.
-        await sleep(RETRY_MS);
-      }
-    }
-  }
-
-  /** True while this term may act: session within its self-fence deadline and key still ours. */
-  mayAct(): boolean {
-    return this.ended === undefined && this.session.mayAct();
-  }
-
-  get isEnded(): boolean {
-    return this.ended !== undefined;
-  }
-
-  /** Resolves when the term ends, with why. */
-  whenLost(): Promise<LeadershipEvents['lost']> {
-    if (this.ended) return Promise.resolve(this.ended);
-    return new Promise((resolve) => this.endWaiters.push(resolve));
-  }
-
-  private end(reason: LeadershipEvents['lost']['reason']): void {
-    if (this.ended) return;
-    this.ended = { reason, at: Date.now() };
-    void this.watcher?.cancel().catch(() => undefined);
-    this.emit('lost', this.ended);
-    for (const resolve of this.endWaiters.splice(0)) resolve(this.ended);
-  }
-
-  /**
-   * The login gate (S3): resolves with the sentence that let this leader log in, once every
-   * earlier term is proven over (clearance.ts); emits `waiting` with why while it is not.
-   * Rejects if this term ends meanwhile.
-   */
-  async clearance(): Promise<string> {
-    let shown: string | undefined;
-    for (;;) {
-      if (!this.mayAct()) {
-        throw new CampaignAbandonedError(
-          `term ${this.token} of ${this.identity} ended while waiting out the previous term`,
-        );
-      }
-      let verdict;
-      try {
-        verdict = decideClearance(await this.clearanceFacts());
-      } catch (err) {
-        verdict = {
-          proceed: false as const,
-          reason: `cannot read the earlier term's state from etcd (${(err as Error).message}); not logging in until it can be read`,
-          recheckInMs: CLEARANCE_RECHECK_MS,
-        };
-      }
-      if (verdict.proceed) {
-        if (!this.mayAct()) continue;
-        return verdict.reason;
-      }
-      // Say it once per kind of wait, not at every re-read (the figures change each time).
-      const gist = verdict.reason.replace(/\d+/g, '#');
-      if (gist !== shown) {
-        shown = gist;
-        this.emit('waiting', { reason: verdict.reason });
-      }
-      await Promise.race([sleep(verdict.recheckInMs), this.whenLost()]);
-    }
-  }
-
-  /** What the login gate would decide now (for status displays and tests). */
-  async clearanceVerdict(): Promise<ClearanceVerdict> {
-    return decideClearance(await this.clearanceFacts());
-  }
-
-  /** What the login gate decides on: one read at one revision, plus this node's sightings. */
-  async clearanceFacts(): Promise<ClearanceFacts> {
-    const client = this.session.client;
-    const keys = this.candidate.keys;
-    const sessionKeys = this.session.keys;
-    const result = await client
-      .if(this.key, 'Create', '>', -1) // always true: a multi-get at one revision
-      .then(
-        client.get(keys.termEnd(this.identity)),
-        client.get(keys.login(this.identity)),
-        client.getAll().prefix(sessionKeys.sessions()),
-      )
-      .options(within(ETCD_CALL_MS))
-      .commit();
-    const readAt = performance.now();
-    const revision = BigInt(result.header.revision);
-    const termEndKey = keys.termEnd(this.identity);
-    const termEnd = decode(TermEnd, result.responses[0]?.response_range?.kvs[0]?.value, termEndKey);
-    const login = decode(
-      LoginRecord,
-      result.responses[1]?.response_range?.kvs[0]?.value,
-      keys.login(this.identity),
-    );
-    const present = new Set(
-      (result.responses[2]?.response_range?.kvs ?? []).map((kv) =>
-        kv.key.toString().slice(sessionKeys.sessions().length),
-      ),
-    );
-
-    const terms: EarlierTerm[] = [];
-    const prev = this.previous;
-    if (prev) {
-      terms.push({
-        token: prev.token,
-        node: prev.record.node,
-        leaseId: prev.record.leaseId,
-        ttlMs: prev.record.ttlMs,
-        transferred: prev.transferred,
-      });
-    }
-    // A term this node never saw (it started later, or missed a short term) that logged in.
-    if (
-      login?.loggedIn &&
-      BigInt(login.token) !== this.token &&
-      !terms.some((t) => String(t.token) === login.token)
-    ) {
-      terms.push({
-        token: BigInt(login.token),
-        node: login.node,
-        leaseId: login.leaseId,
-        ttlMs: login.ttlMs,
-      });
-    }
-
-    const peers = await Promise.race([
-      this.candidate.peers.catch(() => undefined),
-      sleep(0).then(() => undefined),
-    ]);
-    const sessions = new Map<string, { present: boolean; lastSeenAt: number }>();
-    for (const term of terms) {
-      if (term.transferred || sessions.has(term.leaseId)) continue;
-      if (present.has(term.leaseId)) {
-        sessions.set(term.leaseId, { present: true, lastSeenAt: readAt });
-        continue;
-      }
-      // Gone: every renewal came before this read, so its time bounds the last one; a
-      // renewal we saw earlier bounds it tighter.
-      const seen = await peers?.lastSeenUpTo(term.leaseId, revision, PEER_CATCHUP_MS);
-      sessions.set(term.leaseId, { present: false, lastSeenAt: Math.min(readAt, seen ?? readAt) });
-    }
-    return {
-      terms,
-      ...(termEnd ? { termEnd: { token: termEnd.token, loggedOut: termEnd.loggedOut } } : {}),
-      ...(login ? { login: { token: login.token, loggedIn: login.loggedIn } } : {}),
-      sessions,
-      now: performance.now(),
-    };
-  }
-
-  /**
-   * Record the login state, fenced by this term's token. The convention that makes the
-   * record safe to act on: write `true` *before* starting the service (it covers logging in),
-   * and `false` only once the service is confirmed stopped. A transfer, a revocation and a
-   * successor's login gate treat `false` as the holder's confirmed logout. The record is not
-   * bound to the lease: it outlives the term, so a term that logged in and never confirmed
-   * its logout stays visible to every successor.
-   *
-   * `true` takes a hold on the session (it is not revoked while the service may run) and is
-   * refused (FencedNodeError) while the node is fenced (S4) or held off this identity: a
-   * fence written after this node won still keeps it from logging in. `false` releases the
-   * hold; it is accepted even after the key is gone, as long as no later term wrote the
-   * record, so a holder cut off by a revocation can still confirm it is out.
-   */
-  async setLoggedIn(loggedIn: boolean): Promise<void> {
-    const client = this.session.client;
-    const loginKey = this.candidate.keys.login(this.identity);
-    const value = JSON.stringify(this.loginRecord(loggedIn));
-    if (loggedIn) this.releaseHold ??= this.session.hold();
-    const fenceKey = this.candidate.keys.fence(this.node);
-    const holdOffKey = this.candidate.keys.holdOff(this.identity, this.node);
-    let txn = client.if(this.key, 'Mod', '==', String(this.token));
-    if (loggedIn) txn = txn.and(fenceKey, 'Create', '==', 0).and(holdOffKey, 'Create', '==', 0);
-    let result;
-    try {
-      result = await txn.then(client.put(loginKey).value(value)).options(within(ETCD_CALL_MS)).commit();
-    } catch (err) {
-      if (loggedIn && !this.loggedInValue) this.release();
-      throw err;
-    }
-    if (!result.succeeded && !loggedIn && this.loginRevision !== undefined) {
-      result = await client
-        .if(loginKey, 'Mod', '==', this.loginRevision)
-        .then(client.put(loginKey).value(value))
-        .options(within(ETCD_CALL_MS))
-        .commit();
-    }
-    if (!result.succeeded) {
-      if (loggedIn && !this.loggedInValue) this.release();
-      const still = await client.get(this.key).options(within(ETCD_CALL_MS)).exec();
-      if (still.kvs[0] && BigInt(still.kvs[0].mod_revision) === this.token) {
-        throw new FencedNodeError(this.node, this.identity);
-      }
-      this.end('key-moved');
-      throw new StaleTokenError(this.identity, this.token);
-    }
-    this.loginRevision = result.header.revision;
-    this.loggedInValue = loggedIn;
-    if (!loggedIn) this.release();
-  }
-
-  private loginRecord(loggedIn: boolean): LoginRecord {
-    return {
-      node: this.node,
-      token: String(this.token),
-      loggedIn,
-      at: Date.now(),
-      leaseId: this.session.leaseId,
-      ttlMs: this.session.timing.ttlMs,
-    };
-  }
-
-  private release(): void {
-    this.releaseHold?.();
-    this.releaseHold = undefined;
-  }
-
-  /**
-   * End the term: record how it ended and delete the key in one txn guarded by this term.
-   * `loggedOut: true` only once the service is confirmed stopped; a successor then logs in
-   * without waiting. With `loggedOut: false` (the service could not be confirmed stopped)
-   * the login record keeps saying "logged in", and the whole session is closed too: it is
-   * revoked only at the must-be-out instant (the lifeline has killed the service by then),
-   * and successors wait that out. Never throws; resolves false if the key was no longer ours.
-   */
-  async resign(opts: { loggedOut: boolean }): Promise<boolean> {
-    const client = this.session.client;
-    const loginKey = this.candidate.keys.login(this.identity);
-    const end: TermEnd = {
-      token: String(this.token),
-      node: this.node,
-      leaseId: this.session.leaseId,
-      how: 'resigned',
-      loggedOut: opts.loggedOut,
-      holderTtlMs: this.session.timing.ttlMs,
-      at: Date.now(),
-    };
-    // A term that logged in and is now confirmed out says so where successors look first.
-    const confirm = opts.loggedOut && this.loginRevision !== undefined;
-    const confirmation = JSON.stringify(this.loginRecord(false));
-    let ok = false;
-    try {
-      const result = await client
-        .if(this.key, 'Mod', '==', String(this.token))
-        .then(
-          client.put(this.candidate.keys.termEnd(this.identity)).value(JSON.stringify(end)),
-          client.delete().key(this.key),
-          ...(confirm ? [client.put(loginKey).value(confirmation)] : []),
-          // Until it campaigns again, the resigned node is no candidate: nobody waits for it.
-          client.delete().key(this.candidate.keys.candidate(this.identity, this.node)),
-        )
-        .options(within(ETCD_CALL_MS))
-        .commit();
-      ok = result.succeeded;
-      if (!ok && confirm) {
-        // The key went first (revoked, moved, deleted): confirm on the login record alone.
-        await client
-          .if(loginKey, 'Mod', '==', this.loginRevision!)
-          .then(client.put(loginKey).value(confirmation))
-          .options(within(ETCD_CALL_MS))
-          .commit();
-      }
-    } catch {
-      ok = false;
-    }
-    this.end('resigned');
-    if (opts.loggedOut) {
-      this.loggedInValue = false;
-      this.release();
-    } else {
-      // Stops the session now; its lease goes once the hold lapses at the must-be-out instant.
-      void this.session.close();
-    }
-    return ok;
-  }
-}
-
-export class FencedNodeError extends Error {
-  constructor(
-    readonly node: string,
-    readonly identity: string,
-  ) {
-    super(
-      `node ${node} is fenced, or held off ${identity} by a handover in progress: it may not log in as ${identity} ` +
-        `until an operator unfences it or the handover ends`,
-    );
-    this.name = 'FencedNodeError';
-  }
-}
-
-export class StaleTokenError extends Error {
-  constructor(
-    readonly identity: string,
-    readonly token: FencingToken,
-  ) {
-    super(`fencing token ${token} of ${identity} is stale: a newer term holds the identity; stop acting`);
-    this.name = 'StaleTokenError';
-  }
-}
-
-export { FenceRecord };

@@ -1,7 +1,7 @@
 // Fenced writes (S2): a write guarded by the writer's fencing token is applied only while
 // that token is still the identity's current term. A resumed old leader's write fails.
 import type { Etcd3 } from 'etcd3';
-import { StaleTokenError, type FencingToken } from './campaign.js';
+import { StaleTokenError, type FencingToken } from './errors.js';
 import { ETCD_CALL_MS, within } from './etcd.js';
 import { Keys } from './keys.js';
 

@@ -2,7 +2,7 @@
 // Every change is reported in order; after a watch error (compaction, cancel) the state is
 // read again (ResyncingWatch), so the observer never ends up on a stale view.
 import type { Etcd3, IKeyValue } from 'etcd3';
-import type { FencingToken } from './campaign.js';
+import type { FencingToken } from './errors.js';
 import { decode, Keys, LeaderRecord } from './keys.js';
 import { ResyncingWatch } from './watch.js';
 

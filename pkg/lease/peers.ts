@@ -8,6 +8,7 @@
 // clock that runs at about our rate. Keepalives leave no trace other nodes can see; a lease
 // that is gone says nothing of when its holder last renewed it.
 import type { Etcd3, IKeyValue } from 'etcd3';
+import { systemClock, type Clock } from '../clock/index.js';
 import { Keys } from './keys.js';
 import { ResyncingWatch } from './watch.js';
 
@@ -15,7 +16,7 @@ import { ResyncingWatch } from './watch.js';
 const FORGET_GONE_AFTER_MS = 10 * 60_000;
 
 export interface PeerSighting {
-  /** performance.now() when this process last saw the lease renewed (or present in a read). */
+  /** Monotonic ms (the observer's clock) when this process last saw the lease renewed (or present in a read). */
   lastSeenAt: number;
   /** The session key was deleted (the lease was revoked or expired). */
   gone: boolean;
@@ -23,22 +24,28 @@ export interface PeerSighting {
 }
 
 export class PeerSessions {
-  private static readonly shared = new WeakMap<Etcd3, Map<string, Promise<PeerSessions>>>();
+  /** Per client, clock and key prefix: sightings are only comparable on the clock they were taken on. */
+  private static readonly shared = new WeakMap<Etcd3, Map<Clock, Map<string, Promise<PeerSessions>>>>();
   private readonly seen = new Map<string, PeerSighting>();
   /** Highest etcd revision whose changes have been applied to `seen`. */
   private progress = 0n;
   private readonly progressWaiters = new Set<() => void>();
   private watch: ResyncingWatch | undefined;
 
-  private constructor(private readonly keys: Keys) {}
+  private constructor(
+    private readonly keys: Keys,
+    private readonly clock: Clock,
+  ) {}
 
-  /** One observer per client and key prefix, started on first use. */
-  static for(client: Etcd3, keys: Keys): Promise<PeerSessions> {
-    let byPrefix = PeerSessions.shared.get(client);
-    if (!byPrefix) PeerSessions.shared.set(client, (byPrefix = new Map()));
+  /** One observer per client, clock and key prefix, started on first use. */
+  static for(client: Etcd3, keys: Keys, clock: Clock = systemClock): Promise<PeerSessions> {
+    let byClock = PeerSessions.shared.get(client);
+    if (!byClock) PeerSessions.shared.set(client, (byClock = new Map()));
+    let byPrefix = byClock.get(clock);
+    if (!byPrefix) byClock.set(clock, (byPrefix = new Map()));
     let peers = byPrefix.get(keys.prefix);
     if (!peers) {
-      const started = PeerSessions.start(client, keys);
+      const started = PeerSessions.start(client, keys, clock);
       peers = started;
       byPrefix.set(keys.prefix, started);
       // A start that failed is not cached: the next caller tries again.
@@ -64,8 +71,8 @@ export class PeerSessions {
     return peers;
   }
 
-  static async start(client: Etcd3, keys: Keys): Promise<PeerSessions> {
-    const peers = new PeerSessions(keys);
+  static async start(client: Etcd3, keys: Keys, clock: Clock = systemClock): Promise<PeerSessions> {
+    const peers = new PeerSessions(keys, clock);
     peers.watch = await ResyncingWatch.start(
       client,
       { prefix: keys.sessions() },
@@ -89,17 +96,17 @@ export class PeerSessions {
    * changes; undefined when it did not, or the lease was never seen.
    */
   async lastSeenUpTo(leaseId: string, revision: bigint, ms: number): Promise<number | undefined> {
-    const deadline = performance.now() + ms;
+    const deadline = this.clock.monotonicMs() + ms;
     while (this.progress < revision && !this.seen.get(leaseId)?.gone) {
-      const left = deadline - performance.now();
+      const left = deadline - this.clock.monotonicMs();
       if (left <= 0) return undefined;
       await new Promise<void>((resolve) => {
         const done = () => {
-          clearTimeout(timer);
+          cancel();
           this.progressWaiters.delete(done);
           resolve();
         };
-        const timer = setTimeout(done, left);
+        const cancel = this.clock.after(left, done);
         this.progressWaiters.add(done);
       });
     }
@@ -115,7 +122,7 @@ export class PeerSessions {
   }
 
   private onSnapshot(kvs: IKeyValue[], revision: bigint): void {
-    const now = performance.now();
+    const now = this.clock.monotonicMs();
     const present = new Set(kvs.map((kv) => this.leaseOf(kv)));
     // Leases that went while we were not watching: their last renewal may have been any time
     // up to now, so now is the only safe bound.
@@ -127,13 +134,13 @@ export class PeerSessions {
   }
 
   private onPut(kv: IKeyValue): void {
-    this.seen.set(this.leaseOf(kv), { lastSeenAt: performance.now(), gone: false });
+    this.seen.set(this.leaseOf(kv), { lastSeenAt: this.clock.monotonicMs(), gone: false });
     this.advance(BigInt(kv.mod_revision));
   }
 
   private onDelete(kv: IKeyValue): void {
     const lease = this.leaseOf(kv);
-    const now = performance.now();
+    const now = this.clock.monotonicMs();
     // Never seen renewed: the deletion is the first and only sighting.
     const lastSeenAt = this.seen.get(lease)?.lastSeenAt ?? now;
     this.seen.set(lease, { lastSeenAt, gone: true, goneAt: now });

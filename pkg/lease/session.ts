@@ -18,6 +18,7 @@
 // (`hold()`) release once their service is confirmed out, and the revoke waits for all of
 // them or for the must-be-out instant, whichever comes first.
 import type { Etcd3, IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
+import { systemClock, type Clock } from '../clock/index.js';
 import { TypedEmitter } from './emitter.js';
 import { isLeaseGone, renewalClients, within } from './etcd.js';
 import { Keys, type SessionRecord } from './keys.js';
@@ -52,7 +53,7 @@ export interface MustStop {
   at: number;
   /** Monotonic ms since the send time of the last acknowledged keepalive. */
   sinceRenewalMs: number;
-  /** Monotonic deadline (performance.now()) by which the service must be out. */
+  /** Monotonic deadline (the session's clock, performance.now() by default) by which the service must be out. */
   mustBeOutBy: number;
 }
 
@@ -81,6 +82,8 @@ export interface SessionOptions {
   keys?: Keys;
   /** Clients to renew through, one per endpoint; default: those connectEtcd made for `client`. */
   renewVia?: Etcd3[];
+  /** The clock of the self-fence deadline, the renewals and every wait (default: systemClock). */
+  clock?: Clock;
 }
 
 type KeepaliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse> & {
@@ -99,10 +102,10 @@ export type Release = () => void;
 
 export class Session extends TypedEmitter<SessionEvents> {
   private stateValue: SessionState = 'alive';
-  /** performance.now() at the send of the last session-key write etcd acknowledged. */
+  /** Monotonic ms at the send of the last session-key write etcd acknowledged. */
   private renewedSentAt: number;
   /**
-   * Date.now() at that same send. Linux's monotonic clock stands still while the host is
+   * Wall-clock ms at that same send. Linux's monotonic clock stands still while the host is
    * suspended (or a VM is paused for migration), while etcd's and every other node's time
    * goes on: the wall clock, which keeps counting, is checked too, and the larger wins.
    */
@@ -111,8 +114,10 @@ export class Session extends TypedEmitter<SessionEvents> {
   private readonly via: Etcd3[];
   private endpoint = 0;
   private keepaliveInFlight = false;
-  private keepaliveTimer: NodeJS.Timeout | undefined;
-  private fenceTimer: NodeJS.Timeout | undefined;
+  /** Cancels the next renewal round (they run every T/10 until must-stop). */
+  private cancelRenewals: (() => void) | undefined;
+  /** Cancels the timer that raises must-stop at the self-fence deadline. */
+  private cancelFenceTimer: (() => void) | undefined;
   private renewing = false;
   private mustStopEvent: MustStop | undefined;
   private lostEvent: Lost | undefined;
@@ -131,11 +136,12 @@ export class Session extends TypedEmitter<SessionEvents> {
     readonly keys: Keys,
     renewedSentAt: number,
     via: Etcd3[],
+    readonly clock: Clock,
   ) {
     super();
     this.via = via.length > 0 ? via : [client];
     this.renewedSentAt = renewedSentAt;
-    this.renewedSentWall = Date.now() - (performance.now() - renewedSentAt);
+    this.renewedSentWall = clock.wallMs() - (clock.monotonicMs() - renewedSentAt);
     this.sessionKey = keys.session(leaseId);
     const record: SessionRecord = { node, ttlMs: timing.ttlMs, mustBeOutByMs: timing.mustBeOutByMs };
     this.sessionValue = JSON.stringify(record);
@@ -148,7 +154,8 @@ export class Session extends TypedEmitter<SessionEvents> {
   static async open(client: Etcd3, opts: SessionOptions): Promise<Session> {
     const timing = validTiming(opts.timing, `session of ${opts.node}`);
     const keys = opts.keys ?? new Keys();
-    const sentAt = performance.now();
+    const clock = opts.clock ?? systemClock;
+    const sentAt = clock.monotonicMs();
     let granted;
     try {
       granted = await client.leaseClient.leaseGrant({ TTL: timing.ttlSeconds, ID: 0 }, within(LEASE_CALL_MS));
@@ -177,6 +184,7 @@ export class Session extends TypedEmitter<SessionEvents> {
       keys,
       sentAt,
       opts.renewVia ?? renewalClients(client),
+      clock,
     );
     try {
       await client
@@ -192,8 +200,7 @@ export class Session extends TypedEmitter<SessionEvents> {
       );
     }
     session.armFenceTimer();
-    session.renew();
-    session.keepaliveTimer = setInterval(() => session.renew(), timing.keepaliveIntervalMs);
+    session.renewEvery(timing.keepaliveIntervalMs);
     return session;
   }
 
@@ -228,7 +235,10 @@ export class Session extends TypedEmitter<SessionEvents> {
 
   /** Time since the send of the last acknowledged renewal, by whichever clock says more. */
   private sinceRenewalMs(): number {
-    return Math.max(performance.now() - this.renewedSentAt, Date.now() - this.renewedSentWall);
+    return Math.max(
+      this.clock.monotonicMs() - this.renewedSentAt,
+      this.clock.wallMs() - this.renewedSentWall,
+    );
   }
 
   /** Resolves when this session raises must-stop (immediately if it already has). */
@@ -273,6 +283,14 @@ export class Session extends TypedEmitter<SessionEvents> {
     return this.lost();
   }
 
+  /** A renewal round now, and every `intervalMs` after, until must-stop cancels them. */
+  private renewEvery(intervalMs: number): void {
+    this.renew();
+    if (this.stateValue === 'alive') {
+      this.cancelRenewals = this.clock.after(intervalMs, () => this.renewEvery(intervalMs));
+    }
+  }
+
   /** One renewal round: a keepalive and a write of the session key. */
   private renew(): void {
     if (!this.mayAct()) return;
@@ -302,8 +320,8 @@ export class Session extends TypedEmitter<SessionEvents> {
     try {
       while (this.mayAct()) {
         const client = this.current();
-        const sentAt = performance.now();
-        const sentWall = Date.now();
+        const sentAt = this.clock.monotonicMs();
+        const sentWall = this.clock.wallMs();
         try {
           await client
             .put(this.sessionKey)
@@ -314,11 +332,11 @@ export class Session extends TypedEmitter<SessionEvents> {
           if (isLeaseGone(err)) {
             // etcd no longer has the lease: revoked by someone else, or expired.
             this.raiseMustStop('lease-gone');
-            this.finish({ reason: 'lease-gone', at: Date.now(), revoked: false });
+            this.finish({ reason: 'lease-gone', at: this.clock.wallMs(), revoked: false });
             return;
           }
           this.moveOn(client);
-          await new Promise((resolve) => setTimeout(resolve, RENEW_RETRY_MS).unref());
+          await this.clock.sleep(RENEW_RETRY_MS);
           continue;
         }
         // An answer processed after the deadline (a stall) must not un-fence: check first.
@@ -328,7 +346,7 @@ export class Session extends TypedEmitter<SessionEvents> {
           this.renewedSentWall = sentWall;
         }
         this.armFenceTimer();
-        this.emit('renewed', { sentAt, rttMs: performance.now() - sentAt });
+        this.emit('renewed', { sentAt, rttMs: this.clock.monotonicMs() - sentAt });
         return;
       }
     } finally {
@@ -346,7 +364,7 @@ export class Session extends TypedEmitter<SessionEvents> {
     const client = this.current();
     let rpc: KeepaliveStream | undefined;
     let settled = false;
-    let timer: NodeJS.Timeout | undefined;
+    let cancelBound: (() => void) | undefined;
     const drop = (stream: KeepaliveStream) => {
       stream.on('error', () => undefined); // a cancelled stream reports its cancellation
       if (stream.cancel) stream.cancel();
@@ -354,7 +372,7 @@ export class Session extends TypedEmitter<SessionEvents> {
     };
     try {
       const answer = await new Promise<ILeaseKeepAliveResponse | undefined>((resolve) => {
-        timer = setTimeout(() => resolve(undefined), this.boundMs);
+        cancelBound = this.clock.after(this.boundMs, () => resolve(undefined));
         client.leaseClient
           .leaseKeepAlive()
           .then((stream) => {
@@ -375,33 +393,34 @@ export class Session extends TypedEmitter<SessionEvents> {
       }
       if (answer.TTL === '0' && this.stateValue === 'alive') {
         this.raiseMustStop('lease-gone');
-        this.finish({ reason: 'lease-gone', at: Date.now(), revoked: false });
+        this.finish({ reason: 'lease-gone', at: this.clock.wallMs(), revoked: false });
       }
       // A live answer keeps the lease; only the session-key write renews the fence clock.
     } finally {
       settled = true;
-      clearTimeout(timer);
+      cancelBound?.();
       this.keepaliveInFlight = false;
       if (rpc) drop(rpc);
     }
   }
 
   private armFenceTimer(): void {
-    clearTimeout(this.fenceTimer);
-    this.fenceTimer = setTimeout(() => this.mayAct(), this.msUntilSelfFence() + 1);
+    this.cancelFenceTimer?.();
+    // mayAct() raises must-stop once the deadline has passed (by either clock).
+    this.cancelFenceTimer = this.clock.after(this.msUntilSelfFence() + 1, () => this.mayAct());
   }
 
   private raiseMustStop(reason: StopReason): void {
     if (this.stateValue !== 'alive') return;
     this.stateValue = 'stopping';
-    clearInterval(this.keepaliveTimer);
-    clearTimeout(this.fenceTimer);
+    this.cancelRenewals?.();
+    this.cancelFenceTimer?.();
     const since = this.sinceRenewalMs();
     this.mustStopEvent = {
       reason,
-      at: Date.now(),
+      at: this.clock.wallMs(),
       sinceRenewalMs: since,
-      mustBeOutBy: performance.now() - since + this.timing.mustBeOutByMs,
+      mustBeOutBy: this.clock.monotonicMs() - since + this.timing.mustBeOutByMs,
     };
     this.emit('must-stop', this.mustStopEvent);
     for (const resolve of this.mustStopWaiters.splice(0)) resolve(this.mustStopEvent);
@@ -414,41 +433,37 @@ export class Session extends TypedEmitter<SessionEvents> {
    * lease is also declared lost by our own clock once etcd must have expired it.
    */
   private async revokeWhenOut(reason: StopReason, mustBeOutBy: number): Promise<void> {
-    const expiredByClockAt = performance.now() - this.sinceRenewalMs() + this.timing.ttlMs;
-    const expiryTimer = setTimeout(
-      () => this.finish({ reason, at: Date.now(), revoked: false }),
-      Math.max(0, expiredByClockAt - performance.now()),
+    const clock = this.clock;
+    const expiredByClockAt = clock.monotonicMs() - this.sinceRenewalMs() + this.timing.ttlMs;
+    const cancelExpiry = clock.after(expiredByClockAt - clock.monotonicMs(), () =>
+      this.finish({ reason, at: clock.wallMs(), revoked: false }),
     );
-    expiryTimer.unref();
     if (this.holds.size > 0) {
       const released = new Promise<void>((resolve) => this.releaseWaiters.push(resolve));
       // Node timers may fire a fraction of a millisecond early: wait until the instant has
       // truly passed on the monotonic clock.
-      while (this.holds.size > 0 && performance.now() < mustBeOutBy) {
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([
-          released,
-          new Promise<void>((resolve) => (timer = setTimeout(resolve, mustBeOutBy - performance.now() + 1))),
-        ]);
-        clearTimeout(timer);
+      while (this.holds.size > 0 && clock.monotonicMs() < mustBeOutBy) {
+        const passed = new AbortController();
+        await Promise.race([released, clock.sleep(mustBeOutBy - clock.monotonicMs() + 1, passed.signal)]);
+        passed.abort();
       }
     }
     // Revoke even when our clock already declared the lease expired: after an etcd restart
     // leases come back with a fresh TTL, and the keys on it with them.
-    const giveUpAt = performance.now() + REVOKE_RETRY_WINDOW_FACTOR * this.timing.ttlMs;
-    while (performance.now() < giveUpAt) {
+    const giveUpAt = clock.monotonicMs() + REVOKE_RETRY_WINDOW_FACTOR * this.timing.ttlMs;
+    while (clock.monotonicMs() < giveUpAt) {
       try {
         await this.client.leaseClient.leaseRevoke({ ID: this.leaseId }, within(LEASE_CALL_MS));
-        clearTimeout(expiryTimer);
-        this.finish({ reason, at: Date.now(), revoked: true });
+        cancelExpiry();
+        this.finish({ reason, at: clock.wallMs(), revoked: true });
         return;
       } catch (err) {
         if (isLeaseGone(err)) {
-          clearTimeout(expiryTimer);
-          this.finish({ reason, at: Date.now(), revoked: false });
+          cancelExpiry();
+          this.finish({ reason, at: clock.wallMs(), revoked: false });
           return;
         }
-        await new Promise((resolve) => setTimeout(resolve, REVOKE_RETRY_MS).unref());
+        await clock.sleep(REVOKE_RETRY_MS);
       }
     }
   }

@@ -17,6 +17,7 @@ import {
   StaleTokenError,
   transfer,
   unfence,
+  type CampaignRetry,
   type Leadership,
   type LeaderState,
 } from '../../pkg/lease/index.js';
@@ -177,6 +178,63 @@ describe('pkg/lease (real etcd)', function () {
           what: 'the unfenced node to win the free election',
           timeoutMs: 10_000,
         });
+      } finally {
+        admin.close();
+      }
+    });
+  });
+
+  describe('retries are visible', function () {
+    it('a malformed leader record is reported once (which key, why) while the campaign retries; once it is gone the report clears and the candidate wins', async function () {
+      this.timeout(30_000);
+      const identity = freshIdentity();
+      const keys = new Keys();
+      const admin = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+      try {
+        await admin.put(keys.leader(identity)).value('{"node":"x"}');
+        const told: Array<CampaignRetry | undefined> = [];
+        const a = await open([etcd.hostEndpoint], 'a', identity, {
+          candidate: { onRetry: (r) => told.push(r) },
+        });
+        const campaign = a.candidate.campaign();
+        await waitFor(() => (a.candidate.lastError?.attempts ?? 0) >= 3, {
+          what: 'three failed reads of the malformed leader key',
+          timeoutMs: 5_000,
+        });
+        expect(told, 'told once per change of reason, not per attempt').to.have.length(1);
+        expect(told[0]!.what).to.equal(`reading ${identity}'s leader key and a's fence`);
+        expect(told[0]!.error)
+          .to.include(keys.leader(identity))
+          .and.match(/leaseId/);
+        await admin.delete().key(keys.leader(identity));
+        const leadership = await campaign;
+        expect(leadership.node).to.equal('a');
+        expect(told.at(-1)).to.equal(undefined);
+        expect(a.candidate.lastError).to.equal(undefined);
+      } finally {
+        admin.close();
+      }
+    });
+
+    it('a malformed candidate record is reported by key and left out of the ranking, not silently dropped', async function () {
+      this.timeout(30_000);
+      const identity = freshIdentity();
+      const keys = new Keys();
+      const admin = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+      try {
+        await admin.put(keys.candidate(identity, 'broken')).value('{"node":"broken"}');
+        const told: Array<CampaignRetry | undefined> = [];
+        const a = await open([etcd.hostEndpoint], 'a', identity, {
+          candidate: { onRetry: (r) => told.push(r) },
+        });
+        const leadership = await a.candidate.campaign();
+        expect(leadership.node).to.equal('a');
+        expect(told[0]).to.include({ what: 'ranking this node among the registered candidates' });
+        expect(told[0]!.error).to.include(keys.candidate(identity, 'broken'));
+        expect(a.candidate.lastRank?.rank).to.equal(0);
+        expect(a.candidate.lastRank?.reason).to.match(/left out of the ranking as malformed/);
+        // The campaign is over: nothing is retried any more.
+        expect(told.at(-1)).to.equal(undefined);
       } finally {
         admin.close();
       }

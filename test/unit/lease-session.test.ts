@@ -4,6 +4,7 @@
 import { EventEmitter } from 'node:events';
 import { expect } from 'chai';
 import { EtcdLeaseInvalidError, type Etcd3 } from 'etcd3';
+import { ManualClock } from '../../pkg/clock/index.js';
 import { Session, type MustStop } from '../../pkg/lease/session.js';
 import { leaseTiming, LeaseTimingError } from '../../pkg/lease/timing.js';
 import { waitFor } from '../support/wait.js';
@@ -294,5 +295,83 @@ describe('lease session (self-fence clock)', function () {
     const bad = { ...leaseTiming({ ttlSeconds: 6 }), selfFenceMs: 5_900 };
     const err = await Session.open(fakeEtcd().client, { node: 'n', timing: bad }).catch((e: unknown) => e);
     expect(err).to.be.instanceOf(LeaseTimingError);
+  });
+});
+
+describe('lease session on a manual clock (the self-fence deadline, to the millisecond)', function () {
+  const sessions: Session[] = [];
+  /** Open a session on `clock` (monotonic 1000 at open), acknowledging its first write. */
+  const open = async (etcd: ReturnType<typeof fakeEtcd>, clock: ManualClock) => {
+    const opening = Session.open(etcd.client, { node: 'n', timing: TIMING, clock });
+    await waitFor(() => etcd.puts.length === 1, { what: 'the first session-key write', timeoutMs: 1_000 });
+    etcd.puts[0]!.ack();
+    const session = await opening;
+    sessions.push(session);
+    return session;
+  };
+  afterEach(async function () {
+    for (const s of sessions.splice(0)) {
+      void s.close();
+      // Let the revoke run without waiting out a hold on a clock nobody moves.
+      await (s.clock as ManualClock).advance(10_000);
+    }
+  });
+
+  it('raises must-stop at D after the send of the last acknowledged write: alive 1 ms before, stopped at D', async function () {
+    const etcd = fakeEtcd();
+    const clock = new ManualClock({ monotonicMs: 1_000 });
+    const session = await open(etcd, clock);
+    let stop: MustStop | undefined;
+    session.on('must-stop', (e) => (stop = e));
+    await clock.advance(1_399);
+    expect(stop, 'must-stop before D').to.equal(undefined);
+    expect(session.mayAct()).to.equal(true);
+    expect(session.msUntilSelfFence()).to.equal(1);
+    await clock.advance(1);
+    expect(stop).to.deep.include({
+      reason: 'keepalive-timeout',
+      sinceRenewalMs: 1_400,
+      mustBeOutBy: 1_000 + 1_800,
+    });
+    expect(session.mayAct()).to.equal(false);
+  });
+
+  it('an acknowledged write moves the deadline to its own send time + D, whenever its answer came', async function () {
+    const etcd = fakeEtcd();
+    const clock = new ManualClock({ monotonicMs: 1_000 });
+    const session = await open(etcd, clock);
+    etcd.puts[1]!.ack(); // the first renewal, sent at open (1000)
+    await clock.advance(200); // the next renewal is sent at 1200 …
+    const renewal = etcd.puts[2]!;
+    await clock.advance(300); // … and answered at 1500
+    renewal.ack();
+    await clock.advance(0);
+    expect(session.msUntilSelfFence()).to.equal(1_200 + 1_400 - 1_500);
+    await clock.advance(1_099);
+    expect(session.mayAct()).to.equal(true);
+    await clock.advance(2);
+    expect(session.mayAct()).to.equal(false);
+  });
+
+  it('a host suspended past D (only the wall clock moved) refuses to act on resume', async function () {
+    const clock = new ManualClock({ monotonicMs: 1_000 });
+    const session = await open(fakeEtcd(), clock);
+    clock.stepWall(1_400);
+    expect(session.mayAct()).to.equal(false);
+    expect((await session.stopped()).sinceRenewalMs).to.equal(1_400);
+  });
+
+  it('a hold never released is revoked at the must-be-out instant, not before', async function () {
+    const etcd = fakeEtcd();
+    const clock = new ManualClock({ monotonicMs: 1_000 });
+    const session = await open(etcd, clock);
+    session.hold();
+    await clock.advance(1_401); // must-stop at D
+    expect(session.state).to.equal('stopping');
+    await clock.advance(1_800 - 1_401 - 1); // one ms before the must-be-out instant
+    expect(etcd.revoked).to.deep.equal([]);
+    await clock.advance(2);
+    expect(etcd.revoked).to.deep.equal(['7']);
+    expect((await session.lost()).revoked).to.equal(true);
   });
 });

@@ -1,0 +1,161 @@
+// The login gate (S3) at work: it reads what clearance.ts decides on — one etcd read at one
+// revision plus this node's own sightings of other sessions — and waits, reading again, until
+// the decision lets the new term log in.
+import type { Etcd3 } from 'etcd3';
+import type { Clock } from '../clock/index.js';
+import {
+  CLEARANCE_RECHECK_MS,
+  type ClearanceFacts,
+  type ClearanceVerdict,
+  type EarlierTerm,
+} from './clearance.js';
+import { ETCD_CALL_MS, within } from './etcd.js';
+import { decode, type Keys, LoginRecord, TermEnd } from './keys.js';
+import type { FencingToken } from './errors.js';
+import type { PreviousTerm } from './leadership.js';
+import type { PeerSessions } from './peers.js';
+import type { RetryReport } from './retry.js';
+
+/**
+ * How long a successor waits for its view of other sessions to catch up with a read that
+ * found a holder's session gone. Past it, the read's own time is the (later, safe) bound.
+ */
+const PEER_CATCHUP_MS = 1_000;
+
+export interface GateFacts {
+  client: Etcd3;
+  identity: string;
+  /** The identity's keys, and the keys the sessions live under (they may differ in prefix). */
+  keys: Keys;
+  sessionKeys: Keys;
+  token: FencingToken;
+  previous: PreviousTerm | undefined;
+  peers: Promise<PeerSessions>;
+  clock: Clock;
+}
+
+/** What the login gate decides on: one read at one revision, plus this node's sightings. */
+export async function readClearanceFacts(g: GateFacts): Promise<ClearanceFacts> {
+  const { client, keys, sessionKeys, identity } = g;
+  const termEndKey = keys.termEnd(identity);
+  const loginKey = keys.login(identity);
+  const result = await client
+    .if(keys.leader(identity), 'Create', '>', -1) // always true: a multi-get at one revision
+    .then(client.get(termEndKey), client.get(loginKey), client.getAll().prefix(sessionKeys.sessions()))
+    .options(within(ETCD_CALL_MS))
+    .commit();
+  const readAt = g.clock.monotonicMs();
+  const revision = BigInt(result.header.revision);
+  const termEnd = decode(TermEnd, result.responses[0]?.response_range?.kvs[0]?.value, termEndKey);
+  const login = decode(LoginRecord, result.responses[1]?.response_range?.kvs[0]?.value, loginKey);
+  const present = new Set(
+    (result.responses[2]?.response_range?.kvs ?? []).map((kv) =>
+      kv.key.toString().slice(sessionKeys.sessions().length),
+    ),
+  );
+
+  const terms: EarlierTerm[] = [];
+  const prev = g.previous;
+  if (prev) {
+    terms.push({
+      token: prev.token,
+      node: prev.record.node,
+      leaseId: prev.record.leaseId,
+      ttlMs: prev.record.ttlMs,
+      transferred: prev.transferred,
+    });
+  }
+  // A term this node never saw (it started later, or missed a short term) that logged in.
+  if (
+    login?.loggedIn &&
+    BigInt(login.token) !== g.token &&
+    !terms.some((t) => String(t.token) === login.token)
+  ) {
+    terms.push({ token: BigInt(login.token), node: login.node, leaseId: login.leaseId, ttlMs: login.ttlMs });
+  }
+
+  // The view of other sessions, if it has started: a gate never waits for it to start.
+  const peers = await Promise.race([
+    g.peers.catch(() => undefined),
+    new Promise<undefined>((resolve) => setImmediate(() => resolve(undefined))),
+  ]);
+  const sessions = new Map<string, { present: boolean; lastSeenAt: number }>();
+  for (const term of terms) {
+    if (term.transferred || sessions.has(term.leaseId)) continue;
+    if (present.has(term.leaseId)) {
+      sessions.set(term.leaseId, { present: true, lastSeenAt: readAt });
+      continue;
+    }
+    // Gone: every renewal came before this read, so its time bounds the last one; a
+    // renewal we saw earlier bounds it tighter.
+    const seen = await peers?.lastSeenUpTo(term.leaseId, revision, PEER_CATCHUP_MS);
+    sessions.set(term.leaseId, { present: false, lastSeenAt: Math.min(readAt, seen ?? readAt) });
+  }
+  return {
+    terms,
+    ...(termEnd ? { termEnd: { token: termEnd.token, loggedOut: termEnd.loggedOut } } : {}),
+    ...(login ? { login: { token: login.token, loggedIn: login.loggedIn } } : {}),
+    sessions,
+    now: g.clock.monotonicMs(),
+  };
+}
+
+export interface GateWait {
+  identity: string;
+  token: FencingToken;
+  /** One read and decision; rejects when etcd does not answer. */
+  verdict(): Promise<ClearanceVerdict>;
+  /** May the term still act? Checked before every read and before letting it log in. */
+  mayAct(): boolean;
+  /** Settles when the term ends. */
+  lost: Promise<unknown>;
+  /** Told why the gate holds, once per kind of wait (not at every re-read). */
+  waiting(reason: string): void;
+  retries: RetryReport;
+  clock: Clock;
+}
+
+/**
+ * Wait until the gate lets the term log in; resolves with the sentence that let it. Rejects
+ * (with `abandoned`) if the term ends meanwhile. A read that fails holds the gate shut, says
+ * so, and is retried: not knowing whether an earlier holder is out never lets this one in.
+ */
+export async function waitForClearance(w: GateWait, abandoned: () => Error): Promise<string> {
+  let shown: string | undefined;
+  try {
+    for (;;) {
+      if (!w.mayAct()) throw abandoned();
+      let verdict: ClearanceVerdict;
+      try {
+        verdict = await w.verdict();
+        w.retries.succeeded('login gate');
+      } catch (err) {
+        const message = (err as Error).message;
+        w.retries.failed(
+          'login gate',
+          `reading the earlier term's state for the login gate of ${w.identity}`,
+          err,
+        );
+        verdict = {
+          proceed: false,
+          reason: `cannot read the earlier term's state from etcd (${message}); not logging in until it can be read`,
+          recheckInMs: CLEARANCE_RECHECK_MS,
+        };
+      }
+      if (verdict.proceed) {
+        if (!w.mayAct()) continue;
+        return verdict.reason;
+      }
+      // Say it once per kind of wait, not at every re-read (the figures change each time).
+      const gist = verdict.reason.replace(/\d+/g, '#');
+      if (gist !== shown) {
+        shown = gist;
+        w.waiting(verdict.reason);
+      }
+      await Promise.race([w.clock.sleep(verdict.recheckInMs), w.lost]);
+    }
+  } finally {
+    // The wait is over either way: nothing is being retried any more.
+    w.retries.succeeded('login gate');
+  }
+}

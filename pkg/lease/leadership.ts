@@ -1,0 +1,356 @@
+// A term of leadership: what a candidate holds once elected, until the term ends.
+//
+// The term is fenced by its token (the revision of the write that made it leader). It ends
+// when its key is deleted or moved (watched; a broken watch is replaced after a re-read), when
+// its session must stop, or when it resigns. Before logging in, a new leader passes the login
+// gate (gate.ts, S3); its login state is a record guarded by the token (setLoggedIn).
+import type { IKeyValue, Watcher } from 'etcd3';
+import type { Clock } from '../clock/index.js';
+import { decideClearance, type ClearanceFacts, type ClearanceVerdict } from './clearance.js';
+import { TypedEmitter } from './emitter.js';
+import { CampaignAbandonedError, FencedNodeError, StaleTokenError, type FencingToken } from './errors.js';
+import { ETCD_CALL_MS, within } from './etcd.js';
+import { readClearanceFacts, waitForClearance } from './gate.js';
+import type { Keys, LeaderRecord, LoginRecord, TermEnd } from './keys.js';
+import type { PeerSessions } from './peers.js';
+import { RETRY_MS, type RetryReport } from './retry.js';
+import type { Release, Session } from './session.js';
+
+export type { FencingToken };
+
+/** What a new leader knows about the term before its own. */
+export interface PreviousTerm {
+  record: LeaderRecord;
+  token: FencingToken;
+  /** Monotonic ms (the session's clock) when this candidate saw that term end (undefined: it did not). */
+  observedEndAt?: number;
+  /** The key was moved to us by a transfer, which requires the holder's confirmed logout. */
+  transferred: boolean;
+}
+
+export interface LeadershipEvents extends Record<string, unknown> {
+  /** Leadership ended (key deleted, moved, or the session must stop). Terminal. */
+  lost: { reason: 'session' | 'key-deleted' | 'key-moved' | 'resigned'; at: number };
+  /** The login gate holds this new leader back, and why (emitted when the reason changes). */
+  waiting: { reason: string };
+}
+
+/** What a term needs from the campaign that won it. */
+export interface TermContext {
+  readonly identity: string;
+  readonly session: Session;
+  readonly keys: Keys;
+  readonly peers: Promise<PeerSessions>;
+  readonly clock: Clock;
+  readonly retries: RetryReport;
+  /** Set as a term starts, so the campaign never re-adopts a term of its own that ended. */
+  lastOwnToken: FencingToken | undefined;
+}
+
+/**
+ * A term of leadership. Act only while `mayAct()` is true; before logging in, await
+ * `clearance()` (S3: the previous term is confirmed out or its self-fence deadline passed).
+ */
+export class Leadership extends TypedEmitter<LeadershipEvents> {
+  private ended: LeadershipEvents['lost'] | undefined;
+  private watcher: Watcher | undefined;
+  private loggedInValue = false;
+  /** Held on the session from the first `setLoggedIn(true)` until the logout is confirmed. */
+  private releaseHold: Release | undefined;
+  /** Mod revision of this term's last login record write: it guards a late confirmation. */
+  private loginRevision: string | undefined;
+  private readonly endWaiters: Array<(e: LeadershipEvents['lost']) => void> = [];
+
+  constructor(
+    private readonly ctx: TermContext,
+    readonly token: FencingToken,
+    readonly record: LeaderRecord,
+    readonly previous: PreviousTerm | undefined,
+  ) {
+    super();
+  }
+
+  get identity(): string {
+    return this.ctx.identity;
+  }
+  get node(): string {
+    return this.ctx.session.node;
+  }
+  get session(): Session {
+    return this.ctx.session;
+  }
+  get key(): string {
+    return this.ctx.keys.leader(this.identity);
+  }
+  get loggedIn(): boolean {
+    return this.loggedInValue;
+  }
+
+  /**
+   * Watch our own key: a deletion or a move ends the term even if the session lives. The
+   * watch is created within ETCD_CALL_MS (or the campaign's abort): a leader that cannot watch
+   * its key refuses the term rather than act blind.
+   */
+  async start(revision: string, signal?: AbortSignal): Promise<Leadership> {
+    this.ctx.lastOwnToken = this.token;
+    const onStop = () => this.end('session');
+    this.session.on('must-stop', onStop);
+    void this.whenLost().then(() => this.session.off('must-stop', onStop));
+    if (!this.session.mayAct()) this.end('session');
+    await this.watchOwnKey(BigInt(revision) + 1n, signal);
+    return this;
+  }
+
+  private async watchOwnKey(fromRevision: bigint, signal?: AbortSignal): Promise<void> {
+    if (this.ended) return;
+    const pending = this.session.client.watch().key(this.key).startRevision(String(fromRevision)).create();
+    let cancelTimer: (() => void) | undefined;
+    const gaveUp = new Promise<undefined>((resolve) => {
+      cancelTimer = this.ctx.clock.after(ETCD_CALL_MS, () => resolve(undefined));
+      signal?.addEventListener('abort', () => resolve(undefined), { once: true });
+      void this.whenLost().then(() => resolve(undefined));
+    });
+    const watcher = await Promise.race([pending.catch(() => undefined), gaveUp]);
+    cancelTimer?.();
+    if (!watcher || this.ended) {
+      // Created late (or never): cancel whatever arrives, so no watch leaks.
+      void pending.then((w) => w.cancel()).catch(() => undefined);
+      if (!this.ended) this.end('session');
+      throw new CampaignAbandonedError(
+        `could not watch ${this.key} within ${ETCD_CALL_MS} ms after winning term ${this.token}; giving the term back`,
+      );
+    }
+    this.watcher = watcher;
+    watcher.on('delete', () => this.end('key-deleted'));
+    // The key is written once per term: any later write is a new term (a transfer).
+    watcher.on('put', (kv: IKeyValue) => {
+      if (BigInt(kv.mod_revision) !== this.token) this.end('key-moved');
+    });
+    // A cancelled watch (compaction, server cancel) is gone for good: re-read, and if the key
+    // is still ours watch again from that read; never carry on without a watch.
+    watcher.on('error', () => void this.rewatch(watcher));
+  }
+
+  private async rewatch(broken: Watcher): Promise<void> {
+    if (this.watcher !== broken || this.ended) return;
+    this.watcher = undefined;
+    void broken.cancel().catch(() => undefined);
+    const retries = this.ctx.retries;
+    try {
+      while (!this.ended) {
+        try {
+          const res = await this.session.client.get(this.key).options(within(ETCD_CALL_MS)).exec();
+          const current = res.kvs[0];
+          if (!current || BigInt(current.mod_revision) !== this.token) {
+            this.end(current ? 'key-moved' : 'key-deleted');
+            return;
+          }
+          await this.watchOwnKey(BigInt(res.header.revision) + 1n);
+          return;
+        } catch (err) {
+          // etcd unreachable: retry; the session's self-fence clock ends the term if it lasts.
+          retries.failed(
+            'own-key watch',
+            `watching ${this.key} again after its watch broke (term ${this.token})`,
+            err,
+          );
+          await this.ctx.clock.sleep(RETRY_MS);
+        }
+      }
+    } finally {
+      retries.succeeded('own-key watch');
+    }
+  }
+
+  /** True while this term may act: session within its self-fence deadline and key still ours. */
+  mayAct(): boolean {
+    return this.ended === undefined && this.session.mayAct();
+  }
+
+  get isEnded(): boolean {
+    return this.ended !== undefined;
+  }
+
+  /** Resolves when the term ends, with why. */
+  whenLost(): Promise<LeadershipEvents['lost']> {
+    if (this.ended) return Promise.resolve(this.ended);
+    return new Promise((resolve) => this.endWaiters.push(resolve));
+  }
+
+  private end(reason: LeadershipEvents['lost']['reason']): void {
+    if (this.ended) return;
+    this.ended = { reason, at: this.ctx.clock.wallMs() };
+    void this.watcher?.cancel().catch(() => undefined);
+    this.emit('lost', this.ended);
+    for (const resolve of this.endWaiters.splice(0)) resolve(this.ended);
+  }
+
+  /**
+   * The login gate (S3): resolves with the sentence that let this leader log in, once every
+   * earlier term is proven over (clearance.ts); emits `waiting` with why while it is not.
+   * Rejects if this term ends meanwhile.
+   */
+  async clearance(): Promise<string> {
+    return waitForClearance(
+      {
+        identity: this.identity,
+        token: this.token,
+        verdict: () => this.clearanceVerdict(),
+        mayAct: () => this.mayAct(),
+        lost: this.whenLost(),
+        waiting: (reason) => this.emit('waiting', { reason }),
+        retries: this.ctx.retries,
+        clock: this.ctx.clock,
+      },
+      () =>
+        new CampaignAbandonedError(
+          `term ${this.token} of ${this.identity} ended while waiting out the previous term`,
+        ),
+    );
+  }
+
+  /** What the login gate would decide now (for status displays and tests). */
+  async clearanceVerdict(): Promise<ClearanceVerdict> {
+    return decideClearance(await this.clearanceFacts());
+  }
+
+  /** What the login gate decides on: one read at one revision, plus this node's sightings. */
+  async clearanceFacts(): Promise<ClearanceFacts> {
+    return readClearanceFacts({
+      client: this.session.client,
+      identity: this.identity,
+      keys: this.ctx.keys,
+      sessionKeys: this.session.keys,
+      token: this.token,
+      previous: this.previous,
+      peers: this.ctx.peers,
+      clock: this.ctx.clock,
+    });
+  }
+
+  /**
+   * Record the login state, fenced by this term's token. The convention that makes the
+   * record safe to act on: write `true` *before* starting the service (it covers logging in),
+   * and `false` only once the service is confirmed stopped. A transfer, a revocation and a
+   * successor's login gate treat `false` as the holder's confirmed logout. The record is not
+   * bound to the lease: it outlives the term, so a term that logged in and never confirmed
+   * its logout stays visible to every successor.
+   *
+   * `true` takes a hold on the session (it is not revoked while the service may run) and is
+   * refused (FencedNodeError) while the node is fenced (S4) or held off this identity: a
+   * fence written after this node won still keeps it from logging in. `false` releases the
+   * hold; it is accepted even after the key is gone, as long as no later term wrote the
+   * record, so a holder cut off by a revocation can still confirm it is out.
+   */
+  async setLoggedIn(loggedIn: boolean): Promise<void> {
+    const client = this.session.client;
+    const loginKey = this.ctx.keys.login(this.identity);
+    const value = JSON.stringify(this.loginRecord(loggedIn));
+    if (loggedIn) this.releaseHold ??= this.session.hold();
+    const fenceKey = this.ctx.keys.fence(this.node);
+    const holdOffKey = this.ctx.keys.holdOff(this.identity, this.node);
+    let txn = client.if(this.key, 'Mod', '==', String(this.token));
+    if (loggedIn) txn = txn.and(fenceKey, 'Create', '==', 0).and(holdOffKey, 'Create', '==', 0);
+    let result;
+    try {
+      result = await txn.then(client.put(loginKey).value(value)).options(within(ETCD_CALL_MS)).commit();
+    } catch (err) {
+      if (loggedIn && !this.loggedInValue) this.release();
+      throw err;
+    }
+    if (!result.succeeded && !loggedIn && this.loginRevision !== undefined) {
+      result = await client
+        .if(loginKey, 'Mod', '==', this.loginRevision)
+        .then(client.put(loginKey).value(value))
+        .options(within(ETCD_CALL_MS))
+        .commit();
+    }
+    if (!result.succeeded) {
+      if (loggedIn && !this.loggedInValue) this.release();
+      const still = await client.get(this.key).options(within(ETCD_CALL_MS)).exec();
+      if (still.kvs[0] && BigInt(still.kvs[0].mod_revision) === this.token) {
+        throw new FencedNodeError(this.node, this.identity);
+      }
+      this.end('key-moved');
+      throw new StaleTokenError(this.identity, this.token);
+    }
+    this.loginRevision = result.header.revision;
+    this.loggedInValue = loggedIn;
+    if (!loggedIn) this.release();
+  }
+
+  private loginRecord(loggedIn: boolean): LoginRecord {
+    return {
+      node: this.node,
+      token: String(this.token),
+      loggedIn,
+      at: this.ctx.clock.wallMs(),
+      leaseId: this.session.leaseId,
+      ttlMs: this.session.timing.ttlMs,
+    };
+  }
+
+  private release(): void {
+    this.releaseHold?.();
+    this.releaseHold = undefined;
+  }
+
+  /**
+   * End the term: record how it ended and delete the key in one txn guarded by this term.
+   * `loggedOut: true` only once the service is confirmed stopped; a successor then logs in
+   * without waiting. With `loggedOut: false` (the service could not be confirmed stopped)
+   * the login record keeps saying "logged in", and the whole session is closed too: it is
+   * revoked only at the must-be-out instant (the lifeline has killed the service by then),
+   * and successors wait that out. Never throws; resolves false if the key was no longer ours.
+   */
+  async resign(opts: { loggedOut: boolean }): Promise<boolean> {
+    const client = this.session.client;
+    const loginKey = this.ctx.keys.login(this.identity);
+    const end: TermEnd = {
+      token: String(this.token),
+      node: this.node,
+      leaseId: this.session.leaseId,
+      how: 'resigned',
+      loggedOut: opts.loggedOut,
+      holderTtlMs: this.session.timing.ttlMs,
+      at: this.ctx.clock.wallMs(),
+    };
+    // A term that logged in and is now confirmed out says so where successors look first.
+    const confirm = opts.loggedOut && this.loginRevision !== undefined;
+    const confirmation = JSON.stringify(this.loginRecord(false));
+    let ok = false;
+    try {
+      const result = await client
+        .if(this.key, 'Mod', '==', String(this.token))
+        .then(
+          client.put(this.ctx.keys.termEnd(this.identity)).value(JSON.stringify(end)),
+          client.delete().key(this.key),
+          ...(confirm ? [client.put(loginKey).value(confirmation)] : []),
+          // Until it campaigns again, the resigned node is no candidate: nobody waits for it.
+          client.delete().key(this.ctx.keys.candidate(this.identity, this.node)),
+        )
+        .options(within(ETCD_CALL_MS))
+        .commit();
+      ok = result.succeeded;
+      if (!ok && confirm) {
+        // The key went first (revoked, moved, deleted): confirm on the login record alone.
+        await client
+          .if(loginKey, 'Mod', '==', this.loginRevision!)
+          .then(client.put(loginKey).value(confirmation))
+          .options(within(ETCD_CALL_MS))
+          .commit();
+      }
+    } catch {
+      ok = false;
+    }
+    this.end('resigned');
+    if (opts.loggedOut) {
+      this.loggedInValue = false;
+      this.release();
+    } else {
+      // Stops the session now; its lease goes once the hold lapses at the must-be-out instant.
+      void this.session.close();
+    }
+    return ok;
+  }
+}

@@ -1,0 +1,98 @@
+// The login gate's wait (pkg/lease/gate.ts) on a manual clock: it re-reads at the pace the
+// decision asks for, says why it holds once per kind of wait, keeps the gate shut while etcd
+// cannot be read (and says so), and gives up the moment the term ends. No real sleeps.
+import { expect } from 'chai';
+import { ManualClock } from '../../pkg/clock/index.js';
+import { CLEARANCE_RECHECK_MS, type ClearanceVerdict } from '../../pkg/lease/clearance.js';
+import { waitForClearance } from '../../pkg/lease/gate.js';
+import { RetryReport, type CampaignRetry } from '../../pkg/lease/retry.js';
+
+const hold = (reason: string, recheckInMs = CLEARANCE_RECHECK_MS): ClearanceVerdict => ({
+  proceed: false,
+  reason,
+  recheckInMs,
+});
+
+function gate(verdicts: Array<ClearanceVerdict | Error>) {
+  const clock = new ManualClock();
+  const reads: number[] = [];
+  const waiting: string[] = [];
+  const told: Array<CampaignRetry | undefined> = [];
+  let active = true;
+  let endTerm = () => undefined as void;
+  const lost = new Promise<void>((resolve) => (endTerm = resolve));
+  const done = waitForClearance(
+    {
+      identity: 'demo',
+      token: 41n,
+      verdict: async () => {
+        reads.push(clock.monotonicMs());
+        const next = verdicts.length > 1 ? verdicts.shift()! : verdicts[0]!;
+        if (next instanceof Error) throw next;
+        return next;
+      },
+      mayAct: () => active,
+      lost,
+      waiting: (reason) => waiting.push(reason),
+      retries: new RetryReport(clock, (r) => told.push(r)),
+      clock,
+    },
+    () => new Error('term 41 ended while waiting'),
+  );
+  const outcome = done.then(
+    (reason) => ({ reason }),
+    (err: Error) => ({ error: err.message }),
+  );
+  const end = () => {
+    active = false;
+    endTerm();
+  };
+  return { clock, reads, waiting, told, outcome, end };
+}
+
+describe('login gate wait (manual clock)', function () {
+  it('re-reads at the pace the decision asks, and lets the term in with the reason that did', async function () {
+    const g = gate([
+      hold('term 40 on a: last seen renewed 1000 ms ago, waiting out its TTL', 250),
+      hold('term 40 on a: last seen renewed 1250 ms ago, waiting out its TTL', 100),
+      { proceed: true, reason: 'term 40 on a: its session is gone, past its TTL' },
+    ]);
+    const start = g.clock.monotonicMs();
+    await g.clock.advance(400);
+    expect(await g.outcome).to.deep.equal({ reason: 'term 40 on a: its session is gone, past its TTL' });
+    expect(g.reads.map((t) => t - start)).to.deep.equal([0, 250, 350]);
+    // The figures changed, the kind of wait did not: said once.
+    expect(g.waiting).to.have.length(1);
+    expect(g.told).to.deep.equal([]);
+  });
+
+  it('keeps the gate shut while etcd cannot be read, says so once, and reports the retry until a read gets through', async function () {
+    const g = gate([
+      new Error('deadline exceeded'),
+      new Error('deadline exceeded'),
+      { proceed: true, reason: 'no earlier term on record' },
+    ]);
+    await g.clock.advance(CLEARANCE_RECHECK_MS - 1);
+    expect(g.reads).to.have.length(1);
+    expect(g.waiting).to.deep.equal([
+      "cannot read the earlier term's state from etcd (deadline exceeded); not logging in until it can be read",
+    ]);
+    expect(g.told).to.have.length(1);
+    expect(g.told[0]).to.include({
+      what: "reading the earlier term's state for the login gate of demo",
+      error: 'deadline exceeded',
+    });
+    await g.clock.advance(2 * CLEARANCE_RECHECK_MS);
+    expect(await g.outcome).to.deep.equal({ reason: 'no earlier term on record' });
+    expect(g.told.at(-1)).to.equal(undefined);
+  });
+
+  it('rejects the moment the term ends, without waiting for the next read', async function () {
+    const g = gate([hold('term 40 on a ended without a confirmed logout; waiting for its logout')]);
+    await g.clock.advance(1_000);
+    const readsBefore = g.reads.length;
+    g.end();
+    expect(await g.outcome).to.deep.equal({ error: 'term 41 ended while waiting' });
+    expect(g.reads).to.have.length(readsBefore);
+  });
+});

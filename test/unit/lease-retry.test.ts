@@ -1,0 +1,69 @@
+// A campaign's retries are visible (pkg/lease/retry.ts): its owner hears when a streak of
+// failures starts, when its reason changes, and when attempts get through again.
+import { expect } from 'chai';
+import { ManualClock } from '../../pkg/clock/index.js';
+import { RetryReport, type CampaignRetry } from '../../pkg/lease/retry.js';
+
+function report() {
+  const clock = new ManualClock({ wallMs: 1_000_000 });
+  const told: Array<CampaignRetry | undefined> = [];
+  return { clock, told, retries: new RetryReport(clock, (r) => told.push(r)) };
+}
+
+describe('retry report: every failure a loop retries after is visible, once per change', function () {
+  it('tells the start of a streak, not every attempt of it, and counts the attempts', async function () {
+    const { clock, told, retries } = report();
+    retries.failed('campaign', 'reading the leader key', new Error('permission denied'));
+    await clock.advance(200);
+    retries.failed('campaign', 'reading the leader key', new Error('permission denied'));
+    retries.failed('campaign', 'reading the leader key', new Error('permission denied'));
+    expect(told).to.deep.equal([
+      { what: 'reading the leader key', error: 'permission denied', since: 1_000_000, attempts: 1 },
+    ]);
+    expect(retries.current).to.deep.equal({
+      what: 'reading the leader key',
+      error: 'permission denied',
+      since: 1_000_000,
+      attempts: 3,
+    });
+  });
+
+  it('a new figure in the same message is no new reason; a new message or step is', function () {
+    const { told, retries } = report();
+    retries.failed('campaign', 'reading the leader key', new Error('deadline exceeded after 2001 ms'));
+    retries.failed('campaign', 'reading the leader key', new Error('deadline exceeded after 2003 ms'));
+    expect(told).to.have.length(1);
+    retries.failed('campaign', 'reading the leader key', new Error('permission denied'));
+    retries.failed('campaign', 'registering as a candidate', new Error('permission denied'));
+    expect(told.map((t) => [t?.what, t?.error, t?.attempts])).to.deep.equal([
+      ['reading the leader key', 'deadline exceeded after 2001 ms', 1],
+      ['reading the leader key', 'permission denied', 3],
+      ['registering as a candidate', 'permission denied', 4],
+    ]);
+  });
+
+  it('says undefined once an attempt gets through, and only if something was being retried', function () {
+    const { told, retries } = report();
+    retries.succeeded('campaign');
+    expect(told).to.deep.equal([]);
+    retries.failed('campaign', 'creating the leader key', 'etcd unreachable');
+    retries.succeeded('campaign');
+    retries.succeeded('campaign');
+    expect(told.map((t) => t?.error)).to.deep.equal(['etcd unreachable', undefined]);
+    expect(retries.current).to.equal(undefined);
+  });
+
+  it('a loop getting through does not hide another that still fails', function () {
+    const { told, retries } = report();
+    retries.failed('login gate', 'reading the earlier term', new Error('deadline exceeded'));
+    retries.failed('own-key watch', 'watching the leader key again', new Error('unavailable'));
+    retries.succeeded('own-key watch');
+    expect(told.map((t) => t?.what)).to.deep.equal([
+      'reading the earlier term',
+      'watching the leader key again',
+      'reading the earlier term',
+    ]);
+    retries.succeeded('login gate');
+    expect(told.at(-1)).to.equal(undefined);
+  });
+});
