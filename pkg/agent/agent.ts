@@ -39,6 +39,7 @@ import type { IdentitySpec } from '../spec/schema.js';
 import { bootstrapSpecs, readSpecFile, SpecWatcher } from '../spec/store.js';
 import { FenceWatch } from './fence-watch.js';
 import { startHealthServer } from './health.js';
+import { loginIo } from './login-io.js';
 import { AgentMetrics } from './metrics.js';
 import { IdentityRunner, RunnerError } from './runner.js';
 import { SessionKeeper } from './sessions.js';
@@ -211,13 +212,11 @@ export class Agent {
     const overrides = this.config.identities[identity] ?? {};
     const runner = new IdentityRunner(identity, {
       node: this.node,
-      etcd: this.etcd,
-      nc: this.nc,
       sessions: this.sessions,
       fence: this.fenceWatch,
       history: this.history,
       logger: this.logger,
-      runDir: this.runDir,
+      port: loginIo({ identity, node: this.node, etcd: this.etcd, nc: this.nc, runDir: this.runDir }),
       settings: {
         priority: overrides.priority ?? this.config.priority,
         nofailover: overrides.nofailover ?? this.config.tags.nofailover,
@@ -229,8 +228,10 @@ export class Agent {
         this.metrics.token.set({ identity: t.identity }, t.to === 'leader' && t.token ? Number(t.token) : 0);
       },
       onRequest: (id, outcome) => this.metrics.requests.inc({ identity: id, outcome }),
+      onRetry: (r) => this.metrics.retryChanged(r),
     });
     this.metrics.setState(identity, runner.state);
+    this.metrics.retrying.set({ identity }, 0);
     return runner;
   }
 

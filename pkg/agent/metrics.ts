@@ -1,6 +1,7 @@
 // Prometheus metrics of one agent (its own registry: several agents may share a process
 // when understudy is embedded as a library).
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { RetryChange } from './retries.js';
 import { IDENTITY_STATES, type IdentityState } from './states.js';
 
 export class AgentMetrics {
@@ -29,6 +30,18 @@ export class AgentMetrics {
     labelNames: ['identity', 'outcome'],
     registers: [this.registry],
   });
+  readonly retrying = new Gauge({
+    name: 'understudy_identity_retrying',
+    help: 'Whether something for the identity is being retried after a failure (1) or not (0); the reason is in its status detail and the log',
+    labelNames: ['identity'],
+    registers: [this.registry],
+  });
+  readonly retries = new Counter({
+    name: 'understudy_identity_retry_reasons_total',
+    help: 'Retry reasons that began or changed, by identity and kind (campaign, loop, warm-service)',
+    labelNames: ['identity', 'kind'],
+    registers: [this.registry],
+  });
   readonly sessionRenewals = new Counter({
     name: 'understudy_session_renewals_total',
     help: 'etcd lease keepalives acknowledged',
@@ -42,6 +55,11 @@ export class AgentMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  retryChanged(r: { identity: string; retrying: boolean } & RetryChange): void {
+    this.retrying.set({ identity: r.identity }, r.retrying ? 1 : 0);
+    if (r.retry) this.retries.inc({ identity: r.identity, kind: r.source });
   }
 
   setState(identity: string, current: IdentityState): void {

@@ -3,7 +3,9 @@
 // a fresh one for the campaigns that follow, retrying while etcd is away.
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
+import { systemClock, type Clock } from '../clock/index.js';
 import { Session, type LeaseTiming } from '../lease/index.js';
+import { describeRetry, RetryStreak, sameReason, type Retry } from './retries.js';
 
 /** Pause between attempts to open a session while etcd does not answer. */
 const REOPEN_RETRY_MS = 1_000;
@@ -12,13 +14,21 @@ export class SessionKeeper {
   private session: Session | undefined;
   private opening: Promise<Session> | undefined;
   private closed = false;
+  /** Why opening a session is being retried, while it is. */
+  private retry: Retry | undefined;
 
   constructor(
     private readonly client: Etcd3,
     private readonly node: string,
     private readonly timing: LeaseTiming,
     private readonly logger: Logger,
-    private readonly hooks: { opened?(): void; renewed?(): void } = {},
+    private readonly hooks: {
+      opened?(): void;
+      renewed?(): void;
+      /** Opening a session is being retried (once per change of reason), or no longer (undefined). */
+      retrying?(retry: Retry | undefined): void;
+    } = {},
+    private readonly clock: Clock = systemClock,
   ) {}
 
   /** The alive session, if any, without waiting. */
@@ -28,7 +38,8 @@ export class SessionKeeper {
 
   describe(): string {
     const s = this.session;
-    return s ? `${s.state} (lease ${s.leaseId})` : 'none';
+    const retrying = this.retry ? `; ${describeRetry(this.retry)}` : '';
+    return (s ? `${s.state} (lease ${s.leaseId})` : 'none') + retrying;
   }
 
   /** The alive session, opening a new one if needed; rejects only once the keeper is closed. */
@@ -40,12 +51,15 @@ export class SessionKeeper {
   }
 
   private async open(signal?: AbortSignal): Promise<Session> {
-    let failures = 0;
+    const streak = new RetryStreak('opening an etcd session', () => this.clock.wallMs());
+    let shown: Retry | undefined;
     for (;;) {
       if (this.closed || signal?.aborted) throw new Error(`agent ${this.node} is shutting down`);
       try {
         const session = await Session.open(this.client, { node: this.node, timing: this.timing });
         this.session = session;
+        this.retry = undefined;
+        if (shown) this.hooks.retrying?.(undefined);
         this.hooks.opened?.();
         session.on('renewed', () => this.hooks.renewed?.());
         this.logger.info(
@@ -63,13 +77,17 @@ export class SessionKeeper {
           .then((e) => this.logger.info({ lease: session.leaseId, ...e }, 'etcd session ended'));
         return session;
       } catch (err) {
-        // Log the first failure and then every tenth: etcd may be away for a while.
-        if (failures++ % 10 === 0)
+        // Logged once per reason, not per attempt: etcd may be away for a while.
+        const retry = streak.failed(err);
+        if (!sameReason(shown, retry)) {
           this.logger.error(
-            { err: (err as Error).message, failures },
-            'cannot open an etcd session; retrying',
+            { err: retry.error, failures: retry.attempts },
+            "cannot open an etcd session; retrying. Check the etcd endpoints in the config and etcd's health",
           );
-        await new Promise((resolve) => setTimeout(resolve, REOPEN_RETRY_MS));
+          this.hooks.retrying?.(retry);
+        }
+        shown = this.retry = retry;
+        await this.clock.sleep(REOPEN_RETRY_MS, signal);
       }
     }
   }

@@ -1,5 +1,6 @@
 // The per-identity state machine of an agent, in one place: the states, the transitions
-// allowed between them, and why each exists. The runner (runner.ts) refuses any other move.
+// allowed between them, and why each exists. Any other move is refused (machine.ts); which
+// move to make is decided in decide.ts.
 //
 //   standby ⇄ campaigning → waiting-out → logging-in → leader → logging-out → standby
 //                                              ↑                     │
@@ -29,7 +30,9 @@ export const IDENTITY_STATES = [
 export type IdentityState = (typeof IDENTITY_STATES)[number];
 
 export const TRANSITIONS: Readonly<Record<IdentityState, readonly IdentityState[]>> = {
-  standby: ['campaigning', 'fenced', 'stopped'],
+  // A campaign may win while the observer still shows the previous holder (a key transferred
+  // to this node in a switchover, or the observer's watch behind the campaign's read).
+  standby: ['campaigning', 'waiting-out', 'fenced', 'stopped'],
   campaigning: ['standby', 'waiting-out', 'fenced', 'stopped'],
   // The term can end while waiting (key revoked, session lost): back to standby unlogged.
   'waiting-out': ['logging-in', 'standby', 'fenced', 'stopped'],

@@ -1,0 +1,10 @@
+// Errors the agent's control plane turns into replies (agent.ts maps the code).
+export class RunnerError extends Error {
+  constructor(
+    message: string,
+    readonly code: 'not-leader' | 'stopped',
+  ) {
+    super(message);
+    this.name = 'RunnerError';
+  }
+}

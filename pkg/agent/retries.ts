@@ -1,0 +1,100 @@
+// What one identity is retrying right now, and why: the campaign (pkg/lease's onRetry), the
+// runner's own loop, a warm service that does not start. A persistent fault must never look
+// like plain "campaigning": each reason shows in the identity's status detail and in metrics,
+// and is logged once when it begins or changes, and once when it clears (not per attempt).
+import type { Logger } from 'pino';
+import type { CampaignRetry } from '../lease/index.js';
+
+/** Where a retry comes from: its kind, as metrics label it. */
+export type RetrySource = 'campaign' | 'loop' | 'warm-service';
+
+export type Retry = CampaignRetry;
+
+export type RetryChange = {
+  source: RetrySource;
+  /** The retry now in force; undefined: it cleared. */
+  retry: Retry | undefined;
+  previous: Retry | undefined;
+};
+
+/** Whether two reports are the same reason (attempt counts may differ): no new log line. */
+export function sameReason(a: Retry | undefined, b: Retry | undefined): boolean {
+  return a?.what === b?.what && a?.error === b?.error;
+}
+
+export function describeRetry(r: Retry): string {
+  return (
+    `retrying ${r.what}: ${r.error} (${r.attempts} attempt${r.attempts === 1 ? '' : 's'} ` +
+    `since ${new Date(r.since).toISOString()})`
+  );
+}
+
+export class RetryBoard {
+  private readonly current = new Map<RetrySource, Retry>();
+
+  /** `onChange` hears each new, changed or cleared reason, once. */
+  constructor(private readonly onChange: (c: RetryChange) => void) {}
+
+  report(source: RetrySource, retry: Retry | undefined): void {
+    const previous = this.current.get(source);
+    if (retry) this.current.set(source, retry);
+    else this.current.delete(source);
+    if (!sameReason(previous, retry)) this.onChange({ source, retry, previous });
+  }
+
+  get retrying(): boolean {
+    return this.current.size > 0;
+  }
+
+  /** Every reason in force, for the identity's detail; undefined when nothing is retried. */
+  describe(): string | undefined {
+    if (this.current.size === 0) return undefined;
+    return [...this.current.values()].map(describeRetry).join('; ');
+  }
+}
+
+/** The one log line of a change: a loop error is an error, other retries are warnings. */
+export function logRetryChange(log: Logger, { source, retry, previous }: RetryChange): void {
+  if (retry) {
+    log[source === 'loop' ? 'error' : 'warn'](
+      { source, what: retry.what, err: retry.error, attempts: retry.attempts },
+      `retrying ${retry.what}: ${retry.error}`,
+    );
+  } else if (previous) {
+    log.info({ source, what: previous.what }, `no longer retrying ${previous.what}`);
+  }
+}
+
+/**
+ * Counts the attempts of a retry loop and turns a failure into a Retry report (the first
+ * failure's time is the streak's start).
+ */
+export class RetryStreak {
+  private since: number | undefined;
+  private attempts = 0;
+
+  constructor(
+    private readonly what: string,
+    private readonly wallMs: () => number,
+  ) {}
+
+  failed(err: unknown): Retry {
+    this.since ??= this.wallMs();
+    this.attempts++;
+    return {
+      what: this.what,
+      error: err instanceof Error ? err.message : String(err),
+      since: this.since,
+      attempts: this.attempts,
+    };
+  }
+
+  get failures(): number {
+    return this.attempts;
+  }
+
+  reset(): void {
+    this.since = undefined;
+    this.attempts = 0;
+  }
+}

@@ -1,0 +1,396 @@
+// One won term of one identity: wait out the previous term, log in, lead, log out, and hold
+// the key while drained. Which state comes next is decided in decide.ts; this file does the
+// I/O around those decisions in the order safety needs:
+//   1. wait out the previous term (Leadership.clearance)   — S3: it is provably out
+//   2. write login=true, then start the service            — the record covers logging in
+//   3. start answering on NATS (subscription confirmed)    — responders ⊆ logged-in nodes
+//   ... leader ...
+//   4. stop answering (unsubscribe confirmed) → stop the service within the budget
+//   5. login=false (drain) or resign: only now may a successor log in without waiting
+import type { Logger } from 'pino';
+import type { Clock } from '../clock/index.js';
+import type { IdentityDriver } from '../identity/driver.js';
+import type { ResponderContext } from '../identity/responder.js';
+import { FencedNodeError, type Leadership } from '../lease/index.js';
+import type { IdentitySpec } from '../spec/schema.js';
+import {
+  decideAbandonTerm,
+  decideAfterLogout,
+  decideDrained,
+  decideEndOfLead,
+  decideGiveBack,
+  decideLogin,
+  type Decision,
+  type EndOfLead,
+  type OutsideFacts,
+} from './decide.js';
+import { RunnerError } from './errors.js';
+import type { LoginPort, ResponderHandle } from './port.js';
+import type { IdentityState } from './states.js';
+import type { Wakeup } from './wakeup.js';
+
+/** Pause before campaigning again after a failed term, so a lone node does not spin on a broken service. */
+const FAILED_RETRY_PAUSE_MS = 2_000;
+/** Share of the logout budget given to in-flight requests before the service is stopped. */
+const RESPONDER_GRACE_SHARE = 0.25;
+
+/** What a term uses of its identity's runner. */
+export interface TermHost {
+  readonly identity: string;
+  readonly node: string;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly port: LoginPort;
+  /** Notified on any input that may change a decision (spec, fence, operator request). */
+  readonly changed: Wakeup;
+  readonly stopSignal: AbortSignal;
+  state(): IdentityState;
+  outside(): OutsideFacts;
+  /** Why this node may not lead under the current spec (undefined: it may). */
+  ineligible(): string | undefined;
+  spec(): IdentitySpec | undefined;
+  ensureDriver(spec: IdentitySpec): Promise<IdentityDriver>;
+  driver(): IdentityDriver | undefined;
+  /** Apply a decision (logs its reason, records the move); throws if the table refuses it. */
+  move(d: Decision, token?: bigint): void;
+  /** The service failed under this node: rank last for a while. */
+  failed(): void;
+  /** The responder's context for this term (status, pending records, request metrics). */
+  responderContext(leadership: Leadership, driver: IdentityDriver, upSince: () => number): ResponderContext;
+  /** Requests served by earlier terms, carried into the next responder's count. */
+  requestsServed(): number;
+  setRequestsServed(n: number): void;
+  /** A login that took over from another node (for STATUS replies). */
+  tookOver(previous: { node: string; token: bigint }): void;
+}
+
+export class Term {
+  private endLead: ((why: EndOfLead) => void) | undefined;
+  private drainRequest:
+    { holdMs: number; actor: string; done: (token: bigint) => void; fail: (e: Error) => void } | undefined;
+  private undrainRequested = false;
+  /** The login's service-side state, kept for logout. */
+  private credentialFile: string | undefined;
+  private responder: ResponderHandle | undefined;
+  private stopArming: (() => void) | undefined;
+  /** Aborted when the login's logout begins: the driver cancels pending restarts. */
+  private loginAbort: AbortController | undefined;
+  private upSince: number | undefined;
+  /** The key is still ours to give back (moves until then carry the token). */
+  private held = true;
+
+  constructor(
+    readonly leadership: Leadership,
+    private readonly host: TermHost,
+  ) {}
+
+  /** The token while this node holds the term. */
+  get token(): bigint | undefined {
+    return this.held && !this.leadership.isEnded ? this.leadership.token : undefined;
+  }
+
+  /** Logged in and leading: an end (drain, fence, failure) goes straight to logout. */
+  get leading(): boolean {
+    return this.endLead !== undefined;
+  }
+
+  /** Ask the leading phase to end; ignored outside it (the decisions see the cause anyway). */
+  end(why: EndOfLead): void {
+    this.endLead?.(why);
+  }
+
+  /** Log out, keep the key; resolves with the token once drained (see IdentityRunner.drain). */
+  drain(holdMs: number, actor: string): Promise<bigint> {
+    return new Promise((done, fail) => {
+      this.drainRequest = { holdMs, actor, done, fail };
+      this.endLead!({ kind: 'drain', holdMs, actor });
+    });
+  }
+
+  undrain(): void {
+    this.undrainRequested = true;
+    this.host.changed.notify();
+  }
+
+  private move(d: Decision): void {
+    this.host.move(d, this.token);
+  }
+
+  /** Resign (a no-op if the key is gone) and move where a given-back term goes. */
+  private async giveBack(d: Decision, loggedOut: boolean): Promise<void> {
+    await this.leadership.resign({ loggedOut });
+    this.held = false;
+    this.move(d);
+  }
+
+  /** Wait out, log in, lead, log out; ends with the key given back or moved away. */
+  async run(): Promise<void> {
+    const { host, leadership } = this;
+    const token = leadership.token;
+    // The login gate says why it holds this node back, and why it let it in (S3).
+    const onWaiting = (e: { reason: string }) =>
+      host.log.info(
+        { token: String(token), reason: e.reason },
+        'not logging in yet: an earlier term is not proven over',
+      );
+    leadership.on('waiting', onWaiting);
+    let cleared: string | undefined;
+    try {
+      cleared = await leadership.clearance();
+      host.log.info({ token: String(token), reason: cleared }, 'login gate open');
+    } catch {
+      cleared = undefined; // the term ended first
+    } finally {
+      leadership.off('waiting', onWaiting);
+    }
+    const login = decideLogin({ ...host.outside(), cleared, ineligible: host.ineligible() });
+    if (login.next !== 'logging-in') return this.giveBack(login, true);
+    let reason = login.reason;
+    try {
+      for (;;) {
+        const why = await this.lead(reason);
+        const after = await this.logout(why);
+        if (after.relogin) {
+          reason = after.reason;
+          continue;
+        }
+        if (why.kind === 'failed') await host.changed.wait(FAILED_RETRY_PAUSE_MS, host.stopSignal);
+        return;
+      }
+    } catch (err) {
+      await this.abandon(err as Error);
+      throw err;
+    }
+  }
+
+  /**
+   * A bug or an unexpected failure with the service possibly running: stop it within the
+   * budget; if that is not confirmed, give up the whole session, so the lease (and the
+   * lifeline deadline, still armed) bounds the service and every successor waits it out.
+   */
+  private async abandon(err: Error): Promise<void> {
+    const { host, leadership } = this;
+    host.log.error(
+      { err: err.stack ?? String(err), token: String(leadership.token) },
+      'unexpected error during the term: stopping the service and giving the term up',
+    );
+    this.stopLogin();
+    const decision = decideAbandonTerm({ ...host.outside(), state: host.state(), error: err.message });
+    if (decision.logout) this.move(decision.logout);
+    await this.responder?.stop(0).catch(() => undefined);
+    this.responder = undefined;
+    const driver = host.driver();
+    const confirmed = await (
+      driver?.logout(leadership.session.timing.logoutBudgetMs) ?? Promise.resolve(true)
+    ).catch(() => false);
+    if (confirmed) driver?.armDeadline?.(undefined);
+    if (this.credentialFile) await host.port.removeCredential(this.credentialFile).catch(() => undefined);
+    this.credentialFile = undefined;
+    this.failDrain(`term abandoned: ${err.message}`);
+    await this.giveBack(decision.giveBack, confirmed);
+  }
+
+  /** From here on no restart of the service may start, and renewals no longer re-arm its deadline. */
+  private stopLogin(): void {
+    this.endLead = undefined;
+    this.loginAbort?.abort();
+    this.loginAbort = undefined;
+    this.stopArming?.();
+    this.stopArming = undefined;
+  }
+
+  /** logging-in → leader → (returns why leading ended; the service may still be running). */
+  private async lead(reason: string): Promise<EndOfLead> {
+    const { host, leadership } = this;
+    const token = leadership.token;
+    const spec = host.spec();
+    // Never log in without a spec (the decisions checked; this guards a bug, not a race).
+    if (!spec) throw new Error('no spec for the identity at login');
+    const driver = await host.ensureDriver(spec);
+    const ended = new Promise<EndOfLead>((resolve) => (this.endLead = resolve));
+    void leadership.whenLost().then((e) => this.endLead?.({ kind: 'lost', reason: e.reason }));
+    this.move({ next: 'logging-in', reason });
+    let credentialFile: string | undefined;
+    let responder: ResponderHandle | undefined;
+    try {
+      credentialFile = await host.port.fetchCredential(spec);
+      await leadership.setLoggedIn(true);
+      if (!leadership.mayAct()) throw new Error('the term ended while logging in');
+      // Armed before the service starts: from its first instant it dies with the lease.
+      this.armDeadline(driver);
+      // The driver asks this right before any (re)start under the term: a crash restart whose
+      // timer fires after the term ended (a freeze, a lost key) must start nothing.
+      const loginAbort = new AbortController();
+      this.loginAbort = loginAbort;
+      const login = driver.login({
+        identity: host.identity,
+        node: host.node,
+        token,
+        ...(credentialFile ? { credentialFile } : {}),
+        mayAct: () => !loginAbort.signal.aborted && leadership.mayAct(),
+        signal: loginAbort.signal,
+      });
+      const first = await Promise.race([login.then(() => 'in' as const), ended]);
+      if (first !== 'in') {
+        void login.catch(() => undefined);
+        this.credentialFile = credentialFile;
+        return first;
+      }
+      // Starting the responder waits on NATS, which may be slow or away: the term's end must
+      // still reach the logout at once, not after NATS answers.
+      const context = host.responderContext(leadership, driver, () => this.upSince ?? host.clock.wallMs());
+      const starting = host.port.startResponder(context, host.requestsServed());
+      const started = await Promise.race([starting.then((r) => ({ r })), ended]);
+      if (!('r' in started)) {
+        void starting.then((r) => r.stop(0)).catch(() => undefined);
+        this.credentialFile = credentialFile;
+        return started;
+      }
+      responder = started.r;
+      if (!leadership.mayAct()) throw new Error('the term ended while logging in');
+    } catch (err) {
+      this.credentialFile = credentialFile;
+      this.responder = responder;
+      if (err instanceof FencedNodeError) return { kind: 'fenced' };
+      host.failed();
+      return { kind: 'failed', reason: `login failed: ${(err as Error).message}` };
+    }
+    this.credentialFile = credentialFile;
+    this.responder = responder;
+    this.upSince = host.clock.wallMs();
+    const prev = leadership.previous;
+    if (prev && prev.record.node !== host.node) host.tookOver({ node: prev.record.node, token: prev.token });
+    this.move({
+      next: 'leader',
+      reason: prev ? `took over from ${prev.record.node} (term ${prev.token})` : 'elected',
+    });
+    // Conditions that arrived while logging in.
+    const outside = host.outside();
+    if (outside.fenceReason !== undefined) this.endLead?.({ kind: 'fenced' });
+    if (outside.stopping) this.endLead?.({ kind: 'stop' });
+    return ended;
+  }
+
+  /**
+   * While logged in, every lease renewal re-arms the lifeline's dead-man's switch at the
+   * session's must-be-out instant: if this agent freezes, the service is killed from outside
+   * before etcd can let a standby in. Stopped at logout.
+   */
+  private armDeadline(driver: IdentityDriver): void {
+    const { session } = this.leadership;
+    const slack = session.timing.mustBeOutByMs - session.timing.selfFenceMs;
+    const arm = () => {
+      const left = session.msUntilSelfFence();
+      if (left > 0) driver.armDeadline?.(left + slack);
+    };
+    session.on('renewed', arm);
+    this.stopArming = () => session.off('renewed', arm);
+    arm();
+  }
+
+  /** logging-out → standby | drained | fenced | stopped, or back to logging in after a drain. */
+  private async logout(why: EndOfLead): Promise<{ relogin: false } | { relogin: true; reason: string }> {
+    const { host, leadership } = this;
+    // First, before any await: no restart of the service may start from here on.
+    this.stopLogin();
+    this.move(decideEndOfLead(why));
+    const { clock } = host;
+    const timing = leadership.session.timing;
+    // Out by the session's must-be-out deadline when it is stopping; the budget otherwise.
+    // Both are on the monotonic clock (performance.now() under the system clock).
+    const mustStop = leadership.session.state !== 'alive' ? await leadership.session.stopped() : undefined;
+    const deadline = mustStop ? mustStop.mustBeOutBy : clock.monotonicMs() + timing.logoutBudgetMs;
+    const left = () => Math.max(0, deadline - clock.monotonicMs());
+    if (this.responder) {
+      host.setRequestsServed(this.responder.requestsServed);
+      await this.responder.stop(left() * RESPONDER_GRACE_SHARE);
+      this.responder = undefined;
+    }
+    const driver = host.driver();
+    const confirmed = (await driver?.logout(left())) ?? true;
+    // Out for sure: a warm process stays up as a standby and must not be killed. Unconfirmed,
+    // the armed deadline stays as the last line of defence.
+    if (confirmed) driver?.armDeadline?.(undefined);
+    if (this.credentialFile) {
+      await host.port
+        .removeCredential(this.credentialFile)
+        .catch((err: Error) =>
+          host.log.error({ err: err.message }, 'could not remove the credential file; remove it by hand'),
+        );
+      this.credentialFile = undefined;
+    }
+    this.upSince = undefined;
+    if (!confirmed) {
+      host.log.error(
+        { token: String(leadership.token) },
+        'service not confirmed logged out within the budget: giving up the session so the lease bounds it',
+      );
+    }
+    if (why.kind === 'failed') host.failed();
+
+    const next = decideAfterLogout({ ...host.outside(), why, confirmed, mayAct: leadership.mayAct() });
+    if (next.then === 'hold' && why.kind === 'drain') {
+      const request = this.drainRequest;
+      this.drainRequest = undefined;
+      try {
+        await leadership.setLoggedIn(false);
+      } catch (err) {
+        request?.fail(err as Error);
+        await this.giveBack(
+          decideGiveBack(host.outside(), `drain could not be recorded: ${(err as Error).message}`),
+          true,
+        );
+        return { relogin: false };
+      }
+      this.move(next);
+      request?.done(leadership.token);
+      return this.holdDrained(why.holdMs);
+    }
+    this.failDrain(next.reason);
+    // Guarded by the token: a no-op when the key is already gone or moved. Unconfirmed, it
+    // also closes the session, so the lease's end bounds the service.
+    await this.giveBack(next, confirmed);
+    return { relogin: false };
+  }
+
+  private failDrain(reason: string): void {
+    this.drainRequest?.fail(
+      new RunnerError(`drain of ${this.host.identity} interrupted: ${reason}`, 'not-leader'),
+    );
+    this.drainRequest = undefined;
+  }
+
+  /** Drained: wait for the transfer, an abort, the hold to expire, a fence or a stop. */
+  private async holdDrained(holdMs: number): Promise<{ relogin: false } | { relogin: true; reason: string }> {
+    const { host, leadership } = this;
+    const { clock } = host;
+    const until = clock.monotonicMs() + holdMs;
+    this.undrainRequested = false;
+    for (;;) {
+      const d = decideDrained({
+        ...host.outside(),
+        ended: leadership.isEnded,
+        ineligible: host.ineligible(),
+        undrainRequested: this.undrainRequested,
+        holdLeftMs: until - clock.monotonicMs(),
+      });
+      switch (d.then) {
+        case 'done':
+          this.held = false;
+          this.move(d);
+          return { relogin: false };
+        case 'give-back':
+          await this.giveBack(d, true);
+          return { relogin: false };
+        case 'relogin':
+          host.log.info({ token: String(leadership.token) }, d.reason);
+          return { relogin: true, reason: d.reason };
+        case 'wait':
+          await Promise.race([
+            host.changed.wait(until - clock.monotonicMs(), host.stopSignal),
+            leadership.whenLost(),
+          ]);
+      }
+    }
+  }
+}

@@ -1,0 +1,58 @@
+// Retries are visible: a reason is reported once when it begins or changes and once when it
+// clears, not once per attempt, and the detail shows every reason in force.
+import { expect } from 'chai';
+import { describeRetry, RetryBoard, RetryStreak, type RetryChange } from '../../pkg/agent/retries.js';
+
+describe('agent retries', function () {
+  it('reports a reason once per change, not per attempt', function () {
+    const changes: RetryChange[] = [];
+    const board = new RetryBoard((c) => changes.push(c));
+    const at = { since: 1_000 };
+    board.report('campaign', { what: 'reading the leader key', error: 'timeout', attempts: 1, ...at });
+    board.report('campaign', { what: 'reading the leader key', error: 'timeout', attempts: 2, ...at });
+    board.report('campaign', { what: 'reading the leader key', error: 'timeout', attempts: 3, ...at });
+    expect(changes).to.have.length(1);
+    expect(board.describe()).to.match(/^retrying reading the leader key: timeout \(3 attempts since /);
+    board.report('campaign', {
+      what: 'reading the leader key',
+      error: 'permission denied',
+      attempts: 4,
+      ...at,
+    });
+    expect(changes).to.have.length(2);
+    board.report('loop', { what: 'the identity loop', error: 'no handler', attempts: 1, ...at });
+    expect(board.describe()).to.match(
+      /permission denied.*; retrying the identity loop: no handler \(1 attempt since/,
+    );
+    board.report('campaign', undefined);
+    board.report('campaign', undefined);
+    expect(changes.map((c) => [c.source, c.retry?.error])).to.deep.equal([
+      ['campaign', 'timeout'],
+      ['campaign', 'permission denied'],
+      ['loop', 'no handler'],
+      ['campaign', undefined],
+    ]);
+    expect(board.retrying).to.equal(true);
+    board.report('loop', undefined);
+    expect(board.retrying).to.equal(false);
+    expect(board.describe()).to.equal(undefined);
+  });
+
+  it("a streak counts attempts from its first failure's time until reset", function () {
+    let now = 5_000;
+    const streak = new RetryStreak('opening an etcd session', () => now);
+    expect(streak.failed(new Error('refused'))).to.deep.equal({
+      what: 'opening an etcd session',
+      error: 'refused',
+      since: 5_000,
+      attempts: 1,
+    });
+    now = 6_000;
+    expect(streak.failed('down')).to.include({ since: 5_000, attempts: 2, error: 'down' });
+    streak.reset();
+    expect(streak.failed(new Error('x'))).to.include({ since: 6_000, attempts: 1 });
+    expect(describeRetry({ what: 'w', error: 'e', since: 0, attempts: 1 })).to.equal(
+      'retrying w: e (1 attempt since 1970-01-01T00:00:00.000Z)',
+    );
+  });
+});

@@ -1,0 +1,176 @@
+// A term run against fakes (no etcd, no NATS): the I/O happens in the order the decisions ask,
+// a drain holds the key and logs back in when the hold expires (on a manual clock), and a move
+// the table refuses ends in a given-back term, never in a login.
+import { EventEmitter } from 'node:events';
+import { expect } from 'chai';
+import { pino } from 'pino';
+import { ManualClock } from '../../pkg/clock/index.js';
+import type { Decision } from '../../pkg/agent/decide.js';
+import { IdentityStateMachine, TransitionRefusedError } from '../../pkg/agent/machine.js';
+import type { LoginPort } from '../../pkg/agent/port.js';
+import type { IdentityState } from '../../pkg/agent/states.js';
+import { Term, type TermHost } from '../../pkg/agent/term.js';
+import { Wakeup } from '../../pkg/agent/wakeup.js';
+import type { IdentityDriver } from '../../pkg/identity/driver.js';
+import type { Leadership } from '../../pkg/lease/index.js';
+import type { IdentitySpec } from '../../pkg/spec/schema.js';
+
+/** What happened, in order, across the fakes. */
+type Calls = string[];
+
+function fakeLeadership(calls: Calls) {
+  let ended = false;
+  let lost!: (e: { reason: string; at: number }) => void;
+  const whenLost = new Promise<{ reason: string; at: number }>((r) => (lost = r));
+  const end = (reason: string) => {
+    ended = true;
+    lost({ reason, at: 0 });
+  };
+  const session = Object.assign(new EventEmitter(), {
+    timing: { logoutBudgetMs: 1_000, mustBeOutByMs: 3_000, selfFenceMs: 2_000 },
+    state: 'alive',
+    msUntilSelfFence: () => 1_500,
+  });
+  const leadership = Object.assign(new EventEmitter(), {
+    token: 7n,
+    previous: undefined,
+    session,
+    get isEnded() {
+      return ended;
+    },
+    mayAct: () => !ended,
+    whenLost: () => whenLost,
+    clearance: async () => 'no earlier term',
+    setLoggedIn: async (v: boolean) => void calls.push(`login record ${v}`),
+    resign: async (o: { loggedOut: boolean }) => {
+      calls.push(`resign loggedOut=${o.loggedOut}`);
+      end('resigned');
+      return true;
+    },
+  });
+  return { leadership: leadership as unknown as Leadership, end };
+}
+
+function fakeDriver(calls: Calls): IdentityDriver {
+  return Object.assign(new EventEmitter(), {
+    mode: 'cold' as const,
+    pid: undefined,
+    prepare: async () => undefined,
+    login: async () => void calls.push('service login'),
+    logout: async () => (calls.push('service logout'), true),
+    handle: async () => ({ ok: true }),
+    status: async () => ({}),
+    close: async () => undefined,
+    armDeadline: (ms: number | undefined) => void calls.push(ms === undefined ? 'disarm' : 'arm'),
+  }) as unknown as IdentityDriver;
+}
+
+function harness(start: IdentityState) {
+  const calls: Calls = [];
+  const clock = new ManualClock();
+  const machine = new IdentityStateMachine(clock);
+  // Reach the starting state through the table, as the runner would.
+  const path: IdentityState[] = start === 'waiting-out' ? ['campaigning', 'waiting-out'] : [];
+  for (const next of path) machine.move({ next, reason: 'setup' });
+  const moves: string[] = [];
+  const driver = fakeDriver(calls);
+  const port: LoginPort = {
+    fetchCredential: async () => undefined,
+    removeCredential: async () => undefined,
+    ensureInbox: async () => undefined,
+    startResponder: async () => (
+      calls.push('responder start'),
+      { requestsServed: 0, stop: async () => void calls.push('responder stop') }
+    ),
+    recordPending: async () => true,
+    observeLeader: async () => ({ close: async () => undefined }),
+  };
+  const stop = new AbortController();
+  const host: TermHost = {
+    identity: 'msggateway',
+    node: 'a',
+    log: pino({ level: 'silent' }),
+    clock,
+    port,
+    changed: new Wakeup(clock),
+    stopSignal: stop.signal,
+    state: () => machine.state,
+    outside: () => ({ stopping: stop.signal.aborted }),
+    ineligible: () => undefined,
+    spec: () => ({ name: 'msggateway' }) as unknown as IdentitySpec,
+    ensureDriver: async () => driver,
+    driver: () => driver,
+    move: (d: Decision) => {
+      const m = machine.move(d);
+      if (m) moves.push(`${m.to}: ${m.reason}`);
+    },
+    failed: () => undefined,
+    responderContext: () => ({}) as never,
+    requestsServed: () => 0,
+    setRequestsServed: () => undefined,
+    tookOver: () => undefined,
+  };
+  return { calls, clock, machine, moves, host, stop };
+}
+
+/** Lets queued promise callbacks run. */
+const settle = async () => {
+  for (let i = 0; i < 20; i++) await new Promise<void>((r) => setImmediate(r));
+};
+
+describe('a term, against fakes', function () {
+  it('logs in in order, drains, holds the key, and logs back in when the hold expires', async function () {
+    const h = harness('waiting-out');
+    const { leadership, end } = fakeLeadership(h.calls);
+    const term = new Term(leadership, h.host);
+    const running = term.run();
+    await settle();
+    expect(h.machine.state).to.equal('leader');
+    expect(h.calls).to.deep.equal(['login record true', 'arm', 'service login', 'responder start']);
+
+    const drained = term.drain(1_000, 'ops');
+    expect(await drained).to.equal(7n);
+    expect(h.machine.state).to.equal('drained');
+    expect(h.calls.slice(4)).to.deep.equal([
+      'responder stop',
+      'service logout',
+      'disarm',
+      'login record false',
+    ]);
+
+    await h.clock.advance(999);
+    expect(h.machine.state, 'still holding before the hold expires').to.equal('drained');
+    await h.clock.advance(1);
+    await settle();
+    expect(h.machine.state).to.equal('leader');
+
+    end('key-moved');
+    await running;
+    expect(h.moves).to.deep.equal([
+      'logging-in: login gate open: no earlier term',
+      'leader: elected',
+      'logging-out: drain requested by ops',
+      'drained: for ops; logging back in after 1000 ms unless transferred',
+      'logging-in: drain hold expired without a transfer: logging back in',
+      'leader: elected',
+      'logging-out: leadership lost (key-moved)',
+      'standby: leadership lost (key-moved)',
+    ]);
+  });
+
+  it('a move the table refuses ends the term given back, and the service is never logged in', async function () {
+    // The term believes it waited out, but the identity is still in standby: a bug. The move
+    // to logging-in is refused; nothing may start.
+    const h = harness('standby');
+    const { leadership } = fakeLeadership(h.calls);
+    const term = new Term(leadership, h.host);
+    let error: unknown;
+    await term.run().catch((err: unknown) => (error = err));
+    expect(error).to.be.instanceOf(TransitionRefusedError);
+    expect(h.calls).to.not.include('service login');
+    expect(h.calls).to.not.include('login record true');
+    expect(h.calls.at(-1)).to.equal('resign loggedOut=true');
+    expect(h.machine.state).to.equal('standby');
+    expect(term.token).to.equal(undefined);
+  });
+});
