@@ -1,16 +1,15 @@
 // Operations on someone else's leadership, for the controller: read, transfer, revoke,
-// fence. Each is one etcd transaction guarded by what the caller last saw, so a change in
-// between makes it fail cleanly instead of acting on a stale view.
-import type { Etcd3, IOperation } from 'etcd3';
+// fence (hold-offs are in holdoff.ts). Each is one etcd transaction guarded by what the
+// caller last saw, so a change in between makes it fail cleanly instead of acting on a stale
+// view.
+import type { Etcd3 } from 'etcd3';
 import type { FencingToken } from './campaign.js';
 import { ETCD_CALL_MS, isLeaseGone, within } from './etcd.js';
-import { ETCD_MIN_TTL_S } from './timing.js';
 import {
   assertName,
   CandidateRecord,
   decode,
   FenceRecord,
-  HoldOffRecord,
   Keys,
   LeaderRecord,
   LoginRecord,
@@ -56,14 +55,16 @@ export interface Authority {
   describe?: string;
 }
 
-function noAuthority(authority: Authority, what: string): LeaseOperationError {
+/** The refusal of an operation whose caller's term ended (nothing was done). */
+export function noAuthority(authority: Authority, what: string): LeaseOperationError {
   return new LeaseOperationError(
     `${authority.describe ?? 'the caller'} no longer holds its term: ${what} not done; the current holder of that term decides now`,
     'no-authority',
   );
 }
 
-function requireAuthority(authority: Authority | undefined, what: string): void {
+/** For calls etcd cannot guard in a txn (lease grant, revoke): refuse unless the caller still acts. */
+export function requireAuthority(authority: Authority | undefined, what: string): void {
   if (authority && !authority.mayAct()) throw noAuthority(authority, what);
 }
 
@@ -373,98 +374,4 @@ export async function isFenced(
 ): Promise<FenceRecord | undefined> {
   const raw = await client.get(keys.fence(node)).options(within(ETCD_CALL_MS)).buffer();
   return decode(FenceRecord, raw, keys.fence(node));
-}
-
-/**
- * Hold `nodes` off `identity` until released or for `ttlMs` at most: they neither campaign for
- * it nor log in as it. The keys share one lease of their own, so a controller that dies
- * mid-handover leaves nothing behind for longer than the handover's deadline. Returns the
- * lease id (release with releaseHoldOff).
- */
-export async function holdOff(
-  client: Etcd3,
-  opts: {
-    identity: string;
-    nodes: string[];
-    ttlMs: number;
-    record: HoldOffRecord;
-    keys?: Keys;
-    authority?: Authority;
-  },
-): Promise<string> {
-  const keys = opts.keys ?? new Keys();
-  const leaseId = await grantHoldOffLease(client, { ttlMs: opts.ttlMs, authority: opts.authority });
-  const puts = holdOffPuts(client, { ...opts, keys, leaseId });
-  if (puts.length > 0) {
-    let txn = client.if(keys.leader(opts.identity), 'Create', '>', -1);
-    if (opts.authority) txn = txn.and(opts.authority.key, 'Mod', '==', opts.authority.revision);
-    const result = await txn
-      .then(...puts)
-      .options(within(ETCD_CALL_MS))
-      .commit();
-    if (!result.succeeded) {
-      // Nothing was written under it: the lease is ours alone and of no use to anyone.
-      await releaseHoldOff(client, leaseId).catch(() => undefined);
-      throw noAuthority(opts.authority!, `hold-off of ${opts.nodes.join(', ')}`);
-    }
-  }
-  return leaseId;
-}
-
-/** The lease a hold-off's keys will share: it lapses by itself after `ttlMs` (rounded up to s). */
-export async function grantHoldOffLease(
-  client: Etcd3,
-  opts: { ttlMs: number; authority?: Authority | undefined },
-): Promise<string> {
-  const ttl = Math.max(ETCD_MIN_TTL_S, Math.ceil(opts.ttlMs / 1000));
-  requireAuthority(opts.authority, 'hold-off lease grant');
-  const granted = await client.leaseClient.leaseGrant({ TTL: ttl }, within(ETCD_CALL_MS));
-  return granted.ID;
-}
-
-/**
- * The writes that hold `nodes` off `identity` under `leaseId`, for the caller to put in its
- * own txn (the controller writes them with the workflow step that records the lease, so a
- * step retried after a lost compare never leaves a hold-off no workflow knows of).
- */
-export function holdOffPuts(
-  client: Etcd3,
-  opts: { identity: string; nodes: string[]; record: HoldOffRecord; leaseId: string; keys?: Keys },
-): IOperation[] {
-  const keys = opts.keys ?? new Keys();
-  assertName('identity', opts.identity);
-  for (const node of opts.nodes) assertName('node', node);
-  const record = HoldOffRecord.parse(opts.record);
-  return opts.nodes.map((node) =>
-    client.put(keys.holdOff(opts.identity, node)).value(JSON.stringify(record)).lease(opts.leaseId),
-  );
-}
-
-/**
- * End a hold-off early (its keys go with its lease); a lease already gone is not an error.
- * With `authority`, only while the caller still holds its term (checked right before the
- * revoke, which cannot be part of a txn).
- */
-export async function releaseHoldOff(client: Etcd3, leaseId: string, authority?: Authority): Promise<void> {
-  requireAuthority(authority, `release of hold-off lease ${leaseId}`);
-  try {
-    await client.leaseClient.leaseRevoke({ ID: leaseId }, within(ETCD_CALL_MS));
-  } catch (err) {
-    if (!isLeaseGone(err)) throw err;
-  }
-}
-
-/** Nodes currently held off an identity, with why. */
-export async function listHoldOffs(
-  client: Etcd3,
-  identity: string,
-  keys = new Keys(),
-): Promise<Map<string, HoldOffRecord>> {
-  const raw = await client.getAll().prefix(keys.holdOffs(identity)).options(within(ETCD_CALL_MS)).strings();
-  const out = new Map<string, HoldOffRecord>();
-  for (const [key, value] of Object.entries(raw)) {
-    const parsed = HoldOffRecord.safeParse(JSON.parse(value));
-    if (parsed.success) out.set(key.slice(keys.holdOffs(identity).length), parsed.data);
-  }
-  return out;
 }

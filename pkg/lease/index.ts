@@ -29,12 +29,10 @@ export {
   fence,
   unfence,
   isFenced,
-  holdOff,
-  releaseHoldOff,
-  listHoldOffs,
   LeaseOperationError,
   type LeaderView,
 } from './admin.js';
+export { holdOff, extendHoldOff, releaseHoldOff, listHoldOffs } from './holdoff.js';
 export { fencedPut, isTokenCurrent, TokenGate } from './fenced.js';
 export { LeaderObserver, type LeaderState } from './observe.js';
 export {

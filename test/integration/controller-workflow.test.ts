@@ -1,5 +1,6 @@
 // The workflow driver against a real etcd, with the agents faked: a step retried after a lost
-// compare-and-swap must not leave a second hold-off lease behind (issue 10, point 3).
+// compare-and-swap must not leave a second hold-off lease behind (issue 10, point 3). And the
+// hold-off extension a forced move makes before it revokes, as the lease operation it is.
 import { expect } from 'chai';
 import type { Etcd3 } from 'etcd3';
 import { pino } from 'pino';
@@ -7,7 +8,7 @@ import type { Workflow } from '../../pkg/api/schema.js';
 import type { AgentLink } from '../../pkg/controller/agents.js';
 import { ControllerKeys, GuardedWriter, readSnapshot } from '../../pkg/controller/store.js';
 import { WorkflowDriver } from '../../pkg/controller/workflow.js';
-import { connectEtcd } from '../../pkg/lease/index.js';
+import { connectEtcd, extendHoldOff, LeaseOperationError } from '../../pkg/lease/index.js';
 import { Harness, type EtcdMember } from '../support/harness.js';
 import { waitFor } from '../support/wait.js';
 
@@ -136,5 +137,39 @@ describe('controller workflow driver (real etcd, faked agents)', function () {
     expect(leases).to.deep.equal([stored.holdOff!.lease]);
     const held = await client.leaseClient.leaseTimeToLive({ ID: stored.holdOff!.lease, keys: true });
     expect(held.keys.map((k) => k.toString())).to.deep.equal([keys.lease.holdOff(identity, 'a')]);
+  });
+
+  it('a hold-off extension validates its record and lands only under the caller’s term', async () => {
+    const keys = new ControllerKeys('extend-test');
+    const identity = 'bot';
+    const electionKey = keys.election.leader('active');
+    const term = (await client.put(electionKey).value('{}').exec()).header.revision;
+    const authority = { key: electionKey, revision: term, mayAct: () => true, describe: 'controller c1' };
+    const lease = (await client.leaseClient.leaseGrant({ TTL: 30 })).ID;
+    const record = { reason: 'failover to b', actor: 'test', at: Date.now(), workflow: 'w1' };
+    const extend = (nodes: string[], rec: typeof record) =>
+      extendHoldOff(client, { identity, nodes, record: rec, leaseId: lease, authority, keys: keys.lease });
+    const held = async (node: string) =>
+      (await client.get(keys.lease.holdOff(identity, node)).string()) !== null;
+    try {
+      // A record that does not validate: refused before anything is sent.
+      const invalid = await extend(['c'], { ...record, reason: '' }).catch((err: Error) => err);
+      expect(invalid).to.be.instanceOf(Error);
+      expect(await held('c')).to.equal(false);
+
+      await extend(['c'], record);
+      expect(await held('c')).to.equal(true);
+      const bound = await client.leaseClient.leaseTimeToLive({ ID: lease, keys: true });
+      expect(bound.keys.map((k) => k.toString())).to.deep.equal([keys.lease.holdOff(identity, 'c')]);
+
+      // Another term began (the election key was written again): the deposed caller writes nothing.
+      await client.put(electionKey).value('{}');
+      const refused = await extend(['d'], record).catch((err: Error) => err);
+      expect(refused).to.be.instanceOf(LeaseOperationError);
+      expect((refused as LeaseOperationError).code).to.equal('no-authority');
+      expect(await held('d')).to.equal(false);
+    } finally {
+      await client.leaseClient.leaseRevoke({ ID: lease }).catch(() => undefined);
+    }
   });
 });
