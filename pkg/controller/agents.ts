@@ -3,6 +3,7 @@
 // every control exchange is logged at debug with its request and reply.
 import type { NatsConnection, Subscription } from 'nats';
 import type { Logger } from 'pino';
+import { systemClock, type Clock } from '../clock/index.js';
 import {
   ControlReply,
   Heartbeat,
@@ -44,6 +45,8 @@ export class AgentLink {
     private readonly nc: NatsConnection,
     private readonly logger: Logger,
     private readonly onHeartbeat: (node: string, beat: Heartbeat) => void = () => undefined,
+    /** Receive times are wall-clock ms: they are shown to operators as lastHeartbeat. */
+    private readonly clock: Clock = systemClock,
   ) {}
 
   start(): void {
@@ -64,7 +67,7 @@ export class AgentLink {
             `agent speaks control protocol ${beat.v}, this controller ${PROTOCOL_VERSION}: upgrade the older of the two`,
           );
         }
-        this.seen.set(beat.node, { heartbeat: beat, receivedAt: Date.now() });
+        this.seen.set(beat.node, { heartbeat: beat, receivedAt: this.clock.wallMs() });
         this.logger.trace({ node: beat.node }, 'heartbeat');
         this.onHeartbeat(beat.node, beat);
       },

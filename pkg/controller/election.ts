@@ -6,6 +6,7 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
+import { systemClock, type Clock } from '../clock/index.js';
 import { ETCD_CALL_MS, within } from '../lease/etcd.js';
 import { Candidate, Session, type FencingToken, type Leadership } from '../lease/index.js';
 import { ControllerKeys, type ControllerMember } from './store.js';
@@ -20,6 +21,8 @@ export class ControllerElection extends EventEmitter {
   private session: Session | undefined;
   private readonly abort = new AbortController();
   private loop: Promise<void> | undefined;
+  /** Why the last round failed, so a failure repeating every second is logged once. */
+  private lastFailure: string | undefined;
 
   constructor(
     private readonly client: Etcd3,
@@ -27,6 +30,7 @@ export class ControllerElection extends EventEmitter {
     private member: ControllerMember,
     private readonly ttlSeconds: number,
     private readonly logger: Logger,
+    private readonly clock: Clock = systemClock,
   ) {
     super();
   }
@@ -70,6 +74,7 @@ export class ControllerElection extends EventEmitter {
         // side effect, so a successor waits this term out unless it resigns cleanly.
         await leadership.setLoggedIn(true);
         this.leadership = leadership;
+        this.lastFailure = undefined;
         this.logger.info({ token: String(leadership.token) }, 'this controller is now the active one');
         this.emit('active', leadership.token);
         const lost = await Promise.race([
@@ -86,8 +91,15 @@ export class ControllerElection extends EventEmitter {
       } catch (err) {
         this.leadership = undefined;
         if (signal.aborted) break;
-        this.logger.warn({ err: (err as Error).message }, 'controller election round failed; retrying');
-        await new Promise((r) => setTimeout(r, RETRY_MS));
+        const reason = (err as Error).message;
+        if (reason !== this.lastFailure) {
+          this.logger.warn(
+            { err: reason },
+            'controller election round failed; retrying (logged again only if the reason changes)',
+          );
+        }
+        this.lastFailure = reason;
+        await this.clock.sleep(RETRY_MS, signal);
       } finally {
         if (!this.leadership) {
           await this.session?.close().catch(() => undefined);

@@ -58,6 +58,13 @@ export class ControllerMetrics {
     registers: [this.registry],
   });
 
+  readonly loopFailures = new Counter({
+    name: 'understudy_controller_loop_failures_total',
+    help: 'Failed rounds of a retry loop (tick, fences, probe, audit); the log says why, once per change of reason',
+    labelNames: ['loop'],
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }

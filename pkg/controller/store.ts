@@ -12,6 +12,7 @@ import {
   HoldOffRecord,
   Keys,
   LeaderRecord,
+  LeaseOperationError,
   LoginRecord,
   TermEnd,
   type FencingToken,
@@ -295,6 +296,15 @@ export class GuardedWriter {
     return res.succeeded;
   }
 
+  /**
+   * Does `term` still hold, as etcd sees it now? Tells a lost compare of `put` (someone else
+   * changed the key) from a refusal because the term ended.
+   */
+  async holds(term: Authority): Promise<boolean> {
+    const kv = (await this.client.get(term.key).options(within(ETCD_CALL_MS)).exec()).kvs[0];
+    return kv !== undefined && kv.mod_revision === term.revision;
+  }
+
   async delete(key: string, expectRevision?: bigint, term?: Authority): Promise<boolean> {
     let txn = this.guard(term);
     if (expectRevision !== undefined) txn = txn.and(key, 'Mod', '==', String(expectRevision));
@@ -309,4 +319,13 @@ export class NotActiveError extends Error {
     super(`this controller is not the active one (its election term ended)${what ? `: ${what}` : ''}`);
     this.name = 'NotActiveError';
   }
+}
+
+/**
+ * A refusal because this controller's election term ended: from its own writer, or from a
+ * pkg/lease or pkg/spec call given its Authority. Nothing was done; the active controller
+ * decides now. (pkg/controller/workflow.ts keeps its own copy of this check.)
+ */
+export function isTermEnded(err: unknown): boolean {
+  return err instanceof NotActiveError || (err instanceof LeaseOperationError && err.code === 'no-authority');
 }

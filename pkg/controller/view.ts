@@ -100,11 +100,35 @@ export function unfitTarget(ctx: ViewContext, identity: string, node: string): s
   return undefined;
 }
 
+/** A target for a handover, or none, with the sentence that says why. */
+export interface TargetChoice {
+  target?: string;
+  reason: string;
+}
+
+/**
+ * Which node should take `identity` over: the fit standby (unfitTarget says nothing against
+ * it) with the highest priority, ties broken by name so every controller picks the same one.
+ */
+export function chooseTarget(ctx: ViewContext, identity: string, exclude: string[] = []): TargetChoice {
+  const considered = standbys(ctx, identity).filter((s) => !exclude.includes(s.node));
+  const unfit = new Map(considered.map((s) => [s.node, unfitTarget(ctx, identity, s.node)]));
+  const best = considered
+    .filter((s) => unfit.get(s.node) === undefined)
+    .sort((a, b) => (b.priority ?? 0) - (a.priority ?? 0) || a.node.localeCompare(b.node))[0];
+  if (best) {
+    return {
+      target: best.node,
+      reason: `${best.node} is the fit standby with the highest priority (${best.priority ?? 0})`,
+    };
+  }
+  if (considered.length === 0) return { reason: `no standby is known for ${identity}` };
+  return { reason: `no standby can take ${identity} over: ${[...unfit.values()].join('; ')}` };
+}
+
 /** The best node to take `identity` over: healthy, unfenced, highest priority. */
 export function bestTarget(ctx: ViewContext, identity: string, exclude: string[] = []): string | undefined {
-  return standbys(ctx, identity)
-    .filter((s) => !exclude.includes(s.node) && unfitTarget(ctx, identity, s.node) === undefined)
-    .sort((a, b) => (b.priority ?? 0) - (a.priority ?? 0) || a.node.localeCompare(b.node))[0]?.node;
+  return chooseTarget(ctx, identity, exclude).target;
 }
 
 /** Is a node known at all (heartbeat, candidate, fence or spec)? */

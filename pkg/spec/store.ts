@@ -4,6 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Etcd3, IKeyValue } from 'etcd3';
 import { parseAllDocuments } from 'yaml';
+import { LeaseOperationError, type Authority } from '../lease/admin.js';
 import { ETCD_CALL_MS, within } from '../lease/etcd.js';
 import { assertName } from '../lease/keys.js';
 import { ResyncingWatch } from '../lease/watch.js';
@@ -58,6 +59,25 @@ export interface StoredSpec {
   revision: bigint;
 }
 
+/**
+ * Spec writes made for a controller carry its election term (`authority`): the txn compares
+ * the election key too, so a deposed controller writes nothing. When such a txn fails, this
+ * tells a term that ended (thrown as `no-authority`) from a spec that changed meanwhile.
+ */
+async function refuseUnlessHeld(
+  client: Etcd3,
+  authority: Authority | undefined,
+  what: string,
+): Promise<void> {
+  if (!authority) return;
+  const kv = (await client.get(authority.key).options(within(ETCD_CALL_MS)).exec()).kvs[0];
+  if (kv !== undefined && kv.mod_revision === authority.revision) return;
+  throw new LeaseOperationError(
+    `${authority.describe ?? 'the caller'} no longer holds its term: ${what} not done; the active controller decides now`,
+    'no-authority',
+  );
+}
+
 function decodeSpec(kv: IKeyValue, key: string): IdentitySpec {
   let json: unknown;
   try {
@@ -90,33 +110,52 @@ export async function listSpecs(client: Etcd3, keys = new SpecKeys()): Promise<S
 /**
  * Write a spec (validated first: a bad spec changes nothing). With `expectRevision`, only if
  * the stored spec is still at that revision (0n: only if absent). Returns the new revision,
- * or undefined when the expectation failed.
+ * or undefined when the expectation failed. With `authority`, only while it holds (see
+ * refuseUnlessHeld).
  */
 export async function putSpec(
   client: Etcd3,
   input: IdentitySpecInput | IdentitySpec,
-  opts: { expectRevision?: bigint; keys?: SpecKeys } = {},
+  opts: { expectRevision?: bigint; keys?: SpecKeys; authority?: Authority } = {},
 ): Promise<bigint | undefined> {
   const spec = parseSpec(input);
   const keys = opts.keys ?? new SpecKeys();
   const key = keys.spec(spec.name);
   const put = client.put(key).value(JSON.stringify(spec));
-  if (opts.expectRevision === undefined) {
+  if (opts.expectRevision === undefined && !opts.authority) {
     const res = await put.options(within(ETCD_CALL_MS)).exec();
     return BigInt(res.header.revision);
   }
-  const txn = await client
-    .if(key, 'Mod', '==', String(opts.expectRevision))
-    .then(put)
-    .options(within(ETCD_CALL_MS))
-    .commit();
-  return txn.succeeded ? BigInt(txn.header.revision) : undefined;
+  let txn =
+    opts.expectRevision !== undefined
+      ? client.if(key, 'Mod', '==', String(opts.expectRevision))
+      : client.if(opts.authority!.key, 'Mod', '==', opts.authority!.revision);
+  if (opts.authority) txn = txn.and(opts.authority.key, 'Mod', '==', opts.authority.revision);
+  const res = await txn.then(put).options(within(ETCD_CALL_MS)).commit();
+  if (res.succeeded) return BigInt(res.header.revision);
+  await refuseUnlessHeld(client, opts.authority, `write of ${spec.name}'s spec`);
+  return undefined;
 }
 
-export async function deleteSpec(client: Etcd3, identity: string, keys = new SpecKeys()): Promise<boolean> {
+/** Delete a spec; false when there was none. With `authority`, only while it holds. */
+export async function deleteSpec(
+  client: Etcd3,
+  identity: string,
+  opts: { keys?: SpecKeys; authority?: Authority } = {},
+): Promise<boolean> {
   assertName('identity', identity);
-  const res = await client.delete().key(keys.spec(identity)).options(within(ETCD_CALL_MS)).exec();
-  return Number(res.deleted) > 0;
+  const key = (opts.keys ?? new SpecKeys()).spec(identity);
+  if (!opts.authority) {
+    const res = await client.delete().key(key).options(within(ETCD_CALL_MS)).exec();
+    return Number(res.deleted) > 0;
+  }
+  const res = await client
+    .if(opts.authority.key, 'Mod', '==', opts.authority.revision)
+    .then(client.delete().key(key))
+    .options(within(ETCD_CALL_MS))
+    .commit();
+  if (!res.succeeded) await refuseUnlessHeld(client, opts.authority, `deletion of ${identity}'s spec`);
+  return Number(res.responses[0]?.response_delete_range?.deleted ?? 0) > 0;
 }
 
 /** Read specs from a YAML file: one spec per document, or a list of specs in one document. */
@@ -236,9 +275,9 @@ export async function approvePending(
   client: Etcd3,
   identity: string,
   caller: string,
-  keys = new SpecKeys(),
+  opts: { keys?: SpecKeys; authority?: Authority } = {},
 ): Promise<Caller> {
-  return decidePending(client, identity, caller, 'approve', keys);
+  return decidePending(client, identity, caller, 'approve', opts.keys ?? new SpecKeys(), opts.authority);
 }
 
 /** Deny a pending request; with `block`, the caller's key also joins the blocked list. */
@@ -246,9 +285,10 @@ export async function denyPending(
   client: Etcd3,
   identity: string,
   caller: string,
-  opts: { block?: boolean; keys?: SpecKeys } = {},
+  opts: { block?: boolean; keys?: SpecKeys; authority?: Authority } = {},
 ): Promise<Caller> {
-  return decidePending(client, identity, caller, opts.block ? 'block' : 'deny', opts.keys ?? new SpecKeys());
+  const decision = opts.block ? 'block' : 'deny';
+  return decidePending(client, identity, caller, decision, opts.keys ?? new SpecKeys(), opts.authority);
 }
 
 async function decidePending(
@@ -257,6 +297,7 @@ async function decidePending(
   caller: string,
   decision: 'approve' | 'deny' | 'block',
   keys: SpecKeys,
+  authority: Authority | undefined,
 ): Promise<Caller> {
   assertName('identity', identity);
   for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
@@ -279,9 +320,11 @@ async function decidePending(
       access.blocked = [...access.blocked, { nkey: entry.nkey }];
     }
     const next = { ...stored.spec, access };
-    const res = await client
+    let txn = client
       .if(keys.spec(identity), 'Mod', '==', String(stored.revision))
-      .and(pendingKey, 'Create', '>', 0)
+      .and(pendingKey, 'Create', '>', 0);
+    if (authority) txn = txn.and(authority.key, 'Mod', '==', authority.revision);
+    const res = await txn
       .then(
         client.delete().key(pendingKey),
         // A deny leaves the spec as it is; rewriting it unchanged keeps the txn one shape.
@@ -290,6 +333,7 @@ async function decidePending(
       .options(within(ETCD_CALL_MS))
       .commit();
     if (res.succeeded) return entry;
+    await refuseUnlessHeld(client, authority, `decision on ${caller}'s request for ${identity}`);
   }
   throw new AccessListError(
     `${identity}: the spec kept changing while deciding ${caller}'s request; try again`,

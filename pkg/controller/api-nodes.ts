@@ -1,0 +1,113 @@
+// API operations on nodes: list them, fence one (its identities are handed over first, then
+// the fence is applied by fence-reconciler.ts), unfence one. Every write compares the
+// election term requireActive() returned, in the same etcd txn.
+import { ApiError, type FenceBody, type FenceResult, type NodeView, type Workflow } from '../api/schema.js';
+import { fence } from '../lease/index.js';
+import type { ApiDeps } from './api-deps.js';
+import { NotActiveError, type FenceIntent } from './store.js';
+import { bestTarget, knownNode, nodeViews, runningWorkflow } from './view.js';
+
+export class NodeApi {
+  constructor(private readonly deps: ApiDeps) {}
+
+  async listNodes(): Promise<NodeView[]> {
+    const { cluster } = this.deps;
+    return nodeViews(cluster.view(await cluster.read()));
+  }
+
+  async fenceNode(node: string, body: FenceBody, actor: string): Promise<FenceResult> {
+    const { cluster, audit, supervisor, writer, keys, etcd, config, clock, log } = this.deps;
+    const term = await cluster.requireActive();
+    const snap = await cluster.read();
+    const view = cluster.view(snap);
+    if (!knownNode(view, node))
+      throw new ApiError('not-found', `no node named ${node} is known`, 'path.node');
+    if (snap.fences.has(node)) return { node, fenced: true, workflows: [] };
+    if (snap.fenceIntents.has(node)) {
+      throw new ApiError(
+        'conflict',
+        `a fence of ${node} is already in progress; wait for it (GET /v1/nodes)`,
+      );
+    }
+    const led = [...snap.identities].filter(([, k]) => k.leader?.record.node === node).map(([id]) => id);
+    for (const identity of led) {
+      const running = runningWorkflow(snap, identity);
+      if (running) {
+        throw new ApiError(
+          'conflict',
+          `${identity} (led by ${node}) has a ${running.workflow.kind} in progress; wait for it or cancel it, then fence`,
+        );
+      }
+      if (!bestTarget(view, identity, [node])) {
+        throw new ApiError(
+          'conflict',
+          `${node} leads ${identity} and no healthy standby can take it over; start one first (nothing was fenced)`,
+        );
+      }
+    }
+    await audit.action('_nodes', actor, `fence of ${node} requested: ${body.reason}`);
+    const workflows: Workflow[] = [];
+    for (const identity of led) {
+      workflows.push(
+        await supervisor.create(
+          snap,
+          identity,
+          {
+            kind: 'node-fence',
+            actor,
+            reason: `fence ${node}: ${body.reason}`,
+            deadlineMs: config.switchover.deadlineMs,
+            fencingNode: node,
+          },
+          term,
+        ),
+      );
+    }
+    if (workflows.length === 0) {
+      await fence(etcd, { node, reason: body.reason, actor, keys: keys.lease, authority: term }).catch(
+        (err: unknown) => cluster.refusal(err),
+      );
+      return { node, fenced: true, workflows };
+    }
+    const intent: FenceIntent = {
+      reason: body.reason,
+      actor,
+      at: clock.wallMs(),
+      workflows: workflows.map((w) => w.id),
+    };
+    if ((await writer.put(keys.fenceIntent(node), intent, 0n, [], term)) === undefined) {
+      // The handovers run regardless; without the intent nobody writes the fence after them.
+      log.error({ node, workflows: intent.workflows }, 'could not record the fence intent');
+      if (!(await writer.holds(term)))
+        await cluster.refusal(new NotActiveError(`fence intent of ${node} not recorded`));
+      throw new ApiError(
+        'conflict',
+        `the handovers away from ${node} started, but the fence intent could not be recorded (another fence of ${node} raced this one); read GET /v1/nodes and fence again once they end`,
+      );
+    }
+    return { node, fenced: false, workflows };
+  }
+
+  async unfenceNode(node: string, actor: string): Promise<NodeView> {
+    const { cluster, audit, writer, keys, etcd } = this.deps;
+    const term = await cluster.requireActive();
+    const snap = await cluster.read();
+    const view = cluster.view(snap);
+    if (!knownNode(view, node))
+      throw new ApiError('not-found', `no node named ${node} is known`, 'path.node');
+    if (!snap.fences.has(node) && !snap.fenceIntents.has(node)) {
+      throw new ApiError('conflict', `${node} is not fenced`);
+    }
+    await audit.action('_nodes', actor, `unfence of ${node}`);
+    // The pending intent and the fence go together, in one txn under the term.
+    const removed = await writer.write(
+      [etcd.delete().key(keys.fenceIntent(node)), etcd.delete().key(keys.lease.fence(node))],
+      term,
+    );
+    if (!removed) await cluster.refusal(new NotActiveError(`unfence of ${node} not done`));
+    const after = await cluster.read();
+    return (
+      nodeViews(cluster.view(after)).find((n) => n.node === node) ?? { node, alive: false, identities: [] }
+    );
+  }
+}

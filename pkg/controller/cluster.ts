@@ -1,0 +1,132 @@
+// The controller's read side, shared by the loop and every API operation: the cluster
+// snapshot (the last one kept for cheap reads such as info()), the view context the pure
+// rules read, and the "may I write?" check every change begins with, which hands back the
+// election term the change's writes will be guarded by.
+import type { Etcd3 } from 'etcd3';
+import { ApiError } from '../api/schema.js';
+import type { Clock } from '../clock/index.js';
+import type { Authority } from '../lease/admin.js';
+import type { SeenAgent } from './agents.js';
+import {
+  isTermEnded,
+  NotActiveError,
+  readSnapshot,
+  type ClusterSnapshot,
+  type ControllerKeys,
+  type GuardedWriter,
+} from './store.js';
+import { identityKeys, type ViewContext } from './view.js';
+
+export interface ClusterDeps {
+  name: string;
+  etcd: Etcd3;
+  keys: ControllerKeys;
+  writer: GuardedWriter;
+  clock: Clock;
+  /** This controller is the active one (its election term holds, as far as it knows). */
+  isActive(): boolean;
+  agents(): ReadonlyMap<string, SeenAgent>;
+  heartbeatTimeoutMs: number;
+  /** Wall-clock ms this controller started listening for heartbeats. */
+  startedAt: number;
+}
+
+export class Cluster {
+  /** The newest snapshot read by anyone (undefined until etcd first answered). */
+  last: ClusterSnapshot | undefined;
+
+  constructor(private readonly deps: ClusterDeps) {}
+
+  get name(): string {
+    return this.deps.name;
+  }
+
+  /** Read the whole cluster at one revision; etcd errors as they come (for retry loops). */
+  async snapshot(): Promise<ClusterSnapshot> {
+    const snap = await readSnapshot(this.deps.etcd, this.deps.keys);
+    this.last = snap;
+    return snap;
+  }
+
+  /** Read the whole cluster for an API call: an etcd failure is answered as `unavailable`. */
+  async read(): Promise<ClusterSnapshot> {
+    try {
+      return await this.snapshot();
+    } catch (err) {
+      throw new ApiError(
+        'unavailable',
+        `etcd does not answer (${(err as Error).message}); retry when it is back`,
+      );
+    }
+  }
+
+  view(snap: ClusterSnapshot): ViewContext {
+    return {
+      snap,
+      agents: this.deps.agents(),
+      heartbeatTimeoutMs: this.deps.heartbeatTimeoutMs,
+      now: this.deps.clock.wallMs(),
+      startedAt: this.deps.startedAt,
+    };
+  }
+
+  /** Identities with a spec or a leader, sorted. */
+  identityNames(snap: ClusterSnapshot): string[] {
+    return [
+      ...new Set([
+        ...snap.specs.keys(),
+        ...[...snap.identities].filter(([, k]) => k.leader).map(([id]) => id),
+      ]),
+    ].sort();
+  }
+
+  requireIdentity(snap: ClusterSnapshot, identity: string): void {
+    if (!snap.specs.has(identity) && !identityKeys(snap, identity).leader) {
+      throw new ApiError(
+        'not-found',
+        `no identity named ${identity}; list them with GET /v1/identities`,
+        'path.identity',
+      );
+    }
+  }
+
+  /**
+   * Changes are made by the active controller only. Returns its election term, captured now:
+   * every write of the change compares it in the same etcd txn, so a controller deposed
+   * meanwhile writes nothing. A standby answers `not-active`, naming the active one.
+   */
+  async requireActive(): Promise<Authority> {
+    if (this.deps.isActive()) {
+      try {
+        return this.deps.writer.authority();
+      } catch (err) {
+        if (!(err instanceof NotActiveError)) throw err;
+      }
+    }
+    const snap = await this.read();
+    const active = snap.activeController;
+    const url = active ? snap.controllers.get(active)?.url : undefined;
+    throw new ApiError(
+      'not-active',
+      active
+        ? `controller ${this.deps.name} is a standby; send changes to the active controller ${active}${url ? ` at ${url}` : ''}`
+        : `controller ${this.deps.name} is a standby and no controller is active right now; retry in a few seconds`,
+      undefined,
+      active ? { name: active, ...(url ? { url } : {}) } : undefined,
+    );
+  }
+
+  /**
+   * A write refused because this controller's term ended is answered `not-active` (naming the
+   * active controller when this one already knows it is a standby); other errors pass as
+   * they are.
+   */
+  async refusal(err: unknown): Promise<never> {
+    if (!isTermEnded(err)) throw err;
+    await this.requireActive();
+    throw new ApiError(
+      'not-active',
+      `the election term of controller ${this.deps.name} ended during this request (${(err as Error).message}); nothing more was written: retry, the active controller decides`,
+    );
+  }
+}

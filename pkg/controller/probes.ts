@@ -1,0 +1,220 @@
+// Probing: every identity is PINGed at its spec's interval, and what the answers mean (split
+// brain, a leader that stopped answering, a probe-driven failover) is decided by the pure
+// rules in probe-rules.ts. This module does the I/O around them: the PINGs, the NATS link
+// watch that tells a blind controller from silent leaders, alarms and metrics.
+import type { NatsConnection } from 'nats';
+import type { Logger } from 'pino';
+import type { Clock } from '../clock/index.js';
+import type { ControllerConfig } from '../config/controller.js';
+import { collectResponders } from '../identity/client.js';
+import type { Cluster } from './cluster.js';
+import type { EventStream } from './events.js';
+import type { ControllerMetrics } from './metrics.js';
+import { blindness, leaderMissed, probeVerdict, splitBrain, type Responder } from './probe-rules.js';
+import type { ClusterSnapshot, GuardedWriter } from './store.js';
+import type { WorkflowSupervisor } from './supervisor.js';
+import type { LoopTrouble } from './trouble.js';
+import {
+  agentAlive,
+  chooseTarget,
+  identityKeys,
+  leaderServing,
+  runningWorkflow,
+  type ProbeState,
+} from './view.js';
+
+interface ProbeEntry extends ProbeState {
+  inFlight: boolean;
+  /** Monotonic ms the last probe started. */
+  startedAt: number;
+  splitBrain: boolean;
+  alarmed: boolean;
+  lastReason?: string;
+}
+
+export interface ProberDeps {
+  name: string;
+  nc: NatsConnection;
+  config: ControllerConfig;
+  cluster: Cluster;
+  writer: GuardedWriter;
+  supervisor: WorkflowSupervisor;
+  events: EventStream;
+  metrics: ControllerMetrics;
+  trouble: LoopTrouble;
+  clock: Clock;
+  log: Logger;
+  isActive(): boolean;
+}
+
+export class Prober {
+  private readonly probes = new Map<string, ProbeEntry>();
+  /** Bumped at every NATS disconnect and reconnect: a probe that spans one proves nothing. */
+  private natsEpoch = 0;
+  private natsUp = true;
+  private blind = false;
+
+  constructor(private readonly deps: ProberDeps) {}
+
+  /** Follow the NATS connection's status (until it closes). */
+  watchLink(): void {
+    void (async () => {
+      for await (const s of this.deps.nc.status()) {
+        if (s.type === 'disconnect' || s.type === 'reconnect' || s.type === 'staleConnection') {
+          this.natsEpoch++;
+          this.natsUp = s.type === 'reconnect';
+        }
+      }
+    })();
+  }
+
+  /** The last probe of an identity (for its view). */
+  state(identity: string): ProbeState | undefined {
+    return this.probes.get(identity);
+  }
+
+  /** After a resume, an identity still unresponsive alarms (and may fail over) again. */
+  rearm(identity: string): void {
+    const p = this.probes.get(identity);
+    if (p) p.alarmed = false;
+  }
+
+  /** Start the probes that are due (one in flight per identity), forget removed identities. */
+  startDue(snap: ClusterSnapshot): void {
+    const now = this.deps.clock.monotonicMs();
+    for (const [identity, { spec }] of snap.specs) {
+      let p = this.probes.get(identity);
+      if (!p) {
+        p = {
+          responders: [],
+          failures: 0,
+          inFlight: false,
+          startedAt: -Infinity,
+          splitBrain: false,
+          alarmed: false,
+        };
+        this.probes.set(identity, p);
+      }
+      if (p.inFlight || now - p.startedAt < spec.probe.intervalMs) continue;
+      p.inFlight = true;
+      p.startedAt = now;
+      const entry = p;
+      const epoch = this.natsEpoch;
+      collectResponders(this.deps.nc, identity, spec.probe.timeoutMs)
+        .then((found) => {
+          this.deps.trouble.recovered('probe', identity);
+          this.probed(
+            identity,
+            entry,
+            epoch,
+            found.map((r) => ({
+              node: r.node,
+              token: String(r.token),
+              ...(r.error ? { error: r.error } : {}),
+            })),
+          );
+        })
+        .catch((err: unknown) =>
+          this.deps.trouble.failed('probe', err, `probe of ${identity} failed to run`, identity),
+        )
+        .finally(() => (entry.inFlight = false));
+    }
+    for (const identity of this.probes.keys()) if (!snap.specs.has(identity)) this.probes.delete(identity);
+  }
+
+  private probed(identity: string, p: ProbeEntry, epoch: number, responders: Responder[]): void {
+    const { deps } = this;
+    const snap = deps.cluster.last;
+    if (!snap) return;
+    const view = deps.cluster.view(snap);
+    const leader = identityKeys(snap, identity).leader;
+    const spec = snap.specs.get(identity)?.spec;
+    p.responders = responders;
+    p.at = deps.clock.wallMs();
+    deps.metrics.responders.set({ identity }, responders.length);
+
+    const split = splitBrain(identity, responders);
+    if (split.splitBrain && !p.splitBrain) deps.events.alarm('split-brain', split.reason, identity);
+    else if (!split.splitBrain && p.splitBrain)
+      deps.log.warn({ identity }, 'split brain over: one responder or none');
+    p.splitBrain = split.splitBrain;
+    deps.metrics.splitBrain.set({ identity }, p.splitBrain ? 1 : 0);
+
+    const missed = leaderMissed({
+      identity,
+      ...(leader ? { leader: { node: leader.record.node, token: String(leader.token) } } : {}),
+      loggedIn: identityKeys(snap, identity).login?.loggedIn === true,
+      serving: leaderServing(view, identity),
+      agentAlive: leader !== undefined && agentAlive(view, leader.record.node),
+      responders,
+    });
+    const blind = this.blindness(
+      view.agents.size,
+      [...view.agents.keys()].filter((n) => agentAlive(view, n)).length,
+      epoch,
+    );
+    const paused = snap.paused.get(identity);
+    const verdict = probeVerdict(p, missed, blind, {
+      identity,
+      ...(leader ? { leaderNode: leader.record.node } : {}),
+      ...(spec ? { probe: { failures: spec.probe.failures, intervalMs: spec.probe.intervalMs } } : {}),
+      ...(paused ? { pausedBy: paused.actor } : {}),
+      active: deps.isActive(),
+      failoverEnabled: deps.config.probes.failover,
+      workflowRunning: runningWorkflow(snap, identity) !== undefined,
+      target: leader ? chooseTarget(view, identity, [leader.record.node]) : { reason: 'no leader' },
+    });
+    if (verdict.reason !== p.lastReason && (verdict.failures > 0 || p.failures > 0)) {
+      deps.log.info({ identity, failures: verdict.failures }, verdict.reason);
+    }
+    p.lastReason = verdict.reason;
+    if (!verdict.counted) return;
+    p.failures = verdict.failures;
+    p.alarmed = verdict.alarmed;
+    deps.metrics.probeFailures.set({ identity }, p.failures);
+    if (verdict.alarm)
+      deps.events.alarm(verdict.alarm.alarm, verdict.alarm.message, identity, leader?.record.node);
+    if (verdict.outcome === 'no-target') deps.log.error({ identity }, verdict.reason);
+    if (!verdict.failover) return;
+    const { target, reason } = verdict.failover;
+    void (async () => {
+      const term = deps.writer.authority();
+      await deps.supervisor.create(
+        snap,
+        identity,
+        {
+          kind: 'probe-failover',
+          actor: `controller:${deps.name}`,
+          reason,
+          target,
+          deadlineMs: deps.config.switchover.deadlineMs,
+        },
+        term,
+      );
+    })().catch((err: Error) =>
+      deps.log.error({ identity, err: err.message }, 'could not start the probe-driven failover'),
+    );
+  }
+
+  /** Can this controller trust an empty probe? Logged when the answer changes. */
+  private blindness(agentsKnown: number, agentsAlive: number, probeEpoch: number) {
+    const verdict = blindness({
+      natsUp: this.natsUp,
+      linkSteadyDuringProbe: probeEpoch === this.natsEpoch,
+      agentsKnown,
+      agentsAlive,
+    });
+    if (verdict.blind !== this.blind) {
+      this.blind = verdict.blind;
+      if (verdict.blind) {
+        this.deps.log.warn(
+          { natsUp: this.natsUp, agentsHeard: agentsAlive },
+          `this controller cannot trust its probes (${verdict.reason}): probe-driven failover is suspended until it can; check its NATS link`,
+        );
+      } else {
+        this.deps.log.info('this controller sees the agents again: probe-driven failover resumed');
+      }
+    }
+    return verdict;
+  }
+}

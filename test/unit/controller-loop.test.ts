@@ -1,0 +1,99 @@
+// The controller's round on a manual clock: it runs every TICK_MS, a failing round is
+// reported once per reason (not every 250 ms) and shown as lastError until a round works.
+import { expect } from 'chai';
+import { pino } from 'pino';
+import { Writable } from 'node:stream';
+import { ManualClock } from '../../pkg/clock/index.js';
+import type { Cluster } from '../../pkg/controller/cluster.js';
+import { EventStream } from '../../pkg/controller/events.js';
+import type { FenceReconciler } from '../../pkg/controller/fence-reconciler.js';
+import { ControlLoop, TICK_MS } from '../../pkg/controller/loop.js';
+import { ControllerMetrics } from '../../pkg/controller/metrics.js';
+import type { Prober } from '../../pkg/controller/probes.js';
+import type { ClusterSnapshot, GuardedWriter } from '../../pkg/controller/store.js';
+import type { WorkflowSupervisor } from '../../pkg/controller/supervisor.js';
+import { LoopTrouble } from '../../pkg/controller/trouble.js';
+
+function capture() {
+  const lines: Array<{ level: number; msg: string; loop?: string; err?: string }> = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l));
+      done();
+    },
+  });
+  return { log: pino({ level: 'info' }, stream), lines };
+}
+
+const emptySnap: ClusterSnapshot = {
+  revision: 1n,
+  specs: new Map(),
+  invalidSpecs: new Map(),
+  identities: new Map(),
+  fences: new Map(),
+  paused: new Map(),
+  workflows: new Map(),
+  fenceIntents: new Map(),
+  controllers: new Map(),
+};
+
+describe('controller loop (manual clock)', () => {
+  it('ticks every TICK_MS; a failing round is logged once per reason and shown until one works', async () => {
+    const clock = new ManualClock();
+    const { log, lines } = capture();
+    const metrics = new ControllerMetrics();
+    let failure: string | undefined = 'etcd: deadline exceeded';
+    let reads = 0;
+    const cluster = {
+      snapshot: async () => {
+        reads++;
+        if (failure) throw new Error(failure);
+        return emptySnap;
+      },
+      view: (snap: ClusterSnapshot) => ({
+        snap,
+        agents: new Map(),
+        heartbeatTimeoutMs: 1,
+        now: 0,
+        startedAt: 0,
+      }),
+      identityNames: () => [],
+    } as unknown as Cluster;
+    const loop = new ControlLoop({
+      cluster,
+      prober: { startDue: () => undefined, state: () => undefined } as unknown as Prober,
+      events: new EventStream(clock, log, metrics),
+      supervisor: {} as WorkflowSupervisor,
+      fences: {} as FenceReconciler,
+      writer: {} as GuardedWriter,
+      metrics,
+      trouble: new LoopTrouble(log, metrics.loopFailures),
+      clock,
+      log,
+      isActive: () => false,
+    });
+    loop.start();
+    await clock.advance(TICK_MS * 4);
+    expect(reads).to.equal(4);
+    expect(loop.lastError).to.equal('etcd: deadline exceeded');
+    const warned = () => lines.filter((l) => l.loop === 'tick' && l.level === 40);
+    expect(warned().map((l) => l.err)).to.deep.equal(['etcd: deadline exceeded']);
+
+    failure = 'etcd: connection refused';
+    await clock.advance(TICK_MS * 2);
+    expect(
+      warned().map((l) => l.err),
+      'a new reason is logged once more',
+    ).to.deep.equal(['etcd: deadline exceeded', 'etcd: connection refused']);
+
+    failure = undefined;
+    await clock.advance(TICK_MS * 2);
+    expect(loop.lastError).to.equal(undefined);
+    expect(lines.filter((l) => l.msg === 'tick works again')).to.have.length(1);
+    const counted = (await metrics.loopFailures.get()).values.find((v) => v.labels.loop === 'tick');
+    expect(counted?.value, 'every failed round is counted').to.equal(6);
+    loop.stop();
+    await clock.advance(TICK_MS * 4);
+    expect(reads).to.equal(8);
+  });
+});
