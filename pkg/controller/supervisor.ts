@@ -186,6 +186,7 @@ export class WorkflowSupervisor {
           deps.metrics.workflowSeconds.observe({ kind: wf.kind, outcome: wf.state }, seconds);
         },
         isActive: deps.isActive,
+        clock: deps.clock,
       },
       identity,
     );
