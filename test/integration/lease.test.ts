@@ -1,6 +1,6 @@
 // pkg/lease against a real etcd: the acceptance criteria of "Leadership with fencing tokens".
 import { expect } from 'chai';
-import type { Etcd3 } from 'etcd3';
+import { Range, type Etcd3 } from 'etcd3';
 import {
   CampaignAbandonedError,
   Candidate,
@@ -14,6 +14,8 @@ import {
   NotEligibleError,
   readLeader,
   revokeHolder,
+  Session,
+  STAGGER_STEP_MS,
   StaleTokenError,
   transfer,
   unfence,
@@ -22,6 +24,7 @@ import {
   type LeaderState,
 } from '../../pkg/lease/index.js';
 import { Keys } from '../../pkg/lease/keys.js';
+import { RANK_WHEN_UNREADABLE } from '../../pkg/lease/rank.js';
 import { Harness, type EtcdMember, type NodeProgram } from '../support/harness.js';
 import { etcdAnswers, untilAnswers } from '../support/probes.js';
 import { waitFor } from '../support/wait.js';
@@ -631,6 +634,79 @@ describe('pkg/lease on a 3-member etcd cluster (real etcd)', function () {
     } finally {
       await a.close();
       await b.close();
+    }
+  });
+});
+
+describe('pkg/lease under etcd RBAC (real etcd)', function () {
+  let h: Harness;
+  let etcd: EtcdMember;
+  before(async function () {
+    h = await Harness.create();
+    etcd = await h.startEtcd('etcd-rbac');
+  });
+  after(async function () {
+    await h?.close();
+  });
+
+  it('a node RBAC forbids to read the candidates ranks last, not best, and says why until the campaign ends', async function () {
+    this.timeout(60_000);
+    const identity = 'rbac-id';
+    const keys = new Keys();
+    const root = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+    const nodes: TestNode[] = [];
+    try {
+      // Everything a candidate needs, except reading the candidates: it may only write its own.
+      await root.role('root').create();
+      await root.user('root').create('root-pw');
+      await root.user('root').addRole('root');
+      const role = await root.role('agent').create();
+      const id = (k: string) => `${keys.prefix}/identities/${identity}/${k}`;
+      await role.grant([
+        { permission: 'Readwrite', range: Range.prefix(keys.sessions()) },
+        { permission: 'Readwrite', range: Range.prefix(`${keys.prefix}/nodes/`) },
+        { permission: 'Readwrite', key: keys.leader(identity) },
+        { permission: 'Readwrite', key: id('login') },
+        { permission: 'Readwrite', key: id('term-end') },
+        { permission: 'Readwrite', range: Range.prefix(keys.holdOffs(identity)) },
+        { permission: 'Write', range: Range.prefix(keys.candidates(identity)) },
+      ]);
+      await root.user('agent').create('agent-pw');
+      await root.user('agent').addRole('agent');
+      await root.auth.authEnable();
+
+      const client = connectEtcd({
+        endpoints: [etcd.hostEndpoint],
+        auth: { username: 'agent', password: 'agent-pw' },
+      });
+      const session = await Session.open(client, { node: 'a', timing: { ttlSeconds: 2 } });
+      const told: Array<CampaignRetry | undefined> = [];
+      const candidate = new Candidate(session, { identity, onRetry: (r) => told.push(r) });
+      nodes.push({
+        name: 'a',
+        client,
+        session,
+        candidate,
+        async close() {
+          await session.close();
+          client.close();
+        },
+      });
+      const started = performance.now();
+      const leadership = await candidate.campaign();
+      const tookMs = performance.now() - started;
+
+      expect(told[0]).to.include({ what: 'reading the registered candidates to rank this node' });
+      expect(told[0]!.error).to.match(/permission denied/);
+      expect(candidate.lastRank).to.include({ rank: RANK_WHEN_UNREADABLE });
+      expect(tookMs, 'it waited behind any candidate that can see the others').to.be.at.least(
+        RANK_WHEN_UNREADABLE * STAGGER_STEP_MS,
+      );
+      expect(leadership.node).to.equal('a');
+      expect(told.at(-1)).to.equal(undefined);
+    } finally {
+      await Promise.all(nodes.map((n) => n.close()));
+      root.close();
     }
   });
 });
