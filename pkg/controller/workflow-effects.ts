@@ -15,7 +15,7 @@ import { extendHoldOff, grantHoldOffLease, holdOffPuts, releaseHoldOff } from '.
 import type { HoldOffRecord } from '../lease/keys.js';
 import { AgentControlError, type AgentLink } from './agents.js';
 import type { FenceAction } from './fencing.js';
-import { NotActiveError, type ControllerKeys } from './store.js';
+import { NotActiveError, readSnapshot, type ClusterSnapshot, type ControllerKeys } from './store.js';
 import type { Effect, Outcomes, RevokeOutcome, TransferOutcome, UndrainOutcome } from './workflow-step.js';
 
 /** Control requests to agents (undrain) are answered within this or treated as unanswered. */
@@ -27,6 +27,8 @@ export type SideEffect =
 
 /** What the workflow does to leases, agents and nodes: injected, so the driver is testable. */
 export interface WorkflowOperations {
+  /** The whole cluster at one revision (what each round decides on). */
+  readSnapshot(): Promise<ClusterSnapshot>;
   grantHoldOff(ttlMs: number, authority: Authority): Promise<string>;
   /** The hold-off writes, for the txn that records the step (validates the record). */
   holdOffWrites(identity: string, nodes: string[], record: HoldOffRecord, lease: string): IOperation[];
@@ -68,6 +70,7 @@ export function leaseOperations(deps: {
 }): WorkflowOperations {
   const { etcd, keys } = deps;
   return {
+    readSnapshot: () => readSnapshot(etcd, keys),
     grantHoldOff: (ttlMs, authority) => grantHoldOffLease(etcd, { ttlMs, authority }),
     holdOffWrites: (identity, nodes, record, leaseId) =>
       holdOffPuts(etcd, { identity, nodes, record, leaseId, keys: keys.lease }),

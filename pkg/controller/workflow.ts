@@ -15,13 +15,7 @@ import type { HistoryEntry } from '../history/index.js';
 import { LeaseOperationError, type Authority } from '../lease/admin.js';
 import type { AgentLink } from './agents.js';
 import type { FenceAction } from './fencing.js';
-import {
-  NotActiveError,
-  readSnapshot,
-  type ClusterSnapshot,
-  type ControllerKeys,
-  type GuardedWriter,
-} from './store.js';
+import { NotActiveError, type ClusterSnapshot, type ControllerKeys, type GuardedWriter } from './store.js';
 import type { ViewContext } from './view.js';
 import { EffectRunner, leaseOperations, type WorkflowOperations } from './workflow-effects.js';
 import { step, type Decision, type StepInput } from './workflow-step.js';
@@ -131,7 +125,7 @@ export class WorkflowDriver {
     while (!this.stopped && this.ctx.isActive()) {
       let snap: ClusterSnapshot;
       try {
-        snap = await readSnapshot(this.ctx.etcd, this.ctx.keys);
+        snap = await this.ops.readSnapshot();
         this.readFailure.clear();
       } catch (err) {
         const message = (err as Error).message;

@@ -18,6 +18,9 @@ function setup(over: Partial<WorkflowOperations> = {}) {
   const logger = { warn: log('warn'), info: log('info'), debug: log('debug') } as unknown as Logger;
   let wall = 5_000;
   const ops: WorkflowOperations = {
+    readSnapshot: async () => {
+      throw new Error('not read by effects');
+    },
     grantHoldOff: async (ttlMs) => (calls.push(`grant ${ttlMs}`), 'L'),
     holdOffWrites: (identity, nodes, _record, lease) => (
       calls.push(`writes ${identity} ${nodes.join(',')} ${lease}`),
