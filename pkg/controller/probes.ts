@@ -45,6 +45,8 @@ export interface ProberDeps {
   clock: Clock;
   log: Logger;
   isActive(): boolean;
+  /** Who answers PING for an identity within `timeoutMs` (default: over NATS). */
+  ping?: (identity: string, timeoutMs: number) => Promise<Responder[]>;
 }
 
 export class Prober {
@@ -54,7 +56,18 @@ export class Prober {
   private natsUp = true;
   private blind = false;
 
-  constructor(private readonly deps: ProberDeps) {}
+  private readonly ping: (identity: string, timeoutMs: number) => Promise<Responder[]>;
+
+  constructor(private readonly deps: ProberDeps) {
+    this.ping =
+      deps.ping ??
+      (async (identity, timeoutMs) =>
+        (await collectResponders(deps.nc, identity, timeoutMs)).map((r) => ({
+          node: r.node,
+          token: String(r.token),
+          ...(r.error ? { error: r.error } : {}),
+        })));
+  }
 
   /** Follow the NATS connection's status (until it closes). */
   watchLink(): void {
@@ -100,19 +113,10 @@ export class Prober {
       p.startedAt = now;
       const entry = p;
       const epoch = this.natsEpoch;
-      collectResponders(this.deps.nc, identity, spec.probe.timeoutMs)
-        .then((found) => {
+      this.ping(identity, spec.probe.timeoutMs)
+        .then((responders) => {
           this.deps.trouble.recovered('probe', identity);
-          this.probed(
-            identity,
-            entry,
-            epoch,
-            found.map((r) => ({
-              node: r.node,
-              token: String(r.token),
-              ...(r.error ? { error: r.error } : {}),
-            })),
-          );
+          this.probed(identity, entry, epoch, responders);
         })
         .catch((err: unknown) =>
           this.deps.trouble.failed('probe', err, `probe of ${identity} failed to run`, identity),
