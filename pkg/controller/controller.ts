@@ -5,13 +5,15 @@
 // the others serve reads and refuse writes, naming the active one.
 //
 // This file only wires the parts together:
-//   loop.ts            the round every TICK_MS: read, probe, publish, drive, fence
-//   probes.ts          PINGs and what they mean (rules: probe-rules.ts, view.ts)
-//   events.ts          the event stream (changed views, alarms)
-//   supervisor.ts      workflow records and their drivers (workflow.ts)
-//   fence-reconciler.ts node fences applied once their handovers ended
-//   api-*.ts, access-lists.ts  the API operations, by subject
-//   cluster.ts, store.ts       reads, and writes guarded by the election term
+//   loop.ts              the round every TICK_MS: read, probe, publish, drive, fence
+//   probes.ts            PINGs and what they mean (pure rules: probe-rules.ts, view.ts)
+//   events.ts            the event stream (changed views, alarms)
+//   supervisor.ts        workflow records and their drivers (workflow.ts)
+//   fence-reconciler.ts  node fences applied once their handovers ended
+//   api-*.ts             API operations by subject; access-lists.ts for ACLs
+//   cluster.ts           reads, and the active check that yields the term writes compare
+//   store.ts             etcd layout and the one writer guarded by the election term
+//   audit.ts, trouble.ts the audit trail; loop failures logged once per reason
 import type { Etcd3 } from 'etcd3';
 import type { NatsConnection } from 'nats';
 import type { Logger } from 'pino';
