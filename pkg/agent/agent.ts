@@ -33,6 +33,7 @@ import { ProcessDriver } from '../identity/process.js';
 import { subjects } from '../identity/wire.js';
 import { within } from '../lease/etcd.js';
 import { fence, leaseTiming, unfence, type LeaseTiming } from '../lease/index.js';
+import { systemClock, type Clock } from '../clock/index.js';
 import { createLogger } from '../log/index.js';
 import { connectNats, etcdFromSettings } from '../transport/connect.js';
 import type { IdentitySpec } from '../spec/schema.js';
@@ -61,6 +62,8 @@ export interface AgentOptions {
   handlers?: Record<string, NatsServiceHandlers | ServiceHandler>;
   /** Loads handlers named by a spec's `service.module` (cmd/agent imports the module). */
   loadHandlers?: (module: string) => Promise<Record<string, NatsServiceHandlers | ServiceHandler>>;
+  /** Time for the identities' decisions and waits; the system clock unless a test moves it. */
+  clock?: Clock;
 }
 
 export class Agent {
@@ -92,6 +95,10 @@ export class Agent {
 
   get node(): string {
     return this.config.node;
+  }
+
+  private get clock(): Clock {
+    return this.opts.clock ?? systemClock;
   }
 
   /** Port of the health server, when configured (0 in config picks a free one). */
@@ -127,10 +134,14 @@ export class Agent {
       config.node,
       etcdTrouble(logger, "reading this node's fence"),
     );
-    const sessions = new SessionKeeper(etcd, config.node, timing, logger, {
-      opened: () => metrics.sessionsOpened.inc(),
-      renewed: () => metrics.sessionRenewals.inc(),
-    });
+    const sessions = new SessionKeeper(
+      etcd,
+      config.node,
+      timing,
+      logger,
+      { opened: () => metrics.sessionsOpened.inc(), renewed: () => metrics.sessionRenewals.inc() },
+      opts.clock ?? systemClock,
+    );
     const agent = new Agent(
       config,
       logger,
@@ -222,6 +233,7 @@ export class Agent {
         nofailover: overrides.nofailover ?? this.config.tags.nofailover,
       },
       makeDriver: (spec) => this.makeDriver(spec),
+      clock: this.clock,
       onTransition: (t) => {
         this.metrics.transitions.inc({ identity: t.identity, from: t.from, to: t.to });
         this.metrics.setState(t.identity, t.to);
@@ -360,23 +372,21 @@ export class Agent {
           'drain requested',
         );
         const budget = this.timing.logoutBudgetMs + DRAIN_REPLY_SLACK_MS;
-        let timer: NodeJS.Timeout | undefined;
+        let cancel: (() => void) | undefined;
         const token = await Promise.race([
           runner.drain(request.holdMs, request.actor),
           new Promise<never>(
             (_, reject) =>
-              (timer = setTimeout(
-                () =>
-                  reject(
-                    new ControlError(
-                      'failed',
-                      `drain of ${request.identity} not confirmed within ${budget} ms`,
-                    ),
+              (cancel = this.clock.after(budget, () =>
+                reject(
+                  new ControlError(
+                    'failed',
+                    `drain of ${request.identity} not confirmed within ${budget} ms`,
                   ),
-                budget,
+                ),
               )),
           ),
-        ]).finally(() => clearTimeout(timer));
+        ]).finally(() => cancel?.());
         return { identity: request.identity, node: this.node, token: String(token), loggedOut: true };
       }
       case 'undrain':
@@ -417,7 +427,7 @@ export class Agent {
     const beat: Heartbeat = {
       v: HEARTBEAT_VERSION,
       node: this.node,
-      at: Date.now(),
+      at: this.clock.wallMs(),
       fenced: this.fenceWatch.fenced !== undefined,
       identities: [...this.runners.values()].map((r) => ({
         identity: r.identity,

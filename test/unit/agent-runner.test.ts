@@ -1,0 +1,129 @@
+// The runner without etcd or NATS (its LoginPort and session keeper faked, time on a manual
+// clock): a fault it retries shows in the identity's detail and in one report per reason,
+// not one per attempt, and clears when the retry gets through.
+import { EventEmitter } from 'node:events';
+import { expect } from 'chai';
+import { pino } from 'pino';
+import { ManualClock } from '../../pkg/clock/index.js';
+import type { LoginPort } from '../../pkg/agent/port.js';
+import { IdentityRunner, type RunnerDeps } from '../../pkg/agent/runner.js';
+import type { IdentityDriver } from '../../pkg/identity/driver.js';
+import type { Session } from '../../pkg/lease/index.js';
+import type { IdentitySpec } from '../../pkg/spec/schema.js';
+
+const spec = {
+  name: 'msggateway',
+  service: { driver: 'nats-service', handler: 'gw' },
+  credential: { source: 'none' },
+  inbox: { durable: false },
+} as unknown as IdentitySpec;
+
+const port: LoginPort = {
+  fetchCredential: async () => undefined,
+  removeCredential: async () => undefined,
+  ensureInbox: async () => undefined,
+  startResponder: async () => ({ requestsServed: 0, stop: async () => undefined }),
+  recordPending: async () => true,
+  observeLeader: async () => ({ close: async () => undefined }),
+};
+
+/** Never opens a session: the runner waits there until stopped. */
+const noSessionYet: RunnerDeps['sessions'] = {
+  alive: undefined,
+  current: (signal?: AbortSignal) =>
+    new Promise<Session>((_, reject) =>
+      signal?.addEventListener('abort', () => reject(new Error('agent a is shutting down'))),
+    ),
+};
+
+function runner(makeDriver: RunnerDeps['makeDriver'], sessions = noSessionYet) {
+  const clock = new ManualClock();
+  const retries: Array<{ source: string; error: string | undefined; retrying: boolean }> = [];
+  const logged: string[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void logged.push(JSON.parse(line).msg) });
+  const r = new IdentityRunner('msggateway', {
+    node: 'a',
+    sessions,
+    fence: { fenced: undefined },
+    history: { record: () => undefined },
+    logger,
+    port,
+    settings: { priority: 1, nofailover: false },
+    makeDriver,
+    clock,
+    onRetry: (c) => retries.push({ source: c.source, error: c.retry?.error, retrying: c.retrying }),
+  });
+  return { r, clock, retries, logged };
+}
+
+function driver(prepare: () => Promise<void>): IdentityDriver {
+  return Object.assign(new EventEmitter(), {
+    mode: 'warm',
+    pid: undefined,
+    prepare,
+    close: async () => undefined,
+  }) as unknown as IdentityDriver;
+}
+
+describe('identity runner: retries are visible', function () {
+  it('a loop error is in the detail, reported and logged once while it persists, with a growing pause', async function () {
+    let attempts = 0;
+    const { r, clock, retries, logged } = runner(() => {
+      attempts++;
+      throw new Error("no handler 'gw' registered with this agent");
+    });
+    r.updateSpec(spec);
+    r.start();
+    await clock.advance(0);
+    expect(attempts).to.equal(1);
+    expect(r.status().detail).to.match(/retrying the identity loop: no handler 'gw' .*\(1 attempt since/);
+    // Pauses of 1 s, 2 s, 4 s: three more attempts within 7 s, none before the first pause ends.
+    await clock.advance(999);
+    expect(attempts).to.equal(1);
+    await clock.advance(6_001);
+    expect(attempts).to.equal(4);
+    expect(r.status().detail).to.match(/\(4 attempts since/);
+    expect(retries).to.deep.equal([
+      { source: 'loop', error: "no handler 'gw' registered with this agent", retrying: true },
+    ]);
+    expect(logged.filter((m) => m.startsWith('retrying the identity loop'))).to.have.length(1);
+    await r.stop(100);
+    expect(r.state).to.equal('stopped');
+  });
+
+  it('a warm service that does not start is shown until it does, beside other retries', async function () {
+    let fail = true;
+    const etcdAway: RunnerDeps['sessions'] = {
+      alive: undefined,
+      current: () => Promise.reject(new Error('etcd does not answer')),
+    };
+    const { r, clock, retries, logged } = runner(
+      () =>
+        driver(async () => {
+          if (fail) throw new Error('exited with code 1');
+        }),
+      etcdAway,
+    );
+    r.updateSpec(spec);
+    r.start();
+    await clock.advance(0);
+    expect(r.status().healthy, 'a warm service that is down ranks the node last').to.equal(false);
+    expect(r.status().detail).to.match(
+      /retrying starting the warm service .*: exited with code 1 .*; retrying the identity loop: etcd does not answer/,
+    );
+    fail = false;
+    await clock.advance(1_000); // the loop's pause: the next step prepares the service again
+    expect(r.status().healthy).to.equal(true);
+    expect(r.status().detail).to.not.match(/warm service/);
+    expect(r.status().detail).to.match(/retrying the identity loop: etcd does not answer \(2 attempts/);
+    expect(retries).to.deep.equal([
+      { source: 'warm-service', error: 'exited with code 1', retrying: true },
+      { source: 'loop', error: 'etcd does not answer', retrying: true },
+      { source: 'warm-service', error: undefined, retrying: true },
+    ]);
+    expect(logged).to.include(
+      'no longer retrying starting the warm service (this node ranks last until it does)',
+    );
+    await r.stop(100);
+  });
+});
