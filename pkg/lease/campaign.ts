@@ -15,7 +15,7 @@ import { CampaignAbandonedError, NotEligibleError, type FencingToken } from './e
 import { ETCD_CALL_MS, within } from './etcd.js';
 import { assertName, type CandidateRecord, decode, Keys, LeaderRecord, TermEnd } from './keys.js';
 import { Leadership, type PreviousTerm, type TermContext } from './leadership.js';
-import { PeerSessions } from './peers.js';
+import { PeerSessions, type PeerHealth } from './peers.js';
 import { decideRank, readCandidates, type RankDecision } from './rank.js';
 import { RETRY_MS, RetryReport, type CampaignRetry } from './retry.js';
 import type { Session } from './session.js';
@@ -64,6 +64,7 @@ export class Candidate implements TermContext {
    * bound an earlier holder by renewals it saw before that holder's term ended.
    */
   readonly peers: Promise<PeerSessions>;
+  private readonly peerHealth: PeerHealth;
   /** Token of this candidate's latest term, so a stale leader key of ours is not re-adopted. */
   lastOwnToken: FencingToken | undefined;
   /** The latest free-election rank and why (for status displays). */
@@ -81,8 +82,10 @@ export class Candidate implements TermContext {
     this.clock = session.clock;
     this.retries = new RetryReport(this.clock, opts.onRetry);
     // Sessions live under the session's prefix, whatever prefix this identity's keys use.
-    this.peers = PeerSessions.for(this.client, session.keys, this.clock);
+    const view = PeerSessions.for(this.client, session.keys, this.clock);
+    this.peers = view.ready;
     this.peers.catch(() => undefined);
+    this.peerHealth = view.health;
   }
 
   get identity(): string {
@@ -92,6 +95,23 @@ export class Candidate implements TermContext {
   /** The failure the campaign (or its term) is retrying after now; undefined while attempts get through. */
   get lastError(): CampaignRetry | undefined {
     return this.retries.current;
+  }
+
+  /**
+   * Report the trouble of this process's view of other sessions through this candidate's
+   * retries, until the returned function is called (the view is shared: it outlives us).
+   */
+  reportPeerTrouble(): () => void {
+    const what =
+      "watching other nodes' sessions (a successor bounds an earlier holder by the renewals it saw)";
+    const on = (err: Error | undefined) =>
+      err ? this.retries.failed('peer view', what, err) : this.retries.succeeded('peer view');
+    on(this.peerHealth.current);
+    this.peerHealth.on('change', on);
+    return () => {
+      this.peerHealth.off('change', on);
+      this.retries.succeeded('peer view');
+    };
   }
 
   /**
@@ -109,6 +129,7 @@ export class Candidate implements TermContext {
     const onStop = () => abort.abort();
     signal?.addEventListener('abort', onStop, { once: true });
     this.session.on('must-stop', onStop);
+    const stopPeerReports = this.reportPeerTrouble();
     let won = false;
     try {
       const leadership = await this.loop(abort.signal, signal);
@@ -119,6 +140,7 @@ export class Candidate implements TermContext {
       this.session.off('must-stop', onStop);
       abort.abort();
       // The campaign is over: nothing is being retried any more.
+      stopPeerReports();
       this.retries.succeeded('campaign');
       // A candidate that stopped campaigning must not hold a rank others wait for.
       if (!won) await this.unregister();

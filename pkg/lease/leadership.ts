@@ -45,6 +45,8 @@ export interface TermContext {
   readonly retries: RetryReport;
   /** Set as a term starts, so the campaign never re-adopts a term of its own that ended. */
   lastOwnToken: FencingToken | undefined;
+  /** Report trouble of the view of other sessions until the returned function is called. */
+  reportPeerTrouble(): () => void;
 }
 
 /**
@@ -191,6 +193,8 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
    * Rejects if this term ends meanwhile.
    */
   async clearance(): Promise<string> {
+    // The gate leans on the view of other sessions: its trouble is shown while the gate waits.
+    const stopPeerReports = this.ctx.reportPeerTrouble();
     return waitForClearance(
       {
         identity: this.identity,
@@ -206,7 +210,7 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
         new CampaignAbandonedError(
           `term ${this.token} of ${this.identity} ended while waiting out the previous term`,
         ),
-    );
+    ).finally(stopPeerReports);
   }
 
   /** What the login gate would decide now (for status displays and tests). */

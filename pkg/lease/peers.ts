@@ -9,6 +9,7 @@
 // that is gone says nothing of when its holder last renewed it.
 import type { Etcd3, IKeyValue } from 'etcd3';
 import { systemClock, type Clock } from '../clock/index.js';
+import { TypedEmitter } from './emitter.js';
 import { Keys } from './keys.js';
 import { ResyncingWatch } from './watch.js';
 
@@ -23,9 +24,33 @@ export interface PeerSighting {
   goneAt?: number;
 }
 
+/**
+ * Whether the view keeps up with etcd. Its read and watch retry by themselves; this tells
+ * whoever relies on the view each failure (`change` with the error) and the recovery
+ * (`change` with undefined), so a view stuck on an unreachable etcd is never silent.
+ */
+export class PeerHealth extends TypedEmitter<{ change: Error | undefined }> {
+  private trouble: Error | undefined;
+  /** The latest failure, while the view has not recovered from it. */
+  get current(): Error | undefined {
+    return this.trouble;
+  }
+  report(err: Error | undefined): void {
+    if (!err && !this.trouble) return;
+    this.trouble = err;
+    this.emit('change', err);
+  }
+}
+
+/** The shared view of one client, clock and prefix: ready once its first read is in. */
+export interface PeerView {
+  ready: Promise<PeerSessions>;
+  health: PeerHealth;
+}
+
 export class PeerSessions {
   /** Per client, clock and key prefix: sightings are only comparable on the clock they were taken on. */
-  private static readonly shared = new WeakMap<Etcd3, Map<Clock, Map<string, Promise<PeerSessions>>>>();
+  private static readonly shared = new WeakMap<Etcd3, Map<Clock, Map<string, PeerView>>>();
   private readonly seen = new Map<string, PeerSighting>();
   /** Highest etcd revision whose changes have been applied to `seen`. */
   private progress = 0n;
@@ -38,16 +63,17 @@ export class PeerSessions {
   ) {}
 
   /** One observer per client, clock and key prefix, started on first use. */
-  static for(client: Etcd3, keys: Keys, clock: Clock = systemClock): Promise<PeerSessions> {
+  static for(client: Etcd3, keys: Keys, clock: Clock = systemClock): PeerView {
     let byClock = PeerSessions.shared.get(client);
     if (!byClock) PeerSessions.shared.set(client, (byClock = new Map()));
     let byPrefix = byClock.get(clock);
     if (!byPrefix) byClock.set(clock, (byPrefix = new Map()));
     let peers = byPrefix.get(keys.prefix);
     if (!peers) {
-      const started = PeerSessions.start(client, keys, clock);
-      peers = started;
-      byPrefix.set(keys.prefix, started);
+      const health = new PeerHealth();
+      const started = PeerSessions.start(client, keys, clock, health);
+      peers = { ready: started, health };
+      byPrefix.set(keys.prefix, peers);
       // A start that failed is not cached: the next caller tries again.
       started.catch(() => byPrefix.delete(keys.prefix));
       // The library keeps re-creating a watch that is still attached when its client closes
@@ -71,15 +97,24 @@ export class PeerSessions {
     return peers;
   }
 
-  static async start(client: Etcd3, keys: Keys, clock: Clock = systemClock): Promise<PeerSessions> {
+  static async start(
+    client: Etcd3,
+    keys: Keys,
+    clock: Clock = systemClock,
+    health = new PeerHealth(),
+  ): Promise<PeerSessions> {
     const peers = new PeerSessions(keys, clock);
     peers.watch = await ResyncingWatch.start(
       client,
       { prefix: keys.sessions() },
       {
-        snapshot: (kvs, revision) => peers.onSnapshot(kvs, revision),
+        snapshot: (kvs, revision) => {
+          peers.onSnapshot(kvs, revision);
+          health.report(undefined);
+        },
         put: (kv) => peers.onPut(kv),
         delete: (kv) => peers.onDelete(kv),
+        trouble: (err) => health.report(err),
       },
     );
     return peers;

@@ -23,7 +23,7 @@ export interface CampaignRetry {
  * The loops that retry on their own. They can run at once (a term re-watches its key while its
  * login gate reads), so each keeps its own streak: one getting through does not hide another.
  */
-export type RetryLoop = 'campaign' | 'own-key watch' | 'login gate';
+export type RetryLoop = 'campaign' | 'own-key watch' | 'login gate' | 'peer view';
 
 interface Streak {
   retry: CampaignRetry;

@@ -2,6 +2,7 @@
 // failures starts, when its reason changes, and when attempts get through again.
 import { expect } from 'chai';
 import { ManualClock } from '../../pkg/clock/index.js';
+import { PeerHealth } from '../../pkg/lease/peers.js';
 import { RetryReport, type CampaignRetry } from '../../pkg/lease/retry.js';
 
 function report() {
@@ -65,5 +66,17 @@ describe('retry report: every failure a loop retries after is visible, once per 
     ]);
     retries.succeeded('login gate');
     expect(told.at(-1)).to.equal(undefined);
+  });
+
+  it("the view of other sessions says when it fails and when it recovers, never 'recovered' unprompted", function () {
+    const health = new PeerHealth();
+    const seen: Array<string | undefined> = [];
+    health.on('change', (err) => seen.push(err?.message));
+    health.report(undefined); // a first snapshot: nothing was wrong
+    health.report(new Error('14 UNAVAILABLE'));
+    expect(health.current?.message).to.equal('14 UNAVAILABLE');
+    health.report(undefined);
+    expect(seen).to.deep.equal(['14 UNAVAILABLE', undefined]);
+    expect(health.current).to.equal(undefined);
   });
 });
