@@ -34,6 +34,7 @@ import { RunnerError } from './errors.js';
 import { IdentityStateMachine } from './machine.js';
 import type { LoginPort } from './port.js';
 import { Serving } from './serving.js';
+import { ServiceSlot } from './service-slot.js';
 import { logRetryChange, RetryBoard, RetryStreak, type RetryChange } from './retries.js';
 import type { SessionKeeper } from './sessions.js';
 import { LOGGED_IN_STATES, type IdentityState } from './states.js';
@@ -48,8 +49,6 @@ const FAILED_COOLDOWN_MS = 10_000;
 /** Pause after an unexpected error in the loop, doubling while it persists, so a fault does not spin. */
 const LOOP_ERROR_PAUSE_MS = 1_000;
 const LOOP_ERROR_MAX_PAUSE_MS = 30_000;
-/** Budget to close a replaced driver when no session tells the logout budget. */
-const DRIVER_CLOSE_FALLBACK_MS = 1_000;
 /** A campaign ranked last for a cooldown re-registers this long after it ends, so its rank is current. */
 const COOLDOWN_REFRESH_SLACK_MS = 10;
 
@@ -76,13 +75,10 @@ export class IdentityRunner extends EventEmitter {
   private readonly clock: Clock;
   private readonly retries: RetryBoard;
   private readonly loopStreak: RetryStreak;
-  private readonly warmStreak: RetryStreak;
   private spec: IdentitySpec | undefined;
   /** etcd revision of the spec this node runs: the controller compares it to report clone lag. */
   specRevision: bigint | undefined;
-  private driver: IdentityDriver | undefined;
-  private driverKey: string | undefined;
-  private driverHealthy = true;
+  private readonly service: ServiceSlot;
   private readonly changed: Wakeup;
   private readonly stopController = new AbortController();
   private campaignAbort: AbortController | undefined;
@@ -110,7 +106,13 @@ export class IdentityRunner extends EventEmitter {
     this.retries = new RetryBoard((c) => this.retryChanged(c));
     const wall = () => this.clock.wallMs();
     this.loopStreak = new RetryStreak('the identity loop', wall);
-    this.warmStreak = new RetryStreak('starting the warm service (this node ranks last until it does)', wall);
+    this.service = new ServiceSlot({
+      makeDriver: (spec) => deps.makeDriver(spec),
+      logoutBudgetMs: () => deps.sessions.alive?.timing.logoutBudgetMs,
+      failed: (reason) => this.term?.end({ kind: 'failed', reason }),
+      report: (retry) => this.retries.report('warm-service', retry),
+      wallMs: wall,
+    });
     this.serving = new Serving({
       identity,
       node: deps.node,
@@ -131,7 +133,7 @@ export class IdentityRunner extends EventEmitter {
   }
 
   get pid(): number | undefined {
-    return this.driver?.pid;
+    return this.service.driver?.pid;
   }
 
   private get stopping(): boolean {
@@ -226,7 +228,7 @@ export class IdentityRunner extends EventEmitter {
     this.changed.notify();
     await this.loopDone;
     await this.observer?.close();
-    await this.driver?.close(budgetMs).catch(() => undefined);
+    await this.service.close(budgetMs);
   }
 
   status(): IdentityStatus {
@@ -238,7 +240,7 @@ export class IdentityRunner extends EventEmitter {
       loggedIn: LOGGED_IN_STATES.has(this.state),
       since: new Date(this.machine.since).toISOString(),
       ...(this.leaderNode ? { leader: this.leaderNode } : {}),
-      ...(this.driver?.pid !== undefined ? { pid: this.driver.pid } : {}),
+      ...(this.pid !== undefined ? { pid: this.pid } : {}),
       healthy: this.healthy(),
       ...(detail ? { detail } : {}),
     };
@@ -247,7 +249,7 @@ export class IdentityRunner extends EventEmitter {
   // --- facts and moves ------------------------------------------------------------------------
 
   private healthy(): boolean {
-    return this.driverHealthy && this.clock.monotonicMs() >= this.cooldownUntil;
+    return this.service.healthy && this.clock.monotonicMs() >= this.cooldownUntil;
   }
 
   private ineligible(): string | undefined {
@@ -354,17 +356,25 @@ export class IdentityRunner extends EventEmitter {
       await this.changed.wait(undefined, this.stopController.signal);
       return;
     }
-    await this.ensureDriver(spec);
+    await this.service.ensure(spec);
     const session = await this.deps.sessions.current(this.stopController.signal);
     if (this.stopping) return;
     const settings = nodeSettings(spec, this.deps.node, this.deps.settings);
+    let reporting = true;
+    const campaignOver = () => {
+      reporting = false;
+      this.retries.report('campaign', undefined);
+    };
     const candidate = new Candidate(session, {
       identity: this.identity,
       priority: settings.priority,
       tags: { nofailover: settings.nofailover },
       healthy: () => this.healthy(),
-      onRetry: (r) => this.retries.report('campaign', r),
+      // The lease reports the campaign's retries and those of the term it wins (its key's
+      // watch, the login gate), until that term is over here.
+      onRetry: (r) => reporting && this.retries.report('campaign', r),
     });
+
     const abort = new AbortController();
     this.campaignAbort = abort;
     // An unhealthy node re-registers when its cooldown ends, so its rank is current.
@@ -390,16 +400,24 @@ export class IdentityRunner extends EventEmitter {
     } catch (err) {
       if (err instanceof NotEligibleError) outcome = { kind: 'not-eligible', message: err.message };
       else if (err instanceof CampaignAbandonedError) outcome = { kind: 'abandoned', message: err.message };
-      else throw err;
+      else {
+        campaignOver();
+        throw err;
+      }
     } finally {
       this.inCampaign = false;
       cancelRefresh?.();
       this.campaignAbort = undefined;
-      // A new campaign reports its own retries; this one's are over.
-      this.retries.report('campaign', undefined);
     }
     const end = decideCampaignEnd(outcome);
-    if (end.then === 'term' && leadership) return this.runTerm(leadership, end);
+    if (end.then === 'term' && leadership) {
+      try {
+        return await this.runTerm(leadership, end);
+      } finally {
+        campaignOver();
+      }
+    }
+    campaignOver();
     this.move(end);
     if (end.then === 'wait') await this.changed.wait(undefined, this.stopController.signal);
   }
@@ -421,41 +439,6 @@ export class IdentityRunner extends EventEmitter {
     }
   }
 
-  private async ensureDriver(spec: IdentitySpec): Promise<IdentityDriver> {
-    const key = serviceKey(spec);
-    if (this.driver && this.driverKey === key) {
-      // A warm service that failed to start is tried again before each campaign.
-      if (!this.driverHealthy) await this.prepare(this.driver);
-      return this.driver;
-    }
-    if (this.driver) {
-      await this.driver
-        .close(this.deps.sessions.alive?.timing.logoutBudgetMs ?? DRIVER_CLOSE_FALLBACK_MS)
-        .catch(() => undefined);
-    }
-    const driver = this.deps.makeDriver(spec);
-    this.driver = driver;
-    this.driverKey = key;
-    this.warmStreak.reset();
-    // Crashes and restarts are logged by the driver; only giving up concerns the term.
-    driver.on('failed', (e: { reason: string }) => this.term?.end({ kind: 'failed', reason: e.reason }));
-    await this.prepare(driver);
-    return driver;
-  }
-
-  /** Start a warm service; one that cannot start ranks last and is tried again at login. */
-  private async prepare(driver: IdentityDriver): Promise<void> {
-    try {
-      await driver.prepare();
-      this.driverHealthy = true;
-      this.warmStreak.reset();
-      this.retries.report('warm-service', undefined);
-    } catch (err) {
-      this.driverHealthy = false;
-      this.retries.report('warm-service', this.warmStreak.failed(err));
-    }
-  }
-
   // --- what a term uses ---------------------------------------------------------------------
 
   private termHost(): TermHost {
@@ -471,8 +454,8 @@ export class IdentityRunner extends EventEmitter {
       outside: () => this.outside(),
       ineligible: () => this.ineligible(),
       spec: () => this.spec,
-      ensureDriver: (spec) => this.ensureDriver(spec),
-      driver: () => this.driver,
+      ensureDriver: (spec) => this.service.ensure(spec),
+      driver: () => this.service.driver,
       move: (d, token) => this.move(d, token),
       failed: () => (this.cooldownUntil = this.clock.monotonicMs() + FAILED_COOLDOWN_MS),
       responderContext: (leadership, driver, upSince) =>
