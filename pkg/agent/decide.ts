@@ -7,7 +7,8 @@
 // The life of a term, decision by decision:
 //   decideIdle → decideCampaignStart → (decideCampaignView while campaigning)
 //   → decideCampaignEnd → decideLogin → decideEndOfLead → decideAfterLogout
-//   → (decideDrained while drained) — and every way out of a term ends in decideGiveBack.
+//   → (decideDrained while drained) — and every way out of a term ends in decideGiveBack,
+//   including decideAbandonTerm after an unexpected error.
 import type { IdentitySpec } from '../spec/schema.js';
 import type { IdentityState } from './states.js';
 

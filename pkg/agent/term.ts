@@ -176,7 +176,12 @@ export class Term {
     );
     this.stopLogin();
     const decision = decideAbandonTerm({ ...host.outside(), state: host.state(), error: err.message });
-    if (decision.logout) this.move(decision.logout);
+    try {
+      if (decision.logout) this.move(decision.logout);
+    } catch (refused) {
+      // Whatever the state says, the service is stopped below.
+      host.log.error({ err: (refused as Error).message }, 'could not record the logout');
+    }
     await this.responder?.stop(0).catch(() => undefined);
     this.responder = undefined;
     const driver = host.driver();
