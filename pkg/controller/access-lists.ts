@@ -54,7 +54,8 @@ export class AccessListApi {
       const stored = snap.specs.get(identity);
       if (!stored) throw new ApiError('not-found', `no spec stored for ${identity}`, 'path.identity');
       const access = changedAccess(identity, stored.spec.access, change);
-      if (attempt === 0) await audit.action(identity, actor, `access list change: ${JSON.stringify(change)}`);
+      if (attempt === 0)
+        await audit.action(term, identity, actor, `access list change: ${JSON.stringify(change)}`);
       const revision = await putSpec(
         etcd,
         { ...stored.spec, access },
@@ -69,6 +70,7 @@ export class AccessListApi {
     const term = await this.deps.cluster.requireActive();
     const { etcd, keys } = this.deps;
     return this.deps.audit.around(
+      term,
       identity,
       actor,
       `approval of ${caller}`,
@@ -84,6 +86,7 @@ export class AccessListApi {
     const term = await this.deps.cluster.requireActive();
     const { etcd, keys } = this.deps;
     return this.deps.audit.around(
+      term,
       identity,
       actor,
       `denial of ${caller}${body.block ? ' with its key blocked' : ''}`,

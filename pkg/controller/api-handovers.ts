@@ -99,7 +99,7 @@ export class HandoverApi {
     const snap = await cluster.read();
     cluster.requireIdentity(snap, identity);
     const record: PauseRecord = { reason: body.reason ?? 'maintenance', actor, at: clock.wallMs() };
-    await audit.action(identity, actor, `paused: ${record.reason}`);
+    await audit.action(term, identity, actor, `paused: ${record.reason}`);
     const put = etcd.put(keys.paused(identity)).value(JSON.stringify(record));
     if (!(await writer.write([put], term)))
       await cluster.refusal(new NotActiveError(`pause of ${identity} not done`));
@@ -111,7 +111,7 @@ export class HandoverApi {
     const term = await cluster.requireActive();
     const snap = await cluster.read();
     cluster.requireIdentity(snap, identity);
-    await audit.action(identity, actor, 'resumed: probe-driven failover on again');
+    await audit.action(term, identity, actor, 'resumed: probe-driven failover on again');
     const del = etcd.delete().key(keys.paused(identity));
     if (!(await writer.write([del], term)))
       await cluster.refusal(new NotActiveError(`resume of ${identity} not done`));
@@ -139,7 +139,7 @@ export class HandoverApi {
         `${wf.id} is past the transfer (${wf.state}): it can no longer be rolled back, let it finish`,
       );
     }
-    await audit.action(identity, actor, `cancel of ${wf.id} requested`);
+    await audit.action(term, identity, actor, `cancel of ${wf.id} requested`);
     const now = new Date(clock.wallMs()).toISOString();
     const next: Workflow = { ...wf, cancelRequested: { actor, at: now }, updatedAt: now };
     if ((await writer.put(keys.workflow(identity), next, entry.revision, [], term)) === undefined) {

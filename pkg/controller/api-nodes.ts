@@ -45,7 +45,7 @@ export class NodeApi {
         );
       }
     }
-    await audit.action('_nodes', actor, `fence of ${node} requested: ${body.reason}`);
+    await audit.action(term, '_nodes', actor, `fence of ${node} requested: ${body.reason}`);
     const workflows: Workflow[] = [];
     for (const identity of led) {
       workflows.push(
@@ -98,7 +98,7 @@ export class NodeApi {
     if (!snap.fences.has(node) && !snap.fenceIntents.has(node)) {
       throw new ApiError('conflict', `${node} is not fenced`);
     }
-    await audit.action('_nodes', actor, `unfence of ${node}`);
+    await audit.action(term, '_nodes', actor, `unfence of ${node}`);
     // The pending intent and the fence go together, in one txn under the term.
     const removed = await writer.write(
       [etcd.delete().key(keys.fenceIntent(node)), etcd.delete().key(keys.lease.fence(node))],

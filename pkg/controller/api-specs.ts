@@ -71,7 +71,7 @@ export class SpecApi {
         });
         continue;
       }
-      await audit.action(spec.name, actor, stored ? 'spec updated' : 'spec created');
+      await audit.action(term, spec.name, actor, stored ? 'spec updated' : 'spec created');
       const revision = await putSpec(etcd, spec, {
         expectRevision: stored?.revision ?? 0n,
         keys: this.deps.keys.specs,
@@ -105,7 +105,7 @@ export class SpecApi {
         `${identity} has a workflow in progress; wait for it or cancel it first`,
       );
     }
-    await audit.action(identity, actor, 'spec deleted: its leader logs out');
+    await audit.action(term, identity, actor, 'spec deleted: its leader logs out');
     await deleteSpec(etcd, identity, { keys: this.deps.keys.specs, authority: term }).catch((err: unknown) =>
       cluster.refusal(err),
     );

@@ -84,7 +84,7 @@ export class Controller implements ControllerApi {
       heartbeatTimeoutMs: config.probes.heartbeatTimeoutMs,
       startedAt: clock.wallMs(),
     });
-    const audit = new Audit(etcd, name, clock, trouble);
+    const audit = new Audit(etcd, name, clock, trouble, writer, cluster);
     this.events = new EventStream(clock, log, metrics);
     const shared = { name, etcd, nc, keys, writer, cluster, audit, metrics, config, clock, log };
     const parts = { ...shared, events: this.events, agents: this.agents, trouble, isActive };

@@ -123,6 +123,7 @@ export class WorkflowSupervisor {
     }
     const wf = newWorkflow(snap, identity, req, this.deps.name, this.deps.clock.wallMs());
     await this.deps.audit.action(
+      term,
       identity,
       req.actor,
       `${req.kind} ${wf.id} requested${req.target ? ` to ${req.target}` : ''}${req.reason ? `: ${req.reason}` : ''}`,

@@ -1,6 +1,6 @@
 // The audit trail in etcd: every state transition of every identity on every node, and
 // (later) every operator action. Keys sort by time, so a prefix range is the history in order.
-import type { Etcd3 } from 'etcd3';
+import type { Etcd3, PutBuilder } from 'etcd3';
 import { z } from 'zod';
 import { ETCD_CALL_MS, within } from '../lease/etcd.js';
 
@@ -36,18 +36,22 @@ export class HistoryKeys {
 
 let sequence = 0;
 
+/**
+ * The put that records `entry` (validated), for a caller that writes it in its own txn (a
+ * controller guards its audit records with its election term).
+ */
+export function historyPut(client: Etcd3, entry: HistoryEntry, keys = new HistoryKeys()): PutBuilder {
+  const e = HistoryEntry.parse(entry);
+  sequence = (sequence + 1) % 1_000_000;
+  return client.put(keys.entry(e.identity, e, sequence)).value(JSON.stringify(e));
+}
+
 export async function recordHistory(
   client: Etcd3,
   entry: HistoryEntry,
   keys = new HistoryKeys(),
 ): Promise<void> {
-  const e = HistoryEntry.parse(entry);
-  sequence = (sequence + 1) % 1_000_000;
-  await client
-    .put(keys.entry(e.identity, e, sequence))
-    .value(JSON.stringify(e))
-    .options(within(ETCD_CALL_MS))
-    .exec();
+  await historyPut(client, entry, keys).options(within(ETCD_CALL_MS)).exec();
 }
 
 export async function readHistory(

@@ -21,6 +21,7 @@ import { ControllerKeys, GuardedWriter } from '../../pkg/controller/store.js';
 import type { WorkflowSupervisor } from '../../pkg/controller/supervisor.js';
 import { LoopTrouble } from '../../pkg/controller/trouble.js';
 import { connectEtcd } from '../../pkg/lease/index.js';
+import { readHistory } from '../../pkg/history/index.js';
 import { getSpec, listPending, putSpec, recordPending } from '../../pkg/spec/store.js';
 import { Harness, type EtcdMember } from '../support/harness.js';
 import { rateBotSpec } from '../support/specs.js';
@@ -72,7 +73,7 @@ describe('controller: a deposed controller writes nothing (real etcd)', function
     const parts = { name, etcd: client, keys, writer, cluster, metrics, config, clock: systemClock, log };
     const deps: ApiDeps = {
       ...parts,
-      audit: new Audit(client, name, systemClock, trouble),
+      audit: new Audit(client, name, systemClock, trouble, writer, cluster),
       supervisor: {} as WorkflowSupervisor,
       prober: new Prober({ ...parts, trouble } as unknown as ConstructorParameters<typeof Prober>[0]),
     };
@@ -95,7 +96,7 @@ describe('controller: a deposed controller writes nothing (real etcd)', function
     expect((error as ApiError).code, `${what}: ${(error as Error).message}`).to.equal('not-active');
   }
 
-  it('pause, resume, apply, delete, access-list edits, approve, deny and unfence are refused after the term ended', async () => {
+  it('pause, resume, apply, delete, access-list edits, approve, deny and unfence are refused after the term ended, and not recorded', async () => {
     const keys = new ControllerKeys();
     const electionKey = keys.election.leader('active');
     const first = BigInt((await client.put(electionKey).value('{"node":"c1"}').exec()).header.revision);
@@ -137,6 +138,11 @@ describe('controller: a deposed controller writes nothing (real etcd)', function
     expect((await getSpec(client, 'bot'))?.revision, 'the spec is untouched').to.equal(before?.revision);
     expect(await listPending(client, 'bot'), 'the request still waits').to.have.length(1);
     expect((await client.get(keys.lease.fence('n1')).exec()).kvs, 'the fence stays').to.have.length(1);
+    const recorded = async (node: string) =>
+      (await Promise.all(['bot', 'other', '_nodes'].map((id) => readHistory(client, id))))
+        .flat()
+        .filter((e) => e.node === node);
+    expect(await recorded('c1'), 'history shows no action of the deposed controller').to.deep.equal([]);
 
     // The same calls under the current term go through: the refusals above were the term's.
     const current = controller('c2', () => second);
@@ -148,5 +154,11 @@ describe('controller: a deposed controller writes nothing (real etcd)', function
     expect((await client.get(keys.lease.fence('n1')).exec()).kvs).to.have.length(0);
     await current.specs.deleteIdentity('other', 'ops');
     expect(await getSpec(client, 'other')).to.equal(undefined);
+    expect((await recorded('c2')).map((e) => e.reason)).to.include.members([
+      'paused: maintenance',
+      'authorization of carol approved',
+      'unfence of n1',
+      'spec deleted: its leader logs out',
+    ]);
   });
 });
