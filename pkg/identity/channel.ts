@@ -1,12 +1,16 @@
 // The control channel between the agent and a process service (`channel: fd3`): JSON lines
 // on the service's file descriptor 3, a UNIX socket pair. One message per line, each line one
 // JSON object with a `type`. The agent drives login, logout, requests and status; the service
-// answers. Both ends read this file, so they agree.
+// answers. Both ends read this file, so they agree; the agent's end (ChannelClient) is at the
+// bottom.
 //
 // Objects are parsed leniently (unknown fields are dropped, not refused): a service built
 // against a newer understudy may add fields, and an agent one version back must still work.
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
 import { z } from 'zod';
-import type { ServiceReply } from './driver.js';
+import { systemClock, type Clock } from '../clock/index.js';
+import type { LoginContext, ServiceReply, ServiceRequest } from './driver.js';
 
 /** Longest line either side accepts; a longer one is discarded and reported. */
 export const MAX_LINE_BYTES = 1024 * 1024;
@@ -75,6 +79,17 @@ export const ServiceMessage = z.discriminatedUnion('type', [
   StatusReplyMessage,
 ]);
 export type ServiceMessage = z.infer<typeof ServiceMessage>;
+
+/** The login message for a term: the credential's path travels, never the secret. */
+export function loginMessage(ctx: LoginContext): AgentMessage {
+  return {
+    type: 'login',
+    identity: ctx.identity,
+    node: ctx.node,
+    token: String(ctx.token),
+    ...(ctx.credentialFile ? { credentialFile: ctx.credentialFile } : {}),
+  };
+}
 
 /** One message as a line. JSON.stringify escapes newlines inside strings, so it stays one line. */
 export function encodeMessage(message: AgentMessage | ServiceMessage): string {
@@ -186,4 +201,166 @@ export function messageReader<T>(
     (problem) => onInvalid(problem),
     maxLineBytes,
   );
+}
+
+// ---- the agent's end of the control channel ---------------------------------------------
+
+/** The service's answers the driver waits for. */
+export type ControlReply = 'ready' | 'logged-in' | 'logged-out';
+
+/**
+ * The agent's end of fd 3: sends login, logout, requests and status asks, and matches what the
+ * service sends back to whoever waits for it. When the channel closes every waiter is answered
+ * (a control reply with undefined, a request with 'unavailable'), so nothing waits for ever.
+ */
+export class ChannelClient {
+  closed = false;
+  private readonly waiters = new Set<{
+    type: ControlReply;
+    resolve: (m: ServiceMessage | undefined) => void;
+  }>();
+  private readonly replies = new Map<string, Set<(reply: ServiceReply) => void>>();
+  private readonly statuses = new Map<string, (fields: Record<string, unknown>) => void>();
+  private statusSeq = 0;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly log: Logger,
+    onClose: () => void,
+    private readonly clock: Clock = systemClock,
+  ) {
+    const reader = messageReader(
+      ServiceMessage,
+      (message) => this.dispatch(message),
+      (problem, line) =>
+        log.warn({ problem, line: line?.slice(0, 200) }, 'ignoring an invalid line from the service on fd 3'),
+    );
+    socket.on('data', (chunk: Buffer) => reader.push(chunk));
+    socket.on('end', () => reader.end());
+    socket.on('error', (err) => log.debug({ err: err.message }, 'control channel error'));
+    socket.on('close', () => {
+      this.closed = true;
+      for (const waiter of this.waiters) waiter.resolve(undefined);
+      this.waiters.clear();
+      for (const [, waiting] of this.replies) {
+        for (const resolve of waiting)
+          resolve({ body: 'the service stopped before answering', error: 'unavailable' });
+      }
+      this.replies.clear();
+      for (const [, resolve] of this.statuses) resolve({});
+      this.statuses.clear();
+      onClose();
+    });
+  }
+
+  send(message: AgentMessage): boolean {
+    if (this.closed || !this.socket.writable) return false;
+    this.socket.write(encodeMessage(message));
+    return true;
+  }
+
+  /** The next message of `type`, or undefined if the channel closes first. */
+  next(type: ControlReply): { message: Promise<ServiceMessage | undefined>; cancel: () => void } {
+    if (this.closed) return { message: Promise.resolve(undefined), cancel: () => undefined };
+    let entry!: { type: ControlReply; resolve: (m: ServiceMessage | undefined) => void };
+    const message = new Promise<ServiceMessage | undefined>((resolve) => {
+      entry = { type, resolve };
+      this.waiters.add(entry);
+    });
+    return { message, cancel: () => this.waiters.delete(entry) };
+  }
+
+  /**
+   * Send a request and await its reply. A request whose id is already waiting for an answer (a
+   * redelivered durable request) is not sent twice: both callers get the one answer.
+   */
+  request(req: ServiceRequest, timeoutMs: number): Promise<ServiceReply> {
+    if (this.closed) return Promise.resolve({ body: 'the service is not running', error: 'unavailable' });
+    return new Promise((resolve) => {
+      let waiting = this.replies.get(req.id);
+      const first = waiting === undefined;
+      if (!waiting) this.replies.set(req.id, (waiting = new Set()));
+      const set = waiting;
+      const answer = (reply: ServiceReply) => {
+        cancelTimer();
+        resolve(reply);
+      };
+      const cancelTimer = this.clock.after(timeoutMs, () => {
+        set.delete(answer);
+        if (set.size === 0 && this.replies.get(req.id) === set) this.replies.delete(req.id);
+        resolve({ body: `the service did not answer within ${timeoutMs} ms`, error: 'unavailable' });
+      });
+      set.add(answer);
+      if (first) {
+        const sent = this.send({
+          type: 'request',
+          id: req.id,
+          command: req.command,
+          ...(req.caller !== undefined ? { caller: req.caller } : {}),
+        });
+        if (!sent) answer({ body: 'the service is not running', error: 'unavailable' });
+      }
+    });
+  }
+
+  async status(timeoutMs: number): Promise<Record<string, unknown>> {
+    return (await this.askStatus(timeoutMs)) ?? {};
+  }
+
+  /** Does the service answer on its channel within `timeoutMs`? (a hung service does not) */
+  async answers(timeoutMs: number): Promise<boolean> {
+    return (await this.askStatus(timeoutMs)) !== undefined;
+  }
+
+  /** A status round trip; undefined when the service does not answer in time. */
+  private askStatus(timeoutMs: number): Promise<Record<string, unknown> | undefined> {
+    const id = `status-${++this.statusSeq}`;
+    return new Promise((resolve) => {
+      const cancelTimer = this.clock.after(timeoutMs, () => {
+        this.statuses.delete(id);
+        resolve(undefined);
+      });
+      this.statuses.set(id, (fields) => {
+        cancelTimer();
+        this.statuses.delete(id);
+        resolve(fields);
+      });
+      if (!this.send({ type: 'status', id })) {
+        cancelTimer();
+        this.statuses.delete(id);
+        resolve(undefined);
+      }
+    });
+  }
+
+  private dispatch(message: ServiceMessage): void {
+    switch (message.type) {
+      case 'reply': {
+        const waiting = this.replies.get(message.id);
+        if (!waiting) {
+          this.log.debug({ id: message.id }, 'reply to a request nobody waits for (timed out?)');
+          return;
+        }
+        this.replies.delete(message.id);
+        const reply: ServiceReply = {
+          body: message.body,
+          ...(message.error ? { error: message.error } : {}),
+        };
+        for (const resolve of waiting) resolve(reply);
+        return;
+      }
+      case 'status':
+        this.statuses.get(message.id)?.(message.fields);
+        return;
+      default: {
+        const waiter = [...this.waiters].find((w) => w.type === message.type);
+        if (!waiter) {
+          this.log.debug({ type: message.type }, 'unsolicited control message from the service');
+          return;
+        }
+        this.waiters.delete(waiter);
+        waiter.resolve(message);
+      }
+    }
+  }
 }

@@ -2,7 +2,7 @@
 // writes it here, passes only the path (env UNDERSTUDY_CREDENTIAL_FILE / the login message),
 // and removes it at logout. The secret never goes into argv (world-readable in /proc) nor logs.
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { chmod, mkdir, open, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NAME_PATTERN } from '../lease/keys.js';
 
@@ -55,5 +55,22 @@ export async function removeCredentialFile(path: string): Promise<void> {
     await unlink(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
+/** Before a login: the file must exist and be readable by its owner only. */
+export async function checkCredentialFile(identity: string, path: string): Promise<void> {
+  let info;
+  try {
+    info = await stat(path);
+  } catch (err) {
+    throw new Error(
+      `identity '${identity}': credential file ${path} is not readable (${(err as NodeJS.ErrnoException).code}); the agent must write it before login`,
+    );
+  }
+  if (!info.isFile() || (info.mode & 0o077) !== 0) {
+    throw new Error(
+      `identity '${identity}': credential file ${path} must be a regular file readable by its owner only (mode is ${(info.mode & 0o777).toString(8)}); write it with writeCredentialFile`,
+    );
   }
 }

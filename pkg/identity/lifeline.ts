@@ -33,7 +33,9 @@ import { access, readdir, readFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { delimiter, join } from 'node:path';
 import type { Logger } from 'pino';
+import { systemClock, type Clock } from '../clock/index.js';
 import { LineFramer } from './channel.js';
+import { ReasonLog } from './reason-log.js';
 
 /** After the agent died, how long grandchildren get to exit on SIGTERM before SIGKILL. Far below
  * any lease TTL: they must be gone before a standby can log in. */
@@ -95,23 +97,34 @@ const START_GUARD = `[ "$PPID" = "$0" ] || exit ${ORPHANED_AT_START_EXIT}; exec 
 export interface LifelineOptions {
   /** Use setpriv's pdeathsig when available (default). Tests turn it off to prove the reaper alone suffices. */
   pdeathsig?: boolean;
+  /** Deadlines are kept on this clock's monotonic time (default: the system clock). */
+  clock?: Clock;
 }
 
 export class Lifeline {
   private reaper: ChildProcess | undefined;
   private readonly groups = new Set<number>();
-  /** Armed deadlines (performance.now() instants), kept so a replaced reaper gets them too. */
+  /** Armed deadlines (monotonic instants), kept so a replaced reaper gets them too. */
   private readonly deadlines = new Map<number, number>();
   private closing = false;
   private pingSeq = 0;
   private readonly pongs = new Map<number, () => void>();
   private restartTimer: NodeJS.Timeout | undefined;
+  /** Failed reaper restarts, logged once per change of reason (they repeat every second). */
+  private readonly restartFailures: ReasonLog;
 
   private constructor(
     private readonly log: Logger,
     /** Absolute path of setpriv when pdeathsig is in use. */
     private readonly setpriv: string | undefined,
-  ) {}
+    private readonly clock: Clock,
+  ) {
+    this.restartFailures = new ReasonLog(
+      log,
+      'restarting the lifeline reaper (services would outlive a killed agent until it runs again)',
+      'error',
+    );
+  }
 
   /** Start the reaper (and probe setpriv). Rejects, saying what is missing, if no reaper can run. */
   static async start(logger: Logger, opts: LifelineOptions = {}): Promise<Lifeline> {
@@ -125,7 +138,7 @@ export class Lifeline {
         );
       }
     }
-    const lifeline = new Lifeline(log, setpriv);
+    const lifeline = new Lifeline(log, setpriv, opts.clock ?? systemClock);
     try {
       await lifeline.startReaper();
     } catch (err) {
@@ -174,7 +187,7 @@ export class Lifeline {
    */
   arm(pgid: number, ms: number): void {
     if (!this.groups.has(pgid)) return;
-    this.deadlines.set(pgid, performance.now() + ms);
+    this.deadlines.set(pgid, this.clock.monotonicMs() + ms);
     this.send(`arm ${pgid} ${Math.max(0, Math.floor(ms))}`);
   }
 
@@ -282,7 +295,7 @@ export class Lifeline {
       for (const pgid of this.groups) this.send(`add ${pgid}`);
       // A replaced reaper knows no deadline: give it what is left of each (a passed one fires now).
       for (const [pgid, at] of this.deadlines)
-        this.send(`arm ${pgid} ${Math.max(0, Math.floor(at - performance.now()))}`);
+        this.send(`arm ${pgid} ${Math.max(0, Math.floor(at - this.clock.monotonicMs()))}`);
       await this.ping();
     } catch (err) {
       if (this.reaper === reaper) this.reaper = undefined;
@@ -303,14 +316,15 @@ export class Lifeline {
   }
 
   private restartReaper(): void {
-    this.startReaper().catch((err: Error) => {
-      if (this.closing) return;
-      this.log.error(
-        { err: err.message, retryInMs: REAPER_RESTART_DELAY_MS },
-        'cannot restart the lifeline reaper: services would outlive a killed agent until it runs again',
-      );
-      this.restartTimer = setTimeout(() => this.restartReaper(), REAPER_RESTART_DELAY_MS).unref();
-    });
+    this.startReaper().then(
+      () => this.restartFailures.ok(),
+      (err: Error) => {
+        if (this.closing) return;
+        this.restartFailures.fail(err.message, { retryInMs: REAPER_RESTART_DELAY_MS });
+        // A pause, not a deadline: unref'd, so a failing reaper never keeps the agent alive.
+        this.restartTimer = setTimeout(() => this.restartReaper(), REAPER_RESTART_DELAY_MS).unref();
+      },
+    );
   }
 
   private send(line: string): void {

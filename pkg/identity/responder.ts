@@ -24,6 +24,7 @@ import type { IdentitySpec } from '../spec/schema.js';
 import { decide } from './access.js';
 import { RequestAuthenticator } from './authenticator.js';
 import type { IdentityDriver, ServiceReply } from './driver.js';
+import { ReasonLog } from './reason-log.js';
 import {
   BUILTIN_VERBS,
   formatPong,
@@ -320,12 +321,15 @@ export class Responder {
   private async consumeInbox(): Promise<void> {
     const js = this.nc.jetstream();
     const consumer = await js.consumers.get(inboxStream(this.ctx.identity), INBOX_CONSUMER);
+    // A NATS outage fails every fetch the same way: one line when it begins, one when it ends.
+    const fetchFailures = new ReasonLog(this.ctx.logger, 'fetching durable requests from the inbox');
     while (this.active) {
       let batch;
       try {
         batch = await consumer.fetch({ max_messages: INBOX_BATCH, expires: INBOX_FETCH_EXPIRES_MS });
+        fetchFailures.ok();
       } catch (err) {
-        this.ctx.logger.warn({ err }, 'inbox fetch failed; retrying');
+        fetchFailures.fail((err as Error).message);
         await new Promise((resolve) => setTimeout(resolve, INBOX_FETCH_EXPIRES_MS));
         continue;
       }

@@ -35,6 +35,8 @@ const REQUEST_MS = 2_000;
 const REAP_MS = 5_000;
 /** A shell writing a file or a bot re-reading its feed (polled each second) is done well within this. */
 const LOCAL_STEP_MS = 5_000;
+/** A lifeline deadline short enough to wait out, long enough for a local sh service to log in. */
+const DEADLINE_MS = 1_500;
 /** Restart backoff in the dead-term tests: long enough to end the term inside it from the test. */
 const TERM_RESTART_BACKOFF_MS = 500;
 /** Past a cancelled restart's backoff, a spawn that was going to happen has happened by then. */
@@ -854,6 +856,25 @@ describe('process driver (real processes)', function () {
       await d.login(ctx(7n));
       const pid = track(d.pid)!;
       await waitDead(pid, 'the service past its deadline');
+    });
+
+    it('a warm process started by the login itself carries the deadline armed before the login', async function () {
+      // A warm service in sh: ready, then confirms the login it is sent (token 9), then runs.
+      const d = driver({
+        command: [
+          'sh',
+          '-c',
+          'echo \'{"type":"ready"}\' >&3; read -r line <&3; echo \'{"type":"logged-in","token":"9"}\' >&3; exec sleep 1000',
+        ],
+        mode: 'warm',
+        channel: 'fd3',
+        restart: { maxAttempts: 0 },
+      });
+      // Armed while no process runs (the standby had died): the login starts one and logs it in.
+      d.armDeadline(DEADLINE_MS);
+      await d.login(ctx(9n));
+      const pid = track(d.pid)!;
+      await waitDead(pid, 'the warm service past the term deadline', DEADLINE_MS + REAP_MS);
     });
 
     it('disarming at logout leaves a warm process that stays up as the standby alone', async function () {

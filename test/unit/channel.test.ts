@@ -1,6 +1,11 @@
 import { expect } from 'chai';
+import type { Socket } from 'node:net';
+import { Duplex } from 'node:stream';
+import { pino } from 'pino';
+import { ManualClock } from '../../pkg/clock/index.js';
 import {
   AgentMessage,
+  ChannelClient,
   decodeLine,
   encodeMessage,
   LineFramer,
@@ -162,6 +167,82 @@ describe('control channel (fd 3 JSON lines)', function () {
       expect(got).to.deep.equal([{ type: 'ready' }, { type: 'logged-in', token: '9' }]);
       expect(bad).to.have.length(1);
       expect(bad[0]![1]).to.equal('{"type":"bogus"}');
+    });
+  });
+
+  describe("the agent's end (ChannelClient)", function () {
+    /** A fake fd 3: what the agent writes is kept; the test plays the service. */
+    function channel() {
+      const sent: AgentMessage[] = [];
+      const socket = new Duplex({
+        read() {},
+        write(chunk: Buffer, _enc, done) {
+          for (const line of chunk.toString().split('\n').filter(Boolean))
+            sent.push(JSON.parse(line) as AgentMessage);
+          done();
+        },
+      });
+      const clock = new ManualClock();
+      let closed = 0;
+      const client = new ChannelClient(
+        socket as unknown as Socket,
+        pino({ level: 'silent' }),
+        () => closed++,
+        clock,
+      );
+      const say = (m: ServiceMessage) => socket.push(encodeMessage(m));
+      return { client, sent, clock, say, socket, closedCount: () => closed };
+    }
+    const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+    it('sends a request once and gives its reply to every caller waiting on that id', async function () {
+      const { client, sent, say } = channel();
+      const first = client.request({ id: 'r1', command: 'RATE USD', caller: 'alice' }, 1_000);
+      const again = client.request({ id: 'r1', command: 'RATE USD' }, 1_000);
+      await turn();
+      expect(sent).to.deep.equal([{ type: 'request', id: 'r1', command: 'RATE USD', caller: 'alice' }]);
+      say({ type: 'reply', id: 'r1', body: '1.08' });
+      expect(await first).to.deep.equal({ body: '1.08' });
+      expect(await again).to.deep.equal({ body: '1.08' });
+    });
+
+    it('answers unavailable when the service does not reply in time, on the injected clock', async function () {
+      const { client, clock } = channel();
+      let settled = false;
+      const reply = client.request({ id: 'r2', command: 'RATE USD' }, 500).finally(() => (settled = true));
+      await clock.advance(499);
+      expect(settled, 'not before the timeout').to.equal(false);
+      await clock.advance(1);
+      expect(await reply).to.deep.equal({
+        body: 'the service did not answer within 500 ms',
+        error: 'unavailable',
+      });
+    });
+
+    it('says a hung service does not answer a status round trip, and a live one does', async function () {
+      const { client, clock, say, sent } = channel();
+      const hung = client.answers(200);
+      await clock.advance(200);
+      expect(await hung).to.equal(false);
+      const live = client.status(200);
+      await turn();
+      const ask = sent.at(-1) as { type: 'status'; id: string };
+      say({ type: 'status', id: ask.id, fields: { loggedIn: true } });
+      expect(await live).to.deep.equal({ loggedIn: true });
+    });
+
+    it('answers everyone still waiting when the channel closes', async function () {
+      const { client, socket, closedCount } = channel();
+      const ready = client.next('ready');
+      const reply = client.request({ id: 'r3', command: 'RATE USD' }, 60_000);
+      socket.destroy();
+      expect(await ready.message).to.equal(undefined);
+      expect(await reply).to.deep.equal({
+        body: 'the service stopped before answering',
+        error: 'unavailable',
+      });
+      expect(closedCount()).to.equal(1);
+      expect(client.send({ type: 'logout' }), 'nothing is sent on a closed channel').to.equal(false);
     });
   });
 });
