@@ -61,8 +61,19 @@ export type ProcessEvent = (typeof PROCESS_EVENTS)[number];
 
 export type PhaseStep = { ok: true; next: ProcessPhase; reason: string } | { ok: false; reason: string };
 
-/** The phase `event` leads to from `phase`, or why it may not happen there. */
+/**
+ * The phase `event` leads to from `phase`, or why it may not happen there. A move the rules
+ * below propose but the table does not hold is refused too: the table has the last word.
+ */
 export function nextPhase(phase: ProcessPhase, event: ProcessEvent): PhaseStep {
+  const step = proposePhase(phase, event);
+  if (step.ok && !canMoveProcess(phase, step.next)) {
+    return { ok: false, reason: `${event} refused in ${phase}: ${phase} → ${step.next} is not in the table` };
+  }
+  return step;
+}
+
+function proposePhase(phase: ProcessPhase, event: ProcessEvent): PhaseStep {
   const refuse = (why: string): PhaseStep => ({ ok: false, reason: `${event} refused in ${phase}: ${why}` });
   if (phase === 'exited') return refuse('the process is gone');
   switch (event) {
