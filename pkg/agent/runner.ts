@@ -112,6 +112,11 @@ export class IdentityRunner extends EventEmitter {
       failed: (reason) => this.term?.end({ kind: 'failed', reason }),
       report: (retry) => this.retries.report('warm-service', retry),
       wallMs: wall,
+      stopFailed: (err) =>
+        this.log.error(
+          { err: err.message },
+          'the previous service did not stop cleanly; check for a leftover process of this identity',
+        ),
     });
     this.serving = new Serving({
       identity,

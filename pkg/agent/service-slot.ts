@@ -18,6 +18,8 @@ export interface ServiceSlotDeps {
   /** The warm service is failing to start (once per attempt; the board dedupes), or no longer. */
   report(retry: Retry | undefined): void;
   wallMs(): number;
+  /** A service that would not stop when replaced or closed: the operator must look at it. */
+  stopFailed(err: Error): void;
 }
 
 export class ServiceSlot {
@@ -51,7 +53,9 @@ export class ServiceSlot {
       return this.current;
     }
     if (this.current) {
-      await this.current.close(this.deps.logoutBudgetMs() ?? DRIVER_CLOSE_FALLBACK_MS).catch(() => undefined);
+      await this.current
+        .close(this.deps.logoutBudgetMs() ?? DRIVER_CLOSE_FALLBACK_MS)
+        .catch((err: Error) => this.deps.stopFailed(err));
     }
     const driver = this.deps.makeDriver(spec);
     this.current = driver;
@@ -77,6 +81,6 @@ export class ServiceSlot {
 
   /** Stop everything, including a warm process. */
   async close(budgetMs: number): Promise<void> {
-    await this.current?.close(budgetMs).catch(() => undefined);
+    await this.current?.close(budgetMs).catch((err: Error) => this.deps.stopFailed(err));
   }
 }

@@ -189,7 +189,13 @@ export class Term {
       driver?.logout(leadership.session.timing.logoutBudgetMs) ?? Promise.resolve(true)
     ).catch(() => false);
     if (confirmed) driver?.armDeadline?.(undefined);
-    if (this.credentialFile) await host.port.removeCredential(this.credentialFile).catch(() => undefined);
+    if (this.credentialFile) {
+      await host.port
+        .removeCredential(this.credentialFile)
+        .catch((err: Error) =>
+          host.log.error({ err: err.message }, 'could not remove the credential file; remove it by hand'),
+        );
+    }
     this.credentialFile = undefined;
     this.failDrain(`term abandoned: ${err.message}`);
     await this.giveBack(decision.giveBack, confirmed);

@@ -12,10 +12,10 @@ import type { Logger } from 'pino';
 import { TERMINAL_STATES, type Workflow } from '../api/schema.js';
 import { systemClock, type Clock } from '../clock/index.js';
 import type { HistoryEntry } from '../history/index.js';
-import { LeaseOperationError, type Authority } from '../lease/admin.js';
+import type { Authority } from '../lease/admin.js';
 import type { AgentLink } from './agents.js';
 import type { FenceAction } from './fencing.js';
-import { NotActiveError, type ClusterSnapshot, type ControllerKeys, type GuardedWriter } from './store.js';
+import { isTermEnded, type ClusterSnapshot, type ControllerKeys, type GuardedWriter } from './store.js';
 import type { ViewContext } from './view.js';
 import { EffectRunner, leaseOperations, type WorkflowOperations } from './workflow-effects.js';
 import { step, type Decision, type StepInput } from './workflow-step.js';
@@ -69,11 +69,6 @@ interface ToRecord {
   writes: IOperation[];
   /** Hold-off leases granted this round for the record: released if its compare is lost. */
   undo: Array<{ lease: string }>;
-}
-
-/** A refusal to act because this controller's term ended: stop driving, do nothing more. */
-function isTermEnded(err: unknown): boolean {
-  return err instanceof NotActiveError || (err instanceof LeaseOperationError && err.code === 'no-authority');
 }
 
 /** Says a recurring condition once per change of its reason: a retry loop neither hides nor floods it. */

@@ -40,7 +40,7 @@ export interface IntervalOptions {
   diedAt?: (pid: number) => number | undefined;
 }
 
-/** The runner's words when a logout could not be confirmed (pkg/agent/runner.ts). */
+/** The runner's words when a logout could not be confirmed (pkg/agent/term.ts). */
 const UNCONFIRMED_LOGOUT = /^service not confirmed logged out/;
 /** The process driver's words when it saw a service process exit (pkg/identity/process.ts). */
 const SERVICE_EXITED = /^service (stopped|exited unexpectedly)$/;
