@@ -2,6 +2,8 @@
 // who embed understudy as a library. "Logging in" is enabling the handler for a term; the
 // agent's responder does the NATS side (presence, access lists, replies with the token).
 import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import { systemClock, type Clock } from '../clock/index.js';
 import type { IdentityDriver, LoginContext, ServiceReply, ServiceRequest } from './driver.js';
 
 export interface HandlerRequest extends ServiceRequest {
@@ -25,8 +27,19 @@ export class NatsServiceDriver extends EventEmitter implements IdentityDriver {
   readonly mode = 'warm' as const;
   private context: LoginContext | undefined;
 
-  constructor(private readonly handlers: NatsServiceHandlers | ServiceHandler) {
+  private readonly clock: Clock;
+
+  constructor(
+    private readonly handlers: NatsServiceHandlers | ServiceHandler,
+    private readonly opts: {
+      /** Where a logout handler's failure is reported (the runner only learns "not confirmed"). */
+      logger?: Logger;
+      /** Logout budgets and request timeouts run on it (default: the system clock). */
+      clock?: Clock;
+    } = {},
+  ) {
     super();
+    this.clock = opts.clock ?? systemClock;
   }
 
   private get h(): NatsServiceHandlers {
@@ -47,30 +60,36 @@ export class NatsServiceDriver extends EventEmitter implements IdentityDriver {
   async logout(budgetMs: number): Promise<boolean> {
     this.context = undefined;
     if (!this.h.logout) return true;
-    let timer: NodeJS.Timeout | undefined;
+    let cancel: (() => void) | undefined;
     const outcome = await Promise.race([
-      Promise.resolve(this.h.logout()).then(
+      // A handler that throws at once is a failed logout too, not an exception for the runner.
+      new Promise<void>((resolve) => resolve(this.h.logout?.())).then(
         () => true,
-        () => false,
+        (err: unknown) => {
+          this.opts.logger?.error(
+            { err: err instanceof Error ? err.message : String(err) },
+            'the service handler failed to log out: treat it as possibly still logged in',
+          );
+          return false;
+        },
       ),
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), budgetMs))),
+      new Promise<boolean>((resolve) => (cancel = this.clock.after(budgetMs, () => resolve(false)))),
     ]);
-    clearTimeout(timer);
+    cancel?.();
     return outcome;
   }
 
   async handle(req: ServiceRequest, timeoutMs: number): Promise<ServiceReply> {
     const ctx = this.context;
     if (!ctx) return { body: 'not logged in', error: 'unavailable' };
-    let timer: NodeJS.Timeout | undefined;
+    let cancel: (() => void) | undefined;
     try {
       const result = await Promise.race([
         Promise.resolve(this.h.handle({ ...req, identity: ctx.identity, token: ctx.token })),
         new Promise<ServiceReply>(
           (resolve) =>
-            (timer = setTimeout(
-              () => resolve({ body: `no answer within ${timeoutMs} ms`, error: 'unavailable' }),
-              timeoutMs,
+            (cancel = this.clock.after(timeoutMs, () =>
+              resolve({ body: `no answer within ${timeoutMs} ms`, error: 'unavailable' }),
             )),
         ),
       ]);
@@ -78,7 +97,7 @@ export class NatsServiceDriver extends EventEmitter implements IdentityDriver {
     } catch (err) {
       return { body: `handler failed: ${(err as Error).message}`, error: 'internal' };
     } finally {
-      clearTimeout(timer);
+      cancel?.();
     }
   }
 
