@@ -56,7 +56,11 @@ export class SessionKeeper {
     for (;;) {
       if (this.closed || signal?.aborted) throw new Error(`agent ${this.node} is shutting down`);
       try {
-        const session = await Session.open(this.client, { node: this.node, timing: this.timing });
+        const session = await Session.open(this.client, {
+          node: this.node,
+          timing: this.timing,
+          clock: this.clock,
+        });
         this.session = session;
         this.retry = undefined;
         if (shown) this.hooks.retrying?.(undefined);

@@ -57,6 +57,7 @@ export class ControllerElection extends EventEmitter {
         const session = await Session.open(this.client, {
           node: this.member.name,
           timing: { ttlSeconds: this.ttlSeconds },
+          clock: this.clock,
         });
         this.session = session;
         await this.client

@@ -406,8 +406,12 @@ export class Session extends TypedEmitter<SessionEvents> {
 
   private armFenceTimer(): void {
     this.cancelFenceTimer?.();
-    // mayAct() raises must-stop once the deadline has passed (by either clock).
-    this.cancelFenceTimer = this.clock.after(this.msUntilSelfFence() + 1, () => this.mayAct());
+    // mayAct() raises must-stop once the deadline has passed (by either clock). A timer that
+    // fires a hair early (timers round to whole ms) arms again rather than leaving the
+    // deadline to whoever calls mayAct() next.
+    this.cancelFenceTimer = this.clock.after(this.msUntilSelfFence() + 1, () => {
+      if (this.mayAct()) this.armFenceTimer();
+    });
   }
 
   private raiseMustStop(reason: StopReason): void {
