@@ -256,10 +256,12 @@ export class Agent {
         logger: this.logger,
         runDir: this.runDir,
         lifeline: this.lifeline,
+        clock: this.clock,
       });
     }
     const handler = this.handlers[service.handler];
-    if (handler) return new NatsServiceDriver(handler);
+    const driverOptions = { logger: this.logger.child({ identity: spec.name }), clock: this.clock };
+    if (handler) return new NatsServiceDriver(handler, driverOptions);
     if (service.module && this.opts.loadHandlers) {
       // Loaded on first use; until then requests get "unavailable".
       const loading = this.opts.loadHandlers(service.module).then((loaded) => {
@@ -268,20 +270,23 @@ export class Agent {
         if (!h) throw new Error(`module ${service.module} exports no handler '${service.handler}'`);
         return h;
       });
-      return new NatsServiceDriver({
-        handle: async (req) => {
-          const h = await loading;
-          return typeof h === 'function' ? h(req) : h.handle(req);
+      return new NatsServiceDriver(
+        {
+          handle: async (req) => {
+            const h = await loading;
+            return typeof h === 'function' ? h(req) : h.handle(req);
+          },
+          login: async (ctx) => {
+            const h = await loading;
+            if (typeof h !== 'function') await h.login?.(ctx);
+          },
+          logout: async () => {
+            const h = await loading;
+            if (typeof h !== 'function') await h.logout?.();
+          },
         },
-        login: async (ctx) => {
-          const h = await loading;
-          if (typeof h !== 'function') await h.login?.(ctx);
-        },
-        logout: async () => {
-          const h = await loading;
-          if (typeof h !== 'function') await h.logout?.();
-        },
-      });
+        driverOptions,
+      );
     }
     throw new Error(
       `identity ${spec.name}: no handler '${service.handler}' registered with this agent; ` +

@@ -72,8 +72,19 @@ export class SessionKeeper {
         );
         session.on('must-stop', (e) =>
           this.logger.warn(
-            { lease: session.leaseId, reason: e.reason, sinceRenewalMs: Math.round(e.sinceRenewalMs) },
+            {
+              lease: session.leaseId,
+              reason: e.reason,
+              sinceRenewalMs: Math.round(e.sinceRenewalMs),
+              ...(e.lastError ? { lastError: e.lastError } : {}),
+            },
             'etcd session must stop: identities led on it log out now',
+          ),
+        );
+        session.on('revoke-abandoned', (e) =>
+          this.logger.warn(
+            { lease: session.leaseId, err: e.error },
+            'could not revoke the ended etcd session; etcd expires it by its TTL (successors wait that long)',
           ),
         );
         void session

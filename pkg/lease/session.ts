@@ -55,6 +55,8 @@ export interface MustStop {
   sinceRenewalMs: number;
   /** Monotonic deadline (the session's clock, performance.now() by default) by which the service must be out. */
   mustBeOutBy: number;
+  /** Why renewals were failing, when they were: the operator's first clue (etcd down, a frozen member…). */
+  lastError?: string;
 }
 
 export interface Lost {
@@ -71,6 +73,8 @@ export interface SessionEvents extends Record<string, unknown> {
   renewed: { sentAt: number; rttMs: number };
   'must-stop': MustStop;
   lost: Lost;
+  /** Revoking the lease failed for REVOKE_RETRY_WINDOW_FACTOR × T; `error` is the last failure. */
+  'revoke-abandoned': { error: string };
 }
 
 export type SessionState = 'alive' | 'stopping' | 'lost';
@@ -114,6 +118,8 @@ export class Session extends TypedEmitter<SessionEvents> {
   private readonly via: Etcd3[];
   private endpoint = 0;
   private keepaliveInFlight = false;
+  /** Why the latest renewal attempt failed; cleared by an acknowledged one. */
+  private lastRenewalError: string | undefined;
   /** Cancels the next renewal round (they run every T/10 until must-stop). */
   private cancelRenewals: (() => void) | undefined;
   /** Cancels the timer that raises must-stop at the self-fence deadline. */
@@ -307,7 +313,8 @@ export class Session extends TypedEmitter<SessionEvents> {
   }
 
   /** The endpoint `used` did not answer: the next call goes to the next one. */
-  private moveOn(used: Etcd3): void {
+  private moveOn(used: Etcd3, why: string): void {
+    this.lastRenewalError = `${why} (endpoint ${(this.endpoint % this.via.length) + 1} of ${this.via.length})`;
     if (this.current() === used) this.endpoint = (this.endpoint + 1) % this.via.length;
   }
 
@@ -335,8 +342,8 @@ export class Session extends TypedEmitter<SessionEvents> {
             this.finish({ reason: 'lease-gone', at: this.clock.wallMs(), revoked: false });
             return;
           }
-          this.moveOn(client);
-          await this.clock.sleep(RENEW_RETRY_MS);
+          this.moveOn(client, `session-key write failed: ${(err as Error).message}`);
+          await this.clock.sleep(RENEW_RETRY_MS, undefined, { background: true });
           continue;
         }
         // An answer processed after the deadline (a stall) must not un-fence: check first.
@@ -345,6 +352,7 @@ export class Session extends TypedEmitter<SessionEvents> {
           this.renewedSentAt = sentAt;
           this.renewedSentWall = sentWall;
         }
+        this.lastRenewalError = undefined;
         this.armFenceTimer();
         this.emit('renewed', { sentAt, rttMs: this.clock.monotonicMs() - sentAt });
         return;
@@ -388,7 +396,7 @@ export class Session extends TypedEmitter<SessionEvents> {
           .catch(() => resolve(undefined));
       });
       if (!answer) {
-        this.moveOn(client);
+        this.moveOn(client, `keepalive unanswered within ${this.boundMs} ms`);
         return;
       }
       if (answer.TTL === '0' && this.stateValue === 'alive') {
@@ -425,6 +433,7 @@ export class Session extends TypedEmitter<SessionEvents> {
       at: this.clock.wallMs(),
       sinceRenewalMs: since,
       mustBeOutBy: this.clock.monotonicMs() - since + this.timing.mustBeOutByMs,
+      ...(this.lastRenewalError ? { lastError: this.lastRenewalError } : {}),
     };
     this.emit('must-stop', this.mustStopEvent);
     for (const resolve of this.mustStopWaiters.splice(0)) resolve(this.mustStopEvent);
@@ -439,8 +448,10 @@ export class Session extends TypedEmitter<SessionEvents> {
   private async revokeWhenOut(reason: StopReason, mustBeOutBy: number): Promise<void> {
     const clock = this.clock;
     const expiredByClockAt = clock.monotonicMs() - this.sinceRenewalMs() + this.timing.ttlMs;
-    const cancelExpiry = clock.after(expiredByClockAt - clock.monotonicMs(), () =>
-      this.finish({ reason, at: clock.wallMs(), revoked: false }),
+    const cancelExpiry = clock.after(
+      expiredByClockAt - clock.monotonicMs(),
+      () => this.finish({ reason, at: clock.wallMs(), revoked: false }),
+      { background: true },
     );
     if (this.holds.size > 0) {
       const released = new Promise<void>((resolve) => this.releaseWaiters.push(resolve));
@@ -455,6 +466,7 @@ export class Session extends TypedEmitter<SessionEvents> {
     // Revoke even when our clock already declared the lease expired: after an etcd restart
     // leases come back with a fresh TTL, and the keys on it with them.
     const giveUpAt = clock.monotonicMs() + REVOKE_RETRY_WINDOW_FACTOR * this.timing.ttlMs;
+    let revokeError = 'no attempt made';
     while (clock.monotonicMs() < giveUpAt) {
       try {
         await this.client.leaseClient.leaseRevoke({ ID: this.leaseId }, within(LEASE_CALL_MS));
@@ -467,9 +479,13 @@ export class Session extends TypedEmitter<SessionEvents> {
           this.finish({ reason, at: clock.wallMs(), revoked: false });
           return;
         }
-        await clock.sleep(REVOKE_RETRY_MS);
+        revokeError = (err as Error).message;
+        await clock.sleep(REVOKE_RETRY_MS, undefined, { background: true });
       }
     }
+    // Given up (the lease was declared lost by our clock long ago): etcd expires it on its
+    // own, or keeps it across a restart until it does. Say why, once.
+    this.emit('revoke-abandoned', { error: revokeError });
   }
 
   private finish(event: Lost): void {

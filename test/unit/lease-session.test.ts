@@ -159,6 +159,10 @@ describe('lease session (self-fence clock)', function () {
     const stop: MustStop = await session.stopped();
     expect(stop.reason).to.equal('keepalive-timeout');
     expect(stop.sinceRenewalMs).to.be.at.least(1_400);
+    // The operator is told why renewals failed, not just that they did.
+    expect(stop.lastError).to.match(
+      /^(session-key write failed: .+|keepalive unanswered within \d+ ms) \(endpoint 1 of 1\)$/,
+    );
     // Less a millisecond: the wall clock, which counts too, ticks in whole milliseconds, so it
     // may say 1,400 ms have passed while the monotonic clock says 1,399.x.
     expect(performance.now() - opening).to.be.at.least(1_399);
