@@ -10,6 +10,7 @@
 //
 // where driftMargin covers clock-rate differences and timer lateness (event-loop stalls, GC).
 import { z } from 'zod';
+import { durationMs, durationSeconds } from '../clock/duration.js';
 
 /**
  * etcd refuses to grant less than 1.5 × election timeout (1 s by default), rounded up: a
@@ -39,31 +40,17 @@ export const TTL_MAX_SECONDS = 3_600;
 /** T when a config file leaves it out: rides out an etcd election (README) and fails over in seconds. */
 export const DEFAULT_TTL_SECONDS = 5;
 
-// The messages name the bounds; whoever reports an issue names the field (its path).
-const wholeSeconds = (min: number, max: number) =>
-  z
-    .number({ error: `must be a number of seconds between ${min} s and ${max} s` })
-    .int(`must be a whole number of seconds between ${min} s and ${max} s`)
-    .min(min, `must be at least ${min} s; raise it`)
-    .max(max, `must be at most ${max} s; lower it`);
-const wholeMs = (max: number) =>
-  z
-    .number({ error: `must be a number of milliseconds, at most ${max} ms` })
-    .int('must be a whole number of milliseconds')
-    .positive('must be more than 0 ms')
-    .max(max, `must be at most ${max} ms; lower it`);
-
 /**
  * The lease timing fields, declared once: leaseTiming() validates them, and the agent's
  * config uses them as its `lease:` section (LeaseTimingSection).
  */
 export const LeaseTimingInput = z.strictObject({
   /** Lease TTL in whole seconds (etcd's unit). */
-  ttlSeconds: wholeSeconds(ETCD_MIN_TTL_S, TTL_MAX_SECONDS),
+  ttlSeconds: durationSeconds(ETCD_MIN_TTL_S, TTL_MAX_SECONDS),
   /** Self-fence deadline D, ms after the send time of the last acknowledged renewal (inside T). */
-  selfFenceMs: wholeMs(TTL_MAX_SECONDS * 1_000).optional(),
+  selfFenceMs: durationMs(1, TTL_MAX_SECONDS * 1_000).optional(),
   /** Time the service may take to log out once told to (SIGTERM → SIGKILL → confirmed; inside T). */
-  logoutBudgetMs: wholeMs(TTL_MAX_SECONDS * 1_000).optional(),
+  logoutBudgetMs: durationMs(1, TTL_MAX_SECONDS * 1_000).optional(),
   /** Fraction of T kept in reserve for clock drift and timer lateness. */
   driftMargin: z.number().min(0.01).max(0.5).default(0.1),
 });

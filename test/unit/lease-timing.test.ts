@@ -45,7 +45,7 @@ describe('lease timing (the self-fencing inequality)', function () {
     );
     expect(() => leaseTiming({ ttlSeconds: 5, selfFenceMs: 0 })).to.throw(
       LeaseTimingError,
-      /selfFenceMs: must be more than 0 ms/,
+      /selfFenceMs: must be at least 1 ms; raise it/,
     );
   });
 
