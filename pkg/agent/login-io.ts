@@ -47,6 +47,7 @@ export function loginIo({ identity, node, etcd, nc, runDir }: LoginIoDeps): Logi
     ensureInbox: (spec) => ensureInbox(nc, identity, spec.inbox),
     startResponder: (ctx, servedBefore) => Responder.start(nc, ctx, servedBefore),
     recordPending: (pending) => recordPending(etcd, identity, pending),
-    observeLeader: (onChange) => LeaderObserver.start(etcd, identity, onChange),
+    observeLeader: (onChange, onTrouble) =>
+      LeaderObserver.start(etcd, identity, onChange, undefined, onTrouble),
   };
 }

@@ -29,5 +29,9 @@ export interface LoginPort {
   /** Record a caller's pending authorization request; true when it was new. */
   recordPending(pending: PendingRequest): Promise<boolean>;
   /** Follow the identity's leader key (who leads, for the status); resolves once watching. */
-  observeLeader(onChange: (s: LeaderState) => void): Promise<{ close(): Promise<void> }>;
+  /** `onTrouble`: a failed read or watch (retried by itself), or undefined once it recovered. */
+  observeLeader(
+    onChange: (s: LeaderState) => void,
+    onTrouble?: (err: Error | undefined) => void,
+  ): Promise<{ close(): Promise<void> }>;
 }

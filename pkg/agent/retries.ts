@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { CampaignRetry } from '../lease/index.js';
 
 /** Where a retry comes from: its kind, as metrics label it. */
-export type RetrySource = 'campaign' | 'loop' | 'warm-service';
+export type RetrySource = 'campaign' | 'loop' | 'warm-service' | 'leader-observer';
 
 export type Retry = CampaignRetry;
 

@@ -147,11 +147,21 @@ export class IdentityRunner extends EventEmitter {
 
   start(): void {
     this.loopDone ??= this.loop();
+    const observing = new RetryStreak(
+      'watching who leads this identity (the leader shown may be stale)',
+      () => this.clock.wallMs(),
+    );
     void this.deps.port
-      .observeLeader((s) => {
-        this.leaderNode = s.leader?.record.node;
-        this.reflectCampaign();
-      })
+      .observeLeader(
+        (s) => {
+          this.leaderNode = s.leader?.record.node;
+          this.reflectCampaign();
+        },
+        (err) => {
+          if (!err) observing.reset();
+          this.retries.report('leader-observer', err ? observing.failed(err) : undefined);
+        },
+      )
       .then(
         (o) => (this.stopping ? void o.close() : (this.observer = o)),
         (err: Error) => this.log.warn({ err: err.message }, 'cannot observe the leader key'),

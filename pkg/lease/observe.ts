@@ -15,26 +15,39 @@ export interface LeaderState {
 export class LeaderObserver {
   private watch: ResyncingWatch | undefined;
   private lastToken: FencingToken | undefined | null = null;
+  private troubled = false;
 
   private constructor(
     private readonly key: string,
     private readonly onChange: (state: LeaderState) => void,
   ) {}
 
-  /** Start observing; `onChange` is called with the current state, then with every change. */
+  /**
+   * Start observing; `onChange` is called with the current state, then with every change.
+   * `onTrouble` hears each failed read or watch (it retries by itself, and the view is stale
+   * meanwhile), and `undefined` once a fresh read got through again.
+   */
   static async start(
     client: Etcd3,
     identity: string,
     onChange: (state: LeaderState) => void,
     keys = new Keys(),
+    onTrouble?: (err: Error | undefined) => void,
   ): Promise<LeaderObserver> {
     const observer = new LeaderObserver(keys.leader(identity), onChange);
     observer.watch = await ResyncingWatch.start(
       client,
       { key: observer.key },
       {
-        snapshot: (kvs, revision) =>
-          observer.report({ leader: kvs[0] ? observer.parse(kvs[0]) : undefined, revision }),
+        snapshot: (kvs, revision) => {
+          if (observer.troubled) onTrouble?.(undefined);
+          observer.troubled = false;
+          observer.report({ leader: kvs[0] ? observer.parse(kvs[0]) : undefined, revision });
+        },
+        trouble: (err) => {
+          observer.troubled = true;
+          onTrouble?.(err);
+        },
         put: (kv) => observer.report({ leader: observer.parse(kv), revision: BigInt(kv.mod_revision) }),
         delete: (kv) => observer.report({ leader: undefined, revision: BigInt(kv.mod_revision) }),
       },

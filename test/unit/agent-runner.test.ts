@@ -36,7 +36,7 @@ const noSessionYet: RunnerDeps['sessions'] = {
     ),
 };
 
-function runner(makeDriver: RunnerDeps['makeDriver'], sessions = noSessionYet) {
+function runner(makeDriver: RunnerDeps['makeDriver'], sessions = noSessionYet, loginPort: LoginPort = port) {
   const clock = new ManualClock();
   const retries: Array<{ source: string; error: string | undefined; retrying: boolean }> = [];
   const logged: string[] = [];
@@ -47,7 +47,7 @@ function runner(makeDriver: RunnerDeps['makeDriver'], sessions = noSessionYet) {
     fence: { fenced: undefined },
     history: { record: () => undefined },
     logger,
-    port,
+    port: loginPort,
     settings: { priority: 1, nofailover: false },
     makeDriver,
     clock,
@@ -124,6 +124,34 @@ describe('identity runner: retries are visible', function () {
     expect(logged).to.include(
       'no longer retrying starting the warm service (this node ranks last until it does)',
     );
+    await r.stop(100);
+  });
+
+  it('a leader view that cannot be kept current is shown until a fresh read gets through', async function () {
+    let trouble: ((err: Error | undefined) => void) | undefined;
+    const watching: LoginPort = {
+      ...port,
+      observeLeader: async (_onChange, onTrouble) => {
+        trouble = onTrouble;
+        return { close: async () => undefined };
+      },
+    };
+    const { r, clock, retries, logged } = runner(() => driver(async () => undefined), noSessionYet, watching);
+    r.updateSpec(spec);
+    r.start();
+    await clock.advance(0);
+    trouble!(new Error('etcdserver: permission denied'));
+    trouble!(new Error('etcdserver: permission denied'));
+    expect(r.status().detail).to.match(
+      /retrying watching who leads this identity \(the leader shown may be stale\): etcdserver: permission denied \(2 attempts/,
+    );
+    trouble!(undefined);
+    expect(r.status().detail ?? '').to.not.match(/who leads/);
+    expect(retries.filter((c) => c.source === 'leader-observer')).to.deep.equal([
+      { source: 'leader-observer', error: 'etcdserver: permission denied', retrying: true },
+      { source: 'leader-observer', error: undefined, retrying: false },
+    ]);
+    expect(logged.filter((m) => m.startsWith('retrying watching who leads'))).to.have.length(1);
     await r.stop(100);
   });
 });
