@@ -4,7 +4,7 @@ import { DEFAULT_CONTROLLER_URL } from '../../pkg/cli/api-client.js';
 import * as api from '../../pkg/cli/controller-commands.js';
 import { agentStatus, call, ping, watch } from '../../pkg/cli/nats-commands.js';
 import { CliError, EXIT, exitCodesHelp } from '../../pkg/cli/exit.js';
-import { OUTPUT_FORMATS } from '../../pkg/cli/output.js';
+import { OUTPUT_FORMATS, printable } from '../../pkg/cli/output.js';
 import { parseAtTime } from '../../pkg/cli/time.js';
 
 const positiveInt = (value: string) => {
@@ -206,7 +206,7 @@ try {
     process.exitCode = err.exitCode === 0 ? EXIT.ok : EXIT.usage;
   } else {
     const code = err instanceof CliError ? err.exitCode : EXIT.failed;
-    process.stderr.write(`understudy: ${(err as Error).message}\n`);
+    process.stderr.write(`understudy: ${printable((err as Error).message)}\n`);
     process.exitCode = code;
   }
 }

@@ -131,7 +131,7 @@ function operation(route: RouteSpec, path: string): object {
     security: route.role === 'none' ? [] : [{ bearer: [] }],
     ...(parameters.length > 0 ? { parameters } : {}),
     ...requestBody(route),
-    responses: { ...successResponse(route, key), ...(route.role === 'none' ? {} : errorResponses()) },
+    responses: { ...successResponse(route, key), ...(route.role === 'none' ? {} : errorResponses(route)) },
   };
 }
 
@@ -221,9 +221,16 @@ function successResponse(route: RouteSpec, key: string): Record<string, object> 
   };
 }
 
-function errorResponses(): Record<string, object> {
+/** Extra error answers of a route that reads a body. */
+const BODY_ERRORS: Record<string, string> = {
+  '413': 'the body is over 1 MiB: split a bulk apply',
+  '415': 'the body has a Content-Type other than JSON',
+};
+
+function errorResponses(route: RouteSpec): Record<string, object> {
+  const readsBody = route.method === 'post' || route.method === 'put';
   return Object.fromEntries(
-    Object.entries(AUTHED_ERRORS).map(([status, description]) => [
+    Object.entries({ ...AUTHED_ERRORS, ...(readsBody ? BODY_ERRORS : {}) }).map(([status, description]) => [
       status,
       { description, content: { [PROBLEM_JSON]: { schema: PROBLEM_REF } } },
     ]),

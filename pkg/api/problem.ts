@@ -20,6 +20,12 @@ export const PROBLEM_CODES = [
   'unauthorized',
   'forbidden',
   'not-found',
+  /** The path exists but not with this method (`Allow` lists the ones it has). */
+  'method-not-allowed',
+  /** The body is larger than the server accepts. */
+  'payload-too-large',
+  /** The body is not JSON by its Content-Type. */
+  'unsupported-media-type',
   /** The request conflicts with the current state (a workflow runs, node fenced, leader changed). */
   'conflict',
   /** This controller is a standby: send writes to `active`. */
@@ -50,6 +56,9 @@ const STATUS_OF: Record<ProblemCode, number> = {
   unauthorized: 401,
   forbidden: 403,
   'not-found': 404,
+  'method-not-allowed': 405,
+  'payload-too-large': 413,
+  'unsupported-media-type': 415,
   conflict: 409,
   'not-active': 503,
   unavailable: 503,

@@ -7,7 +7,7 @@ import { collectResponders, IdentityClient } from '../identity/client.js';
 import { subjects } from '../identity/wire.js';
 import { PROTOCOL_VERSION } from '../control/protocol.js';
 import { CliError, EXIT } from './exit.js';
-import type { GlobalOptions } from './output.js';
+import { printable, type GlobalOptions } from './output.js';
 
 export async function withNats<T>(opts: GlobalOptions, fn: (nc: NatsConnection) => Promise<T>): Promise<T> {
   let nc: NatsConnection;
@@ -37,7 +37,7 @@ const print = (opts: GlobalOptions, text: string, json: unknown) =>
         ? JSON.stringify(json)
         : opts.output === 'yaml'
           ? `---\n${YAML.stringify(json).trimEnd()}`
-          : text
+          : printable(text)
     }\n`,
   );
 
@@ -98,7 +98,7 @@ export async function call(
         if (opts.output !== 'text') print(opts, '', json);
         else
           process.stderr.write(
-            `${identity} (${reply.node}, token ${reply.token}) refused: ${reply.error}: ${reply.body}\n`,
+            `${printable(`${identity} (${reply.node}, token ${reply.token}) refused: ${reply.error}: ${reply.body}`)}\n`,
           );
         return EXIT.refused;
       }

@@ -58,7 +58,7 @@ const limitBody = bodyLimit({
     problemResponse(
       c,
       413,
-      'bad-request',
+      'payload-too-large',
       `request body larger than ${MAX_BODY_BYTES} bytes: split a bulk apply into smaller batches`,
       {},
       '(body)',
@@ -83,7 +83,7 @@ function mountMethodNotAllowed(app: Hono): void {
       problemResponse(
         c,
         405,
-        'bad-request',
+        'method-not-allowed',
         `${c.req.method} is not allowed on ${c.req.path}; use ${allow}`,
         {
           Allow: allow,

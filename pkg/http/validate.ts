@@ -68,10 +68,29 @@ function parseMissingBody(schema: z.ZodType): unknown {
   );
 }
 
+/**
+ * A body's Content-Type, when it names one, must be JSON (`application/json`, or a
+ * `+json` type): a form or a text body is not read as JSON by accident. No Content-Type at
+ * all is taken as JSON, for hand-written clients.
+ */
+function isJsonContentType(header: string | undefined): boolean {
+  if (header === undefined || header.trim() === '') return true;
+  const type = header.split(';')[0]!.trim().toLowerCase();
+  return type === 'application/json' || /^application\/[\w.+-]+\+json$/.test(type);
+}
+
 /** The body as JSON; undefined when there is none. */
 export async function readJson(c: Context): Promise<unknown> {
   const text = await c.req.text();
   if (text.trim() === '') return undefined;
+  const contentType = c.req.header('content-type');
+  if (!isJsonContentType(contentType)) {
+    throw new ApiError(
+      'unsupported-media-type',
+      `request body has Content-Type ${contentType}: send JSON with Content-Type application/json`,
+      '(body)',
+    );
+  }
   try {
     return JSON.parse(text) as unknown;
   } catch (err) {

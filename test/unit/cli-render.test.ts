@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import type { IdentityView, StandbyView, Workflow } from '../../pkg/api/schema.js';
 import { aclRequest, specsFromYaml } from '../../pkg/cli/controller-commands.js';
 import { CliError, EXIT } from '../../pkg/cli/exit.js';
+import { printable } from '../../pkg/cli/output.js';
 import {
   identityNotes,
   memberRole,
@@ -367,5 +368,13 @@ describe('CLI input parsing (apply files, acl command lines)', function () {
       /--block goes with deny/,
     );
     expect(usageError(() => aclRequest('gw', 'frob', [], {}))).to.match(/unknown acl action frob/);
+  });
+});
+
+describe('printable (nothing from the network drives the operator terminal)', function () {
+  it('shows escape sequences and other control characters as U+FFFD, keeping tabs, newlines and text', function () {
+    const caller = 'mallory\u001b[2J\u001b]0;owned\u0007\rroot\u009b31m';
+    expect(printable(caller)).to.equal('mallory\ufffd[2J\ufffd]0;owned\ufffd\ufffdroot\ufffd31m');
+    expect(printable('a\tb\nc — ünïcødé ✓')).to.equal('a\tb\nc — ünïcødé ✓');
   });
 });

@@ -375,8 +375,37 @@ describe('controller HTTP API (pkg/http)', function () {
     it('answers 413 to a body over 1 MiB', async function () {
       const res = await send('POST', '/v1/apply', { token: ADMIN, raw: 'x'.repeat(MAX_BODY_BYTES + 1) });
       expect(res.status).to.equal(413);
-      expect((await problemOf(res)).detail).to.match(/larger than/);
+      const problem = await problemOf(res);
+      expect(problem.code).to.equal('payload-too-large');
+      expect(problem.detail).to.match(/larger than/);
       expect(api.calls).to.deep.equal([]);
+    });
+
+    it('answers 415 to a body that is not JSON by its Content-Type, and reads JSON and +json bodies', async function () {
+      const body = JSON.stringify({ reason: 'kernel upgrade' });
+      const post = (contentType?: string) =>
+        Promise.resolve(
+          app.request('/v1/identities/msggateway/pause', {
+            method: 'POST',
+            headers: {
+              authorization: `Bearer ${OPERATOR}`,
+              ...(contentType ? { 'content-type': contentType } : {}),
+            },
+            body,
+          }),
+        );
+      for (const type of ['application/x-www-form-urlencoded', 'text/plain']) {
+        const res = await post(type);
+        expect(res.status, type).to.equal(415);
+        const problem = await problemOf(res);
+        expect(problem.code).to.equal('unsupported-media-type');
+        expect(problem.detail).to.include(type).and.include('application/json');
+      }
+      expect(api.calls).to.deep.equal([]);
+      for (const type of ['application/json; charset=utf-8', 'application/merge-patch+json']) {
+        expect((await post(type)).status, type).to.equal(200);
+      }
+      expect(api.calls).to.have.length(2);
     });
   });
 
@@ -503,7 +532,7 @@ describe('controller HTTP API (pkg/http)', function () {
       const wrong = await send('PATCH', '/v1/identities/msggateway', { token: ADMIN });
       expect(wrong.status).to.equal(405);
       expect(wrong.headers.get('allow')).to.include('PUT').and.include('DELETE');
-      await problemOf(wrong);
+      expect((await problemOf(wrong)).code).to.equal('method-not-allowed');
     });
   });
 
