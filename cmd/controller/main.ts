@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, loadControllerConfig, resolveTokens } from '../../pkg/config/controller.js';
 import { Controller } from '../../pkg/controller/controller.js';
-import { createApp, serveHttp } from '../../pkg/http/index.js';
+import { createApp, listensOnLoopbackOnly, serveHttp } from '../../pkg/http/index.js';
 import { createLogger } from '../../pkg/log/index.js';
 import { connectNats, etcdFromSettings } from '../../pkg/transport/connect.js';
 
@@ -70,6 +70,13 @@ async function main(): Promise<void> {
     });
     controller.start(config.http.advertiseUrl ?? server.url);
     logger.info({ url: server.url, tls: config.http.tls !== undefined }, 'controller API listening');
+    if (!config.http.tls && !listensOnLoopbackOnly(config.http.listen)) {
+      logger.warn(
+        { listen: config.http.listen },
+        'the API listens beyond loopback without TLS: bearer tokens cross the network in clear text. ' +
+          'Set http.tls (cert and key), or listen on 127.0.0.1 behind a TLS proxy',
+      );
+    }
   } catch (err) {
     logger.fatal({ err: (err as Error).message }, 'controller could not start');
     process.exit(EXIT_FAILED);

@@ -52,6 +52,15 @@ export async function serveHttp(
   });
 }
 
+/**
+ * Whether `listen` (`host:port`) is reachable from this host only. Bearer tokens sent to a
+ * controller listening beyond loopback without TLS cross the network in clear text.
+ */
+export function listensOnLoopbackOnly(listen: string): boolean {
+  const { host } = parseListen(listen);
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
 /** `host:port` or `[v6]:port`. */
 function parseListen(listen: string): { host: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);

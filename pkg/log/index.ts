@@ -44,3 +44,12 @@ export function createLogger(opts: LoggerOptions): Logger {
 }
 
 export type { Logger };
+
+/**
+ * A server URL as it may be logged or shown: `nats://user:secret@host:4222` becomes
+ * `nats://[redacted]@host:4222`. Userinfo is a credential, and URLs travel in messages and
+ * strings that path-based redaction never sees. Anything that is not a URL is returned as is.
+ */
+export function withoutUserinfo(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^@/?#]*@/i, '$1[redacted]@');
+}

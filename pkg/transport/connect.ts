@@ -6,6 +6,7 @@ import type { Etcd3 } from 'etcd3';
 import { connect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from 'nats';
 import type { Logger } from 'pino';
 import { connectEtcd } from '../lease/index.js';
+import { withoutUserinfo } from '../log/index.js';
 
 /** NATS pings: a dead or frozen server is noticed in ~PING_INTERVAL × MAX_PINGS_OUT, not 4 min. */
 const NATS_PING_INTERVAL_MS = 2_000;
@@ -75,7 +76,7 @@ export async function connectNats(n: NatsSettings, name: string, logger: Logger)
     nc = await connect(options);
   } catch (err) {
     throw new Error(
-      `cannot connect to NATS at ${n.servers.join(', ')}: ${(err as Error).message}; check nats.servers and that NATS runs`,
+      `cannot connect to NATS at ${n.servers.map(withoutUserinfo).join(', ')}: ${withoutUserinfo((err as Error).message)}; check nats.servers and that NATS runs`,
       { cause: err },
     );
   }
@@ -85,7 +86,7 @@ export async function connectNats(n: NatsSettings, name: string, logger: Logger)
       const level =
         s.type === 'disconnect' || s.type === 'error' || s.type === 'staleConnection' ? 'warn' : 'info';
       logger[level](
-        { nats: s.type, data: typeof s.data === 'string' ? s.data : undefined },
+        { nats: s.type, data: typeof s.data === 'string' ? withoutUserinfo(s.data) : undefined },
         `NATS ${s.type}`,
       );
     }
