@@ -29,6 +29,22 @@ export function fenceActions(config: ControllerConfig['fencing']): FenceAction[]
   return actions;
 }
 
+/**
+ * What the fence command inherits from the controller's environment: enough to find programs
+ * and format text, nothing more. The controller's environment may hold its own secrets (API
+ * tokens, etcd and NATS passwords); a fence script that needs a secret reads it from a file.
+ */
+export const FENCE_COMMAND_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR'] as const;
+
+function inheritedEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const name of FENCE_COMMAND_ENV) {
+    const value = process.env[name];
+    if (value !== undefined) env[name] = value;
+  }
+  return env;
+}
+
 /** Run the fence command with the target in its environment; exit 0 within the timeout means fenced. */
 export function runFenceCommand(argv: string[], t: FenceTarget, timeoutMs: number): Promise<FenceOutcome> {
   return new Promise((resolve) => {
@@ -39,7 +55,7 @@ export function runFenceCommand(argv: string[], t: FenceTarget, timeoutMs: numbe
         timeout: timeoutMs,
         killSignal: 'SIGKILL',
         env: {
-          ...process.env,
+          ...inheritedEnv(),
           UNDERSTUDY_FENCE_NODE: t.node,
           UNDERSTUDY_FENCE_IDENTITY: t.identity,
           UNDERSTUDY_FENCE_TOKEN: t.token,

@@ -19,6 +19,24 @@ describe('controller fencing: the fence command', () => {
     expect(out).to.deep.equal({ ok: true, detail: 'fence command exited 0: a demo 42' });
   });
 
+  it("inherits only an allow-listed environment: the controller's own secrets stay out", async () => {
+    process.env.UNDERSTUDY_TEST_SECRET = 'hunter2';
+    try {
+      const out = await runFenceCommand(
+        [
+          'sh',
+          '-c',
+          'echo "${UNDERSTUDY_TEST_SECRET:-unset} $UNDERSTUDY_FENCE_NODE"; command -v sh >/dev/null && echo path-ok',
+        ],
+        target,
+        5_000,
+      );
+      expect(out).to.deep.equal({ ok: true, detail: 'fence command exited 0: unset a\npath-ok' });
+    } finally {
+      delete process.env.UNDERSTUDY_TEST_SECRET;
+    }
+  });
+
   it('reports a failing command with its output', async () => {
     const out = await runFenceCommand(['sh', '-c', 'echo "BMC unreachable" >&2; exit 3'], target, 5_000);
     expect(out.ok).to.equal(false);
