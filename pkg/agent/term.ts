@@ -163,6 +163,21 @@ export class Term {
     }
   }
 
+  /** The credential file is on disk only while logged in: remove it, or say it is left. */
+  private async dropCredential(): Promise<void> {
+    const file = this.credentialFile;
+    if (!file) return;
+    this.credentialFile = undefined;
+    await this.host.port
+      .removeCredential(file)
+      .catch((err: Error) =>
+        this.host.log.error(
+          { err: err.message, file },
+          'could not remove the credential file; remove it by hand',
+        ),
+      );
+  }
+
   /**
    * A bug or an unexpected failure with the service possibly running: stop it within the
    * budget; if that is not confirmed, give up the whole session, so the lease (and the
@@ -187,16 +202,15 @@ export class Term {
     const driver = host.driver();
     const confirmed = await (
       driver?.logout(leadership.session.timing.logoutBudgetMs) ?? Promise.resolve(true)
-    ).catch(() => false);
+    ).catch((err: Error) => {
+      host.log.error(
+        { err: err.message },
+        'the service did not log out cleanly; its kill deadline stays armed',
+      );
+      return false;
+    });
     if (confirmed) driver?.armDeadline?.(undefined);
-    if (this.credentialFile) {
-      await host.port
-        .removeCredential(this.credentialFile)
-        .catch((err: Error) =>
-          host.log.error({ err: err.message }, 'could not remove the credential file; remove it by hand'),
-        );
-    }
-    this.credentialFile = undefined;
+    await this.dropCredential();
     this.failDrain(`term abandoned: ${err.message}`);
     await this.giveBack(decision.giveBack, confirmed);
   }
@@ -322,14 +336,7 @@ export class Term {
     // Out for sure: a warm process stays up as a standby and must not be killed. Unconfirmed,
     // the armed deadline stays as the last line of defence.
     if (confirmed) driver?.armDeadline?.(undefined);
-    if (this.credentialFile) {
-      await host.port
-        .removeCredential(this.credentialFile)
-        .catch((err: Error) =>
-          host.log.error({ err: err.message }, 'could not remove the credential file; remove it by hand'),
-        );
-      this.credentialFile = undefined;
-    }
+    await this.dropCredential();
     this.upSince = undefined;
     if (!confirmed) {
       host.log.error(

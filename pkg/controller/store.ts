@@ -114,6 +114,21 @@ function parseJson<T>(schema: z.ZodType<T>, kv: IKeyValue): T | undefined {
   }
 }
 
+/** A cluster with nothing in it, as seen at `revision` (filled in by readSnapshot). */
+export function emptySnapshot(revision: bigint): ClusterSnapshot {
+  return {
+    revision,
+    specs: new Map(),
+    invalidSpecs: new Map(),
+    identities: new Map(),
+    fences: new Map(),
+    paused: new Map(),
+    workflows: new Map(),
+    fenceIntents: new Map(),
+    controllers: new Map(),
+  };
+}
+
 /** Everything the controller decides on, read in one transaction at one revision. */
 export async function readSnapshot(client: Etcd3, keys: ControllerKeys): Promise<ClusterSnapshot> {
   const prefixes = [
@@ -131,17 +146,7 @@ export async function readSnapshot(client: Etcd3, keys: ControllerKeys): Promise
     .options(within(ETCD_CALL_MS))
     .commit();
   const ranges = result.responses.map((r) => r.response_range?.kvs ?? []);
-  const snap: ClusterSnapshot = {
-    revision: BigInt(result.header.revision),
-    specs: new Map(),
-    invalidSpecs: new Map(),
-    identities: new Map(),
-    fences: new Map(),
-    paused: new Map(),
-    workflows: new Map(),
-    fenceIntents: new Map(),
-    controllers: new Map(),
-  };
+  const snap = emptySnapshot(BigInt(result.header.revision));
   for (const kv of ranges[0] ?? []) {
     const key = kv.key.toString();
     const identity = key.slice(keys.specs.specs().length);

@@ -30,9 +30,11 @@ import {
 export const KILL_CONFIRM_MS = 250;
 /** Checks for a process group's last members while confirming a stop; short against budgets. */
 const GROUP_POLL_MS = 20;
-/** After a service exits, how long its leftovers (already sent SIGKILL) may take to vanish before
- * the lifeline forgets the group anyway; only D-state processes take this long. */
+/** After a service exits, how long its leftovers (already sent SIGKILL) are waited for before
+ * it is reported; only D-state processes take this long. The lifeline keeps the group meanwhile. */
 const GROUP_SWEEP_MAX_MS = 5_000;
+/** How often a group that outlived its sweep is looked at again, until it is gone. */
+const GROUP_LINGER_POLL_MS = 1_000;
 /** A service that closes fd 3 but keeps running this long cannot be controlled: it is killed. The
  * pause lets an exiting process (which closes fd 3 a moment before its exit is seen) just exit. */
 const CHANNEL_CLOSE_GRACE_MS = 200;
@@ -296,13 +298,32 @@ export class ServiceProcess {
   private async sweepGroup(pgid: number): Promise<void> {
     const { clock } = this.opts;
     const deadline = clock.monotonicMs() + GROUP_SWEEP_MAX_MS;
+    let gone = false;
     try {
       if (signalGroup(pgid, 'SIGKILL')) this.log.debug('killed processes the service left behind');
-      while ((await groupRunning(pgid)) && clock.monotonicMs() < deadline) await clock.sleep(GROUP_POLL_MS);
+      while (!(gone = !(await groupRunning(pgid))) && clock.monotonicMs() < deadline) {
+        await clock.sleep(GROUP_POLL_MS);
+      }
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'could not sweep the service process group');
     }
-    this.opts.lifeline?.unregister(pgid);
+    // Still running after SIGKILL (a process stuck in the kernel): the lifeline keeps the group,
+    // so the reaper still kills it if this agent dies, and its deadline stays armed.
+    if (gone) this.opts.lifeline?.unregister(pgid);
+    else {
+      this.log.error(
+        { pgid },
+        `processes of the service's group survived SIGKILL for ${GROUP_SWEEP_MAX_MS} ms; ` +
+          `the lifeline keeps watching them. Check them with: ps -g ${pgid}`,
+      );
+      // Unregistered only once the group is gone, so the reaper never kills a reused pgid.
+      void (async () => {
+        while (await groupRunning(pgid).catch(() => true)) {
+          await clock.sleep(GROUP_LINGER_POLL_MS, undefined, { background: true });
+        }
+        this.opts.lifeline?.unregister(pgid);
+      })();
+    }
   }
 
   private onChannelClosed(): void {

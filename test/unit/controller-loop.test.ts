@@ -10,7 +10,7 @@ import type { FenceReconciler } from '../../pkg/controller/fence-reconciler.js';
 import { ControlLoop, TICK_MS } from '../../pkg/controller/loop.js';
 import { ControllerMetrics } from '../../pkg/controller/metrics.js';
 import type { Prober } from '../../pkg/controller/probes.js';
-import type { ClusterSnapshot, GuardedWriter } from '../../pkg/controller/store.js';
+import { emptySnapshot, type ClusterSnapshot, type GuardedWriter } from '../../pkg/controller/store.js';
 import type { WorkflowSupervisor } from '../../pkg/controller/supervisor.js';
 import { LoopTrouble } from '../../pkg/controller/trouble.js';
 
@@ -25,17 +25,7 @@ function capture() {
   return { log: pino({ level: 'info' }, stream), lines };
 }
 
-const emptySnap: ClusterSnapshot = {
-  revision: 1n,
-  specs: new Map(),
-  invalidSpecs: new Map(),
-  identities: new Map(),
-  fences: new Map(),
-  paused: new Map(),
-  workflows: new Map(),
-  fenceIntents: new Map(),
-  controllers: new Map(),
-};
+const emptySnap = emptySnapshot(1n);
 
 describe('controller loop (manual clock)', () => {
   it('ticks every TICK_MS; a failing round is logged once per reason and shown until one works', async () => {

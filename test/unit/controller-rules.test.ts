@@ -16,7 +16,7 @@ import {
   type ProbeMemory,
   type ProbeOutcome,
 } from '../../pkg/controller/probe-rules.js';
-import type { ClusterSnapshot } from '../../pkg/controller/store.js';
+import { emptySnapshot, type ClusterSnapshot } from '../../pkg/controller/store.js';
 import { newWorkflow } from '../../pkg/controller/supervisor.js';
 import { chooseTarget, type ViewContext } from '../../pkg/controller/view.js';
 import { parseSpec } from '../../pkg/spec/store.js';
@@ -277,18 +277,7 @@ describe('controller rules: should the leader be failed over', () => {
 });
 
 function snapshot(over: Partial<ClusterSnapshot> = {}): ClusterSnapshot {
-  return {
-    revision: 10n,
-    specs: new Map(),
-    invalidSpecs: new Map(),
-    identities: new Map(),
-    fences: new Map(),
-    paused: new Map(),
-    workflows: new Map(),
-    fenceIntents: new Map(),
-    controllers: new Map(),
-    ...over,
-  };
+  return { ...emptySnapshot(10n), ...over };
 }
 
 const leaderRecord = (node: string) => ({

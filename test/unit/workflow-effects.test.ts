@@ -8,6 +8,7 @@ import { NotActiveError } from '../../pkg/controller/store.js';
 import { EffectRunner, type WorkflowOperations } from '../../pkg/controller/workflow-effects.js';
 import type { Outcomes } from '../../pkg/controller/workflow-step.js';
 import { LeaseOperationError, type Authority } from '../../pkg/lease/admin.js';
+import { waitFor } from '../support/wait.js';
 
 const RECORD = { reason: 'failover to b', actor: 'op', at: 1, workflow: 'w1' };
 
@@ -87,7 +88,12 @@ describe('workflow effects: performed under the step’s term', () => {
       },
     });
     await runner.perform(effects[1], authority, {});
-    await new Promise((r) => setImmediate(r));
+    // The drain is not awaited: wait for its refusal to be logged.
+    await waitFor(() => logged.length > 0, {
+      what: 'the refusal to be logged',
+      timeoutMs: 2_000,
+      intervalMs: 1,
+    });
     expect(logged).to.deep.include([
       'warn',
       'the agent refused the drain: this controller no longer holds the term it was sent under',
