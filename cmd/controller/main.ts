@@ -3,6 +3,7 @@
 //   understudy-controller --config /etc/understudy/controller.yaml
 import { parseArgs } from 'node:util';
 import { ConfigError, loadControllerConfig, resolveTokens } from '../../pkg/config/controller.js';
+import { loadSigner } from '../../pkg/keys/index.js';
 import { Controller } from '../../pkg/controller/controller.js';
 import { createApp, listensOnLoopbackOnly, serveHttp } from '../../pkg/http/index.js';
 import { createLogger } from '../../pkg/log/index.js';
@@ -63,7 +64,8 @@ async function main(): Promise<void> {
   try {
     const etcd = etcdFromSettings(config.etcd);
     const nc = await connectNats(config.nats, `understudy-controller-${config.name}`, logger);
-    controller = new Controller({ config, etcd, nc, logger });
+    const signer = await loadSigner(config.keyFile);
+    controller = new Controller({ config, etcd, nc, logger, signer });
     server = await serveHttp(createApp({ api: controller, tokens, logger }), {
       listen: config.http.listen,
       ...(config.http.tls ? { tls: config.http.tls } : {}),

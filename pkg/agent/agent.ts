@@ -44,6 +44,7 @@ import { loginIo } from './login-io.js';
 import { AgentMetrics } from './metrics.js';
 import { IdentityRunner, RunnerError } from './runner.js';
 import { SessionKeeper } from './sessions.js';
+import { loadSigner, registerNodeKey, type UserSigner } from '../keys/index.js';
 
 /** Extra time on top of the logout budget that a graceful shutdown may take (resign, revoke, flush). */
 const SHUTDOWN_SLACK_MS = 3_000;
@@ -83,6 +84,8 @@ export class Agent {
     readonly nc: NatsConnection,
     readonly timing: LeaseTiming,
     private readonly sessions: SessionKeeper,
+    /** This node's signing key, registered in etcd bound to each session (pkg/keys). */
+    readonly signer: UserSigner,
     private readonly fenceWatch: FenceWatch,
     private readonly history: HistoryWriter,
     private readonly lifeline: Lifeline,
@@ -134,12 +137,17 @@ export class Agent {
       config.node,
       etcdTrouble(logger, "reading this node's fence"),
     );
+    const signer = await loadSigner(config.keyFile);
     const sessions = new SessionKeeper(
       etcd,
       config.node,
       timing,
       logger,
-      { opened: () => metrics.sessionsOpened.inc(), renewed: () => metrics.sessionRenewals.inc() },
+      {
+        opened: () => metrics.sessionsOpened.inc(),
+        renewed: () => metrics.sessionRenewals.inc(),
+        register: (session) => registerNodeKey(etcd, config.node, signer.publicKey, session.leaseId),
+      },
       opts.clock ?? systemClock,
     );
     const agent = new Agent(
@@ -149,6 +157,7 @@ export class Agent {
       nc,
       timing,
       sessions,
+      signer,
       fenceWatch,
       history,
       lifeline,

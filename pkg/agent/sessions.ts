@@ -24,6 +24,11 @@ export class SessionKeeper {
     private readonly logger: Logger,
     private readonly hooks: {
       opened?(): void;
+      /**
+       * Bind what must live and die with the session to its lease (the node key) before any
+       * campaign runs on it; a failure closes the session and the open is retried.
+       */
+      register?(session: Session): Promise<void>;
       renewed?(): void;
       /** Opening a session is being retried (once per change of reason), or no longer (undefined). */
       retrying?(retry: Retry | undefined): void;
@@ -61,6 +66,14 @@ export class SessionKeeper {
           timing: this.timing,
           clock: this.clock,
         });
+        if (this.hooks.register) {
+          try {
+            await this.hooks.register(session);
+          } catch (err) {
+            await session.close().catch(() => undefined);
+            throw err;
+          }
+        }
         this.session = session;
         this.retry = undefined;
         if (shown) this.hooks.retrying?.(undefined);

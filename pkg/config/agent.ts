@@ -82,6 +82,12 @@ export const AgentConfig = z.strictObject({
         .transform((v) => v ?? {}),
     )
     .refine((r) => Object.keys(r).length > 0, 'list at least one identity this node may host'),
+  /**
+   * A NATS user seed file ('SU...', mode 0600) with this node's signing key: it signs PONGs,
+   * replies and credential requests, and is registered in etcd bound to the node's session.
+   * Absent: a fresh key per start (trusted the same way). Set it to pin the key.
+   */
+  keyFile: z.string().min(1).optional(),
   /** A YAML file of identity specs written to etcd at start when absent there (never overwrites). */
   bootstrapSpecs: z.string().optional(),
   /** Where the agent keeps per-identity runtime files (credential files, 0700). */

@@ -35,6 +35,13 @@ export const ControllerConfig = z.strictObject({
   name: Name,
   etcd: EtcdSection,
   nats: NatsSection,
+  /**
+   * A NATS user seed file ('SU...', mode 0600) with the key this controller signs control
+   * requests with; its public key goes into the controller's member record in etcd, where
+   * agents look it up. Absent: a fresh key per start. Set it to pin the key (agents that list
+   * trusted controller keys in their config need that).
+   */
+  keyFile: z.string().min(1).optional(),
   http: z.strictObject({
     listen: HostPort.default('127.0.0.1:8480'),
     /** URL clients use to reach this controller; standbys point writes at it. */

@@ -20,6 +20,7 @@ import type { Logger } from 'pino';
 import type { ControllerApi } from '../api/schema.js';
 import { systemClock, type Clock } from '../clock/index.js';
 import type { ControllerConfig } from '../config/controller.js';
+import { generateCallerKey, userSigner, type UserSigner } from '../keys/index.js';
 import { AccessListApi } from './access-lists.js';
 import { AgentLink } from './agents.js';
 import type { ApiDeps } from './api-deps.js';
@@ -50,6 +51,11 @@ export interface ControllerDeps {
   url?: string;
   /** Time for the loop, probes, heartbeats and records (default: the system clock). */
   clock?: Clock;
+  /**
+   * The key this controller signs control requests with, published in its member record
+   * (default: a fresh key; cmd/controller loads config.keyFile).
+   */
+  signer?: UserSigner;
 }
 
 export class Controller implements ControllerApi {
@@ -74,7 +80,13 @@ export class Controller implements ControllerApi {
     const metrics = this.metrics_;
     const trouble = new LoopTrouble(log, metrics.loopFailures);
     const isActive = () => this.election.active;
-    const member = { name, ...(deps.url ? { url: deps.url } : {}), startedAt: clock.wallMs() };
+    const signer = deps.signer ?? userSigner(generateCallerKey().seed);
+    const member = {
+      name,
+      ...(deps.url ? { url: deps.url } : {}),
+      startedAt: clock.wallMs(),
+      key: signer.publicKey,
+    };
     this.election = new ControllerElection(etcd, keys, member, config.lease.ttlSeconds, log, clock);
     this.agents = new AgentLink(nc, log, undefined, clock);
     const writer = new GuardedWriter(etcd, keys, () => this.election.token, name);

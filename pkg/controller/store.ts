@@ -77,6 +77,11 @@ export type FenceIntent = z.infer<typeof FenceIntent>;
 export const ControllerMember = z.strictObject({
   name: z.string(),
   url: z.string().optional(),
+  /**
+   * The controller's public signing key ('U...'): agents obey control requests signed by the
+   * active controller's key only (pkg/control/signing.ts). On the member's session lease.
+   */
+  key: z.string().optional(),
   startedAt: z.number(),
 });
 export type ControllerMember = z.infer<typeof ControllerMember>;

@@ -17,7 +17,7 @@ export {
   type AuthResult,
   type HeaderLookup,
 } from './authenticator.js';
-export { generateCallerKey, isUserPublicKey } from './nkey.js';
+export { generateCallerKey, isUserPublicKey } from '../keys/nkey.js';
 export { canonicalPayload, newNonce, SIGNATURE_VERSION, signRequest } from './request-signing.js';
 
 export type Decision =

@@ -2,7 +2,7 @@
 // replay cache, then the ed25519 signature over the canonical payload (request-signing.ts).
 // Pure logic apart from the replay cache each authenticator keeps.
 import { NAME_PATTERN } from '../lease/keys.js';
-import { isUserPublicKey, verifySignature } from './nkey.js';
+import { isUserPublicKey, verifySignature } from '../keys/nkey.js';
 import { canonicalPayload, NONCE_PATTERN } from './request-signing.js';
 import { headers as H } from './wire.js';
 

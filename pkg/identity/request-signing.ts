@@ -12,7 +12,7 @@
 // The signature travels base64url-encoded (no padding) in Understudy-Signature.
 import { createHash, randomBytes } from 'node:crypto';
 import { NAME_PATTERN } from '../lease/keys.js';
-import { userSigner } from './nkey.js';
+import { userSigner } from '../keys/nkey.js';
 import { headers as H } from './wire.js';
 
 export const SIGNATURE_VERSION = 'understudy-request-v1';
