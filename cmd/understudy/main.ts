@@ -2,7 +2,8 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_CONTROLLER_URL } from '../../pkg/cli/api-client.js';
 import * as api from '../../pkg/cli/controller-commands.js';
-import { agentStatus, call, ping, watch } from '../../pkg/cli/nats-commands.js';
+import { agentStatus } from '../../pkg/cli/agent-commands.js';
+import { call, ping, watch } from '../../pkg/cli/nats-commands.js';
 import { CliError, EXIT, exitCodesHelp } from '../../pkg/cli/exit.js';
 import { OUTPUT_FORMATS, printable } from '../../pkg/cli/output.js';
 import { parseAtTime } from '../../pkg/cli/time.js';

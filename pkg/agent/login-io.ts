@@ -7,7 +7,8 @@ import type { NatsConnection } from 'nats';
 import { removeCredentialFile, writeCredentialFile } from '../identity/credential.js';
 import { ensureInbox, Responder } from '../identity/responder.js';
 import { LeaderObserver } from '../lease/index.js';
-import { readCredential, recordPending } from '../spec/store.js';
+import { readCredential } from '../spec/credential-store.js';
+import { recordPending } from '../spec/store.js';
 import type { LoginPort } from './port.js';
 
 export interface LoginIoDeps {

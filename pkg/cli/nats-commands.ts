@@ -1,45 +1,10 @@
 // CLI commands that talk to identities and agents over NATS directly (no controller needed):
 // presence checks, requests, and watching a handover as it happens.
 import { readFile } from 'node:fs/promises';
-import { connect, type NatsConnection } from 'nats';
-import YAML from 'yaml';
+import { withNats } from './nats-connection.js';
 import { collectResponders, IdentityClient } from '../identity/client.js';
-import { subjects } from '../identity/wire.js';
-import { PROTOCOL_VERSION } from '../control/protocol.js';
 import { CliError, EXIT } from './exit.js';
-import { printable, type GlobalOptions } from './output.js';
-
-export async function withNats<T>(opts: GlobalOptions, fn: (nc: NatsConnection) => Promise<T>): Promise<T> {
-  let nc: NatsConnection;
-  try {
-    nc = await connect({ servers: opts.nats.split(','), name: 'understudy-cli', maxReconnectAttempts: 2 });
-  } catch (err) {
-    throw new CliError(
-      `cannot connect to NATS at ${opts.nats}: ${(err as Error).message}; pass --nats or set UNDERSTUDY_NATS_SERVERS`,
-      EXIT.failed,
-    );
-  }
-  try {
-    return await fn(nc);
-  } finally {
-    await nc.close();
-  }
-}
-
-/**
- * One result or one event of a stream (watch): JSON as one line, YAML as one `---` document,
- * so a stream of them stays parseable.
- */
-const print = (opts: GlobalOptions, text: string, json: unknown) =>
-  process.stdout.write(
-    `${
-      opts.output === 'json'
-        ? JSON.stringify(json)
-        : opts.output === 'yaml'
-          ? `---\n${YAML.stringify(json).trimEnd()}`
-          : printable(text)
-    }\n`,
-  );
+import { printItem as print, printable, type GlobalOptions } from './output.js';
 
 export async function ping(opts: GlobalOptions, identity: string, windowMs: number): Promise<number> {
   return withNats(opts, async (nc) => {
@@ -160,45 +125,6 @@ export async function watch(
     } finally {
       process.off('SIGINT', stop);
     }
-    return EXIT.ok;
-  });
-}
-
-export async function agentStatus(opts: GlobalOptions, node: string): Promise<number> {
-  return withNats(opts, async (nc) => {
-    let raw: string;
-    try {
-      const reply = await nc.request(
-        subjects.control(node),
-        JSON.stringify({ v: PROTOCOL_VERSION, op: 'status' }),
-        {
-          timeout: 3_000,
-        },
-      );
-      raw = new TextDecoder().decode(reply.data);
-    } catch (err) {
-      throw new CliError(
-        `agent ${node} did not answer (${(err as Error).message}); is it running?`,
-        EXIT.noResponder,
-      );
-    }
-    const reply = JSON.parse(raw) as {
-      ok: boolean;
-      result?: { node: string; fenced: boolean; session: string; identities: Array<Record<string, unknown>> };
-      error?: { message: string };
-    };
-    if (!reply.ok || !reply.result)
-      throw new CliError(`agent ${node}: ${reply.error?.message ?? raw}`, EXIT.failed);
-    const r = reply.result;
-    const lines = [
-      `node ${r.node}  session ${r.session}${r.fenced ? '  FENCED' : ''}`,
-      ...r.identities.map(
-        (i) =>
-          `  ${String(i.identity).padEnd(16)} ${String(i.state).padEnd(12)} token ${String(i.token ?? '-').padEnd(8)} ` +
-          `leader ${String(i.leader ?? '-').padEnd(8)} pid ${String(i.pid ?? '-')}${i.detail ? `  (${String(i.detail)})` : ''}`,
-      ),
-    ];
-    print(opts, lines.join('\n'), r);
     return EXIT.ok;
   });
 }

@@ -53,3 +53,18 @@ export class Output {
     process.stderr.write(`understudy: ${printable(message)}\n`);
   }
 }
+
+/**
+ * One result or one event of a stream (watch): JSON as one line, YAML as one `---` document,
+ * so a stream of them stays parseable.
+ */
+export const printItem = (opts: GlobalOptions, text: string, json: unknown) =>
+  process.stdout.write(
+    `${
+      opts.output === 'json'
+        ? JSON.stringify(json)
+        : opts.output === 'yaml'
+          ? `---\n${YAML.stringify(json).trimEnd()}`
+          : printable(text)
+    }\n`,
+  );

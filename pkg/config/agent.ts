@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { LeaseTimingError, LeaseTimingSection, leaseTiming, Name } from '../lease/index.js';
-import { durationMs } from '../spec/schema.js';
+import { durationMs, PublicNkey } from '../spec/schema.js';
 import { ConfigError, loadConfig, parseConfig, type EnvOverride } from './load.js';
 
 // Upper bounds of agent durations (each far below what a Node timer holds: spec/schema.ts).
@@ -88,6 +88,12 @@ export const AgentConfig = z.strictObject({
    * Absent: a fresh key per start (trusted the same way). Set it to pin the key.
    */
   keyFile: z.string().min(1).optional(),
+  /**
+   * Pinned controller keys. The agent obeys a control request only when it is signed by the
+   * active controller's key as registered in etcd; if this list is set, that key must also be
+   * in it (for etcd users you do not fully trust). Empty: the registered key suffices.
+   */
+  controllerKeys: z.array(PublicNkey).default([]),
   /** A YAML file of identity specs written to etcd at start when absent there (never overwrites). */
   bootstrapSpecs: z.string().optional(),
   /** Where the agent keeps per-identity runtime files (credential files, 0700). */

@@ -204,27 +204,6 @@ export async function bootstrapSpecs(
   return { created, present };
 }
 
-// Credentials: read by the leader at login only, never logged.
-
-export async function putCredential(
-  client: Etcd3,
-  identity: string,
-  secret: string | Buffer,
-  keys = new SpecKeys(),
-): Promise<void> {
-  assertName('identity', identity);
-  await client.put(keys.credential(identity)).value(secret).options(within(ETCD_CALL_MS)).exec();
-}
-
-export async function readCredential(
-  client: Etcd3,
-  identity: string,
-  keys = new SpecKeys(),
-): Promise<Buffer | undefined> {
-  const value = await client.get(keys.credential(identity)).options(within(ETCD_CALL_MS)).buffer();
-  return value ?? undefined;
-}
-
 // Pending authorization requests.
 
 /** Record a pending request once per caller (a flood of retries writes nothing more). */

@@ -14,7 +14,8 @@ import type { NatsServiceHandlers } from '../../pkg/identity/nats-service.js';
 import { subjects } from '../../pkg/identity/wire.js';
 import { connectEtcd } from '../../pkg/lease/index.js';
 import { createLogger } from '../../pkg/log/index.js';
-import { putCredential, putSpec } from '../../pkg/spec/store.js';
+import { putCredential } from '../../pkg/spec/credential-store.js';
+import { putSpec } from '../../pkg/spec/store.js';
 import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
 import { waitFor } from '../support/wait.js';
 
