@@ -45,6 +45,11 @@ export const NatsSection = z.strictObject({
   servers: z.array(Url(['nats', 'tls'])).min(1),
   /** A NATS credentials file (JWT + nkey seed), as `nats context` uses. */
   credsFile: z.string().optional(),
+  /**
+   * A NATS user nkey seed file ('SU...', mode 0600): this component's NATS user when the
+   * server authorizes by nkey (docs/nats-authorization.md). Not the signing key (keyFile).
+   */
+  nkeyFile: z.string().min(1).optional(),
   token: z.string().optional(),
   user: z.string().optional(),
   pass: z.string().optional(),
@@ -58,6 +63,7 @@ export const CONNECTION_ENV_OVERRIDES: EnvOverride[] = [
   { env: 'UNDERSTUDY_NATS_SERVERS', path: ['nats', 'servers'], parse: 'list' },
   { env: 'UNDERSTUDY_NATS_TOKEN', path: ['nats', 'token'], parse: 'string' },
   { env: 'UNDERSTUDY_NATS_PASS', path: ['nats', 'pass'], parse: 'string' },
+  { env: 'UNDERSTUDY_NATS_NKEY_FILE', path: ['nats', 'nkeyFile'], parse: 'string' },
 ];
 
 export const AgentConfig = z.strictObject({
