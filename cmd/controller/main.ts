@@ -66,7 +66,7 @@ async function main(): Promise<void> {
     const nc = await connectNats(config.nats, `understudy-controller-${config.name}`, logger);
     const signer = await loadSigner(config.keyFile);
     controller = new Controller({ config, etcd, nc, logger, signer });
-    server = await serveHttp(createApp({ api: controller, tokens, logger }), {
+    server = await serveHttp(createApp({ api: controller, tokens, logger, metricsAuth: config.http.metricsAuth }), {
       listen: config.http.listen,
       ...(config.http.tls ? { tls: config.http.tls } : {}),
     });

@@ -1,26 +1,20 @@
 // One agent per host: one etcd session shared by every identity it hosts, one NATS
 // connection, one lifeline for service processes, and an IdentityRunner per identity.
 // It opens no inbound port except the optional local /healthz and /metrics.
+import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import type { Etcd3 } from 'etcd3';
-import type { Msg, NatsConnection, Subscription } from 'nats';
+import type { NatsConnection } from 'nats';
 import type { Logger } from 'pino';
 import { defaultRunDir, type AgentConfig } from '../config/agent.js';
 import {
   AgentStatus,
   ControlError,
-  fail,
   HEARTBEAT_VERSION,
-  isMutating,
-  ok,
-  parseControlRequest,
   PROTOCOL_VERSION,
   type ControlRequest,
-  type ControlReply,
   type Heartbeat,
-  type MutatingRequest,
 } from '../control/protocol.js';
-import { controllerElectionKey, judgeControllerTerm } from '../control/term.js';
 import { HistoryWriter } from '../history/index.js';
 import type { IdentityDriver } from '../identity/driver.js';
 import { Lifeline } from '../identity/lifeline.js';
@@ -30,8 +24,8 @@ import {
   type ServiceHandler,
 } from '../identity/nats-service.js';
 import { ProcessDriver } from '../identity/process.js';
+import { execPolicy } from '../identity/exec-policy.js';
 import { subjects } from '../identity/wire.js';
-import { within } from '../lease/etcd.js';
 import { fence, leaseTiming, unfence, type LeaseTiming } from '../lease/index.js';
 import { systemClock, type Clock } from '../clock/index.js';
 import { createLogger } from '../log/index.js';
@@ -44,17 +38,13 @@ import { loginIo } from './login-io.js';
 import { AgentMetrics } from './metrics.js';
 import { IdentityRunner, RunnerError } from './runner.js';
 import { SessionKeeper } from './sessions.js';
+import { ControlServer } from './control-server.js';
 import { loadSigner, registerNodeKey, type UserSigner } from '../keys/index.js';
 
 /** Extra time on top of the logout budget that a graceful shutdown may take (resign, revoke, flush). */
 const SHUTDOWN_SLACK_MS = 3_000;
 /** A drain that does not come back within this is reported as failed to the controller. */
 const DRAIN_REPLY_SLACK_MS = 1_000;
-/**
- * Bound on the read of the controller's current term before a state-changing request: well
- * under the controller's 2 s control timeout, so a refusal still reaches it as a reply.
- */
-const TERM_READ_MS = 1_000;
 
 export interface AgentOptions {
   config: AgentConfig;
@@ -70,7 +60,9 @@ export interface AgentOptions {
 export class Agent {
   private readonly runners = new Map<string, IdentityRunner>();
   private readonly startedAt = new Date();
-  private controlSub: Subscription | undefined;
+  private controlServer: ControlServer | undefined;
+  /** This start of the agent: control requests are signed for it (pkg/control/signing.ts). */
+  private readonly instance = randomBytes(9).toString('base64url');
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private specWatcher: SpecWatcher | undefined;
   private health: { port: number; close(): Promise<void> } | undefined;
@@ -203,11 +195,17 @@ export class Agent {
     });
     for (const runner of this.runners.values()) runner.start();
 
-    this.controlSub = this.nc.subscribe(subjects.control(this.node), {
-      callback: (err, msg) => {
-        if (!err) void this.onControl(msg);
-      },
+    this.controlServer = new ControlServer({
+      node: this.node,
+      instance: this.instance,
+      nc: this.nc,
+      etcd: this.etcd,
+      logger: this.logger,
+      clock: this.clock,
+      pinnedKeys: this.config.controllerKeys,
+      handle: (request) => this.control(request),
     });
+    this.controlServer.start();
     this.heartbeatTimer = setInterval(() => this.heartbeat(), this.config.heartbeatIntervalMs);
     this.heartbeat();
     if (config.health) {
@@ -236,12 +234,16 @@ export class Agent {
       fence: this.fenceWatch,
       history: this.history,
       logger: this.logger,
-      port: loginIo({ identity, node: this.node, etcd: this.etcd, nc: this.nc, runDir: this.runDir }),
+      port: loginIo({
+        ...{ identity, node: this.node, etcd: this.etcd, nc: this.nc, runDir: this.runDir },
+        signer: this.signer,
+      }),
       settings: {
         priority: overrides.priority ?? this.config.priority,
         nofailover: overrides.nofailover ?? this.config.tags.nofailover,
       },
       makeDriver: (spec) => this.makeDriver(spec),
+      policy: execPolicy(this.config),
       clock: this.clock,
       onTransition: (t) => {
         this.metrics.transitions.inc({ identity: t.identity, from: t.from, to: t.to });
@@ -266,6 +268,7 @@ export class Agent {
         runDir: this.runDir,
         lifeline: this.lifeline,
         clock: this.clock,
+        policy: execPolicy(this.config),
       });
     }
     const handler = this.handlers[service.handler];
@@ -305,31 +308,6 @@ export class Agent {
 
   // --- control plane ------------------------------------------------------------------------
 
-  private async onControl(msg: Msg): Promise<void> {
-    const raw = new TextDecoder().decode(msg.data);
-    this.logger.debug({ subject: msg.subject, request: raw.slice(0, 500) }, 'control request received');
-    let reply: ControlReply;
-    let v = PROTOCOL_VERSION;
-    try {
-      const request = parseControlRequest(raw, this.node);
-      v = request.v;
-      reply = ok(await this.control(request), v);
-    } catch (err) {
-      const e =
-        err instanceof ControlError
-          ? err
-          : err instanceof RunnerError
-            ? new ControlError(err.code === 'not-leader' ? 'not-leader' : 'failed', err.message)
-            : new ControlError('failed', (err as Error).message);
-      if (e.code === 'bad-request' || e.code === 'incompatible-version' || e.code === 'stale-controller') {
-        this.logger.warn({ code: e.code, err: e.message }, 'control request refused');
-      }
-      reply = fail(e, v);
-    }
-    this.logger.debug({ reply }, 'control reply sent');
-    if (msg.reply) msg.respond(new TextEncoder().encode(JSON.stringify(reply)));
-  }
-
   private runner(identity: string): IdentityRunner {
     const r = this.runners.get(identity);
     if (!r) {
@@ -342,36 +320,19 @@ export class Agent {
     return r;
   }
 
-  /**
-   * Act on a state-changing request only under the controller's current election term: one
-   * bounded read of the election key, judged by judgeControllerTerm (pkg/control/term.ts).
-   * Throws the refusal; an unreadable key refuses too (the controller asks again).
-   */
-  private async requireCurrentTerm(request: MutatingRequest): Promise<void> {
-    let current: bigint | undefined;
-    if (request.term !== undefined) {
-      try {
-        const res = await this.etcd.get(controllerElectionKey()).options(within(TERM_READ_MS)).exec();
-        const kv = res.kvs[0];
-        current = kv ? BigInt(kv.mod_revision) : undefined;
-      } catch (err) {
-        throw new ControlError(
-          'failed',
-          `cannot confirm controller term ${request.term}: etcd did not answer within ${TERM_READ_MS} ms ` +
-            `(${(err as Error).message}); ${request.op} not done. The controller asks again; if this ` +
-            `persists, check this agent's etcd endpoints`,
-        );
+  /** Do what a proven control request asks (ControlServer checked signature and term). */
+  private async control(request: ControlRequest): Promise<unknown> {
+    try {
+      return await this.act(request);
+    } catch (err) {
+      if (err instanceof RunnerError) {
+        throw new ControlError(err.code === 'not-leader' ? 'not-leader' : 'failed', err.message);
       }
-    }
-    const verdict = judgeControllerTerm(request, current);
-    if (!verdict.act) throw verdict.error;
-    if (verdict.warning) {
-      this.logger.warn({ op: request.op, v: request.v, actor: request.actor }, verdict.warning);
+      throw err;
     }
   }
 
-  private async control(request: ControlRequest): Promise<unknown> {
-    if (isMutating(request)) await this.requireCurrentTerm(request);
+  private async act(request: ControlRequest): Promise<unknown> {
     switch (request.op) {
       case 'status': {
         const status = this.status();
@@ -441,6 +402,7 @@ export class Agent {
     const beat: Heartbeat = {
       v: HEARTBEAT_VERSION,
       node: this.node,
+      instance: this.instance,
       at: this.clock.wallMs(),
       fenced: this.fenceWatch.fenced !== undefined,
       identities: [...this.runners.values()].map((r) => ({
@@ -466,7 +428,7 @@ export class Agent {
   private async doShutdown(reason: string): Promise<void> {
     this.logger.info({ reason }, 'agent stopping: logging out and resigning every identity');
     clearInterval(this.heartbeatTimer);
-    this.controlSub?.unsubscribe();
+    this.controlServer?.stop();
     const budget = this.timing.logoutBudgetMs;
     await Promise.all([...this.runners.values()].map((r) => r.stop(budget)));
     await this.specWatcher?.close();

@@ -1,14 +1,16 @@
-// The real LoginPort (port.ts): credentials from a file or etcd written to the run directory,
+// The real LoginPort (port.ts): credentials from a file, or released by a controller to this
+// term's holder (credential-request.ts), written to the run directory,
 // the NATS responder, pending authorization records and the leader key's observer in etcd.
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Etcd3 } from 'etcd3';
 import type { NatsConnection } from 'nats';
+import type { UserSigner } from '../keys/index.js';
 import { removeCredentialFile, writeCredentialFile } from '../identity/credential.js';
 import { ensureInbox, Responder } from '../identity/responder.js';
 import { LeaderObserver } from '../lease/index.js';
-import { readCredential } from '../spec/credential-store.js';
 import { recordPending } from '../spec/store.js';
+import { requestCredential } from './credential-request.js';
 import type { LoginPort } from './port.js';
 
 export interface LoginIoDeps {
@@ -18,11 +20,13 @@ export interface LoginIoDeps {
   nc: NatsConnection;
   /** The agent's run directory; credentials go to <runDir>/<identity>/, mode 0700. */
   runDir: string;
+  /** The node key: credential requests (credential.source etcd) and replies are signed with it. */
+  signer: UserSigner;
 }
 
-export function loginIo({ identity, node, etcd, nc, runDir }: LoginIoDeps): LoginPort {
+export function loginIo({ identity, node, etcd, nc, runDir, signer }: LoginIoDeps): LoginPort {
   return {
-    async fetchCredential(spec) {
+    async fetchCredential(spec, token) {
       const source = spec.credential;
       if (source.source === 'none') return undefined;
       let secret: Buffer | undefined;
@@ -33,20 +37,20 @@ export function loginIo({ identity, node, etcd, nc, runDir }: LoginIoDeps): Logi
           );
         });
       } else {
-        secret = await readCredential(etcd, identity);
-        if (!secret) {
-          throw new Error(
-            `no credential stored in etcd for ${identity} (key understudy/secrets/${identity}/credential); store one with putCredential from pkg/spec`,
-          );
-        }
+        // Only a controller can open it, and only for the holder of this term's token.
+        secret = await requestCredential({ nc, etcd, signer, identity, node }, token);
       }
-      const dir = join(runDir, identity);
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      return writeCredentialFile(dir, identity, secret);
+      try {
+        const dir = join(runDir, identity);
+        await mkdir(dir, { recursive: true, mode: 0o700 });
+        return await writeCredentialFile(dir, identity, secret);
+      } finally {
+        secret.fill(0); // the file holds it now; no copy lingers in this process's memory
+      }
     },
     removeCredential: (file) => removeCredentialFile(file),
     ensureInbox: (spec) => ensureInbox(nc, identity, spec.inbox),
-    startResponder: (ctx, servedBefore) => Responder.start(nc, ctx, servedBefore),
+    startResponder: (ctx, servedBefore) => Responder.start(nc, ctx, servedBefore, { signer }),
     recordPending: (pending) => recordPending(etcd, identity, pending),
     observeLeader: (onChange, onTrouble) =>
       LeaderObserver.start(etcd, identity, onChange, undefined, onTrouble),

@@ -17,9 +17,10 @@ export interface ResponderHandle {
 export interface LoginPort {
   /**
    * Fetch the identity's credential and write it to a file only the service can read; the
-   * path, or undefined when the spec asks for none. Throws saying what to provision.
+   * path, or undefined when the spec asks for none. Throws saying what to provision. `token`:
+   * the term logging in (a controller releases an etcd credential only to its holder).
    */
-  fetchCredential(spec: IdentitySpec): Promise<string | undefined>;
+  fetchCredential(spec: IdentitySpec, token: bigint): Promise<string | undefined>;
   /** Remove a credential file written by fetchCredential (gone already is fine). */
   removeCredential(file: string): Promise<void>;
   /** Make sure the durable inbox exists, so requests are stored even while no one leads. */

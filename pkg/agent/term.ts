@@ -238,7 +238,7 @@ export class Term {
     let credentialFile: string | undefined;
     let responder: ResponderHandle | undefined;
     try {
-      credentialFile = await host.port.fetchCredential(spec);
+      credentialFile = await host.port.fetchCredential(spec, token);
       await leadership.setLoggedIn(true);
       if (!leadership.mayAct()) throw new Error('the term ended while logging in');
       // Armed before the service starts: from its first instant it dies with the lease.

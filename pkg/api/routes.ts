@@ -1,6 +1,7 @@
 // The route table and the controller core behind it. The server (pkg/http) mounts exactly
 // these routes; the OpenAPI document is generated from them.
 import { z } from 'zod';
+import { CredentialBody, CredentialResult } from './credentials.js';
 import { ApiEvent, ControllerInfo, HistoryQuery, HistoryView } from './events.js';
 import {
   AclChangeBody,
@@ -34,6 +35,9 @@ export interface ControllerApi {
   getSpec(identity: string): Promise<{ spec: unknown; revision: string }>;
   apply(body: ApplyBody, actor: string): Promise<ApplyResult[]>;
   deleteIdentity(identity: string, actor: string): Promise<void>;
+  /** Store an identity's credential, sealed with the controllers' key; never returned by any route. */
+  setCredential(identity: string, body: CredentialBody, actor: string): Promise<CredentialResult>;
+  deleteCredential(identity: string, actor: string): Promise<void>;
 
   switchover(identity: string, body: SwitchoverBody, actor: string): Promise<Workflow>;
   failover(identity: string, body: FailoverBody, actor: string): Promise<Workflow>;
@@ -122,6 +126,22 @@ export const ROUTES: readonly RouteSpec[] = [
     path: '/v1/identities/:identity',
     role: 'admin',
     summary: 'delete an identity spec (its leader logs out)',
+    status: 204,
+  },
+  {
+    method: 'put',
+    path: '/v1/identities/:identity/credential',
+    role: 'admin',
+    summary: 'store the credential handed to the leader at login (credential.source: etcd); never read back',
+    body: CredentialBody,
+    response: CredentialResult,
+    status: 200,
+  },
+  {
+    method: 'delete',
+    path: '/v1/identities/:identity/credential',
+    role: 'admin',
+    summary: 'delete the stored credential',
     status: 204,
   },
   {

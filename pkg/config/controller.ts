@@ -47,7 +47,22 @@ export const ControllerConfig = z.strictObject({
     /** URL clients use to reach this controller; standbys point writes at it. */
     advertiseUrl: Url(['http', 'https']).optional(),
     tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+    /**
+     * Who may read /metrics: `none` (default: Prometheus scrapes without a token) or `viewer`
+     * (a bearer token of any role). See docs/credentials.md, "What the metrics reveal".
+     */
+    metricsAuth: z.enum(['none', 'viewer']).default('none'),
   }),
+  /**
+   * Credentials stored in etcd (spec credential.source: etcd) are sealed with this key and
+   * released only to the node holding the identity's term (docs/credentials.md).
+   */
+  credentials: z
+    .strictObject({
+      /** 32 random bytes (or 64 hex digits), mode 0600, the same file on every controller. */
+      keyFile: z.string().min(1).optional(),
+    })
+    .prefault({}),
   auth: z.strictObject({ tokens: z.array(ApiToken).min(1, 'configure at least one API token') }),
   /** The controller election lease (controllers elect one active with pkg/lease). */
   lease: z

@@ -23,6 +23,8 @@ import type { ControllerConfig } from '../config/controller.js';
 import { generateCallerKey, userSigner, type UserSigner } from '../keys/index.js';
 import { AccessListApi } from './access-lists.js';
 import { AgentLink } from './agents.js';
+import { CredentialApi } from './api-credentials.js';
+import { CredentialServer, loadCredentialKey } from './credentials.js';
 import type { ApiDeps } from './api-deps.js';
 import { HandoverApi } from './api-handovers.js';
 import { NodeApi } from './api-nodes.js';
@@ -71,6 +73,9 @@ export class Controller implements ControllerApi {
   private readonly nodes: NodeApi;
   private readonly access: AccessListApi;
   private readonly status: StatusApi;
+  private readonly credentials: CredentialApi;
+  /** Answers agents' credential requests; only with credentials.keyFile (credentials.ts). */
+  private readonly credentialServer: CredentialServer | undefined;
 
   constructor(private readonly deps: ControllerDeps) {
     const { config, etcd, nc, logger: log } = deps;
@@ -88,7 +93,7 @@ export class Controller implements ControllerApi {
       key: signer.publicKey,
     };
     this.election = new ControllerElection(etcd, keys, member, config.lease.ttlSeconds, log, clock);
-    this.agents = new AgentLink(nc, log, undefined, clock);
+    this.agents = new AgentLink(nc, log, signer, undefined, clock);
     const writer = new GuardedWriter(etcd, keys, () => this.election.token, name);
     const cluster = new Cluster({
       ...{ name, etcd, keys, writer, clock, isActive },
@@ -109,6 +114,11 @@ export class Controller implements ControllerApi {
     this.handovers = new HandoverApi(api);
     this.nodes = new NodeApi(api);
     this.access = new AccessListApi(api);
+    const credentialKey = config.credentials.keyFile ? loadCredentialKey(config.credentials.keyFile) : undefined;
+    this.credentials = new CredentialApi(api, credentialKey);
+    this.credentialServer = credentialKey
+      ? new CredentialServer({ nc, etcd, keys, key: credentialKey, signer, name, log, clock, metrics })
+      : undefined;
     this.status = new StatusApi({ ...api, nc, isActive, lastRoundError: () => this.loop.lastError });
     this.election.on('active', () => metrics.active.set(1));
     this.election.on('standby', () => {
@@ -123,9 +133,11 @@ export class Controller implements ControllerApi {
     this.agents.start();
     this.election.start(url ?? this.deps.url);
     this.loop.start();
+    this.credentialServer?.start();
   }
 
   async stop(): Promise<void> {
+    this.credentialServer?.stop();
     this.loop.stop();
     this.supervisor.stopAll();
     this.agents.stop();
@@ -148,6 +160,8 @@ export class Controller implements ControllerApi {
   getSpec: ControllerApi['getSpec'] = (...a) => this.specs.getSpec(...a);
   apply: ControllerApi['apply'] = (...a) => this.specs.apply(...a);
   deleteIdentity: ControllerApi['deleteIdentity'] = (...a) => this.specs.deleteIdentity(...a);
+  setCredential: ControllerApi['setCredential'] = (...a) => this.credentials.setCredential(...a);
+  deleteCredential: ControllerApi['deleteCredential'] = (...a) => this.credentials.deleteCredential(...a);
 
   switchover: ControllerApi['switchover'] = (...a) => this.handovers.switchover(...a);
   failover: ControllerApi['failover'] = (...a) => this.handovers.failover(...a);

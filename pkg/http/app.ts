@@ -16,6 +16,8 @@ import { routeHandlers, routeKey } from './handlers.js';
 import { errorResponse, problemResponse, respond } from './respond.js';
 import { validate } from './validate.js';
 
+const METRICS_PATH = '/metrics';
+
 /** Largest request body accepted: a bulk apply of 500 specs fits with room to spare. */
 export const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -23,6 +25,8 @@ export interface AppOptions {
   api: ControllerApi;
   tokens: ResolvedToken[];
   logger: Logger;
+  /** Who may read /metrics (controller config http.metricsAuth): nobody needs a token by default. */
+  metricsAuth?: 'none' | 'viewer';
 }
 
 export function createApp(opts: AppOptions): Hono {
@@ -34,10 +38,17 @@ export function createApp(opts: AppOptions): Hono {
   for (const route of ROUTES) {
     const handler = handlers[routeKey(route)];
     if (!handler) throw new Error(`no handler for ${routeKey(route)}: add one to routeHandlers()`);
-    app.on(route.method.toUpperCase(), route.path, authorize(route, authenticate), limitBody, async (c) => {
-      const call = await validate(route, c, opts);
-      return respond(c, route, await handler(call));
-    });
+    const needed = route.path === METRICS_PATH ? (opts.metricsAuth ?? 'none') : route.role;
+    app.on(
+      route.method.toUpperCase(),
+      route.path,
+      authorize(route, authenticate, needed),
+      limitBody,
+      async (c) => {
+        const call = await validate(route, c, opts);
+        return respond(c, route, await handler(call));
+      },
+    );
   }
   mountMethodNotAllowed(app);
   app.notFound((c) =>

@@ -1,7 +1,7 @@
 // Who is calling: bearer tokens compared in constant time, and the role each route needs.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Context, MiddlewareHandler } from 'hono';
-import { roleAllows, type RouteSpec } from '../api/schema.js';
+import { roleAllows, type Role, type RouteSpec } from '../api/schema.js';
 import type { ResolvedToken } from '../config/controller.js';
 import { problemResponse } from './respond.js';
 
@@ -10,10 +10,17 @@ import { problemResponse } from './respond.js';
  * the context rather than in typed hono variables so createApp can return a plain `Hono`.
  */
 const actors = new WeakMap<Context, string>();
+/** The authenticated token's role per request (what a response may show, e.g. redact.ts). */
+const roles = new WeakMap<Context, Role>();
 
 /** The authenticated token's name for this request ('' on unauthenticated routes). */
 export function actorOf(c: Context): string | undefined {
   return actors.get(c);
+}
+
+/** The authenticated token's role (undefined on unauthenticated routes). */
+export function roleOf(c: Context): Role | undefined {
+  return roles.get(c);
 }
 
 export type TokenCheck = (header: string | undefined) => ResolvedToken | 'missing' | 'invalid';
@@ -46,22 +53,24 @@ function sha256(text: string): Buffer {
   return createHash('sha256').update(text, 'utf8').digest();
 }
 
-export function authorize(route: RouteSpec, check: TokenCheck): MiddlewareHandler {
+/** `needed` overrides the route's role (e.g. /metrics behind http.metricsAuth). */
+export function authorize(route: RouteSpec, check: TokenCheck, needed = route.role): MiddlewareHandler {
   return async (c, next) => {
-    if (route.role === 'none') return next();
+    if (needed === 'none') return next();
     const result = check(c.req.header('authorization'));
     if (result === 'missing' || result === 'invalid') return unauthorized(c, result);
-    if (!roleAllows(result.role, route.role)) {
+    if (!roleAllows(result.role, needed)) {
       return problemResponse(
         c,
         403,
         'forbidden',
-        `${route.method.toUpperCase()} ${route.path} needs role ${route.role} or higher; ` +
-          `token '${result.name}' has role ${result.role}. Use a token with role ${route.role} ` +
+        `${route.method.toUpperCase()} ${route.path} needs role ${needed} or higher; ` +
+          `token '${result.name}' has role ${result.role}. Use a token with role ${needed} ` +
           `(auth.tokens in the controller config).`,
       );
     }
     actors.set(c, result.name);
+    roles.set(c, result.role);
     return next();
   };
 }

@@ -11,7 +11,9 @@ import {
   type RouteSpec,
   type SwitchoverBody,
 } from '../api/schema.js';
+import type { CredentialBody } from '../api/credentials.js';
 import { openApiDocument } from '../api/openapi.js';
+import { specForRole } from '../api/redact.js';
 import { events, EVENTS_PATH } from './events.js';
 import { isPlainObject, readJson, type Call } from './validate.js';
 
@@ -34,9 +36,16 @@ export function routeHandlers(): Record<string, RouteHandler> {
     'get /v1/controller': async ({ api }) => api.info(),
     'get /v1/identities': async ({ api }) => ({ identities: await api.listIdentities() }),
     'get /v1/identities/:identity': async (call) => call.api.getIdentity(id(call)),
-    'get /v1/identities/:identity/spec': async (call) => call.api.getSpec(id(call)),
+    'get /v1/identities/:identity/spec': async (call) => {
+      const stored = await call.api.getSpec(id(call));
+      return { ...stored, spec: specForRole(call.role, stored.spec) };
+    },
     'put /v1/identities/:identity': putIdentity,
     'delete /v1/identities/:identity': async (call) => call.api.deleteIdentity(id(call), call.actor),
+    'put /v1/identities/:identity/credential': async (call) =>
+      call.api.setCredential(id(call), call.body as CredentialBody, call.actor),
+    'delete /v1/identities/:identity/credential': async (call) =>
+      call.api.deleteCredential(id(call), call.actor),
     'post /v1/apply': async ({ api, body, actor }) => ({
       results: await api.apply(body as ApplyBody, actor),
     }),

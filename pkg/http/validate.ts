@@ -2,17 +2,19 @@
 // schema, every problem reported with the field at fault.
 import type { Context } from 'hono';
 import { z } from 'zod';
-import { ApiError, type ControllerApi, type RouteSpec } from '../api/schema.js';
+import { ApiError, type ControllerApi, type Role, type RouteSpec } from '../api/schema.js';
 import { Name } from '../lease/keys.js';
 import type { Logger } from '../log/index.js';
 import type { AppOptions } from './app.js';
-import { actorOf } from './auth.js';
+import { actorOf, roleOf } from './auth.js';
 
 /** A request that passed validation, as a route handler sees it. */
 export interface Call {
   api: ControllerApi;
   /** The token's name; empty on unauthenticated routes. */
   actor: string;
+  /** The token's role; undefined on unauthenticated routes. */
+  role: Role | undefined;
   params: Record<string, string>;
   /** Parsed with the route's query schema (defaults applied), or undefined. */
   query: unknown;
@@ -26,7 +28,8 @@ export async function validate(route: RouteSpec, c: Context, deps: AppOptions): 
   const params = validateParams(c.req.param() as Record<string, string>);
   const query = route.query ? parseOrThrow(route.query, c.req.query(), 'query', 'query') : undefined;
   const body = await validateBody(route, c);
-  return { api: deps.api, logger: deps.logger, actor: actorOf(c) ?? '', params, query, body, c };
+  const role = roleOf(c);
+  return { api: deps.api, logger: deps.logger, actor: actorOf(c) ?? '', role, params, query, body, c };
 }
 
 function validateParams(params: Record<string, string>): Record<string, string> {

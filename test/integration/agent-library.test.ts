@@ -2,7 +2,9 @@
 // nats-service driver, credentials, history in etcd, health and metrics, and fencing over
 // the control subject.
 import { expect } from 'chai';
-import { stat, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { Etcd3 } from 'etcd3';
 import { connect, type NatsConnection } from 'nats';
@@ -11,12 +13,11 @@ import { AgentConfig } from '../../pkg/config/agent.js';
 import { readHistory } from '../../pkg/history/index.js';
 import { collectResponders, IdentityClient } from '../../pkg/identity/client.js';
 import type { NatsServiceHandlers } from '../../pkg/identity/nats-service.js';
-import { subjects } from '../../pkg/identity/wire.js';
 import { connectEtcd } from '../../pkg/lease/index.js';
 import { createLogger } from '../../pkg/log/index.js';
-import { putCredential } from '../../pkg/spec/credential-store.js';
 import { putSpec } from '../../pkg/spec/store.js';
 import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
+import { TestAuthority } from '../support/control.js';
 import { waitFor } from '../support/wait.js';
 
 const SECRET = 'hunter2-do-not-log';
@@ -81,13 +82,16 @@ describe('agent as a library (real etcd and NATS)', function () {
     });
 
   it('serves an in-process handler with the term token, hands it a 0600 credential file, and records every transition', async () => {
+    // credential.source etcd needs a controller (test/integration/credentials.test.ts); a file
+    // provisioned on the node is copied to the term's 0600 file the same way.
+    const provisioned = join(await mkdtemp(join(tmpdir(), 'understudy-lib-')), 'secret');
+    await writeFile(provisioned, SECRET, { mode: 0o600 });
     await putSpec(client, {
       name: 'lib',
       service: { driver: 'nats-service', handler: 'echo' },
-      credential: { source: 'etcd' },
+      credential: { source: 'file', path: provisioned },
       access: { open: true },
     });
-    await putCredential(client, 'lib', SECRET);
     let credential: { path: string; mode: number; content: string } | undefined;
     const agent = await start('a', 'lib', {
       echo: {
@@ -154,28 +158,28 @@ describe('agent as a library (real etcd and NATS)', function () {
     const b = await start('b', 'fenceable', handlers);
     await until(b, 'fenceable', 'standby');
 
-    const control = async (node: string, body: object) =>
-      JSON.parse(
-        new TextDecoder().decode(
-          (await nc.request(subjects.control(node), JSON.stringify(body), { timeout: 5_000 })).data,
-        ),
-      ) as { ok: boolean; result?: unknown; error?: unknown };
-    expect(await control('a', { v: 1, op: 'fence', actor: 'test', reason: 'maintenance' })).to.include({
-      ok: true,
-    });
-    await until(a, 'fenceable', 'fenced');
-    await until(b, 'fenceable', 'leader');
-    expect((await collectResponders(nc, 'fenceable', 200)).map((r) => r.node)).to.deep.equal(['b']);
+    const authority = await TestAuthority.start(client, nc);
+    try {
+      const control = (node: string, body: Record<string, unknown>) => authority.send(node, body);
+      expect(await control('a', { op: 'fence', actor: 'test', reason: 'maintenance' })).to.include({
+        ok: true,
+      });
+      await until(a, 'fenceable', 'fenced');
+      await until(b, 'fenceable', 'leader');
+      expect((await collectResponders(nc, 'fenceable', 200)).map((r) => r.node)).to.deep.equal(['b']);
 
-    // Across a restart of its agent, a fenced node neither campaigns nor logs in (S4).
-    await a.shutdown('restart');
-    running.splice(running.indexOf(a), 1);
-    a = await start('a', 'fenceable', handlers);
-    await until(a, 'fenceable', 'fenced');
-    expect(a.status().fenced).to.equal(true);
+      // Across a restart of its agent, a fenced node neither campaigns nor logs in (S4).
+      await a.shutdown('restart');
+      running.splice(running.indexOf(a), 1);
+      a = await start('a', 'fenceable', handlers);
+      await until(a, 'fenceable', 'fenced');
+      expect(a.status().fenced).to.equal(true);
 
-    expect(await control('a', { v: 1, op: 'unfence', actor: 'test' })).to.include({ ok: true });
-    await until(a, 'fenceable', 'standby');
-    expect((await collectResponders(nc, 'fenceable', 200)).map((r) => r.node)).to.deep.equal(['b']);
+      expect(await control('a', { op: 'unfence', actor: 'test' })).to.include({ ok: true });
+      await until(a, 'fenceable', 'standby');
+      expect((await collectResponders(nc, 'fenceable', 200)).map((r) => r.node)).to.deep.equal(['b']);
+    } finally {
+      await authority.stop();
+    }
   });
 });

@@ -103,7 +103,21 @@ class FakeApi implements ControllerApi {
     return this.record('getIdentity', [identity], identityView(identity));
   }
   getSpec(identity: string) {
-    return this.record('getSpec', [identity], { spec: { name: identity }, revision: '7' });
+    const spec = {
+      name: identity,
+      service: { driver: 'process', command: ['svc'], env: { DB_PASSWORD: 'p4ss-w0rd', MODE: 'live' } },
+    };
+    return this.record('getSpec', [identity], { spec, revision: '7' });
+  }
+  setCredential(identity: string, body: unknown, actor: string) {
+    return this.record('setCredential', [identity, body, actor], {
+      identity,
+      revision: '9',
+      keyId: '0123456789abcdef',
+    });
+  }
+  deleteCredential(identity: string, actor: string) {
+    return this.record('deleteCredential', [identity, actor], undefined);
   }
   apply(body: { specs: unknown[]; dryRun: boolean }, actor: string) {
     const results: ApplyResult[] = body.specs.map((s) => ({
@@ -651,6 +665,57 @@ describe('controller HTTP API (pkg/http)', function () {
       const deny = doc.paths['/v1/identities/{identity}/acl/pending/{caller}/deny']!.post!;
       const pathParams = deny.parameters!.filter((p) => p.in === 'path').map((p) => p.name);
       expect(pathParams).to.deep.equal(['identity', 'caller']);
+    });
+  });
+
+  describe('credentials and secrets (issue 12)', function () {
+    it('shows a viewer the names of service.env but not the values; operators see them', async function () {
+      const asViewer = (await (await send('GET', '/v1/identities/gw/spec', { token: VIEWER })).json()) as {
+        spec: { service: { env: Record<string, string> } };
+      };
+      expect(asViewer.spec.service.env).to.deep.equal({ DB_PASSWORD: '[redacted]', MODE: '[redacted]' });
+      expect(JSON.stringify(asViewer)).to.not.include('p4ss-w0rd');
+      const asOperator = (await (
+        await send('GET', '/v1/identities/gw/spec', { token: OPERATOR })
+      ).json()) as {
+        spec: { service: { env: Record<string, string> } };
+      };
+      expect(asOperator.spec.service.env.DB_PASSWORD).to.equal('p4ss-w0rd');
+    });
+
+    it('stores a credential for admins only, passing the base64 value and the actor', async function () {
+      const body = { value: Buffer.from('s3cret').toString('base64') };
+      const operator = await send('PUT', '/v1/identities/gw/credential', { token: OPERATOR, body });
+      expect(operator.status).to.equal(403);
+      expect(api.callsTo('setCredential')).to.deep.equal([]);
+      const res = await send('PUT', '/v1/identities/gw/credential', { token: ADMIN, body });
+      expect(res.status).to.equal(200);
+      expect(await res.json()).to.deep.equal({ identity: 'gw', revision: '9', keyId: '0123456789abcdef' });
+      expect(api.callsTo('setCredential')[0]!.args).to.deep.equal(['gw', body, 'ada']);
+      const deleted = await send('DELETE', '/v1/identities/gw/credential', { token: ADMIN });
+      expect(deleted.status).to.equal(204);
+      expect(api.callsTo('deleteCredential')[0]!.args).to.deep.equal(['gw', 'ada']);
+    });
+
+    it('answers 400 value to a credential that is not base64, and has no route that reads one', async function () {
+      const res = await send('PUT', '/v1/identities/gw/credential', {
+        token: ADMIN,
+        body: { value: 'not base64!' },
+      });
+      expect(res.status).to.equal(400);
+      expect((await problemOf(res)).field).to.equal('value');
+      const read = await send('GET', '/v1/identities/gw/credential', { token: ADMIN });
+      expect(read.status).to.equal(405);
+      expect(api.callsTo('setCredential')).to.deep.equal([]);
+    });
+
+    it('puts /metrics behind a viewer token when metricsAuth is viewer', async function () {
+      const logger = createLogger({ name: 'test', level: 'silent' });
+      const guarded = createApp({ api, tokens: TOKENS, logger, metricsAuth: 'viewer' });
+      expect((await guarded.request('/metrics')).status).to.equal(401);
+      const ok = await guarded.request('/metrics', { headers: { authorization: `Bearer ${VIEWER}` } });
+      expect(ok.status).to.equal(200);
+      expect((await guarded.request('/healthz')).status).to.equal(200);
     });
   });
 
