@@ -43,6 +43,12 @@ const program = new Command('understudy')
       .env('UNDERSTUDY_NATS_SERVERS')
       .default('nats://127.0.0.1:42220'),
   )
+  .addOption(
+    new Option(
+      '--nats-nkey-file <file>',
+      'NATS user seed file (SU..., mode 0600): connect as that nkey user, e.g. the client user',
+    ).env('UNDERSTUDY_NATS_NKEY_FILE'),
+  )
   .addOption(new Option('-o, --output <format>', 'output format').choices(OUTPUT_FORMATS).default('text'))
   .addHelpText('after', `\n${exitCodesHelp()}`)
   .configureHelp({ showGlobalOptions: true })

@@ -3,10 +3,20 @@
 // connection change.
 import { readFileSync } from 'node:fs';
 import type { Etcd3 } from 'etcd3';
-import { connect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from 'nats';
+import {
+  connect,
+  credsAuthenticator,
+  ErrorCode,
+  NatsError,
+  nkeyAuthenticator,
+  type ConnectionOptions,
+  type Status,
+  type NatsConnection,
+} from 'nats';
 import type { Logger } from 'pino';
 import { connectEtcd } from '../lease/index.js';
 import { withoutUserinfo } from '../log/index.js';
+import { readUserSeed } from '../natsauth/keys.js';
 
 /** NATS pings: a dead or frozen server is noticed in ~PING_INTERVAL × MAX_PINGS_OUT, not 4 min. */
 const NATS_PING_INTERVAL_MS = 2_000;
@@ -27,6 +37,8 @@ export interface EtcdSettings {
 export interface NatsSettings {
   servers: string[];
   credsFile?: string | undefined;
+  /** A NATS user seed file (0600): connect as that nkey user (docs/nats-authorization.md). */
+  nkeyFile?: string | undefined;
   token?: string | undefined;
   user?: string | undefined;
   pass?: string | undefined;
@@ -49,6 +61,36 @@ export function etcdFromSettings(e: EtcdSettings): Etcd3 {
   });
 }
 
+/** What the server refused, from a status event of nats.js (undefined: not a refusal). */
+function permissionRefusal(s: Status): { operation: string; subject: string } | undefined {
+  const ctx = (s as Status & { permissionContext?: { operation: string; subject: string } })
+    .permissionContext;
+  return s.type === 'error' && s.data === ErrorCode.PermissionsViolation && ctx ? ctx : undefined;
+}
+
+const permissionAdvice = (r: { operation: string; subject: string }) =>
+  `NATS refused ${r.operation === 'publish' ? 'a publish to' : 'a subscription to'} ${r.subject}: this NATS user lacks the permission; compare the server's authorization block with docs/nats-authorization.md`;
+
+/** What to do about a failed connect. */
+function connectAdvice(err: unknown): string {
+  return err instanceof NatsError && err.code === ErrorCode.AuthorizationViolation
+    ? 'the server refused our credentials: check nats.nkeyFile holds the seed of a user its authorization block lists (docs/nats-authorization.md)'
+    : 'check nats.servers and that NATS runs';
+}
+
+/** How to authenticate: an nkey seed file or a creds file (one of them), or none. */
+async function authenticator(n: NatsSettings): Promise<Pick<ConnectionOptions, 'authenticator'>> {
+  if (n.nkeyFile !== undefined && n.credsFile !== undefined) {
+    throw new Error(
+      'nats.nkeyFile and nats.credsFile both set: give one (nkeyFile for a server with nkey users, credsFile for JWT accounts)',
+    );
+  }
+  if (n.nkeyFile !== undefined)
+    return { authenticator: nkeyAuthenticator(await readUserSeed(n.nkeyFile, 'nats.nkeyFile')) };
+  if (n.credsFile !== undefined) return { authenticator: credsAuthenticator(readFileSync(n.credsFile)) };
+  return {};
+}
+
 export async function connectNats(n: NatsSettings, name: string, logger: Logger): Promise<NatsConnection> {
   const options: ConnectionOptions = {
     servers: n.servers,
@@ -60,7 +102,7 @@ export async function connectNats(n: NatsSettings, name: string, logger: Logger)
     maxPingOut: NATS_MAX_PINGS_OUT,
     ...(n.token ? { token: n.token } : {}),
     ...(n.user ? { user: n.user, pass: n.pass } : {}),
-    ...(n.credsFile ? { authenticator: credsAuthenticator(readFileSync(n.credsFile)) } : {}),
+    ...(await authenticator(n)),
     ...(n.tls
       ? {
           tls: {
@@ -76,13 +118,20 @@ export async function connectNats(n: NatsSettings, name: string, logger: Logger)
     nc = await connect(options);
   } catch (err) {
     throw new Error(
-      `cannot connect to NATS at ${n.servers.map(withoutUserinfo).join(', ')}: ${withoutUserinfo((err as Error).message)}; check nats.servers and that NATS runs`,
+      `cannot connect to NATS at ${n.servers.map(withoutUserinfo).join(', ')}: ${withoutUserinfo((err as Error).message)}; ${connectAdvice(err)}`,
       { cause: err },
     );
   }
   void (async () => {
     for await (const s of nc.status()) {
       if (s.type === 'pingTimer') continue;
+      const refused = permissionRefusal(s);
+      if (refused !== undefined) {
+        // The server refused one of our publishes or subscriptions: a server config that lacks
+        // an entry for this role, or a bug. Either way something will not work: an error line.
+        logger.error({ nats: 'permissions-violation', ...refused }, permissionAdvice(refused));
+        continue;
+      }
       const level =
         s.type === 'disconnect' || s.type === 'error' || s.type === 'staleConnection' ? 'warn' : 'info';
       logger[level](
