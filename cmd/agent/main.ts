@@ -3,8 +3,10 @@
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import type { Logger } from 'pino';
 import { Agent } from '../../pkg/agent/agent.js';
 import { ConfigError, loadAgentConfig } from '../../pkg/config/agent.js';
+import { execPolicy, type ExecPolicy } from '../../pkg/identity/exec-policy.js';
 import { createLogger } from '../../pkg/log/index.js';
 import { SpecError } from '../../pkg/spec/store.js';
 
@@ -55,12 +57,19 @@ async function main(): Promise<void> {
     base: { node: config.node },
   });
 
+  const policy = execPolicy(config);
+  await reportPolicy(policy, logger);
+
   let agent: Agent;
   try {
     agent = await Agent.start({
       config,
       logger,
       loadHandlers: async (module) => {
+        // The runner refused a spec whose module is not allowed before it campaigned; this is
+        // the last word right before the import (the file system may have changed since).
+        const verdict = await policy.module(module);
+        if (!verdict.ok) throw new Error(`module not loaded: ${verdict.reason}`);
         const loaded = (await import(pathToFileURL(resolve(module)).href)) as {
           handlers?: Record<string, never>;
         };
@@ -102,6 +111,36 @@ async function main(): Promise<void> {
     );
     process.exit(EXIT_FAILED);
   });
+}
+
+/** Say at start what specs may run here and as whom, so a refusal later is no surprise. */
+async function reportPolicy(policy: ExecPolicy, logger: Logger): Promise<void> {
+  const { allow } = policy.settings;
+  if (allow.unrestricted) {
+    logger.warn(
+      'allow.unrestricted is true: whoever may write identity specs chooses what this node runs. Use it for development only; list allow.commands, allow.modules and allow.credentialPaths instead',
+    );
+  }
+  const runAs = await policy.runAs();
+  if (!runAs.ok) {
+    logger.warn(
+      { reason: runAs.reason },
+      'process services will be refused on this node until the agent config changes',
+    );
+    return;
+  }
+  const as = runAs.switchTo
+    ? `${runAs.switchTo.user} (uid ${runAs.switchTo.uid})`
+    : `this agent's user (uid ${process.getuid?.()})`;
+  logger.info(
+    {
+      commands: allow.commands.length,
+      modules: allow.modules.length,
+      credentialPaths: allow.credentialPaths.length,
+      unrestricted: allow.unrestricted,
+    },
+    `process services run as ${as}; specs may run only what allow lists`,
+  );
 }
 
 await main();

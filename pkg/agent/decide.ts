@@ -88,12 +88,19 @@ export interface IdleFacts {
   /** Why this node may not lead now (no spec, not a candidate, nofailover). */
   ineligible?: string;
   fenceReason?: string;
+  /** Why this node's allow-list or service user refuses what the spec would run or read. */
+  refused?: string;
 }
 
 /** Before a campaign: stand by when not eligible, stay fenced while fenced, else campaign. */
-export function decideIdle(f: IdleFacts): Decision & { then: 'wait' | 'campaign' } {
+export function decideIdle(f: IdleFacts): Decision & { then: 'wait' | 'recheck' | 'campaign' } {
   if (f.ineligible !== undefined) return { next: 'standby', reason: f.ineligible, then: 'wait' };
   if (f.fenceReason !== undefined) return { next: 'fenced', reason: f.fenceReason, then: 'wait' };
+  // Never campaign for what this node would refuse to run: it would win and fail to log in.
+  // The file system may change (a binary installed), so it is looked at again later.
+  if (f.refused !== undefined) {
+    return { next: 'standby', reason: `not campaigning: ${f.refused}`, then: 'recheck' };
+  }
   // Fenced may only lead to standby (S4): the campaign starts from there.
   if (f.state === 'fenced') return { next: 'standby', reason: 'unfenced', then: 'campaign' };
   return { reason: 'eligible and not fenced: campaigning', then: 'campaign' };

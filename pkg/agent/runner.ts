@@ -40,6 +40,8 @@ import type { SessionKeeper } from './sessions.js';
 import { LOGGED_IN_STATES, type IdentityState } from './states.js';
 import { Term, type TermHost } from './term.js';
 import { Wakeup } from './wakeup.js';
+import { guardCredentialRead, type SpecPolicy } from './spec-policy.js';
+import { ReasonLog } from '../identity/reason-log.js';
 
 export { RunnerError } from './errors.js';
 export type { NodeSettings } from './decide.js';
@@ -51,6 +53,8 @@ const LOOP_ERROR_PAUSE_MS = 1_000;
 const LOOP_ERROR_MAX_PAUSE_MS = 30_000;
 /** A campaign ranked last for a cooldown re-registers this long after it ends, so its rank is current. */
 const COOLDOWN_REFRESH_SLACK_MS = 10;
+/** A spec this node refuses is looked at again this often: a binary installed later counts. */
+const REFUSED_RECHECK_MS = 30_000;
 
 export interface RunnerDeps {
   node: string;
@@ -62,6 +66,8 @@ export interface RunnerDeps {
   port: LoginPort;
   /** This node's settings from the agent config (the spec's candidates may override them). */
   settings: NodeSettings;
+  /** What this node lets specs run and read, and as whom (the agent config's allow, service). */
+  policy: SpecPolicy;
   makeDriver(spec: IdentitySpec): IdentityDriver;
   clock?: Clock;
   onTransition?(t: { identity: string; from: IdentityState; to: IdentityState; token?: bigint }): void;
@@ -93,6 +99,10 @@ export class IdentityRunner extends EventEmitter {
   private loopDone: Promise<void> | undefined;
   private readonly log: Logger;
   private readonly host: TermHost;
+  /** The login port, asking the policy before a credential file is read. */
+  private readonly port: LoginPort;
+  /** A refused spec is logged once per reason, and once when it is allowed again. */
+  private readonly refusals: ReasonLog;
 
   constructor(
     readonly identity: string,
@@ -100,6 +110,12 @@ export class IdentityRunner extends EventEmitter {
   ) {
     super();
     this.log = deps.logger.child({ identity });
+    this.port = guardCredentialRead(deps.port, deps.policy);
+    this.refusals = new ReasonLog(
+      this.log,
+      "accepting the spec on this node (the agent config's allow and service sections)",
+      'error',
+    );
     this.clock = deps.clock ?? systemClock;
     this.changed = new Wakeup(this.clock);
     this.machine = new IdentityStateMachine(this.clock, 'waiting for the identity spec in etcd');
@@ -122,7 +138,7 @@ export class IdentityRunner extends EventEmitter {
       identity,
       node: deps.node,
       clock: this.clock,
-      port: deps.port,
+      port: this.port,
       log: this.log,
       ...(deps.onRequest ? { onRequest: deps.onRequest } : {}),
     });
@@ -364,11 +380,16 @@ export class IdentityRunner extends EventEmitter {
   /** One pass: wait until eligible and unfenced, campaign, and run the term if won. */
   private async step(): Promise<void> {
     const spec = this.spec;
+    // Before anything runs or is read for this spec: would this node run it at all?
+    const refused = spec && !this.ineligible() ? await this.refusal(spec) : undefined;
+    if (spec !== this.spec) return; // changed while it was looked at: decide on the new one
     const { fenceReason } = this.outside();
-    const idle = decideIdle({ state: this.state, ineligible: this.ineligible(), fenceReason });
+    const ineligible = this.ineligible();
+    const idle = decideIdle({ state: this.state, ineligible, fenceReason, refused });
     this.move(idle);
-    if (idle.then === 'wait' || !spec) {
-      await this.changed.wait(undefined, this.stopController.signal);
+    if (idle.then !== 'campaign' || !spec) {
+      const recheckMs = idle.then === 'recheck' ? REFUSED_RECHECK_MS : undefined;
+      await this.changed.wait(recheckMs, this.stopController.signal);
       return;
     }
     await this.service.ensure(spec);
@@ -454,6 +475,14 @@ export class IdentityRunner extends EventEmitter {
     }
   }
 
+  /** Why this node refuses to run or read what `spec` names (undefined: it may). */
+  private async refusal(spec: IdentitySpec): Promise<string | undefined> {
+    const verdict = await this.deps.policy.check(spec, { identity: this.identity, node: this.deps.node });
+    if (verdict.ok) this.refusals.ok();
+    else this.refusals.fail(verdict.reason, { field: verdict.field });
+    return verdict.ok ? undefined : verdict.reason;
+  }
+
   // --- what a term uses ---------------------------------------------------------------------
 
   private termHost(): TermHost {
@@ -462,7 +491,7 @@ export class IdentityRunner extends EventEmitter {
       node: this.deps.node,
       log: this.log,
       clock: this.clock,
-      port: this.deps.port,
+      port: this.port,
       changed: this.changed,
       stopSignal: this.stopController.signal,
       state: () => this.state,

@@ -4,12 +4,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { LeaseTimingError, LeaseTimingSection, leaseTiming, Name } from '../lease/index.js';
+import { entryProblem } from '../identity/allow.js';
 import { durationMs, PublicNkey } from '../spec/schema.js';
 import { ConfigError, loadConfig, parseConfig, type EnvOverride } from './load.js';
 
 // Upper bounds of agent durations (each far below what a Node timer holds: spec/schema.ts).
 /** Heartbeats rarer than a minute leave the controller's view of agents stale for too long. */
 const HEARTBEAT_INTERVAL_MAX_MS = 60_000;
+/** Entries per allow-list: a list longer than this is no longer read by anyone. */
+const ALLOW_LIST_MAX = 256;
 
 export const Url = (schemes: string[]) =>
   z.string().refine(
@@ -66,6 +69,54 @@ export const CONNECTION_ENV_OVERRIDES: EnvOverride[] = [
   { env: 'UNDERSTUDY_NATS_NKEY_FILE', path: ['nats', 'nkeyFile'], parse: 'string' },
 ];
 
+/** An allow-list entry: an absolute plain path, a directory when it ends in '/' (allow.ts). */
+const AllowEntry = z.string().superRefine((v, ctx) => {
+  const problem = entryProblem(v);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+
+/**
+ * What a spec's service.command, service.module and credential.path may lead to on this
+ * node (pkg/identity/allow.ts has the matching rule). Anyone who may write specs would
+ * otherwise choose what this node runs: nothing is allowed unless listed here.
+ */
+export const AllowSection = z
+  .strictObject({
+    commands: z.array(AllowEntry).max(ALLOW_LIST_MAX).default([]),
+    modules: z.array(AllowEntry).max(ALLOW_LIST_MAX).default([]),
+    credentialPaths: z.array(AllowEntry).max(ALLOW_LIST_MAX).default([]),
+    /** Allow whatever specs name. For development only: spec writers become this node's users. */
+    unrestricted: z.boolean().default(false),
+  })
+  .refine(
+    (a) => !a.unrestricted || a.commands.length + a.modules.length + a.credentialPaths.length === 0,
+    'unrestricted: true allows everything, so lists next to it would mislead: keep one or the other',
+  )
+  .prefault({});
+
+/** A user or group: a name as useradd takes it, or a number. */
+const Account = z
+  .string()
+  .regex(
+    /^(?:[a-z_][a-z0-9_-]{0,31}|\d{1,10})$/,
+    'must be a user or group name (lower case, e.g. understudy-svc) or a numeric id',
+  );
+
+/** Who process services run as; an agent running as root never runs them as root unasked. */
+export const ServiceSection = z
+  .strictObject({
+    user: Account.optional(),
+    /** Default: the user's primary group. */
+    group: Account.optional(),
+    /** Run services as root when the agent is root and no user is set (or the user is root). */
+    allowRoot: z.boolean().default(false),
+  })
+  .refine((s) => s.group === undefined || s.user !== undefined, {
+    message: 'service.group needs service.user (the group of the user services run as)',
+    path: ['group'],
+  })
+  .prefault({});
+
 export const AgentConfig = z.strictObject({
   node: Name,
   etcd: EtcdSection,
@@ -108,6 +159,10 @@ export const AgentConfig = z.strictObject({
   health: z.strictObject({ listen: HostPort }).optional(),
   heartbeatIntervalMs: durationMs(200, HEARTBEAT_INTERVAL_MAX_MS).default(2_000),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** What identity specs may run and read on this node; empty lists allow nothing. */
+  allow: AllowSection,
+  /** Who process services run as (docs/running-unprivileged.md). */
+  service: ServiceSection,
 });
 export type AgentConfig = z.infer<typeof AgentConfig>;
 

@@ -2,9 +2,11 @@
 // writes it here, passes only the path (env UNDERSTUDY_CREDENTIAL_FILE / the login message),
 // and removes it at logout. The secret never goes into argv (world-readable in /proc) nor logs.
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, rename, stat, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { constants } from 'node:fs';
+import { chmod, lchown, mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { dirname, join, parse } from 'node:path';
 import { NAME_PATTERN } from '../lease/keys.js';
+import type { RunAs } from './run-as.js';
 
 const FILE_MODE = 0o600;
 const DIR_MODE = 0o700;
@@ -58,8 +60,56 @@ export async function removeCredentialFile(path: string): Promise<void> {
   }
 }
 
-/** Before a login: the file must exist and be readable by its owner only. */
-export async function checkCredentialFile(identity: string, path: string): Promise<void> {
+/** Search (x) permission for others: the service user may pass through, not list. */
+const OTHERS_SEARCH = 0o001;
+
+/**
+ * Give the credential file (and its directory) to the service user, still 0600 and 0700, so the
+ * service can read it and nobody else can. The file is changed through a descriptor opened
+ * without following a link, and only if it is the plain file the agent wrote (one link, owned
+ * by the agent or already by the user): the service user owns the directory and could swap the
+ * name for a link to a file it must never own. The run directory gets search permission for
+ * others (not listing), and every directory above it must already allow the user through.
+ */
+export async function handCredentialTo(path: string, runAs: RunAs, runDir: string): Promise<void> {
+  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    const info = await handle.stat();
+    const agentUid = process.getuid?.();
+    if (!info.isFile() || info.nlink !== 1 || (info.uid !== agentUid && info.uid !== runAs.uid)) {
+      throw new Error(
+        `credential file ${path} is not the plain file the agent wrote (a link, or owned by uid ${info.uid}); not handing it to ${runAs.user}`,
+      );
+    }
+    await handle.chown(runAs.uid, runAs.gid);
+    await handle.chmod(FILE_MODE);
+  } finally {
+    await handle.close();
+  }
+  const dir = dirname(path);
+  await lchown(dir, runAs.uid, runAs.gid);
+  await chmod(dir, DIR_MODE);
+  const top = await stat(runDir);
+  if ((top.mode & OTHERS_SEARCH) === 0) await chmod(runDir, (top.mode & 0o7777) | OTHERS_SEARCH);
+  await checkReachable(dirname(runDir), runAs);
+}
+
+/** Every directory from `dir` up to / must let `who` through (search permission). */
+async function checkReachable(dir: string, who: RunAs): Promise<void> {
+  for (let d = dir; ; d = dirname(d)) {
+    const info = await stat(d);
+    const bit = info.uid === who.uid ? 0o100 : info.gid === who.gid ? 0o010 : OTHERS_SEARCH;
+    if ((info.mode & bit) === 0) {
+      throw new Error(
+        `the service user ${who.user} cannot reach the credential file: ${d} (mode ${(info.mode & 0o777).toString(8)}) does not let it through. Put the agent's runDir under a directory it may pass, such as /run/understudy (systemd RuntimeDirectory=understudy)`,
+      );
+    }
+    if (d === parse(d).root) return;
+  }
+}
+
+/** Before a login: the file must exist and be readable by its owner only (that owner, if given). */
+export async function checkCredentialFile(identity: string, path: string, ownerUid?: number): Promise<void> {
   let info;
   try {
     info = await stat(path);
@@ -71,6 +121,11 @@ export async function checkCredentialFile(identity: string, path: string): Promi
   if (!info.isFile() || (info.mode & 0o077) !== 0) {
     throw new Error(
       `identity '${identity}': credential file ${path} must be a regular file readable by its owner only (mode is ${(info.mode & 0o777).toString(8)}); write it with writeCredentialFile`,
+    );
+  }
+  if (ownerUid !== undefined && info.uid !== ownerUid) {
+    throw new Error(
+      `identity '${identity}': credential file ${path} is owned by uid ${info.uid}, not by the service user (uid ${ownerUid}), so the service could not read it`,
     );
   }
 }

@@ -9,6 +9,7 @@ import { systemClock, type Clock } from '../clock/index.js';
 import type { ProcessService } from '../spec/schema.js';
 import { loginMessage } from './channel.js';
 import { termMayAct, type LoginContext } from './driver.js';
+import type { ExecPolicy } from './exec-policy.js';
 import type { Lifeline } from './lifeline.js';
 import type { ProcessPhase, Purpose } from './process-phase.js';
 import {
@@ -20,6 +21,7 @@ import {
   type Confirmation,
   type ExitInfo,
 } from './service-process.js';
+import type { RunAs } from './run-as.js';
 
 /** A channel-less service that dies this soon after spawning did not start (bad argv, missing
  * binary behind the lifeline wrapper, which itself always spawns fine). */
@@ -36,6 +38,18 @@ export interface ProcessDriverOptions {
   lifeline?: Lifeline;
   /** Time for every deadline, backoff and timeout (default: the system clock). */
   clock?: Clock;
+  /**
+   * What this node lets a spec run, and as whom (the agent config's allow-list and service
+   * user): asked right before each spawn, whose executable it then is. Absent (library use,
+   * tests): spec.command runs as it is, as this process's user.
+   */
+  policy?: ExecPolicy;
+}
+
+/** How the next process is spawned: the allowed argv and the user, when a policy applies. */
+export interface LaunchPlan {
+  argv?: string[];
+  runAs?: RunAs | undefined;
 }
 
 export type StartResult =
@@ -116,9 +130,29 @@ export abstract class ProcessStarter extends EventEmitter {
 
   // ---- starting ------------------------------------------------------------------------
 
+  /**
+   * What the next spawn runs, as the policy allows it; throws the refusal (nothing starts).
+   * Asked before every spawn, not once: the file system may have changed since the campaign.
+   */
+  protected async launchPlan(): Promise<LaunchPlan> {
+    const policy = this.opts.policy;
+    if (!policy) return {};
+    const launch = await policy.launch(this.spec, serviceEnvironment(this.spec, this.opts, undefined));
+    if (!launch.ok) {
+      this.log.error(
+        { field: launch.field, reason: launch.reason },
+        'service not started: refused by this node',
+      );
+      throw new Error(`identity '${this.opts.identity}': not started: ${launch.reason}`);
+    }
+    return { argv: launch.argv, runAs: launch.runAs };
+  }
+
   /** Start a warm process and wait for `ready`. */
   protected async startStandby(): Promise<void> {
-    const proc = this.spawnProcess('standby');
+    const plan = await this.launchPlan();
+    this.assertOpen('start the warm service'); // closed while the policy was asked
+    const proc = this.spawnProcess('standby', undefined, plan);
     const ready = await proc.awaitMessage('ready', this.spec.startTimeoutMs);
     if (ready.kind === 'ok') {
       proc.move('ready');
@@ -147,8 +181,10 @@ export abstract class ProcessStarter extends EventEmitter {
         try {
           if (purpose === 'term') {
             // This process is spawned under the term (it carries the term's deadline).
+            const plan = this.proc?.alive ? {} : await this.launchPlan();
             if (!termMayAct(ctx)) return TERM_ENDED;
-            if (!this.proc?.alive) await this.startStandbyUnderTerm();
+            this.assertOpen('start the service');
+            if (!this.proc?.alive) await this.startStandbyUnderTerm(plan);
           } else await this.prepare();
         } catch (err) {
           return { ok: false, reason: (err as Error).message };
@@ -184,8 +220,18 @@ export abstract class ProcessStarter extends EventEmitter {
       return this.confirmLogin(proc, ctx, answer);
     }
     // Cold: the term is in the environment; with a channel, the login message confirms it too.
+    let plan: LaunchPlan;
+    try {
+      plan = await this.launchPlan();
+    } catch (err) {
+      return { ok: false, reason: (err as Error).message };
+    }
+    // A logout or close that came while the policy was asked found nothing to stop: start nothing.
+    if (generation !== this.generation || this.closed) {
+      return { ok: false, reason: 'abandoned: a logout or close came while the service was starting' };
+    }
     if (!termMayAct(ctx)) return TERM_ENDED;
-    const proc = this.spawnProcess(purpose, ctx);
+    const proc = this.spawnProcess(purpose, ctx, plan);
     if (this.spec.channel === 'fd3') {
       const answer = await proc.exchange(loginMessage(ctx), 'logged-in', this.spec.startTimeoutMs);
       return this.confirmLogin(proc, ctx, answer);
@@ -198,8 +244,8 @@ export abstract class ProcessStarter extends EventEmitter {
   }
 
   /** Warm restart under a term: a failure to become ready is a crash of the term, not of a standby. */
-  private async startStandbyUnderTerm(): Promise<void> {
-    const proc = this.spawnProcess('term');
+  private async startStandbyUnderTerm(plan: LaunchPlan): Promise<void> {
+    const proc = this.spawnProcess('term', undefined, plan);
     const ready = await proc.awaitMessage('ready', this.spec.startTimeoutMs);
     if (ready.kind === 'ok') {
       proc.move('ready');
@@ -249,11 +295,13 @@ export abstract class ProcessStarter extends EventEmitter {
     return proc.stop(this.spec.stopTimeoutMs + KILL_CONFIRM_MS, this.spec.stopTimeoutMs, replace);
   }
 
-  protected spawnProcess(purpose: Purpose, ctx?: LoginContext): ServiceProcess {
+  protected spawnProcess(purpose: Purpose, ctx: LoginContext | undefined, plan: LaunchPlan): ServiceProcess {
     const cold = this.mode === 'cold';
     const proc = new ServiceProcess({
       spec: this.spec,
-      env: serviceEnvironment(this.spec, this.opts, cold ? ctx : undefined),
+      ...(plan.argv ? { argv: plan.argv } : {}),
+      runAs: plan.runAs,
+      env: serviceEnvironment(this.spec, this.opts, cold ? ctx : undefined, plan.runAs),
       // A cold service is logging in from its first instant: the token is in its environment.
       phase: cold ? 'logging-in' : 'starting',
       purpose,

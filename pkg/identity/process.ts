@@ -9,7 +9,7 @@
 // own process group, so stopping the service stops whatever it started, and under the agent's
 // lifeline (lifeline.ts). Every deadline here runs on the injected clock's monotonic time.
 import type { ProcessService } from '../spec/schema.js';
-import { checkCredentialFile } from './credential.js';
+import { checkCredentialFile, handCredentialTo } from './credential.js';
 import {
   termMayAct,
   type IdentityDriver,
@@ -79,7 +79,7 @@ export class ProcessDriver extends ProcessStarter implements IdentityDriver {
     // The generation is taken before the first await: a logout that comes while this login
     // is on its way must make it stand down, or it would log in after the logout was done.
     const generation = ++this.generation;
-    if (ctx.credentialFile) await checkCredentialFile(this.opts.identity, ctx.credentialFile);
+    if (ctx.credentialFile) await this.handOverCredential(ctx.credentialFile);
     if (generation !== this.generation) {
       throw new Error(`identity '${this.opts.identity}': login abandoned: a logout or close came first`);
     }
@@ -107,6 +107,16 @@ export class ProcessDriver extends ProcessStarter implements IdentityDriver {
     this.ctx = ctx;
     this.watchTerm(ctx);
     this.log.info({ servicePid: result.proc.pid, token: String(ctx.token) }, 'service logged in');
+  }
+
+  /** The credential file goes to the service user (when services run as one), then is checked. */
+  private async handOverCredential(file: string): Promise<void> {
+    const runAs = await this.opts.policy?.runAs();
+    if (runAs && !runAs.ok)
+      throw new Error(`identity '${this.opts.identity}': not logged in: ${runAs.reason}`);
+    const user = runAs?.switchTo;
+    if (user) await handCredentialTo(file, user, this.opts.runDir);
+    await checkCredentialFile(this.opts.identity, file, user?.uid);
   }
 
   /**

@@ -17,6 +17,7 @@ import {
   type ServiceMessage,
 } from './channel.js';
 import type { LoginContext } from './driver.js';
+import type { RunAs } from './run-as.js';
 import { groupRunning, signalGroup, type Lifeline } from './lifeline.js';
 import {
   nextPhase,
@@ -70,11 +71,18 @@ export function serviceEnvironment(
   spec: Pick<ProcessService, 'env'>,
   who: { identity: string; node: string },
   ctx: LoginContext | undefined,
+  runAs?: RunAs,
 ): NodeJS.ProcessEnv {
   const env: Record<string, string> = {};
   for (const name of INHERITED_ENV) {
     const value = process.env[name];
     if (value !== undefined) env[name] = value;
+  }
+  if (runAs) {
+    // The agent's HOME and USER are not the service's: a service user gets its own.
+    env.USER = env.LOGNAME = runAs.user;
+    if (runAs.home) env.HOME = runAs.home;
+    else delete env.HOME;
   }
   Object.assign(env, spec.env);
   for (const name of LOGIN_ENV) delete env[name];
@@ -96,6 +104,10 @@ export type Confirmation =
 
 export interface SpawnOptions {
   spec: ProcessService;
+  /** The argv to run instead of spec.command (its argv[0] already found and allowed). */
+  argv?: readonly string[];
+  /** Run as this user and group (the agent must be root); absent: as the agent. */
+  runAs?: RunAs | undefined;
   env: NodeJS.ProcessEnv;
   phase: 'starting' | 'logging-in';
   purpose: Purpose;
@@ -127,11 +139,14 @@ export class ServiceProcess {
     this.startedAt = clock.monotonicMs();
     this.phaseValue = opts.phase;
     this.purpose = opts.purpose;
-    const argv = opts.lifeline ? opts.lifeline.wrap(spec.command) : [...spec.command];
+    const command = opts.argv ?? spec.command;
+    const argv = opts.lifeline ? opts.lifeline.wrap(command) : [...command];
     const fd3 = spec.channel === 'fd3';
     this.proc = spawn(argv[0]!, argv.slice(1), {
       cwd: spec.cwd,
       env: opts.env,
+      // The kernel switches user before exec: setpriv and the start guard already run as it.
+      ...(opts.runAs ? { uid: opts.runAs.uid, gid: opts.runAs.gid } : {}),
       // Own process group (and session): stopping the service reaches everything it started,
       // and the lifeline's reaper can find it all by one id.
       detached: true,
@@ -161,7 +176,10 @@ export class ServiceProcess {
         clock,
       );
     }
-    this.log.info({ command: spec.command, mode: spec.mode, purpose: opts.purpose }, 'service started');
+    this.log.info(
+      { command, mode: spec.mode, purpose: opts.purpose, uid: opts.runAs?.uid ?? process.getuid?.() },
+      'service started',
+    );
   }
 
   get pid(): number | undefined {

@@ -90,4 +90,38 @@ identities:
     const found = problems(GOOD.replace('identities:\n  demo:\n', 'identities: {}\n'));
     expect(found[0]).to.include({ field: 'identities' });
   });
+
+  it('allows nothing by default, and runs no service as root unasked', () => {
+    const c = parseAgentConfig(GOOD, 'agent.yaml');
+    expect(c.allow).to.deep.equal({ commands: [], modules: [], credentialPaths: [], unrestricted: false });
+    expect(c.service).to.deep.equal({ allowRoot: false });
+  });
+
+  it('accepts allow-lists of absolute paths and directories, and a service user', () => {
+    const c = parseAgentConfig(
+      `${GOOD}allow:\n  commands: [/usr/local/bin/ratebot, /opt/svc/bin/]\n  credentialPaths: [/etc/understudy/creds/]\nservice: { user: understudy-svc, group: '1234' }\n`,
+      'agent.yaml',
+    );
+    expect(c.allow.commands).to.deep.equal(['/usr/local/bin/ratebot', '/opt/svc/bin/']);
+    expect(c.service).to.deep.include({ user: 'understudy-svc', group: '1234' });
+  });
+
+  it('refuses allow entries an operator could misread, naming each one', () => {
+    const found = problems(
+      `${GOOD}allow:\n  commands: ['*', '>', '..', /usr/bin/*, /opt/app/../bin/sh, /${'a'.repeat(5000)}]\n`,
+    );
+    expect(found.map((p) => p.field)).to.deep.equal([0, 1, 2, 3, 4, 5].map((i) => `allow.commands.${i}`));
+    expect(found[0]!.message).to.match(/not an absolute path/);
+    expect(found[3]!.message).to.match(/globs are not supported/);
+    expect(found[4]!.message).to.match(/not a plain path/);
+    expect(found[5]!.message).to.match(/limit is 4096/);
+  });
+
+  it('refuses unrestricted beside lists, a group without a user and a bad account name', () => {
+    const found = problems(
+      `${GOOD}allow: { unrestricted: true, commands: [/bin/sh] }\nservice: { group: svc }\n`,
+    );
+    expect(found.map((p) => p.field).sort()).to.deep.equal(['allow', 'service.group']);
+    expect(problems(`${GOOD}service: { user: 'Bad User;' }\n`)[0]).to.include({ field: 'service.user' });
+  });
 });

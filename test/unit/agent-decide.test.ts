@@ -82,6 +82,18 @@ describe('agent decisions', function () {
         ],
         ['fenced', { state: 'standby', fenceReason: 'disk replacement' }, 'fenced', 'disk replacement'],
         ['just unfenced', { state: 'fenced' }, 'standby', 'unfenced'],
+        [
+          'refused by the allow-list',
+          { state: 'campaigning', refused: "service.command 'sh' is not in allow.commands" },
+          'standby',
+          "not campaigning: service.command 'sh' is not in allow.commands",
+        ],
+        [
+          'refused and fenced: fenced first',
+          { state: 'standby', refused: 'x', fenceReason: 'disk replacement' },
+          'fenced',
+          'disk replacement',
+        ],
         ['eligible standby', { state: 'standby' }, undefined, /campaigning/],
         ['eligible, campaign interrupted', { state: 'campaigning' }, undefined, /campaigning/],
       ],
@@ -92,6 +104,7 @@ describe('agent decisions', function () {
       'no spec': 'wait',
       fenced: 'wait',
       'just unfenced': 'campaign',
+      'refused by the allow-list': 'recheck',
       'eligible standby': 'campaign',
     });
   });

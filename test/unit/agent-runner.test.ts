@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { ManualClock } from '../../pkg/clock/index.js';
 import type { LoginPort } from '../../pkg/agent/port.js';
 import { IdentityRunner, type RunnerDeps } from '../../pkg/agent/runner.js';
+import { guardCredentialRead } from '../../pkg/agent/spec-policy.js';
 import type { IdentityDriver } from '../../pkg/identity/driver.js';
 import type { Session } from '../../pkg/lease/index.js';
 import type { IdentitySpec } from '../../pkg/spec/schema.js';
@@ -36,7 +37,18 @@ const noSessionYet: RunnerDeps['sessions'] = {
     ),
 };
 
-function runner(makeDriver: RunnerDeps['makeDriver'], sessions = noSessionYet, loginPort: LoginPort = port) {
+/** A node that lets every spec run. */
+const allowAll: RunnerDeps['policy'] = {
+  check: async () => ({ ok: true }),
+  credential: async () => ({ ok: true }),
+};
+
+function runner(
+  makeDriver: RunnerDeps['makeDriver'],
+  sessions = noSessionYet,
+  loginPort: LoginPort = port,
+  policy = allowAll,
+) {
   const clock = new ManualClock();
   const retries: Array<{ source: string; error: string | undefined; retrying: boolean }> = [];
   const logged: string[] = [];
@@ -50,6 +62,7 @@ function runner(makeDriver: RunnerDeps['makeDriver'], sessions = noSessionYet, l
     port: loginPort,
     settings: { priority: 1, nofailover: false },
     makeDriver,
+    policy,
     clock,
     onRetry: (c) => retries.push({ source: c.source, error: c.retry?.error, retrying: c.retrying }),
   });
@@ -153,5 +166,84 @@ describe('identity runner: retries are visible', function () {
     ]);
     expect(logged.filter((m) => m.startsWith('retrying watching who leads'))).to.have.length(1);
     await r.stop(100);
+  });
+});
+
+describe('identity runner: what this node refuses to run', function () {
+  it('a refused spec is shown and logged once, nothing is made or campaigned for, and it is looked at again', async function () {
+    let refuse = true;
+    let checks = 0;
+    let made = 0;
+    let sessionsAsked = 0;
+    const policy: RunnerDeps['policy'] = {
+      check: async () => {
+        checks++;
+        return refuse
+          ? { ok: false, field: 'service.command', reason: "service.command 'evil' is not in allow.commands" }
+          : { ok: true };
+      },
+      credential: async () => ({ ok: true }),
+    };
+    const counting: RunnerDeps['sessions'] = {
+      alive: undefined,
+      current: (signal) => {
+        sessionsAsked++;
+        return noSessionYet.current(signal);
+      },
+    };
+    const { r, clock, logged } = runner(
+      () => {
+        made++;
+        return driver(async () => undefined);
+      },
+      counting,
+      port,
+      policy,
+    );
+    r.updateSpec(spec);
+    r.start();
+    await clock.advance(0);
+    expect(r.state).to.equal('standby');
+    expect(r.status().detail).to.equal("not campaigning: service.command 'evil' is not in allow.commands");
+    expect(made, 'no driver (no warm process) for a refused spec').to.equal(0);
+    expect(sessionsAsked, 'no campaign for a refused spec').to.equal(0);
+    await clock.advance(30_000);
+    expect(checks, 'looked at again after the recheck pause').to.equal(2);
+    expect(logged.filter((m) => m.startsWith('accepting the spec on this node'))).to.have.length(1);
+    refuse = false;
+    await clock.advance(30_000);
+    expect(made).to.equal(1);
+    expect(sessionsAsked).to.equal(1);
+    expect(logged.filter((m) => m.includes('works again'))).to.have.length(1);
+    await r.stop(100);
+  });
+
+  it('a credential file the allow-list refuses is not read at login', async function () {
+    let read = 0;
+    const reading: LoginPort = {
+      ...port,
+      fetchCredential: async () => {
+        read++;
+        return '/run/x';
+      },
+    };
+    const policy: RunnerDeps['policy'] = {
+      check: async () => ({ ok: true }),
+      credential: async (path) => ({
+        ok: false,
+        field: 'credential.path',
+        reason: `credential.path '${path}' is not in allow.credentialPaths`,
+      }),
+    };
+    const guarded = guardCredentialRead(reading, policy);
+    const fileSpec = { ...spec, credential: { source: 'file', path: '/etc/shadow' } } as IdentitySpec;
+    let error: Error | undefined;
+    await guarded.fetchCredential(fileSpec, 1n).catch((e: Error) => (error = e));
+    expect(error?.message).to.equal(
+      "credential not read: credential.path '/etc/shadow' is not in allow.credentialPaths",
+    );
+    expect(read).to.equal(0);
+    expect(await guarded.fetchCredential(spec, 1n)).to.equal('/run/x');
+    expect(read, 'a spec without a credential file goes through').to.equal(1);
   });
 });
