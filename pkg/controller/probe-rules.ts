@@ -4,10 +4,13 @@
 // sentence saying why; probes.ts does the I/O and logs the sentences.
 import type { TargetChoice } from './view.js';
 
+/** A verified answer to a probe (presence.ts: forged answers never get this far). */
 export interface Responder {
   node: string;
   token: string;
   error?: string;
+  /** The session lease of the node key the answer verified under, when known. */
+  lease?: string;
 }
 
 /** More than one node answering PING for one identity: two services are logged in. */
@@ -51,7 +54,8 @@ export function blindness(link: LinkState): { blind: boolean; reason: string } {
 
 export interface LeaderObservation {
   identity: string;
-  leader?: { node: string; token: string };
+  /** `lease`: the leader key's session lease, when known. */
+  leader?: { node: string; token: string; lease?: string };
   /** The leader's login record says it is logged in under the current term. */
   loggedIn: boolean;
   /** The leader's own agent reports it serving under the current token. */
@@ -62,14 +66,29 @@ export interface LeaderObservation {
 }
 
 /**
+ * Is this the leader's own answer? Same node and token, no error, and, when both leases are
+ * known, signed with the node key bound to the session that holds the leader key: an answer
+ * signed by the same node's key under another session (an old process of that node still
+ * holding a pinned key) is not the term's answer.
+ */
+export function isLeaderAnswer(
+  leader: { node: string; token: string; lease?: string },
+  r: Responder,
+): boolean {
+  if (r.error !== undefined || r.node !== leader.node || r.token !== leader.token) return false;
+  return leader.lease === undefined || r.lease === leader.lease;
+}
+
+/**
  * Did the leader miss an answer it owed? It owes one when it holds the key, says it is logged
  * in, and its agent either reports it serving or is silent itself (cut from NATS). A leader
- * still logging in owes nothing yet.
+ * still logging in owes nothing yet. Only verified answers reach this rule (probes.ts), so a
+ * forged PONG never stands in for the leader's.
  */
 export function leaderMissed(o: LeaderObservation): { missed: boolean; reason: string } {
   const leader = o.leader;
   if (!leader) return { missed: false, reason: `${o.identity} has no leader to probe` };
-  const answered = o.responders.some((r) => !r.error && r.node === leader.node && r.token === leader.token);
+  const answered = o.responders.some((r) => isLeaderAnswer(leader, r));
   if (answered) return { missed: false, reason: `${leader.node} answered under token ${leader.token}` };
   if (!o.loggedIn) return { missed: false, reason: `${leader.node} is not logged in yet; no answer is owed` };
   if (!o.serving && o.agentAlive) {

@@ -2,11 +2,14 @@
 // brain, a leader that stopped answering, a probe-driven failover) is decided by the pure
 // rules in probe-rules.ts. This module does the I/O around them: the PINGs, the NATS link
 // watch that tells a blind controller from silent leaders, alarms and metrics.
+import type { Etcd3 } from 'etcd3';
 import type { NatsConnection } from 'nats';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock/index.js';
 import type { ControllerConfig } from '../config/controller.js';
 import { collectResponders } from '../identity/client.js';
+import type { NodeKeySource } from '../identity/presence.js';
+import { readNodeKeys } from '../keys/index.js';
 import type { Cluster } from './cluster.js';
 import type { EventStream } from './events.js';
 import type { ControllerMetrics } from './metrics.js';
@@ -45,9 +48,18 @@ export interface ProberDeps {
   clock: Clock;
   log: Logger;
   isActive(): boolean;
-  /** Who answers PING for an identity within `timeoutMs` (default: over NATS). */
+  /** Where node keys are read (default ping); the controller passes its own. */
+  etcd?: Etcd3;
+  keys?: { prefix: string };
+  /**
+   * Who answers PING for an identity within `timeoutMs`, verified (default: over NATS, each
+   * answer's signature checked against the node keys registered in etcd).
+   */
   ping?: (identity: string, timeoutMs: number) => Promise<Responder[]>;
 }
+
+/** Forged answers ignored, logged at most this often per identity (a flood logs once a minute). */
+const FORGED_LOG_INTERVAL_MS = 60_000;
 
 export class Prober {
   private readonly probes = new Map<string, ProbeEntry>();
@@ -57,16 +69,55 @@ export class Prober {
   private blind = false;
 
   private readonly ping: (identity: string, timeoutMs: number) => Promise<Responder[]>;
+  /** Identity → monotonic ms forged answers were last logged. */
+  private readonly forgedLogged = new Map<string, number>();
 
   constructor(private readonly deps: ProberDeps) {
-    this.ping =
-      deps.ping ??
-      (async (identity, timeoutMs) =>
-        (await collectResponders(deps.nc, identity, timeoutMs)).map((r) => ({
-          node: r.node,
-          token: String(r.token),
-          ...(r.error ? { error: r.error } : {}),
-        })));
+    this.ping = deps.ping ?? ((identity, timeoutMs) => this.verifiedPing(identity, timeoutMs));
+  }
+
+  /**
+   * PING over NATS; only answers signed with the key the node registered for its live session
+   * count. The keys are read once per probe (one etcd range read): a flood of answers naming
+   * made-up nodes costs nothing more. Reading them failing fails the probe (counted as trouble,
+   * not as a miss).
+   */
+  private async verifiedPing(identity: string, timeoutMs: number): Promise<Responder[]> {
+    const { etcd, nc } = this.deps;
+    if (etcd === undefined) throw new Error('the prober needs etcd to read node keys (or a ping function)');
+    let known: Promise<Map<string, { key: string; lease: string }>> | undefined;
+    const keys: NodeKeySource = async (node) => {
+      known ??= readNodeKeys(etcd, this.deps.keys?.prefix);
+      return (await known).get(node);
+    };
+    let forged = 0;
+    let sample = '';
+    const answers = await collectResponders(nc, identity, timeoutMs, {
+      keys,
+      ignored: (problem) => {
+        forged++;
+        sample ||= problem;
+      },
+    });
+    if (forged > 0) this.forgedAnswers(identity, forged, sample);
+    return answers.map((r) => ({
+      node: r.node,
+      token: String(r.token),
+      ...(r.error ? { error: r.error } : {}),
+      ...(r.lease !== undefined ? { lease: r.lease } : {}),
+    }));
+  }
+
+  private forgedAnswers(identity: string, count: number, sample: string): void {
+    const now = this.deps.clock.monotonicMs();
+    const last = this.forgedLogged.get(identity);
+    if (last !== undefined && now - last < FORGED_LOG_INTERVAL_MS) return;
+    this.forgedLogged.set(identity, now);
+    this.deps.log.warn(
+      { identity, ignored: count, example: sample },
+      `answers to a probe of ${identity} did not verify and were ignored: someone other than its agents may be answering on its subject; ` +
+        'check who can subscribe to understudy.id.* (NATS authorization)',
+    );
   }
 
   /** Follow the NATS connection's status (until it closes). */
@@ -123,7 +174,12 @@ export class Prober {
         )
         .finally(() => (entry.inFlight = false));
     }
-    for (const identity of this.probes.keys()) if (!snap.specs.has(identity)) this.probes.delete(identity);
+    for (const identity of this.probes.keys()) {
+      if (!snap.specs.has(identity)) {
+        this.probes.delete(identity);
+        this.forgedLogged.delete(identity);
+      }
+    }
   }
 
   private probed(identity: string, p: ProbeEntry, epoch: number, responders: Responder[]): void {
@@ -146,7 +202,9 @@ export class Prober {
 
     const missed = leaderMissed({
       identity,
-      ...(leader ? { leader: { node: leader.record.node, token: String(leader.token) } } : {}),
+      ...(leader
+        ? { leader: { node: leader.record.node, token: String(leader.token), lease: leader.record.leaseId } }
+        : {}),
       loggedIn: identityKeys(snap, identity).login?.loggedIn === true,
       serving: leaderServing(view, identity),
       agentAlive: leader !== undefined && agentAlive(view, leader.record.node),

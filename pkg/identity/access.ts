@@ -10,6 +10,7 @@ import { CONTACT_VERBS, OPEN_VERBS, type ErrorCode } from './wire.js';
 export {
   claimedCaller,
   CLOCK_WINDOW_MS,
+  FUTURE_SKEW_MS,
   MIN_INBOX_DUPLICATE_WINDOW_MS,
   REPLAY_CACHE_MAX_ENTRIES,
   RequestAuthenticator,
@@ -19,6 +20,17 @@ export {
 } from './authenticator.js';
 export { generateCallerKey, isUserPublicKey } from '../keys/nkey.js';
 export { canonicalPayload, newNonce, SIGNATURE_VERSION, signRequest } from './request-signing.js';
+
+/**
+ * Must this request be checked against (and recorded in) the replay cache? Only when the
+ * signature is what lets it through: a verified caller acting as a contact or an authorized
+ * caller. Anything allowed to anyone (PING, HELP, an open identity) would be allowed unsigned
+ * too, so its replay grants nothing; refused and dropped requests do nothing. This is also what
+ * keeps floods out: only keys an admin put on a list can add entries (replay.ts).
+ */
+export function needsReplayCheck(decision: Decision, auth: AuthResult): boolean {
+  return decision.action === 'allow' && auth.kind === 'verified' && decision.role !== 'anyone';
+}
 
 export type Decision =
   | { action: 'drop' }

@@ -1,33 +1,45 @@
-// Who signed a request, proven: checks the five signature headers, the clock window and the
-// replay cache, then the ed25519 signature over the canonical payload (request-signing.ts).
-// Pure logic apart from the replay cache each authenticator keeps.
+// Who signed a request, proven: checks the five signature headers, the clock window, the
+// delivery (core or durable, and a durable request's message id and reply-to), then the
+// ed25519 signature over the canonical payload (request-signing.ts). Pure: whether the nonce
+// was seen before is asked afterwards (replay.ts), and only for callers the access lists name.
 import { NAME_PATTERN } from '../lease/keys.js';
 import { isUserPublicKey, verifySignature } from '../keys/nkey.js';
-import { canonicalPayload, NONCE_PATTERN } from './request-signing.js';
+import { canonicalPayload, NONCE_PATTERN, SIGNATURE_VERSION, type Delivery } from './request-signing.js';
 import { headers as H } from './wire.js';
 
 /**
- * How far a request's signed time may be from the verifier's clock, either way. Hosts running
- * NTP agree to well under a second; 30 s also covers a laptop with a sloppy clock and a slow
- * network. The window is also how long a captured request stays replayable, hence how long the
- * replay cache must remember each nonce: wider costs memory, narrower refuses honest callers.
+ * How far behind the verifier's clock a request's signed time may be. Hosts running NTP agree
+ * to well under a second; 30 s also covers a laptop with a sloppy clock, a slow network and a
+ * busy agent. The window is also how long a captured request stays replayable, hence how long
+ * the replay cache must remember each nonce: wider costs memory, narrower refuses honest callers.
  */
 export const CLOCK_WINDOW_MS = 30_000;
 
 /**
- * Most (key, nonce) pairs remembered at once. An entry costs ~250 bytes, so this caps the cache
- * near 12 MB; an entry is kept ~30-60 s, so it absorbs over 800 signed requests per second, far
- * above what one identity serves. Beyond it the oldest entries are forgotten and the effective
- * window shrinks (see ReplayCache): honest requests may be refused in a flood, replays never pass.
+ * How far ahead of the verifier's clock a request's signed time may be. Delay on the way only
+ * makes a request look older, so a request from the future means the two clocks disagree, and
+ * nothing else: 5 s covers any host that runs NTP, with margin. A wider bound would keep a
+ * captured request replayable for longer (until its signed time + CLOCK_WINDOW_MS) and make
+ * every nonce cost longer memory (replay.ts REPLAY_MEMORY_MS).
+ */
+export const FUTURE_SKEW_MS = 5_000;
+
+/**
+ * Most (key, nonce) pairs the in-memory replay cache holds at once (replay.ts). An entry costs
+ * ~250 bytes, so this caps it near 12 MB; an entry is kept ~30-60 s, so it absorbs over 800
+ * signed requests per second from listed callers, far above what one identity serves. Beyond
+ * it the oldest entries are forgotten and the effective window shrinks: honest requests may be
+ * refused in a flood, replays never pass. Only callers on an access list are admitted, so an
+ * unauthenticated flood cannot fill it.
  */
 export const REPLAY_CACHE_MAX_ENTRIES = 50_000;
 
 /**
- * A durable request may wait in the inbox for hours (handover, nobody logged in), so it is not
- * checked against the replay cache: its nonce must equal its Nats-Msg-Id, and JetStream drops a
- * re-published copy with the same id within the stream's duplicate window. That window must be
- * longer than this (a copy stored later than that is outside the clock window). JetStream's
- * default, 2 minutes, satisfies it.
+ * A durable request may wait in the inbox for hours (handover, nobody logged in); its nonce
+ * must equal its Nats-Msg-Id, and JetStream drops a re-published copy with the same id within
+ * the stream's duplicate window. A copy is accepted only if stored within CLOCK_WINDOW_MS after
+ * its signed time, and the original was stored at most FUTURE_SKEW_MS before it, so the window
+ * must be at least their sum; twice the clock window leaves margin. Checked at login (inbox.ts).
  */
 export const MIN_INBOX_DUPLICATE_WINDOW_MS = 2 * CLOCK_WINDOW_MS;
 
@@ -37,7 +49,7 @@ const SIGNATURE_PATTERN = /^[A-Za-z0-9_-]{86}$/;
 
 export type AuthResult =
   | { kind: 'anonymous' }
-  | { kind: 'verified'; name: string; key: string }
+  | { kind: 'verified'; name: string; key: string; nonce: string; signedAt: number }
   | { kind: 'invalid'; reason: string };
 
 /** Header lookup; NATS MsgHdrs.get returns '' for a missing header, which counts as absent. */
@@ -55,44 +67,6 @@ export function claimedCaller(headers: HeaderLookup): { name?: string; key?: str
   return { ...(name !== undefined && { name }), ...(key !== undefined && { key }) };
 }
 
-/**
- * The (key, nonce) pairs seen within the clock window. Memory is bounded by `maxEntries`;
- * whenever an entry leaves (expired or evicted), `forgottenUpTo` rises to its signed time and
- * any request signed at or before that is refused: a replay of a forgotten nonce can never pass.
- * Pruning follows the highest `now` seen, so a clock stepping back cannot revive a nonce.
- */
-class ReplayCache {
-  private readonly seen = new Map<string, number>();
-  private clock = 0;
-  forgottenUpTo = -Infinity;
-
-  constructor(
-    private readonly windowMs: number,
-    private readonly maxEntries: number,
-  ) {}
-
-  get size(): number {
-    return this.seen.size;
-  }
-
-  has(key: string, nonce: string): boolean {
-    return this.seen.has(`${key} ${nonce}`);
-  }
-
-  add(key: string, nonce: string, signedAt: number, now: number): void {
-    this.clock = Math.max(this.clock, now);
-    this.seen.set(`${key} ${nonce}`, signedAt);
-    // Arrival order approximates signed-time order; an entry that expires out of order waits
-    // for the head, which only delays freeing it.
-    for (const [entry, at] of this.seen) {
-      const expired = at < this.clock - this.windowMs;
-      if (!expired && this.seen.size <= this.maxEntries) break;
-      this.seen.delete(entry);
-      this.forgottenUpTo = Math.max(this.forgottenUpTo, at);
-    }
-  }
-}
-
 export interface AuthenticateInput {
   /** The identity this node answers for (not taken from the request). */
   identity: string;
@@ -101,31 +75,25 @@ export interface AuthenticateInput {
   /** When the request arrived (default Date.now()). */
   now?: number;
   /**
-   * Set for a request taken from the durable inbox: `storedAtMs` is when JetStream stored it
-   * (its server timestamp, which the sender cannot set) and replaces `now` for the clock
-   * window, so a request that waited through a handover is still accepted. `messageId` is its
-   * Nats-Msg-Id; the nonce must equal it (see MIN_INBOX_DUPLICATE_WINDOW_MS).
+   * How the request arrived (default core). For a request taken from the durable inbox,
+   * `storedAtMs` is when JetStream stored it (its server timestamp, which the sender cannot
+   * set) and replaces `now` for the clock window, so a request that waited through a handover
+   * is still accepted; `messageId` is its Nats-Msg-Id (the nonce must equal it) and `replyTo`
+   * its Understudy-Reply-To (signed).
    */
-  durable?: { storedAtMs: number; messageId: string };
+  delivery?:
+    | { mode: 'core' }
+    | { mode: 'durable'; storedAtMs: number; messageId: string | undefined; replyTo: string | undefined };
 }
 
-/**
- * Verifies request signatures. Keep one per identity for core requests (its replay cache is
- * per instance: a nonce seen by one node is unknown to the next leader, which a replay within
- * the clock window across a failover could exploit; durable requests do not have that gap).
- */
+/** Verifies request signatures. Stateless: replays are replay.ts's business. */
 export class RequestAuthenticator {
-  private readonly replay: ReplayCache;
   readonly clockWindowMs: number;
+  readonly futureSkewMs: number;
 
-  constructor(opts: { clockWindowMs?: number; maxReplayEntries?: number } = {}) {
+  constructor(opts: { clockWindowMs?: number; futureSkewMs?: number } = {}) {
     this.clockWindowMs = opts.clockWindowMs ?? CLOCK_WINDOW_MS;
-    this.replay = new ReplayCache(this.clockWindowMs, opts.maxReplayEntries ?? REPLAY_CACHE_MAX_ENTRIES);
-  }
-
-  /** Nonces currently remembered (for metrics and tests). */
-  get replayCacheSize(): number {
-    return this.replay.size;
+    this.futureSkewMs = opts.futureSkewMs ?? FUTURE_SKEW_MS;
   }
 
   authenticate(input: AuthenticateInput): AuthResult {
@@ -156,31 +124,32 @@ export class RequestAuthenticator {
       return invalid(`${H.signature} must be a base64url ed25519 signature`);
 
     const signedAt = Number(time);
-    const now = input.durable?.storedAtMs ?? input.now ?? Date.now();
+    const arrival = input.delivery ?? { mode: 'core' as const };
+    const now = arrival.mode === 'durable' ? arrival.storedAtMs : (input.now ?? Date.now());
     const skew = signedAt - now;
-    if (Math.abs(skew) > this.clockWindowMs) {
+    if (skew > this.futureSkewMs || -skew > this.clockWindowMs) {
       const seconds = Math.round(Math.abs(skew) / 1000);
       return invalid(
-        `request time is ${seconds} s ${skew > 0 ? 'ahead of' : 'behind'} this node's clock (allowed ±${this.clockWindowMs / 1000} s); ` +
+        `request time is ${seconds} s ${skew > 0 ? 'ahead of' : 'behind'} this node's clock ` +
+          `(allowed: ${this.futureSkewMs / 1000} s ahead, ${this.clockWindowMs / 1000} s behind); ` +
           `sync the caller's clock (NTP) and sign the request again`,
       );
     }
 
-    if (input.durable !== undefined) {
-      if (nonce !== input.durable.messageId) {
+    let delivery: Delivery = { mode: 'core' };
+    if (arrival.mode === 'durable') {
+      if (arrival.messageId !== nonce) {
         return invalid(
-          `a durable request's ${H.nonce} must equal its message id; send it with IdentityClient.send`,
+          `a durable request's Nats-Msg-Id must equal its ${H.nonce}; send it with IdentityClient.send`,
         );
       }
-    } else {
-      if (this.replay.has(key, nonce)) {
-        return invalid(`replayed request: this key already used nonce '${nonce}'; sign every request afresh`);
-      }
-      if (signedAt <= this.replay.forgottenUpTo) {
+      if (arrival.replyTo === undefined) {
         return invalid(
-          `request was signed too long ago for this node to rule out a replay; sign it again and resend`,
+          `a signed durable request needs ${H.replyTo} (signed with it); send it with IdentityClient.send`,
         );
       }
+      if (arrival.replyTo.includes('\n')) return invalid(`${H.replyTo} may not contain a newline`);
+      delivery = { mode: 'durable', replyTo: arrival.replyTo };
     }
 
     const payload = canonicalPayload({
@@ -189,15 +158,17 @@ export class RequestAuthenticator {
       key,
       time,
       nonce,
+      delivery,
       body: input.body,
     });
     if (!verifySignature(key, payload, Buffer.from(signature, 'base64url'))) {
       return invalid(
-        `signature does not verify; sign the exact body sent, for identity '${input.identity}' as '${caller}', with the seed of ${key}`,
+        `signature does not verify; sign the exact body sent, for identity '${input.identity}' as '${caller}', ` +
+          `for ${delivery.mode} delivery${delivery.mode === 'durable' ? ' with this reply-to' : ''}, ` +
+          `with the seed of ${key} (${SIGNATURE_VERSION}; older clients sign v1: upgrade them)`,
       );
     }
-    if (input.durable === undefined) this.replay.add(key, nonce, signedAt, now);
-    return { kind: 'verified', name: caller, key };
+    return { kind: 'verified', name: caller, key, nonce, signedAt };
   }
 }
 

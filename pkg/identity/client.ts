@@ -1,7 +1,13 @@
 // The caller's side of an identity: send a request (signed when the caller has an nkey), read
 // which term answered, and refuse answers from a stale term (S5): a resumed old leader's reply
 // carries its old, lower token and is rejected rather than shown as current.
-import { setTimeout as sleep } from 'node:timers/promises';
+//
+// Every request carries a fresh Understudy-Request-Id, and every reply is signed by the
+// answering node over it (presence.ts). With a key source (`keys`), a reply whose signature
+// does not verify is ignored: it is not returned, it never raises the stale-reply gate, and a
+// core request keeps waiting for a verified answer. Without a key source nothing can be
+// verified: replies are returned marked `verified: false`, and none of them raises the gate
+// (so the gate protects nothing then; give the client a key source wherever it matters).
 import {
   createInbox,
   headers as natsHeaders,
@@ -13,10 +19,44 @@ import {
   type Subscription,
 } from 'nats';
 import { TokenGate } from '../lease/fenced.js';
-import { NAME_PATTERN } from '../lease/keys.js';
 import type { HeaderLookup } from './authenticator.js';
-import { newNonce, signRequest } from './request-signing.js';
-import { ErrorCode, headers as H, MAX_REQUEST_BYTES, subjects } from './wire.js';
+import {
+  memoKeys,
+  msgHeaders,
+  newRequestId,
+  parseReplyHeaders,
+  REQUEST_ID_PATTERN,
+  verifyReply,
+  type Expected,
+  type NodeKeySource,
+  type PresenceReply,
+} from './presence.js';
+import { signRequest } from './request-signing.js';
+import { type ErrorCode, headers as H, MAX_REQUEST_BYTES, subjects } from './wire.js';
+
+export { msgHeaders, type NodeKeySource, type TrustedNodeKey } from './presence.js';
+export {
+  ClientClosedError,
+  IdentityProtocolError,
+  IdentityRequestError,
+  IdentityTimeoutError,
+  NoDurableInboxError,
+  NoResponderError,
+  StaleReplyError,
+  TooManyOutstandingError,
+  UnverifiedReplyError,
+} from './client-errors.js';
+export { collectResponders, type PresenceAnswer } from './presence-probe.js';
+import {
+  ClientClosedError,
+  IdentityRequestError,
+  IdentityTimeoutError,
+  NoDurableInboxError,
+  NoResponderError,
+  StaleReplyError,
+  TooManyOutstandingError,
+  UnverifiedReplyError,
+} from './client-errors.js';
 
 /**
  * Default wait for a core reply. A little longer than the spec's default requestTimeoutMs
@@ -31,10 +71,9 @@ export const MAX_OUTSTANDING = 10_000;
 /** An unanswered durable request is forgotten after this: the inbox's default maxAge, after which the server has discarded it. */
 export const OUTSTANDING_TTL_MS = 24 * 3_600_000;
 
-const TOKEN_PATTERN = /^[0-9]{1,20}$/;
-const REQUEST_ID_PATTERN = /^[A-Za-z0-9_-]{8,64}$/;
+/** The NATS status code of "no one subscribes to the subject" (no-responders). */
+const NO_RESPONDERS = 503;
 const utf8 = new TextEncoder();
-const text = new TextDecoder();
 
 export interface IdentityReply {
   body: string;
@@ -43,126 +82,34 @@ export interface IdentityReply {
   node: string;
   /** Set when the identity refused or failed the request; `body` says why. */
   error?: ErrorCode;
+  /** The node's signature over this reply was checked against a trusted key and holds. */
+  verified: boolean;
 }
 
 export interface DurableReply extends IdentityReply {
   requestId: string;
 }
 
-export class NoResponderError extends Error {
-  constructor(readonly identity: string) {
-    super(
-      `no one is logged in as ${identity} (nothing answers on ${subjects.identity(identity)}); ` +
-        `check its leader with the controller, or retry after the failover completes`,
-    );
-    this.name = 'NoResponderError';
-  }
-}
-
-export class IdentityTimeoutError extends Error {
-  constructor(
-    readonly identity: string,
-    readonly timeoutMs: number,
-    what = `no reply from ${identity} within ${timeoutMs} ms; the request may or may not have been handled — ` +
-      `retry, or use a durable request (send/requestDurable) if the identity has a durable inbox`,
-  ) {
-    super(what);
-    this.name = 'IdentityTimeoutError';
-  }
-}
-
-export class StaleReplyError extends Error {
-  constructor(
-    readonly identity: string,
-    readonly token: bigint,
-    readonly highest: bigint,
-  ) {
-    super(
-      `reply from ${identity} carries token ${token}, but a newer term (token ${highest}) already answered: ` +
-        `it came from a stale leader and was rejected; retry the request`,
-    );
-    this.name = 'StaleReplyError';
-  }
-}
-
-/** The identity answered with an error header (thrown by requestOk). */
-export class IdentityRequestError extends Error {
-  constructor(
-    readonly code: ErrorCode,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'IdentityRequestError';
-  }
-}
-
-/** A reply lacked the headers every understudy reply carries. */
-export class IdentityProtocolError extends Error {
-  constructor(identity: string, problem: string) {
-    super(
-      `malformed reply from ${identity}: ${problem}; is an understudy agent of a compatible version answering?`,
-    );
-    this.name = 'IdentityProtocolError';
-  }
-}
-
-export class NoDurableInboxError extends Error {
-  constructor(readonly identity: string) {
-    super(
-      `${identity} has no durable inbox (no JetStream stream stores ${subjects.inbox(identity)}); ` +
-        `set inbox.durable in its spec, or use request() instead`,
-    );
-    this.name = 'NoDurableInboxError';
-  }
-}
-
-export class TooManyOutstandingError extends Error {
-  constructor(identity: string, limit: number) {
-    super(`${limit} durable requests to ${identity} still await answers; wait for some before sending more`);
-    this.name = 'TooManyOutstandingError';
-  }
-}
-
-export class ClientClosedError extends Error {
-  constructor(identity: string) {
-    super(`the client for ${identity} is closed; create a new IdentityClient`);
-    this.name = 'ClientClosedError';
-  }
-}
-
-/** Header lookup over a NATS message (missing headers read as undefined). */
-export const msgHeaders =
-  (hdrs: MsgHdrs | undefined): HeaderLookup =>
-  (name) => {
-    const v = hdrs?.get(name);
-    return v === undefined || v === '' ? undefined : v;
-  };
-
 /**
- * Read an identity's reply: the token and node headers are required (a reply that cannot be
- * fenced cannot be trusted); an error code this version does not know reads as 'internal'.
+ * Read an identity's reply, unverified: the token and node headers are required (a reply that
+ * cannot be fenced cannot be trusted); an error code this version does not know reads as
+ * 'internal'. verifyReply (presence.ts) also checks the signature.
  */
 export function parseReply(
   get: HeaderLookup,
   data: Uint8Array | string,
 ): { ok: true; reply: IdentityReply } | { ok: false; problem: string } {
-  const token = get(H.token);
-  if (token === undefined || !TOKEN_PATTERN.test(token)) {
-    return { ok: false, problem: `${H.token} header missing or not a decimal number` };
-  }
-  const node = get(H.node);
-  if (node === undefined || !NAME_PATTERN.test(node)) {
-    return { ok: false, problem: `${H.node} header missing or not a node name` };
-  }
-  const body = typeof data === 'string' ? data : text.decode(data);
-  const reply: IdentityReply = { body, token: BigInt(token), node };
-  const error = get(H.error);
-  if (error !== undefined) {
-    const code = ErrorCode.safeParse(error);
-    reply.error = code.success ? code.data : 'internal';
-  }
-  return { ok: true, reply };
+  const parsed = parseReplyHeaders(get, data);
+  return parsed.ok ? { ok: true, reply: toReply(parsed.reply) } : parsed;
 }
+
+const toReply = (r: PresenceReply): IdentityReply => ({
+  body: r.body,
+  token: r.token,
+  node: r.node,
+  ...(r.error !== undefined && { error: r.error }),
+  verified: r.verified,
+});
 
 /**
  * Delivers each durable answer at most once: an id leaves the outstanding set when its first
@@ -174,6 +121,8 @@ export class DurableReplies {
   staleDropped = 0;
   duplicatesDropped = 0;
   malformedDropped = 0;
+  /** Answers whose signature did not verify (a key source was given). */
+  unverifiedDropped = 0;
 
   constructor(
     private readonly gate: TokenGate,
@@ -201,15 +150,39 @@ export class DurableReplies {
     this.outstanding.delete(requestId);
   }
 
-  /** The answer to deliver, or undefined if it is malformed, stale or already delivered. */
-  accept(get: HeaderLookup, data: Uint8Array | string): DurableReply | undefined {
+  /**
+   * Verify an answer (with `keys`; without, it is returned unverified) and accept it: the
+   * answer to deliver, or undefined if it is malformed, forged, stale or already delivered.
+   */
+  async verify(
+    identity: string,
+    get: HeaderLookup,
+    data: Uint8Array | string,
+    keys: NodeKeySource | undefined,
+  ): Promise<DurableReply | undefined> {
     const requestId = get(H.requestId);
-    const parsed = parseReply(get, data);
-    if (requestId === undefined || !parsed.ok) {
-      this.malformedDropped++;
+    if (requestId === undefined || !REQUEST_ID_PATTERN.test(requestId) || !this.outstanding.has(requestId)) {
+      // Not one of ours (or answered already): no key lookup for it.
+      if (requestId !== undefined && REQUEST_ID_PATTERN.test(requestId)) this.duplicatesDropped++;
+      else this.malformedDropped++;
       return undefined;
     }
-    if (!this.gate.admit(parsed.reply.token)) {
+    const parsed = await verifyReply(get, data, { identity, requestId, mode: 'durable' }, keys).catch(
+      (err: Error) => ({ ok: false as const, problem: `no key to check it: ${err.message}`, lookup: true }),
+    );
+    if (!parsed.ok) {
+      if (keys !== undefined && parseReplyHeaders(get, data).ok) this.unverifiedDropped++;
+      else this.malformedDropped++;
+      return undefined;
+    }
+    return this.accept(requestId, toReply(parsed.reply));
+  }
+
+  /** Accept a parsed answer to `requestId`: undefined if stale or already delivered. */
+  accept(requestId: string, reply: IdentityReply): DurableReply | undefined {
+    // Only a verified answer may raise the gate; an unverified one is only checked against it.
+    const fresh = reply.verified ? this.gate.admit(reply.token) : reply.token >= this.gate.current;
+    if (!fresh) {
       this.staleDropped++;
       return undefined;
     }
@@ -217,7 +190,7 @@ export class DurableReplies {
       this.duplicatesDropped++;
       return undefined;
     }
-    return { requestId, ...parsed.reply };
+    return { requestId, ...reply };
   }
 }
 
@@ -226,6 +199,12 @@ export interface IdentityClientOptions {
   /** Sign requests as this caller (its NATS user nkey seed, 'SU...'). Unsigned otherwise. */
   caller?: { name: string; seed: Uint8Array | string };
   timeoutMs?: number;
+  /**
+   * Where the nodes' public keys come from, to verify replies (e.g. the controller's
+   * GET /v1/nodes, or a fixed map). Absent: replies are returned with verified: false and
+   * never raise the stale-reply gate (see the top of this file).
+   */
+  keys?: NodeKeySource;
 }
 
 interface Waiter {
@@ -261,32 +240,72 @@ export class IdentityClient {
   get duplicatesDropped(): number {
     return this.durable.duplicatesDropped;
   }
-  /** Highest fencing token seen from this identity. */
+  /** Durable answers ignored because their signature did not verify. */
+  get unverifiedDropped(): number {
+    return this.durable.unverifiedDropped;
+  }
+  /** Highest fencing token seen from this identity in a verified reply. */
   get highestToken(): bigint {
     return this.gate.current;
   }
 
-  /** Core request/reply. An error reply is returned, not thrown (see requestOk). */
+  /**
+   * Core request/reply. An error reply is returned, not thrown (see requestOk). With a key
+   * source, answers that do not verify are ignored and the wait goes on for a verified one.
+   */
   async request(command: string, opts: { timeoutMs?: number } = {}): Promise<IdentityReply> {
     const data = this.encode(command);
     const timeout = opts.timeoutMs ?? this.timeoutMs;
-    let msg: Msg;
-    try {
-      msg = await this.nc.request(subjects.identity(this.identity), data, {
+    const requestId = newRequestId();
+    const hdrs = this.signedHeaders(data, requestId);
+    hdrs.set(H.requestId, requestId);
+    const expected: Expected = { identity: this.identity, requestId, mode: 'core' };
+    const keys = this.opts.keys && memoKeys(this.opts.keys);
+    const reply = await new Promise<IdentityReply>((resolve, reject) => {
+      let problem: string | undefined;
+      let settled = false;
+      const inbox = createInbox();
+      const finish = (fn: () => void) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        sub.unsubscribe();
+        fn();
+      };
+      const timer = setTimeout(
+        () =>
+          finish(() =>
+            reject(
+              problem !== undefined
+                ? new UnverifiedReplyError(this.identity, problem)
+                : new IdentityTimeoutError(this.identity, timeout),
+            ),
+          ),
         timeout,
-        headers: this.signedHeaders(data),
+      );
+      // Its own reply subject (not nc.request): a forged answer arriving first must not take
+      // the place of the real one.
+      const sub = this.nc.subscribe(inbox, {
+        callback: (err, msg) => {
+          if (err !== null || settled) return;
+          if (msg.headers?.code === NO_RESPONDERS) {
+            if (problem === undefined) finish(() => reject(new NoResponderError(this.identity)));
+            return;
+          }
+          void verifyReply(msgHeaders(msg.headers), msg.data, expected, keys).then(
+            (checked) => {
+              if (checked.ok) finish(() => resolve(toReply(checked.reply)));
+              else problem = checked.problem;
+            },
+            (e: Error) => (problem = `cannot look up the node's key: ${e.message}`),
+          );
+        },
       });
-    } catch (err) {
-      if (isNatsError(err, NatsErrorCode.NoResponders)) throw new NoResponderError(this.identity);
-      if (isNatsError(err, NatsErrorCode.Timeout)) throw new IdentityTimeoutError(this.identity, timeout);
-      throw err;
-    }
-    const parsed = parseReply(msgHeaders(msg.headers), msg.data);
-    if (!parsed.ok) throw new IdentityProtocolError(this.identity, parsed.problem);
-    if (!this.gate.admit(parsed.reply.token)) {
-      throw new StaleReplyError(this.identity, parsed.reply.token, this.gate.current);
-    }
-    return parsed.reply;
+      this.nc.publish(subjects.identity(this.identity), data, { reply: inbox, headers: hdrs });
+    });
+    const fresh = reply.verified ? this.gate.admit(reply.token) : reply.token >= this.gate.current;
+    if (!fresh) throw new StaleReplyError(this.identity, reply.token, this.gate.current);
+    return reply;
   }
 
   /** Like request(), but an error reply throws IdentityRequestError. */
@@ -310,7 +329,7 @@ export class IdentityClient {
     command: string,
     opts: { requestId?: string; timeoutMs?: number } = {},
   ): Promise<{ requestId: string }> {
-    const requestId = opts.requestId ?? newNonce();
+    const requestId = opts.requestId ?? newRequestId();
     if (!REQUEST_ID_PATTERN.test(requestId)) {
       throw new Error(`requestId '${requestId}' must be 8-64 characters of [A-Za-z0-9_-]`);
     }
@@ -319,8 +338,9 @@ export class IdentityClient {
     // Expected before publishing: the answer may arrive before the store acknowledgement.
     if (!this.durable.expect(requestId)) throw new TooManyOutstandingError(this.identity, MAX_OUTSTANDING);
     // The nonce is the request id: the inbox's duplicate window then guards against replays,
-    // which an in-memory cache could not do for a request that waits through a handover.
-    const hdrs = this.signedHeaders(data, requestId);
+    // which an in-memory cache could not do for a request that waits through a handover. The
+    // reply-to is signed: a copy re-sent elsewhere cannot have its answer redirected.
+    const hdrs = this.signedHeaders(data, requestId, this.replySubject);
     hdrs.set(H.requestId, requestId);
     hdrs.set(H.replyTo, this.replySubject);
     const timeout = opts.timeoutMs ?? this.timeoutMs;
@@ -361,7 +381,7 @@ export class IdentityClient {
     timeoutMs: number,
     opts: { requestId?: string } = {},
   ): Promise<DurableReply> {
-    const requestId = opts.requestId ?? newNonce();
+    const requestId = opts.requestId ?? newRequestId();
     let waiter!: Waiter;
     const answered = new Promise<DurableReply>((resolve, reject) => (waiter = { resolve, reject }));
     // close() may reject it while send() is still pending; the race below reports it.
@@ -415,8 +435,12 @@ export class IdentityClient {
   }
 
   private deliver(msg: Msg): void {
-    const reply = this.durable.accept(msgHeaders(msg.headers), msg.data);
-    if (reply === undefined) return;
+    void this.durable
+      .verify(this.identity, msgHeaders(msg.headers), msg.data, this.opts.keys)
+      .then((reply) => reply !== undefined && this.hand(reply));
+  }
+
+  private hand(reply: DurableReply): void {
     this.waiters.get(reply.requestId)?.resolve(reply);
     for (const listener of this.listeners) {
       try {
@@ -438,7 +462,8 @@ export class IdentityClient {
     return data;
   }
 
-  private signedHeaders(data: Uint8Array, nonce?: string): MsgHdrs {
+  /** Signature headers (when the client has a caller key); the nonce is the request id. */
+  private signedHeaders(data: Uint8Array, nonce: string, durableReplyTo?: string): MsgHdrs {
     const hdrs = natsHeaders();
     const caller = this.opts.caller;
     if (caller !== undefined) {
@@ -447,7 +472,9 @@ export class IdentityClient {
         caller: caller.name,
         seed: caller.seed,
         body: data,
-        ...(nonce !== undefined && { nonce }),
+        nonce,
+        delivery:
+          durableReplyTo === undefined ? { mode: 'core' } : { mode: 'durable', replyTo: durableReplyTo },
       });
       for (const [name, value] of Object.entries(signed)) hdrs.set(name, value);
     }
@@ -460,36 +487,3 @@ export class IdentityClient {
 }
 
 const isNatsError = (err: unknown, code: string) => err instanceof NatsError && err.code === code;
-
-/**
- * Every instance answering PING for `identity` within `windowMs`: more than one is a split
- * brain. Publishes one PING with its own reply subject (a core request would keep only the
- * first answer). Answers without valid token and node headers are not counted.
- */
-export async function collectResponders(
-  nc: NatsConnection,
-  identity: string,
-  windowMs: number,
-): Promise<Array<{ node: string; token: bigint; error?: ErrorCode }>> {
-  const inbox = createInbox();
-  const found: Array<{ node: string; token: bigint; error?: ErrorCode }> = [];
-  const sub = nc.subscribe(inbox, {
-    callback: (err, msg) => {
-      if (err !== null) return;
-      const parsed = parseReply(msgHeaders(msg.headers), msg.data);
-      // An instance answering with an error (its service does not respond) is still logged
-      // in under the name: it counts as a responder, with its error.
-      if (parsed.ok) {
-        const { node, token, error } = parsed.reply;
-        found.push({ node, token, ...(error ? { error } : {}) });
-      }
-    },
-  });
-  try {
-    nc.publish(subjects.identity(identity), utf8.encode('PING'), { reply: inbox });
-    await sleep(windowMs);
-  } finally {
-    sub.unsubscribe();
-  }
-  return found;
-}

@@ -7,12 +7,7 @@
 // term's token, and nothing is answered once the term may no longer act (a resumed old
 // leader stays silent; its clients would reject its stale token anyway).
 import {
-  AckPolicy,
-  DiscardPolicy,
   headers as natsHeaders,
-  nanos,
-  RetentionPolicy,
-  StorageType,
   type JsMsg,
   type Msg,
   type MsgHdrs,
@@ -21,9 +16,13 @@ import {
 } from 'nats';
 import type { Logger } from 'pino';
 import type { IdentitySpec } from '../spec/schema.js';
-import { decide } from './access.js';
-import { RequestAuthenticator } from './authenticator.js';
+import type { UserSigner } from '../keys/index.js';
+import { decide, needsReplayCheck } from './access.js';
+import { RequestAuthenticator, type AuthenticateInput } from './authenticator.js';
 import type { IdentityDriver, ServiceReply } from './driver.js';
+import { ensureInbox } from './inbox.js';
+import { REQUEST_ID_PATTERN, signReply, type DeliveryMode } from './presence.js';
+import { natsReplayStore, ReplayGuard, type ReplayStore } from './replay.js';
 import { ReasonLog } from './reason-log.js';
 import {
   BUILTIN_VERBS,
@@ -72,8 +71,13 @@ async function flushWithin(nc: NatsConnection, ms: number): Promise<boolean> {
   }
 }
 
-/** Duplicate window of the inbox stream: a re-sent request (same id) is stored once. */
-const INBOX_DUPLICATE_WINDOW_MS = 120_000;
+/**
+ * How long a durable request waits before it is offered again when it could not be checked
+ * against the shared replay cache (NATS slow or away): long enough not to spin on it.
+ */
+const REPLAY_UNAVAILABLE_RETRY_MS = 2_000;
+
+export { ensureInbox, InboxMismatchError } from './inbox.js';
 
 export interface ResponderContext {
   identity: string;
@@ -97,39 +101,24 @@ interface Answer {
   error?: ErrorCode;
 }
 
-/** Create the identity's inbox stream and its consumer where missing. Idempotent. */
-export async function ensureInbox(
-  nc: NatsConnection,
-  identity: string,
-  inbox: IdentitySpec['inbox'],
-): Promise<void> {
-  const jsm = await nc.jetstreamManager();
-  const stream = inboxStream(identity);
-  try {
-    await jsm.streams.info(stream);
-  } catch {
-    await jsm.streams.add({
-      name: stream,
-      subjects: [subjects.inbox(identity)],
-      retention: RetentionPolicy.Workqueue,
-      storage: StorageType.File,
-      discard: DiscardPolicy.Old,
-      max_age: nanos(inbox.maxAgeMs),
-      max_msgs: inbox.maxMessages,
-      duplicate_window: nanos(INBOX_DUPLICATE_WINDOW_MS),
-    });
-  }
-  try {
-    await jsm.consumers.info(stream, INBOX_CONSUMER);
-  } catch {
-    await jsm.consumers.add(stream, {
-      durable_name: INBOX_CONSUMER,
-      ack_policy: AckPolicy.Explicit,
-      ack_wait: nanos(inbox.ackWaitMs),
-      max_ack_pending: 1_000,
-    });
-  }
+/** What a responder needs besides the term: the node's key and where nonces are recorded. */
+export interface ResponderOptions {
+  /** The node key registered in etcd for this agent's session: every reply is signed with it. */
+  signer: UserSigner;
+  /** The replay cache shared by every leader (default: the JetStream KV bucket on `nc`). */
+  replayStore?: ReplayStore;
 }
+
+/** How a request arrived: core (reply subject of the message) or durable (from the inbox). */
+type Arrival =
+  | { mode: 'core' }
+  | {
+      mode: 'durable';
+      storedAtMs: number;
+      messageId: string | undefined;
+      replyTo: string | undefined;
+      seq: number;
+    };
 
 export class Responder {
   private sub: Subscription | undefined;
@@ -139,16 +128,37 @@ export class Responder {
   private stopFetch: (() => void) | undefined;
   private readonly inFlight = new Set<Promise<void>>();
   private readonly authenticator = new RequestAuthenticator();
+  private readonly replay: ReplayGuard;
 
   private constructor(
     private readonly nc: NatsConnection,
     private readonly ctx: ResponderContext,
     private readonly servedBefore: number,
-  ) {}
+    private readonly opts: ResponderOptions,
+  ) {
+    this.replay = new ReplayGuard(opts.replayStore ?? natsReplayStore(nc));
+  }
 
-  /** Subscribe (confirmed by the server) and start the inbox consumer when durable. */
-  static async start(nc: NatsConnection, ctx: ResponderContext, servedBefore = 0): Promise<Responder> {
-    const r = new Responder(nc, ctx, servedBefore);
+  /**
+   * Check the durable inbox (when the spec has one: a stream that cannot be trusted refuses
+   * the login, InboxMismatchError), subscribe (confirmed by the server) and start consuming.
+   */
+  static async start(
+    nc: NatsConnection,
+    ctx: ResponderContext,
+    servedBefore: number,
+    opts: ResponderOptions,
+  ): Promise<Responder> {
+    // Checked before subscribing: a refused inbox means this term serves nothing at all.
+    if (ctx.spec().inbox.durable) {
+      try {
+        await ensureInbox(nc, ctx.identity, ctx.spec().inbox);
+      } catch (err) {
+        ctx.logger.error({ identity: ctx.identity, err: (err as Error).message }, 'durable inbox refused');
+        throw err;
+      }
+    }
+    const r = new Responder(nc, ctx, servedBefore, opts);
     // No queue group: if two instances ever answered, a prober would count two replies.
     r.sub = nc.subscribe(subjects.identity(ctx.identity), {
       callback: (err, msg) => {
@@ -164,10 +174,7 @@ export class Responder {
         `NATS did not confirm the subscription to ${subjects.identity(ctx.identity)} within ${START_CONFIRM_MS} ms`,
       );
     }
-    if (ctx.spec().inbox.durable) {
-      await ensureInbox(nc, ctx.identity, ctx.spec().inbox);
-      r.inboxLoop = r.consumeInbox();
-    }
+    if (ctx.spec().inbox.durable) r.inboxLoop = r.consumeInbox();
     return r;
   }
 
@@ -201,32 +208,38 @@ export class Responder {
     void p.finally(() => this.inFlight.delete(p));
   }
 
-  private replyHeaders(error?: ErrorCode, requestId?: string): MsgHdrs {
+  /** Headers of a reply, signed with the node key (presence.ts). */
+  private replyHeaders(body: Uint8Array, mode: DeliveryMode, requestId: string, error?: ErrorCode): MsgHdrs {
+    const { identity, node, token } = this.ctx;
     const h = natsHeaders();
-    h.set(H.identity, this.ctx.identity);
-    h.set(H.token, String(this.ctx.token));
-    h.set(H.node, this.ctx.node);
+    h.set(H.identity, identity);
+    h.set(H.token, String(token));
+    h.set(H.node, node);
     if (error) h.set(H.error, error);
     if (requestId) h.set(H.requestId, requestId);
+    const fields = { identity, node, token, requestId, mode, error: error ?? '' };
+    h.set(H.replySignature, signReply(this.opts.signer, fields, body));
     return h;
   }
 
   private async onCore(msg: Msg): Promise<void> {
-    const answer = await this.answer(msg.data, msg.headers);
+    const answer = await this.answer(msg.data, msg.headers, { mode: 'core' });
     // Re-checked after the handler: the term may have ended while it ran.
     if (typeof answer === 'string' || !msg.reply || !this.active || !this.ctx.mayAct()) return;
-    msg.respond(new TextEncoder().encode(answer.body), { headers: this.replyHeaders(answer.error) });
+    const body = new TextEncoder().encode(answer.body);
+    msg.respond(body, { headers: this.replyHeaders(body, 'core', requestIdOf(msg.headers), answer.error) });
   }
 
   /**
    * Decide and answer one request. 'drop': the access lists say answer nothing; 'inactive':
-   * this instance may no longer answer, leave the request to the next leader.
+   * this instance may no longer answer, leave the request to the next leader; 'later': the
+   * replay cache could not be asked, offer the durable request again later.
    */
   private async answer(
     data: Uint8Array,
     hdrs: MsgHdrs | undefined,
-    durable?: { storedAtMs: number; messageId: string },
-  ): Promise<Answer | 'drop' | 'inactive'> {
+    arrival: Arrival,
+  ): Promise<Answer | 'drop' | 'inactive' | 'later'> {
     if (!this.active || !this.ctx.mayAct()) return 'inactive';
     if (data.length > MAX_REQUEST_BYTES) {
       this.ctx.onRequest('refused');
@@ -238,11 +251,20 @@ export class Responder {
     const spec = this.ctx.spec();
     // A durable request may wait in the inbox far longer than the clock window (a handover):
     // its age counts from when JetStream stored it, and the stream's duplicate window stops replays.
+    const delivery: AuthenticateInput['delivery'] =
+      arrival.mode === 'core'
+        ? { mode: 'core' }
+        : {
+            mode: 'durable',
+            storedAtMs: arrival.storedAtMs,
+            messageId: arrival.messageId,
+            replyTo: arrival.replyTo,
+          };
     const auth = this.authenticator.authenticate({
       identity: this.ctx.identity,
       headers: header,
       body: data,
-      ...(durable ? { durable } : {}),
+      delivery,
     });
     const claimed = { name: header(H.caller), key: header(H.key) };
     const decision = decide(spec.access, claimed, auth, verb, this.ctx.identity);
@@ -254,6 +276,20 @@ export class Responder {
       this.ctx.onRequest('refused');
       if (decision.pending) this.ctx.onPending({ ...decision.pending, request: body.slice(0, 200) });
       return { body: decision.message, error: decision.code };
+    }
+    if (needsReplayCheck(decision, auth) && auth.kind === 'verified') {
+      // After the access lists: only listed callers' nonces are recorded (a flood of strangers
+      // cannot fill the cache), and before acting: a replay is refused by every leader.
+      const admitted = await this.replay.admit(
+        { identity: this.ctx.identity, key: auth.key, nonce: auth.nonce, signedAt: auth.signedAt },
+        arrival.mode === 'core' ? { mode: 'core', now: Date.now() } : { mode: 'durable', seq: arrival.seq },
+      );
+      if (!admitted.ok) {
+        if (admitted.code === 'unavailable' && arrival.mode === 'durable') return 'later';
+        this.ctx.onRequest('refused');
+        return { body: `request not authenticated: ${admitted.reason}`, error: admitted.code };
+      }
+      if (!this.active || !this.ctx.mayAct()) return 'inactive';
     }
     if (verb === '') {
       this.ctx.onRequest('refused');
@@ -347,25 +383,39 @@ export class Responder {
   }
 
   private async onInbox(m: JsMsg): Promise<void> {
-    const replyTo = m.headers?.get(H.replyTo);
-    const requestId = m.headers?.get(H.requestId) || undefined;
-    const durable = {
+    const replyTo = m.headers?.get(H.replyTo) || undefined;
+    const requestId = requestIdOf(m.headers);
+    const arrival: Arrival = {
+      mode: 'durable',
       storedAtMs: Number(m.info.timestampNanos / 1_000_000),
-      messageId: m.headers?.get('Nats-Msg-Id') || requestId || String(m.seq),
+      messageId: m.headers?.get('Nats-Msg-Id') || undefined,
+      replyTo,
+      seq: m.seq,
     };
-    const answer = await this.answer(m.data, m.headers, durable);
+    const answer = await this.answer(m.data, m.headers, arrival);
+    if (answer === 'later') {
+      m.nak(REPLAY_UNAVAILABLE_RETRY_MS);
+      return;
+    }
     if (answer === 'inactive' || !this.ctx.mayAct()) {
       // The term ended before or while handling: leave the request to the next leader.
       m.nak();
       return;
     }
     if (answer !== 'drop' && replyTo) {
-      this.nc.publish(replyTo, new TextEncoder().encode(answer.body), {
-        headers: this.replyHeaders(answer.error, requestId),
+      const body = new TextEncoder().encode(answer.body);
+      this.nc.publish(replyTo, body, {
+        headers: this.replyHeaders(body, 'durable', requestId, answer.error),
       });
     }
     // Answered (or deliberately dropped): done for good. The answer was written before the
     // ack, so a crash in between re-delivers it and the client's dedupe keeps it once.
     m.ack();
   }
+}
+
+/** The request id a reply echoes and signs: the caller's, if well formed ('' otherwise). */
+function requestIdOf(hdrs: MsgHdrs | undefined): string {
+  const id = hdrs?.get(H.requestId) ?? '';
+  return REQUEST_ID_PATTERN.test(id) ? id : '';
 }

@@ -3,8 +3,9 @@
 //
 // A request is one line of text, `VERB args...` (verbs are case-insensitive), sent with core
 // request/reply to the identity's subject, or published to its durable inbox (JetStream).
-// A reply is text; the headers say which term answered (token, node) and whether it is an
-// error. Callers authenticate by signing with their NATS nkey (see access.ts).
+// A reply is text; the headers say which term answered (token, node), whether it is an error,
+// and carry the node's signature over all that (presence.ts). Callers authenticate by signing
+// with their NATS nkey (request-signing.ts, access.ts).
 import { z } from 'zod';
 
 export const SUBJECT_ROOT = 'understudy';
@@ -34,15 +35,19 @@ export const headers = {
   time: 'Understudy-Time',
   nonce: 'Understudy-Nonce',
   signature: 'Understudy-Signature',
-  // Durable requests: where to send the answer, and the id it answers (also Nats-Msg-Id, so a
-  // re-sent publish is stored once).
+  // Where a durable request's answer goes (signed by the caller, request-signing.ts).
   replyTo: 'Understudy-Reply-To',
+  // The id a request's answer must carry back, chosen by the caller for every request (core
+  // and durable; a signed request's nonce, and a durable request's Nats-Msg-Id). The reply
+  // signature covers it, so an old answer cannot pass for the answer to a new request.
   requestId: 'Understudy-Request-Id',
   // Replies.
   identity: 'Understudy-Identity',
   token: 'Understudy-Token',
   node: 'Understudy-Node',
   error: 'Understudy-Error',
+  /** The answering node's signature over the reply (presence.ts). */
+  replySignature: 'Understudy-Reply-Signature',
 } as const;
 
 /** Error codes carried in the `Understudy-Error` header of a reply; the body explains. */

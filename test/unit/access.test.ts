@@ -1,10 +1,13 @@
+import { createHash } from 'node:crypto';
 import { expect } from 'chai';
+import { userSigner } from '../../pkg/keys/index.js';
 import { nkeys } from 'nats';
 import {
   canonicalPayload,
   claimedCaller,
   CLOCK_WINDOW_MS,
   decide,
+  FUTURE_SKEW_MS,
   generateCallerKey,
   RequestAuthenticator,
   signRequest,
@@ -24,7 +27,14 @@ const lookup =
     h[name];
 
 function signed(
-  opts: { body?: string; now?: number; nonce?: string; who?: typeof alice; identity?: string } = {},
+  opts: {
+    body?: string;
+    now?: number;
+    nonce?: string;
+    who?: typeof alice;
+    identity?: string;
+    replyTo?: string;
+  } = {},
 ) {
   const who = opts.who ?? alice;
   const body = opts.body ?? 'RATE USD';
@@ -35,6 +45,7 @@ function signed(
     body,
     now: opts.now ?? T0,
     ...(opts.nonce !== undefined && { nonce: opts.nonce }),
+    ...(opts.replyTo !== undefined && { delivery: { mode: 'durable' as const, replyTo: opts.replyTo } }),
   });
   return { headers, body };
 }
@@ -57,12 +68,42 @@ describe('request signing (access.ts)', function () {
         key: 'UKEY',
         time: '5',
         nonce: 'nonce123',
+        delivery: { mode: 'durable', replyTo: '_INBOX.x' },
         body: 'abc',
       }),
     );
     expect(payload).to.equal(
-      'understudy-request-v1\nid\nc\nUKEY\n5\nnonce123\n' +
+      'understudy-request-v2\nid\nc\nUKEY\n5\nnonce123\ndurable\n_INBOX.x\n' +
         'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad',
+    );
+    const core = canonicalPayload({
+      identity: 'id',
+      caller: 'c',
+      key: 'UKEY',
+      time: '5',
+      nonce: 'nonce123',
+      delivery: { mode: 'core' },
+      body: 'abc',
+    });
+    expect(new TextDecoder().decode(core)).to.contain('\nnonce123\ncore\n\n');
+  });
+
+  it('refuses a request signed with the old v1 payload, naming the version to sign', function () {
+    const { headers, body } = signed();
+    const digest = createHash('sha256').update(body).digest('hex');
+    const v1 = [
+      'understudy-request-v1',
+      IDENTITY,
+      'alice',
+      headers[H.key],
+      String(T0),
+      headers[H.nonce],
+      digest,
+    ];
+    const sig = userSigner(alice.seed).sign(new TextEncoder().encode(v1.join('\n')));
+    const legacy = { ...headers, [H.signature]: Buffer.from(sig).toString('base64url') };
+    expect(reasonOf(auth(new RequestAuthenticator(), legacy, body))).to.match(
+      /understudy-request-v2.*upgrade/,
     );
   });
 
@@ -73,6 +114,8 @@ describe('request signing (access.ts)', function () {
       kind: 'verified',
       name: 'alice',
       key: alice.publicKey,
+      nonce: headers[H.nonce],
+      signedAt: T0,
     });
   });
 
@@ -119,6 +162,7 @@ describe('request signing (access.ts)', function () {
         key: kp.getPublicKey() as string,
         time: String(T0),
         nonce: 'nonce-nk1',
+        delivery: { mode: 'core' },
         body: 'HELP',
       });
       const sig = Buffer.from(headers[H.signature]!, 'base64url');
@@ -134,6 +178,7 @@ describe('request signing (access.ts)', function () {
         key,
         time: String(T0),
         nonce: 'nonce-nk2',
+        delivery: { mode: 'core' as const },
         body: 'HELP',
       };
       const sig = Buffer.from(kp.sign(canonicalPayload(fields)) as Uint8Array).toString('base64url');
@@ -148,6 +193,8 @@ describe('request signing (access.ts)', function () {
         kind: 'verified',
         name: 'erin',
         key,
+        nonce: 'nonce-nk2',
+        signedAt: T0,
       });
     });
 
@@ -207,118 +254,101 @@ describe('request signing (access.ts)', function () {
     expect(reasonOf(auth(new RequestAuthenticator(), headers, body))).to.match(/for identity 'msggateway'/);
   });
 
-  it('accepts a request signed up to the clock window away, either way', function () {
+  // Table: signed time relative to the verifier's clock → accepted or the reason.
+  const windowCases: Array<[string, number, RegExp | 'verified']> = [
+    ['now', 0, 'verified'],
+    ['the whole past window behind', -CLOCK_WINDOW_MS, 'verified'],
+    ['the future skew ahead', FUTURE_SKEW_MS, 'verified'],
+    ['just beyond the future skew', FUTURE_SKEW_MS + 1_000, /6 s ahead of.*5 s ahead, 30 s behind.*NTP/],
+    ['a whole window ahead (accepted before the future bound)', CLOCK_WINDOW_MS, /30 s ahead of/],
+    ['beyond the past window', -CLOCK_WINDOW_MS - 5_000, /35 s behind/],
+  ];
+  for (const [what, offset, outcome] of windowCases) {
+    it(`clock window: a request signed ${what} is ${outcome === 'verified' ? 'accepted' : 'refused'}`, function () {
+      const { headers, body } = signed({ now: T0 + offset });
+      const r = auth(new RequestAuthenticator(), headers, body);
+      if (outcome === 'verified') expect(r.kind).to.equal('verified');
+      else expect(reasonOf(r)).to.match(outcome);
+    });
+  }
+
+  it('is stateless: the same signed request verifies twice (replays are replay.ts)', function () {
     const a = new RequestAuthenticator();
-    const ahead = signed({ now: T0 + CLOCK_WINDOW_MS });
-    const behind = signed({ now: T0 - CLOCK_WINDOW_MS });
-    expect(auth(a, ahead.headers, ahead.body).kind).to.equal('verified');
-    expect(auth(a, behind.headers, behind.body).kind).to.equal('verified');
-  });
-
-  it('refuses a request signed too far ahead of the verifier clock', function () {
-    const { headers, body } = signed({ now: T0 + CLOCK_WINDOW_MS + 1_000 });
-    expect(reasonOf(auth(new RequestAuthenticator(), headers, body))).to.match(/31 s ahead of.*±30 s.*NTP/);
-  });
-
-  it('refuses a request signed too far behind the verifier clock', function () {
-    const { headers, body } = signed({ now: T0 - CLOCK_WINDOW_MS - 5_000 });
-    expect(reasonOf(auth(new RequestAuthenticator(), headers, body))).to.match(/35 s behind/);
-  });
-
-  it('refuses a replayed nonce from the same key, but not the same nonce from another key', function () {
-    const a = new RequestAuthenticator();
-    const first = signed({ nonce: 'nonce-0001' });
-    expect(auth(a, first.headers, first.body).kind).to.equal('verified');
-    expect(reasonOf(auth(a, first.headers, first.body, T0 + 1_000))).to.match(/replayed request/);
-    const other = signed({ nonce: 'nonce-0001', who: bob });
-    expect(auth(a, other.headers, other.body).kind).to.equal('verified');
-  });
-
-  it('does not remember nonces of requests that failed verification', function () {
-    const a = new RequestAuthenticator();
-    const { headers, body } = signed({ nonce: 'nonce-0002' });
-    expect(auth(a, headers, 'tampered').kind).to.equal('invalid');
+    const { headers, body } = signed({ nonce: 'nonce-0001' });
     expect(auth(a, headers, body).kind).to.equal('verified');
-    expect(a.replayCacheSize).to.equal(1);
+    expect(auth(a, headers, body).kind).to.equal('verified');
   });
 
-  it('bounds the replay cache under a flood, and still refuses replays of forgotten nonces', function () {
-    const a = new RequestAuthenticator({ maxReplayEntries: 50 });
-    const first = signed({ nonce: 'flood-000' });
-    expect(auth(a, first.headers, first.body).kind).to.equal('verified');
-    for (let i = 1; i <= 200; i++) {
-      const r = signed({ nonce: `flood-${String(i).padStart(3, '0')}`, now: T0 + i });
-      expect(auth(a, r.headers, r.body, T0 + i).kind).to.equal('verified');
-    }
-    expect(a.replayCacheSize).to.be.at.most(50);
-    // Its nonce is forgotten, but it was signed before the newest forgotten entry.
-    expect(reasonOf(auth(a, first.headers, first.body, T0 + 300))).to.match(/too long ago.*sign it again/);
-    // Requests signed after that are still served.
-    const fresh = signed({ nonce: 'fresh-0001', now: T0 + 500 });
-    expect(auth(a, fresh.headers, fresh.body, T0 + 500).kind).to.equal('verified');
-  });
-
-  it('prunes nonces that fell out of the clock window', function () {
-    const a = new RequestAuthenticator();
-    for (let i = 0; i < 20; i++) {
-      const r = signed({ nonce: `early-${String(i).padStart(3, '0')}`, now: T0 + i });
-      auth(a, r.headers, r.body, T0 + i);
-    }
-    expect(a.replayCacheSize).to.equal(20);
-    const later = T0 + 2 * CLOCK_WINDOW_MS;
-    const r = signed({ nonce: 'later-0001', now: later });
-    expect(auth(a, r.headers, r.body, later).kind).to.equal('verified');
-    expect(a.replayCacheSize).to.equal(1);
-  });
-
-  it('does not accept a pruned nonce again when the clock steps back', function () {
-    const a = new RequestAuthenticator();
-    const old = signed({ nonce: 'step-0001' });
-    auth(a, old.headers, old.body, T0);
-    const later = T0 + 2 * CLOCK_WINDOW_MS;
-    const r = signed({ nonce: 'step-0002', now: later });
-    auth(a, r.headers, r.body, later);
-    // The verifier's clock jumps back to T0: the replay is inside the window again.
-    expect(reasonOf(auth(a, old.headers, old.body, T0))).to.match(/too long ago/);
-  });
-
-  describe('durable inbox requests', function () {
+  describe('delivery mode and reply-to', function () {
     const storedAtMs = T0 + 1_000;
-    it('checks the clock window against the time JetStream stored the request, not delivery time', function () {
-      const { headers, body } = signed({ nonce: 'request-0001' });
-      const r = new RequestAuthenticator().authenticate({
+    const durable = (messageId: string | undefined, replyTo: string | undefined) => ({
+      mode: 'durable' as const,
+      storedAtMs,
+      messageId,
+      replyTo,
+    });
+    const run = (
+      h: Record<string, string>,
+      body: string,
+      delivery?: Parameters<RequestAuthenticator['authenticate']>[0]['delivery'],
+    ) =>
+      new RequestAuthenticator().authenticate({
         identity: IDENTITY,
-        headers: lookup(headers),
+        headers: lookup(h),
         body,
         now: T0 + 3_600_000,
-        durable: { storedAtMs, messageId: 'request-0001' },
+        ...(delivery !== undefined && { delivery }),
       });
-      expect(r.kind).to.equal('verified');
+
+    it('checks the clock window against the time JetStream stored the request, not delivery time', function () {
+      const { headers, body } = signed({ nonce: 'request-0001', replyTo: '_INBOX.a' });
+      expect(run(headers, body, durable('request-0001', '_INBOX.a')).kind).to.equal('verified');
     });
 
-    it('accepts a redelivery of the same stored message (the stream guards replays)', function () {
-      const a = new RequestAuthenticator();
-      const { headers, body } = signed({ nonce: 'request-0002' });
-      const input = {
-        identity: IDENTITY,
-        headers: lookup(headers),
-        body,
-        durable: { storedAtMs, messageId: 'request-0002' },
-      };
-      expect(a.authenticate(input).kind).to.equal('verified');
-      expect(a.authenticate(input).kind).to.equal('verified');
-    });
-
-    it('refuses a durable request whose nonce is not its message id', function () {
-      const { headers, body } = signed({ nonce: 'request-0003' });
-      const r = new RequestAuthenticator().authenticate({
-        identity: IDENTITY,
-        headers: lookup(headers),
-        body,
-        durable: { storedAtMs, messageId: 'another-id' },
+    // Table: how a request was signed → how it arrives → refused with.
+    const cases: Array<[string, { replyTo?: string }, ReturnType<typeof durable> | undefined, RegExp]> = [
+      [
+        'a core request replayed into the inbox',
+        {},
+        durable('request-0002', '_INBOX.a'),
+        /for durable delivery/,
+      ],
+      ['a durable request replayed as core', { replyTo: '_INBOX.a' }, undefined, /for core delivery/],
+      [
+        'a durable request with its reply-to changed',
+        { replyTo: '_INBOX.a' },
+        durable('request-0002', '_INBOX.evil'),
+        /with this reply-to/,
+      ],
+      [
+        'a durable request whose Nats-Msg-Id differs from the nonce',
+        { replyTo: '_INBOX.a' },
+        durable('another-id', '_INBOX.a'),
+        /Nats-Msg-Id must equal/,
+      ],
+      [
+        'a durable request without Nats-Msg-Id',
+        { replyTo: '_INBOX.a' },
+        durable(undefined, '_INBOX.a'),
+        /Nats-Msg-Id must equal/,
+      ],
+      [
+        'a durable request without reply-to',
+        { replyTo: '_INBOX.a' },
+        durable('request-0002', undefined),
+        /needs Understudy-Reply-To/,
+      ],
+    ];
+    for (const [what, how, delivery, reason] of cases) {
+      it(`refuses ${what}`, function () {
+        const { headers, body } = signed({
+          nonce: 'request-0002',
+          now: delivery ? T0 : T0 + 3_600_000,
+          ...how,
+        });
+        expect(reasonOf(run(headers, body, delivery))).to.match(reason);
       });
-      expect(reasonOf(r)).to.match(/must equal its message id/);
-    });
+    }
   });
 
   it('refuses to sign with a seed that is not a user seed, without echoing it', function () {
@@ -363,6 +393,8 @@ describe('access decisions (decide)', function () {
     kind: 'verified',
     name: who.name,
     key: who.publicKey,
+    nonce: 'nonce-0001',
+    signedAt: T0,
   });
   const claims = (who: { name: string; publicKey: string }) => ({ name: who.name, key: who.publicKey });
   const anonymous: AuthResult = { kind: 'anonymous' };

@@ -1,6 +1,6 @@
-// The caller-side rules of client.ts, without a NATS server: reply parsing, stale-token
-// rejection, at-most-once delivery of durable answers, and error translation. A small fake
-// stands in for the connection; the integration suite runs the same paths against NATS.
+// The caller-side rules of client.ts, without a NATS server: reply parsing and verification,
+// stale-token rejection, at-most-once delivery of durable answers, and error translation. A
+// small fake stands in for the connection; the integration suite runs the same paths against NATS.
 import { expect } from 'chai';
 import { headers as natsHeaders, NatsError, type Msg, type MsgHdrs, type NatsConnection } from 'nats';
 import { generateCallerKey, RequestAuthenticator } from '../../pkg/identity/access.js';
@@ -8,7 +8,6 @@ import {
   collectResponders,
   DurableReplies,
   IdentityClient,
-  IdentityProtocolError,
   IdentityRequestError,
   IdentityTimeoutError,
   msgHeaders,
@@ -17,9 +16,13 @@ import {
   parseReply,
   StaleReplyError,
   TooManyOutstandingError,
+  UnverifiedReplyError,
   type DurableReply,
+  type NodeKeySource,
 } from '../../pkg/identity/client.js';
+import { signReply, type DeliveryMode } from '../../pkg/identity/presence.js';
 import { headers as H, subjects } from '../../pkg/identity/wire.js';
+import { userSigner } from '../../pkg/keys/index.js';
 import { TokenGate } from '../../pkg/lease/fenced.js';
 
 const IDENTITY = 'msggateway';
@@ -35,29 +38,67 @@ function replyHeaders(h: Record<string, string>): MsgHdrs {
 }
 const msg = (h: Record<string, string>, body = '') =>
   ({ headers: replyHeaders(h), data: new TextEncoder().encode(body) }) as unknown as Msg;
+const noResponders = () =>
+  ({ headers: { code: 503, get: () => '' }, data: new Uint8Array() }) as unknown as Msg;
+
+/** The nodes' keys, and a key source that knows them. */
+const nodeA = userSigner(generateCallerKey().seed);
+const nodeB = userSigner(generateCallerKey().seed);
+const signers: Record<string, typeof nodeA> = { 'node-a': nodeA, 'node-b': nodeB };
+const keys: NodeKeySource = async (node) =>
+  signers[node] ? { key: signers[node].publicKey, lease: `lease-${node}` } : undefined;
+
+/** A reply as an agent sends it: signed by `node` over the request id it answers. */
+function reply(
+  o: { token: number; node?: string; requestId: string; body?: string; error?: string; mode?: DeliveryMode },
+  signer?: typeof nodeA,
+) {
+  const node = o.node ?? 'node-a';
+  const body = o.body ?? `PONG ${node} ${o.token}`;
+  const h: Record<string, string> = {
+    [H.identity]: IDENTITY,
+    [H.token]: String(o.token),
+    [H.node]: node,
+    [H.requestId]: o.requestId,
+    ...(o.error !== undefined && { [H.error]: o.error }),
+  };
+  const by = signer ?? signers[node];
+  if (by) {
+    h[H.replySignature] = signReply(
+      by,
+      {
+        identity: IDENTITY,
+        node,
+        token: BigInt(o.token),
+        requestId: o.requestId,
+        mode: o.mode ?? 'core',
+        error: o.error ?? '',
+      },
+      body,
+    );
+  }
+  return msg(h, body);
+}
 
 type Callback = (err: NatsError | null, m: Msg) => void;
+type Script = (subject: string, requestId: string) => Msg[];
 
 /** Just enough of a NatsConnection for the client: scripted replies, recorded publishes. */
 class FakeNats {
   requests: Array<{ subject: string; data: Uint8Array; headers: MsgHdrs }> = [];
   published: Array<{ subject: string; data: Uint8Array; msgID: string; headers: MsgHdrs }> = [];
   subs = new Map<string, Callback>();
-  onRequest: (subject: string) => Msg | Error = () => new Error('no script');
-  onPublish: (subject: string, reply: string) => void = () => undefined;
+  onRequest: Script = () => [];
   publishError: Error | undefined;
 
-  request(subject: string, data: Uint8Array, opts: { headers: MsgHdrs }): Promise<Msg> {
-    this.requests.push({ subject, data, headers: opts.headers });
-    const r = this.onRequest(subject);
-    return r instanceof Error ? Promise.reject(r) : Promise.resolve(r);
-  }
   subscribe(subject: string, opts: { callback: Callback }) {
     this.subs.set(subject, opts.callback);
     return { unsubscribe: () => this.subs.delete(subject) };
   }
-  publish(subject: string, _data: Uint8Array, opts: { reply: string }) {
-    this.onPublish(subject, opts.reply);
+  publish(subject: string, data: Uint8Array, opts: { reply: string; headers: MsgHdrs }) {
+    this.requests.push({ subject, data, headers: opts.headers });
+    const answers = this.onRequest(subject, opts.headers.get(H.requestId));
+    setImmediate(() => answers.forEach((m) => this.deliver(opts.reply, m)));
   }
   jetstream() {
     return {
@@ -77,13 +118,16 @@ class FakeNats {
   }
 }
 
-const pong = (token: number, node = 'node-a', extra: Record<string, string> = {}) =>
-  msg({ [H.token]: String(token), [H.node]: node, ...extra }, `PONG ${node} ${token}`);
+/** Resolves after pending callbacks and microtasks ran. */
+const settle = () => new Promise((resolve) => setImmediate(resolve));
 
 describe('identity client: parsing replies', function () {
-  it('reads body, token and node', function () {
+  it('reads body, token and node, unverified', function () {
     const r = parseReply(lookup({ [H.token]: '42', [H.node]: 'node-a' }), 'PONG node-a 42');
-    expect(r).to.deep.equal({ ok: true, reply: { body: 'PONG node-a 42', token: 42n, node: 'node-a' } });
+    expect(r).to.deep.equal({
+      ok: true,
+      reply: { body: 'PONG node-a 42', token: 42n, node: 'node-a', verified: false },
+    });
   });
 
   it('reads a known error code, and an unknown one as internal', function () {
@@ -94,9 +138,25 @@ describe('identity client: parsing replies', function () {
     expect((unknown as { reply: { error: string } }).reply.error).to.equal('internal');
   });
 
-  it('rejects a reply without a valid token or node', function () {
-    expect(parseReply(lookup({ [H.node]: 'n1' }), '')).to.deep.include({ ok: false });
-    expect(parseReply(lookup({ [H.token]: '-3', [H.node]: 'n1' }), '')).to.deep.include({ ok: false });
+  // Table: token header → accepted?
+  const tokens: Array<[string | undefined, boolean]> = [
+    ['1', true],
+    ['9223372036854775807', true], // the largest etcd revision
+    ['9223372036854775808', false], // beyond int64
+    ['1' + '0'.repeat(40), false], // a huge token would lift the stale-reply gate for good
+    ['0', false],
+    ['007', false],
+    ['-3', false],
+    [undefined, false],
+  ];
+  for (const [token, ok] of tokens) {
+    it(`${ok ? 'accepts' : 'rejects'} token ${token === undefined ? '(missing)' : token.slice(0, 24)}`, function () {
+      const h = { [H.node]: 'n1', ...(token !== undefined && { [H.token]: token }) };
+      expect(parseReply(lookup(h), '')).to.deep.include({ ok });
+    });
+  }
+
+  it('rejects a reply without a node', function () {
     expect(parseReply(lookup({ [H.token]: '3' }), '')).to.deep.include({ ok: false });
   });
 
@@ -109,37 +169,73 @@ describe('identity client: parsing replies', function () {
 });
 
 describe('identity client: durable answers (DurableReplies)', function () {
-  const answer = (requestId: string, token: number) =>
-    lookup({ [H.requestId]: requestId, [H.token]: String(token), [H.node]: 'node-a' });
+  const answer = (requestId: string, token: number, body = 'ok', signer?: typeof nodeA) =>
+    reply({ requestId, token, body, mode: 'durable' }, signer);
+  const verify = (d: DurableReplies, m: Msg, k: NodeKeySource | undefined = keys) =>
+    d.verify(IDENTITY, msgHeaders(m.headers), m.data, k);
 
-  it('delivers each request id once, even when the server re-sends the answer', function () {
+  it('delivers each request id once, even when the server re-sends the answer', async function () {
     const d = new DurableReplies(new TokenGate());
     d.expect('request-1');
-    expect(d.accept(answer('request-1', 5), 'ok')).to.deep.equal({
+    expect(await verify(d, answer('request-1', 5))).to.deep.equal({
       requestId: 'request-1',
       body: 'ok',
       token: 5n,
       node: 'node-a',
+      verified: true,
     });
-    expect(d.accept(answer('request-1', 7), 'ok again')).to.equal(undefined);
+    expect(await verify(d, answer('request-1', 7, 'ok again'))).to.equal(undefined);
     expect(d.duplicatesDropped).to.equal(1);
     expect(d.size).to.equal(0);
   });
 
-  it('drops an answer with a token below one already seen, and keeps waiting for a fresh one', function () {
+  it('drops an answer with a token below one already seen, and keeps waiting for a fresh one', async function () {
     const gate = new TokenGate();
     gate.admit(10n);
     const d = new DurableReplies(gate);
     d.expect('request-2');
-    expect(d.accept(answer('request-2', 9), 'stale')).to.equal(undefined);
+    expect(await verify(d, answer('request-2', 9, 'stale'))).to.equal(undefined);
     expect(d.staleDropped).to.equal(1);
-    expect(d.accept(answer('request-2', 11), 'fresh')?.body).to.equal('fresh');
+    expect((await verify(d, answer('request-2', 11, 'fresh')))?.body).to.equal('fresh');
   });
 
-  it('drops answers without a request id or token', function () {
+  it('drops a forged answer (wrong key), a huge token, and a core reply passed off as durable; the gate stays', async function () {
+    const gate = new TokenGate();
+    const d = new DurableReplies(gate);
+    d.expect('request-4');
+    const mallory = userSigner(generateCallerKey().seed);
+    expect(await verify(d, answer('request-4', 99, 'forged', mallory))).to.equal(undefined);
+    expect(await verify(d, reply({ requestId: 'request-4', token: 6, mode: 'core' }))).to.equal(undefined);
+    const huge = msg({
+      [H.identity]: IDENTITY,
+      [H.token]: '9'.repeat(40),
+      [H.node]: 'node-a',
+      [H.requestId]: 'request-4',
+    });
+    expect(await verify(d, huge)).to.equal(undefined);
+    expect(d.unverifiedDropped).to.equal(2);
+    expect(d.malformedDropped).to.equal(1);
+    expect(gate.current).to.equal(0n);
+    expect((await verify(d, answer('request-4', 6)))?.token).to.equal(6n);
+  });
+
+  it('without a key source, returns answers unverified and never raises the gate with them', async function () {
+    const gate = new TokenGate();
+    const d = new DurableReplies(gate);
+    d.expect('request-5');
+    const m = answer('request-5', 50);
+    expect(await d.verify(IDENTITY, msgHeaders(m.headers), m.data, undefined)).to.deep.include({
+      verified: false,
+      token: 50n,
+    });
+    expect(gate.current).to.equal(0n);
+  });
+
+  it('drops answers without a request id or token', async function () {
     const d = new DurableReplies(new TokenGate());
-    expect(d.accept(lookup({ [H.token]: '1', [H.node]: 'n1' }), '')).to.equal(undefined);
-    expect(d.accept(lookup({ [H.requestId]: 'request-3', [H.node]: 'n1' }), '')).to.equal(undefined);
+    d.expect('request-3');
+    expect(await verify(d, msg({ [H.token]: '1', [H.node]: 'n1' }))).to.equal(undefined);
+    expect(await verify(d, msg({ [H.requestId]: 'request-3', [H.node]: 'n1' }))).to.equal(undefined);
     expect(d.malformedDropped).to.equal(2);
   });
 
@@ -155,14 +251,19 @@ describe('identity client: durable answers (DurableReplies)', function () {
 });
 
 describe('identity client: core requests over a fake connection', function () {
-  it('signs requests that the identity can verify', async function () {
+  const pong =
+    (token: number, node = 'node-a'): Script =>
+    (_s, requestId) => [reply({ token, node, requestId })];
+
+  it('signs requests that the identity can verify, with the request id as nonce', async function () {
     const fake = new FakeNats();
-    fake.onRequest = () => pong(3);
+    fake.onRequest = pong(3);
     const caller = { name: 'alice', seed: generateCallerKey().seed };
-    const client = new IdentityClient(fake.asConnection(), { identity: IDENTITY, caller });
+    const client = new IdentityClient(fake.asConnection(), { identity: IDENTITY, caller, keys });
     expect(await client.ping()).to.deep.equal({ node: 'node-a', token: 3n });
     const sent = fake.requests[0]!;
     expect(sent.subject).to.equal(subjects.identity(IDENTITY));
+    expect(sent.headers.get(H.requestId)).to.equal(sent.headers.get(H.nonce));
     const r = new RequestAuthenticator().authenticate({
       identity: IDENTITY,
       headers: msgHeaders(sent.headers),
@@ -171,31 +272,67 @@ describe('identity client: core requests over a fake connection', function () {
     expect(r).to.deep.include({ kind: 'verified', name: 'alice' });
   });
 
-  it('sends no signature headers without a caller', async function () {
+  it('sends a request id but no signature headers without a caller', async function () {
     const fake = new FakeNats();
-    fake.onRequest = () => pong(3);
-    await new IdentityClient(fake.asConnection(), { identity: IDENTITY }).request('HELP');
+    fake.onRequest = pong(3);
+    await new IdentityClient(fake.asConnection(), { identity: IDENTITY, keys }).request('HELP');
     expect(fake.requests[0]!.headers.has(H.signature)).to.equal(false);
+    expect(fake.requests[0]!.headers.get(H.requestId)).to.match(/^[A-Za-z0-9_-]{22}$/);
+  });
+
+  it('ignores forged answers (any node, any token, a huge token) and returns the verified one', async function () {
+    const fake = new FakeNats();
+    const mallory = userSigner(generateCallerKey().seed);
+    fake.onRequest = (_s, requestId) => [
+      msg({ [H.identity]: IDENTITY, [H.token]: '999', [H.node]: 'node-b', [H.requestId]: requestId }, 'PONG'),
+      reply({ token: 998, node: 'node-b', requestId }, mallory),
+      msg({ [H.identity]: IDENTITY, [H.token]: '9'.repeat(40), [H.node]: 'node-a' }, 'PONG'),
+      reply({ token: 4, requestId: 'an-older-request-id' }), // an old PONG replayed
+      reply({ token: 4, requestId }),
+    ];
+    const client = new IdentityClient(fake.asConnection(), { identity: IDENTITY, keys });
+    expect(await client.request('PING')).to.deep.include({ node: 'node-a', token: 4n, verified: true });
+    expect(client.highestToken).to.equal(4n);
+  });
+
+  it('fails with UnverifiedReplyError when only forged answers come', async function () {
+    const fake = new FakeNats();
+    const nodeZ = userSigner(generateCallerKey().seed);
+    fake.onRequest = (_s, requestId) => [reply({ token: 7, node: 'node-z', requestId }, nodeZ)];
+    const client = new IdentityClient(fake.asConnection(), { identity: IDENTITY, keys, timeoutMs: 50 });
+    const err = await client.request('PING').catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(UnverifiedReplyError);
+    expect((err as Error).message).to.match(/no trusted key is known for node node-z/);
+    expect(client.highestToken).to.equal(0n);
+  });
+
+  it('without a key source, returns the first answer marked unverified, and it never raises the gate', async function () {
+    const fake = new FakeNats();
+    fake.onRequest = pong(30, 'node-b');
+    const client = new IdentityClient(fake.asConnection(), { identity: IDENTITY });
+    expect(await client.request('PING')).to.deep.include({ token: 30n, verified: false });
+    expect(client.highestToken).to.equal(0n);
   });
 
   it('rejects a reply from a stale leader once a newer term answered', async function () {
     const fake = new FakeNats();
-    const client = new IdentityClient(fake.asConnection(), { identity: IDENTITY });
-    fake.onRequest = () => pong(20, 'node-b');
+    const client = new IdentityClient(fake.asConnection(), { identity: IDENTITY, keys });
+    fake.onRequest = pong(20, 'node-b');
     await client.request('PING');
-    fake.onRequest = () => pong(19, 'node-a');
+    fake.onRequest = pong(19, 'node-a');
     const err = await client.request('PING').catch((e: unknown) => e);
     expect(err).to.be.instanceOf(StaleReplyError);
     expect((err as Error).message).to.match(/token 19.*newer term \(token 20\) already answered/);
-    fake.onRequest = () => pong(20, 'node-b');
+    fake.onRequest = pong(20, 'node-b');
     expect((await client.request('PING')).token).to.equal(20n);
   });
 
   it('returns an error reply, and requestOk throws it', async function () {
     const fake = new FakeNats();
-    fake.onRequest = () =>
-      msg({ [H.token]: '4', [H.node]: 'n1', [H.error]: 'not-a-contact' }, 'STATUS is for contacts');
-    const client = new IdentityClient(fake.asConnection(), { identity: IDENTITY });
+    fake.onRequest = (_s, requestId) => [
+      reply({ token: 4, requestId, error: 'not-a-contact', body: 'STATUS is for contacts' }),
+    ];
+    const client = new IdentityClient(fake.asConnection(), { identity: IDENTITY, keys });
     expect((await client.request('STATUS')).error).to.equal('not-a-contact');
     const err = await client.requestOk('STATUS').catch((e: unknown) => e);
     expect(err).to.be.instanceOf(IdentityRequestError);
@@ -204,7 +341,7 @@ describe('identity client: core requests over a fake connection', function () {
 
   it('says no one is logged in when NATS has no responders', async function () {
     const fake = new FakeNats();
-    fake.onRequest = () => new NatsError('503', '503');
+    fake.onRequest = () => [noResponders()];
     const err = await new IdentityClient(fake.asConnection(), { identity: IDENTITY })
       .request('PING')
       .catch((e) => e);
@@ -214,20 +351,11 @@ describe('identity client: core requests over a fake connection', function () {
 
   it('names the identity on a timeout', async function () {
     const fake = new FakeNats();
-    fake.onRequest = () => new NatsError('TIMEOUT', 'TIMEOUT');
-    const client = new IdentityClient(fake.asConnection(), { identity: IDENTITY, timeoutMs: 250 });
+    const client = new IdentityClient(fake.asConnection(), { identity: IDENTITY, timeoutMs: 50 });
     const err = await client.request('PING').catch((e: unknown) => e);
     expect(err).to.be.instanceOf(IdentityTimeoutError);
-    expect((err as Error).message).to.match(/no reply from msggateway within 250 ms/);
-  });
-
-  it('refuses a reply without a token', async function () {
-    const fake = new FakeNats();
-    fake.onRequest = () => msg({ [H.node]: 'n1' }, 'PONG');
-    const err = await new IdentityClient(fake.asConnection(), { identity: IDENTITY })
-      .request('PING')
-      .catch((e) => e);
-    expect(err).to.be.instanceOf(IdentityProtocolError);
+    expect((err as Error).message).to.match(/no reply from msggateway within 50 ms/);
+    expect(fake.subs.size).to.equal(0);
   });
 
   it('refuses an oversized request before sending it', async function () {
@@ -240,15 +368,16 @@ describe('identity client: core requests over a fake connection', function () {
 });
 
 describe('identity client: durable requests over a fake connection', function () {
-  const answerTo = (fake: FakeNats, i: number, token: number, body: string) => {
+  const answerTo = async (fake: FakeNats, i: number, token: number, body: string) => {
     const p = fake.published[i]!;
     fake.deliver(
       p.headers.get(H.replyTo),
-      msg({ [H.requestId]: p.headers.get(H.requestId), [H.token]: String(token), [H.node]: 'node-a' }, body),
+      reply({ requestId: p.headers.get(H.requestId), token, body, mode: 'durable' }),
     );
+    await settle();
   };
 
-  it('stores the request with its id as message id and nonce, and a reply subject', async function () {
+  it('stores the request with its id as message id and nonce, and a signed reply subject', async function () {
     const fake = new FakeNats();
     const caller = { name: 'alice', seed: generateCallerKey().seed };
     const client = new IdentityClient(fake.asConnection(), { identity: IDENTITY, caller });
@@ -261,38 +390,45 @@ describe('identity client: durable requests over a fake connection', function ()
     expect(p.headers.get(H.nonce)).to.equal('my-request-1');
     expect(p.headers.get(H.replyTo)).to.equal(client.replySubject);
     expect(fake.subs.has(client.replySubject)).to.equal(true);
-    const r = new RequestAuthenticator().authenticate({
-      identity: IDENTITY,
-      headers: msgHeaders(p.headers),
-      body: p.data,
-      durable: { storedAtMs: Date.now(), messageId: p.msgID },
+    const durable = (replyTo: string) => ({
+      mode: 'durable' as const,
+      storedAtMs: Date.now(),
+      messageId: p.msgID,
+      replyTo,
     });
-    expect(r.kind).to.equal('verified');
+    const check = (replyTo: string) =>
+      new RequestAuthenticator().authenticate({
+        identity: IDENTITY,
+        headers: msgHeaders(p.headers),
+        body: p.data,
+        delivery: durable(replyTo),
+      });
+    expect(check(client.replySubject).kind).to.equal('verified');
+    expect(check('_INBOX.mallory').kind).to.equal('invalid');
     client.close();
     expect(fake.subs.size).to.equal(0);
   });
 
   it('answers requestDurable once, and drops re-sent and stale answers', async function () {
     const fake = new FakeNats();
-    const client = new IdentityClient(fake.asConnection(), { identity: IDENTITY });
+    const client = new IdentityClient(fake.asConnection(), { identity: IDENTITY, keys });
     const seen: DurableReply[] = [];
     client.onReply((r) => seen.push(r));
     const pending = client.requestDurable('RATE USD', 1_000);
-    await new Promise((resolve) => setImmediate(resolve));
-    answerTo(fake, 0, 8, 'USD 1.0');
-    answerTo(fake, 0, 8, 'USD 1.0'); // re-sent by the server
-    const reply = await pending;
-    expect(reply).to.deep.include({ body: 'USD 1.0', token: 8n });
+    await settle();
+    await answerTo(fake, 0, 8, 'USD 1.0');
+    await answerTo(fake, 0, 8, 'USD 1.0'); // re-sent by the server
+    const answer = await pending;
+    expect(answer).to.deep.include({ body: 'USD 1.0', token: 8n });
     expect(seen).to.have.length(1);
     expect(client.duplicatesDropped).to.equal(1);
 
     await client.send('RATE EUR');
-    answerTo(fake, 1, 7, 'from a stale term');
+    await answerTo(fake, 1, 7, 'from a stale term');
     expect(client.staleDropped).to.equal(1);
     expect(seen).to.have.length(1);
     client.close();
   });
-
   it('tells the caller when the identity has no durable inbox', async function () {
     const fake = new FakeNats();
     fake.publishError = new NatsError('503', '503');
@@ -326,19 +462,35 @@ describe('identity client: durable requests over a fake connection', function ()
 });
 
 describe('identity client: counting responders', function () {
-  it('gathers every PONG within the window, not only the first', async function () {
+  it('gathers every verified PONG within the window, not only the first, and ignores forged ones', async function () {
     const fake = new FakeNats();
-    fake.onPublish = (subject, reply) => {
+    const ignored: string[] = [];
+    fake.onRequest = (subject, requestId) => {
       expect(subject).to.equal(subjects.identity(IDENTITY));
-      fake.deliver(reply, pong(5, 'node-a'));
-      fake.deliver(reply, pong(6, 'node-b'));
-      fake.deliver(reply, msg({}, 'not an understudy reply'));
+      return [
+        reply({ token: 5, node: 'node-a', requestId }),
+        reply({ token: 6, node: 'node-b', requestId }),
+        reply({ token: 7, node: 'node-b', requestId }, nodeA), // node-b's name, node-a's key
+        msg({}, 'not an understudy reply'),
+      ];
     };
-    const found = await collectResponders(fake.asConnection(), IDENTITY, 20);
+    const found = await collectResponders(fake.asConnection(), IDENTITY, 20, {
+      keys,
+      ignored: (p) => ignored.push(p),
+    });
     expect(found).to.deep.equal([
-      { node: 'node-a', token: 5n },
-      { node: 'node-b', token: 6n },
+      { node: 'node-a', token: 5n, verified: true, lease: 'lease-node-a' },
+      { node: 'node-b', token: 6n, verified: true, lease: 'lease-node-b' },
     ]);
+    expect(ignored).to.have.length(2);
     expect(fake.subs.size).to.equal(0);
+  });
+
+  it('without keys, returns every well-formed answer marked unverified', async function () {
+    const fake = new FakeNats();
+    fake.onRequest = (_s, requestId) => [reply({ token: 5, node: 'node-z', requestId })];
+    expect(await collectResponders(fake.asConnection(), IDENTITY, 20)).to.deep.equal([
+      { node: 'node-z', token: 5n, verified: false },
+    ]);
   });
 });

@@ -117,7 +117,7 @@ function setup(opts: { paused?: boolean } = {}) {
   events.subscribe((e: ApiEvent) => {
     if (e.type === 'alarm') alarms.push(e.alarm);
   });
-  let answer: () => Promise<Responder[]> = async () => [{ node: 'a', token: '7' }];
+  let answer: () => Promise<Responder[]> = async () => [{ node: 'a', token: '7', lease: '1' }];
   let pings = 0;
   const config = ControllerConfig.parse({
     name: 'c1',
@@ -184,6 +184,14 @@ describe('controller probes (manual clock, PING faked)', () => {
     expect(t.lines.some((l) => /failing over to b: b is the fit standby/.test(l.msg))).to.equal(true);
   });
 
+  it("a leader whose only answers are not its term's (another session's key) is failed over like a silent one", async () => {
+    const t = setup();
+    t.answer(async () => [{ node: 'a', token: '7', lease: '2' }]);
+    await t.rounds(3_000);
+    expect(t.alarms).to.deep.equal(['leader-unresponsive']);
+    expect(t.started).to.have.length(1);
+  });
+
   it('paused: the alarm says so and nothing moves', async () => {
     const t = setup({ paused: true });
     t.answer(async () => []);
@@ -200,7 +208,7 @@ describe('controller probes (manual clock, PING faked)', () => {
     await t.rounds(2_000);
     const failed = t.lines.filter((l) => l.loop === 'probe' && l.level === 40);
     expect(failed.map((l) => l.err)).to.deep.equal(['NATS: connection closed']);
-    t.answer(async () => [{ node: 'a', token: '7' }]);
+    t.answer(async () => [{ node: 'a', token: '7', lease: '1' }]);
     await t.rounds(1_000);
     expect(t.lines.filter((l) => l.msg === 'probe works again')).to.have.length(1);
   });

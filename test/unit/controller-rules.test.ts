@@ -108,6 +108,24 @@ describe('controller rules: did the leader miss an answer it owed', () => {
       reason: /did not answer/,
     },
     {
+      situation: 'an answer signed under the session holding the leader key counts',
+      o: {
+        leader: { node: 'a', token: '7', lease: '11' },
+        responders: [{ node: 'a', token: '7', lease: '11' }],
+      },
+      missed: false,
+      reason: /answered/,
+    },
+    {
+      situation: "an answer signed with the node's key under another session does not count",
+      o: {
+        leader: { node: 'a', token: '7', lease: '11' },
+        responders: [{ node: 'a', token: '7', lease: '12' }],
+      },
+      missed: true,
+      reason: /did not answer/,
+    },
+    {
       situation: 'an answer with an error does not count',
       o: { responders: [{ node: 'a', token: '7', error: 'busy' }] },
       missed: true,
