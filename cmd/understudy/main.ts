@@ -3,6 +3,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { DEFAULT_CONTROLLER_URL } from '../../pkg/cli/api-client.js';
 import * as api from '../../pkg/cli/controller-commands.js';
 import { agentStatus } from '../../pkg/cli/agent-commands.js';
+import { credentialDelete, credentialSet } from '../../pkg/cli/credential-commands.js';
 import { call, ping, watch } from '../../pkg/cli/nats-commands.js';
 import { CliError, EXIT, exitCodesHelp } from '../../pkg/cli/exit.js';
 import { OUTPUT_FORMATS, printable } from '../../pkg/cli/output.js';
@@ -35,6 +36,12 @@ const program = new Command('understudy')
     new Option('--controller <url>', 'controller HTTP API')
       .env('UNDERSTUDY_CONTROLLER')
       .default(DEFAULT_CONTROLLER_URL),
+  )
+  .addOption(
+    new Option(
+      '--controller-allow <urls>',
+      'controllers (comma-separated URLs) a standby may redirect writes to, with the token',
+    ).env('UNDERSTUDY_CONTROLLER_ALLOW'),
   )
   .option('--token <token>', 'API token (or env UNDERSTUDY_TOKEN; visible in ps: prefer --token-file)')
   .option('--token-file <file>', 'file holding the API token')
@@ -159,6 +166,21 @@ program
   .command('controller')
   .description('which controller answers, and which one is active')
   .action(() => run(() => api.controller(globals()))());
+
+const credential = program
+  .command('credential')
+  .description(
+    "store or delete the secret handed to an identity's leader at login (credential.source: etcd)",
+  );
+credential
+  .command('set <identity>')
+  .description('store the secret, sealed by the controller; it is never shown again')
+  .requiredOption('--from-file <file>', 'file holding the secret, byte for byte; - reads stdin')
+  .action((identity: string, o: { fromFile: string }) => run(() => credentialSet(globals(), identity, o))());
+credential
+  .command('delete <identity>')
+  .description('delete the stored secret (the next login of the identity fails until one is stored)')
+  .action((identity: string) => run(() => credentialDelete(globals(), identity))());
 
 program.commandsGroup('NATS commands (no controller needed):');
 

@@ -35,6 +35,13 @@ export interface ApiClientOptions {
   timeoutMs?: number;
   /** Silence after which an event stream counts as broken (default EVENTS_IDLE_TIMEOUT_MS). */
   eventsIdleTimeoutMs?: number;
+  /**
+   * Controllers (URLs; scheme, host and port count) a standby's `not-active` answer may send
+   * the call on to, with the token: `--controller-allow` / UNDERSTUDY_CONTROLLER_ALLOW. A
+   * standby, or whoever answers in its place, could otherwise collect the token by naming
+   * any URL. Empty: never follow.
+   */
+  allowedControllers?: readonly string[];
   /** Operator notices (following a standby to the active controller); text mode only. */
   notice?: (message: string) => void;
 }
@@ -87,6 +94,59 @@ export function normalizeBaseUrl(value: string): string {
     throw new CliError(`--controller ${value} must be an http:// or https:// URL`, EXIT.usage);
   }
   return url.toString().replace(/\/+$/, '');
+}
+
+/** `--controller-allow`: comma-separated controller URLs (or host:port), each normalized. */
+export function parseControllerAllow(value: string | undefined): string[] {
+  if (value === undefined) return [];
+  return value
+    .split(',')
+    .map((v) => v.trim())
+    .filter((v) => v !== '')
+    .map((v) => {
+      try {
+        return normalizeBaseUrl(v);
+      } catch {
+        throw new CliError(
+          `--controller-allow: ${v} is not a URL; list controller URLs like https://ctl-b.example:8480, comma-separated`,
+          EXIT.usage,
+        );
+      }
+    });
+}
+
+export type FollowDecision = { follow: true; url: string } | { follow: false; reason: string };
+
+/**
+ * May a call (and its token) go on from the standby at `from` to the `active` URL it names?
+ * Only to a controller the operator listed, and never from https to http.
+ */
+export function mayFollow(from: string, active: string, allowed: readonly string[]): FollowDecision {
+  let target: URL;
+  try {
+    target = new URL(normalizeBaseUrl(active));
+  } catch {
+    return {
+      follow: false,
+      reason: `the standby at ${from} names an active controller at ${JSON.stringify(active)}, which is not a URL; pass --controller with the active controller's address`,
+    };
+  }
+  const url = target.toString().replace(/\/+$/, '');
+  if (new URL(from).protocol === 'https:' && target.protocol !== 'https:') {
+    return {
+      follow: false,
+      reason: `the standby at ${from} names the active controller at ${url}: not followed, the token would go from https to plain http; pass --controller with the active controller's https URL`,
+    };
+  }
+  if (!allowed.some((a) => new URL(a).origin === target.origin)) {
+    return {
+      follow: false,
+      reason:
+        `the standby at ${from} names the active controller at ${url}, which is not a configured controller, ` +
+        `so the token is not sent there: add ${url} to --controller-allow (or UNDERSTUDY_CONTROLLER_ALLOW), or pass --controller ${url}`,
+    };
+  }
+  return { follow: true, url };
 }
 
 /**
@@ -161,14 +221,19 @@ export class ApiClient {
     return this.request<T>('POST', path, { ...options, body });
   }
 
+  put<T>(path: string, body: unknown, options: RequestOptions = {}): Promise<T> {
+    return this.request<T>('PUT', path, { ...options, body });
+  }
+
   delete<T>(path: string, options: RequestOptions = {}): Promise<T> {
     return this.request<T>('DELETE', path, options);
   }
 
   /**
    * One call. A standby controller answers writes with `not-active` naming the active one:
-   * the call is sent there once (not in a loop: two controllers that each point at the other
-   * mean an election is under way, and the operator should hear that).
+   * the call is sent there once if the operator listed it (mayFollow), and not in a loop (two
+   * controllers that each point at the other mean an election is under way, and the operator
+   * should hear that).
    */
   async request<T>(method: Method, path: string, options: RequestOptions = {}): Promise<T> {
     const first = await this.send(method, path, options);
@@ -179,7 +244,11 @@ export class ApiClient {
     }
     const standby = this.baseUrl;
     const active = problem.problem.active;
-    this.baseUrl = normalizeBaseUrl(active.url!);
+    const follow = mayFollow(standby, active.url!, this.options.allowedControllers ?? []);
+    if (!follow.follow) {
+      throw new ApiProblemError(follow.reason, EXIT.unavailable, problem.status, problem.problem);
+    }
+    this.baseUrl = follow.url;
     this.options.notice?.(
       `the controller at ${standby} is a standby; sending this to the active controller ${active.name} at ${this.baseUrl}`,
     );

@@ -2,7 +2,7 @@
 // asking before a disruptive move.
 import { createInterface } from 'node:readline/promises';
 import { type IdentityView } from '../api/schema.js';
-import { ApiClient, resolveToken } from './api-client.js';
+import { ApiClient, parseControllerAllow, resolveToken } from './api-client.js';
 import { CliError, EXIT } from './exit.js';
 import { Output, type GlobalOptions } from './output.js';
 
@@ -11,6 +11,8 @@ export interface ControllerOptions extends GlobalOptions {
   controller: string;
   token?: string;
   tokenFile?: string;
+  /** Controllers a standby may send writes on to (`--controller-allow`, comma-separated). */
+  controllerAllow?: string;
 }
 
 /**
@@ -59,7 +61,10 @@ export interface Context {
 export async function context(opts: ControllerOptions): Promise<Context> {
   const out = new Output(opts.output);
   const { token, tokenFrom } = await resolveToken(opts);
-  const api = new ApiClient({ baseUrl: opts.controller, token, tokenFrom, notice: (m) => out.notice(m) });
+  const api = new ApiClient({
+    ...{ baseUrl: opts.controller, token, tokenFrom, notice: (m: string) => out.notice(m) },
+    allowedControllers: parseControllerAllow(opts.controllerAllow),
+  });
   return { api, out };
 }
 

@@ -9,7 +9,9 @@ import {
   ApiClient,
   ApiProblemError,
   exitCodeForStatus,
+  mayFollow,
   normalizeBaseUrl,
+  parseControllerAllow,
   resolveToken,
   SseParser,
   type SseMessage,
@@ -223,7 +225,12 @@ describe('CLI API client (pkg/cli/api-client.ts)', function () {
         }),
       );
       const notices: string[] = [];
-      const api = new ApiClient({ baseUrl: standby.url, token: 't', notice: (m) => notices.push(m) });
+      const api = new ApiClient({
+        baseUrl: standby.url,
+        token: 't',
+        notice: (m) => notices.push(m),
+        allowedControllers: [active.url],
+      });
       expect(await api.post('/v1/identities/gw/pause', { reason: 'r' })).to.deep.equal({ name: 'gw' });
       expect(notices).to.have.length(1);
       expect(notices[0]).to.include(`sending this to the active controller c1 at ${active.url}`);
@@ -249,10 +256,57 @@ describe('CLI API client (pkg/cli/api-client.ts)', function () {
       const b = await serve(notActive('b'));
       urls.other = b.url;
       const a = await serve(notActive('a'));
-      const err = await rejection(new ApiClient({ baseUrl: a.url }).post('/v1/apply', {}));
+      const err = await rejection(
+        new ApiClient({ baseUrl: a.url, allowedControllers: [a.url, b.url] }).post('/v1/apply', {}),
+      );
       expect(err.exitCode).to.equal(EXIT.unavailable);
       expect(err.message).to.match(/both say they are not the active controller/);
       expect(a.requests.length + b.requests.length).to.equal(2);
+    });
+
+    it('does not send the token to an active.url the operator did not configure, and says what to set', async function () {
+      const elsewhere = await serve((_req, res) => json(res, 200, { stolen: true }));
+      const other = await serve((_req, res) => json(res, 200, {}));
+      const standby = await serve((_req, res) =>
+        problem(res, 503, {
+          code: 'not-active',
+          detail: 'standby',
+          active: { name: 'c1', url: elsewhere.url },
+        }),
+      );
+      for (const allowedControllers of [[], [other.url]]) {
+        const api = new ApiClient({ baseUrl: standby.url, token: 'secret-token', allowedControllers });
+        const err = await rejection(api.post('/v1/apply', {}));
+        expect(err.exitCode).to.equal(EXIT.unavailable);
+        expect(err.message)
+          .to.include(`names the active controller at ${elsewhere.url}`)
+          .and.include('--controller-allow');
+        expect(api.baseUrl).to.equal(standby.url);
+      }
+      expect(elsewhere.requests).to.have.length(0);
+      expect(other.requests).to.have.length(0);
+    });
+
+    it('never follows from https to http, even to a listed controller; matches scheme, host and port', function () {
+      const down = mayFollow('https://ctl-a.example:8480', 'http://ctl-b.example:8480', [
+        'http://ctl-b.example:8480',
+      ]);
+      expect(down).to.include({ follow: false });
+      expect(!down.follow && down.reason).to.match(/from https to plain http/);
+      expect(
+        mayFollow('https://ctl-a.example:8480', 'https://ctl-b.example:8480/', [
+          'https://ctl-b.example:8480',
+        ]),
+      ).to.deep.equal({ follow: true, url: 'https://ctl-b.example:8480' });
+      expect(mayFollow('http://a:1', 'http://b:2', ['http://b:3'])).to.include({ follow: false });
+      expect(mayFollow('http://a:1', 'https://b:2', ['http://b:2'])).to.include({ follow: false });
+      expect(mayFollow('http://a:1', 'http://b:2', ['http://b:2'])).to.include({ follow: true });
+    });
+
+    it('reads --controller-allow as comma-separated URLs, and names a bad entry', function () {
+      expect(parseControllerAllow(' https://a:1/ , b:2,')).to.deep.equal(['https://a:1', 'http://b:2']);
+      expect(parseControllerAllow(undefined)).to.deep.equal([]);
+      expect(() => parseControllerAllow('ftp://x')).to.throw(/--controller-allow: ftp:\/\/x is not a URL/);
     });
 
     it('without active.url, says to pass --controller (exit 8)', async function () {
