@@ -1,0 +1,203 @@
+// What a spec may run, with real agents, etcd and NATS: a spec naming a command outside the
+// agent's allow-list runs nothing and is not campaigned for (no leader key), with the reason
+// shown; a root agent runs its service as the configured unprivileged user, who can read the
+// credential file and nothing makes it root.
+import { execFileSync } from 'node:child_process';
+import { chmod, chown, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import type { Etcd3 } from 'etcd3';
+import { connectEtcd } from '../../pkg/lease/index.js';
+import { putSpec } from '../../pkg/spec/store.js';
+import { AgentProcess, type AgentOptions } from '../support/agents.js';
+import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
+import { waitFor } from '../support/wait.js';
+
+/** The unprivileged account the test's services run as (created if absent). */
+const SERVICE_USER = 'understudy-test-svc';
+
+const leaderKey = (identity: string) => `understudy/identities/${identity}/leader`;
+
+function accountIds(user: string): { uid: number; gid: number } {
+  const [, , uid, gid] = execFileSync('getent', ['passwd', user], { encoding: 'utf8' }).split(':');
+  return { uid: Number(uid), gid: Number(gid) };
+}
+
+describe('agent: what a spec may run, and as whom', function () {
+  this.timeout(180_000);
+  let harness: Harness;
+  let etcd: EtcdMember;
+  let nats: NatsServer;
+  let client: Etcd3;
+  let agents: AgentProcess[] = [];
+  /** A directory every user may pass through (mkdtemp makes 0700 ones). */
+  let base: string;
+  let svc: { uid: number; gid: number };
+
+  before(async function () {
+    if (process.getuid?.() !== 0) this.skip(); // switching users needs a root agent
+    try {
+      accountIds(SERVICE_USER);
+    } catch {
+      execFileSync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', SERVICE_USER]);
+    }
+    svc = accountIds(SERVICE_USER);
+    base = await mkdtemp(join(tmpdir(), 'understudy-policy-'));
+    await chmod(base, 0o755);
+    harness = await Harness.create();
+    [etcd, nats] = await Promise.all([harness.startEtcd(), harness.startNats()]);
+    client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+  });
+
+  afterEach(async function () {
+    if (this.currentTest?.state === 'failed') {
+      for (const a of agents)
+        console.log(
+          `--- ${a.node} output (last 60 lines) ---\n${a.output().split('\n').slice(-60).join('\n')}`,
+        );
+    }
+    await Promise.all(agents.map((a) => a.stop()));
+    agents = [];
+  });
+
+  after(async function () {
+    client?.close();
+    await harness?.close();
+    if (base) await rm(base, { recursive: true, force: true });
+  });
+
+  async function startAgent(opts: Omit<AgentOptions, 'etcd' | 'nats'>): Promise<AgentProcess> {
+    const agent = await AgentProcess.start({ etcd: [etcd.hostEndpoint], nats: [nats.hostUrl], ...opts });
+    agents.push(agent);
+    return agent;
+  }
+
+  /** The agent's status of `identity` from its local /healthz. */
+  async function statusOf(agent: AgentProcess, identity: string) {
+    const listening = await agent.waitForRecord(
+      (r) => r.msg === 'health and metrics listening',
+      'health port',
+    );
+    const res = await fetch(`http://127.0.0.1:${listening.port as number}/healthz`);
+    const body = (await res.json()) as {
+      status: { identities: Array<{ identity: string; state: string; detail?: string }> };
+    };
+    return body.status.identities.find((i) => i.identity === identity)!;
+  }
+
+  it('a command outside the allow-list runs nothing, is not campaigned for, and says why', async function () {
+    const identity = 'refused-cmd';
+    const markers = join(base, 'markers');
+    await mkdir(markers);
+    await chown(markers, svc.uid, svc.gid); // the service user writes the marker
+    const marker = join(markers, 'refused-ran');
+    // Warm: an allowed spec would start its process at once, before any campaign.
+    await putSpec(client, {
+      name: identity,
+      service: {
+        driver: 'process',
+        command: ['/bin/sh', '-c', `touch ${marker}; exec sleep 1000`],
+        mode: 'warm',
+        channel: 'fd3',
+      },
+    });
+    const a = await startAgent({
+      node: 'a',
+      identities: { [identity]: null },
+      extra: {
+        allow: { commands: ['/usr/bin/sleep'] },
+        service: { user: SERVICE_USER },
+        health: { listen: '127.0.0.1:0' },
+      },
+    });
+    const refused = await a.waitForRecord(
+      (r) => r.identity === identity && typeof r.reason === 'string' && r.reason.includes('allow.commands'),
+      'the refusal of the spec',
+    );
+    expect(refused.reason).to.match(
+      /^service\.command '\/bin\/sh' \(\/usr\/bin\/\w+\) is not in allow\.commands/,
+    );
+    expect(refused.level, 'logged as an error').to.equal('error');
+    const status = await statusOf(a, identity);
+    expect(status.state).to.equal('standby');
+    expect(status.detail).to.match(/not campaigning: service\.command '\/bin\/sh'.*allow\.commands/);
+    expect((await client.get(leaderKey(identity)).string()) ?? undefined, 'no leader key').to.equal(
+      undefined,
+    );
+    expect(a.records.some((r) => r.identity === identity && r.msg === 'service started')).to.equal(false);
+    expect(existsSync(marker), 'the command never ran').to.equal(false);
+    expect(
+      a.records.filter((r) => r.identity === identity && String(r.msg).startsWith('accepting the spec')),
+      'logged once',
+    ).to.have.length(1);
+
+    // The same spec on a node that allows /bin/sh starts its warm process at once, before any
+    // campaign: the marker checked above would have appeared.
+    await startAgent({
+      node: 'b',
+      identities: { [identity]: null },
+      extra: { allow: { commands: ['/bin/sh'] }, service: { user: SERVICE_USER } },
+    });
+    await waitFor(() => existsSync(marker), { what: 'the allowed service ran', timeoutMs: 30_000 });
+  });
+
+  it('a root agent runs the service as service.user, which can read its credential file', async function () {
+    const identity = 'as-svc-user';
+    const out = join(base, 'out');
+    await mkdir(out);
+    await chown(out, svc.uid, svc.gid);
+    const creds = join(base, 'creds');
+    await mkdir(creds, { mode: 0o700 });
+    await writeFile(join(creds, 'db'), 'sekrit', { mode: 0o600 });
+    const runDir = join(base, 'run');
+    await putSpec(client, {
+      name: identity,
+      service: {
+        driver: 'process',
+        command: [
+          'sh',
+          '-c',
+          'id -u > "$OUT/uid"; id -g > "$OUT/gid"; cat "$UNDERSTUDY_CREDENTIAL_FILE" > "$OUT/cred"; exec sleep 1000',
+        ],
+        env: { OUT: out },
+      },
+      credential: { source: 'file', path: join(creds, 'db') },
+    });
+    const a = await startAgent({
+      node: 'a',
+      identities: { [identity]: null },
+      extra: {
+        allow: { commands: ['/bin/sh'], credentialPaths: [`${creds}/`] },
+        service: { user: SERVICE_USER },
+        runDir,
+      },
+    });
+    await a.waitForState(identity, 'leader');
+    const uid = await waitFor(
+      async () => (await readFile(join(out, 'uid'), 'utf8').catch(() => '')).trim() || undefined,
+      {
+        what: 'the service to write its uid',
+        timeoutMs: 10_000,
+      },
+    );
+    expect(Number(uid)).to.equal(svc.uid).and.not.equal(0);
+    expect(Number((await readFile(join(out, 'gid'), 'utf8')).trim())).to.equal(svc.gid);
+    const cred = await waitFor(
+      async () => (await readFile(join(out, 'cred'), 'utf8').catch(() => '')) || undefined,
+      {
+        what: 'the service to copy its credential',
+        timeoutMs: 10_000,
+      },
+    );
+    expect(cred).to.equal('sekrit');
+    const file = await stat(join(runDir, identity, `credential-${identity}`));
+    expect({ uid: file.uid, mode: (file.mode & 0o777).toString(8) }).to.deep.equal({
+      uid: svc.uid,
+      mode: '600',
+    });
+    const started = a.records.find((r) => r.identity === identity && r.msg === 'service started');
+    expect(started?.uid).to.equal(svc.uid);
+  });
+});
