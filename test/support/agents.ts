@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { repoRoot } from './paths.js';
 import { LoggedProcess, type LogRecord } from './logged-process.js';
+import { natsSeedFileFor } from './nats-auth.js';
 
 export type AgentLogRecord = LogRecord;
 
@@ -32,10 +33,12 @@ export class AgentProcess extends LoggedProcess {
 
   static async start(opts: AgentOptions): Promise<AgentProcess> {
     const dir = await mkdtemp(join(tmpdir(), `understudy-agent-${opts.node}-`));
+    // On a harness NATS with authorization, the agent connects as its node's agent user.
+    const nkeyFile = natsSeedFileFor(opts.nats, 'agent', opts.node);
     const config = {
       node: opts.node,
       etcd: { endpoints: opts.etcd },
-      nats: { servers: opts.nats },
+      nats: { servers: opts.nats, ...(nkeyFile !== undefined && { nkeyFile }) },
       lease: { ttlSeconds: opts.ttlSeconds ?? 4 },
       priority: opts.priority ?? 0,
       identities: opts.identities,

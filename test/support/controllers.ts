@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { Problem } from '../../pkg/api/schema.js';
 import { LoggedProcess } from './logged-process.js';
+import { natsSeedFileFor } from './nats-auth.js';
 import { repoRoot } from './paths.js';
 
 export const TEST_TOKENS = {
@@ -50,10 +51,12 @@ export class ControllerProcess extends LoggedProcess {
   static async start(opts: ControllerOptions): Promise<ControllerProcess> {
     const dir = await mkdtemp(join(tmpdir(), `understudy-controller-${opts.name}-`));
     const port = await freePort();
+    // On a harness NATS with authorization, the controller connects as the controller user.
+    const nkeyFile = natsSeedFileFor(opts.nats, 'controller');
     const config = {
       name: opts.name,
       etcd: { endpoints: opts.etcd },
-      nats: { servers: opts.nats },
+      nats: { servers: opts.nats, ...(nkeyFile !== undefined && { nkeyFile }) },
       http: { listen: `127.0.0.1:${port}` },
       auth: {
         tokens: Object.entries(TEST_TOKENS).map(([role, token]) => ({ name: `${role}-user`, role, token })),

@@ -9,6 +9,14 @@ import { GenericContainer, type StartedTestContainer, type WaitStrategy } from '
 import { ManagedContainer } from './container.js';
 import { docker, freePort, ownerLabels } from './docker.js';
 import { images } from './images.js';
+import {
+  createNatsAuth,
+  forgetNatsAuth,
+  natsAuthByDefault,
+  registerNatsAuth,
+  type NatsAuth,
+  type NatsAuthOptions,
+} from './nats-auth.js';
 import { repoRoot } from './paths.js';
 import { etcdAnswers, natsAnswers, untilAnswers } from './probes.js';
 
@@ -17,6 +25,8 @@ const STARTUP_TIMEOUT_MS = 60_000;
 const ETCD_CLIENT_PORT = 2379;
 const ETCD_PEER_PORT = 2380;
 const NATS_CLIENT_PORT = 4222;
+/** Where the authorization config is put in the NATS container. */
+const NATS_AUTH_CONF = '/etc/understudy-nats-auth.conf';
 /** Where the repository is mounted in Node containers. */
 export const APP_DIR = '/app';
 
@@ -36,6 +46,8 @@ export interface EtcdCluster {
 export interface NatsServer extends ManagedContainer {
   readonly hostUrl: string;
   readonly networkUrl: string;
+  /** The role users when NATS runs with authorization (agents and controllers use them). */
+  readonly auth: NatsAuth | undefined;
 }
 
 export interface NodeProgramOptions {
@@ -82,6 +94,7 @@ class ProbeWait implements WaitStrategy {
 
 export class Harness {
   private readonly containers: ManagedContainer[] = [];
+  private readonly natsAuths: Array<{ auth: NatsAuth; urls: string[] }> = [];
   private closed = false;
 
   private constructor(
@@ -105,6 +118,7 @@ export class Harness {
     command: string[];
     ports?: number[];
     env?: Record<string, string>;
+    files?: Array<{ content: string; target: string }>;
     bindRepo?: boolean;
     readiness?: (ports: Map<number, number>, timeoutMs: number) => Promise<void>;
     onStream?: (stream: Readable) => void;
@@ -130,6 +144,7 @@ export class Harness {
     } else {
       container = container.withWaitStrategy(new ProbeWait(async () => undefined));
     }
+    if (opts.files) container = container.withCopyContentToContainer(opts.files);
     if (opts.bindRepo) {
       container = container
         .withBindMounts([{ source: repoRoot, target: APP_DIR, mode: 'ro' }])
@@ -219,35 +234,57 @@ export class Harness {
     );
   }
 
-  /** A NATS server with JetStream (state under /data, kept across stop/start). */
-  async startNats(alias = 'nats'): Promise<NatsServer> {
+  /**
+   * A NATS server with JetStream (state under /data, kept across stop/start). With `auth`
+   * (the default when natsAuthByDefault() says so) it runs the shipped authorization:
+   * one nkey user per role (test/support/nats-auth.ts), which agents and controllers started
+   * by the support code connect as; `auth: false` runs it open.
+   */
+  async startNats(alias = 'nats', opts: { auth?: NatsAuthOptions | false } = {}): Promise<NatsServer> {
+    const wanted = opts.auth ?? (natsAuthByDefault() ? {} : false);
+    const auth = wanted === false ? undefined : await createNatsAuth(wanted);
+    // Readiness asks JetStream for the account: as the observer, or as an agent (the role
+    // that may call $JS.API.INFO) when the config has no observer.
+    const probeOptions =
+      auth && !auth.observer ? await auth.options('agent', auth.users.find((u) => u.node)?.node) : {};
     const readiness = (ports: Map<number, number>, timeoutMs: number) =>
       untilAnswers(
-        () => natsAnswers(`127.0.0.1:${ports.get(NATS_CLIENT_PORT)}`),
+        () => natsAnswers(`127.0.0.1:${ports.get(NATS_CLIENT_PORT)}`, probeOptions),
         `NATS ${alias} to answer with JetStream`,
         timeoutMs,
       );
-    const { started, ports, name } = await this.startContainer({
-      kind: 'nats',
-      alias,
-      image: images().nats,
-      entrypoint: ['/nats-server'],
-      command: [
-        '--jetstream',
-        '--store_dir=/data/jetstream',
-        `--port=${NATS_CLIENT_PORT}`,
-        `--server_name=${alias}`,
-      ],
-      ports: [NATS_CLIENT_PORT],
-      readiness,
-    });
-    const server = new ManagedContainer(name, alias, started, this.networkName, () =>
+    let started;
+    try {
+      started = await this.startContainer({
+        kind: 'nats',
+        alias,
+        image: images().nats,
+        entrypoint: ['/nats-server'],
+        command: [
+          ...(auth ? [`--config=${NATS_AUTH_CONF}`] : []),
+          '--jetstream',
+          '--store_dir=/data/jetstream',
+          `--port=${NATS_CLIENT_PORT}`,
+          `--server_name=${alias}`,
+        ],
+        ports: [NATS_CLIENT_PORT],
+        ...(auth ? { files: [{ content: auth.config, target: NATS_AUTH_CONF }] } : {}),
+        readiness,
+      });
+    } catch (err) {
+      await auth?.remove();
+      throw err;
+    }
+    const { ports, name } = started;
+    const server = new ManagedContainer(name, alias, started.started, this.networkName, () =>
       readiness(ports, STARTUP_TIMEOUT_MS),
     ) as NatsServer;
-    Object.assign(server, {
-      hostUrl: `nats://127.0.0.1:${ports.get(NATS_CLIENT_PORT)}`,
-      networkUrl: `nats://${alias}:${NATS_CLIENT_PORT}`,
-    });
+    const urls = [`nats://127.0.0.1:${ports.get(NATS_CLIENT_PORT)}`, `nats://${alias}:${NATS_CLIENT_PORT}`];
+    Object.assign(server, { hostUrl: urls[0], networkUrl: urls[1], auth });
+    if (auth) {
+      registerNatsAuth(urls, auth);
+      this.natsAuths.push({ auth, urls });
+    }
     return this.track(server);
   }
 
@@ -318,6 +355,10 @@ export class Harness {
     if (this.closed) return;
     this.closed = true;
     const results = await Promise.allSettled(this.containers.map((c) => c.remove()));
+    for (const { auth, urls } of this.natsAuths) {
+      forgetNatsAuth(urls);
+      await auth.remove();
+    }
     await (
       await docker()
     )

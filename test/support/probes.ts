@@ -1,7 +1,7 @@
 // Readiness probes: a service is ready when it answers a real request, not when its port
 // opens or a fixed time has passed.
 import { Etcd3 } from 'etcd3';
-import { connect } from 'nats';
+import { connect, type ConnectionOptions } from 'nats';
 import { waitFor } from './wait.js';
 
 /** One probe attempt may take this long; a frozen server must not stall the wait. */
@@ -20,9 +20,12 @@ export async function etcdAnswers(endpoint: string): Promise<void> {
   }
 }
 
-/** Connects and asks JetStream for the account: proves NATS is up with JetStream enabled. */
-export async function natsAnswers(server: string): Promise<void> {
-  const nc = await connect({ servers: server, reconnect: false, timeout: PROBE_CALL_MS });
+/**
+ * Connects and asks JetStream for the account: proves NATS is up with JetStream enabled.
+ * `options` authenticate where the server authorizes users (test/support/nats-auth.ts).
+ */
+export async function natsAnswers(server: string, options: Partial<ConnectionOptions> = {}): Promise<void> {
+  const nc = await connect({ servers: server, reconnect: false, timeout: PROBE_CALL_MS, ...options });
   try {
     const jsm = await nc.jetstreamManager({ timeout: PROBE_CALL_MS });
     await jsm.getAccountInfo();

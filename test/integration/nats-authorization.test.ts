@@ -1,0 +1,288 @@
+// Issue 12 point 1, acceptance: with the shipped NATS configuration (one nkey user per role,
+// per-node agent users scoped to their identities, no anonymous access: what `npm start`
+// runs), a client user's attempts at what the table denies are refused by the server and
+// change nothing, while the client may still PING and call the identity, and the agents and
+// the controller work normally under their own users.
+import { expect } from 'chai';
+import type { Etcd3 } from 'etcd3';
+import { createInbox, ErrorCode, headers, NatsError, type NatsConnection, type Status } from 'nats';
+import type { IdentityView, NodeView } from '../../pkg/api/identities.js';
+import { AgentConfig } from '../../pkg/config/agent.js';
+import { PROTOCOL_VERSION } from '../../pkg/control/protocol.js';
+import { collectResponders, IdentityClient } from '../../pkg/identity/client.js';
+import { inboxStream, INBOX_CONSUMER, subjects } from '../../pkg/identity/wire.js';
+import { connectEtcd } from '../../pkg/lease/index.js';
+import { REPLAY_BUCKET } from '../../pkg/natsauth/index.js';
+import { putSpec } from '../../pkg/spec/store.js';
+import { AgentProcess } from '../support/agents.js';
+import { ControllerProcess } from '../support/controllers.js';
+import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
+import { connectAs } from '../support/nats-auth.js';
+import { rateBotSpec } from '../support/specs.js';
+import { waitFor } from '../support/wait.js';
+
+const ID = 'rates';
+/** Window in which a PING collects every responder. */
+const RESPONDER_WINDOW_MS = 500;
+/**
+ * Agents run the rate bot as root here; where the agent config has the spec-policy sections
+ * (issue 12 point 6), the test allows that explicitly, as the test topologies do.
+ */
+const SPEC_POLICY =
+  'allow' in AgentConfig.shape ? { allow: { unrestricted: true }, service: { allowRoot: true } } : {};
+
+type Refusal = { operation: string; subject: string };
+
+/** Every permissions violation the server reports to `nc`, as nats.js surfaces it (status events). */
+function watchRefusals(nc: NatsConnection): Refusal[] {
+  const seen: Refusal[] = [];
+  void (async () => {
+    for await (const s of nc.status()) {
+      const ctx = (s as Status & { permissionContext?: Refusal }).permissionContext;
+      if (s.type === 'error' && s.data === ErrorCode.PermissionsViolation && ctx) seen.push(ctx);
+    }
+  })();
+  return seen;
+}
+
+describe('NATS authorization: the shipped role users (issue 12 point 1)', function () {
+  this.timeout(300_000);
+  let harness: Harness;
+  let etcd: EtcdMember;
+  let nats: NatsServer;
+  let etcdClient: Etcd3;
+  let a: AgentProcess;
+  let b: AgentProcess;
+  let controller: ControllerProcess;
+  let client: NatsConnection;
+  let clientRefusals: Refusal[];
+  let token: bigint;
+
+  before(async () => {
+    harness = await Harness.create();
+    [etcd, nats] = await Promise.all([
+      harness.startEtcd(),
+      // Exactly what scripts/run-local runs: per-node agents for the hosted identity, no observer.
+      harness.startNats('nats', { auth: { nodes: ['a', 'b'], identities: [ID], observer: false } }),
+    ]);
+    etcdClient = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+    await putSpec(etcdClient, rateBotSpec(ID, { inbox: { durable: true } }));
+    const common = { etcd: [etcd.hostEndpoint], nats: [nats.hostUrl], extra: SPEC_POLICY };
+    a = await AgentProcess.start({ ...common, node: 'a', identities: { [ID]: { priority: 10 } } });
+    await a.waitForState(ID, 'leader');
+    b = await AgentProcess.start({ ...common, node: 'b', identities: { [ID]: null } });
+    await b.waitForState(ID, 'standby');
+    controller = await ControllerProcess.start({
+      name: 'c1',
+      etcd: [etcd.hostEndpoint],
+      nats: [nats.hostUrl],
+    });
+    await controller.waitForActive();
+    client = await connectAs(nats.hostUrl, 'client');
+    clientRefusals = watchRefusals(client);
+  });
+
+  after(async () => {
+    await client?.close();
+    await Promise.all([a?.stop(), b?.stop(), controller?.stop()]);
+    etcdClient?.close();
+    await harness?.close();
+  });
+
+  afterEach(function () {
+    if (this.currentTest?.state !== 'failed') return;
+    for (const p of [a, b, controller]) {
+      if (p)
+        console.log(`--- ${p.name} (last 40 lines) ---\n${p.output().split('\n').slice(-40).join('\n')}`);
+    }
+  });
+
+  /** The identity as the controller sees it once its probe shows `node` answering. */
+  const identityView = (node: string) =>
+    waitFor(
+      async () => {
+        const v = (await controller.api('viewer').get<IdentityView>(`/v1/identities/${ID}`)).body;
+        return (
+          v.leader === node && v.health === 'ok' && v.responders.length === 1 && v.standbys.length === 1 && v
+        );
+      },
+      {
+        what: `the controller to see ${ID} led by ${node}, healthy, with one standby`,
+        timeoutMs: 60_000,
+        intervalMs: 200,
+      },
+    );
+
+  const refusedBy = async (what: Refusal) =>
+    waitFor(() => clientRefusals.find((r) => r.operation === what.operation && r.subject === what.subject), {
+      what: `the server to refuse the client's ${what.operation} to ${what.subject}`,
+      timeoutMs: 10_000,
+    });
+
+  /** A request the server refuses: nats.js rejects it with PERMISSIONS_VIOLATION. */
+  async function expectRequestRefused(subject: string, body: string): Promise<void> {
+    const err = await client.request(subject, body, { timeout: 5_000 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err, `request to ${subject}`).to.be.instanceOf(NatsError);
+    expect((err as NatsError).code, (err as Error).message).to.equal(ErrorCode.PermissionsViolation);
+    await refusedBy({ operation: 'publish', subject });
+  }
+
+  it('lets the client PING and call the identity, core and durable, under the client user', async () => {
+    const responders = await collectResponders(client, ID, RESPONDER_WINDOW_MS);
+    expect(responders.map((r) => r.node)).to.deep.equal(['a']);
+    token = responders[0]!.token;
+    const rates = new IdentityClient(client, { identity: ID, timeoutMs: 10_000 });
+    try {
+      expect((await rates.request('RATE USD')).body).to.match(/USD/);
+      expect((await rates.requestDurable('RATE USD', 20_000)).body).to.match(/USD/);
+    } finally {
+      rates.close();
+    }
+    const view = await identityView('a');
+    expect(view.token).to.equal(String(token));
+  });
+
+  it('refuses the client drain, fence and unfence (publishing to a control subject)', async () => {
+    const drain = { v: PROTOCOL_VERSION, op: 'drain', identity: ID, actor: 'mallory', holdMs: 20_000 };
+    await expectRequestRefused(subjects.control('a'), JSON.stringify(drain));
+    await expectRequestRefused(
+      subjects.control('b'),
+      JSON.stringify({ v: PROTOCOL_VERSION, op: 'fence', actor: 'mallory', reason: 'forged' }),
+    );
+    await expectRequestRefused(
+      subjects.control('a'),
+      JSON.stringify({ v: PROTOCOL_VERSION, op: 'unfence', actor: 'mallory' }),
+    );
+  });
+
+  it('refuses the client a heartbeat, and answering PING: no identity subscription, no publishing to a reply inbox', async () => {
+    client.publish(subjects.heartbeat('a'), JSON.stringify({ v: PROTOCOL_VERSION, node: 'a', fenced: true }));
+    await refusedBy({ operation: 'publish', subject: subjects.heartbeat('a') });
+
+    // Subscribing to the identity subject: the subscription is refused and closed.
+    let subErr: NatsError | undefined;
+    const sub = client.subscribe(subjects.identity(ID), { callback: (err) => (subErr = err ?? subErr) });
+    await refusedBy({ operation: 'subscription', subject: subjects.identity(ID) });
+    expect(subErr?.code).to.equal(ErrorCode.PermissionsViolation);
+    expect(sub.isClosed()).to.equal(true);
+
+    // A forged PONG sent straight to someone's reply inbox never reaches them.
+    const victim = await connectAs(nats.hostUrl, 'client');
+    try {
+      const inbox = createInbox();
+      const got: string[] = [];
+      victim.subscribe(inbox, { callback: (_, msg) => got.push(msg.string()) });
+      await victim.flush();
+      const h = headers();
+      h.set('Understudy-Node', 'mallory');
+      h.set('Understudy-Token', '999999999999');
+      client.publish(inbox, 'PONG mallory 999999999999', { headers: h });
+      await refusedBy({ operation: 'publish', subject: inbox });
+      // The server refused the publish before routing it; a round trip on each side proves
+      // nothing was queued for the victim.
+      await client.flush();
+      await victim.flush();
+      expect(got).to.deep.equal([]);
+    } finally {
+      await victim.close();
+    }
+  });
+
+  it('refuses the client the credential subject, the replay cache and the inbox internals', async () => {
+    await expectRequestRefused(
+      `understudy.credential.${ID}`,
+      JSON.stringify({ identity: ID, node: 'mallory' }),
+    );
+
+    // The replay cache: neither through the KV API nor by a raw publish to its subjects.
+    const kvErr = await client
+      .jetstream()
+      .views.kv(REPLAY_BUCKET)
+      .then(
+        () => undefined,
+        (e: unknown) => e as NatsError,
+      );
+    expect(kvErr?.code, kvErr?.message).to.equal(ErrorCode.PermissionsViolation);
+    client.publish(`$KV.${REPLAY_BUCKET}.forged-nonce`, 'x');
+    await refusedBy({ operation: 'publish', subject: `$KV.${REPLAY_BUCKET}.forged-nonce` });
+
+    // Taking or deleting durable requests, or reading them with a plain subscription.
+    await expectRequestRefused(
+      `$JS.API.CONSUMER.MSG.NEXT.${inboxStream(ID)}.${INBOX_CONSUMER}`,
+      '{"batch":1}',
+    );
+    await expectRequestRefused(`$JS.API.STREAM.DELETE.${inboxStream(ID)}`, '');
+    client.subscribe(subjects.inbox(ID));
+    await refusedBy({ operation: 'subscription', subject: subjects.inbox(ID) });
+
+    // The agent's user sees no forged nonce in the bucket (and may use it: it is the agents').
+    const agentConn = await connectAs(nats.hostUrl, 'agent', { node: 'a' });
+    try {
+      const kv = await agentConn.jetstream().views.kv(REPLAY_BUCKET, { history: 1 });
+      expect(await kv.get('forged-nonce')).to.equal(null);
+    } finally {
+      await agentConn.close();
+    }
+  });
+
+  it('keeps each agent user to its own node', async () => {
+    const agentA = await connectAs(nats.hostUrl, 'agent', { node: 'a' });
+    const refusals = watchRefusals(agentA);
+    try {
+      agentA.publish(subjects.heartbeat('b'), '{}');
+      agentA.subscribe(subjects.control('b'));
+      agentA.publish(subjects.control('b'), '{}');
+      await waitFor(() => refusals.length >= 3 && refusals, {
+        what: "the server to refuse agent a's user b's subjects",
+        timeoutMs: 10_000,
+      });
+      expect(refusals).to.deep.include.members([
+        { operation: 'publish', subject: subjects.heartbeat('b'), queue: undefined },
+        { operation: 'subscription', subject: subjects.control('b'), queue: undefined },
+        { operation: 'publish', subject: subjects.control('b'), queue: undefined },
+      ]);
+    } finally {
+      await agentA.close();
+    }
+  });
+
+  it('changed nothing: a still answers with the same token, nobody is drained or fenced', async () => {
+    const responders = await collectResponders(client, ID, RESPONDER_WINDOW_MS);
+    expect(responders.map((r) => [r.node, r.token])).to.deep.equal([['a', token]]);
+    const view = await identityView('a');
+    expect(view.token).to.equal(String(token));
+    expect(view.fencedNodes).to.deep.equal([]);
+    expect(view.workflow).to.equal(undefined);
+    const nodes = (await controller.api('viewer').get<{ nodes: NodeView[] }>('/v1/nodes')).body.nodes;
+    expect(nodes.map((n) => [n.node, n.alive, n.fenced ?? null])).to.deep.equal([
+      ['a', true, null],
+      ['b', true, null],
+    ]);
+    const rates = new IdentityClient(client, { identity: ID, timeoutMs: 10_000 });
+    try {
+      expect((await rates.request('RATE USD')).body).to.match(/USD/);
+    } finally {
+      rates.close();
+    }
+  });
+
+  it('lets the controller and the agents work under their users: a switchover, with no refusal logged', async () => {
+    const res = await controller.api('operator').post(`/v1/identities/${ID}/switchover`, { to: 'b' });
+    expect(res.status, JSON.stringify(res.body)).to.equal(202);
+    await b.waitForState(ID, 'leader', { timeoutMs: 60_000 });
+    const view = await identityView('b');
+    expect(BigInt(view.token!) > token).to.equal(true);
+    const responders = await collectResponders(client, ID, RESPONDER_WINDOW_MS);
+    expect(responders.map((r) => r.node)).to.deep.equal(['b']);
+    // Every NATS call the real components made was allowed (connect.ts logs each refusal).
+    for (const p of [a, b, controller]) {
+      expect(
+        p.records.filter((r) => r.nats === 'permissions-violation'),
+        `${p.name}'s refused NATS calls`,
+      ).to.deep.equal([]);
+    }
+  });
+});
