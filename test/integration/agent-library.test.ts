@@ -31,12 +31,15 @@ describe('agent as a library (real etcd and NATS)', function () {
   let client: Etcd3;
   const running: Agent[] = [];
   const logs: string[] = [];
+  /** Where the node's provisioned credential files are (allow.credentialPaths lists it). */
+  let credentialDir: string;
 
   before(async () => {
     harness = await Harness.create();
     [etcd, nats] = await Promise.all([harness.startEtcd(), harness.startNats()]);
     nc = await connect({ servers: nats.hostUrl });
     client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+    credentialDir = await mkdtemp(join(tmpdir(), 'understudy-lib-'));
   });
 
   afterEach(async () => {
@@ -57,6 +60,7 @@ describe('agent as a library (real etcd and NATS)', function () {
       lease: { ttlSeconds: 3 },
       identities: { [identity]: null },
       health: { listen: '127.0.0.1:0' },
+      allow: { credentialPaths: [`${credentialDir}/`] },
       priority: node === 'a' ? 10 : 0,
     });
     const destination = new Writable({
@@ -84,7 +88,7 @@ describe('agent as a library (real etcd and NATS)', function () {
   it('serves an in-process handler with the term token, hands it a 0600 credential file, and records every transition', async () => {
     // credential.source etcd needs a controller (test/integration/credentials.test.ts); a file
     // provisioned on the node is copied to the term's 0600 file the same way.
-    const provisioned = join(await mkdtemp(join(tmpdir(), 'understudy-lib-')), 'secret');
+    const provisioned = join(credentialDir, 'secret');
     await writeFile(provisioned, SECRET, { mode: 0o600 });
     await putSpec(client, {
       name: 'lib',
@@ -161,9 +165,8 @@ describe('agent as a library (real etcd and NATS)', function () {
     const authority = await TestAuthority.start(client, nc);
     try {
       const control = (node: string, body: Record<string, unknown>) => authority.send(node, body);
-      expect(await control('a', { op: 'fence', actor: 'test', reason: 'maintenance' })).to.include({
-        ok: true,
-      });
+      const fenced = await control('a', { op: 'fence', actor: 'test', reason: 'maintenance' });
+      expect(fenced, JSON.stringify(fenced)).to.include({ ok: true });
       await until(a, 'fenceable', 'fenced');
       await until(b, 'fenceable', 'leader');
       expect((await collectResponders(nc, 'fenceable', 200)).map((r) => r.node)).to.deep.equal(['b']);
