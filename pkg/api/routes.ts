@@ -1,6 +1,7 @@
 // The route table and the controller core behind it. The server (pkg/http) mounts exactly
 // these routes; the OpenAPI document is generated from them.
 import { z } from 'zod';
+import { AgentStatus } from '../control/protocol.js';
 import { CredentialBody, CredentialResult } from './credentials.js';
 import { ApiEvent, ControllerInfo, HistoryQuery, HistoryView } from './events.js';
 import {
@@ -50,6 +51,8 @@ export interface ControllerApi {
   listWorkflows(): Promise<Workflow[]>;
 
   listNodes(): Promise<NodeView[]>;
+  /** An agent's own view (its session, fence, identities), asked over the signed control plane. */
+  agentStatus(node: string): Promise<AgentStatus>;
   fenceNode(node: string, body: FenceBody, actor: string): Promise<FenceResult>;
   unfenceNode(node: string, actor: string): Promise<NodeView>;
 
@@ -218,6 +221,14 @@ export const ROUTES: readonly RouteSpec[] = [
     role: 'viewer',
     summary: 'nodes: heartbeat, fence, identities',
     response: z.object({ nodes: z.array(NodeView) }),
+    status: 200,
+  },
+  {
+    method: 'get',
+    path: '/v1/nodes/:node/agent',
+    role: 'viewer',
+    summary: "the agent's own view: session, fence, each identity's state",
+    response: AgentStatus,
     status: 200,
   },
   {

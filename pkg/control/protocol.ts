@@ -8,8 +8,10 @@
 // the sending controller's election term (its fencing token, the mod revision of the
 // controller election key). The agent acts only if that is still the current term, so a
 // controller that froze after its own term check and resumed after losing the election is
-// refused (see term.ts). A version 1 request (no `term`) is still obeyed, with a warning,
-// while controllers are upgraded after the agents.
+// refused (see term.ts). A request without `term` is refused whatever its version.
+//
+// Every request is signed by the sending controller (signing.ts; signature in headers, body
+// unchanged): an agent obeys only a signature of the active controller, as registered in etcd.
 import { z } from 'zod';
 import { Name } from '../lease/keys.js';
 
@@ -93,6 +95,8 @@ export const ControlErrorCode = z.enum([
   'not-leader',
   /** The request's controller term is not the current one: a deposed controller sent it. */
   'stale-controller',
+  /** Not signed, signed by a key that may not send it, replayed, or outside the clock window. */
+  'unauthenticated',
   'failed',
 ]);
 export type ControlErrorCode = z.infer<typeof ControlErrorCode>;
@@ -138,6 +142,11 @@ export type AgentStatus = z.infer<typeof AgentStatus>;
 export const Heartbeat = z.object({
   v: z.number().int(),
   node: z.string(),
+  /**
+   * A random id of this start of the agent: control requests are signed for it, so a request
+   * captured before a restart is not obeyed after (signing.ts).
+   */
+  instance: z.string().optional(),
   at: z.number(),
   fenced: z.boolean(),
   identities: z.array(

@@ -7,7 +7,7 @@
 // controller involved); whatever a stale drain could start there, the transfer that would
 // follow is itself a txn guarded by the controller's term.
 import { Keys } from '../lease/keys.js';
-import { ControlError, PROTOCOL_VERSION, type MutatingRequest } from './protocol.js';
+import { ControlError, type MutatingRequest } from './protocol.js';
 
 /** The controllers' election "identity" (pkg/controller/election.ts ACTIVE). */
 const ACTIVE = 'active';
@@ -20,35 +20,24 @@ export function controllerElectionKey(prefix = 'understudy'): string {
   return new Keys(`${prefix}/controllers`).leader(ACTIVE);
 }
 
-export type TermVerdict = { act: true; warning?: string } | { act: false; error: ControlError };
+export type TermVerdict = { act: true } | { act: false; error: ControlError };
 
 /**
  * May the agent act on this state-changing request? `current` is the controller election
- * key's mod revision as just read from etcd (undefined: no controller holds the election);
- * it is only consulted when the request carries a term, so an agent reads etcd only then.
+ * key's mod revision as just read from etcd (undefined: no controller holds the election).
  *
  * - a term that is the current one: act;
  * - any other term (older, or one that never was): refuse, `stale-controller`;
- * - no term, current protocol version: refuse, `bad-request` naming `term` (every controller
- *   of this version sends it, so its absence means the sender is not one);
- * - no term, the version before: act, with a warning (a controller not yet upgraded during a
- *   rolling upgrade; agents are upgraded first).
+ * - no term: refuse, `bad-request` naming `term`. Controllers have sent it since protocol 2;
+ *   a request without one is from no controller this agent should obey (the unchecked
+ *   exception for version 1 controllers is gone: it let a raw NATS request drain a leader).
  */
 export function judgeControllerTerm(
   request: Pick<MutatingRequest, 'v' | 'op' | 'term'>,
   current: bigint | undefined,
-  version = PROTOCOL_VERSION,
 ): TermVerdict {
   const { v, op, term } = request;
   if (term === undefined) {
-    if (v < version) {
-      return {
-        act: true,
-        warning:
-          `${op} without a controller term (control protocol ${v}, from a controller not yet upgraded): ` +
-          `obeyed unchecked; upgrade the controllers to protocol ${version} so a deposed one is refused`,
-      };
-    }
     return {
       act: false,
       error: new ControlError(

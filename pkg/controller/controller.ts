@@ -22,6 +22,7 @@ import { systemClock, type Clock } from '../clock/index.js';
 import type { ControllerConfig } from '../config/controller.js';
 import { generateCallerKey, userSigner, type UserSigner } from '../keys/index.js';
 import { AccessListApi } from './access-lists.js';
+import { AgentStatusApi } from './api-agent-status.js';
 import { AgentLink } from './agents.js';
 import { CredentialApi } from './api-credentials.js';
 import { CredentialServer, loadCredentialKey } from './credentials.js';
@@ -73,6 +74,7 @@ export class Controller implements ControllerApi {
   private readonly nodes: NodeApi;
   private readonly access: AccessListApi;
   private readonly status: StatusApi;
+  private readonly agentStatusApi: AgentStatusApi;
   private readonly credentials: CredentialApi;
   /** Answers agents' credential requests; only with credentials.keyFile (credentials.ts). */
   private readonly credentialServer: CredentialServer | undefined;
@@ -113,8 +115,11 @@ export class Controller implements ControllerApi {
     this.specs = new SpecApi(api);
     this.handovers = new HandoverApi(api);
     this.nodes = new NodeApi(api);
+    this.agentStatusApi = new AgentStatusApi({ agents: this.agents });
     this.access = new AccessListApi(api);
-    const credentialKey = config.credentials.keyFile ? loadCredentialKey(config.credentials.keyFile) : undefined;
+    const credentialKey = config.credentials.keyFile
+      ? loadCredentialKey(config.credentials.keyFile)
+      : undefined;
     this.credentials = new CredentialApi(api, credentialKey);
     this.credentialServer = credentialKey
       ? new CredentialServer({ nc, etcd, keys, key: credentialKey, signer, name, log, clock, metrics })
@@ -172,6 +177,7 @@ export class Controller implements ControllerApi {
   listWorkflows: ControllerApi['listWorkflows'] = () => this.handovers.listWorkflows();
 
   listNodes: ControllerApi['listNodes'] = () => this.nodes.listNodes();
+  agentStatus: ControllerApi['agentStatus'] = (node) => this.agentStatusApi.agentStatus(node);
   fenceNode: ControllerApi['fenceNode'] = (...a) => this.nodes.fenceNode(...a);
   unfenceNode: ControllerApi['unfenceNode'] = (...a) => this.nodes.unfenceNode(...a);
 

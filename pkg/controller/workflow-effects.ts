@@ -207,16 +207,28 @@ export class EffectRunner {
     };
     this.d.ops.drain(node, authority.revision, req, this.d.drainTimeoutMs).then(
       () => this.d.log.info({ node }, `${node} drained ${this.d.identity}`),
-      (err: Error) =>
-        err instanceof AgentControlError && err.code === 'stale-controller'
-          ? this.d.log.warn(
-              { node, err: err.message, term: authority.revision },
-              'the agent refused the drain: this controller no longer holds the term it was sent under',
-            )
-          : this.d.log.warn(
-              { node, err: err.message },
-              'drain not confirmed by the agent; the workflow watches the login record',
-            ),
+      (err: Error) => {
+        const code = err instanceof AgentControlError ? err.code : undefined;
+        const fields = { node, err: err.message, term: authority.revision };
+        if (code === 'stale-controller') {
+          this.d.log.warn(
+            fields,
+            'the agent refused the drain: this controller no longer holds the term it was sent under',
+          );
+        } else if (code === 'unauthenticated') {
+          // A deposed controller's key goes with its session: the agent refuses it as unknown
+          // before it compares the term. Or the agent pins keys and this one is not among them.
+          this.d.log.warn(
+            fields,
+            "the agent refused the drain as not signed by the active controller: this controller was deposed, or the agent's controllerKeys do not list its key",
+          );
+        } else {
+          this.d.log.warn(
+            { node, err: err.message },
+            'drain not confirmed by the agent; the workflow watches the login record',
+          );
+        }
+      },
     );
   }
 

@@ -60,6 +60,7 @@ export function routeHandlers(): Record<string, RouteHandler> {
     'delete /v1/identities/:identity/workflow': async (call) => call.api.cancelWorkflow(id(call), call.actor),
     'get /v1/workflows': async ({ api }) => ({ workflows: await api.listWorkflows() }),
     'get /v1/nodes': async ({ api }) => ({ nodes: await api.listNodes() }),
+    'get /v1/nodes/:node/agent': async (call) => call.api.agentStatus(param(call, 'node')),
     'post /v1/nodes/:node/fence': async (call) =>
       call.api.fenceNode(param(call, 'node'), call.body as FenceBody, call.actor),
     'post /v1/nodes/:node/unfence': async (call) => call.api.unfenceNode(param(call, 'node'), call.actor),

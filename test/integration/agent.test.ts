@@ -16,6 +16,7 @@ import { pidDead } from '../support/processes.js';
 import { PingSampler } from '../support/sampler.js';
 import { rateBotSpec } from '../support/specs.js';
 import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
+import { TestAuthority } from '../support/control.js';
 import { waitFor, withTimeout } from '../support/wait.js';
 
 /** Window in which a PING collects every responder (two would be a split brain). */
@@ -31,12 +32,15 @@ describe('agent: the winner logs in under the shared name', function () {
   let nc: NatsConnection;
   let client: Etcd3;
   let agents: AgentProcess[] = [];
+  /** Stands in for the active controller: control requests are signed by it. */
+  let authority: TestAuthority;
 
   before(async () => {
     harness = await Harness.create();
     [etcd, nats] = await Promise.all([harness.startEtcd(), harness.startNats()]);
     nc = await connect({ servers: nats.hostUrl });
     client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+    authority = await TestAuthority.start(client, nc);
   });
 
   afterEach(async function () {
@@ -51,6 +55,7 @@ describe('agent: the winner logs in under the shared name', function () {
   });
 
   after(async () => {
+    await authority?.stop();
     await nc?.close();
     client?.close();
     await harness?.close();
@@ -73,10 +78,7 @@ describe('agent: the winner logs in under the shared name', function () {
   }
 
   async function controlStatus(node: string) {
-    const reply = await nc.request(subjects.control(node), JSON.stringify({ v: 1, op: 'status' }), {
-      timeout: 3_000,
-    });
-    return JSON.parse(new TextDecoder().decode(reply.data)) as {
+    return (await authority.send(node, { op: 'status' }, { timeoutMs: 3_000 })) as unknown as {
       ok: boolean;
       result: { identities: Array<{ identity: string; state: string; pid?: number; token?: string }> };
     };
@@ -376,11 +378,16 @@ describe('agent: the winner logs in under the shared name', function () {
     expect(future.error!.message).to.match(/speaks control protocol/);
     expect((await ask('{"v":1,"op":"explode"}')).error).to.include({ code: 'bad-request' });
     expect((await ask('{"v":1,"op":"drain","identity":"sturdy"}')).error).to.include({ code: 'bad-request' });
-    expect((await ask('{"v":1,"op":"drain","identity":"nope","actor":"t","holdMs":1000}')).error).to.include({
-      code: 'unknown-identity',
+    // Well-formed but unsigned: refused before anything else is looked at.
+    expect(
+      (await ask('{"v":2,"op":"drain","identity":"nope","actor":"t","holdMs":1000,"term":"1"}')).error,
+    ).to.include({
+      code: 'unauthenticated',
     });
+    const signed = await authority.send('c', { op: 'drain', identity: 'nope', actor: 't', holdMs: 1000 });
+    expect(signed.ok ? undefined : signed.error).to.include({ code: 'unknown-identity' });
     // Still alive and still leading.
-    expect((await ask('{"v":1,"op":"status"}')).ok).to.equal(true);
+    expect((await authority.send('c', { op: 'status' })).ok).to.equal(true);
     expect((await collectResponders(nc, 'sturdy', RESPONDER_WINDOW_MS)).map((r) => r.node)).to.deep.equal([
       'c',
     ]);
@@ -391,25 +398,17 @@ describe('agent: the winner logs in under the shared name', function () {
     const a = await startAgent({ node: 'a', identities: { drainy: null } });
     await a.waitForState('drainy', 'leader');
     const { token } = (await collectResponders(nc, 'drainy', RESPONDER_WINDOW_MS))[0]!;
-    const drain = JSON.parse(
-      new TextDecoder().decode(
-        (
-          await nc.request(
-            subjects.control('a'),
-            JSON.stringify({ v: 1, op: 'drain', identity: 'drainy', actor: 'test', holdMs: 60_000 }),
-            {
-              timeout: 10_000,
-            },
-          )
-        ).data,
-      ),
-    ) as { ok: boolean; result: { token: string; loggedOut: boolean } };
+    const drain = (await authority.send('a', {
+      op: 'drain',
+      identity: 'drainy',
+      actor: 'test',
+      holdMs: 60_000,
+    })) as unknown as { ok: boolean; result: { token: string; loggedOut: boolean } };
     expect(drain.ok).to.equal(true);
     expect(drain.result).to.include({ token: String(token), loggedOut: true });
     expect(await collectResponders(nc, 'drainy', RESPONDER_WINDOW_MS)).to.deep.equal([]);
-    await nc.request(
-      subjects.control('a'),
-      JSON.stringify({ v: 1, op: 'undrain', identity: 'drainy', actor: 'test' }),
+    expect((await authority.send('a', { op: 'undrain', identity: 'drainy', actor: 'test' })).ok).to.equal(
+      true,
     );
     const back = await untilAnswered('drainy', 'a', 10_000);
     expect(back.token).to.equal(token);

@@ -9,7 +9,7 @@
 //   - forged state-changing requests with an old election term, or without one, are refused;
 //   - a revocation records the end of term of every identity on the revoked lease;
 //   - an approve or deny of a pending authorization request that fails is recorded as failed.
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -17,7 +17,9 @@ import type { Etcd3 } from 'etcd3';
 import { connect, nkeys, type NatsConnection } from 'nats';
 import type { Workflow } from '../../pkg/api/schema.js';
 import { PROTOCOL_VERSION, type ControlReply } from '../../pkg/control/protocol.js';
+import { controlHeaders } from '../../pkg/control/signing.js';
 import { controllerElectionKey } from '../../pkg/control/term.js';
+import { generateCallerKey, userSigner } from '../../pkg/keys/index.js';
 import { subjects } from '../../pkg/identity/wire.js';
 import { connectEtcd, Keys, readLeader, revokeHolder, TermEnd } from '../../pkg/lease/index.js';
 import { putSpec, recordPending } from '../../pkg/spec/store.js';
@@ -25,6 +27,7 @@ import { AgentProcess, type AgentOptions } from '../support/agents.js';
 import { ControllerProcess, type Api } from '../support/controllers.js';
 import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
 import { rateBotSpec } from '../support/specs.js';
+import { ControlSender } from '../support/control.js';
 import { waitFor } from '../support/wait.js';
 import { describeProblems, judgeWitness, parseWitnessLines } from '../support/witness.js';
 import { repoRoot } from '../support/paths.js';
@@ -110,13 +113,17 @@ describe('controller safety: cancel during a drain, a frozen controller, revocat
     return agent;
   }
 
-  async function startController(name: string, env: Record<string, string> = {}) {
+  async function startController(
+    name: string,
+    env: Record<string, string> = {},
+    extra: Record<string, unknown> = {},
+  ) {
     const c = await ControllerProcess.start({
       name,
       etcd: [etcd.hostEndpoint],
       nats: [nats.hostUrl],
       env,
-      extra: { switchover: { deadlineMs: DEADLINE_MS, drainTimeoutMs: 5_000 } },
+      extra: { switchover: { deadlineMs: DEADLINE_MS, drainTimeoutMs: 5_000 }, ...extra },
     });
     controllers.push(c);
     return c;
@@ -267,7 +274,11 @@ describe('controller safety: cancel during a drain, a frozen controller, revocat
   function drainOutcome(a: AgentProcess, identity: string, from: number): string | undefined {
     const records = a.records.slice(from);
     if (records.some((r) => r.identity === identity && r.to === 'logging-out')) return 'old leader drained';
-    const refused = records.find((r) => r.msg === 'control request refused' && r.code === 'stale-controller');
+    const refused = records.find(
+      (r) =>
+        r.msg === 'control request refused; nothing changed' &&
+        (r.code === 'stale-controller' || r.code === 'unauthenticated'),
+    );
     return refused ? 'refused' : undefined;
   }
 
@@ -303,15 +314,17 @@ describe('controller safety: cancel during a drain, a frozen controller, revocat
       intervalMs: 50,
     });
     expect(seen).to.equal('refused');
-    const refusal = a!.records.slice(from).find((r) => r.code === 'stale-controller')!;
-    expect(refusal.err).to.equal(
-      `controller term ${oldTerm} is no longer current (current: ${newTerm}); ignoring drain. ` +
-        'Nothing to do: the active controller decides now and sends its own requests',
-    );
+    // Its key went with its session: the agent no longer counts it as a controller at all
+    // (were the key still live, the old term would be refused: the test above).
+    const refusal = a!.records.slice(from).find((r) => r.msg === 'control request refused; nothing changed')!;
+    expect(refusal.code).to.equal('unauthenticated');
+    expect(refusal.err).to.match(/is not the key of a controller allowed to send it/);
     // ... and hears why it was refused.
     await c1.waitForRecord(
       (r) =>
-        r.msg === 'the agent refused the drain: this controller no longer holds the term it was sent under',
+        r.msg ===
+          "the agent refused the drain as not signed by the active controller: this controller was deposed, or the agent's controllerKeys do not list its key" &&
+        r.term === oldTerm,
       'the refusal reported back',
       { from: resumedAt },
     );
@@ -325,28 +338,50 @@ describe('controller safety: cancel during a drain, a frozen controller, revocat
     expect(wf.escalation).to.deep.equal([]);
   });
 
-  it('state-changing requests forged with an earlier controller term, or with none, are refused', async () => {
+  it('control requests unsigned, signed by a deposed or unknown controller, or by the active one under an old term or none, are refused', async () => {
     const identity = 'forged';
     await putSpec(client, rateBotSpec(identity));
     const [a] = await pair(identity);
-    const c1 = await startController('c1');
+    const c1Key = generateCallerKey();
+    const c2Key = generateCallerKey();
+    const keyDir = await mkdtemp(join(tmpdir(), 'controller-keys-'));
+    const keyFile = async (seed: string, name: string) => {
+      const file = join(keyDir, name);
+      await writeFile(file, seed, { mode: 0o600 });
+      return file;
+    };
+    const c1 = await startController('c1', {}, { keyFile: await keyFile(c1Key.seed, 'c1.seed') });
     const oldTerm = (await c1.waitForActive()).token!;
     await c1.stop();
-    const c2 = await startController('c2');
+    const c2 = await startController('c2', {}, { keyFile: await keyFile(c2Key.seed, 'c2.seed') });
     const newTerm = (await c2.waitForActive({ timeoutMs: HANDOVER_TIMEOUT_MS })).token!;
     expect(BigInt(newTerm) > BigInt(oldTerm)).to.equal(true);
     const before = (await readLeader(client, identity))!;
     const from = a!.records.length;
 
     const nc: NatsConnection = await connect({ servers: nats.hostUrl });
+    const asC1 = new ControlSender(nc, userSigner(c1Key.seed));
+    const asC2 = new ControlSender(nc, userSigner(c2Key.seed));
+    const asMallory = new ControlSender(nc, userSigner(generateCallerKey().seed));
     try {
-      const send = async (request: object): Promise<ControlReply> =>
-        JSON.parse(
-          (await nc.request(subjects.control('a'), JSON.stringify(request), { timeout: 10_000 })).string(),
-        );
       const drain = { v: PROTOCOL_VERSION, op: 'drain', identity, actor: 'forger', holdMs: 60_000 };
+      const fence = { v: PROTOCOL_VERSION, op: 'fence', actor: 'forger', reason: 'forged' };
+      const code = (reply: ControlReply) => (reply.ok ? 'ok' : reply.error.code);
 
-      expect(await send({ ...drain, term: oldTerm })).to.deep.equal({
+      // Mallory's request from the issue: unsigned, answered `ok` before.
+      const raw = JSON.parse(
+        (
+          await nc.request(subjects.control('a'), JSON.stringify({ ...drain, term: newTerm }), {
+            timeout: 10_000,
+          })
+        ).string(),
+      ) as ControlReply;
+      expect(code(raw)).to.equal('unauthenticated');
+      // Signed, but by keys no live controller holds (the deposed c1's session is gone).
+      expect(code(await asMallory.send('a', { ...drain, term: newTerm }))).to.equal('unauthenticated');
+      expect(code(await asC1.send('a', { ...fence, term: newTerm }))).to.equal('unauthenticated');
+      // Signed by the active controller's key, but under the deposed term ...
+      expect(await asC2.send('a', { ...drain, term: oldTerm })).to.deep.equal({
         v: PROTOCOL_VERSION,
         ok: false,
         error: {
@@ -357,13 +392,26 @@ describe('controller safety: cancel during a drain, a frozen controller, revocat
             'Nothing to do: the active controller decides now and sends its own requests',
         },
       });
-      const fence = { v: PROTOCOL_VERSION, op: 'fence', actor: 'forger', reason: 'forged' };
-      expect((await send({ ...fence, term: oldTerm })).ok).to.equal(false);
-      // The current protocol version must name a term.
-      const unnamed = await send(drain);
+      expect(code(await asC2.send('a', { ...fence, term: oldTerm }))).to.equal('stale-controller');
+      // ... or with no term at all.
+      const unnamed = await asC2.send('a', drain);
       expect(unnamed.ok).to.equal(false);
       if (!unnamed.ok) expect(unnamed.error).to.include({ code: 'bad-request', field: 'term' });
+      // The signature is the body's: the same headers on another body do not verify.
+      const moved = await asC2.send(
+        'a',
+        { ...fence, term: newTerm },
+        {
+          tamper: (h) => ({ ...h, [controlHeaders.nonce]: 'x'.repeat(22) }),
+        },
+      );
+      expect(code(moved)).to.equal('unauthenticated');
+      // Read-only status from the active controller's key is answered: the key is trusted.
+      expect(code(await asC2.send('a', { v: PROTOCOL_VERSION, op: 'status' }))).to.equal('ok');
     } finally {
+      asC1.stop();
+      asC2.stop();
+      asMallory.stop();
       await nc.close();
     }
     // Nothing changed: a is still the logged-in leader under its term, and not fenced.
@@ -373,6 +421,15 @@ describe('controller safety: cancel during a drain, a frozen controller, revocat
     const after = (await readLeader(client, identity))!;
     expect([after.record.node, after.token, after.login?.loggedIn]).to.deep.equal(['a', before.token, true]);
     expect(await client.get(new Keys().fence('a')).string()).to.equal(null);
+    // Each refusal was logged by the agent, saying nothing changed.
+    const refusals = a!.records
+      .slice(from)
+      .filter((r) => r.msg === 'control request refused; nothing changed');
+    expect(refusals.map((r) => r.code)).to.include.members([
+      'unauthenticated',
+      'stale-controller',
+      'bad-request',
+    ]);
   });
 
   it('an approve or deny of a pending request that fails is recorded as failed, never as done', async () => {

@@ -22,7 +22,6 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Etcd3 } from 'etcd3';
 import { connect, type NatsConnection } from 'nats';
-import { subjects } from '../../pkg/identity/wire.js';
 import { connectEtcd, readLeader, revokeHolder, type LeaderView } from '../../pkg/lease/index.js';
 import type { IdentitySpecInput } from '../../pkg/spec/schema.js';
 import { putSpec } from '../../pkg/spec/store.js';
@@ -30,6 +29,7 @@ import { AgentProcess, type AgentOptions } from '../support/agents.js';
 import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
 import { repoRoot } from '../support/paths.js';
 import { pidDead } from '../support/processes.js';
+import { TestAuthority } from '../support/control.js';
 import { delay, waitFor } from '../support/wait.js';
 import {
   describeProblems,
@@ -120,6 +120,8 @@ describe('handover safety: no two services logged in at once, judged by the serv
   let nats: NatsServer;
   let nc: NatsConnection;
   let client: Etcd3;
+  /** Stands in for the active controller: the drain below is signed by it. */
+  let authority: TestAuthority;
   let dir: string;
   let agents: AgentProcess[] = [];
   /** Cleanups of the current round that must run even when it fails (thaw, SIGCONT). */
@@ -133,12 +135,14 @@ describe('handover safety: no two services logged in at once, judged by the serv
     [etcd, nats] = await Promise.all([harness.startEtcd(), harness.startNats()]);
     nc = await connect({ servers: nats.hostUrl });
     client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+    authority = await TestAuthority.start(client, nc);
     dir = await mkdtemp(join(tmpdir(), 'understudy-witness-'));
   });
 
   after(async function () {
     this.timeout(120_000);
     await endRound();
+    await authority?.stop();
     await nc?.close();
     client?.close();
     await harness?.close();
@@ -411,17 +415,16 @@ describe('handover safety: no two services logged in at once, judged by the serv
       const faultAt = monoNow();
       // An operator's (or a switchover's) drain of the first identity: its logout cannot be
       // confirmed, so the agent gives up its whole session, which also ends the second.
-      void nc
-        .request(
-          subjects.control('a'),
-          JSON.stringify({
-            v: 1,
+      void authority
+        .send(
+          'a',
+          {
             op: 'drain',
             identity: leading.witnesses[0]!.identity,
             actor: 'handover-safety test',
             holdMs: 60_000,
-          }),
-          { timeout: 10_000 },
+          },
+          { timeoutMs: 10_000 },
         )
         .catch(() => undefined);
       const result = await judge('resign-unconfirmed', r, leading, faultAt);

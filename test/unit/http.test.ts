@@ -154,6 +154,16 @@ class FakeApi implements ControllerApi {
   listNodes() {
     return this.record('listNodes', [], [NODE]);
   }
+  agentStatus(node: string) {
+    return this.record('agentStatus', [node], {
+      node,
+      protocol: 2,
+      startedAt: '2026-01-01T00:00:00.000Z',
+      fenced: false,
+      session: 'alive (lease 1)',
+      identities: [],
+    });
+  }
   fenceNode(node: string, body: unknown, actor: string) {
     return this.record('fenceNode', [node, body, actor], { node, fenced: false, workflows: [] });
   }

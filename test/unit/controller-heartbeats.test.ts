@@ -1,0 +1,109 @@
+// Heartbeats: the node is the one the subject names (which NATS permissions can restrict per
+// agent user), never the one the body claims; silent nodes are forgotten and the number of
+// nodes tracked is bounded (issue 12, point 4).
+import { expect } from 'chai';
+import type { NatsConnection } from 'nats';
+import pino from 'pino';
+import { ManualClock } from '../../pkg/clock/index.js';
+import {
+  AgentLink,
+  FORGET_SILENT_AGENT_MS,
+  MAX_TRACKED_AGENTS,
+  readHeartbeat,
+} from '../../pkg/controller/agents.js';
+import { generateCallerKey, userSigner } from '../../pkg/keys/index.js';
+
+const beat = (node: string, extra: Record<string, unknown> = {}) =>
+  JSON.stringify({ v: 1, node, at: 1, fenced: false, identities: [], ...extra });
+const subject = (node: string) => `understudy.agent.${node}.heartbeat`;
+
+describe('heartbeats as the controller reads them', () => {
+  const table: Array<{ case: string; subject: string; raw: string; expected: string }> = [
+    { case: 'a node speaking for itself', subject: subject('a'), raw: beat('a'), expected: 'a' },
+    { case: 'a body claiming another node', subject: subject('a'), raw: beat('b'), expected: 'refused' },
+    {
+      case: 'a subject with no valid node name',
+      subject: subject('A_B'),
+      raw: beat('A_B'),
+      expected: 'refused',
+    },
+    {
+      case: 'a wildcard-looking name',
+      subject: 'understudy.agent.*.heartbeat',
+      raw: beat('*'),
+      expected: 'refused',
+    },
+    {
+      case: 'a very long name',
+      subject: subject('n'.repeat(200)),
+      raw: beat('n'.repeat(200)),
+      expected: 'refused',
+    },
+    {
+      case: 'another subject altogether',
+      subject: 'understudy.agent.a.control',
+      raw: beat('a'),
+      expected: 'refused',
+    },
+    { case: 'not JSON', subject: subject('a'), raw: '{', expected: 'refused' },
+    {
+      case: 'a version this controller does not speak',
+      subject: subject('a'),
+      raw: beat('a', { v: 99 }),
+      expected: 'refused',
+    },
+    {
+      case: 'a field from a newer agent',
+      subject: subject('a'),
+      raw: beat('a', { later: true }),
+      expected: 'a',
+    },
+  ];
+  for (const row of table) {
+    it(`${row.case} → ${row.expected}`, () => {
+      const v = readHeartbeat(row.subject, row.raw);
+      expect(v.ok ? v.node : 'refused').to.equal(row.expected);
+    });
+  }
+
+  describe('the agents tracked', () => {
+    const link = (clock: ManualClock) =>
+      new AgentLink(
+        {} as NatsConnection,
+        pino({ level: 'silent' }),
+        userSigner(generateCallerKey().seed),
+        undefined,
+        clock,
+      );
+
+    it('are forgotten once silent for FORGET_SILENT_AGENT_MS, and kept until then', async () => {
+      const clock = new ManualClock();
+      const agents = link(clock);
+      agents.receive(subject('a'), beat('a'));
+      agents.receive(subject('b'), beat('b'));
+      await clock.advance(FORGET_SILENT_AGENT_MS);
+      agents.receive(subject('b'), beat('b'));
+      expect([...agents.agents().keys()]).to.have.members(['a', 'b']);
+      await clock.advance(1);
+      agents.receive(subject('b'), beat('b'));
+      expect([...agents.agents().keys()]).to.deep.equal(['b']);
+    });
+
+    it('are bounded: heartbeats of new nodes beyond MAX_TRACKED_AGENTS are ignored, known ones still heard', () => {
+      const agents = link(new ManualClock());
+      for (let i = 0; i < MAX_TRACKED_AGENTS; i++) agents.receive(subject(`n${i}`), beat(`n${i}`));
+      agents.receive(subject('one-more'), beat('one-more'));
+      expect(agents.agents().size).to.equal(MAX_TRACKED_AGENTS);
+      expect(agents.agents().has('one-more')).to.equal(false);
+      agents.receive(subject('n0'), beat('n0', { fenced: true }));
+      expect(agents.agents().get('n0')?.heartbeat.fenced).to.equal(true);
+    });
+
+    it('remember the instance each agent announced, for signing requests to it', () => {
+      const agents = link(new ManualClock());
+      agents.receive(subject('a'), beat('a', { instance: 'i-1' }));
+      expect(agents.instanceOf('a')).to.equal('i-1');
+      expect(agents.instanceOf('b')).to.equal(undefined);
+    });
+  });
+});
