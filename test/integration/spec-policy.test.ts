@@ -2,7 +2,7 @@
 // agent's allow-list runs nothing and is not campaigned for (no leader key), with the reason
 // shown; a root agent runs its service as the configured unprivileged user, who can read the
 // credential file and nothing makes it root.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmod, chown, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,7 +11,9 @@ import { expect } from 'chai';
 import type { Etcd3 } from 'etcd3';
 import { connectEtcd } from '../../pkg/lease/index.js';
 import { putSpec } from '../../pkg/spec/store.js';
+import { stringify } from 'yaml';
 import { AgentProcess, type AgentOptions } from '../support/agents.js';
+import { repoRoot } from '../support/paths.js';
 import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
 import { waitFor } from '../support/wait.js';
 
@@ -23,6 +25,27 @@ const leaderKey = (identity: string) => `understudy/identities/${identity}/leade
 function accountIds(user: string): { uid: number; gid: number } {
   const [, , uid, gid] = execFileSync('getent', ['passwd', user], { encoding: 'utf8' }).split(':');
   return { uid: Number(uid), gid: Number(gid) };
+}
+
+/** An agent started as an unprivileged user, as the systemd unit runs it. */
+class UnprivilegedAgent extends AgentProcess {
+  static async startAs(
+    user: { uid: number; gid: number },
+    dir: string,
+    config: Record<string, unknown>,
+  ): Promise<UnprivilegedAgent> {
+    const file = join(dir, 'agent.yaml');
+    await writeFile(file, stringify(config), { mode: 0o600 });
+    await chown(file, user.uid, user.gid);
+    const child = spawn(process.execPath, ['--import', 'tsx', 'cmd/agent/main.ts', '--config', file], {
+      cwd: repoRoot,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir },
+      uid: user.uid,
+      gid: user.gid,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    return new UnprivilegedAgent(String(config.node), child, dir);
+  }
 }
 
 describe('agent: what a spec may run, and as whom', function () {
@@ -199,5 +222,46 @@ describe('agent: what a spec may run, and as whom', function () {
     });
     const started = a.records.find((r) => r.identity === identity && r.msg === 'service started');
     expect(started?.uid).to.equal(svc.uid);
+  });
+
+  it('the agent itself runs unprivileged: it leads, and its service runs as its own user', async function () {
+    const identity = 'unprivileged-agent';
+    const home = join(base, 'agent-home');
+    await mkdir(home);
+    await chown(home, svc.uid, svc.gid);
+    const out = join(home, 'out');
+    await mkdir(out);
+    await chown(out, svc.uid, svc.gid);
+    await putSpec(client, {
+      name: identity,
+      service: {
+        driver: 'process',
+        command: ['sh', '-c', 'id -u > "$OUT/uid"; exec sleep 1000'],
+        env: { OUT: out },
+      },
+    });
+    const a = await UnprivilegedAgent.startAs(svc, home, {
+      node: 'u',
+      etcd: { endpoints: [etcd.hostEndpoint] },
+      nats: { servers: [nats.hostUrl] },
+      lease: { ttlSeconds: 4 },
+      identities: { [identity]: null },
+      runDir: join(home, 'run'),
+      logLevel: 'info',
+      // No service section: an unprivileged agent runs services as itself.
+      allow: { commands: ['/bin/sh'] },
+    });
+    agents.push(a);
+    await a.waitForState(identity, 'leader');
+    const uid = await waitFor(
+      async () => (await readFile(join(out, 'uid'), 'utf8').catch(() => '')).trim() || undefined,
+      { what: 'the service to write its uid', timeoutMs: 10_000 },
+    );
+    expect(Number(uid)).to.equal(svc.uid);
+    const agentUid = (await readFile(`/proc/${a.child.pid}/status`, 'utf8')).match(/^Uid:\s+(\d+)/m)?.[1];
+    expect(Number(agentUid), 'the agent runs as the unprivileged user').to.equal(svc.uid);
+    const lifeline = a.records.find((r) => r.msg === 'lifeline ready');
+    expect(lifeline?.pdeathsig, 'the lifeline works unprivileged, pdeathsig included').to.equal(true);
+    expect(a.records.filter((r) => r.level === 'error' || r.level === 'fatal')).to.deep.equal([]);
   });
 });
