@@ -85,6 +85,11 @@ export const NodeView = z.object({
     .object({ reason: z.string(), actor: z.string(), workflows: z.array(z.string()) })
     .optional(),
   identities: z.array(z.object({ identity: z.string(), state: z.string(), token: z.string().optional() })),
+  /**
+   * The node's public key ('U...') registered in etcd for its live agent session: clients
+   * without etcd verify the node's signed replies with it (pkg/identity/presence.ts).
+   */
+  key: z.string().optional(),
 });
 export type NodeView = z.infer<typeof NodeView>;
 
@@ -123,5 +128,9 @@ export const AclChangeBody = z.discriminatedUnion('op', [
 ]);
 export type AclChangeBody = z.infer<typeof AclChangeBody>;
 
-export const DenyBody = z.strictObject({ block: z.boolean().default(false) });
+export const DenyBody = z.strictObject({
+  block: z.boolean().default(false),
+  /** Deny only the request made with this key (a name may ask with several; default: all of them). */
+  key: z.string().regex(/^U[A-Z2-7]{55}$/, 'must be a NATS user public nkey').optional(),
+});
 export type DenyBody = z.infer<typeof DenyBody>;

@@ -89,11 +89,16 @@ export class AccessListApi {
       term,
       identity,
       actor,
-      `denial of ${caller}${body.block ? ' with its key blocked' : ''}`,
+      `denial of ${caller}${body.key ? ` (key ${body.key})` : ''}${body.block ? ' with its key blocked' : ''}`,
       `authorization of ${caller} denied${body.block ? ' and its key blocked' : ''}`,
       () =>
         this.decide(identity, () =>
-          denyPending(etcd, identity, caller, { block: body.block, keys: keys.specs, authority: term }),
+          denyPending(etcd, identity, caller, {
+            block: body.block,
+            keys: keys.specs,
+            authority: term,
+            ...(body.key !== undefined && { nkey: body.key }),
+          }),
         ),
     );
   }
@@ -105,7 +110,7 @@ export class AccessListApi {
     } catch (err) {
       if (err instanceof AccessListError) {
         throw new ApiError(
-          err.code === 'conflict' ? 'conflict' : 'not-found',
+          err.code === 'conflict' || err.code === 'ambiguous' ? 'conflict' : 'not-found',
           err.message,
           err.code === 'no-pending' ? 'path.caller' : err.code === 'no-spec' ? 'path.identity' : undefined,
         );

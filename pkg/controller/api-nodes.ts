@@ -2,6 +2,7 @@
 // the fence is applied by fence-reconciler.ts), unfence one. Every write compares the
 // election term requireActive() returned, in the same etcd txn.
 import { ApiError, type FenceBody, type FenceResult, type NodeView, type Workflow } from '../api/schema.js';
+import { readNodeKeys } from '../keys/index.js';
 import { fence } from '../lease/index.js';
 import type { ApiDeps } from './api-deps.js';
 import { NotActiveError, type FenceIntent } from './store.js';
@@ -10,9 +11,14 @@ import { bestTarget, knownNode, nodeViews, runningWorkflow } from './view.js';
 export class NodeApi {
   constructor(private readonly deps: ApiDeps) {}
 
+  /** Each node with the key it registered for its live session (when it has one). */
   async listNodes(): Promise<NodeView[]> {
-    const { cluster } = this.deps;
-    return nodeViews(cluster.view(await cluster.read()));
+    const { cluster, etcd, keys } = this.deps;
+    const [snap, nodeKeys] = await Promise.all([cluster.read(), readNodeKeys(etcd, keys.prefix)]);
+    return nodeViews(cluster.view(snap)).map((v) => {
+      const key = nodeKeys.get(v.node)?.key;
+      return key === undefined ? v : { ...v, key };
+    });
   }
 
   async fenceNode(node: string, body: FenceBody, actor: string): Promise<FenceResult> {

@@ -8,6 +8,7 @@ import { LeaseOperationError, type Authority } from '../lease/admin.js';
 import { ETCD_CALL_MS, within } from '../lease/etcd.js';
 import { assertName } from '../lease/keys.js';
 import { ResyncingWatch } from '../lease/watch.js';
+import { admitPending, choosePending } from './pending.js';
 import { IdentitySpec, PendingRequest, type Caller, type IdentitySpecInput } from './schema.js';
 
 /** Optimistic retries of a read-modify-write on a spec (approvals racing with applies). */
@@ -27,8 +28,9 @@ export class SpecKeys {
   pendingAll(identity: string): string {
     return `${this.prefix}/acl-pending/${identity}/`;
   }
-  pending(identity: string, caller: string): string {
-    return `${this.pendingAll(identity)}${caller}`;
+  /** One record per (caller name, key) that asked: an approval acts on exactly that pair. */
+  pending(identity: string, caller: string, nkey: string): string {
+    return `${this.pendingAll(identity)}${caller}/${nkey}`;
   }
 }
 
@@ -206,7 +208,20 @@ export async function bootstrapSpecs(
 
 // Pending authorization requests.
 
-/** Record a pending request once per caller (a flood of retries writes nothing more). */
+/** The limit of pending records was reached: nothing was written (pending.ts). */
+export class PendingLimitError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'PendingLimitError';
+  }
+}
+
+/**
+ * Record a pending request once per (caller, key) (a flood of retries writes nothing more);
+ * true when it was new. Throws PendingLimitError, writing nothing, when the identity already
+ * keeps MAX_PENDING_PER_IDENTITY records. The count is read before the write, so requests
+ * racing on several nodes may pass it by a few; only the leader records, so races are rare.
+ */
 export async function recordPending(
   client: Etcd3,
   identity: string,
@@ -214,7 +229,14 @@ export async function recordPending(
   keys = new SpecKeys(),
 ): Promise<boolean> {
   const record = PendingRequest.parse(pending);
-  const key = keys.pending(identity, record.name);
+  const key = keys.pending(identity, record.name, record.nkey);
+  const [count, existing] = await Promise.all([
+    client.getAll().prefix(keys.pendingAll(identity)).options(within(ETCD_CALL_MS)).count(),
+    client.get(key).options(within(ETCD_CALL_MS)).string(),
+  ]);
+  if (existing !== null) return false;
+  const admission = admitPending(identity, count);
+  if (!admission.record) throw new PendingLimitError(admission.reason);
   const res = await client
     .if(key, 'Create', '==', 0)
     .then(client.put(key).value(JSON.stringify(record)))
@@ -223,22 +245,37 @@ export async function recordPending(
   return res.succeeded;
 }
 
+/** Every pending record of `identity` with its etcd key (records that do not parse are left out). */
+async function pendingRecords(
+  client: Etcd3,
+  identity: string,
+  keys: SpecKeys,
+): Promise<Array<{ key: string; record: PendingRequest }>> {
+  const raw = await client.getAll().prefix(keys.pendingAll(identity)).options(within(ETCD_CALL_MS)).strings();
+  return Object.entries(raw).flatMap(([key, v]) => {
+    let value: unknown;
+    try {
+      value = JSON.parse(v);
+    } catch {
+      return [];
+    }
+    const parsed = PendingRequest.safeParse(value);
+    return parsed.success ? [{ key, record: parsed.data }] : [];
+  });
+}
+
 export async function listPending(
   client: Etcd3,
   identity: string,
   keys = new SpecKeys(),
 ): Promise<PendingRequest[]> {
-  const raw = await client.getAll().prefix(keys.pendingAll(identity)).options(within(ETCD_CALL_MS)).strings();
-  return Object.values(raw).flatMap((v) => {
-    const parsed = PendingRequest.safeParse(JSON.parse(v));
-    return parsed.success ? [parsed.data] : [];
-  });
+  return (await pendingRecords(client, identity, keys)).map((r) => r.record);
 }
 
 export class AccessListError extends Error {
   constructor(
     message: string,
-    readonly code: 'no-spec' | 'no-pending' | 'conflict',
+    readonly code: 'no-spec' | 'no-pending' | 'conflict' | 'ambiguous',
   ) {
     super(message);
     this.name = 'AccessListError';
@@ -254,20 +291,33 @@ export async function approvePending(
   client: Etcd3,
   identity: string,
   caller: string,
-  opts: { keys?: SpecKeys; authority?: Authority } = {},
+  opts: { keys?: SpecKeys; authority?: Authority; nkey?: string } = {},
 ): Promise<Caller> {
-  return decidePending(client, identity, caller, 'approve', opts.keys ?? new SpecKeys(), opts.authority);
+  const keys = opts.keys ?? new SpecKeys();
+  const [entry] = await decidePending(client, identity, caller, 'approve', keys, opts.authority, opts.nkey);
+  return entry!;
 }
 
-/** Deny a pending request; with `block`, the caller's key also joins the blocked list. */
+/**
+ * Deny the pending requests of `caller` (only the one with `nkey`, when given); with `block`,
+ * their keys also join the blocked list.
+ */
 export async function denyPending(
   client: Etcd3,
   identity: string,
   caller: string,
-  opts: { block?: boolean; keys?: SpecKeys; authority?: Authority } = {},
-): Promise<Caller> {
+  opts: { block?: boolean; keys?: SpecKeys; authority?: Authority; nkey?: string } = {},
+): Promise<Caller[]> {
   const decision = opts.block ? 'block' : 'deny';
-  return decidePending(client, identity, caller, decision, opts.keys ?? new SpecKeys(), opts.authority);
+  return decidePending(
+    client,
+    identity,
+    caller,
+    decision,
+    opts.keys ?? new SpecKeys(),
+    opts.authority,
+    opts.nkey,
+  );
 }
 
 async function decidePending(
@@ -277,41 +327,44 @@ async function decidePending(
   decision: 'approve' | 'deny' | 'block',
   keys: SpecKeys,
   authority: Authority | undefined,
-): Promise<Caller> {
+  nkey: string | undefined,
+): Promise<Caller[]> {
   assertName('identity', identity);
   for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
     const stored = await getSpec(client, identity, keys);
     if (!stored) throw new AccessListError(`identity ${identity} has no spec; apply one first`, 'no-spec');
-    const pendingKey = keys.pending(identity, caller);
-    const raw = await client.get(pendingKey).options(within(ETCD_CALL_MS)).string();
-    if (raw === null) {
-      throw new AccessListError(
-        `${identity} has no pending authorization request from ${caller}; list them with listPending`,
-        'no-pending',
-      );
-    }
-    const pending = PendingRequest.parse(JSON.parse(raw));
-    const entry: Caller = { name: pending.name, nkey: pending.nkey };
+    const all = await pendingRecords(client, identity, keys);
+    const choice = choosePending(
+      identity,
+      caller,
+      all.map((r) => r.record),
+      decision,
+      stored.spec.access,
+      nkey,
+    );
+    if (!choice.ok) throw new AccessListError(choice.message, choice.code);
+    const chosen = all.filter((r) => choice.records.includes(r.record));
+    const entries: Caller[] = chosen.map((r) => ({ name: r.record.name, nkey: r.record.nkey }));
     const access = structuredClone(stored.spec.access);
     if (decision === 'approve') {
-      access.authorized = [...access.authorized.filter((c) => c.name !== entry.name), entry];
+      // Exactly the pair that asked (choosePending refused a name on file with another key).
+      access.authorized = [...access.authorized.filter((c) => c.name !== caller), entries[0]!];
     } else if (decision === 'block') {
-      access.blocked = [...access.blocked, { nkey: entry.nkey }];
+      access.blocked = [...access.blocked, ...entries.map((e) => ({ nkey: e.nkey }))];
     }
     const next = { ...stored.spec, access };
-    let txn = client
-      .if(keys.spec(identity), 'Mod', '==', String(stored.revision))
-      .and(pendingKey, 'Create', '>', 0);
+    let txn = client.if(keys.spec(identity), 'Mod', '==', String(stored.revision));
+    for (const r of chosen) txn = txn.and(r.key, 'Create', '>', 0);
     if (authority) txn = txn.and(authority.key, 'Mod', '==', authority.revision);
     const res = await txn
       .then(
-        client.delete().key(pendingKey),
+        ...chosen.map((r) => client.delete().key(r.key)),
         // A deny leaves the spec as it is; rewriting it unchanged keeps the txn one shape.
         client.put(keys.spec(identity)).value(JSON.stringify(decision === 'deny' ? stored.spec : next)),
       )
       .options(within(ETCD_CALL_MS))
       .commit();
-    if (res.succeeded) return entry;
+    if (res.succeeded) return entries;
     await refuseUnlessHeld(client, authority, `decision on ${caller}'s request for ${identity}`);
   }
   throw new AccessListError(

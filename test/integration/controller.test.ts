@@ -9,7 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, headers as natsHeaders, type NatsConnection } from 'nats';
 import type { IdentityView, NodeView, Problem, Workflow } from '../../pkg/api/schema.js';
+import { generateCallerKey } from '../../pkg/identity/access.js';
 import { collectResponders } from '../../pkg/identity/client.js';
+import { signReply } from '../../pkg/identity/presence.js';
+import { registerNodeKey, userSigner } from '../../pkg/keys/index.js';
 import { subjects } from '../../pkg/identity/wire.js';
 import { connectEtcd, readLeader } from '../../pkg/lease/index.js';
 import { putSpec } from '../../pkg/spec/store.js';
@@ -295,12 +298,28 @@ describe('controller: probes, maintenance handover and the API', function () {
     await pair('twice');
     const ctl = await startController('c1');
     await ctl.waitForActive();
-    // An impostor answering PING for the identity, as a second logged-in node would.
+    // A second instance answering PING for the identity, as a second logged-in node would: it
+    // signs with a node key registered for a live session (an unsigned impostor is ignored).
+    const rogue = userSigner(generateCallerKey().seed);
+    const lease = client.lease(30, { autoKeepAlive: true });
+    await registerNodeKey(client, 'rogue', rogue.publicKey, await lease.grant());
     const impostor = nc.subscribe(subjects.identity('twice'), {
       callback: (_err, msg) => {
+        const requestId = msg.headers?.get('Understudy-Request-Id') ?? '';
+        const fields = {
+          identity: 'twice',
+          node: 'rogue',
+          token: 1n,
+          requestId,
+          mode: 'core' as const,
+          error: '',
+        };
         const h = natsHeaders();
+        h.set('Understudy-Identity', 'twice');
         h.set('Understudy-Token', '1');
         h.set('Understudy-Node', 'rogue');
+        h.set('Understudy-Request-Id', requestId);
+        h.set('Understudy-Reply-Signature', signReply(rogue, fields, 'PONG rogue 1'));
         msg.respond('PONG rogue 1', { headers: h });
       },
     });
@@ -317,15 +336,48 @@ describe('controller: probes, maintenance handover and the API', function () {
       expect(metrics).to.match(/understudy_identity_split_brain\{identity="twice"\} 1/);
     } finally {
       impostor.unsubscribe();
+      await lease.revoke();
     }
   });
 
-  it('fails over from a leader whose service froze while its agent keeps the lease', async () => {
+  it('fails over from a leader whose service froze while its agent keeps the lease, though an impostor answers PING in its name', async () => {
     const [a] = await pair('frozen');
     const ctl = await startController('c1');
     await ctl.waitForActive();
     const pid = a!.servicePid('frozen')!;
     expect(pid).to.be.a('number');
+    const token = (await readLeader(client, 'frozen'))!.token;
+    // Forged PONGs as the leader (its node, its token), unsigned and signed with a key of
+    // nobody's, and with a huge token: the probe must still see the leader as silent.
+    const mallory = userSigner(generateCallerKey().seed);
+    const impostor = nc.subscribe(subjects.identity('frozen'), {
+      callback: (_err, msg) => {
+        const requestId = msg.headers?.get('Understudy-Request-Id') ?? '';
+        for (const [t, signed] of [
+          [String(token), false],
+          [String(token), true],
+          ['9'.repeat(40), false],
+        ] as const) {
+          const h = natsHeaders();
+          h.set('Understudy-Identity', 'frozen');
+          h.set('Understudy-Token', t);
+          h.set('Understudy-Node', 'a');
+          h.set('Understudy-Request-Id', requestId);
+          if (signed) {
+            const fields = {
+              identity: 'frozen',
+              node: 'a',
+              token,
+              requestId,
+              mode: 'core' as const,
+              error: '',
+            };
+            h.set('Understudy-Reply-Signature', signReply(mallory, fields, `PONG a ${t}`));
+          }
+          msg.respond(`PONG a ${t}`, { headers: h });
+        }
+      },
+    });
     const frozenAt = Date.now();
     process.kill(pid, 'SIGSTOP');
     try {
@@ -340,6 +392,7 @@ describe('controller: probes, maintenance handover and the API', function () {
       // The old node stopped its frozen service on the way out (SIGKILL reaches a stopped process).
       await waitFor(() => pidDead(pid), { what: 'the frozen service to be gone', timeoutMs: 10_000 });
     } finally {
+      impostor.unsubscribe();
       if (!(await pidDead(pid))) process.kill(pid, 'SIGCONT');
     }
   });
