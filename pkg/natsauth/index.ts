@@ -22,3 +22,4 @@ export {
   type RoleUserSpec,
 } from './keys.js';
 export { covers, permits } from './match.js';
+export { renderTable } from './table.js';

@@ -94,7 +94,8 @@ interface IdentityScope {
 
 function identityScopes(identities: readonly string[] | undefined): IdentityScope[] {
   if (identities === undefined) {
-    return [{ subject: '*', stream: '*', note: " (any identity: list the node's identities to narrow it)" }];
+    // Any identity (a shared agent user): the docs say how a per-node user narrows it.
+    return [{ subject: '*', stream: '*', note: '' }];
   }
   return identities.map((id) => ({ subject: id, stream: inboxStream(id), note: ` (${id})` }));
 }

@@ -7,6 +7,7 @@ import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateCallerKey } from '../../pkg/keys/index.js';
+import { repoRoot } from '../support/paths.js';
 import {
   authUsers,
   covers,
@@ -16,6 +17,7 @@ import {
   provisionUsers,
   readUserSeed,
   renderAuthorization,
+  renderTable,
   rolePermissions,
   roleUser,
   type Role,
@@ -355,6 +357,34 @@ describe('NATS authorization (pkg/natsauth)', () => {
         /user client is listed twice/,
       );
     });
+  });
+});
+
+describe('NATS authorization: the shipped docs and examples', () => {
+  it('docs/nats-authorization.md shows the permission table as pkg/natsauth has it', async () => {
+    const doc = await readFile(join(repoRoot, 'docs/nats-authorization.md'), 'utf8');
+    const shown = /<!-- permission-table:begin -->\n([\s\S]*?)\n<!-- permission-table:end -->/.exec(doc)?.[1];
+    // Compared cell by cell: prettier aligns the columns of the copy in the docs.
+    const cells = (table: string | undefined) =>
+      (table ?? '')
+        .split('\n')
+        .filter((line) => line.trim() !== '' && !/^\|[\s|:-]+\|$/.test(line))
+        .map((line) => line.split(/(?<!\\)\|/).map((c) => c.trim()));
+    expect(cells(shown), 'regenerate it with: node --import tsx pkg/natsauth/main.ts --table').to.deep.equal(
+      cells(renderTable()),
+    );
+  });
+
+  it('deploy/nats is a configuration nats-server accepts, with per-node agent users', async function () {
+    const conf = await readFile(join(repoRoot, 'deploy/nats/understudy-auth.conf'), 'utf8');
+    expect(conf).to.include('"understudy.agent.node1.heartbeat"');
+    expect(conf).to.include('"understudy.agent.node2.control"');
+    expect(conf).to.not.match(/SU[A-Z2-7]{56}/); // no seed ever lands in a server config
+    if (spawnSync('nats-server', ['--version']).error) this.skip();
+    const run = spawnSync('nats-server', ['-c', join(repoRoot, 'deploy/nats/nats-server.conf'), '-t'], {
+      encoding: 'utf8',
+    });
+    expect(run.status, run.stderr + run.stdout).to.equal(0);
   });
 });
 
