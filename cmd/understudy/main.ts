@@ -56,6 +56,12 @@ const program = new Command('understudy')
       'NATS user seed file (SU..., mode 0600): connect as that nkey user, e.g. the client user',
     ).env('UNDERSTUDY_NATS_NKEY_FILE'),
   )
+  .addOption(
+    new Option(
+      '--trust-node-key <node=key>',
+      "verify replies with this node's key (repeatable; default: the keys GET /v1/nodes shows)",
+    ).argParser((v: string, prev: string[] = []) => [...prev, v]),
+  )
   .addOption(new Option('-o, --output <format>', 'output format').choices(OUTPUT_FORMATS).default('text'))
   .addHelpText('after', `\n${exitCodesHelp()}`)
   .configureHelp({ showGlobalOptions: true })

@@ -18,6 +18,8 @@ export const EXIT = {
   unavailable: 8,
   /** The token is missing, wrong, or lacks the role the command needs (401, 403). */
   unauthorized: 9,
+  /** Replies came, but none could be verified (no node keys, or forged): they prove nothing. */
+  unverified: 10,
 } as const;
 
 /** One line per exit code for `--help`; a Record so a new code cannot go undocumented. */
@@ -32,6 +34,7 @@ const EXIT_MEANING: Record<keyof typeof EXIT, string> = {
   conflict: 'conflicts with the current state: a workflow runs, node fenced... (409)',
   unavailable: 'controller unreachable or timed out, or etcd/NATS down (503)',
   unauthorized: 'token missing, wrong, or without the needed role (401/403)',
+  unverified: 'replies not verified: no node keys (--trust-node-key, --controller) or forged (ping, call, watch)',
 };
 
 export function exitCodesHelp(): string {
