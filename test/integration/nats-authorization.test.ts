@@ -4,6 +4,7 @@
 // change nothing, while the client may still PING and call the identity, and the agents and
 // the controller work normally under their own users.
 import { expect } from 'chai';
+import { spawn } from 'node:child_process';
 import type { Etcd3 } from 'etcd3';
 import { createInbox, ErrorCode, headers, NatsError, type NatsConnection, type Status } from 'nats';
 import type { IdentityView, NodeView } from '../../pkg/api/identities.js';
@@ -15,9 +16,10 @@ import { connectEtcd } from '../../pkg/lease/index.js';
 import { REPLAY_BUCKET } from '../../pkg/natsauth/index.js';
 import { putSpec } from '../../pkg/spec/store.js';
 import { AgentProcess } from '../support/agents.js';
-import { ControllerProcess } from '../support/controllers.js';
+import { ControllerProcess, TEST_TOKENS } from '../support/controllers.js';
 import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
 import { connectAs } from '../support/nats-auth.js';
+import { repoRoot } from '../support/paths.js';
 import { rateBotSpec } from '../support/specs.js';
 import { waitFor } from '../support/wait.js';
 
@@ -43,6 +45,23 @@ function watchRefusals(nc: NatsConnection): Refusal[] {
     }
   })();
   return seen;
+}
+
+/** Run the `understudy` CLI as an operator would with the tour's alias. */
+async function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const env = { ...process.env, UNDERSTUDY_TOKEN: TEST_TOKENS.operator };
+  delete env.UNDERSTUDY_NATS_NKEY_FILE; // only what the arguments say
+  const child = spawn(process.execPath, ['--import', 'tsx', 'cmd/understudy/main.ts', ...args], {
+    cwd: repoRoot,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  return { code, stdout, stderr };
 }
 
 describe('NATS authorization: the shipped role users (issue 12 point 1)', function () {
@@ -267,6 +286,24 @@ describe('NATS authorization: the shipped role users (issue 12 point 1)', functi
     } finally {
       rates.close();
     }
+  });
+
+  it("runs the tour's NATS commands with --nats-nkey-file, and says what to pass without it", async () => {
+    const seed = nats.auth!.seedFile('client');
+    const alias = ['--nats', nats.hostUrl, '--nats-nkey-file', seed, '--controller', controller.url];
+    const ping = await runCli([...alias, 'ping', ID]);
+    expect(ping.code, ping.stderr).to.equal(0);
+    expect(ping.stdout).to.include(`${ID}: PONG from a, token ${token}`);
+    const call = await runCli([...alias, 'call', ID, 'RATE', 'USD']);
+    expect(call.code, call.stderr).to.equal(0);
+    expect(call.stdout).to.match(/USD/);
+    const agent = await runCli([...alias, 'agent', 'b']);
+    expect(agent.code, agent.stderr).to.equal(0);
+    expect(agent.stdout).to.match(/^node b /);
+
+    const anonymous = await runCli(['--nats', nats.hostUrl, 'ping', ID]);
+    expect(anonymous.code).to.equal(1);
+    expect(anonymous.stderr).to.match(/Authorization Violation.*pass --nats-nkey-file/);
   });
 
   it('lets the controller and the agents work under their users: a switchover, with no refusal logged', async () => {

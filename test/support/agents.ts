@@ -44,6 +44,11 @@ export class AgentProcess extends LoggedProcess {
       identities: opts.identities,
       runDir: join(dir, 'run'),
       heartbeatIntervalMs: 1_000,
+      // Test agents run this checkout's programs (node, fixtures) and, on CI, as root: what a
+      // spec may run is not what most tests are about. Tests of the allow-list and of running
+      // services unprivileged set their own sections through `extra`.
+      allow: { unrestricted: true },
+      service: { allowRoot: true },
       // info: every transition and warning; debug (control traffic) would only slow the parsing.
       logLevel: 'info',
       ...(opts.bootstrapSpecs ? { bootstrapSpecs: opts.bootstrapSpecs } : {}),
