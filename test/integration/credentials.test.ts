@@ -1,5 +1,5 @@
-// Credentials released only to the lease holder (issue 12, point 7), with real etcd and NATS,
-// a real controller and two real agents: the secret is stored sealed through the API, the
+// Credentials released only to the lease holder (issue 12, point 7), with real etcd and NATS
+// (with the shipped authorization), a real controller and two real agents: the secret is stored sealed through the API, the
 // leader's service reads it at login, and nobody else gets it: not the standby, not the old
 // leader with its previous token, not a forged or replayed request. Nor is it readable in
 // plain text in etcd, in any log, in any process's argv or in the agent's or controller's
@@ -50,19 +50,15 @@ describe('credentials released only to the lease holder (real etcd, NATS, contro
 
   before(async () => {
     harness = await Harness.create();
-    [etcd, nats] = await Promise.all([harness.startEtcd(), harness.startNats()]);
+    // NATS with the shipped authorization: the agents and the controller connect as their
+    // role's users, so the credential subject's permissions are exercised too. The test's own
+    // connection is the harness's all-powerful observer (it forges and replays requests).
+    [etcd, nats] = await Promise.all([harness.startEtcd(), harness.startNats('nats', { auth: {} })]);
     nc = await connect({ servers: nats.hostUrl });
     client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
     dir = await mkdtemp(join(tmpdir(), 'understudy-credentials-'));
-    const keyFile = join(dir, 'credential.key');
-    await writeFile(keyFile, randomBytes(32), { mode: 0o600 });
-    controller = await ControllerProcess.start({
-      name: 'ctl-a',
-      etcd: [etcd.hostEndpoint],
-      nats: [nats.hostUrl],
-      extra: { credentials: { keyFile } },
-    });
-    await controller.waitForActive();
+    await writeFile(join(dir, 'credential.key'), randomBytes(32), { mode: 0o600 });
+    controller = await startController();
     nc.subscribe(credentialSubject(IDENTITY), { callback: (_e, m) => seen.push(m) });
     await nc.flush();
   });
@@ -82,6 +78,17 @@ describe('credentials released only to the lease holder (real etcd, NATS, contro
     client?.close();
     await harness?.close();
   });
+
+  async function startController(): Promise<ControllerProcess> {
+    const c = await ControllerProcess.start({
+      name: 'ctl-a',
+      etcd: [etcd.hostEndpoint],
+      nats: [nats.hostUrl],
+      extra: { credentials: { keyFile: join(dir, 'credential.key') } },
+    });
+    await c.waitForActive();
+    return c;
+  }
 
   async function startAgent(node: string, priority: number): Promise<AgentProcess> {
     const seed = generateCallerKey().seed;
@@ -247,5 +254,26 @@ describe('credentials released only to the lease holder (real etcd, NATS, contro
         false,
       );
     }
+  });
+
+  it('a login with no controller up fails saying why, and is retried until one answers', async function () {
+    // a may campaign only once the switchover's hold-off on it lapses (up to its deadline, 60 s).
+    this.timeout(300_000);
+    await controller.stop();
+    const from = agents.a!.records.length;
+    agents.b!.kill('SIGKILL'); // the leader dies: a takes over once b's lease expires
+    await waitFor(
+      () => agents.a!.output().includes('credential.source etcd needs a running controller') || undefined,
+      {
+        what: "a's login to fail for want of a controller",
+        timeoutMs: 150_000,
+      },
+    );
+    expect(agents.a!.records.slice(from).some((r) => r.to === 'leader')).to.equal(false);
+    controller = await startController();
+    await agents.a!.waitForState(IDENTITY, 'leader', { from, timeoutMs: 60_000 });
+    const now = await term();
+    expect(now.node).to.equal('a');
+    expect(await serviceSaw('a', now.token)).to.equal(sha256(SECRET));
   });
 });
