@@ -151,6 +151,9 @@ export class CredentialServer {
 
   private async handle(msg: Msg): Promise<void> {
     const identity = msg.subject.slice(SUBJECT_PREFIX.length);
+    // A request without a reply subject could not receive anything: not worth an etcd read.
+    if (!msg.reply)
+      return this.refuse(msg, identity, undefined, 'bad-request', 'the request has no reply subject');
     if (this.inFlight >= MAX_IN_FLIGHT) {
       return this.refuse(msg, identity, undefined, 'busy', 'too many credential requests at once; retry');
     }

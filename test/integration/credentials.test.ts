@@ -30,6 +30,8 @@ const IDENTITY = 'vault';
 /** Random per run, so finding it anywhere cannot be a coincidence with a fixture. */
 const SECRET = `s3cret-${randomBytes(12).toString('hex')}`;
 const SECRET_B64 = Buffer.from(SECRET).toString('base64');
+/** What an older version left in etcd in plain text, for another identity. */
+const LEGACY = `legacy-${randomBytes(12).toString('hex')}`;
 const sha256 = (text: string | Buffer) => createHash('sha256').update(text).digest('hex');
 
 describe('credentials released only to the lease holder (real etcd, NATS, controller, agents)', function () {
@@ -58,6 +60,7 @@ describe('credentials released only to the lease holder (real etcd, NATS, contro
     client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
     dir = await mkdtemp(join(tmpdir(), 'understudy-credentials-'));
     await writeFile(join(dir, 'credential.key'), randomBytes(32), { mode: 0o600 });
+    await client.put('understudy/secrets/legacy/credential').value(LEGACY);
     controller = await startController();
     nc.subscribe(credentialSubject(IDENTITY), { callback: (_e, m) => seen.push(m) });
     await nc.flush();
@@ -224,6 +227,16 @@ describe('credentials released only to the lease holder (real etcd, NATS, contro
     expect(borrowed.reply).to.include({ ok: false, code: 'not-leader' });
     const stale = await ask('b', before.token, signers.b!);
     expect(stale.reply).to.include({ ok: false, code: 'stale-token' });
+  });
+
+  it('warns at start about a plain-text credential left by an older version, without quoting it', async () => {
+    const warning = await controller.waitForRecord(
+      (r) => r.identity === 'legacy' && r.code === 'plaintext',
+      'a warning about the plain-text credential of legacy',
+    );
+    expect(warning.level).to.equal('warn');
+    expect(warning.msg).to.match(/understudy credential set legacy --from-file/);
+    expect(controller.output()).to.not.include(LEGACY);
   });
 
   it('leaves the secret readable nowhere in plain text: etcd, logs, argv, environments', async () => {
