@@ -3,7 +3,7 @@
 // and removes it at logout. The secret never goes into argv (world-readable in /proc) nor logs.
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { chmod, lchown, mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { chmod, mkdir, open, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join, parse } from 'node:path';
 import { NAME_PATTERN } from '../lease/keys.js';
 import type { RunAs } from './run-as.js';
@@ -64,12 +64,13 @@ export async function removeCredentialFile(path: string): Promise<void> {
 const OTHERS_SEARCH = 0o001;
 
 /**
- * Give the credential file (and its directory) to the service user, still 0600 and 0700, so the
- * service can read it and nobody else can. The file is changed through a descriptor opened
- * without following a link, and only if it is the plain file the agent wrote (one link, owned
- * by the agent or already by the user): the service user owns the directory and could swap the
- * name for a link to a file it must never own. The run directory gets search permission for
- * others (not listing), and every directory above it must already allow the user through.
+ * Give the credential file to the service user, still 0600, so the service can read it and
+ * nobody else can. Its directory stays the agent's, with search permission only (0711): the
+ * service reaches the file by name and can neither list the directory nor plant a link where
+ * the agent writes. The file is changed through a descriptor opened without following a link,
+ * and only if it is the plain file the agent wrote (one link, owned by the agent or already by
+ * the user). The run directory gets search permission for others too, and every directory
+ * above it must already let the user through.
  */
 export async function handCredentialTo(path: string, runAs: RunAs, runDir: string): Promise<void> {
   const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
@@ -86,9 +87,7 @@ export async function handCredentialTo(path: string, runAs: RunAs, runDir: strin
   } finally {
     await handle.close();
   }
-  const dir = dirname(path);
-  await lchown(dir, runAs.uid, runAs.gid);
-  await chmod(dir, DIR_MODE);
+  await chmod(dirname(path), DIR_MODE | OTHERS_SEARCH);
   const top = await stat(runDir);
   if ((top.mode & OTHERS_SEARCH) === 0) await chmod(runDir, (top.mode & 0o7777) | OTHERS_SEARCH);
   await checkReachable(dirname(runDir), runAs);

@@ -220,6 +220,9 @@ describe('agent: what a spec may run, and as whom', function () {
       uid: svc.uid,
       mode: '600',
     });
+    // Its directory stays the agent's: the service passes through, cannot list or plant links.
+    const dir = await stat(join(runDir, identity));
+    expect({ uid: dir.uid, mode: (dir.mode & 0o777).toString(8) }).to.deep.equal({ uid: 0, mode: '701' });
     const started = a.records.find((r) => r.identity === identity && r.msg === 'service started');
     expect(started?.uid).to.equal(svc.uid);
   });

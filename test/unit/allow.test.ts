@@ -13,6 +13,8 @@ import {
   type Targets,
 } from '../../pkg/identity/allow.js';
 import { findCommand, resolveAllow, resolveFile } from '../../pkg/identity/allow-resolve.js';
+import { ExecPolicy } from '../../pkg/identity/exec-policy.js';
+import type { IdentitySpec } from '../../pkg/spec/schema.js';
 
 const LONG = `/opt/${'a'.repeat(PATH_MAX)}`;
 
@@ -253,5 +255,39 @@ describe('allow-list: where a spec leads on this node', function () {
     expect(await resolveFile(LONG, root))
       .to.have.property('problem')
       .that.match(/longer than/);
+  });
+
+  it('a whole spec: its module and credential file are checked too, and unrestricted lets all pass', async function () {
+    await writeFile(join(root, 'allowed', 'handlers.js'), 'export const handlers = {};');
+    const policy = (unrestricted = false) =>
+      new ExecPolicy({
+        allow: {
+          commands: [],
+          modules: unrestricted ? [] : [`${root}/allowed/`],
+          credentialPaths: unrestricted ? [] : [`${root}/allowed/data`],
+          unrestricted,
+        },
+        service: { allowRoot: true },
+      });
+    const who = { identity: 'x', node: 'a' };
+    const spec = (module: string, credential: string) =>
+      ({
+        name: 'x',
+        service: { driver: 'nats-service', handler: 'h', module },
+        credential: { source: 'file', path: credential },
+      }) as unknown as IdentitySpec;
+    expect(
+      await policy().check(spec(`${root}/allowed/handlers.js`, `${root}/allowed/data`), who),
+    ).to.deep.equal({
+      ok: true,
+    });
+    const badModule = await policy().check(spec(`${root}/evil/svc`, `${root}/allowed/data`), who);
+    expect(badModule).to.include({ ok: false, field: 'service.module' });
+    const badCredential = await policy().check(spec(`${root}/allowed/handlers.js`, '/etc/shadow'), who);
+    expect(badCredential).to.include({ ok: false, field: 'credential.path' });
+    expect(await policy().module(`${root}/allowed/../evil/svc`)).to.include({ ok: false });
+    expect(await policy(true).check(spec(`${root}/evil/svc`, '/etc/shadow'), who)).to.deep.equal({
+      ok: true,
+    });
   });
 });
