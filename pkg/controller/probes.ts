@@ -58,6 +58,18 @@ export interface ProberDeps {
   ping?: (identity: string, timeoutMs: number) => Promise<Responder[]>;
 }
 
+/**
+ * Node keys from etcd as a NodeKeySource: read once (one range read) on the first lookup, so
+ * a round of answers naming many made-up nodes costs one read. Make one per probe round.
+ */
+export function etcdNodeKeys(etcd: Etcd3, prefix?: string): NodeKeySource {
+  let known: Promise<Map<string, { key: string; lease: string }>> | undefined;
+  return async (node) => {
+    known ??= readNodeKeys(etcd, prefix);
+    return (await known).get(node);
+  };
+}
+
 /** Forged answers ignored, logged at most this often per identity (a flood logs once a minute). */
 const FORGED_LOG_INTERVAL_MS = 60_000;
 
@@ -85,11 +97,7 @@ export class Prober {
   private async verifiedPing(identity: string, timeoutMs: number): Promise<Responder[]> {
     const { etcd, nc } = this.deps;
     if (etcd === undefined) throw new Error('the prober needs etcd to read node keys (or a ping function)');
-    let known: Promise<Map<string, { key: string; lease: string }>> | undefined;
-    const keys: NodeKeySource = async (node) => {
-      known ??= readNodeKeys(etcd, this.deps.keys?.prefix);
-      return (await known).get(node);
-    };
+    const keys = etcdNodeKeys(etcd, this.deps.keys?.prefix);
     let forged = 0;
     let sample = '';
     const answers = await collectResponders(nc, identity, timeoutMs, {

@@ -8,6 +8,7 @@ import { ApiError, TERMINAL_STATES, type Workflow, type WorkflowKind } from '../
 import type { Clock } from '../clock/index.js';
 import type { ControllerConfig } from '../config/controller.js';
 import { collectResponders } from '../identity/client.js';
+import { etcdNodeKeys } from './probes.js';
 import type { Authority } from '../lease/admin.js';
 import type { AgentLink } from './agents.js';
 import type { Audit } from './audit.js';
@@ -175,7 +176,12 @@ export class WorkflowSupervisor {
         fence: fenceActions(deps.config.fencing),
         viewContext: (snap) => deps.cluster.view(snap),
         responders: async (id, windowMs) =>
-          (await collectResponders(deps.nc, id, windowMs))
+          // Only verified answers count (forged PONGs must not stand in for the target's).
+          (
+            await collectResponders(deps.nc, id, windowMs, {
+              keys: etcdNodeKeys(deps.etcd, deps.keys.prefix),
+            })
+          )
             .filter((r) => !r.error)
             .map((r) => ({ node: r.node, token: String(r.token) })),
         history: (entry) => deps.audit.bestEffort(entry),
