@@ -40,8 +40,7 @@ import type { SessionKeeper } from './sessions.js';
 import { LOGGED_IN_STATES, type IdentityState } from './states.js';
 import { Term, type TermHost } from './term.js';
 import { Wakeup } from './wakeup.js';
-import { guardCredentialRead, type SpecPolicy } from './spec-policy.js';
-import { ReasonLog } from '../identity/reason-log.js';
+import { REFUSED_RECHECK_MS, SpecGate, type SpecPolicy } from './spec-policy.js';
 
 export { RunnerError } from './errors.js';
 export type { NodeSettings } from './decide.js';
@@ -53,8 +52,6 @@ const LOOP_ERROR_PAUSE_MS = 1_000;
 const LOOP_ERROR_MAX_PAUSE_MS = 30_000;
 /** A campaign ranked last for a cooldown re-registers this long after it ends, so its rank is current. */
 const COOLDOWN_REFRESH_SLACK_MS = 10;
-/** A spec this node refuses is looked at again this often: a binary installed later counts. */
-const REFUSED_RECHECK_MS = 30_000;
 
 export interface RunnerDeps {
   node: string;
@@ -99,10 +96,9 @@ export class IdentityRunner extends EventEmitter {
   private loopDone: Promise<void> | undefined;
   private readonly log: Logger;
   private readonly host: TermHost;
-  /** The login port, asking the policy before a credential file is read. */
+  /** What this node refuses to run (spec-policy.ts), and the login port it guards. */
+  private readonly gate: SpecGate;
   private readonly port: LoginPort;
-  /** A refused spec is logged once per reason, and once when it is allowed again. */
-  private readonly refusals: ReasonLog;
 
   constructor(
     readonly identity: string,
@@ -110,12 +106,8 @@ export class IdentityRunner extends EventEmitter {
   ) {
     super();
     this.log = deps.logger.child({ identity });
-    this.port = guardCredentialRead(deps.port, deps.policy);
-    this.refusals = new ReasonLog(
-      this.log,
-      "accepting the spec on this node (the agent config's allow and service sections)",
-      'error',
-    );
+    this.gate = new SpecGate(deps.policy, this.log, { identity, node: deps.node });
+    this.port = this.gate.guard(deps.port);
     this.clock = deps.clock ?? systemClock;
     this.changed = new Wakeup(this.clock);
     this.machine = new IdentityStateMachine(this.clock, 'waiting for the identity spec in etcd');
@@ -381,7 +373,7 @@ export class IdentityRunner extends EventEmitter {
   private async step(): Promise<void> {
     const spec = this.spec;
     // Before anything runs or is read for this spec: would this node run it at all?
-    const refused = spec && !this.ineligible() ? await this.refusal(spec) : undefined;
+    const refused = spec && !this.ineligible() ? await this.gate.refusal(spec) : undefined;
     if (spec !== this.spec) return; // changed while it was looked at: decide on the new one
     const { fenceReason } = this.outside();
     const ineligible = this.ineligible();
@@ -473,14 +465,6 @@ export class IdentityRunner extends EventEmitter {
     } finally {
       this.term = undefined;
     }
-  }
-
-  /** Why this node refuses to run or read what `spec` names (undefined: it may). */
-  private async refusal(spec: IdentitySpec): Promise<string | undefined> {
-    const verdict = await this.deps.policy.check(spec, { identity: this.identity, node: this.deps.node });
-    if (verdict.ok) this.refusals.ok();
-    else this.refusals.fail(verdict.reason, { field: verdict.field });
-    return verdict.ok ? undefined : verdict.reason;
   }
 
   // --- what a term uses ---------------------------------------------------------------------

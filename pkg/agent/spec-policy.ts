@@ -1,13 +1,48 @@
 // The agent's side of "what a spec may run" (pkg/identity/exec-policy.ts decides): what the
-// runner asks before it campaigns, and the login port that asks again before a credential file
-// named by the spec is read. The credential's contents are never read for a refused path.
+// runner asks before it campaigns, logged once per reason, and the login port that asks again
+// before a credential file named by the spec is read (its contents are never read if refused).
+import type { Logger } from 'pino';
 import type { ExecPolicy } from '../identity/exec-policy.js';
+import { ReasonLog } from '../identity/reason-log.js';
+import type { IdentitySpec } from '../spec/schema.js';
 import type { LoginPort } from './port.js';
+
+/** A spec this node refuses is looked at again this often: a binary installed later counts. */
+export const REFUSED_RECHECK_MS = 30_000;
 
 /** What the runner needs of the policy (a fake in unit tests). */
 export type SpecPolicy = Pick<ExecPolicy, 'check' | 'credential'>;
 
-/** `port`, with a spec's credential file read only when the allow-list lets this node read it. */
+export class SpecGate {
+  /** A refused spec is logged once per reason, and once when it is allowed again. */
+  private readonly refusals: ReasonLog;
+
+  constructor(
+    private readonly policy: SpecPolicy,
+    log: Logger,
+    private readonly who: { identity: string; node: string },
+  ) {
+    this.refusals = new ReasonLog(
+      log,
+      "accepting the spec on this node (the agent config's allow and service sections)",
+      'error',
+    );
+  }
+
+  /** Why this node refuses to run or read what `spec` names (undefined: it may). */
+  async refusal(spec: IdentitySpec): Promise<string | undefined> {
+    const verdict = await this.policy.check(spec, this.who);
+    if (verdict.ok) this.refusals.ok();
+    else this.refusals.fail(verdict.reason, { field: verdict.field });
+    return verdict.ok ? undefined : verdict.reason;
+  }
+
+  /** `port`, with a spec's credential file read only when the allow-list lets this node read it. */
+  guard(port: LoginPort): LoginPort {
+    return guardCredentialRead(port, this.policy);
+  }
+}
+
 export function guardCredentialRead(port: LoginPort, policy: SpecPolicy): LoginPort {
   return {
     ...port,
