@@ -22,7 +22,8 @@ import { controllerElectionKey } from '../../pkg/control/term.js';
 import { generateCallerKey, userSigner } from '../../pkg/keys/index.js';
 import { subjects } from '../../pkg/identity/wire.js';
 import { connectEtcd, Keys, readLeader, revokeHolder, TermEnd } from '../../pkg/lease/index.js';
-import { putSpec, recordPending } from '../../pkg/spec/store.js';
+import { MAX_PENDING_PER_IDENTITY } from '../../pkg/spec/pending.js';
+import { getSpec, listPending, putSpec, recordPending } from '../../pkg/spec/store.js';
 import { AgentProcess, type AgentOptions } from '../support/agents.js';
 import { ControllerProcess, type Api } from '../support/controllers.js';
 import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
@@ -466,10 +467,61 @@ describe('controller safety: cancel during a drain, a frozen controller, revocat
       'approval of carol requested',
       'authorization of carol approved',
       'approval of mallory requested',
-      `approval of mallory failed: ${identity} has no pending authorization request from mallory; list them with listPending`,
+      `approval of mallory failed: ${identity} has no pending authorization request from mallory; list them with understudy acl ${identity}`,
       'denial of mallory with its key blocked requested',
-      `denial of mallory with its key blocked failed: ${identity} has no pending authorization request from mallory; list them with listPending`,
+      `denial of mallory with its key blocked failed: ${identity} has no pending authorization request from mallory; list them with understudy acl ${identity}`,
     ]);
+  });
+
+  it('an approval authorizes exactly the key that asked: two keys under one name must be told apart first', async () => {
+    const identity = 'aclbind';
+    await putSpec(client, rateBotSpec(identity));
+    const ctl = await startController('c1');
+    await ctl.waitForActive();
+    const api = ctl.api();
+    const [dave, impostor] = [nkeys.createUser().getPublicKey(), nkeys.createUser().getPublicKey()];
+    const ask = (nkey: string) =>
+      recordPending(client, identity, { name: 'dave', nkey, request: 'RATE USD', node: 'a', at: Date.now() });
+    expect(await ask(dave)).to.equal(true);
+    expect(await ask(dave)).to.equal(false); // the same pair again: nothing new
+    expect(await ask(impostor)).to.equal(true);
+    const ambiguous = await api.post<{ detail: string }>(
+      `/v1/identities/${identity}/acl/pending/dave/approve`,
+    );
+    expect(ambiguous.status).to.equal(409);
+    expect(ambiguous.body.detail).to.match(/2 different keys asked as dave.*deny the others by key/);
+    expect((await getSpec(client, identity))!.spec.access.authorized).to.deep.equal([]);
+    const denied = await api.post(`/v1/identities/${identity}/acl/pending/dave/deny`, { key: impostor });
+    expect(denied.status).to.equal(200);
+    expect((await api.post(`/v1/identities/${identity}/acl/pending/dave/approve`)).status).to.equal(200);
+    expect((await getSpec(client, identity))!.spec.access.authorized).to.deep.equal([
+      { name: 'dave', nkey: dave },
+    ]);
+    // A later request as dave with another key is recorded apart and cannot replace dave's key.
+    expect(await ask(impostor)).to.equal(true);
+    const replace = await api.post<{ detail: string }>(`/v1/identities/${identity}/acl/pending/dave/approve`);
+    expect(replace.status).to.equal(409);
+    expect(replace.body.detail).to.match(/already on aclbind's lists with key/);
+    expect((await getSpec(client, identity))!.spec.access.authorized).to.deep.equal([
+      { name: 'dave', nkey: dave },
+    ]);
+  });
+
+  it('pending records are capped per identity: beyond the limit nothing is written', async () => {
+    const identity = 'aclcap';
+    for (let i = 0; i < MAX_PENDING_PER_IDENTITY; i++) {
+      const nkey = nkeys.createUser().getPublicKey();
+      await recordPending(client, identity, { name: `c${i}`, nkey, request: 'X', node: 'a', at: 0 });
+    }
+    const err = await recordPending(client, identity, {
+      name: 'late',
+      nkey: nkeys.createUser().getPublicKey(),
+      request: 'X',
+      node: 'a',
+      at: 0,
+    }).catch((e: Error) => e);
+    expect((err as Error).message).to.match(/already has 100 pending.*nothing was recorded/);
+    expect(await listPending(client, identity)).to.have.length(MAX_PENDING_PER_IDENTITY);
   });
 
   it('a revocation records the end of term of every identity on the revoked lease', async () => {
