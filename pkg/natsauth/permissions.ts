@@ -228,8 +228,6 @@ export function assertName(name: string, field: string): void {
   }
 }
 
-export const assertNodeName = assertName;
-
 export interface RoleScope {
   /** A per-node agent user: only this node's heartbeat and control subjects. */
   node?: string;
@@ -243,7 +241,7 @@ export function rolePermissions(role: Role, scope: RoleScope = {}): Permissions 
   if ((node !== undefined || identities !== undefined) && role !== 'agent') {
     throw new Error(`only agent users are scoped to a node or identities; leave them out for role ${role}`);
   }
-  if (node !== undefined) assertNodeName(node, 'node');
+  if (node !== undefined) assertName(node, 'node');
   if (identities !== undefined) {
     if (identities.length === 0)
       throw new Error('identities: list at least one, or leave it out for any identity');

@@ -49,7 +49,7 @@ function watchRefusals(nc: NatsConnection): Refusal[] {
 
 /** Run the `understudy` CLI as an operator would with the tour's alias. */
 async function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const env = { ...process.env, UNDERSTUDY_TOKEN: TEST_TOKENS.operator };
+  const env: NodeJS.ProcessEnv = { ...process.env, UNDERSTUDY_TOKEN: TEST_TOKENS.operator };
   delete env.UNDERSTUDY_NATS_NKEY_FILE; // only what the arguments say
   const child = spawn(process.execPath, ['--import', 'tsx', 'cmd/understudy/main.ts', ...args], {
     cwd: repoRoot,

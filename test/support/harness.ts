@@ -236,7 +236,7 @@ export class Harness {
 
   /**
    * A NATS server with JetStream (state under /data, kept across stop/start). With `auth`
-   * (the default when natsAuthByDefault() says so) it runs the shipped authorization:
+   * (the default unless UNDERSTUDY_TEST_NATS_AUTH=off) it runs the shipped authorization:
    * one nkey user per role (test/support/nats-auth.ts), which agents and controllers started
    * by the support code connect as; `auth: false` runs it open.
    */

@@ -49,11 +49,12 @@ export interface NatsAuth {
 }
 
 /**
- * Is authorization on for NATS servers the harness starts (unless a test says)? Only with
- * UNDERSTUDY_TEST_NATS_AUTH=on for now.
+ * Is authorization on for NATS servers the harness starts (unless a test says)? Yes, unless
+ * UNDERSTUDY_TEST_NATS_AUTH=off: to tell a permissions problem from anything else, run a
+ * failing test both ways.
  */
 export function natsAuthByDefault(): boolean {
-  return process.env.UNDERSTUDY_TEST_NATS_AUTH === 'on';
+  return process.env.UNDERSTUDY_TEST_NATS_AUTH !== 'off';
 }
 
 export async function createNatsAuth(opts: NatsAuthOptions = {}): Promise<NatsAuth> {
