@@ -2,6 +2,7 @@
 // and body of each request before any handler sees the message (DESIGN "Login": access lists
 // are enforced before a handler sees a message). Proving who signed is authenticator.ts; this
 // file decides what the proven (or claimed) caller may do.
+import { MAX_PENDING_PER_IDENTITY } from '../spec/pending.js';
 import type { AccessLists } from '../spec/schema.js';
 import type { AuthResult } from './authenticator.js';
 import { CONTACT_VERBS, OPEN_VERBS, type ErrorCode } from './wire.js';
@@ -125,7 +126,9 @@ export function decide(
     return {
       action: 'refuse',
       code: 'not-authorized',
-      message: `${verified.name} is not authorized to use ${identity}; your request for authorization is pending; an admin of ${identity} can approve it`,
+      message:
+        `${verified.name} is not authorized to use ${identity}; your request for authorization is recorded as pending ` +
+        `(while fewer than ${MAX_PENDING_PER_IDENTITY} are); an admin of ${identity} can approve it`,
       pending: { name: verified.name, nkey: verified.key },
     };
   }

@@ -540,7 +540,7 @@ describe('access decisions (decide)', function () {
         pending: { name: 'dave', nkey: stranger.publicKey },
       });
       expect((d as { message: string }).message).to.match(
-        /your request for authorization is pending; an admin of msggateway can approve it/,
+        /your request for authorization is recorded as pending \(while fewer than 100 are\); an admin of msggateway can approve it/,
       );
     });
 
