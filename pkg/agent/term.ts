@@ -238,6 +238,9 @@ export class Term {
     let credentialFile: string | undefined;
     let responder: ResponderHandle | undefined;
     try {
+      // A durable inbox that is not what the spec says (made by someone else, with a short
+      // duplicate window or an extra consumer) refuses the login before the service starts.
+      if (spec.inbox.durable) await host.port.ensureInbox(spec);
       credentialFile = await host.port.fetchCredential(spec, token);
       await leadership.setLoggedIn(true);
       if (!leadership.mayAct()) throw new Error('the term ended while logging in');

@@ -65,7 +65,7 @@ function fakeDriver(calls: Calls): IdentityDriver {
   }) as unknown as IdentityDriver;
 }
 
-function harness(start: IdentityState) {
+function harness(start: IdentityState, opts: { durable?: boolean; inboxRefused?: string } = {}) {
   const calls: Calls = [];
   const clock = new ManualClock();
   const machine = new IdentityStateMachine(clock);
@@ -77,7 +77,10 @@ function harness(start: IdentityState) {
   const port: LoginPort = {
     fetchCredential: async () => undefined,
     removeCredential: async () => undefined,
-    ensureInbox: async () => undefined,
+    ensureInbox: async () => {
+      calls.push('inbox check');
+      if (opts.inboxRefused) throw new Error(opts.inboxRefused);
+    },
     startResponder: async () => (
       calls.push('responder start'),
       { requestsServed: 0, stop: async () => void calls.push('responder stop') }
@@ -97,7 +100,8 @@ function harness(start: IdentityState) {
     state: () => machine.state,
     outside: () => ({ stopping: stop.signal.aborted }),
     ineligible: () => undefined,
-    spec: () => ({ name: 'msggateway' }) as unknown as IdentitySpec,
+    spec: () =>
+      ({ name: 'msggateway', inbox: { durable: opts.durable ?? false } }) as unknown as IdentitySpec,
     ensureDriver: async () => driver,
     driver: () => driver,
     move: (d: Decision) => {
@@ -172,5 +176,32 @@ describe('a term, against fakes', function () {
     expect(h.calls.at(-1)).to.equal('resign loggedOut=true');
     expect(h.machine.state).to.equal('standby');
     expect(term.token).to.equal(undefined);
+  });
+
+  it('a durable inbox that is not what the spec says refuses the login before the service starts', async function () {
+    const h = harness('waiting-out', { durable: true, inboxRefused: 'duplicate window 1s is under 60s' });
+    const { leadership, end } = fakeLeadership(h.calls);
+    const term = new Term(leadership, h.host);
+    const running = term.run();
+    await settle();
+    expect(h.calls[0]).to.equal('inbox check');
+    expect(h.calls).to.not.include('login record true');
+    expect(h.calls).to.not.include('service login');
+    expect(h.moves.join('\n')).to.match(/login failed: duplicate window 1s is under 60s/);
+    end('test over');
+    await h.clock.advance(60_000);
+    await running;
+  });
+
+  it('a spec without a durable inbox does not check one', async function () {
+    const h = harness('waiting-out');
+    const { leadership, end } = fakeLeadership(h.calls);
+    const term = new Term(leadership, h.host);
+    const running = term.run();
+    await settle();
+    expect(h.calls).to.not.include('inbox check');
+    expect(h.calls).to.include('service login');
+    end('test over');
+    await running;
   });
 });
