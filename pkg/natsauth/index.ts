@@ -1,7 +1,6 @@
 // NATS authorization the ecosystem's way: one nkey user per role with subject permissions
 // (docs/nats-authorization.md).
 export {
-  CREDENTIAL_QUEUE,
   REPLAY_BUCKET,
   ROLES,
   rolePermissions,

@@ -3,6 +3,7 @@
 // server config, the docs and a reviewer all read the same reasons. Least privilege: an entry
 // exists only because a component really uses it (pkg/identity/wire.ts names the subjects;
 // the JetStream calls are those nats.js makes for the inbox and the replay KV).
+import { CREDENTIAL_QUEUE, CREDENTIAL_SUBJECT_WILDCARD } from '../credentials/protocol.js';
 import { inboxStream } from '../identity/wire.js';
 import { NAME_PATTERN } from '../lease/keys.js';
 
@@ -31,12 +32,14 @@ export interface Permissions {
 const JS_API = '$JS.API';
 /** The one durable consumer of an inbox (pkg/identity/wire.ts INBOX_CONSUMER). */
 const INBOX_CONSUMER = 'leader';
-/** The replay cache shared by agents across leaders (pkg/identity/replay.ts): a JetStream KV bucket. */
+/**
+ * The replay cache shared by agents across leaders: a JetStream KV bucket. Equal to
+ * pkg/identity/replay.ts REPLAY_BUCKET (a unit test checks; importing it here would pull the
+ * request authenticator into every NATS connection).
+ */
 export const REPLAY_BUCKET = 'UNDERSTUDY_REPLAY';
 /** The stream behind a KV bucket, as nats.js names it. */
 const REPLAY_STREAM = `KV_${REPLAY_BUCKET}`;
-/** Controllers answer credential requests as one queue group (pkg/credentials/protocol.ts). */
-export const CREDENTIAL_QUEUE = 'understudy-controllers';
 
 const rule = (subject: string, why: string): Rule => ({ subject, why });
 
@@ -45,7 +48,7 @@ const CONTROL = 'understudy.agent.*.control';
 const HEARTBEAT = 'understudy.agent.*.heartbeat';
 const IDENTITY = 'understudy.id.*';
 const INBOX = 'understudy.inbox.*';
-const CREDENTIAL = 'understudy.credential.*';
+const CREDENTIAL = CREDENTIAL_SUBJECT_WILDCARD;
 const REPLIES = '_INBOX.>';
 
 function controller(): Permissions {

@@ -6,6 +6,9 @@ import { spawnSync } from 'node:child_process';
 import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CREDENTIAL_QUEUE, credentialSubject } from '../../pkg/credentials/protocol.js';
+import { REPLAY_BUCKET as CODE_REPLAY_BUCKET } from '../../pkg/identity/replay.js';
+import { INBOX_CONSUMER, inboxStream, subjects } from '../../pkg/identity/wire.js';
 import { generateCallerKey } from '../../pkg/keys/index.js';
 import { repoRoot } from '../support/paths.js';
 import {
@@ -15,6 +18,7 @@ import {
   parseUserSpec,
   permits,
   provisionUsers,
+  REPLAY_BUCKET,
   readUserSeed,
   renderAuthorization,
   renderTable,
@@ -130,6 +134,25 @@ describe('NATS authorization (pkg/natsauth)', () => {
         expect(permits(rolePermissions(role, scope), op, subject, queue)).to.equal(allowed);
       });
     }
+
+    it('speaks of the subjects, stream, consumer, queue and bucket the code uses', () => {
+      const agent = rolePermissions('agent', { node: 'n1', identities: ['billing'] });
+      const controller = rolePermissions('controller');
+      const client = rolePermissions('client');
+      expect(REPLAY_BUCKET).to.equal(CODE_REPLAY_BUCKET);
+      expect(permits(agent, 'publish', subjects.heartbeat('n1'))).to.equal(true);
+      expect(permits(agent, 'subscribe', subjects.control('n1'))).to.equal(true);
+      expect(permits(agent, 'subscribe', subjects.identity('billing'))).to.equal(true);
+      expect(permits(agent, 'publish', credentialSubject('billing'))).to.equal(true);
+      const next = `$JS.API.CONSUMER.MSG.NEXT.${inboxStream('billing')}.${INBOX_CONSUMER}`;
+      expect(permits(agent, 'publish', next)).to.equal(true);
+      expect(permits(agent, 'publish', `$KV.${CODE_REPLAY_BUCKET}.k`)).to.equal(true);
+      expect(permits(controller, 'publish', subjects.control('n1'))).to.equal(true);
+      expect(permits(controller, 'subscribe', subjects.heartbeats())).to.equal(true);
+      expect(permits(controller, 'subscribe', credentialSubject('billing'), CREDENTIAL_QUEUE)).to.equal(true);
+      expect(permits(client, 'publish', subjects.identity('billing'))).to.equal(true);
+      expect(permits(client, 'publish', subjects.inbox('billing'))).to.equal(true);
+    });
 
     it('answers requests (allow_responses) as agent and controller, never as client', () => {
       expect(rolePermissions('agent').responses).to.not.equal(undefined);
