@@ -128,9 +128,21 @@ export const AclChangeBody = z.discriminatedUnion('op', [
 ]);
 export type AclChangeBody = z.infer<typeof AclChangeBody>;
 
+/** An approval names the key that asked when a name asked with several (default: the only one). */
+export const ApproveBody = z.strictObject({
+  key: z
+    .string()
+    .regex(/^U[A-Z2-7]{55}$/, 'must be a NATS user public nkey')
+    .optional(),
+});
+export type ApproveBody = z.infer<typeof ApproveBody>;
+
 export const DenyBody = z.strictObject({
   block: z.boolean().default(false),
   /** Deny only the request made with this key (a name may ask with several; default: all of them). */
-  key: z.string().regex(/^U[A-Z2-7]{55}$/, 'must be a NATS user public nkey').optional(),
+  key: z
+    .string()
+    .regex(/^U[A-Z2-7]{55}$/, 'must be a NATS user public nkey')
+    .optional(),
 });
 export type DenyBody = z.infer<typeof DenyBody>;

@@ -9,6 +9,7 @@ import {
   AclView,
   ApplyBody,
   ApplyResult,
+  ApproveBody,
   DenyBody,
   FenceBody,
   FenceResult,
@@ -58,7 +59,7 @@ export interface ControllerApi {
 
   getAcl(identity: string): Promise<AclView>;
   changeAcl(identity: string, change: AclChangeBody, actor: string): Promise<AclView>;
-  approve(identity: string, caller: string, actor: string): Promise<AclView>;
+  approve(identity: string, caller: string, body: ApproveBody, actor: string): Promise<AclView>;
   deny(identity: string, caller: string, body: DenyBody, actor: string): Promise<AclView>;
 
   history(identity: string | undefined, query: HistoryQuery): Promise<HistoryView>;
@@ -269,7 +270,8 @@ export const ROUTES: readonly RouteSpec[] = [
     method: 'post',
     path: '/v1/identities/:identity/acl/pending/:caller/approve',
     role: 'operator',
-    summary: 'authorize a pending caller',
+    summary: 'authorize a pending caller (the key that asked, if it asked with several)',
+    body: ApproveBody,
     response: AclView,
     status: 200,
   },

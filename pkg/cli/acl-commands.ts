@@ -7,8 +7,8 @@ import { context, fieldsAsOptions, routes, type ControllerOptions } from './cont
 
 export const ACL_USAGE = [
   'understudy acl <identity>                                 show the lists and pending requests',
-  'understudy acl <identity> approve <caller>',
-  'understudy acl <identity> deny <caller> [--block]',
+  'understudy acl <identity> approve <caller> [nkey]           nkey: the key that asked, if it asked with several',
+  'understudy acl <identity> deny <caller> [nkey] [--block]',
   'understudy acl <identity> add <contacts|authorized|blocked> <name> [nkey]',
   'understudy acl <identity> remove <contacts|authorized|blocked> <name>',
   'understudy acl <identity> open|close',
@@ -22,6 +22,15 @@ const isAclList = (value: string | undefined): value is AclList => ACL_LISTS.inc
 
 /** A NATS user public key (pkg/spec PublicNkey): names are lowercase, so these never clash. */
 const looksLikeNkey = (value: string) => /^U[A-Z2-7]{55}$/.test(value);
+
+/** `approve|deny <caller> [nkey]`: the optional key that asked. */
+function pendingKey(action: string, args: readonly string[]): string | undefined {
+  if (args.length < 1 || args.length > 2)
+    throw usage(`acl ${action} takes a caller name and optionally its nkey`);
+  const key = args[1];
+  if (key !== undefined && !looksLikeNkey(key)) throw usage(`'${key}' is not a NATS user public nkey`);
+  return key;
+}
 
 export interface AclRequest {
   path: string;
@@ -46,16 +55,22 @@ export function aclRequest(
     case 'show':
       want(0, 'no arguments');
       return undefined;
-    case 'approve':
-      want(1, 'one caller name');
-      return { path: routes.approve(identity, args[0]!), done: `${args[0]} approved` };
-    case 'deny':
-      want(1, 'one caller name');
+    case 'approve': {
+      const key = pendingKey(action, args);
+      return {
+        path: routes.approve(identity, args[0]!),
+        body: key ? { key } : {},
+        done: `${args[0]}${key ? ` (key ${key})` : ''} approved`,
+      };
+    }
+    case 'deny': {
+      const key = pendingKey(action, args);
       return {
         path: routes.deny(identity, args[0]!),
-        body: { block: flags.block ?? false },
-        done: `${args[0]} denied${flags.block ? ' and blocked' : ''}`,
+        body: { block: flags.block ?? false, ...(key && { key }) },
+        done: `${args[0]}${key ? ` (key ${key})` : ''} denied${flags.block ? ' and blocked' : ''}`,
       };
+    }
     case 'add':
       return aclAdd(identity, args);
     case 'remove': {

@@ -1,7 +1,13 @@
 // API operations on an identity's access lists (who may contact it, who is authorized, who
 // is blocked) and on pending authorization requests. Every change is a compare-and-swap on
 // the spec that also compares the election term, and is audited around the change.
-import { ApiError, type AclChangeBody, type AclView, type DenyBody } from '../api/schema.js';
+import {
+  ApiError,
+  type AclChangeBody,
+  type AclView,
+  type ApproveBody,
+  type DenyBody,
+} from '../api/schema.js';
 import type { IdentitySpec } from '../spec/schema.js';
 import { AccessListError, approvePending, denyPending, listPending, putSpec } from '../spec/store.js';
 import type { ApiDeps } from './api-deps.js';
@@ -66,18 +72,22 @@ export class AccessListApi {
     throw new ApiError('conflict', `${identity}'s spec kept changing; try again`);
   }
 
-  async approve(identity: string, caller: string, actor: string): Promise<AclView> {
+  async approve(identity: string, caller: string, body: ApproveBody, actor: string): Promise<AclView> {
     const term = await this.deps.cluster.requireActive();
     const { etcd, keys } = this.deps;
     return this.deps.audit.around(
       term,
       identity,
       actor,
-      `approval of ${caller}`,
+      `approval of ${caller}${body.key ? ` (key ${body.key})` : ''}`,
       `authorization of ${caller} approved`,
       () =>
         this.decide(identity, () =>
-          approvePending(etcd, identity, caller, { keys: keys.specs, authority: term }),
+          approvePending(etcd, identity, caller, {
+            keys: keys.specs,
+            authority: term,
+            ...(body.key !== undefined && { nkey: body.key }),
+          }),
         ),
     );
   }

@@ -3,6 +3,7 @@ import {
   ApiError,
   type AclChangeBody,
   type ApplyBody,
+  type ApproveBody,
   type DenyBody,
   type FailoverBody,
   type FenceBody,
@@ -68,7 +69,7 @@ export function routeHandlers(): Record<string, RouteHandler> {
     'post /v1/identities/:identity/acl': async (call) =>
       call.api.changeAcl(id(call), call.body as AclChangeBody, call.actor),
     'post /v1/identities/:identity/acl/pending/:caller/approve': async (call) =>
-      call.api.approve(id(call), param(call, 'caller'), call.actor),
+      call.api.approve(id(call), param(call, 'caller'), call.body as ApproveBody, call.actor),
     'post /v1/identities/:identity/acl/pending/:caller/deny': async (call) =>
       call.api.deny(id(call), param(call, 'caller'), call.body as DenyBody, call.actor),
     'get /v1/identities/:identity/history': async (call) =>

@@ -132,7 +132,7 @@ describe('controller: a deposed controller writes nothing (real etcd)', function
     await refused('access-list change', () =>
       deposed.access.changeAcl('bot', { op: 'open', open: false }, 'ops'),
     );
-    await refused('approve', () => deposed.access.approve('bot', 'carol', 'ops'));
+    await refused('approve', () => deposed.access.approve('bot', 'carol', {}, 'ops'));
     await refused('deny', () => deposed.access.deny('bot', 'carol', { block: true }, 'ops'));
     await refused('unfence', () => deposed.nodes.unfenceNode('n1', 'ops'));
     expect((await getSpec(client, 'bot'))?.revision, 'the spec is untouched').to.equal(before?.revision);
@@ -148,7 +148,7 @@ describe('controller: a deposed controller writes nothing (real etcd)', function
     const current = controller('c2', () => second);
     await current.handovers.pause('bot', { reason: 'maintenance' }, 'ops');
     expect((await client.get(keys.paused('bot')).exec()).kvs).to.have.length(1);
-    await current.access.approve('bot', 'carol', 'ops');
+    await current.access.approve('bot', 'carol', {}, 'ops');
     expect(await listPending(client, 'bot')).to.have.length(0);
     await current.nodes.unfenceNode('n1', 'ops');
     expect((await client.get(keys.lease.fence('n1')).exec()).kvs).to.have.length(0);

@@ -336,6 +336,10 @@ describe('CLI input parsing (apply files, acl command lines)', function () {
       body: { block: true },
     });
     const nkey = `U${'A'.repeat(55)}`;
+    // A name that asked with several keys: the operator names the key to approve or deny.
+    expect(aclRequest('gw', 'approve', ['bob', nkey], {})?.body).to.deep.equal({ key: nkey });
+    expect(aclRequest('gw', 'approve', ['bob'], {})?.body).to.deep.equal({});
+    expect(aclRequest('gw', 'deny', ['bob', nkey], {})?.body).to.deep.equal({ block: false, key: nkey });
     expect(aclRequest('gw', 'add', ['contacts', 'alice', nkey], {})?.body).to.deep.equal({
       op: 'add',
       list: 'contacts',
@@ -368,6 +372,10 @@ describe('CLI input parsing (apply files, acl command lines)', function () {
       /--block goes with deny/,
     );
     expect(usageError(() => aclRequest('gw', 'frob', [], {}))).to.match(/unknown acl action frob/);
+    expect(usageError(() => aclRequest('gw', 'approve', ['bob', 'not-a-key'], {}))).to.match(
+      /'not-a-key' is not a NATS user public nkey/,
+    );
+    expect(usageError(() => aclRequest('gw', 'approve', [], {}))).to.match(/takes a caller name/);
   });
 });
 

@@ -176,8 +176,8 @@ class FakeApi implements ControllerApi {
   changeAcl(identity: string, change: unknown, actor: string) {
     return this.record('changeAcl', [identity, change, actor], ACL);
   }
-  approve(identity: string, caller: string, actor: string) {
-    return this.record('approve', [identity, caller, actor], ACL);
+  approve(identity: string, caller: string, body: unknown, actor: string) {
+    return this.record('approve', [identity, caller, body, actor], ACL);
   }
   deny(identity: string, caller: string, body: unknown, actor: string) {
     return this.record('deny', [identity, caller, body, actor], ACL);
