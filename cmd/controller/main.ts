@@ -66,10 +66,13 @@ async function main(): Promise<void> {
     const nc = await connectNats(config.nats, `understudy-controller-${config.name}`, logger);
     const signer = await loadSigner(config.keyFile);
     controller = new Controller({ config, etcd, nc, logger, signer });
-    server = await serveHttp(createApp({ api: controller, tokens, logger, metricsAuth: config.http.metricsAuth }), {
-      listen: config.http.listen,
-      ...(config.http.tls ? { tls: config.http.tls } : {}),
-    });
+    server = await serveHttp(
+      createApp({ api: controller, tokens, logger, metricsAuth: config.http.metricsAuth }),
+      {
+        listen: config.http.listen,
+        ...(config.http.tls ? { tls: config.http.tls } : {}),
+      },
+    );
     controller.start(config.http.advertiseUrl ?? server.url);
     logger.info({ url: server.url, tls: config.http.tls !== undefined }, 'controller API listening');
     if (!config.http.tls && !listensOnLoopbackOnly(config.http.listen)) {

@@ -34,7 +34,8 @@ const EXIT_MEANING: Record<keyof typeof EXIT, string> = {
   conflict: 'conflicts with the current state: a workflow runs, node fenced... (409)',
   unavailable: 'controller unreachable or timed out, or etcd/NATS down (503)',
   unauthorized: 'token missing, wrong, or without the needed role (401/403)',
-  unverified: 'replies not verified: no node keys (--trust-node-key, --controller) or forged (ping, call, watch)',
+  unverified:
+    'replies not verified: no node keys (--trust-node-key, --controller) or forged (ping, call, watch)',
 };
 
 export function exitCodesHelp(): string {
