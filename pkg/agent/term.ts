@@ -240,7 +240,12 @@ export class Term {
     try {
       // A durable inbox that is not what the spec says (made by someone else, with a short
       // duplicate window or an extra consumer) refuses the login before the service starts.
-      if (spec.inbox.durable) await host.port.ensureInbox(spec);
+      if (spec.inbox.durable) {
+        await host.port.ensureInbox(spec).catch((err: Error) => {
+          host.log.error({ identity: host.identity, err: err.message }, 'durable inbox refused');
+          throw err;
+        });
+      }
       credentialFile = await host.port.fetchCredential(spec, token);
       await leadership.setLoggedIn(true);
       if (!leadership.mayAct()) throw new Error('the term ended while logging in');

@@ -53,6 +53,8 @@ export const MAX_TRACKED_AGENTS = 1_000;
 export class AgentLink {
   private readonly seen = new Map<string, SeenAgent>();
   private readonly refused = new Map<string, string>();
+  /** Requests waiting for a node's first heartbeat (its instance), by node. */
+  private readonly awaitingInstance = new Map<string, Set<() => void>>();
   private sub: Subscription | undefined;
 
   constructor(
@@ -87,6 +89,7 @@ export class AgentLink {
       );
     }
     this.seen.set(node, { heartbeat: beat, receivedAt: now });
+    for (const wake of this.awaitingInstance.get(node) ?? []) wake();
     this.logger.trace({ node }, 'heartbeat');
     this.onHeartbeat(node, beat);
   }
@@ -109,6 +112,25 @@ export class AgentLink {
     if (this.refused.size >= MAX_TRACKED_AGENTS) this.refused.clear();
     this.refused.set(source, why);
     this.logger.warn({ source }, `ignoring heartbeats from ${source}: ${why}`);
+  }
+
+  /** The instance of `node` from its next heartbeat, or undefined after `timeoutMs`. */
+  private nextInstance(node: string, timeoutMs: number): Promise<string | undefined> {
+    return new Promise((resolve) => {
+      const waiters = this.awaitingInstance.get(node) ?? new Set<() => void>();
+      this.awaitingInstance.set(node, waiters);
+      const done = () => {
+        cancel();
+        waiters.delete(wake);
+        if (waiters.size === 0) this.awaitingInstance.delete(node);
+        resolve(this.instanceOf(node));
+      };
+      const wake = () => {
+        if (this.instanceOf(node) !== undefined) done();
+      };
+      waiters.add(wake);
+      const cancel = this.clock.after(timeoutMs, done);
+    });
   }
 
   /** The instance `node` announced in its last heartbeat (requests are signed for it). */
@@ -140,12 +162,16 @@ export class AgentLink {
 
   private async request(node: string, body: Body, timeoutMs: number): Promise<unknown> {
     const request = { v: PROTOCOL_VERSION, ...body };
-    const instance = this.seen.get(node)?.heartbeat.instance;
+    // A controller that just started has heard no heartbeat yet: wait for one (agents send one
+    // every heartbeatIntervalMs), within the request's own time.
+    const asked = this.clock.monotonicMs();
+    const instance = this.instanceOf(node) ?? (await this.nextInstance(node, timeoutMs));
+    const remainingMs = Math.max(1, timeoutMs - (this.clock.monotonicMs() - asked));
     if (instance === undefined) {
       throw new AgentControlError(
         node,
         'no-answer',
-        `agent ${node} has sent no heartbeat naming its instance yet, so no request can be signed for it; ` +
+        `agent ${node} sent no heartbeat naming its instance within ${timeoutMs} ms, so no request can be signed for it; ` +
           `check that it runs and reaches NATS (an agent older than this controller: upgrade it)`,
       );
     }
@@ -157,7 +183,7 @@ export class AgentLink {
     let raw: string;
     try {
       const msg = await this.nc.request(subjects.control(node), text, {
-        timeout: timeoutMs,
+        timeout: remainingMs,
         headers: h,
       });
       raw = msg.string();

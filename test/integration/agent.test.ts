@@ -318,12 +318,13 @@ describe('agent: the winner logs in under the shared name', function () {
   });
 
   it('a crashing service makes the node resign after the configured attempts, and the standby takes over', async () => {
-    // A cold service that exits at once on node a (its marker file says so) and runs on b.
+    // A cold service that crashes on node a soon after its login is confirmed (0.6 s, past the
+    // cold start's settle window) and runs on b.
     await putSpec(client, {
       name: 'crashy',
       service: {
         driver: 'process',
-        command: ['sh', '-c', 'if [ "$UNDERSTUDY_NODE" = a ]; then sleep 0.2; exit 3; fi; exec sleep 1000'],
+        command: ['sh', '-c', 'if [ "$UNDERSTUDY_NODE" = a ]; then sleep 0.6; exit 3; fi; exec sleep 1000'],
         mode: 'cold',
         restart: { maxAttempts: 2, backoffMs: 50, maxBackoffMs: 100 },
       },

@@ -11,6 +11,7 @@ import { connect, headers as natsHeaders, type NatsConnection } from 'nats';
 import type { IdentityView, NodeView, Problem, Workflow } from '../../pkg/api/schema.js';
 import { generateCallerKey } from '../../pkg/identity/access.js';
 import { collectResponders } from '../../pkg/identity/client.js';
+import { readNodeKey } from '../../pkg/keys/index.js';
 import { signReply } from '../../pkg/identity/presence.js';
 import { registerNodeKey, userSigner } from '../../pkg/keys/index.js';
 import { subjects } from '../../pkg/identity/wire.js';
@@ -168,8 +169,11 @@ describe('controller: probes, maintenance handover and the API', function () {
         'done',
       ]);
       expect(BigInt(wf.newToken!) > BigInt(wf.from!.token), 'new token above the old').to.equal(true);
-      expect(await collectResponders(nc, 'swo', RESPONDER_WINDOW_MS)).to.deep.equal([
-        { node: 'b', token: BigInt(wf.newToken!) },
+      // Verified with b's key as registered in etcd: the answer is b's own, not someone's claim.
+      const keys = (node: string) => readNodeKey(client, node);
+      const answers = await collectResponders(nc, 'swo', RESPONDER_WINDOW_MS, { keys });
+      expect(answers.map(({ node, token, verified }) => ({ node, token, verified }))).to.deep.equal([
+        { node: 'b', token: BigInt(wf.newToken!), verified: true },
       ]);
     } finally {
       await sampler.close();

@@ -11,6 +11,7 @@ import {
   MAX_TRACKED_AGENTS,
   readHeartbeat,
 } from '../../pkg/controller/agents.js';
+import { controlHeaders } from '../../pkg/control/signing.js';
 import { generateCallerKey, userSigner } from '../../pkg/keys/index.js';
 
 const beat = (node: string, extra: Record<string, unknown> = {}) =>
@@ -104,6 +105,36 @@ describe('heartbeats as the controller reads them', () => {
       agents.receive(subject('a'), beat('a', { instance: 'i-1' }));
       expect(agents.instanceOf('a')).to.equal('i-1');
       expect(agents.instanceOf('b')).to.equal(undefined);
+    });
+
+    it('a request to a node not heard from yet waits for its first heartbeat, within the request time', async () => {
+      const clock = new ManualClock();
+      const sent: Array<string | undefined> = [];
+      const nc = {
+        request: async (_subject: string, _data: string, opts: { headers?: { get(n: string): string } }) => {
+          sent.push(opts.headers?.get(controlHeaders.instance));
+          return { string: () => JSON.stringify({ v: 2, ok: true, result: { node: 'a' } }) };
+        },
+      } as unknown as NatsConnection;
+      const agents = new AgentLink(
+        nc,
+        pino({ level: 'silent' }),
+        userSigner(generateCallerKey().seed),
+        undefined,
+        clock,
+      );
+      const answered = agents.status('a', 2_000);
+      await clock.advance(500);
+      expect(sent).to.deep.equal([]);
+      agents.receive(subject('a'), beat('a', { instance: 'i-7' }));
+      expect(await answered).to.deep.equal({ node: 'a' });
+      expect(sent).to.deep.equal(['i-7']);
+
+      // Nobody heard within the request's time: no request is sent unsigned, the caller is told why.
+      const silent = agents.status('b', 2_000).catch((err: Error) => err);
+      await clock.advance(2_000);
+      expect(String(await silent)).to.match(/agent b sent no heartbeat naming its instance within 2000 ms/);
+      expect(sent).to.have.length(1);
     });
   });
 });
