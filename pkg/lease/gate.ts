@@ -32,6 +32,13 @@ export interface GateFacts {
   previous: PreviousTerm | undefined;
   peers: Promise<PeerSessions>;
   clock: Clock;
+  /**
+   * When this gate first found each earlier holder's session gone (monotonic), kept across its
+   * reads. A session this node never saw renewed has no sighting to bound its last renewal; the
+   * first read that found it gone does (every renewal came before it). Without this memory each
+   * re-read would move the bound forward and a successor would wait for ever.
+   */
+  goneSince?: Map<string, number>;
 }
 
 /** What the login gate decides on: one read at one revision, plus this node's sightings. */
@@ -89,7 +96,9 @@ export async function readClearanceFacts(g: GateFacts): Promise<ClearanceFacts> 
     // Gone: every renewal came before this read, so its time bounds the last one; a
     // renewal we saw earlier bounds it tighter.
     const seen = await peers?.lastSeenUpTo(term.leaseId, revision, PEER_CATCHUP_MS);
-    sessions.set(term.leaseId, { present: false, lastSeenAt: Math.min(readAt, seen ?? readAt) });
+    const firstGone = g.goneSince?.get(term.leaseId) ?? readAt;
+    g.goneSince?.set(term.leaseId, firstGone);
+    sessions.set(term.leaseId, { present: false, lastSeenAt: Math.min(firstGone, seen ?? firstGone) });
   }
   return {
     terms,

@@ -62,6 +62,8 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
   /** Mod revision of this term's last login record write: it guards a late confirmation. */
   private loginRevision: string | undefined;
   private readonly endWaiters: Array<(e: LeadershipEvents['lost']) => void> = [];
+  /** The login gate's memory of when it first found each earlier holder's session gone. */
+  private readonly goneSince = new Map<string, number>();
 
   constructor(
     private readonly ctx: TermContext,
@@ -229,6 +231,7 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
       previous: this.previous,
       peers: this.ctx.peers,
       clock: this.ctx.clock,
+      goneSince: this.goneSince,
     });
   }
 

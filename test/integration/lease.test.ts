@@ -415,6 +415,27 @@ describe('pkg/lease (real etcd)', function () {
         .and.at.most(T * 1000 + 1_500);
     });
 
+    it('a successor that never saw the earlier holder’s session waits out T from when it first found it gone, then logs in', async function () {
+      // Both hosts went down with the holder's logout unconfirmed (an etcd stopped with them):
+      // the node that comes back never saw the holder's session renewed. Only the read that
+      // found the session gone bounds its last renewal, and that bound must not move with
+      // every re-read, or the successor waits for ever.
+      const identity = freshIdentity();
+      const a = await open([etcd.hostEndpoint], 'gone', identity);
+      const aTerm = await a.candidate.campaign();
+      await aTerm.setLoggedIn(true);
+      await a.client.leaseClient.leaseRevoke({ ID: a.session.leaseId });
+      const b = await open([etcd.hostEndpoint], 'late', identity);
+      const startedAt = performance.now();
+      const successor = await b.candidate.campaign();
+      expect((await successor.clearanceVerdict()).proceed).to.equal(false);
+      const why = await successor.clearance();
+      expect(why).to.match(/its session is gone .* past its TTL/);
+      expect(performance.now() - startedAt)
+        .to.be.at.least(T * 1000 * 0.9)
+        .and.at.most(T * 1000 + 2_000);
+    });
+
     it('a leader key found on our own lease is adopted only with proof of a transfer', async function () {
       const identity = freshIdentity();
       const a = await open([etcd.hostEndpoint], 'a', identity);
