@@ -10,6 +10,12 @@ import { NAME_PATTERN } from '../lease/keys.js';
 import { context, routes, type ControllerOptions } from './controller-context.js';
 import { CliError, EXIT } from './exit.js';
 
+/**
+ * How stale the controller's list of node keys may get in a long-running command: a second
+ * covers a node that restarted and took over (the TTL is seconds), at one API call a second.
+ */
+export const NODE_KEYS_REFRESH_MS = 1_000;
+
 export interface KeyOptions extends ControllerOptions {
   /** `--trust-node-key NODE=KEY`, repeatable. */
   trustNodeKey?: string[];
@@ -41,18 +47,39 @@ export function parseTrustedKeys(values: readonly string[]): Map<string, Trusted
 }
 
 /** The key source for this invocation (see the top of this file). Never throws for lack of keys. */
-export async function cliKeys(opts: KeyOptions): Promise<CliKeys> {
+export async function cliKeys(opts: KeyOptions, now: () => number = Date.now): Promise<CliKeys> {
   const pinned = parseTrustedKeys(opts.trustNodeKey ?? []);
   if (pinned.size > 0) return { keys: async (node) => pinned.get(node), source: 'pinned' };
   try {
     const { api } = await context(opts);
-    const res = await api.get<{ nodes: NodeView[] }>(routes.nodes);
-    const known = new Map(
-      res.nodes.flatMap((n) =>
-        n.key !== undefined && isUserPublicKey(n.key) ? [[n.node, { key: n.key }]] : [],
-      ),
-    );
-    return { keys: async (node) => known.get(node), source: 'controller' };
+    const fetchKeys = async () => {
+      const res = await api.get<{ nodes: NodeView[] }>(routes.nodes);
+      return new Map(
+        res.nodes.flatMap((n) =>
+          n.key !== undefined && isUserPublicKey(n.key) ? [[n.node, { key: n.key }]] : [],
+        ),
+      );
+    };
+    let known = await fetchKeys();
+    let fetchedAt = now();
+    let refreshing: Promise<void> | undefined;
+    // A node's key changes when its agent starts a new session: a long `watch` reads the list
+    // again at most every NODE_KEYS_REFRESH_MS, so a restarted node is not taken for a forger.
+    const refresh = () =>
+      (refreshing ??= fetchKeys()
+        .then((fresh) => void (known = fresh))
+        .catch(() => undefined) // keep the last list; the next refresh tries again
+        .finally(() => {
+          fetchedAt = now();
+          refreshing = undefined;
+        }));
+    return {
+      keys: async (node) => {
+        if (now() - fetchedAt >= NODE_KEYS_REFRESH_MS) await refresh();
+        return known.get(node);
+      },
+      source: 'controller',
+    };
   } catch (err) {
     return {
       source:
