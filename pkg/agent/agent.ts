@@ -252,6 +252,7 @@ export class Agent {
       },
       onRequest: (id, outcome) => this.metrics.requests.inc({ identity: id, outcome }),
       onRetry: (r) => this.metrics.retryChanged(r),
+      onRefused: (r) => this.metrics.refused.set({ identity: r.identity, what: r.what }, r.refused ? 1 : 0),
     });
     this.metrics.setState(identity, runner.state);
     this.metrics.retrying.set({ identity }, 0);

@@ -42,6 +42,12 @@ export class AgentMetrics {
     labelNames: ['identity', 'kind'],
     registers: [this.registry],
   });
+  readonly refused = new Gauge({
+    name: 'understudy_identity_refused',
+    help: "Whether this node refuses the identity (1) or not (0): 'spec' when its allow-list refuses what the spec runs, 'inbox' when the durable inbox is not what the spec says; the reason is in its status detail and the log",
+    labelNames: ['identity', 'what'],
+    registers: [this.registry],
+  });
   readonly sessionRenewals = new Counter({
     name: 'understudy_session_renewals_total',
     help: 'etcd lease keepalives acknowledged',

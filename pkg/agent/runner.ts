@@ -71,6 +71,8 @@ export interface RunnerDeps {
   onRequest?(identity: string, outcome: string): void;
   /** A retry began, changed reason or cleared (once per change); `retrying`: any still in force. */
   onRetry?(r: { identity: string; retrying: boolean } & RetryChange): void;
+  /** This node refuses the identity's spec or its durable inbox (true), or no longer (false). */
+  onRefused?(r: { identity: string; what: 'spec' | 'inbox'; refused: boolean }): void;
 }
 
 export class IdentityRunner extends EventEmitter {
@@ -106,7 +108,7 @@ export class IdentityRunner extends EventEmitter {
   ) {
     super();
     this.log = deps.logger.child({ identity });
-    this.gate = new SpecGate(deps.policy, this.log, { identity, node: deps.node });
+    this.gate = new SpecGate(deps.policy, this.log, { identity, node: deps.node }, deps.onRefused);
     this.port = this.gate.guard(deps.port);
     this.clock = deps.clock ?? systemClock;
     this.changed = new Wakeup(this.clock);
@@ -491,6 +493,7 @@ export class IdentityRunner extends EventEmitter {
       requestsServed: () => this.serving.requestsServed,
       setRequestsServed: (n) => (this.serving.requestsServed = n),
       tookOver: (p) => this.serving.tookOver(p),
+      inboxRefused: (refused) => this.deps.onRefused?.({ identity: this.identity, what: 'inbox', refused }),
     };
   }
 }

@@ -21,6 +21,8 @@ export class SpecGate {
     private readonly policy: SpecPolicy,
     log: Logger,
     private readonly who: { identity: string; node: string },
+    /** Told whether the spec is refused, after every check (a gauge follows it). */
+    private readonly changed?: (r: { identity: string; what: 'spec'; refused: boolean }) => void,
   ) {
     this.refusals = new ReasonLog(
       log,
@@ -34,6 +36,7 @@ export class SpecGate {
     const verdict = await this.policy.check(spec, this.who);
     if (verdict.ok) this.refusals.ok();
     else this.refusals.fail(verdict.reason, { field: verdict.field });
+    this.changed?.({ identity: this.who.identity, what: 'spec', refused: !verdict.ok });
     return verdict.ok ? undefined : verdict.reason;
   }
 

@@ -55,6 +55,8 @@ export interface TermHost {
   move(d: Decision, token?: bigint): void;
   /** The service failed under this node: rank last for a while. */
   failed(): void;
+  /** The durable inbox was refused at login (true) or accepted (false): an alarm while true. */
+  inboxRefused?(refused: boolean): void;
   /** The responder's context for this term (status, pending records, request metrics). */
   responderContext(leadership: Leadership, driver: IdentityDriver, upSince: () => number): ResponderContext;
   /** Requests served by earlier terms, carried into the next responder's count. */
@@ -243,8 +245,10 @@ export class Term {
       if (spec.inbox.durable) {
         await host.port.ensureInbox(spec).catch((err: Error) => {
           host.log.error({ identity: host.identity, err: err.message }, 'durable inbox refused');
+          host.inboxRefused?.(true);
           throw err;
         });
+        host.inboxRefused?.(false);
       }
       credentialFile = await host.port.fetchCredential(spec, token);
       await leadership.setLoggedIn(true);

@@ -51,6 +51,7 @@ function runner(
 ) {
   const clock = new ManualClock();
   const retries: Array<{ source: string; error: string | undefined; retrying: boolean }> = [];
+  const refused: string[] = [];
   const logged: string[] = [];
   const logger = pino({ level: 'info' }, { write: (line: string) => void logged.push(JSON.parse(line).msg) });
   const r = new IdentityRunner('msggateway', {
@@ -65,8 +66,9 @@ function runner(
     policy,
     clock,
     onRetry: (c) => retries.push({ source: c.source, error: c.retry?.error, retrying: c.retrying }),
+    onRefused: (c) => refused.push(`${c.identity} ${c.what} ${c.refused}`),
   });
-  return { r, clock, retries, logged };
+  return { r, clock, retries, logged, refused };
 }
 
 function driver(prepare: () => Promise<void>): IdentityDriver {
@@ -191,7 +193,7 @@ describe('identity runner: what this node refuses to run', function () {
         return noSessionYet.current(signal);
       },
     };
-    const { r, clock, logged } = runner(
+    const { r, clock, logged, refused } = runner(
       () => {
         made++;
         return driver(async () => undefined);
@@ -210,8 +212,11 @@ describe('identity runner: what this node refuses to run', function () {
     await clock.advance(30_000);
     expect(checks, 'looked at again after the recheck pause').to.equal(2);
     expect(logged.filter((m) => m.startsWith('accepting the spec on this node'))).to.have.length(1);
+    // The metric follows every check (understudy_identity_refused{what="spec"}).
+    expect(refused.at(-1)).to.equal('msggateway spec true');
     refuse = false;
     await clock.advance(30_000);
+    expect(refused.at(-1)).to.equal('msggateway spec false');
     expect(made).to.equal(1);
     expect(sessionsAsked).to.equal(1);
     expect(logged.filter((m) => m.includes('works again'))).to.have.length(1);

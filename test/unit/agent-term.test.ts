@@ -109,6 +109,7 @@ function harness(start: IdentityState, opts: { durable?: boolean; inboxRefused?:
       if (m) moves.push(`${m.to}: ${m.reason}`);
     },
     failed: () => undefined,
+    inboxRefused: (refused: boolean) => void calls.push(`inbox refused ${refused}`),
     responderContext: () => ({}) as never,
     requestsServed: () => 0,
     setRequestsServed: () => undefined,
@@ -184,7 +185,7 @@ describe('a term, against fakes', function () {
     const term = new Term(leadership, h.host);
     const running = term.run();
     await settle();
-    expect(h.calls[0]).to.equal('inbox check');
+    expect(h.calls.slice(0, 2)).to.deep.equal(['inbox check', 'inbox refused true']);
     expect(h.calls).to.not.include('login record true');
     expect(h.calls).to.not.include('service login');
     expect(h.moves.join('\n')).to.match(/login failed: duplicate window 1s is under 60s/);
