@@ -21,6 +21,16 @@ import {
 import { TokenGate } from '../lease/fenced.js';
 import type { HeaderLookup } from './authenticator.js';
 import {
+  ClientClosedError,
+  IdentityRequestError,
+  IdentityTimeoutError,
+  NoDurableInboxError,
+  NoResponderError,
+  StaleReplyError,
+  TooManyOutstandingError,
+  UnverifiedReplyError,
+} from './client-errors.js';
+import {
   memoKeys,
   msgHeaders,
   newRequestId,
@@ -35,28 +45,9 @@ import { signRequest } from './request-signing.js';
 import { type ErrorCode, headers as H, MAX_REQUEST_BYTES, subjects } from './wire.js';
 
 export { msgHeaders, type NodeKeySource, type TrustedNodeKey } from './presence.js';
-export {
-  ClientClosedError,
-  IdentityProtocolError,
-  IdentityRequestError,
-  IdentityTimeoutError,
-  NoDurableInboxError,
-  NoResponderError,
-  StaleReplyError,
-  TooManyOutstandingError,
-  UnverifiedReplyError,
-} from './client-errors.js';
+// Every error the client throws is part of its API: callers catch them from here.
+export * from './client-errors.js';
 export { collectResponders, type PresenceAnswer } from './presence-probe.js';
-import {
-  ClientClosedError,
-  IdentityRequestError,
-  IdentityTimeoutError,
-  NoDurableInboxError,
-  NoResponderError,
-  StaleReplyError,
-  TooManyOutstandingError,
-  UnverifiedReplyError,
-} from './client-errors.js';
 
 /**
  * Default wait for a core reply. A little longer than the spec's default requestTimeoutMs
