@@ -15,11 +15,11 @@ import {
 } from '../../pkg/identity/access.js';
 import { headers as H } from '../../pkg/identity/wire.js';
 import { AccessLists } from '../../pkg/spec/schema.js';
+import { claims, newCaller, T0, verified, type TestCaller } from '../support/callers.js';
 
 const IDENTITY = 'msggateway';
-const T0 = 1_700_000_000_000;
-const alice = { name: 'alice', ...generateCallerKey() };
-const bob = { name: 'bob', ...generateCallerKey() };
+const alice = newCaller('alice');
+const bob = newCaller('bob');
 
 const lookup =
   (h: Record<string, string>) =>
@@ -31,7 +31,7 @@ function signed(
     body?: string;
     now?: number;
     nonce?: string;
-    who?: typeof alice;
+    who?: TestCaller;
     identity?: string;
     replyTo?: string;
   } = {},
@@ -381,24 +381,16 @@ describe('request signing (access.ts)', function () {
 });
 
 describe('access decisions (decide)', function () {
-  const carol = { name: 'carol', ...generateCallerKey() };
-  const mallory = { name: 'mallory', ...generateCallerKey() };
+  const carol = newCaller('carol');
+  const mallory = newCaller('mallory');
   const lists = AccessLists.parse({
     contacts: [{ name: 'alice', nkey: alice.publicKey }],
     authorized: [{ name: 'bob', nkey: bob.publicKey }],
     blocked: [{ name: 'mallory' }, { nkey: carol.publicKey }],
   });
   const open = { ...lists, open: true };
-  const verified = (who: { name: string; publicKey: string }): AuthResult => ({
-    kind: 'verified',
-    name: who.name,
-    key: who.publicKey,
-    nonce: 'nonce-0001',
-    signedAt: T0,
-  });
-  const claims = (who: { name: string; publicKey: string }) => ({ name: who.name, key: who.publicKey });
   const anonymous: AuthResult = { kind: 'anonymous' };
-  const stranger = { name: 'dave', ...generateCallerKey() };
+  const stranger = newCaller('dave');
 
   describe('blocked callers', function () {
     it('a blocked caller is dropped even when its signature is invalid', function () {

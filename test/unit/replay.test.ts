@@ -2,12 +2,11 @@
 // durable redelivery of the same stored message passes, anything else with a seen nonce is a
 // replay; a store that cannot answer refuses; only callers on a list are checked at all.
 import { expect } from 'chai';
-import { decide, generateCallerKey, needsReplayCheck, type AuthResult } from '../../pkg/identity/access.js';
+import { decide, needsReplayCheck, type AuthResult } from '../../pkg/identity/access.js';
 import { CLOCK_WINDOW_MS } from '../../pkg/identity/authenticator.js';
 import { ReplayGuard, replayVerdict, type Arrival, type ReplayStore } from '../../pkg/identity/replay.js';
 import { AccessLists } from '../../pkg/spec/schema.js';
-
-const T0 = 1_700_000_000_000;
+import { claims, newCaller, T0, verified, type TestCaller } from '../support/callers.js';
 
 /** A store shared by several guards (leaders), as the KV bucket is. */
 class MapStore implements ReplayStore {
@@ -98,24 +97,16 @@ describe('replay rules (replay.ts)', function () {
 });
 
 describe('who goes through the replay cache (access.ts needsReplayCheck)', function () {
-  const alice = { name: 'alice', ...generateCallerKey() };
-  const bob = { name: 'bob', ...generateCallerKey() };
-  const stranger = { name: 'dave', ...generateCallerKey() };
+  const alice = newCaller('alice');
+  const bob = newCaller('bob');
+  const stranger = newCaller('dave');
   const lists = AccessLists.parse({
     contacts: [{ name: 'alice', nkey: alice.publicKey }],
     authorized: [{ name: 'bob', nkey: bob.publicKey }],
   });
   const open = { ...lists, open: true };
-  const verified = (who: { name: string; publicKey: string }): AuthResult => ({
-    kind: 'verified',
-    name: who.name,
-    key: who.publicKey,
-    nonce: 'nonce-0001',
-    signedAt: T0,
-  });
-  const claims = (who: { name: string; publicKey: string }) => ({ name: who.name, key: who.publicKey });
   // Table: lists, caller, verb → checked?
-  const rows: Array<[string, typeof lists, typeof alice | undefined, string, boolean]> = [
+  const rows: Array<[string, typeof lists, TestCaller | undefined, string, boolean]> = [
     ['a contact asking STATUS', lists, alice, 'STATUS', true],
     ['an authorized caller using a service command', lists, bob, 'RATE', true],
     ['a contact sending PING (signed: its role counts)', lists, alice, 'PING', true],
