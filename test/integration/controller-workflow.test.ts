@@ -10,6 +10,7 @@ import { ControllerKeys, GuardedWriter, readSnapshot } from '../../pkg/controlle
 import { WorkflowDriver } from '../../pkg/controller/workflow.js';
 import { connectEtcd, extendHoldOff, LeaseOperationError } from '../../pkg/lease/index.js';
 import { Harness, type EtcdMember } from '../support/harness.js';
+import { switchover } from '../support/switchover.js';
 import { waitFor } from '../support/wait.js';
 
 /** A writer whose first write of `draining` loses its compare: someone wrote the workflow in between. */
@@ -67,22 +68,11 @@ describe('controller workflow driver (real etcd, faked agents)', function () {
         healthy: true,
       }),
     );
-    const now = new Date();
-    const wf: Workflow = {
-      id: 'switchover-bot-1',
-      identity,
-      kind: 'switchover',
-      state: 'requested',
-      actor: 'test',
-      from: { node: 'a', token: put.header.revision },
-      target: 'b',
-      createdAt: now.toISOString(),
-      deadline: new Date(now.getTime() + 30_000).toISOString(),
-      escalation: [],
-      steps: [{ state: 'requested', at: now.toISOString() }],
-      updatedAt: now.toISOString(),
-      controller: 'c1',
-    };
+    const now = Date.now();
+    const wf = switchover(
+      { requestedAt: now, dueAt: now + 30_000 },
+      { identity, actor: 'test', from: { node: 'a', token: put.header.revision } },
+    );
     await client.put(keys.workflow(identity)).value(JSON.stringify(wf));
     const leasesBefore = (await client.leaseClient.leaseLeases()).leases.map((l) => l.ID);
 

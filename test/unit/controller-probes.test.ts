@@ -14,7 +14,12 @@ import { EventStream } from '../../pkg/controller/events.js';
 import { ControllerMetrics } from '../../pkg/controller/metrics.js';
 import type { Responder } from '../../pkg/controller/probe-rules.js';
 import { Prober } from '../../pkg/controller/probes.js';
-import type { ClusterSnapshot, ControllerKeys, GuardedWriter } from '../../pkg/controller/store.js';
+import {
+  emptySnapshot,
+  type ClusterSnapshot,
+  type ControllerKeys,
+  type GuardedWriter,
+} from '../../pkg/controller/store.js';
 import type { WorkflowRequest, WorkflowSupervisor } from '../../pkg/controller/supervisor.js';
 import { LoopTrouble } from '../../pkg/controller/trouble.js';
 import { parseSpec } from '../../pkg/spec/store.js';
@@ -41,9 +46,8 @@ function setup(opts: { paused?: boolean } = {}) {
   });
   const record = { leaseId: '1', ttlMs: 5_000, mustBeOutByMs: 4_500 };
   const snap: ClusterSnapshot = {
-    revision: 10n,
+    ...emptySnapshot(10n),
     specs: new Map([['bot', { spec, revision: 5n }]]),
-    invalidSpecs: new Map(),
     identities: new Map([
       [
         'bot',
@@ -59,11 +63,7 @@ function setup(opts: { paused?: boolean } = {}) {
         },
       ],
     ]),
-    fences: new Map(),
     paused: new Map(opts.paused ? [['bot', { reason: 'maintenance', actor: 'ops', at: now }]] : []),
-    workflows: new Map(),
-    fenceIntents: new Map(),
-    controllers: new Map(),
   };
   const agents = new Map<string, SeenAgent>(
     ['a', 'b', 'c'].map((node) => [

@@ -1,7 +1,7 @@
 // Who may take an identity over, read from a cluster snapshot: pure rules, no I/O.
 import { expect } from 'chai';
 import type { SeenAgent } from '../../pkg/controller/agents.js';
-import type { ClusterSnapshot } from '../../pkg/controller/store.js';
+import { emptySnapshot, type ClusterSnapshot } from '../../pkg/controller/store.js';
 import { agentAlive, bestTarget, unfitTarget, type ViewContext } from '../../pkg/controller/view.js';
 import { parseSpec } from '../../pkg/spec/store.js';
 
@@ -28,9 +28,8 @@ function context(opts: {
 }): ViewContext {
   const spec = parseSpec({ name: 'demo', service: { driver: 'nats-service', handler: 'h' } });
   const snap: ClusterSnapshot = {
-    revision: 10n,
+    ...emptySnapshot(10n),
     specs: new Map([['demo', { spec, revision: 5n }]]),
-    invalidSpecs: new Map(),
     identities: new Map([
       [
         'demo',
@@ -45,10 +44,6 @@ function context(opts: {
       ],
     ]),
     fences: new Map((opts.fenced ?? []).map((n) => [n, { reason: 'maintenance', actor: 'ops', at: NOW }])),
-    paused: new Map(),
-    workflows: new Map(),
-    fenceIntents: new Map(),
-    controllers: new Map(),
   };
   return {
     snap,

@@ -10,12 +10,14 @@ import { ManualClock } from '../../pkg/clock/index.js';
 import type { AgentLink } from '../../pkg/controller/agents.js';
 import {
   ControllerKeys,
+  emptySnapshot,
   NotActiveError,
   type ClusterSnapshot,
   type GuardedWriter,
 } from '../../pkg/controller/store.js';
 import { WorkflowDriver, type WorkflowOperations } from '../../pkg/controller/workflow.js';
 import type { Authority } from '../../pkg/lease/admin.js';
+import { A_LEADS, identityKeys, switchover } from '../support/switchover.js';
 
 const TERM: Authority = { key: 'election', revision: '7', mayAct: () => true };
 const HOLD_OFF_WRITES = [{ sentinel: 'hold-off puts' }] as unknown as IOperation[];
@@ -37,7 +39,6 @@ function start(opts: {
 }): Fixture {
   const clock = new ManualClock({ wallMs: Date.parse('2026-03-01T12:00:00.000Z') });
   const now = clock.wallMs();
-  const iso = (ms: number) => new Date(ms).toISOString();
   const logs: Array<[string, string]> = [];
   const calls: string[] = [];
   const puts: Fixture['puts'] = [];
@@ -49,56 +50,11 @@ function start(opts: {
     debug: at('debug'),
     child: () => logger,
   } as unknown as Logger;
-  const wf: Workflow = {
-    id: 'switchover-bot-1',
-    identity: 'bot',
-    kind: 'switchover',
-    state: 'requested',
-    actor: 'op',
-    from: { node: 'a', token: '42' },
-    target: 'b',
-    createdAt: iso(now),
-    deadline: iso(now + 30_000),
-    escalation: [],
-    steps: [{ state: 'requested', at: iso(now) }],
-    updatedAt: iso(now),
-    controller: 'c1',
-    ...opts.workflow,
-  };
-  const candidate = (node: string) => ({
-    node,
-    leaseId: `lease-${node}`,
-    ttlMs: 4_000,
-    mustBeOutByMs: 3_600,
-    priority: 0,
-    healthy: true,
-  });
+  const wf = switchover({ requestedAt: now, dueAt: now + 30_000 }, opts.workflow);
   const snap: ClusterSnapshot = {
-    revision: 5n,
-    specs: new Map(),
-    invalidSpecs: new Map(),
-    identities: new Map([
-      [
-        'bot',
-        {
-          leader: {
-            record: { node: 'a', leaseId: 'lease-a', ttlMs: 4_000, mustBeOutByMs: 3_600, since: 0 },
-            token: 42n,
-          },
-          login: { node: 'a', token: '42', loggedIn: true, at: 0, leaseId: 'lease-a', ttlMs: 4_000 },
-          candidates: new Map([
-            ['a', candidate('a')],
-            ['b', candidate('b')],
-          ]),
-          holdOffs: new Map(),
-        },
-      ],
-    ]),
-    fences: new Map(),
-    paused: new Map(),
+    ...emptySnapshot(5n),
+    identities: new Map([['bot', identityKeys(A_LEADS)]]),
     workflows: new Map([['bot', { workflow: wf, revision: 5n }]]),
-    fenceIntents: new Map(),
-    controllers: new Map(),
   };
   const writer = {
     authority: opts.authority ?? (() => TERM),

@@ -5,33 +5,18 @@ import { expect } from 'chai';
 import { WORKFLOW_STATES, type Workflow } from '../../pkg/api/schema.js';
 import type { SeenAgent } from '../../pkg/controller/agents.js';
 import { drainHoldMs } from '../../pkg/controller/rollback.js';
-import type { ClusterSnapshot, IdentityKeys } from '../../pkg/controller/store.js';
+import { emptySnapshot, type ClusterSnapshot } from '../../pkg/controller/store.js';
 import { step, type Decision, type Outcomes, type StepInput } from '../../pkg/controller/workflow-step.js';
+import { A_LEADS, identityKeys, switchover, TERM_TTL_MS, type IdentityState } from '../support/switchover.js';
 
 const NOW = Date.parse('2026-03-01T12:00:00.000Z');
 const iso = (ms: number) => new Date(ms).toISOString();
-const TTL_MS = 4_000;
 const DRAIN_TIMEOUT_MS = 5_000;
 const LOGIN_TIMEOUT_MS = 5_000;
 
 /** A switchover of `bot` from a (term 42) to b, requested a second ago, due in 30 s. */
 function workflow(over: Partial<Workflow> = {}): Workflow {
-  return {
-    id: 'switchover-bot-1',
-    identity: 'bot',
-    kind: 'switchover',
-    state: 'requested',
-    actor: 'op',
-    from: { node: 'a', token: '42' },
-    target: 'b',
-    createdAt: iso(NOW - 1_000),
-    deadline: iso(NOW + 30_000),
-    escalation: [],
-    steps: [{ state: 'requested', at: iso(NOW - 1_000) }],
-    updatedAt: iso(NOW - 1_000),
-    controller: 'c1',
-    ...over,
-  };
+  return switchover({ requestedAt: NOW - 1_000, dueAt: NOW + 30_000 }, over);
 }
 
 /** The same switchover further along: target b chosen, a held off under lease L. */
@@ -42,59 +27,18 @@ const drainSent = (agoMs: number): Partial<Workflow> => ({
   drainSentAt: iso(NOW - agoMs),
 });
 
-interface World {
-  /** The identity's leader key: node and token. */
-  leader?: [string, number];
-  /** That term's login record. */
-  loggedIn?: boolean;
-  /** Registered candidates (healthy), with their priority. */
-  candidates?: Record<string, number>;
+/** The identity's keys, and the cluster around them. */
+interface World extends IdentityState {
   /** Nodes whose agent sends heartbeats (default: every candidate), and what they report. */
   agents?: Record<string, string>;
   fenced?: string[];
 }
 
-const A_LEADS: World = { leader: ['a', 42], loggedIn: true, candidates: { a: 0, b: 0 } };
-
 function input(world: World, done: Outcomes = {}, fenceCommands = 0): StepInput {
-  const keys: IdentityKeys = { candidates: new Map(), holdOffs: new Map() };
-  if (world.leader) {
-    const [node, token] = world.leader;
-    keys.leader = {
-      record: { node, leaseId: `lease-${node}`, ttlMs: TTL_MS, mustBeOutByMs: 3_600, since: 0 },
-      token: BigInt(token),
-    };
-    if (world.loggedIn !== undefined) {
-      keys.login = {
-        node,
-        token: String(token),
-        loggedIn: world.loggedIn,
-        at: 0,
-        leaseId: `lease-${node}`,
-        ttlMs: TTL_MS,
-      };
-    }
-  }
-  for (const [node, priority] of Object.entries(world.candidates ?? {})) {
-    keys.candidates.set(node, {
-      node,
-      leaseId: `lease-${node}`,
-      ttlMs: TTL_MS,
-      mustBeOutByMs: 3_600,
-      priority,
-      healthy: true,
-    });
-  }
   const snap: ClusterSnapshot = {
-    revision: 100n,
-    specs: new Map(),
-    invalidSpecs: new Map(),
-    identities: new Map([['bot', keys]]),
+    ...emptySnapshot(100n),
+    identities: new Map([['bot', identityKeys(world)]]),
     fences: new Map((world.fenced ?? []).map((n) => [n, { reason: 'maintenance', actor: 'op', at: 0 }])),
-    paused: new Map(),
-    workflows: new Map(),
-    fenceIntents: new Map(),
-    controllers: new Map(),
   };
   const agents = new Map<string, SeenAgent>();
   const alive =
@@ -334,7 +278,7 @@ const rows: Row[] = [
     also: (d) =>
       expect(d.change).to.deep.equal({
         escalation: ['revoke'],
-        revoked: { at: iso(NOW + 7), until: iso(NOW + 7 + TTL_MS + 500) },
+        revoked: { at: iso(NOW + 7), until: iso(NOW + 7 + TERM_TTL_MS + 500) },
         holdOff: { lease: 'L', nodes: ['a', 'c'] },
       }),
   },
