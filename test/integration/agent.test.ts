@@ -5,17 +5,15 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { Etcd3 } from 'etcd3';
-import { connect, type NatsConnection } from 'nats';
+import type { NatsConnection } from 'nats';
 import { generateCallerKey } from '../../pkg/identity/access.js';
 import { collectResponders, IdentityClient, NoResponderError } from '../../pkg/identity/client.js';
 import { subjects } from '../../pkg/identity/wire.js';
-import { connectEtcd } from '../../pkg/lease/index.js';
 import { listPending, approvePending, putSpec } from '../../pkg/spec/store.js';
-import { AgentProcess, type AgentOptions } from '../support/agents.js';
+import { IntegrationCluster } from '../support/cluster.js';
 import { pidDead } from '../support/processes.js';
 import { PingSampler } from '../support/sampler.js';
 import { rateBotSpec } from '../support/specs.js';
-import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
 import { TestAuthority } from '../support/control.js';
 import { waitFor, withTimeout } from '../support/wait.js';
 
@@ -26,52 +24,36 @@ const rateBot = rateBotSpec;
 
 describe('agent: the winner logs in under the shared name', function () {
   this.timeout(240_000);
-  let harness: Harness;
-  let etcd: EtcdMember;
-  let nats: NatsServer;
+  let cluster: IntegrationCluster;
   let nc: NatsConnection;
   let client: Etcd3;
-  let agents: AgentProcess[] = [];
   /** Stands in for the active controller: control requests are signed by it. */
   let authority: TestAuthority;
 
   before(async () => {
-    harness = await Harness.create();
-    [etcd, nats] = await Promise.all([harness.startEtcd(), harness.startNats()]);
-    nc = await connect({ servers: nats.hostUrl });
-    client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+    cluster = await IntegrationCluster.start({ connect: true });
+    ({ nc, client } = cluster);
     authority = await TestAuthority.start(client, nc);
   });
 
-  afterEach(async function () {
-    if (this.currentTest?.state === 'failed') {
-      for (const a of agents)
-        console.log(
-          `--- ${a.node} output (last 60 lines) ---\n${a.output().split('\n').slice(-60).join('\n')}`,
-        );
-    }
-    await Promise.all(agents.map((a) => a.stop()));
-    agents = [];
+  afterEach(function () {
+    return cluster.afterTest(this.currentTest);
   });
 
   after(async () => {
     await authority?.stop();
-    await nc?.close();
-    client?.close();
-    await harness?.close();
+    await cluster?.close();
   });
-
-  async function startAgent(opts: Omit<AgentOptions, 'etcd' | 'nats'>): Promise<AgentProcess> {
-    const agent = await AgentProcess.start({ etcd: [etcd.hostEndpoint], nats: [nats.hostUrl], ...opts });
-    agents.push(agent);
-    return agent;
-  }
 
   /** Two agents for `identity`: a (priority 10, leads first) and b (standby). */
   async function startPair(identity: string, ttlSeconds = 4) {
-    const a = await startAgent({ node: 'a', identities: { [identity]: { priority: 10 } }, ttlSeconds });
+    const a = await cluster.startAgent({
+      node: 'a',
+      identities: { [identity]: { priority: 10 } },
+      ttlSeconds,
+    });
     await a.waitForState(identity, 'leader');
-    const b = await startAgent({ node: 'b', identities: { [identity]: null }, ttlSeconds });
+    const b = await cluster.startAgent({ node: 'b', identities: { [identity]: null }, ttlSeconds });
     await b.waitForStarted();
     await b.waitForState(identity, 'standby');
     return { a, b };
@@ -193,8 +175,12 @@ describe('agent: the winner logs in under the shared name', function () {
         leader.kill('SIGTERM');
         await withTimeout(leader.exited, 15_000, `${leader.node} to exit`);
         await standby.waitForState('sampled', 'leader', { from: mark });
-        agents = agents.filter((x) => x !== leader);
-        const again = await startAgent({ node: leader.node, identities: { sampled: null }, ttlSeconds: 4 });
+        cluster.forget(leader);
+        const again = await cluster.startAgent({
+          node: leader.node,
+          identities: { sampled: null },
+          ttlSeconds: 4,
+        });
         await again.waitForState('sampled', 'standby');
         if (leader === a) a = again;
         else b = again;
@@ -330,13 +316,13 @@ describe('agent: the winner logs in under the shared name', function () {
       },
       access: { open: true },
     });
-    const a = await startAgent({ node: 'a', identities: { crashy: { priority: 10 } } });
+    const a = await cluster.startAgent({ node: 'a', identities: { crashy: { priority: 10 } } });
     const gaveUp = await a.waitForRecord(
       (r) => r.identity === 'crashy' && r.to === 'logging-out' && /service failed/.test(String(r.reason)),
       'resign after repeated crashes',
       { timeoutMs: 20_000 },
     );
-    await startAgent({ node: 'b', identities: { crashy: null } });
+    await cluster.startAgent({ node: 'b', identities: { crashy: null } });
     const pong = await untilAnswered('crashy', 'b', 30_000);
     expect(pong.node).to.equal('b');
     const restarts = a.records
@@ -346,7 +332,7 @@ describe('agent: the winner logs in under the shared name', function () {
   });
 
   it('refuses malformed config with the field named, and survives malformed control messages', async () => {
-    const bad = await startAgent({
+    const bad = await cluster.startAgent({
       node: 'bad',
       identities: { x: null },
       rawConfig:
@@ -362,7 +348,11 @@ describe('agent: the winner logs in under the shared name', function () {
     // The spec comes from the agent's bootstrap file this time (written to etcd when absent).
     const specFile = join(bad.dir, 'specs.yaml');
     await writeFile(specFile, stringify([rateBot('sturdy')]));
-    const good = await startAgent({ node: 'c', identities: { sturdy: null }, bootstrapSpecs: specFile });
+    const good = await cluster.startAgent({
+      node: 'c',
+      identities: { sturdy: null },
+      bootstrapSpecs: specFile,
+    });
     await good.waitForState('sturdy', 'leader');
     const ask = async (body: string) =>
       JSON.parse(
@@ -396,7 +386,7 @@ describe('agent: the winner logs in under the shared name', function () {
 
   it('drain logs out and keeps the key; undrain logs back in under the same term', async () => {
     await putSpec(client, rateBot('drainy'));
-    const a = await startAgent({ node: 'a', identities: { drainy: null } });
+    const a = await cluster.startAgent({ node: 'a', identities: { drainy: null } });
     await a.waitForState('drainy', 'leader');
     const { token } = (await collectResponders(nc, 'drainy', RESPONDER_WINDOW_MS))[0]!;
     const drain = (await authority.send('a', {

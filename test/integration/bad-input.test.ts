@@ -9,7 +9,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Etcd3 } from 'etcd3';
-import { connect, headers, type NatsConnection } from 'nats';
+import { headers, type NatsConnection } from 'nats';
 import { parseAgentConfig } from '../../pkg/config/agent.js';
 import { parseControllerConfig } from '../../pkg/config/controller.js';
 import { PROTOCOL_VERSION, type ControlReply } from '../../pkg/control/protocol.js';
@@ -17,12 +17,12 @@ import { controllerElectionKey } from '../../pkg/control/term.js';
 import { signRequest } from '../../pkg/identity/request-signing.js';
 import { headers as H, subjects } from '../../pkg/identity/wire.js';
 import { generateCallerKey, userSigner } from '../../pkg/keys/index.js';
-import { connectEtcd, readLeader } from '../../pkg/lease/index.js';
+import { readLeader } from '../../pkg/lease/index.js';
 import { putSpec } from '../../pkg/spec/store.js';
-import { AgentProcess } from '../support/agents.js';
+import type { AgentProcess } from '../support/agents.js';
+import { IntegrationCluster } from '../support/cluster.js';
 import { ControlSender } from '../support/control.js';
-import { Api, ControllerProcess } from '../support/controllers.js';
-import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
+import { Api, type ControllerProcess } from '../support/controllers.js';
 import { rateBotSpec } from '../support/specs.js';
 
 const IDENTITY = 'gate';
@@ -49,9 +49,7 @@ const DECISION_PREFIXES = [
 
 describe('bad input is refused with a 4xx or a refusal, and changes nothing', function () {
   this.timeout(240_000);
-  let harness: Harness;
-  let etcd: EtcdMember;
-  let nats: NatsServer;
+  let cluster: IntegrationCluster;
   let client: Etcd3;
   let nc: NatsConnection;
   let agent: AgentProcess;
@@ -72,24 +70,15 @@ describe('bad input is refused with a 4xx or a refusal, and changes nothing', fu
   }
 
   before(async () => {
-    harness = await Harness.create();
-    [etcd, nats] = await Promise.all([harness.startEtcd(), harness.startNats()]);
-    client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
-    nc = await connect({ servers: nats.hostUrl });
+    cluster = await IntegrationCluster.start({ connect: true });
+    ({ client, nc } = cluster);
     await putSpec(client, rateBotSpec(IDENTITY, { access: { open: false } }));
     const keyDir = await mkdtemp(join(tmpdir(), 'bad-input-'));
     const controllerKey = generateCallerKey();
     await writeFile(join(keyDir, 'controller.seed'), controllerKey.seed, { mode: 0o600 });
-    agent = await AgentProcess.start({
-      node: 'a',
-      etcd: [etcd.hostEndpoint],
-      nats: [nats.hostUrl],
-      identities: { [IDENTITY]: null },
-    });
-    controller = await ControllerProcess.start({
+    agent = await cluster.startAgent({ node: 'a', identities: { [IDENTITY]: null } });
+    controller = await cluster.startController({
       name: 'c1',
-      etcd: [etcd.hostEndpoint],
-      nats: [nats.hostUrl],
       extra: { keyFile: join(keyDir, 'controller.seed') },
     });
     term = (await controller.waitForActive()).token!;
@@ -100,11 +89,7 @@ describe('bad input is refused with a 4xx or a refusal, and changes nothing', fu
 
   after(async () => {
     asController?.stop();
-    await controller?.stop();
-    await agent?.stop();
-    await nc?.close();
-    client?.close();
-    await harness?.close();
+    await cluster?.close();
   });
 
   interface Case {

@@ -20,30 +20,26 @@ import { Prober } from '../../pkg/controller/probes.js';
 import { ControllerKeys, GuardedWriter } from '../../pkg/controller/store.js';
 import type { WorkflowSupervisor } from '../../pkg/controller/supervisor.js';
 import { LoopTrouble } from '../../pkg/controller/trouble.js';
-import { connectEtcd } from '../../pkg/lease/index.js';
 import { readHistory } from '../../pkg/history/index.js';
 import { getSpec, listPending, putSpec, recordPending } from '../../pkg/spec/store.js';
-import { Harness, type EtcdMember } from '../support/harness.js';
+import { IntegrationCluster } from '../support/cluster.js';
+import type { EtcdMember } from '../support/harness.js';
 import { rateBotSpec } from '../support/specs.js';
 
 const NKEY = `U${'A'.repeat(55)}`;
 
 describe('controller: a deposed controller writes nothing (real etcd)', function () {
   this.timeout(120_000);
-  let harness: Harness;
-  let etcd: EtcdMember;
+  let cluster: IntegrationCluster;
   let client: Etcd3;
+  let etcd: EtcdMember;
 
   before(async () => {
-    harness = await Harness.create();
-    etcd = await harness.startEtcd();
-    client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+    cluster = await IntegrationCluster.start({ nats: false });
+    ({ client, etcd } = cluster);
   });
 
-  after(async () => {
-    client?.close();
-    await harness?.close();
-  });
+  after(() => cluster?.close());
 
   /** The API modules of controller `name`, acting under election token `token()`. */
   function controller(name: string, token: () => bigint | undefined) {

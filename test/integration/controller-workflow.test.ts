@@ -8,8 +8,8 @@ import type { Workflow } from '../../pkg/api/schema.js';
 import type { AgentLink } from '../../pkg/controller/agents.js';
 import { ControllerKeys, GuardedWriter, readSnapshot } from '../../pkg/controller/store.js';
 import { WorkflowDriver } from '../../pkg/controller/workflow.js';
-import { connectEtcd, extendHoldOff, LeaseOperationError } from '../../pkg/lease/index.js';
-import { Harness, type EtcdMember } from '../support/harness.js';
+import { extendHoldOff, LeaseOperationError } from '../../pkg/lease/index.js';
+import { IntegrationCluster } from '../support/cluster.js';
 import { switchover } from '../support/switchover.js';
 import { waitFor } from '../support/wait.js';
 
@@ -36,20 +36,15 @@ class RacedWriter extends GuardedWriter {
 
 describe('controller workflow driver (real etcd, faked agents)', function () {
   this.timeout(120_000);
-  let harness: Harness;
-  let etcd: EtcdMember;
+  let cluster: IntegrationCluster;
   let client: Etcd3;
 
   before(async () => {
-    harness = await Harness.create();
-    etcd = await harness.startEtcd();
-    client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+    cluster = await IntegrationCluster.start({ nats: false });
+    client = cluster.client;
   });
 
-  after(async () => {
-    client?.close();
-    await harness?.close();
-  });
+  after(() => cluster?.close());
 
   it('a requested step retried after a lost compare leaves exactly one hold-off lease', async () => {
     const keys = new ControllerKeys('orphan-test');

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, headers as natsHeaders, type NatsConnection } from 'nats';
+import { headers as natsHeaders, type NatsConnection } from 'nats';
 import type { IdentityView, NodeView, Problem, Workflow } from '../../pkg/api/schema.js';
 import { generateCallerKey } from '../../pkg/identity/access.js';
 import { collectResponders } from '../../pkg/identity/client.js';
@@ -15,12 +15,12 @@ import { readNodeKey } from '../../pkg/keys/index.js';
 import { signReply } from '../../pkg/identity/presence.js';
 import { registerNodeKey, userSigner } from '../../pkg/keys/index.js';
 import { subjects } from '../../pkg/identity/wire.js';
-import { connectEtcd, readLeader } from '../../pkg/lease/index.js';
+import { readLeader } from '../../pkg/lease/index.js';
 import { putSpec } from '../../pkg/spec/store.js';
-import { AgentProcess, type AgentOptions } from '../support/agents.js';
-import { ControllerProcess, TEST_TOKENS, type Api } from '../support/controllers.js';
+import type { AgentProcess } from '../support/agents.js';
+import { IntegrationCluster } from '../support/cluster.js';
+import { TEST_TOKENS, type Api, type ControllerProcess } from '../support/controllers.js';
 import { repoRoot } from '../support/paths.js';
-import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
 import { pidDead } from '../support/processes.js';
 import { PingSampler } from '../support/sampler.js';
 import { rateBotSpec } from '../support/specs.js';
@@ -59,55 +59,27 @@ async function runCli(
 
 describe('controller: probes, maintenance handover and the API', function () {
   this.timeout(300_000);
-  let harness: Harness;
-  let etcd: EtcdMember;
-  let nats: NatsServer;
+  let cluster: IntegrationCluster;
   let nc: NatsConnection;
   let client: Etcd3;
-  let agents: AgentProcess[] = [];
-  let controllers: ControllerProcess[] = [];
 
   before(async () => {
-    harness = await Harness.create();
-    [etcd, nats] = await Promise.all([harness.startEtcd(), harness.startNats()]);
-    nc = await connect({ servers: nats.hostUrl });
-    client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+    cluster = await IntegrationCluster.start({ connect: true });
+    ({ nc, client } = cluster);
   });
 
-  afterEach(async function () {
-    if (this.currentTest?.state === 'failed') {
-      for (const p of [...controllers, ...agents])
-        console.log(
-          `--- ${p.name} output (last 40 lines) ---\n${p.output().split('\n').slice(-40).join('\n')}`,
-        );
-    }
-    await Promise.all([...controllers, ...agents].map((p) => p.stop()));
-    agents = [];
-    controllers = [];
+  afterEach(function () {
+    return cluster.afterTest(this.currentTest);
   });
 
-  after(async () => {
-    await nc?.close();
-    client?.close();
-    await harness?.close();
-  });
-
-  async function startAgent(opts: Omit<AgentOptions, 'etcd' | 'nats'>): Promise<AgentProcess> {
-    const agent = await AgentProcess.start({ etcd: [etcd.hostEndpoint], nats: [nats.hostUrl], ...opts });
-    agents.push(agent);
-    return agent;
-  }
+  after(() => cluster?.close());
 
   async function startController(name: string, env: Record<string, string> = {}, extra = {}) {
-    const c = await ControllerProcess.start({
+    return cluster.startController({
       name,
-      etcd: [etcd.hostEndpoint],
-      nats: [nats.hostUrl],
       env,
       extra: { switchover: { deadlineMs: 40_000, drainTimeoutMs: 5_000 }, ...extra },
     });
-    controllers.push(c);
-    return c;
   }
 
   /** Agents a (priority 10, leads) and b (standby) hosting `identity`, a logged in. */
@@ -115,7 +87,7 @@ describe('controller: probes, maintenance handover and the API', function () {
     await putSpec(client, rateBotSpec(identity, { probe: PROBE }));
     const started = [];
     for (const [i, node] of nodes.entries()) {
-      const agent = await startAgent({ node, identities: { [identity]: null }, priority: 10 - i });
+      const agent = await cluster.startAgent({ node, identities: { [identity]: null }, priority: 10 - i });
       if (i === 0) await agent.waitForState(identity, 'leader', { timeoutMs: HANDOVER_TIMEOUT_MS });
       started.push(agent);
     }
@@ -249,7 +221,7 @@ describe('controller: probes, maintenance handover and the API', function () {
     await a!.waitForState('rollback', 'drained', { timeoutMs: HANDOVER_TIMEOUT_MS });
     // The target's agent stops while the old leader is drained, then the controller dies.
     await b!.stop();
-    agents = agents.filter((x) => x !== b);
+    cluster.forget(b!);
     doomed.kill('SIGKILL');
     await second.waitForActive();
     const wf = await untilWorkflowEnds(second.api(), 'rollback');
@@ -464,15 +436,15 @@ describe('controller: probes, maintenance handover and the API', function () {
     expect(sampler.answered, 'the sampler heard the identity').to.be.greaterThan(0);
     expect(await leaderOf('fenced')).to.equal('b');
     // Restarted, the fenced node stays out even though it has the higher priority.
-    const a = agents.find((x) => x.node === 'a')!;
+    const a = cluster.agents.find((x) => x.node === 'a')!;
     await a.stop();
-    agents = agents.filter((x) => x !== a);
-    const again = await startAgent({ node: 'a', identities: { fenced: null }, priority: 10 });
+    cluster.forget(a);
+    const again = await cluster.startAgent({ node: 'a', identities: { fenced: null }, priority: 10 });
     await again.waitForState('fenced', 'fenced');
-    const b = agents.find((x) => x.node === 'b')!;
+    const b = cluster.agents.find((x) => x.node === 'b')!;
     b.kill('SIGTERM'); // b resigns: a free key that a fenced a must not take
     await b.exited;
-    agents = agents.filter((x) => x !== b);
+    cluster.forget(b);
     // The key is free: wait until the controller has probed the identity down twice, time in
     // which an unfenced a (the only candidate left) would have taken it.
     const downSince = Date.now();

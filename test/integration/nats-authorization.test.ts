@@ -12,12 +12,12 @@ import { AgentConfig } from '../../pkg/config/agent.js';
 import { PROTOCOL_VERSION } from '../../pkg/control/protocol.js';
 import { collectResponders, IdentityClient } from '../../pkg/identity/client.js';
 import { inboxStream, INBOX_CONSUMER, subjects } from '../../pkg/identity/wire.js';
-import { connectEtcd } from '../../pkg/lease/index.js';
 import { REPLAY_BUCKET } from '../../pkg/natsauth/index.js';
 import { putSpec } from '../../pkg/spec/store.js';
-import { AgentProcess } from '../support/agents.js';
-import { ControllerProcess, TEST_TOKENS } from '../support/controllers.js';
-import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
+import type { AgentProcess } from '../support/agents.js';
+import { IntegrationCluster } from '../support/cluster.js';
+import { TEST_TOKENS, type ControllerProcess } from '../support/controllers.js';
+import type { NatsServer } from '../support/harness.js';
 import { connectAs } from '../support/nats-auth.js';
 import { repoRoot } from '../support/paths.js';
 import { rateBotSpec } from '../support/specs.js';
@@ -66,8 +66,7 @@ async function runCli(args: string[]): Promise<{ code: number | null; stdout: st
 
 describe('NATS authorization: the shipped role users (issue 12 point 1)', function () {
   this.timeout(300_000);
-  let harness: Harness;
-  let etcd: EtcdMember;
+  let cluster: IntegrationCluster;
   let nats: NatsServer;
   let etcdClient: Etcd3;
   let a: AgentProcess;
@@ -78,24 +77,17 @@ describe('NATS authorization: the shipped role users (issue 12 point 1)', functi
   let token: bigint;
 
   before(async () => {
-    harness = await Harness.create();
-    [etcd, nats] = await Promise.all([
-      harness.startEtcd(),
+    cluster = await IntegrationCluster.start({
       // Exactly what scripts/run-local runs: per-node agents for the hosted identity, no observer.
-      harness.startNats('nats', { auth: { nodes: ['a', 'b'], identities: [ID], observer: false } }),
-    ]);
-    etcdClient = connectEtcd({ endpoints: [etcd.hostEndpoint] });
-    await putSpec(etcdClient, rateBotSpec(ID, { inbox: { durable: true } }));
-    const common = { etcd: [etcd.hostEndpoint], nats: [nats.hostUrl], extra: SPEC_POLICY };
-    a = await AgentProcess.start({ ...common, node: 'a', identities: { [ID]: { priority: 10 } } });
-    await a.waitForState(ID, 'leader');
-    b = await AgentProcess.start({ ...common, node: 'b', identities: { [ID]: null } });
-    await b.waitForState(ID, 'standby');
-    controller = await ControllerProcess.start({
-      name: 'c1',
-      etcd: [etcd.hostEndpoint],
-      nats: [nats.hostUrl],
+      nats: { auth: { nodes: ['a', 'b'], identities: [ID], observer: false } },
     });
+    ({ nats, client: etcdClient } = cluster);
+    await putSpec(etcdClient, rateBotSpec(ID, { inbox: { durable: true } }));
+    a = await cluster.startAgent({ node: 'a', identities: { [ID]: { priority: 10 } }, extra: SPEC_POLICY });
+    await a.waitForState(ID, 'leader');
+    b = await cluster.startAgent({ node: 'b', identities: { [ID]: null }, extra: SPEC_POLICY });
+    await b.waitForState(ID, 'standby');
+    controller = await cluster.startController({ name: 'c1' });
     await controller.waitForActive();
     client = await connectAs(nats.hostUrl, 'client');
     clientRefusals = watchRefusals(client);
@@ -103,17 +95,12 @@ describe('NATS authorization: the shipped role users (issue 12 point 1)', functi
 
   after(async () => {
     await client?.close();
-    await Promise.all([a?.stop(), b?.stop(), controller?.stop()]);
-    etcdClient?.close();
-    await harness?.close();
+    await cluster?.close();
   });
 
+  // The agents and the controller serve every test: reported after a failure, stopped at the end.
   afterEach(function () {
-    if (this.currentTest?.state !== 'failed') return;
-    for (const p of [a, b, controller]) {
-      if (p)
-        console.log(`--- ${p.name} (last 40 lines) ---\n${p.output().split('\n').slice(-40).join('\n')}`);
-    }
+    cluster.reportFailure(this.currentTest);
   });
 
   /** The identity as the controller sees it once its probe shows `node` answering. */

@@ -6,7 +6,6 @@
 import { expect } from 'chai';
 import type { Etcd3 } from 'etcd3';
 import {
-  connect,
   headers as natsHeaders,
   nanos,
   RetentionPolicy,
@@ -24,11 +23,10 @@ import {
 import { signReply } from '../../pkg/identity/presence.js';
 import { headers as H, inboxStream, subjects } from '../../pkg/identity/wire.js';
 import { readNodeKey, userSigner } from '../../pkg/keys/index.js';
-import { connectEtcd } from '../../pkg/lease/index.js';
 import { putSpec } from '../../pkg/spec/store.js';
-import { AgentProcess, type AgentOptions } from '../support/agents.js';
+import type { AgentProcess } from '../support/agents.js';
+import { IntegrationCluster } from '../support/cluster.js';
 import { TestAuthority } from '../support/control.js';
-import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
 import { rateBotSpec } from '../support/specs.js';
 import { waitFor } from '../support/wait.js';
 
@@ -36,48 +34,28 @@ const utf8 = new TextEncoder();
 
 describe('signed presence, replays and the verified inbox (open NATS)', function () {
   this.timeout(240_000);
-  let harness: Harness;
-  let etcd: EtcdMember;
-  let nats: NatsServer;
+  let cluster: IntegrationCluster;
   let nc: NatsConnection;
   let client: Etcd3;
   let authority: TestAuthority;
-  let agents: AgentProcess[] = [];
   /** Node keys as the controller reads them: from etcd, with their session lease. */
   let keys: NodeKeySource;
 
   before(async () => {
-    harness = await Harness.create();
-    [etcd, nats] = await Promise.all([harness.startEtcd(), harness.startNats()]);
-    nc = await connect({ servers: nats.hostUrl });
-    client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+    cluster = await IntegrationCluster.start({ connect: true });
+    ({ nc, client } = cluster);
     authority = await TestAuthority.start(client, nc);
     keys = (node) => readNodeKey(client, node);
   });
 
-  afterEach(async function () {
-    if (this.currentTest?.state === 'failed') {
-      for (const a of agents)
-        console.log(
-          `--- ${a.node} output (last 60 lines) ---\n${a.output().split('\n').slice(-60).join('\n')}`,
-        );
-    }
-    await Promise.all(agents.map((a) => a.stop()));
-    agents = [];
+  afterEach(function () {
+    return cluster.afterTest(this.currentTest);
   });
 
   after(async () => {
     await authority?.stop();
-    await nc?.close();
-    client?.close();
-    await harness?.close();
+    await cluster?.close();
   });
-
-  async function startAgent(opts: Omit<AgentOptions, 'etcd' | 'nats'>): Promise<AgentProcess> {
-    const agent = await AgentProcess.start({ etcd: [etcd.hostEndpoint], nats: [nats.hostUrl], ...opts });
-    agents.push(agent);
-    return agent;
-  }
 
   /** Answers PING on `identity` as `node` with every forgery this test knows. */
   function impostor(identity: string, node: string, token: bigint) {
@@ -116,7 +94,7 @@ describe('signed presence, replays and the verified inbox (open NATS)', function
 
   it('forged PONGs are ignored by the client helper and the presence probe', async () => {
     await putSpec(client, rateBotSpec('present'));
-    const a = await startAgent({ node: 'a', identities: { present: null } });
+    const a = await cluster.startAgent({ node: 'a', identities: { present: null } });
     await a.waitForState('present', 'leader');
     const real = await waitFor(
       async () => (await collectResponders(nc, 'present', 200, { keys })).find((r) => r.node === 'a'),
@@ -209,15 +187,12 @@ describe('signed presence, replays and the verified inbox (open NATS)', function
           access: { open: false, contacts: [{ name: 'alice', nkey: alice.publicKey }] },
         }),
       );
-      a = await startAgent({ node: 'a', identities: { replayed: { priority: 10 } } });
+      a = await cluster.startAgent({ node: 'a', identities: { replayed: { priority: 10 } } });
       await a.waitForState('replayed', 'leader');
-      b = await startAgent({ node: 'b', identities: { replayed: null } });
+      b = await cluster.startAgent({ node: 'b', identities: { replayed: null } });
       await b.waitForState('replayed', 'standby');
     });
-    after(async () => {
-      await Promise.all(agents.map((x) => x.stop()));
-      agents = [];
-    });
+    after(() => cluster.stopProcesses());
 
     it('each replay case gets unauthenticated; a nonce used with one leader is refused by the next', async () => {
       // Core: served once, refused again (same leader).
@@ -306,7 +281,7 @@ describe('signed presence, replays and the verified inbox (open NATS)', function
 
     async function refused(identity: string, reason: RegExp) {
       await putSpec(client, rateBotSpec(identity, { inbox: { durable: true } }));
-      const agent = await startAgent({ node: 'a', identities: { [identity]: null } });
+      const agent = await cluster.startAgent({ node: 'a', identities: { [identity]: null } });
       const record = await agent.waitForRecord(
         (r) => r.msg === 'durable inbox refused' && r.identity === identity,
         'the inbox refused',
@@ -316,7 +291,7 @@ describe('signed presence, replays and the verified inbox (open NATS)', function
       expect(String(record.err)).to.match(/nats stream rm UNDERSTUDY_INBOX_/);
       expect(await collectResponders(nc, identity, 300, { keys })).to.deep.equal([]);
       await agent.stop();
-      agents = agents.filter((x) => x !== agent);
+      cluster.forget(agent);
     }
 
     it('a stream with a tiny duplicate window refuses the login, saying why', async () => {
@@ -332,7 +307,7 @@ describe('signed presence, replays and the verified inbox (open NATS)', function
     it('a correct pre-made stream is accepted (its consumer made), and the identity serves', async () => {
       await precreate('premade', 120_000);
       await putSpec(client, rateBotSpec('premade', { inbox: { durable: true } }));
-      const agent = await startAgent({ node: 'a', identities: { premade: null } });
+      const agent = await cluster.startAgent({ node: 'a', identities: { premade: null } });
       await agent.waitForState('premade', 'leader');
       const sender = new IdentityClient(nc, { identity: 'premade', keys, timeoutMs: 5_000 });
       try {

@@ -9,12 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import type { Etcd3 } from 'etcd3';
-import { connectEtcd } from '../../pkg/lease/index.js';
 import { putSpec } from '../../pkg/spec/store.js';
 import { stringify } from 'yaml';
-import { AgentProcess, type AgentOptions } from '../support/agents.js';
+import { AgentProcess } from '../support/agents.js';
+import { IntegrationCluster } from '../support/cluster.js';
 import { repoRoot } from '../support/paths.js';
-import { Harness, type EtcdMember, type NatsServer } from '../support/harness.js';
 import { waitFor } from '../support/wait.js';
 
 /** The unprivileged account the test's services run as (created if absent). */
@@ -50,11 +49,8 @@ class UnprivilegedAgent extends AgentProcess {
 
 describe('agent: what a spec may run, and as whom', function () {
   this.timeout(180_000);
-  let harness: Harness;
-  let etcd: EtcdMember;
-  let nats: NatsServer;
+  let cluster: IntegrationCluster;
   let client: Etcd3;
-  let agents: AgentProcess[] = [];
   /** A directory every user may pass through (mkdtemp makes 0700 ones). */
   let base: string;
   let svc: { uid: number; gid: number };
@@ -69,33 +65,18 @@ describe('agent: what a spec may run, and as whom', function () {
     svc = accountIds(SERVICE_USER);
     base = await mkdtemp(join(tmpdir(), 'understudy-policy-'));
     await chmod(base, 0o755);
-    harness = await Harness.create();
-    [etcd, nats] = await Promise.all([harness.startEtcd(), harness.startNats()]);
-    client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+    cluster = await IntegrationCluster.start();
+    client = cluster.client;
   });
 
-  afterEach(async function () {
-    if (this.currentTest?.state === 'failed') {
-      for (const a of agents)
-        console.log(
-          `--- ${a.node} output (last 60 lines) ---\n${a.output().split('\n').slice(-60).join('\n')}`,
-        );
-    }
-    await Promise.all(agents.map((a) => a.stop()));
-    agents = [];
+  afterEach(function () {
+    return cluster?.afterTest(this.currentTest);
   });
 
   after(async function () {
-    client?.close();
-    await harness?.close();
+    await cluster?.close();
     if (base) await rm(base, { recursive: true, force: true });
   });
-
-  async function startAgent(opts: Omit<AgentOptions, 'etcd' | 'nats'>): Promise<AgentProcess> {
-    const agent = await AgentProcess.start({ etcd: [etcd.hostEndpoint], nats: [nats.hostUrl], ...opts });
-    agents.push(agent);
-    return agent;
-  }
 
   /** The agent's status of `identity` from its local /healthz. */
   async function statusOf(agent: AgentProcess, identity: string) {
@@ -126,7 +107,7 @@ describe('agent: what a spec may run, and as whom', function () {
         channel: 'fd3',
       },
     });
-    const a = await startAgent({
+    const a = await cluster.startAgent({
       node: 'a',
       identities: { [identity]: null },
       extra: {
@@ -158,7 +139,7 @@ describe('agent: what a spec may run, and as whom', function () {
 
     // The same spec on a node that allows /bin/sh starts its warm process at once, before any
     // campaign: the marker checked above would have appeared.
-    await startAgent({
+    await cluster.startAgent({
       node: 'b',
       identities: { [identity]: null },
       extra: { allow: { commands: ['/bin/sh'] }, service: { user: SERVICE_USER } },
@@ -188,7 +169,7 @@ describe('agent: what a spec may run, and as whom', function () {
       },
       credential: { source: 'file', path: join(creds, 'db') },
     });
-    const a = await startAgent({
+    const a = await cluster.startAgent({
       node: 'a',
       identities: { [identity]: null },
       extra: {
@@ -245,8 +226,8 @@ describe('agent: what a spec may run, and as whom', function () {
     });
     const a = await UnprivilegedAgent.startAs(svc, home, {
       node: 'u',
-      etcd: { endpoints: [etcd.hostEndpoint] },
-      nats: { servers: [nats.hostUrl] },
+      etcd: { endpoints: cluster.endpoints.etcd },
+      nats: { servers: cluster.endpoints.nats },
       lease: { ttlSeconds: 4 },
       identities: { [identity]: null },
       runDir: join(home, 'run'),
@@ -254,7 +235,7 @@ describe('agent: what a spec may run, and as whom', function () {
       // No service section: an unprivileged agent runs services as itself.
       allow: { commands: ['/bin/sh'] },
     });
-    agents.push(a);
+    cluster.track(a);
     await a.waitForState(identity, 'leader');
     const uid = await waitFor(
       async () => (await readFile(join(out, 'uid'), 'utf8').catch(() => '')).trim() || undefined,
