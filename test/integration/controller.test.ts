@@ -3,7 +3,6 @@
 // identity; nodes are fenced and unfenced within a test.
 import { expect } from 'chai';
 import type { Etcd3 } from 'etcd3';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,8 +18,8 @@ import { readLeader } from '../../pkg/lease/index.js';
 import { putSpec } from '../../pkg/spec/store.js';
 import type { AgentProcess } from '../support/agents.js';
 import { IntegrationCluster } from '../support/cluster.js';
-import { TEST_TOKENS, type Api, type ControllerProcess } from '../support/controllers.js';
-import { repoRoot } from '../support/paths.js';
+import { runCli } from '../support/cli.js';
+import type { Api } from '../support/controllers.js';
 import { pidDead } from '../support/processes.js';
 import { PingSampler } from '../support/sampler.js';
 import { rateBotSpec } from '../support/specs.js';
@@ -34,28 +33,6 @@ const HANDOVER_TIMEOUT_MS = 60_000;
 const PROBE = { intervalMs: 500, timeoutMs: 300, failures: 3 };
 /** Slack on the probe budget: the controller's 250 ms tick and a loaded 2-core machine. */
 const PROBE_SLACK_MS = 2_500;
-
-/** Run the `understudy` CLI against a controller as the operator. */
-async function runCli(
-  ctl: ControllerProcess,
-  args: string[],
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', 'cmd/understudy/main.ts', '--controller', ctl.url, ...args],
-    {
-      cwd: repoRoot,
-      env: { ...process.env, UNDERSTUDY_TOKEN: TEST_TOKENS.operator },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-  return { code, stdout, stderr };
-}
 
 describe('controller: probes, maintenance handover and the API', function () {
   this.timeout(300_000);
@@ -117,7 +94,9 @@ describe('controller: probes, maintenance handover and the API', function () {
     const sampler = new PingSampler(nc, 'swo', { everyMs: 10 }).start();
     try {
       // Through the CLI, as an operator would: it waits for the end and exits 0 on done.
-      const cli = await runCli(ctl, [
+      const cli = await runCli([
+        '--controller',
+        ctl.url,
         'switchover',
         'swo',
         '--to',

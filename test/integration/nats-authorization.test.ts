@@ -4,7 +4,6 @@
 // change nothing, while the client may still PING and call the identity, and the agents and
 // the controller work normally under their own users.
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
 import type { Etcd3 } from 'etcd3';
 import { createInbox, ErrorCode, headers, NatsError, type NatsConnection, type Status } from 'nats';
 import type { IdentityView, NodeView } from '../../pkg/api/identities.js';
@@ -16,10 +15,10 @@ import { REPLAY_BUCKET } from '../../pkg/natsauth/index.js';
 import { putSpec } from '../../pkg/spec/store.js';
 import type { AgentProcess } from '../support/agents.js';
 import { IntegrationCluster } from '../support/cluster.js';
-import { TEST_TOKENS, type ControllerProcess } from '../support/controllers.js';
+import { runCli } from '../support/cli.js';
+import type { ControllerProcess } from '../support/controllers.js';
 import type { NatsServer } from '../support/harness.js';
 import { connectAs } from '../support/nats-auth.js';
-import { repoRoot } from '../support/paths.js';
 import { rateBotSpec } from '../support/specs.js';
 import { waitFor } from '../support/wait.js';
 
@@ -45,23 +44,6 @@ function watchRefusals(nc: NatsConnection): Refusal[] {
     }
   })();
   return seen;
-}
-
-/** Run the `understudy` CLI as an operator would with the tour's alias. */
-async function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const env: NodeJS.ProcessEnv = { ...process.env, UNDERSTUDY_TOKEN: TEST_TOKENS.operator };
-  delete env.UNDERSTUDY_NATS_NKEY_FILE; // only what the arguments say
-  const child = spawn(process.execPath, ['--import', 'tsx', 'cmd/understudy/main.ts', ...args], {
-    cwd: repoRoot,
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-  return { code, stdout, stderr };
 }
 
 describe('NATS authorization: the shipped role users (issue 12 point 1)', function () {
