@@ -29,14 +29,16 @@ import { subjects } from '../identity/wire.js';
 import { fence, leaseTiming, unfence, type LeaseTiming } from '../lease/index.js';
 import { systemClock, type Clock } from '../clock/index.js';
 import { createLogger } from '../log/index.js';
-import { connectNats, etcdFromSettings } from '../transport/connect.js';
+import { connectNats, etcdConnectOptions, etcdFromSettings } from '../transport/connect.js';
 import type { IdentitySpec } from '../spec/schema.js';
 import { bootstrapSpecs, readSpecFile, SpecWatcher } from '../spec/store.js';
 import { FenceWatch } from './fence-watch.js';
 import { startHealthServer } from './health.js';
 import { loginIo } from './login-io.js';
 import { AgentMetrics } from './metrics.js';
+import { Admission } from './admission.js';
 import { IdentityRunner, RunnerError } from './runner.js';
+import { lifelineDeadline, lifelineSlackMs } from './term.js';
 import { SessionKeeper } from './sessions.js';
 import { ControlServer } from './control-server.js';
 import { loadSigner, registerNodeKey, type UserSigner } from '../keys/index.js';
@@ -59,6 +61,8 @@ export interface AgentOptions {
 
 export class Agent {
   private readonly runners = new Map<string, IdentityRunner>();
+  /** Logins of all identities take turns (admission.ts). */
+  private readonly admission: Admission;
   private readonly startedAt = new Date();
   private controlServer: ControlServer | undefined;
   /** This start of the agent: control requests are signed for it (pkg/control/signing.ts). */
@@ -86,6 +90,7 @@ export class Agent {
     private readonly opts: AgentOptions,
   ) {
     this.handlers = { ...opts.handlers };
+    this.admission = new Admission(this.clock, () => metrics.loopDelay.currentMs);
   }
 
   get node(): string {
@@ -112,8 +117,8 @@ export class Agent {
 
     const etcd = etcdFromSettings(config.etcd);
     const nc = await connectNats(config.nats, `understudy-agent-${config.node}`, logger);
-    const lifeline = await Lifeline.start(logger);
     const metrics = new AgentMetrics();
+    const lifeline = await Lifeline.start(logger, { expired: () => metrics.lifelineKills.inc() });
     const history = new HistoryWriter(etcd, (err) =>
       logger.debug({ err: err.message }, 'history write failed; retrying'),
     );
@@ -137,10 +142,17 @@ export class Agent {
       logger,
       {
         opened: () => metrics.sessionsOpened.inc(),
-        renewed: () => metrics.sessionRenewals.inc(),
+        renewed: (session) => {
+          metrics.sessionRenewals.inc();
+          // One push of the session's lifeline deadline covers every service logged in on it.
+          const left = session.msUntilSelfFence();
+          if (left > 0) lifeline.extend(lifelineDeadline(session), left + lifelineSlackMs(session));
+        },
+        stopped: (reason) => metrics.sessionStops.inc({ reason }),
         register: (session) => registerNodeKey(etcd, config.node, signer.publicKey, session.leaseId),
       },
       opts.clock ?? systemClock,
+      etcdConnectOptions(config.etcd),
     );
     const agent = new Agent(
       config,
@@ -243,6 +255,7 @@ export class Agent {
         nofailover: overrides.nofailover ?? this.config.tags.nofailover,
       },
       makeDriver: (spec) => this.makeDriver(spec),
+      admission: this.admission,
       policy: execPolicy(this.config),
       clock: this.clock,
       onTransition: (t) => {
@@ -438,6 +451,7 @@ export class Agent {
     await this.history.close();
     await this.health?.close();
     await this.lifeline.close();
+    this.metrics.close();
     await this.nc.drain().catch(() => undefined);
     this.etcd.close();
     this.logger.info('agent stopped');

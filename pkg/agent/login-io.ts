@@ -53,6 +53,6 @@ export function loginIo({ identity, node, etcd, nc, runDir, signer }: LoginIoDep
     startResponder: (ctx, servedBefore) => Responder.start(nc, ctx, servedBefore, { signer }),
     recordPending: (pending) => recordPending(etcd, identity, pending),
     observeLeader: (onChange, onTrouble) =>
-      LeaderObserver.start(etcd, identity, onChange, undefined, onTrouble),
+      LeaderObserver.follow(etcd, identity, onChange, undefined, onTrouble),
   };
 }

@@ -1,6 +1,7 @@
 // Prometheus metrics of one agent (its own registry: several agents may share a process
 // when understudy is embedded as a library).
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { LoopDelay, RECENT_WINDOW_MS } from './loop-delay.js';
 import type { RetryChange } from './retries.js';
 import { IDENTITY_STATES, type IdentityState } from './states.js';
 
@@ -59,8 +60,42 @@ export class AgentMetrics {
     registers: [this.registry],
   });
 
+  readonly sessionStops = new Counter({
+    name: 'understudy_session_stops_total',
+    help: 'etcd sessions that had to stop (every identity led on one logs out), by reason: keepalive-timeout (no renewal acknowledged within the self-fence deadline), lease-gone (etcd no longer had the lease), closed (shutdown)',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
+  readonly lifelineKills = new Counter({
+    name: 'understudy_lifeline_kills_total',
+    help: 'Services the lifeline killed because their deadline passed before the agent renewed it (the agent was frozen or starved); each one is a logout nobody asked for',
+    registers: [this.registry],
+  });
+  readonly loopDelay = new LoopDelay();
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
+    const loop = this.loopDelay;
+    new Gauge({
+      name: 'understudy_event_loop_delay_max_seconds',
+      help: "Worst delay of this agent's event loop since it started (perf_hooks.monitorEventLoopDelay): how late timers and etcd answers could be handled at worst",
+      registers: [this.registry],
+      collect() {
+        this.set(loop.worstMs / 1000);
+      },
+    });
+    new Gauge({
+      name: 'understudy_event_loop_delay_recent_max_seconds',
+      help: `Worst delay of this agent's event loop over the last ${RECENT_WINDOW_MS / 1000} to ${(2 * RECENT_WINDOW_MS) / 1000} s`,
+      registers: [this.registry],
+      collect() {
+        this.set(loop.recentMs / 1000);
+      },
+    });
+  }
+
+  close(): void {
+    this.loopDelay.close();
   }
 
   retryChanged(r: { identity: string; retrying: boolean } & RetryChange): void {

@@ -30,6 +30,7 @@ import {
   type NodeSettings,
   type OutsideFacts,
 } from './decide.js';
+import type { Admission } from './admission.js';
 import { RunnerError } from './errors.js';
 import { IdentityStateMachine } from './machine.js';
 import type { LoginPort } from './port.js';
@@ -66,6 +67,8 @@ export interface RunnerDeps {
   /** What this node lets specs run and read, and as whom (the agent config's allow, service). */
   policy: SpecPolicy;
   makeDriver(spec: IdentitySpec): IdentityDriver;
+  /** Logins take turns through this, shared by every identity of the agent (admission.ts). */
+  admission?: Pick<Admission, 'acquire'>;
   clock?: Clock;
   onTransition?(t: { identity: string; from: IdentityState; to: IdentityState; token?: bigint }): void;
   onRequest?(identity: string, outcome: string): void;
@@ -494,6 +497,13 @@ export class IdentityRunner extends EventEmitter {
       setRequestsServed: (n) => (this.serving.requestsServed = n),
       tookOver: (p) => this.serving.tookOver(p),
       inboxRefused: (refused) => this.deps.onRefused?.({ identity: this.identity, what: 'inbox', refused }),
+      admit: (signal) => {
+        const admission = this.deps.admission;
+        if (!admission) return Promise.resolve(() => undefined);
+        const spec = this.spec;
+        const priority = spec ? nodeSettings(spec, this.deps.node, this.deps.settings).priority : 0;
+        return admission.acquire(priority, signal);
+      },
     };
   }
 }

@@ -4,7 +4,7 @@
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock/index.js';
-import { Session, type LeaseTiming } from '../lease/index.js';
+import { Session, type EtcdConnectOptions, type LeaseTiming } from '../lease/index.js';
 import { describeRetry, RetryStreak, sameReason, type Retry } from './retries.js';
 
 /** Pause between attempts to open a session while etcd does not answer. */
@@ -29,11 +29,15 @@ export class SessionKeeper {
        * campaign runs on it; a failure closes the session and the open is retried.
        */
       register?(session: Session): Promise<void>;
-      renewed?(): void;
+      renewed?(session: Session): void;
+      /** The session had to stop (every identity led on it logs out). */
+      stopped?(reason: string): void;
       /** Opening a session is being retried (once per change of reason), or no longer (undefined). */
       retrying?(retry: Retry | undefined): void;
     } = {},
     private readonly clock: Clock = systemClock,
+    /** Renew from a thread of its own with these settings (system clock only); see renewal-thread.ts. */
+    private readonly renewalThread?: EtcdConnectOptions,
   ) {}
 
   /** The alive session, if any, without waiting. */
@@ -65,6 +69,7 @@ export class SessionKeeper {
           node: this.node,
           timing: this.timing,
           clock: this.clock,
+          ...(this.renewalThread && this.clock === systemClock ? { renewalThread: this.renewalThread } : {}),
         });
         if (this.hooks.register) {
           try {
@@ -78,12 +83,13 @@ export class SessionKeeper {
         this.retry = undefined;
         if (shown) this.hooks.retrying?.(undefined);
         this.hooks.opened?.();
-        session.on('renewed', () => this.hooks.renewed?.());
+        session.on('renewed', () => this.hooks.renewed?.(session));
         this.logger.info(
           { lease: session.leaseId, ttlSeconds: this.timing.ttlSeconds },
           'etcd session opened',
         );
-        session.on('must-stop', (e) =>
+        session.on('must-stop', (e) => {
+          this.hooks.stopped?.(e.reason);
           this.logger.warn(
             {
               lease: session.leaseId,
@@ -92,8 +98,8 @@ export class SessionKeeper {
               ...(e.lastError ? { lastError: e.lastError } : {}),
             },
             'etcd session must stop: identities led on it log out now',
-          ),
-        );
+          );
+        });
         session.on('revoke-abandoned', (e) =>
           this.logger.warn(
             { lease: session.leaseId, err: e.error },

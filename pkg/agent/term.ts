@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../clock/index.js';
 import type { IdentityDriver } from '../identity/driver.js';
 import type { ResponderContext } from '../identity/responder.js';
-import { FencedNodeError, type Leadership } from '../lease/index.js';
+import { FencedNodeError, type Leadership, type Session } from '../lease/index.js';
 import type { IdentitySpec } from '../spec/schema.js';
 import {
   decideAbandonTerm,
@@ -64,6 +64,11 @@ export interface TermHost {
   setRequestsServed(n: number): void;
   /** A login that took over from another node (for STATUS replies). */
   tookOver(previous: { node: string; token: bigint }): void;
+  /**
+   * Wait for this login's turn (admission.ts: a few at a time, by priority, while the event
+   * loop keeps up); rejects if `signal` aborts first. Call the returned function once logged in.
+   */
+  admit(signal: AbortSignal): Promise<() => void>;
 }
 
 export class Term {
@@ -74,7 +79,6 @@ export class Term {
   /** The login's service-side state, kept for logout. */
   private credentialFile: string | undefined;
   private responder: ResponderHandle | undefined;
-  private stopArming: (() => void) | undefined;
   /** Aborted when the login's logout begins: the driver cancels pending restarts. */
   private loginAbort: AbortController | undefined;
   private upSince: number | undefined;
@@ -222,8 +226,6 @@ export class Term {
     this.endLead = undefined;
     this.loginAbort?.abort();
     this.loginAbort = undefined;
-    this.stopArming?.();
-    this.stopArming = undefined;
   }
 
   /** logging-in → leader → (returns why leading ended; the service may still be running). */
@@ -237,6 +239,15 @@ export class Term {
     const ended = new Promise<EndOfLead>((resolve) => (this.endLead = resolve));
     void leadership.whenLost().then((e) => this.endLead?.({ kind: 'lost', reason: e.reason }));
     this.move({ next: 'logging-in', reason });
+    // Logins take turns: many at once would hold the event loop (admission.ts).
+    const gaveUp = new AbortController();
+    void ended.then((why) => gaveUp.abort(why));
+    let done: (() => void) | undefined;
+    try {
+      done = await host.admit(gaveUp.signal);
+    } catch {
+      return ended;
+    }
     let credentialFile: string | undefined;
     let responder: ResponderHandle | undefined;
     try {
@@ -291,6 +302,8 @@ export class Term {
       if (err instanceof FencedNodeError) return { kind: 'fenced' };
       host.failed();
       return { kind: 'failed', reason: `login failed: ${(err as Error).message}` };
+    } finally {
+      done();
     }
     this.credentialFile = credentialFile;
     this.responder = responder;
@@ -309,20 +322,15 @@ export class Term {
   }
 
   /**
-   * While logged in, every lease renewal re-arms the lifeline's dead-man's switch at the
-   * session's must-be-out instant: if this agent freezes, the service is killed from outside
-   * before etcd can let a standby in. Stopped at logout.
+   * From its first instant the service is covered by its session's lifeline deadline, at the
+   * must-be-out instant: if this agent freezes, the service is killed from outside before
+   * etcd can let a standby in. The agent pushes the deadline back once per renewal for every
+   * service of the session (lifelineDeadline). Lifted at a confirmed logout.
    */
   private armDeadline(driver: IdentityDriver): void {
     const { session } = this.leadership;
-    const slack = session.timing.mustBeOutByMs - session.timing.selfFenceMs;
-    const arm = () => {
-      const left = session.msUntilSelfFence();
-      if (left > 0) driver.armDeadline?.(left + slack);
-    };
-    session.on('renewed', arm);
-    this.stopArming = () => session.off('renewed', arm);
-    arm();
+    const left = session.msUntilSelfFence();
+    if (left > 0) driver.armDeadline?.(left + lifelineSlackMs(session), lifelineDeadline(session));
   }
 
   /** logging-out → standby | drained | fenced | stopped, or back to logging in after a drain. */
@@ -423,4 +431,14 @@ export class Term {
       }
     }
   }
+}
+
+/** The lifeline deadline every service logged in under `session` shares. */
+export function lifelineDeadline(session: Pick<Session, 'leaseId'>): string {
+  return `s${session.leaseId}`;
+}
+
+/** From the self-fence deadline to the must-be-out instant: how far the lifeline deadline lies past D. */
+export function lifelineSlackMs(session: Pick<Session, 'timing'>): number {
+  return session.timing.mustBeOutByMs - session.timing.selfFenceMs;
 }

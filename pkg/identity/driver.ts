@@ -78,11 +78,13 @@ export interface IdentityDriver extends EventEmitter {
   /** Stop everything, including a warm process. Resolves once it is gone. */
   close(budgetMs: number): Promise<void>;
   /**
-   * Kill the logged-in service `ms` from now unless armed again (a dead-man's switch run by a
+   * Kill the logged-in service `ms` from now unless pushed back (a dead-man's switch run by a
    * process outside the agent, so it fires even when the agent is frozen); undefined disarms.
+   * With a `deadline` name the service joins that shared deadline (one per etcd session, which
+   * the agent pushes back once per renewal) and `ms` only counts until the first push.
    * Drivers without an external process ignore it.
    */
-  armDeadline?(ms: number | undefined): void;
+  armDeadline?(ms: number | undefined, deadline?: string): void;
   /** Pid of the service process, if any (for operators and tests). */
   readonly pid: number | undefined;
 }

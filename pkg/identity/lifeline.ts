@@ -17,11 +17,15 @@
 //    SIGKILL to every group still registered: grandchildren die too. Without setpriv (not
 //    util-linux >= 2.33, not Linux) the reaper alone still does the job, a little later.
 //
-// 4. A deadline (dead-man's switch) for logged-in services: the agent arms the reaper with
-//    "kill group G in N ms" on every lease renewal, N being what is left until the session's
-//    must-be-out instant. An agent that is alive keeps pushing it back, and logs out well before
-//    it on its own; an agent that is frozen (SIGSTOP, a stalled VM, a GC pause past T) cannot,
-//    and the reaper, which is not frozen, kills the service before a standby may log in.
+// 4. A deadline (dead-man's switch) for logged-in services: every service logged in under one
+//    etcd session is *covered* by that session's deadline, and the agent pushes the deadline
+//    back on every lease renewal to what is left until the session's must-be-out instant. An
+//    agent that is alive keeps pushing it back, and logs out well before it on its own; an
+//    agent that is frozen (SIGSTOP, a stalled VM, a GC pause past T) cannot, and the reaper,
+//    which is not frozen, kills the services before a standby may log in. One deadline per
+//    session, not per service: a renewal costs one line and one timer in the reaper whatever
+//    the number of services (re-arming each of 300 services twice a second swamped the reaper
+//    and its deadlines fired late and wrong).
 //
 // Limits, stated so nobody relies on more: pdeathsig follows the *thread* that forked, so spawn
 // services from the main thread only (never a worker_thread); a service that moves its children
@@ -61,25 +65,39 @@ const REAPER_TICK = 0.05;
 const REAPER_SCRIPT = `
 trap '' INT HUP TERM PIPE
 groups=' '
-# Timers are subshells that inherit the ignored signals: only SIGKILL stops them.
-disarm() { eval "t=\\\${t_$1:-}"; [ -n "$t" ] && kill -KILL "$t" 2>/dev/null; eval "t_$1="; }
-while IFS=' ' read -r verb arg ms; do
-  case $arg in ''|*[!0-9]*) arg= ;; esac
-  case $ms in ''|*[!0-9]*) ms= ;; esac
+names=' '
+# A deadline's members are c_<name>, its timer's pid t_<name>. Timers are subshells that
+# inherit the ignored signals: only SIGKILL stops them.
+untime() { eval "t=\\\${t_$1:-}"; [ -n "$t" ] && kill -KILL "$t" 2>/dev/null; eval "t_$1="; }
+rearm() {
+  untime "$1"
+  eval "members=\\\${c_$1:-}"
+  [ -z "$members" ] && return
+  secs=$(($2 / 1000)).$(printf '%03d' $(($2 % 1000)))
+  ( sleep "$secs"; for p in $members; do kill -KILL -"$p" 2>/dev/null; echo "expired $p $(date +%s%3N 2>/dev/null)"; done ) &
+  eval "t_$1=$!"
+}
+leave() {
+  eval "members=\\\${c_$1:-}"
+  kept=
+  for p in $members; do [ "$p" = "$2" ] || kept="$kept $p"; done
+  eval "c_$1=\\$kept"
+}
+while IFS=' ' read -r verb a b c; do
+  case $a in ''|*[!a-z0-9]*) a= ;; esac
+  case $b in ''|*[!0-9]*) b= ;; esac
+  case $c in ''|*[!0-9]*) c= ;; esac
   case $verb in
-    add) [ -n "$arg" ] && groups="$groups$arg " ;;
-    del) [ -n "$arg" ] && disarm "$arg"; kept=' '; for g in $groups; do [ "$g" = "$arg" ] || kept="$kept$g "; done; groups=$kept ;;
-    arm) if [ -n "$arg" ] && [ -n "$ms" ]; then
-           disarm "$arg"
-           secs=$((ms / 1000)).$(printf '%03d' $((ms % 1000)))
-           ( sleep "$secs"; kill -KILL -"$arg" 2>/dev/null; echo "expired $arg $(date +%s%3N 2>/dev/null)" ) &
-           eval "t_$arg=$!"
-         fi ;;
-    disarm) [ -n "$arg" ] && disarm "$arg" ;;
-    ping) echo "pong $arg" ;;
+    add) case $a in *[!0-9]*) ;; ?*) groups="$groups$a " ;; esac ;;
+    del) case $a in *[!0-9]*) ;; ?*) kept=' '; for g in $groups; do [ "$g" = "$a" ] || kept="$kept$g "; done; groups=$kept ;; esac ;;
+    cover) [ -n "$a" ] && [ -n "$b" ] && [ -n "$c" ] && { case $names in *" $a "*) ;; *) names="$names$a " ;; esac; leave "$a" "$b"; eval "c_$a=\\"\\\${c_$a:-} $b\\""; rearm "$a" "$c"; } ;;
+    uncover) [ -n "$a" ] && [ -n "$b" ] && [ -n "$c" ] && { leave "$a" "$b"; rearm "$a" "$c"; } ;;
+    deadline) [ -n "$a" ] && [ -n "$b" ] && rearm "$a" "$b" ;;
+    ping) echo "pong $a" ;;
   esac
 done
-for g in $groups; do disarm "$g"; kill -TERM -"$g" 2>/dev/null; done
+for n in $names; do untime "$n"; done
+for g in $groups; do kill -TERM -"$g" 2>/dev/null; done
 ticks=0
 while [ "$ticks" -lt ${Math.ceil(REAPER_GRACE_MS / 1000 / REAPER_TICK)} ]; do
   alive=
@@ -92,6 +110,9 @@ for g in $groups; do kill -KILL -"$g" 2>/dev/null; done
 exit 0
 `;
 
+/** Deadline names become shell variable names in the reaper. */
+const DEADLINE_NAME = /^[a-z0-9]{1,40}$/;
+
 const START_GUARD = `[ "$PPID" = "$0" ] || exit ${ORPHANED_AT_START_EXIT}; exec "$@"`;
 
 export interface LifelineOptions {
@@ -99,13 +120,17 @@ export interface LifelineOptions {
   pdeathsig?: boolean;
   /** Deadlines are kept on this clock's monotonic time (default: the system clock). */
   clock?: Clock;
+  /** Told each time the reaper killed a service because its deadline passed. */
+  expired?: () => void;
 }
 
 export class Lifeline {
   private reaper: ChildProcess | undefined;
   private readonly groups = new Set<number>();
-  /** Armed deadlines (monotonic instants), kept so a replaced reaper gets them too. */
-  private readonly deadlines = new Map<number, number>();
+  /** Deadlines by name (monotonic instants), kept so a replaced reaper gets them too. */
+  private readonly deadlines = new Map<string, number>();
+  /** Which deadline covers each process group. */
+  private readonly covered = new Map<number, string>();
   private closing = false;
   private pingSeq = 0;
   private readonly pongs = new Map<number, () => void>();
@@ -118,6 +143,7 @@ export class Lifeline {
     /** Absolute path of setpriv when pdeathsig is in use. */
     private readonly setpriv: string | undefined,
     private readonly clock: Clock,
+    private readonly onExpired: (() => void) | undefined,
   ) {
     this.restartFailures = new ReasonLog(
       log,
@@ -138,7 +164,7 @@ export class Lifeline {
         );
       }
     }
-    const lifeline = new Lifeline(log, setpriv, opts.clock ?? systemClock);
+    const lifeline = new Lifeline(log, setpriv, opts.clock ?? systemClock, opts.expired);
     try {
       await lifeline.startReaper();
     } catch (err) {
@@ -177,23 +203,52 @@ export class Lifeline {
 
   /** The group is gone (or stopped on purpose): forget it, so a reused number is never hit. */
   unregister(pgid: number): void {
-    this.deadlines.delete(pgid);
+    this.uncover(pgid);
     if (this.groups.delete(pgid)) this.send(`del ${pgid}`);
   }
 
   /**
-   * Dead-man's switch: SIGKILL the group `ms` from now unless armed again or disarmed first.
-   * Re-arm on every lease renewal while the service is logged in; disarm once it is out.
+   * Dead-man's switch: put the process group under `deadline`, which SIGKILLs every group it
+   * covers when it passes unless pushed back first (extend). A deadline not yet known is set
+   * `ms` from now; a known one is kept (it was pushed back by the latest renewal, `ms` may be
+   * older). Without a name the group gets a deadline of its own, set `ms` from now.
    */
+  cover(pgid: number, ms: number, deadline = `p${pgid}`): void {
+    if (!this.groups.has(pgid) || !DEADLINE_NAME.test(deadline)) return;
+    this.uncover(pgid);
+    const own = deadline === `p${pgid}`;
+    if (own || !this.deadlines.has(deadline)) this.deadlines.set(deadline, this.clock.monotonicMs() + ms);
+    this.covered.set(pgid, deadline);
+    this.send(`cover ${deadline} ${pgid} ${this.left(deadline)}`);
+  }
+
+  /** Take the group out from under its deadline: it is confirmed logged out. */
+  uncover(pgid: number): void {
+    const deadline = this.covered.get(pgid);
+    if (deadline === undefined) return;
+    this.covered.delete(pgid);
+    if (this.groups.has(pgid)) this.send(`uncover ${deadline} ${pgid} ${this.left(deadline)}`);
+    if (![...this.covered.values()].includes(deadline)) this.deadlines.delete(deadline);
+  }
+
+  /** Push `deadline` back to `ms` from now (one line to the reaper, whatever it covers). */
+  extend(deadline: string, ms: number): void {
+    if (!this.deadlines.has(deadline)) return;
+    this.deadlines.set(deadline, this.clock.monotonicMs() + ms);
+    this.send(`deadline ${deadline} ${this.left(deadline)}`);
+  }
+
+  /** One process group on a deadline of its own: SIGKILL it `ms` from now unless armed again. */
   arm(pgid: number, ms: number): void {
-    if (!this.groups.has(pgid)) return;
-    this.deadlines.set(pgid, this.clock.monotonicMs() + ms);
-    this.send(`arm ${pgid} ${Math.max(0, Math.floor(ms))}`);
+    this.cover(pgid, ms);
   }
 
   disarm(pgid: number): void {
-    this.deadlines.delete(pgid);
-    if (this.groups.has(pgid)) this.send(`disarm ${pgid}`);
+    this.uncover(pgid);
+  }
+
+  private left(deadline: string): number {
+    return Math.max(0, Math.floor((this.deadlines.get(deadline) ?? 0) - this.clock.monotonicMs()));
   }
 
   /** Round trip through the reaper: resolves once it has read everything sent before. */
@@ -268,6 +323,7 @@ export class Lifeline {
         if (expired) {
           // The kill time comes from the reaper's clock: this agent may only now be resumed.
           const killedAt = expired[2] ? new Date(Number(expired[2])).toISOString() : undefined;
+          this.onExpired?.();
           this.log.error(
             { servicePid: Number(expired[1]), killedAt },
             'service deadline expired before the agent renewed it (agent frozen or stalled?): the reaper killed the service',
@@ -294,8 +350,8 @@ export class Lifeline {
       await spawned;
       for (const pgid of this.groups) this.send(`add ${pgid}`);
       // A replaced reaper knows no deadline: give it what is left of each (a passed one fires now).
-      for (const [pgid, at] of this.deadlines)
-        this.send(`arm ${pgid} ${Math.max(0, Math.floor(at - this.clock.monotonicMs()))}`);
+      for (const [pgid, deadline] of this.covered)
+        this.send(`cover ${deadline} ${pgid} ${this.left(deadline)}`);
       await this.ping();
     } catch (err) {
       if (this.reaper === reaper) this.reaper = undefined;

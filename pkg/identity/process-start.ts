@@ -78,6 +78,8 @@ export abstract class ProcessStarter extends EventEmitter {
   protected preparing: Promise<void> | undefined;
   /** Monotonic instant by which a service under the current term must be dead (layer 4). */
   private deadlineAt: number | undefined;
+  /** The shared deadline the service joins (the session's), if any. */
+  private deadlineName: string | undefined;
 
   constructor(
     protected readonly spec: ProcessService,
@@ -114,8 +116,9 @@ export abstract class ProcessStarter extends EventEmitter {
    * process told to log in, a restart after a crash) is armed from that moment on, not from the
    * next renewal.
    */
-  armDeadline(ms: number | undefined): void {
+  armDeadline(ms: number | undefined, deadline?: string): void {
     this.deadlineAt = ms === undefined ? undefined : this.clock.monotonicMs() + ms;
+    this.deadlineName = ms === undefined ? undefined : deadline;
     const proc = this.proc;
     if (!proc?.alive || proc.pid === undefined) return;
     if (ms === undefined) this.opts.lifeline?.disarm(proc.pid);
@@ -124,8 +127,10 @@ export abstract class ProcessStarter extends EventEmitter {
 
   protected applyDeadline(proc: ServiceProcess): void {
     if (this.deadlineAt === undefined || proc.pid === undefined) return;
-    // Arming with a passed deadline kills at once: that is what the deadline means.
-    this.opts.lifeline?.arm(proc.pid, Math.max(0, this.deadlineAt - this.clock.monotonicMs()));
+    // Arming with a passed deadline kills at once: that is what the deadline means. A shared
+    // deadline the lifeline already knows keeps its own (later) instant.
+    const ms = Math.max(0, this.deadlineAt - this.clock.monotonicMs());
+    this.opts.lifeline?.cover(proc.pid, ms, this.deadlineName);
   }
 
   // ---- starting ------------------------------------------------------------------------

@@ -9,10 +9,11 @@
 //                         not fenced (one txn).
 // The fencing token is the revision of the write that made us leader (leadership.ts). Every
 // failure the loop retries after is reported through `onRetry` (retry.ts).
-import type { Etcd3, Watcher } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import type { Clock } from '../clock/index.js';
 import { CampaignAbandonedError, NotEligibleError, type FencingToken } from './errors.js';
 import { ETCD_CALL_MS, within } from './etcd.js';
+import { ChangeFeed } from './feed.js';
 import { assertName, type CandidateRecord, decode, Keys, LeaderRecord, TermEnd } from './keys.js';
 import { Leadership, type PreviousTerm, type TermContext } from './leadership.js';
 import { PeerSessions, type PeerHealth } from './peers.js';
@@ -58,6 +59,8 @@ export class Candidate implements TermContext {
   readonly keys: Keys;
   readonly clock: Clock;
   readonly retries: RetryReport;
+  /** This process's one watch of every identity's keys and every node's fence (feed.ts). */
+  readonly feed: ChangeFeed;
   private readonly client: Etcd3;
   /**
    * This process's view of every agent's renewals, started at once: a successor can only
@@ -81,6 +84,8 @@ export class Candidate implements TermContext {
     // One clock for the whole lease core: sightings, deadlines and waits must be comparable.
     this.clock = session.clock;
     this.retries = new RetryReport(this.clock, opts.onRetry);
+    this.feed = ChangeFeed.for(this.client, this.keys);
+    this.feed.interest(this.keys.leader(opts.identity), this.keys.fence(session.node));
     // Sessions live under the session's prefix, whatever prefix this identity's keys use.
     const view = PeerSessions.for(this.client, session.keys, this.clock);
     this.peers = view.ready;
@@ -380,8 +385,9 @@ export class Candidate implements TermContext {
   }
 
   /**
-   * Watch `keys` from `revision`+1; resolve on the first change, an abort, or a watch that
-   * failed (with its error). `onWatching` is told once every watch is in place.
+   * Wait for the first change of `keys` after `revision` on the shared feed, an abort, or a
+   * reason to read again (with the feed's error when it is in trouble). `onWatching` is told
+   * once the wait is in place.
    */
   private async waitForChange(
     keys: string[],
@@ -389,37 +395,8 @@ export class Candidate implements TermContext {
     signal: AbortSignal,
     onWatching: () => void,
   ): Promise<{ change: 'put' | 'delete' | 'other'; error?: unknown }> {
-    const watchers: Watcher[] = [];
-    let settled = false;
-    let onAbort = () => undefined as void;
-    try {
-      return await new Promise((resolve) => {
-        onAbort = () => resolve({ change: 'other' });
-        if (signal.aborted) return resolve({ change: 'other' });
-        signal.addEventListener('abort', onAbort, { once: true });
-        for (const key of keys) {
-          this.client
-            .watch()
-            .key(key)
-            .startRevision(String(BigInt(revision) + 1n))
-            .create()
-            .then((watcher) => {
-              // Created after the wait ended: cancel it at once, or it leaks for good.
-              if (settled) return void watcher.cancel().catch(() => undefined);
-              watchers.push(watcher);
-              if (watchers.length === keys.length) onWatching();
-              // A watch error (compaction, cancel) means: read again.
-              watcher.on('error', (error: Error) => resolve({ change: 'other', error }));
-              watcher.on('put', () => resolve({ change: key === keys[0] ? 'put' : 'other' }));
-              watcher.on('delete', () => resolve({ change: key === keys[0] ? 'delete' : 'other' }));
-            })
-            .catch((error: unknown) => resolve({ change: 'other', error }));
-        }
-      });
-    } finally {
-      settled = true;
-      signal.removeEventListener('abort', onAbort);
-      for (const watcher of watchers) void watcher.cancel().catch(() => undefined);
-    }
+    const waiting = this.feed.waitForChange(keys, BigInt(revision), signal);
+    onWatching();
+    return waiting;
   }
 }

@@ -9,6 +9,14 @@ import { ClientClosedError, Etcd3, EtcdLeaseInvalidError, isRecoverableError, ty
 const GRPC_KEEPALIVE_TIME_MS = 5_000;
 const GRPC_KEEPALIVE_TIMEOUT_MS = 1_000;
 
+const GRPC_OPTIONS = {
+  'grpc.keepalive_time_ms': GRPC_KEEPALIVE_TIME_MS,
+  'grpc.keepalive_timeout_ms': GRPC_KEEPALIVE_TIMEOUT_MS,
+  // Only while calls or streams are open (watches, keepalives): etcd counts idle pings as
+  // abuse and makes the client back off to 10 s.
+  'grpc.keepalive_permit_without_calls': 0,
+};
+
 export interface EtcdConnectOptions {
   endpoints: string[];
   credentials?: IOptions['credentials'];
@@ -22,13 +30,7 @@ export interface EtcdConnectOptions {
  * the caller's deadline.
  */
 export function connectEtcd(opts: EtcdConnectOptions): Etcd3 {
-  const grpcOptions = {
-    'grpc.keepalive_time_ms': GRPC_KEEPALIVE_TIME_MS,
-    'grpc.keepalive_timeout_ms': GRPC_KEEPALIVE_TIMEOUT_MS,
-    // Only while calls or streams are open (watches, keepalives): etcd counts idle pings as
-    // abuse and makes the client back off to 10 s.
-    'grpc.keepalive_permit_without_calls': 0,
-  };
+  const grpcOptions = GRPC_OPTIONS;
   const client = new Etcd3({
     hosts: opts.endpoints,
     credentials: opts.credentials,
@@ -39,20 +41,7 @@ export function connectEtcd(opts: EtcdConnectOptions): Etcd3 {
       global: retry(handleWhen(isRecoverableError), { maxAttempts: opts.endpoints.length > 1 ? 2 : 0 }),
     },
   });
-  // One client per endpoint, with connections of its own, for the session's renewals: the
-  // session picks the endpoint itself and moves on when one does not answer, and a renewal
-  // that times out resets only its own channel (the library resets every channel of a host
-  // on a timeout, watches included).
-  const perEndpoint = opts.endpoints.map(
-    (endpoint) =>
-      new Etcd3({
-        hosts: [endpoint],
-        credentials: opts.credentials,
-        auth: opts.auth,
-        grpcOptions: { ...grpcOptions, 'grpc.use_local_subchannel_pool': 1 },
-        faultHandling: { host: () => noop, global: noop },
-      }),
-  );
+  const perEndpoint = perEndpointClients(opts);
   RENEWAL_CLIENTS.set(client, perEndpoint);
   const closeMain = client.close.bind(client);
   client.close = () => {
@@ -63,6 +52,25 @@ export function connectEtcd(opts: EtcdConnectOptions): Etcd3 {
 }
 
 const RENEWAL_CLIENTS = new WeakMap<Etcd3, Etcd3[]>();
+
+/**
+ * One client per endpoint, with connections of its own, for a session's renewals: the
+ * session picks the endpoint itself and moves on when one does not answer, and a renewal
+ * that times out resets only its own channel (the library resets every channel of a host on
+ * a timeout, watches included).
+ */
+export function perEndpointClients(opts: EtcdConnectOptions): Etcd3[] {
+  return opts.endpoints.map(
+    (endpoint) =>
+      new Etcd3({
+        hosts: [endpoint],
+        credentials: opts.credentials,
+        auth: opts.auth,
+        grpcOptions: { ...GRPC_OPTIONS, 'grpc.use_local_subchannel_pool': 1 },
+        faultHandling: { host: () => noop, global: noop },
+      }),
+  );
+}
 
 /** The clients a session renews through: one per endpoint when made by connectEtcd. */
 export function renewalClients(client: Etcd3): Etcd3[] {

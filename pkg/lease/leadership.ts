@@ -4,12 +4,12 @@
 // when its key is deleted or moved (watched; a broken watch is replaced after a re-read), when
 // its session must stop, or when it resigns. Before logging in, a new leader passes the login
 // gate (gate.ts, S3); its login state is a record guarded by the token (setLoggedIn).
-import type { IKeyValue, Watcher } from 'etcd3';
 import type { Clock } from '../clock/index.js';
 import { decideClearance, type ClearanceFacts, type ClearanceVerdict } from './clearance.js';
 import { TypedEmitter } from './emitter.js';
 import { CampaignAbandonedError, FencedNodeError, StaleTokenError, type FencingToken } from './errors.js';
 import { ETCD_CALL_MS, within } from './etcd.js';
+import type { ChangeFeed } from './feed.js';
 import { readClearanceFacts, waitForClearance } from './gate.js';
 import type { Keys, LeaderRecord, LoginRecord, TermEnd } from './keys.js';
 import type { PeerSessions } from './peers.js';
@@ -43,6 +43,8 @@ export interface TermContext {
   readonly peers: Promise<PeerSessions>;
   readonly clock: Clock;
   readonly retries: RetryReport;
+  /** The shared watch the term follows its own key on. */
+  readonly feed: ChangeFeed;
   /** Set as a term starts, so the campaign never re-adopts a term of its own that ended. */
   lastOwnToken: FencingToken | undefined;
   /** Report trouble of the view of other sessions until the returned function is called. */
@@ -55,7 +57,8 @@ export interface TermContext {
  */
 export class Leadership extends TypedEmitter<LeadershipEvents> {
   private ended: LeadershipEvents['lost'] | undefined;
-  private watcher: Watcher | undefined;
+  /** Stops following our key on the feed. */
+  private unfollow: (() => void) | undefined;
   private loggedInValue = false;
   /** Held on the session from the first `setLoggedIn(true)` until the logout is confirmed. */
   private releaseHold: Release | undefined;
@@ -91,55 +94,44 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
   }
 
   /**
-   * Watch our own key: a deletion or a move ends the term even if the session lives. The
-   * watch is created within ETCD_CALL_MS (or the campaign's abort): a leader that cannot watch
-   * its key refuses the term rather than act blind.
+   * Follow our own key on the shared feed: a deletion or a move ends the term even if the
+   * session lives. A feed that cannot tell what happened since our read makes us read again.
    */
-  async start(revision: string, signal?: AbortSignal): Promise<Leadership> {
+  async start(revision: string, _signal?: AbortSignal): Promise<Leadership> {
     this.ctx.lastOwnToken = this.token;
     const onStop = () => this.end('session');
     this.session.on('must-stop', onStop);
-    void this.whenLost().then(() => this.session.off('must-stop', onStop));
+    void this.whenLost().then(() => {
+      this.session.off('must-stop', onStop);
+      this.unfollow?.();
+    });
     if (!this.session.mayAct()) this.end('session');
-    await this.watchOwnKey(BigInt(revision) + 1n, signal);
+    this.followOwnKey(BigInt(revision));
     return this;
   }
 
-  private async watchOwnKey(fromRevision: bigint, signal?: AbortSignal): Promise<void> {
+  private followOwnKey(readAt: bigint): void {
     if (this.ended) return;
-    const pending = this.session.client.watch().key(this.key).startRevision(String(fromRevision)).create();
-    let cancelTimer: (() => void) | undefined;
-    const gaveUp = new Promise<undefined>((resolve) => {
-      cancelTimer = this.ctx.clock.after(ETCD_CALL_MS, () => resolve(undefined));
-      signal?.addEventListener('abort', () => resolve(undefined), { once: true });
-      void this.whenLost().then(() => resolve(undefined));
+    this.unfollow?.();
+    this.unfollow = this.ctx.feed.follow(this.key, readAt, {
+      // The key is written once per term: any later write is a new term (a transfer).
+      change: (c) => this.end(c.kind === 'delete' ? 'key-deleted' : 'key-moved'),
+      resync: (error) => void this.reread(error),
     });
-    const watcher = await Promise.race([pending.catch(() => undefined), gaveUp]);
-    cancelTimer?.();
-    if (!watcher || this.ended) {
-      // Created late (or never): cancel whatever arrives, so no watch leaks.
-      void pending.then((w) => w.cancel()).catch(() => undefined);
-      if (!this.ended) this.end('session');
-      throw new CampaignAbandonedError(
-        `could not watch ${this.key} within ${ETCD_CALL_MS} ms after winning term ${this.token}; giving the term back`,
-      );
-    }
-    this.watcher = watcher;
-    watcher.on('delete', () => this.end('key-deleted'));
-    // The key is written once per term: any later write is a new term (a transfer).
-    watcher.on('put', (kv: IKeyValue) => {
-      if (BigInt(kv.mod_revision) !== this.token) this.end('key-moved');
-    });
-    // A cancelled watch (compaction, server cancel) is gone for good: re-read, and if the key
-    // is still ours watch again from that read; never carry on without a watch.
-    watcher.on('error', () => void this.rewatch(watcher));
   }
 
-  private async rewatch(broken: Watcher): Promise<void> {
-    if (this.watcher !== broken || this.ended) return;
-    this.watcher = undefined;
-    void broken.cancel().catch(() => undefined);
+  /**
+   * The feed could not tell what happened to our key: read it, and follow it again if still
+   * ours. A feed in trouble (`error`) is read again after a pause, not in a tight loop.
+   */
+  private async reread(error?: Error): Promise<void> {
+    this.unfollow?.();
+    this.unfollow = undefined;
     const retries = this.ctx.retries;
+    if (error) {
+      retries.failed('own-key watch', `watching ${this.key} (term ${this.token})`, error);
+      await this.ctx.clock.sleep(RETRY_MS);
+    }
     try {
       while (!this.ended) {
         try {
@@ -149,20 +141,20 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
             this.end(current ? 'key-moved' : 'key-deleted');
             return;
           }
-          await this.watchOwnKey(BigInt(res.header.revision) + 1n);
+          this.followOwnKey(BigInt(res.header.revision));
+          // While the feed cannot watch, the key is read again every RETRY_MS: still in trouble.
+          const trouble = this.ctx.feed.troubleFor(this.key);
+          if (trouble) retries.failed('own-key watch', `watching ${this.key} (term ${this.token})`, trouble);
+          else retries.succeeded('own-key watch');
           return;
         } catch (err) {
           // etcd unreachable: retry; the session's self-fence clock ends the term if it lasts.
-          retries.failed(
-            'own-key watch',
-            `watching ${this.key} again after its watch broke (term ${this.token})`,
-            err,
-          );
+          retries.failed('own-key watch', `reading ${this.key} again (term ${this.token})`, err);
           await this.ctx.clock.sleep(RETRY_MS);
         }
       }
     } finally {
-      retries.succeeded('own-key watch');
+      if (this.ended) retries.succeeded('own-key watch');
     }
   }
 
@@ -184,7 +176,7 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
   private end(reason: LeadershipEvents['lost']['reason']): void {
     if (this.ended) return;
     this.ended = { reason, at: this.ctx.clock.wallMs() };
-    void this.watcher?.cancel().catch(() => undefined);
+    this.unfollow?.();
     this.emit('lost', this.ended);
     for (const resolve of this.endWaiters.splice(0)) resolve(this.ended);
   }

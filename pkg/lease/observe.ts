@@ -1,7 +1,9 @@
 // Observing an identity's leader from outside (controller, CLI, standbys' dashboards).
 // Every change is reported in order; after a watch error (compaction, cancel) the state is
 // read again (ResyncingWatch), so the observer never ends up on a stale view.
-import type { Etcd3, IKeyValue } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
+import { ETCD_CALL_MS, within } from './etcd.js';
+import { ChangeFeed } from './feed.js';
 import type { FencingToken } from './errors.js';
 import { decode, Keys, LeaderRecord } from './keys.js';
 import { ResyncingWatch } from './watch.js';
@@ -12,8 +14,11 @@ export interface LeaderState {
   revision: bigint;
 }
 
+/** Pause before reading again while the shared feed is in trouble. */
+const FEED_TROUBLE_PAUSE_MS = 500;
+
 export class LeaderObserver {
-  private watch: ResyncingWatch | undefined;
+  private watch: { close(): Promise<void> } | undefined;
   private lastToken: FencingToken | undefined | null = null;
   private troubled = false;
 
@@ -42,16 +47,85 @@ export class LeaderObserver {
         snapshot: (kvs, revision) => {
           if (observer.troubled) onTrouble?.(undefined);
           observer.troubled = false;
-          observer.report({ leader: kvs[0] ? observer.parse(kvs[0]) : undefined, revision });
+          observer.report({
+            leader: kvs[0] ? observer.parse(kvs[0].value, kvs[0].mod_revision) : undefined,
+            revision,
+          });
         },
         trouble: (err) => {
           observer.troubled = true;
           onTrouble?.(err);
         },
-        put: (kv) => observer.report({ leader: observer.parse(kv), revision: BigInt(kv.mod_revision) }),
+        put: (kv) =>
+          observer.report({
+            leader: observer.parse(kv.value, kv.mod_revision),
+            revision: BigInt(kv.mod_revision),
+          }),
         delete: (kv) => observer.report({ leader: undefined, revision: BigInt(kv.mod_revision) }),
       },
     );
+    return observer;
+  }
+
+  /**
+   * The same, on this process's shared change feed (feed.ts) instead of a watch of its own:
+   * what an agent hosting many identities uses, so its watches do not grow with them.
+   */
+  static async follow(
+    client: Etcd3,
+    identity: string,
+    onChange: (state: LeaderState) => void,
+    keys = new Keys(),
+    onTrouble?: (err: Error | undefined) => void,
+  ): Promise<LeaderObserver> {
+    const observer = new LeaderObserver(keys.leader(identity), onChange);
+    const feed = ChangeFeed.for(client, keys);
+    let closed = false;
+    let unfollow: (() => void) | undefined;
+    let reading: Promise<void> | undefined;
+    const read = async (pause: boolean): Promise<void> => {
+      unfollow?.();
+      unfollow = undefined;
+      for (let attempt = 0; !closed; attempt++) {
+        if (pause || attempt > 0) await new Promise((r) => setTimeout(r, FEED_TROUBLE_PAUSE_MS));
+        if (closed) return;
+        try {
+          const res = await client.get(observer.key).options(within(ETCD_CALL_MS)).exec();
+          const revision = BigInt(res.header.revision);
+          if (observer.troubled) onTrouble?.(undefined);
+          observer.troubled = false;
+          const kv = res.kvs[0];
+          observer.report({ leader: kv ? observer.parse(kv.value, kv.mod_revision) : undefined, revision });
+          unfollow = feed.follow(observer.key, revision, {
+            change: (c) =>
+              observer.report({
+                leader: c.kind === 'put' ? observer.parse(c.value, String(c.revision)) : undefined,
+                revision: c.revision,
+              }),
+            resync: (error) => {
+              if (error) {
+                observer.troubled = true;
+                onTrouble?.(error);
+              }
+              reading = read(error !== undefined);
+            },
+          });
+          return;
+        } catch (err) {
+          observer.troubled = true;
+          onTrouble?.(err as Error);
+        }
+      }
+    };
+    reading = read(false);
+    await reading;
+    observer.watch = {
+      close: async () => {
+        closed = true;
+        unfollow?.();
+        await reading;
+      },
+    };
     return observer;
   }
 
@@ -62,8 +136,8 @@ export class LeaderObserver {
     this.onChange(state);
   }
 
-  private parse(kv: IKeyValue) {
-    return { record: decode(LeaderRecord, kv.value, this.key)!, token: BigInt(kv.mod_revision) };
+  private parse(value: Buffer | undefined, modRevision: string) {
+    return { record: decode(LeaderRecord, value, this.key)!, token: BigInt(modRevision) };
   }
 
   async close(): Promise<void> {

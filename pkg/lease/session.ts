@@ -1,11 +1,8 @@
 // An agent's session: one etcd lease, renewed every T/10, and the self-fence clock.
 //
-// Each renewal is two calls: a keepalive (it keeps the lease) and a rewrite of the session's
-// own key, bound to the lease (it proves the lease alive *and* shows the renewal to every
-// other node: keepalives leave no trace anyone else can see). Both go to one endpoint at a
-// time, through a client of its own (etcd.ts), each bounded; one that does not answer in
-// time moves the session to the next endpoint at once. An etcd member that died, froze or
-// lost its leader therefore costs a renewal or two, not the seconds gRPC takes to notice.
+// Each renewal is a keepalive and a rewrite of the session's own key (renewer.ts). An agent
+// renews from a thread of its own (renewal-thread.ts): a burst of logins (each process spawn
+// blocks this thread until the child has exec'd) must never hold a renewal back.
 // The self-fence clock runs on this process's monotonic time from the *send* time of the
 // last session-key write etcd acknowledged. Any node that saw that write saw it after we
 // sent it, so it can bound how long we may still act on its own clock (peers.ts). At
@@ -17,10 +14,12 @@
 // The session never revokes its lease while a service may still run under it: holders
 // (`hold()`) release once their service is confirmed out, and the revoke waits for all of
 // them or for the must-be-out instant, whichever comes first.
-import type { Etcd3, IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import { systemClock, type Clock } from '../clock/index.js';
 import { TypedEmitter } from './emitter.js';
-import { isLeaseGone, renewalClients, within } from './etcd.js';
+import { isLeaseGone, renewalClients, within, type EtcdConnectOptions } from './etcd.js';
+import { Renewer, type RenewalTarget } from './renewer.js';
+import { RenewalThread } from './renewal-thread.js';
 import { Keys, type SessionRecord } from './keys.js';
 import { leaseTiming, type LeaseTiming, type LeaseTimingInput } from './timing.js';
 
@@ -33,8 +32,6 @@ const LEASE_CALL_MS = 1_500;
  */
 const RENEW_CALL_SHARE = 1 / 10;
 const RENEW_CALL_MIN_MS = 100;
-/** Pause before retrying a failed renewal write. */
-const RENEW_RETRY_MS = 50;
 /** How long a finished session keeps trying to revoke its lease so standbys need not wait T. */
 const REVOKE_RETRY_WINDOW_FACTOR = 3;
 const REVOKE_RETRY_MS = 250;
@@ -88,12 +85,23 @@ export interface SessionOptions {
   renewVia?: Etcd3[];
   /** The clock of the self-fence deadline, the renewals and every wait (default: systemClock). */
   clock?: Clock;
+  /**
+   * Renew from a thread of its own, with clients of its own made from these settings (the
+   * same etcd as `client`). Needs the system clock. Default: renew in this thread.
+   */
+  renewalThread?: EtcdConnectOptions;
 }
 
-type KeepaliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse> & {
-  /** gRPC's cancel: `end()` is only a half-close, which a frozen member never completes. */
-  cancel?: () => void;
-};
+/** Where the renewals run: this thread, or a renewal thread. */
+export interface RenewalEngine {
+  /** Renew every keepalive interval until stop(). */
+  start(): void;
+  stop(): void;
+  /** The latest acknowledged renewal known right now, if the engine keeps its own record. */
+  latest(): { sentAt: number; sentWall: number } | undefined;
+  /** Why the latest renewal attempt failed, until one is acknowledged. */
+  readonly lastError: string | undefined;
+}
 
 /** Validate either form: a precomputed LeaseTiming is checked again, never trusted. */
 function validTiming(t: LeaseTimingInput | LeaseTiming, context: string): LeaseTiming {
@@ -114,17 +122,9 @@ export class Session extends TypedEmitter<SessionEvents> {
    * goes on: the wall clock, which keeps counting, is checked too, and the larger wins.
    */
   private renewedSentWall: number;
-  /** The clients renewals go through (one per endpoint) and the one in use. */
-  private readonly via: Etcd3[];
-  private endpoint = 0;
-  private keepaliveInFlight = false;
-  /** Why the latest renewal attempt failed; cleared by an acknowledged one. */
-  private lastRenewalError: string | undefined;
-  /** Cancels the next renewal round (they run every T/10 until must-stop). */
-  private cancelRenewals: (() => void) | undefined;
+  private engine!: RenewalEngine;
   /** Cancels the timer that raises must-stop at the self-fence deadline. */
   private cancelFenceTimer: (() => void) | undefined;
-  private renewing = false;
   private mustStopEvent: MustStop | undefined;
   private lostEvent: Lost | undefined;
   private readonly mustStopWaiters: Array<(e: MustStop) => void> = [];
@@ -141,11 +141,9 @@ export class Session extends TypedEmitter<SessionEvents> {
     readonly timing: LeaseTiming,
     readonly keys: Keys,
     renewedSentAt: number,
-    via: Etcd3[],
     readonly clock: Clock,
   ) {
     super();
-    this.via = via.length > 0 ? via : [client];
     this.renewedSentAt = renewedSentAt;
     this.renewedSentWall = clock.wallMs() - (clock.monotonicMs() - renewedSentAt);
     this.sessionKey = keys.session(leaseId);
@@ -161,18 +159,39 @@ export class Session extends TypedEmitter<SessionEvents> {
     const timing = validTiming(opts.timing, `session of ${opts.node}`);
     const keys = opts.keys ?? new Keys();
     const clock = opts.clock ?? systemClock;
+    if (opts.renewalThread && clock !== systemClock) {
+      throw new Error(
+        `node ${opts.node}: a renewal thread runs on the system clock only; leave renewalThread out with another clock`,
+      );
+    }
+    // The thread loads and connects before there is a lease to lose.
+    const thread = opts.renewalThread
+      ? new RenewalThread(opts.renewalThread, timing, renewBoundMs(timing))
+      : undefined;
+    if (thread) {
+      try {
+        await thread.ready();
+      } catch (err) {
+        throw new Error(`node ${opts.node}: could not open an etcd session: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+    }
     const sentAt = clock.monotonicMs();
     let granted;
     try {
       granted = await client.leaseClient.leaseGrant({ TTL: timing.ttlSeconds, ID: 0 }, within(LEASE_CALL_MS));
     } catch (err) {
+      thread?.stop();
       throw new Error(
         `node ${opts.node}: could not open an etcd session (lease grant, ${LEASE_CALL_MS} ms): ${(err as Error).message}; check the etcd endpoints and that etcd is healthy`,
         { cause: err },
       );
     }
-    const revoke = () =>
-      client.leaseClient.leaseRevoke({ ID: granted.ID }, within(LEASE_CALL_MS)).catch(() => undefined);
+    const revoke = () => {
+      thread?.stop();
+      return client.leaseClient.leaseRevoke({ ID: granted.ID }, within(LEASE_CALL_MS)).catch(() => undefined);
+    };
     // The fence arithmetic assumes etcd expires the lease T after a renewal: a TTL raised by
     // etcd (below its minimum) or lowered by a proxy would break it either way.
     if (Number(granted.TTL) !== timing.ttlSeconds) {
@@ -182,16 +201,7 @@ export class Session extends TypedEmitter<SessionEvents> {
           `set lease.ttlSeconds to at least etcd's minimum (1.5 × its election timeout) or check what sits between this node and etcd`,
       );
     }
-    const session = new Session(
-      client,
-      opts.node,
-      granted.ID,
-      timing,
-      keys,
-      sentAt,
-      opts.renewVia ?? renewalClients(client),
-      clock,
-    );
+    const session = new Session(client, opts.node, granted.ID, timing, keys, sentAt, clock);
     try {
       await client
         .put(session.sessionKey)
@@ -205,8 +215,32 @@ export class Session extends TypedEmitter<SessionEvents> {
         { cause: err },
       );
     }
+    const target: RenewalTarget = {
+      leaseId: granted.ID,
+      sessionKey: session.sessionKey,
+      sessionValue: session.sessionValue,
+    };
+    const report = {
+      renewed: (sentAt: number, sentWall: number) => session.onRenewed(sentAt, sentWall),
+      gone: () => session.onGone(),
+    };
+    if (thread) thread.begin(target, sentAt, report);
+    session.engine = thread
+      ? thread
+      : localRenewal(
+          new Renewer(
+            opts.renewVia ?? renewalClients(client),
+            target,
+            renewBoundMs(timing),
+            clock,
+            () => session.mayAct(),
+            report,
+          ),
+          timing.keepaliveIntervalMs,
+          clock,
+        );
     session.armFenceTimer();
-    session.renewEvery(timing.keepaliveIntervalMs);
+    session.engine.start();
     return session;
   }
 
@@ -241,6 +275,13 @@ export class Session extends TypedEmitter<SessionEvents> {
 
   /** Time since the send of the last acknowledged renewal, by whichever clock says more. */
   private sinceRenewalMs(): number {
+    // A renewal thread records its acknowledgements where this thread reads them at once,
+    // however busy it is: a renewal is never missed for want of this thread's attention.
+    const latest = this.stateValue === 'alive' ? this.engine?.latest() : undefined;
+    if (latest && latest.sentAt > this.renewedSentAt) {
+      this.renewedSentAt = latest.sentAt;
+      this.renewedSentWall = latest.sentWall;
+    }
     return Math.max(
       this.clock.monotonicMs() - this.renewedSentAt,
       this.clock.wallMs() - this.renewedSentWall,
@@ -289,127 +330,24 @@ export class Session extends TypedEmitter<SessionEvents> {
     return this.lost();
   }
 
-  /** A renewal round now, and every `intervalMs` after, until must-stop cancels them. */
-  private renewEvery(intervalMs: number): void {
-    this.renew();
-    if (this.stateValue === 'alive') {
-      this.cancelRenewals = this.clock.after(intervalMs, () => this.renewEvery(intervalMs));
+  /** The renewal sent at `sentAt` was acknowledged (in time, the engine checked). */
+  private onRenewed(sentAt: number, sentWall: number): void {
+    if (this.stateValue !== 'alive') return;
+    if (sentAt > this.renewedSentAt) {
+      this.renewedSentAt = sentAt;
+      this.renewedSentWall = sentWall;
     }
-  }
-
-  /** One renewal round: a keepalive and a write of the session key. */
-  private renew(): void {
+    // An answer processed after the deadline (a stall) must not un-fence: check first.
     if (!this.mayAct()) return;
-    if (!this.keepaliveInFlight) void this.keepaliveOnce();
-    if (!this.renewing) void this.renewSessionKey();
+    this.armFenceTimer();
+    this.emit('renewed', { sentAt, rttMs: this.clock.monotonicMs() - sentAt });
   }
 
-  private get boundMs(): number {
-    return Math.max(RENEW_CALL_MIN_MS, Math.floor(this.timing.ttlMs * RENEW_CALL_SHARE));
-  }
-
-  private current(): Etcd3 {
-    return this.via[this.endpoint % this.via.length]!;
-  }
-
-  /** The endpoint `used` did not answer: the next call goes to the next one. */
-  private moveOn(used: Etcd3, why: string): void {
-    this.lastRenewalError = `${why} (endpoint ${(this.endpoint % this.via.length) + 1} of ${this.via.length})`;
-    if (this.current() === used) this.endpoint = (this.endpoint + 1) % this.via.length;
-  }
-
-  /**
-   * Write the session key until etcd acknowledges it, each attempt bounded: a write stuck on
-   * a frozen member or lost in a raft election is sent again at once to the next endpoint.
-   */
-  private async renewSessionKey(): Promise<void> {
-    this.renewing = true;
-    try {
-      while (this.mayAct()) {
-        const client = this.current();
-        const sentAt = this.clock.monotonicMs();
-        const sentWall = this.clock.wallMs();
-        try {
-          await client
-            .put(this.sessionKey)
-            .value(this.sessionValue)
-            .lease(this.leaseId)
-            .options(within(this.boundMs));
-        } catch (err) {
-          if (isLeaseGone(err)) {
-            // etcd no longer has the lease: revoked by someone else, or expired.
-            this.raiseMustStop('lease-gone');
-            this.finish({ reason: 'lease-gone', at: this.clock.wallMs(), revoked: false });
-            return;
-          }
-          this.moveOn(client, `session-key write failed: ${(err as Error).message}`);
-          await this.clock.sleep(RENEW_RETRY_MS, undefined, { background: true });
-          continue;
-        }
-        // An answer processed after the deadline (a stall) must not un-fence: check first.
-        if (!this.mayAct()) return;
-        if (sentAt > this.renewedSentAt) {
-          this.renewedSentAt = sentAt;
-          this.renewedSentWall = sentWall;
-        }
-        this.lastRenewalError = undefined;
-        this.armFenceTimer();
-        this.emit('renewed', { sentAt, rttMs: this.clock.monotonicMs() - sentAt });
-        return;
-      }
-    } finally {
-      this.renewing = false;
-    }
-  }
-
-  /**
-   * One keepalive on a stream of its own, bounded: renewals queue behind each other on a
-   * shared stream, so one stuck on a member forwarding to a dead leader would hold back
-   * every later one. TTL 0 means the lease is gone; no answer in time moves us on.
-   */
-  private async keepaliveOnce(): Promise<void> {
-    this.keepaliveInFlight = true;
-    const client = this.current();
-    let rpc: KeepaliveStream | undefined;
-    let settled = false;
-    let cancelBound: (() => void) | undefined;
-    const drop = (stream: KeepaliveStream) => {
-      stream.on('error', () => undefined); // a cancelled stream reports its cancellation
-      if (stream.cancel) stream.cancel();
-      else stream.end();
-    };
-    try {
-      const answer = await new Promise<ILeaseKeepAliveResponse | undefined>((resolve) => {
-        cancelBound = this.clock.after(this.boundMs, () => resolve(undefined));
-        client.leaseClient
-          .leaseKeepAlive()
-          .then((stream) => {
-            const s = stream as KeepaliveStream;
-            // Opened after the bound ran out: drop it at once, or it stays open for good.
-            if (settled) return drop(s);
-            rpc = s;
-            s.on('data', (res: ILeaseKeepAliveResponse) => resolve(res));
-            s.on('error', () => resolve(undefined));
-            s.on('end', () => resolve(undefined));
-            s.write({ ID: this.leaseId });
-          })
-          .catch(() => resolve(undefined));
-      });
-      if (!answer) {
-        this.moveOn(client, `keepalive unanswered within ${this.boundMs} ms`);
-        return;
-      }
-      if (answer.TTL === '0' && this.stateValue === 'alive') {
-        this.raiseMustStop('lease-gone');
-        this.finish({ reason: 'lease-gone', at: this.clock.wallMs(), revoked: false });
-      }
-      // A live answer keeps the lease; only the session-key write renews the fence clock.
-    } finally {
-      settled = true;
-      cancelBound?.();
-      this.keepaliveInFlight = false;
-      if (rpc) drop(rpc);
-    }
+  /** etcd no longer has the lease: revoked by someone else, or expired. */
+  private onGone(): void {
+    if (this.stateValue !== 'alive') return;
+    this.raiseMustStop('lease-gone');
+    this.finish({ reason: 'lease-gone', at: this.clock.wallMs(), revoked: false });
   }
 
   private armFenceTimer(): void {
@@ -425,7 +363,7 @@ export class Session extends TypedEmitter<SessionEvents> {
   private raiseMustStop(reason: StopReason): void {
     if (this.stateValue !== 'alive') return;
     this.stateValue = 'stopping';
-    this.cancelRenewals?.();
+    this.engine?.stop();
     this.cancelFenceTimer?.();
     const since = this.sinceRenewalMs();
     this.mustStopEvent = {
@@ -433,7 +371,7 @@ export class Session extends TypedEmitter<SessionEvents> {
       at: this.clock.wallMs(),
       sinceRenewalMs: since,
       mustBeOutBy: this.clock.monotonicMs() - since + this.timing.mustBeOutByMs,
-      ...(this.lastRenewalError ? { lastError: this.lastRenewalError } : {}),
+      ...(this.engine?.lastError ? { lastError: this.engine.lastError } : {}),
     };
     this.emit('must-stop', this.mustStopEvent);
     for (const resolve of this.mustStopWaiters.splice(0)) resolve(this.mustStopEvent);
@@ -495,4 +433,30 @@ export class Session extends TypedEmitter<SessionEvents> {
     this.emit('lost', event);
     for (const resolve of this.lostWaiters.splice(0)) resolve(event);
   }
+}
+
+function renewBoundMs(timing: LeaseTiming): number {
+  return Math.max(RENEW_CALL_MIN_MS, Math.floor(timing.ttlMs * RENEW_CALL_SHARE));
+}
+
+/** Renewals in this thread: a round now and every `intervalMs` after, until stopped. */
+function localRenewal(renewer: Renewer, intervalMs: number, clock: Clock): RenewalEngine {
+  let cancel: (() => void) | undefined;
+  let stopped = false;
+  const every = () => {
+    if (stopped) return;
+    renewer.round();
+    cancel = clock.after(intervalMs, every);
+  };
+  return {
+    start: every,
+    stop() {
+      stopped = true;
+      cancel?.();
+    },
+    latest: () => undefined,
+    get lastError() {
+      return renewer.lastError;
+    },
+  };
 }

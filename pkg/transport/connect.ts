@@ -14,7 +14,7 @@ import {
   type NatsConnection,
 } from 'nats';
 import type { Logger } from 'pino';
-import { connectEtcd } from '../lease/index.js';
+import { connectEtcd, type EtcdConnectOptions } from '../lease/index.js';
 import { withoutUserinfo } from '../log/index.js';
 import { readUserSeed } from '../natsauth/keys.js';
 
@@ -46,7 +46,12 @@ export interface NatsSettings {
 }
 
 export function etcdFromSettings(e: EtcdSettings): Etcd3 {
-  return connectEtcd({
+  return connectEtcd(etcdConnectOptions(e));
+}
+
+/** The connection settings themselves (a session's renewal thread connects with them too). */
+export function etcdConnectOptions(e: EtcdSettings): EtcdConnectOptions {
+  return {
     endpoints: e.endpoints,
     ...(e.tls
       ? {
@@ -58,7 +63,7 @@ export function etcdFromSettings(e: EtcdSettings): Etcd3 {
         }
       : {}),
     ...(e.auth ? { auth: e.auth } : {}),
-  });
+  };
 }
 
 /** What the server refused, from a status event of nats.js (undefined: not a refusal). */

@@ -55,4 +55,42 @@ describe('lifeline deadline (real processes)', function () {
     expect(child.exitCode === null && child.signalCode === null, 'still running after disarm').to.equal(true);
     expect(lifeline.reaperPid).to.equal(reaper);
   });
+
+  it('one shared deadline covers many services: pushed back once per renewal, it kills all it still covers when the pushes stop', async () => {
+    const services = await Promise.all([service(), service(), service()]);
+    const [a, b, out] = services.map((s) => s.child);
+    for (const child of [a!, b!, out!]) lifeline.cover(child.pid!, 300, 's42');
+    // Renewals: one push of the deadline each, whatever the number of services it covers.
+    for (let i = 0; i < 6; i++) {
+      lifeline.extend('s42', 300);
+      await delay(100);
+    }
+    const running = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
+    expect(
+      services.every((s) => running(s.child)),
+      'all running while the deadline is pushed back',
+    ).to.equal(true);
+    // One logged out (confirmed): it leaves the deadline, the others stay under it.
+    lifeline.uncover(out!.pid!);
+    const stoppedAt = performance.now();
+    expect(await withTimeout(services[0]!.exited, 5_000, 'a to be killed')).to.equal('SIGKILL');
+    expect(await withTimeout(services[1]!.exited, 5_000, 'b to be killed')).to.equal('SIGKILL');
+    expect(performance.now() - stoppedAt, 'not before the deadline').to.be.at.least(150);
+    await lifeline.ping();
+    expect(running(out!), 'the service that left the deadline is left alone').to.equal(true);
+  });
+
+  it('a service that joins a deadline already pushed back gets the later instant, not its own older one', async () => {
+    const first = await service();
+    lifeline.cover(first.child.pid!, 400, 's43');
+    lifeline.extend('s43', 1_500);
+    // A restart under the same term: the driver still holds the instant of its login (400 ms).
+    const late = await service();
+    lifeline.cover(late.child.pid!, 400, 's43');
+    await delay(700);
+    expect(late.child.exitCode === null && late.child.signalCode === null).to.equal(true);
+    expect(first.child.exitCode === null && first.child.signalCode === null).to.equal(true);
+    lifeline.uncover(first.child.pid!);
+    lifeline.uncover(late.child.pid!);
+  });
 });

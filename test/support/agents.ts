@@ -56,7 +56,11 @@ export class AgentProcess extends LoggedProcess {
     };
     const file = join(dir, 'agent.yaml');
     await writeFile(file, opts.rawConfig ?? stringify(config));
-    const child = spawn(process.execPath, ['--import', 'tsx', 'cmd/agent/main.ts', '--config', file], {
+    // Extra node flags for a look inside (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", which
+    // NODE_OPTIONS does not accept).
+    const nodeArgs = process.env.UNDERSTUDY_AGENT_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+    const argv = [...nodeArgs, '--import', 'tsx', 'cmd/agent/main.ts', '--config', file];
+    const child = spawn(process.execPath, argv, {
       cwd: repoRoot,
       env: { ...process.env, ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],

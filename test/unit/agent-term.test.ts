@@ -113,6 +113,7 @@ function harness(start: IdentityState, opts: { durable?: boolean; inboxRefused?:
     responderContext: () => ({}) as never,
     requestsServed: () => 0,
     setRequestsServed: () => undefined,
+    admit: async () => () => undefined,
     tookOver: () => undefined,
   };
   return { calls, clock, machine, moves, host, stop };

@@ -1,0 +1,81 @@
+// The bookkeeping behind the change feed (feed.ts), without I/O: which changes of which keys
+// one prefix watch has delivered, so a waiter that read a key at revision R learns at once
+// whether the key changed after R, or else waits for the next change.
+//
+// The rule that keeps it exact: a key's changes are remembered only from the moment its
+// *scope* (an identity's or a node's keys) became interesting. A waiter whose read is older
+// than that moment, or older than the watch itself, may have missed a change: it is told to
+// read again ('unknown'), never that nothing happened.
+
+export type ChangeKind = 'put' | 'delete';
+
+export interface Change {
+  kind: ChangeKind;
+  revision: bigint;
+  /** The value written (puts only). */
+  value?: Buffer;
+}
+
+/** What a waiter that read `key` at a revision learns right away. */
+export type Lookup =
+  /** The key changed after the read: this is its latest change. */
+  | { verdict: 'changed'; change: Change }
+  /** Nothing changed after the read so far: wait for the next change. */
+  | { verdict: 'wait' }
+  /** The log cannot tell (the read is older than what it covers, or it is resyncing): read again. */
+  | { verdict: 'unknown' };
+
+export class ChangeLog {
+  /** Changes are known from this revision on (exclusive), once the watch runs; undefined while it does not. */
+  private baseline: bigint | undefined;
+  /** Highest revision delivered so far (events arrive in revision order). */
+  private progress = 0n;
+  private readonly latest = new Map<string, Change>();
+  /** Per scope: changes after this revision are remembered. */
+  private readonly since = new Map<string, bigint>();
+
+  constructor(private readonly scopeOf: (key: string) => string | undefined) {}
+
+  /** The watch (re)started after a read at `revision`: everything before it is forgotten. */
+  started(revision: bigint): void {
+    this.baseline = revision;
+    this.progress = revision;
+    this.latest.clear();
+    for (const scope of this.since.keys()) this.since.set(scope, revision);
+  }
+
+  /** The watch broke: nothing is known until it starts again. */
+  stopped(): void {
+    this.baseline = undefined;
+    this.latest.clear();
+  }
+
+  get running(): boolean {
+    return this.baseline !== undefined;
+  }
+
+  /** Remember changes of this scope's keys from now on. */
+  interest(scope: string): void {
+    if (this.since.has(scope)) return;
+    this.since.set(scope, this.progress);
+  }
+
+  /** A change delivered by the watch. Returns whether anyone might wait for it. */
+  record(key: string, change: Change): boolean {
+    if (change.revision > this.progress) this.progress = change.revision;
+    const scope = this.scopeOf(key);
+    if (scope === undefined || !this.since.has(scope)) return false;
+    this.latest.set(key, change);
+    return true;
+  }
+
+  lookup(key: string, readAt: bigint): Lookup {
+    if (this.baseline === undefined) return { verdict: 'unknown' };
+    const scope = this.scopeOf(key);
+    const since = scope === undefined ? undefined : this.since.get(scope);
+    if (since === undefined || readAt < since || readAt < this.baseline) return { verdict: 'unknown' };
+    const change = this.latest.get(key);
+    if (change && change.revision > readAt) return { verdict: 'changed', change };
+    return { verdict: 'wait' };
+  }
+}

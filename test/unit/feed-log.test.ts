@@ -1,0 +1,92 @@
+// The change feed's log: a waiter learns a key changed after its read, waits for the next
+// change, or is told to read again — never that nothing happened when the log cannot know.
+import { expect } from 'chai';
+import { ChangeLog, type Change } from '../../pkg/lease/feed-log.js';
+
+const scopeOf = (key: string) => key.split('/')[1];
+const put = (revision: number): Change => ({ kind: 'put', revision: BigInt(revision) });
+const del = (revision: number): Change => ({ kind: 'delete', revision: BigInt(revision) });
+
+describe('the change feed log', () => {
+  it('knows nothing before its watch runs, and nothing after the watch broke', () => {
+    const log = new ChangeLog(scopeOf);
+    log.interest('a');
+    expect(log.lookup('identities/a/leader', 5n).verdict).to.equal('unknown');
+    log.started(10n);
+    expect(log.lookup('identities/a/leader', 10n).verdict).to.equal('wait');
+    log.stopped();
+    expect(log.lookup('identities/a/leader', 10n).verdict).to.equal('unknown');
+  });
+
+  const cases: Array<{ name: string; readAt: number; changes: Array<[string, Change]>; want: string }> = [
+    { name: 'a read older than the watch may have missed a change', readAt: 9, changes: [], want: 'unknown' },
+    {
+      name: 'no change since the read: wait',
+      readAt: 12,
+      changes: [['identities/a/leader', put(11)]],
+      want: 'wait',
+    },
+    {
+      name: 'a put after the read is named',
+      readAt: 11,
+      changes: [['identities/a/leader', put(12)]],
+      want: 'put',
+    },
+    {
+      name: 'the latest change is named (a delete after a put)',
+      readAt: 11,
+      changes: [
+        ['identities/a/leader', put(12)],
+        ['identities/a/leader', del(13)],
+      ],
+      want: 'delete',
+    },
+    {
+      name: 'another key of the scope does not count',
+      readAt: 11,
+      changes: [['identities/a/login', put(12)]],
+      want: 'wait',
+    },
+    {
+      name: 'a change at the read revision was seen by the read',
+      readAt: 12,
+      changes: [['identities/a/leader', put(12)]],
+      want: 'wait',
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const log = new ChangeLog(scopeOf);
+      log.interest('a');
+      log.started(10n);
+      for (const [key, change] of c.changes) log.record(key, change);
+      const found = log.lookup('identities/a/leader', BigInt(c.readAt));
+      expect(found.verdict === 'changed' ? found.change.kind : found.verdict).to.equal(c.want);
+    });
+  }
+
+  it('remembers a scope only from when it became interesting: an older read must read again', () => {
+    const log = new ChangeLog(scopeOf);
+    log.started(10n);
+    expect(log.record('identities/b/leader', put(15))).to.equal(false);
+    log.interest('b');
+    // Read at 12: the put at 15 came before anyone cared, so the log cannot vouch for (12, 15].
+    expect(log.lookup('identities/b/leader', 12n).verdict).to.equal('unknown');
+    // Read at 15 or later: every change after it is recorded from now on.
+    expect(log.lookup('identities/b/leader', 15n).verdict).to.equal('wait');
+    expect(log.record('identities/b/leader', del(16))).to.equal(true);
+    const found = log.lookup('identities/b/leader', 15n);
+    expect(found.verdict === 'changed' && found.change.kind).to.equal('delete');
+  });
+
+  it('forgets what it recorded when the watch restarts, and covers reads from the new start on', () => {
+    const log = new ChangeLog(scopeOf);
+    log.interest('a');
+    log.started(10n);
+    log.record('identities/a/leader', put(12));
+    log.stopped();
+    log.started(20n);
+    expect(log.lookup('identities/a/leader', 15n).verdict).to.equal('unknown');
+    expect(log.lookup('identities/a/leader', 20n).verdict).to.equal('wait');
+  });
+});
