@@ -85,7 +85,7 @@ export class SessionKeeper {
         this.hooks.opened?.();
         session.on('renewed', () => this.hooks.renewed?.(session));
         this.logger.info(
-          { lease: session.leaseId, ttlSeconds: this.timing.ttlSeconds },
+          { lease: session.leaseId, ttlSeconds: this.timing.ttlSeconds, renewals: session.renewals },
           'etcd session opened',
         );
         session.on('must-stop', (e) => {

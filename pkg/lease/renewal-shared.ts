@@ -36,8 +36,8 @@ export interface ThreadBegin {
 }
 
 export type ThreadMessage =
-  /** Loaded and connected: ready to begin. */
-  | { type: 'ready' }
+  /** Loaded and connected: ready to begin; at `nice`, or why its priority could not be raised. */
+  | { type: 'ready'; nice?: number; priority?: string }
   | { type: 'renewed'; sentAtHr: number; sentWall: number }
   | { type: 'gone' }
   | { type: 'trouble'; error: string };

@@ -42,6 +42,12 @@ export class RenewalThread implements RenewalEngine {
   private stopped = false;
   private report: RenewerReport | undefined;
   lastError: string | undefined;
+  /** The thread's scheduling priority, or why it could not be raised (once ready). */
+  priority: string | undefined;
+
+  get where(): string {
+    return `renewal thread (${this.priority ?? 'starting'})`;
+  }
 
   /**
    * Start the worker now and let it load and connect; the session begins it (begin()) once it
@@ -68,6 +74,7 @@ export class RenewalThread implements RenewalEngine {
       this.worker.on('message', (m: ThreadMessage) => {
         if (m.type === 'ready') {
           clearTimeout(timer);
+          this.priority = m.priority === undefined ? `nice ${m.nice}` : `not raised: ${m.priority}`;
           resolve();
         } else this.onMessage(m);
       });

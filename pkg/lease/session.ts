@@ -101,6 +101,8 @@ export interface RenewalEngine {
   latest(): { sentAt: number; sentWall: number } | undefined;
   /** Why the latest renewal attempt failed, until one is acknowledged. */
   readonly lastError: string | undefined;
+  /** Where and at what priority renewals run, for the operator. */
+  readonly where?: string;
 }
 
 /** Validate either form: a precomputed LeaseTiming is checked again, never trusted. */
@@ -265,6 +267,11 @@ export class Session extends TypedEmitter<SessionEvents> {
       return false;
     }
     return true;
+  }
+
+  /** Where renewals run: "main thread", or the renewal thread and its priority. */
+  get renewals(): string {
+    return this.engine?.where ?? 'main thread';
   }
 
   /** Monotonic ms left before the self-fence deadline (0 once passed). */

@@ -3,6 +3,7 @@
 // collapse seen at a few hundred identities). A main thread that stops for longer than a TTL
 // is taken as wedged: renewals stop, and its identities can fail over.
 import { expect } from 'chai';
+import { readdir, readFile } from 'node:fs/promises';
 import type { Etcd3 } from 'etcd3';
 import { connectEtcd, Session } from '../../pkg/lease/index.js';
 import { Harness, type EtcdMember } from '../support/harness.js';
@@ -51,6 +52,24 @@ describe('renewals from a thread of their own (real etcd)', function () {
     blockMainThread(BLOCK_MS);
     expect(s.mayAct(), 'the worker renewed while the main thread was held').to.equal(true);
     expect(s.state).to.equal('alive');
+  });
+
+  it('renews at a raised priority where the agent may raise it (root or CAP_SYS_NICE), and says which', async function () {
+    const s = await open(true);
+    if (process.getuid?.() !== 0) {
+      expect(s.renewals).to.match(/^renewal thread \((nice -10|not raised: .+)\)$/);
+      return;
+    }
+    expect(s.renewals).to.equal('renewal thread (nice -10)');
+    // One thread of this process runs at nice -10: field 19 of /proc/<pid>/task/<tid>/stat.
+    const tasks = await readdir(`/proc/${process.pid}/task`);
+    const nices = await Promise.all(
+      tasks.map(async (tid) => {
+        const stat = await readFile(`/proc/${process.pid}/task/${tid}/stat`, 'utf8').catch(() => '');
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+      }),
+    );
+    expect(nices).to.include(-10);
   });
 
   it('the same block fences a session that renews in the main thread (the rule the thread exists for)', async function () {
