@@ -40,6 +40,7 @@ import { Admission } from './admission.js';
 import { IdentityRunner, RunnerError } from './runner.js';
 import { lifelineDeadline, lifelineSlackMs } from './term.js';
 import { SessionKeeper } from './sessions.js';
+import { SharedRetryLog } from './retries.js';
 import { ControlServer } from './control-server.js';
 import { loadSigner, registerNodeKey, type UserSigner } from '../keys/index.js';
 
@@ -63,6 +64,7 @@ export class Agent {
   private readonly runners = new Map<string, IdentityRunner>();
   /** Logins of all identities take turns (admission.ts). */
   private readonly admission: Admission;
+  private readonly retryLog = new SharedRetryLog(() => Date.now());
   private readonly startedAt = new Date();
   private controlServer: ControlServer | undefined;
   /** This start of the agent: control requests are signed for it (pkg/control/signing.ts). */
@@ -256,6 +258,7 @@ export class Agent {
       },
       makeDriver: (spec) => this.makeDriver(spec),
       admission: this.admission,
+      retryLog: this.retryLog,
       policy: execPolicy(this.config),
       clock: this.clock,
       onTransition: (t) => {

@@ -53,6 +53,39 @@ export class RetryBoard {
   }
 }
 
+/** A fault shared by many identities is logged in full once per this window, not once per identity. */
+export const SHARED_RETRY_WINDOW_MS = 60_000;
+
+/**
+ * The log of retry changes across every identity of an agent. A fault of something they
+ * share (etcd slow, the view of other nodes' sessions, the change feed) begins for hundreds of
+ * identities at once: the first says it, and the others within SHARED_RETRY_WINDOW_MS are
+ * logged at debug (their status detail and understudy_identity_retrying still show each).
+ */
+export class SharedRetryLog {
+  private readonly seen = new Map<string, number>();
+
+  constructor(private readonly wallMs: () => number) {}
+
+  log(log: Logger, change: RetryChange): void {
+    const retry = change.retry;
+    if (!retry) return logRetryChange(log, change);
+    const gist = `${change.source}\n${retry.what}\n${retry.error.replace(/\d+/g, '#')}`;
+    const now = this.wallMs();
+    const at = this.seen.get(gist);
+    if (at !== undefined && now - at < SHARED_RETRY_WINDOW_MS) {
+      log.debug(
+        { source: change.source, what: retry.what, err: retry.error },
+        `retrying ${retry.what}: ${retry.error}`,
+      );
+      return;
+    }
+    for (const [g, t] of this.seen) if (now - t >= SHARED_RETRY_WINDOW_MS) this.seen.delete(g);
+    this.seen.set(gist, now);
+    logRetryChange(log, change);
+  }
+}
+
 /** The one log line of a change: a loop error is an error, other retries are warnings. */
 export function logRetryChange(log: Logger, { source, retry, previous }: RetryChange): void {
   if (retry) {

@@ -36,7 +36,7 @@ import { IdentityStateMachine } from './machine.js';
 import type { LoginPort } from './port.js';
 import { Serving } from './serving.js';
 import { ServiceSlot } from './service-slot.js';
-import { logRetryChange, RetryBoard, RetryStreak, type RetryChange } from './retries.js';
+import { logRetryChange, RetryBoard, RetryStreak, type RetryChange, type SharedRetryLog } from './retries.js';
 import type { SessionKeeper } from './sessions.js';
 import { LOGGED_IN_STATES, type IdentityState } from './states.js';
 import { Term, type TermHost } from './term.js';
@@ -67,6 +67,8 @@ export interface RunnerDeps {
   /** What this node lets specs run and read, and as whom (the agent config's allow, service). */
   policy: SpecPolicy;
   makeDriver(spec: IdentitySpec): IdentityDriver;
+  /** Retry changes of every identity of the agent, so a shared fault is not logged once per identity. */
+  retryLog?: Pick<SharedRetryLog, 'log'>;
   /** Logins take turns through this, shared by every identity of the agent (admission.ts). */
   admission?: Pick<Admission, 'acquire'>;
   clock?: Clock;
@@ -326,7 +328,8 @@ export class IdentityRunner extends EventEmitter {
   }
 
   private retryChanged(c: RetryChange): void {
-    logRetryChange(this.log, c);
+    if (this.deps.retryLog) this.deps.retryLog.log(this.log, c);
+    else logRetryChange(this.log, c);
     this.deps.onRetry?.({ identity: this.identity, retrying: this.retries.retrying, ...c });
   }
 

@@ -1,7 +1,14 @@
 // Retries are visible: a reason is reported once when it begins or changes and once when it
 // clears, not once per attempt, and the detail shows every reason in force.
 import { expect } from 'chai';
-import { describeRetry, RetryBoard, RetryStreak, type RetryChange } from '../../pkg/agent/retries.js';
+import {
+  describeRetry,
+  RetryBoard,
+  RetryStreak,
+  SHARED_RETRY_WINDOW_MS,
+  SharedRetryLog,
+  type RetryChange,
+} from '../../pkg/agent/retries.js';
 
 describe('agent retries', function () {
   it('reports a reason once per change, not per attempt', function () {
@@ -54,5 +61,46 @@ describe('agent retries', function () {
     expect(describeRetry({ what: 'w', error: 'e', since: 0, attempts: 1 })).to.equal(
       'retrying w: e (1 attempt since 1970-01-01T00:00:00.000Z)',
     );
+  });
+});
+
+describe('retries of a fault many identities share', function () {
+  /** A logger that keeps each line's level and message. */
+  function recorder() {
+    const lines: Array<[string, string]> = [];
+    const at = (level: string) => (_obj: unknown, msg: string) => void lines.push([level, msg]);
+    const log = { warn: at('warn'), error: at('error'), info: at('info'), debug: at('debug') };
+    return { log: log as unknown as Parameters<SharedRetryLog['log']>[0], lines };
+  }
+  const change = (error: string): RetryChange => ({
+    source: 'campaign',
+    retry: { what: "watching other nodes' sessions", error, since: 0, attempts: 1 },
+    previous: undefined,
+  });
+
+  it('is logged in full by the first identity, at debug by the others within the window', function () {
+    let now = 0;
+    const shared = new SharedRetryLog(() => now);
+    const { log, lines } = recorder();
+    for (let i = 0; i < 200; i++) shared.log(log, change('etcd did not create a watch within 2000 ms'));
+    expect(lines.filter(([level]) => level === 'warn')).to.have.length(1);
+    expect(lines.filter(([level]) => level === 'debug')).to.have.length(199);
+    now += SHARED_RETRY_WINDOW_MS;
+    shared.log(log, change('etcd did not create a watch within 2000 ms'));
+    expect(
+      lines.filter(([level]) => level === 'warn'),
+      'again once the window passed',
+    ).to.have.length(2);
+  });
+
+  it('a different fault, and every recovery, are logged as they come', function () {
+    const shared = new SharedRetryLog(() => 0);
+    const { log, lines } = recorder();
+    shared.log(log, change('deadline exceeded after 2.1 s'));
+    shared.log(log, change('deadline exceeded after 3.4 s')); // the same, numbers aside
+    shared.log(log, change('permission denied'));
+    shared.log(log, { source: 'campaign', retry: undefined, previous: change('x').retry });
+    shared.log(log, { source: 'campaign', retry: undefined, previous: change('x').retry });
+    expect(lines.map(([level]) => level)).to.deep.equal(['warn', 'debug', 'warn', 'info', 'info']);
   });
 });
