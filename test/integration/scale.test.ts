@@ -68,8 +68,9 @@ describe('200 identities on two agents, services that take a second to stop (rea
     return new Set([...last].filter(([, to]) => to === 'leader').map(([id]) => id));
   }
 
-  async function allLedBy(agent: AgentProcess, what: string): Promise<void> {
-    await waitFor(() => leading(agent).size === IDENTITIES, {
+  async function allLedBy(agents: AgentProcess[], what: string): Promise<void> {
+    const led = () => new Set(agents.flatMap((agent) => [...leading(agent)])).size;
+    await waitFor(() => led() === IDENTITIES, {
       what,
       timeoutMs: ALL_LOGGED_IN_MS,
       intervalMs: 500,
@@ -83,28 +84,37 @@ describe('200 identities on two agents, services that take a second to stop (rea
       .map((r) => `${agent.node}: ${String(r.msg)} (${String(r.reason ?? r.servicePid)})`);
   }
 
+  function servicePids(agent: AgentProcess): Set<number> {
+    return new Set(
+      agent.records.filter((r) => typeof r.servicePid === 'number').map((r) => r.servicePid as number),
+    );
+  }
+
+  /** Poll until every pid is dead, noting when each was first seen dead (seconds since boot). */
+  async function watchDeaths(pids: Set<number>, seen: Map<number, number>, what: string): Promise<void> {
+    await waitFor(
+      async () => {
+        for (const pid of pids) if (!seen.has(pid) && (await pidDead(pid))) seen.set(pid, await uptimeS());
+        return [...pids].every((pid) => seen.has(pid));
+      },
+      { what, timeoutMs: 60_000, intervalMs: 50 },
+    );
+  }
+
   it('starts, fails over a SIGKILLed agent and hands over on SIGTERM with no session stop and no double login', async function () {
     const a = await start('a', 10);
     const b = await start('b', 0);
-    await allLedBy(a, `all ${IDENTITIES} identities logged in on a`);
+    // a, of higher priority, leads most; b may win a free key while a is busy logging in.
+    await allLedBy([a, b], `all ${IDENTITIES} identities logged in on a or b`);
 
     // SIGKILL of a: its services die with it (the lifeline); b takes every identity over.
-    const aServices = new Set(
-      a.records.filter((r) => typeof r.servicePid === 'number').map((r) => r.servicePid as number),
-    );
+    const aServices = servicePids(a);
     const aTrouble = trouble(a);
     a.kill('SIGKILL');
     const seenDead = new Map<number, number>();
-    await waitFor(
-      async () => {
-        for (const pid of aServices)
-          if (!seenDead.has(pid) && (await pidDead(pid))) seenDead.set(pid, await uptimeS());
-        return seenDead.size === aServices.size;
-      },
-      { what: 'every service of the killed agent to be gone', timeoutMs: 30_000, intervalMs: 100 },
-    );
+    await watchDeaths(aServices, seenDead, 'every service of the killed agent to be gone');
     cluster.forget(a);
-    await allLedBy(b, `all ${IDENTITIES} identities taken over by b`);
+    await allLedBy([b], `all ${IDENTITIES} identities taken over by b`);
 
     // SIGTERM of b (graceful leave): a started again takes every identity over.
     const a2 = await start('a', 10);
@@ -113,9 +123,13 @@ describe('200 identities on two agents, services that take a second to stop (rea
       timeoutMs: 60_000,
     });
     const bTrouble = trouble(b);
+    // A service b could not log out before it exited dies with it: its end is when it was seen dead.
+    const bServices = servicePids(b);
+    const bGone = watchDeaths(bServices, seenDead, 'every service of the stopped agent to be gone');
     await b.stop(60_000);
+    await bGone;
     cluster.forget(b);
-    await allLedBy(a2, `all ${IDENTITIES} identities handed over to a`);
+    await allLedBy([a2], `all ${IDENTITIES} identities handed over to a`);
 
     const logins = await readShLogins(files, (pid) => seenDead.get(pid));
     const overlaps = shOverlaps(logins);
@@ -128,8 +142,10 @@ describe('200 identities on two agents, services that take a second to stop (rea
         ),
       'no two services of one identity logged in at once',
     ).to.deep.equal([]);
-    // Three logins per identity: a, then b, then a again; none left open but the last.
-    expect(logins.length).to.equal(3 * IDENTITIES);
+    // Per identity: a (or b), then b, then a again; none left open but the last.
+    const ledFirstByB =
+      IDENTITIES - new Set(logins.filter((l) => l.node === 'a').map((l) => l.identity)).size;
+    expect(logins.length).to.be.at.least(3 * IDENTITIES - ledFirstByB);
     expect(logins.filter((l) => l.to === Infinity).length).to.equal(IDENTITIES);
     expect(
       [...aTrouble, ...bTrouble, ...trouble(b), ...trouble(a2)],
