@@ -36,6 +36,7 @@ import { FenceWatch } from './fence-watch.js';
 import { startHealthServer } from './health.js';
 import { loginIo } from './login-io.js';
 import { AgentMetrics } from './metrics.js';
+import { LIVENESS_CHECK_TIMEOUT_MS, ServiceLiveness } from './liveness.js';
 import { Admission } from './admission.js';
 import { IdentityRunner, RunnerError } from './runner.js';
 import { lifelineDeadline, lifelineSlackMs } from './term.js';
@@ -74,6 +75,7 @@ export class Agent {
   private health: { port: number; close(): Promise<void> } | undefined;
   private shuttingDown: Promise<void> | undefined;
   private readonly handlers: Record<string, NatsServiceHandlers | ServiceHandler>;
+  private readonly liveness: ServiceLiveness;
 
   private constructor(
     readonly config: AgentConfig,
@@ -93,6 +95,8 @@ export class Agent {
   ) {
     this.handlers = { ...opts.handlers };
     this.admission = new Admission(this.clock, () => metrics.loopDelay.currentMs);
+    // One late beat is tolerated; a result older than two periods says nothing about now.
+    this.liveness = new ServiceLiveness(() => this.clock.monotonicMs(), 2 * config.heartbeatIntervalMs);
   }
 
   get node(): string {
@@ -415,22 +419,39 @@ export class Agent {
     return problems;
   }
 
+  /**
+   * Publish this node's state, with the last liveness check of each service it leads, then
+   * check them again for the next beat.
+   */
   private heartbeat(): void {
+    const runners = [...this.runners.values()];
     const beat: Heartbeat = {
       v: HEARTBEAT_VERSION,
       node: this.node,
       instance: this.instance,
       at: this.clock.wallMs(),
+      everyMs: this.config.heartbeatIntervalMs,
       fenced: this.fenceWatch.fenced !== undefined,
-      identities: [...this.runners.values()].map((r) => ({
-        identity: r.identity,
-        state: r.state,
-        ...(r.token !== undefined ? { token: String(r.token) } : {}),
-        ...(r.specRevision !== undefined ? { specRevision: String(r.specRevision) } : {}),
-      })),
+      identities: runners.map((r) => {
+        const alive = r.state === 'leader' ? this.liveness.report(r.identity, r.token) : undefined;
+        return {
+          identity: r.identity,
+          state: r.state,
+          ...(r.token !== undefined ? { token: String(r.token) } : {}),
+          ...(r.specRevision !== undefined ? { specRevision: String(r.specRevision) } : {}),
+          ...(alive !== undefined ? { alive } : {}),
+        };
+      }),
     };
     if (this.nc.isClosed()) return;
     this.nc.publish(subjects.heartbeat(this.node), new TextEncoder().encode(JSON.stringify(beat)));
+    const leading = runners.flatMap((r) => {
+      const token = r.token;
+      return r.state === 'leader' && token !== undefined
+        ? [{ identity: r.identity, token, check: () => r.serviceAlive(LIVENESS_CHECK_TIMEOUT_MS) }]
+        : [];
+    });
+    void this.liveness.refresh(leading);
   }
 
   /**

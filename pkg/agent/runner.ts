@@ -156,6 +156,16 @@ export class IdentityRunner extends EventEmitter {
     return this.service.driver?.pid;
   }
 
+  /**
+   * The check a PING answer is gated on, for the logged-in service: false unless leader; true
+   * for a driver without a separate process (the agent itself serves).
+   */
+  async serviceAlive(timeoutMs: number): Promise<boolean> {
+    const driver = this.service.driver;
+    if (this.state !== 'leader' || !driver) return false;
+    return driver.alive ? driver.alive(timeoutMs) : true;
+  }
+
   private get stopping(): boolean {
     return this.stopController.signal.aborted;
   }

@@ -10,6 +10,18 @@ import { CONNECTION_ENV_OVERRIDES, EtcdSection, HostPort, NatsSection, Url } fro
 import { ConfigError, loadConfig, parseConfig, type EnvOverride } from './load.js';
 
 // Upper bounds of controller durations (each far below what a Node timer holds: spec/schema.ts).
+/**
+ * Per-identity series kept by default: five gauges × 1,000 identities is a few thousand series,
+ * which any Prometheus takes; at 10,000 identities the totals carry the picture.
+ */
+export const DEFAULT_IDENTITY_SERIES_LIMIT = 1_000;
+
+/**
+ * Enough to PING 100 identities every second (the spec's default interval), as before there
+ * was a budget; a sample of 100 a second reaches each of 10,000 identities every 100 s.
+ */
+export const DEFAULT_MAX_PINGS_PER_SECOND = 100;
+
 /** A controller election slower than a minute leaves switchovers and probes unattended too long. */
 const CONTROLLER_TTL_MAX_SECONDS = 60;
 /** An agent silent for ten minutes is dead by any measure. */
@@ -52,6 +64,11 @@ export const ControllerConfig = z.strictObject({
      * (a bearer token of any role). See docs/credentials.md, "What the metrics reveal".
      */
     metricsAuth: z.enum(['none', 'viewer']).default('none'),
+    /**
+     * Identities that get series of their own in /metrics (the first this many); the
+     * understudy_identities totals count all of them. Each costs Prometheus five series.
+     */
+    metricsIdentityLimit: z.number().int().min(0).max(100_000).default(DEFAULT_IDENTITY_SERIES_LIMIT),
   }),
   /**
    * Credentials stored in etcd (spec credential.source: etcd) are sealed with this key and
@@ -74,6 +91,13 @@ export const ControllerConfig = z.strictObject({
       heartbeatTimeoutMs: durationMs(500, HEARTBEAT_TIMEOUT_MAX_MS).default(6_000),
       /** Probe-driven failover: on (default) unless the identity is paused. */
       failover: z.boolean().default(true),
+      /**
+       * PINGs sent per second at most, over all identities. Under it every identity is PINGed
+       * at its spec's interval; over it, identities whose leader's heartbeat vouches for its
+       * service are judged from that, and the PINGs go to suspects and a rotating sample
+       * (pkg/controller/probe-plan.ts). Each PING costs a signature check here.
+       */
+      maxPingsPerSecond: z.number().int().min(1).max(100_000).default(DEFAULT_MAX_PINGS_PER_SECOND),
     })
     .prefault({}),
   switchover: z

@@ -148,6 +148,8 @@ export const Heartbeat = z.object({
    */
   instance: z.string().optional(),
   at: z.number(),
+  /** The agent's heartbeat period: a beat older than about two periods vouches for nothing. */
+  everyMs: z.number().int().positive().optional(),
   fenced: z.boolean(),
   identities: z.array(
     z.object({
@@ -156,9 +158,15 @@ export const Heartbeat = z.object({
       token: z.string().optional(),
       /** Revision of the spec this node runs (its clone of the identity). */
       specRevision: z.string().optional(),
+      /**
+       * While leader: the service passed the agent's own liveness check (the one behind its
+       * PING answers) within the last period. Absent when not checked lately.
+       */
+      alive: z.boolean().optional(),
     }),
   ),
 });
+export type HeartbeatIdentity = Heartbeat['identities'][number];
 export type Heartbeat = z.infer<typeof Heartbeat>;
 
 export class ControlError extends Error {

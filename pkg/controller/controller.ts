@@ -62,7 +62,7 @@ export interface ControllerDeps {
 }
 
 export class Controller implements ControllerApi {
-  readonly metrics_ = new ControllerMetrics();
+  readonly metrics_: ControllerMetrics;
   private readonly agents: AgentLink;
   private readonly election: ControllerElection;
   private readonly events: EventStream;
@@ -84,7 +84,7 @@ export class Controller implements ControllerApi {
     const clock = deps.clock ?? systemClock;
     const name = config.name;
     const keys = new ControllerKeys();
-    const metrics = this.metrics_;
+    const metrics = (this.metrics_ = new ControllerMetrics(config.http.metricsIdentityLimit));
     const trouble = new LoopTrouble(log, metrics.loopFailures);
     const isActive = () => this.election.active;
     const signer = deps.signer ?? userSigner(generateCallerKey().seed);

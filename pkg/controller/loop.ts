@@ -108,7 +108,15 @@ export class ControlLoop {
     const { cluster, prober, metrics, events } = this.deps;
     const view = cluster.view(snap);
     const identities = cluster.identityNames(snap).map((id) => identityView(view, id, prober.state(id)));
-    for (const v of identities) metrics.paused.set({ identity: v.identity }, v.paused ? 1 : 0);
+    for (const v of identities) metrics.setIdentity(metrics.paused, v.identity, v.paused ? 1 : 0);
+    metrics.identitiesTotal.set({ kind: 'all' }, snap.specs.size);
+    metrics.identitiesTotal.set({ kind: 'paused' }, identities.filter((v) => v.paused).length);
+    const probes = identities.map((v) => prober.state(v.identity));
+    metrics.identitiesTotal.set({ kind: 'split-brain' }, probes.filter((p) => p?.splitBrain).length);
+    metrics.identitiesTotal.set(
+      { kind: 'probe-failing' },
+      probes.filter((p) => (p?.failures ?? 0) > 0).length,
+    );
     const nodes = nodeViews(view);
     for (const n of nodes) metrics.nodeAlive.set({ node: n.node }, n.alive ? 1 : 0);
     events.publish(

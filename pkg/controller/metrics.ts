@@ -1,4 +1,5 @@
 // Prometheus metrics of one controller (its own registry, so tests can run several).
+import { DEFAULT_IDENTITY_SERIES_LIMIT } from '../config/controller.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export class ControllerMetrics {
@@ -65,7 +66,46 @@ export class ControllerMetrics {
     registers: [this.registry],
   });
 
-  constructor() {
+  readonly probeRounds = new Counter({
+    name: 'understudy_probe_judgements_total',
+    help: "Identities judged by a real PING, or (past probes.maxPingsPerSecond) from their leader's heartbeat",
+    labelNames: ['judged'],
+    registers: [this.registry],
+  });
+  readonly identitiesTotal = new Gauge({
+    name: 'understudy_identities',
+    help: 'Identities with a stored spec, and how many of them are in each trouble (any number of identities)',
+    labelNames: ['kind'],
+    registers: [this.registry],
+  });
+
+  /** Identities that have per-identity series (the first `identitySeriesLimit` seen). */
+  private readonly withSeries = new Set<string>();
+
+  constructor(
+    /**
+     * Identities given their own label at most (metrics.identitySeriesLimit): each costs
+     * Prometheus a series per gauge; past the cap only the totals of understudy_identities say it.
+     */
+    readonly identitySeriesLimit = DEFAULT_IDENTITY_SERIES_LIMIT,
+  ) {
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Set a per-identity gauge, if the identity is within the series cap. */
+  setIdentity(gauge: Gauge<'identity'>, identity: string, value: number): void {
+    if (!this.withSeries.has(identity)) {
+      if (this.withSeries.size >= this.identitySeriesLimit) return;
+      this.withSeries.add(identity);
+    }
+    gauge.set({ identity }, value);
+  }
+
+  /** Drop the series of an identity that is gone, freeing its place under the cap. */
+  forgetIdentity(identity: string): void {
+    if (!this.withSeries.delete(identity)) return;
+    for (const gauge of [this.responders, this.splitBrain, this.probeFailures, this.paused]) {
+      gauge.remove({ identity });
+    }
   }
 }

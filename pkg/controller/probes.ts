@@ -13,6 +13,7 @@ import { readNodeKeys } from '../keys/index.js';
 import type { Cluster } from './cluster.js';
 import type { EventStream } from './events.js';
 import type { ControllerMetrics } from './metrics.js';
+import { claimsLoggedIn, PingBudget, planProbes, suspicion, type Suspicion } from './probe-plan.js';
 import { blindness, leaderMissed, probeVerdict, splitBrain, type Responder } from './probe-rules.js';
 import type { ClusterSnapshot, GuardedWriter } from './store.js';
 import type { WorkflowSupervisor } from './supervisor.js';
@@ -20,6 +21,8 @@ import type { LoopTrouble } from './trouble.js';
 import {
   agentAlive,
   chooseTarget,
+  freshAgent,
+  heartbeatEntry,
   identityKeys,
   leaderServing,
   runningWorkflow,
@@ -28,8 +31,10 @@ import {
 
 interface ProbeEntry extends ProbeState {
   inFlight: boolean;
-  /** Monotonic ms the last probe started. */
+  /** Monotonic ms the last round judged it (a PING started, or heartbeats vouched). */
   startedAt: number;
+  /** Monotonic ms the last real PING started. */
+  pingedAt: number;
   splitBrain: boolean;
   alarmed: boolean;
   lastReason?: string;
@@ -72,6 +77,11 @@ export function etcdNodeKeys(etcd: Etcd3, prefix?: string): NodeKeySource {
 
 /** Forged answers ignored, logged at most this often per identity (a flood logs once a minute). */
 const FORGED_LOG_INTERVAL_MS = 60_000;
+/**
+ * A heartbeat vouches for its identities for two of the agent's periods plus this: one late
+ * beat is tolerated, a second means the agent (or its link) is in trouble and PINGs decide.
+ */
+const VOUCH_SLACK_MS = 500;
 
 export class Prober {
   private readonly probes = new Map<string, ProbeEntry>();
@@ -80,12 +90,17 @@ export class Prober {
   private natsUp = true;
   private blind = false;
 
-  private readonly ping: (identity: string, timeoutMs: number) => Promise<Responder[]>;
+  private readonly ping: (identity: string, timeoutMs: number, keys?: NodeKeySource) => Promise<Responder[]>;
   /** Identity → monotonic ms forged answers were last logged. */
   private readonly forgedLogged = new Map<string, number>();
+  private readonly budget: PingBudget;
+  /** Identities judged from heartbeats since the last log line saying so. */
+  private vouchedSinceLog = 0;
+  private vouchLoggedAt = -Infinity;
 
   constructor(private readonly deps: ProberDeps) {
-    this.ping = deps.ping ?? ((identity, timeoutMs) => this.verifiedPing(identity, timeoutMs));
+    this.ping = deps.ping ?? ((identity, timeoutMs, keys) => this.verifiedPing(identity, timeoutMs, keys));
+    this.budget = new PingBudget(deps.config.probes.maxPingsPerSecond, deps.clock.monotonicMs());
   }
 
   /**
@@ -94,10 +109,14 @@ export class Prober {
    * made-up nodes costs nothing more. Reading them failing fails the probe (counted as trouble,
    * not as a miss).
    */
-  private async verifiedPing(identity: string, timeoutMs: number): Promise<Responder[]> {
+  private async verifiedPing(
+    identity: string,
+    timeoutMs: number,
+    roundKeys?: NodeKeySource,
+  ): Promise<Responder[]> {
     const { etcd, nc } = this.deps;
     if (etcd === undefined) throw new Error('the prober needs etcd to read node keys (or a ping function)');
-    const keys = etcdNodeKeys(etcd, this.deps.keys?.prefix);
+    const keys = roundKeys ?? etcdNodeKeys(etcd, this.deps.keys?.prefix);
     let forged = 0;
     let sample = '';
     const answers = await collectResponders(nc, identity, timeoutMs, {
@@ -151,9 +170,14 @@ export class Prober {
     if (p) p.alarmed = false;
   }
 
-  /** Start the probes that are due (one in flight per identity), forget removed identities. */
+  /**
+   * Judge the identities that are due (one probe in flight per identity): PING them, or, past
+   * the PING budget, judge from heartbeats those a fresh heartbeat vouches for
+   * (probe-plan.ts). Forget removed identities.
+   */
   startDue(snap: ClusterSnapshot): void {
     const now = this.deps.clock.monotonicMs();
+    const due: Array<{ identity: string; entry: ProbeEntry }> = [];
     for (const [identity, { spec }] of snap.specs) {
       let p = this.probes.get(identity);
       if (!p) {
@@ -162,17 +186,45 @@ export class Prober {
           failures: 0,
           inFlight: false,
           startedAt: -Infinity,
+          pingedAt: -Infinity,
           splitBrain: false,
           alarmed: false,
         };
         this.probes.set(identity, p);
       }
       if (p.inFlight || now - p.startedAt < spec.probe.intervalMs) continue;
-      p.inFlight = true;
-      p.startedAt = now;
-      const entry = p;
-      const epoch = this.natsEpoch;
-      this.ping(identity, spec.probe.timeoutMs)
+      due.push({ identity, entry: p });
+    }
+    for (const identity of this.probes.keys()) {
+      if (!snap.specs.has(identity)) {
+        this.probes.delete(identity);
+        this.forgedLogged.delete(identity);
+        this.deps.metrics.forgetIdentity(identity);
+      }
+    }
+    if (due.length === 0) return;
+    const available = this.budget.available(now);
+    const suspicions = due.length > available ? this.suspicions(snap, due) : undefined;
+    const plan = planProbes(
+      due.map(({ identity, entry }) => ({
+        identity,
+        lastPingAt: entry.pingedAt,
+        suspicion: suspicions?.get(identity) ?? { suspect: true, reason: 'within budget' },
+      })),
+      available,
+    );
+    this.budget.spend(plan.ping.length);
+    const entries = new Map(due.map((d) => [d.identity, d.entry]));
+    const epoch = this.natsEpoch;
+    // One read of the node keys for the whole round, not one per PING.
+    const keys = this.deps.etcd ? etcdNodeKeys(this.deps.etcd, this.deps.keys?.prefix) : undefined;
+    for (const identity of plan.ping) {
+      const entry = entries.get(identity)!;
+      const spec = snap.specs.get(identity)!.spec;
+      entry.inFlight = true;
+      entry.startedAt = now;
+      entry.pingedAt = now;
+      this.ping(identity, spec.probe.timeoutMs, keys)
         .then((responders) => {
           this.deps.trouble.recovered('probe', identity);
           this.probed(identity, entry, epoch, responders);
@@ -182,12 +234,83 @@ export class Prober {
         )
         .finally(() => (entry.inFlight = false));
     }
-    for (const identity of this.probes.keys()) {
-      if (!snap.specs.has(identity)) {
-        this.probes.delete(identity);
-        this.forgedLogged.delete(identity);
+    for (const identity of plan.vouched) {
+      const entry = entries.get(identity)!;
+      entry.startedAt = now;
+      const leader = identityKeys(snap, identity).leader;
+      const answered = suspicions?.get(identity)?.vouched?.leaderAnswered === true && leader !== undefined;
+      this.probed(
+        identity,
+        entry,
+        epoch,
+        answered
+          ? [{ node: leader.record.node, token: String(leader.token), lease: leader.record.leaseId }]
+          : [],
+      );
+    }
+    this.noteVouched(plan.vouched.length, plan.ping.length, plan.waiting.length, now);
+  }
+
+  /** What the heartbeats say about each due identity (only needed past the PING budget). */
+  private suspicions(
+    snap: ClusterSnapshot,
+    due: ReadonlyArray<{ identity: string; entry: ProbeEntry }>,
+  ): Map<string, Suspicion> {
+    const view = this.deps.cluster.view(snap);
+    const claimants = new Map<string, string[]>();
+    for (const [node, seen] of view.agents) {
+      if (!freshAgent(view, node)) continue;
+      for (const i of seen.heartbeat.identities) {
+        if (!claimsLoggedIn(i.state)) continue;
+        const list = claimants.get(i.identity);
+        if (list) list.push(node);
+        else claimants.set(i.identity, [node]);
       }
     }
+    const out = new Map<string, Suspicion>();
+    for (const { identity, entry } of due) {
+      const keys = identityKeys(snap, identity);
+      const leader = keys.leader;
+      const seen = leader ? view.agents.get(leader.record.node) : undefined;
+      const window = seen?.heartbeat.everyMs
+        ? Math.min(2 * seen.heartbeat.everyMs + VOUCH_SLACK_MS, view.heartbeatTimeoutMs)
+        : 0;
+      const own = heartbeatEntry(seen, identity);
+      out.set(
+        identity,
+        suspicion({
+          identity,
+          ...(leader ? { leader: { node: leader.record.node, token: String(leader.token) } } : {}),
+          loggedIn: keys.login?.loggedIn === true,
+          // An agent that does not say how often it beats (older than this rule) vouches for nothing.
+          leaderBeatFresh: seen !== undefined && window > 0 && view.now - seen.receivedAt <= window,
+          ...(own ? { entry: own } : {}),
+          otherClaimants: (claimants.get(identity) ?? []).filter((n) => n !== leader?.record.node),
+          failures: entry.failures,
+          splitBrain: entry.splitBrain,
+        }),
+      );
+    }
+    return out;
+  }
+
+  /** Say once a minute how many identities heartbeats stood in for (the PING budget is spent). */
+  private noteVouched(vouched: number, pinged: number, waiting: number, now: number): void {
+    this.deps.metrics.probeRounds.inc({ judged: 'ping' }, pinged);
+    this.deps.metrics.probeRounds.inc({ judged: 'heartbeat' }, vouched);
+    if (vouched === 0 && waiting === 0) return;
+    this.vouchedSinceLog += vouched;
+    if (now - this.vouchLoggedAt < FORGED_LOG_INTERVAL_MS) return;
+    this.vouchLoggedAt = now;
+    this.deps.log.info(
+      {
+        judgedByHeartbeat: this.vouchedSinceLog,
+        pingsPerSecond: this.deps.config.probes.maxPingsPerSecond,
+        waiting,
+      },
+      "more identities are due than the PING budget allows: those whose leader's heartbeat vouches for its service are judged from it, suspects and a rotating sample are PINGed (probes.maxPingsPerSecond)",
+    );
+    this.vouchedSinceLog = 0;
   }
 
   private probed(identity: string, p: ProbeEntry, epoch: number, responders: Responder[]): void {
@@ -199,14 +322,14 @@ export class Prober {
     const spec = snap.specs.get(identity)?.spec;
     p.responders = responders;
     p.at = deps.clock.wallMs();
-    deps.metrics.responders.set({ identity }, responders.length);
+    deps.metrics.setIdentity(deps.metrics.responders, identity, responders.length);
 
     const split = splitBrain(identity, responders);
     if (split.splitBrain && !p.splitBrain) deps.events.alarm('split-brain', split.reason, identity);
     else if (!split.splitBrain && p.splitBrain)
       deps.log.warn({ identity }, 'split brain over: one responder or none');
     p.splitBrain = split.splitBrain;
-    deps.metrics.splitBrain.set({ identity }, p.splitBrain ? 1 : 0);
+    deps.metrics.setIdentity(deps.metrics.splitBrain, identity, p.splitBrain ? 1 : 0);
 
     const missed = leaderMissed({
       identity,
@@ -241,7 +364,7 @@ export class Prober {
     if (!verdict.counted) return;
     p.failures = verdict.failures;
     p.alarmed = verdict.alarmed;
-    deps.metrics.probeFailures.set({ identity }, p.failures);
+    deps.metrics.setIdentity(deps.metrics.probeFailures, identity, p.failures);
     if (verdict.alarm)
       deps.events.alarm(verdict.alarm.alarm, verdict.alarm.message, identity, leader?.record.node);
     if (verdict.outcome === 'no-target') deps.log.error({ identity }, verdict.reason);

@@ -2,6 +2,7 @@
 // and the nodes look to an operator. No I/O here, so the rules are unit-testable.
 import type { IdentityView, NodeView, StandbyView } from '../api/schema.js';
 import { TERMINAL_STATES } from '../api/schema.js';
+import type { Heartbeat, HeartbeatIdentity } from '../control/protocol.js';
 import type { SeenAgent } from './agents.js';
 import type { ClusterSnapshot, IdentityKeys } from './store.js';
 
@@ -10,6 +11,8 @@ export interface ProbeState {
   at?: number;
   /** Consecutive probes with no responder while the leader claims to be logged in. */
   failures: number;
+  /** More than one node answered the last PING. */
+  splitBrain?: boolean;
 }
 
 export interface ViewContext {
@@ -27,7 +30,21 @@ export function identityKeys(snap: ClusterSnapshot, identity: string): IdentityK
   return snap.identities.get(identity) ?? EMPTY;
 }
 
-function freshAgent(ctx: ViewContext, node: string): SeenAgent | undefined {
+/** Heartbeats indexed by identity on first lookup (an agent lists up to thousands). */
+const heartbeatIndexes = new WeakMap<Heartbeat, Map<string, HeartbeatIdentity>>();
+
+/** What the agent's last heartbeat says about one identity, if it lists it. */
+export function heartbeatEntry(seen: SeenAgent | undefined, identity: string): HeartbeatIdentity | undefined {
+  if (!seen) return undefined;
+  let index = heartbeatIndexes.get(seen.heartbeat);
+  if (!index) {
+    index = new Map(seen.heartbeat.identities.map((i) => [i.identity, i]));
+    heartbeatIndexes.set(seen.heartbeat, index);
+  }
+  return index.get(identity);
+}
+
+export function freshAgent(ctx: ViewContext, node: string): SeenAgent | undefined {
   const seen = ctx.agents.get(node);
   return seen && ctx.now - seen.receivedAt <= ctx.heartbeatTimeoutMs ? seen : undefined;
 }
@@ -48,13 +65,13 @@ export function standbys(ctx: ViewContext, identity: string): StandbyView[] {
   const spec = ctx.snap.specs.get(identity)?.spec;
   const nodes = new Set<string>([...keys.candidates.keys(), ...Object.keys(spec?.candidates ?? {})]);
   for (const [node, seen] of ctx.agents) {
-    if (seen.heartbeat.identities.some((i) => i.identity === identity)) nodes.add(node);
+    if (heartbeatEntry(seen, identity)) nodes.add(node);
   }
   const specRevision = ctx.snap.specs.get(identity)?.revision;
   return [...nodes].sort().map((node) => {
     const candidate = keys.candidates.get(node);
     const agent = freshAgent(ctx, node);
-    const own = agent?.heartbeat.identities.find((i) => i.identity === identity);
+    const own = heartbeatEntry(agent, identity);
     const fenced = ctx.snap.fences.has(node) || keys.holdOffs.has(node);
     const nofailover = spec?.candidates?.[node]?.nofailover ?? false;
     const cloneRevision = own?.specRevision;
@@ -146,7 +163,7 @@ export function knownNode(ctx: ViewContext, node: string): boolean {
 export function leaderServing(ctx: ViewContext, identity: string): boolean {
   const leader = identityKeys(ctx.snap, identity).leader;
   if (!leader) return false;
-  const own = freshAgent(ctx, leader.record.node)?.heartbeat.identities.find((i) => i.identity === identity);
+  const own = heartbeatEntry(freshAgent(ctx, leader.record.node), identity);
   return own?.state === 'leader' && own.token === String(leader.token);
 }
 

@@ -352,6 +352,63 @@ describe('controller: probes, maintenance handover and the API', function () {
     }
   });
 
+  it('past its PING budget it judges identities from heartbeats, and still fails over the one whose service froze', async () => {
+    const names = Array.from({ length: 12 }, (_, i) => `many${String(i).padStart(2, '0')}`);
+    for (const name of names) await putSpec(client, rateBotSpec(name, { probe: PROBE }));
+    const hosted = Object.fromEntries(names.map((n) => [n, null]));
+    const a = await cluster.startAgent({ node: 'a', identities: hosted, priority: 10 });
+    for (const n of names) await a.waitForState(n, 'leader', { timeoutMs: HANDOVER_TIMEOUT_MS });
+    const b = await cluster.startAgent({ node: 'b', identities: hosted, priority: 9 });
+    for (const n of names) await b.waitForState(n, 'standby', { timeoutMs: HANDOVER_TIMEOUT_MS });
+    // 12 identities PINGed every 500 ms would be 24 PINGs a second; the budget is 3.
+    const budget = 3;
+    const ctl = await startController('c1', {}, { probes: { maxPingsPerSecond: budget } });
+    await ctl.waitForActive();
+    let pings = 0;
+    const counter = nc.subscribe(subjects.identity('*'), {
+      callback: (_err, msg) => {
+        if (msg.string() === 'PING') pings++;
+      },
+    });
+    try {
+      const windowMs = 8_000;
+      const from = Date.now();
+      await waitFor(async () => Date.now() - from >= windowMs || undefined, {
+        what: 'a window of PINGs to count',
+        timeoutMs: windowMs * 2,
+        intervalMs: 200,
+      });
+      const seconds = (Date.now() - from) / 1000;
+      // The bucket holds one second of PINGs; the rest come at the budget's rate.
+      expect(pings, `${pings} PINGs in ${seconds.toFixed(1)} s`).to.be.at.most(budget * (seconds + 2));
+      const metrics = await fetch(`${ctl.url}/metrics`).then((r) => r.text());
+      expect(metrics).to.match(/understudy_probe_judgements_total\{judged="heartbeat"\} [1-9]/);
+
+      const frozen = 'many05';
+      const pid = a.servicePid(frozen)!;
+      const frozenAt = Date.now();
+      process.kill(pid, 'SIGSTOP');
+      try {
+        const wf = await untilWorkflowEnds(ctl.api(), frozen);
+        expect(wf.kind).to.equal('probe-failover');
+        expect(wf.state, wf.outcome).to.equal('done');
+        expect(wf.chosen).to.equal('b');
+        // Noticed by the agent's check within two heartbeats (1 s each here), then PINGed like
+        // any suspect: the spec's budget of misses.
+        const noticedMs = Date.parse(wf.createdAt) - frozenAt;
+        expect(noticedMs).to.be.at.most(
+          2 * 1_000 + PROBE.failures * PROBE.intervalMs + PROBE.timeoutMs + PROBE_SLACK_MS,
+        );
+        // Nothing else moved.
+        for (const n of names.filter((n) => n !== frozen)) expect(await leaderOf(n), n).to.equal('a');
+      } finally {
+        if (!(await pidDead(pid))) process.kill(pid, 'SIGCONT');
+      }
+    } finally {
+      counter.unsubscribe();
+    }
+  });
+
   it('with the identity paused, a frozen leader raises an alarm and nothing moves', async () => {
     const [a] = await pair('paused');
     const ctl = await startController('c1');

@@ -34,7 +34,8 @@ describe('controller config', () => {
       drainTimeoutMs: 10_000,
       loginTimeoutMs: 20_000,
     });
-    expect(c.probes).to.deep.equal({ heartbeatTimeoutMs: 6_000, failover: true });
+    expect(c.probes).to.deep.equal({ heartbeatTimeoutMs: 6_000, failover: true, maxPingsPerSecond: 100 });
+    expect(c.http.metricsIdentityLimit).to.equal(1_000);
     expect(resolveTokens(c, 'controller.yaml')).to.deep.equal([
       { name: 'alice', role: 'admin', secret: '0123456789abcdef-alice' },
     ]);
