@@ -79,7 +79,11 @@ program.commandsGroup('Controller commands:');
 program
   .command('list')
   .description('every identity and its members: leader, token, health, standbys, lag')
-  .action(() => run(() => api.list(globals()))());
+  .option('--health <list>', 'only these healths, comma-separated: ok,degraded,down,split-brain,unknown')
+  .option('--leader <node>', 'only identities this node leads')
+  .option('--prefix <text>', 'only names starting with this')
+  .addOption(new Option('--limit <n>', 'show at most this many').argParser(positiveInt))
+  .action((o: api.ListFlags) => run(() => api.list(globals(), o))());
 
 program
   .command('status <identity>')

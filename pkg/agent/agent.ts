@@ -125,8 +125,12 @@ export class Agent {
     const nc = await connectNats(config.nats, `understudy-agent-${config.node}`, logger);
     const metrics = new AgentMetrics();
     const lifeline = await Lifeline.start(logger, { expired: () => metrics.lifelineKills.inc() });
-    const history = new HistoryWriter(etcd, (err) =>
-      logger.debug({ err: err.message }, 'history write failed; retrying'),
+    const history = new HistoryWriter(
+      etcd,
+      (err) => logger.debug({ err: err.message }, 'history write failed; retrying'),
+      undefined,
+      undefined,
+      config.history.keepPerIdentity,
     );
 
     if (config.bootstrapSpecs) {

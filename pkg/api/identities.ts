@@ -23,6 +23,8 @@ export const StandbyView = z.object({
 });
 export type StandbyView = z.infer<typeof StandbyView>;
 
+export const IDENTITY_HEALTH = ['ok', 'degraded', 'down', 'split-brain', 'unknown'] as const;
+
 export const IdentityView = z.object({
   identity: z.string(),
   description: z.string().optional(),
@@ -47,7 +49,7 @@ export const IdentityView = z.object({
   lastProbe: z.string().optional(),
   probeFailures: z.number().int(),
   /** ok | degraded (leader not answering) | down (no leader) | split-brain */
-  health: z.enum(['ok', 'degraded', 'down', 'split-brain', 'unknown']),
+  health: z.enum(IDENTITY_HEALTH),
   paused: z.object({ reason: z.string(), actor: z.string(), at: z.string() }).optional(),
   standbys: z.array(StandbyView),
   fencedNodes: z.array(z.string()),
@@ -55,6 +57,40 @@ export const IdentityView = z.object({
   workflow: z.object({ id: z.string(), kind: z.string(), state: z.string() }).optional(),
 });
 export type IdentityView = z.infer<typeof IdentityView>;
+
+/** Identities in a page of GET /v1/identities by default, and at most. */
+export const LIST_PAGE_DEFAULT = 500;
+export const LIST_PAGE_MAX = 5_000;
+
+/**
+ * GET /v1/identities: a page in name order, filtered. Pages are cut by name (`after`), not by
+ * position, so an identity added or removed between two pages neither repeats nor hides another.
+ */
+export const IdentityListQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(LIST_PAGE_MAX).default(LIST_PAGE_DEFAULT),
+  /** Start after this name: the previous page's `next`. */
+  after: z.string().max(253).optional(),
+  /** Only names starting with this. */
+  prefix: z.string().max(253).optional(),
+  /** Only these healths, comma-separated (ok,degraded,down,split-brain,unknown). */
+  health: z
+    .string()
+    .transform((text) => text.split(',').map((h) => h.trim()))
+    .pipe(z.array(z.enum(IDENTITY_HEALTH)).min(1))
+    .optional(),
+  /** Only identities this node leads. */
+  leader: z.string().max(253).optional(),
+});
+export type IdentityListQuery = z.infer<typeof IdentityListQuery>;
+
+export const IdentityList = z.object({
+  identities: z.array(IdentityView),
+  /** More match: ask again with `after` set to this. */
+  next: z.string().optional(),
+  /** Identities that match the filters, on every page. */
+  total: z.number().int(),
+});
+export type IdentityList = z.infer<typeof IdentityList>;
 
 /** PUT /v1/identities/:id and POST /v1/apply take identity specs (pkg/spec IdentitySpec). */
 export const ApplyBody = z.strictObject({

@@ -10,6 +10,8 @@ import {
   ApplyBody,
   ApplyResult,
   ApproveBody,
+  IdentityList,
+  IdentityListQuery,
   DenyBody,
   FenceBody,
   FenceResult,
@@ -31,7 +33,7 @@ export interface ControllerApi {
   /** Ready: etcd and NATS answer and the controller knows whether it is active. */
   readiness(): Promise<{ ready: boolean; problems: string[] }>;
 
-  listIdentities(): Promise<IdentityView[]>;
+  listIdentities(query: IdentityListQuery): Promise<IdentityList>;
   getIdentity(identity: string): Promise<IdentityView>;
   /** The stored spec document of an identity (404 when absent). */
   getSpec(identity: string): Promise<{ spec: unknown; revision: string }>;
@@ -98,8 +100,9 @@ export const ROUTES: readonly RouteSpec[] = [
     method: 'get',
     path: '/v1/identities',
     role: 'viewer',
-    summary: 'every identity with its leader, health and standbys',
-    response: z.object({ identities: z.array(IdentityView) }),
+    summary: 'identities with their leader, health and standbys: a page in name order, filtered',
+    query: IdentityListQuery,
+    response: IdentityList,
     status: 200,
   },
   {

@@ -2,7 +2,13 @@
 // is active, and apply.
 import { readFile } from 'node:fs/promises';
 import YAML from 'yaml';
-import { type ApplyResult, type ControllerInfo, type HistoryView, type IdentityView } from '../api/schema.js';
+import {
+  type ApplyResult,
+  type ControllerInfo,
+  type HistoryView,
+  type IdentityList,
+  type IdentityView,
+} from '../api/schema.js';
 import { CliError, EXIT } from './exit.js';
 import {
   renderApplyResults,
@@ -13,10 +19,55 @@ import {
 } from './render.js';
 import { context, fieldsAsOptions, routes, type ControllerOptions } from './controller-context.js';
 
-export async function list(opts: ControllerOptions): Promise<number> {
+export interface ListFlags {
+  health?: string;
+  leader?: string;
+  prefix?: string;
+  limit?: number;
+}
+
+const LIST_OPTIONS: Record<string, string> = {
+  health: '--health',
+  leader: '--leader',
+  prefix: '--prefix',
+  limit: '--limit',
+};
+
+/** Identities fetched per request: each page is one bounded answer, however many there are. */
+const LIST_CHUNK = 500;
+
+/**
+ * Every identity that matches, fetched a page at a time (as kubectl does), at most `--limit`.
+ * The server checks the filters and names a bad one.
+ */
+export async function list(opts: ControllerOptions, flags: ListFlags = {}): Promise<number> {
   const { api, out } = await context(opts);
-  const res = await api.get<{ identities: IdentityView[] }>(routes.identities);
-  out.result(res, () => renderIdentityList(res.identities, Date.now()));
+  const identities: IdentityView[] = [];
+  let total = 0;
+  let after: string | undefined;
+  const want = flags.limit ?? Infinity;
+  do {
+    const query = new URLSearchParams({ limit: String(Math.min(LIST_CHUNK, want - identities.length)) });
+    for (const [name, value] of Object.entries({
+      health: flags.health,
+      leader: flags.leader,
+      prefix: flags.prefix,
+      after,
+    }))
+      if (value !== undefined) query.set(name, value);
+    const page = await api.get<IdentityList>(`${routes.identities}?${query}`, {
+      // `query.health.0` is the first item of --health.
+      describeField: (field) => LIST_OPTIONS[field.split('.')[1] ?? ''] ?? field,
+    });
+    identities.push(...page.identities);
+    total = page.total;
+    after = page.next;
+  } while (after !== undefined && identities.length < want);
+  const res = { identities, total };
+  out.result(res, () => {
+    const table = renderIdentityList(identities, Date.now());
+    return identities.length < total ? `${table}\n(${identities.length} of ${total} shown)` : table;
+  });
   return EXIT.ok;
 }
 

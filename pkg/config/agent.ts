@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { LeaseTimingError, LeaseTimingSection, leaseTiming, Name } from '../lease/index.js';
+import { HISTORY_KEEP } from '../history/index.js';
 import { entryProblem } from '../identity/allow.js';
 import { durationMs, PublicNkey } from '../spec/schema.js';
 import { ConfigError, loadConfig, parseConfig, type EnvOverride } from './load.js';
@@ -158,6 +159,10 @@ export const AgentConfig = z.strictObject({
   /** Optional local /healthz and /metrics; the agent opens no other port. */
   health: z.strictObject({ listen: HostPort }).optional(),
   heartbeatIntervalMs: durationMs(200, HEARTBEAT_INTERVAL_MAX_MS).default(2_000),
+  /** Transitions kept in etcd per identity; older ones are pruned (pkg/history). */
+  history: z
+    .strictObject({ keepPerIdentity: z.number().int().min(10).max(1_000_000).default(HISTORY_KEEP) })
+    .prefault({}),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** What identity specs may run and read on this node; empty lists allow nothing. */
   allow: AllowSection,

@@ -1,18 +1,48 @@
 // API operations on identities and their specs: list and read them, apply specs, delete one.
 // Spec writes carry the election term (pkg/spec compares it in the same txn).
-import { ApiError, type ApplyBody, type ApplyResult, type IdentityView } from '../api/schema.js';
+import {
+  ApiError,
+  type ApplyBody,
+  type ApplyResult,
+  type IdentityList,
+  type IdentityListQuery,
+  type IdentityView,
+} from '../api/schema.js';
 import { deleteSpec, parseSpec, putSpec, SpecError } from '../spec/store.js';
 import type { ApiDeps } from './api-deps.js';
-import { identityView, runningWorkflow } from './view.js';
+import { identityKeys, identityView, runningWorkflow } from './view.js';
 
 export class SpecApi {
   constructor(private readonly deps: ApiDeps) {}
 
-  async listIdentities(): Promise<IdentityView[]> {
+  /**
+   * A page of identities in name order. Names and the leader filter are read off the snapshot;
+   * a view (the costly part: standbys, health) is built only for names that pass them, and
+   * only until the page is full, except with a health filter, which needs every view to count.
+   */
+  async listIdentities(query: IdentityListQuery): Promise<IdentityList> {
     const { cluster, prober } = this.deps;
     const snap = await cluster.read();
     const view = cluster.view(snap);
-    return cluster.identityNames(snap).map((id) => identityView(view, id, prober.state(id)));
+    const names = cluster
+      .identityNames(snap)
+      .filter(
+        (id) =>
+          (query.prefix === undefined || id.startsWith(query.prefix)) &&
+          (query.leader === undefined || identityKeys(snap, id).leader?.record.node === query.leader),
+      );
+    const page = (matching: string[], viewOf: (id: string) => IdentityView): IdentityList => {
+      const rest = query.after === undefined ? matching : matching.filter((id) => id > query.after!);
+      const identities = rest.slice(0, query.limit).map(viewOf);
+      const next = rest.length > query.limit ? identities[identities.length - 1]?.identity : undefined;
+      return { identities, total: matching.length, ...(next !== undefined ? { next } : {}) };
+    };
+    const viewOf = (id: string) => identityView(view, id, prober.state(id));
+    if (!query.health) return page(names, viewOf);
+    const wanted = new Set(query.health);
+    const views = new Map(names.map((id) => [id, viewOf(id)]));
+    const matching = names.filter((id) => wanted.has(views.get(id)!.health));
+    return page(matching, (id) => views.get(id)!);
   }
 
   async getIdentity(identity: string): Promise<IdentityView> {

@@ -5,8 +5,10 @@
 import type { Etcd3 } from 'etcd3';
 import { ApiError } from '../api/schema.js';
 import type { Clock } from '../clock/index.js';
+import { ETCD_CALL_MS, within } from '../lease/etcd.js';
 import type { Authority } from '../lease/admin.js';
 import type { SeenAgent } from './agents.js';
+import type { ClusterMirror } from './mirror.js';
 import {
   isTermEnded,
   NotActiveError,
@@ -29,6 +31,10 @@ export interface ClusterDeps {
   heartbeatTimeoutMs: number;
   /** Wall-clock ms this controller started listening for heartbeats. */
   startedAt: number;
+  /** The watched copy snapshots are served from when it is caught up (absent: always read etcd). */
+  mirror?: ClusterMirror;
+  /** Where each snapshot came from (for the metric). */
+  onSnapshot?: (source: 'mirror' | 'etcd') => void;
 }
 
 export class Cluster {
@@ -41,11 +47,59 @@ export class Cluster {
     return this.deps.name;
   }
 
-  /** Read the whole cluster at one revision; etcd errors as they come (for retry loops). */
+  /**
+   * The whole cluster at one revision, no older than this call: from the mirror once it has
+   * caught up with etcd's current revision, else read from etcd. etcd errors as they come
+   * (for retry loops).
+   */
   async snapshot(): Promise<ClusterSnapshot> {
-    const snap = await readSnapshot(this.deps.etcd, this.deps.keys);
-    this.last = snap;
+    const snap = await this.fresh();
+    if (!this.last || snap.revision >= this.last.revision) this.last = snap;
     return snap;
+  }
+
+  private async fresh(): Promise<ClusterSnapshot> {
+    const { mirror, etcd, keys, onSnapshot } = this.deps;
+    if (mirror) {
+      const revision = await this.currentRevision();
+      if (await mirror.reach(revision)) {
+        const snap = mirror.snapshot();
+        if (snap) {
+          onSnapshot?.('mirror');
+          return snap;
+        }
+      }
+    }
+    onSnapshot?.('etcd');
+    return readSnapshot(etcd, keys);
+  }
+
+  private revisionInFlight: Promise<bigint> | undefined;
+  private revisionNext: Promise<bigint> | undefined;
+
+  /**
+   * etcd's current revision, by a one-key read. Callers arriving while a read is out share the
+   * next one (issued after theirs arrived, so it is no older than their call): a thousand
+   * workflow steps at once cost two reads, not a thousand.
+   */
+  private currentRevision(): Promise<bigint> {
+    if (!this.revisionInFlight) {
+      const { etcd, keys } = this.deps;
+      this.revisionInFlight = etcd
+        .get(`${keys.prefix}/`)
+        .options(within(ETCD_CALL_MS))
+        .exec()
+        .then((res) => BigInt(res.header.revision))
+        .finally(() => (this.revisionInFlight = undefined));
+      return this.revisionInFlight;
+    }
+    this.revisionNext ??= this.revisionInFlight
+      .catch(() => undefined)
+      .then(() => {
+        this.revisionNext = undefined;
+        return this.currentRevision();
+      });
+    return this.revisionNext;
   }
 
   /** Read the whole cluster for an API call: an etcd failure is answered as `unavailable`. */

@@ -37,6 +37,7 @@ import { ControllerElection } from './election.js';
 import { EventStream } from './events.js';
 import { FenceReconciler } from './fence-reconciler.js';
 import { ControlLoop } from './loop.js';
+import { ClusterMirror } from './mirror.js';
 import { ControllerMetrics } from './metrics.js';
 import { Prober } from './probes.js';
 import { ControllerKeys, GuardedWriter } from './store.js';
@@ -69,6 +70,7 @@ export class Controller implements ControllerApi {
   private readonly supervisor: WorkflowSupervisor;
   private readonly prober: Prober;
   private readonly loop: ControlLoop;
+  private readonly mirror: ClusterMirror;
   private readonly specs: SpecApi;
   private readonly handovers: HandoverApi;
   private readonly nodes: NodeApi;
@@ -97,8 +99,13 @@ export class Controller implements ControllerApi {
     this.election = new ControllerElection(etcd, keys, member, config.lease.ttlSeconds, log, clock);
     this.agents = new AgentLink(nc, log, signer, undefined, clock);
     const writer = new GuardedWriter(etcd, keys, () => this.election.token, name);
+    this.mirror = ClusterMirror.start(etcd, keys, (err) =>
+      log.debug({ err: err.message }, 'the cluster mirror lost its watch; reading etcd until it resyncs'),
+    );
     const cluster = new Cluster({
       ...{ name, etcd, keys, writer, clock, isActive },
+      mirror: this.mirror,
+      onSnapshot: (source) => metrics.snapshots.inc({ source }),
       agents: () => this.agents.agents(),
       heartbeatTimeoutMs: config.probes.heartbeatTimeoutMs,
       startedAt: clock.wallMs(),
@@ -146,6 +153,7 @@ export class Controller implements ControllerApi {
     this.loop.stop();
     this.supervisor.stopAll();
     this.agents.stop();
+    this.mirror.close();
     await this.election.stop();
   }
 
@@ -160,7 +168,7 @@ export class Controller implements ControllerApi {
   metrics: ControllerApi['metrics'] = () => this.status.metrics();
   subscribe: ControllerApi['subscribe'] = (listener) => this.events.subscribe(listener);
 
-  listIdentities: ControllerApi['listIdentities'] = () => this.specs.listIdentities();
+  listIdentities: ControllerApi['listIdentities'] = (...a) => this.specs.listIdentities(...a);
   getIdentity: ControllerApi['getIdentity'] = (...a) => this.specs.getIdentity(...a);
   getSpec: ControllerApi['getSpec'] = (...a) => this.specs.getSpec(...a);
   apply: ControllerApi['apply'] = (...a) => this.specs.apply(...a);

@@ -72,6 +72,12 @@ export class ControllerMetrics {
     labelNames: ['judged'],
     registers: [this.registry],
   });
+  readonly snapshots = new Counter({
+    name: 'understudy_controller_snapshots_total',
+    help: 'Cluster snapshots served from the watched mirror, or read from etcd (mirror not caught up in time)',
+    labelNames: ['source'],
+    registers: [this.registry],
+  });
   readonly identitiesTotal = new Gauge({
     name: 'understudy_identities',
     help: 'Identities with a stored spec, and how many of them are in each trouble (any number of identities)',

@@ -134,9 +134,9 @@ export function emptySnapshot(revision: bigint): ClusterSnapshot {
   };
 }
 
-/** Everything the controller decides on, read in one transaction at one revision. */
-export async function readSnapshot(client: Etcd3, keys: ControllerKeys): Promise<ClusterSnapshot> {
-  const prefixes = [
+/** The key prefixes a snapshot is made of, in the order buildSnapshot takes their ranges. */
+export function snapshotPrefixes(keys: ControllerKeys): string[] {
+  return [
     keys.specs.specs(),
     keys.identitiesRoot(),
     keys.nodesRoot(),
@@ -145,19 +145,51 @@ export async function readSnapshot(client: Etcd3, keys: ControllerKeys): Promise
     keys.fenceIntents(),
     `${keys.prefix}/controllers/`,
   ];
+}
+
+/**
+ * How a stored value becomes a record (undefined: unreadable). The mirror passes one that
+ * remembers each key-value it already parsed, so an unchanged key costs nothing the next time.
+ */
+export interface SnapshotParser {
+  json<T>(schema: z.ZodType<T>, kv: IKeyValue): T | undefined;
+  spec(kv: IKeyValue, key: string): IdentitySpec;
+}
+
+export const plainParser: SnapshotParser = {
+  json: parseJson,
+  spec: (kv, key) => parseSpec(JSON.parse(kv.value.toString()), key),
+};
+
+/** Everything the controller decides on, read in one transaction at one revision. */
+export async function readSnapshot(client: Etcd3, keys: ControllerKeys): Promise<ClusterSnapshot> {
   const result = await client
     .if(keys.specs.specs(), 'Create', '>', -1) // always true: a multi-range read at one revision
-    .then(...prefixes.map((p) => client.getAll().prefix(p)))
+    .then(...snapshotPrefixes(keys).map((p) => client.getAll().prefix(p)))
     .options(within(ETCD_CALL_MS))
     .commit();
-  const ranges = result.responses.map((r) => r.response_range?.kvs ?? []);
-  const snap = emptySnapshot(BigInt(result.header.revision));
+  return buildSnapshot(
+    keys,
+    BigInt(result.header.revision),
+    result.responses.map((r) => r.response_range?.kvs ?? []),
+  );
+}
+
+/** A snapshot from the key-values under each of snapshotPrefixes(keys), seen at `revision`. */
+export function buildSnapshot(
+  keys: ControllerKeys,
+  revision: bigint,
+  ranges: IKeyValue[][],
+  parse: SnapshotParser = plainParser,
+): ClusterSnapshot {
+  const parseJson = parse.json.bind(parse);
+  const snap = emptySnapshot(revision);
   for (const kv of ranges[0] ?? []) {
     const key = kv.key.toString();
     const identity = key.slice(keys.specs.specs().length);
     try {
       snap.specs.set(identity, {
-        spec: parseSpec(JSON.parse(kv.value.toString()), key),
+        spec: parse.spec(kv, key),
         revision: BigInt(kv.mod_revision),
       });
     } catch (err) {

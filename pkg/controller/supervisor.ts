@@ -194,6 +194,9 @@ export class WorkflowSupervisor {
         },
         isActive: deps.isActive,
         clock: deps.clock,
+        // The mirror when caught up (cluster.ts): a thousand workflows stepping at once do not
+        // each read the whole cluster.
+        operations: { readSnapshot: () => deps.cluster.snapshot() },
       },
       identity,
     );

@@ -75,6 +75,34 @@ export async function readHistory(
     });
 }
 
+/**
+ * The newest `limit` entries of every identity, oldest first: one range read sorted by write
+ * revision on the server, however many identities there are.
+ */
+export async function readRecentHistory(
+  client: Etcd3,
+  opts: { limit?: number; keys?: HistoryKeys } = {},
+): Promise<HistoryEntry[]> {
+  const keys = opts.keys ?? new HistoryKeys();
+  const res = await client
+    .getAll()
+    .prefix(`${keys.prefix}/history/`)
+    .sort('Mod', 'Descend')
+    .limit(opts.limit ?? 100)
+    .options(within(ETCD_CALL_MS))
+    .strings();
+  return Object.values(res)
+    .flatMap((v) => {
+      try {
+        const parsed = HistoryEntry.safeParse(JSON.parse(v));
+        return parsed.success ? [parsed.data] : [];
+      } catch {
+        return [];
+      }
+    })
+    .sort((a, b) => a.at - b.at);
+}
+
 /** Delete all but the newest `keep` entries of an identity. */
 export async function pruneHistory(
   client: Etcd3,
@@ -118,6 +146,8 @@ export class HistoryWriter {
     private readonly onError: (err: Error, entry: HistoryEntry) => void = () => undefined,
     private readonly keys = new HistoryKeys(),
     private readonly maxQueue = 1_000,
+    /** Entries kept per identity (the agent's history.keepPerIdentity). */
+    private readonly keep = HISTORY_KEEP,
   ) {}
 
   record(entry: HistoryEntry): void {
@@ -139,7 +169,7 @@ export class HistoryWriter {
         this.queue.shift();
         // Prune now and then, not on every write.
         if (++this.writes % 200 === 0)
-          await pruneHistory(this.client, entry.identity, HISTORY_KEEP, this.keys);
+          await pruneHistory(this.client, entry.identity, this.keep, this.keys);
       } catch (err) {
         this.onError(err as Error, entry);
         await new Promise((resolve) => setTimeout(resolve, 500).unref());

@@ -8,6 +8,7 @@ import {
   type FailoverBody,
   type FenceBody,
   type HistoryQuery,
+  type IdentityListQuery,
   type PauseBody,
   type RouteSpec,
   type SwitchoverBody,
@@ -35,7 +36,7 @@ export function routeHandlers(): Record<string, RouteHandler> {
   const id = (call: Call) => param(call, 'identity');
   return {
     'get /v1/controller': async ({ api }) => api.info(),
-    'get /v1/identities': async ({ api }) => ({ identities: await api.listIdentities() }),
+    'get /v1/identities': async ({ api, query }) => api.listIdentities(query as IdentityListQuery),
     'get /v1/identities/:identity': async (call) => call.api.getIdentity(id(call)),
     'get /v1/identities/:identity/spec': async (call) => {
       const stored = await call.api.getSpec(id(call));

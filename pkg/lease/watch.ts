@@ -9,7 +9,13 @@ import { ETCD_CALL_MS, isClientClosed, within } from './etcd.js';
 /** Pause between attempts while etcd does not answer. */
 const RETRY_MS = 500;
 
-export type WatchTarget = { key: string } | { prefix: string };
+/**
+ * A key, or a prefix. A prefix may come with its own first read (a few ranges under it read
+ * at one revision, say): what it returns is the snapshot, and the watch covers the whole prefix.
+ */
+export type WatchTarget =
+  | { key: string }
+  | { prefix: string; read?: () => Promise<{ kvs: IKeyValue[]; revision: bigint }> };
 
 export interface WatchHandlers {
   /** Everything under the target at `revision` (a fresh start, or after a resync). */
@@ -37,17 +43,19 @@ export class ResyncingWatch {
     return w;
   }
 
+  /** The same, returned at once: the first snapshot arrives through `on` when etcd answers. */
+  static open(client: Etcd3, target: WatchTarget, on: WatchHandlers): ResyncingWatch {
+    const w = new ResyncingWatch(client, target, on);
+    void w.resync();
+    return w;
+  }
+
   private async resync(): Promise<void> {
     for (let attempt = 1; !this.closed; attempt++) {
       try {
-        const read =
-          'key' in this.target
-            ? this.client.get(this.target.key)
-            : this.client.getAll().prefix(this.target.prefix);
-        const res = await read.options(within(ETCD_CALL_MS)).exec();
+        const { kvs, revision } = await this.read();
         if (this.closed) return;
-        const revision = BigInt(res.header.revision);
-        this.on.snapshot(res.kvs, revision);
+        this.on.snapshot(kvs, revision);
         await this.watchFrom(revision + 1n);
         return;
       } catch (err) {
@@ -60,6 +68,14 @@ export class ResyncingWatch {
         await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
       }
     }
+  }
+
+  private async read(): Promise<{ kvs: IKeyValue[]; revision: bigint }> {
+    const target = this.target;
+    if ('prefix' in target && target.read) return target.read();
+    const read = 'key' in target ? this.client.get(target.key) : this.client.getAll().prefix(target.prefix);
+    const res = await read.options(within(ETCD_CALL_MS)).exec();
+    return { kvs: res.kvs, revision: BigInt(res.header.revision) };
   }
 
   private async watchFrom(revision: bigint): Promise<void> {

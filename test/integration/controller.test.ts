@@ -7,7 +7,7 @@ import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { headers as natsHeaders, type NatsConnection } from 'nats';
-import type { IdentityView, NodeView, Problem, Workflow } from '../../pkg/api/schema.js';
+import type { IdentityList, IdentityView, NodeView, Problem, Workflow } from '../../pkg/api/schema.js';
 import { generateCallerKey } from '../../pkg/identity/access.js';
 import { collectResponders } from '../../pkg/identity/client.js';
 import { readNodeKey } from '../../pkg/keys/index.js';
@@ -383,6 +383,40 @@ describe('controller: probes, maintenance handover and the API', function () {
       expect(pings, `${pings} PINGs in ${seconds.toFixed(1)} s`).to.be.at.most(budget * (seconds + 2));
       const metrics = await fetch(`${ctl.url}/metrics`).then((r) => r.text());
       expect(metrics).to.match(/understudy_probe_judgements_total\{judged="heartbeat"\} [1-9]/);
+
+      // The list comes a page at a time, in name order, filtered on the server.
+      const seen: string[] = [];
+      let after: string | undefined;
+      do {
+        const page = await ctl
+          .api('viewer')
+          .get<IdentityList>(`/v1/identities?limit=5&prefix=many${after ? `&after=${after}` : ''}`);
+        expect(page.status).to.equal(200);
+        expect(page.body.total).to.equal(names.length);
+        seen.push(...page.body.identities.map((v) => v.identity));
+        after = page.body.next;
+      } while (after !== undefined);
+      expect(seen).to.deep.equal(names);
+      const onA = await ctl.api('viewer').get<IdentityList>('/v1/identities?prefix=many1&leader=a');
+      expect(onA.body.identities.map((v) => v.identity)).to.deep.equal(['many10', 'many11']);
+      const cli = await runCli([
+        '--controller',
+        ctl.url,
+        'list',
+        '--prefix',
+        'many0',
+        '--limit',
+        '3',
+        '-o',
+        'json',
+      ]);
+      expect(cli.code, cli.stderr).to.equal(0);
+      const listed = JSON.parse(cli.stdout) as IdentityList;
+      expect(listed.identities.map((v) => v.identity)).to.deep.equal(['many00', 'many01', 'many02']);
+      expect(listed.total).to.equal(10);
+      const bad = await runCli(['--controller', ctl.url, 'list', '--health', 'fine']);
+      expect(bad.code).to.not.equal(0);
+      expect(bad.stderr, bad.stderr).to.include('--health');
 
       const frozen = 'many05';
       const pid = a.servicePid(frozen)!;

@@ -27,6 +27,15 @@ describe('agent config', () => {
     expect(c.lease.ttlSeconds).to.equal(5);
     expect(c.identities).to.deep.equal({ demo: {} });
     expect(c.priority).to.equal(0);
+    expect(c.history.keepPerIdentity).to.equal(2_000);
+  });
+
+  it('keeps a configured number of history entries per identity, and names a bad one', () => {
+    expect(
+      parseAgentConfig(`${GOOD}history: { keepPerIdentity: 50 }\n`, 'agent.yaml').history.keepPerIdentity,
+    ).to.equal(50);
+    const found = problems(`${GOOD}history: { keepPerIdentity: 0 }\n`);
+    expect(found.map((p) => p.field)).to.deep.equal(['history.keepPerIdentity']);
   });
 
   it('names the field and the line of each bad value, all at once', () => {

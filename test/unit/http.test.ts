@@ -8,6 +8,7 @@ import {
   type ApiEvent,
   type ApplyResult,
   type ControllerApi,
+  type IdentityListQuery,
   type IdentityView,
   type NodeView,
   type Workflow,
@@ -96,8 +97,8 @@ class FakeApi implements ControllerApi {
   readiness() {
     return this.record('readiness', [], this.ready);
   }
-  listIdentities() {
-    return this.record('listIdentities', [], [identityView('msggateway')]);
+  listIdentities(query: IdentityListQuery) {
+    return this.record('listIdentities', [query], { identities: [identityView('msggateway')], total: 1 });
   }
   getIdentity(identity: string) {
     return this.record('getIdentity', [identity], identityView(identity));
@@ -495,6 +496,32 @@ describe('controller HTTP API (pkg/http)', function () {
       expect(((await res.json()) as { identities: IdentityView[] }).identities[0]!.identity).to.equal(
         'msggateway',
       );
+    });
+
+    it('passes the list query to the core parsed, and refuses a bad one naming the field', async function () {
+      const ok = await send(
+        'GET',
+        '/v1/identities?limit=20&after=bot-0100&health=down,degraded&leader=node-a',
+        {
+          token: VIEWER,
+        },
+      );
+      expect(ok.status).to.equal(200);
+      expect(api.callsTo('listIdentities').at(-1)!.args).to.deep.equal([
+        { limit: 20, after: 'bot-0100', health: ['down', 'degraded'], leader: 'node-a' },
+      ]);
+      const calls = api.callsTo('listIdentities').length;
+      for (const [query, field] of [
+        ['limit=0', 'limit'],
+        ['limit=99999', 'limit'],
+        ['health=fine', 'health'],
+        ['colour=red', 'colour'],
+      ] as const) {
+        const res = await send('GET', `/v1/identities?${query}`, { token: VIEWER });
+        expect(res.status, query).to.equal(400);
+        expect(JSON.stringify(await res.json()), query).to.include(field);
+      }
+      expect(api.callsTo('listIdentities')).to.have.length(calls);
     });
 
     it('turns the core’s not-found into 404 problem+json carrying its detail', async function () {
