@@ -168,8 +168,7 @@ export class HistoryWriter {
         await recordHistory(this.client, entry, this.keys);
         this.queue.shift();
         // Prune now and then, not on every write.
-        if (++this.writes % 200 === 0)
-          await pruneHistory(this.client, entry.identity, this.keep, this.keys);
+        if (++this.writes % 200 === 0) await pruneHistory(this.client, entry.identity, this.keep, this.keys);
       } catch (err) {
         this.onError(err as Error, entry);
         await new Promise((resolve) => setTimeout(resolve, 500).unref());

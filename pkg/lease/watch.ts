@@ -14,8 +14,7 @@ const RETRY_MS = 500;
  * at one revision, say): what it returns is the snapshot, and the watch covers the whole prefix.
  */
 export type WatchTarget =
-  | { key: string }
-  | { prefix: string; read?: () => Promise<{ kvs: IKeyValue[]; revision: bigint }> };
+  { key: string } | { prefix: string; read?: () => Promise<{ kvs: IKeyValue[]; revision: bigint }> };
 
 export interface WatchHandlers {
   /** Everything under the target at `revision` (a fresh start, or after a resync). */
