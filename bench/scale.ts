@@ -93,8 +93,9 @@ const TARGET = {
 } as const;
 
 const IDENTITIES_PREFIX = `${new Keys().prefix}/identities/`;
-const AGENT_SCRIPT = 'cmd/agent/main.ts';
-const CONTROLLER_SCRIPT = 'cmd/controller/main.ts';
+/** Found in the command line of the process that runs each (main.ts through tsx, main.js built). */
+const AGENT_SCRIPT = 'cmd/agent/main.';
+const CONTROLLER_SCRIPT = 'cmd/controller/main.';
 const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
 
 interface RunShape {
@@ -730,6 +731,8 @@ async function runOnce(shape: RunShape, settings: Settings): Promise<RunResult> 
       startTimeoutS,
       holdMin,
       profile: settings.profile ?? null,
+      // UNDERSTUDY_BUILT=1: agents and controller run the compiled dist/ (npm run build first).
+      runs: process.env.UNDERSTUDY_BUILT === '1' ? 'built JavaScript (dist/)' : 'TypeScript through tsx',
       settleMs: SETTLE_MS,
       agentLogLevel: 'warn',
       service: stopMs === 0 ? 'sleep (stops at once)' : `sh taking ${stopMs} ms to stop`,
@@ -1220,7 +1223,7 @@ function report(r: RunResult, settings: Settings): void {
   console.log('');
   console.log(
     `scale: ${r.settings.identities} identities × ${r.settings.agents} agents, T = ${settings.ttlS} s, ` +
-      `${String(r.settings.service)}; ${String(r.machine.cpus)} cpus`,
+      `${String(r.settings.service)}; ${String(r.machine.cpus)} cpus; ${String(r.settings.runs)}`,
   );
   console.log(
     `${'figure'.padEnd(widths[0]!)}  ${'value'.padEnd(widths[1]!)}  ${'target'.padEnd(widths[2]!)}`,

@@ -66,9 +66,9 @@ export class ControlLoop {
     const { deps } = this;
     let snap: ClusterSnapshot;
     try {
-      snap = await deps.cluster.snapshot();
+      snap = await deps.cluster.snapshot({ mirrorOnly: true });
     } catch (err) {
-      this.failed(err, 'controller cannot read etcd; retrying');
+      this.failed(err, 'controller cannot read the cluster from etcd; retrying');
       this.ticking = false;
       return;
     }

@@ -15,7 +15,7 @@
 // before: never a stale answer, only a slower one.
 import type { Etcd3, IKeyValue } from 'etcd3';
 import type { z } from 'zod';
-import { ETCD_CALL_MS, within } from '../lease/etcd.js';
+import { readPrefixes } from '../lease/paged.js';
 import { ResyncingWatch } from '../lease/watch.js';
 import type { IdentitySpec } from '../spec/schema.js';
 import {
@@ -28,10 +28,11 @@ import {
 } from './store.js';
 
 /**
- * Wait for the mirror to reach a revision before reading etcd instead: well above a watch's
- * latency on a loaded machine, well below the controller's 250 ms round.
+ * Wait for the mirror to reach a revision before giving up on it: a watch's latency is
+ * milliseconds, but a storm of thousands of changes can put it a few hundred behind, and the
+ * alternative (reading every key) only adds to that storm.
  */
-export const CATCH_UP_MS = 150;
+export const CATCH_UP_MS = 1_000;
 
 export class ClusterMirror {
   private readonly kvs = new Map<string, IKeyValue>();
@@ -92,17 +93,10 @@ export class ClusterMirror {
     return mirror;
   }
 
-  /** The snapshot's ranges at one revision (not the history and other keys under the prefix). */
+  /** The snapshot's ranges at one revision, paged (not the history and other keys under the prefix). */
   private async firstRead(): Promise<{ kvs: IKeyValue[]; revision: bigint }> {
-    const result = await this.etcd
-      .if(this.prefixes[0]!, 'Create', '>', -1) // always true: a multi-range read at one revision
-      .then(...this.prefixes.map((p) => this.etcd.getAll().prefix(p)))
-      .options(within(ETCD_CALL_MS))
-      .commit();
-    return {
-      kvs: result.responses.flatMap((r) => r.response_range?.kvs ?? []),
-      revision: BigInt(result.header.revision),
-    };
+    const { ranges, revision } = await readPrefixes(this.etcd, this.prefixes);
+    return { kvs: ranges.flat(), revision };
   }
 
   private reset(kvs: IKeyValue[], revision: bigint): void {

@@ -13,6 +13,7 @@ import type { Etcd3 } from 'etcd3';
 import type { Clock } from '../clock/index.js';
 import { CampaignAbandonedError, NotEligibleError, type FencingToken } from './errors.js';
 import { ETCD_CALL_MS, within } from './etcd.js';
+import { TxnBatcher } from './batch.js';
 import { ChangeFeed } from './feed.js';
 import { assertName, type CandidateRecord, decode, Keys, LeaderRecord, TermEnd } from './keys.js';
 import { Leadership, type PreviousTerm, type TermContext } from './leadership.js';
@@ -179,17 +180,15 @@ export class Candidate implements TermContext {
 
     for (;;) {
       this.checkActive(signal, userSignal);
-      try {
-        await this.register();
-      } catch (err) {
-        await this.retryAfter(`registering ${node} as a candidate for ${this.identity}`, err, signal);
-        continue;
-      }
       let state: CampaignState;
       try {
-        state = await this.read(leaderKey, fenceKey, holdOffKey);
+        state = await this.registerAndRead(leaderKey, fenceKey, holdOffKey);
       } catch (err) {
-        await this.retryAfter(`reading ${this.identity}'s leader key and ${node}'s fence`, err, signal);
+        await this.retryAfter(
+          `reading ${this.identity}'s leader key and ${node}'s fence (registering ${node} as its candidate)`,
+          err,
+          signal,
+        );
         continue;
       }
       this.checkActive(signal, userSignal);
@@ -319,7 +318,8 @@ export class Candidate implements TermContext {
     }
   }
 
-  private async register(): Promise<void> {
+  /** This node's candidate registration (on the session's lease), to write with the read. */
+  private registration() {
     const record: CandidateRecord = {
       node: this.session.node,
       leaseId: this.session.leaseId,
@@ -328,11 +328,10 @@ export class Candidate implements TermContext {
       priority: this.opts.priority ?? 0,
       healthy: this.opts.healthy?.() ?? true,
     };
-    await this.client
+    return this.client
       .put(this.keys.candidate(this.identity, this.session.node))
       .value(JSON.stringify(record))
-      .lease(this.session.leaseId)
-      .options(within(ETCD_CALL_MS));
+      .lease(this.session.leaseId);
   }
 
   /** Remove this candidate's registration (best effort: it also goes with the lease). */
@@ -345,18 +344,28 @@ export class Candidate implements TermContext {
       .catch(() => undefined);
   }
 
-  private async read(leaderKey: string, fenceKey: string, holdOffKey: string): Promise<CampaignState> {
+  /**
+   * Register (or refresh) this candidate and read, at the same revision, the leader key, this
+   * node's fence, the end-of-term record and the hold-off: one step, merged with other
+   * identities' steps into one transaction (batch.ts).
+   */
+  private async registerAndRead(
+    leaderKey: string,
+    fenceKey: string,
+    holdOffKey: string,
+  ): Promise<CampaignState> {
     const termEndKey = this.keys.termEnd(this.identity);
-    const result = await this.client
-      .if(leaderKey, 'Create', '>', -1) // always true: a multi-get at one revision
-      .then(
+    const step = await TxnBatcher.for(this.client).run(
+      [
+        this.registration(),
         this.client.get(leaderKey),
         this.client.get(fenceKey),
         this.client.get(termEndKey),
         this.client.get(holdOffKey),
-      )
-      .options(within(ETCD_CALL_MS))
-      .commit();
+      ],
+      leaderKey,
+    );
+    const result = { header: { revision: step.revision }, responses: step.responses.slice(1) };
     const leaderKv = result.responses[0]?.response_range?.kvs[0];
     const fenceKv = result.responses[1]?.response_range?.kvs[0];
     const termEndKv = result.responses[2]?.response_range?.kvs[0];

@@ -5,9 +5,21 @@
 // stand on this one piece.
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import { ETCD_CALL_MS, isClientClosed, within } from './etcd.js';
+import { readPrefixes } from './paged.js';
 
-/** Pause between attempts while etcd does not answer. */
+/** First pause between attempts while etcd does not answer; doubled per failure up to RETRY_MAX_MS. */
 const RETRY_MS = 500;
+/**
+ * Longest pause: many processes re-reading a large prefix at once after an etcd hiccup must
+ * spread out, not retry in step (each full read then slows the next).
+ */
+const RETRY_MAX_MS = 5_000;
+
+/** Exponential, with jitter over the upper half so that retries of many clients spread. */
+export function retryDelayMs(attempt: number, random = Math.random): number {
+  const ceiling = Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** Math.max(0, attempt - 1));
+  return Math.round(ceiling / 2 + (ceiling / 2) * random());
+}
 
 /**
  * A key, or a prefix. A prefix may come with its own first read (a few ranges under it read
@@ -64,7 +76,7 @@ export class ResyncingWatch {
           return;
         }
         this.on.trouble?.(err as Error, attempt);
-        await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+        await new Promise((resolve) => setTimeout(resolve, retryDelayMs(attempt)));
       }
     }
   }
@@ -72,8 +84,11 @@ export class ResyncingWatch {
   private async read(): Promise<{ kvs: IKeyValue[]; revision: bigint }> {
     const target = this.target;
     if ('prefix' in target && target.read) return target.read();
-    const read = 'key' in target ? this.client.get(target.key) : this.client.getAll().prefix(target.prefix);
-    const res = await read.options(within(ETCD_CALL_MS)).exec();
+    if ('prefix' in target) {
+      const { ranges, revision } = await readPrefixes(this.client, [target.prefix]);
+      return { kvs: ranges[0] ?? [], revision };
+    }
+    const res = await this.client.get(target.key).options(within(ETCD_CALL_MS)).exec();
     return { kvs: res.kvs, revision: BigInt(res.header.revision) };
   }
 

@@ -205,7 +205,9 @@ describe('pkg/lease (real etcd)', function () {
           timeoutMs: 5_000,
         });
         expect(told, 'told once per change of reason, not per attempt').to.have.length(1);
-        expect(told[0]!.what).to.equal(`reading ${identity}'s leader key and a's fence`);
+        expect(told[0]!.what).to.equal(
+          `reading ${identity}'s leader key and a's fence (registering a as its candidate)`,
+        );
         expect(told[0]!.error)
           .to.include(keys.leader(identity))
           .and.match(/leaseId/);

@@ -5,7 +5,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { repoRoot } from './paths.js';
+import { entryPoint, repoRoot } from './paths.js';
 import { LoggedProcess, type LogRecord } from './logged-process.js';
 import { natsSeedFileFor } from './nats-auth.js';
 
@@ -59,7 +59,7 @@ export class AgentProcess extends LoggedProcess {
     // Extra node flags for a look inside (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", which
     // NODE_OPTIONS does not accept).
     const nodeArgs = process.env.UNDERSTUDY_AGENT_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-    const argv = [...nodeArgs, '--import', 'tsx', 'cmd/agent/main.ts', '--config', file];
+    const argv = [...nodeArgs, ...entryPoint('agent'), '--config', file];
     const child = spawn(process.execPath, argv, {
       cwd: repoRoot,
       env: { ...process.env, ...opts.env },

@@ -9,7 +9,7 @@ import { stringify } from 'yaml';
 import type { Problem } from '../../pkg/api/schema.js';
 import { LoggedProcess } from './logged-process.js';
 import { natsSeedFileFor } from './nats-auth.js';
-import { repoRoot } from './paths.js';
+import { entryPoint, repoRoot } from './paths.js';
 
 export const TEST_TOKENS = {
   admin: 'admin-token-0123456789abcdef',
@@ -67,7 +67,7 @@ export class ControllerProcess extends LoggedProcess {
     };
     const file = join(dir, 'controller.yaml');
     await writeFile(file, stringify(config));
-    const child = spawn(process.execPath, ['--import', 'tsx', 'cmd/controller/main.ts', '--config', file], {
+    const child = spawn(process.execPath, [...entryPoint('controller'), '--config', file], {
       cwd: repoRoot,
       env: { ...process.env, ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -4,6 +4,7 @@ import { expect } from 'chai';
 import { ManualClock } from '../../pkg/clock/index.js';
 import { PeerHealth } from '../../pkg/lease/peers.js';
 import { RetryReport, type CampaignRetry } from '../../pkg/lease/retry.js';
+import { retryDelayMs } from '../../pkg/lease/watch.js';
 
 function report() {
   const clock = new ManualClock({ wallMs: 1_000_000 });
@@ -78,5 +79,14 @@ describe('retry report: every failure a loop retries after is visible, once per 
     health.report(undefined);
     expect(seen).to.deep.equal(['14 UNAVAILABLE', undefined]);
     expect(health.current).to.equal(undefined);
+  });
+});
+
+describe('watch retries after a failed read', () => {
+  it('back off exponentially to 5 s, jittered over the upper half so that many clients spread', () => {
+    expect([1, 2, 3, 4, 5, 9].map((a) => retryDelayMs(a, () => 1))).to.deep.equal([
+      500, 1000, 2000, 4000, 5000, 5000,
+    ]);
+    expect([1, 2, 5].map((a) => retryDelayMs(a, () => 0))).to.deep.equal([250, 500, 2500]);
   });
 });
