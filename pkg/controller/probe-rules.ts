@@ -52,6 +52,25 @@ export function blindness(link: LinkState): { blind: boolean; reason: string } {
   return { blind: false, reason: 'its NATS link is up and it hears the agents' };
 }
 
+/**
+ * How late a probe's own timer may fire before its silence proves nothing: a controller whose
+ * event loop was held up runs the expired timer before it reads the answers waiting in its
+ * socket, so a leader that answered in time looks silent. A tenth of a second is far beyond
+ * an idle loop's jitter and far below any probe timeout worth configuring.
+ */
+export const PROBE_LATE_TOLERANCE_MS = 100;
+
+/** Can a probe that ended `lateMs` after its timeout be trusted to have heard every answer? */
+export function lateness(lateMs: number): { blind: boolean; reason: string } {
+  if (lateMs > PROBE_LATE_TOLERANCE_MS) {
+    return {
+      blind: true,
+      reason: `its own event loop ended the probe ${Math.round(lateMs)} ms late, so answers may have been waiting unread`,
+    };
+  }
+  return { blind: false, reason: 'the probe ended on time' };
+}
+
 export interface LeaderObservation {
   identity: string;
   /** `lease`: the leader key's session lease, when known. */

@@ -14,7 +14,14 @@ import type { Cluster } from './cluster.js';
 import type { EventStream } from './events.js';
 import type { ControllerMetrics } from './metrics.js';
 import { claimsLoggedIn, PingBudget, planProbes, suspicion, type Suspicion } from './probe-plan.js';
-import { blindness, leaderMissed, probeVerdict, splitBrain, type Responder } from './probe-rules.js';
+import {
+  blindness,
+  lateness,
+  leaderMissed,
+  probeVerdict,
+  splitBrain,
+  type Responder,
+} from './probe-rules.js';
 import type { ClusterSnapshot, GuardedWriter } from './store.js';
 import type { WorkflowSupervisor } from './supervisor.js';
 import type { LoopTrouble } from './trouble.js';
@@ -224,10 +231,12 @@ export class Prober {
       entry.inFlight = true;
       entry.startedAt = now;
       entry.pingedAt = now;
+      const sentAt = this.deps.clock.monotonicMs();
       this.ping(identity, spec.probe.timeoutMs, keys)
         .then((responders) => {
           this.deps.trouble.recovered('probe', identity);
-          this.probed(identity, entry, epoch, responders);
+          const lateMs = this.deps.clock.monotonicMs() - sentAt - spec.probe.timeoutMs;
+          this.probed(identity, entry, epoch, responders, lateMs);
         })
         .catch((err: unknown) =>
           this.deps.trouble.failed('probe', err, `probe of ${identity} failed to run`, identity),
@@ -313,7 +322,8 @@ export class Prober {
     this.vouchedSinceLog = 0;
   }
 
-  private probed(identity: string, p: ProbeEntry, epoch: number, responders: Responder[]): void {
+  /** `lateMs`: how long after its timeout the PING ended (a judgement from heartbeats: 0). */
+  private probed(identity: string, p: ProbeEntry, epoch: number, responders: Responder[], lateMs = 0): void {
     const { deps } = this;
     const snap = deps.cluster.last;
     if (!snap) return;
@@ -341,11 +351,13 @@ export class Prober {
       agentAlive: leader !== undefined && agentAlive(view, leader.record.node),
       responders,
     });
-    const blind = this.blindness(
+    const linkBlind = this.blindness(
       view.agents.size,
       [...view.agents.keys()].filter((n) => agentAlive(view, n)).length,
       epoch,
     );
+    // A busy controller's own lag proves nothing about the leader (this probe only).
+    const blind = linkBlind.blind ? linkBlind : lateness(lateMs);
     const paused = snap.paused.get(identity);
     const verdict = probeVerdict(p, missed, blind, {
       identity,

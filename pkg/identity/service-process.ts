@@ -3,7 +3,7 @@
 // SIGTERM, then SIGKILL, until nothing in its group runs. The driver (process.ts) decides what
 // to run and when; this file knows how.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -256,7 +256,7 @@ export class ServiceProcess {
   async servesNow(timeoutMs: number): Promise<boolean> {
     const pid = this.pid;
     if (!this.alive || pid === undefined) return false;
-    const state = await processState(pid);
+    const state = processState(pid);
     if (state !== undefined && NOT_SERVING_STATES.has(state)) return false;
     return this.channel ? this.channel.answers(timeoutMs) : true;
   }
@@ -380,10 +380,20 @@ export async function settleWithin<T>(promise: Promise<T>, ms: number, clock: Cl
   }
 }
 
-/** The one-letter state of `pid` from /proc (undefined where /proc is not available). */
-async function processState(pid: number): Promise<string | undefined> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
-  if (stat === undefined) return undefined;
+/**
+ * The one-letter state of `pid` from /proc (undefined where /proc is not available). Read
+ * synchronously: a procfs read is served from kernel memory in microseconds, while the
+ * asynchronous one costs four trips through the thread pool (open, fstat, read, close) — at
+ * hundreds of services checked every heartbeat and on every PING that was most of an idle
+ * agent's CPU.
+ */
+function processState(pid: number): string | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
   // The command name (field 2) may hold spaces and parentheses: the state follows the last ')'.
   return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) || undefined;
 }

@@ -152,6 +152,7 @@ function setup(opts: { paused?: boolean } = {}) {
     }
   };
   return {
+    clock,
     prober,
     rounds,
     lines,
@@ -190,6 +191,26 @@ describe('controller probes (manual clock, PING faked)', () => {
     await t.rounds(3_000);
     expect(t.alarms).to.deep.equal(['leader-unresponsive']);
     expect(t.started).to.have.length(1);
+  });
+
+  it('a probe its own controller ended late (a busy event loop) is not counted as a miss', async () => {
+    const t = setup();
+    // Timeout 100 ms; the answer-less PING ends 300 ms after it, as when the loop was held up.
+    t.answer(async () => {
+      await t.clock.sleep(400);
+      return [];
+    });
+    await t.rounds(5_000);
+    expect(t.prober.state('bot')?.failures).to.equal(0);
+    expect(t.alarms).to.deep.equal([]);
+    expect(t.started).to.deep.equal([]);
+    // The same silence on time is a miss.
+    t.answer(async () => {
+      await t.clock.sleep(100);
+      return [];
+    });
+    await t.rounds(3_000);
+    expect(t.alarms).to.deep.equal(['leader-unresponsive']);
   });
 
   it('paused: the alarm says so and nothing moves', async () => {

@@ -7,6 +7,7 @@ import { changedAccess } from '../../pkg/controller/access-lists.js';
 import { fenceDue } from '../../pkg/controller/fence-reconciler.js';
 import {
   blindness,
+  lateness,
   leaderMissed,
   probeVerdict,
   splitBrain,
@@ -495,4 +496,20 @@ describe('controller rules: a new workflow record', () => {
     expect(wf.deadline).to.equal(new Date(NOW + 90_000).toISOString());
     expect(wf.id).to.equal(`switchover-bot-${NOW.toString(36)}`);
   });
+});
+
+describe('controller rules: a probe its own controller ended late', () => {
+  for (const [lateMs, blind] of [
+    [-5, false],
+    [0, false],
+    [100, false],
+    [101, true],
+    [2_000, true],
+  ] as const) {
+    it(`${lateMs} ms after its timeout → ${blind ? 'proves nothing' : 'counts'}`, () => {
+      const verdict = lateness(lateMs);
+      expect(verdict.blind).to.equal(blind);
+      if (blind) expect(verdict.reason).to.include(`${lateMs} ms late`);
+    });
+  }
 });
