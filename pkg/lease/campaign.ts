@@ -211,11 +211,28 @@ export class Candidate implements TermContext {
       }
       if (state.leader && state.leader.record.leaseId === this.session.leaseId) {
         // Our own earlier term whose resign did not reach etcd (or one not proven to be a
-        // transfer): end it now, guarded by its token, and compete afresh.
+        // transfer): end it now, guarded by its token, and compete afresh. It ends logged out,
+        // and says so where successors look: a term that ended unconfirmed closed this session
+        // (resign with loggedOut: false), so no campaign runs on it; a transferred key never
+        // had a service of ours. Without the record a successor would find our login record of
+        // that term still saying "logged in", on a session that lives on, and wait for ever
+        // (seen at 1,000 identities, when the resign timed out under load).
+        const end: TermEnd = {
+          token: String(state.leader.token),
+          node,
+          leaseId: this.session.leaseId,
+          how: 'resigned',
+          loggedOut: true,
+          holderTtlMs: this.session.timing.ttlMs,
+          at: this.clock.wallMs(),
+        };
         try {
           await this.client
             .if(leaderKey, 'Mod', '==', String(state.leader.token))
-            .then(this.client.delete().key(leaderKey))
+            .then(
+              this.client.put(this.keys.termEnd(this.identity)).value(JSON.stringify(end)),
+              this.client.delete().key(leaderKey),
+            )
             .options(within(ETCD_CALL_MS))
             .commit();
           this.retries.succeeded('campaign');

@@ -349,6 +349,41 @@ describe('pkg/lease (real etcd)', function () {
       expect(lost.reason).to.equal('lease-gone');
     });
 
+    it('a term whose resign never reached etcd is ended by its next campaign as logged out: the successor does not wait for a session that lives on', async function () {
+      this.timeout(30_000);
+      const identity = freshIdentity();
+      const a = await open([etcd.hostEndpoint], 'a', identity);
+      const term = await a.candidate.campaign();
+      await term.setLoggedIn(true);
+      // The resign is lost on the way (as when it timed out on a loaded etcd): the key and the
+      // "logged in" record stay, on a session that keeps renewing.
+      const leaderKey = new Keys().leader(identity);
+      const ifOf = a.client.if.bind(a.client);
+      let lose = true;
+      a.client.if = ((...args: Parameters<Etcd3['if']>) => {
+        if (lose && args[0] === leaderKey && args[1] === 'Mod') {
+          lose = false;
+          throw new Error('simulated: the resign did not reach etcd');
+        }
+        return ifOf(...args);
+      }) as Etcd3['if'];
+      expect(await term.resign({ loggedOut: true })).to.equal(false);
+      expect((await readLeader(a.client, identity))?.token).to.equal(term.token);
+      const b = await open([etcd.hostEndpoint], 'b', identity, { candidate: { priority: 10 } });
+      const successor = b.candidate.campaign();
+      // a's next campaign finds its own stale term and ends it; b (ranked first) takes over.
+      const again = new AbortController();
+      void a.candidate.campaign(again.signal).catch(() => undefined);
+      const next = await successor;
+      again.abort();
+      const verdict = await Promise.race([
+        next.clearance(),
+        new Promise<string>((resolve) => setTimeout(() => resolve('still waiting after 3 s'), 3_000)),
+      ]);
+      expect(verdict).to.not.equal('still waiting after 3 s');
+      expect(a.session.mayAct(), "a's session lives on").to.equal(true);
+    });
+
     it('a leader whose lease is revoked by the controller loses leadership, and its successor waits it out', async function () {
       this.timeout(30_000);
       const identity = freshIdentity();

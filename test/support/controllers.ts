@@ -67,7 +67,9 @@ export class ControllerProcess extends LoggedProcess {
     };
     const file = join(dir, 'controller.yaml');
     await writeFile(file, stringify(config));
-    const child = spawn(process.execPath, [...entryPoint('controller'), '--config', file], {
+    // Extra node flags for a look inside, as UNDERSTUDY_AGENT_NODE_ARGS for agents.
+    const nodeArgs = process.env.UNDERSTUDY_CONTROLLER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+    const child = spawn(process.execPath, [...nodeArgs, ...entryPoint('controller'), '--config', file], {
       cwd: repoRoot,
       env: { ...process.env, ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
