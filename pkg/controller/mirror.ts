@@ -22,6 +22,7 @@ import {
   buildSnapshot,
   plainParser,
   snapshotPrefixes,
+  snapshotUses,
   type ClusterSnapshot,
   type ControllerKeys,
   type SnapshotParser,
@@ -101,7 +102,10 @@ export class ClusterMirror {
 
   private reset(kvs: IKeyValue[], revision: bigint): void {
     this.kvs.clear();
-    for (const kv of kvs) this.kvs.set(kv.key.toString(), kv);
+    for (const kv of kvs) {
+      const key = kv.key.toString();
+      if (snapshotUses(this.keys, key)) this.kvs.set(key, kv);
+    }
     this.revision = revision;
     this.synced = true;
     this.built = undefined;
@@ -110,7 +114,7 @@ export class ClusterMirror {
 
   private apply(kv: IKeyValue, kind: 'put' | 'delete'): void {
     const key = kv.key.toString();
-    if (this.prefixes.some((p) => key.startsWith(p))) {
+    if (snapshotUses(this.keys, key)) {
       if (kind === 'put') this.kvs.set(key, kv);
       else this.kvs.delete(key);
       this.built = undefined;

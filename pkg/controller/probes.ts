@@ -45,6 +45,8 @@ interface ProbeEntry extends ProbeState {
   splitBrain: boolean;
   alarmed: boolean;
   lastReason?: string;
+  /** The responders of the last probe, as a string to compare. */
+  lastOutcome?: string;
 }
 
 export interface ProberDeps {
@@ -101,6 +103,8 @@ export class Prober {
   /** Identity → monotonic ms forged answers were last logged. */
   private readonly forgedLogged = new Map<string, number>();
   private readonly budget: PingBudget;
+  /** Bumped whenever a probe's outcome (responders, misses, split brain) changes: views follow. */
+  version = 0;
   /** Identities judged from heartbeats since the last log line saying so. */
   private vouchedSinceLog = 0;
   private vouchLoggedAt = -Infinity;
@@ -330,6 +334,9 @@ export class Prober {
     const view = deps.cluster.view(snap);
     const leader = identityKeys(snap, identity).leader;
     const spec = snap.specs.get(identity)?.spec;
+    const outcome = `${responders.map((r) => `${r.node}@${r.token}:${r.error ?? ''}`).join(',')}`;
+    if (outcome !== p.lastOutcome) this.version++;
+    p.lastOutcome = outcome;
     p.responders = responders;
     p.at = deps.clock.wallMs();
     deps.metrics.setIdentity(deps.metrics.responders, identity, responders.length);
@@ -374,6 +381,7 @@ export class Prober {
     }
     p.lastReason = verdict.reason;
     if (!verdict.counted) return;
+    if (p.failures !== verdict.failures) this.version++;
     p.failures = verdict.failures;
     p.alarmed = verdict.alarmed;
     deps.metrics.setIdentity(deps.metrics.probeFailures, identity, p.failures);

@@ -149,6 +149,18 @@ export function snapshotPrefixes(keys: ControllerKeys): string[] {
 }
 
 /**
+ * Does buildSnapshot use this key? Under the prefixes it reads, the controllers' own election
+ * sessions are rewritten every tenth of their TTL: a mirror that counted them as changes would
+ * rebuild its snapshot ten times a second with nothing changed.
+ */
+export function snapshotUses(keys: ControllerKeys, key: string): boolean {
+  if (key.startsWith(`${keys.prefix}/controllers/`)) {
+    return key === keys.election.leader('active') || key.startsWith(`${keys.prefix}/controllers/members/`);
+  }
+  return snapshotPrefixes(keys).some((p) => key.startsWith(p));
+}
+
+/**
  * How a stored value becomes a record (undefined: unreadable). The mirror passes one that
  * remembers each key-value it already parsed, so an unchanged key costs nothing the next time.
  */

@@ -109,6 +109,17 @@ describe('controller: the cluster mirror (real etcd)', function () {
     expect(sources.filter((s) => s === 'mirror').length).to.be.greaterThan(30);
   });
 
+  it('keeps the same snapshot while only keys it does not use change (the election sessions rewritten every T/10)', async () => {
+    const before = await cluster.snapshot();
+    await client.put('understudy/controllers/sessions/4242').value('renewed');
+    await client.put('understudy/sessions/4343').value('renewed');
+    expect(await cluster.snapshot(), 'not rebuilt').to.equal(before);
+    await client.put(keys.paused('rebuilt')).value(JSON.stringify({ reason: 'r', actor: 'ops', at: 1 }));
+    const after = await cluster.snapshot();
+    expect(after).to.not.equal(before);
+    expect(after.paused.has('rebuilt')).to.equal(true);
+  });
+
   it('recent history of every identity is one read, newest entries across identities, oldest first', async () => {
     const at = Date.now();
     for (let i = 0; i < 9; i++) {

@@ -7,7 +7,7 @@ import { ManualClock } from '../../pkg/clock/index.js';
 import type { Cluster } from '../../pkg/controller/cluster.js';
 import { EventStream } from '../../pkg/controller/events.js';
 import type { FenceReconciler } from '../../pkg/controller/fence-reconciler.js';
-import { ControlLoop, TICK_MS } from '../../pkg/controller/loop.js';
+import { ControlLoop, PUBLISH_EVERY_MS, TICK_MS } from '../../pkg/controller/loop.js';
 import { ControllerMetrics } from '../../pkg/controller/metrics.js';
 import type { Prober } from '../../pkg/controller/probes.js';
 import { emptySnapshot, type ClusterSnapshot, type GuardedWriter } from '../../pkg/controller/store.js';
@@ -85,5 +85,71 @@ describe('controller loop (manual clock)', () => {
     loop.stop();
     await clock.advance(TICK_MS * 4);
     expect(reads).to.equal(8);
+  });
+});
+
+describe('controller loop: publishing views', () => {
+  function loopWith(snapshot: () => ClusterSnapshot, prober: { version: number }) {
+    const clock = new ManualClock();
+    const { log } = capture();
+    const metrics = new ControllerMetrics();
+    let built = 0;
+    const cluster = {
+      snapshot: async () => snapshot(),
+      view: (snap: ClusterSnapshot) => ({
+        snap,
+        agents: new Map(),
+        heartbeatTimeoutMs: 1,
+        now: 0,
+        startedAt: 0,
+      }),
+      identityNames: () => {
+        built++;
+        return [];
+      },
+    } as unknown as Cluster;
+    const loop = new ControlLoop({
+      cluster,
+      prober: Object.assign(prober, {
+        startDue: () => undefined,
+        state: () => undefined,
+      }) as unknown as Prober,
+      events: new EventStream(clock, log, metrics),
+      supervisor: {} as WorkflowSupervisor,
+      fences: {} as FenceReconciler,
+      writer: {} as GuardedWriter,
+      metrics,
+      trouble: new LoopTrouble(log, metrics.loopFailures),
+      clock,
+      log,
+      isActive: () => false,
+    });
+    return { clock, loop, built: () => built };
+  }
+
+  it(`builds views once per PUBLISH_EVERY_MS while nothing they are made of changes`, async () => {
+    const t = loopWith(() => emptySnap, { version: 0 });
+    t.loop.start();
+    await t.clock.advance(PUBLISH_EVERY_MS * 3);
+    t.loop.stop();
+    expect(t.built()).to.equal(3);
+  });
+
+  it('builds them at once when the snapshot or a probe outcome changes', async () => {
+    const prober = { version: 0 };
+    let snap = emptySnapshot(1n);
+    const t = loopWith(() => snap, prober);
+    t.loop.start();
+    await t.clock.advance(TICK_MS);
+    expect(t.built()).to.equal(1);
+    snap = emptySnapshot(2n);
+    await t.clock.advance(TICK_MS);
+    expect(t.built()).to.equal(2);
+    prober.version++;
+    await t.clock.advance(TICK_MS);
+    expect(t.built()).to.equal(3);
+    await t.clock.advance(TICK_MS);
+    expect(t.built(), 'nothing changed').to.equal(3);
+    t.loop.stop();
   });
 });
