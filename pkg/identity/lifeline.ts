@@ -67,14 +67,17 @@ trap '' INT HUP TERM PIPE
 groups=' '
 names=' '
 # A deadline's members are c_<name>, its timer's pid t_<name>. Timers are subshells that
-# inherit the ignored signals: only SIGKILL stops them.
+# inherit the ignored signals: only SIGKILL stops them. An expired timer kills every member
+# first (a builtin each), then reports: a date per member between the kills put the last of
+# 1,000 services seconds past the must-be-out instant.
 untime() { eval "t=\\\${t_$1:-}"; [ -n "$t" ] && kill -KILL "$t" 2>/dev/null; eval "t_$1="; }
 rearm() {
   untime "$1"
   eval "members=\\\${c_$1:-}"
   [ -z "$members" ] && return
   secs=$(($2 / 1000)).$(printf '%03d' $(($2 % 1000)))
-  ( sleep "$secs"; for p in $members; do kill -KILL -"$p" 2>/dev/null; echo "expired $p $(date +%s%3N 2>/dev/null)"; done ) &
+  ( sleep "$secs"; for p in $members; do kill -KILL -"$p" 2>/dev/null; done
+    at=$(date +%s%3N 2>/dev/null); for p in $members; do echo "expired $p $at"; done ) &
   eval "t_$1=$!"
 }
 leave() {

@@ -80,6 +80,31 @@ describe('lifeline deadline (real processes)', function () {
     expect(running(out!), 'the service that left the deadline is left alone').to.equal(true);
   });
 
+  it('a deadline covering 1,000 services kills every one of them within the drift margin of a 5 s lease', async function () {
+    this.timeout(240_000);
+    // The reaper fires at the must-be-out instant, T × (1 − drift); a successor may log in from
+    // T on. So all of a session's services must be dead within T × drift of the deadline:
+    // 500 ms at the default T = 5 s, whatever their number.
+    const N = 1_000;
+    const DRIFT_MARGIN_MS = 500;
+    const services: Array<Awaited<ReturnType<typeof service>>> = [];
+    for (let i = 0; i < N; i++) services.push(await service());
+    for (const s of services) lifeline.cover(s.child.pid!, 120_000, 'thousand');
+    await lifeline.ping(30_000);
+    const deadlineMs = 1_000;
+    const deadlineAt = performance.now() + deadlineMs;
+    lifeline.extend('thousand', deadlineMs);
+    const deaths = await withTimeout(
+      Promise.all(services.map((s) => s.exited.then(() => performance.now()))),
+      60_000,
+      'every covered service to be killed',
+    );
+    const lastMs = Math.max(...deaths) - deadlineAt;
+    console.log(`      ${N} services: the last dead ${Math.round(lastMs)} ms after their deadline`);
+    expect(Math.min(...deaths)).to.be.at.least(deadlineAt - 20);
+    expect(lastMs).to.be.below(DRIFT_MARGIN_MS);
+  });
+
   it('a service that joins a deadline already pushed back gets the later instant, not its own older one', async () => {
     const first = await service();
     lifeline.cover(first.child.pid!, 400, 's43');

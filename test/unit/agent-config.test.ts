@@ -1,6 +1,6 @@
 // The agent's configuration: every problem is refused with the field and where it came from.
 import { expect } from 'chai';
-import { ConfigError, parseAgentConfig } from '../../pkg/config/agent.js';
+import { ConfigError, killBudgetProblem, parseAgentConfig } from '../../pkg/config/agent.js';
 
 const GOOD = `node: a
 etcd:
@@ -132,5 +132,42 @@ identities:
     );
     expect(found.map((p) => p.field).sort()).to.deep.equal(['allow', 'service.group']);
     expect(problems(`${GOOD}service: { user: 'Bad User;' }\n`)[0]).to.include({ field: 'service.user' });
+  });
+});
+
+describe('agent config: services killed by the must-be-out instant', () => {
+  const T5 = { ttlMs: 5_000, mustBeOutByMs: 4_500 };
+  const T2 = { ttlMs: 2_000, mustBeOutByMs: 1_800 };
+  for (const [identities, timing, ok] of [
+    [1_000, T5, true],
+    [2_000, T5, true],
+    [2_001, T5, false],
+    [800, T2, true],
+    [1_000, T2, false],
+  ] as const) {
+    it(`${identities} identities at T = ${timing.ttlMs / 1000} s → ${ok ? 'accepted' : 'refused, with the numbers'}`, () => {
+      const problem = killBudgetProblem(identities, timing);
+      if (ok) expect(problem).to.equal(undefined);
+      else
+        expect(problem)
+          .to.include(`${identities} identities`)
+          .and.include(`${timing.ttlMs - timing.mustBeOutByMs} ms`)
+          .and.include('lease.ttlSeconds');
+    });
+  }
+
+  it('refuses such a config, naming the identities field', () => {
+    const many = Array.from({ length: 900 }, (_, i) => `  id${i}:`).join('\n');
+    const found = problems(`node: a
+etcd:
+  endpoints: [http://127.0.0.1:2379]
+nats:
+  servers: [nats://127.0.0.1:4222]
+lease: { ttlSeconds: 2 }
+identities:
+${many}
+`);
+    expect(found.map((p) => p.field)).to.deep.equal(['identities']);
+    expect(found[0]!.message).to.match(/900 identities on one agent may need 225 ms/);
   });
 });
