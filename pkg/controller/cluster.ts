@@ -19,6 +19,9 @@ import {
 } from './store.js';
 import { identityKeys, type ViewContext } from './view.js';
 
+/** Rounds in a row the controller waits for a lagging mirror before reading etcd itself. */
+const MIRROR_MISSES_BEFORE_READ = 4;
+
 export interface ClusterDeps {
   name: string;
   etcd: Etcd3;
@@ -69,11 +72,14 @@ export class Cluster {
       if (await mirror.reach(revision)) {
         const snap = mirror.snapshot();
         if (snap) {
+          this.mirrorMisses = 0;
           onSnapshot?.('mirror');
           return snap;
         }
       }
-      if (mirrorOnly) {
+      // A round waits for a mirror that lags a little; one that lost its watch, or keeps
+      // lagging, must not stop the rounds: they read etcd until it is back.
+      if (mirrorOnly && mirror.isSynced && ++this.mirrorMisses < MIRROR_MISSES_BEFORE_READ) {
         throw new Error(
           `the cluster mirror has not reached etcd's revision ${revision} within ${CATCH_UP_MS} ms (starting, or its watch is behind or reconnecting)`,
         );
@@ -83,6 +89,8 @@ export class Cluster {
     return readSnapshot(etcd, keys);
   }
 
+  /** Rounds in a row the mirror did not catch up in time. */
+  private mirrorMisses = 0;
   private revisionInFlight: Promise<bigint> | undefined;
   private revisionNext: Promise<bigint> | undefined;
 

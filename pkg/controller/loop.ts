@@ -121,7 +121,9 @@ export class ControlLoop {
     this.published = { snap, probes: prober.version, at: now };
     const view = cluster.view(snap);
     const identities = cluster.identityNames(snap).map((id) => identityView(view, id, prober.state(id)));
-    for (const v of identities) metrics.setIdentity(metrics.paused, v.identity, v.paused ? 1 : 0);
+    // Only identities with a spec get series: the prober frees them when the spec goes.
+    for (const v of identities)
+      if (snap.specs.has(v.identity)) metrics.setIdentity(metrics.paused, v.identity, v.paused ? 1 : 0);
     metrics.identitiesTotal.set({ kind: 'all' }, snap.specs.size);
     metrics.identitiesTotal.set({ kind: 'paused' }, identities.filter((v) => v.paused).length);
     const probes = identities.map((v) => prober.state(v.identity));

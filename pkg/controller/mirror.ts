@@ -43,6 +43,7 @@ export class ClusterMirror {
   private synced = false;
   private built: ClusterSnapshot | undefined;
   private watch: ResyncingWatch | undefined;
+  private closed = false;
   private readonly waiters = new Set<() => void>();
   /** Parsed values by the key-value object that held them: an unchanged key is parsed once. */
   private readonly parsed = new WeakMap<IKeyValue, unknown>();
@@ -139,7 +140,8 @@ export class ClusterMirror {
         resolve(ok);
       };
       const check = () => {
-        if (this.synced && this.revision >= revision) done(true);
+        if (this.closed) done(false);
+        else if (this.synced && this.revision >= revision) done(true);
       };
       const timer = setTimeout(() => done(false), timeoutMs);
       this.waiters.add(check);
@@ -160,8 +162,14 @@ export class ClusterMirror {
     return this.built;
   }
 
+  /** The mirror holds a full read and follows its watch (it may still lag). */
+  get isSynced(): boolean {
+    return this.synced;
+  }
+
   close(): void {
     this.synced = false;
+    this.closed = true;
     void this.watch?.close();
     for (const wake of [...this.waiters]) wake();
   }

@@ -96,23 +96,27 @@ export interface ProbePlan {
 /**
  * Spend `budget` PINGs on the due identities. Within budget every one is PINGed (a small
  * cluster is probed exactly as without a budget). Over it: suspects first, then the others,
- * each group oldest PING first; the rest are judged from heartbeats when they vouch, else wait.
+ * each group oldest PING first, a tenth kept for the others whatever the suspects; the rest
+ * are judged from heartbeats when they vouch, else wait.
  */
 export function planProbes(due: readonly DueProbe[], budget: number): ProbePlan {
   const slots = Math.max(0, Math.floor(budget));
   if (due.length <= slots) return { ping: due.map((d) => d.identity), vouched: [], waiting: [] };
   const order = (a: DueProbe, b: DueProbe) =>
     a.lastPingAt - b.lastPingAt || (a.identity < b.identity ? -1 : a.identity > b.identity ? 1 : 0);
-  const ranked = [
-    ...due.filter((d) => d.suspicion.suspect).sort(order),
-    ...due.filter((d) => !d.suspicion.suspect).sort(order),
-  ];
+  const suspects = due.filter((d) => d.suspicion.suspect).sort(order);
+  const others = due.filter((d) => !d.suspicion.suspect).sort(order);
+  // A tenth of the budget (one PING at least, from two up) always goes to the sample: a flood
+  // of suspects must not stop every other identity from ever getting a real PING.
+  const reserved = Math.min(others.length, slots >= 2 ? Math.max(1, Math.floor(slots / 10)) : 0);
+  const forSuspects = Math.min(suspects.length, slots - reserved);
+  const pinged = new Set([...suspects.slice(0, forSuspects), ...others.slice(0, slots - forSuspects)]);
   const plan: ProbePlan = { ping: [], vouched: [], waiting: [] };
-  ranked.forEach((d, i) => {
-    if (i < slots) plan.ping.push(d.identity);
+  for (const d of [...suspects, ...others]) {
+    if (pinged.has(d)) plan.ping.push(d.identity);
     else if (d.suspicion.vouched) plan.vouched.push(d.identity);
     else plan.waiting.push(d.identity);
-  });
+  }
   return plan;
 }
 

@@ -107,6 +107,8 @@ export class Prober {
   version = 0;
   /** Identities judged from heartbeats since the last log line saying so. */
   private vouchedSinceLog = 0;
+  private lateSinceLog = 0;
+  private lateLoggedAt = -Infinity;
   private vouchLoggedAt = -Infinity;
 
   constructor(private readonly deps: ProberDeps) {
@@ -240,7 +242,7 @@ export class Prober {
         .then((responders) => {
           this.deps.trouble.recovered('probe', identity);
           const lateMs = this.deps.clock.monotonicMs() - sentAt - spec.probe.timeoutMs;
-          this.probed(identity, entry, epoch, responders, lateMs);
+          this.probed(identity, entry, epoch, responders, snap, lateMs);
         })
         .catch((err: unknown) =>
           this.deps.trouble.failed('probe', err, `probe of ${identity} failed to run`, identity),
@@ -259,6 +261,7 @@ export class Prober {
         answered
           ? [{ node: leader.record.node, token: String(leader.token), lease: leader.record.leaseId }]
           : [],
+        snap,
       );
     }
     this.noteVouched(plan.vouched.length, plan.ping.length, plan.waiting.length, now);
@@ -307,6 +310,22 @@ export class Prober {
     return out;
   }
 
+  /**
+   * Probes ended late are not counted: said once a minute, at warn, since a controller whose
+   * loop is always late would otherwise never count a miss, and fail nothing over, silently.
+   */
+  private noteLate(lateMs: number): void {
+    this.lateSinceLog++;
+    const now = this.deps.clock.monotonicMs();
+    if (now - this.lateLoggedAt < FORGED_LOG_INTERVAL_MS) return;
+    this.lateLoggedAt = now;
+    this.deps.log.warn(
+      { probesNotCounted: this.lateSinceLog, lateMs: Math.round(lateMs) },
+      'probes ended late because this controller was busy, and proved nothing: while this lasts, a leader that stops answering is not failed over; give the controller more CPU, or lower probes.maxPingsPerSecond',
+    );
+    this.lateSinceLog = 0;
+  }
+
   /** Say once a minute how many identities heartbeats stood in for (the PING budget is spent). */
   private noteVouched(vouched: number, pinged: number, waiting: number, now: number): void {
     this.deps.metrics.probeRounds.inc({ judged: 'ping' }, pinged);
@@ -327,10 +346,20 @@ export class Prober {
   }
 
   /** `lateMs`: how long after its timeout the PING ended (a judgement from heartbeats: 0). */
-  private probed(identity: string, p: ProbeEntry, epoch: number, responders: Responder[], lateMs = 0): void {
+  private probed(
+    identity: string,
+    p: ProbeEntry,
+    epoch: number,
+    responders: Responder[],
+    /** The snapshot the probe was started on: the leader it probed for. */
+    probedOn: ClusterSnapshot,
+    lateMs = 0,
+  ): void {
     const { deps } = this;
-    const snap = deps.cluster.last;
-    if (!snap) return;
+    const snap = deps.cluster.last ?? probedOn;
+    // The leader changed while the probe ran: its answer (or silence) says nothing of the new one.
+    const then = identityKeys(probedOn, identity).leader?.token;
+    if (identityKeys(snap, identity).leader?.token !== then) return;
     const view = deps.cluster.view(snap);
     const leader = identityKeys(snap, identity).leader;
     const spec = snap.specs.get(identity)?.spec;
@@ -365,6 +394,7 @@ export class Prober {
     );
     // A busy controller's own lag proves nothing about the leader (this probe only).
     const blind = linkBlind.blind ? linkBlind : lateness(lateMs);
+    if (!linkBlind.blind && blind.blind) this.noteLate(lateMs);
     const paused = snap.paused.get(identity);
     const verdict = probeVerdict(p, missed, blind, {
       identity,

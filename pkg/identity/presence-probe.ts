@@ -77,6 +77,9 @@ export async function collectResponders(
       headers: hdrs,
     });
     await sleep(windowMs);
+    // Answers that arrived while this process was busy wait in the socket, and the expired
+    // timer runs before they are read: let the event loop read them before closing the window.
+    await new Promise((resolve) => setImmediate(resolve));
   } finally {
     sub.unsubscribe();
   }

@@ -8,7 +8,14 @@
 // each identity is still its own leader key's revision. If a merged transaction fails (one
 // registration on a lease etcd no longer has fails them all), each step is sent again alone,
 // so one caller's fault is never another's.
-import type { Etcd3, IOperation } from 'etcd3';
+import {
+  ClientClosedError,
+  GRPCCancelledError,
+  GRPCDeadlineExceededError,
+  GRPCUnavailableError,
+  type Etcd3,
+  type IOperation,
+} from 'etcd3';
 import { ETCD_CALL_MS, within } from './etcd.js';
 
 /** etcd's default --max-txn-ops: a merged transaction holds at most this many operations. */
@@ -90,8 +97,13 @@ export class TxnBatcher {
         at += p.ops.length;
       }
     } catch (err) {
-      if (batch.length === 1) return batch[0]!.reject(err);
-      // Find whose step failed: each alone, so the others still land.
+      // etcd slow or away: every step failed alike; each caller retries in its own time (sent
+      // again one by one now, 40 requests would pile onto an etcd already too slow).
+      if (batch.length === 1 || !refusedByEtcd(err)) {
+        for (const p of batch) p.reject(err);
+        return;
+      }
+      // Refused (one step's lease gone, say): find whose, each alone, so the others land.
       for (const p of batch) void this.send([p]);
     }
   }
@@ -104,4 +116,14 @@ export class TxnBatcher {
       .commit();
     return { responses: res.responses as StepResult['responses'], revision: res.header.revision };
   }
+}
+
+/** etcd answered and said no (as opposed to: did not answer in time, or is unreachable). */
+function refusedByEtcd(err: unknown): boolean {
+  return !(
+    err instanceof GRPCDeadlineExceededError ||
+    err instanceof GRPCUnavailableError ||
+    err instanceof GRPCCancelledError ||
+    err instanceof ClientClosedError
+  );
 }

@@ -15,12 +15,37 @@ import { CampaignAbandonedError, NotEligibleError, type FencingToken } from './e
 import { ETCD_CALL_MS, within } from './etcd.js';
 import { TxnBatcher } from './batch.js';
 import { ChangeFeed } from './feed.js';
-import { assertName, type CandidateRecord, decode, Keys, LeaderRecord, TermEnd } from './keys.js';
-import { Leadership, type PreviousTerm, type TermContext } from './leadership.js';
+import {
+  assertName,
+  type CandidateRecord,
+  decode,
+  Keys,
+  LeaderRecord,
+  LoginRecord,
+  TermEnd,
+} from './keys.js';
+import { Leadership, sessionTerms, type PreviousTerm, type TermContext } from './leadership.js';
 import { PeerSessions, type PeerHealth } from './peers.js';
 import { decideRank, readCandidates, type RankDecision } from './rank.js';
 import { RETRY_MS, RetryReport, type CampaignRetry } from './retry.js';
 import type { Session } from './session.js';
+
+/** A login record as the campaign read it; an unreadable one is as good as none here. */
+function loginOf(
+  kv: { value: Buffer; mod_revision: string } | undefined,
+  key: string,
+): { record: LoginRecord; modRevision: string } | undefined {
+  if (!kv) return undefined;
+  try {
+    const record = decode(LoginRecord, kv.value, key);
+    return record ? { record, modRevision: kv.mod_revision } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Per session, per identity: the token of the latest term the session started. */
+const lastTokens = new WeakMap<Session, Map<string, FencingToken>>();
 
 // The campaign's public names, kept where callers have always imported them from.
 export { CampaignAbandonedError, FencedNodeError, NotEligibleError, StaleTokenError } from './errors.js';
@@ -54,6 +79,8 @@ interface CampaignState {
   transferred: boolean;
   fenced: boolean;
   heldOff: boolean;
+  /** The identity's login record and its mod revision, if readable. */
+  login: { record: LoginRecord; modRevision: string } | undefined;
 }
 
 export class Candidate implements TermContext {
@@ -69,8 +96,20 @@ export class Candidate implements TermContext {
    */
   readonly peers: Promise<PeerSessions>;
   private readonly peerHealth: PeerHealth;
-  /** Token of this candidate's latest term, so a stale leader key of ours is not re-adopted. */
-  lastOwnToken: FencingToken | undefined;
+  /**
+   * Token of this session's latest term of the identity, so a stale leader key of ours is not
+   * re-adopted as a transfer: kept per session, since a runner makes a candidate per campaign.
+   */
+  get lastOwnToken(): FencingToken | undefined {
+    return lastTokens.get(this.session)?.get(this.identity);
+  }
+
+  set lastOwnToken(token: FencingToken | undefined) {
+    let tokens = lastTokens.get(this.session);
+    if (!tokens) lastTokens.set(this.session, (tokens = new Map()));
+    if (token === undefined) tokens.delete(this.identity);
+    else tokens.set(this.identity, token);
+  }
   /** The latest free-election rank and why (for status displays). */
   lastRank: RankDecision | undefined;
 
@@ -211,27 +250,43 @@ export class Candidate implements TermContext {
       }
       if (state.leader && state.leader.record.leaseId === this.session.leaseId) {
         // Our own earlier term whose resign did not reach etcd (or one not proven to be a
-        // transfer): end it now, guarded by its token, and compete afresh. It ends logged out,
-        // and says so where successors look: a term that ended unconfirmed closed this session
-        // (resign with loggedOut: false), so no campaign runs on it; a transferred key never
-        // had a service of ours. Without the record a successor would find our login record of
-        // that term still saying "logged in", on a session that lives on, and wait for ever
-        // (seen at 1,000 identities, when the resign timed out under load).
+        // transfer): end it now, guarded by its token, and compete afresh, saying where
+        // successors look whether it is logged out. A term of this session that is not known
+        // to be logged in is out: an unconfirmed logout closes the session (so no campaign
+        // runs on it), and a key moved to us we never adopted had no service of ours. Without
+        // the record a successor would find the term's login record still saying "logged in",
+        // on a session that lives on, and wait for ever (seen at 1,000 identities, when the
+        // resign timed out under load).
+        const token = String(state.leader.token);
+        const ours = sessionTerms(this.session).get(this.identity);
+        const loggedOut = !(ours && String(ours.token) === token && ours.loggedIn);
         const end: TermEnd = {
-          token: String(state.leader.token),
+          token,
           node,
           leaseId: this.session.leaseId,
           how: 'resigned',
-          loggedOut: true,
+          loggedOut,
           holderTtlMs: this.session.timing.ttlMs,
           at: this.clock.wallMs(),
         };
+        const login = state.login;
+        // Our own login record of that term still saying "logged in": confirm it out too.
+        const confirm =
+          loggedOut && login?.record.token === token && login.record.node === node && login.record.loggedIn;
         try {
-          await this.client
-            .if(leaderKey, 'Mod', '==', String(state.leader.token))
+          let txn = this.client.if(leaderKey, 'Mod', '==', token);
+          if (confirm) txn = txn.and(this.keys.login(this.identity), 'Mod', '==', login.modRevision);
+          await txn
             .then(
               this.client.put(this.keys.termEnd(this.identity)).value(JSON.stringify(end)),
               this.client.delete().key(leaderKey),
+              ...(confirm
+                ? [
+                    this.client
+                      .put(this.keys.login(this.identity))
+                      .value(JSON.stringify({ ...login.record, loggedIn: false, at: this.clock.wallMs() })),
+                  ]
+                : []),
             )
             .options(within(ETCD_CALL_MS))
             .commit();
@@ -372,6 +427,7 @@ export class Candidate implements TermContext {
     holdOffKey: string,
   ): Promise<CampaignState> {
     const termEndKey = this.keys.termEnd(this.identity);
+    const loginKey = this.keys.login(this.identity);
     const step = await TxnBatcher.for(this.client).run(
       [
         this.registration(),
@@ -379,6 +435,7 @@ export class Candidate implements TermContext {
         this.client.get(fenceKey),
         this.client.get(termEndKey),
         this.client.get(holdOffKey),
+        this.client.get(loginKey),
       ],
       leaderKey,
     );
@@ -407,6 +464,7 @@ export class Candidate implements TermContext {
         : undefined,
       fenced: fenceKv !== undefined,
       heldOff: result.responses[3]?.response_range?.kvs[0] !== undefined,
+      login: loginOf(result.responses[4]?.response_range?.kvs[0], loginKey),
     };
   }
 

@@ -36,6 +36,19 @@ export interface LeadershipEvents extends Record<string, unknown> {
 }
 
 /** What a term needs from the campaign that won it. */
+/**
+ * The latest term each session started, per identity: a campaign that finds it still holding
+ * the key (its resign did not reach etcd) asks it whether its service may still be logged in.
+ * Per session, not per candidate: a runner makes a new candidate for every campaign.
+ */
+const termsBySession = new WeakMap<Session, Map<string, Leadership>>();
+
+export function sessionTerms(session: Session): Map<string, Leadership> {
+  let terms = termsBySession.get(session);
+  if (!terms) termsBySession.set(session, (terms = new Map()));
+  return terms;
+}
+
 export interface TermContext {
   readonly identity: string;
   readonly session: Session;
@@ -99,6 +112,7 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
    */
   async start(revision: string, _signal?: AbortSignal): Promise<Leadership> {
     this.ctx.lastOwnToken = this.token;
+    sessionTerms(this.session).set(this.identity, this);
     const onStop = () => this.end('session');
     this.session.on('must-stop', onStop);
     void this.whenLost().then(() => {

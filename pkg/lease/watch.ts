@@ -111,13 +111,19 @@ export class ResyncingWatch {
     this.watcher = watcher;
     watcher.on('put', (kv: IKeyValue) => this.on.put(kv));
     watcher.on('delete', (kv: IKeyValue) => this.on.delete(kv));
-    watcher.on('error', (err: Error) => {
+    const restart = (err: Error) => {
       void watcher.cancel().catch(() => undefined);
       if (this.watcher !== watcher) return;
       this.watcher = undefined;
       this.on.trouble?.(err, 1);
       void this.resync();
-    });
+    };
+    watcher.on('error', restart);
+    // The library re-creates a watch whose stream broke from the revision of the last response
+    // header it saw, which can lie past events it never delivered: read again instead.
+    watcher.on('disconnected', (err?: Error) =>
+      restart(new Error(`the watch's stream broke (${err?.message ?? 'disconnected'}); reading again`)),
+    );
   }
 
   async close(): Promise<void> {

@@ -382,6 +382,13 @@ describe('pkg/lease (real etcd)', function () {
       ]);
       expect(verdict).to.not.equal('still waiting after 3 s');
       expect(a.session.mayAct(), "a's session lives on").to.equal(true);
+      // Where later successors look too: a's login record of that term says it logged out.
+      const login = JSON.parse((await a.client.get(new Keys().login(identity)).string()) ?? '{}') as {
+        token?: string;
+        node?: string;
+        loggedIn?: boolean;
+      };
+      expect(login).to.include({ node: 'a', token: String(term.token), loggedIn: false });
     });
 
     it('a leader whose lease is revoked by the controller loses leadership, and its successor waits it out', async function () {

@@ -168,6 +168,6 @@ identities:
 ${many}
 `);
     expect(found.map((p) => p.field)).to.deep.equal(['identities']);
-    expect(found[0]!.message).to.match(/900 identities on one agent may need 225 ms/);
+    expect(found[0]!.message).to.match(/900 identities on one agent may need 113 ms/);
   });
 });

@@ -135,6 +135,16 @@ describe('probe plan: spending the PING budget', () => {
     expect(plan).to.deep.equal({ ping: ['s1'], vouched: ['v'], waiting: ['s2'] });
   });
 
+  it('a flood of suspects still leaves a tenth of the budget (one at least) to the sample', () => {
+    const plan = planProbes(
+      [...Array.from({ length: 6 }, (_, i) => due(`s${i}`, i, bad)), due('old', 0), due('new', 50)],
+      4,
+    );
+    expect(plan.ping).to.deep.equal(['s0', 's1', 's2', 'old']);
+    expect(plan.vouched).to.deep.equal(['new']);
+    expect(plan.waiting).to.deep.equal(['s3', 's4', 's5']);
+  });
+
   it('a zero budget PINGs nothing', () => {
     expect(planProbes([due('a', 0)], 0).ping).to.deep.equal([]);
   });
