@@ -128,6 +128,9 @@ export async function pruneHistory(
   return excess;
 }
 
+/** Entries written in one transaction at most (etcd allows 128 operations in one). */
+const HISTORY_BATCH = 64;
+
 /**
  * Writes history without ever making the caller wait or fail: the state machine must not
  * stall on etcd (it may be logging out precisely because etcd is unreachable). Entries queue
@@ -163,18 +166,32 @@ export class HistoryWriter {
   private async drain(): Promise<void> {
     this.running = true;
     while (this.queue.length > 0 && !this.closed) {
-      const entry = this.queue[0]!;
+      // What queued meanwhile goes in one transaction: a login storm writes three or four
+      // transitions per identity, one etcd write each until now.
+      const batch = this.queue.slice(0, HISTORY_BATCH);
       try {
-        await recordHistory(this.client, entry, this.keys);
-        this.queue.shift();
+        await this.write(batch);
+        this.queue.splice(0, batch.length);
         // Prune now and then, not on every write.
-        if (++this.writes % 200 === 0) await pruneHistory(this.client, entry.identity, this.keep, this.keys);
+        for (const entry of batch) {
+          if (++this.writes % 200 === 0)
+            await pruneHistory(this.client, entry.identity, this.keep, this.keys);
+        }
       } catch (err) {
-        this.onError(err as Error, entry);
+        this.onError(err as Error, batch[0]!);
         await new Promise((resolve) => setTimeout(resolve, 500).unref());
       }
     }
     this.running = false;
+  }
+
+  private async write(batch: HistoryEntry[]): Promise<void> {
+    if (batch.length === 1) return recordHistory(this.client, batch[0]!, this.keys);
+    await this.client
+      .if(this.keys.all(batch[0]!.identity), 'Create', '>', -1) // always true: several puts at once
+      .then(...batch.map((entry) => historyPut(this.client, entry, this.keys)))
+      .options(within(ETCD_CALL_MS))
+      .commit();
   }
 
   /** Try to flush what is queued within `ms`, then stop. */
