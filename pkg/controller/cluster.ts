@@ -19,6 +19,8 @@ import {
 } from './store.js';
 import { identityKeys, type ViewContext } from './view.js';
 
+const namesBySnapshot = new WeakMap<ClusterSnapshot, string[]>();
+
 /** Rounds in a row the controller waits for a lagging mirror before reading etcd itself. */
 const MIRROR_MISSES_BEFORE_READ = 4;
 
@@ -141,14 +143,22 @@ export class Cluster {
     };
   }
 
-  /** Identities with a spec or a leader, sorted. */
-  identityNames(snap: ClusterSnapshot): string[] {
-    return [
-      ...new Set([
-        ...snap.specs.keys(),
-        ...[...snap.identities].filter(([, k]) => k.leader).map(([id]) => id),
-      ]),
-    ].sort();
+  /**
+   * Identities with a spec or a leader, sorted; computed once per snapshot (a mirrored one is
+   * served to every round and every page of a list until something changes).
+   */
+  identityNames(snap: ClusterSnapshot): readonly string[] {
+    let names = namesBySnapshot.get(snap);
+    if (!names) {
+      names = [
+        ...new Set([
+          ...snap.specs.keys(),
+          ...[...snap.identities].filter(([, k]) => k.leader).map(([id]) => id),
+        ]),
+      ].sort();
+      namesBySnapshot.set(snap, names);
+    }
+    return names;
   }
 
   requireIdentity(snap: ClusterSnapshot, identity: string): void {
