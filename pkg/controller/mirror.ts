@@ -90,6 +90,7 @@ export class ClusterMirror {
           mirror.synced = false;
           onTrouble?.(err);
         },
+        resyncOnDisconnect: true,
       },
     );
     return mirror;

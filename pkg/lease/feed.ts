@@ -123,14 +123,7 @@ class PrefixWatch {
         for (const wake of this.readyWaiters.splice(0)) wake();
         // Followers that came while it was starting cannot know what they missed.
         this.resyncAll(undefined);
-        const broken = await new Promise<Error>((resolve) => {
-          watcher.once('error', resolve);
-          // The library resumes a broken stream from the last response header it saw, which can
-          // lie past events it never delivered: every follower reads again instead.
-          watcher.once('disconnected', (err?: Error) =>
-            resolve(new Error(`the watch's stream broke (${err?.message ?? 'disconnected'})`)),
-          );
-        });
+        const broken = await new Promise<Error>((resolve) => watcher.once('error', resolve));
         if (this.closed) return;
         void watcher.cancel().catch(() => undefined);
         this.watcher = undefined;

@@ -35,6 +35,13 @@ export interface WatchHandlers {
   delete(kv: IKeyValue): void;
   /** A read or watch attempt failed (`attempt` counts consecutive failures); it retries by itself. */
   trouble?(err: Error, attempt: number): void;
+  /**
+   * Read everything again when the watch's stream breaks, instead of letting the library resume
+   * it from the last response header it saw (which may lie past events it never delivered).
+   * For holders of a snapshot (the controller's mirror); a follower that must report every
+   * change in order (the leader observer) keeps the resumed stream.
+   */
+  resyncOnDisconnect?: boolean;
 }
 
 export class ResyncingWatch {
@@ -119,11 +126,11 @@ export class ResyncingWatch {
       void this.resync();
     };
     watcher.on('error', restart);
-    // The library re-creates a watch whose stream broke from the revision of the last response
-    // header it saw, which can lie past events it never delivered: read again instead.
-    watcher.on('disconnected', (err?: Error) =>
-      restart(new Error(`the watch's stream broke (${err?.message ?? 'disconnected'}); reading again`)),
-    );
+    if (this.on.resyncOnDisconnect) {
+      watcher.on('disconnected', (err?: Error) =>
+        restart(new Error(`the watch's stream broke (${err?.message ?? 'disconnected'}); reading again`)),
+      );
+    }
   }
 
   async close(): Promise<void> {
