@@ -3,25 +3,13 @@
 // and a service its agent reports not responding is PINGed at its interval and failed over
 // after its budget of misses, as if there were no budget.
 import { expect } from 'chai';
-import type { NatsConnection } from 'nats';
 import { pino } from 'pino';
 import { ManualClock } from '../../pkg/clock/index.js';
-import { ControllerConfig } from '../../pkg/config/controller.js';
 import type { SeenAgent } from '../../pkg/controller/agents.js';
-import { Cluster } from '../../pkg/controller/cluster.js';
-import { EventStream } from '../../pkg/controller/events.js';
-import { ControllerMetrics } from '../../pkg/controller/metrics.js';
 import type { Responder } from '../../pkg/controller/probe-rules.js';
-import { Prober } from '../../pkg/controller/probes.js';
-import {
-  emptySnapshot,
-  type ClusterSnapshot,
-  type ControllerKeys,
-  type GuardedWriter,
-} from '../../pkg/controller/store.js';
-import type { WorkflowRequest, WorkflowSupervisor } from '../../pkg/controller/supervisor.js';
-import { LoopTrouble } from '../../pkg/controller/trouble.js';
+import { emptySnapshot, type ClusterSnapshot } from '../../pkg/controller/store.js';
 import { parseSpec } from '../../pkg/spec/store.js';
+import { fakeProber } from '../support/prober.js';
 
 const INTERVAL_MS = 500;
 const IDENTITIES = Array.from({ length: 20 }, (_, i) => `id${String(i).padStart(2, '0')}`);
@@ -72,63 +60,19 @@ function setup(opts: { heartbeatEveryMs?: number } = {}) {
     ['a', beat('a')],
     ['b', beat('b')],
   ]);
-  const writer = {
-    authority: () => ({ key: 'k', revision: '1', mayAct: () => true }),
-  } as unknown as GuardedWriter;
-  const cluster = new Cluster({
-    name: 'c1',
-    etcd: {} as never,
-    keys: {} as ControllerKeys,
-    writer,
-    clock,
-    isActive: () => true,
-    agents: () => agents,
-    heartbeatTimeoutMs: 6_000,
-    startedAt: now - 60_000,
-  });
-  cluster.last = snap;
-  const started: Array<WorkflowRequest & { identity: string }> = [];
-  const supervisor = {
-    create: async (_s: ClusterSnapshot, identity: string, req: WorkflowRequest) => {
-      started.push({ ...req, identity });
-      return {};
-    },
-  } as unknown as WorkflowSupervisor;
-  const metrics = new ControllerMetrics();
   const pings = new Map<string, number>();
-  const config = ControllerConfig.parse({
-    name: 'c1',
-    etcd: { endpoints: ['http://127.0.0.1:2379'] },
-    nats: { servers: ['nats://127.0.0.1:4222'] },
-    http: {},
-    auth: { tokens: [{ name: 'admin', role: 'admin', token: 'admin-token-0123456789abcdef' }] },
-    probes: { maxPingsPerSecond: PINGS_PER_SECOND },
-  });
-  const prober = new Prober({
-    name: 'c1',
-    nc: {} as NatsConnection,
-    config,
-    cluster,
-    writer,
-    supervisor,
-    events: new EventStream(clock, log, metrics),
-    metrics,
-    trouble: new LoopTrouble(log, metrics.loopFailures),
+  const { prober, rounds, started, metrics } = fakeProber({
     clock,
     log,
-    isActive: () => true,
+    snap,
+    agents,
+    probes: { maxPingsPerSecond: PINGS_PER_SECOND },
     ping: async (identity): Promise<Responder[]> => {
       pings.set(identity, (pings.get(identity) ?? 0) + 1);
       // The frozen service's agent keeps its lease but does not answer for it.
       return identity === FROZEN ? [] : [{ node: 'a', token: '7', lease: '1' }];
     },
   });
-  const rounds = async (ms: number) => {
-    for (let t = 0; t < ms; t += 250) {
-      prober.startDue(snap);
-      await clock.advance(250);
-    }
-  };
   const total = () => [...pings.values()].reduce((a, b) => a + b, 0);
   return { prober, rounds, pings, total, started, metrics };
 }

@@ -3,26 +3,14 @@
 // misses, and a probe that cannot run is logged once per reason.
 import { expect } from 'chai';
 import { Writable } from 'node:stream';
-import type { NatsConnection } from 'nats';
 import { pino } from 'pino';
 import type { ApiEvent } from '../../pkg/api/schema.js';
 import { ManualClock } from '../../pkg/clock/index.js';
-import { ControllerConfig } from '../../pkg/config/controller.js';
 import type { SeenAgent } from '../../pkg/controller/agents.js';
-import { Cluster } from '../../pkg/controller/cluster.js';
-import { EventStream } from '../../pkg/controller/events.js';
-import { ControllerMetrics } from '../../pkg/controller/metrics.js';
 import type { Responder } from '../../pkg/controller/probe-rules.js';
-import { Prober } from '../../pkg/controller/probes.js';
-import {
-  emptySnapshot,
-  type ClusterSnapshot,
-  type ControllerKeys,
-  type GuardedWriter,
-} from '../../pkg/controller/store.js';
-import type { WorkflowRequest, WorkflowSupervisor } from '../../pkg/controller/supervisor.js';
-import { LoopTrouble } from '../../pkg/controller/trouble.js';
+import { emptySnapshot, type ClusterSnapshot } from '../../pkg/controller/store.js';
 import { parseSpec } from '../../pkg/spec/store.js';
+import { fakeProber } from '../support/prober.js';
 
 const INTERVAL_MS = 500;
 
@@ -89,68 +77,22 @@ function setup(opts: { paused?: boolean } = {}) {
       },
     ]),
   );
-  const writer = {
-    authority: () => ({ key: 'k', revision: '1', mayAct: () => true }),
-  } as unknown as GuardedWriter;
-  const cluster = new Cluster({
-    name: 'c1',
-    etcd: {} as never,
-    keys: {} as ControllerKeys,
-    writer,
-    clock,
-    isActive: () => true,
-    agents: () => agents,
-    heartbeatTimeoutMs: 6_000,
-    startedAt: now - 60_000,
-  });
-  cluster.last = snap;
-  const started: WorkflowRequest[] = [];
-  const supervisor = {
-    create: async (_s: ClusterSnapshot, _id: string, req: WorkflowRequest) => {
-      started.push(req);
-      return {};
-    },
-  } as unknown as WorkflowSupervisor;
-  const metrics = new ControllerMetrics();
-  const events = new EventStream(clock, log, metrics);
-  const alarms: string[] = [];
-  events.subscribe((e: ApiEvent) => {
-    if (e.type === 'alarm') alarms.push(e.alarm);
-  });
   let answer: () => Promise<Responder[]> = async () => [{ node: 'a', token: '7', lease: '1' }];
   let pings = 0;
-  const config = ControllerConfig.parse({
-    name: 'c1',
-    etcd: { endpoints: ['http://127.0.0.1:2379'] },
-    nats: { servers: ['nats://127.0.0.1:4222'] },
-    http: {},
-    auth: { tokens: [{ name: 'admin', role: 'admin', token: 'admin-token-0123456789abcdef' }] },
-  });
-  const prober = new Prober({
-    name: 'c1',
-    nc: {} as NatsConnection,
-    config,
-    cluster,
-    writer,
-    supervisor,
-    events,
-    metrics,
-    trouble: new LoopTrouble(log, metrics.loopFailures),
+  const { prober, rounds, started, events } = fakeProber({
     clock,
     log,
-    isActive: () => true,
+    snap,
+    agents,
     ping: () => {
       pings++;
       return answer();
     },
   });
-  /** One controller round every 250 ms for `ms`. */
-  const rounds = async (ms: number) => {
-    for (let t = 0; t < ms; t += 250) {
-      prober.startDue(snap);
-      await clock.advance(250);
-    }
-  };
+  const alarms: string[] = [];
+  events.subscribe((e: ApiEvent) => {
+    if (e.type === 'alarm') alarms.push(e.alarm);
+  });
   return {
     clock,
     prober,
