@@ -123,7 +123,7 @@ export class Agent {
 
     const etcd = etcdFromSettings(config.etcd);
     const nc = await connectNats(config.nats, `understudy-agent-${config.node}`, logger);
-    const metrics = new AgentMetrics();
+    const metrics = new AgentMetrics(config.metrics.identityLimit);
     const lifeline = await Lifeline.start(logger, { expired: () => metrics.lifelineKills.inc() });
     const history = new HistoryWriter(
       etcd,
@@ -269,17 +269,12 @@ export class Agent {
       retryLog: this.retryLog,
       policy: execPolicy(this.config),
       clock: this.clock,
-      onTransition: (t) => {
-        this.metrics.transitions.inc({ identity: t.identity, from: t.from, to: t.to });
-        this.metrics.setState(t.identity, t.to);
-        this.metrics.token.set({ identity: t.identity }, t.to === 'leader' && t.token ? Number(t.token) : 0);
-      },
-      onRequest: (id, outcome) => this.metrics.requests.inc({ identity: id, outcome }),
+      onTransition: (t) => this.metrics.transition(t),
+      onRequest: (id, outcome) => this.metrics.request(id, outcome),
       onRetry: (r) => this.metrics.retryChanged(r),
-      onRefused: (r) => this.metrics.refused.set({ identity: r.identity, what: r.what }, r.refused ? 1 : 0),
+      onRefused: (r) => this.metrics.refusedChanged(r),
     });
-    this.metrics.setState(identity, runner.state);
-    this.metrics.retrying.set({ identity }, 0);
+    this.metrics.added(identity, runner.state);
     return runner;
   }
 

@@ -1,12 +1,23 @@
 // Prometheus metrics of one agent (its own registry: several agents may share a process
 // when understudy is embedded as a library).
+//
+// Per-identity series are capped (DEFAULT_AGENT_IDENTITY_SERIES_LIMIT, `metrics.identityLimit`
+// in the agent config): an agent hosting 2,000 identities exported 33,000 lines per scrape,
+// each series a cost to Prometheus and to the agent's memory. Totals without an identity label
+// (understudy_identities{state}, understudy_transitions_total, …) count every identity.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { DEFAULT_AGENT_IDENTITY_SERIES_LIMIT } from '../config/agent.js';
 import { LoopDelay, RECENT_WINDOW_MS } from './loop-delay.js';
 import type { RetryChange } from './retries.js';
 import { IDENTITY_STATES, type IdentityState } from './states.js';
 
 export class AgentMetrics {
   readonly registry = new Registry();
+  /** Identities that have per-identity series (the first `identitySeriesLimit` added). */
+  private readonly withSeries = new Set<string>();
+  /** Every identity's state and whether it retries, for the totals (read at each scrape). */
+  private readonly states = new Map<string, IdentityState>();
+  private readonly retryingNow = new Set<string>();
   readonly state = new Gauge({
     name: 'understudy_identity_state',
     help: 'Current state of each identity on this node (1 for the current state, 0 otherwise)',
@@ -49,6 +60,24 @@ export class AgentMetrics {
     labelNames: ['identity', 'what'],
     registers: [this.registry],
   });
+  readonly transitionsTotal = new Counter({
+    name: 'understudy_transitions_total',
+    help: 'State transitions of all identities hosted by this agent',
+    labelNames: ['from', 'to'],
+    registers: [this.registry],
+  });
+  readonly requestsTotal = new Counter({
+    name: 'understudy_requests_total',
+    help: 'Requests handled for all identities logged in on this agent, by outcome',
+    labelNames: ['outcome'],
+    registers: [this.registry],
+  });
+  readonly retriesTotal = new Counter({
+    name: 'understudy_retry_reasons_total',
+    help: 'Retry reasons that began or changed, over all identities of this agent, by kind',
+    labelNames: ['kind'],
+    registers: [this.registry],
+  });
   readonly sessionRenewals = new Counter({
     name: 'understudy_session_renewals_total',
     help: 'etcd lease keepalives acknowledged',
@@ -73,8 +102,31 @@ export class AgentMetrics {
   });
   readonly loopDelay = new LoopDelay();
 
-  constructor() {
+  constructor(
+    /** Identities given series of their own at most (the agent config's metrics.identityLimit). */
+    readonly identitySeriesLimit = DEFAULT_AGENT_IDENTITY_SERIES_LIMIT,
+  ) {
     collectDefaultMetrics({ register: this.registry });
+    const { states, retryingNow } = this;
+    new Gauge({
+      name: 'understudy_identities',
+      help: 'Identities hosted by this agent in each state (all of them, whatever the series cap)',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect() {
+        const counts = new Map<IdentityState, number>(IDENTITY_STATES.map((st) => [st, 0]));
+        for (const st of states.values()) counts.set(st, counts.get(st)! + 1);
+        for (const [state, n] of counts) this.set({ state }, n);
+      },
+    });
+    new Gauge({
+      name: 'understudy_identities_retrying',
+      help: 'Identities hosted by this agent with something being retried after a failure',
+      registers: [this.registry],
+      collect() {
+        this.set(retryingNow.size);
+      },
+    });
     const loop = this.loopDelay;
     new Gauge({
       name: 'understudy_event_loop_delay_max_seconds',
@@ -98,12 +150,45 @@ export class AgentMetrics {
     this.loopDelay.close();
   }
 
+  /** A new identity on this agent, in its first state. */
+  added(identity: string, state: IdentityState): void {
+    this.states.set(identity, state);
+    if (this.withSeries.has(identity) || this.withSeries.size < this.identitySeriesLimit) {
+      this.withSeries.add(identity);
+      this.retrying.set({ identity }, 0);
+    }
+    this.setState(identity, state);
+  }
+
+  transition(t: { identity: string; from: IdentityState; to: IdentityState; token?: bigint }): void {
+    this.transitionsTotal.inc({ from: t.from, to: t.to });
+    this.setState(t.identity, t.to);
+    if (!this.withSeries.has(t.identity)) return;
+    this.transitions.inc({ identity: t.identity, from: t.from, to: t.to });
+    this.token.set({ identity: t.identity }, t.to === 'leader' && t.token ? Number(t.token) : 0);
+  }
+
+  request(identity: string, outcome: string): void {
+    this.requestsTotal.inc({ outcome });
+    if (this.withSeries.has(identity)) this.requests.inc({ identity, outcome });
+  }
+
   retryChanged(r: { identity: string; retrying: boolean } & RetryChange): void {
+    if (r.retrying) this.retryingNow.add(r.identity);
+    else this.retryingNow.delete(r.identity);
+    if (r.retry) this.retriesTotal.inc({ kind: r.source });
+    if (!this.withSeries.has(r.identity)) return;
     this.retrying.set({ identity: r.identity }, r.retrying ? 1 : 0);
     if (r.retry) this.retries.inc({ identity: r.identity, kind: r.source });
   }
 
-  setState(identity: string, current: IdentityState): void {
+  refusedChanged(r: { identity: string; what: string; refused: boolean }): void {
+    if (this.withSeries.has(r.identity)) this.refused.set({ identity: r.identity, what: r.what }, r.refused ? 1 : 0);
+  }
+
+  private setState(identity: string, current: IdentityState): void {
+    this.states.set(identity, current);
+    if (!this.withSeries.has(identity)) return;
     for (const s of IDENTITY_STATES) this.state.set({ identity, state: s }, s === current ? 1 : 0);
   }
 }

@@ -118,6 +118,13 @@ export const ServiceSection = z
   })
   .prefault({});
 
+/**
+ * Identities given Prometheus series of their own by default (nine for the state, one each for
+ * token, retrying, …): 500 identities is about 6,000 series per agent. Past it, only the totals
+ * without an identity label count them.
+ */
+export const DEFAULT_AGENT_IDENTITY_SERIES_LIMIT = 500;
+
 export const AgentConfig = z.strictObject({
   node: Name,
   etcd: EtcdSection,
@@ -162,6 +169,12 @@ export const AgentConfig = z.strictObject({
   /** Transitions kept in etcd per identity; older ones are pruned (pkg/history). */
   history: z
     .strictObject({ keepPerIdentity: z.number().int().min(10).max(1_000_000).default(HISTORY_KEEP) })
+    .prefault({}),
+  /** Identities with Prometheus series of their own (the first added); understudy_identities{state} counts all. */
+  metrics: z
+    .strictObject({
+      identityLimit: z.number().int().min(0).max(100_000).default(DEFAULT_AGENT_IDENTITY_SERIES_LIMIT),
+    })
     .prefault({}),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** What identity specs may run and read on this node; empty lists allow nothing. */

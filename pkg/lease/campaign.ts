@@ -27,7 +27,7 @@ import {
 import { Leadership, sessionTerms, type PreviousTerm, type TermContext } from './leadership.js';
 import { PeerSessions, type PeerHealth } from './peers.js';
 import { decideRank, readCandidates, type RankDecision } from './rank.js';
-import { RETRY_MS, RetryReport, type CampaignRetry } from './retry.js';
+import { backoffMs, RetryReport, type CampaignRetry } from './retry.js';
 import type { Session } from './session.js';
 
 /** A login record as the campaign read it; an unreadable one is as good as none here. */
@@ -201,10 +201,10 @@ export class Candidate implements TermContext {
     }
   }
 
-  /** A step failed: say what, and pause before the loop reads again. */
+  /** A step failed: say what, and pause before the loop reads again (longer at each failure in a row). */
   private async retryAfter(what: string, err: unknown, signal: AbortSignal): Promise<void> {
-    this.retries.failed('campaign', what, err);
-    await this.clock.sleep(RETRY_MS, signal);
+    const failures = this.retries.failed('campaign', what, err);
+    await this.clock.sleep(backoffMs(failures), signal);
   }
 
   private async loop(signal: AbortSignal, userSignal?: AbortSignal): Promise<Leadership> {

@@ -4,7 +4,6 @@
 import type { Etcd3 } from 'etcd3';
 import type { Clock } from '../clock/index.js';
 import {
-  CLEARANCE_RECHECK_MS,
   type ClearanceFacts,
   type ClearanceVerdict,
   type EarlierTerm,
@@ -14,7 +13,7 @@ import { decode, type Keys, LoginRecord, TermEnd } from './keys.js';
 import type { FencingToken } from './errors.js';
 import type { PreviousTerm } from './leadership.js';
 import type { PeerSessions } from './peers.js';
-import type { RetryReport } from './retry.js';
+import { backoffMs, type RetryReport } from './retry.js';
 
 /**
  * How long a successor waits for its view of other sessions to catch up with a read that
@@ -39,6 +38,8 @@ export interface GateFacts {
    * re-read would move the bound forward and a successor would wait for ever.
    */
   goneSince?: Map<string, number>;
+  /** Told the revision each read was made at (the gate follows changes after it). */
+  readAt?: (revision: bigint) => void;
 }
 
 /** What the login gate decides on: one read at one revision, plus this node's sightings. */
@@ -53,6 +54,7 @@ export async function readClearanceFacts(g: GateFacts): Promise<ClearanceFacts> 
     .commit();
   const readAt = g.clock.monotonicMs();
   const revision = BigInt(result.header.revision);
+  g.readAt?.(revision);
   const termEnd = decode(TermEnd, result.responses[0]?.response_range?.kvs[0]?.value, termEndKey);
   const login = decode(LoginRecord, result.responses[1]?.response_range?.kvs[0]?.value, loginKey);
   const present = new Set(
@@ -109,11 +111,22 @@ export async function readClearanceFacts(g: GateFacts): Promise<ClearanceFacts> 
   };
 }
 
+/** A wait for the next change of what the gate read (cancel it once done with it). */
+export interface GateChange {
+  changed: Promise<void>;
+  cancel(): void;
+}
+
 export interface GateWait {
   identity: string;
   token: FencingToken;
   /** One read and decision; rejects when etcd does not answer. */
   verdict(): Promise<ClearanceVerdict>;
+  /**
+   * Settles when a record the last verdict read changes after that read (a holder confirming
+   * its logout): the gate reads again at once instead of at its next recheck.
+   */
+  nextChange?(): GateChange;
   /** May the term still act? Checked before every read and before letting it log in. */
   mayAct(): boolean;
   /** Settles when the term ends. */
@@ -140,7 +153,7 @@ export async function waitForClearance(w: GateWait, abandoned: () => Error): Pro
         w.retries.succeeded('login gate');
       } catch (err) {
         const message = (err as Error).message;
-        w.retries.failed(
+        const failures = w.retries.failed(
           'login gate',
           `reading the earlier term's state for the login gate of ${w.identity}`,
           err,
@@ -148,7 +161,8 @@ export async function waitForClearance(w: GateWait, abandoned: () => Error): Pro
         verdict = {
           proceed: false,
           reason: `cannot read the earlier term's state from etcd (${message}); not logging in until it can be read`,
-          recheckInMs: CLEARANCE_RECHECK_MS,
+          // Longer after each failure in a row: an overloaded etcd is not read again in step.
+          recheckInMs: backoffMs(failures),
         };
       }
       if (verdict.proceed) {
@@ -161,7 +175,18 @@ export async function waitForClearance(w: GateWait, abandoned: () => Error): Pro
         shown = gist;
         w.waiting(verdict.reason);
       }
-      await Promise.race([w.clock.sleep(verdict.recheckInMs), w.lost]);
+      const change = w.nextChange?.();
+      const stop = new AbortController();
+      try {
+        await Promise.race([
+          w.clock.sleep(verdict.recheckInMs, stop.signal).catch(() => undefined),
+          w.lost,
+          ...(change ? [change.changed] : []),
+        ]);
+      } finally {
+        stop.abort();
+        change?.cancel();
+      }
     }
   } finally {
     // The wait is over either way: nothing is being retried any more.

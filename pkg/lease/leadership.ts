@@ -10,10 +10,10 @@ import { TypedEmitter } from './emitter.js';
 import { CampaignAbandonedError, FencedNodeError, StaleTokenError, type FencingToken } from './errors.js';
 import { ETCD_CALL_MS, within } from './etcd.js';
 import type { ChangeFeed } from './feed.js';
-import { readClearanceFacts, waitForClearance } from './gate.js';
+import { readClearanceFacts, waitForClearance, type GateChange } from './gate.js';
 import type { Keys, LeaderRecord, LoginRecord, TermEnd } from './keys.js';
 import type { PeerSessions } from './peers.js';
-import { RETRY_MS, type RetryReport } from './retry.js';
+import { backoffMs, RETRY_MS, type RetryReport } from './retry.js';
 import type { Release, Session } from './session.js';
 
 export type { FencingToken };
@@ -80,6 +80,8 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
   private readonly endWaiters: Array<(e: LeadershipEvents['lost']) => void> = [];
   /** The login gate's memory of when it first found each earlier holder's session gone. */
   private readonly goneSince = new Map<string, number>();
+  /** The revision of the login gate's last read: it follows changes after it. */
+  private gateReadAt: bigint | undefined;
 
   constructor(
     private readonly ctx: TermContext,
@@ -163,8 +165,8 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
           return;
         } catch (err) {
           // etcd unreachable: retry; the session's self-fence clock ends the term if it lasts.
-          retries.failed('own-key watch', `reading ${this.key} again (term ${this.token})`, err);
-          await this.ctx.clock.sleep(RETRY_MS);
+          const failures = retries.failed('own-key watch', `reading ${this.key} again (term ${this.token})`, err);
+          await this.ctx.clock.sleep(backoffMs(failures));
         }
       }
     } finally {
@@ -208,6 +210,7 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
         identity: this.identity,
         token: this.token,
         verdict: () => this.clearanceVerdict(),
+        nextChange: () => this.gateChange(),
         mayAct: () => this.mayAct(),
         lost: this.whenLost(),
         waiting: (reason) => this.emit('waiting', { reason }),
@@ -238,7 +241,31 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
       peers: this.ctx.peers,
       clock: this.ctx.clock,
       goneSince: this.goneSince,
+      readAt: (revision) => (this.gateReadAt = revision),
     });
+  }
+
+  /**
+   * The next change of the login or term-end record after the gate's last read: a holder
+   * confirming its logout lets this term in at once. A feed in trouble wakes nobody (the
+   * gate's own recheck reads again); a read older than the feed's log is simply read again.
+   */
+  private gateChange(): GateChange {
+    const readAt = this.gateReadAt;
+    let wake!: () => void;
+    const changed = new Promise<void>((resolve) => (wake = resolve));
+    if (readAt === undefined) return { changed, cancel: () => undefined };
+    const follower = {
+      change: () => wake(),
+      resync: (error?: Error) => {
+        if (!error) wake();
+      },
+    };
+    const keys = this.ctx.keys;
+    const unfollow = [keys.login(this.identity), keys.termEnd(this.identity)].map((key) =>
+      this.ctx.feed.follow(key, readAt, follower),
+    );
+    return { changed, cancel: () => unfollow.forEach((u) => u()) };
   }
 
   /**

@@ -4,8 +4,33 @@
 // failures starts, when its reason changes, and when attempts get through again.
 import type { Clock } from '../clock/index.js';
 
-/** Pause after a failed etcd call before a loop tries again. */
+/** First pause after a failed etcd call before a loop tries again; doubled per failure. */
 export const RETRY_MS = 200;
+/**
+ * Longest pause between a loop's attempts. A fixed pause turned an overloaded etcd into a
+ * retry storm: 2,000 candidates per agent, each retrying every 200 ms calls that had just
+ * timed out, kept etcd saturated and the agents busy building errors (10,000 identities on
+ * 10 agents, one machine). Well under T, so a campaign notices a recovered etcd in time.
+ */
+export const RETRY_MAX_MS = 3_000;
+
+export interface Backoff {
+  firstMs: number;
+  maxMs: number;
+}
+
+/**
+ * The pause before attempt `failures` + 1: exponential, with jitter over the upper half so
+ * that the retries of many loops (and of many processes) that failed together spread out.
+ */
+export function backoffMs(
+  failures: number,
+  { firstMs, maxMs }: Backoff = { firstMs: RETRY_MS, maxMs: RETRY_MAX_MS },
+  random: () => number = Math.random,
+): number {
+  const ceiling = Math.min(maxMs, firstMs * 2 ** Math.max(0, failures - 1));
+  return Math.round(ceiling / 2 + (ceiling / 2) * random());
+}
 
 /** Why a candidate is retrying instead of campaigning normally. */
 export interface CampaignRetry {
@@ -49,8 +74,8 @@ export class RetryReport {
     return newest ? { ...newest.retry } : undefined;
   }
 
-  /** An attempt of `loop` failed: `what` it was doing, and the error. */
-  failed(loop: RetryLoop, what: string, err: unknown): void {
+  /** An attempt of `loop` failed: `what` it was doing, and the error. Returns the failures in the streak. */
+  failed(loop: RetryLoop, what: string, err: unknown): number {
     const error = err instanceof Error ? err.message : String(err);
     const gist = `${what}\n${error.replace(/\d+/g, '#')}`;
     const streak = this.streaks.get(loop);
@@ -60,11 +85,12 @@ export class RetryReport {
       streak.gist = gist;
       streak.seq = ++this.seq;
       if (changed) this.tell();
-      return;
+      return streak.retry.attempts;
     }
     const retry = { what, error, since: this.clock.wallMs(), attempts: 1 };
     this.streaks.set(loop, { retry, gist, seq: ++this.seq });
     this.tell();
+    return 1;
   }
 
   /** An attempt of `loop` got through: its streak, if any, is over. */

@@ -6,19 +6,17 @@
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import { ETCD_CALL_MS, isClientClosed, within } from './etcd.js';
 import { readPrefixes } from './paged.js';
+import { backoffMs, type Backoff } from './retry.js';
 
-/** First pause between attempts while etcd does not answer; doubled per failure up to RETRY_MAX_MS. */
-const RETRY_MS = 500;
 /**
- * Longest pause: many processes re-reading a large prefix at once after an etcd hiccup must
- * spread out, not retry in step (each full read then slows the next).
+ * Pauses between attempts while etcd does not answer, from 500 ms doubling to 5 s: many
+ * processes re-reading a large prefix at once after an etcd hiccup must spread out, not retry
+ * in step (each full read then slows the next).
  */
-const RETRY_MAX_MS = 5_000;
+const WATCH_BACKOFF: Backoff = { firstMs: 500, maxMs: 5_000 };
 
-/** Exponential, with jitter over the upper half so that retries of many clients spread. */
 export function retryDelayMs(attempt: number, random = Math.random): number {
-  const ceiling = Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** Math.max(0, attempt - 1));
-  return Math.round(ceiling / 2 + (ceiling / 2) * random());
+  return backoffMs(attempt, WATCH_BACKOFF, random);
 }
 
 /**

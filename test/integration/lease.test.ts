@@ -25,6 +25,7 @@ import {
 } from '../../pkg/lease/index.js';
 import { Keys } from '../../pkg/lease/keys.js';
 import { RANK_WHEN_UNREADABLE } from '../../pkg/lease/rank.js';
+import { CLEARANCE_RECHECK_MS } from '../../pkg/lease/clearance.js';
 import { Harness, type EtcdMember, type NodeProgram } from '../support/harness.js';
 import { etcdAnswers, untilAnswers } from '../support/probes.js';
 import { waitFor } from '../support/wait.js';
@@ -457,6 +458,34 @@ describe('pkg/lease (real etcd)', function () {
       expect(performance.now() - resignedAt)
         .to.be.at.least(T * 1000 * 0.8)
         .and.at.most(T * 1000 + 1_500);
+    });
+
+    it('a holder confirming its logout lets the waiting successor in at once: the change wakes the gate, no recheck is waited for', async function () {
+      const identity = freshIdentity();
+      const a = await open([etcd.hostEndpoint], 'holder', identity);
+      const aTerm = await a.candidate.campaign();
+      await aTerm.setLoggedIn(true);
+      const b = await open([etcd.hostEndpoint], 'next', identity);
+      const bTerm = b.candidate.campaign();
+      await untilRegistered(b.client, identity, 2);
+      // An operator deletes the key: the holder's session lives on, its logout is unconfirmed.
+      await a.client.delete().key(new Keys().leader(identity));
+      expect((await aTerm.whenLost()).reason).to.equal('key-deleted');
+      const successor = await bTerm;
+      const reads: number[] = [];
+      const read = successor.clearanceVerdict.bind(successor);
+      successor.clearanceVerdict = async () => {
+        reads.push(performance.now());
+        return read();
+      };
+      const waiting = new Promise<string>((resolve) => successor.once('waiting', (w) => resolve(w.reason)));
+      const cleared = successor.clearance();
+      expect(await waiting).to.match(/session is still alive/);
+      await aTerm.setLoggedIn(false);
+      expect(await cleared).to.match(/confirmed its logout/);
+      const tookMs = performance.now() - reads[0]!;
+      expect(reads, 'one read to wait, one woken by the confirmation').to.have.length(2);
+      expect(tookMs, 'let in before the gate would have read again on its own').to.be.below(CLEARANCE_RECHECK_MS);
     });
 
     it('a successor that never saw the earlier holder’s session waits out T from when it first found it gone, then logs in', async function () {

@@ -73,7 +73,7 @@ describe('login gate: a successor logs in only on positive proof that earlier te
     );
   });
 
-  it('re-reads soon while waiting (a late confirmation ends the wait), never later than the deadline', function () {
+  it('reads again when the deadline passes, and within CLEARANCE_RECHECK_MS while it is far off (a confirmed logout wakes the gate through the change feed)', function () {
     const far = decideClearance(facts());
     expect(far.proceed === false && far.recheckInMs).to.equal(CLEARANCE_RECHECK_MS);
     const near = decideClearance(

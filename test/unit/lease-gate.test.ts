@@ -5,7 +5,7 @@ import { expect } from 'chai';
 import { ManualClock } from '../../pkg/clock/index.js';
 import { CLEARANCE_RECHECK_MS, type ClearanceVerdict } from '../../pkg/lease/clearance.js';
 import { waitForClearance } from '../../pkg/lease/gate.js';
-import { RetryReport, type CampaignRetry } from '../../pkg/lease/retry.js';
+import { RETRY_MS, RetryReport, type CampaignRetry } from '../../pkg/lease/retry.js';
 
 const hold = (reason: string, recheckInMs = CLEARANCE_RECHECK_MS): ClearanceVerdict => ({
   proceed: false,
@@ -13,8 +13,11 @@ const hold = (reason: string, recheckInMs = CLEARANCE_RECHECK_MS): ClearanceVerd
   recheckInMs,
 });
 
-function gate(verdicts: Array<ClearanceVerdict | Error>) {
+function gate(verdicts: Array<ClearanceVerdict | Error>, opts: { followsChanges?: boolean } = {}) {
   const clock = new ManualClock();
+  /** Wakes the wait in progress, as a change of the records it read would. */
+  let change: (() => void) | undefined;
+  let following = 0;
   const reads: number[] = [];
   const waiting: string[] = [];
   const told: Array<CampaignRetry | undefined> = [];
@@ -31,6 +34,15 @@ function gate(verdicts: Array<ClearanceVerdict | Error>) {
         if (next instanceof Error) throw next;
         return next;
       },
+      ...(opts.followsChanges
+        ? {
+            nextChange: () => {
+              following++;
+              const changed = new Promise<void>((resolve) => (change = resolve));
+              return { changed, cancel: () => following-- };
+            },
+          }
+        : {}),
       mayAct: () => active,
       lost,
       waiting: (reason) => waiting.push(reason),
@@ -47,7 +59,7 @@ function gate(verdicts: Array<ClearanceVerdict | Error>) {
     active = false;
     endTerm();
   };
-  return { clock, reads, waiting, told, outcome, end };
+  return { clock, reads, waiting, told, outcome, end, change: () => change?.(), following: () => following };
 }
 
 describe('login gate wait (manual clock)', function () {
@@ -72,7 +84,9 @@ describe('login gate wait (manual clock)', function () {
       new Error('deadline exceeded'),
       { proceed: true, reason: 'no earlier term on record' },
     ]);
-    await g.clock.advance(CLEARANCE_RECHECK_MS - 1);
+    // A failed read is retried after RETRY_MS at most (jittered down to half of it), then
+    // twice that: an overloaded etcd is not read again in step by every waiting term.
+    await g.clock.advance(RETRY_MS / 2 - 1);
     expect(g.reads).to.have.length(1);
     expect(g.waiting).to.deep.equal([
       "cannot read the earlier term's state from etcd (deadline exceeded); not logging in until it can be read",
@@ -82,9 +96,28 @@ describe('login gate wait (manual clock)', function () {
       what: "reading the earlier term's state for the login gate of demo",
       error: 'deadline exceeded',
     });
-    await g.clock.advance(2 * CLEARANCE_RECHECK_MS);
+    await g.clock.advance(RETRY_MS + 2 * RETRY_MS);
     expect(await g.outcome).to.deep.equal({ reason: 'no earlier term on record' });
+    expect(g.reads).to.have.length(3);
     expect(g.told.at(-1)).to.equal(undefined);
+  });
+
+  it('reads again the moment a record it read changes, not at its next recheck, and stops following once in', async function () {
+    const g = gate(
+      [
+        hold('term 40 on a ended without a confirmed logout; waiting for its logout', CLEARANCE_RECHECK_MS),
+        { proceed: true, reason: 'term 40 on a confirmed its logout' },
+      ],
+      { followsChanges: true },
+    );
+    const start = g.clock.monotonicMs();
+    await g.clock.advance(10);
+    expect(g.reads.map((t) => t - start)).to.deep.equal([0]);
+    expect(g.following()).to.equal(1);
+    g.change();
+    expect(await g.outcome).to.deep.equal({ reason: 'term 40 on a confirmed its logout' });
+    expect(g.reads.map((t) => t - start)).to.deep.equal([0, 10]);
+    expect(g.following()).to.equal(0);
   });
 
   it('rejects the moment the term ends, without waiting for the next read', async function () {

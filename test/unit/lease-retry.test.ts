@@ -3,7 +3,7 @@
 import { expect } from 'chai';
 import { ManualClock } from '../../pkg/clock/index.js';
 import { PeerHealth } from '../../pkg/lease/peers.js';
-import { RetryReport, type CampaignRetry } from '../../pkg/lease/retry.js';
+import { backoffMs, RETRY_MAX_MS, RETRY_MS, RetryReport, type CampaignRetry } from '../../pkg/lease/retry.js';
 import { retryDelayMs } from '../../pkg/lease/watch.js';
 
 function report() {
@@ -88,5 +88,24 @@ describe('watch retries after a failed read', () => {
       500, 1000, 2000, 4000, 5000, 5000,
     ]);
     expect([1, 2, 5].map((a) => retryDelayMs(a, () => 0))).to.deep.equal([250, 500, 2500]);
+  });
+});
+
+describe('a loop that keeps failing waits longer each time', () => {
+  it('doubles from RETRY_MS up to RETRY_MAX_MS, so an overloaded etcd is not retried in step', () => {
+    expect([1, 2, 3, 4, 5, 40].map((f) => backoffMs(f, undefined, () => 1))).to.deep.equal([
+      RETRY_MS, 2 * RETRY_MS, 4 * RETRY_MS, 8 * RETRY_MS, RETRY_MAX_MS, RETRY_MAX_MS,
+    ]);
+    // The jitter spreads over the upper half: never below half the ceiling.
+    expect([1, 40].map((f) => backoffMs(f, undefined, () => 0))).to.deep.equal([RETRY_MS / 2, RETRY_MAX_MS / 2]);
+  });
+
+  it('counts the failures in a row per loop, from 1 again after a success', () => {
+    const { retries } = report();
+    expect(retries.failed('campaign', 'reading', new Error('timeout'))).to.equal(1);
+    expect(retries.failed('campaign', 'reading', new Error('timeout'))).to.equal(2);
+    expect(retries.failed('login gate', 'reading', new Error('timeout'))).to.equal(1);
+    retries.succeeded('campaign');
+    expect(retries.failed('campaign', 'reading', new Error('timeout'))).to.equal(1);
   });
 });
