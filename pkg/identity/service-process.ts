@@ -3,7 +3,6 @@
 // SIGTERM, then SIGKILL, until nothing in its group runs. The driver (process.ts) decides what
 // to run and when; this file knows how.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -26,6 +25,7 @@ import {
   type ProcessPhase,
   type Purpose,
 } from './process-phase.js';
+import { ProcStat } from './proc-stat.js';
 
 /** Kept free at the end of a stop budget for SIGKILL to take effect and the exit to be seen. */
 export const KILL_CONFIRM_MS = 250;
@@ -133,6 +133,8 @@ export class ServiceProcess {
   private exitInfo: ExitInfo | undefined;
   private markExited!: (info: ExitInfo) => void;
   private readonly proc: ChildProcess;
+  /** Its /proc state, read through a descriptor held until it exits. */
+  private readonly stat: ProcStat | undefined;
 
   constructor(private readonly opts: SpawnOptions) {
     const { spec, clock } = opts;
@@ -159,6 +161,7 @@ export class ServiceProcess {
       void this.exited.then(() => resolve(false));
     });
     if (proc.pid !== undefined) opts.lifeline?.register(proc.pid);
+    this.stat = proc.pid !== undefined ? new ProcStat(proc.pid) : undefined;
     this.log = opts.log.child({ servicePid: proc.pid });
     proc.on('error', (err) => {
       // A spawn failure (no pid) arrives here, maybe instead of 'exit'; other errors are not fatal.
@@ -256,7 +259,7 @@ export class ServiceProcess {
   async servesNow(timeoutMs: number): Promise<boolean> {
     const pid = this.pid;
     if (!this.alive || pid === undefined) return false;
-    const state = processState(pid);
+    const state = this.stat?.state();
     if (state !== undefined && NOT_SERVING_STATES.has(state)) return false;
     return this.channel ? this.channel.answers(timeoutMs) : true;
   }
@@ -306,6 +309,7 @@ export class ServiceProcess {
     const phase = this.phaseValue;
     this.move('exit');
     this.exitInfo = info;
+    this.stat?.close();
     this.markExited(info);
     const pid = this.pid;
     if (pid !== undefined) void this.sweepGroup(pid);
@@ -378,22 +382,4 @@ export async function settleWithin<T>(promise: Promise<T>, ms: number, clock: Cl
   } finally {
     cancel?.();
   }
-}
-
-/**
- * The one-letter state of `pid` from /proc (undefined where /proc is not available). Read
- * synchronously: a procfs read is served from kernel memory in microseconds, while the
- * asynchronous one costs four trips through the thread pool (open, fstat, read, close) — at
- * hundreds of services checked every heartbeat and on every PING that was most of an idle
- * agent's CPU.
- */
-function processState(pid: number): string | undefined {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // The command name (field 2) may hold spaces and parentheses: the state follows the last ')'.
-  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) || undefined;
 }

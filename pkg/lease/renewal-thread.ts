@@ -29,6 +29,14 @@ export const MAIN_STALL_SHARE = 1;
 /** After stop(), the worker gets this long to close its connections before it is terminated. */
 const STOP_GRACE_MS = 1_000;
 
+/**
+ * The renewal thread's young generation, in MiB. It allocates little (a keepalive and a put
+ * every T/10), and V8's default lets each isolate's new space grow to tens of MiB: memory
+ * the agent holds for nothing. The old generation keeps V8's default: a thread that ran out
+ * of it would stop renewing.
+ */
+const RENEWAL_YOUNG_GENERATION_MB = 4;
+
 /** A worker that does not load and connect within this is taken as broken (it takes ~1 s under tsx on a busy host). */
 const READY_TIMEOUT_MS = 30_000;
 
@@ -156,8 +164,9 @@ export class RenewalThread implements RenewalEngine {
  * registers them itself before loading it.
  */
 function startWorker(input: ThreadInput): Worker {
+  const options = { workerData: input, resourceLimits: { maxYoungGenerationSizeMb: RENEWAL_YOUNG_GENERATION_MB } };
   if (!import.meta.url.endsWith('.ts')) {
-    return new Worker(new URL('./renewal-worker.js', import.meta.url), { workerData: input });
+    return new Worker(new URL('./renewal-worker.js', import.meta.url), options);
   }
   const source = new URL('./renewal-worker.ts', import.meta.url).href;
   // The ESM entry of tsx's API (require.resolve finds its CommonJS twin beside it).
@@ -166,5 +175,5 @@ function startWorker(input: ThreadInput): Worker {
     .replace(/\.cjs$/, '.mjs');
   const tsx = pathToFileURL(api).href;
   const code = `import(${JSON.stringify(tsx)}).then(({ register }) => { register(); return import(${JSON.stringify(source)}); });`;
-  return new Worker(code, { eval: true, workerData: input });
+  return new Worker(code, { ...options, eval: true });
 }
