@@ -183,7 +183,8 @@ export class AgentMetrics {
   }
 
   refusedChanged(r: { identity: string; what: string; refused: boolean }): void {
-    if (this.withSeries.has(r.identity)) this.refused.set({ identity: r.identity, what: r.what }, r.refused ? 1 : 0);
+    if (this.withSeries.has(r.identity))
+      this.refused.set({ identity: r.identity, what: r.what }, r.refused ? 1 : 0);
   }
 
   private setState(identity: string, current: IdentityState): void {

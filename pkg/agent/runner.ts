@@ -113,9 +113,11 @@ export class IdentityRunner extends EventEmitter {
   ) {
     super();
     this.log = deps.logger.child({ identity });
-    this.gate = new SpecGate(deps.policy, this.log, { identity, node: deps.node }, deps.onRefused);
-    this.port = this.gate.guard(deps.port);
     this.clock = deps.clock ?? systemClock;
+    this.gate = new SpecGate(deps.policy, this.log, { identity, node: deps.node }, deps.onRefused, () =>
+      this.clock.monotonicMs(),
+    );
+    this.port = this.gate.guard(deps.port);
     this.changed = new Wakeup(this.clock);
     this.machine = new IdentityStateMachine(this.clock, 'waiting for the identity spec in etcd');
     this.retries = new RetryBoard((c) => this.retryChanged(c));

@@ -38,6 +38,7 @@ import { EventStream } from './events.js';
 import { FenceReconciler } from './fence-reconciler.js';
 import { ControlLoop } from './loop.js';
 import { ClusterMirror } from './mirror.js';
+import { ReasonLog } from '../identity/reason-log.js';
 import { ControllerMetrics } from './metrics.js';
 import { Prober } from './probes.js';
 import { ControllerKeys, GuardedWriter } from './store.js';
@@ -99,9 +100,16 @@ export class Controller implements ControllerApi {
     this.election = new ControllerElection(etcd, keys, member, config.lease.ttlSeconds, log, clock);
     this.agents = new AgentLink(nc, log, signer, undefined, clock);
     const writer = new GuardedWriter(etcd, keys, () => this.election.token, name);
-    this.mirror = ClusterMirror.start(etcd, keys, (err) =>
-      log.debug({ err: err.message }, 'the cluster mirror lost its watch; reading etcd until it resyncs'),
+    // Said once per reason and once when it follows etcd again; meanwhile every snapshot is
+    // read from etcd (understudy_controller_snapshots_total{source="etcd"} counts them).
+    const mirrorTrouble = new ReasonLog(
+      log,
+      "following the cluster through the mirror's watch (snapshots are read from etcd meanwhile)",
     );
+    this.mirror = ClusterMirror.start(etcd, keys, {
+      trouble: (err) => mirrorTrouble.fail(err.message.replace(/\d+/g, '#'), { err: err.message }),
+      synced: () => mirrorTrouble.ok(),
+    });
     const cluster = new Cluster({
       ...{ name, etcd, keys, writer, clock, isActive },
       mirror: this.mirror,

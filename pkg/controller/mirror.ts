@@ -77,18 +77,25 @@ export class ClusterMirror {
   }
 
   /** Start following (in the background: until the first read lands, nothing is served). */
-  static start(etcd: Etcd3, keys: ControllerKeys, onTrouble?: (err: Error) => void): ClusterMirror {
+  static start(
+    etcd: Etcd3,
+    keys: ControllerKeys,
+    hooks: { trouble?: (err: Error) => void; synced?: () => void } = {},
+  ): ClusterMirror {
     const mirror = new ClusterMirror(etcd, keys);
     mirror.watch = ResyncingWatch.open(
       etcd,
       { prefix: `${keys.prefix}/`, read: () => mirror.firstRead() },
       {
-        snapshot: (kvs, revision) => mirror.reset(kvs, revision),
+        snapshot: (kvs, revision) => {
+          mirror.reset(kvs, revision);
+          hooks.synced?.();
+        },
         put: (kv) => mirror.apply(kv, 'put'),
         delete: (kv) => mirror.apply(kv, 'delete'),
         trouble: (err) => {
           mirror.synced = false;
-          onTrouble?.(err);
+          hooks.trouble?.(err);
         },
         resyncOnDisconnect: true,
       },

@@ -201,6 +201,15 @@ export class Candidate implements TermContext {
     }
   }
 
+  /** A login record of this session saying "logged in" for a term this session does not know logged in. */
+  private staleOwnLogin(record: LoginRecord): boolean {
+    if (!record.loggedIn || record.node !== this.session.node || record.leaseId !== this.session.leaseId) {
+      return false;
+    }
+    const ours = sessionTerms(this.session).get(this.identity);
+    return !(ours && String(ours.token) === record.token && ours.loggedIn);
+  }
+
   /** A step failed: say what, and pause before the loop reads again (longer at each failure in a row). */
   private async retryAfter(what: string, err: unknown, signal: AbortSignal): Promise<void> {
     const failures = this.retries.failed('campaign', what, err);
@@ -295,6 +304,36 @@ export class Candidate implements TermContext {
           // Paused, not re-read at once: a refusal (RBAC) would otherwise spin on etcd.
           await this.retryAfter(
             `ending ${node}'s own stale term ${state.leader.token} of ${this.identity}`,
+            err,
+            signal,
+          );
+        }
+        continue;
+      }
+      if (state.login && this.staleOwnLogin(state.login.record)) {
+        // This session's login record says "logged in" for a term this session does not know
+        // to be logged in: the write reached etcd but its answer did not (a timeout under
+        // load), so the term went on as if the login had failed and started no service. No
+        // service of this identity runs under this session while it campaigns (an unconfirmed
+        // logout closes the session), so say it is out, guarded by the record's revision.
+        // Left as it is, every successor — this node's next term too — waits for this session
+        // to end, which a healthy agent's never does (one identity of 10,000 stuck for good).
+        const { record, modRevision } = state.login;
+        const loginKey = this.keys.login(this.identity);
+        try {
+          await this.client
+            .if(loginKey, 'Mod', '==', modRevision)
+            .then(
+              this.client
+                .put(loginKey)
+                .value(JSON.stringify({ ...record, loggedIn: false, at: this.clock.wallMs() })),
+            )
+            .options(within(ETCD_CALL_MS))
+            .commit();
+          this.retries.succeeded('campaign');
+        } catch (err) {
+          await this.retryAfter(
+            `confirming ${node}'s earlier term ${record.token} of ${this.identity} logged out (its login write timed out)`,
             err,
             signal,
           );

@@ -3,11 +3,7 @@
 // the decision lets the new term log in.
 import type { Etcd3 } from 'etcd3';
 import type { Clock } from '../clock/index.js';
-import {
-  type ClearanceFacts,
-  type ClearanceVerdict,
-  type EarlierTerm,
-} from './clearance.js';
+import { type ClearanceFacts, type ClearanceVerdict, type EarlierTerm } from './clearance.js';
 import { ETCD_CALL_MS, within } from './etcd.js';
 import { decode, type Keys, LoginRecord, TermEnd } from './keys.js';
 import type { FencingToken } from './errors.js';

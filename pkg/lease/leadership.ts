@@ -165,7 +165,11 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
           return;
         } catch (err) {
           // etcd unreachable: retry; the session's self-fence clock ends the term if it lasts.
-          const failures = retries.failed('own-key watch', `reading ${this.key} again (term ${this.token})`, err);
+          const failures = retries.failed(
+            'own-key watch',
+            `reading ${this.key} again (term ${this.token})`,
+            err,
+          );
           await this.ctx.clock.sleep(backoffMs(failures));
         }
       }

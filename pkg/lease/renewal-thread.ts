@@ -164,7 +164,10 @@ export class RenewalThread implements RenewalEngine {
  * registers them itself before loading it.
  */
 function startWorker(input: ThreadInput): Worker {
-  const options = { workerData: input, resourceLimits: { maxYoungGenerationSizeMb: RENEWAL_YOUNG_GENERATION_MB } };
+  const options = {
+    workerData: input,
+    resourceLimits: { maxYoungGenerationSizeMb: RENEWAL_YOUNG_GENERATION_MB },
+  };
   if (!import.meta.url.endsWith('.ts')) {
     return new Worker(new URL('./renewal-worker.js', import.meta.url), options);
   }

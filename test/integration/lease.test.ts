@@ -485,7 +485,9 @@ describe('pkg/lease (real etcd)', function () {
       expect(await cleared).to.match(/confirmed its logout/);
       const tookMs = performance.now() - reads[0]!;
       expect(reads, 'one read to wait, one woken by the confirmation').to.have.length(2);
-      expect(tookMs, 'let in before the gate would have read again on its own').to.be.below(CLEARANCE_RECHECK_MS);
+      expect(tookMs, 'let in before the gate would have read again on its own').to.be.below(
+        CLEARANCE_RECHECK_MS,
+      );
     });
 
     it('a successor that never saw the earlier holder’s session waits out T from when it first found it gone, then logs in', async function () {
@@ -507,6 +509,38 @@ describe('pkg/lease (real etcd)', function () {
       expect(performance.now() - startedAt)
         .to.be.at.least(T * 1000 * 0.9)
         .and.at.most(T * 1000 + 2_000);
+    });
+
+    it('a login write that reached etcd but timed out for its term is confirmed out by the next campaign: no later term waits on its own live session', async function () {
+      const identity = freshIdentity();
+      const a = await open([etcd.hostEndpoint], 'timedout', identity);
+      const keys = new Keys();
+      const first = await a.candidate.campaign();
+      // What etcd holds when setLoggedIn(true) landed but its answer never came back: the
+      // term went on as if the login failed (no service) and resigned as logged out.
+      const landed = {
+        node: 'timedout',
+        token: String(first.token),
+        loggedIn: true,
+        at: Date.now(),
+        leaseId: a.session.leaseId,
+        ttlMs: T * 1000,
+      };
+      await a.client.put(keys.login(identity)).value(JSON.stringify(landed));
+      await first.resign({ loggedOut: true });
+      const second = await new Candidate(a.session, { identity }).campaign();
+      const login = JSON.parse((await a.client.get(keys.login(identity)).string())!) as {
+        token: string;
+        loggedIn: boolean;
+      };
+      expect(login, 'confirmed out before the next term began').to.deep.include({
+        token: String(first.token),
+        loggedIn: false,
+      });
+      // A later term's end record no longer hides the first: the next term is let in at once.
+      await second.resign({ loggedOut: true });
+      const third = await new Candidate(a.session, { identity }).campaign();
+      expect((await third.clearanceVerdict()).proceed).to.equal(true);
     });
 
     it('a leader key found on our own lease is adopted only with proof of a transfer', async function () {

@@ -40,7 +40,9 @@ describe('agent config', () => {
 
   it('caps per-identity metric series at 500 identities unless told otherwise, and names a bad cap', () => {
     expect(parseAgentConfig(GOOD, 'agent.yaml').metrics.identityLimit).to.equal(500);
-    expect(parseAgentConfig(`${GOOD}metrics: { identityLimit: 0 }\n`, 'agent.yaml').metrics.identityLimit).to.equal(0);
+    expect(
+      parseAgentConfig(`${GOOD}metrics: { identityLimit: 0 }\n`, 'agent.yaml').metrics.identityLimit,
+    ).to.equal(0);
     const found = problems(`${GOOD}metrics: { identityLimit: -1 }\n`);
     expect(found.map((p) => p.field)).to.deep.equal(['metrics.identityLimit']);
   });

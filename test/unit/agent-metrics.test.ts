@@ -16,7 +16,13 @@ describe('agent metrics: per-identity series up to a cap, totals for every ident
     for (const id of ['a', 'b', 'c']) metrics.added(id, 'standby');
     metrics.transition({ identity: 'c', from: 'standby', to: 'campaigning' });
     metrics.request('c', 'ok');
-    metrics.retryChanged({ identity: 'c', retrying: true, source: 'campaign', retry: undefined, previous: undefined });
+    metrics.retryChanged({
+      identity: 'c',
+      retrying: true,
+      source: 'campaign',
+      retry: undefined,
+      previous: undefined,
+    });
     const lines = await scrape(metrics);
     expect(lines).to.include('understudy_identity_state{identity="a",state="standby"} 1');
     expect(lines).to.include('understudy_identity_state{identity="b",state="standby"} 1');

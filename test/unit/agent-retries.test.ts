@@ -20,13 +20,28 @@ describe('agent retries', function () {
     board.report('campaign', { what: 'reading the leader key', error: 'timeout', attempts: 3, ...at });
     expect(changes).to.have.length(1);
     expect(board.describe()).to.match(/^retrying reading the leader key: timeout \(3 attempts since /);
+    // Only the figures differ (each timed-out call says how long it waited): the same reason.
     board.report('campaign', {
       what: 'reading the leader key',
-      error: 'permission denied',
+      error: 'timeout after 2.001s',
       attempts: 4,
       ...at,
     });
+    board.report('campaign', {
+      what: 'reading the leader key',
+      error: 'timeout after 2.013s',
+      attempts: 5,
+      ...at,
+    });
     expect(changes).to.have.length(2);
+    expect(board.describe()).to.match(/timeout after 2\.013s \(5 attempts since /);
+    board.report('campaign', {
+      what: 'reading the leader key',
+      error: 'permission denied',
+      attempts: 6,
+      ...at,
+    });
+    expect(changes).to.have.length(3);
     board.report('loop', { what: 'the identity loop', error: 'no handler', attempts: 1, ...at });
     expect(board.describe()).to.match(
       /permission denied.*; retrying the identity loop: no handler \(1 attempt since/,
@@ -35,6 +50,7 @@ describe('agent retries', function () {
     board.report('campaign', undefined);
     expect(changes.map((c) => [c.source, c.retry?.error])).to.deep.equal([
       ['campaign', 'timeout'],
+      ['campaign', 'timeout after 2.001s'],
       ['campaign', 'permission denied'],
       ['loop', 'no handler'],
       ['campaign', undefined],
@@ -69,7 +85,13 @@ describe('retries of a fault many identities share', function () {
   function recorder() {
     const lines: Array<[string, string]> = [];
     const at = (level: string) => (_obj: unknown, msg: string) => void lines.push([level, msg]);
-    const log = { warn: at('warn'), error: at('error'), info: at('info'), debug: at('debug') };
+    const log = {
+      warn: at('warn'),
+      error: at('error'),
+      info: at('info'),
+      debug: at('debug'),
+      isLevelEnabled: () => true,
+    };
     return { log: log as unknown as Parameters<SharedRetryLog['log']>[0], lines };
   }
   const change = (error: string): RetryChange => ({

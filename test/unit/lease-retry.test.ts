@@ -94,10 +94,18 @@ describe('watch retries after a failed read', () => {
 describe('a loop that keeps failing waits longer each time', () => {
   it('doubles from RETRY_MS up to RETRY_MAX_MS, so an overloaded etcd is not retried in step', () => {
     expect([1, 2, 3, 4, 5, 40].map((f) => backoffMs(f, undefined, () => 1))).to.deep.equal([
-      RETRY_MS, 2 * RETRY_MS, 4 * RETRY_MS, 8 * RETRY_MS, RETRY_MAX_MS, RETRY_MAX_MS,
+      RETRY_MS,
+      2 * RETRY_MS,
+      4 * RETRY_MS,
+      8 * RETRY_MS,
+      RETRY_MAX_MS,
+      RETRY_MAX_MS,
     ]);
     // The jitter spreads over the upper half: never below half the ceiling.
-    expect([1, 40].map((f) => backoffMs(f, undefined, () => 0))).to.deep.equal([RETRY_MS / 2, RETRY_MAX_MS / 2]);
+    expect([1, 40].map((f) => backoffMs(f, undefined, () => 0))).to.deep.equal([
+      RETRY_MS / 2,
+      RETRY_MAX_MS / 2,
+    ]);
   });
 
   it('counts the failures in a row per loop, from 1 again after a success', () => {

@@ -48,7 +48,10 @@ describe('a service process state from /proc, through a held descriptor', functi
     await once(child, 'spawn');
     const stat = new ProcStat(child.pid!);
     try {
-      await waitFor(() => stat.state() === 'S', { what: 'the oddly named process to be sleeping', timeoutMs: 5_000 });
+      await waitFor(() => stat.state() === 'S', {
+        what: 'the oddly named process to be sleeping',
+        timeoutMs: 5_000,
+      });
     } finally {
       stat.close();
     }
