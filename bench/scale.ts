@@ -681,6 +681,8 @@ interface RunResult {
     lifelineKillsAllBeforeKill: number | undefined;
     mustStopLinesSurvivors: number;
     mustStopLinesByAgent: Record<string, number>;
+    /** Why, over all agents (the killed one too): reason and last renewal error, figures left out. */
+    mustStopReasons: Record<string, number>;
   };
   problems: string[];
 }
@@ -693,8 +695,17 @@ const live = {
   stopping: false,
 };
 
-const mustStopLines = (p: LoggedProcess) =>
-  p.records.filter((r) => /etcd session must stop/.test(r.msg)).length;
+const mustStopRecords = (p: LoggedProcess) => p.records.filter((r) => /etcd session must stop/.test(r.msg));
+const mustStopLines = (p: LoggedProcess) => mustStopRecords(p).length;
+/** Why sessions had to stop, over the given agents: each reason without its figures, and how often. */
+const mustStopReasons = (ps: LoggedProcess[]): Record<string, number> => {
+  const reasons: Record<string, number> = {};
+  for (const r of ps.flatMap(mustStopRecords)) {
+    const why = `${String(r.reason)}: ${String(r.lastError ?? 'no error recorded')}`.replace(/\d+/g, '#');
+    reasons[why] = (reasons[why] ?? 0) + 1;
+  }
+  return reasons;
+};
 
 async function runOnce(shape: RunShape, settings: Settings): Promise<RunResult> {
   const { agents: A, identities: N } = shape;
@@ -1050,7 +1061,10 @@ async function runOnce(shape: RunShape, settings: Settings): Promise<RunResult> 
       lifelineKillsAllBeforeKill: sumOf(result.agentMetricsBeforeKill, (s) => s.lifelineKills),
       mustStopLinesSurvivors: survivors.reduce((n, node) => n + linesByAgent[node]!, 0),
       mustStopLinesByAgent: linesByAgent,
+      mustStopReasons: mustStopReasons(nodes.map((node) => agents.get(node)!.process)),
     };
+    for (const [why, n] of Object.entries(result.stops.mustStopReasons))
+      console.log(`scale:   session stops (${n}×): ${why}`);
 
     // Errors the processes logged: not failures by themselves, but worth a look.
     for (const p of live.processes) {

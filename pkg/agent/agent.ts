@@ -214,6 +214,7 @@ export class Agent {
           'identity spec in etcd is invalid; keeping the last good one',
         ),
       trouble: etcdTrouble(logger, 'watching identity specs'),
+      wants: (identity) => this.runners.has(identity),
     });
     for (const runner of this.runners.values()) runner.start();
 

@@ -380,6 +380,12 @@ export interface SpecEvents {
   invalid: (identity: string, error: Error) => void;
   /** etcd did not answer a read or watch; the watcher retries by itself. */
   trouble?: (err: Error, attempt: number) => void;
+  /**
+   * The identities whose specs matter (default: all). Others are neither decoded nor
+   * reported: an agent hosting 2,000 of 10,000 identities validated all 10,000 specs at every
+   * read of the prefix, and logged the invalid ones it does not even host.
+   */
+  wants?: (identity: string) => boolean;
 }
 
 /**
@@ -403,7 +409,10 @@ export class SpecWatcher {
       {
         snapshot: (kvs) => w.snapshot(kvs),
         put: (kv) => w.deliver(kv),
-        delete: (kv) => w.gone(w.identityOf(kv.key.toString())),
+        delete: (kv) => {
+          const identity = w.identityOf(kv.key.toString());
+          if (!on.wants || on.wants(identity)) w.gone(identity);
+        },
         ...(on.trouble ? { trouble: on.trouble } : {}),
       },
     );
@@ -426,6 +435,7 @@ export class SpecWatcher {
   private deliver(kv: IKeyValue): void {
     const key = kv.key.toString();
     const identity = this.identityOf(key);
+    if (this.on.wants && !this.on.wants(identity)) return;
     const revision = BigInt(kv.mod_revision);
     if (this.known.get(identity) === revision) return;
     try {
