@@ -73,29 +73,45 @@ export const SHARED_RETRY_WINDOW_MS = 60_000;
  * logged at debug (their status detail and understudy_identity_retrying still show each).
  */
 export class SharedRetryLog {
+  /** When each gist was last logged in full (wall ms). */
   private readonly seen = new Map<string, number>();
+  private prunedAt = 0;
 
   constructor(private readonly wallMs: () => number) {}
 
-  log(log: Logger, change: RetryChange): void {
-    const retry = change.retry;
-    if (!retry) return logRetryChange(log, change);
-    const gist = `${change.source}\n${retry.what}\n${gistOf(retry.error)}`;
+  /**
+   * `identity`: whose change it is. Its name is taken out of the reason's gist ("reading
+   * s00042's leader key" is the same fault as "reading s00043's leader key"); left in, every
+   * identity had a gist of its own, logged its own warning, and the map of gists grew with
+   * the identities.
+   */
+  log(log: Logger, change: RetryChange, identity?: string): void {
+    const shown = change.retry ?? change.previous;
+    if (!shown) return;
+    const what = identity ? shown.what.replaceAll(identity, '<identity>') : shown.what;
+    const gist = `${change.retry ? 'retrying' : 'cleared'}\n${change.source}\n${what}\n${gistOf(shown.error)}`;
     const now = this.wallMs();
+    this.prune(now);
     const at = this.seen.get(gist);
     if (at !== undefined && now - at < SHARED_RETRY_WINDOW_MS) {
       // Built only when it is written: a storm passes here thousands of times a second.
       if (log.isLevelEnabled('debug')) {
         log.debug(
-          { source: change.source, what: retry.what, err: retry.error },
-          `retrying ${retry.what}: ${retry.error}`,
+          { source: change.source, what: shown.what, err: shown.error, cleared: !change.retry },
+          `${change.retry ? 'retrying' : 'no longer retrying'} ${shown.what}`,
         );
       }
       return;
     }
-    for (const [g, t] of this.seen) if (now - t >= SHARED_RETRY_WINDOW_MS) this.seen.delete(g);
     this.seen.set(gist, now);
     logRetryChange(log, change);
+  }
+
+  /** Forget gists older than the window, at most once per window (not at every call). */
+  private prune(now: number): void {
+    if (now - this.prunedAt < SHARED_RETRY_WINDOW_MS) return;
+    this.prunedAt = now;
+    for (const [g, t] of this.seen) if (now - t >= SHARED_RETRY_WINDOW_MS) this.seen.delete(g);
   }
 }
 

@@ -340,7 +340,7 @@ export class IdentityRunner extends EventEmitter {
   }
 
   private retryChanged(c: RetryChange): void {
-    if (this.deps.retryLog) this.deps.retryLog.log(this.log, c);
+    if (this.deps.retryLog) this.deps.retryLog.log(this.log, c, this.identity);
     else logRetryChange(this.log, c);
     this.deps.onRetry?.({ identity: this.identity, retrying: this.retries.retrying, ...c });
   }

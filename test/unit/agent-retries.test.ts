@@ -115,7 +115,7 @@ describe('retries of a fault many identities share', function () {
     ).to.have.length(2);
   });
 
-  it('a different fault, and every recovery, are logged as they come', function () {
+  it('a different fault is logged as it comes; a recovery many identities share is said once', function () {
     const shared = new SharedRetryLog(() => 0);
     const { log, lines } = recorder();
     shared.log(log, change('deadline exceeded after 2.1 s'));
@@ -123,6 +123,22 @@ describe('retries of a fault many identities share', function () {
     shared.log(log, change('permission denied'));
     shared.log(log, { source: 'campaign', retry: undefined, previous: change('x').retry });
     shared.log(log, { source: 'campaign', retry: undefined, previous: change('x').retry });
-    expect(lines.map(([level]) => level)).to.deep.equal(['warn', 'debug', 'warn', 'info', 'info']);
+    expect(lines.map(([level]) => level)).to.deep.equal(['warn', 'debug', 'warn', 'info', 'debug']);
+  });
+
+  it("takes the identity's name out of the reason: the same fault of two identities is one", function () {
+    const shared = new SharedRetryLog(() => 0);
+    const { log, lines } = recorder();
+    const of = (identity: string): RetryChange => ({
+      source: 'campaign',
+      retry: { what: `reading ${identity}'s leader key`, error: 'deadline exceeded', since: 0, attempts: 1 },
+      previous: undefined,
+    });
+    shared.log(log, of('s00042'), 's00042');
+    shared.log(log, of('s00043'), 's00043');
+    expect(lines).to.deep.equal([
+      ['warn', "retrying reading s00042's leader key: deadline exceeded"],
+      ['debug', "retrying reading s00043's leader key"],
+    ]);
   });
 });
