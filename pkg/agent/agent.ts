@@ -26,7 +26,7 @@ import {
 import { ProcessDriver } from '../identity/process.js';
 import { execPolicy } from '../identity/exec-policy.js';
 import { subjects } from '../identity/wire.js';
-import { fence, leaseTiming, unfence, type LeaseTiming } from '../lease/index.js';
+import { etcdCalls, fence, leaseTiming, unfence, type LeaseTiming } from '../lease/index.js';
 import { systemClock, type Clock } from '../clock/index.js';
 import { createLogger } from '../log/index.js';
 import { connectNats, etcdConnectOptions, etcdFromSettings } from '../transport/connect.js';
@@ -124,6 +124,7 @@ export class Agent {
     const etcd = etcdFromSettings(config.etcd);
     const nc = await connectNats(config.nats, `understudy-agent-${config.node}`, logger);
     const metrics = new AgentMetrics(config.metrics.identityLimit);
+    metrics.watchEtcdCalls(() => etcdCalls(etcd));
     const lifeline = await Lifeline.start(logger, { expired: () => metrics.lifelineKills.inc() });
     const history = new HistoryWriter(
       etcd,

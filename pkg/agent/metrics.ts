@@ -146,6 +146,22 @@ export class AgentMetrics {
     });
   }
 
+  /** Export how many etcd calls run and wait for a slot (understudy_etcd_calls{state}). */
+  watchEtcdCalls(calls: () => { running: number; waiting: number } | undefined): void {
+    new Gauge({
+      name: 'understudy_etcd_calls',
+      help: "This agent's unary etcd calls at etcd (running) and waiting for one of its slots (waiting): a queue that stays long means etcd answers slower than the agent asks",
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect() {
+        const now = calls();
+        if (!now) return;
+        this.set({ state: 'running' }, now.running);
+        this.set({ state: 'waiting' }, now.waiting);
+      },
+    });
+  }
+
   close(): void {
     this.loopDelay.close();
   }

@@ -1,5 +1,5 @@
 // The etcd client as pkg/lease needs it: bounded calls, no hidden circuit breaker.
-import { handleWhen, noop, retry } from 'cockatiel';
+import { bulkhead, handleWhen, noop, retry, wrap, type BulkheadPolicy } from 'cockatiel';
 import { ClientClosedError, Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IOptions } from 'etcd3';
 
 /**
@@ -24,13 +24,41 @@ export interface EtcdConnectOptions {
 }
 
 /**
+ * Unary calls one client has at etcd at once; more wait their turn in the client, in order.
+ * Unbounded, 10 agents of 2,000 identities each kept thousands of calls queued at an etcd
+ * sharing two cores with them: most passed their 2 s deadline there, and each timed-out call
+ * cost both ends work for nothing (the agents spent a tenth of their time cancelling streams)
+ * and was retried. A call that waits here past its deadline fails without reaching etcd.
+ * Generous for a failover of hundreds of identities onto one agent (32 logins in flight, a
+ * few calls each). Streams (watches, the renewal thread's keepalives) are not counted.
+ */
+export const ETCD_CALLS_IN_FLIGHT = 64;
+
+/** Calls that may wait for a slot: far more than any agent issues at once (it only counts them). */
+const CALLS_WAITING_MAX = 1_000_000;
+
+/** Each client's bound on calls in flight, to see how many run and wait (metrics). */
+const CALL_SLOTS = new WeakMap<Etcd3, BulkheadPolicy>();
+
+/** Calls of `client` at etcd now and waiting for a slot (undefined for a client not made here). */
+export function etcdCalls(client: Etcd3): { running: number; waiting: number } | undefined {
+  const slots = CALL_SLOTS.get(client);
+  if (!slots) return undefined;
+  return {
+    running: ETCD_CALLS_IN_FLIGHT - slots.executionSlots,
+    waiting: CALLS_WAITING_MAX - slots.queueSlots,
+  };
+}
+
+/**
  * A client whose failures are visible: the library's per-host circuit breaker would refuse
  * every call for 5 s after one missed deadline (seen during a raft re-election), which is
  * longer than a self-fence deadline. Calls are retried on another endpoint instead, within
- * the caller's deadline.
+ * the caller's deadline, and at most ETCD_CALLS_IN_FLIGHT are at etcd at once.
  */
 export function connectEtcd(opts: EtcdConnectOptions): Etcd3 {
   const grpcOptions = GRPC_OPTIONS;
+  const slots = bulkhead(ETCD_CALLS_IN_FLIGHT, CALLS_WAITING_MAX);
   const client = new Etcd3({
     hosts: opts.endpoints,
     credentials: opts.credentials,
@@ -38,9 +66,13 @@ export function connectEtcd(opts: EtcdConnectOptions): Etcd3 {
     grpcOptions,
     faultHandling: {
       host: () => noop,
-      global: retry(handleWhen(isRecoverableError), { maxAttempts: opts.endpoints.length > 1 ? 2 : 0 }),
+      global: wrap(
+        slots,
+        retry(handleWhen(isRecoverableError), { maxAttempts: opts.endpoints.length > 1 ? 2 : 0 }),
+      ),
     },
   });
+  CALL_SLOTS.set(client, slots);
   const perEndpoint = perEndpointClients(opts);
   RENEWAL_CLIENTS.set(client, perEndpoint);
   const closeMain = client.close.bind(client);

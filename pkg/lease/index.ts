@@ -1,5 +1,5 @@
 // pkg/lease: who may act for an identity, and for how long they may believe it. etcd only.
-export { connectEtcd, within, type EtcdConnectOptions } from './etcd.js';
+export { connectEtcd, etcdCalls, ETCD_CALLS_IN_FLIGHT, within, type EtcdConnectOptions } from './etcd.js';
 export {
   leaseTiming,
   LeaseTimingError,

@@ -5,6 +5,8 @@ import {
   CampaignAbandonedError,
   Candidate,
   connectEtcd,
+  ETCD_CALLS_IN_FLIGHT,
+  etcdCalls,
   FencedNodeError,
   fence,
   fencedPut,
@@ -19,6 +21,7 @@ import {
   StaleTokenError,
   transfer,
   unfence,
+  within,
   type CampaignRetry,
   type Leadership,
   type LeaderState,
@@ -645,6 +648,34 @@ describe('pkg/lease (real etcd)', function () {
       const mark = observer.lines.length;
       await observer.reconnect();
       expect(await reportedChanges(observer, mark, expected.length)).to.deep.equal(expected);
+    });
+  });
+
+  describe('calls in flight', function () {
+    it(`an agent's client has at most ETCD_CALLS_IN_FLIGHT calls at etcd; the rest wait their turn and all get through`, async function () {
+      const client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+      try {
+        await client.put('bulkhead/probe').value('1');
+        const total = ETCD_CALLS_IN_FLIGHT + 36;
+        await etcd.pause();
+        let calls: Array<Promise<unknown>>;
+        try {
+          calls = Array.from({ length: total }, () =>
+            client.get('bulkhead/probe').options(within(30_000)).string(),
+          );
+          await waitFor(() => etcdCalls(client)?.waiting === 36, {
+            what: 'the calls past the bound to wait in the client',
+            timeoutMs: 5_000,
+          });
+          expect(etcdCalls(client)).to.deep.equal({ running: ETCD_CALLS_IN_FLIGHT, waiting: 36 });
+        } finally {
+          await etcd.unpause();
+        }
+        expect(await Promise.all(calls)).to.deep.equal(Array.from({ length: total }, () => '1'));
+        expect(etcdCalls(client)).to.deep.equal({ running: 0, waiting: 0 });
+      } finally {
+        client.close();
+      }
     });
   });
 
