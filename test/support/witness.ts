@@ -3,11 +3,12 @@
 // host's monotonic clock. Pure functions: the tests and the chaos loop read the file and ask.
 //
 // A process's logged-in interval is [login, last line it wrote], the login being dated from the
-// process's start (see the fixture). One that wrote no logout was
-// killed (SIGKILL, or it is still running): it may have lived up to one beat past its last
-// line, so its interval is extended by the beat period, to stay on the safe side.
+// process's start (see the fixture). One that wrote no logout was killed (SIGKILL, or it is
+// still running): its interval ends at its 'dead' line, written from outside by the fixture's
+// death recorder at or after its death; without one it may have lived up to one beat past its
+// last line, so its interval is extended by the beat period, to stay on the safe side.
 
-export type WitnessEvent = 'login' | 'alive' | 'logout';
+export type WitnessEvent = 'login' | 'alive' | 'logout' | 'dead';
 
 export interface WitnessLine {
   event: WitnessEvent;
@@ -24,6 +25,8 @@ export interface WitnessLine {
   writtenMono?: number;
   /** On the login line: a process the witness started in its own group (see the fixture). */
   helperPid?: number;
+  /** On a 'dead' line: the login (process start) of the process that died, with its pid. */
+  from?: number;
 }
 
 export interface WitnessInterval {
@@ -34,8 +37,8 @@ export interface WitnessInterval {
   from: number;
   /** Monotonic ms of the last line, plus one beat when no logout was written. */
   to: number;
-  /** How the interval ended in the record. */
-  end: 'logout' | 'no-logout';
+  /** How the interval ended in the record: logged out, seen dead from outside, or neither. */
+  end: 'logout' | 'dead' | 'no-logout';
 }
 
 export interface Overlap {
@@ -50,7 +53,7 @@ export interface TokenDecrease {
   later: WitnessInterval;
 }
 
-const EVENTS: readonly string[] = ['login', 'alive', 'logout'];
+const EVENTS: readonly string[] = ['login', 'alive', 'logout', 'dead'];
 
 /**
  * Parse a witness file. A torn last line (a witness killed mid-write) is skipped; any other
@@ -107,10 +110,20 @@ export function witnessIntervals(lines: WitnessLine[], opts: { beatMs: number })
       all.push(interval);
       continue;
     }
+    if (line.event === 'dead') {
+      // From the death recorder: the process whose login is `from` died at or before `mono`.
+      const dead = all.find((i) => i.pid === line.pid && i.from === line.from);
+      if (!dead) throw new Error(`a death line names pid ${line.pid}, which never logged in`);
+      if (dead.end !== 'logout') {
+        dead.to = Math.max(dead.to, line.mono);
+        dead.end = 'dead';
+      }
+      continue;
+    }
     const interval = open.get(line.pid);
     if (!interval) throw new Error(`witness pid ${line.pid} wrote '${line.event}' before any login`);
-    if (interval.end === 'logout') {
-      throw new Error(`witness pid ${line.pid} wrote '${line.event}' after its logout`);
+    if (interval.end !== 'no-logout') {
+      throw new Error(`witness pid ${line.pid} wrote '${line.event}' after its ${interval.end}`);
     }
     interval.to = Math.max(interval.to, line.mono);
     if (line.event === 'logout') interval.end = 'logout';
@@ -166,7 +179,7 @@ export function describeProblems(verdict: WitnessVerdict): string[] {
   return [
     ...verdict.overlaps.map(
       (o) =>
-        `S1: ${who(o.a)} logged in [${at(o.a.from)}, ${at(o.a.to)}${o.a.end === 'no-logout' ? ', killed' : ''}] ` +
+        `S1: ${who(o.a)} logged in [${at(o.a.from)}, ${at(o.a.to)}${o.a.end === 'logout' ? '' : ', killed'}] ` +
         `and ${who(o.b)} [${at(o.b.from)}, ${at(o.b.to)}] overlap by ${at(o.ms)}`,
     ),
     ...verdict.decreases.map(

@@ -41,6 +41,26 @@ describe('witness records (S1/S2 from the service side)', () => {
     expect(interval).to.include({ from: 1000, to: 1620 + BEAT, end: 'no-logout' });
   });
 
+  it('a killed witness seen dead from outside ends at its death line, not a beat past its last', () => {
+    const lines = witness('a', '10', 100, 1000, 1620, false);
+    const dead: WitnessLine = { event: 'dead', node: 'a', token: '10', pid: 100, from: 1000, mono: 1625 };
+    const [interval] = witnessIntervals([...lines, dead], { beatMs: BEAT });
+    expect(interval).to.include({ from: 1000, to: 1625, end: 'dead' });
+    // A successor that logged in 10 ms after the death overlaps nothing; 10 ms before it does.
+    const after = witness('b', '14', 200, 1635, 2000);
+    expect(judgeWitness(text(merged(lines, after, [dead])), { beatMs: BEAT }).overlaps).to.deep.equal([]);
+    const before = witness('b', '14', 200, 1615, 2000);
+    expect(judgeWitness(text(merged(lines, before, [dead])), { beatMs: BEAT }).overlaps).to.have.length(1);
+  });
+
+  it('a death line after a logout changes nothing; one for a process that never logged in is an error', () => {
+    const lines = witness('a', '10', 100, 1000, 1600);
+    const dead: WitnessLine = { event: 'dead', node: 'a', token: '10', pid: 100, from: 1000, mono: 1700 };
+    const [interval] = witnessIntervals([...lines, dead], { beatMs: BEAT });
+    expect(interval).to.include({ to: 1600, end: 'logout' });
+    expect(() => witnessIntervals([{ ...dead, from: 999 }], { beatMs: BEAT })).to.throw(/never logged in/);
+  });
+
   it('a login is dated from the process start; the login line itself counts as written when it was', () => {
     const [interval] = witnessIntervals(
       [{ event: 'login', node: 'b', token: '14', pid: 200, mono: 1000, writtenMono: 1700 }],
