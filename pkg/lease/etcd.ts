@@ -1,6 +1,7 @@
 // The etcd client as pkg/lease needs it: bounded calls, no hidden circuit breaker.
-import { bulkhead, handleWhen, noop, retry, wrap, type BulkheadPolicy } from 'cockatiel';
+import { handleWhen, noop, retry } from 'cockatiel';
 import { ClientClosedError, Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IOptions } from 'etcd3';
+import { CallSlots } from './call-slots.js';
 
 /**
  * gRPC keepalive on the channel: a frozen (not dead) etcd becomes visible to watches and
@@ -34,20 +35,12 @@ export interface EtcdConnectOptions {
  */
 export const ETCD_CALLS_IN_FLIGHT = 64;
 
-/** Calls that may wait for a slot: far more than any agent issues at once (it only counts them). */
-const CALLS_WAITING_MAX = 1_000_000;
-
 /** Each client's bound on calls in flight, to see how many run and wait (metrics). */
-const CALL_SLOTS = new WeakMap<Etcd3, BulkheadPolicy>();
+const CALL_SLOTS = new WeakMap<Etcd3, CallSlots>();
 
 /** Calls of `client` at etcd now and waiting for a slot (undefined for a client not made here). */
 export function etcdCalls(client: Etcd3): { running: number; waiting: number } | undefined {
-  const slots = CALL_SLOTS.get(client);
-  if (!slots) return undefined;
-  return {
-    running: ETCD_CALLS_IN_FLIGHT - slots.executionSlots,
-    waiting: CALLS_WAITING_MAX - slots.queueSlots,
-  };
+  return CALL_SLOTS.get(client)?.stats;
 }
 
 /**
@@ -58,7 +51,14 @@ export function etcdCalls(client: Etcd3): { running: number; waiting: number } |
  */
 export function connectEtcd(opts: EtcdConnectOptions): Etcd3 {
   const grpcOptions = GRPC_OPTIONS;
-  const slots = bulkhead(ETCD_CALLS_IN_FLIGHT, CALLS_WAITING_MAX);
+  const slots = new CallSlots(ETCD_CALLS_IN_FLIGHT);
+  const retries = retry(handleWhen(isRecoverableError), {
+    maxAttempts: opts.endpoints.length > 1 ? 2 : 0,
+  });
+  // The library only calls execute() on its global policy.
+  const global = {
+    execute: <T>(fn: (context: unknown) => PromiseLike<T> | T) => slots.run(() => retries.execute(fn)),
+  } as unknown as typeof retries;
   const client = new Etcd3({
     hosts: opts.endpoints,
     credentials: opts.credentials,
@@ -66,10 +66,7 @@ export function connectEtcd(opts: EtcdConnectOptions): Etcd3 {
     grpcOptions,
     faultHandling: {
       host: () => noop,
-      global: wrap(
-        slots,
-        retry(handleWhen(isRecoverableError), { maxAttempts: opts.endpoints.length > 1 ? 2 : 0 }),
-      ),
+      global,
     },
   });
   CALL_SLOTS.set(client, slots);
