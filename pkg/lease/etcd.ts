@@ -51,7 +51,7 @@ export function etcdCalls(client: Etcd3): { running: number; waiting: number } |
  */
 export function connectEtcd(opts: EtcdConnectOptions): Etcd3 {
   const grpcOptions = GRPC_OPTIONS;
-  const slots = new CallSlots(ETCD_CALLS_IN_FLIGHT);
+  const slots = new CallSlots(ETCD_CALLS_IN_FLIGHT, ETCD_CALL_MS);
   const retries = retry(handleWhen(isRecoverableError), {
     maxAttempts: opts.endpoints.length > 1 ? 2 : 0,
   });

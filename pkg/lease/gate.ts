@@ -140,14 +140,22 @@ export interface GateWait {
  */
 export async function waitForClearance(w: GateWait, abandoned: () => Error): Promise<string> {
   let shown: string | undefined;
+  // One handler on the term's end for the whole wait (a race per round piled one up each time).
+  const ended = new AbortController();
+  void Promise.resolve(w.lost).then(
+    () => ended.abort(),
+    () => ended.abort(),
+  );
   try {
     for (;;) {
       if (!w.mayAct()) throw abandoned();
       let verdict: ClearanceVerdict;
+      let readFailed = false;
       try {
         verdict = await w.verdict();
         w.retries.succeeded('login gate');
       } catch (err) {
+        readFailed = true;
         const message = (err as Error).message;
         const failures = w.retries.failed(
           'login gate',
@@ -171,16 +179,20 @@ export async function waitForClearance(w: GateWait, abandoned: () => Error): Pro
         shown = gist;
         w.waiting(verdict.reason);
       }
-      const change = w.nextChange?.();
-      const stop = new AbortController();
+      // Woken early only by a change after a read that got through: after a failed one the
+      // change that caused the wait may already be in the feed, and following it would read
+      // again at once, every time, with no backoff (a hot loop through an etcd outage).
+      const change = readFailed ? undefined : w.nextChange?.();
+      const wake = new AbortController();
+      const onEnded = () => wake.abort();
+      ended.signal.addEventListener('abort', onEnded, { once: true });
+      void change?.changed.then(() => wake.abort());
       try {
-        await Promise.race([
-          w.clock.sleep(verdict.recheckInMs, stop.signal).catch(() => undefined),
-          w.lost,
-          ...(change ? [change.changed] : []),
-        ]);
+        if (!ended.signal.aborted)
+          await w.clock.sleep(verdict.recheckInMs, wake.signal).catch(() => undefined);
       } finally {
-        stop.abort();
+        ended.signal.removeEventListener('abort', onEnded);
+        wake.abort();
         change?.cancel();
       }
     }

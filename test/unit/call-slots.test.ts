@@ -1,7 +1,8 @@
 // The bound on an etcd client's calls in flight (pkg/lease/call-slots.ts): calls past it wait
-// their turn in order, and a call made from inside a running one (the etcd3 library's retry
-// after a stale auth token) runs on that slot instead of waiting for a second one.
+// their turn in order, and no longer than their wait: a call made from inside a running one
+// (the etcd3 library's retry after a stale auth token) fails instead of waiting for ever.
 import { expect } from 'chai';
+import { GRPCDeadlineExceededError } from 'etcd3';
 import { CallSlots } from '../../pkg/lease/call-slots.js';
 
 /** A call that stays in flight until released. */
@@ -20,7 +21,7 @@ const tick = () => new Promise((resolve) => setImmediate(resolve));
 
 describe('etcd call slots: a bound on calls in flight', function () {
   it('runs at most `limit` calls; the others wait and start in the order they came', async function () {
-    const slots = new CallSlots(2);
+    const slots = new CallSlots(2, 60_000);
     const calls = [1, 2, 3, 4].map((n) => pending(n));
     const results = calls.map((c) => slots.run(c.call));
     await tick();
@@ -37,24 +38,26 @@ describe('etcd call slots: a bound on calls in flight', function () {
     expect(slots.stats).to.deep.equal({ running: 0, waiting: 0 });
   });
 
-  it('a call made inside a running call runs at once on its slot, even with every slot held', async function () {
-    const slots = new CallSlots(1);
+  it('a call that gets no slot within its wait fails as timed out; one made inside a running call cannot wedge the slots', async function () {
+    const slots = new CallSlots(1, 20);
     const blocked = pending('later');
-    const outer = slots.run(async () => {
-      // Every slot is held (by this call); a plain bulkhead would wait here for ever.
-      const inner = await slots.run(async () => 'inner');
-      return `outer after ${inner}`;
-    });
+    // Every slot is held by a call that waits for another call: a bound without a wait
+    // limit would hold that slot for ever.
+    const outer = slots.run(async () => `outer after ${await slots.run(async () => 'inner')}`);
     const queued = slots.run(blocked.call);
-    expect(await outer).to.equal('outer after inner');
+    const err = await outer.catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(GRPCDeadlineExceededError);
+    expect((err as Error).message).to.match(/no etcd call slot within 20 ms/);
+    // The slot the failed call held goes to the next in line.
     await tick();
     expect(blocked.started.yes).to.equal(true);
     blocked.release();
     expect(await queued).to.equal('later');
+    expect(slots.stats).to.deep.equal({ running: 0, waiting: 0 });
   });
 
   it('frees the slot when a call fails', async function () {
-    const slots = new CallSlots(1);
+    const slots = new CallSlots(1, 60_000);
     const failed = slots.run(async () => {
       throw new Error('deadline exceeded');
     });
@@ -64,6 +67,6 @@ describe('etcd call slots: a bound on calls in flight', function () {
   });
 
   it('refuses a limit below one', function () {
-    expect(() => new CallSlots(0)).to.throw(/limit must be ≥ 1/);
+    expect(() => new CallSlots(0, 1_000)).to.throw(/limit must be ≥ 1/);
   });
 });

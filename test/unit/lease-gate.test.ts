@@ -120,6 +120,18 @@ describe('login gate wait (manual clock)', function () {
     expect(g.following()).to.equal(0);
   });
 
+  it('after a failed read, waits out its backoff: no change wakes it (the read it would follow never happened)', async function () {
+    const g = gate([new Error('14 UNAVAILABLE'), { proceed: true, reason: 'no earlier term on record' }], {
+      followsChanges: true,
+    });
+    await g.clock.advance(RETRY_MS / 2 - 1);
+    expect(g.reads).to.have.length(1);
+    expect(g.following(), 'no change followed after a failed read').to.equal(0);
+    await g.clock.advance(RETRY_MS);
+    expect(await g.outcome).to.deep.equal({ reason: 'no earlier term on record' });
+    expect(g.reads).to.have.length(2);
+  });
+
   it('rejects the moment the term ends, without waiting for the next read', async function () {
     const g = gate([hold('term 40 on a ended without a confirmed logout; waiting for its logout')]);
     await g.clock.advance(1_000);
