@@ -30,7 +30,7 @@ export class CallSlots {
     if (this.running < this.limit) this.running++;
     else if (!(await this.turn())) {
       throw new GRPCDeadlineExceededError(
-        `no etcd call slot within ${this.maxWaitMs} ms (${this.limit} calls in flight, ${this.waiting.length} waiting): etcd answers slower than this process asks`,
+        `no etcd call slot within ${this.maxWaitMs} ms (${this.limit} calls in flight, ${this.waiting.length} waiting): etcd answers slower than this process asks; see understudy_etcd_calls and etcd's request latency and CPU`,
       );
     }
     try {

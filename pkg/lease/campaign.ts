@@ -201,13 +201,20 @@ export class Candidate implements TermContext {
     }
   }
 
-  /** A login record of this session saying "logged in" for a term this session does not know logged in. */
+  /**
+   * A login record of this session saying "logged in" for a term this session does not know
+   * logged in, while no term of this identity is live on this session. The last condition
+   * does not rely on one campaign per session and identity (agents keep to it; library users
+   * need not): a live term of another Candidate may have a login write still in flight, and
+   * its record must not be confirmed out under it. An ended term cannot start its service
+   * (it asks mayAct() right before the spawn).
+   */
   private staleOwnLogin(record: LoginRecord): boolean {
     if (!record.loggedIn || record.node !== this.session.node || record.leaseId !== this.session.leaseId) {
       return false;
     }
     const ours = sessionTerms(this.session).get(this.identity);
-    return !(ours && String(ours.token) === record.token && ours.loggedIn);
+    return ours === undefined || (ours.isEnded && !(String(ours.token) === record.token && ours.loggedIn));
   }
 
   /** A step failed: say what, and pause before the loop reads again (longer at each failure in a row). */
