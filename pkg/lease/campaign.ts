@@ -12,8 +12,7 @@
 import type { Etcd3 } from 'etcd3';
 import type { Clock } from '../clock/index.js';
 import { CampaignAbandonedError, NotEligibleError, type FencingToken } from './errors.js';
-import { ETCD_CALL_MS, within } from './etcd.js';
-import { TxnBatcher } from './batch.js';
+import { TxnBatcher, type Guard } from './batch.js';
 import { ChangeFeed } from './feed.js';
 import {
   assertName,
@@ -90,6 +89,8 @@ export class Candidate implements TermContext {
   /** This process's one watch of every identity's keys and every node's fence (feed.ts). */
   readonly feed: ChangeFeed;
   private readonly client: Etcd3;
+  /** Merges this process's etcd steps of one moment into one transaction (batch.ts). */
+  readonly batcher: TxnBatcher;
   /**
    * This process's view of every agent's renewals, started at once: a successor can only
    * bound an earlier holder by renewals it saw before that holder's term ended.
@@ -121,6 +122,7 @@ export class Candidate implements TermContext {
     assertName('node', session.node);
     this.keys = opts.keys ?? new Keys();
     this.client = session.client;
+    this.batcher = TxnBatcher.for(this.client);
     // One clock for the whole lease core: sightings, deadlines and waits must be comparable.
     this.clock = session.clock;
     this.retries = new RetryReport(this.clock, opts.onRetry);
@@ -290,10 +292,12 @@ export class Candidate implements TermContext {
         const confirm =
           loggedOut && login?.record.token === token && login.record.node === node && login.record.loggedIn;
         try {
-          let txn = this.client.if(leaderKey, 'Mod', '==', token);
-          if (confirm) txn = txn.and(this.keys.login(this.identity), 'Mod', '==', login.modRevision);
-          await txn
-            .then(
+          await this.batcher.runIf(
+            [
+              [leaderKey, 'Mod', '==', token],
+              ...(confirm ? [[this.keys.login(this.identity), 'Mod', '==', login.modRevision] as Guard] : []),
+            ],
+            [
               this.client.put(this.keys.termEnd(this.identity)).value(JSON.stringify(end)),
               this.client.delete().key(leaderKey),
               ...(confirm
@@ -303,9 +307,8 @@ export class Candidate implements TermContext {
                       .value(JSON.stringify({ ...login.record, loggedIn: false, at: this.clock.wallMs() })),
                   ]
                 : []),
-            )
-            .options(within(ETCD_CALL_MS))
-            .commit();
+            ],
+          );
           this.retries.succeeded('campaign');
         } catch (err) {
           // Paused, not re-read at once: a refusal (RBAC) would otherwise spin on etcd.
@@ -328,15 +331,14 @@ export class Candidate implements TermContext {
         const { record, modRevision } = state.login;
         const loginKey = this.keys.login(this.identity);
         try {
-          await this.client
-            .if(loginKey, 'Mod', '==', modRevision)
-            .then(
+          await this.batcher.runIf(
+            [[loginKey, 'Mod', '==', modRevision]],
+            [
               this.client
                 .put(loginKey)
                 .value(JSON.stringify({ ...record, loggedIn: false, at: this.clock.wallMs() })),
-            )
-            .options(within(ETCD_CALL_MS))
-            .commit();
+            ],
+          );
           this.retries.succeeded('campaign');
         } catch (err) {
           await this.retryAfter(
@@ -371,7 +373,10 @@ export class Candidate implements TermContext {
       }
 
       // Free: stagger by rank, then try to create the key.
-      const rank = decideRank(node, await readCandidates(this.client, this.keys, this.identity));
+      const rank = decideRank(
+        node,
+        await readCandidates(this.batcher, this.client, this.keys, this.identity),
+      );
       this.lastRank = rank;
       if (rank.problem) this.retries.failed('campaign', rank.problem.what, rank.problem.error);
       await this.clock.sleep(rank.waitMs, signal);
@@ -385,13 +390,15 @@ export class Candidate implements TermContext {
       };
       let result;
       try {
-        result = await this.client
-          .if(leaderKey, 'Create', '==', 0)
-          .and(fenceKey, 'Create', '==', 0)
-          .and(holdOffKey, 'Create', '==', 0)
-          .then(this.client.put(leaderKey).value(JSON.stringify(record)).lease(this.session.leaseId))
-          .options(within(ETCD_CALL_MS))
-          .commit();
+        // Merged with the other identities' writes of this moment (batch.ts), each guarded alone.
+        result = await this.batcher.runIf(
+          [
+            [leaderKey, 'Create', '==', 0],
+            [fenceKey, 'Create', '==', 0],
+            [holdOffKey, 'Create', '==', 0],
+          ],
+          [this.client.put(leaderKey).value(JSON.stringify(record)).lease(this.session.leaseId)],
+        );
       } catch (err) {
         await this.retryAfter(`creating ${this.identity}'s leader key (it was free)`, err, signal);
         continue;
@@ -399,17 +406,12 @@ export class Candidate implements TermContext {
       // A rank fault stays on show until a step gets through without one.
       if (!rank.problem) this.retries.succeeded('campaign');
       if (!result.succeeded) continue;
-      // The txn is the only write in its revision: that revision is our token.
-      const token = BigInt(result.header.revision);
+      // The leader key was written at the transaction's revision: that is our token.
+      const token = BigInt(result.revision);
       const previous: PreviousTerm | undefined = lastSeen
         ? { ...lastSeen, observedEndAt, transferred: false }
         : undefined;
-      return this.begin(
-        new Leadership(this, token, record, previous),
-        result.header.revision,
-        signal,
-        userSignal,
-      );
+      return this.begin(new Leadership(this, token, record, previous), result.revision, signal, userSignal);
     }
   }
 
@@ -454,18 +456,14 @@ export class Candidate implements TermContext {
 
   /** Remove this candidate's registration (best effort: it also goes with the lease). */
   async unregister(): Promise<void> {
-    await this.client
-      .delete()
-      .key(this.keys.candidate(this.identity, this.session.node))
-      .options(within(ETCD_CALL_MS))
-      .exec()
-      .catch(() => undefined);
+    const key = this.keys.candidate(this.identity, this.session.node);
+    await this.batcher.run([this.client.delete().key(key)], key).catch(() => undefined);
   }
 
   /**
    * Register (or refresh) this candidate and read, at the same revision, the leader key, this
-   * node's fence, the end-of-term record and the hold-off: one step, merged with other
-   * identities' steps into one transaction (batch.ts).
+   * node's fence, the end-of-term record, the hold-off and the login record: one step, merged
+   * with other identities' steps into one transaction (batch.ts).
    */
   private async registerAndRead(
     leaderKey: string,
@@ -474,7 +472,7 @@ export class Candidate implements TermContext {
   ): Promise<CampaignState> {
     const termEndKey = this.keys.termEnd(this.identity);
     const loginKey = this.keys.login(this.identity);
-    const step = await TxnBatcher.for(this.client).run(
+    const step = await this.batcher.run(
       [
         this.registration(),
         this.client.get(leaderKey),

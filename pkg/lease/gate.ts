@@ -4,7 +4,7 @@
 import type { Etcd3 } from 'etcd3';
 import type { Clock } from '../clock/index.js';
 import { type ClearanceFacts, type ClearanceVerdict, type EarlierTerm } from './clearance.js';
-import { ETCD_CALL_MS, within } from './etcd.js';
+import type { TxnBatcher } from './batch.js';
 import { decode, type Keys, LoginRecord, TermEnd } from './keys.js';
 import type { FencingToken } from './errors.js';
 import type { PreviousTerm } from './leadership.js';
@@ -19,6 +19,7 @@ const PEER_CATCHUP_MS = 1_000;
 
 export interface GateFacts {
   client: Etcd3;
+  batcher: TxnBatcher;
   identity: string;
   /** The identity's keys, and the keys the sessions live under (they may differ in prefix). */
   keys: Keys;
@@ -43,13 +44,13 @@ export async function readClearanceFacts(g: GateFacts): Promise<ClearanceFacts> 
   const { client, keys, sessionKeys, identity } = g;
   const termEndKey = keys.termEnd(identity);
   const loginKey = keys.login(identity);
-  const result = await client
-    .if(keys.leader(identity), 'Create', '>', -1) // always true: a multi-get at one revision
-    .then(client.get(termEndKey), client.get(loginKey), client.getAll().prefix(sessionKeys.sessions()))
-    .options(within(ETCD_CALL_MS))
-    .commit();
+  // One read at one revision, merged with the other reads and writes of this moment (batch.ts).
+  const result = await g.batcher.run(
+    [client.get(termEndKey), client.get(loginKey), client.getAll().prefix(sessionKeys.sessions())],
+    keys.leader(identity),
+  );
   const readAt = g.clock.monotonicMs();
-  const revision = BigInt(result.header.revision);
+  const revision = BigInt(result.revision);
   g.readAt?.(revision);
   const termEnd = decode(TermEnd, result.responses[0]?.response_range?.kvs[0]?.value, termEndKey);
   const login = decode(LoginRecord, result.responses[1]?.response_range?.kvs[0]?.value, loginKey);

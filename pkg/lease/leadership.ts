@@ -4,11 +4,11 @@
 // when its key is deleted or moved (watched; a broken watch is replaced after a re-read), when
 // its session must stop, or when it resigns. Before logging in, a new leader passes the login
 // gate (gate.ts, S3); its login state is a record guarded by the token (setLoggedIn).
+import type { Guard, TxnBatcher } from './batch.js';
 import type { Clock } from '../clock/index.js';
 import { decideClearance, type ClearanceFacts, type ClearanceVerdict } from './clearance.js';
 import { TypedEmitter } from './emitter.js';
 import { CampaignAbandonedError, FencedNodeError, StaleTokenError, type FencingToken } from './errors.js';
-import { ETCD_CALL_MS, within } from './etcd.js';
 import type { ChangeFeed } from './feed.js';
 import { readClearanceFacts, waitForClearance, type GateChange } from './gate.js';
 import type { Keys, LeaderRecord, LoginRecord, TermEnd } from './keys.js';
@@ -62,6 +62,8 @@ export interface TermContext {
   lastOwnToken: FencingToken | undefined;
   /** Report trouble of the view of other sessions until the returned function is called. */
   reportPeerTrouble(): () => void;
+  /** Merges the process's etcd steps of one moment into one transaction (batch.ts). */
+  readonly batcher: TxnBatcher;
 }
 
 /**
@@ -151,13 +153,13 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
     try {
       while (!this.ended) {
         try {
-          const res = await this.session.client.get(this.key).options(within(ETCD_CALL_MS)).exec();
-          const current = res.kvs[0];
+          const res = await this.ctx.batcher.run([this.session.client.get(this.key)], this.key);
+          const current = res.responses[0]?.response_range?.kvs[0];
           if (!current || BigInt(current.mod_revision) !== this.token) {
             this.end(current ? 'key-moved' : 'key-deleted');
             return;
           }
-          this.followOwnKey(BigInt(res.header.revision));
+          this.followOwnKey(BigInt(res.revision));
           // While the feed cannot watch, the key is read again every RETRY_MS: still in trouble.
           const trouble = this.ctx.feed.troubleFor(this.key);
           if (trouble) retries.failed('own-key watch', `watching ${this.key} (term ${this.token})`, trouble);
@@ -237,6 +239,7 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
   async clearanceFacts(): Promise<ClearanceFacts> {
     return readClearanceFacts({
       client: this.session.client,
+      batcher: this.ctx.batcher,
       identity: this.identity,
       keys: this.ctx.keys,
       sessionKeys: this.session.keys,
@@ -293,32 +296,34 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
     if (loggedIn) this.releaseHold ??= this.session.hold();
     const fenceKey = this.ctx.keys.fence(this.node);
     const holdOffKey = this.ctx.keys.holdOff(this.identity, this.node);
-    let txn = client.if(this.key, 'Mod', '==', String(this.token));
-    if (loggedIn) txn = txn.and(fenceKey, 'Create', '==', 0).and(holdOffKey, 'Create', '==', 0);
+    const guards: Guard[] = [[this.key, 'Mod', '==', String(this.token)]];
+    if (loggedIn) guards.push([fenceKey, 'Create', '==', 0], [holdOffKey, 'Create', '==', 0]);
+    const batcher = this.ctx.batcher;
     let result;
     try {
-      result = await txn.then(client.put(loginKey).value(value)).options(within(ETCD_CALL_MS)).commit();
+      // Merged with the other identities' writes of this moment (batch.ts), guarded alone.
+      result = await batcher.runIf(guards, [client.put(loginKey).value(value)]);
     } catch (err) {
       if (loggedIn && !this.loggedInValue) this.release();
       throw err;
     }
     if (!result.succeeded && !loggedIn && this.loginRevision !== undefined) {
-      result = await client
-        .if(loginKey, 'Mod', '==', this.loginRevision)
-        .then(client.put(loginKey).value(value))
-        .options(within(ETCD_CALL_MS))
-        .commit();
+      result = await batcher.runIf(
+        [[loginKey, 'Mod', '==', this.loginRevision]],
+        [client.put(loginKey).value(value)],
+      );
     }
     if (!result.succeeded) {
       if (loggedIn && !this.loggedInValue) this.release();
-      const still = await client.get(this.key).options(within(ETCD_CALL_MS)).exec();
-      if (still.kvs[0] && BigInt(still.kvs[0].mod_revision) === this.token) {
+      const still = (await batcher.run([client.get(this.key)], this.key)).responses[0]?.response_range
+        ?.kvs[0];
+      if (still && BigInt(still.mod_revision) === this.token) {
         throw new FencedNodeError(this.node, this.identity);
       }
       this.end('key-moved');
       throw new StaleTokenError(this.identity, this.token);
     }
-    this.loginRevision = result.header.revision;
+    this.loginRevision = result.revision;
     this.loggedInValue = loggedIn;
     if (!loggedIn) this.release();
   }
@@ -364,25 +369,24 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
     const confirmation = JSON.stringify(this.loginRecord(false));
     let ok = false;
     try {
-      const result = await client
-        .if(this.key, 'Mod', '==', String(this.token))
-        .then(
+      const batcher = this.ctx.batcher;
+      const result = await batcher.runIf(
+        [[this.key, 'Mod', '==', String(this.token)]],
+        [
           client.put(this.ctx.keys.termEnd(this.identity)).value(JSON.stringify(end)),
           client.delete().key(this.key),
           ...(confirm ? [client.put(loginKey).value(confirmation)] : []),
           // Until it campaigns again, the resigned node is no candidate: nobody waits for it.
           client.delete().key(this.ctx.keys.candidate(this.identity, this.node)),
-        )
-        .options(within(ETCD_CALL_MS))
-        .commit();
+        ],
+      );
       ok = result.succeeded;
       if (!ok && confirm) {
         // The key went first (revoked, moved, deleted): confirm on the login record alone.
-        await client
-          .if(loginKey, 'Mod', '==', this.loginRevision!)
-          .then(client.put(loginKey).value(confirmation))
-          .options(within(ETCD_CALL_MS))
-          .commit();
+        await batcher.runIf(
+          [[loginKey, 'Mod', '==', this.loginRevision!]],
+          [client.put(loginKey).value(confirmation)],
+        );
       }
     } catch {
       ok = false;

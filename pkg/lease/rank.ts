@@ -6,7 +6,7 @@
 // for it. The rank only orders the attempts: the leader key's create-if-absent txn keeps the
 // election safe whatever any node believes its rank to be.
 import type { Etcd3 } from 'etcd3';
-import { ETCD_CALL_MS, within } from './etcd.js';
+import type { TxnBatcher } from './batch.js';
 import { CandidateRecord, decode, type Keys } from './keys.js';
 
 /** Gap between ranks in a free election: well above a txn round trip on a LAN. */
@@ -100,15 +100,22 @@ export function decideRank(me: string, read: CandidatesRead): RankDecision {
   return { rank, waitMs: rank * STAGGER_STEP_MS, reason, ...(problem ? { problem } : {}) };
 }
 
-/** Read the candidates registered for `identity`; never throws (a failure is a fact to rank on). */
-export async function readCandidates(client: Etcd3, keys: Keys, identity: string): Promise<CandidatesRead> {
+/**
+ * Read the candidates registered for `identity`, merged with the other reads of this moment
+ * (batch.ts); never throws (a failure is a fact to rank on). Its own step, not part of the
+ * campaign's: a node that may not read the candidates (RBAC) still campaigns, ranked last.
+ */
+export async function readCandidates(
+  batcher: TxnBatcher,
+  client: Etcd3,
+  keys: Keys,
+  identity: string,
+): Promise<CandidatesRead> {
+  const prefix = keys.candidates(identity);
   try {
-    const raw = await client
-      .getAll()
-      .prefix(keys.candidates(identity))
-      .options(within(ETCD_CALL_MS))
-      .strings();
-    return parseCandidates(raw);
+    const step = await batcher.run([client.getAll().prefix(prefix)], prefix);
+    const kvs = step.responses[0]?.response_range?.kvs ?? [];
+    return parseCandidates(Object.fromEntries(kvs.map((kv) => [kv.key.toString(), kv.value.toString()])));
   } catch (err) {
     return { unreadable: (err as Error).message };
   }
