@@ -1,6 +1,6 @@
 // The controller's round, every TICK_MS, in one place:
 //
-//   read the cluster (one etcd txn) → start the probes that are due → publish changed views
+//   read the cluster (the mirror) → start the probes that are due → publish changed views
 //     → if active: drive unfinished workflows, apply node fences that are due
 //
 // A round that fails is retried next tick; its error is logged once per reason, counted,
@@ -15,17 +15,12 @@ import type { Prober } from './probes.js';
 import { isTermEnded, type ClusterSnapshot, type GuardedWriter } from './store.js';
 import type { WorkflowSupervisor } from './supervisor.js';
 import type { LoopTrouble } from './trouble.js';
-import { identityView, nodeViews } from './view.js';
+import { ALL, ViewInputs } from './view-changes.js';
+import { identityKeys, identityView, nodeNames, nodeView } from './view.js';
+import type { IdentityView } from '../api/schema.js';
 
 /** How often the controller re-reads the cluster, publishes changes and checks its duties. */
 export const TICK_MS = 250;
-/**
- * Views are built and offered at least this often even when nothing they are made of changed
- * (the snapshot, a probe's outcome): an agent falling silent changes them with time alone.
- * Building every view every round was most of an idle controller's CPU at 1,000 identities.
- */
-export const PUBLISH_EVERY_MS = 1_000;
-
 export interface ControlLoopDeps {
   cluster: Cluster;
   prober: Prober;
@@ -46,8 +41,10 @@ export class ControlLoop {
   private stopped = false;
   /** Why the last round failed, while rounds keep failing. */
   lastError: string | undefined;
-  /** What the last published views were built from. */
-  private published: { snap: ClusterSnapshot; probes: number; at: number } | undefined;
+  /** What the last published views were built from, to rebuild only what changed. */
+  private readonly inputs = new ViewInputs();
+  /** The last view built of each identity (the totals are counted over them). */
+  private readonly views = new Map<string, IdentityView>();
 
   constructor(private readonly deps: ControlLoopDeps) {}
 
@@ -111,33 +108,58 @@ export class ControlLoop {
     this.deps.trouble.failed('tick', err, what);
   }
 
-  /** Publish identity, node and workflow views that changed; keep the gauges current. */
+  /**
+   * Publish identity, node and workflow views that changed; keep the gauges current. Only the
+   * views whose inputs changed are rebuilt (view-changes.ts): at rest, next to none.
+   */
   private publish(snap: ClusterSnapshot): void {
     const { cluster, prober, metrics, events, clock } = this.deps;
-    const now = clock.monotonicMs();
-    const last = this.published;
-    if (last && last.snap === snap && last.probes === prober.version && now - last.at < PUBLISH_EVERY_MS)
-      return;
-    this.published = { snap, probes: prober.version, at: now };
     const view = cluster.view(snap);
-    const identities = cluster.identityNames(snap).map((id) => identityView(view, id, prober.state(id)));
-    // Only identities with a spec get series: the prober frees them when the spec goes.
-    for (const v of identities)
-      if (snap.specs.has(v.identity)) metrics.setIdentity(metrics.paused, v.identity, v.paused ? 1 : 0);
-    metrics.identitiesTotal.set({ kind: 'all' }, snap.specs.size);
-    metrics.identitiesTotal.set({ kind: 'paused' }, identities.filter((v) => v.paused).length);
-    const probes = identities.map((v) => prober.state(v.identity));
-    metrics.identitiesTotal.set({ kind: 'split-brain' }, probes.filter((p) => p?.splitBrain).length);
-    metrics.identitiesTotal.set(
-      { kind: 'probe-failing' },
-      probes.filter((p) => (p?.failures ?? 0) > 0).length,
+    const changes = this.inputs.changes(view, prober.takeChanged(), clock.monotonicMs());
+    const names = changes.identities === ALL ? cluster.identityNames(snap) : [...changes.identities];
+    if (changes.identities === ALL) {
+      const current = new Set(names);
+      for (const id of this.views.keys()) if (!current.has(id)) this.views.delete(id);
+    }
+    const identities: IdentityView[] = [];
+    for (const id of names) {
+      if (!snap.specs.has(id) && !identityKeys(snap, id).leader) {
+        this.views.delete(id); // neither a spec nor a leader: no longer an identity
+        continue;
+      }
+      const v = identityView(view, id, prober.state(id));
+      this.views.set(id, v);
+      identities.push(v);
+      // Only identities with a spec get series: the prober frees them when the spec goes.
+      if (snap.specs.has(id)) metrics.setIdentity(metrics.paused, id, v.paused ? 1 : 0);
+    }
+    if (identities.length > 0 || changes.identities === ALL) this.count(snap);
+    const nodes = (changes.nodes === ALL ? nodeNames(view) : [...changes.nodes].sort()).map((n) =>
+      nodeView(view, n),
     );
-    const nodes = nodeViews(view);
     for (const n of nodes) metrics.nodeAlive.set({ node: n.node }, n.alive ? 1 : 0);
     events.publish(
       identities,
       nodes,
       [...snap.workflows.values()].map((w) => w.workflow),
     );
+  }
+
+  /** The totals over every identity's current view (a pass over a map, no view built). */
+  private count(snap: ClusterSnapshot): void {
+    const { prober, metrics } = this.deps;
+    let paused = 0;
+    let splitBrain = 0;
+    let failing = 0;
+    for (const [id, v] of this.views) {
+      if (v.paused) paused++;
+      const probe = prober.state(id);
+      if (probe?.splitBrain) splitBrain++;
+      if ((probe?.failures ?? 0) > 0) failing++;
+    }
+    metrics.identitiesTotal.set({ kind: 'all' }, snap.specs.size);
+    metrics.identitiesTotal.set({ kind: 'paused' }, paused);
+    metrics.identitiesTotal.set({ kind: 'split-brain' }, splitBrain);
+    metrics.identitiesTotal.set({ kind: 'probe-failing' }, failing);
   }
 }

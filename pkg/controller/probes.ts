@@ -103,8 +103,8 @@ export class Prober {
   /** Identity → monotonic ms forged answers were last logged. */
   private readonly forgedLogged = new Map<string, number>();
   private readonly budget: PingBudget;
-  /** Bumped whenever a probe's outcome (responders, misses, split brain) changes: views follow. */
-  version = 0;
+  /** Identities whose probe outcome (responders, misses, split brain) changed since taken. */
+  private changed = new Set<string>();
   /** Identities judged from heartbeats since the last log line saying so. */
   private vouchedSinceLog = 0;
   private lateSinceLog = 0;
@@ -170,6 +170,13 @@ export class Prober {
         }
       }
     })();
+  }
+
+  /** The identities whose probe outcome changed since the last call (their views follow). */
+  takeChanged(): Set<string> {
+    const changed = this.changed;
+    this.changed = new Set();
+    return changed;
   }
 
   /** The last probe of an identity (for its view). */
@@ -364,7 +371,7 @@ export class Prober {
     const leader = identityKeys(snap, identity).leader;
     const spec = snap.specs.get(identity)?.spec;
     const outcome = `${responders.map((r) => `${r.node}@${r.token}:${r.error ?? ''}`).join(',')}`;
-    if (outcome !== p.lastOutcome) this.version++;
+    if (outcome !== p.lastOutcome) this.changed.add(identity);
     p.lastOutcome = outcome;
     p.responders = responders;
     p.at = deps.clock.wallMs();
@@ -404,14 +411,18 @@ export class Prober {
       active: deps.isActive(),
       failoverEnabled: deps.config.probes.failover,
       workflowRunning: runningWorkflow(snap, identity) !== undefined,
-      target: leader ? chooseTarget(view, identity, [leader.record.node]) : { reason: 'no leader' },
+      // Only a miss can lead to a failover: the answered majority skips choosing a target.
+      target:
+        leader && missed.missed
+          ? chooseTarget(view, identity, [leader.record.node])
+          : { reason: leader ? 'the leader answered' : 'no leader' },
     });
     if (verdict.reason !== p.lastReason && (verdict.failures > 0 || p.failures > 0)) {
       deps.log.info({ identity, failures: verdict.failures }, verdict.reason);
     }
     p.lastReason = verdict.reason;
     if (!verdict.counted) return;
-    if (p.failures !== verdict.failures) this.version++;
+    if (p.failures !== verdict.failures) this.changed.add(identity);
     p.failures = verdict.failures;
     p.alarmed = verdict.alarmed;
     deps.metrics.setIdentity(deps.metrics.probeFailures, identity, p.failures);

@@ -211,34 +211,41 @@ export function identityView(
   };
 }
 
-export function nodeViews(ctx: ViewContext): NodeView[] {
+/** Every node a node view is shown for: agents heard, fenced or being fenced, and candidates. */
+export function nodeNames(ctx: ViewContext): string[] {
   const nodes = new Set<string>([
     ...ctx.agents.keys(),
     ...ctx.snap.fences.keys(),
     ...ctx.snap.fenceIntents.keys(),
   ]);
   for (const keys of ctx.snap.identities.values()) for (const n of keys.candidates.keys()) nodes.add(n);
-  return [...nodes].sort().map((node) => {
-    const seen = ctx.agents.get(node);
-    const fence = ctx.snap.fences.get(node);
-    const intent = ctx.snap.fenceIntents.get(node)?.intent;
-    return {
-      node,
-      alive: freshAgent(ctx, node) !== undefined,
-      ...(seen ? { lastHeartbeat: new Date(seen.receivedAt).toISOString() } : {}),
-      ...(fence
-        ? { fenced: { reason: fence.reason, actor: fence.actor, at: new Date(fence.at).toISOString() } }
-        : {}),
-      ...(intent
-        ? { fencePending: { reason: intent.reason, actor: intent.actor, workflows: intent.workflows } }
-        : {}),
-      identities: (seen?.heartbeat.identities ?? []).map((i) => ({
-        identity: i.identity,
-        state: i.state,
-        ...(i.token ? { token: i.token } : {}),
-      })),
-    };
-  });
+  return [...nodes].sort();
+}
+
+export function nodeView(ctx: ViewContext, node: string): NodeView {
+  const seen = ctx.agents.get(node);
+  const fence = ctx.snap.fences.get(node);
+  const intent = ctx.snap.fenceIntents.get(node)?.intent;
+  return {
+    node,
+    alive: freshAgent(ctx, node) !== undefined,
+    ...(seen ? { lastHeartbeat: new Date(seen.receivedAt).toISOString() } : {}),
+    ...(fence
+      ? { fenced: { reason: fence.reason, actor: fence.actor, at: new Date(fence.at).toISOString() } }
+      : {}),
+    ...(intent
+      ? { fencePending: { reason: intent.reason, actor: intent.actor, workflows: intent.workflows } }
+      : {}),
+    identities: (seen?.heartbeat.identities ?? []).map((i) => ({
+      identity: i.identity,
+      state: i.state,
+      ...(i.token ? { token: i.token } : {}),
+    })),
+  };
+}
+
+export function nodeViews(ctx: ViewContext): NodeView[] {
+  return nodeNames(ctx).map((node) => nodeView(ctx, node));
 }
 
 /** A workflow still running for the identity, if any. */

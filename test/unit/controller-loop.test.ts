@@ -7,12 +7,15 @@ import { ManualClock } from '../../pkg/clock/index.js';
 import type { Cluster } from '../../pkg/controller/cluster.js';
 import { EventStream } from '../../pkg/controller/events.js';
 import type { FenceReconciler } from '../../pkg/controller/fence-reconciler.js';
-import { ControlLoop, PUBLISH_EVERY_MS, TICK_MS } from '../../pkg/controller/loop.js';
+import { ControlLoop, TICK_MS } from '../../pkg/controller/loop.js';
+import { FULL_REBUILD_MS } from '../../pkg/controller/view-changes.js';
+import type { ProbeState } from '../../pkg/controller/view.js';
 import { ControllerMetrics } from '../../pkg/controller/metrics.js';
 import type { Prober } from '../../pkg/controller/probes.js';
 import { emptySnapshot, type ClusterSnapshot, type GuardedWriter } from '../../pkg/controller/store.js';
 import type { WorkflowSupervisor } from '../../pkg/controller/supervisor.js';
 import { LoopTrouble } from '../../pkg/controller/trouble.js';
+import type { IdentitySpec } from '../../pkg/spec/schema.js';
 
 function capture() {
   const lines: Array<{ level: number; msg: string; loop?: string; err?: string }> = [];
@@ -51,7 +54,11 @@ describe('controller loop (manual clock)', () => {
     } as unknown as Cluster;
     const loop = new ControlLoop({
       cluster,
-      prober: { startDue: () => undefined, state: () => undefined } as unknown as Prober,
+      prober: {
+        startDue: () => undefined,
+        state: () => undefined,
+        takeChanged: () => new Set(),
+      } as unknown as Prober,
       events: new EventStream(clock, log, metrics),
       supervisor: {} as WorkflowSupervisor,
       fences: {} as FenceReconciler,
@@ -89,11 +96,35 @@ describe('controller loop (manual clock)', () => {
 });
 
 describe('controller loop: publishing views', () => {
-  function loopWith(snapshot: () => ClusterSnapshot, prober: { version: number }) {
+  const SPEC = {} as IdentitySpec;
+  const leader = (node: string, token: bigint) => ({
+    record: { node, leaseId: '1', ttlMs: 5000, mustBeOutByMs: 4000, since: 0 },
+    token,
+  });
+  /** A new snapshot object holding these leader records (the same objects while unchanged, as the mirror keeps them). */
+  function snapshotOf(revision: bigint, records: Map<string, ReturnType<typeof leader>>): ClusterSnapshot {
+    const snap = emptySnapshot(revision);
+    for (const [id, l] of records) {
+      snap.specs.set(id, { spec: SPEC, revision: 1n });
+      snap.identities.set(id, { leader: l, candidates: new Map(), holdOffs: new Map() });
+    }
+    return snap;
+  }
+
+  function loopWith(
+    snapshot: () => ClusterSnapshot,
+    probesChanged: () => string[],
+    probes = new Map<string, ProbeState>(),
+  ) {
     const clock = new ManualClock();
     const { log } = capture();
     const metrics = new ControllerMetrics();
-    let built = 0;
+    let fullBuilds = 0;
+    const events = new EventStream(clock, log, metrics);
+    const sent: string[] = [];
+    events.subscribe((e) => {
+      if (e.type === 'identity') sent.push(`${e.identity.identity}:${e.identity.leader}`);
+    });
     const cluster = {
       snapshot: async () => snapshot(),
       view: (snap: ClusterSnapshot) => ({
@@ -103,18 +134,19 @@ describe('controller loop: publishing views', () => {
         now: 0,
         startedAt: 0,
       }),
-      identityNames: () => {
-        built++;
-        return [];
+      identityNames: (snap: ClusterSnapshot) => {
+        fullBuilds++;
+        return [...snap.specs.keys()].sort();
       },
     } as unknown as Cluster;
     const loop = new ControlLoop({
       cluster,
-      prober: Object.assign(prober, {
+      prober: {
         startDue: () => undefined,
-        state: () => undefined,
-      }) as unknown as Prober,
-      events: new EventStream(clock, log, metrics),
+        state: (id: string) => probes.get(id),
+        takeChanged: () => new Set(probesChanged()),
+      } as unknown as Prober,
+      events,
       supervisor: {} as WorkflowSupervisor,
       fences: {} as FenceReconciler,
       writer: {} as GuardedWriter,
@@ -124,32 +156,71 @@ describe('controller loop: publishing views', () => {
       log,
       isActive: () => false,
     });
-    return { clock, loop, built: () => built };
+    return { clock, loop, fullBuilds: () => fullBuilds, sent };
   }
 
-  it(`builds views once per PUBLISH_EVERY_MS while nothing they are made of changes`, async () => {
-    const t = loopWith(() => emptySnap, { version: 0 });
+  it('at rest builds no view; every view is built again only once per FULL_REBUILD_MS', async () => {
+    const records = new Map([
+      ['a', leader('n1', 10n)],
+      ['b', leader('n2', 11n)],
+    ]);
+    const probes = new Map<string, ProbeState>();
+    const t = loopWith(
+      () => snapshotOf(1n, records),
+      () => [],
+      probes,
+    );
     t.loop.start();
-    await t.clock.advance(PUBLISH_EVERY_MS * 3);
+    await t.clock.advance(TICK_MS);
+    expect(t.fullBuilds(), 'the first round builds every view').to.equal(1);
+    expect(t.sent).to.deep.equal(['a:n1', 'b:n2']);
+    // A probe result the prober does not report as changed: only a rebuild would show it.
+    probes.set('a', { responders: [{ node: 'n1', token: '10' }], at: 1, failures: 0 });
+    // A new snapshot object every round, holding the same records: nothing to rebuild.
+    await t.clock.advance(FULL_REBUILD_MS - 2 * TICK_MS);
+    expect(t.fullBuilds()).to.equal(1);
+    expect(t.sent, 'no view was rebuilt').to.have.length(2);
+    await t.clock.advance(2 * TICK_MS);
+    expect(t.fullBuilds()).to.equal(2);
+    expect(t.sent, 'the full rebuild sends only what changed').to.deep.equal(['a:n1', 'b:n2', 'a:n1']);
     t.loop.stop();
-    expect(t.built()).to.equal(3);
   });
 
-  it('builds them at once when the snapshot or a probe outcome changes', async () => {
-    const prober = { version: 0 };
-    let snap = emptySnapshot(1n);
-    const t = loopWith(() => snap, prober);
+  it('a changed record, or a changed probe outcome, rebuilds and sends that identity at once, and only it', async () => {
+    const records = new Map([
+      ['a', leader('n1', 10n)],
+      ['b', leader('n2', 11n)],
+    ]);
+    let probed: string[] = [];
+    let revision = 1n;
+    const probes = new Map<string, ProbeState>();
+    const t = loopWith(
+      () => snapshotOf(revision, records),
+      () => probed.splice(0),
+      probes,
+    );
     t.loop.start();
     await t.clock.advance(TICK_MS);
-    expect(t.built()).to.equal(1);
-    snap = emptySnapshot(2n);
+    records.set('b', leader('n1', 12n));
+    revision++;
     await t.clock.advance(TICK_MS);
-    expect(t.built()).to.equal(2);
-    prober.version++;
+    expect(t.sent).to.deep.equal(['a:n1', 'b:n2', 'b:n1']);
+    expect(t.fullBuilds()).to.equal(1);
+    probes.set('a', { responders: [{ node: 'n1', token: '10' }], at: 1, failures: 0 });
+    probes.set('b', { responders: [], at: 1, failures: 1 });
+    probed = ['a'];
     await t.clock.advance(TICK_MS);
-    expect(t.built()).to.equal(3);
+    expect(t.sent, 'a probe outcome rebuilds its own view only').to.deep.equal([
+      'a:n1',
+      'b:n2',
+      'b:n1',
+      'a:n1',
+    ]);
+    expect(t.fullBuilds()).to.equal(1);
+    records.delete('a');
+    revision++;
     await t.clock.advance(TICK_MS);
-    expect(t.built(), 'nothing changed').to.equal(3);
+    expect(t.fullBuilds(), 'a removed identity is dropped without a full rebuild').to.equal(1);
     t.loop.stop();
   });
 });
