@@ -38,7 +38,7 @@ import { loginIo } from './login-io.js';
 import { AgentMetrics } from './metrics.js';
 import { LIVENESS_CHECK_TIMEOUT_MS, ServiceLiveness } from './liveness.js';
 import { Admission } from './admission.js';
-import { IdentityRunner, RunnerError } from './runner.js';
+import { IdentityRunner, RunnerError, type LeaderAnswer } from './runner.js';
 import { lifelineDeadline, lifelineSlackMs } from './term.js';
 import { SessionKeeper } from './sessions.js';
 import { SharedRetryLog } from './retries.js';
@@ -235,7 +235,11 @@ export class Agent {
     if (config.health) {
       this.health = await startHealthServer(
         config.health.listen,
-        { problems: () => this.problems(), status: () => this.status() },
+        {
+          problems: () => this.problems(),
+          status: () => this.status(),
+          leader: (identity) => this.leaderAnswer(identity),
+        },
         this.metrics,
       );
       logger.info({ port: this.health.port }, 'health and metrics listening');
@@ -406,6 +410,17 @@ export class Agent {
       fenced: this.fenceWatch.fenced !== undefined,
       session: this.sessions.describe(),
       identities: [...this.runners.values()].map((r) => r.status()),
+    };
+  }
+
+  /** GET /identities/<id>/leader on the health listener: does this node answer for it now? */
+  leaderAnswer(identity: string): LeaderAnswer {
+    const runner = this.runners.get(identity);
+    if (runner) return runner.leaderAnswer();
+    return {
+      leader: false,
+      state: 'not-hosted',
+      reason: `${this.node} does not host ${identity} (not in its identities); check the name`,
     };
   }
 

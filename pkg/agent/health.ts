@@ -1,14 +1,21 @@
 // The agent's only listening socket, and only when configured: local /healthz and /metrics
-// for a supervisor (systemd, Kubernetes probes) and Prometheus. Bound to the configured
-// address, usually loopback.
+// for a supervisor (systemd, Kubernetes probes) and Prometheus, and /identities/<id>/leader
+// for a load balancer's health check (like Patroni's /primary): 200 only while this node is
+// logged in for the identity and may act, 503 otherwise. Bound to the configured address.
 import { serve, type ServerType } from '@hono/node-server';
 import { Hono } from 'hono';
 import type { AgentMetrics } from './metrics.js';
+import type { LeaderAnswer } from './runner.js';
+
+/** The header the leader endpoint puts the fencing token in (a proxy may pass it on). */
+export const TOKEN_HEADER = 'x-understudy-token';
 
 export interface HealthView {
   /** Reasons the agent is unhealthy; empty when healthy. */
   problems(): string[];
   status(): unknown;
+  /** Does this node answer for `identity` now? */
+  leader(identity: string): LeaderAnswer;
 }
 
 export async function startHealthServer(
@@ -23,6 +30,15 @@ export async function startHealthServer(
       { healthy: problems.length === 0, problems, status: view.status() },
       problems.length === 0 ? 200 : 503,
     );
+  });
+  // Never cached: the answer changes the moment a term ends. HEAD works too (HAProxy's check).
+  app.get('/identities/:identity/leader', (c) => {
+    const identity = c.req.param('identity');
+    const answer = view.leader(identity);
+    c.header('cache-control', 'no-store');
+    if (!answer.leader) return c.json({ identity, ...answer }, 503);
+    c.header(TOKEN_HEADER, answer.token);
+    return c.json({ identity, ...answer }, 200);
   });
   app.get('/metrics', async (c) =>
     c.body(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType }),

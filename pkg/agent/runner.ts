@@ -54,6 +54,11 @@ const LOOP_ERROR_MAX_PAUSE_MS = 30_000;
 /** A campaign ranked last for a cooldown re-registers this long after it ends, so its rank is current. */
 const COOLDOWN_REFRESH_SLACK_MS = 10;
 
+/** The leader endpoint's answer for one identity on this node (health.ts). */
+export type LeaderAnswer =
+  | { leader: true; token: string; since: string }
+  | { leader: false; state: IdentityState | 'not-hosted'; reason: string };
+
 export interface RunnerDeps {
   node: string;
   sessions: Pick<SessionKeeper, 'current' | 'alive'>;
@@ -156,6 +161,34 @@ export class IdentityRunner extends EventEmitter {
 
   get pid(): number | undefined {
     return this.service.driver?.pid;
+  }
+
+  /**
+   * Does this node answer for the identity right now (a load balancer's question)? Only as
+   * leader with a term that may still act: logging in, logging out, drained or past the
+   * session's self-fence deadline all say no, so traffic never goes where the service is not
+   * logged in, or is about to stop.
+   */
+  leaderAnswer(): LeaderAnswer {
+    const term = this.term;
+    if (this.state === 'leader' && term?.leadership.mayAct()) {
+      return {
+        leader: true,
+        token: String(term.leadership.token),
+        since: new Date(this.machine.since).toISOString(),
+      };
+    }
+    const why =
+      this.state === 'leader'
+        ? 'its term may no longer act (the etcd session is past its self-fence deadline, or the key moved)'
+        : LOGGED_IN_STATES.has(this.state)
+          ? `it is ${this.state}`
+          : `it is ${this.state}, not logged in`;
+    return {
+      leader: false,
+      state: this.state,
+      reason: `${this.deps.node} does not answer for ${this.identity}: ${why}`,
+    };
   }
 
   /**

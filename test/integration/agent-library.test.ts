@@ -185,4 +185,69 @@ describe('agent as a library (real etcd and NATS)', function () {
       await authority.stop();
     }
   });
+
+  it("answers a load balancer's check: 200 with the token only while logged in, 503 while logging in or out, as standby, and for a name it does not host", async () => {
+    await putSpec(client, {
+      name: 'lb',
+      service: { driver: 'nats-service', handler: 'gated' },
+      access: { open: true },
+    });
+    // The first login and the first logout wait until the test lets them go on.
+    let letLoginGo!: () => void;
+    let letLogoutGo!: () => void;
+    const loginGate = new Promise<void>((resolve) => (letLoginGo = resolve));
+    const logoutGate = new Promise<void>((resolve) => (letLogoutGo = resolve));
+    let logins = 0;
+    let logouts = 0;
+    const handlers = {
+      gated: {
+        handle: () => 'ok',
+        login: async () => {
+          if (logins++ === 0) await loginGate;
+        },
+        logout: async () => {
+          if (logouts++ === 0) await logoutGate;
+        },
+      },
+    };
+    const check = async (agent: Agent, identity = 'lb', method = 'GET') => {
+      const res = await fetch(`http://127.0.0.1:${agent.healthPort}/identities/${identity}/leader`, {
+        method,
+      });
+      const body = method === 'GET' ? ((await res.json()) as Record<string, unknown>) : {};
+      return { status: res.status, token: res.headers.get('x-understudy-token'), body };
+    };
+    const a = await start('a', 'lb', handlers);
+    await until(a, 'lb', 'logging-in');
+    expect((await check(a)).status, 'logging in: not yet').to.equal(503);
+    letLoginGo();
+    await until(a, 'lb', 'leader');
+    const b = await start('b', 'lb', handlers);
+    await until(b, 'lb', 'standby');
+
+    const key = (await client.get('understudy/identities/lb/leader').exec()).kvs[0]!;
+    const leading = await check(a);
+    expect(leading.status).to.equal(200);
+    expect(leading.token, "the token header is the leader key's revision").to.equal(key.mod_revision);
+    expect(leading.body).to.include({ identity: 'lb', leader: true, token: key.mod_revision });
+    expect((await check(a, 'lb', 'HEAD')).status, 'HEAD, as HAProxy checks').to.equal(200);
+    const standby = await check(b);
+    expect(standby.status).to.equal(503);
+    expect(standby.token).to.equal(null);
+    expect(standby.body.reason).to.match(/b does not answer for lb: it is standby/);
+    const unknown = await check(a, 'no-such-identity');
+    expect(unknown.status).to.equal(503);
+    expect(unknown.body.reason).to.match(/does not host no-such-identity/);
+
+    const leaving = a.shutdown('test');
+    running.splice(running.indexOf(a), 1);
+    await until(a, 'lb', 'logging-out');
+    expect((await check(a)).status, 'logging out: no longer').to.equal(503);
+    letLogoutGo();
+    await leaving;
+    await until(b, 'lb', 'leader');
+    const next = await check(b);
+    expect(next.status).to.equal(200);
+    expect(BigInt(next.token!) > BigInt(leading.token!), 'a later term, a larger token').to.equal(true);
+  });
 });
