@@ -42,7 +42,7 @@ export class ControlLoop {
   /** Why the last round failed, while rounds keep failing. */
   lastError: string | undefined;
   /** What the last published views were built from, to rebuild only what changed. */
-  private readonly inputs = new ViewInputs();
+  private inputs = new ViewInputs();
   /** The last view built of each identity (the totals are counted over them). */
   private readonly views = new Map<string, IdentityView>();
 
@@ -113,6 +113,16 @@ export class ControlLoop {
    * views whose inputs changed are rebuilt (view-changes.ts): at rest, next to none.
    */
   private publish(snap: ClusterSnapshot): void {
+    try {
+      this.publishChanged(snap);
+    } catch (err) {
+      // The changes this round took in were not all sent: the next round rebuilds everything.
+      this.inputs = new ViewInputs();
+      throw err;
+    }
+  }
+
+  private publishChanged(snap: ClusterSnapshot): void {
     const { cluster, prober, metrics, events, clock } = this.deps;
     const view = cluster.view(snap);
     const changes = this.inputs.changes(view, prober.takeChanged(), clock.monotonicMs());
@@ -122,9 +132,10 @@ export class ControlLoop {
       for (const id of this.views.keys()) if (!current.has(id)) this.views.delete(id);
     }
     const identities: IdentityView[] = [];
+    let removed = false;
     for (const id of names) {
       if (!snap.specs.has(id) && !identityKeys(snap, id).leader) {
-        this.views.delete(id); // neither a spec nor a leader: no longer an identity
+        removed = this.views.delete(id) || removed; // neither a spec nor a leader: no longer an identity
         continue;
       }
       const v = identityView(view, id, prober.state(id));
@@ -133,7 +144,7 @@ export class ControlLoop {
       // Only identities with a spec get series: the prober frees them when the spec goes.
       if (snap.specs.has(id)) metrics.setIdentity(metrics.paused, id, v.paused ? 1 : 0);
     }
-    if (identities.length > 0 || changes.identities === ALL) this.count(snap);
+    if (identities.length > 0 || removed || changes.identities === ALL) this.count(snap);
     const nodes = (changes.nodes === ALL ? nodeNames(view) : [...changes.nodes].sort()).map((n) =>
       nodeView(view, n),
     );

@@ -370,7 +370,7 @@ export class Prober {
     const view = deps.cluster.view(snap);
     const leader = identityKeys(snap, identity).leader;
     const spec = snap.specs.get(identity)?.spec;
-    const outcome = `${responders.map((r) => `${r.node}@${r.token}:${r.error ?? ''}`).join(',')}`;
+    const outcome = `${responders.map((r) => `${r.node}@${r.token}:${r.lease ?? ''}:${r.error ?? ''}`).join(',')}`;
     if (outcome !== p.lastOutcome) this.changed.add(identity);
     p.lastOutcome = outcome;
     p.responders = responders;

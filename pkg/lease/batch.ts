@@ -177,42 +177,51 @@ export class TxnBatcher {
     };
   }
 
-  /** The steps as one transaction, each guarded one nested; their results in their order. */
+  /**
+   * The steps as one transaction, each guarded one nested; their results in their order.
+   * Steps that write go first: inside one transaction a read sees only the writes before it,
+   * and every step is told the transaction's revision, after which its caller follows
+   * changes. A read placed before a write of the same key would report the key as it was and
+   * the change would never be followed. Guards are judged on the state before the whole
+   * transaction wherever they sit (etcd evaluates every compare first).
+   */
   private async merged(batch: Pending[]): Promise<GuardedResult[]> {
-    const ops: Array<IOperation | IRequestOp> = [];
-    for (const p of batch) {
-      if (!p.guards) ops.push(...p.ops);
-      else
-        ops.push({
-          request_txn: {
-            compare: p.guards.map(toCompare),
-            success: await Promise.all(p.ops.map((op) => op.op())),
-            failure: [],
-          },
-        });
-    }
+    const steps = await Promise.all(
+      batch.map(async (p) => {
+        const ops = await Promise.all(p.ops.map((op) => op.op()));
+        const writes = ops.some((op) => op.request_put || op.request_delete_range || op.request_txn);
+        const request: IRequestOp[] = p.guards
+          ? [{ request_txn: { compare: p.guards.map(toCompare), success: ops, failure: [] } }]
+          : ops;
+        return { p, request, writes };
+      }),
+    );
+    const ordered = [...steps.filter((s) => s.writes), ...steps.filter((s) => !s.writes)];
     const res = await this.client
       .if(batch[0]!.compareKey, 'Create', '>', -1) // always true: an unconditional transaction
-      .then(...ops)
+      .then(...ordered.flatMap((s) => s.request))
       .options(within(ETCD_CALL_MS))
       .commit();
     const responses = res.responses as Array<StepResult['responses'][number] & NestedResponse>;
     const revision = res.header.revision;
+    const results = new Map<Pending, GuardedResult>();
     let at = 0;
-    return batch.map((p) => {
+    for (const { p, request } of ordered) {
+      const own = responses.slice(at, (at += request.length));
       if (!p.guards) {
-        const own = responses.slice(at, (at += p.ops.length));
-        return { succeeded: true, responses: own, revision };
+        results.set(p, { succeeded: true, responses: own, revision });
+        continue;
       }
-      const nested = responses[at++]?.response_txn;
+      const nested = own[0]?.response_txn;
       // Applied, whatever it said: this is no refusal, and the step is never sent again.
       if (!nested) throw new MalformedAnswerError();
-      return {
+      results.set(p, {
         succeeded: nested.succeeded,
         responses: nested.responses as StepResult['responses'],
         revision,
-      };
-    });
+      });
+    }
+    return batch.map((p) => results.get(p)!);
   }
 }
 
@@ -235,7 +244,8 @@ function toCompare([key, column, cmp, value]: Guard): ICompare {
     key: Buffer.from(key),
     result: comparator[cmp],
     target: CompareTarget[column],
-    [compareTarget[column]]: value,
+    // A value is bytes on the wire (a string would be taken for base64).
+    [compareTarget[column]]: column === 'Value' ? Buffer.from(String(value)) : value,
   };
 }
 

@@ -161,6 +161,24 @@ describe('lease: batched campaign steps (real etcd)', function () {
     }
   });
 
+  it('a read merged with a write of the same key sees the write, whichever was queued first: its revision is after every write it is told of', async () => {
+    await client.put('understudy/rw/k').value('before');
+    const batcher = TxnBatcher.for(client);
+    const [read, write, unguarded] = await Promise.all([
+      batcher.run([client.get('understudy/rw/k')], 'understudy/rw/k'),
+      batcher.runIf(
+        [['understudy/rw/k', 'Value', '==', 'before']],
+        [client.put('understudy/rw/k').value('after')],
+      ),
+      batcher.run([client.put('understudy/rw/other').value('x')], 'understudy/rw/other'),
+    ]);
+    expect(write.succeeded, 'the guard is judged on the state before the transaction').to.equal(true);
+    const kv = read.responses[0]!.response_range!.kvs[0]!;
+    expect(kv.value.toString()).to.equal('after');
+    expect(kv.mod_revision).to.equal(read.revision);
+    expect(unguarded.revision).to.equal(read.revision);
+  });
+
   it('a step etcd refuses (its lease is gone) fails alone; the others in its batch land', async () => {
     const live = client.lease(30, { autoKeepAlive: false });
     const liveId = await live.grant();

@@ -115,6 +115,8 @@ describe('controller loop: publishing views', () => {
     snapshot: () => ClusterSnapshot,
     probesChanged: () => string[],
     probes = new Map<string, ProbeState>(),
+    /** Reading a probe state fails while this says so (a round that fails halfway). */
+    failing: () => boolean = () => false,
   ) {
     const clock = new ManualClock();
     const { log } = capture();
@@ -143,7 +145,10 @@ describe('controller loop: publishing views', () => {
       cluster,
       prober: {
         startDue: () => undefined,
-        state: (id: string) => probes.get(id),
+        state: (id: string) => {
+          if (failing()) throw new Error('broken view');
+          return probes.get(id);
+        },
         takeChanged: () => new Set(probesChanged()),
       } as unknown as Prober,
       events,
@@ -156,7 +161,7 @@ describe('controller loop: publishing views', () => {
       log,
       isActive: () => false,
     });
-    return { clock, loop, fullBuilds: () => fullBuilds, sent };
+    return { clock, loop, fullBuilds: () => fullBuilds, sent, lastError: () => loop.lastError };
   }
 
   it('at rest builds no view; every view is built again only once per FULL_REBUILD_MS', async () => {
@@ -221,6 +226,33 @@ describe('controller loop: publishing views', () => {
     revision++;
     await t.clock.advance(TICK_MS);
     expect(t.fullBuilds(), 'a removed identity is dropped without a full rebuild').to.equal(1);
+    t.loop.stop();
+  });
+
+  it('a round that fails while building views loses no change: the next one rebuilds every view', async () => {
+    const records = new Map([
+      ['a', leader('n1', 10n)],
+      ['b', leader('n2', 11n)],
+    ]);
+    let revision = 1n;
+    let fail = false;
+    const t = loopWith(
+      () => snapshotOf(revision, records),
+      () => [],
+      new Map(),
+      () => fail,
+    );
+    t.loop.start();
+    await t.clock.advance(TICK_MS);
+    records.set('b', leader('n1', 12n));
+    revision++;
+    fail = true;
+    await t.clock.advance(TICK_MS);
+    expect(t.lastError()).to.equal('broken view');
+    fail = false;
+    await t.clock.advance(TICK_MS);
+    expect(t.fullBuilds()).to.equal(2);
+    expect(t.sent).to.deep.equal(['a:n1', 'b:n2', 'b:n1']);
     t.loop.stop();
   });
 });
