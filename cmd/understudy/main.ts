@@ -1,10 +1,19 @@
+#!/usr/bin/env node
 // understudy: the operator's CLI. Thin: commander wiring; the commands live in pkg/cli.
+import { homedir } from 'node:os';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_CONTROLLER_URL } from '../../pkg/cli/api-client.js';
 import * as api from '../../pkg/cli/controller-commands.js';
 import { agentStatus } from '../../pkg/cli/agent-commands.js';
 import { credentialDelete, credentialSet } from '../../pkg/cli/credential-commands.js';
 import { call, ping, watch } from '../../pkg/cli/nats-commands.js';
+import {
+  applyContext,
+  contextReport,
+  findContext,
+  loadContext,
+  type FoundContext,
+} from '../../pkg/cli/cli-context.js';
 import { CliError, EXIT, exitCodesHelp } from '../../pkg/cli/exit.js';
 import { OUTPUT_FORMATS, printable } from '../../pkg/cli/output.js';
 import { parseAtTime } from '../../pkg/cli/time.js';
@@ -32,6 +41,10 @@ const deadlineSeconds = checked(api.parseDeadlineSeconds);
 const program = new Command('understudy')
   .description('operate understudy: identities, handovers, fences and access lists; presence over NATS')
   .optionsGroup('Global options:')
+  .option(
+    '--context <file>',
+    "where the cluster is (default: $UNDERSTUDY_CONFIG, ~/.config/understudy/config.yaml, then the local cluster's .understudy/run/context.yaml); flags and environment variables win over it",
+  )
   .addOption(
     new Option('--controller <url>', 'controller HTTP API')
       .env('UNDERSTUDY_CONTROLLER')
@@ -70,6 +83,24 @@ const program = new Command('understudy')
   .exitOverride();
 
 const globals = () => program.opts<api.ControllerOptions>();
+
+/** The context file in use, once a command runs (`understudy context` shows it). */
+let contextInUse: FoundContext | undefined;
+program.hook('preAction', async () => {
+  const found = findContext({
+    flag: program.opts<{ context?: string }>().context,
+    env: process.env,
+    home: homedir(),
+    cwd: process.cwd(),
+  });
+  if (!found) return;
+  applyContext(await loadContext(found), {
+    sourceOf: (option) => program.getOptionValueSource(option),
+    set: (option, value) => program.setOptionValueWithSource(option, value, 'config'),
+    env: process.env,
+  });
+  contextInUse = found;
+});
 const run = (fn: () => Promise<number>) => async () => {
   process.exitCode = await fn();
 };
@@ -230,6 +261,18 @@ program
   .addOption(new Option('--for <seconds>', 'stop after this long (default: Ctrl-C)').argParser(positiveInt))
   .action((identity: string, o: { interval: number; for?: number }) =>
     run(() => watch(globals(), identity, o.interval, o.for === undefined ? undefined : o.for * 1000))(),
+  );
+
+program
+  .command('context')
+  .description('which cluster this CLI talks to, and from where it learnt it')
+  .action(() =>
+    run(async () => {
+      process.stdout.write(
+        contextReport(contextInUse, globals(), (option) => program.getOptionValueSource(option), process.env),
+      );
+      return EXIT.ok;
+    })(),
   );
 
 program

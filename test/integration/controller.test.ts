@@ -3,7 +3,7 @@
 // identity; nodes are fenced and unfenced within a test.
 import { expect } from 'chai';
 import type { Etcd3 } from 'etcd3';
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { headers as natsHeaders, type NatsConnection } from 'nats';
@@ -19,7 +19,7 @@ import { putSpec } from '../../pkg/spec/store.js';
 import type { AgentProcess } from '../support/agents.js';
 import { IntegrationCluster } from '../support/cluster.js';
 import { runCli } from '../support/cli.js';
-import type { Api } from '../support/controllers.js';
+import { TEST_TOKENS, type Api } from '../support/controllers.js';
 import { pidDead } from '../support/processes.js';
 import { PingSampler } from '../support/sampler.js';
 import { rateBotSpec } from '../support/specs.js';
@@ -414,6 +414,25 @@ describe('controller: probes, maintenance handover and the API', function () {
       const listed = JSON.parse(cli.stdout) as IdentityList;
       expect(listed.identities.map((v) => v.identity)).to.deep.equal(['many00', 'many01', 'many02']);
       expect(listed.total).to.equal(10);
+
+      // No flags: a context file names the controller and the token file (relative to it), as
+      // the one `npm start` leaves; a flag still wins over it.
+      const dir = await mkdtemp(join(tmpdir(), 'understudy-context-'));
+      await writeFile(join(dir, 'token'), TEST_TOKENS.viewer, { mode: 0o600 });
+      await writeFile(join(dir, 'context.yaml'), `controller: ${ctl.url}\ntokenFile: token\n`);
+      const plain = await runCli(['list', '--prefix', 'many0', '--limit', '2', '-o', 'json'], {
+        context: join(dir, 'context.yaml'),
+      });
+      expect(plain.code, plain.stderr).to.equal(0);
+      expect((JSON.parse(plain.stdout) as IdentityList).identities.map((v) => v.identity)).to.deep.equal([
+        'many00',
+        'many01',
+      ]);
+      await writeFile(join(dir, 'elsewhere.yaml'), 'controller: http://127.0.0.1:9\ntokenFile: token\n');
+      const flagWins = await runCli(['--controller', ctl.url, 'list', '--prefix', 'many0', '--limit', '1'], {
+        context: join(dir, 'elsewhere.yaml'),
+      });
+      expect(flagWins.code, flagWins.stderr).to.equal(0);
       const bad = await runCli(['--controller', ctl.url, 'list', '--health', 'fine']);
       expect(bad.code).to.not.equal(0);
       expect(bad.stderr, bad.stderr).to.include('--health');

@@ -1,6 +1,9 @@
 // The `understudy` CLI run as a separate process, as an operator runs it, for tests of what it
 // prints and how it exits.
 import { spawn } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { TEST_TOKENS } from './controllers.js';
 import { repoRoot } from './paths.js';
 
@@ -11,11 +14,30 @@ export interface CliRun {
 }
 
 /**
- * `understudy <args>` with the operator's API token, and with only the NATS credentials the
- * arguments name (none inherited from the test's environment).
+ * An empty context file: the CLI under test must not pick up the local cluster's context that
+ * `npm start` leaves in the repository, nor the user's own (kubectl-style lookup).
  */
-export async function runCli(args: string[]): Promise<CliRun> {
-  const env: NodeJS.ProcessEnv = { ...process.env, UNDERSTUDY_TOKEN: TEST_TOKENS.operator };
+const EMPTY_CONTEXT = (async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'understudy-cli-'));
+  await writeFile(join(dir, 'context.yaml'), '');
+  return join(dir, 'context.yaml');
+})();
+
+/**
+ * `understudy <args>` with the operator's API token, and with only the NATS credentials the
+ * arguments name (none inherited from the test's environment, no context file).
+ */
+export async function runCli(
+  args: string[],
+  /** A context file to use instead (then no token from the environment either). */
+  opts: { context?: string } = {},
+): Promise<CliRun> {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    UNDERSTUDY_TOKEN: TEST_TOKENS.operator,
+    UNDERSTUDY_CONFIG: opts.context ?? (await EMPTY_CONTEXT),
+  };
+  if (opts.context) delete env.UNDERSTUDY_TOKEN;
   delete env.UNDERSTUDY_NATS_NKEY_FILE;
   const child = spawn(process.execPath, ['--import', 'tsx', 'cmd/understudy/main.ts', ...args], {
     cwd: repoRoot,
