@@ -39,13 +39,17 @@ export const HostPort = z
 
 /** How agents and controllers reach etcd. */
 export const EtcdSection = z.strictObject({
+  /** etcd client URLs (every member: the renewals move to the next one that answers). */
   endpoints: z.array(Url(['http', 'https'])).min(1),
+  /** CA, client certificate and key files, for https endpoints. */
   tls: TlsFiles.optional(),
+  /** etcd user (RBAC); the password may come from UNDERSTUDY_ETCD_PASSWORD instead. */
   auth: z.strictObject({ username: z.string().min(1), password: z.string().min(1) }).optional(),
 });
 
 /** How agents and controllers reach NATS. */
 export const NatsSection = z.strictObject({
+  /** NATS server URLs. */
   servers: z.array(Url(['nats', 'tls'])).min(1),
   /** A NATS credentials file (JWT + nkey seed), as `nats context` uses. */
   credsFile: z.string().optional(),
@@ -54,9 +58,12 @@ export const NatsSection = z.strictObject({
    * server authorizes by nkey (docs/nats-authorization.md). Not the signing key (keyFile).
    */
   nkeyFile: z.string().min(1).optional(),
+  /** A NATS token (prefer nkeys: docs/nats-authorization.md). */
   token: z.string().optional(),
+  /** A NATS user and password (prefer nkeys). */
   user: z.string().optional(),
   pass: z.string().optional(),
+  /** CA, client certificate and key files, for tls:// servers. */
   tls: TlsFiles.optional(),
 });
 
@@ -126,6 +133,7 @@ export const ServiceSection = z
 export const DEFAULT_AGENT_IDENTITY_SERIES_LIMIT = 500;
 
 export const AgentConfig = z.strictObject({
+  /** This host's name: unique among the agents, shown everywhere (in logs, list, history). */
   node: Name,
   etcd: EtcdSection,
   nats: NatsSection,
@@ -133,6 +141,7 @@ export const AgentConfig = z.strictObject({
   lease: LeaseTimingSection,
   /** Default priority of this node for every identity it hosts (higher wins free elections). */
   priority: z.number().int().min(-1000).max(1000).default(0),
+  /** `nofailover: true`: this node never leads (Patroni's tag of the same name). */
   tags: z.strictObject({ nofailover: z.boolean().default(false) }).prefault({}),
   /** Identities this node may host, with per-identity overrides. */
   identities: z
@@ -140,7 +149,9 @@ export const AgentConfig = z.strictObject({
       Name,
       z
         .strictObject({
+          /** This node's priority for this identity (overrides `priority`). */
           priority: z.number().int().min(-1000).max(1000).optional(),
+          /** Never lead this identity from this node. */
           nofailover: z.boolean().optional(),
         })
         .nullable()
@@ -164,7 +175,13 @@ export const AgentConfig = z.strictObject({
   /** Where the agent keeps per-identity runtime files (credential files, 0700). */
   runDir: z.string().optional(),
   /** Optional local /healthz and /metrics; the agent opens no other port. */
-  health: z.strictObject({ listen: HostPort }).optional(),
+  health: z
+    .strictObject({
+      /** host:port; keep it on loopback or a private interface (no tokens). */
+      listen: HostPort,
+    })
+    .optional(),
+  /** How often the agent tells the controllers its state over NATS (the heartbeat). */
   heartbeatIntervalMs: durationMs(200, HEARTBEAT_INTERVAL_MAX_MS).default(2_000),
   /** Transitions kept in etcd per identity; older ones are pruned (pkg/history). */
   history: z
@@ -176,6 +193,7 @@ export const AgentConfig = z.strictObject({
       identityLimit: z.number().int().min(0).max(100_000).default(DEFAULT_AGENT_IDENTITY_SERIES_LIMIT),
     })
     .prefault({}),
+  /** Log records below this level are dropped (JSON lines on stdout). */
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** What identity specs may run and read on this node; empty lists allow nothing. */
   allow: AllowSection,
