@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { Agent } from '../../pkg/agent/agent.js';
 import { ConfigError, loadAgentConfig } from '../../pkg/config/agent.js';
 import { execPolicy, type ExecPolicy } from '../../pkg/identity/exec-policy.js';
-import { createLogger } from '../../pkg/log/index.js';
+import { createLogger, logFormat } from '../../pkg/log/index.js';
 import { SpecError } from '../../pkg/spec/store.js';
 
 const USAGE = `usage: understudy-agent --config FILE
@@ -50,6 +50,13 @@ async function main(): Promise<void> {
       process.exit(EXIT_CONFIG);
     }
     throw err;
+  }
+  // A bad UNDERSTUDY_LOG_FORMAT is a configuration error like any other: say it, exit 2.
+  try {
+    logFormat(process.stdout.isTTY === true);
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n`);
+    process.exit(EXIT_CONFIG);
   }
   const logger = createLogger({
     name: 'understudy-agent',

@@ -6,7 +6,7 @@ import { ConfigError, loadControllerConfig, resolveTokens } from '../../pkg/conf
 import { loadSigner } from '../../pkg/keys/index.js';
 import { Controller } from '../../pkg/controller/controller.js';
 import { createApp, listensOnLoopbackOnly, serveHttp } from '../../pkg/http/index.js';
-import { createLogger } from '../../pkg/log/index.js';
+import { createLogger, logFormat } from '../../pkg/log/index.js';
 import { connectNats, etcdFromSettings } from '../../pkg/transport/connect.js';
 
 const USAGE = `usage: understudy-controller --config FILE
@@ -52,6 +52,13 @@ async function main(): Promise<void> {
       process.exit(EXIT_CONFIG);
     }
     throw err;
+  }
+  // A bad UNDERSTUDY_LOG_FORMAT is a configuration error like any other: say it, exit 2.
+  try {
+    logFormat(process.stdout.isTTY === true);
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n`);
+    process.exit(EXIT_CONFIG);
   }
   const logger = createLogger({
     name: 'understudy-controller',
