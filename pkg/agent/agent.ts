@@ -414,7 +414,7 @@ export class Agent {
   }
 
   /** GET /identities/<id>/leader on the health listener: does this node answer for it now? */
-  leaderAnswer(identity: string): LeaderAnswer {
+  async leaderAnswer(identity: string): Promise<LeaderAnswer> {
     const runner = this.runners.get(identity);
     if (runner) return runner.leaderAnswer();
     return {

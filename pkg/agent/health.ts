@@ -1,7 +1,7 @@
 // The agent's only listening socket, and only when configured: local /healthz and /metrics
 // for a supervisor (systemd, Kubernetes probes) and Prometheus, and /identities/<id>/leader
 // for a load balancer's health check (like Patroni's /primary): 200 only while this node is
-// logged in for the identity and may act, 503 otherwise. Bound to the configured address.
+// logged in for the identity, may act, and its service passes the PING check; 503 otherwise. Bound to the configured address.
 import { serve, type ServerType } from '@hono/node-server';
 import { Hono } from 'hono';
 import type { AgentMetrics } from './metrics.js';
@@ -15,7 +15,7 @@ export interface HealthView {
   problems(): string[];
   status(): unknown;
   /** Does this node answer for `identity` now? */
-  leader(identity: string): LeaderAnswer;
+  leader(identity: string): Promise<LeaderAnswer>;
 }
 
 export async function startHealthServer(
@@ -32,9 +32,9 @@ export async function startHealthServer(
     );
   });
   // Never cached: the answer changes the moment a term ends. HEAD works too (HAProxy's check).
-  app.get('/identities/:identity/leader', (c) => {
+  app.get('/identities/:identity/leader', async (c) => {
     const identity = c.req.param('identity');
-    const answer = view.leader(identity);
+    const answer = await view.leader(identity);
     c.header('cache-control', 'no-store');
     if (!answer.leader) return c.json({ identity, ...answer }, 503);
     c.header(TOKEN_HEADER, answer.token);

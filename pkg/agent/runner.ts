@@ -42,6 +42,7 @@ import { LOGGED_IN_STATES, type IdentityState } from './states.js';
 import { Term, type TermHost } from './term.js';
 import { Wakeup } from './wakeup.js';
 import { REFUSED_RECHECK_MS, SpecGate, type SpecPolicy } from './spec-policy.js';
+import { LIVENESS_CHECK_TIMEOUT_MS } from './liveness.js';
 
 export { RunnerError } from './errors.js';
 export type { NodeSettings } from './decide.js';
@@ -165,29 +166,36 @@ export class IdentityRunner extends EventEmitter {
 
   /**
    * Does this node answer for the identity right now (a load balancer's question)? Only as
-   * leader with a term that may still act: logging in, logging out, drained or past the
-   * session's self-fence deadline all say no, so traffic never goes where the service is not
-   * logged in, or is about to stop.
+   * leader with a term that may still act and a service that passes the check PING answers
+   * are gated on: logging in, logging out, drained, past the session's self-fence deadline, or
+   * a service stopped, restarting or not answering all say no, so traffic never goes where
+   * the service is not logged in and serving.
    */
-  leaderAnswer(): LeaderAnswer {
+  async leaderAnswer(): Promise<LeaderAnswer> {
     const term = this.term;
-    if (this.state === 'leader' && term?.leadership.mayAct()) {
-      return {
-        leader: true,
-        token: String(term.leadership.token),
-        since: new Date(this.machine.since).toISOString(),
-      };
-    }
-    const why =
-      this.state === 'leader'
-        ? 'its term may no longer act (the etcd session is past its self-fence deadline, or the key moved)'
-        : LOGGED_IN_STATES.has(this.state)
-          ? `it is ${this.state}`
-          : `it is ${this.state}, not logged in`;
-    return {
+    const no = (why: string): LeaderAnswer => ({
       leader: false,
       state: this.state,
       reason: `${this.deps.node} does not answer for ${this.identity}: ${why}`,
+    });
+    if (this.state !== 'leader' || !term) {
+      return no(
+        LOGGED_IN_STATES.has(this.state) ? `it is ${this.state}` : `it is ${this.state}, not logged in`,
+      );
+    }
+    if (!(await this.serviceAlive(LIVENESS_CHECK_TIMEOUT_MS))) {
+      return no('its service is not serving (stopped, restarting, or not answering its status check)');
+    }
+    // Asked again after the check: the term may have ended while it ran.
+    if (this.state !== 'leader' || this.term !== term || !term.leadership.mayAct()) {
+      return no(
+        'its term may no longer act (the etcd session is past its self-fence deadline, or the key moved)',
+      );
+    }
+    return {
+      leader: true,
+      token: String(term.leadership.token),
+      since: new Date(this.machine.since).toISOString(),
     };
   }
 

@@ -52,7 +52,13 @@ describe('agent as a library (real etcd and NATS)', function () {
     await harness?.close();
   });
 
-  async function start(node: string, identity: string, handlers: Record<string, NatsServiceHandlers>) {
+  async function start(
+    node: string,
+    identity: string,
+    handlers: Record<string, NatsServiceHandlers>,
+    /** Executables process services may run here (allow.commands); as root, as these tests run. */
+    commands: string[] = [],
+  ) {
     const config = AgentConfig.parse({
       node,
       etcd: { endpoints: [etcd.hostEndpoint] },
@@ -60,7 +66,8 @@ describe('agent as a library (real etcd and NATS)', function () {
       lease: { ttlSeconds: 3 },
       identities: { [identity]: null },
       health: { listen: '127.0.0.1:0' },
-      allow: { credentialPaths: [`${credentialDir}/`] },
+      allow: { credentialPaths: [`${credentialDir}/`], commands },
+      ...(commands.length > 0 ? { service: { allowRoot: true } } : {}),
       priority: node === 'a' ? 10 : 0,
     });
     const destination = new Writable({
@@ -249,5 +256,30 @@ describe('agent as a library (real etcd and NATS)', function () {
     const next = await check(b);
     expect(next.status).to.equal(200);
     expect(BigInt(next.token!) > BigInt(leading.token!), 'a later term, a larger token').to.equal(true);
+  });
+
+  it("says 503 while the leader's service is frozen, and 200 again once it serves", async () => {
+    const sleep = '/usr/bin/sleep';
+    await putSpec(client, {
+      name: 'lb-proc',
+      service: { driver: 'process', mode: 'cold', command: [sleep, '600'] },
+      access: { open: true },
+    });
+    const a = await start('a', 'lb-proc', {}, [sleep]);
+    await until(a, 'lb-proc', 'leader');
+    const status = async () =>
+      (await fetch(`http://127.0.0.1:${a.healthPort}/identities/lb-proc/leader`)).status;
+    expect(await status()).to.equal(200);
+    const pid = a.runnerState('lb-proc')!.pid!;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const frozen = await fetch(`http://127.0.0.1:${a.healthPort}/identities/lb-proc/leader`);
+      expect(frozen.status, 'a stopped service is not served to').to.equal(503);
+      expect(((await frozen.json()) as { reason: string }).reason).to.match(/its service is not serving/);
+      expect(stateOf(a, 'lb-proc'), 'the agent still holds the term').to.equal('leader');
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    expect(await status()).to.equal(200);
   });
 });
