@@ -87,7 +87,9 @@ const globals = () => program.opts<api.ControllerOptions>();
 
 /** The context file in use, once a command runs (`understudy context` shows it). */
 let contextInUse: FoundContext | undefined;
-program.hook('preAction', async () => {
+program.hook('preAction', async (_program, command) => {
+  // A completion script needs no cluster, and must print even with a broken context file.
+  if (command.name() === 'completion') return;
   const found = findContext({
     flag: program.opts<{ context?: string }>().context,
     env: process.env,
@@ -95,6 +97,11 @@ program.hook('preAction', async () => {
     cwd: process.cwd(),
   });
   if (!found) return;
+  if (found.shadows && command.name() !== 'context') {
+    process.stderr.write(
+      `understudy: using ${found.path} (user config), not the local cluster's ${found.shadows}; pass --context to choose\n`,
+    );
+  }
   applyContext(await loadContext(found), {
     sourceOf: (option) => program.getOptionValueSource(option),
     set: (option, value) => program.setOptionValueWithSource(option, value, 'config'),

@@ -160,6 +160,9 @@ export class IdentityRunner extends EventEmitter {
     return this.term?.token;
   }
 
+  /** The liveness check the leader endpoint's requests are waiting on, if one runs. */
+  private leaderCheck: Promise<boolean> | undefined;
+
   get pid(): number | undefined {
     return this.service.driver?.pid;
   }
@@ -183,7 +186,13 @@ export class IdentityRunner extends EventEmitter {
         LOGGED_IN_STATES.has(this.state) ? `it is ${this.state}` : `it is ${this.state}, not logged in`,
       );
     }
-    if (!(await this.serviceAlive(LIVENESS_CHECK_TIMEOUT_MS))) {
+    // One check in flight per identity, shared: a flood of requests on the (unauthenticated)
+    // listener costs one liveness check at a time, and no answer comes from a check that had
+    // ended before its request came.
+    this.leaderCheck ??= this.serviceAlive(LIVENESS_CHECK_TIMEOUT_MS).finally(() => {
+      this.leaderCheck = undefined;
+    });
+    if (!(await this.leaderCheck)) {
       return no('its service is not serving (stopped, restarting, or not answering its status check)');
     }
     // Asked again after the check: the term may have ended while it ran.

@@ -174,7 +174,10 @@ export const AgentConfig = z.strictObject({
   bootstrapSpecs: z.string().optional(),
   /** Where the agent keeps per-identity runtime files (credential files, 0700). */
   runDir: z.string().optional(),
-  /** Optional local /healthz and /metrics; the agent opens no other port. */
+  /**
+   * Optional listener for /healthz, /metrics and the load balancers' /identities/<id>/leader;
+   * the agent opens no other port.
+   */
   health: z
     .strictObject({
       /** host:port; keep it on loopback or a private interface (no tokens). */
@@ -193,7 +196,7 @@ export const AgentConfig = z.strictObject({
       identityLimit: z.number().int().min(0).max(100_000).default(DEFAULT_AGENT_IDENTITY_SERIES_LIMIT),
     })
     .prefault({}),
-  /** Log records below this level are dropped (JSON lines on stdout). */
+  /** Log records below this level are dropped (JSON lines on stdout; readable on a terminal). */
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** What identity specs may run and read on this node; empty lists allow nothing. */
   allow: AllowSection,

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import {
   applyContext,
   findContext,
+  localContextProblem,
   loadContext,
   LOCAL_CONTEXT,
   USER_CONTEXT,
@@ -55,6 +56,14 @@ describe('CLI context: which file', () => {
       expect(found?.how).to.equal(how);
     });
   }
+
+  it("the user config first, saying which local cluster's context it shadows", () => {
+    expect(findContext({ env: {}, home, cwd: repo, exists: files(user, local) })).to.deep.equal({
+      path: user,
+      how: 'user config',
+      shadows: local,
+    });
+  });
 
   it('a named file that does not exist is an error naming it, not a silent fallback to another cluster', () => {
     const err = (() => {
@@ -118,12 +127,15 @@ describe('CLI context: what it fills in', () => {
   }
 
   it('fills what the operator left at its default, and nothing they set', () => {
+    const { set } = apply({ nats: 'cli' });
+    expect(set).to.deep.equal({ controller: 'http://ctx:8480', tokenFile: '/ctx/token' });
+  });
+
+  it("the file's token goes only to the file's controller, its NATS seed only to its NATS servers", () => {
     const { set } = apply({ controller: 'cli', nats: 'default' });
-    expect(set).to.deep.equal({
-      tokenFile: '/ctx/token',
-      nats: 'nats://ctx:4222',
-      natsNkeyFile: '/ctx/client.nk',
-    });
+    expect(set).to.deep.equal({ nats: 'nats://ctx:4222', natsNkeyFile: '/ctx/client.nk' });
+    expect(apply({ controller: 'env' }).set).to.not.have.property('tokenFile');
+    expect(apply({ nats: 'env' }).set).to.not.have.property('natsNkeyFile');
   });
 
   it('an environment variable wins over the file', () => {
@@ -136,4 +148,41 @@ describe('CLI context: what it fills in', () => {
     expect(apply({}, { UNDERSTUDY_TOKEN: 't' }).set).to.not.have.property('tokenFile');
     expect(apply({}).set).to.have.property('tokenFile', '/ctx/token');
   });
+});
+
+describe('CLI context: one found above the working directory must be trustworthy', () => {
+  const path = '/src/understudy/.understudy/run/context.yaml';
+  const mine = { uid: 1000, mode: 0o100600 };
+  const ok: CliContextFile = {
+    controller: 'http://127.0.0.1:8480',
+    tokenFile: '/src/understudy/.understudy/run/token-operator',
+    nats: {
+      servers: 'nats://127.0.0.1:42220',
+      nkeyFile: '/src/understudy/.understudy/run/nats-users/client.nk',
+    },
+  };
+  const rows: Array<[string, CliContextFile, { uid: number; mode: number }, RegExp | undefined]> = [
+    ['the one npm start leaves: used', ok, mine, undefined],
+    ["someone else's (a shared /tmp)", ok, { uid: 0, mode: 0o100600 }, /not yours \(owner uid 0\)/],
+    ['writable by others', ok, { uid: 1000, mode: 0o100666 }, /others may write it/],
+    [
+      'a controller on another host',
+      { ...ok, controller: 'http://attacker.example' },
+      mine,
+      /not on this host/,
+    ],
+    [
+      'a token file elsewhere',
+      { ...ok, tokenFile: '/etc/hostname' },
+      mine,
+      /tokenFile \/etc\/hostname is outside/,
+    ],
+  ];
+  for (const [name, ctx, stat, problem] of rows) {
+    it(name, () => {
+      const said = localContextProblem(path, ctx, stat, 1000);
+      if (problem) expect(said).to.match(problem);
+      else expect(said).to.equal(undefined);
+    });
+  }
 });

@@ -99,7 +99,18 @@ describe('CLI completion (real bash)', () => {
     expect(complete('understudy', 'credential', 'set', 'demo', '--fr')).to.deep.equal(['--from-file']);
   });
 
-  it('zsh loads the same through bashcompinit', () => {
-    expect(completionScript(program, 'zsh')).to.match(/^autoload -U \+X bashcompinit && bashcompinit\n/);
+  it('completes a fixed argument value', () => {
+    expect(complete('understudy', 'completion', '')).to.include.members(['bash', 'zsh']);
+  });
+
+  it('zsh: a file $fpath loads (#compdef first), the same function through bashcompinit, PATH left alone', () => {
+    const zsh = completionScript(program, 'zsh');
+    expect(zsh.split('\n').slice(0, 2)).to.deep.equal([
+      '#compdef understudy',
+      'autoload -U +X bashcompinit && bashcompinit',
+    ]);
+    expect(zsh).to.include(script.slice(script.indexOf('_understudy() {')));
+    // zsh ties `path` to PATH: a function that set it would break every command it runs.
+    expect(script).to.not.match(/\blocal [^\n]*\bpath\b|(^|\s)path=/);
   });
 });
