@@ -19,6 +19,7 @@ import { putSpec } from '../../pkg/spec/store.js';
 import type { AgentProcess } from '../support/agents.js';
 import { IntegrationCluster } from '../support/cluster.js';
 import { runCli } from '../support/cli.js';
+import { EXIT } from '../../pkg/cli/exit.js';
 import { TEST_TOKENS, type Api } from '../support/controllers.js';
 import { pidDead } from '../support/processes.js';
 import { PingSampler } from '../support/sampler.js';
@@ -429,10 +430,28 @@ describe('controller: probes, maintenance handover and the API', function () {
         'many01',
       ]);
       await writeFile(join(dir, 'elsewhere.yaml'), 'controller: http://127.0.0.1:9\ntokenFile: token\n');
+      // The flag's controller is the one asked, and the file's token (meant for the file's
+      // controller) is not sent to it: it answers that it wants a token.
       const flagWins = await runCli(['--controller', ctl.url, 'list', '--prefix', 'many0', '--limit', '1'], {
         context: join(dir, 'elsewhere.yaml'),
       });
-      expect(flagWins.code, flagWins.stderr).to.equal(0);
+      expect(flagWins.code, flagWins.stderr).to.equal(EXIT.unauthorized);
+      expect(flagWins.stderr).to.include(`the controller at ${ctl.url} wants an API token`);
+      const withToken = await runCli(
+        [
+          '--controller',
+          ctl.url,
+          '--token-file',
+          join(dir, 'token'),
+          'list',
+          '--prefix',
+          'many0',
+          '--limit',
+          '1',
+        ],
+        { context: join(dir, 'elsewhere.yaml') },
+      );
+      expect(withToken.code, withToken.stderr).to.equal(0);
       const bad = await runCli(['--controller', ctl.url, 'list', '--health', 'fine']);
       expect(bad.code).to.not.equal(0);
       expect(bad.stderr, bad.stderr).to.include('--health');
