@@ -15,7 +15,7 @@ import {
   type FoundContext,
 } from '../../pkg/cli/cli-context.js';
 import { EXIT, exitCodesHelp } from '../../pkg/cli/exit.js';
-import { addExamples, completionScript } from '../../pkg/cli/help.js';
+import { addExamples, completionScript, packageVersion } from '../../pkg/cli/help.js';
 import { OUTPUT_FORMATS } from '../../pkg/cli/output.js';
 import { parseAtTime } from '../../pkg/cli/time.js';
 
@@ -41,6 +41,7 @@ const deadlineSeconds = checked(api.parseDeadlineSeconds);
 
 export const program = new Command('understudy')
   .description('operate understudy: identities, handovers, fences and access lists; presence over NATS')
+  .version(packageVersion(), '-V, --version', 'print the version')
   .optionsGroup('Global options:')
   .option(
     '--context <file>',

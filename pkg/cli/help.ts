@@ -1,6 +1,9 @@
 // What the CLI's help shows besides the options, and its shell completion, both read off the
 // command tree so they cannot drift from it: an example under every command's help, and a
 // bash or zsh completion script for commands and options.
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Command, Option } from 'commander';
 
 /** Examples per command path ('' is the program itself; 'credential set' a subcommand). */
@@ -109,4 +112,19 @@ complete -o default -F ${fn} ${name}
 `;
   // zsh loads a file from $fpath only if its first line says what it completes (#compdef).
   return shell === 'bash' ? body : `#compdef ${name}\nautoload -U +X bashcompinit && bashcompinit\n${body}`;
+}
+
+/**
+ * This installation's version: the nearest package.json above this module (the repository's,
+ * or the published package's; the compiled code sits one directory deeper than the source).
+ */
+export function packageVersion(from = dirname(fileURLToPath(import.meta.url))): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    const file = join(dir, 'package.json');
+    if (existsSync(file)) {
+      const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'understudy' && pkg.version) return pkg.version;
+    }
+    if (dirname(dir) === dir) return 'unknown';
+  }
 }

@@ -5,7 +5,8 @@ import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import type { Command } from 'commander';
 import { program } from '../../cmd/understudy/program.js';
-import { allCommands, commandPath, completionScript, EXAMPLES } from '../../pkg/cli/help.js';
+import { allCommands, commandPath, completionScript, EXAMPLES, packageVersion } from '../../pkg/cli/help.js';
+import { readFileSync } from 'node:fs';
 
 /** The help a command prints (with the text added after it). */
 function helpOf(cmd: Command): string {
@@ -61,6 +62,14 @@ describe('CLI help: an example under every command', () => {
   it('a stale example is caught (an option renamed, a command that does not match)', () => {
     expect(checkExample('understudy list --healthy down', 'list')).to.equal('list has no option --healthy');
     expect(checkExample('understudy status demo', 'list')).to.equal("names 'status', shown under 'list'");
+  });
+});
+
+describe('CLI version', () => {
+  it("--version prints the package's version", () => {
+    const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
+    expect(packageVersion()).to.equal(pkg.version);
+    expect(program.version()).to.equal(pkg.version);
   });
 });
 
