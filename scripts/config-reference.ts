@@ -2,10 +2,9 @@
 // controller's config with its type, limits and default from the zod schema, and its meaning
 // from the comment on it in the schema's source. `npm run docs:config` writes the file; a
 // unit test fails when it is stale, so the reference cannot drift from what is accepted.
-import { readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import * as prettier from 'prettier';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { formattedMarkdown, writeIfRun } from './generated-doc.js';
 import ts from 'typescript';
 import { z } from 'zod';
 import { AGENT_ENV_OVERRIDES, AgentConfig } from '../pkg/config/agent.js';
@@ -222,14 +221,8 @@ ${envTable(CONTROLLER_ENV_OVERRIDES)}
 
 /** The reference as the file holds it: formatted the way the repository formats Markdown. */
 export async function formattedReference(root: string): Promise<string> {
-  const path = join(root, 'docs', 'config.md');
-  const options = (await prettier.resolveConfig(path)) ?? {};
-  return prettier.format(configReference(root), { ...options, filepath: path });
+  return formattedMarkdown(join(root, 'docs', 'config.md'), configReference(root));
 }
 
-// `npm run docs:config`: write it.
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-  writeFileSync(join(root, 'docs', 'config.md'), await formattedReference(root));
-  process.stdout.write('docs/config.md written\n');
-}
+// `npm run docs:...`: write it.
+await writeIfRun(import.meta.url, 'config.md', formattedReference);

@@ -1,10 +1,8 @@
 // The metrics reference (docs/metrics.md), generated from the agent's and the controller's
 // Prometheus registries: every metric with its type, labels and meaning (its help text).
 // `npm run docs:metrics` writes the file; a unit test fails when it is stale.
-import { writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import * as prettier from 'prettier';
+import { join } from 'node:path';
+import { formattedMarkdown, writeIfRun } from './generated-doc.js';
 import type { Registry } from 'prom-client';
 import { AgentMetrics } from '../pkg/agent/metrics.js';
 import { ControllerMetrics } from '../pkg/controller/metrics.js';
@@ -64,14 +62,8 @@ ${controllerTable}
 
 /** The reference as the file holds it: formatted the way the repository formats Markdown. */
 export async function formattedMetricsReference(root: string): Promise<string> {
-  const path = join(root, 'docs', 'metrics.md');
-  const options = (await prettier.resolveConfig(path)) ?? {};
-  return prettier.format(metricsReference(), { ...options, filepath: path });
+  return formattedMarkdown(join(root, 'docs', 'metrics.md'), metricsReference());
 }
 
-// `npm run docs:metrics`: write it.
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-  writeFileSync(join(root, 'docs', 'metrics.md'), await formattedMetricsReference(root));
-  process.stdout.write('docs/metrics.md written\n');
-}
+// `npm run docs:...`: write it.
+await writeIfRun(import.meta.url, 'metrics.md', formattedMetricsReference);
