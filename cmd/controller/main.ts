@@ -74,7 +74,13 @@ async function main(): Promise<void> {
     const signer = await loadSigner(config.keyFile);
     controller = new Controller({ config, etcd, nc, logger, signer });
     server = await serveHttp(
-      createApp({ api: controller, tokens, logger, metricsAuth: config.http.metricsAuth }),
+      createApp({
+        api: controller,
+        tokens,
+        logger,
+        metricsAuth: config.http.metricsAuth,
+        dashboard: config.http.dashboard,
+      }),
       {
         listen: config.http.listen,
         ...(config.http.tls ? { tls: config.http.tls } : {}),

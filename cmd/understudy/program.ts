@@ -167,7 +167,10 @@ program
 program
   .command('resume <identity>')
   .description('leave maintenance mode')
-  .action((identity: string) => run(() => api.resumeIdentity(globals(), identity))());
+  .option('--reason <text>', 'why (kept in the history)')
+  .action((identity: string, o: { reason?: string }) =>
+    run(() => api.resumeIdentity(globals(), identity, o.reason))(),
+  );
 
 program
   .command('nodes')
@@ -184,7 +187,8 @@ program
 program
   .command('unfence <node>')
   .description('let a fenced node campaign and log in again')
-  .action((node: string) => run(() => api.unfence(globals(), node))());
+  .option('--reason <text>', 'why (kept in the history)')
+  .action((node: string, o: { reason?: string }) => run(() => api.unfence(globals(), node, o.reason))());
 
 program
   .command('history [identity]')

@@ -19,7 +19,7 @@ import {
   NodeView,
 } from './identities.js';
 import { Role } from './problem.js';
-import { FailoverBody, PauseBody, SwitchoverBody, Workflow } from './workflows.js';
+import { FailoverBody, PauseBody, ReasonBody, SwitchoverBody, Workflow } from './workflows.js';
 
 // --- what the HTTP layer needs from the controller -----------------------------------------
 
@@ -46,7 +46,7 @@ export interface ControllerApi {
   switchover(identity: string, body: SwitchoverBody, actor: string): Promise<Workflow>;
   failover(identity: string, body: FailoverBody, actor: string): Promise<Workflow>;
   pause(identity: string, body: PauseBody, actor: string): Promise<IdentityView>;
-  resume(identity: string, actor: string): Promise<IdentityView>;
+  resume(identity: string, body: ReasonBody, actor: string): Promise<IdentityView>;
   /** The running or most recent workflow of an identity (404 when there never was one). */
   getWorkflow(identity: string): Promise<Workflow>;
   /** Cancel a scheduled or running workflow: it rolls back (aborted). */
@@ -57,7 +57,7 @@ export interface ControllerApi {
   /** An agent's own view (its session, fence, identities), asked over the signed control plane. */
   agentStatus(node: string): Promise<AgentStatus>;
   fenceNode(node: string, body: FenceBody, actor: string): Promise<FenceResult>;
-  unfenceNode(node: string, actor: string): Promise<NodeView>;
+  unfenceNode(node: string, body: ReasonBody, actor: string): Promise<NodeView>;
 
   getAcl(identity: string): Promise<AclView>;
   changeAcl(identity: string, change: AclChangeBody, actor: string): Promise<AclView>;
@@ -192,6 +192,7 @@ export const ROUTES: readonly RouteSpec[] = [
     path: '/v1/identities/:identity/resume',
     role: 'operator',
     summary: 'leave maintenance mode',
+    body: ReasonBody,
     response: IdentityView,
     status: 200,
   },
@@ -249,6 +250,7 @@ export const ROUTES: readonly RouteSpec[] = [
     path: '/v1/nodes/:node/unfence',
     role: 'operator',
     summary: 'let a node campaign again',
+    body: ReasonBody,
     response: NodeView,
     status: 200,
   },

@@ -138,3 +138,7 @@ export type FailoverBody = z.infer<typeof FailoverBody>;
 
 export const PauseBody = z.strictObject({ reason: z.string().min(1).max(500).optional() });
 export type PauseBody = z.infer<typeof PauseBody>;
+
+/** Resume and unfence: why, for the audit record (optional; the body itself may be absent). */
+export const ReasonBody = z.strictObject({ reason: z.string().min(1).max(500).optional() });
+export type ReasonBody = z.infer<typeof ReasonBody>;

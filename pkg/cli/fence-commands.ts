@@ -23,9 +23,11 @@ export async function nodes(opts: ControllerOptions): Promise<number> {
   return EXIT.ok;
 }
 
-export async function unfence(opts: ControllerOptions, node: string): Promise<number> {
+export async function unfence(opts: ControllerOptions, node: string, reason?: string): Promise<number> {
   const { api, out } = await context(opts);
-  const view = await api.post<NodeView>(routes.unfence(node));
+  const view = await api.post<NodeView>(routes.unfence(node), reason ? { reason } : {}, {
+    describeField: fieldsAsOptions({ reason: '--reason' }),
+  });
   out.result(view, () => `node ${node} unfenced: it may campaign and log in again`);
   return EXIT.ok;
 }

@@ -91,9 +91,15 @@ export async function pauseIdentity(
   return EXIT.ok;
 }
 
-export async function resumeIdentity(opts: ControllerOptions, identity: string): Promise<number> {
+export async function resumeIdentity(
+  opts: ControllerOptions,
+  identity: string,
+  reason?: string,
+): Promise<number> {
   const { api, out } = await context(opts);
-  const view = await api.post<IdentityView>(routes.resume(identity));
+  const view = await api.post<IdentityView>(routes.resume(identity), reason ? { reason } : {}, {
+    describeField: fieldsAsOptions({ reason: '--reason' }),
+  });
   out.result(view, () => `${identity} resumed: automatic failover is on again`);
   return EXIT.ok;
 }

@@ -69,6 +69,11 @@ export const ControllerConfig = z.strictObject({
      * understudy_identities totals count all of them. Each costs Prometheus five series.
      */
     metricsIdentityLimit: z.number().int().min(0).max(100_000).default(DEFAULT_IDENTITY_SERIES_LIMIT),
+    /**
+     * Serve the dashboard at `/` (sign in with an API token; viewers see, operators act). Off,
+     * `/` answers 404 and only the API remains.
+     */
+    dashboard: z.boolean().default(true),
   }),
   /**
    * Credentials stored in etcd (spec credential.source: etcd) are sealed with this key and

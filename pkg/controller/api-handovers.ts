@@ -8,6 +8,7 @@ import {
   type FailoverBody,
   type IdentityView,
   type PauseBody,
+  type ReasonBody,
   type SwitchoverBody,
   type Workflow,
 } from '../api/schema.js';
@@ -106,12 +107,17 @@ export class HandoverApi {
     return this.specs.getIdentity(identity);
   }
 
-  async resume(identity: string, actor: string): Promise<IdentityView> {
+  async resume(identity: string, body: ReasonBody, actor: string): Promise<IdentityView> {
     const { cluster, audit, writer, etcd, keys, prober } = this.deps;
     const term = await cluster.requireActive();
     const snap = await cluster.read();
     cluster.requireIdentity(snap, identity);
-    await audit.action(term, identity, actor, 'resumed: probe-driven failover on again');
+    await audit.action(
+      term,
+      identity,
+      actor,
+      `resumed${body.reason ? `: ${body.reason}` : ''} (probe-driven failover on again)`,
+    );
     const del = etcd.delete().key(keys.paused(identity));
     if (!(await writer.write([del], term)))
       await cluster.refusal(new NotActiveError(`resume of ${identity} not done`));

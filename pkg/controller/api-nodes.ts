@@ -1,7 +1,14 @@
 // API operations on nodes: list them, fence one (its identities are handed over first, then
 // the fence is applied by fence-reconciler.ts), unfence one. Every write compares the
 // election term requireActive() returned, in the same etcd txn.
-import { ApiError, type FenceBody, type FenceResult, type NodeView, type Workflow } from '../api/schema.js';
+import {
+  ApiError,
+  type FenceBody,
+  type FenceResult,
+  type NodeView,
+  type ReasonBody,
+  type Workflow,
+} from '../api/schema.js';
 import { readNodeKeys } from '../keys/index.js';
 import { fence } from '../lease/index.js';
 import type { ApiDeps } from './api-deps.js';
@@ -94,7 +101,7 @@ export class NodeApi {
     return { node, fenced: false, workflows };
   }
 
-  async unfenceNode(node: string, actor: string): Promise<NodeView> {
+  async unfenceNode(node: string, body: ReasonBody, actor: string): Promise<NodeView> {
     const { cluster, audit, writer, keys, etcd } = this.deps;
     const term = await cluster.requireActive();
     const snap = await cluster.read();
@@ -104,7 +111,7 @@ export class NodeApi {
     if (!snap.fences.has(node) && !snap.fenceIntents.has(node)) {
       throw new ApiError('conflict', `${node} is not fenced`);
     }
-    await audit.action(term, '_nodes', actor, `unfence of ${node}`);
+    await audit.action(term, '_nodes', actor, `unfence of ${node}${body.reason ? `: ${body.reason}` : ''}`);
     // The pending intent and the fence go together, in one txn under the term.
     const removed = await writer.write(
       [etcd.delete().key(keys.fenceIntent(node)), etcd.delete().key(keys.lease.fence(node))],

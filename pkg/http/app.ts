@@ -11,6 +11,7 @@ import { bodyLimit } from 'hono/body-limit';
 import { ROUTES, type ControllerApi } from '../api/schema.js';
 import type { ResolvedToken } from '../config/controller.js';
 import type { Logger } from '../log/index.js';
+import { mountDashboard } from '../dashboard/routes.js';
 import { actorOf, authorize, tokenChecker } from './auth.js';
 import { routeHandlers, routeKey } from './handlers.js';
 import { errorResponse, problemResponse, respond } from './respond.js';
@@ -27,6 +28,8 @@ export interface AppOptions {
   logger: Logger;
   /** Who may read /metrics (controller config http.metricsAuth): nobody needs a token by default. */
   metricsAuth?: 'none' | 'viewer';
+  /** Serve the dashboard (pkg/dashboard) at `/` (controller config http.dashboard). */
+  dashboard?: boolean;
 }
 
 export function createApp(opts: AppOptions): Hono {
@@ -50,6 +53,7 @@ export function createApp(opts: AppOptions): Hono {
       },
     );
   }
+  if (opts.dashboard ?? true) mountDashboard(app, opts);
   mountMethodNotAllowed(app);
   app.notFound((c) =>
     problemResponse(

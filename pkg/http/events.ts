@@ -21,6 +21,9 @@ export const SSE_MAX_QUEUED = 1_000;
 
 /** The SSE route: its streams are cut at once on close (clients reconnect elsewhere). */
 export const EVENTS_PATH = '/v1/events';
+/** The dashboard's stream of HTML fragments (pkg/dashboard), cut on close the same way. */
+export const DASHBOARD_STREAM_PATH = '/ui/stream';
+export const STREAM_PATHS: ReadonlySet<string> = new Set([EVENTS_PATH, DASHBOARD_STREAM_PATH]);
 
 export async function events(call: Call): Promise<Response> {
   const identity = call.c.req.query('identity');
@@ -37,21 +40,30 @@ export async function events(call: Call): Promise<Response> {
   const wanted = identity === undefined ? () => true : (e: ApiEvent) => concerns(e, identity);
   return streamSSE(
     call.c,
-    (stream) => pumpEvents(stream, call.api, wanted),
+    (stream) =>
+      pumpEvents(stream, call.api, (e) => (wanted(e) ? [{ event: e.type, data: JSON.stringify(e) }] : [])),
     async (err) => {
       call.logger.error({ err }, 'event stream failed; the client gets an error event and reconnects');
     },
   );
 }
 
+/** One SSE message (the stream numbers them). */
+export interface SseMessage {
+  event: string;
+  data: string;
+}
+
 /**
- * Streams the core's events until the client goes away. There is no replay (Last-Event-ID is
- * not honoured): a client that reconnects re-reads the state it cares about.
+ * Streams the core's events, each turned into zero or more messages by `toMessages`, until
+ * the client goes away. There is no replay (Last-Event-ID is not honoured): a client that
+ * reconnects re-reads the state it cares about. The dashboard's stream (pkg/dashboard) sends
+ * HTML through the same pump.
  */
-async function pumpEvents(
+export async function pumpEvents(
   stream: SSEStreamingApi,
   api: ControllerApi,
-  wanted: (e: ApiEvent) => boolean,
+  toMessages: (e: ApiEvent) => SseMessage[],
 ): Promise<void> {
   let id = 0;
   let queued = 0;
@@ -66,9 +78,10 @@ async function pumpEvents(
     writing = writing.then(write).then(written, written);
   };
   const unsubscribe = api.subscribe((event) => {
-    if (!wanted(event)) return;
-    const message = { event: event.type, data: JSON.stringify(event), id: String(++id) };
-    enqueue(() => stream.writeSSE(message));
+    for (const message of toMessages(event)) {
+      const numbered = { ...message, id: String(++id) };
+      enqueue(() => stream.writeSSE(numbered));
+    }
   });
   const keepalive = setInterval(() => enqueue(() => stream.write(': keepalive\n\n')), SSE_KEEPALIVE_MS);
   try {

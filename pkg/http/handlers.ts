@@ -10,6 +10,7 @@ import {
   type HistoryQuery,
   type IdentityListQuery,
   type PauseBody,
+  type ReasonBody,
   type RouteSpec,
   type SwitchoverBody,
 } from '../api/schema.js';
@@ -57,7 +58,8 @@ export function routeHandlers(): Record<string, RouteHandler> {
       call.api.failover(id(call), call.body as FailoverBody, call.actor),
     'post /v1/identities/:identity/pause': async (call) =>
       call.api.pause(id(call), call.body as PauseBody, call.actor),
-    'post /v1/identities/:identity/resume': async (call) => call.api.resume(id(call), call.actor),
+    'post /v1/identities/:identity/resume': async (call) =>
+      call.api.resume(id(call), call.body as ReasonBody, call.actor),
     'get /v1/identities/:identity/workflow': async (call) => call.api.getWorkflow(id(call)),
     'delete /v1/identities/:identity/workflow': async (call) => call.api.cancelWorkflow(id(call), call.actor),
     'get /v1/workflows': async ({ api }) => ({ workflows: await api.listWorkflows() }),
@@ -65,7 +67,8 @@ export function routeHandlers(): Record<string, RouteHandler> {
     'get /v1/nodes/:node/agent': async (call) => call.api.agentStatus(param(call, 'node')),
     'post /v1/nodes/:node/fence': async (call) =>
       call.api.fenceNode(param(call, 'node'), call.body as FenceBody, call.actor),
-    'post /v1/nodes/:node/unfence': async (call) => call.api.unfenceNode(param(call, 'node'), call.actor),
+    'post /v1/nodes/:node/unfence': async (call) =>
+      call.api.unfenceNode(param(call, 'node'), call.body as ReasonBody, call.actor),
     'get /v1/identities/:identity/acl': async (call) => call.api.getAcl(id(call)),
     'post /v1/identities/:identity/acl': async (call) =>
       call.api.changeAcl(id(call), call.body as AclChangeBody, call.actor),

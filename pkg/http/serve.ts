@@ -5,7 +5,7 @@ import type { Server as HttpServer, IncomingMessage, ServerResponse } from 'node
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { serve } from '@hono/node-server';
 import type { Hono } from 'hono';
-import { EVENTS_PATH } from './events.js';
+import { STREAM_PATHS } from './events.js';
 
 /**
  * On close, in-flight requests get this long to finish before their connections are cut, so
@@ -91,7 +91,7 @@ async function readTls(files: { cert: string; key: string }): Promise<{ cert: Bu
 function trackEventStreams(server: HttpServer | HttpsServer): Set<ServerResponse> {
   const streams = new Set<ServerResponse>();
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    if (new URL(req.url ?? '/', 'http://any').pathname !== EVENTS_PATH) return;
+    if (!STREAM_PATHS.has(new URL(req.url ?? '/', 'http://any').pathname)) return;
     streams.add(res);
     res.once('close', () => streams.delete(res));
   });

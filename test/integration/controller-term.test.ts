@@ -119,7 +119,7 @@ describe('controller: a deposed controller writes nothing (real etcd)', function
 
     await refused('pause', () => deposed.handovers.pause('bot', { reason: 'maintenance' }, 'ops'));
     expect((await client.get(keys.paused('bot')).exec()).kvs, 'no pause written').to.have.length(0);
-    await refused('resume', () => deposed.handovers.resume('other', 'ops'));
+    await refused('resume', () => deposed.handovers.resume('other', {}, 'ops'));
     expect((await client.get(keys.paused('other')).exec()).kvs, 'the pause stays').to.have.length(1);
     await refused('apply', () =>
       deposed.specs.apply({ specs: [rateBotSpec('bot', { description: 'changed' })], dryRun: false }, 'ops'),
@@ -130,7 +130,7 @@ describe('controller: a deposed controller writes nothing (real etcd)', function
     );
     await refused('approve', () => deposed.access.approve('bot', 'carol', {}, 'ops'));
     await refused('deny', () => deposed.access.deny('bot', 'carol', { block: true }, 'ops'));
-    await refused('unfence', () => deposed.nodes.unfenceNode('n1', 'ops'));
+    await refused('unfence', () => deposed.nodes.unfenceNode('n1', {}, 'ops'));
     expect((await getSpec(client, 'bot'))?.revision, 'the spec is untouched').to.equal(before?.revision);
     expect(await listPending(client, 'bot'), 'the request still waits').to.have.length(1);
     expect((await client.get(keys.lease.fence('n1')).exec()).kvs, 'the fence stays').to.have.length(1);
@@ -146,7 +146,7 @@ describe('controller: a deposed controller writes nothing (real etcd)', function
     expect((await client.get(keys.paused('bot')).exec()).kvs).to.have.length(1);
     await current.access.approve('bot', 'carol', {}, 'ops');
     expect(await listPending(client, 'bot')).to.have.length(0);
-    await current.nodes.unfenceNode('n1', 'ops');
+    await current.nodes.unfenceNode('n1', {}, 'ops');
     expect((await client.get(keys.lease.fence('n1')).exec()).kvs).to.have.length(0);
     await current.specs.deleteIdentity('other', 'ops');
     expect(await getSpec(client, 'other')).to.equal(undefined);

@@ -1,22 +1,12 @@
 import { Writable } from 'node:stream';
 import { expect } from 'chai';
 import type { Hono } from 'hono';
-import {
-  ApiError,
-  ROUTES,
-  type AclView,
-  type ApiEvent,
-  type ApplyResult,
-  type ControllerApi,
-  type IdentityListQuery,
-  type IdentityView,
-  type NodeView,
-  type Workflow,
-} from '../../pkg/api/schema.js';
+import { ApiError, ROUTES, type ApiEvent, type IdentityView, type Workflow } from '../../pkg/api/schema.js';
 import type { ResolvedToken } from '../../pkg/config/controller.js';
 import { createApp, MAX_BODY_BYTES, serveHttp, SSE_MAX_QUEUED } from '../../pkg/http/index.js';
 import { openApiDocument, openApiPath } from '../../pkg/api/openapi.js';
 import { createLogger } from '../../pkg/log/index.js';
+import { FakeApi, identityView, NODE, NOW, workflow } from '../support/fake-controller-api.js';
 
 const TOKENS: ResolvedToken[] = [
   { name: 'vera', role: 'viewer', secret: 'viewer-secret-0123456789' },
@@ -26,176 +16,6 @@ const TOKENS: ResolvedToken[] = [
 const VIEWER = TOKENS[0]!.secret;
 const OPERATOR = TOKENS[1]!.secret;
 const ADMIN = TOKENS[2]!.secret;
-
-const NOW = '2026-01-01T00:00:00.000Z';
-
-function identityView(identity: string): IdentityView {
-  return {
-    identity,
-    specRevision: '7',
-    loggedIn: true,
-    responders: [],
-    probeFailures: 0,
-    health: 'ok',
-    standbys: [],
-    fencedNodes: [],
-  };
-}
-
-function workflow(identity: string): Workflow {
-  return {
-    id: 'wf-1',
-    identity,
-    kind: 'switchover',
-    state: 'requested',
-    actor: 'otto',
-    createdAt: NOW,
-    deadline: NOW,
-    escalation: [],
-    steps: [],
-    updatedAt: NOW,
-    controller: 'ctl-a',
-  };
-}
-
-const ACL: AclView = {
-  identity: 'msggateway',
-  access: { open: false, contacts: [], authorized: [], blocked: [] },
-  pending: [],
-};
-
-const NODE: NodeView = { node: 'node-a', alive: true, identities: [] };
-
-interface RecordedCall {
-  method: string;
-  args: unknown[];
-}
-
-/** The controller core as the HTTP layer sees it: records calls, answers with fixtures. */
-class FakeApi implements ControllerApi {
-  calls: RecordedCall[] = [];
-  /** Thrown by every core call (other than info) when set. */
-  failWith: Error | undefined;
-  ready = { ready: true, problems: [] as string[] };
-  listeners = new Set<(event: ApiEvent) => void>();
-
-  private async record<T>(method: string, args: unknown[], result: T): Promise<T> {
-    this.calls.push({ method, args });
-    if (this.failWith) throw this.failWith;
-    return result;
-  }
-  callsTo(method: string): RecordedCall[] {
-    return this.calls.filter((c) => c.method === method);
-  }
-  publish(event: ApiEvent): void {
-    for (const listener of this.listeners) listener(event);
-  }
-
-  info() {
-    return { name: 'ctl-a', active: true, version: '1.2.3' };
-  }
-  readiness() {
-    return this.record('readiness', [], this.ready);
-  }
-  listIdentities(query: IdentityListQuery) {
-    return this.record('listIdentities', [query], { identities: [identityView('msggateway')], total: 1 });
-  }
-  getIdentity(identity: string) {
-    return this.record('getIdentity', [identity], identityView(identity));
-  }
-  getSpec(identity: string) {
-    const spec = {
-      name: identity,
-      service: { driver: 'process', command: ['svc'], env: { DB_PASSWORD: 'p4ss-w0rd', MODE: 'live' } },
-    };
-    return this.record('getSpec', [identity], { spec, revision: '7' });
-  }
-  setCredential(identity: string, body: unknown, actor: string) {
-    return this.record('setCredential', [identity, body, actor], {
-      identity,
-      revision: '9',
-      keyId: '0123456789abcdef',
-    });
-  }
-  deleteCredential(identity: string, actor: string) {
-    return this.record('deleteCredential', [identity, actor], undefined);
-  }
-  apply(body: { specs: unknown[]; dryRun: boolean }, actor: string) {
-    const results: ApplyResult[] = body.specs.map((s) => ({
-      identity: (s as { name: string }).name,
-      action: 'created',
-      revision: '8',
-    }));
-    return this.record('apply', [body, actor], results);
-  }
-  deleteIdentity(identity: string, actor: string) {
-    return this.record('deleteIdentity', [identity, actor], undefined);
-  }
-  switchover(identity: string, body: unknown, actor: string) {
-    return this.record('switchover', [identity, body, actor], workflow(identity));
-  }
-  failover(identity: string, body: unknown, actor: string) {
-    return this.record('failover', [identity, body, actor], workflow(identity));
-  }
-  pause(identity: string, body: unknown, actor: string) {
-    return this.record('pause', [identity, body, actor], identityView(identity));
-  }
-  resume(identity: string, actor: string) {
-    return this.record('resume', [identity, actor], identityView(identity));
-  }
-  getWorkflow(identity: string) {
-    return this.record('getWorkflow', [identity], workflow(identity));
-  }
-  cancelWorkflow(identity: string, actor: string) {
-    return this.record('cancelWorkflow', [identity, actor], workflow(identity));
-  }
-  listWorkflows() {
-    return this.record('listWorkflows', [], [workflow('msggateway')]);
-  }
-  listNodes() {
-    return this.record('listNodes', [], [NODE]);
-  }
-  agentStatus(node: string) {
-    return this.record('agentStatus', [node], {
-      node,
-      protocol: 2,
-      startedAt: '2026-01-01T00:00:00.000Z',
-      fenced: false,
-      session: 'alive (lease 1)',
-      identities: [],
-    });
-  }
-  fenceNode(node: string, body: unknown, actor: string) {
-    return this.record('fenceNode', [node, body, actor], { node, fenced: false, workflows: [] });
-  }
-  unfenceNode(node: string, actor: string) {
-    return this.record('unfenceNode', [node, actor], NODE);
-  }
-  getAcl(identity: string) {
-    return this.record('getAcl', [identity], ACL);
-  }
-  changeAcl(identity: string, change: unknown, actor: string) {
-    return this.record('changeAcl', [identity, change, actor], ACL);
-  }
-  approve(identity: string, caller: string, body: unknown, actor: string) {
-    return this.record('approve', [identity, caller, body, actor], ACL);
-  }
-  deny(identity: string, caller: string, body: unknown, actor: string) {
-    return this.record('deny', [identity, caller, body, actor], ACL);
-  }
-  history(identity: string | undefined, query: unknown) {
-    return this.record('history', [identity, query], { entries: [] });
-  }
-  subscribe(listener: (event: ApiEvent) => void) {
-    this.listeners.add(listener);
-    return () => {
-      this.listeners.delete(listener);
-    };
-  }
-  metrics() {
-    return this.record('metrics', [], { contentType: 'text/plain; version=0.0.4', body: 'up 1\n' });
-  }
-}
 
 /** Log records written by the app, parsed. */
 class LogCapture extends Writable {
@@ -383,7 +203,7 @@ describe('controller HTTP API (pkg/http)', function () {
       expect(problem.detail).to.match(/reason/);
     });
 
-    it('accepts no body or {} on POSTs that take none, and refuses anything else', async function () {
+    it('resume and unfence take no body, {} or a reason for the history, and refuse anything else', async function () {
       expect((await send('POST', '/v1/identities/msggateway/resume', { token: OPERATOR })).status).to.equal(
         200,
       );
@@ -394,7 +214,17 @@ describe('controller HTTP API (pkg/http)', function () {
         body: { force: true },
       });
       expect(extra.status).to.equal(400);
-      expect((await problemOf(extra)).field).to.equal('(body)');
+      expect((await problemOf(extra)).field).to.equal('force');
+      const why = await send('POST', '/v1/nodes/node-a/unfence', {
+        token: OPERATOR,
+        body: { reason: 'fixed' },
+      });
+      expect(why.status).to.equal(200);
+      expect(api.callsTo('unfenceNode').map((c) => c.args)).to.deep.equal([
+        ['node-a', {}, 'otto'],
+        ['node-a', { reason: 'fixed' }, 'otto'],
+      ]);
+      expect(api.callsTo('resume')[0]!.args).to.deep.equal(['msggateway', {}, 'otto']);
     });
 
     it('answers 413 to a body over 1 MiB', async function () {
