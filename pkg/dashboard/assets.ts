@@ -22,10 +22,9 @@ const JS = 'text/javascript; charset=utf-8';
  * and shows an action's refusal inside the confirmation instead of behind it.
  */
 const DASHBOARD_JS = `
-document.addEventListener('htmx:afterSwap', (e) => {
-  if (e.detail.target.id !== 'dialog') return;
-  const form = e.detail.target.querySelector('[popover]');
-  if (!form) return;
+document.addEventListener('htmx:load', (e) => {
+  const form = e.target;
+  if (!(form instanceof HTMLElement) || !form.matches('#dialog > [popover]')) return;
   form.showPopover();
   form.querySelector('input[name=reason]')?.focus();
 });

@@ -198,6 +198,9 @@ export function mountDashboard(app: Hono, opts: DashboardOptions): void {
     return c.redirect('/', 303);
   });
 
+  // Browsers ask for it on every page; there is none, and a 404 would fill their consoles.
+  app.get('/favicon.ico', (c) => c.body(null, 204));
+
   app.get(`${UI}/assets/:file`, (c) => {
     const asset = assets().get(c.req.param('file'));
     if (!asset) return c.body('no such asset', 404);

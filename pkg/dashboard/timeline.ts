@@ -39,8 +39,12 @@ export interface Timeline {
 }
 
 const WORKFLOW_KINDS = ['switchover', 'failover', 'probe-failover', 'node-fence'] as const;
-/** Workflow steps shown as marks: its start and its end; the steps between are in the table. */
-const MARKED_STEPS = new Set(['scheduled', 'requested', 'done', 'aborted']);
+/**
+ * Workflow steps shown as marks: its end. Its start is the operator's request (an audit record
+ * without a step) or, for a probe-driven failover, its first step; the steps between are in
+ * the table beside the picture.
+ */
+const MARKED_STEPS = new Set(['done', 'aborted']);
 
 function isPhase(state: string | undefined): state is TermPhase {
   return (TERM_PHASES as readonly string[]).includes(state ?? '');
@@ -106,9 +110,9 @@ function markOf(e: HistoryEntry): Mark | undefined {
   const reason = e.reason ?? '';
   const kind = WORKFLOW_KINDS.find((k) => reason.startsWith(`${k} `));
   if (kind) {
-    // A workflow's own progress: only its start and end are marks.
-    if (!MARKED_STEPS.has(e.to ?? '')) return undefined;
-    return { atMs: e.at, kind, label: `${reason} (${e.to})`, ...actor };
+    const start = e.to === undefined || (kind === 'probe-failover' && e.from === 'requested');
+    if (!start && !MARKED_STEPS.has(e.to ?? '')) return undefined;
+    return { atMs: e.at, kind, label: e.to ? `${reason} (${e.to})` : reason, ...actor };
   }
   return { atMs: e.at, kind: 'operator', label: reason || 'operator action', ...actor };
 }

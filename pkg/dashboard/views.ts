@@ -221,7 +221,7 @@ export function identityRow(v: IdentityView, viewer: Viewer, nowMs: number): Htm
     <td>
       ${v.paused ? html`<span class="badge warn" title="${v.paused.actor} at ${v.paused.at}">paused</span> ${v.paused.reason}` : ''}
     </td>
-    <td sse-swap="workflow-${id}">${v.workflow ? workflowCell(v.workflow) : ''}</td>
+    <td sse-swap="workflow-${id}" hx-swap="innerHTML">${v.workflow ? workflowCell(v.workflow) : ''}</td>
     ${canAct(viewer) && html`<td class="actions">${identityButtons(v)}</td>`}
   </tr>`;
 }
@@ -229,7 +229,13 @@ export function identityRow(v: IdentityView, viewer: Viewer, nowMs: number): Htm
 function identityButtons(v: IdentityView): Html {
   const base = `${UI}/identities/${v.identity}/actions`;
   const button = (action: string, label: string) =>
-    html`<button type="button" hx-get="${base}/${action}" hx-target="#dialog" data-action="${action}">
+    html`<button
+      type="button"
+      hx-get="${base}/${action}"
+      hx-target="#dialog"
+      hx-swap="innerHTML"
+      data-action="${action}"
+    >
       ${label}
     </button>`;
   return html`${button('switchover', 'Switchover…')}${v.paused ? button('resume', 'Resume…') : button('pause', 'Pause…')}`;
@@ -251,10 +257,22 @@ export function nodeRow(n: NodeView, viewer: Viewer, nowMs: number): Html {
   const base = `${UI}/nodes/${n.node}/actions`;
   const action =
     n.fenced || n.fencePending
-      ? html`<button type="button" hx-get="${base}/unfence" hx-target="#dialog" data-action="unfence">
+      ? html`<button
+          type="button"
+          hx-get="${base}/unfence"
+          hx-target="#dialog"
+          hx-swap="innerHTML"
+          data-action="unfence"
+        >
           Unfence…
         </button>`
-      : html`<button type="button" hx-get="${base}/fence" hx-target="#dialog" data-action="fence">
+      : html`<button
+          type="button"
+          hx-get="${base}/fence"
+          hx-target="#dialog"
+          hx-swap="innerHTML"
+          data-action="fence"
+        >
           Fence…
         </button>`;
   return html`<tr id="node-${n.node}" sse-swap="node-${n.node}" hx-swap="outerHTML">

@@ -311,8 +311,9 @@ describe('dashboard (pkg/dashboard)', function () {
       });
       const t = buildTimeline(
         [
-          action(t0, 'switchover sw-1 to b', 'requested'),
-          action(t0 + 10, 'switchover sw-1 to b', 'draining'),
+          action(t0, 'switchover sw-1 requested to b: patching a'),
+          action(t0 + 5, 'switchover sw-1 to b: a held off demo', 'draining'),
+          action(t0 + 10, 'switchover sw-1 to b: a confirmed its logout', 'logged-out'),
           action(t0 + 400, 'switchover sw-1 to b', 'done'),
           action(t0 + 500, 'paused: kernel upgrade'),
         ],
