@@ -1,6 +1,6 @@
 # understudy agent / controller / CLI image on the official Node base.
 #   docker build -t understudy .
-#   docker run understudy agent --config /etc/understudy/agent.yaml
+#   docker run understudy dist/cmd/agent/main.js --config /etc/understudy/agent.yaml
 # (Tests on machines without a registry use a local FROM-scratch Node image with the
 # repository mounted instead: see scripts/images.)
 FROM node:20-bookworm-slim AS build

@@ -28,6 +28,14 @@ document.addEventListener('htmx:load', (e) => {
   form.showPopover();
   form.querySelector('input[name=reason]')?.focus();
 });
+// After a reconnection (a controller restarted, a network blip) the stream has no replay:
+// read the page again once the stream is back, so nothing that changed meanwhile is missed.
+document.addEventListener('htmx:sseOpen', (e) => {
+  const main = e.target;
+  if (!(main instanceof HTMLElement)) return;
+  if (!main.dataset.opened) { main.dataset.opened = 'yes'; return; }
+  htmx.ajax('GET', location.pathname + location.search, { target: 'main', select: 'main', swap: 'outerHTML' });
+});
 document.addEventListener('htmx:afterRequest', (e) => {
   const form = e.detail.elt;
   if (!(form instanceof HTMLFormElement) || !form.hasAttribute('popover')) return;
@@ -65,6 +73,7 @@ form.inline { display: inline; }
 .filters { display: flex; gap: 1em; margin: .5em 0; }
 .alarms { list-style: none; padding: 0; max-height: 10em; overflow: auto; }
 .alarm { color: var(--down); }
+.alarms li.none:not(:only-child) { display: none; }
 #notice p { margin: .5em 1em; }
 form.confirm { border: 1px solid var(--line); border-radius: 8px; padding: 1em 1.5em; max-width: 32em; box-shadow: 0 8px 24px rgba(0,0,0,.2); }
 form.confirm label { display: block; margin: .6em 0; }

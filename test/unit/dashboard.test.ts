@@ -254,6 +254,42 @@ describe('dashboard (pkg/dashboard)', function () {
     });
   });
 
+  describe('live stream', function () {
+    const decoder = new TextDecoder();
+
+    async function open(cookie: string, query: string) {
+      const res = await get(`/ui/stream${query}`, cookie);
+      expect(res.status).to.equal(200);
+      return res.body!.getReader();
+    }
+    async function next(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<string> {
+      return decoder.decode((await reader.read()).value);
+    }
+
+    it('sends the rows of the identities on the page, rendered for the viewer, and a term event on a new leader', async function () {
+      const reader = await open(await signIn(TOKENS[0]!.secret), '?first=dash&last=demo');
+      try {
+        api.publish({ type: 'identity', at: '', identity: { ...DEMO, identity: 'zeta' } });
+        api.publish({ type: 'identity', at: '', identity: DEMO });
+        const row = await next(reader);
+        expect(row)
+          .to.match(/^event: identity-demo$/m)
+          .and.contain('<tr id="identity-demo"');
+        expect(row, 'a viewer’s row has no button').to.not.contain('data-action');
+        api.publish({ type: 'identity', at: '', identity: { ...DEMO, leader: 'b', token: '170' } });
+        let chunk = '';
+        while (!/event: term-demo/.test(chunk)) chunk += await next(reader);
+        expect(chunk).to.not.contain('zeta');
+      } finally {
+        await reader.cancel();
+      }
+    });
+
+    it('is refused without a session', async function () {
+      expect((await get('/ui/stream?first=a&last=z')).status).to.equal(401);
+    });
+  });
+
   describe('timeline', function () {
     const t0 = NOW_MS - 60_000;
     const step = (node: string, at: number, from: string, to: string, token?: string): HistoryEntry => ({
