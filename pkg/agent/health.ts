@@ -1,4 +1,4 @@
-// The agent's only listening socket, and only when configured: local /healthz and /metrics
+// The agent's only listening socket, and only when configured: local /livez, /healthz and /metrics
 // for a supervisor (systemd, Kubernetes probes) and Prometheus, and /identities/<id>/leader
 // for a load balancer's health check (like Patroni's /primary): 200 only while this node is
 // logged in for the identity, may act, and its service passes the PING check; 503 otherwise. Bound to the configured address.
@@ -24,6 +24,10 @@ export async function startHealthServer(
   metrics: AgentMetrics,
 ): Promise<{ port: number; close(): Promise<void> }> {
   const app = new Hono();
+  // Liveness (a Kubernetes livenessProbe, a watchdog): the process answers. Nothing outside it
+  // counts: an etcd or NATS outage would otherwise restart every agent at once, for a fault
+  // that a restart cannot fix and the lease already handles. /healthz says whether it is well.
+  app.get('/livez', (c) => c.json({ alive: true }, 200));
   app.get('/healthz', (c) => {
     const problems = view.problems();
     return c.json(

@@ -302,7 +302,8 @@ describe('k8s manifests', () => {
           const identity = /^\/identities\/([^/]+)\/leader$/.exec(String(probe.path))?.[1];
           expect(Object.keys(config.identities), id(t.owner)).to.include(identity);
           expect(resolvePort(t.spec, probe.port)).to.equal(portOf(config.health!.listen));
-          expect((c.livenessProbe as Json).httpGet).to.deep.include({ path: '/healthz' });
+          // Liveness is the process alone: an etcd outage must not restart every agent at once.
+          expect((c.livenessProbe as Json).httpGet).to.deep.include({ path: '/livez' });
         }
       });
 
