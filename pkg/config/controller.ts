@@ -195,6 +195,17 @@ export function resolveTokens(config: ControllerConfig, file: string): ResolvedT
     }
     seen.add(t.secret);
   });
+  const names = new Set<string>();
+  config.auth.tokens.forEach((t, i) => {
+    if (names.has(t.name)) {
+      problems.push({
+        field: `auth.tokens.${i}.name`,
+        message: `two entries are named '${t.name}': history names the actor by it, and a dashboard session is bound to it; give each its own name`,
+        source: file,
+      });
+    }
+    names.add(t.name);
+  });
   if (problems.length > 0) throw new ConfigError(file, problems);
   return tokens;
 }

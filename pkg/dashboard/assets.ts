@@ -29,12 +29,22 @@ document.addEventListener('htmx:load', (e) => {
   form.querySelector('input[name=reason]')?.focus();
 });
 // After a reconnection (a controller restarted, a network blip) the stream has no replay:
-// read the page again once the stream is back, so nothing that changed meanwhile is missed.
-document.addEventListener('htmx:sseOpen', (e) => {
+// once it is back, read the page again and replace what <main> holds, keeping <main> itself
+// (it owns the stream, so nothing is missed meanwhile). A failed read changes nothing and says so.
+document.addEventListener('htmx:sseOpen', async (e) => {
   const main = e.target;
-  if (!(main instanceof HTMLElement)) return;
+  if (!(main instanceof HTMLElement) || main.tagName !== 'MAIN') return;
   if (!main.dataset.opened) { main.dataset.opened = 'yes'; return; }
-  htmx.ajax('GET', location.pathname + location.search, { target: 'main', select: 'main', swap: 'outerHTML' });
+  const notice = document.getElementById('notice');
+  try {
+    const res = await fetch(location.href, { headers: { accept: 'text/html' } });
+    const fresh = res.ok ? new DOMParser().parseFromString(await res.text(), 'text/html').querySelector('main') : null;
+    if (!fresh) throw new Error('HTTP ' + res.status);
+    main.innerHTML = fresh.innerHTML;
+    for (const child of main.children) htmx.process(child);
+  } catch (err) {
+    if (notice) notice.textContent = 'Reconnected, but the page could not be read again (' + err.message + '): reload it.';
+  }
 });
 document.addEventListener('htmx:afterRequest', (e) => {
   const form = e.detail.elt;
@@ -88,6 +98,7 @@ svg line.lane { stroke: var(--line); }
 rect.bar.leader, span.bar.leader { fill: var(--ok); background: var(--ok); }
 rect.bar.logging-in, span.bar.logging-in { fill: #7ee2a8; background: #7ee2a8; }
 rect.bar.logging-out, span.bar.logging-out { fill: #f5c46b; background: #f5c46b; }
+rect.bar.end-unknown { opacity: .55; }
 line.mark { stroke: #0969da; stroke-width: 2; stroke-dasharray: 4 2; }
 line.mark.failover, line.mark.probe-failover { stroke: var(--down); }
 span.bar, span.mark { display: inline-block; width: 1.5em; height: .8em; margin-left: 1em; }

@@ -6,8 +6,9 @@
 // sends it) and Secure over HTTPS. Actions additionally need htmx's `HX-Request` header, which
 // a cross-site form cannot set and a cross-site script cannot send without a CORS preflight
 // this server never grants, and they are refused when the browser says the request came from
-// another site. They call the same core methods as the API, so a viewer's action is refused
-// there too, and every action is written to history with the session's token name and reason.
+// another site. The operator check here (`fragment(true, …)`) is the only one: the core
+// methods take an actor name, not a role, so it must stay on every action route. Every action
+// is written to history with the session's token name and reason.
 import type { Context, Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
@@ -37,6 +38,7 @@ import { buildTimeline } from './timeline.js';
 import {
   alarmItem,
   canAct,
+  errorPage,
   fenceForm,
   historySection,
   identityPage,
@@ -58,6 +60,11 @@ export const OVERVIEW_PAGE = 100;
 const TIMELINE_ENTRIES = 500;
 /** Form bodies are a reason and a node name. */
 const MAX_FORM_BYTES = 16 * 1024;
+/**
+ * Failed sign-ins accepted per minute, from anyone: guessing tokens through the form is slowed
+ * to this pace. Past it the form answers 429 for the rest of the minute (the API is unaffected).
+ */
+export const SIGN_IN_FAILURES_PER_MINUTE = 20;
 
 /**
  * No inline script or style, nothing from elsewhere, no framing (clickjacking a Fence button),
@@ -85,10 +92,13 @@ export function mountDashboard(app: Hono, opts: DashboardOptions): void {
   const checkToken = tokenChecker(opts.tokens);
   const { api } = opts;
 
-  const viewerOf = (c: Context): Viewer | undefined => {
+  const viewerOf = (c: Context): (Viewer & { expiresMs: number }) | undefined => {
     const session = readSession(getCookie(c, SESSION_COOKIE), opts.tokens, now());
-    return 'token' in session ? { name: session.token.name, role: session.token.role } : undefined;
+    return 'token' in session
+      ? { name: session.token.name, role: session.token.role, expiresMs: session.expiresMs }
+      : undefined;
   };
+  const failedSignIns: number[] = [];
   const send = (c: Context, body: Html | string, status = 200, type = 'text/html; charset=utf-8') =>
     c.body(String(body), status as ContentfulStatusCode, { ...SECURITY_HEADERS, 'Content-Type': type });
 
@@ -101,7 +111,15 @@ export function mountDashboard(app: Hono, opts: DashboardOptions): void {
         if (c.req.path !== '/') return c.redirect('/', 303);
         return send(c, loginPage({ controller: api.info().name, secure: isHttps(c) }));
       }
-      return send(c, await render(c, viewer));
+      try {
+        return send(c, await render(c, viewer));
+      } catch (err) {
+        if (!(err instanceof ApiError)) {
+          opts.logger.error({ err, path: c.req.path, actor: viewer.name }, 'dashboard page failed');
+        }
+        const status = err instanceof ApiError ? err.status : 500;
+        return send(c, errorPage(status, (err as Error).message), status);
+      }
     };
 
   /** Fragments and actions for a signed-in page: 401 (not a redirect) when the session is gone. */
@@ -160,7 +178,7 @@ export function mountDashboard(app: Hono, opts: DashboardOptions): void {
         api.history(identity, { limit: TIMELINE_ENTRIES }),
       ]);
       const nowMs = now();
-      const timeline = buildTimeline(history.entries, nowMs);
+      const timeline = buildTimeline(history.entries, nowMs, view);
       return identityPage({ info: api.info(), viewer, view, timeline, entries: history.entries, nowMs });
     }),
   );
@@ -174,10 +192,16 @@ export function mountDashboard(app: Hono, opts: DashboardOptions): void {
         loginPage({ controller: api.info().name, error: 'cross-site sign-in refused', secure: isHttps(c) }),
         403,
       );
+    while (failedSignIns.length > 0 && failedSignIns[0]! <= now() - 60_000) failedSignIns.shift();
+    if (failedSignIns.length >= SIGN_IN_FAILURES_PER_MINUTE) {
+      const error = 'too many failed sign-ins in the last minute: wait a minute and try again';
+      return send(c, loginPage({ controller: api.info().name, error, secure: isHttps(c) }), 429);
+    }
     const form = await c.req.parseBody();
     const token = typeof form.token === 'string' ? form.token.trim() : '';
     const found = token ? checkToken(`Bearer ${token}`) : 'missing';
     if (found === 'missing' || found === 'invalid') {
+      failedSignIns.push(now());
       opts.logger.info({ path: c.req.path }, 'dashboard sign-in refused: unknown token');
       const error = found === 'missing' ? 'enter an API token' : 'that is not a token this controller knows';
       return send(c, loginPage({ controller: api.info().name, error, secure: isHttps(c) }), 401);
@@ -194,6 +218,8 @@ export function mountDashboard(app: Hono, opts: DashboardOptions): void {
   });
 
   app.post(`${UI}/logout`, (c) => {
+    // Another site's page must not sign an operator out in the middle of an incident.
+    if (crossSite(c)) return c.redirect('/', 303);
     deleteCookie(c, SESSION_COOKIE, { path: '/' });
     return c.redirect('/', 303);
   });
@@ -232,7 +258,9 @@ export function mountDashboard(app: Hono, opts: DashboardOptions): void {
           const id = e.identity.identity;
           const out = [{ event: `identity-${id}`, data: String(identityRow(e.identity, viewer, now())) }];
           const term = termOf(e.identity);
-          if (terms.has(id) && terms.get(id) !== term) out.push({ event: `term-${id}`, data: term });
+          // The first event of an identity may already be a new term (nothing is sent when
+          // the stream opens): it counts as a change too.
+          if (terms.get(id) !== term) out.push({ event: `term-${id}`, data: term });
           terms.set(id, term);
           return out;
         }
@@ -248,7 +276,15 @@ export function mountDashboard(app: Hono, opts: DashboardOptions): void {
     c.header('Cache-Control', 'no-store');
     return streamSSE(
       c,
-      (stream) => pumpEvents(stream, api, toMessages),
+      async (stream) => {
+        // A stream must not outlive the session that opened it; the page then asks to sign in.
+        const expiry = setTimeout(() => stream.abort(), Math.max(0, viewer.expiresMs - now()));
+        try {
+          await pumpEvents(stream, api, toMessages);
+        } finally {
+          clearTimeout(expiry);
+        }
+      },
       async (err) => {
         opts.logger.error({ err }, 'dashboard stream failed; the page reconnects');
       },
@@ -259,8 +295,11 @@ export function mountDashboard(app: Hono, opts: DashboardOptions): void {
     `${UI}/identities/:identity/history`,
     fragment(false, async (c) => {
       const identity = name(c, 'identity');
-      const history = await api.history(identity, { limit: TIMELINE_ENTRIES });
-      return historySection(buildTimeline(history.entries, now()), history.entries);
+      const [view, history] = await Promise.all([
+        api.getIdentity(identity),
+        api.history(identity, { limit: TIMELINE_ENTRIES }),
+      ]);
+      return historySection(buildTimeline(history.entries, now(), view), history.entries);
     }),
   );
 
@@ -404,6 +443,10 @@ function crossSite(c: Context): boolean {
   return site !== undefined && site !== 'same-origin' && site !== 'none';
 }
 
+/**
+ * Served over HTTPS, directly or behind a TLS-terminating proxy or ingress. The forwarded
+ * header is the client's word, but it only ever makes the cookie stricter (Secure).
+ */
 function isHttps(c: Context): boolean {
-  return new URL(c.req.url).protocol === 'https:';
+  return new URL(c.req.url).protocol === 'https:' || c.req.header('x-forwarded-proto') === 'https';
 }

@@ -24,7 +24,7 @@ export function mintSession(token: ResolvedToken, nowMs: number): string {
   return `${name}.${expires}.${mac(token, name, expires).toString('base64url')}`;
 }
 
-export type SessionCheck = { token: ResolvedToken } | { problem: string };
+export type SessionCheck = { token: ResolvedToken; expiresMs: number } | { problem: string };
 
 /** The token a cookie value was minted with, if it is genuine, unexpired and still configured. */
 export function readSession(value: string | undefined, tokens: ResolvedToken[], nowMs: number): SessionCheck {
@@ -36,14 +36,17 @@ export function readSession(value: string | undefined, tokens: ResolvedToken[], 
   if (expires <= nowMs) return { problem: 'the session expired: sign in again' };
   const tokenName = Buffer.from(name, 'base64url').toString('utf8');
   const token = tokens.find((t) => t.name === tokenName);
-  // An unknown name and a bad signature read the same: a cookie says nothing about which
-  // tokens exist.
-  const expected = token ? mac(token, name, expires) : Buffer.alloc(32);
+  // An unknown name and a bad signature read the same, in answer and in time: a cookie says
+  // nothing about which tokens exist.
+  const expected = mac(token ?? UNKNOWN, name, expires);
   const genuine = timingSafeEqual(expected, Buffer.from(presented, 'base64url'));
   if (!token || !genuine)
     return { problem: 'the session is no longer valid (its token changed): sign in again' };
-  return { token };
+  return { token, expiresMs: expires };
 }
+
+/** Stands in for a name no token has, so that case costs the same two HMACs. */
+const UNKNOWN: ResolvedToken = { name: '', role: 'viewer', secret: 'no token has this name' };
 
 function mac(token: ResolvedToken, name: string, expires: number): Buffer {
   const key = createHmac('sha256', token.secret).update(KEY_LABEL).digest();

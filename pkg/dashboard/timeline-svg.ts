@@ -29,7 +29,7 @@ export function timelineSvg(t: Timeline): Html {
     const x1 = x(b.startMs);
     const w = Math.max(2, x(b.endMs) - x1);
     return html`<rect
-      class="bar ${b.phase}${b.open ? ' open' : ''}"
+      class="bar ${b.phase}${b.open ? ' open' : ''}${b.endUnknown ? ' end-unknown' : ''}"
       data-node="${b.node}"
       data-token="${b.token ?? ''}"
       x="${x1.toFixed(1)}"
@@ -73,7 +73,7 @@ export function timelineSvg(t: Timeline): Html {
 function barTitle(b: TermBar): string {
   const token = b.token ? ` token ${b.token}` : '';
   const start = b.clippedStart ? `before ${clock(b.startMs)}` : clock(b.startMs);
-  const end = b.open ? 'now' : clock(b.endMs);
+  const end = b.open ? 'now' : b.endUnknown ? `by ${clock(b.endMs)} (end not recorded)` : clock(b.endMs);
   return `${b.node} ${b.phase}${token}: ${start} – ${end} (${seconds(b.endMs - b.startMs)})`;
 }
 

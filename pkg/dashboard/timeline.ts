@@ -17,6 +17,11 @@ export interface TermBar {
   clippedStart: boolean;
   /** Still going. */
   open: boolean;
+  /**
+   * The node never said when it ended (killed, or its history lost): drawn up to where the next
+   * term began, which is when it was provably out, not when it stopped.
+   */
+  endUnknown?: boolean;
 }
 
 export type MarkKind = 'switchover' | 'failover' | 'probe-failover' | 'node-fence' | 'operator';
@@ -55,7 +60,11 @@ function isPhase(state: string | undefined): state is TermPhase {
  * it), marks from controller actions. The window starts at the oldest entry (or an hour
  * before `nowMs` when there is none) and ends at `nowMs`.
  */
-export function buildTimeline(entries: readonly HistoryEntry[], nowMs: number): Timeline {
+export function buildTimeline(
+  entries: readonly HistoryEntry[],
+  nowMs: number,
+  current?: { leader?: string; token?: string; loggedIn: boolean },
+): Timeline {
   const sorted = [...entries].sort((a, b) => a.at - b.at);
   const fromMs = Math.min(sorted[0]?.at ?? nowMs - 60 * 60 * 1000, nowMs);
   const bars: TermBar[] = [];
@@ -100,7 +109,22 @@ export function buildTimeline(entries: readonly HistoryEntry[], nowMs: number): 
     // A node leaving a phase we never saw it enter was in it since before the window.
     if (isPhase(e.from) && !openBars.has(e.node)) open(e.node, e.from, fromMs, e.token, true);
     close(e.node, e.at);
+    // A new term logging in while another node's bar of an older term is open: that node
+    // stopped without a word (a SIGKILL writes no history). Its term ended by the time this
+    // one could log in (the login gate saw to it), so its bar ends here, marked as unknown.
+    if (e.to === 'logging-in') {
+      for (const [node, bar] of openBars) {
+        if (node !== e.node && bar.token !== e.token) {
+          close(node, e.at);
+          bar.endUnknown = true;
+        }
+      }
+    }
     if (isPhase(e.to)) open(e.node, e.to, e.at, e.token, false);
+  }
+  // The current leader, logged in since before every entry read, still has a bar.
+  if (current?.loggedIn && current.leader && !openBars.has(current.leader)) {
+    open(current.leader, 'leader', fromMs, current.token, true);
   }
   return { fromMs, toMs: nowMs, nodes, bars, marks };
 }

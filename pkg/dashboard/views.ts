@@ -68,7 +68,7 @@ function header(info: ControllerInfo, viewer: Viewer): Html {
   const active = info.active
     ? html`<span class="badge ok">active</span>`
     : html`<span class="badge warn">standby</span> actions go to the active
-        controller${info.activeController ? html` <b>${info.activeController.name}</b>${info.activeController.url ? html` (<a href="${info.activeController.url}">${info.activeController.url}</a>)` : ''}` : ''}`;
+        controller${info.activeController ? html` <b>${info.activeController.name}</b>${info.activeController.url ? activeLink(info.activeController.url) : ''}` : ''}`;
   return html`<header>
       <a class="brand" href="/">understudy</a>
       <span>controller <b>${info.name}</b> ${active}</span>
@@ -81,6 +81,23 @@ function header(info: ControllerInfo, viewer: Viewer): Html {
     </header>
     <div id="notice" role="status" aria-live="polite"></div>
     <div id="dialog"></div>`;
+}
+
+/** The active controller's address, linked only when it is an http(s) URL. */
+function activeLink(url: string): Html {
+  return /^https?:\/\//.test(url) ? html` (<a href="${url}">${url}</a>)` : html` (${url})`;
+}
+
+/** A page that could not be built: what went wrong and what to try, inside the same frame. */
+export function errorPage(status: number, message: string): Html {
+  return page(
+    'error',
+    html`<main class="login">
+      <h1>understudy</h1>
+      <p class="error" role="alert">${status}: ${message}</p>
+      <p><a href="/">Back to all identities</a>, or reload once the controller answers again.</p>
+    </main>`,
+  );
 }
 
 // --- sign in ---------------------------------------------------------------------------------

@@ -78,7 +78,15 @@ export async function pumpEvents(
     writing = writing.then(write).then(written, written);
   };
   const unsubscribe = api.subscribe((event) => {
-    for (const message of toMessages(event)) {
+    let messages: SseMessage[];
+    try {
+      messages = toMessages(event);
+    } catch {
+      // This runs inside the core's publish: a bad render must not reach the controller's
+      // round or the other subscribers. The client re-reads the state when it reconnects.
+      return stream.abort();
+    }
+    for (const message of messages) {
       const numbered = { ...message, id: String(++id) };
       enqueue(() => stream.writeSSE(numbered));
     }

@@ -273,6 +273,13 @@ describe('agent as a library (real etcd and NATS)', function () {
     const pid = a.runnerState('lb-proc')!.pid!;
     process.kill(pid, 'SIGSTOP');
     try {
+      // A sleeping process enters the stopped state only once the kernel schedules it: on a
+      // loaded machine that is not at once. Ask once /proc says it is stopped.
+      await waitFor(async () => /^\d+ \(.*\) [Tt] /.test(await readFile(`/proc/${pid}/stat`, 'utf8')), {
+        what: `service ${pid} to be stopped`,
+        timeoutMs: 5_000,
+        intervalMs: 10,
+      });
       const frozen = await fetch(`http://127.0.0.1:${a.healthPort}/identities/lb-proc/leader`);
       expect(frozen.status, 'a stopped service is not served to').to.equal(503);
       expect(((await frozen.json()) as { reason: string }).reason).to.match(/its service is not serving/);

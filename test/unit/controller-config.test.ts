@@ -77,6 +77,16 @@ describe('controller config', () => {
     }
   });
 
+  it('refuses two tokens with one name: history and dashboard sessions know an actor by it', () => {
+    const c = parseControllerConfig(
+      config(`    - { name: ci, role: viewer, token: 0123456789abcdef-viewer }
+    - { name: ci, role: operator, token: 0123456789abcdef-operator }`),
+      'controller.yaml',
+    );
+    const found = problems(() => resolveTokens(c, 'controller.yaml'));
+    expect(found.some((p) => p.startsWith('auth.tokens.1.name') && /named 'ci'/.test(p))).to.equal(true);
+  });
+
   it('takes the connection overrides every component shares from the environment', () => {
     const c = parseControllerConfig(config(ONE), 'controller.yaml', {
       UNDERSTUDY_ETCD_ENDPOINTS: 'http://10.0.0.1:2379,http://10.0.0.2:2379',

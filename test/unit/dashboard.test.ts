@@ -19,6 +19,7 @@ const TOKENS: ResolvedToken[] = [
   { name: 'otto', role: 'operator', secret: 'operator-secret-0123456789' },
 ];
 const NOW_MS = Date.parse('2026-12-03T10:00:00.000Z');
+const NOW_ISO = new Date(NOW_MS).toISOString();
 
 const DEMO: IdentityView = {
   ...identityView('demo'),
@@ -105,6 +106,38 @@ describe('dashboard (pkg/dashboard)', function () {
       expect(page).to.contain('id="identity-demo"');
     });
 
+    it('slows guessing: after 20 failed sign-ins in a minute even a good token waits', async function () {
+      for (let i = 0; i < 20; i++) {
+        const res = await app.request('/ui/login', {
+          method: 'POST',
+          body: new URLSearchParams({ token: `guess-${i}` }),
+        });
+        expect(res.status).to.equal(401);
+      }
+      const res = await app.request('/ui/login', {
+        method: 'POST',
+        body: new URLSearchParams({ token: TOKENS[1]!.secret }),
+      });
+      expect(res.status).to.equal(429);
+      expect(res.headers.get('set-cookie')).to.equal(null);
+    });
+
+    it('answers a bad filter with a page naming it, under the same security headers', async function () {
+      const res = await get('/?health=bogus', await signIn(TOKENS[0]!.secret));
+      expect(res.status).to.equal(400);
+      expect(res.headers.get('content-security-policy')).to.contain("script-src 'self'");
+      expect(await res.text()).to.contain('query.health');
+    });
+
+    it('ignores a sign-out posted from another site', async function () {
+      const cookie = await signIn(TOKENS[0]!.secret);
+      const res = await app.request('/ui/logout', {
+        method: 'POST',
+        headers: { cookie, 'sec-fetch-site': 'cross-site' },
+      });
+      expect(res.headers.get('set-cookie')).to.equal(null);
+    });
+
     it('refuses a sign-in the browser says came from another site', async function () {
       const res = await app.request('/ui/login', {
         method: 'POST',
@@ -120,7 +153,10 @@ describe('dashboard (pkg/dashboard)', function () {
 
     it('are accepted until they expire, then refused', function () {
       const cookie = mintSession(operator, NOW_MS);
-      expect(readSession(cookie, TOKENS, NOW_MS + SESSION_TTL_MS - 1)).to.deep.equal({ token: operator });
+      expect(readSession(cookie, TOKENS, NOW_MS + SESSION_TTL_MS - 1)).to.deep.equal({
+        token: operator,
+        expiresMs: NOW_MS + SESSION_TTL_MS,
+      });
       expect(readSession(cookie, TOKENS, NOW_MS + SESSION_TTL_MS))
         .to.have.property('problem')
         .that.match(/expired/);
@@ -204,6 +240,27 @@ describe('dashboard (pkg/dashboard)', function () {
       );
     });
 
+    it('are refused to a viewer on every action and confirmation route, saying operator is needed', async function () {
+      const cookie = await signIn(TOKENS[0]!.secret);
+      const posts = ['switchover', 'pause', 'resume'].map((a) => `/ui/identities/demo/${a}`);
+      posts.push('/ui/nodes/node-a/fence', '/ui/nodes/node-a/unfence');
+      for (const path of posts) {
+        const res = await act(path, cookie, { reason: 'try', to: 'b' });
+        expect(res.status, path).to.equal(403);
+        expect(await res.text(), path).to.contain('acting needs operator');
+      }
+      const confirmations = ['switchover', 'pause', 'resume'].map((a) => `/ui/identities/demo/actions/${a}`);
+      confirmations.push('/ui/nodes/node-a/actions/fence', '/ui/nodes/node-a/actions/unfence');
+      for (const path of confirmations) {
+        const res = await get(path, cookie);
+        expect(res.status, path).to.equal(403);
+        expect(await res.text(), path).to.contain('acting needs operator');
+      }
+      expect(
+        api.calls.map((c) => c.method).filter((m) => !['listIdentities', 'listNodes'].includes(m)),
+      ).to.deep.equal([]);
+    });
+
     it('need a reason, named as the field at fault', async function () {
       const cookie = await signIn(TOKENS[1]!.secret);
       const res = await act('/ui/nodes/node-a/fence', cookie, { reason: '  ' });
@@ -266,20 +323,54 @@ describe('dashboard (pkg/dashboard)', function () {
       return decoder.decode((await reader.read()).value);
     }
 
-    it('sends the rows of the identities on the page, rendered for the viewer, and a term event on a new leader', async function () {
+    /** Every event name sent until `last` arrives, in order. */
+    async function eventsUntil(
+      reader: ReadableStreamDefaultReader<Uint8Array>,
+      last: string,
+    ): Promise<string[]> {
+      let text = '';
+      while (!new RegExp(`^event: ${last}$`, 'm').test(text)) text += await next(reader);
+      return [...text.matchAll(/^event: (.+)$/gm)].map((m) => m[1]!);
+    }
+
+    it('sends the rows of the identities on the page, rendered for the viewer, and a term event when the leader changes', async function () {
       const reader = await open(await signIn(TOKENS[0]!.secret), '?first=dash&last=demo');
       try {
         api.publish({ type: 'identity', at: '', identity: { ...DEMO, identity: 'zeta' } });
         api.publish({ type: 'identity', at: '', identity: DEMO });
-        const row = await next(reader);
-        expect(row)
-          .to.match(/^event: identity-demo$/m)
-          .and.contain('<tr id="identity-demo"');
-        expect(row, 'a viewer’s row has no button').to.not.contain('data-action');
+        const first = await next(reader);
+        expect(first).to.contain('<tr id="identity-demo"');
+        expect(first, 'a viewer’s row has no button').to.not.contain('data-action');
+        // A probe's news is a row, not a term; a new leader is both.
+        api.publish({ type: 'identity', at: '', identity: { ...DEMO, probeFailures: 1 } });
         api.publish({ type: 'identity', at: '', identity: { ...DEMO, leader: 'b', token: '170' } });
-        let chunk = '';
-        while (!/event: term-demo/.test(chunk)) chunk += await next(reader);
-        expect(chunk).to.not.contain('zeta');
+        api.publish({ type: 'node', at: '', node: { node: 'b', alive: true, identities: [] } });
+        const rest = await eventsUntil(reader, 'node-b');
+        expect([...(/^event: (.+)$/gm.exec(first) ?? [])].slice(1).concat(rest)).to.deep.equal([
+          'identity-demo',
+          'term-demo',
+          'identity-demo',
+          'identity-demo',
+          'term-demo',
+          'node-b',
+        ]);
+      } finally {
+        await reader.cancel();
+      }
+    });
+
+    it('escapes what it sends (an alarm message is text)', async function () {
+      const reader = await open(await signIn(TOKENS[0]!.secret), '?first=a&last=z');
+      try {
+        api.publish({
+          type: 'alarm',
+          at: NOW_ISO,
+          alarm: 'split-brain',
+          identity: 'demo',
+          message: '"><img src=x>',
+        });
+        const text = await next(reader);
+        expect(text).to.contain('&quot;&gt;&lt;img src=x&gt;').and.not.contain('<img');
       } finally {
         await reader.cancel();
       }
@@ -322,6 +413,40 @@ describe('dashboard (pkg/dashboard)', function () {
       expect(leaders[0]!.endMs - t0).to.equal(30_000);
       expect(leaders[1]!.endMs).to.equal(NOW_MS);
       expect(t.nodes).to.deep.equal(['a', 'b']);
+    });
+
+    it('ends a silent node’s bar where the next term began, marked as unknown (a SIGKILL writes no history)', function () {
+      const t = buildTimeline(
+        [
+          step('a', t0, 'logging-in', 'leader', '5'),
+          step('b', t0 + 6_000, 'waiting-out', 'logging-in', '9'),
+          step('b', t0 + 6_300, 'logging-in', 'leader', '9'),
+        ],
+        NOW_MS,
+      );
+      const a = t.bars.find((b) => b.node === 'a' && b.phase === 'leader')!;
+      expect(a).to.include({ open: false, endUnknown: true, endMs: t0 + 6_000 });
+      const overlap = t.bars.filter((b) => b.startMs < a.endMs && b.endMs > a.startMs && b.node !== 'a');
+      expect(overlap, 'no false double login drawn').to.deep.equal([]);
+    });
+
+    it('draws the current leader even when no entry read shows its login', function () {
+      const t = buildTimeline([step('b', t0, 'standby', 'campaigning')], NOW_MS, {
+        leader: 'a',
+        token: '5',
+        loggedIn: true,
+      });
+      expect(t.bars).to.deep.equal([
+        {
+          node: 'a',
+          phase: 'leader',
+          token: '5',
+          startMs: t0,
+          endMs: NOW_MS,
+          clippedStart: true,
+          open: true,
+        },
+      ]);
     });
 
     it('starts a term that began before the oldest entry at the window’s edge', function () {
