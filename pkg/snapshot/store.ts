@@ -1,0 +1,178 @@
+// Where snapshots live: the archive in a NATS JetStream object store, and its record in etcd,
+// written only while the term that took it still holds the identity (the leader key's mod
+// revision is the fencing token). An archive without a record is ignored; a record is written
+// in the same transaction that checks the term, so a snapshot taken under a stale token never
+// becomes one a standby would restore (S2 for state).
+import type { Etcd3 } from 'etcd3';
+import type { NatsConnection, ObjectStore } from 'nats';
+import { Readable } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { z } from 'zod';
+import { Keys } from '../lease/keys.js';
+import { SnapshotError } from './manifest.js';
+import { packSnapshot } from './pack.js';
+import { restoreSnapshot, type RestoreResult } from './restore.js';
+
+/** The object store bucket holding every identity's archives. */
+export const SNAPSHOT_BUCKET = 'understudy-snapshots';
+
+export const SnapshotRecord = z.strictObject({
+  identity: z.string(),
+  node: z.string(),
+  token: z.string().regex(/^\d+$/),
+  takenAt: z.string(),
+  /** Name of the archive in the object store. */
+  object: z.string(),
+  /** Bytes of the state directory's files (not of the archive). */
+  bytes: z.number().int().min(0),
+  files: z.number().int().min(0),
+  quiesced: z.boolean(),
+});
+export type SnapshotRecord = z.infer<typeof SnapshotRecord>;
+
+/** A snapshot refused because its term no longer holds the identity. */
+export class StaleSnapshotError extends SnapshotError {
+  constructor(identity: string, token: bigint, now: bigint | undefined) {
+    super(
+      `snapshot of ${identity} under token ${token} refused: ${now === undefined ? 'nobody holds' : `token ${now} holds`} ` +
+        `${identity} now (a fenced write: only the current term may publish its state)`,
+    );
+    this.name = 'StaleSnapshotError';
+  }
+}
+
+export function snapshotPrefix(keys: Keys, identity: string): string {
+  return `${keys.prefix}/snapshots/${identity}/`;
+}
+
+/** Keys sort by token, then time: the last is the newest of the newest term. */
+function recordKey(keys: Keys, r: { identity: string; token: string; takenAt: string }): string {
+  return `${snapshotPrefix(keys, r.identity)}${r.token.padStart(20, '0')}-${String(Date.parse(r.takenAt)).padStart(15, '0')}`;
+}
+
+export interface PublishOptions {
+  identity: string;
+  node: string;
+  token: bigint;
+  /** The service's state directory. */
+  dir: string;
+  quiesced: boolean;
+  /** Snapshots kept per identity; older ones are deleted after a publish. */
+  keep: number;
+  nowMs: number;
+}
+
+export class SnapshotStore {
+  private bucket: Promise<ObjectStore> | undefined;
+
+  constructor(
+    private readonly etcd: Etcd3,
+    private readonly nc: NatsConnection,
+    private readonly keys = new Keys(),
+  ) {}
+
+  private store(): Promise<ObjectStore> {
+    this.bucket ??= this.nc.jetstream().views.os(SNAPSHOT_BUCKET);
+    // A failed open is tried again next time rather than remembered.
+    this.bucket.catch(() => (this.bucket = undefined));
+    return this.bucket;
+  }
+
+  /** The token holding `identity` now (its leader key's mod revision), if anyone holds it. */
+  private async holder(identity: string): Promise<bigint | undefined> {
+    const kv = (await this.etcd.get(this.keys.leader(identity)).exec()).kvs[0];
+    return kv ? BigInt(kv.mod_revision) : undefined;
+  }
+
+  /** Take a snapshot of `dir` and publish it, if `token` still holds the identity at the end. */
+  async publish(o: PublishOptions): Promise<SnapshotRecord> {
+    const before = await this.holder(o.identity);
+    if (before !== o.token) throw new StaleSnapshotError(o.identity, o.token, before);
+    const object = `${o.identity}/${o.token}-${o.nowMs}`;
+    const packed = packSnapshot(o.dir, {
+      identity: o.identity,
+      node: o.node,
+      token: String(o.token),
+      quiesced: o.quiesced,
+      startedMs: o.nowMs,
+    });
+    const os = await this.store();
+    await os.put({ name: object }, Readable.toWeb(packed.stream) as unknown as ReadableStream<Uint8Array>);
+    const manifest = await packed.manifest;
+    const record: SnapshotRecord = {
+      identity: o.identity,
+      node: o.node,
+      token: String(o.token),
+      takenAt: manifest.takenAt,
+      object,
+      bytes: manifest.bytes,
+      files: manifest.entries.filter((e) => e.type === 'file').length,
+      quiesced: o.quiesced,
+    };
+    const leader = this.keys.leader(o.identity);
+    const txn = await this.etcd
+      .if(leader, 'Mod', '==', String(o.token))
+      .then(this.etcd.put(recordKey(this.keys, record)).value(JSON.stringify(record)))
+      .commit();
+    if (!txn.succeeded) {
+      await os.delete(object).catch(() => undefined);
+      throw new StaleSnapshotError(o.identity, o.token, await this.holder(o.identity));
+    }
+    await this.prune(o.identity, o.keep);
+    return record;
+  }
+
+  /** Records of `identity`, newest first. */
+  async list(identity: string): Promise<SnapshotRecord[]> {
+    const res = await this.etcd
+      .getAll()
+      .prefix(snapshotPrefix(this.keys, identity))
+      .sort('Key', 'Descend')
+      .strings();
+    return Object.values(res).flatMap((text) => {
+      const parsed = SnapshotRecord.safeParse(JSON.parse(text));
+      return parsed.success ? [parsed.data] : [];
+    });
+  }
+
+  /**
+   * Restore the newest snapshot that passes every check into `dir`. A corrupt or truncated one
+   * is refused and the next older one is tried; each refusal is returned with its reason.
+   */
+  async restoreLatest(
+    identity: string,
+    dir: string,
+  ): Promise<
+    RestoreResult & { record: SnapshotRecord; refused: { record: SnapshotRecord; reason: string }[] }
+  > {
+    const refused: { record: SnapshotRecord; reason: string }[] = [];
+    const os = await this.store();
+    for (const record of await this.list(identity)) {
+      try {
+        const object = await os.get(record.object);
+        if (!object) throw new SnapshotError(`archive ${record.object} is missing from the object store`);
+        const source = Readable.fromWeb(object.data as unknown as WebReadableStream<Uint8Array>);
+        // A stream cut short is caught by the manifest check, before anything is swapped in.
+        const result = await restoreSnapshot(source, dir, { identity, token: record.token });
+        return { ...result, record, refused };
+      } catch (err) {
+        refused.push({ record, reason: (err as Error).message });
+      }
+    }
+    const why = refused.map((r) => `${r.record.object}: ${r.reason}`).join('; ');
+    throw new SnapshotError(
+      `no snapshot of ${identity} could be restored${why ? ` (${why})` : ': there is none'}`,
+    );
+  }
+
+  /** Keep the newest `keep` records; delete the others' records, then their archives. */
+  private async prune(identity: string, keep: number): Promise<void> {
+    const old = (await this.list(identity)).slice(keep);
+    if (old.length === 0) return;
+    const os = await this.store();
+    for (const record of old) {
+      await this.etcd.delete().key(recordKey(this.keys, record));
+      await os.delete(record.object).catch(() => undefined);
+    }
+  }
+}
