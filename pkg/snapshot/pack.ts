@@ -33,12 +33,20 @@ export interface PackedSnapshot {
   stream: Readable;
   /** Resolves with the manifest once the archive is complete; rejects if the copy failed. */
   manifest: Promise<Manifest>;
+  /**
+   * sha256 of the manifest entry's bytes, once complete. Kept in the snapshot's record (etcd,
+   * written under the token), it anchors every file's digest: an archive replaced in the object
+   * store, even with a self-consistent manifest, is refused at restore.
+   */
+  manifestSha256: Promise<string>;
 }
 
 /** Archive `dir` (the service's `spec.state.dir`). Symbolic links and special files are refused. */
 export function packSnapshot(dir: string, meta: SnapshotMeta): PackedSnapshot {
   const pack = tar.pack();
-  const manifest = writeEntries(pack, dir, meta).then(
+  let manifestSha256!: (digest: string) => void;
+  const digest = new Promise<string>((resolve) => (manifestSha256 = resolve));
+  const manifest = writeEntries(pack, dir, meta, manifestSha256).then(
     (m) => {
       pack.finalize();
       return m;
@@ -51,10 +59,15 @@ export function packSnapshot(dir: string, meta: SnapshotMeta): PackedSnapshot {
   // The caller learns of a failure from the stream; this keeps an unread rejection quiet.
   manifest.catch(() => undefined);
   // A node stream for node consumers (the object store, files, sockets).
-  return { stream: Readable.from(pack), manifest };
+  return { stream: Readable.from(pack), manifest, manifestSha256: digest };
 }
 
-async function writeEntries(pack: tar.Pack, dir: string, meta: SnapshotMeta): Promise<Manifest> {
+async function writeEntries(
+  pack: tar.Pack,
+  dir: string,
+  meta: SnapshotMeta,
+  manifestDigest: (sha256: string) => void,
+): Promise<Manifest> {
   const entries: ManifestEntry[] = [];
   let bytes = 0;
   for (const path of await listTree(dir)) {
@@ -86,7 +99,9 @@ async function writeEntries(pack: tar.Pack, dir: string, meta: SnapshotMeta): Pr
     entries,
     bytes,
   };
-  await addEntry(pack, { name: MANIFEST_ENTRY, type: 'file', mode: 0o600 }, JSON.stringify(manifest));
+  const text = JSON.stringify(manifest);
+  manifestDigest(createHash('sha256').update(text, 'utf8').digest('hex'));
+  await addEntry(pack, { name: MANIFEST_ENTRY, type: 'file', mode: 0o600 }, text);
   return manifest;
 }
 

@@ -24,6 +24,14 @@ function tempPrefix(dir: string): string {
   return `.${basename(dir)}.restore-`;
 }
 
+/** What the caller's record says the snapshot is; anything else is refused. */
+export interface SnapshotExpectation {
+  identity?: string;
+  token?: string;
+  /** sha256 of the manifest's bytes (the record's `manifestSha256`). */
+  manifestSha256?: string;
+}
+
 export interface RestoreResult {
   manifest: Manifest;
   /** The directory that was replaced, if there was one (now at previousDir(dir)). */
@@ -37,7 +45,7 @@ export interface RestoreResult {
 export async function restoreSnapshot(
   source: Readable,
   dir: string,
-  expect: { identity?: string; token?: string } = {},
+  expect: SnapshotExpectation = {},
 ): Promise<RestoreResult> {
   await recoverInterruptedSwap(dir);
   const parent = dirname(dir);
@@ -45,7 +53,13 @@ export async function restoreSnapshot(
   const temp = join(parent, `${tempPrefix(dir)}${randomBytes(6).toString('hex')}`);
   await mkdir(temp, { mode: 0o700 });
   try {
-    const { manifest, written } = await unpack(source, temp);
+    const { manifest, manifestSha256, written } = await unpack(source, temp);
+    if (expect.manifestSha256 !== undefined && manifestSha256 !== expect.manifestSha256) {
+      throw new SnapshotError(
+        `the manifest's sha256 ${manifestSha256.slice(0, 12)}… is not the ${expect.manifestSha256.slice(0, 12)}… its record names: ` +
+          'the archive was replaced or damaged',
+      );
+    }
     verify(manifest, written, expect);
     await syncTree(temp, manifest.entries);
     const previous = await swapIn(temp, dir);
@@ -68,7 +82,7 @@ interface Written {
 async function unpack(
   source: Readable,
   temp: string,
-): Promise<{ manifest: Manifest; written: Map<string, Written> }> {
+): Promise<{ manifest: Manifest; manifestSha256: string; written: Map<string, Written> }> {
   const extract = tar.extract();
   const written = new Map<string, Written>();
   let manifestText: string | undefined;
@@ -127,7 +141,8 @@ async function unpack(
     const issue = parsed.error.issues[0]!;
     throw new SnapshotError(`the manifest's ${issue.path.join('.') || '(root)'}: ${issue.message}`);
   }
-  return { manifest: parsed.data, written };
+  const manifestSha256 = createHash('sha256').update(manifestText, 'utf8').digest('hex');
+  return { manifest: parsed.data, manifestSha256, written };
 }
 
 async function writeFile(

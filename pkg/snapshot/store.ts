@@ -27,6 +27,8 @@ export const SnapshotRecord = z.strictObject({
   bytes: z.number().int().min(0),
   files: z.number().int().min(0),
   quiesced: z.boolean(),
+  /** sha256 of the archive's manifest: restore refuses an archive whose manifest differs. */
+  manifestSha256: z.string().regex(/^[0-9a-f]{64}$/),
 });
 export type SnapshotRecord = z.infer<typeof SnapshotRecord>;
 
@@ -108,6 +110,7 @@ export class SnapshotStore {
       bytes: manifest.bytes,
       files: manifest.entries.filter((e) => e.type === 'file').length,
       quiesced: o.quiesced,
+      manifestSha256: await packed.manifestSha256,
     };
     const leader = this.keys.leader(o.identity);
     const txn = await this.etcd
@@ -153,7 +156,11 @@ export class SnapshotStore {
         if (!object) throw new SnapshotError(`archive ${record.object} is missing from the object store`);
         const source = Readable.fromWeb(object.data as unknown as WebReadableStream<Uint8Array>);
         // A stream cut short is caught by the manifest check, before anything is swapped in.
-        const result = await restoreSnapshot(source, dir, { identity, token: record.token });
+        const result = await restoreSnapshot(source, dir, {
+          identity,
+          token: record.token,
+          manifestSha256: record.manifestSha256,
+        });
         return { ...result, record, refused };
       } catch (err) {
         refused.push({ record, reason: (err as Error).message });

@@ -6,7 +6,12 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Keys } from '../../pkg/lease/keys.js';
-import { SNAPSHOT_BUCKET, SnapshotStore, StaleSnapshotError } from '../../pkg/snapshot/index.js';
+import {
+  packSnapshot,
+  SNAPSHOT_BUCKET,
+  SnapshotStore,
+  StaleSnapshotError,
+} from '../../pkg/snapshot/index.js';
 import { IntegrationCluster } from '../support/cluster.js';
 
 describe('snapshot store (real etcd, NATS JetStream object store)', function () {
@@ -64,6 +69,29 @@ describe('snapshot store (real etcd, NATS JetStream object store)', function () 
     expect(await store.list('gw')).to.deep.equal([]);
     const os = await cluster.nc.jetstream().views.os(SNAPSHOT_BUCKET);
     expect((await os.list()).filter((o) => o.name.startsWith('gw/') && !o.deleted)).to.deep.equal([]);
+  });
+
+  it('refuses an archive replaced in the object store, even with a self-consistent manifest', async () => {
+    const token = await term('sms', 'a');
+    const good = await publish('sms', token, await stateWith('good', 'queue=17\n'), 6_000);
+    // Another snapshot of the same identity and token, but other state: a valid archive on its own.
+    const os = await cluster.nc.jetstream().views.os(SNAPSHOT_BUCKET);
+    const packed = packSnapshot(await stateWith('forged', 'queue=0\n'), {
+      identity: 'sms',
+      node: 'a',
+      token: String(token),
+      quiesced: true,
+      startedMs: 6_000,
+    });
+    const chunks: Buffer[] = [];
+    for await (const chunk of packed.stream as AsyncIterable<Buffer>) chunks.push(chunk);
+    await os.putBlob({ name: good.object }, Buffer.concat(chunks));
+
+    const err = await store.restoreLatest('sms', join(root, 'standby')).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    expect(err?.message).to.match(/manifest's sha256 .* is not the .* its record names/);
   });
 
   it('keeps the newest N, and restores the previous one when the newest is corrupt', async () => {
