@@ -29,7 +29,7 @@ import {
 import type { ResolvedToken } from '../config/controller.js';
 import { tokenChecker } from '../http/auth.js';
 import { DASHBOARD_STREAM_PATH, pumpEvents, type SseMessage } from '../http/events.js';
-import { Name } from '../lease/keys.js';
+import { parseOrThrow, validName } from '../http/validate.js';
 import type { Logger } from '../log/index.js';
 import { assets } from './assets.js';
 import type { Html } from './html.js';
@@ -355,60 +355,37 @@ export function mountDashboard(app: Hono, opts: DashboardOptions): void {
       return notice('ok', text);
     });
   const limit = bodyLimit({ maxSize: MAX_FORM_BYTES });
+  const action = (path: string, run: Parameters<typeof act>[0]) => app.post(path, limit, act(run));
 
-  app.post(
-    `${UI}/identities/:identity/switchover`,
-    limit,
-    act(async (c, form, actor) => {
-      const identity = name(c, 'identity');
-      const body = parseField(
-        SwitchoverBody,
-        { reason: form.reason, ...(form.to ? { to: form.to } : {}) },
-        '',
-      );
-      const wf = await api.switchover(identity, body, actor);
-      const to = wf.target ?? wf.chosen ?? 'the best healthy standby';
-      return `switchover ${wf.id} of ${identity} requested: ${wf.from?.node ?? 'no leader'} → ${to}`;
-    }),
-  );
-  app.post(
-    `${UI}/identities/:identity/pause`,
-    limit,
-    act(async (c, form, actor) => {
-      const identity = name(c, 'identity');
-      await api.pause(identity, parseField(PauseBody, { reason: form.reason }, ''), actor);
-      return `${identity} paused: no probe-driven failover until resumed`;
-    }),
-  );
-  app.post(
-    `${UI}/identities/:identity/resume`,
-    limit,
-    act(async (c, form, actor) => {
-      const identity = name(c, 'identity');
-      await api.resume(identity, parseField(ReasonBody, { reason: form.reason }, ''), actor);
-      return `${identity} resumed: probe-driven failover is on again`;
-    }),
-  );
-  app.post(
-    `${UI}/nodes/:node/fence`,
-    limit,
-    act(async (c, form, actor) => {
-      const node = name(c, 'node');
-      const result = await api.fenceNode(node, parseField(FenceBody, { reason: form.reason }, ''), actor);
-      return result.fenced
-        ? `${node} fenced: it stays out until unfenced`
-        : `fencing ${node}: its identities move away first (${result.workflows.length} handovers)`;
-    }),
-  );
-  app.post(
-    `${UI}/nodes/:node/unfence`,
-    limit,
-    act(async (c, form, actor) => {
-      const node = name(c, 'node');
-      await api.unfenceNode(node, parseField(ReasonBody, { reason: form.reason }, ''), actor);
-      return `${node} unfenced: it may campaign and log in again`;
-    }),
-  );
+  action(`${UI}/identities/:identity/switchover`, async (c, form, actor) => {
+    const identity = name(c, 'identity');
+    const body = parseField(SwitchoverBody, { reason: form.reason, ...(form.to ? { to: form.to } : {}) }, '');
+    const wf = await api.switchover(identity, body, actor);
+    const to = wf.target ?? wf.chosen ?? 'the best healthy standby';
+    return `switchover ${wf.id} of ${identity} requested: ${wf.from?.node ?? 'no leader'} → ${to}`;
+  });
+  action(`${UI}/identities/:identity/pause`, async (c, form, actor) => {
+    const identity = name(c, 'identity');
+    await api.pause(identity, parseField(PauseBody, { reason: form.reason }, ''), actor);
+    return `${identity} paused: no probe-driven failover until resumed`;
+  });
+  action(`${UI}/identities/:identity/resume`, async (c, form, actor) => {
+    const identity = name(c, 'identity');
+    await api.resume(identity, parseField(ReasonBody, { reason: form.reason }, ''), actor);
+    return `${identity} resumed: probe-driven failover is on again`;
+  });
+  action(`${UI}/nodes/:node/fence`, async (c, form, actor) => {
+    const node = name(c, 'node');
+    const result = await api.fenceNode(node, parseField(FenceBody, { reason: form.reason }, ''), actor);
+    return result.fenced
+      ? `${node} fenced: it stays out until unfenced`
+      : `fencing ${node}: its identities move away first (${result.workflows.length} handovers)`;
+  });
+  action(`${UI}/nodes/:node/unfence`, async (c, form, actor) => {
+    const node = name(c, 'node');
+    await api.unfenceNode(node, parseField(ReasonBody, { reason: form.reason }, ''), actor);
+    return `${node} unfenced: it may campaign and log in again`;
+  });
 }
 
 /** What a term change is: the timeline is read again only when this differs. */
@@ -416,25 +393,14 @@ function termOf(v: IdentityView): string {
   return `${v.leader ?? ''}/${v.token ?? ''}/${v.loggedIn}`;
 }
 
+/** A path parameter naming an identity or node, checked as the API checks it. */
 function name(c: Context, param: 'identity' | 'node'): string {
-  const value = c.req.param(param) ?? '';
-  const parsed = Name.safeParse(value);
-  if (!parsed.success) {
-    throw new ApiError(
-      'bad-request',
-      `${param} '${value}': ${parsed.error.issues[0]!.message}`,
-      `path.${param}`,
-    );
-  }
-  return parsed.data;
+  return validName(param, c.req.param(param) ?? '');
 }
 
+/** A form or query parsed with the API's own schema; errors name the field as the API does. */
 function parseField<T extends z.ZodType>(schema: T, value: unknown, prefix: string): z.infer<T> {
-  const parsed = schema.safeParse(value);
-  if (parsed.success) return parsed.data;
-  const issue = parsed.error.issues[0]!;
-  const field = [prefix, ...issue.path.map(String)].filter(Boolean).join('.') || '(form)';
-  throw new ApiError('bad-request', `${field}: ${issue.message}`, field);
+  return parseOrThrow(schema, value, prefix, prefix || '(form)') as z.infer<T>;
 }
 
 /** The browser says the request came from another site (Fetch Metadata; absent in old browsers). */

@@ -167,26 +167,7 @@ export function overviewPage(d: OverviewData): Html {
             /></label>
             <button type="submit">Filter</button>
           </form>
-          <table class="identities">
-            <thead>
-              <tr>
-                <th>Identity</th>
-                <th>Leader</th>
-                <th>Token</th>
-                <th>Logged in since</th>
-                <th>Health</th>
-                <th>Standbys</th>
-                <th>Drift</th>
-                <th>Fenced nodes</th>
-                <th>Paused</th>
-                <th>Workflow</th>
-                ${canAct(d.viewer) && html`<th>Actions</th>`}
-              </tr>
-            </thead>
-            <tbody>
-              ${d.identities.map((v) => identityRow(v, d.viewer, d.nowMs))}
-            </tbody>
-          </table>
+          ${identityTable(d.identities, d.viewer, d.nowMs)}
           ${d.nextPage && html`<p><a href="${d.nextPage}">next page</a></p>`}
         </section>
         <section>
@@ -210,6 +191,22 @@ export function overviewPage(d: OverviewData): Html {
       </main>
       ${scripts()}`,
   );
+}
+
+/** The identities table of the overview and of an identity's page: one header, one row type. */
+function identityTable(views: IdentityView[], viewer: Viewer, nowMs: number): Html {
+  const columns = ['Identity', 'Leader', 'Token', 'Logged in since', 'Health', 'Standbys', 'Drift'];
+  columns.push('Fenced nodes', 'Paused', 'Workflow', ...(canAct(viewer) ? ['Actions'] : []));
+  return html`<table class="identities">
+    <thead>
+      <tr>
+        ${columns.map((c) => html`<th>${c}</th>`)}
+      </tr>
+    </thead>
+    <tbody>
+      ${views.map((v) => identityRow(v, viewer, nowMs))}
+    </tbody>
+  </table>`;
 }
 
 /** One identity's row; the stream sends it again, whole, at each change of the identity. */
@@ -330,26 +327,7 @@ export function identityPage(d: IdentityPageData): Html {
       <main hx-ext="sse" sse-connect="${UI}/stream?first=${id}&last=${id}">
         <p><a href="/">← all identities</a></p>
         <h2>${id} ${d.view.description && html`<small>${d.view.description}</small>`}</h2>
-        <table class="identities">
-          <thead>
-            <tr>
-              <th>Identity</th>
-              <th>Leader</th>
-              <th>Token</th>
-              <th>Logged in since</th>
-              <th>Health</th>
-              <th>Standbys</th>
-              <th>Drift</th>
-              <th>Fenced nodes</th>
-              <th>Paused</th>
-              <th>Workflow</th>
-              ${canAct(d.viewer) && html`<th>Actions</th>`}
-            </tr>
-          </thead>
-          <tbody>
-            ${identityRow(d.view, d.viewer, d.nowMs)}
-          </tbody>
-        </table>
+        ${identityTable([d.view], d.viewer, d.nowMs)}
         <section
           id="history"
           hx-get="${UI}/identities/${id}/history"

@@ -33,14 +33,18 @@ export async function validate(route: RouteSpec, c: Context, deps: AppOptions): 
 }
 
 function validateParams(params: Record<string, string>): Record<string, string> {
-  for (const [name, value] of Object.entries(params)) {
-    const parsed = Name.safeParse(value);
-    if (!parsed.success) {
-      const field = `path.${name}`;
-      throw new ApiError('bad-request', `${field} '${value}': ${parsed.error.issues[0]!.message}`, field);
-    }
-  }
+  for (const [name, value] of Object.entries(params)) validName(name, value);
   return params;
+}
+
+/** A path parameter naming an identity or a node, or a bad-request naming `path.<param>`. */
+export function validName(param: string, value: string): string {
+  const parsed = Name.safeParse(value);
+  if (!parsed.success) {
+    const field = `path.${param}`;
+    throw new ApiError('bad-request', `${field} '${value}': ${parsed.error.issues[0]!.message}`, field);
+  }
+  return parsed.data;
 }
 
 /**
@@ -117,7 +121,8 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
  * Parse with a zod schema or throw a 400 whose `field` is the first culprit (`prefix.path`, or
  * `root` for the value as a whole) and whose detail lists every issue.
  */
-function parseOrThrow(schema: z.ZodType, value: unknown, prefix: string, root: string): unknown {
+/** `value` parsed with `schema`, or a bad-request naming the first field at fault. */
+export function parseOrThrow(schema: z.ZodType, value: unknown, prefix: string, root: string): unknown {
   const parsed = schema.safeParse(value);
   if (parsed.success) return parsed.data;
   const fields = parsed.error.issues.flatMap((issue) => issueFields(issue, prefix));
