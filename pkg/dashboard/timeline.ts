@@ -71,6 +71,8 @@ export function buildTimeline(
   const marks: Mark[] = [];
   const nodes: string[] = [];
   const openBars = new Map<string, TermBar>();
+  /** Bars ended by presumption (a successor logged in): a late word from their node ends them. */
+  const presumedEnded = new Map<string, TermBar>();
 
   const close = (node: string, atMs: number) => {
     const bar = openBars.get(node);
@@ -106,17 +108,29 @@ export function buildTimeline(
       if (mark) marks.push(mark);
       continue;
     }
+    // The node's own word on a term presumed ended: the real end replaces the presumption, so a
+    // term that outlived its successor's login shows as the overlap it was.
+    const presumed = presumedEnded.get(e.node);
+    if (presumed && isPhase(e.from) && presumed.phase === e.from && presumed.token === e.token) {
+      presumed.endMs = e.at;
+      delete presumed.endUnknown;
+      presumedEnded.delete(e.node);
+      if (isPhase(e.to)) open(e.node, e.to, e.at, e.token, false);
+      continue;
+    }
+    presumedEnded.delete(e.node);
     // A node leaving a phase we never saw it enter was in it since before the window.
     if (isPhase(e.from) && !openBars.has(e.node)) open(e.node, e.from, fromMs, e.token, true);
     close(e.node, e.at);
     // A new term logging in while another node's bar of an older term is open: that node
-    // stopped without a word (a SIGKILL writes no history). Its term ended by the time this
-    // one could log in (the login gate saw to it), so its bar ends here, marked as unknown.
+    // stopped without a word (a SIGKILL writes no history) or has not written it yet. Its bar
+    // ends here, marked as unknown, until the node's own record says otherwise.
     if (e.to === 'logging-in') {
       for (const [node, bar] of openBars) {
         if (node !== e.node && bar.token !== e.token) {
           close(node, e.at);
           bar.endUnknown = true;
+          presumedEnded.set(node, bar);
         }
       }
     }

@@ -313,14 +313,28 @@ describe('dashboard (pkg/dashboard)', function () {
 
   describe('live stream', function () {
     const decoder = new TextDecoder();
+    /** Events are written as they are published: a second is ample on a loaded machine. */
+    const READ_TIMEOUT_MS = 2_000;
 
     async function open(cookie: string, query: string) {
       const res = await get(`/ui/stream${query}`, cookie);
       expect(res.status).to.equal(200);
       return res.body!.getReader();
     }
+    /** The next chunk; a stream that stays silent fails the test and is cancelled, not left open. */
     async function next(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<string> {
-      return decoder.decode((await reader.read()).value);
+      let timer: NodeJS.Timeout | undefined;
+      const silent = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          void reader.cancel();
+          reject(new Error(`no event within ${READ_TIMEOUT_MS} ms`));
+        }, READ_TIMEOUT_MS);
+      });
+      try {
+        return decoder.decode((await Promise.race([reader.read(), silent])).value);
+      } finally {
+        clearTimeout(timer);
+      }
     }
 
     /** Every event name sent until `last` arrives, in order. */
@@ -428,6 +442,23 @@ describe('dashboard (pkg/dashboard)', function () {
       expect(a).to.include({ open: false, endUnknown: true, endMs: t0 + 6_000 });
       const overlap = t.bars.filter((b) => b.startMs < a.endMs && b.endMs > a.startMs && b.node !== 'a');
       expect(overlap, 'no false double login drawn').to.deep.equal([]);
+    });
+
+    it('shows an overlap the old node reports late: its bar runs to its own logout, past the successor’s login', function () {
+      const t = buildTimeline(
+        [
+          step('a', t0, 'logging-in', 'leader', '5'),
+          step('b', t0 + 6_000, 'waiting-out', 'logging-in', '9'),
+          step('b', t0 + 6_300, 'logging-in', 'leader', '9'),
+          step('a', t0 + 7_000, 'leader', 'logging-out', '5'),
+        ],
+        NOW_MS,
+      );
+      const a = t.bars.find((b) => b.node === 'a' && b.phase === 'leader')!;
+      expect(a.endMs - t0).to.equal(7_000);
+      expect(a.endUnknown).to.equal(undefined);
+      const bLeader = t.bars.find((b) => b.node === 'b' && b.phase === 'leader')!;
+      expect(bLeader.startMs < a.endMs, 'the double login is drawn').to.equal(true);
     });
 
     it('draws the current leader even when no entry read shows its login', function () {
