@@ -251,7 +251,8 @@ async function swapIn(temp: string, dir: string): Promise<string | undefined> {
 /**
  * Undo what a crash mid-restore left: the previous directory put back when the new one never
  * arrived, and leftover temporary directories removed. Run before every restore, and by the
- * agent before it starts a service on `dir`.
+ * agent before it starts a service on `dir`. One restore per directory at a time: a second one
+ * started meanwhile would take the first one's temporary directory for a leftover.
  */
 export async function recoverInterruptedSwap(dir: string): Promise<void> {
   const prev = previousDir(dir);

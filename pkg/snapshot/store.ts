@@ -5,9 +5,10 @@
 // becomes one a standby would restore (S2 for state).
 import type { Etcd3 } from 'etcd3';
 import type { NatsConnection, ObjectStore } from 'nats';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { z } from 'zod';
+import { ETCD_CALL_MS, within } from '../lease/etcd.js';
 import { Keys } from '../lease/keys.js';
 import { SnapshotError } from './manifest.js';
 import { packSnapshot } from './pack.js';
@@ -15,6 +16,16 @@ import { restoreSnapshot, type RestoreResult } from './restore.js';
 
 /** The object store bucket holding every identity's archives. */
 export const SNAPSHOT_BUCKET = 'understudy-snapshots';
+
+/**
+ * An archive that sends no byte for this long is given up (upload or download): a NATS server
+ * gone quiet must not hold a logout or a standby's refresh forever. Long enough for a loaded
+ * JetStream to write a chunk to disk.
+ */
+export const SNAPSHOT_STALL_MS = 30_000;
+
+/** NATS's per-request limit for each chunk of an upload. */
+const PUT_REQUEST_MS = 10_000;
 
 export const SnapshotRecord = z.strictObject({
   identity: z.string(),
@@ -82,7 +93,7 @@ export class SnapshotStore {
 
   /** The token holding `identity` now (its leader key's mod revision), if anyone holds it. */
   private async holder(identity: string): Promise<bigint | undefined> {
-    const kv = (await this.etcd.get(this.keys.leader(identity)).exec()).kvs[0];
+    const kv = (await this.etcd.get(this.keys.leader(identity)).options(within(ETCD_CALL_MS)).exec()).kvs[0];
     return kv ? BigInt(kv.mod_revision) : undefined;
   }
 
@@ -99,7 +110,15 @@ export class SnapshotStore {
       startedMs: o.nowMs,
     });
     const os = await this.store();
-    await os.put({ name: object }, Readable.toWeb(packed.stream) as unknown as ReadableStream<Uint8Array>);
+    // A copy that fails fails the upload with it, and the client purges what it had sent:
+    // no half archive is left (test: a link in the state directory).
+    await os.put(
+      { name: object },
+      Readable.toWeb(
+        watchStall(packed.stream, `upload of ${object}`),
+      ) as unknown as ReadableStream<Uint8Array>,
+      { timeout: PUT_REQUEST_MS },
+    );
     const manifest = await packed.manifest;
     const record: SnapshotRecord = {
       identity: o.identity,
@@ -116,6 +135,7 @@ export class SnapshotStore {
     const txn = await this.etcd
       .if(leader, 'Mod', '==', String(o.token))
       .then(this.etcd.put(recordKey(this.keys, record)).value(JSON.stringify(record)))
+      .options(within(ETCD_CALL_MS))
       .commit();
     if (!txn.succeeded) {
       await os.delete(object).catch(() => undefined);
@@ -154,7 +174,10 @@ export class SnapshotStore {
       try {
         const object = await os.get(record.object);
         if (!object) throw new SnapshotError(`archive ${record.object} is missing from the object store`);
-        const source = Readable.fromWeb(object.data as unknown as WebReadableStream<Uint8Array>);
+        const source = watchStall(
+          Readable.fromWeb(object.data as unknown as WebReadableStream<Uint8Array>),
+          `download of ${record.object}`,
+        );
         // A stream cut short is caught by the manifest check, before anything is swapped in.
         const result = await restoreSnapshot(source, dir, {
           identity,
@@ -178,8 +201,32 @@ export class SnapshotStore {
     if (old.length === 0) return;
     const os = await this.store();
     for (const record of old) {
-      await this.etcd.delete().key(recordKey(this.keys, record));
+      await this.etcd.delete().key(recordKey(this.keys, record)).options(within(ETCD_CALL_MS));
       await os.delete(record.object).catch(() => undefined);
     }
   }
+}
+
+/** `source`, failed with a clear error once it sends nothing for SNAPSHOT_STALL_MS. */
+function watchStall(source: Readable, what: string): Readable {
+  const out = new PassThrough();
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      const err = new SnapshotError(
+        `${what} stalled: no byte for ${SNAPSHOT_STALL_MS / 1000} s; check NATS (JetStream) and try again`,
+      );
+      source.destroy(err);
+      out.destroy(err);
+    }, SNAPSHOT_STALL_MS);
+  };
+  arm();
+  source.on('data', arm);
+  source.once('error', (err) => out.destroy(err));
+  const stop = () => clearTimeout(timer);
+  out.once('close', stop);
+  source.once('end', stop);
+  source.pipe(out);
+  return out;
 }

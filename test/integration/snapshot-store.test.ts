@@ -2,7 +2,7 @@
 // snapshot is published only under the term that holds the identity, and a corrupt newest
 // one is refused in favour of the previous good one.
 import { expect } from 'chai';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Keys } from '../../pkg/lease/keys.js';
@@ -69,6 +69,20 @@ describe('snapshot store (real etcd, NATS JetStream object store)', function () 
     expect(await store.list('gw')).to.deep.equal([]);
     const os = await cluster.nc.jetstream().views.os(SNAPSHOT_BUCKET);
     expect((await os.list()).filter((o) => o.name.startsWith('gw/') && !o.deleted)).to.deep.equal([]);
+  });
+
+  it('leaves neither record nor half an archive when the copy fails (a link in the state directory)', async () => {
+    const token = await term('torn', 'a');
+    const dir = await stateWith('torn', 'seq=1\n');
+    await symlink('/etc/hostname', join(dir, 'hostname'));
+    const err = await publish('torn', token, dir, 7_000).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    expect(err?.message).to.match(/hostname is not a regular file/);
+    expect(await store.list('torn')).to.deep.equal([]);
+    const os = await cluster.nc.jetstream().views.os(SNAPSHOT_BUCKET);
+    expect((await os.list()).filter((o) => o.name.startsWith('torn/') && !o.deleted)).to.deep.equal([]);
   });
 
   it('refuses an archive replaced in the object store, even with a self-consistent manifest', async () => {
