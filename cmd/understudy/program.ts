@@ -173,6 +173,19 @@ program
   );
 
 program
+  .command('snapshot <identity>')
+  .description("snapshot the identity's state directory now (its leader publishes it)")
+  .option('--reason <text>', 'why (kept in the log)')
+  .action((identity: string, o: { reason?: string }) =>
+    run(() => api.snapshotNow(globals(), identity, o.reason))(),
+  );
+
+program
+  .command('snapshots <identity>')
+  .description('the snapshots kept of an identity, newest first')
+  .action((identity: string) => run(() => api.snapshots(globals(), identity))());
+
+program
   .command('nodes')
   .description('nodes: heartbeat, fence and the identities each hosts')
   .action(() => run(() => api.nodes(globals()))());

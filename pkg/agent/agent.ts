@@ -39,6 +39,8 @@ import { AgentMetrics } from './metrics.js';
 import { LIVENESS_CHECK_TIMEOUT_MS, ServiceLiveness } from './liveness.js';
 import { Admission } from './admission.js';
 import { IdentityRunner, RunnerError, type LeaderAnswer } from './runner.js';
+import { SnapshotStore } from '../snapshot/store.js';
+import { stateDirFor } from '../spec/schema.js';
 import { lifelineDeadline, lifelineSlackMs } from './term.js';
 import { SessionKeeper } from './sessions.js';
 import { SharedRetryLog } from './retries.js';
@@ -76,6 +78,8 @@ export class Agent {
   private shuttingDown: Promise<void> | undefined;
   private readonly handlers: Record<string, NatsServiceHandlers | ServiceHandler>;
   private readonly liveness: ServiceLiveness;
+  /** Snapshots of identities' state directories (spec.state): one store for all of them. */
+  private readonly snapshots: SnapshotStore;
 
   private constructor(
     readonly config: AgentConfig,
@@ -94,6 +98,7 @@ export class Agent {
     private readonly opts: AgentOptions,
   ) {
     this.handlers = { ...opts.handlers };
+    this.snapshots = new SnapshotStore(etcd, nc);
     this.admission = new Admission(this.clock, () => metrics.loopDelay.currentMs);
     // One late beat is tolerated; a result older than two periods says nothing about now.
     this.liveness = new ServiceLiveness(() => this.clock.monotonicMs(), 2 * config.heartbeatIntervalMs);
@@ -279,6 +284,7 @@ export class Agent {
       onRequest: (id, outcome) => this.metrics.request(id, outcome),
       onRetry: (r) => this.metrics.retryChanged(r),
       onRefused: (r) => this.metrics.refusedChanged(r),
+      snapshots: this.snapshots,
     });
     this.metrics.added(identity, runner.state);
     return runner;
@@ -287,15 +293,22 @@ export class Agent {
   private makeDriver(spec: IdentitySpec): IdentityDriver {
     const service = spec.service;
     if (service.driver === 'process') {
-      return new ProcessDriver(service, {
-        identity: spec.name,
-        node: this.node,
-        logger: this.logger,
-        runDir: this.runDir,
-        lifeline: this.lifeline,
-        clock: this.clock,
-        policy: execPolicy(this.config),
-      });
+      // The service finds its state directory (restored before each login) here.
+      const env = spec.state
+        ? { ...service.env, UNDERSTUDY_STATE_DIR: stateDirFor(spec.state, this.node) }
+        : service.env;
+      return new ProcessDriver(
+        { ...service, env },
+        {
+          identity: spec.name,
+          node: this.node,
+          logger: this.logger,
+          runDir: this.runDir,
+          lifeline: this.lifeline,
+          clock: this.clock,
+          policy: execPolicy(this.config),
+        },
+      );
     }
     const handler = this.handlers[service.handler];
     const driverOptions = { logger: this.logger.child({ identity: spec.name }), clock: this.clock };
@@ -393,6 +406,10 @@ export class Agent {
       case 'undrain':
         this.runner(request.identity).undrain();
         return { identity: request.identity, node: this.node };
+      case 'snapshot': {
+        this.logger.info({ identity: request.identity, actor: request.actor }, 'snapshot requested');
+        return this.runner(request.identity).snapshot(request.actor);
+      }
       case 'fence':
         await fence(this.etcd, { node: this.node, reason: request.reason, actor: request.actor });
         return { node: this.node, fenced: true };
@@ -450,11 +467,17 @@ export class Agent {
       fenced: this.fenceWatch.fenced !== undefined,
       identities: runners.map((r) => {
         const alive = r.state === 'leader' ? this.liveness.report(r.identity, r.token) : undefined;
+        const held = r.stateKeeper?.holding;
         return {
           identity: r.identity,
           state: r.state,
           ...(r.token !== undefined ? { token: String(r.token) } : {}),
           ...(r.specRevision !== undefined ? { specRevision: String(r.specRevision) } : {}),
+          ...(r.accessDigest !== undefined ? { access: r.accessDigest } : {}),
+          ...(r.serviceVersion !== undefined ? { version: r.serviceVersion } : {}),
+          ...(held
+            ? { snapshot: { object: held.object, token: held.token, takenAt: held.takenAt, how: held.how } }
+            : {}),
           ...(alive !== undefined ? { alive } : {}),
         };
       }),

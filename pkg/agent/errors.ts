@@ -2,7 +2,7 @@
 export class RunnerError extends Error {
   constructor(
     message: string,
-    readonly code: 'not-leader' | 'stopped',
+    readonly code: 'not-leader' | 'stopped' | 'failed',
   ) {
     super(message);
     this.name = 'RunnerError';

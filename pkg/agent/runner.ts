@@ -43,6 +43,10 @@ import { Term, type TermHost } from './term.js';
 import { Wakeup } from './wakeup.js';
 import { REFUSED_RECHECK_MS, SpecGate, type SpecPolicy } from './spec-policy.js';
 import { LIVENESS_CHECK_TIMEOUT_MS } from './liveness.js';
+import { StateKeeper, type SnapshotPort } from './state-keeper.js';
+import { serviceVersion } from '../identity/version.js';
+import { accessFingerprint } from '../spec/fingerprint.js';
+import type { SnapshotRecord } from '../snapshot/store.js';
 
 export { RunnerError } from './errors.js';
 export type { NodeSettings } from './decide.js';
@@ -84,6 +88,8 @@ export interface RunnerDeps {
   onRetry?(r: { identity: string; retrying: boolean } & RetryChange): void;
   /** This node refuses the identity's spec or its durable inbox (true), or no longer (false). */
   onRefused?(r: { identity: string; what: 'spec' | 'inbox'; refused: boolean }): void;
+  /** The snapshot store, for identities whose spec has a state directory (state-keeper.ts). */
+  snapshots?: SnapshotPort;
 }
 
 export class IdentityRunner extends EventEmitter {
@@ -94,6 +100,10 @@ export class IdentityRunner extends EventEmitter {
   private spec: IdentitySpec | undefined;
   /** etcd revision of the spec this node runs: the controller compares it to report clone lag. */
   specRevision: bigint | undefined;
+  /** Digest of the access lists this node enforces (drift: the controller compares it). */
+  accessDigest: string | undefined;
+  /** The version of the service this node would run (version.ts), once the spec is accepted. */
+  serviceVersion: string | undefined;
   private readonly service: ServiceSlot;
   private readonly changed: Wakeup;
   private readonly stopController = new AbortController();
@@ -112,6 +122,8 @@ export class IdentityRunner extends EventEmitter {
   /** What this node refuses to run (spec-policy.ts), and the login port it guards. */
   private readonly gate: SpecGate;
   private readonly port: LoginPort;
+  /** The identity's state directory on this node (configured once the spec is accepted). */
+  readonly stateKeeper: StateKeeper | undefined;
 
   constructor(
     readonly identity: string,
@@ -149,6 +161,15 @@ export class IdentityRunner extends EventEmitter {
       log: this.log,
       ...(deps.onRequest ? { onRequest: deps.onRequest } : {}),
     });
+    this.stateKeeper = deps.snapshots
+      ? new StateKeeper({
+          identity,
+          node: deps.node,
+          store: deps.snapshots,
+          log: this.log,
+          clock: this.clock,
+        })
+      : undefined;
     this.host = this.termHost();
   }
 
@@ -252,6 +273,7 @@ export class IdentityRunner extends EventEmitter {
     const previous = this.spec;
     this.spec = spec;
     this.specRevision = revision;
+    this.accessDigest = accessFingerprint(spec.access);
     if (spec.inbox.durable) {
       // Every host makes sure the inbox exists, so requests are stored even while no one leads.
       this.deps.port
@@ -271,6 +293,7 @@ export class IdentityRunner extends EventEmitter {
 
   removeSpec(): void {
     this.spec = undefined;
+    this.stateKeeper?.configure(undefined);
     this.term?.end({ kind: 'ineligible', reason: 'the identity spec was deleted' });
     this.campaignAbort?.abort();
     this.changed.notify();
@@ -301,6 +324,29 @@ export class IdentityRunner extends EventEmitter {
     return term.drain(holdMs, actor);
   }
 
+  /** Snapshot the state directory now, as the logged-in leader (`understudy snapshot`). */
+  snapshot(actor: string): Promise<SnapshotRecord> {
+    const term = this.term;
+    const token = term?.token;
+    if (this.state !== 'leader' || token === undefined) {
+      return Promise.reject(
+        new RunnerError(
+          `${this.deps.node} is not the logged-in leader of ${this.identity} (state ${this.state}); only the leader snapshots`,
+          'not-leader',
+        ),
+      );
+    }
+    if (!this.stateKeeper || !this.spec?.state) {
+      return Promise.reject(
+        new RunnerError(
+          `${this.identity} has no state directory: set spec.state.dir (and allow it in the agents' allow.stateDirs) to take snapshots`,
+          'failed',
+        ),
+      );
+    }
+    return this.stateKeeper.snapshot(token, `requested by ${actor}`);
+  }
+
   /** Abort a drain: log back in if this node still holds the key. */
   undrain(): void {
     if (this.state !== 'drained' || !this.term) {
@@ -319,6 +365,7 @@ export class IdentityRunner extends EventEmitter {
     this.campaignAbort?.abort();
     this.changed.notify();
     await this.loopDone;
+    this.stateKeeper?.close();
     await this.observer?.close();
     await this.service.close(budgetMs);
   }
@@ -445,6 +492,12 @@ export class IdentityRunner extends EventEmitter {
     // Before anything runs or is read for this spec: would this node run it at all?
     const refused = spec && !this.ineligible() ? await this.gate.refusal(spec) : undefined;
     if (spec !== this.spec) return; // changed while it was looked at: decide on the new one
+    // Snapshots are restored only into a state directory this node's allow-list accepts.
+    this.stateKeeper?.configure(spec && !refused ? spec.state : undefined);
+    if (spec && !refused) {
+      this.serviceVersion = await serviceVersion(spec, { identity: this.identity, node: this.deps.node });
+      if (spec !== this.spec) return;
+    }
     const { fenceReason } = this.outside();
     const ineligible = this.ineligible();
     const idle = decideIdle({ state: this.state, ineligible, fenceReason, refused });
@@ -534,6 +587,7 @@ export class IdentityRunner extends EventEmitter {
       await term.run();
     } finally {
       this.term = undefined;
+      this.stateKeeper?.endTerm();
     }
   }
 
@@ -562,6 +616,7 @@ export class IdentityRunner extends EventEmitter {
       setRequestsServed: (n) => (this.serving.requestsServed = n),
       tookOver: (p) => this.serving.tookOver(p),
       inboxRefused: (refused) => this.deps.onRefused?.({ identity: this.identity, what: 'inbox', refused }),
+      ...(this.stateKeeper ? { stateKeeper: this.stateKeeper } : {}),
       admit: (signal) => {
         const admission = this.deps.admission;
         if (!admission) return Promise.resolve(() => undefined);

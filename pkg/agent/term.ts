@@ -27,12 +27,19 @@ import {
 import { RunnerError } from './errors.js';
 import type { LoginPort, ResponderHandle } from './port.js';
 import type { IdentityState } from './states.js';
+import type { StateKeeper } from './state-keeper.js';
 import type { Wakeup } from './wakeup.js';
 
 /** Pause before campaigning again after a failed term, so a lone node does not spin on a broken service. */
 const FAILED_RETRY_PAUSE_MS = 2_000;
 /** Share of the logout budget given to in-flight requests before the service is stopped. */
 const RESPONDER_GRACE_SHARE = 0.25;
+/**
+ * Ends of a term after which the stopped service's state is the newest there is, and worth a
+ * snapshot before the key goes: a switchover, an agent stop, a spec change. Not after a crash
+ * (the state may be what crashed it), a lost key or a fence (no longer ours to publish).
+ */
+const CLEAN_LOGOUTS: ReadonlySet<EndOfLead['kind']> = new Set(['drain', 'stop', 'respec', 'ineligible']);
 
 /** What a term uses of its identity's runner. */
 export interface TermHost {
@@ -69,6 +76,8 @@ export interface TermHost {
    * loop keeps up); rejects if `signal` aborts first. Call the returned function once logged in.
    */
   admit(signal: AbortSignal): Promise<() => void>;
+  /** The identity's state directory on this node, when its spec has one (state-keeper.ts). */
+  readonly stateKeeper?: StateKeeper;
 }
 
 export class Term {
@@ -261,6 +270,9 @@ export class Term {
         });
         host.inboxRefused?.(false);
       }
+      // The newest state another node left comes in before the service sees its directory.
+      await host.stateKeeper?.beginTerm(token, () => host.driver());
+      if (!leadership.mayAct()) throw new Error('the term ended while bringing its state up to date');
       credentialFile = await host.port.fetchCredential(spec, token);
       await leadership.setLoggedIn(true);
       if (!leadership.mayAct()) throw new Error('the term ended while logging in');
@@ -365,6 +377,11 @@ export class Term {
       );
     }
     if (why.kind === 'failed') host.failed();
+    // The service is out and the key still ours: its state now is the newest there is, so a
+    // successor (which restores before it logs in) carries it on.
+    if (confirmed && CLEAN_LOGOUTS.has(why.kind) && leadership.mayAct()) {
+      await host.stateKeeper?.atLogout(leadership.token);
+    }
 
     const next = decideAfterLogout({ ...host.outside(), why, confirmed, mayAct: leadership.mayAct() });
     if (next.then === 'hold' && why.kind === 'drain') {

@@ -19,6 +19,10 @@ export const StandbyView = z.object({
   nofailover: z.boolean(),
   /** Spec revisions this node's copy of the identity (its clone) is behind; 0 in sync. */
   cloneLag: z.number().int().optional(),
+  /** Held back from elections as drifted: why (from the controller's hold in etcd). */
+  drift: z.array(z.string()).optional(),
+  /** The snapshot of the identity's state this node holds (its heartbeat). */
+  snapshot: z.strictObject({ object: z.string(), token: z.string(), takenAt: z.string() }).optional(),
   lastHeartbeat: z.string().optional(),
 });
 export type StandbyView = z.infer<typeof StandbyView>;

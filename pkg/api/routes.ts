@@ -19,6 +19,7 @@ import {
   NodeView,
 } from './identities.js';
 import { Role } from './problem.js';
+import { SnapshotBody, SnapshotList, SnapshotRecord } from './snapshots.js';
 import { FailoverBody, PauseBody, ReasonBody, SwitchoverBody, Workflow } from './workflows.js';
 
 // --- what the HTTP layer needs from the controller -----------------------------------------
@@ -65,6 +66,10 @@ export interface ControllerApi {
   deny(identity: string, caller: string, body: DenyBody, actor: string): Promise<AclView>;
 
   history(identity: string | undefined, query: HistoryQuery): Promise<HistoryView>;
+
+  /** Ask the leader to snapshot the identity's state directory now; resolves with its record. */
+  snapshot(identity: string, body: SnapshotBody, actor: string): Promise<SnapshotRecord>;
+  listSnapshots(identity: string): Promise<SnapshotList>;
 
   /** Subscribe to changes; returns the unsubscribe function. */
   subscribe(listener: (event: ApiEvent) => void): () => void;
@@ -185,6 +190,23 @@ export const ROUTES: readonly RouteSpec[] = [
     summary: 'maintenance mode: no automatic (probe-driven) failover',
     body: PauseBody,
     response: IdentityView,
+    status: 200,
+  },
+  {
+    method: 'post',
+    path: '/v1/identities/:identity/snapshot',
+    role: 'operator',
+    summary: "snapshot the identity's state directory now (its leader publishes it, fenced by its token)",
+    body: SnapshotBody,
+    response: SnapshotRecord,
+    status: 201,
+  },
+  {
+    method: 'get',
+    path: '/v1/identities/:identity/snapshots',
+    role: 'viewer',
+    summary: 'the snapshots kept of the identity, newest first',
+    response: SnapshotList,
     status: 200,
   },
   {

@@ -7,3 +7,4 @@ export * from './identities.js';
 export * from './workflows.js';
 export * from './events.js';
 export * from './routes.js';
+export * from './snapshots.js';

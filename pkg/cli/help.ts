@@ -20,6 +20,8 @@ export const EXAMPLES: Readonly<Record<string, readonly string[]>> = {
   cancel: ['understudy cancel demo'],
   pause: ['understudy pause demo --reason "vendor maintenance tonight"'],
   resume: ['understudy resume demo'],
+  snapshot: ['understudy snapshot demo --reason "before the vendor upgrade"'],
+  snapshots: ['understudy snapshots demo', 'understudy snapshots demo -o json'],
   nodes: ['understudy nodes'],
   fence: ['understudy fence a --reason "kernel upgrade"'],
   unfence: ['understudy unfence a'],

@@ -114,7 +114,7 @@ export function memberRows(view: IdentityView, now: number): string[][] {
       leader ? (view.token ?? '') : '',
       leader && view.loggedInSince ? formatAgo(view.loggedInSince, now) : '',
       health,
-      !leader && standby?.cloneLag !== undefined ? String(standby.cloneLag) : '',
+      leader ? '' : lagCell(standby),
     ];
   });
   // An identity nobody can host still gets a row, so it does not vanish from the list.
@@ -139,6 +139,9 @@ export function identityNotes(view: IdentityView, now: number): string[] {
       `${view.identity}: maintenance mode (no automatic failover): paused by ${view.paused.actor} ` +
         `${formatAgo(view.paused.at, now)}: ${view.paused.reason}`,
     );
+  }
+  for (const s of view.standbys) {
+    if (s.drift) notes.push(`${view.identity}: ${s.node} DRIFTED, does not campaign: ${s.drift.join('; ')}`);
   }
   if (view.workflow && !isTerminal(view.workflow.state)) {
     notes.push(
@@ -221,9 +224,15 @@ function standbyRow(view: IdentityView, node: string, s: StandbyView, now: numbe
     s.state ?? '',
     s.priority === undefined ? '' : String(s.priority),
     s.healthy ? 'healthy' : 'unhealthy',
-    s.cloneLag === undefined ? '' : String(s.cloneLag),
+    lagCell(s),
     formatAgo(s.lastHeartbeat, now),
   ];
+}
+
+/** A standby's lag: `drifted` while held back from elections, else spec changes behind. */
+function lagCell(s: StandbyView | undefined): string {
+  if (s?.drift) return 'drifted';
+  return s?.cloneLag === undefined ? '' : String(s.cloneLag);
 }
 
 // --- workflows ----------------------------------------------------------------------------

@@ -84,7 +84,7 @@ const AllowEntry = z.string().superRefine((v, ctx) => {
 });
 
 /**
- * What a spec's service.command, service.module and credential.path may lead to on this
+ * What a spec's service.command, service.module, credential.path and state.dir may lead to on this
  * node (pkg/identity/allow.ts has the matching rule). Anyone who may write specs would
  * otherwise choose what this node runs: nothing is allowed unless listed here.
  */
@@ -93,11 +93,15 @@ export const AllowSection = z
     commands: z.array(AllowEntry).max(ALLOW_LIST_MAX).default([]),
     modules: z.array(AllowEntry).max(ALLOW_LIST_MAX).default([]),
     credentialPaths: z.array(AllowEntry).max(ALLOW_LIST_MAX).default([]),
+    /** Directories a spec's state.dir may be (exactly, or directly inside one ending in /). */
+    stateDirs: z.array(AllowEntry).max(ALLOW_LIST_MAX).default([]),
     /** Allow whatever specs name. For development only: spec writers become this node's users. */
     unrestricted: z.boolean().default(false),
   })
   .refine(
-    (a) => !a.unrestricted || a.commands.length + a.modules.length + a.credentialPaths.length === 0,
+    (a) =>
+      !a.unrestricted ||
+      a.commands.length + a.modules.length + a.credentialPaths.length + a.stateDirs.length === 0,
     'unrestricted: true allows everything, so lists next to it would mislead: keep one or the other',
   )
   .prefault({});

@@ -73,6 +73,14 @@ export const ControlRequest = z.discriminatedUnion('op', [
     term: Term.optional(),
   }),
   z.strictObject({ v: z.number().int(), op: z.literal('unfence'), actor: Actor, term: Term.optional() }),
+  /** Snapshot the identity's state directory now (the leader only); replies with the record. */
+  z.strictObject({
+    v: z.number().int(),
+    op: z.literal('snapshot'),
+    identity: Name,
+    actor: Actor,
+    term: Term.optional(),
+  }),
 ]);
 export type ControlRequest = z.infer<typeof ControlRequest>;
 
@@ -83,6 +91,7 @@ export const MUTATING_OPS: ReadonlySet<ControlRequest['op']> = new Set([
   'undrain',
   'fence',
   'unfence',
+  'snapshot',
 ]);
 export function isMutating(request: ControlRequest): request is MutatingRequest {
   return MUTATING_OPS.has(request.op);
@@ -158,6 +167,14 @@ export const Heartbeat = z.object({
       token: z.string().optional(),
       /** Revision of the spec this node runs (its clone of the identity). */
       specRevision: z.string().optional(),
+      /** Digest of the access lists it enforces (pkg/spec/fingerprint.ts). */
+      access: z.string().optional(),
+      /** The service version it would run: declared in the spec, or its executable's sha256. */
+      version: z.string().optional(),
+      /** The snapshot its state directory holds (restored, or published while leading). */
+      snapshot: z
+        .object({ object: z.string(), token: z.string(), takenAt: z.string(), how: z.string() })
+        .optional(),
       /**
        * While leader: the service passed the agent's own liveness check (the one behind its
        * PING answers) within the last period. Absent when not checked lately.

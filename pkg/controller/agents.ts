@@ -156,6 +156,10 @@ export class AgentLink {
     return this.request(node, { ...req, op: 'undrain', term }, timeoutMs);
   }
 
+  snapshot(node: string, term: string, req: Op<'snapshot'>, timeoutMs: number): Promise<unknown> {
+    return this.request(node, { ...req, op: 'snapshot', term }, timeoutMs);
+  }
+
   status(node: string, timeoutMs: number): Promise<unknown> {
     return this.request(node, { op: 'status' }, timeoutMs);
   }

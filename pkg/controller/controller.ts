@@ -23,6 +23,8 @@ import type { ControllerConfig } from '../config/controller.js';
 import { generateCallerKey, userSigner, type UserSigner } from '../keys/index.js';
 import { AccessListApi } from './access-lists.js';
 import { AgentStatusApi } from './api-agent-status.js';
+import { SnapshotApi } from './api-snapshots.js';
+import { DriftReconciler } from './drift-reconciler.js';
 import { AgentLink } from './agents.js';
 import { CredentialApi } from './api-credentials.js';
 import { CredentialServer, loadCredentialKey } from './credentials.js';
@@ -78,6 +80,7 @@ export class Controller implements ControllerApi {
   private readonly access: AccessListApi;
   private readonly status: StatusApi;
   private readonly agentStatusApi: AgentStatusApi;
+  private readonly snapshots: SnapshotApi;
   private readonly credentials: CredentialApi;
   /** Answers agents' credential requests; only with credentials.keyFile (credentials.ts). */
   private readonly credentialServer: CredentialServer | undefined;
@@ -125,12 +128,20 @@ export class Controller implements ControllerApi {
     this.supervisor = new WorkflowSupervisor(parts);
     this.prober = new Prober({ ...parts, supervisor: this.supervisor });
     const fences = new FenceReconciler(parts);
-    this.loop = new ControlLoop({ ...parts, prober: this.prober, supervisor: this.supervisor, fences });
+    const drift = new DriftReconciler(parts);
+    this.loop = new ControlLoop({
+      ...parts,
+      prober: this.prober,
+      supervisor: this.supervisor,
+      fences,
+      drift,
+    });
     const api: ApiDeps = { ...parts, supervisor: this.supervisor, prober: this.prober };
     this.specs = new SpecApi(api);
     this.handovers = new HandoverApi(api);
     this.nodes = new NodeApi(api);
     this.agentStatusApi = new AgentStatusApi({ agents: this.agents });
+    this.snapshots = new SnapshotApi({ etcd, keys, cluster, agents: this.agents });
     this.access = new AccessListApi(api);
     const credentialKey = config.credentials.keyFile
       ? loadCredentialKey(config.credentials.keyFile)
@@ -196,6 +207,9 @@ export class Controller implements ControllerApi {
   agentStatus: ControllerApi['agentStatus'] = (node) => this.agentStatusApi.agentStatus(node);
   fenceNode: ControllerApi['fenceNode'] = (...a) => this.nodes.fenceNode(...a);
   unfenceNode: ControllerApi['unfenceNode'] = (...a) => this.nodes.unfenceNode(...a);
+
+  snapshot: ControllerApi['snapshot'] = (...a) => this.snapshots.snapshot(...a);
+  listSnapshots: ControllerApi['listSnapshots'] = (identity) => this.snapshots.listSnapshots(identity);
 
   getAcl: ControllerApi['getAcl'] = (...a) => this.access.getAcl(...a);
   changeAcl: ControllerApi['changeAcl'] = (...a) => this.access.changeAcl(...a);

@@ -1,7 +1,8 @@
 // The controller's round, every TICK_MS, in one place:
 //
 //   read the cluster (the mirror) → start the probes that are due → publish changed views
-//     → if active: drive unfinished workflows, apply node fences that are due
+//     → if active: drive unfinished workflows, apply node fences that are due, hold drifted
+//       standbys back (and let them in again once in sync)
 //
 // A round that fails is retried next tick; its error is logged once per reason, counted,
 // and reported by readiness (lastError) until a round succeeds.
@@ -10,6 +11,7 @@ import type { Clock } from '../clock/index.js';
 import type { Cluster } from './cluster.js';
 import type { EventStream } from './events.js';
 import type { FenceReconciler } from './fence-reconciler.js';
+import type { DriftReconciler } from './drift-reconciler.js';
 import type { ControllerMetrics } from './metrics.js';
 import type { Prober } from './probes.js';
 import { isTermEnded, type ClusterSnapshot, type GuardedWriter } from './store.js';
@@ -27,6 +29,7 @@ export interface ControlLoopDeps {
   events: EventStream;
   supervisor: WorkflowSupervisor;
   fences: FenceReconciler;
+  drift: DriftReconciler;
   writer: GuardedWriter;
   metrics: ControllerMetrics;
   trouble: LoopTrouble;
@@ -101,6 +104,7 @@ export class ControlLoop {
     }
     this.deps.supervisor.resume(snap);
     await this.deps.fences.reconcile(snap, term);
+    await this.deps.drift.reconcile(snap, term);
   }
 
   private failed(err: unknown, what: string): void {

@@ -27,6 +27,12 @@ export class ControllerMetrics {
     labelNames: ['identity'],
     registers: [this.registry],
   });
+  readonly drifted = new Gauge({
+    name: 'understudy_identity_drifted_standbys',
+    help: 'Standbys held back from elections as drifted from what the identity runs (spec, access lists, version, state)',
+    labelNames: ['identity'],
+    registers: [this.registry],
+  });
   readonly paused = new Gauge({
     name: 'understudy_identity_paused',
     help: '1 while the identity is in maintenance mode (no probe-driven failover)',

@@ -9,6 +9,7 @@ import { ETCD_CALL_MS, within } from '../lease/etcd.js';
 import { readPrefixes } from '../lease/paged.js';
 import {
   CandidateRecord,
+  DriftRecord,
   FenceRecord,
   HoldOffRecord,
   Keys,
@@ -20,6 +21,7 @@ import {
 } from '../lease/index.js';
 import { parseSpec, SpecKeys } from '../spec/store.js';
 import type { IdentitySpec } from '../spec/schema.js';
+import { SnapshotRecord } from '../snapshot/record.js';
 
 export class ControllerKeys {
   readonly lease: Keys;
@@ -95,6 +97,10 @@ export interface IdentityKeys {
   candidates: Map<string, CandidateRecord>;
   termEnd?: TermEnd;
   holdOffs: Map<string, HoldOffRecord>;
+  /** Standbys held back as drifted (a malformed record still holds: campaigns check the key). */
+  drifts?: Map<string, DriftRecord>;
+  /** Snapshots kept of the identity's state, newest first. */
+  snapshots?: SnapshotRecord[];
 }
 
 export interface ClusterSnapshot {
@@ -145,6 +151,7 @@ export function snapshotPrefixes(keys: ControllerKeys): string[] {
     keys.workflows(),
     keys.fenceIntents(),
     `${keys.prefix}/controllers/`,
+    `${keys.prefix}/snapshots/`,
   ];
 }
 
@@ -226,6 +233,12 @@ export function buildSnapshot(
     } else if (kind === 'holdoff' && node) {
       const record = parseJson(HoldOffRecord, kv);
       if (record) identity(id).holdOffs.set(node, record);
+    } else if (kind === 'drift' && node) {
+      const entry = identity(id);
+      (entry.drifts ??= new Map()).set(
+        node,
+        parseJson(DriftRecord, kv) ?? { reasons: ['unreadable drift record'], actor: 'unknown', at: 0 },
+      );
     }
   }
   for (const [id, login] of logins) {
@@ -268,6 +281,14 @@ export function buildSnapshot(
       const member = parseJson(ControllerMember, kv);
       if (member) snap.controllers.set(member.name, member);
     }
+  }
+  // Keys sort by token then time (pkg/snapshot/store.ts), so reversed they are newest first.
+  for (const kv of [...(ranges[7] ?? [])].reverse()) {
+    const [id] = kv.key.toString().slice(`${keys.prefix}/snapshots/`.length).split('/');
+    if (!id || !(snap.specs.has(id) || snap.identities.has(id))) continue;
+    const record = parseJson(SnapshotRecord, kv);
+    // A record filed under another identity's prefix is not that identity's state.
+    if (record?.identity === id) (identity(id).snapshots ??= []).push(record);
   }
   return snap;
 }

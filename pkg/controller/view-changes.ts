@@ -30,6 +30,8 @@ function sameMap<V>(a: ReadonlyMap<string, V>, b: ReadonlyMap<string, V>): boole
   return true;
 }
 
+const NO_DRIFTS = new Map();
+
 function sameKeys(a: IdentityKeys | undefined, b: IdentityKeys | undefined): boolean {
   if (a === b) return true;
   if (!a || !b) return false;
@@ -39,7 +41,9 @@ function sameKeys(a: IdentityKeys | undefined, b: IdentityKeys | undefined): boo
     a.login === b.login &&
     a.termEnd === b.termEnd &&
     sameMap(a.candidates, b.candidates) &&
-    sameMap(a.holdOffs, b.holdOffs)
+    sameMap(a.holdOffs, b.holdOffs) &&
+    sameMap(a.drifts ?? NO_DRIFTS, b.drifts ?? NO_DRIFTS) &&
+    a.snapshots?.[0] === b.snapshots?.[0]
   );
 }
 
@@ -69,7 +73,7 @@ function entries(heartbeat: Heartbeat | undefined): Map<string, string> {
   return new Map(
     (heartbeat?.identities ?? []).map((i) => [
       i.identity,
-      `${i.state}|${i.token ?? ''}|${i.specRevision ?? ''}`,
+      `${i.state}|${i.token ?? ''}|${i.specRevision ?? ''}|${i.snapshot?.object ?? ''}`,
     ]),
   );
 }

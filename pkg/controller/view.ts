@@ -86,6 +86,16 @@ export function standbys(ctx: ViewContext, identity: string): StandbyView[] {
       ...(cloneRevision !== undefined && specRevision !== undefined
         ? { cloneLag: cloneLag(ctx.snap, identity, BigInt(cloneRevision)) }
         : {}),
+      ...(keys.drifts?.get(node) ? { drift: keys.drifts.get(node)!.reasons } : {}),
+      ...(own?.snapshot
+        ? {
+            snapshot: {
+              object: own.snapshot.object,
+              token: own.snapshot.token,
+              takenAt: own.snapshot.takenAt,
+            },
+          }
+        : {}),
       ...(ctx.agents.get(node)
         ? { lastHeartbeat: new Date(ctx.agents.get(node)!.receivedAt).toISOString() }
         : {}),
@@ -112,6 +122,9 @@ export function unfitTarget(ctx: ViewContext, identity: string, node: string): s
   }
   if (s.nofailover) return `${node} is tagged nofailover for ${identity}`;
   if (s.fenced) return `${node} is held off ${identity} by another handover`;
+  if (s.drift) {
+    return `${node} is held back as drifted (${s.drift.join('; ')}); it campaigns again once back in sync`;
+  }
   if (!s.healthy)
     return `${node} is not healthy (its service cannot start, or its agent's heartbeats stopped)`;
   return undefined;

@@ -213,7 +213,8 @@ function identityTable(views: IdentityView[], viewer: Viewer, nowMs: number): Ht
 export function identityRow(v: IdentityView, viewer: Viewer, nowMs: number): Html {
   const id = v.identity;
   const standbys = v.standbys.filter((s) => s.node !== v.leader);
-  const lagging = standbys.filter((s) => (s.cloneLag ?? 0) > 0);
+  const lagging = standbys.filter((s) => (s.cloneLag ?? 0) > 0 && !s.drift);
+  const drifted = standbys.filter((s) => s.drift);
   return html`<tr id="identity-${id}" data-identity="${id}" sse-swap="identity-${id}" hx-swap="outerHTML">
     <td><a href="/identities/${id}">${id}</a></td>
     <td class="leader">
@@ -229,7 +230,7 @@ export function identityRow(v: IdentityView, viewer: Viewer, nowMs: number): Htm
       ${standbys.map((s) => html`<span class="standby ${s.healthy ? 'ok' : 'down'}" title="${s.state ?? ''}">${s.node}${s.fenced ? ' (fenced)' : ''}${s.nofailover ? ' (nofailover)' : ''}: ${s.state ?? 'unknown'}</span> `)}
     </td>
     <td>
-      ${lagging.length === 0 ? html`<span class="muted">in sync</span>` : lagging.map((s) => html`${s.node} ${s.cloneLag} behind `)}
+      ${lagging.length + drifted.length === 0 ? html`<span class="muted">in sync</span>` : ''}${drifted.map((s) => html`<span class="badge degraded" title="${(s.drift ?? []).join('; ')}">${s.node} drifted</span> `)}${lagging.map((s) => html`${s.node} ${s.cloneLag} behind `)}
     </td>
     <td>${v.fencedNodes.join(', ')}</td>
     <td>

@@ -15,6 +15,7 @@ import {
   type SwitchoverBody,
 } from '../api/schema.js';
 import type { CredentialBody } from '../api/credentials.js';
+import type { SnapshotBody } from '../api/snapshots.js';
 import { openApiDocument } from '../api/openapi.js';
 import { specForRole } from '../api/redact.js';
 import { events, EVENTS_PATH } from './events.js';
@@ -60,6 +61,9 @@ export function routeHandlers(): Record<string, RouteHandler> {
       call.api.pause(id(call), call.body as PauseBody, call.actor),
     'post /v1/identities/:identity/resume': async (call) =>
       call.api.resume(id(call), call.body as ReasonBody, call.actor),
+    'post /v1/identities/:identity/snapshot': async (call) =>
+      call.api.snapshot(id(call), call.body as SnapshotBody, call.actor),
+    'get /v1/identities/:identity/snapshots': async (call) => call.api.listSnapshots(id(call)),
     'get /v1/identities/:identity/workflow': async (call) => call.api.getWorkflow(id(call)),
     'delete /v1/identities/:identity/workflow': async (call) => call.api.cancelWorkflow(id(call), call.actor),
     'get /v1/workflows': async ({ api }) => ({ workflows: await api.listWorkflows() }),

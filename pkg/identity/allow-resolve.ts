@@ -5,8 +5,8 @@
 // (process-start.ts), so a PATH change between this check and the spawn decides nothing.
 import { constants } from 'node:fs';
 import { access, realpath, stat } from 'node:fs/promises';
-import { delimiter, resolve } from 'node:path';
-import type { IdentitySpec } from '../spec/schema.js';
+import { basename, delimiter, dirname, join, resolve } from 'node:path';
+import { stateDirFor, type IdentitySpec } from '../spec/schema.js';
 import {
   PATH_MAX,
   mayRun,
@@ -37,6 +37,35 @@ export async function resolveFile(path: string, cwd: string, executable = false)
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EACCES' && executable) return { given: path, problem: `is not executable (${absolute})` };
     return { given: path, problem: `cannot be found on this node (${code ?? 'error'} at ${absolute})` };
+  }
+}
+
+/**
+ * Where a state directory really is, existing or not: the real path of its nearest existing
+ * ancestor with the rest appended, so a symlinked parent cannot lead a restore elsewhere.
+ */
+export async function resolveStateDir(path: string): Promise<Found> {
+  if (path.length > PATH_MAX) return { given: path, problem: `is longer than ${PATH_MAX} characters` };
+  if (path.includes('\0')) return { given: path, problem: 'contains a NUL character' };
+  let existing = resolve(path);
+  const rest: string[] = [];
+  for (;;) {
+    try {
+      const real = await realpath(existing);
+      const info = await stat(real);
+      if (!info.isDirectory()) return { given: path, problem: `is not a directory on this node (${real})` };
+      return { given: path, real: rest.length ? join(real, ...rest.reverse()) : real };
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' || existing === '/') {
+        return {
+          given: path,
+          problem: `cannot be resolved on this node (${code ?? 'error'} at ${existing})`,
+        };
+      }
+      rest.push(basename(existing));
+      existing = dirname(existing);
+    }
   }
 }
 
@@ -72,16 +101,18 @@ export async function resolveEntries(entries: readonly string[]): Promise<Entry[
 }
 
 export async function resolveAllow(allow: AllowList): Promise<ResolvedAllow> {
-  const [commands, modules, credentials] = await Promise.all([
+  const [commands, modules, credentials, stateDirs] = await Promise.all([
     resolveEntries(allow.commands),
     resolveEntries(allow.modules),
     resolveEntries(allow.credentialPaths),
+    resolveEntries(allow.stateDirs),
   ]);
   return {
     unrestricted: allow.unrestricted,
     'service.command': commands,
     'service.module': modules,
     'credential.path': credentials,
+    'state.dir': stateDirs,
   };
 }
 
@@ -95,7 +126,7 @@ export interface Launch {
 
 /** Where everything a spec names leads on this node. Module and credential paths are relative
  * to the agent's cwd, as cmd/agent and the login read them. */
-export async function targetsOf(spec: IdentitySpec, launch: Launch): Promise<Targets> {
+export async function targetsOf(spec: IdentitySpec, launch: Launch, node: string): Promise<Targets> {
   const targets: Targets = {};
   const service = spec.service;
   if (service.driver === 'process') {
@@ -106,6 +137,7 @@ export async function targetsOf(spec: IdentitySpec, launch: Launch): Promise<Tar
   if (spec.credential.source === 'file') {
     targets['credential.path'] = await resolveFile(spec.credential.path, process.cwd());
   }
+  if (spec.state) targets['state.dir'] = await resolveStateDir(stateDirFor(spec.state, node));
   return targets;
 }
 

@@ -1,6 +1,6 @@
 // What an identity spec may make this node run or read: the agent config's allow-list
 // (`allow.commands`, `allow.modules`, `allow.credentialPaths`) against the real paths a spec's
-// `service.command`, `service.module` and `credential.path` lead to. Anyone who may write a
+// `service.command`, `service.module`, `credential.path` and `state.dir` lead to. Anyone who may write a
 // spec (an API admin) would otherwise choose what this node executes. Pure: the file system is
 // read by allow-resolve.ts, which hands in what it found.
 //
@@ -25,17 +25,23 @@ export interface AllowList {
   commands: readonly string[];
   modules: readonly string[];
   credentialPaths: readonly string[];
+  /**
+   * State directories a spec's state.dir may name: a restore replaces that directory whole
+   * (a rename in its parent), so an unlisted one could be any directory of this node.
+   */
+  stateDirs: readonly string[];
   /** Allow whatever a spec names: only when the config says so in as many words. */
   unrestricted: boolean;
 }
 
 /** The spec field each list governs, as errors and the identity's detail name it. */
-export type AllowField = 'service.command' | 'service.module' | 'credential.path';
+export type AllowField = 'service.command' | 'service.module' | 'credential.path' | 'state.dir';
 
 export const LIST_OF: Record<AllowField, keyof Omit<AllowList, 'unrestricted'>> = {
   'service.command': 'commands',
   'service.module': 'modules',
   'credential.path': 'credentialPaths',
+  'state.dir': 'stateDirs',
 };
 
 /** Where a path a spec names led on this node: its real path, or why there is none. */
@@ -90,7 +96,7 @@ export function matches(real: string, entries: readonly Entry[]): boolean {
  */
 export function mayRun(targets: Targets, allow: ResolvedAllow): Verdict {
   if (allow.unrestricted) return ALLOWED;
-  for (const field of ['credential.path', 'service.command', 'service.module'] as const) {
+  for (const field of ['state.dir', 'credential.path', 'service.command', 'service.module'] as const) {
     const found = targets[field];
     if (!found) continue;
     const list = LIST_OF[field];

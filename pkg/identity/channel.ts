@@ -43,12 +43,25 @@ export const RequestMessage = z.object({
   caller: z.string().optional(),
 });
 export const StatusRequestMessage = z.object({ type: z.literal('status'), id: z.string().min(1) });
+/**
+ * Make the state directory consistent on disk and hold further writes until `snapshot-done`
+ * with the same id (a service that cannot, or does not know this message, stays silent and is
+ * copied as it is). A service must resume by itself if `snapshot-done` never comes
+ * (SNAPSHOT_HOLD_MAX_MS): an agent that dies mid-copy must not freeze it.
+ */
+export const SnapshotMessage = z.object({ type: z.literal('snapshot'), id: z.string().min(1) });
+export const SnapshotDoneMessage = z.object({ type: z.literal('snapshot-done'), id: z.string().min(1) });
+
+/** Longest a service holds its writes for a snapshot before resuming on its own. */
+export const SNAPSHOT_HOLD_MAX_MS = 120_000;
 
 export const AgentMessage = z.discriminatedUnion('type', [
   LoginMessage,
   LogoutMessage,
   RequestMessage,
   StatusRequestMessage,
+  SnapshotMessage,
+  SnapshotDoneMessage,
 ]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 
@@ -71,12 +84,16 @@ export const StatusReplyMessage = z.object({
   fields: z.record(z.string(), z.unknown()),
 });
 
+/** The state directory is consistent on disk and no write happens until `snapshot-done`. */
+export const SnapshotReadyMessage = z.object({ type: z.literal('snapshot-ready'), id: z.string().min(1) });
+
 export const ServiceMessage = z.discriminatedUnion('type', [
   ReadyMessage,
   LoggedInMessage,
   LoggedOutMessage,
   ReplyMessage,
   StatusReplyMessage,
+  SnapshotReadyMessage,
 ]);
 export type ServiceMessage = z.infer<typeof ServiceMessage>;
 
@@ -221,7 +238,9 @@ export class ChannelClient {
   }>();
   private readonly replies = new Map<string, Set<(reply: ServiceReply) => void>>();
   private readonly statuses = new Map<string, (fields: Record<string, unknown>) => void>();
+  private readonly quiescing = new Map<string, () => void>();
   private statusSeq = 0;
+  private snapshotSeq = 0;
 
   constructor(
     private readonly socket: Socket,
@@ -249,6 +268,8 @@ export class ChannelClient {
       this.replies.clear();
       for (const [, resolve] of this.statuses) resolve({});
       this.statuses.clear();
+      for (const [, resolve] of this.quiescing) resolve();
+      this.quiescing.clear();
       onClose();
     });
   }
@@ -312,6 +333,37 @@ export class ChannelClient {
     return (await this.askStatus(timeoutMs)) !== undefined;
   }
 
+  /**
+   * Ask the service to hold its state still for a snapshot. Resolves with the function that
+   * lets it go on once it says so, or undefined when it does not within `timeoutMs` (it cannot
+   * quiesce: it is copied as it is, and the manifest says so).
+   */
+  quiesce(timeoutMs: number): Promise<(() => void) | undefined> {
+    const id = `snapshot-${++this.snapshotSeq}`;
+    const release = () => void this.send({ type: 'snapshot-done', id });
+    return new Promise((resolve) => {
+      const cancelTimer = this.clock.after(timeoutMs, () => {
+        this.quiescing.delete(id);
+        // A late `snapshot-ready` finds nobody waiting: let the service go on at once.
+        this.quiescing.set(id, () => {
+          this.quiescing.delete(id);
+          release();
+        });
+        resolve(undefined);
+      });
+      this.quiescing.set(id, () => {
+        cancelTimer();
+        this.quiescing.delete(id);
+        resolve(this.closed ? undefined : release);
+      });
+      if (!this.send({ type: 'snapshot', id })) {
+        cancelTimer();
+        this.quiescing.delete(id);
+        resolve(undefined);
+      }
+    });
+  }
+
   /** A status round trip; undefined when the service does not answer in time. */
   private askStatus(timeoutMs: number): Promise<Record<string, unknown> | undefined> {
     const id = `status-${++this.statusSeq}`;
@@ -351,6 +403,9 @@ export class ChannelClient {
       }
       case 'status':
         this.statuses.get(message.id)?.(message.fields);
+        return;
+      case 'snapshot-ready':
+        this.quiescing.get(message.id)?.();
         return;
       default: {
         const waiter = [...this.waiters].find((w) => w.type === message.type);

@@ -75,6 +75,12 @@ export interface IdentityDriver extends EventEmitter {
    * Drivers without a separate service process omit it.
    */
   alive?(timeoutMs: number): Promise<boolean>;
+  /**
+   * Ask the running service to make its state directory consistent and hold it still for a
+   * snapshot; resolves with the function that lets it go on, or undefined when it cannot (not
+   * running, no channel, or no answer within `timeoutMs`). Drivers without a process omit it.
+   */
+  quiesce?(timeoutMs: number): Promise<(() => void) | undefined>;
   /** Stop everything, including a warm process. Resolves once it is gone. */
   close(budgetMs: number): Promise<void>;
   /**

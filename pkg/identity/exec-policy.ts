@@ -31,10 +31,14 @@ export class ExecPolicy {
       if (!user.ok) return user;
     }
     const service = spec.service;
-    const targets = await targetsOf(spec, {
-      path: service.driver === 'process' ? serviceEnvironment(service, who, undefined).PATH : undefined,
-      cwd: service.driver === 'process' ? serviceCwd(service) : process.cwd(),
-    });
+    const targets = await targetsOf(
+      spec,
+      {
+        path: service.driver === 'process' ? serviceEnvironment(service, who, undefined).PATH : undefined,
+        cwd: service.driver === 'process' ? serviceCwd(service) : process.cwd(),
+      },
+      who.node,
+    );
     return mayRun(targets, await resolveAllow(this.settings.allow));
   }
 
@@ -69,7 +73,7 @@ export class ExecPolicy {
   }
 }
 
-function serviceCwd(service: ProcessService): string {
+export function serviceCwd(service: ProcessService): string {
   return resolve(process.cwd(), service.cwd ?? '.');
 }
 

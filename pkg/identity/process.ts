@@ -210,6 +210,12 @@ export class ProcessDriver extends ProcessStarter implements IdentityDriver {
     return (await this.proc?.servesNow(timeoutMs)) ?? false;
   }
 
+  /** Ask the running service to hold its state still (see ChannelClient.quiesce). */
+  async quiesce(timeoutMs: number): Promise<(() => void) | undefined> {
+    const channel = this.proc?.alive ? this.proc.channel : undefined;
+    return channel ? channel.quiesce(timeoutMs) : undefined;
+  }
+
   async status(timeoutMs: number): Promise<Record<string, unknown>> {
     const channel = this.proc?.alive ? this.proc.channel : undefined;
     if (!channel) return {};

@@ -9,6 +9,7 @@ import {
   encodeMessage,
   MAX_LINE_BYTES,
   messageReader,
+  SNAPSHOT_HOLD_MAX_MS,
   type ServiceMessage,
 } from './channel.js';
 import type { LoginContext, ServiceReply, ServiceRequest } from './driver.js';
@@ -27,6 +28,12 @@ export interface ChannelHandlers {
   onRequest(req: ServiceRequest): Promise<ServiceReply> | ServiceReply;
   /** Extra STATUS fields. */
   onStatus?(): Promise<Record<string, unknown>> | Record<string, unknown>;
+  /**
+   * Make the state directory consistent on disk and hold writes until the returned function is
+   * called (the agent copied it, or SNAPSHOT_HOLD_MAX_MS passed). Without it the service is
+   * copied as it runs.
+   */
+  onSnapshot?(): Promise<() => void> | (() => void);
 }
 
 export interface ServeOptions {
@@ -88,6 +95,8 @@ export function serveChannel(handlers: ChannelHandlers, opts: ServeOptions = {})
   // Login and logout run one at a time, in order: a logout right behind a login must find the
   // login finished. Requests and status run concurrently with them and with each other.
   let control: Promise<void> = Promise.resolve();
+  /** Holds of the state directory, by snapshot id: each ends at `snapshot-done` or its timer. */
+  const holds = new Map<string, () => void>();
   const serially = (step: () => Promise<void>) => {
     control = control.then(step);
   };
@@ -162,6 +171,32 @@ export function serveChannel(handlers: ChannelHandlers, opts: ServeOptions = {})
           }
           send({ type: 'status', id: message.id, fields });
         })();
+        return;
+      case 'snapshot': {
+        const onSnapshot = handlers.onSnapshot;
+        if (!onSnapshot) return; // cannot quiesce: the agent copies the directory as it is
+        void (async () => {
+          let resume: () => void;
+          try {
+            resume = await onSnapshot();
+          } catch (err) {
+            warn(`cannot hold the state for a snapshot: ${(err as Error).message}`);
+            return;
+          }
+          const timer = setTimeout(() => end(), SNAPSHOT_HOLD_MAX_MS);
+          timer.unref();
+          const end = () => {
+            if (!holds.delete(message.id)) return;
+            clearTimeout(timer);
+            resume();
+          };
+          holds.set(message.id, end);
+          send({ type: 'snapshot-ready', id: message.id });
+        })();
+        return;
+      }
+      case 'snapshot-done':
+        holds.get(message.id)?.();
         return;
     }
   };

@@ -31,6 +31,8 @@ export class LeaseOperationError extends Error {
       | 'not-logged-out'
       | 'target-unavailable'
       | 'target-fenced'
+      /** The target is held back as drifted from what the identity runs. */
+      | 'target-drifted'
       | 'same-node'
       /** The caller's own authority (a controller's election term) ended: nothing was done. */
       | 'no-authority',
@@ -171,7 +173,8 @@ export async function transfer(
     .if(leaderKey, 'Mod', '==', String(current.token))
     .and(keys.login(opts.identity), 'Mod', '==', loginRevision)
     .and(candidateKey, 'Mod', '==', candidateKv.mod_revision)
-    .and(keys.fence(opts.target), 'Create', '==', 0);
+    .and(keys.fence(opts.target), 'Create', '==', 0)
+    .and(keys.drift(opts.identity, opts.target), 'Create', '==', 0);
   if (opts.authority) txn = txn.and(opts.authority.key, 'Mod', '==', opts.authority.revision);
   const result = await txn
     .then(
@@ -187,6 +190,15 @@ export async function transfer(
     }
     const fenced = await isFenced(client, opts.target, keys);
     if (fenced) throw new LeaseOperationError(`${opts.target} is fenced: unfence it first`, 'target-fenced');
+    const drifted = (
+      await client.get(keys.drift(opts.identity, opts.target)).options(within(ETCD_CALL_MS)).string()
+    )?.slice(0, 300);
+    if (drifted !== undefined) {
+      throw new LeaseOperationError(
+        `${opts.target} is held back from ${opts.identity} as drifted (${drifted}): let it re-sync first`,
+        'target-drifted',
+      );
+    }
     throw new LeaseOperationError(
       `${opts.identity}: leader, login state or target changed during the transfer; nothing was moved, read the status again`,
       'changed',

@@ -78,6 +78,8 @@ interface CampaignState {
   transferred: boolean;
   fenced: boolean;
   heldOff: boolean;
+  /** The controller holds this node back as drifted from what the identity runs. */
+  drifted: boolean;
   /** The identity's login record and its mod revision, if readable. */
   login: { record: LoginRecord; modRevision: string } | undefined;
 }
@@ -230,6 +232,7 @@ export class Candidate implements TermContext {
     const leaderKey = this.keys.leader(this.identity);
     const fenceKey = this.keys.fence(node);
     const holdOffKey = this.keys.holdOff(this.identity, node);
+    const driftKey = this.keys.drift(this.identity, node);
     let lastSeen: { record: LeaderRecord; token: FencingToken } | undefined;
     // A term of ours that just ended (resigned) must not be adopted again as if transferred.
     const lastOwnToken = this.lastOwnToken;
@@ -239,7 +242,7 @@ export class Candidate implements TermContext {
       this.checkActive(signal, userSignal);
       let state: CampaignState;
       try {
-        state = await this.registerAndRead(leaderKey, fenceKey, holdOffKey);
+        state = await this.registerAndRead(leaderKey, fenceKey, holdOffKey, driftKey);
       } catch (err) {
         await this.retryAfter(
           `reading ${this.identity}'s leader key and ${node}'s fence (registering ${node} as its candidate)`,
@@ -351,16 +354,25 @@ export class Candidate implements TermContext {
       }
       // Waiting on a watch counts as getting through once the watch is in place.
       const watching = () => this.retries.succeeded('campaign');
-      if (state.fenced || state.heldOff) {
-        const { error } = await this.waitForChange([fenceKey, holdOffKey], state.revision, signal, watching);
+      if (state.fenced || state.heldOff || state.drifted) {
+        const { error } = await this.waitForChange(
+          [fenceKey, holdOffKey, driftKey],
+          state.revision,
+          signal,
+          watching,
+        );
         if (error)
-          await this.retryAfter(`watching ${node}'s fence and hold-off for ${this.identity}`, error, signal);
+          await this.retryAfter(
+            `watching ${node}'s fence, hold-off and drift hold for ${this.identity}`,
+            error,
+            signal,
+          );
         continue;
       }
       if (state.leader) {
         lastSeen = state.leader;
         observedEndAt = undefined;
-        const keys = [leaderKey, fenceKey, holdOffKey];
+        const keys = [leaderKey, fenceKey, holdOffKey, driftKey];
         const { change, error } = await this.waitForChange(keys, state.revision, signal, watching);
         if (change === 'delete' && lastSeen) observedEndAt = this.clock.monotonicMs();
         if (error)
@@ -396,6 +408,8 @@ export class Candidate implements TermContext {
             [leaderKey, 'Create', '==', 0],
             [fenceKey, 'Create', '==', 0],
             [holdOffKey, 'Create', '==', 0],
+            // Drift is checked here, in the transaction that makes the leader, not only advised.
+            [driftKey, 'Create', '==', 0],
           ],
           [this.client.put(leaderKey).value(JSON.stringify(record)).lease(this.session.leaseId)],
         );
@@ -462,13 +476,14 @@ export class Candidate implements TermContext {
 
   /**
    * Register (or refresh) this candidate and read, at the same revision, the leader key, this
-   * node's fence, the end-of-term record, the hold-off and the login record: one step, merged
+   * node's fence, the end-of-term record, the hold-off, the login record and the drift hold: one step, merged
    * with other identities' steps into one transaction (batch.ts).
    */
   private async registerAndRead(
     leaderKey: string,
     fenceKey: string,
     holdOffKey: string,
+    driftKey: string,
   ): Promise<CampaignState> {
     const termEndKey = this.keys.termEnd(this.identity);
     const loginKey = this.keys.login(this.identity);
@@ -480,6 +495,7 @@ export class Candidate implements TermContext {
         this.client.get(termEndKey),
         this.client.get(holdOffKey),
         this.client.get(loginKey),
+        this.client.get(driftKey),
       ],
       leaderKey,
     );
@@ -509,6 +525,7 @@ export class Candidate implements TermContext {
       fenced: fenceKv !== undefined,
       heldOff: result.responses[3]?.response_range?.kvs[0] !== undefined,
       login: loginOf(result.responses[4]?.response_range?.kvs[0], loginKey),
+      drifted: result.responses[5]?.response_range?.kvs[0] !== undefined,
     };
   }
 

@@ -44,4 +44,5 @@ export {
   TermEnd,
   FenceRecord,
   HoldOffRecord,
+  DriftRecord,
 } from './keys.js';

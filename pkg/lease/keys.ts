@@ -66,6 +66,18 @@ export class Keys {
   holdOff(identity: string, node: string): string {
     return `${this.holdOffs(identity)}${node}`;
   }
+  /**
+   * A standby drifted from what the identity runs (spec, access lists, service version or
+   * state): it may not campaign for the identity, nor be transferred to, while the key
+   * exists. Written by the active controller, bound to no lease: a controller that dies does
+   * not let a stale standby in, and the key is removed once the standby is back in sync.
+   */
+  drifts(identity: string): string {
+    return `${this.prefix}/identities/${identity}/drift/`;
+  }
+  drift(identity: string, node: string): string {
+    return `${this.drifts(identity)}${node}`;
+  }
 }
 
 /**
@@ -137,6 +149,14 @@ export const FenceRecord = z.strictObject({
   at: z.number(),
 });
 export type FenceRecord = z.infer<typeof FenceRecord>;
+
+export const DriftRecord = z.strictObject({
+  /** What differs, one sentence each (e.g. "spec revision 41, the identity runs 57"). */
+  reasons: z.array(z.string().min(1)).min(1),
+  actor: z.string().min(1),
+  at: z.number(),
+});
+export type DriftRecord = z.infer<typeof DriftRecord>;
 
 export const HoldOffRecord = z.strictObject({
   reason: z.string().min(1),

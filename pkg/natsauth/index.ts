@@ -2,6 +2,7 @@
 // (docs/nats-authorization.md).
 export {
   REPLAY_BUCKET,
+  SNAPSHOT_BUCKET,
   ROLES,
   rolePermissions,
   type Direction,

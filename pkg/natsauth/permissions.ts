@@ -2,7 +2,8 @@
 // roles, as data. Each entry carries the sentence that says why it is there, so the rendered
 // server config, the docs and a reviewer all read the same reasons. Least privilege: an entry
 // exists only because a component really uses it (pkg/identity/wire.ts names the subjects;
-// the JetStream calls are those nats.js makes for the inbox and the replay KV).
+// the JetStream calls are those nats.js 2.29 makes for the inbox, the replay KV and the snapshot
+// object store).
 import { CREDENTIAL_QUEUE, CREDENTIAL_SUBJECT_WILDCARD } from '../credentials/protocol.js';
 import { inboxStream } from '../identity/wire.js';
 import { NAME_PATTERN } from '../lease/keys.js';
@@ -40,6 +41,16 @@ const INBOX_CONSUMER = 'leader';
 export const REPLAY_BUCKET = 'UNDERSTUDY_REPLAY';
 /** The stream behind a KV bucket, as nats.js names it. */
 const REPLAY_STREAM = `KV_${REPLAY_BUCKET}`;
+/**
+ * The object store bucket of snapshot archives, written and read by agents only. Equal to
+ * pkg/snapshot/store.ts SNAPSHOT_BUCKET (a unit test checks; importing it here would pull etcd
+ * into every NATS connection).
+ */
+export const SNAPSHOT_BUCKET = 'understudy-snapshots';
+/** The stream behind an object store bucket, as nats.js names it (objectStoreStreamName). */
+const SNAPSHOT_STREAM = `OBJ_${SNAPSHOT_BUCKET}`;
+/** Every object store's subjects: `$O.<bucket>.C.<nuid>` (chunks), `$O.<bucket>.M.<name>` (metadata). */
+const OBJECTS = '$O.>';
 
 const rule = (subject: string, why: string): Rule => ({ subject, why });
 
@@ -65,6 +76,10 @@ function controller(): Permissions {
         rule('understudy.agent.*.heartbeat', 'only agents report presence'),
         rule(INBOX, 'controllers never store requests in a durable inbox'),
         rule('$KV.>', 'the replay cache belongs to agents'),
+        rule(
+          OBJECTS,
+          'snapshot archives belong to agents: a controller reads only their records in etcd (pkg/snapshot/store.ts)',
+        ),
       ],
     },
     subscribe: {
@@ -79,6 +94,7 @@ function controller(): Permissions {
       deny: [
         rule(IDENTITY, 'only the logged-in agent answers an identity; a controller must never look like one'),
         rule(CONTROL, 'only the addressed agent reads control requests'),
+        rule(OBJECTS, 'snapshot archives are read by agents, through a consumer of the bucket'),
       ],
     },
     responses: { why: 'answers a credential request on the reply subject the agent gave' },
@@ -171,6 +187,42 @@ function agent(node: string | undefined, identities: readonly string[] | undefin
         rule(`${JS_API}.STREAM.CREATE.${REPLAY_STREAM}`, 'creates the replay cache bucket where missing'),
         rule(`${JS_API}.STREAM.MSG.GET.${REPLAY_STREAM}`, 'reads a nonce from the replay cache'),
         rule(`${JS_API}.DIRECT.GET.${REPLAY_STREAM}.>`, 'the same, by direct get (a KV bucket allows it)'),
+        rule(
+          `$O.${SNAPSHOT_BUCKET}.C.>`,
+          "uploads a snapshot archive's chunks, under a new subject per upload (os.put in SnapshotStore.publish, pkg/snapshot/store.ts)",
+        ),
+        rule(
+          `$O.${SNAPSHOT_BUCKET}.M.>`,
+          "writes an archive's metadata once its chunks are stored, and marks it deleted (os.put, os.delete in pkg/snapshot/store.ts)",
+        ),
+        rule(
+          `${JS_API}.STREAM.INFO.${SNAPSHOT_STREAM}`,
+          'opens the snapshot bucket (views.os in pkg/snapshot/store.ts)',
+        ),
+        rule(
+          `${JS_API}.STREAM.CREATE.${SNAPSHOT_STREAM}`,
+          'creates the snapshot bucket where missing (views.os in pkg/snapshot/store.ts)',
+        ),
+        rule(
+          `${JS_API}.STREAM.MSG.GET.${SNAPSHOT_STREAM}`,
+          "reads an archive's metadata before each put, get and delete, and the newest of all before a list (pkg/snapshot/store.ts; nats.js uses no direct get for object stores)",
+        ),
+        rule(
+          `${JS_API}.STREAM.PURGE.${SNAPSHOT_STREAM}`,
+          "drops an archive's chunks when it is deleted (pruned, or its snapshot refused as stale), overwritten, or its upload failed (os.delete, os.put in pkg/snapshot/store.ts)",
+        ),
+        rule(
+          `${JS_API}.STREAM.NAMES`,
+          "nats.js looks up the stream of the subject it reads before an object store get or list (js.subscribe in os.get, pkg/snapshot/store.ts restoreLatest): stream names only, of the whole account, since the subject is in the request's body",
+        ),
+        rule(
+          `${JS_API}.CONSUMER.CREATE.${SNAPSHOT_STREAM}`,
+          "the ephemeral ordered consumer that streams an archive's chunks (os.get in pkg/snapshot/store.ts restoreLatest) or the bucket's metadata (os.list); nats.js names none, so no consumer token follows",
+        ),
+        rule(
+          `$JS.FC.${SNAPSHOT_STREAM}.>`,
+          "answers the server's flow control while an archive of about 1 MB or more streams in, including a stalled-consumer notice, whose subject comes in a heartbeat header that allow_responses does not cover (os.get in pkg/snapshot/store.ts)",
+        ),
       ],
       deny: [
         rule(CONTROL, 'only controllers send control requests'),
@@ -208,6 +260,7 @@ function client(): Permissions {
         rule(REPLIES, "a client must not answer anyone's request (no forged PONG)"),
         rule('$KV.>', 'the replay cache belongs to agents'),
         rule('$JS.>', 'clients use JetStream only through publishing to an inbox'),
+        rule(OBJECTS, 'snapshot archives belong to agents (pkg/snapshot/store.ts)'),
       ],
     },
     subscribe: {
@@ -217,6 +270,10 @@ function client(): Permissions {
         rule(CONTROL, 'control requests are for agents'),
         rule(INBOX, 'durable requests are read by the leader only'),
         rule(CREDENTIAL, 'credential requests are for controllers'),
+        rule(
+          OBJECTS,
+          "snapshot archives hold services' state: a client must not read them as they are uploaded",
+        ),
       ],
     },
   };

@@ -7,7 +7,7 @@ import type { Etcd3 } from 'etcd3';
 import type { NatsConnection, ObjectStore } from 'nats';
 import { PassThrough, Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { z } from 'zod';
+import { SnapshotRecord } from './record.js';
 import { ETCD_CALL_MS, within } from '../lease/etcd.js';
 import { Keys } from '../lease/keys.js';
 import { SnapshotError } from './manifest.js';
@@ -27,21 +27,7 @@ export const SNAPSHOT_STALL_MS = 30_000;
 /** NATS's per-request limit for each chunk of an upload. */
 const PUT_REQUEST_MS = 10_000;
 
-export const SnapshotRecord = z.strictObject({
-  identity: z.string(),
-  node: z.string(),
-  token: z.string().regex(/^\d+$/),
-  takenAt: z.string(),
-  /** Name of the archive in the object store. */
-  object: z.string(),
-  /** Bytes of the state directory's files (not of the archive). */
-  bytes: z.number().int().min(0),
-  files: z.number().int().min(0),
-  quiesced: z.boolean(),
-  /** sha256 of the archive's manifest: restore refuses an archive whose manifest differs. */
-  manifestSha256: z.string().regex(/^[0-9a-f]{64}$/),
-});
-export type SnapshotRecord = z.infer<typeof SnapshotRecord>;
+export { SnapshotRecord } from './record.js';
 
 /** A snapshot refused because its term no longer holds the identity. */
 export class StaleSnapshotError extends SnapshotError {
@@ -146,16 +132,8 @@ export class SnapshotStore {
   }
 
   /** Records of `identity`, newest first. */
-  async list(identity: string): Promise<SnapshotRecord[]> {
-    const res = await this.etcd
-      .getAll()
-      .prefix(snapshotPrefix(this.keys, identity))
-      .sort('Key', 'Descend')
-      .strings();
-    return Object.values(res).flatMap((text) => {
-      const parsed = SnapshotRecord.safeParse(JSON.parse(text));
-      return parsed.success ? [parsed.data] : [];
-    });
+  list(identity: string): Promise<SnapshotRecord[]> {
+    return listSnapshots(this.etcd, identity, this.keys);
   }
 
   /**
@@ -205,6 +183,28 @@ export class SnapshotStore {
       await os.delete(record.object).catch(() => undefined);
     }
   }
+}
+
+/** Records of `identity` in etcd, newest first; one that does not parse is skipped. */
+export async function listSnapshots(
+  etcd: Etcd3,
+  identity: string,
+  keys = new Keys(),
+): Promise<SnapshotRecord[]> {
+  const res = await etcd
+    .getAll()
+    .prefix(snapshotPrefix(keys, identity))
+    .sort('Key', 'Descend')
+    .options(within(ETCD_CALL_MS))
+    .strings();
+  return Object.values(res).flatMap((text) => {
+    try {
+      const parsed = SnapshotRecord.safeParse(JSON.parse(text));
+      return parsed.success ? [parsed.data] : [];
+    } catch {
+      return [];
+    }
+  });
 }
 
 /** `source`, failed with a clear error once it sends nothing for SNAPSHOT_STALL_MS. */

@@ -34,6 +34,16 @@ const PROBE_INTERVAL_MAX_MS = 600_000;
 const PROBE_TIMEOUT_MAX_MS = 60_000;
 /** A caller waiting a minute for a reply has given up already. */
 const REQUEST_TIMEOUT_MAX_MS = 60_000;
+/**
+ * Snapshots more often than every 10 s cost the leader a full copy of its state each time;
+ * less often than daily leaves a standby a day behind, which no FIX or SMPP peer accepts.
+ */
+const SNAPSHOT_EVERY_MIN_MS = 10_000;
+const SNAPSHOT_EVERY_MAX_MS = 86_400_000;
+/** A standby looking for a newer snapshot more often than every 5 s only loads NATS. */
+const REFRESH_EVERY_MIN_MS = 5_000;
+/** Lag allowed before a standby is held back: a week is already a different service. */
+const MAX_LAG_MAX_MS = 7 * 86_400_000;
 
 export const Caller = z.strictObject({ name: Name, nkey: PublicNkey });
 export type Caller = z.infer<typeof Caller>;
@@ -80,6 +90,12 @@ export const ProcessService = z.strictObject({
   /** A warm service must report ready this fast after start; a cold one must confirm login. */
   startTimeoutMs: durationMs(100, START_TIMEOUT_MAX_MS).default(10_000),
   restart: RestartPolicy.prefault({}),
+  /**
+   * The service's version, when the spec declares it. Absent, a node's version is the sha256
+   * of the executable `command[0]` resolves to on that node: two nodes running different
+   * builds are told apart without anyone declaring anything.
+   */
+  version: z.string().min(1).max(100).optional(),
 });
 export type ProcessService = z.infer<typeof ProcessService>;
 
@@ -124,6 +140,66 @@ export const CandidateSettings = z.strictObject({
   nofailover: z.boolean().default(false),
 });
 
+/** Replaced by the node's name in state.dir. */
+export const STATE_DIR_NODE = '{node}';
+
+/** What makes a standby drifted (each compared with what the identity runs now). */
+export const DriftChecks = z.strictObject({
+  /** The spec revision it runs (anything in the spec, access lists included). */
+  spec: z.boolean().default(true),
+  /** Its access lists (contacts, authorized, blocked, open). */
+  access: z.boolean().default(true),
+  /** Its service version (declared, or the hash of its executable). */
+  version: z.boolean().default(true),
+  /** The snapshot it holds, against state.maxLagMs. */
+  snapshot: z.boolean().default(true),
+});
+export type DriftChecks = z.infer<typeof DriftChecks>;
+
+/**
+ * The service's state: a directory the leader snapshots into the object store and standbys
+ * restore, so the one that takes over carries the sequence numbers, offsets and queues of the
+ * one before (docs/state.md).
+ */
+export const ServiceState = z.strictObject({
+  /**
+   * Absolute path of the state directory on every node (the service's working state; the
+   * service finds it in UNDERSTUDY_STATE_DIR). `{node}` is replaced by the node's name, for
+   * several agents on one host (a demo, a test).
+   */
+  dir: z
+    .string()
+    .min(2)
+    .max(1000)
+    .refine((p) => p.startsWith('/'), 'must be an absolute path')
+    .refine((p) => !p.endsWith('/') && !p.split('/').includes('..'), 'must not end in / or contain ..')
+    .refine((p) => !/[{}]/.test(p.replaceAll(STATE_DIR_NODE, '')), 'the only placeholder is {node}'),
+  /** The leader snapshots this often, on demand (`understudy snapshot`), and at a clean logout. */
+  snapshotEveryMs: durationMs(SNAPSHOT_EVERY_MIN_MS, SNAPSHOT_EVERY_MAX_MS).default(300_000),
+  /** Snapshots kept; older ones are deleted after each new one. */
+  keep: z.number().int().min(1).max(100).default(5),
+  /** A standby looks for a newer snapshot this often and applies it. */
+  refreshEveryMs: durationMs(REFRESH_EVERY_MIN_MS, SNAPSHOT_EVERY_MAX_MS).default(60_000),
+  /**
+   * How long a standby may lack the newest snapshot before it is drifted and held back from
+   * elections (Patroni's maximum_lag_on_failover, in time).
+   */
+  maxLagMs: durationMs(REFRESH_EVERY_MIN_MS, MAX_LAG_MAX_MS).default(900_000),
+  drift: DriftChecks.prefault({}),
+  /**
+   * When the leader is gone and every standby is drifted: `stay-down` (no one takes over until
+   * one is back in sync, or an operator switches over) or `freshest` (the one holding the
+   * newest snapshot is let through, and the history says so).
+   */
+  whenNoneInSync: z.enum(['stay-down', 'freshest']).default('stay-down'),
+});
+export type ServiceState = z.infer<typeof ServiceState>;
+
+/** The state directory of `node`: the spec's path with `{node}` replaced. */
+export function stateDirFor(state: Pick<ServiceState, 'dir'>, node: string): string {
+  return state.dir.replaceAll(STATE_DIR_NODE, node);
+}
+
 export const IdentitySpec = z.strictObject({
   name: Name,
   description: z.string().max(500).optional(),
@@ -132,6 +208,8 @@ export const IdentitySpec = z.strictObject({
   access: AccessLists.prefault({}),
   inbox: Inbox.prefault({}),
   probe: Probe.prefault({}),
+  /** The service's state directory and its snapshots; absent, the service keeps no state. */
+  state: ServiceState.optional(),
   /** Nodes allowed to host the identity, with their priority. Absent: every agent that lists it. */
   candidates: z.record(Name, CandidateSettings).optional(),
   /** Lines HELP prints after the built-in commands (the service's own commands). */

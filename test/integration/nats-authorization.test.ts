@@ -2,16 +2,26 @@
 // per-node agent users scoped to their identities, no anonymous access: what `npm start`
 // runs), a client user's attempts at what the table denies are refused by the server and
 // change nothing, while the client may still PING and call the identity, and the agents and
-// the controller work normally under their own users.
+// the controller work normally under their own users (an agent's user also keeps snapshot
+// archives in the object store, which a client may not touch).
 import { expect } from 'chai';
 import type { Etcd3 } from 'etcd3';
-import { createInbox, ErrorCode, headers, NatsError, type NatsConnection, type Status } from 'nats';
+import {
+  createInbox,
+  ErrorCode,
+  headers,
+  NatsError,
+  type NatsConnection,
+  type ObjectStore,
+  type Status,
+} from 'nats';
+import { randomBytes } from 'node:crypto';
 import type { IdentityView, NodeView } from '../../pkg/api/identities.js';
 import { AgentConfig } from '../../pkg/config/agent.js';
 import { PROTOCOL_VERSION } from '../../pkg/control/protocol.js';
 import { collectResponders, IdentityClient } from '../../pkg/identity/client.js';
 import { inboxStream, INBOX_CONSUMER, subjects } from '../../pkg/identity/wire.js';
-import { REPLAY_BUCKET } from '../../pkg/natsauth/index.js';
+import { REPLAY_BUCKET, SNAPSHOT_BUCKET } from '../../pkg/natsauth/index.js';
 import { putSpec } from '../../pkg/spec/store.js';
 import type { AgentProcess } from '../support/agents.js';
 import { IntegrationCluster } from '../support/cluster.js';
@@ -44,6 +54,32 @@ function watchRefusals(nc: NatsConnection): Refusal[] {
     }
   })();
   return seen;
+}
+
+/** `data` as the web stream nats.js's object store put reads (as pkg/snapshot/store.ts gives it). */
+function streamOf(data: Uint8Array): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    pull(c) {
+      c.enqueue(data);
+      c.close();
+    },
+  });
+}
+
+/** An object's bytes as os.get streams them, after nats.js checked their digest. */
+async function readObject(os: ObjectStore, name: string): Promise<Buffer | null> {
+  const got = await os.get(name);
+  if (!got) return null;
+  const chunks: Uint8Array[] = [];
+  const reader = got.data.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+  }
+  const err = await got.error;
+  if (err) throw err;
+  return Buffer.concat(chunks);
 }
 
 describe('NATS authorization: the shipped role users (issue 12 point 1)', function () {
@@ -232,6 +268,54 @@ describe('NATS authorization: the shipped role users (issue 12 point 1)', functi
         { operation: 'subscription', subject: subjects.control('b'), queue: undefined },
         { operation: 'publish', subject: subjects.control('b'), queue: undefined },
       ]);
+    } finally {
+      await agentA.close();
+    }
+  });
+
+  it('lets an agent user keep snapshot archives in the object store, and refuses the client', async () => {
+    const agentA = await connectAs(nats.hostUrl, 'agent', { node: 'a' });
+    const refusals = watchRefusals(agentA);
+    try {
+      // A few hundred KB (three chunks); and one large enough that the download runs under
+      // the server's flow control (it starts at about 1 MB).
+      const small = randomBytes(384 * 1024);
+      const large = randomBytes(3 * 1024 * 1024);
+      const names = [`${ID}/1-${Date.now()}`, `${ID}/2-${Date.now()}`];
+      const os = await agentA.jetstream().views.os(SNAPSHOT_BUCKET);
+      expect((await os.put({ name: names[0]! }, streamOf(small), { timeout: 10_000 })).size).to.equal(
+        small.length,
+      );
+      await os.put({ name: names[1]! }, streamOf(large), { timeout: 10_000 });
+
+      // The client can neither open the bucket, nor write, purge or read its subjects.
+      const osErr = await client
+        .jetstream()
+        .views.os(SNAPSHOT_BUCKET)
+        .then(
+          () => undefined,
+          (e: unknown) => e as NatsError,
+        );
+      expect(osErr?.code, osErr?.message).to.equal(ErrorCode.PermissionsViolation);
+      // nats.js names an object's metadata subject by its name in padded URL-safe base64.
+      const padded = Buffer.from(names[0]!).toString('base64').replace(/\+/g, '-').replace(/\//g, '_');
+      const meta = `$O.${SNAPSHOT_BUCKET}.M.${padded}`;
+      client.publish(meta, JSON.stringify({ name: names[0], deleted: true }));
+      await refusedBy({ operation: 'publish', subject: meta });
+      await expectRequestRefused(`$JS.API.STREAM.PURGE.OBJ_${SNAPSHOT_BUCKET}`, '{}');
+      client.subscribe(`$O.${SNAPSHOT_BUCKET}.C.>`);
+      await refusedBy({ operation: 'subscription', subject: `$O.${SNAPSHOT_BUCKET}.C.>` });
+
+      // The agent gets both back identical, lists and deletes them.
+      expect((await readObject(os, names[0]!))?.equals(small), 'the small archive read back').to.equal(true);
+      expect((await readObject(os, names[1]!))?.equals(large), 'the large archive read back').to.equal(true);
+      expect((await os.list()).map((i) => i.name)).to.include.members(names);
+      for (const name of names) await os.delete(name);
+      expect(await os.get(names[0]!)).to.equal(null);
+      const left = (await os.list()).map((i) => i.name).filter((n) => names.includes(n));
+      expect(left, 'archives listed after their deletion').to.deep.equal([]);
+      await agentA.flush();
+      expect(refusals, "the server's refusals of the agent user").to.deep.equal([]);
     } finally {
       await agentA.close();
     }

@@ -45,6 +45,7 @@ describe('process driver: the policy decides what is spawned', function () {
         commands: ['/usr/bin/sleep', '/bin/sleep'],
         modules: [],
         credentialPaths: [],
+        stateDirs: [],
         unrestricted: false,
       },
       service: { allowRoot: true },

@@ -57,6 +57,19 @@ export interface RecordedCall {
   args: unknown[];
 }
 
+/** A snapshot record as the leader's agent would answer it. */
+export const SNAPSHOT = {
+  identity: 'msggateway',
+  node: 'a',
+  token: '42',
+  takenAt: '2026-01-01T00:00:00.000Z',
+  object: 'msggateway/42-1767225600000',
+  bytes: 1024,
+  files: 3,
+  quiesced: true,
+  manifestSha256: 'a'.repeat(64),
+};
+
 /** The controller core as the HTTP layer sees it: records calls, answers with fixtures. */
 export class FakeApi implements ControllerApi {
   /** What listIdentities, getIdentity, listNodes and history answer. */
@@ -179,6 +192,12 @@ export class FakeApi implements ControllerApi {
   }
   history(identity: string | undefined, query: unknown) {
     return this.record('history', [identity, query], { entries: this.historyEntries });
+  }
+  snapshot(identity: string, body: unknown, actor: string) {
+    return this.record('snapshot', [identity, body, actor], SNAPSHOT);
+  }
+  listSnapshots(identity: string) {
+    return this.record('listSnapshots', [identity], { identity, snapshots: [SNAPSHOT] });
   }
   subscribe(listener: (event: ApiEvent) => void) {
     this.listeners.add(listener);

@@ -111,7 +111,13 @@ identities:
 
   it('allows nothing by default, and runs no service as root unasked', () => {
     const c = parseAgentConfig(GOOD, 'agent.yaml');
-    expect(c.allow).to.deep.equal({ commands: [], modules: [], credentialPaths: [], unrestricted: false });
+    expect(c.allow).to.deep.equal({
+      commands: [],
+      modules: [],
+      credentialPaths: [],
+      stateDirs: [],
+      unrestricted: false,
+    });
     expect(c.service).to.deep.equal({ allowRoot: false });
   });
 

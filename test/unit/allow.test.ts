@@ -12,7 +12,7 @@ import {
   type ResolvedAllow,
   type Targets,
 } from '../../pkg/identity/allow.js';
-import { findCommand, resolveAllow, resolveFile } from '../../pkg/identity/allow-resolve.js';
+import { findCommand, resolveAllow, resolveFile, resolveStateDir } from '../../pkg/identity/allow-resolve.js';
 import { ExecPolicy } from '../../pkg/identity/exec-policy.js';
 import type { IdentitySpec } from '../../pkg/spec/schema.js';
 
@@ -28,6 +28,7 @@ function allow(over: Partial<ResolvedAllow> = {}): ResolvedAllow {
     'service.command': plain('/usr/bin/sleep', '/opt/app/bin/'),
     'service.module': plain('/opt/app/handlers/'),
     'credential.path': plain('/etc/understudy/credentials/'),
+    'state.dir': plain('/var/lib/understudy/'),
     ...over,
   };
 }
@@ -212,6 +213,7 @@ describe('allow-list: where a spec leads on this node', function () {
         commands: [`${root}/allowed/`],
         modules: [],
         credentialPaths: [],
+        stateDirs: [],
         unrestricted: false,
       }),
     );
@@ -265,6 +267,7 @@ describe('allow-list: where a spec leads on this node', function () {
           commands: [],
           modules: unrestricted ? [] : [`${root}/allowed/`],
           credentialPaths: unrestricted ? [] : [`${root}/allowed/data`],
+          stateDirs: [],
           unrestricted,
         },
         service: { allowRoot: true },
@@ -289,5 +292,26 @@ describe('allow-list: where a spec leads on this node', function () {
     expect(await policy(true).check(spec(`${root}/evil/svc`, '/etc/shadow'), who)).to.deep.equal({
       ok: true,
     });
+  });
+
+  it('a state directory: allowed inside a listed directory even before it exists; a symlinked parent leads where it leads', async function () {
+    await mkdir(join(root, 'state'));
+    await symlink(join(root, 'evil'), join(root, 'state', 'link-out'));
+    const allowList = await resolveAllow({
+      commands: [],
+      modules: [],
+      credentialPaths: [],
+      stateDirs: [`${root}/state/`],
+      unrestricted: false,
+    });
+    const stateDir = async (path: string) => mayRun({ 'state.dir': await resolveStateDir(path) }, allowList);
+    expect(await stateDir(join(root, 'state', 'ratebot'))).to.deep.equal({ ok: true });
+    // Directly inside only, as for commands: a deeper directory is another owner's.
+    expect(await stateDir(join(root, 'state', 'a', 'b'))).to.include({ ok: false, field: 'state.dir' });
+    const viaLink = await stateDir(join(root, 'state', 'link-out', 'x'));
+    expect(viaLink).to.include({ ok: false, field: 'state.dir' });
+    expect((viaLink as { reason: string }).reason).to.include('allow.stateDirs');
+    const file = await stateDir(join(root, 'allowed', 'data'));
+    expect((file as { reason: string }).reason).to.include('is not a directory');
   });
 });

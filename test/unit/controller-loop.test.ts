@@ -7,6 +7,7 @@ import { ManualClock } from '../../pkg/clock/index.js';
 import type { Cluster } from '../../pkg/controller/cluster.js';
 import { EventStream } from '../../pkg/controller/events.js';
 import type { FenceReconciler } from '../../pkg/controller/fence-reconciler.js';
+import type { DriftReconciler } from '../../pkg/controller/drift-reconciler.js';
 import { ControlLoop, TICK_MS } from '../../pkg/controller/loop.js';
 import { FULL_REBUILD_MS } from '../../pkg/controller/view-changes.js';
 import type { ProbeState } from '../../pkg/controller/view.js';
@@ -62,6 +63,7 @@ describe('controller loop (manual clock)', () => {
       events: new EventStream(clock, log, metrics),
       supervisor: {} as WorkflowSupervisor,
       fences: {} as FenceReconciler,
+      drift: {} as DriftReconciler,
       writer: {} as GuardedWriter,
       metrics,
       trouble: new LoopTrouble(log, metrics.loopFailures),
@@ -154,6 +156,7 @@ describe('controller loop: publishing views', () => {
       events,
       supervisor: {} as WorkflowSupervisor,
       fences: {} as FenceReconciler,
+      drift: {} as DriftReconciler,
       writer: {} as GuardedWriter,
       metrics,
       trouble: new LoopTrouble(log, metrics.loopFailures),

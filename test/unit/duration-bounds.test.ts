@@ -115,6 +115,9 @@ const row = (
 /** Lease timing set in full, so the self-fence inequality holds whatever the defaults become. */
 const leaseAt = (lease: Doc): Doc => ({ ...AGENT, lease: { ttlSeconds: 30, ...lease } });
 
+/** A spec with a state directory, which the state section cannot be without. */
+const withState: Doc = { ...spec.base, state: { dir: '/var/lib/understudy/x' } };
+
 const TABLE: Row[] = [
   row(spec, 'service.restart.backoffMs', 10, 60_000),
   row(spec, 'service.restart.maxBackoffMs', 10, 300_000),
@@ -126,6 +129,9 @@ const TABLE: Row[] = [
   row(spec, 'probe.intervalMs', 100, 600_000),
   row(spec, 'probe.timeoutMs', 50, 60_000),
   row(spec, 'requestTimeoutMs', 50, 60_000),
+  row(spec, 'state.snapshotEveryMs', 10_000, 86_400_000, undefined, withState),
+  row(spec, 'state.refreshEveryMs', 5_000, 86_400_000, undefined, withState),
+  row(spec, 'state.maxLagMs', 5_000, 7 * 86_400_000, undefined, withState),
   row(agent, 'lease.ttlSeconds', 2, 3_600),
   // D and the logout budget must also fit the TTL (leaseTiming): accepted values respect that.
   row(agent, 'lease.selfFenceMs', 1, 3_600_000, [12_000, 15_000], leaseAt({ logoutBudgetMs: 5_000 })),

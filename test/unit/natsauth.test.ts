@@ -10,6 +10,7 @@ import { CREDENTIAL_QUEUE, credentialSubject } from '../../pkg/credentials/proto
 import { REPLAY_BUCKET as CODE_REPLAY_BUCKET } from '../../pkg/identity/replay.js';
 import { INBOX_CONSUMER, inboxStream, subjects } from '../../pkg/identity/wire.js';
 import { generateCallerKey } from '../../pkg/keys/index.js';
+import { SNAPSHOT_BUCKET as CODE_SNAPSHOT_BUCKET } from '../../pkg/snapshot/store.js';
 import { repoRoot } from '../support/paths.js';
 import {
   authUsers,
@@ -24,6 +25,7 @@ import {
   renderTable,
   rolePermissions,
   roleUser,
+  SNAPSHOT_BUCKET,
   type Role,
   type RoleScope,
 } from '../../pkg/natsauth/index.js';
@@ -44,6 +46,8 @@ describe('NATS authorization (pkg/natsauth)', () => {
       ['understudy.>', '>', false],
       ['>', 'anything.at.all', true],
       ['$JS.ACK.UNDERSTUDY_INBOX_demo.leader.>', '$JS.ACK.UNDERSTUDY_INBOX_demo.leader.1.2.3', true],
+      ['$O.understudy-snapshots.M.>', '$O.understudy-snapshots.M.ZGVtby8xLTE=', true],
+      ['$O.understudy-snapshots.C.>', '$O.understudy-snapshots.M.x', false],
     ];
     for (const [pattern, subject, expected] of cases) {
       it(`${pattern} ${expected ? 'covers' : 'does not cover'} ${subject}`, () => {
@@ -127,6 +131,40 @@ describe('NATS authorization (pkg/natsauth)', () => {
       ['agent', a, 'publish', '_INBOX.Xyz', true],
       ['controller', {}, 'publish', '$JS.API.INFO', false],
       ['controller', {}, 'publish', '_INBOX.Xyz', false],
+      // The snapshot object store: agents (any scope) put, get, list and delete archives in
+      // that one bucket, exactly through the subjects nats.js 2.29 uses; nobody else touches it.
+      ['agent', aDemo, 'publish', '$O.understudy-snapshots.C.Uq3sVhYkZpLh8Bd3gCF0xA', true],
+      ['agent', aDemo, 'publish', '$O.understudy-snapshots.M.ZGVtby8xLTE3MDAwMDAwMDA=', true],
+      ['agent', aDemo, 'publish', '$JS.API.STREAM.INFO.OBJ_understudy-snapshots', true],
+      ['agent', aDemo, 'publish', '$JS.API.STREAM.CREATE.OBJ_understudy-snapshots', true],
+      ['agent', aDemo, 'publish', '$JS.API.STREAM.MSG.GET.OBJ_understudy-snapshots', true],
+      ['agent', aDemo, 'publish', '$JS.API.STREAM.PURGE.OBJ_understudy-snapshots', true],
+      ['agent', aDemo, 'publish', '$JS.API.STREAM.NAMES', true],
+      ['agent', aDemo, 'publish', '$JS.API.CONSUMER.CREATE.OBJ_understudy-snapshots', true],
+      ['agent', aDemo, 'publish', '$JS.FC.OBJ_understudy-snapshots.x8Yc2ZaB.KFJM', true],
+      ['agent', {}, 'publish', '$O.understudy-snapshots.C.Uq3sVhYkZpLh8Bd3gCF0xA', true],
+      // ... and nothing beyond: no other bucket, no deleting or reconfiguring it, no direct get.
+      ['agent', aDemo, 'publish', '$O.other-bucket.C.x', false],
+      ['agent', aDemo, 'publish', '$O.understudy-snapshots', false],
+      ['agent', aDemo, 'publish', '$JS.API.STREAM.DELETE.OBJ_understudy-snapshots', false],
+      ['agent', aDemo, 'publish', '$JS.API.STREAM.UPDATE.OBJ_understudy-snapshots', false],
+      ['agent', aDemo, 'publish', '$JS.API.DIRECT.GET.OBJ_understudy-snapshots', false],
+      ['agent', aDemo, 'publish', '$JS.API.CONSUMER.DELETE.OBJ_understudy-snapshots.x', false],
+      ['agent', aDemo, 'publish', '$JS.API.CONSUMER.CREATE.OBJ_other-bucket', false],
+      ['agent', aDemo, 'publish', '$JS.API.STREAM.PURGE.UNDERSTUDY_INBOX_demo', false],
+      ['agent', aDemo, 'publish', '$JS.API.STREAM.PURGE.KV_UNDERSTUDY_REPLAY', false],
+      ['agent', aDemo, 'publish', '$JS.FC.UNDERSTUDY_INBOX_demo.leader.KFJM', false],
+      ['agent', aDemo, 'subscribe', '$O.understudy-snapshots.C.>', false],
+      ['client', {}, 'publish', '$O.understudy-snapshots.C.x', false],
+      ['client', {}, 'publish', '$O.understudy-snapshots.M.ZGVtby8xLTE=', false],
+      ['client', {}, 'publish', '$JS.API.STREAM.INFO.OBJ_understudy-snapshots', false],
+      ['client', {}, 'publish', '$JS.API.STREAM.PURGE.OBJ_understudy-snapshots', false],
+      ['client', {}, 'publish', '$JS.API.STREAM.NAMES', false],
+      ['client', {}, 'subscribe', '$O.understudy-snapshots.C.>', false],
+      ['client', {}, 'subscribe', '$O.>', false],
+      ['controller', {}, 'publish', '$O.understudy-snapshots.M.ZGVtby8xLTE=', false],
+      ['controller', {}, 'publish', '$JS.API.STREAM.PURGE.OBJ_understudy-snapshots', false],
+      ['controller', {}, 'subscribe', '$O.understudy-snapshots.C.>', false],
     ];
     for (const [role, scope, op, subject, allowed, queue] of cases) {
       const who = `${role}${scope.node ? ` of node ${scope.node}` : ''}${scope.identities ? ` for ${scope.identities.join(',')}` : ''}`;
@@ -140,6 +178,9 @@ describe('NATS authorization (pkg/natsauth)', () => {
       const controller = rolePermissions('controller');
       const client = rolePermissions('client');
       expect(REPLAY_BUCKET).to.equal(CODE_REPLAY_BUCKET);
+      expect(SNAPSHOT_BUCKET).to.equal(CODE_SNAPSHOT_BUCKET);
+      expect(permits(agent, 'publish', `$O.${CODE_SNAPSHOT_BUCKET}.C.nuid`)).to.equal(true);
+      expect(permits(agent, 'publish', `$JS.API.STREAM.CREATE.OBJ_${CODE_SNAPSHOT_BUCKET}`)).to.equal(true);
       expect(permits(agent, 'publish', subjects.heartbeat('n1'))).to.equal(true);
       expect(permits(agent, 'subscribe', subjects.control('n1'))).to.equal(true);
       expect(permits(agent, 'subscribe', subjects.identity('billing'))).to.equal(true);
@@ -158,6 +199,37 @@ describe('NATS authorization (pkg/natsauth)', () => {
       expect(rolePermissions('agent').responses).to.not.equal(undefined);
       expect(rolePermissions('controller').responses).to.not.equal(undefined);
       expect(rolePermissions('client').responses).to.equal(undefined);
+    });
+
+    it('denies every role but agents the object stores explicitly, so no future allow opens them', () => {
+      for (const role of ['controller', 'client'] as const) {
+        const p = rolePermissions(role);
+        expect(
+          p.publish.deny.map((r) => r.subject),
+          `${role} publish`,
+        ).to.include('$O.>');
+        expect(
+          p.subscribe.deny.map((r) => r.subject),
+          `${role} subscribe`,
+        ).to.include('$O.>');
+      }
+    });
+
+    it('scopes every object store entry of the agent to the snapshot bucket and its stream', () => {
+      const stream = `OBJ_${SNAPSHOT_BUCKET}`;
+      const entries = rolePermissions('agent', { node: 'a', identities: ['demo'] })
+        .publish.allow.map((r) => r.subject)
+        .filter((s) => s.startsWith('$O.') || s.includes('OBJ_'));
+      expect(entries).to.have.members([
+        `$O.${SNAPSHOT_BUCKET}.C.>`,
+        `$O.${SNAPSHOT_BUCKET}.M.>`,
+        `$JS.API.STREAM.INFO.${stream}`,
+        `$JS.API.STREAM.CREATE.${stream}`,
+        `$JS.API.STREAM.MSG.GET.${stream}`,
+        `$JS.API.STREAM.PURGE.${stream}`,
+        `$JS.API.CONSUMER.CREATE.${stream}`,
+        `$JS.FC.${stream}.>`,
+      ]);
     });
 
     it('gives every entry a reason', () => {
