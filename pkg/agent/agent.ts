@@ -483,6 +483,7 @@ export class Agent {
       }),
     };
     if (this.nc.isClosed()) return;
+    for (const r of runners) void r.refreshVersion();
     this.nc.publish(subjects.heartbeat(this.node), new TextEncoder().encode(JSON.stringify(beat)));
     const leading = runners.flatMap((r) => {
       const token = r.token;

@@ -56,6 +56,12 @@ const FAILED_COOLDOWN_MS = 10_000;
 /** Pause after an unexpected error in the loop, doubling while it persists, so a fault does not spin. */
 const LOOP_ERROR_PAUSE_MS = 1_000;
 const LOOP_ERROR_MAX_PAUSE_MS = 30_000;
+/**
+ * How often a node looks again at the executable its service would run, for drift checks: a
+ * replaced binary is reported within this long. A stat per identity that keeps state, and a
+ * read only when the file changed.
+ */
+const VERSION_RECHECK_MS = 10_000;
 /** A campaign ranked last for a cooldown re-registers this long after it ends, so its rank is current. */
 const COOLDOWN_REFRESH_SLACK_MS = 10;
 
@@ -324,6 +330,26 @@ export class IdentityRunner extends EventEmitter {
     return term.drain(holdMs, actor);
   }
 
+  /**
+   * Work out again which version of the service this node would run (for drift checks): at
+   * once with `force`, else at most every VERSION_RECHECK_MS, and only for an identity that
+   * keeps state (drift is judged only there). A binary replaced on disk counts from then on.
+   */
+  async refreshVersion(force = false): Promise<void> {
+    const spec = this.spec;
+    if (!spec || (!force && !spec.state)) return;
+    const now = this.clock.monotonicMs();
+    if (!force && spec === this.versionOf && now - this.versionCheckedAt < VERSION_RECHECK_MS) return;
+    this.versionOf = spec;
+    this.versionCheckedAt = now;
+    const version = await serviceVersion(spec, { identity: this.identity, node: this.deps.node }).catch(
+      () => undefined,
+    );
+    if (spec === this.spec) this.serviceVersion = version;
+  }
+  private versionOf: IdentitySpec | undefined;
+  private versionCheckedAt = Number.NEGATIVE_INFINITY;
+
   /** Snapshot the state directory now, as the logged-in leader (`understudy snapshot`). */
   snapshot(actor: string): Promise<SnapshotRecord> {
     const term = this.term;
@@ -495,7 +521,7 @@ export class IdentityRunner extends EventEmitter {
     // Snapshots are restored only into a state directory this node's allow-list accepts.
     this.stateKeeper?.configure(spec && !refused ? spec.state : undefined);
     if (spec && !refused) {
-      this.serviceVersion = await serviceVersion(spec, { identity: this.identity, node: this.deps.node });
+      await this.refreshVersion(true);
       if (spec !== this.spec) return;
     }
     const { fenceReason } = this.outside();
