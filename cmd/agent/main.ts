@@ -1,5 +1,5 @@
 // understudy agent: hosts identities on this node. Thin: parse flags, load config, run.
-//   understudy-agent --config /etc/understudy/agent.yaml
+//   understudy-agent --config /etc/understudy/agent.yaml [--clone IDENTITY]
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -10,11 +10,15 @@ import { execPolicy, type ExecPolicy } from '../../pkg/identity/exec-policy.js';
 import { createLogger, logFormat } from '../../pkg/log/index.js';
 import { SpecError } from '../../pkg/spec/store.js';
 
-const USAGE = `usage: understudy-agent --config FILE
+const USAGE = `usage: understudy-agent --config FILE [--clone IDENTITY]
 
 Runs the understudy agent for this node. Settings come from FILE (YAML) and UNDERSTUDY_*
 environment variables (see README). SIGTERM logs every identity out and resigns, so a
-standby takes over at once; a second SIGTERM exits immediately.`;
+standby takes over at once; a second SIGTERM exits immediately.
+
+--clone IDENTITY  bootstrap this node as a cold standby of IDENTITY first: pull the bundle
+                  \`understudy clone IDENTITY --to NODE\` recorded, restore the newest good
+                  snapshot of its state, then stand by (docs/state.md).`;
 
 /** Exit codes a supervisor can tell apart. */
 const EXIT_CONFIG = 2;
@@ -24,7 +28,11 @@ async function main(): Promise<void> {
   let args;
   try {
     args = parseArgs({
-      options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } },
+      options: {
+        config: { type: 'string', short: 'c' },
+        clone: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
       strict: true,
     });
   } catch (err) {
@@ -43,7 +51,8 @@ async function main(): Promise<void> {
 
   let config;
   try {
-    config = await loadAgentConfig(file);
+    const clone = args.values.clone;
+    config = await loadAgentConfig(file, clone ? { ...process.env, UNDERSTUDY_CLONE: clone } : process.env);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);

@@ -186,6 +186,20 @@ program
   .action((identity: string) => run(() => api.snapshots(globals(), identity))());
 
 program
+  .command('clone <identity>')
+  .description('register a node as a cold standby of the identity (its agent then starts with --clone)')
+  .requiredOption('--to <node>', 'the node to become a cold standby')
+  .option('--reason <text>', 'why (kept in the history)')
+  .action((identity: string, o: { to: string; reason?: string }) =>
+    run(() => api.cloneTo(globals(), identity, o))(),
+  );
+
+program
+  .command('clones <identity>')
+  .description('the clones of an identity: age, agent, snapshot and drift')
+  .action((identity: string) => run(() => api.clones(globals(), identity))());
+
+program
   .command('nodes')
   .description('nodes: heartbeat, fence and the identities each hosts')
   .action(() => run(() => api.nodes(globals()))());

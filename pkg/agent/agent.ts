@@ -6,7 +6,7 @@ import { mkdir } from 'node:fs/promises';
 import type { Etcd3 } from 'etcd3';
 import type { NatsConnection } from 'nats';
 import type { Logger } from 'pino';
-import { defaultRunDir, type AgentConfig } from '../config/agent.js';
+import { defaultRunDir, hostedIdentities, type AgentConfig } from '../config/agent.js';
 import {
   AgentStatus,
   ControlError,
@@ -41,6 +41,7 @@ import { Admission } from './admission.js';
 import { IdentityRunner, RunnerError, type LeaderAnswer } from './runner.js';
 import { SnapshotStore } from '../snapshot/store.js';
 import { stateDirFor } from '../spec/schema.js';
+import { bootstrapClone } from './clone-bootstrap.js';
 import { lifelineDeadline, lifelineSlackMs } from './term.js';
 import { SessionKeeper } from './sessions.js';
 import { SharedRetryLog } from './retries.js';
@@ -191,7 +192,17 @@ export class Agent {
 
   private async run(): Promise<void> {
     const { config, logger } = this;
-    for (const identity of Object.keys(config.identities)) {
+    if (config.clone !== undefined) {
+      const said = await bootstrapClone({
+        identity: config.clone,
+        node: this.node,
+        etcd: this.etcd,
+        store: this.snapshots,
+        log: logger.child({ identity: config.clone }),
+      });
+      logger.info({ identity: config.clone, steps: said }, 'bootstrapped from the clone: standing by');
+    }
+    for (const identity of Object.keys(hostedIdentities(config))) {
       const runner = this.makeRunner(identity);
       this.runners.set(identity, runner);
     }
@@ -260,7 +271,7 @@ export class Agent {
   }
 
   private makeRunner(identity: string): IdentityRunner {
-    const overrides = this.config.identities[identity] ?? {};
+    const overrides = hostedIdentities(this.config)[identity] ?? {};
     const runner = new IdentityRunner(identity, {
       node: this.node,
       sessions: this.sessions,

@@ -61,9 +61,13 @@ export class StateKeeper {
 
   /** The spec's state section, new or changed (undefined: the identity keeps no state). */
   configure(state: ServiceState | undefined): void {
-    const same = JSON.stringify(state) === JSON.stringify(this.state);
+    // Every spec revision is a new object: an equal state section changes nothing, and the
+    // armed timer (which checks it still serves the same section) keeps running.
+    if (JSON.stringify(state) === JSON.stringify(this.state)) return;
     this.state = state;
-    if (!same) this.schedule();
+    this.schedule();
+    // Say what the directory holds from the first heartbeat, not from the first refresh.
+    if (state) void this.serially(() => this.load(state)).catch(() => undefined);
   }
 
   /**
@@ -165,8 +169,7 @@ export class StateKeeper {
 
   private async take(token: bigint, why: string, serviceStopped: boolean): Promise<SnapshotRecord> {
     const state = this.state;
-    if (!state)
-      throw new Error(`${this.deps.identity} has no state directory in its spec (spec.this.dir(state))`);
+    if (!state) throw new Error(`${this.deps.identity} has no state directory in its spec (spec.state)`);
     await this.load(state);
     await mkdir(this.dir(state), { recursive: true, mode: 0o700 });
     const driver = serviceStopped ? undefined : this.leading?.driver();

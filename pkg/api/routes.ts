@@ -20,6 +20,7 @@ import {
 } from './identities.js';
 import { Role } from './problem.js';
 import { SnapshotBody, SnapshotList, SnapshotRecord } from './snapshots.js';
+import { CloneBody, CloneList, CloneView } from './clones.js';
 import { FailoverBody, PauseBody, ReasonBody, SwitchoverBody, Workflow } from './workflows.js';
 
 // --- what the HTTP layer needs from the controller -----------------------------------------
@@ -70,6 +71,10 @@ export interface ControllerApi {
   /** Ask the leader to snapshot the identity's state directory now; resolves with its record. */
   snapshot(identity: string, body: SnapshotBody, actor: string): Promise<SnapshotRecord>;
   listSnapshots(identity: string): Promise<SnapshotList>;
+  /** Register `body.node` as a cold standby of the identity, with the bundle it needs. */
+  clone(identity: string, body: CloneBody, actor: string): Promise<CloneView>;
+  listClones(identity: string): Promise<CloneList>;
+  deleteClone(identity: string, node: string, actor: string): Promise<void>;
 
   /** Subscribe to changes; returns the unsubscribe function. */
   subscribe(listener: (event: ApiEvent) => void): () => void;
@@ -208,6 +213,31 @@ export const ROUTES: readonly RouteSpec[] = [
     summary: 'the snapshots kept of the identity, newest first',
     response: SnapshotList,
     status: 200,
+  },
+  {
+    method: 'post',
+    path: '/v1/identities/:identity/clones',
+    role: 'operator',
+    summary:
+      'register a node as a cold standby: records the bundle it needs (spec revision, credential reference, access lists, service version, latest snapshot)',
+    body: CloneBody,
+    response: CloneView,
+    status: 201,
+  },
+  {
+    method: 'get',
+    path: '/v1/identities/:identity/clones',
+    role: 'viewer',
+    summary: 'the clones of an identity with their age and drift',
+    response: CloneList,
+    status: 200,
+  },
+  {
+    method: 'delete',
+    path: '/v1/identities/:identity/clones/:node',
+    role: 'operator',
+    summary: 'forget a clone (its agent, if running, keeps standing by)',
+    status: 204,
   },
   {
     method: 'post',

@@ -8,3 +8,4 @@ export * from './workflows.js';
 export * from './events.js';
 export * from './routes.js';
 export * from './snapshots.js';
+export * from './clones.js';

@@ -10,4 +10,4 @@ export * from './identity-commands.js';
 export * from './handover-commands.js';
 export * from './fence-commands.js';
 export * from './acl-commands.js';
-export * from './snapshot-commands.js';
+export * from './state-commands.js';

@@ -42,6 +42,7 @@ export const routes = {
   resume: (identity: string) => `${identityPath(identity)}/resume`,
   snapshot: (identity: string) => `${identityPath(identity)}/snapshot`,
   snapshots: (identity: string) => `${identityPath(identity)}/snapshots`,
+  clones: (identity: string) => `${identityPath(identity)}/clones`,
   workflow: (identity: string) => `${identityPath(identity)}/workflow`,
   acl: (identity: string) => `${identityPath(identity)}/acl`,
   approve: (identity: string, caller: string) =>

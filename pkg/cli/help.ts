@@ -22,6 +22,8 @@ export const EXAMPLES: Readonly<Record<string, readonly string[]>> = {
   resume: ['understudy resume demo'],
   snapshot: ['understudy snapshot demo --reason "before the vendor upgrade"'],
   snapshots: ['understudy snapshots demo', 'understudy snapshots demo -o json'],
+  clone: ['understudy clone demo --to c --reason "new host in rack 4"'],
+  clones: ['understudy clones demo'],
   nodes: ['understudy nodes'],
   fence: ['understudy fence a --reason "kernel upgrade"'],
   unfence: ['understudy unfence a'],

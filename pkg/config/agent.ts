@@ -136,78 +136,95 @@ export const ServiceSection = z
  */
 export const DEFAULT_AGENT_IDENTITY_SERIES_LIMIT = 500;
 
-export const AgentConfig = z.strictObject({
-  /** This host's name: unique among the agents, shown everywhere (in logs, list, history). */
-  node: Name,
-  etcd: EtcdSection,
-  nats: NatsSection,
-  /** Lease timing: its schema lives with the self-fencing inequality it feeds (pkg/lease/timing.ts). */
-  lease: LeaseTimingSection,
-  /** Default priority of this node for every identity it hosts (higher wins free elections). */
-  priority: z.number().int().min(-1000).max(1000).default(0),
-  /** `nofailover: true`: this node never leads (Patroni's tag of the same name). */
-  tags: z.strictObject({ nofailover: z.boolean().default(false) }).prefault({}),
-  /** Identities this node may host, with per-identity overrides. */
-  identities: z
-    .record(
-      Name,
-      z
-        .strictObject({
-          /** This node's priority for this identity (overrides `priority`). */
-          priority: z.number().int().min(-1000).max(1000).optional(),
-          /** Never lead this identity from this node. */
-          nofailover: z.boolean().optional(),
-        })
-        .nullable()
-        .transform((v) => v ?? {}),
-    )
-    .refine((r) => Object.keys(r).length > 0, 'list at least one identity this node may host'),
-  /**
-   * A NATS user seed file ('SU...', mode 0600) with this node's signing key: it signs PONGs,
-   * replies and credential requests, and is registered in etcd bound to the node's session.
-   * Absent: a fresh key per start (trusted the same way). Set it to pin the key.
-   */
-  keyFile: z.string().min(1).optional(),
-  /**
-   * Pinned controller keys. The agent obeys a control request only when it is signed by the
-   * active controller's key as registered in etcd; if this list is set, that key must also be
-   * in it (for etcd users you do not fully trust). Empty: the registered key suffices.
-   */
-  controllerKeys: z.array(PublicNkey).default([]),
-  /** A YAML file of identity specs written to etcd at start when absent there (never overwrites). */
-  bootstrapSpecs: z.string().optional(),
-  /** Where the agent keeps per-identity runtime files (credential files, 0700). */
-  runDir: z.string().optional(),
-  /**
-   * Optional listener for /healthz, /metrics and the load balancers' /identities/<id>/leader;
-   * the agent opens no other port.
-   */
-  health: z
-    .strictObject({
-      /** host:port; keep it on loopback or a private interface (no tokens). */
-      listen: HostPort,
-    })
-    .optional(),
-  /** How often the agent tells the controllers its state over NATS (the heartbeat). */
-  heartbeatIntervalMs: durationMs(200, HEARTBEAT_INTERVAL_MAX_MS).default(2_000),
-  /** Transitions kept in etcd per identity; older ones are pruned (pkg/history). */
-  history: z
-    .strictObject({ keepPerIdentity: z.number().int().min(10).max(1_000_000).default(HISTORY_KEEP) })
-    .prefault({}),
-  /** Identities with Prometheus series of their own (the first added); understudy_identities{state} counts all. */
-  metrics: z
-    .strictObject({
-      identityLimit: z.number().int().min(0).max(100_000).default(DEFAULT_AGENT_IDENTITY_SERIES_LIMIT),
-    })
-    .prefault({}),
-  /** Log records below this level are dropped (JSON lines on stdout; readable on a terminal). */
-  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  /** What identity specs may run and read on this node; empty lists allow nothing. */
-  allow: AllowSection,
-  /** Who process services run as (docs/running-unprivileged.md). */
-  service: ServiceSection,
-});
+export const AgentConfig = z
+  .strictObject({
+    /** This host's name: unique among the agents, shown everywhere (in logs, list, history). */
+    node: Name,
+    etcd: EtcdSection,
+    nats: NatsSection,
+    /** Lease timing: its schema lives with the self-fencing inequality it feeds (pkg/lease/timing.ts). */
+    lease: LeaseTimingSection,
+    /** Default priority of this node for every identity it hosts (higher wins free elections). */
+    priority: z.number().int().min(-1000).max(1000).default(0),
+    /** `nofailover: true`: this node never leads (Patroni's tag of the same name). */
+    tags: z.strictObject({ nofailover: z.boolean().default(false) }).prefault({}),
+    /** Identities this node may host, with per-identity overrides. */
+    identities: z
+      .record(
+        Name,
+        z
+          .strictObject({
+            /** This node's priority for this identity (overrides `priority`). */
+            priority: z.number().int().min(-1000).max(1000).optional(),
+            /** Never lead this identity from this node. */
+            nofailover: z.boolean().optional(),
+          })
+          .nullable()
+          .transform((v) => v ?? {}),
+      )
+      .default({}),
+    /**
+     * Bootstrap as a cold standby of this identity (`understudy-agent --clone ID`): pull the
+     * bundle `understudy clone ID --to NODE` recorded, restore its snapshot, then stand by. The
+     * identity is hosted even when `identities` does not list it.
+     */
+    clone: Name.optional(),
+    /**
+     * A NATS user seed file ('SU...', mode 0600) with this node's signing key: it signs PONGs,
+     * replies and credential requests, and is registered in etcd bound to the node's session.
+     * Absent: a fresh key per start (trusted the same way). Set it to pin the key.
+     */
+    keyFile: z.string().min(1).optional(),
+    /**
+     * Pinned controller keys. The agent obeys a control request only when it is signed by the
+     * active controller's key as registered in etcd; if this list is set, that key must also be
+     * in it (for etcd users you do not fully trust). Empty: the registered key suffices.
+     */
+    controllerKeys: z.array(PublicNkey).default([]),
+    /** A YAML file of identity specs written to etcd at start when absent there (never overwrites). */
+    bootstrapSpecs: z.string().optional(),
+    /** Where the agent keeps per-identity runtime files (credential files, 0700). */
+    runDir: z.string().optional(),
+    /**
+     * Optional listener for /healthz, /metrics and the load balancers' /identities/<id>/leader;
+     * the agent opens no other port.
+     */
+    health: z
+      .strictObject({
+        /** host:port; keep it on loopback or a private interface (no tokens). */
+        listen: HostPort,
+      })
+      .optional(),
+    /** How often the agent tells the controllers its state over NATS (the heartbeat). */
+    heartbeatIntervalMs: durationMs(200, HEARTBEAT_INTERVAL_MAX_MS).default(2_000),
+    /** Transitions kept in etcd per identity; older ones are pruned (pkg/history). */
+    history: z
+      .strictObject({ keepPerIdentity: z.number().int().min(10).max(1_000_000).default(HISTORY_KEEP) })
+      .prefault({}),
+    /** Identities with Prometheus series of their own (the first added); understudy_identities{state} counts all. */
+    metrics: z
+      .strictObject({
+        identityLimit: z.number().int().min(0).max(100_000).default(DEFAULT_AGENT_IDENTITY_SERIES_LIMIT),
+      })
+      .prefault({}),
+    /** Log records below this level are dropped (JSON lines on stdout; readable on a terminal). */
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** What identity specs may run and read on this node; empty lists allow nothing. */
+    allow: AllowSection,
+    /** Who process services run as (docs/running-unprivileged.md). */
+    service: ServiceSection,
+  })
+  .refine((c) => Object.keys(c.identities).length > 0 || c.clone !== undefined, {
+    message: 'list at least one identity this node may host (or start with --clone ID)',
+    path: ['identities'],
+  });
 export type AgentConfig = z.infer<typeof AgentConfig>;
+
+/** The identities this node hosts: those listed, and the one it was cloned for. */
+export function hostedIdentities(config: AgentConfig): AgentConfig['identities'] {
+  if (config.clone === undefined || config.clone in config.identities) return config.identities;
+  return { ...config.identities, [config.clone]: {} };
+}
 
 export const AGENT_ENV_OVERRIDES: EnvOverride[] = [
   { env: 'UNDERSTUDY_NODE', path: ['node'], parse: 'string' },
@@ -219,6 +236,7 @@ export const AGENT_ENV_OVERRIDES: EnvOverride[] = [
   { env: 'UNDERSTUDY_HEALTH_LISTEN', path: ['health', 'listen'], parse: 'string' },
   { env: 'UNDERSTUDY_BOOTSTRAP_SPECS', path: ['bootstrapSpecs'], parse: 'string' },
   { env: 'UNDERSTUDY_LOG_LEVEL', path: ['logLevel'], parse: 'string' },
+  { env: 'UNDERSTUDY_CLONE', path: ['clone'], parse: 'string' },
 ];
 
 /** Cross-field checks the schema cannot express: the self-fence inequality of the lease. */
@@ -258,7 +276,7 @@ function checkLease(config: AgentConfig, file: string): AgentConfig {
     }
     throw err;
   }
-  const problem = killBudgetProblem(Object.keys(config.identities).length, timing);
+  const problem = killBudgetProblem(Object.keys(hostedIdentities(config)).length, timing);
   if (problem) throw new ConfigError(file, [{ field: 'identities', message: problem, source: file }]);
   return config;
 }

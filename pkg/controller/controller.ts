@@ -24,6 +24,7 @@ import { generateCallerKey, userSigner, type UserSigner } from '../keys/index.js
 import { AccessListApi } from './access-lists.js';
 import { AgentStatusApi } from './api-agent-status.js';
 import { SnapshotApi } from './api-snapshots.js';
+import { CloneApi } from './api-clones.js';
 import { DriftReconciler } from './drift-reconciler.js';
 import { AgentLink } from './agents.js';
 import { CredentialApi } from './api-credentials.js';
@@ -81,6 +82,7 @@ export class Controller implements ControllerApi {
   private readonly status: StatusApi;
   private readonly agentStatusApi: AgentStatusApi;
   private readonly snapshots: SnapshotApi;
+  private readonly clones: CloneApi;
   private readonly credentials: CredentialApi;
   /** Answers agents' credential requests; only with credentials.keyFile (credentials.ts). */
   private readonly credentialServer: CredentialServer | undefined;
@@ -142,6 +144,7 @@ export class Controller implements ControllerApi {
     this.nodes = new NodeApi(api);
     this.agentStatusApi = new AgentStatusApi({ agents: this.agents });
     this.snapshots = new SnapshotApi({ etcd, keys, cluster, agents: this.agents });
+    this.clones = new CloneApi(api);
     this.access = new AccessListApi(api);
     const credentialKey = config.credentials.keyFile
       ? loadCredentialKey(config.credentials.keyFile)
@@ -210,6 +213,9 @@ export class Controller implements ControllerApi {
 
   snapshot: ControllerApi['snapshot'] = (...a) => this.snapshots.snapshot(...a);
   listSnapshots: ControllerApi['listSnapshots'] = (identity) => this.snapshots.listSnapshots(identity);
+  clone: ControllerApi['clone'] = (...a) => this.clones.clone(...a);
+  listClones: ControllerApi['listClones'] = (identity) => this.clones.listClones(identity);
+  deleteClone: ControllerApi['deleteClone'] = (...a) => this.clones.deleteClone(...a);
 
   getAcl: ControllerApi['getAcl'] = (...a) => this.access.getAcl(...a);
   changeAcl: ControllerApi['changeAcl'] = (...a) => this.access.changeAcl(...a);

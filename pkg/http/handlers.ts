@@ -16,6 +16,7 @@ import {
 } from '../api/schema.js';
 import type { CredentialBody } from '../api/credentials.js';
 import type { SnapshotBody } from '../api/snapshots.js';
+import type { CloneBody } from '../api/clones.js';
 import { openApiDocument } from '../api/openapi.js';
 import { specForRole } from '../api/redact.js';
 import { events, EVENTS_PATH } from './events.js';
@@ -64,6 +65,11 @@ export function routeHandlers(): Record<string, RouteHandler> {
     'post /v1/identities/:identity/snapshot': async (call) =>
       call.api.snapshot(id(call), call.body as SnapshotBody, call.actor),
     'get /v1/identities/:identity/snapshots': async (call) => call.api.listSnapshots(id(call)),
+    'post /v1/identities/:identity/clones': async (call) =>
+      call.api.clone(id(call), call.body as CloneBody, call.actor),
+    'get /v1/identities/:identity/clones': async (call) => call.api.listClones(id(call)),
+    'delete /v1/identities/:identity/clones/:node': async (call) =>
+      call.api.deleteClone(id(call), param(call, 'node'), call.actor),
     'get /v1/identities/:identity/workflow': async (call) => call.api.getWorkflow(id(call)),
     'delete /v1/identities/:identity/workflow': async (call) => call.api.cancelWorkflow(id(call), call.actor),
     'get /v1/workflows': async ({ api }) => ({ workflows: await api.listWorkflows() }),

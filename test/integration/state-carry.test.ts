@@ -9,7 +9,14 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NatsConnection } from 'nats';
-import type { Problem, SnapshotList, SnapshotRecord, Workflow } from '../../pkg/api/schema.js';
+import type {
+  CloneList,
+  CloneView,
+  Problem,
+  SnapshotList,
+  SnapshotRecord,
+  Workflow,
+} from '../../pkg/api/schema.js';
 import { IdentityClient } from '../../pkg/identity/client.js';
 import { readLeader } from '../../pkg/lease/index.js';
 import { listSnapshots } from '../../pkg/snapshot/store.js';
@@ -50,6 +57,18 @@ describe('state: snapshots carry the service state to the next leader', function
     }
   }
 
+  async function switchoverTo(node: string): Promise<Workflow> {
+    const asked = await ctl.api().post<Workflow>(`/v1/identities/${IDENTITY}/switchover`, { to: node });
+    expect(asked.status, JSON.stringify(asked.body)).to.equal(202);
+    return waitFor(
+      async () => {
+        const wf = (await ctl.api().get<Workflow>(`/v1/identities/${IDENTITY}/workflow`)).body;
+        return wf.id === asked.body.id && (wf.state === 'done' || wf.state === 'aborted') ? wf : undefined;
+      },
+      { timeoutMs: HANDOVER_TIMEOUT_MS, what: `the switchover to ${node} to end` },
+    );
+  }
+
   before(async () => {
     root = await mkdtemp(join(tmpdir(), 'understudy-state-'));
     cluster = await IntegrationCluster.start({ connect: true });
@@ -86,15 +105,7 @@ describe('state: snapshots carry the service state to the next leader', function
     });
     expect(await servedOn('b'), 'b has no state of its own yet').to.equal(undefined);
 
-    const asked = await ctl.api().post<Workflow>(`/v1/identities/${IDENTITY}/switchover`, { to: 'b' });
-    expect(asked.status, JSON.stringify(asked.body)).to.equal(202);
-    const done = await waitFor(
-      async () => {
-        const wf = (await ctl.api().get<Workflow>(`/v1/identities/${IDENTITY}/workflow`)).body;
-        return wf.state === 'done' || wf.state === 'aborted' ? wf : undefined;
-      },
-      { timeoutMs: HANDOVER_TIMEOUT_MS, what: 'the switchover to end' },
-    );
+    const done = await switchoverTo('b');
     expect(done.state, done.outcome).to.equal('done');
     const leader = await readLeader(client, IDENTITY);
     expect(leader?.record.node).to.equal('b');
@@ -130,5 +141,95 @@ describe('state: snapshots carry the service state to the next leader', function
     expect(bad.status).to.equal(400);
     expect(JSON.stringify(bad.body)).to.contain('reason');
     expect((await listSnapshots(client, IDENTITY))[0]?.object).to.equal(taken.body.object);
+  });
+
+  it('clone, bootstrap a fresh agent with --clone, switch over to it: it serves with the state carried', async () => {
+    await rate(2);
+    await waitFor(async () => (await servedOn('b')) === 6, { timeoutMs: 5_000, what: "b's bot at 6" });
+    const snapshot = await ctl.api().post<SnapshotRecord>(`/v1/identities/${IDENTITY}/snapshot`, {});
+    expect(snapshot.status).to.equal(201);
+
+    // A bad node name is refused naming the field, and records nothing.
+    const bad = await ctl.api().post<Problem>(`/v1/identities/${IDENTITY}/clones`, { node: 'C D' });
+    expect(bad.status).to.equal(400);
+    expect(JSON.stringify(bad.body)).to.contain('node');
+    expect((await ctl.api().get<CloneList>(`/v1/identities/${IDENTITY}/clones`)).body.clones).to.deep.equal(
+      [],
+    );
+
+    const made = await ctl.api().post<CloneView>(`/v1/identities/${IDENTITY}/clones`, { node: 'c' });
+    expect(made.status, JSON.stringify(made.body)).to.equal(201);
+    expect(made.body.bundle.snapshot?.object).to.equal(snapshot.body.object);
+    expect(made.body.bundle.version, "the leader's service version").to.match(/^sha256:/);
+    expect(made.body.live).to.equal(false);
+
+    // The fresh agent lists no identity: --clone (here its config field) is all it is told.
+    const c = await cluster.startAgent({ node: 'c', identities: {}, extra: { clone: IDENTITY } });
+    await c.waitForState(IDENTITY, 'standby', { timeoutMs: HANDOVER_TIMEOUT_MS });
+    expect(await servedOn('c'), "c's directory holds the snapshot's state").to.equal(6);
+    const listed = await waitFor(
+      async () => {
+        const list = (await ctl.api().get<CloneList>(`/v1/identities/${IDENTITY}/clones`)).body;
+        const entry = list.clones.find((x) => x.node === 'c');
+        return entry?.live ? entry : undefined;
+      },
+      { timeoutMs: 10_000, what: 'the clone listed as running' },
+    );
+    expect(listed.bootstrappedAt, 'the bootstrap is recorded').to.be.a('string');
+    expect(listed.drift).to.deep.equal([]);
+
+    // One more request on b after the snapshot: the logout snapshot of the switchover carries it too.
+    await rate(1);
+    const done = await switchoverTo('c');
+    expect(done.state, done.outcome).to.equal('done');
+    expect((await readLeader(client, IDENTITY))?.record.node).to.equal('c');
+    expect(await servedOn('c')).to.equal(7);
+    await rate(1);
+    await waitFor(async () => (await servedOn('c')) === 8, { timeoutMs: 5_000, what: "c's bot counting on" });
+  });
+
+  it('a clone that has not started is drifted once the access lists change, and back in sync once it bootstraps', async () => {
+    const made = await ctl.api().post<CloneView>(`/v1/identities/${IDENTITY}/clones`, { node: 'e' });
+    expect(made.status, JSON.stringify(made.body)).to.equal(201);
+    const cloneOf = async (node: string) =>
+      (await ctl.api().get<CloneList>(`/v1/identities/${IDENTITY}/clones`)).body.clones.find(
+        (x) => x.node === node,
+      );
+    expect((await cloneOf('e'))?.drifted).to.equal(false);
+
+    const blocked = await ctl
+      .api('admin')
+      .post(`/v1/identities/${IDENTITY}/acl`, { op: 'block', caller: { name: 'mallory' } });
+    expect(blocked.status, JSON.stringify(blocked.body)).to.equal(200);
+    const drifted = await waitFor(
+      async () => {
+        const e = await cloneOf('e');
+        return e?.drifted ? e : undefined;
+      },
+      { timeoutMs: 10_000, what: 'the clone on e shown drifted' },
+    );
+    expect(drifted.drift.join(' ')).to.match(/e runs spec revision \d+, the identity runs \d+/);
+    expect(drifted.drift.join(' ')).to.contain('other access lists');
+
+    const e = await cluster.startAgent({ node: 'e', identities: {}, extra: { clone: IDENTITY } });
+    await e.waitForState(IDENTITY, 'standby', { timeoutMs: HANDOVER_TIMEOUT_MS });
+    const synced = await waitFor(
+      async () => {
+        const entry = await cloneOf('e');
+        return entry?.live && !entry.drifted ? entry : undefined;
+      },
+      { timeoutMs: 20_000, what: 'the clone on e in sync once its agent runs the current spec' },
+    );
+    expect(synced.drift).to.deep.equal([]);
+    await e.stop();
+    cluster.forget(e);
+  });
+
+  it('an agent started with --clone for a node no clone was registered for refuses to start, saying what to run', async () => {
+    const d = await cluster.startAgent({ node: 'd', identities: {}, extra: { clone: IDENTITY } });
+    const exit = await d.exited;
+    cluster.forget(d);
+    expect(exit.code).to.not.equal(0);
+    expect(d.output()).to.contain(`understudy clone ${IDENTITY} --to d`);
   });
 });

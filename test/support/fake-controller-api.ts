@@ -70,6 +70,25 @@ export const SNAPSHOT = {
   manifestSha256: 'a'.repeat(64),
 };
 
+/** A clone of msggateway on node c, made when SNAPSHOT was the newest. */
+export const CLONE = {
+  identity: 'msggateway',
+  node: 'c',
+  createdAt: '2026-01-01T00:00:00.000Z',
+  actor: 'operator-user',
+  bundle: {
+    specRevision: '7',
+    credential: { source: 'none' as const },
+    access: { open: false, contacts: [], authorized: [], blocked: [] },
+    accessDigest: '0123456789abcdef',
+    snapshot: SNAPSHOT,
+  },
+  ageMs: 1000,
+  live: false,
+  drifted: false,
+  drift: [],
+};
+
 /** The controller core as the HTTP layer sees it: records calls, answers with fixtures. */
 export class FakeApi implements ControllerApi {
   /** What listIdentities, getIdentity, listNodes and history answer. */
@@ -198,6 +217,15 @@ export class FakeApi implements ControllerApi {
   }
   listSnapshots(identity: string) {
     return this.record('listSnapshots', [identity], { identity, snapshots: [SNAPSHOT] });
+  }
+  clone(identity: string, body: { node: string }, actor: string) {
+    return this.record('clone', [identity, body, actor], { ...CLONE, identity, node: body.node });
+  }
+  listClones(identity: string) {
+    return this.record('listClones', [identity], { identity, clones: [CLONE] });
+  }
+  deleteClone(identity: string, node: string, actor: string) {
+    return this.record('deleteClone', [identity, node, actor], undefined);
   }
   subscribe(listener: (event: ApiEvent) => void) {
     this.listeners.add(listener);

@@ -1,6 +1,8 @@
 import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { ManualClock } from '../../pkg/clock/index.js';
 import {
@@ -142,6 +144,18 @@ describe('control channel (fd 3 JSON lines)', function () {
       expect(ServiceMessage.safeParse(m).success).to.equal(false);
     });
 
+    it('carries the snapshot hold: snapshot and snapshot-done to the service, snapshot-ready back, each with its id', function () {
+      for (const m of [
+        { type: 'snapshot', id: 'snapshot-1' },
+        { type: 'snapshot-done', id: 'snapshot-1' },
+      ])
+        expect(AgentMessage.safeParse(m).success, JSON.stringify(m)).to.equal(true);
+      expect(ServiceMessage.safeParse({ type: 'snapshot-ready', id: 'snapshot-1' }).success).to.equal(true);
+      for (const m of [{ type: 'snapshot' }, { type: 'snapshot-done', id: '' }])
+        expect(AgentMessage.safeParse(m).success, JSON.stringify(m)).to.equal(false);
+      expect(ServiceMessage.safeParse({ type: 'snapshot-ready' }).success).to.equal(false);
+    });
+
     it('ignores unknown fields, so a newer peer can add some', function () {
       const decoded = decodeLine(ServiceMessage, '{"type":"ready","version":2}');
       expect(decoded).to.deep.equal({ ok: true, message: { type: 'ready' } });
@@ -243,6 +257,192 @@ describe('control channel (fd 3 JSON lines)', function () {
       });
       expect(closedCount()).to.equal(1);
       expect(client.send({ type: 'logout' }), 'nothing is sent on a closed channel').to.equal(false);
+    });
+
+    describe('holding the service still for a snapshot (quiesce)', function () {
+      it('asks with a snapshot id and resolves, at snapshot-ready, with a release that sends snapshot-done', async function () {
+        const { client, sent, say } = channel();
+        const quiesced = client.quiesce(5_000);
+        await turn();
+        expect(sent).to.deep.equal([{ type: 'snapshot', id: 'snapshot-1' }]);
+        say({ type: 'snapshot-ready', id: 'snapshot-1' });
+        const release = await quiesced;
+        expect(release).to.be.a('function');
+        expect(sent, 'the service is held until released').to.have.length(1);
+        release!();
+        await turn();
+        expect(sent).to.deep.equal([
+          { type: 'snapshot', id: 'snapshot-1' },
+          { type: 'snapshot-done', id: 'snapshot-1' },
+        ]);
+      });
+
+      it('gives each hold its own id, and answers only the one the service names', async function () {
+        const { client, sent, say, clock } = channel();
+        let first: (() => void) | undefined | 'pending' = 'pending';
+        void client.quiesce(5_000).then((r) => (first = r));
+        const second = client.quiesce(5_000);
+        await turn();
+        expect(sent.map((m) => m.type === 'snapshot' && m.id)).to.deep.equal(['snapshot-1', 'snapshot-2']);
+        say({ type: 'snapshot-ready', id: 'snapshot-2' });
+        say({ type: 'snapshot-ready', id: 'snapshot-9' });
+        (await second)!();
+        await turn();
+        expect(first, 'the other hold still waits').to.equal('pending');
+        expect(sent.at(-1)).to.deep.equal({ type: 'snapshot-done', id: 'snapshot-2' });
+        await clock.advance(5_000);
+        expect(first).to.equal(undefined);
+      });
+
+      it('resolves undefined after timeoutMs when the service stays silent (it is copied as it runs)', async function () {
+        const { client, clock, sent } = channel();
+        let settled = false;
+        const quiesced = client.quiesce(5_000).finally(() => (settled = true));
+        await clock.advance(4_999);
+        expect(settled, 'not before the timeout').to.equal(false);
+        await clock.advance(1);
+        expect(await quiesced).to.equal(undefined);
+        expect(sent, 'nothing to release').to.deep.equal([{ type: 'snapshot', id: 'snapshot-1' }]);
+      });
+
+      it('releases a snapshot-ready that comes after the timeout at once, and only once', async function () {
+        const { client, clock, sent, say } = channel();
+        const quiesced = client.quiesce(5_000);
+        await clock.advance(5_000);
+        expect(await quiesced).to.equal(undefined);
+        say({ type: 'snapshot-ready', id: 'snapshot-1' });
+        await turn();
+        expect(sent).to.deep.equal([
+          { type: 'snapshot', id: 'snapshot-1' },
+          { type: 'snapshot-done', id: 'snapshot-1' },
+        ]);
+        say({ type: 'snapshot-ready', id: 'snapshot-1' });
+        await turn();
+        expect(sent, 'a repeated snapshot-ready is not released again').to.have.length(2);
+      });
+
+      it('resolves undefined at once, sending nothing, on a closed channel', async function () {
+        const { client, sent, socket } = channel();
+        socket.destroy();
+        await turn();
+        expect(await client.quiesce(5_000)).to.equal(undefined);
+        expect(sent).to.deep.equal([]);
+      });
+
+      it('resolves undefined when the channel closes while it waits', async function () {
+        const { client, socket, clock } = channel();
+        const quiesced = client.quiesce(60_000);
+        await turn();
+        socket.destroy();
+        expect(await quiesced).to.equal(undefined);
+        expect(clock.pending, 'its timer is cancelled').to.equal(0);
+      });
+    });
+  });
+
+  describe("the service's end (serveChannel) holding its state for a snapshot", function () {
+    this.timeout(15_000);
+    const serviceModule = new URL('../../pkg/identity/service.ts', import.meta.url).href;
+    /**
+     * A service in a child process, on a real fd-3 socket pair, served by serveChannel. What
+     * its handlers do is written to its stdout, one line each; `mode` chooses its onSnapshot.
+     */
+    const program = `
+      import { serveChannel } from ${JSON.stringify(serviceModule)};
+      const mode = process.argv[1];
+      const say = (line) => process.stdout.write(line + '\\n');
+      const onSnapshot = async () => {
+        if (mode === 'slow') await new Promise((resolve) => setTimeout(resolve, 300));
+        if (mode === 'fails') throw new Error('the journal is being rotated');
+        say('held');
+        return () => say('resumed');
+      };
+      serveChannel(
+        { onLogin() {}, onLogout() {}, onRequest: () => ({ body: 'ok' }), ...(mode === 'none' ? {} : { onSnapshot }) },
+        { warn: (message) => say('warn: ' + message) },
+      );
+    `;
+    let child: ChildProcess | undefined;
+
+    afterEach(function () {
+      child?.kill('SIGKILL');
+      child = undefined;
+    });
+
+    async function service(mode: 'holds' | 'slow' | 'fails' | 'none') {
+      child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', program, mode], {
+        cwd: fileURLToPath(new URL('../..', import.meta.url)),
+        stdio: ['ignore', 'pipe', 'inherit', 'pipe'],
+      });
+      const said: string[] = [];
+      let buffered = '';
+      child.stdout!.on('data', (chunk: Buffer) => {
+        buffered += chunk.toString();
+        const lines = buffered.split('\n');
+        buffered = lines.pop()!;
+        said.push(...lines);
+      });
+      const clock = new ManualClock();
+      const client = new ChannelClient(
+        child.stdio[3] as Socket,
+        pino({ level: 'silent' }),
+        () => undefined,
+        clock,
+      );
+      expect(await client.next('ready').message).to.deep.equal({ type: 'ready' });
+      /** A status round trip: the service has handled every message sent before it. */
+      const handled = async () => expect(await client.answers(60_000)).to.equal(true);
+      const until = async (line: string) => {
+        for (let i = 0; i < 400 && !said.includes(line); i++) await new Promise((r) => setTimeout(r, 5));
+        expect(said).to.include(line);
+      };
+      return { client, clock, said, handled, until };
+    }
+
+    it('holds its writes at snapshot, says snapshot-ready, and resumes at snapshot-done', async function () {
+      const { client, said, until, handled } = await service('holds');
+      const release = await client.quiesce(5_000);
+      expect(release).to.be.a('function');
+      await until('held');
+      await handled();
+      expect(said, 'still held').to.deep.equal(['held']);
+      release!();
+      await until('resumed');
+      release!();
+      await handled();
+      await new Promise((r) => setTimeout(r, 50));
+      expect(said, 'a second snapshot-done resumes nothing').to.deep.equal(['held', 'resumed']);
+    });
+
+    it('stays silent without onSnapshot, so quiesce resolves undefined at its timeout', async function () {
+      const { client, clock, said, handled } = await service('none');
+      let settled = false;
+      const quiesced = client.quiesce(5_000).finally(() => (settled = true));
+      await handled();
+      expect(settled, 'no answer to the snapshot request').to.equal(false);
+      await clock.advance(5_000);
+      expect(await quiesced).to.equal(undefined);
+      expect(said).to.deep.equal([]);
+    });
+
+    it('stays silent, and says why, when it cannot hold its state', async function () {
+      const { client, clock, said, until } = await service('fails');
+      let settled = false;
+      const quiesced = client.quiesce(5_000).finally(() => (settled = true));
+      await until('warn: cannot hold the state for a snapshot: the journal is being rotated');
+      expect(settled).to.equal(false);
+      await clock.advance(5_000);
+      expect(await quiesced).to.equal(undefined);
+      expect(said).to.not.include('held');
+    });
+
+    it('is released at once when it says snapshot-ready after the agent stopped waiting', async function () {
+      const { client, clock, said, until } = await service('slow');
+      const quiesced = client.quiesce(100);
+      await clock.advance(100);
+      expect(await quiesced, 'the agent copies it as it runs').to.equal(undefined);
+      await until('resumed');
+      expect(said).to.deep.equal(['held', 'resumed']);
     });
   });
 });
