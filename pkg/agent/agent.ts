@@ -479,13 +479,16 @@ export class Agent {
       identities: runners.map((r) => {
         const alive = r.state === 'leader' ? this.liveness.report(r.identity, r.token) : undefined;
         const held = r.stateKeeper?.holding;
+        // Drift is judged only for identities that keep state: the fingerprint travels only
+        // for them (10,000 identities on one agent must stay well under NATS's 1 MB payload).
+        const judged = r.keepsState;
         return {
           identity: r.identity,
           state: r.state,
           ...(r.token !== undefined ? { token: String(r.token) } : {}),
           ...(r.specRevision !== undefined ? { specRevision: String(r.specRevision) } : {}),
-          ...(r.accessDigest !== undefined ? { access: r.accessDigest } : {}),
-          ...(r.serviceVersion !== undefined ? { version: r.serviceVersion } : {}),
+          ...(judged && r.accessDigest !== undefined ? { access: r.accessDigest } : {}),
+          ...(judged && r.serviceVersion !== undefined ? { version: r.serviceVersion } : {}),
           ...(held
             ? { snapshot: { object: held.object, token: held.token, takenAt: held.takenAt, how: held.how } }
             : {}),

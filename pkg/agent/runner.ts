@@ -187,6 +187,11 @@ export class IdentityRunner extends EventEmitter {
     return this.term?.token;
   }
 
+  /** The identity's spec has a state section: its standbys are judged for drift. */
+  get keepsState(): boolean {
+    return this.spec?.state !== undefined;
+  }
+
   /** The liveness check the leader endpoint's requests are waiting on, if one runs. */
   private leaderCheck: Promise<boolean> | undefined;
 

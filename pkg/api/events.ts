@@ -22,7 +22,16 @@ export const ApiEvent = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('alarm'),
     at: z.string(),
-    alarm: z.enum(['split-brain', 'leader-unresponsive', 'probe-failover-paused', 'fence-command-failed']),
+    alarm: z.enum([
+      'split-brain',
+      'leader-unresponsive',
+      'probe-failover-paused',
+      'fence-command-failed',
+      /** A standby was held back from elections as drifted (docs/state.md). */
+      'standby-drifted',
+      /** The leader is gone and every live standby is drifted: whenNoneInSync decided. */
+      'no-in-sync-standby',
+    ]),
     identity: z.string().optional(),
     node: z.string().optional(),
     message: z.string(),

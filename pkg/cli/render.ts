@@ -214,7 +214,10 @@ export function renderIdentityStatus(view: IdentityView, now: number): string {
           STANDBY_COLUMNS,
           standbys.map(({ node, standby }) => standbyRow(view, node, standby!, now)),
         )}`;
-  return `${summary}\n${table}`;
+  const drifted = standbys.flatMap(({ node, standby }) =>
+    standby?.drift ? [`${node} is DRIFTED and does not campaign: ${standby.drift.join('; ')}`] : [],
+  );
+  return [summary, table, ...drifted].join('\n');
 }
 
 function standbyRow(view: IdentityView, node: string, s: StandbyView, now: number): string[] {

@@ -13,6 +13,7 @@ import type { DriftRecord } from '../lease/keys.js';
 import { accessFingerprint } from '../spec/fingerprint.js';
 import type { Cluster } from './cluster.js';
 import { decideNoneInSync, judgeDrift, type DriftVerdict } from './drift.js';
+import type { EventStream } from './events.js';
 import type { ControllerMetrics } from './metrics.js';
 import type { ClusterSnapshot, ControllerKeys, GuardedWriter } from './store.js';
 import { agentAlive, freshAgent, heartbeatEntry, identityKeys, type ViewContext } from './view.js';
@@ -24,6 +25,7 @@ export interface DriftReconcilerDeps {
   writer: GuardedWriter;
   cluster: Cluster;
   metrics: ControllerMetrics;
+  events: Pick<EventStream, 'alarm'>;
   clock: Clock;
   log: Logger;
 }
@@ -118,11 +120,11 @@ export class DriftReconciler {
     const decision = decideNoneInSync(identity, policy, candidates);
     if (decision.action === 'release') {
       this.released.set(identity, decision.node);
-      this.deps.log.warn({ identity, node: decision.node }, decision.reason);
+      this.deps.events.alarm('no-in-sync-standby', decision.reason, identity, decision.node);
       await this.release(identity, decision.node, term, decision.reason, 'freshest');
     } else if (decision.action === 'stay-down' && this.stayingDown.get(identity) === undefined) {
       this.stayingDown.set(identity, decision.reason);
-      this.deps.log.error({ identity }, decision.reason);
+      this.deps.events.alarm('no-in-sync-standby', decision.reason, identity);
       await this.deps.writer.write([this.historyPut(identity, decision.reason, 'stay-down')], term);
     }
   }
@@ -146,7 +148,7 @@ export class DriftReconciler {
       at: this.deps.clock.wallMs(),
     };
     const reason = `${node} held back from elections of ${identity} as drifted: ${reasons.join('; ')}`;
-    this.deps.log.warn({ identity, node, reasons }, `${reason}; it campaigns again once back in sync`);
+    this.deps.events.alarm('standby-drifted', `${reason}; it campaigns again once back in sync`, identity, node);
     await this.deps.writer.write(
       [
         this.deps.etcd.put(this.deps.keys.lease.drift(identity, node)).value(JSON.stringify(record)),

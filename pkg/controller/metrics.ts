@@ -60,7 +60,7 @@ export class ControllerMetrics {
   });
   readonly alarms = new Counter({
     name: 'understudy_alarms_total',
-    help: 'Alarms raised (split-brain, leader-unresponsive, probe-failover-paused, fence-command-failed)',
+    help: 'Alarms raised (split-brain, leader-unresponsive, probe-failover-paused, fence-command-failed, standby-drifted, no-in-sync-standby)',
     labelNames: ['alarm'],
     registers: [this.registry],
   });

@@ -45,18 +45,27 @@ describe('drift: a drifted standby never wins an election', function () {
     return bin;
   }
 
-  async function startAgent(node: string, priority: number): Promise<AgentProcess> {
+  async function startAgent(node: string, priority: number, identity = IDENTITY): Promise<AgentProcess> {
     return cluster.startAgent({
       node,
-      identities: { [IDENTITY]: null },
+      identities: { [identity]: null },
       priority,
       env: { PATH: `${join(root, `bin-${node}`)}:${process.env.PATH ?? ''}` },
     });
   }
 
-  async function driftOf(node: string): Promise<DriftRecord | undefined> {
-    const text = await client.get(keys.drift(IDENTITY, node)).string();
+  async function driftOf(node: string, identity = IDENTITY): Promise<DriftRecord | undefined> {
+    const text = await client.get(keys.drift(identity, node)).string();
     return text === null ? undefined : DriftRecord.parse(JSON.parse(text));
+  }
+
+  /** The bot found on each node's PATH, keeping its state per node. */
+  function botSpec(identity: string, state: Record<string, unknown> = {}) {
+    const spec = rateBotSpec(identity, { state: { dir: `${root}/{node}/${identity}`, ...state } });
+    return {
+      ...spec,
+      service: { ...spec.service, command: ['ratebot', '--feed', 'demo/rates.json'] } as typeof spec.service,
+    };
   }
 
   before(async () => {
@@ -66,11 +75,7 @@ describe('drift: a drifted standby never wins an election', function () {
     await installBot('a', '2');
     await installBot('b', '2');
     await installBot('c', '1 (older)');
-    const spec = rateBotSpec(IDENTITY, { state: { dir: `${root}/{node}/state` } });
-    await putSpec(client, {
-      ...spec,
-      service: { ...spec.service, command: ['ratebot', '--feed', 'demo/rates.json'] } as typeof spec.service,
-    });
+    await putSpec(client, botSpec(IDENTITY));
   });
 
   afterEach(function () {
@@ -153,5 +158,48 @@ describe('drift: a drifted standby never wins an election', function () {
       polling = false;
       await poller;
     }
+  });
+
+  it('no in-sync standby when the leader goes: stay-down keeps it down and says so; freshest lets the drifted one in and says so', async () => {
+    const LONELY = 'lonely';
+    await installBot('p', '2');
+    await installBot('q', '1 (older)');
+    await putSpec(client, botSpec(LONELY, { whenNoneInSync: 'stay-down' }));
+    const p = await startAgent('p', 10, LONELY);
+    await p.waitForState(LONELY, 'leader', { timeoutMs: HANDOVER_TIMEOUT_MS });
+    const q = await startAgent('q', 5, LONELY);
+    await q.waitForState(LONELY, 'standby', { timeoutMs: HANDOVER_TIMEOUT_MS });
+    await waitFor(() => driftOf('q', LONELY), {
+      timeoutMs: DRIFT_TIMEOUT_MS,
+      what: 'q held back as drifted',
+    });
+
+    const entries = async () =>
+      (await ctl.api().get<HistoryView>(`/v1/identities/${LONELY}/history?limit=500`)).body.entries;
+    await p.stop();
+    cluster.forget(p);
+    const down = await waitFor(async () => (await entries()).find((e) => e.to === 'stay-down'), {
+      timeoutMs: DRIFT_TIMEOUT_MS,
+      what: 'the stay-down decision in the history',
+    });
+    expect(down.reason).to.match(/lonely stays down: no in-sync standby .* q \(q runs service version/);
+    // Observed over two lease TTLs: nobody takes the key while q is the only candidate.
+    const until = Date.now() + 8_000;
+    while (Date.now() < until) {
+      expect((await readLeader(client, LONELY))?.record.node, 'nobody leads').to.equal(undefined);
+      await new Promise((r) => setTimeout(r, LEADER_POLL_MS));
+    }
+
+    await putSpec(client, botSpec(LONELY, { whenNoneInSync: 'freshest' }));
+    const let_in = await waitFor(async () => (await entries()).find((e) => e.to === 'freshest'), {
+      timeoutMs: DRIFT_TIMEOUT_MS,
+      what: 'the freshest decision in the history',
+    });
+    expect(let_in.reason).to.match(/letting the freshest, q, .* take over although it drifted/);
+    await waitFor(async () => (await readLeader(client, LONELY))?.record.node === 'q', {
+      timeoutMs: HANDOVER_TIMEOUT_MS,
+      what: 'q leading lonely',
+    });
+    await q.waitForState(LONELY, 'leader', { timeoutMs: HANDOVER_TIMEOUT_MS });
   });
 });

@@ -828,6 +828,8 @@ describe('pkg/lease under etcd RBAC (real etcd)', function () {
         { permission: 'Readwrite', key: id('login') },
         { permission: 'Readwrite', key: id('term-end') },
         { permission: 'Readwrite', range: Range.prefix(keys.holdOffs(identity)) },
+        // The controller writes drift holds; a candidate reads its own in the campaign's step.
+        { permission: 'Read', range: Range.prefix(keys.drifts(identity)) },
         { permission: 'Write', range: Range.prefix(keys.candidates(identity)) },
       ]);
       await root.user('agent').create('agent-pw');

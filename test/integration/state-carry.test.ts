@@ -123,7 +123,7 @@ describe('state: snapshots carry the service state to the next leader', function
     await waitFor(async () => (await servedOn('b')) === 4, { timeoutMs: 5_000, what: "b's bot counting on" });
   });
 
-  it('`snapshot` through the API: the leader publishes under its token, and the list shows it first', async () => {
+  it('`snapshot` through the API: the leader publishes under its token, the list shows it first, and the standby applies it', async () => {
     const token = String((await readLeader(client, IDENTITY))!.token);
     const taken = await ctl.api().post<SnapshotRecord>(`/v1/identities/${IDENTITY}/snapshot`, {
       reason: 'before the test ends',
@@ -133,6 +133,12 @@ describe('state: snapshots carry the service state to the next leader', function
     expect(taken.body.token).to.equal(token);
     const list = await ctl.api('viewer').get<SnapshotList>(`/v1/identities/${IDENTITY}/snapshots`);
     expect(list.body.snapshots[0]?.object).to.equal(taken.body.object);
+
+    // a, standing by since the switchover, applies it within its refresh interval (5 s here).
+    await waitFor(async () => (await servedOn('a')) === 4, {
+      timeoutMs: 20_000,
+      what: "the standby a refreshing its state to b's snapshot",
+    });
 
     // A viewer may look but not take one; a bad body names its field and takes nothing.
     const refused = await ctl.api('viewer').post<Problem>(`/v1/identities/${IDENTITY}/snapshot`, {});

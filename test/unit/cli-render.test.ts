@@ -10,11 +10,14 @@ import {
   renderApplyResults,
   renderHistory,
   renderIdentityList,
+  renderIdentityStatus,
   renderKeyValues,
   renderTable,
   stepLine,
   workflowOutcome,
 } from '../../pkg/cli/render.js';
+import { renderClones, renderSnapshots } from '../../pkg/cli/state-commands.js';
+import { CLONE, SNAPSHOT } from '../support/fake-controller-api.js';
 import {
   formatAgo,
   formatDuration,
@@ -384,5 +387,63 @@ describe('printable (nothing from the network drives the operator terminal)', fu
     const caller = 'mallory\u001b[2J\u001b]0;owned\u0007\rroot\u009b31m';
     expect(printable(caller)).to.equal('mallory\ufffd[2J\ufffd]0;owned\ufffd\ufffdroot\ufffd31m');
     expect(printable('a\tb\nc — ünïcødé ✓')).to.equal('a\tb\nc — ünïcødé ✓');
+  });
+});
+
+describe('CLI: state, snapshots and clones as an operator reads them', function () {
+  it('a drifted standby shows `drifted` in the Lag column and a line saying why it does not campaign', function () {
+    const view = identity({
+      standbys: [
+        standby('a', { state: 'logged-in', priority: 10 }),
+        standby('c', { drift: ['c runs service version sha256:1, the leader runs sha256:2'] }),
+      ],
+    });
+    const rows = memberRows(view, NOW);
+    expect(rows.find((r) => r[1] === 'c')?.[7]).to.equal('drifted');
+    expect(identityNotes(view, NOW)).to.include(
+      'msggateway: c DRIFTED, does not campaign: c runs service version sha256:1, the leader runs sha256:2',
+    );
+  });
+
+  it('snapshots: newest first, with their term, size and whether the copy was consistent', function () {
+    const text = renderSnapshots(
+      {
+        identity: 'msggateway',
+        snapshots: [
+          { ...SNAPSHOT, object: 'msggateway/42-2', bytes: 3 * 1024 * 1024, quiesced: false },
+          SNAPSHOT,
+        ],
+      },
+      Date.parse(SNAPSHOT.takenAt) + 60_000,
+    );
+    const lines = text.split('\n');
+    expect(lines[3]).to.match(/msggateway\/42-2 .* 42 .* 3\.0 MiB \| copied live/);
+    expect(lines[4]).to.match(/msggateway\/42-1767225600000 .* 1\.0 KiB \| yes/);
+    expect(renderSnapshots({ identity: 'x', snapshots: [] }, NOW)).to.contain('understudy snapshot x');
+  });
+
+  it('clones: age, agent, snapshot and drift, with one line per reason', function () {
+    const text = renderClones({
+      identity: 'msggateway',
+      clones: [
+        { ...CLONE, ageMs: 90_000, drifted: true, drift: ['c runs spec revision 7, the identity runs 9'] },
+      ],
+    });
+    expect(text).to.match(
+      /\| c +\| +1m 30s \| not started \| +7 \| msggateway\/42-1767225600000 \| DRIFTED \|/,
+    );
+    expect(text).to.contain('c: c runs spec revision 7, the identity runs 9');
+    expect(renderClones({ identity: 'x', clones: [] })).to.contain('understudy clone x --to NODE');
+  });
+});
+
+describe('CLI: status of an identity with a drifted standby', function () {
+  it('says under the standbys which one is drifted and why', function () {
+    const view = identity({
+      standbys: [standby('a', { state: 'logged-in' }), standby('c', { drift: ['c lacks newer state'] })],
+    });
+    const text = renderIdentityStatus(view, NOW);
+    expect(text.split('\n').at(-1)).to.equal('c is DRIFTED and does not campaign: c lacks newer state');
+    expect(text).to.match(/\| c +\| .*\| drifted \|/);
   });
 });
