@@ -148,7 +148,12 @@ export class DriftReconciler {
       at: this.deps.clock.wallMs(),
     };
     const reason = `${node} held back from elections of ${identity} as drifted: ${reasons.join('; ')}`;
-    this.deps.events.alarm('standby-drifted', `${reason}; it campaigns again once back in sync`, identity, node);
+    this.deps.events.alarm(
+      'standby-drifted',
+      `${reason}; it campaigns again once back in sync`,
+      identity,
+      node,
+    );
     await this.deps.writer.write(
       [
         this.deps.etcd.put(this.deps.keys.lease.drift(identity, node)).value(JSON.stringify(record)),
