@@ -1,0 +1,459 @@
+// The chaos checker: every invariant of docs/invariants.md judged on a run's history
+// (history.ts), with the bounds the run was configured with. Each violation comes with the
+// exact events that prove it. Nothing the agents say about themselves is taken as proof of
+// safety: S1 rests on the witnesses' own records and on who answered PING; a login that no
+// record closes stays open to the end of the history (absence of evidence is never proof).
+//
+//   node --import tsx chaos/checker.ts RUN.jsonl      exit 0: no violation; 1: violations; 2: bad history
+import { readFile } from 'node:fs/promises';
+import { pathToFileURL } from 'node:url';
+import {
+  CLOCK_SKEW_MAX_MS,
+  parseHistory,
+  type EventOf,
+  type HistoryEvent,
+  type RunConfig,
+} from './history.js';
+
+export const INVARIANTS = ['clock', 'S1', 'S2', 'S3', 'S4', 'S5', 'L1', 'L2'] as const;
+export type Invariant = (typeof INVARIANTS)[number];
+
+export interface Violation {
+  invariant: Invariant;
+  message: string;
+  /** The events that prove it, in time order. */
+  events: HistoryEvent[];
+}
+
+/**
+ * Faults after which the leader's host counts as dead for L1 (a standby must be logged in
+ * within T + margin): a kill, a cut from etcd (it self-fences, the key expires), and a freeze
+ * that lasted past T. A freeze shorter than T, a NATS cut and an etcd member's trouble must
+ * not move the identity at all (no L1 clock runs).
+ */
+const HOST_DEATHS = new Set(['kill', 'cut-etcd', 'cut-both']);
+/** Agent states a fenced node must never enter (S4). */
+const LEADING_STATES = new Set(['campaigning', 'waiting-out', 'logging-in', 'leader']);
+const TERMINAL_WORKFLOW = new Set(['done', 'aborted']);
+
+export interface Timing {
+  action: string;
+  identity: string;
+  ms: number;
+}
+
+export interface Report {
+  config: RunConfig | undefined;
+  violations: Violation[];
+  /** Faults started, per action. */
+  faults: Map<string, number>;
+  /** Violations per fault action that was under way (or "none"). */
+  violationsByFault: Map<string, number>;
+  failovers: Timing[];
+  switchovers: Timing[];
+}
+
+type Witness = EventOf<'witness'>;
+
+/** One term's login as its witness recorded it: from login to logout or exit, else open. */
+export interface LoginSpan {
+  identity: string;
+  node: string;
+  token: string;
+  from: number;
+  to: number;
+  start: Witness;
+  end?: Witness;
+}
+
+const byIdentity = <E extends { identity: string }>(events: E[]) => {
+  const map = new Map<string, E[]>();
+  for (const e of events) {
+    let list = map.get(e.identity);
+    if (!list) map.set(e.identity, (list = []));
+    list.push(e);
+  }
+  return map;
+};
+
+const only = <K extends HistoryEvent['kind']>(events: HistoryEvent[], kind: K) =>
+  events.filter((e): e is EventOf<K> => e.kind === kind);
+
+/** Every witness login span; one no logout or exit closes is open (to = Infinity). */
+export function loginSpans(events: HistoryEvent[]): LoginSpan[] {
+  const spans: LoginSpan[] = [];
+  const open = new Map<string, LoginSpan>();
+  for (const e of only(events, 'witness')) {
+    const key = `${e.identity}\0${e.node}\0${e.token}`;
+    if (e.what === 'login') {
+      if (open.has(key)) continue;
+      const span: LoginSpan = {
+        identity: e.identity,
+        node: e.node,
+        token: e.token,
+        from: e.t,
+        to: Infinity,
+        start: e,
+      };
+      open.set(key, span);
+      spans.push(span);
+    } else if (e.what === 'logout' || e.what === 'exit') {
+      const span = open.get(key);
+      if (!span) continue;
+      span.to = e.t;
+      span.end = e;
+      open.delete(key);
+    }
+  }
+  return spans;
+}
+
+const proof = (...events: (HistoryEvent | undefined)[]) =>
+  events.filter((e): e is HistoryEvent => e !== undefined).sort((a, b) => a.t - b.t);
+
+function checkClock(events: HistoryEvent[]): Violation[] {
+  return only(events, 'clock')
+    .filter((e) => Math.abs(e.reading - e.t) > CLOCK_SKEW_MAX_MS)
+    .map((e) => ({
+      invariant: 'clock' as const,
+      message: `${e.source} reads the monotonic clock ${Math.round(e.reading - e.t)} ms off the harness (over ${CLOCK_SKEW_MAX_MS} ms): its events cannot be compared with the others, so this history proves nothing`,
+      events: [e],
+    }));
+}
+
+/** S1: never two nodes logged in at once — by the witnesses' spans, and by PING. */
+function checkS1(events: HistoryEvent[], spans: LoginSpan[]): Violation[] {
+  const out: Violation[] = [];
+  for (const [identity, list] of byIdentity(spans)) {
+    const sorted = [...list].sort((a, b) => a.from - b.from);
+    for (let i = 0; i < sorted.length; i++) {
+      for (let j = i + 1; j < sorted.length && sorted[j]!.from < sorted[i]!.to; j++) {
+        const a = sorted[i]!;
+        const b = sorted[j]!;
+        if (a.node === b.node) continue;
+        const until = a.end
+          ? `until ${a.end.what} at ${fmt(a.to)}`
+          : 'and no record shows it ever logged out';
+        out.push({
+          invariant: 'S1',
+          message: `${identity}: ${b.node} (token ${b.token}) logged in at ${fmt(b.from)} while ${a.node} (token ${a.token}) was logged in since ${fmt(a.from)} ${until}`,
+          events: proof(a.start, a.end, b.start),
+        });
+      }
+    }
+  }
+  for (const ping of only(events, 'ping')) {
+    const nodes = new Set(ping.responders.map((r) => r.node));
+    if (nodes.size > 1) {
+      out.push({
+        invariant: 'S1',
+        message: `${ping.identity}: ${nodes.size} nodes answered one PING at ${fmt(ping.t)}: ${ping.responders.map((r) => `${r.node} (token ${r.token})`).join(', ')}`,
+        events: [ping],
+      });
+    }
+  }
+  return out;
+}
+
+/** S2: tokens only grow — of the leader key, of the terms that log in, of accepted writes. */
+function checkS2(events: HistoryEvent[], config: RunConfig | undefined): Violation[] {
+  const slack = config?.observeSlackMs ?? 0;
+  const out: Violation[] = [];
+  const grows = <E extends HistoryEvent & { identity: string }>(
+    list: E[],
+    token: (e: E) => string | undefined,
+    what: string,
+  ) => {
+    for (const [identity, perIdentity] of byIdentity(list)) {
+      let top: E | undefined;
+      for (const e of perIdentity) {
+        const t = token(e);
+        if (t === undefined) continue;
+        const topToken = top ? token(top)! : undefined;
+        if (topToken !== undefined && BigInt(t) < BigInt(topToken)) {
+          out.push({
+            invariant: 'S2',
+            message: `${identity}: ${what} token ${t} at ${fmt(e.t)} after token ${topToken} at ${fmt(top!.t)}`,
+            events: [top!, e],
+          });
+        } else if (topToken === undefined || BigInt(t) > BigInt(topToken)) {
+          top = e;
+        }
+      }
+    }
+  };
+  grows(only(events, 'leader'), (e) => e.token, 'the leader key went back to');
+  grows(
+    only(events, 'witness').filter((e) => e.what === 'login'),
+    (e) => e.token,
+    'a service logged in under the older',
+  );
+  // A fenced write is stale once the leader key has a newer token (seen observeSlackMs before).
+  const leaders = byIdentity(only(events, 'leader'));
+  for (const write of only(events, 'write').filter((e) => e.accepted)) {
+    const current = (leaders.get(write.identity) ?? [])
+      .filter((l) => l.token !== undefined && l.t <= write.t - slack)
+      .at(-1);
+    if (current && BigInt(write.token) < BigInt(current.token!)) {
+      out.push({
+        invariant: 'S2',
+        message: `${write.identity}: a write under the stale token ${write.token} was accepted at ${fmt(write.t)} while the leader key had token ${current.token} (since ${fmt(current.t)})`,
+        events: [current, write],
+      });
+    }
+  }
+  return out;
+}
+
+/** S3: a node logs in only while it holds the leader key under that token. */
+function checkS3(events: HistoryEvent[], config: RunConfig | undefined): Violation[] {
+  const slack = config?.observeSlackMs ?? 0;
+  const out: Violation[] = [];
+  const leaders = byIdentity(only(events, 'leader'));
+  for (const login of only(events, 'witness').filter((e) => e.what === 'login')) {
+    const seen = leaders.get(login.identity) ?? [];
+    const granted = seen.find((l) => l.token === login.token && l.t <= login.t + slack);
+    if (!granted || granted.node !== login.node) {
+      out.push({
+        invariant: 'S3',
+        message: `${login.identity}: ${login.node} logged in under token ${login.token} at ${fmt(login.t)}, but the leader key ${granted ? `under that token names ${granted.node}` : 'never had that token by then'}`,
+        events: proof(granted, login),
+      });
+      continue;
+    }
+    const ended = seen.find((l) => l.t > granted.t && l.token !== login.token && l.t < login.t - slack);
+    if (ended) {
+      out.push({
+        invariant: 'S3',
+        message: `${login.identity}: ${login.node} logged in under token ${login.token} at ${fmt(login.t)}, after its term had ended (the key ${ended.node ? `was ${ended.node}'s, token ${ended.token}` : 'was gone'} at ${fmt(ended.t)})`,
+        events: proof(granted, ended, login),
+      });
+    }
+  }
+  return out;
+}
+
+/** S4: a fenced node neither campaigns nor logs in until unfenced. */
+function checkS4(events: HistoryEvent[]): Violation[] {
+  const out: Violation[] = [];
+  const fencedBy = new Map<string, EventOf<'fence'>>();
+  for (const e of events) {
+    if (e.kind === 'fence') {
+      if (e.fenced) fencedBy.set(e.node, e);
+      else fencedBy.delete(e.node);
+      continue;
+    }
+    const node =
+      e.kind === 'witness' && e.what === 'login'
+        ? e.node
+        : e.kind === 'transition' && LEADING_STATES.has(e.to)
+          ? e.node
+          : undefined;
+    const fence = node ? fencedBy.get(node) : undefined;
+    if (!fence || !node) continue;
+    const did =
+      e.kind === 'witness' ? `logged in (token ${e.token})` : `went ${(e as EventOf<'transition'>).to}`;
+    out.push({
+      invariant: 'S4',
+      message: `${(e as { identity: string }).identity}: ${node} ${did} at ${fmt(e.t)} while fenced since ${fmt(fence.t)}`,
+      events: [fence, e],
+    });
+  }
+  return out;
+}
+
+/** S5: every request answered or refused; none served twice. */
+function checkS5(events: HistoryEvent[]): Violation[] {
+  const out: Violation[] = [];
+  const requests = new Map<string, { send?: EventOf<'request'>; answers: EventOf<'request'>[] }>();
+  for (const e of only(events, 'request')) {
+    const key = `${e.identity}\0${e.id}`;
+    let r = requests.get(key);
+    if (!r) requests.set(key, (r = { answers: [] }));
+    if (e.what === 'send') r.send ??= e;
+    else r.answers.push(e);
+  }
+  for (const { send, answers } of requests.values()) {
+    if (!send) continue;
+    if (answers.length === 0) {
+      out.push({
+        invariant: 'S5',
+        message: `${send.identity}: request ${send.id} sent at ${fmt(send.t)} was neither answered nor refused`,
+        events: [send],
+      });
+    }
+    const replies = answers.filter((a) => a.what === 'reply');
+    if (replies.length > 1) {
+      out.push({
+        invariant: 'S5',
+        message: `${send.identity}: request ${send.id} was served ${replies.length} times (${replies.map((r) => `${r.node ?? '?'} token ${r.token ?? '?'}`).join(', ')})`,
+        events: [send, ...replies],
+      });
+    }
+  }
+  return out;
+}
+
+/** L1: after the leader's host dies, another node logs in within T + margin. */
+function checkL1(events: HistoryEvent[], config: RunConfig | undefined, failovers: Timing[]): Violation[] {
+  if (!config) return [];
+  const out: Violation[] = [];
+  const boundMs = config.ttlMs + config.failoverMarginMs;
+  const nemesis = only(events, 'nemesis');
+  const leaders = only(events, 'leader');
+  const logins = only(events, 'witness').filter((e) => e.what === 'login');
+  for (const fault of nemesis.filter((n) => n.phase === 'start')) {
+    const end = nemesis.find((n) => n.id === fault.id && n.phase === 'end');
+    const freezePastT = fault.action === 'freeze' && (end ? end.t - fault.t : Infinity) > config.ttlMs;
+    if (!HOST_DEATHS.has(fault.action) && !freezePastT) continue;
+    const led = new Map<string, EventOf<'leader'>>();
+    for (const l of leaders) if (l.t <= fault.t) led.set(l.identity, l);
+    for (const [identity, leader] of led) {
+      if (!leader.node || !fault.targets.includes(leader.node)) continue;
+      const next = logins.find(
+        (w) => w.identity === identity && w.t > fault.t && !fault.targets.includes(w.node),
+      );
+      const ms = next ? next.t - fault.t : undefined;
+      if (ms !== undefined) failovers.push({ action: fault.action, identity, ms });
+      if (ms === undefined || ms > boundMs) {
+        out.push({
+          invariant: 'L1',
+          message: `${identity}: ${fault.action} of ${leader.node} at ${fmt(fault.t)}: ${ms === undefined ? 'no other node ever logged in' : `the next login took ${Math.round(ms)} ms`} (bound: T ${config.ttlMs} + margin ${config.failoverMarginMs} ms)`,
+          events: proof(leader, fault, next),
+        });
+      }
+    }
+  }
+  return out;
+}
+
+/** L2: a workflow ends (done or rolled back) by its deadline. */
+function checkL2(events: HistoryEvent[], config: RunConfig | undefined, switchovers: Timing[]): Violation[] {
+  const slack = config?.switchoverSlackMs ?? 0;
+  const out: Violation[] = [];
+  const last = events.at(-1)?.t ?? 0;
+  const flows = new Map<string, EventOf<'workflow'>[]>();
+  for (const w of only(events, 'workflow')) {
+    let list = flows.get(w.id);
+    if (!list) flows.set(w.id, (list = []));
+    list.push(w);
+  }
+  for (const [id, steps] of flows) {
+    const first = steps[0]!;
+    const deadline = steps.find((s) => s.deadline !== undefined)?.deadline;
+    const end = steps.find((s) => TERMINAL_WORKFLOW.has(s.state));
+    if (end) switchovers.push({ action: end.state, identity: first.identity, ms: end.t - first.t });
+    if (deadline === undefined) continue;
+    if (end ? end.t > deadline + slack : last > deadline + slack) {
+      out.push({
+        invariant: 'L2',
+        message: `${first.identity}: workflow ${id} ${end ? `ended (${end.state}) at ${fmt(end.t)}` : 'never ended'}, past its deadline ${fmt(deadline)} + ${slack} ms`,
+        events: proof(first, end),
+      });
+    }
+  }
+  return out;
+}
+
+/** Check a whole history. */
+export function check(events: HistoryEvent[]): Report {
+  const config = only(events, 'config')[0];
+  const spans = loginSpans(events);
+  const failovers: Timing[] = [];
+  const switchovers: Timing[] = [];
+  const violations = [
+    ...checkClock(events),
+    ...checkS1(events, spans),
+    ...checkS2(events, config),
+    ...checkS3(events, config),
+    ...checkS4(events),
+    ...checkS5(events),
+    ...checkL1(events, config, failovers),
+    ...checkL2(events, config, switchovers),
+  ];
+  const faults = new Map<string, number>();
+  const starts = only(events, 'nemesis').filter((n) => n.phase === 'start');
+  for (const f of starts) faults.set(f.action, (faults.get(f.action) ?? 0) + 1);
+  const violationsByFault = new Map<string, number>();
+  for (const v of violations) {
+    const at = v.events[0]?.t ?? 0;
+    const during = starts.filter((f) => f.t <= at).at(-1);
+    const key = during?.action ?? 'none';
+    violationsByFault.set(key, (violationsByFault.get(key) ?? 0) + 1);
+  }
+  return { config, violations, faults, violationsByFault, failovers, switchovers };
+}
+
+// ---- the report as text -----------------------------------------------------------------
+
+function fmt(t: number): string {
+  return Number.isFinite(t) ? `${(t / 1000).toFixed(3)} s` : 'never';
+}
+
+const quantile = (sorted: number[], q: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+
+export function formatReport(report: Report): string {
+  const lines: string[] = [];
+  const classes = new Set([...report.faults.keys(), ...report.violationsByFault.keys()]);
+  lines.push('fault            count  violations');
+  for (const c of [...classes].sort()) {
+    lines.push(
+      `${c.padEnd(16)} ${String(report.faults.get(c) ?? 0).padStart(5)}  ${String(report.violationsByFault.get(c) ?? 0).padStart(10)}`,
+    );
+  }
+  const timings = (title: string, list: Timing[]) => {
+    const by = new Map<string, number[]>();
+    for (const t of list) by.set(t.action, [...(by.get(t.action) ?? []), t.ms]);
+    if (by.size === 0) return;
+    lines.push('', `${title}: n, min, median, p99, max (ms)`);
+    for (const [action, ms] of [...by].sort()) {
+      const s = [...ms].sort((a, b) => a - b);
+      const row = [s.length, s[0]!, quantile(s, 0.5), quantile(s, 0.99), s.at(-1)!].map((n) =>
+        String(Math.round(n)),
+      );
+      lines.push(`  ${action.padEnd(14)} ${row.join(', ')}`);
+    }
+  };
+  timings('failovers after a fault', report.failovers);
+  timings('workflows', report.switchovers);
+  lines.push('');
+  if (report.violations.length === 0) {
+    lines.push('no violation of S1-S5, L1, L2');
+  } else {
+    lines.push(`${report.violations.length} violation(s):`);
+    for (const v of report.violations) {
+      lines.push('', `${v.invariant}: ${v.message}`);
+      for (const e of v.events) lines.push(`    ${JSON.stringify(e)}`);
+    }
+  }
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  const file = process.argv[2];
+  if (!file) {
+    process.stderr.write('usage: node --import tsx chaos/checker.ts RUN.jsonl\n');
+    process.exit(2);
+  }
+  let events: HistoryEvent[];
+  try {
+    events = parseHistory(await readFile(file, 'utf8'));
+  } catch (err) {
+    process.stderr.write(`${file}: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+  const report = check(events);
+  if (!report.config) {
+    // Without the run's bounds L1 and L2 cannot be judged, and an empty file proves nothing.
+    process.stderr.write(`${file}: no config event: not a run history, nothing to check against\n`);
+    process.exit(2);
+  }
+  process.stdout.write(`${formatReport(report)}\n`);
+  if (report.config?.seed !== undefined && report.violations.length > 0) {
+    process.stdout.write(`replay: npm run chaos -- --seed ${report.config.seed}\n`);
+  }
+  process.exit(report.violations.length === 0 ? 0 : 1);
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) await main();

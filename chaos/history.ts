@@ -1,0 +1,163 @@
+// The history of a chaos run: one JSON object per line, appended by every observer of the run
+// (the witnesses, the workload, the nemesis, watchers of etcd and of the agents' logs) and
+// read back by the checker (checker.ts), during the run or from a saved file.
+//
+// Time: `t` is milliseconds on the host kernel's CLOCK_MONOTONIC, read with
+// process.hrtime.bigint() (which is CLOCK_MONOTONIC on Linux) — never performance.now(), which
+// counts from each process's own start. Containers share the host kernel's monotonic clock
+// (the harness never gives them a time namespace), so a witness in a container and the
+// nemesis on the host stamp one timeline; `clock` events let the checker verify that: each
+// process reports its reading next to the harness's, and a skew beyond CLOCK_SKEW_MAX_MS
+// makes the whole history untrustworthy, which the checker says before anything else.
+import { z } from 'zod';
+
+export const HISTORY_VERSION = 1;
+
+/**
+ * Largest difference tolerated between a process's monotonic reading and the harness's, taken
+ * within the same round trip: more means the two do not share a clock (a time namespace, a
+ * different host) and no interval in the history can be compared with another.
+ */
+export const CLOCK_SKEW_MAX_MS = 50;
+
+const T = z.number().finite().nonnegative();
+/** Fencing tokens are etcd revisions: decimal strings, since JSON numbers lose them. */
+const Token = z.string().regex(/^\d+$/);
+const Name = z.string().min(1).max(100);
+
+/** The bounds the run was configured with, which the checks take theirs from. */
+export const RunConfig = z.strictObject({
+  kind: z.literal('config'),
+  t: T,
+  v: z.literal(HISTORY_VERSION),
+  seed: z.number().int().optional(),
+  /** The agents' lease TTL. */
+  ttlMs: z.number().positive(),
+  /** L1: a standby logs in within ttlMs + this after the leader's host dies. */
+  failoverMarginMs: z.number().nonnegative(),
+  /** L2: a workflow ends within this after its deadline (the controller's tick, a slow etcd). */
+  switchoverSlackMs: z.number().nonnegative(),
+  /** How late an etcd watcher may see a leader key change that an agent already acted on. */
+  observeSlackMs: z.number().nonnegative(),
+});
+export type RunConfig = z.infer<typeof RunConfig>;
+
+export const HistoryEvent = z.discriminatedUnion('kind', [
+  RunConfig,
+  /** A process's monotonic reading next to the harness's (see the file's header). */
+  z.strictObject({ kind: z.literal('clock'), t: T, source: Name, reading: T }),
+  /**
+   * The witness service's own record: it logged in under `token`, is still logged in, logged
+   * out, or its process was seen gone (`exit`, written by whoever saw it: the witness cannot).
+   */
+  z.strictObject({
+    kind: z.literal('witness'),
+    t: T,
+    identity: Name,
+    node: Name,
+    token: Token,
+    what: z.enum(['login', 'alive', 'logout', 'exit']),
+  }),
+  /** Who answered one PING of the identity (within its window). */
+  z.strictObject({
+    kind: z.literal('ping'),
+    t: T,
+    identity: Name,
+    responders: z.array(z.strictObject({ node: Name, token: Token })),
+  }),
+  /** The identity's leader key as an etcd watcher saw it change (absent node: no leader). */
+  z.strictObject({
+    kind: z.literal('leader'),
+    t: T,
+    identity: Name,
+    node: Name.optional(),
+    token: Token.optional(),
+  }),
+  /** An agent's state change for an identity, from its log. */
+  z.strictObject({
+    kind: z.literal('transition'),
+    t: T,
+    identity: Name,
+    node: Name,
+    from: z.string(),
+    to: z.string(),
+    token: Token.optional(),
+  }),
+  z.strictObject({ kind: z.literal('fence'), t: T, node: Name, fenced: z.boolean() }),
+  /** The workload: a request sent, and its answer (a reply naming who served it, or an error). */
+  z.strictObject({
+    kind: z.literal('request'),
+    t: T,
+    identity: Name,
+    id: Name,
+    what: z.enum(['send', 'reply', 'error']),
+    durable: z.boolean().optional(),
+    node: Name.optional(),
+    token: Token.optional(),
+    error: z.string().optional(),
+  }),
+  /** A write guarded by a fencing token (a fenced write), and whether the store took it. */
+  z.strictObject({ kind: z.literal('write'), t: T, identity: Name, token: Token, accepted: z.boolean() }),
+  /** A workflow step; `deadline` (same clock) once it has one. */
+  z.strictObject({
+    kind: z.literal('workflow'),
+    t: T,
+    identity: Name,
+    id: Name,
+    state: z.string(),
+    deadline: T.optional(),
+  }),
+  /** A fault, as the nemesis began and ended it. */
+  z.strictObject({
+    kind: z.literal('nemesis'),
+    t: T,
+    id: Name,
+    /** e.g. kill, freeze, cut-etcd, cut-nats, revoke, etcd-leader, nats-restart. */
+    action: Name,
+    targets: z.array(Name),
+    phase: z.enum(['start', 'end']),
+  }),
+]);
+export type HistoryEvent = z.infer<typeof HistoryEvent>;
+export type EventOf<K extends HistoryEvent['kind']> = Extract<HistoryEvent, { kind: K }>;
+
+/** Read the monotonic clock the history uses, in milliseconds. */
+export function monotonicMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}
+
+export class HistoryParseError extends Error {
+  constructor(
+    readonly line: number,
+    message: string,
+  ) {
+    super(`history line ${line}: ${message}`);
+    this.name = 'HistoryParseError';
+  }
+}
+
+/** Parse a JSONL history; a bad line is an error naming the line and the field. */
+export function parseHistory(text: string): HistoryEvent[] {
+  const events: HistoryEvent[] = [];
+  text.split('\n').forEach((raw, index) => {
+    const line = raw.trim();
+    if (line === '') return;
+    let json: unknown;
+    try {
+      json = JSON.parse(line);
+    } catch (err) {
+      throw new HistoryParseError(index + 1, `not JSON (${(err as Error).message})`);
+    }
+    const parsed = HistoryEvent.safeParse(json);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new HistoryParseError(index + 1, `${issue.path.join('.') || 'event'}: ${issue.message}`);
+    }
+    events.push(parsed.data);
+  });
+  // Observers append as they see things: order by time, keeping each observer's own order.
+  return events
+    .map((e, i) => ({ e, i }))
+    .sort((a, b) => a.e.t - b.e.t || a.i - b.i)
+    .map(({ e }) => e);
+}
