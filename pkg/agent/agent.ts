@@ -198,6 +198,8 @@ export class Agent {
         node: this.node,
         etcd: this.etcd,
         store: this.snapshots,
+        policy: execPolicy(config),
+        owner: () => this.stateOwner(),
         log: logger.child({ identity: config.clone }),
       });
       logger.info({ identity: config.clone, steps: said }, 'bootstrapped from the clone: standing by');
@@ -296,9 +298,18 @@ export class Agent {
       onRetry: (r) => this.metrics.retryChanged(r),
       onRefused: (r) => this.metrics.refusedChanged(r),
       snapshots: this.snapshots,
+      stateOwner: () => this.stateOwner(),
     });
     this.metrics.added(identity, runner.state);
     return runner;
+  }
+
+  /** The user services run as, when it is not the agent's own: restored state goes to it. */
+  private async stateOwner(): Promise<{ uid: number; gid: number } | undefined> {
+    const decision = await execPolicy(this.config).runAs();
+    return decision.ok && decision.switchTo
+      ? { uid: decision.switchTo.uid, gid: decision.switchTo.gid }
+      : undefined;
   }
 
   private makeDriver(spec: IdentitySpec): IdentityDriver {
@@ -498,7 +509,7 @@ export class Agent {
     };
     if (this.nc.isClosed()) return;
     for (const r of runners) void r.refreshVersion();
-    this.nc.publish(subjects.heartbeat(this.node), new TextEncoder().encode(JSON.stringify(beat)));
+    this.publishHeartbeat(beat);
     const leading = runners.flatMap((r) => {
       const token = r.token;
       return r.state === 'leader' && token !== undefined
@@ -506,6 +517,43 @@ export class Agent {
         : [];
     });
     void this.liveness.refresh(leading);
+  }
+
+  /** Why the last heartbeat had to go without fingerprints (logged once per change). */
+  private heartbeatTrouble: string | undefined;
+
+  /**
+   * Publish a heartbeat. One over NATS's payload limit (thousands of identities keeping state,
+   * each with its fingerprint) goes without the fingerprints: the controller then judges no
+   * drift for this node (its holds stay as they are), but still hears that the node lives.
+   */
+  private publishHeartbeat(beat: Heartbeat): void {
+    const subject = subjects.heartbeat(this.node);
+    const encode = (b: Heartbeat) => new TextEncoder().encode(JSON.stringify(b));
+    try {
+      this.nc.publish(subject, encode(beat));
+      if (this.heartbeatTrouble !== undefined) this.logger.info('heartbeats carry fingerprints again');
+      this.heartbeatTrouble = undefined;
+      return;
+    } catch (err) {
+      const why = (err as Error).message;
+      if (why !== this.heartbeatTrouble) {
+        this.logger.error(
+          { err: why, identities: beat.identities.length },
+          'heartbeat too large for NATS: sending it without drift fingerprints (drift is not judged for this node); raise max_payload or spread identities over more agents',
+        );
+      }
+      this.heartbeatTrouble = why;
+    }
+    const slim: Heartbeat = {
+      ...beat,
+      identities: beat.identities.map(({ access: _a, version: _v, snapshot: _s, ...rest }) => rest),
+    };
+    try {
+      this.nc.publish(subject, encode(slim));
+    } catch (err) {
+      this.logger.error({ err: (err as Error).message }, 'heartbeat not sent');
+    }
   }
 
   /**

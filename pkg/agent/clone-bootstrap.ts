@@ -9,7 +9,9 @@ import type { Logger } from 'pino';
 import { resolveFile } from '../identity/allow-resolve.js';
 import { serviceVersion } from '../identity/version.js';
 import { ETCD_CALL_MS, within } from '../lease/etcd.js';
-import { heldOf, writeHeld } from '../snapshot/held.js';
+import type { ExecPolicy } from '../identity/exec-policy.js';
+import { decideCatchUp, heldOf, readHeld, writeHeld } from '../snapshot/held.js';
+import { recoverInterruptedSwap } from '../snapshot/restore.js';
 import type { SnapshotStore } from '../snapshot/store.js';
 import { cloneKey, readClone } from '../spec/clone.js';
 import { stateDirFor } from '../spec/schema.js';
@@ -27,6 +29,10 @@ export interface CloneBootstrap {
   node: string;
   etcd: Etcd3;
   store: Pick<SnapshotStore, 'restoreLatest' | 'list'>;
+  /** What this node lets specs run and where they may keep state (the agent config's allow). */
+  policy: Pick<ExecPolicy, 'check'>;
+  /** Who the restored directory belongs to (the service's user, when services run as one). */
+  owner?: () => Promise<{ uid: number; gid: number } | undefined>;
   log: Logger;
   prefix?: string;
 }
@@ -50,24 +56,47 @@ export async function bootstrapClone(o: CloneBootstrap): Promise<string[]> {
       ? `spec revision ${revision}, as recorded in the clone`
       : `the spec moved on since the clone was made (revision ${clone.bundle.specRevision} → ${revision}): this node runs the current one`,
   );
+  // The same gate the runner applies: a spec this node refuses touches nothing here, least of
+  // all a state directory its allow.stateDirs does not list.
+  const verdict = await o.policy.check(spec, { identity, node });
+  if (!verdict.ok) {
+    throw new CloneError(`this node refuses ${identity}'s spec (${verdict.field}): ${verdict.reason}`);
+  }
   if (spec.state) {
     const dir = stateDirFor(spec.state, node);
-    if ((await o.store.list(identity)).length === 0) {
-      said.push(`no snapshot of ${identity} exists yet: ${dir} starts as it is`);
+    await recoverInterruptedSwap(dir);
+    const held = await readHeld(dir);
+    const decision = decideCatchUp(held, (await o.store.list(identity))[0]);
+    if (!decision.restore) {
+      said.push(decision.reason);
     } else {
       let restored;
       try {
-        restored = await o.store.restoreLatest(identity, dir);
+        // Never below what the directory already holds (a restart with --clone kept on).
+        const owner = await o.owner?.();
+        restored = await o.store.restoreLatest(identity, dir, {
+          ...(held ? { above: held } : {}),
+          ...(owner ? { owner } : {}),
+        });
       } catch (err) {
-        throw new CloneError(
-          `cannot restore the state of ${identity} into ${dir}: ${(err as Error).message}. Take a new snapshot on the leader (understudy snapshot ${identity}) and start this agent again`,
+        const problem = `cannot restore the state of ${identity} into ${dir}: ${(err as Error).message}`;
+        if (!held) {
+          throw new CloneError(
+            `${problem}. Take a new snapshot on the leader (understudy snapshot ${identity}) and start this agent again`,
+          );
+        }
+        // It holds state already: stand by with it; the drift checks hold it back if it lags.
+        log.error({ identity }, `${problem}; standing by with the state it holds (${held.object})`);
+        said.push(problem);
+        restored = undefined;
+      }
+      if (restored) {
+        for (const r of restored.refused) said.push(`refused snapshot ${r.record.object}: ${r.reason}`);
+        await writeHeld(dir, heldOf(restored.record, 'restored'));
+        said.push(
+          `restored snapshot ${restored.record.object} (term ${restored.record.token}, ${restored.manifest.entries.length} entries, every file verified) into ${dir}`,
         );
       }
-      for (const r of restored.refused) said.push(`refused snapshot ${r.record.object}: ${r.reason}`);
-      await writeHeld(dir, heldOf(restored.record, 'restored'));
-      said.push(
-        `restored snapshot ${restored.record.object} (term ${restored.record.token}, ${restored.manifest.entries.length} entries, every file verified) into ${dir}`,
-      );
     }
   }
   const version = await serviceVersion(spec, { identity, node }).catch(() => undefined);

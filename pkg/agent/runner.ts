@@ -96,6 +96,8 @@ export interface RunnerDeps {
   onRefused?(r: { identity: string; what: 'spec' | 'inbox'; refused: boolean }): void;
   /** The snapshot store, for identities whose spec has a state directory (state-keeper.ts). */
   snapshots?: SnapshotPort;
+  /** Who restored state directories belong to: the service user, when services run as one. */
+  stateOwner?: () => Promise<{ uid: number; gid: number } | undefined>;
 }
 
 export class IdentityRunner extends EventEmitter {
@@ -174,6 +176,7 @@ export class IdentityRunner extends EventEmitter {
           store: deps.snapshots,
           log: this.log,
           clock: this.clock,
+          ...(deps.stateOwner ? { owner: deps.stateOwner } : {}),
         })
       : undefined;
     this.host = this.termHost();

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../clock/index.js';
 import type { IdentityDriver } from '../identity/driver.js';
 import { decideCatchUp, heldOf, readHeld, writeHeld, type HeldSnapshot } from '../snapshot/held.js';
+import { recoverInterruptedSwap } from '../snapshot/restore.js';
 import type { PublishOptions, SnapshotRecord, SnapshotStore } from '../snapshot/store.js';
 import { stateDirFor, type ServiceState } from '../spec/schema.js';
 
@@ -33,6 +34,8 @@ export interface StateKeeperDeps {
   store: SnapshotPort;
   log: Logger;
   clock: Clock;
+  /** Who the restored directory belongs to (the service's user, when services run as one). */
+  owner?: () => Promise<{ uid: number; gid: number } | undefined>;
 }
 
 export class StateKeeper {
@@ -66,14 +69,24 @@ export class StateKeeper {
     if (JSON.stringify(state) === JSON.stringify(this.state)) return;
     this.state = state;
     this.schedule();
-    // Say what the directory holds from the first heartbeat, not from the first refresh.
-    if (state) void this.serially(() => this.load(state)).catch(() => undefined);
+    if (!state) return;
+    // Say what the directory holds from the first heartbeat, and a standby catches up at once
+    // rather than a refresh interval later (until then it is judged drifted).
+    void this.serially(async () => {
+      await this.load(state);
+      if (!this.leading && this.state === state) await this.catchUp(state);
+    }).then(
+      () => this.report(undefined),
+      (err: Error) => this.report(err.message),
+    );
   }
 
   /**
    * A term of this node is about to log in: bring the directory to the newest state first.
-   * Resolves with the sentence saying what was done; never rejects (a service starting from the
-   * state it has is better than no service: drift checks decide whether this node should lead).
+   * Rejects when a newer state exists and cannot be restored: a service started on older state
+   * would publish it as the newest under its higher token, and every node would then roll back
+   * to it (a FIX session's sequence numbers going backwards). The term gives the key back and
+   * another node, or this one a little later, tries again.
    */
   beginTerm(token: bigint, driver: () => IdentityDriver | undefined): Promise<string | undefined> {
     this.leading = { token, driver };
@@ -84,9 +97,9 @@ export class StateKeeper {
       try {
         return await this.catchUp(state);
       } catch (err) {
-        const reason = `could not bring the state directory up to date before logging in: ${(err as Error).message}; starting from what ${this.dir(state)} holds`;
-        this.deps.log.error({ dir: this.dir(state), token: String(token) }, reason);
-        return reason;
+        throw new Error(
+          `the state directory ${this.dir(state)} could not be brought up to date before logging in (${(err as Error).message}); not logging in on older state. Check NATS JetStream and the snapshots (understudy snapshots ${this.deps.identity})`,
+        );
       }
     });
   }
@@ -104,20 +117,24 @@ export class StateKeeper {
 
   /**
    * A clean logout: the service is stopped and the key still ours, so this copy is the
-   * newest state there is. Bounded by LOGOUT_SNAPSHOT_MAX_MS; never rejects.
+   * newest state there is. Waits at most `budgetMs` (what is left of the logout budget: a
+   * drain must be confirmed, and an agent stop finished, within it) and LOGOUT_SNAPSHOT_MAX_MS;
+   * past that the handover goes on, and the copy still lands if the key is still ours when it
+   * is done (the store refuses it otherwise). Never rejects.
    */
-  async atLogout(token: bigint): Promise<string | undefined> {
+  async atLogout(token: bigint, budgetMs: number): Promise<string | undefined> {
     if (!this.state) return undefined;
+    const waitMs = Math.max(0, Math.min(budgetMs, LOGOUT_SNAPSHOT_MAX_MS));
     let timedOut = false;
     const taking = this.snapshot(token, 'clean logout', { serviceStopped: true }).then(
       (r) => `published ${r.object} at logout`,
       (err: Error) => `no snapshot at logout: ${err.message}`,
     );
     const timeout = new Promise<string>((resolve) => {
-      const cancel = this.deps.clock.after(LOGOUT_SNAPSHOT_MAX_MS, () => {
+      const cancel = this.deps.clock.after(waitMs, () => {
         timedOut = true;
         resolve(
-          `the snapshot at logout took longer than ${LOGOUT_SNAPSHOT_MAX_MS} ms; handing over without waiting for it (the successor starts from the newest snapshot on record)`,
+          `the snapshot at logout did not finish within the ${waitMs} ms left of the logout budget; handing over without waiting for it (the successor starts from the newest snapshot on record)`,
         );
       });
       void taking.finally(cancel);
@@ -143,6 +160,8 @@ export class StateKeeper {
 
   private async load(state: ServiceState): Promise<void> {
     if (this.loadedFor === this.dir(state)) return;
+    // An agent that died between the two renames of a restore left the directory aside.
+    await recoverInterruptedSwap(this.dir(state));
     this.held = await readHeld(this.dir(state));
     this.loadedFor = this.dir(state);
   }
@@ -153,7 +172,12 @@ export class StateKeeper {
     const newest = (await store.list(identity))[0];
     const decision = decideCatchUp(this.held, newest);
     if (!decision.restore) return decision.reason;
-    const result = await store.restoreLatest(identity, this.dir(state));
+    // Never below what the directory holds: an older snapshot would roll its state back.
+    const owner = await this.deps.owner?.();
+    const result = await store.restoreLatest(identity, this.dir(state), {
+      ...(this.held ? { above: this.held } : {}),
+      ...(owner ? { owner } : {}),
+    });
     for (const r of result.refused) {
       log.error(
         { object: r.record.object, reason: r.reason },

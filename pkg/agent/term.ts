@@ -248,6 +248,14 @@ export class Term {
     const ended = new Promise<EndOfLead>((resolve) => (this.endLead = resolve));
     void leadership.whenLost().then((e) => this.endLead?.({ kind: 'lost', reason: e.reason }));
     this.move({ next: 'logging-in', reason });
+    // The newest state another node left comes in before the service sees its directory, and
+    // outside the login slots: a big restore must not hold other identities' logins back.
+    try {
+      await host.stateKeeper?.beginTerm(token, () => host.driver());
+    } catch (err) {
+      host.failed();
+      return { kind: 'failed', reason: `login failed: ${(err as Error).message}` };
+    }
     // Logins take turns: many at once would hold the event loop (admission.ts).
     const gaveUp = new AbortController();
     void ended.then((why) => gaveUp.abort(why));
@@ -270,9 +278,6 @@ export class Term {
         });
         host.inboxRefused?.(false);
       }
-      // The newest state another node left comes in before the service sees its directory.
-      await host.stateKeeper?.beginTerm(token, () => host.driver());
-      if (!leadership.mayAct()) throw new Error('the term ended while bringing its state up to date');
       credentialFile = await host.port.fetchCredential(spec, token);
       await leadership.setLoggedIn(true);
       if (!leadership.mayAct()) throw new Error('the term ended while logging in');
@@ -380,7 +385,7 @@ export class Term {
     // The service is out and the key still ours: its state now is the newest there is, so a
     // successor (which restores before it logs in) carries it on.
     if (confirmed && CLEAN_LOGOUTS.has(why.kind) && leadership.mayAct()) {
-      await host.stateKeeper?.atLogout(leadership.token);
+      await host.stateKeeper?.atLogout(leadership.token, left());
     }
 
     const next = decideAfterLogout({ ...host.outside(), why, confirmed, mayAct: leadership.mayAct() });

@@ -143,7 +143,10 @@ export class CloneApi {
           {
             specRevision: stored.revision,
             access: accessFingerprint(stored.spec.access),
-            version: leaderVersion ?? clone.bundle.version,
+            version:
+              stored.spec.service.driver === 'process' && stored.spec.service.version !== undefined
+                ? `declared:${stored.spec.service.version}`
+                : (leaderVersion ?? clone.bundle.version),
             snapshots: keysOf.snapshots ?? [],
             // A bundle does not catch up by itself: only a spec change not yet seen by a live agent gets time.
             specCurrentForMs: Number.POSITIVE_INFINITY,

@@ -16,7 +16,14 @@ import { decideNoneInSync, judgeDrift, type DriftVerdict } from './drift.js';
 import type { EventStream } from './events.js';
 import type { ControllerMetrics } from './metrics.js';
 import type { ClusterSnapshot, ControllerKeys, GuardedWriter } from './store.js';
-import { agentAlive, freshAgent, heartbeatEntry, identityKeys, type ViewContext } from './view.js';
+import {
+  agentAlive,
+  freshAgent,
+  heartbeatEntry,
+  identityKeys,
+  runningWorkflow,
+  type ViewContext,
+} from './view.js';
 
 export interface DriftReconcilerDeps {
   name: string;
@@ -44,6 +51,10 @@ export class DriftReconciler {
 
   async reconcile(snap: ClusterSnapshot, term: Authority): Promise<void> {
     const ctx = this.deps.cluster.view(snap);
+    // Memos of identities that are gone go with them.
+    for (const memo of [this.specSeen, this.leaderVersion, this.released, this.stayingDown]) {
+      for (const id of memo.keys()) if (!snap.specs.has(id)) memo.delete(id);
+    }
     for (const [identity, { spec, revision }] of snap.specs) {
       const state = spec.state;
       const keys = identityKeys(snap, identity);
@@ -63,10 +74,12 @@ export class DriftReconciler {
         this.released.delete(identity);
         this.stayingDown.delete(identity);
       }
+      // A declared version is the reference by definition; else what the leader last reported.
+      const declared = spec.service.driver === 'process' ? spec.service.version : undefined;
       const ref = {
         specRevision: revision,
         access: accessFingerprint(spec.access),
-        version: this.leaderVersion.get(identity),
+        version: declared !== undefined ? `declared:${declared}` : this.leaderVersion.get(identity),
         snapshots: keys.snapshots ?? [],
         specCurrentForMs: now - (this.specSeen.get(identity)?.since ?? now),
       };
@@ -81,7 +94,8 @@ export class DriftReconciler {
         const held = keys.drifts?.has(node) ?? false;
         if (verdict.known && verdict.drifted && !held && this.released.get(identity) !== node) {
           await this.hold(identity, node, verdict.reasons, term);
-        } else if (verdict.known && !verdict.drifted && held) {
+        } else if (verdict.known && !verdict.drifted && verdict.unsure.length === 0 && held) {
+          // Only on positive evidence of every check: "not judged yet" is not "in sync".
           await this.release(identity, node, term, verdict.reason);
         }
       }
@@ -89,8 +103,9 @@ export class DriftReconciler {
         { identity },
         [...verdicts.values()].filter((v) => v.known && v.drifted).length,
       );
-      if (!leaderNode && !snap.workflows.get(identity))
-        await this.noneInSync(identity, spec.state!.whenNoneInSync, snap, ctx, verdicts, term);
+      if (!leaderNode && !runningWorkflow(snap, identity)) {
+        await this.noneInSync(identity, state.whenNoneInSync, snap, ctx, verdicts, term);
+      }
     }
   }
 
@@ -105,7 +120,15 @@ export class DriftReconciler {
   ): Promise<void> {
     const keys = identityKeys(snap, identity);
     const live = [...keys.candidates].filter(([node, c]) => c.healthy && agentAlive(ctx, node));
-    if (live.length === 0 || this.released.has(identity)) return;
+    const released = this.released.get(identity);
+    if (released !== undefined) {
+      // The one let through is gone, or another is in sync now: the exception ends (the next
+      // round holds it again if it is still drifted).
+      const others = live.filter(([node]) => node !== released && !keys.drifts?.has(node));
+      if (!live.some(([node]) => node === released) || others.length > 0) this.released.delete(identity);
+      return;
+    }
+    if (live.length === 0) return;
     if (live.some(([node]) => !keys.drifts?.has(node))) return; // someone in sync may campaign
     const candidates = live.map(([node, c]) => {
       const v = verdicts.get(node);

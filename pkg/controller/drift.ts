@@ -35,12 +35,23 @@ export interface DriftPolicy {
 export type DriftVerdict =
   /** No fresh word from the standby: nothing is concluded (an existing hold stays). */
   | { known: false; reason: string }
-  | { known: true; drifted: false; reason: string }
+  /**
+   * Nothing found against it; `unsure` lists the checks that could not be made (a spec change
+   * still within its grace, no reference version): a hold is lifted only when it is empty.
+   */
+  | { known: true; drifted: false; reason: string; unsure: string[] }
   | { known: true; drifted: true; reasons: string[] };
 
 type Fingerprint = Pick<HeartbeatIdentity, 'specRevision' | 'access' | 'version' | 'snapshot'>;
 
-/** How long the standby has lacked a snapshot it should hold (0: it holds the newest). */
+/**
+ * How long the standby has lacked a snapshot it should hold (0: it holds the newest): since
+ * the first snapshot newer than the one it holds was taken. When that one was pruned (it holds
+ * a snapshot older than every one kept) nobody knows when it was taken, only that it came
+ * after the one held: the lag is counted from the held snapshot itself, the longest it can
+ * be, so a standby that stopped syncing long ago is never taken for a fresh one. One holding
+ * nothing is counted from the oldest snapshot kept (a standby just started catches up at once).
+ */
 export function snapshotLagMs(
   held: Fingerprint['snapshot'],
   snapshots: readonly SnapshotRecord[],
@@ -49,10 +60,12 @@ export function snapshotLagMs(
   const newest = snapshots[0];
   if (!newest) return { lagMs: 0 };
   if (held && (held.object === newest.object || !newer(newest, held))) return { lagMs: 0, newest };
-  // Behind since the first snapshot it does not hold was taken (the oldest kept newer one).
-  const missing = snapshots.filter((s) => !held || newer(s, held));
-  const first = missing[missing.length - 1] ?? newest;
-  return { lagMs: Math.max(0, now - Date.parse(first.takenAt)), newest };
+  const oldest = snapshots.at(-1)!;
+  const since =
+    held && held.object !== oldest.object && newer(oldest, held)
+      ? Date.parse(held.takenAt)
+      : Date.parse((snapshots.filter((s) => !held || newer(s, held)).at(-1) ?? newest).takenAt);
+  return { lagMs: Math.max(0, now - since), newest };
 }
 
 const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
@@ -66,27 +79,34 @@ export function judgeDrift(
 ): DriftVerdict {
   if (!standby) return { known: false, reason: `no fresh heartbeat from ${node}: its drift is not judged` };
   const reasons: string[] = [];
+  const unsure: string[] = [];
   const { checks } = policy;
   const settled = ref.specCurrentForMs >= SPEC_APPLY_GRACE_MS;
-  if (checks.spec && settled && standby.specRevision !== String(ref.specRevision)) {
-    reasons.push(
-      standby.specRevision === undefined
-        ? `${node} has not applied the spec (the identity runs revision ${ref.specRevision})`
-        : `${node} runs spec revision ${standby.specRevision}, the identity runs ${ref.specRevision}`,
-    );
+  if (checks.spec && standby.specRevision !== String(ref.specRevision)) {
+    if (!settled) unsure.push(`spec revision ${ref.specRevision} is still within its grace on ${node}`);
+    else {
+      reasons.push(
+        standby.specRevision === undefined
+          ? `${node} has not applied the spec (the identity runs revision ${ref.specRevision})`
+          : `${node} runs spec revision ${standby.specRevision}, the identity runs ${ref.specRevision}`,
+      );
+    }
   }
-  if (checks.access && settled && standby.access !== undefined && standby.access !== ref.access) {
-    reasons.push(
-      `${node} enforces other access lists than the identity's (${standby.access} ≠ ${ref.access})`,
-    );
+  if (checks.access && standby.access !== ref.access) {
+    if (standby.access === undefined) unsure.push(`${node} reports no access lists digest`);
+    else if (!settled) unsure.push(`the access lists changed within their grace on ${node}`);
+    else
+      reasons.push(
+        `${node} enforces other access lists than the identity's (${standby.access} ≠ ${ref.access})`,
+      );
   }
-  if (
-    checks.version &&
-    ref.version !== undefined &&
-    standby.version !== undefined &&
-    standby.version !== ref.version
-  ) {
-    reasons.push(`${node} runs service version ${standby.version}, the leader runs ${ref.version}`);
+  if (checks.version) {
+    if (ref.version === undefined)
+      unsure.push('no reference service version (no leader heard, none declared)');
+    else if (standby.version === undefined) unsure.push(`${node} reports no service version`);
+    else if (standby.version !== ref.version) {
+      reasons.push(`${node} runs service version ${standby.version}, the leader runs ${ref.version}`);
+    }
   }
   if (checks.snapshot) {
     const { lagMs, newest } = snapshotLagMs(standby.snapshot, ref.snapshots, now);
@@ -98,7 +118,15 @@ export function judgeDrift(
     }
   }
   if (reasons.length > 0) return { known: true, drifted: true, reasons };
-  return { known: true, drifted: false, reason: `${node} runs what the identity runs` };
+  return {
+    known: true,
+    drifted: false,
+    reason:
+      unsure.length > 0
+        ? `nothing against ${node} so far (not judged: ${unsure.join('; ')})`
+        : `${node} runs what the identity runs`,
+    unsure,
+  };
 }
 
 export type NoneInSync =

@@ -100,12 +100,26 @@ export async function resolveEntries(entries: readonly string[]): Promise<Entry[
   );
 }
 
+/**
+ * State directory entries resolve like the spec's state.dir: through the nearest existing
+ * ancestor, so an entry for a directory not made yet still allows it (the restore makes it),
+ * and a symlinked parent still counts as where it leads.
+ */
+async function resolveStateEntries(entries: readonly string[]): Promise<Entry[]> {
+  return Promise.all(
+    entries.map(async (entry) => {
+      const found = await resolveStateDir(entry.length > 1 ? entry.replace(/\/$/, '') : entry);
+      return { entry, real: 'real' in found ? found.real : undefined };
+    }),
+  );
+}
+
 export async function resolveAllow(allow: AllowList): Promise<ResolvedAllow> {
   const [commands, modules, credentials, stateDirs] = await Promise.all([
     resolveEntries(allow.commands),
     resolveEntries(allow.modules),
     resolveEntries(allow.credentialPaths),
-    resolveEntries(allow.stateDirs),
+    resolveStateEntries(allow.stateDirs),
   ]);
   return {
     unrestricted: allow.unrestricted,

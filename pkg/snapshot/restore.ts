@@ -24,6 +24,14 @@ function tempPrefix(dir: string): string {
   return `.${basename(dir)}.restore-`;
 }
 
+export interface RestoreOptions {
+  /**
+   * Who owns the restored tree: the service's user when the agent (root) runs services as
+   * another user (service.user), so the service can use its own state. Absent: the agent.
+   */
+  owner?: { uid: number; gid: number };
+}
+
 /** What the caller's record says the snapshot is; anything else is refused. */
 export interface SnapshotExpectation {
   identity?: string;
@@ -46,6 +54,7 @@ export async function restoreSnapshot(
   source: Readable,
   dir: string,
   expect: SnapshotExpectation = {},
+  opts: RestoreOptions = {},
 ): Promise<RestoreResult> {
   await recoverInterruptedSwap(dir);
   const parent = dirname(dir);
@@ -61,7 +70,7 @@ export async function restoreSnapshot(
       );
     }
     verify(manifest, written, expect);
-    await syncTree(temp, manifest.entries);
+    await syncTree(temp, manifest.entries, opts.owner);
     const previous = await swapIn(temp, dir);
     return { manifest, ...(previous && { previous }) };
   } catch (err) {
@@ -215,16 +224,21 @@ function verify(
 }
 
 /** Set each entry's mode and flush files and directories to disk before anything is swapped. */
-async function syncTree(temp: string, entries: ManifestEntry[]): Promise<void> {
+async function syncTree(
+  temp: string,
+  entries: ManifestEntry[],
+  owner: RestoreOptions['owner'],
+): Promise<void> {
   // Deepest first, so a directory's own mode (perhaps read-only) is set after its contents.
   const ordered = [...entries].sort((a, b) => b.path.split('/').length - a.path.split('/').length);
-  for (const e of ordered) await syncPath(join(temp, ...e.path.split('/')), e.mode);
-  await syncPath(temp, 0o700);
+  for (const e of ordered) await syncPath(join(temp, ...e.path.split('/')), e.mode, owner);
+  await syncPath(temp, 0o700, owner);
 }
 
-async function syncPath(path: string, mode: number): Promise<void> {
+async function syncPath(path: string, mode: number, owner?: RestoreOptions['owner']): Promise<void> {
   const handle = await open(path, 'r');
   try {
+    if (owner) await handle.chown(owner.uid, owner.gid);
     await handle.chmod(mode);
     await handle.sync();
   } finally {

@@ -7,12 +7,13 @@ import type { Etcd3 } from 'etcd3';
 import type { NatsConnection, ObjectStore } from 'nats';
 import { PassThrough, Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { newer } from './held.js';
 import { SnapshotRecord } from './record.js';
 import { ETCD_CALL_MS, within } from '../lease/etcd.js';
 import { Keys } from '../lease/keys.js';
 import { SnapshotError } from './manifest.js';
 import { packSnapshot } from './pack.js';
-import { restoreSnapshot, type RestoreResult } from './restore.js';
+import { restoreSnapshot, type RestoreOptions, type RestoreResult } from './restore.js';
 
 /** The object store bucket holding every identity's archives. */
 export const SNAPSHOT_BUCKET = 'understudy-snapshots';
@@ -138,17 +139,22 @@ export class SnapshotStore {
 
   /**
    * Restore the newest snapshot that passes every check into `dir`. A corrupt or truncated one
-   * is refused and the next older one is tried; each refusal is returned with its reason.
+   * is refused and the next older one is tried, never one at or below `above` (what the
+   * directory already holds); each refusal is returned with its reason.
    */
   async restoreLatest(
     identity: string,
     dir: string,
+    opts: { above?: Pick<SnapshotRecord, 'token' | 'takenAt'> } & RestoreOptions = {},
   ): Promise<
     RestoreResult & { record: SnapshotRecord; refused: { record: SnapshotRecord; reason: string }[] }
   > {
     const refused: { record: SnapshotRecord; reason: string }[] = [];
     const os = await this.store();
-    for (const record of await this.list(identity)) {
+    const above = opts.above;
+    // Only newer than what the directory holds: falling back below it would roll state back.
+    const candidates = (await this.list(identity)).filter((r) => !above || newer(r, above));
+    for (const record of candidates) {
       try {
         const object = await os.get(record.object);
         if (!object) throw new SnapshotError(`archive ${record.object} is missing from the object store`);
@@ -157,11 +163,12 @@ export class SnapshotStore {
           `download of ${record.object}`,
         );
         // A stream cut short is caught by the manifest check, before anything is swapped in.
-        const result = await restoreSnapshot(source, dir, {
-          identity,
-          token: record.token,
-          manifestSha256: record.manifestSha256,
-        });
+        const result = await restoreSnapshot(
+          source,
+          dir,
+          { identity, token: record.token, manifestSha256: record.manifestSha256 },
+          opts.owner ? { owner: opts.owner } : {},
+        );
         return { ...result, record, refused };
       } catch (err) {
         refused.push({ record, reason: (err as Error).message });

@@ -314,4 +314,16 @@ describe('allow-list: where a spec leads on this node', function () {
     const file = await stateDir(join(root, 'allowed', 'data'));
     expect((file as { reason: string }).reason).to.include('is not a directory');
   });
+
+  it('a state directory listed exactly is allowed before it exists (the restore makes it)', async function () {
+    const exact = await resolveAllow({
+      commands: [],
+      modules: [],
+      credentialPaths: [],
+      stateDirs: [`${root}/not-yet/ratebot`],
+      unrestricted: false,
+    });
+    const verdict = mayRun({ 'state.dir': await resolveStateDir(`${root}/not-yet/ratebot`) }, exact);
+    expect(verdict).to.deep.equal({ ok: true });
+  });
 });

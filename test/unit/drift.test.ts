@@ -60,8 +60,20 @@ const POLICY: DriftPolicy = { checks: ALL_CHECKS, maxLagMs: 15 * MIN };
 /** What a standby in step with REF reports. */
 const IN_STEP: Fingerprint = { specRevision: '42', access: 'acl-1', version: 'v2', snapshot: held(S3) };
 
-const inSync: DriftVerdict = { known: true, drifted: false, reason: 'b runs what the identity runs' };
+const inSync: DriftVerdict = {
+  known: true,
+  drifted: false,
+  reason: 'b runs what the identity runs',
+  unsure: [],
+};
 const drifted = (...reasons: string[]): DriftVerdict => ({ known: true, drifted: true, reasons });
+/** Nothing against it, but some check could not be made: a hold on it would stay. */
+const notJudged = (...unsure: string[]): DriftVerdict => ({
+  known: true,
+  drifted: false,
+  reason: `nothing against b so far (not judged: ${unsure.join('; ')})`,
+  unsure,
+});
 
 interface Row {
   situation: string;
@@ -95,20 +107,20 @@ describe('drift of a standby (pkg/controller/drift.ts)', function () {
     table([
       { situation: 'same spec revision, access lists, version, and the newest snapshot', verdict: inSync },
       {
-        situation: 'a standby that does not report its access lists is not judged on them',
+        situation: 'a standby that does not report its access lists is not judged on them (nor cleared)',
         standby: { access: undefined },
-        verdict: inSync,
+        verdict: notJudged('b reports no access lists digest'),
       },
       {
-        situation: 'a standby that does not report its version is not judged on it',
+        situation: 'a standby that does not report its version is not judged on it (nor cleared)',
         standby: { version: undefined },
-        verdict: inSync,
+        verdict: notJudged('b reports no service version'),
       },
       {
         situation: 'nor is any standby while the leader’s version is unknown',
         standby: { version: 'v1' },
         ref: { version: undefined },
-        verdict: inSync,
+        verdict: notJudged('no reference service version (no leader heard, none declared)'),
       },
       {
         situation: 'no snapshot on record: nothing to lack, even holding none',
@@ -175,16 +187,23 @@ describe('drift of a standby (pkg/controller/drift.ts)', function () {
     const behind: Partial<Fingerprint> = { specRevision: '41', access: 'acl-0' };
     table([
       {
-        situation: 'just changed: a standby still on the old spec and access lists is not drifted yet',
+        situation:
+          'just changed: a standby still on the old spec and access lists is not drifted yet (nor cleared)',
         standby: behind,
         ref: { specCurrentForMs: 0 },
-        verdict: inSync,
+        verdict: notJudged(
+          'spec revision 42 is still within its grace on b',
+          'the access lists changed within their grace on b',
+        ),
       },
       {
         situation: 'one millisecond before the grace ends: still not',
         standby: behind,
         ref: { specCurrentForMs: SPEC_APPLY_GRACE_MS - 1 },
-        verdict: inSync,
+        verdict: notJudged(
+          'spec revision 42 is still within its grace on b',
+          'the access lists changed within their grace on b',
+        ),
       },
       {
         situation: 'when the grace ends: spec and access lists count',
@@ -283,11 +302,11 @@ describe('drift of a standby (pkg/controller/drift.ts)', function () {
       },
       {
         situation:
-          'holding one pruned from the record: measured from the oldest kept (30 min), not its own (2 h)',
+          'holding one older than every snapshot kept: counted from its own time (2 h), the longest it can have lacked newer state',
         standby: { snapshot: held(S0) },
-        maxLagMs: 29 * MIN,
+        maxLagMs: 119 * MIN,
         verdict: drifted(
-          `b holds snapshot ${S0.object}; it has lacked newer state for 1800 s (the newest is ${S3.object}), over state.maxLagMs 1740 s`,
+          `b holds snapshot ${S0.object}; it has lacked newer state for 7200 s (the newest is ${S3.object}), over state.maxLagMs 7140 s`,
         ),
       },
       {
@@ -309,7 +328,7 @@ describe('drift of a standby (pkg/controller/drift.ts)', function () {
         ['lacks the newest only', held(S2), [S3, S2, S1], 5 * MIN, S3],
         ['lacks two', held(S1), [S3, S2, S1], 20 * MIN, S3],
         ['holds none', undefined, [S3, S2, S1], 30 * MIN, S3],
-        ['holds a pruned one', held(S0), [S3, S2, S1], 30 * MIN, S3],
+        ['holds a pruned one: from its own time', held(S0), [S3, S2, S1], 2 * 60 * MIN, S3],
         [
           'same term, earlier time: lacks the later one',
           held(record(7, 40 * MIN)),

@@ -76,6 +76,23 @@ describe('snapshots of a state directory (pkg/snapshot)', function () {
     expect(await tree(target)).to.deep.equal(await tree(state));
   });
 
+  it('gives the restored tree to the service user when services run as one (the agent being root, as here)', async function () {
+    const target = join(root, 'restored');
+    await restoreSnapshot(
+      Readable.from([(await archive()).bytes]),
+      target,
+      {},
+      { owner: { uid: 65534, gid: 65534 } },
+    );
+    const owners = new Set<string>();
+    for (const name of ['', ...(await readdir(target, { recursive: true }))]) {
+      const info = await stat(join(target, name));
+      owners.add(`${info.uid}:${info.gid}`);
+    }
+    expect([...owners]).to.deep.equal(['65534:65534']);
+    expect(await tree(target)).to.deep.equal(await tree(state));
+  });
+
   it('keeps the directory it replaces as .prev', async () => {
     const target = join(root, 'restored');
     await mkdir(target);
