@@ -1,0 +1,94 @@
+// Observers that write a run's history (history.ts) from outside the agents: the log itself,
+// a watcher of the identities' leader keys in etcd, and the witness services' own records
+// turned into history events. Each stamps what it saw with the shared monotonic clock.
+import { appendFile } from 'node:fs/promises';
+import type { Etcd3, Watcher } from 'etcd3';
+import { Keys, LeaderRecord } from '../pkg/lease/keys.js';
+import { HistoryEvent, monotonicMs } from './history.js';
+
+/** The run's history: kept in memory for the checker, and appended to a JSONL file if given. */
+export class HistoryLog {
+  readonly events: HistoryEvent[] = [];
+  private writing: Promise<void> = Promise.resolve();
+
+  constructor(private readonly file?: string) {}
+
+  /** Record an event (validated: a malformed one is a bug of the observer, said at once). */
+  add(event: HistoryEvent): void {
+    const checked = HistoryEvent.parse(event);
+    this.events.push(checked);
+    const file = this.file;
+    if (file) this.writing = this.writing.then(() => appendFile(file, `${JSON.stringify(checked)}\n`));
+  }
+
+  /** Everything recorded, in time order (observers append as they see things). */
+  sorted(): HistoryEvent[] {
+    return this.events
+      .map((e, i) => ({ e, i }))
+      .sort((a, b) => a.e.t - b.e.t || a.i - b.i)
+      .map(({ e }) => e);
+  }
+
+  /** Resolves once everything recorded so far is in the file. */
+  flushed(): Promise<void> {
+    return this.writing;
+  }
+}
+
+/**
+ * Watch the leader keys of `identities`: a `leader` event at each change (the key's mod
+ * revision is the term's token; a deletion is "no leader"), after one read of where they
+ * stand. Close the returned watcher at the end of the run.
+ */
+export async function watchLeaders(
+  etcd: Etcd3,
+  identities: readonly string[],
+  log: HistoryLog,
+  keys = new Keys(),
+): Promise<Watcher> {
+  const byKey = new Map(identities.map((id) => [keys.leader(id), id]));
+  const watcher = await etcd.watch().prefix(`${keys.prefix}/identities/`).create();
+  const seen = (key: string, value: Buffer | undefined, modRevision: string | undefined) => {
+    const identity = byKey.get(key);
+    if (!identity) return;
+    const record = value ? LeaderRecord.safeParse(JSON.parse(value.toString())) : undefined;
+    log.add({
+      kind: 'leader',
+      t: monotonicMs(),
+      identity,
+      ...(record?.success && modRevision ? { node: record.data.node, token: modRevision } : {}),
+    });
+  };
+  watcher.on('put', (kv) => seen(kv.key.toString(), kv.value, kv.mod_revision));
+  watcher.on('delete', (kv) => seen(kv.key.toString(), undefined, undefined));
+  for (const [key] of byKey) {
+    const kv = (await etcd.get(key).exec()).kvs[0];
+    if (kv) seen(key, kv.value, kv.mod_revision);
+  }
+  return watcher;
+}
+
+/**
+ * A witness service's own file (test/fixtures/witness-service.ts: login, alive, logout, and
+ * `dead` written from outside when the process died) as history events of `identity`. The
+ * login is dated from the process's start: the service holds its token from its first instant.
+ */
+export function witnessEvents(text: string, identity: string): HistoryEvent[] {
+  const events: HistoryEvent[] = [];
+  for (const line of text.split('\n')) {
+    if (line.trim() === '') continue;
+    let record: { event?: string; node?: string; token?: string; mono?: number };
+    try {
+      record = JSON.parse(line) as typeof record;
+    } catch {
+      continue; // a line torn by a kill mid-write: the death line says when it ended
+    }
+    const what = { login: 'login', alive: 'alive', logout: 'logout', dead: 'exit' }[record.event ?? ''] as
+      'login' | 'alive' | 'logout' | 'exit' | undefined;
+    if (!what || record.node === undefined || record.token === undefined || record.mono === undefined) {
+      throw new Error(`not a witness record: ${line.slice(0, 200)}`);
+    }
+    events.push({ kind: 'witness', t: record.mono, identity, node: record.node, token: record.token, what });
+  }
+  return events;
+}
