@@ -2,7 +2,10 @@
 // a watcher of the identities' leader keys in etcd, and the witness services' own records
 // turned into history events. Each stamps what it saw with the shared monotonic clock.
 import { appendFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Etcd3, Watcher } from 'etcd3';
+import type { NatsConnection } from 'nats';
+import { collectResponders } from '../pkg/identity/client.js';
 import { Keys, LeaderRecord } from '../pkg/lease/keys.js';
 import { HistoryEvent, monotonicMs } from './history.js';
 
@@ -66,6 +69,42 @@ export async function watchLeaders(
     if (kv) seen(key, kv.value, kv.mod_revision);
   }
   return watcher;
+}
+
+/**
+ * PING the identity every `everyMs`, each PING collecting every answer within `windowMs`, and
+ * record who answered (S1 as the network sees it: two nodes answering one PING is a split
+ * brain). A PING that could not be sent or read is not recorded: it proves nothing. Stop it at
+ * the end of the run.
+ */
+export function samplePings(
+  nc: NatsConnection,
+  identity: string,
+  log: HistoryLog,
+  opts: { everyMs: number; windowMs: number },
+): { stop(): Promise<void> } {
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      const t = monotonicMs();
+      const answers = await collectResponders(nc, identity, opts.windowMs).catch(() => undefined);
+      if (answers) {
+        log.add({
+          kind: 'ping',
+          t,
+          identity,
+          responders: answers.map((a) => ({ node: a.node, token: String(a.token) })),
+        });
+      }
+      await sleep(opts.everyMs);
+    }
+  })();
+  return {
+    stop: async () => {
+      stopped = true;
+      await loop;
+    },
+  };
 }
 
 /**

@@ -8,9 +8,10 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Etcd3, Watcher } from 'etcd3';
+import { connect, type NatsConnection } from 'nats';
 import { check, formatReport } from '../../chaos/checker.js';
 import { HISTORY_VERSION, monotonicMs, parseHistory } from '../../chaos/history.js';
-import { HistoryLog, watchLeaders, witnessEvents } from '../../chaos/observe.js';
+import { HistoryLog, samplePings, watchLeaders, witnessEvents } from '../../chaos/observe.js';
 import { connectEtcd } from '../../pkg/lease/index.js';
 import { putSpec } from '../../pkg/spec/store.js';
 import { AgentProcess } from '../support/agents.js';
@@ -30,6 +31,7 @@ describe('chaos history: a real failover, written from outside and judged by the
   let etcd: EtcdMember;
   let nats: NatsServer;
   let client: Etcd3;
+  let nc: NatsConnection;
   let dir: string;
   const agents: AgentProcess[] = [];
   let watcher: Watcher | undefined;
@@ -40,6 +42,7 @@ describe('chaos history: a real failover, written from outside and judged by the
     harness = await Harness.create();
     [etcd, nats] = await Promise.all([harness.startEtcd(), harness.startNats()]);
     client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+    nc = await connect({ servers: nats.hostUrl });
     dir = await mkdtemp(join(tmpdir(), 'understudy-history-'));
   });
 
@@ -47,6 +50,7 @@ describe('chaos history: a real failover, written from outside and judged by the
     await watcher?.cancel();
     await Promise.all(agents.map((a) => a.stop()));
     client?.close();
+    await nc?.close();
     await harness?.close();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
@@ -102,6 +106,12 @@ describe('chaos history: a real failover, written from outside and judged by the
       what: "a's witness logging in",
     });
 
+    // A PING a window (300 ms: a loaded machine signs its PONGs late) every 50 ms, from before
+    // the fault until the new leader answers.
+    const pings = samplePings(nc, IDENTITY, log, { everyMs: 50, windowMs: 300 });
+    const answeredBy = (node: string) =>
+      log.events.some((e) => e.kind === 'ping' && e.responders.some((r) => r.node === node));
+    await waitFor(() => answeredBy('a'), { timeoutMs: 30_000, what: 'a answering PING' });
     log.add({ kind: 'nemesis', t: monotonicMs(), id: 'k1', action: 'kill', targets: ['a'], phase: 'start' });
     a.kill('SIGKILL');
     await waitFor(
@@ -116,6 +126,8 @@ describe('chaos history: a real failover, written from outside and judged by the
         (await witnessed()).some((e) => e.kind === 'witness' && e.node === 'a' && e.what === 'exit'),
       { timeoutMs: 30_000, what: "the death line of a's witness" },
     );
+    await waitFor(() => answeredBy('b'), { timeoutMs: 30_000, what: 'b answering PING' });
+    await pings.stop();
     await watcher.cancel();
     watcher = undefined;
     for (const e of await witnessed()) log.add(e);
@@ -123,6 +135,8 @@ describe('chaos history: a real failover, written from outside and judged by the
 
     const report = check(log.sorted());
     expect(report.violations, formatReport(report)).to.deep.equal([]);
+    // The network's view is in the history too: a answered before the kill, b after, never both.
+    expect(log.events.some((e) => e.kind === 'ping' && e.responders.length > 1)).to.equal(false);
     expect(report.failovers).to.have.length(1);
     const [failover] = report.failovers;
     console.log(`      SIGKILL failover at T = ${TTL_SECONDS} s: ${Math.round(failover!.ms)} ms`);
