@@ -26,12 +26,17 @@ export interface Violation {
 }
 
 /**
- * Faults after which the leader's host counts as dead for L1 (a standby must be logged in
- * within T + margin): a kill, a cut from etcd (it self-fences, the key expires), and a freeze
- * that lasted past T. A freeze shorter than T, a NATS cut and an etcd member's trouble must
- * not move the identity at all (no L1 clock runs).
+ * Faults after which the leader counts as dead for L1 (a standby must be logged in within
+ * T + margin of the fault): its host killed, or its agent killed alone (the service dies by the
+ * lifeline, the key expires).
  */
-const HOST_DEATHS = new Set(['kill', 'cut-etcd', 'cut-both']);
+const HOST_DEATHS = new Set(['kill', 'agent-kill']);
+/**
+ * Faults that end the leader's term when they last past T, and then count as its death for L1:
+ * the agent or its host frozen, or cut from etcd (it self-fences, its key expires). Shorter
+ * ones, a NATS cut and an etcd member's trouble start no L1 clock.
+ */
+const DEATHS_PAST_T = new Set(['freeze', 'host-freeze', 'cut-etcd', 'cut-both']);
 /** Agent states a fenced node must never enter (S4). */
 const LEADING_STATES = new Set(['campaigning', 'waiting-out', 'logging-in', 'leader']);
 const TERMINAL_WORKFLOW = new Set(['done', 'aborted']);
@@ -304,8 +309,8 @@ function checkL1(events: HistoryEvent[], config: RunConfig | undefined, failover
   const logins = only(events, 'witness').filter((e) => e.what === 'login');
   for (const fault of nemesis.filter((n) => n.phase === 'start')) {
     const end = nemesis.find((n) => n.id === fault.id && n.phase === 'end');
-    const freezePastT = fault.action === 'freeze' && (end ? end.t - fault.t : Infinity) > config.ttlMs;
-    if (!HOST_DEATHS.has(fault.action) && !freezePastT) continue;
+    const pastT = DEATHS_PAST_T.has(fault.action) && (end ? end.t - fault.t : Infinity) > config.ttlMs;
+    if (!HOST_DEATHS.has(fault.action) && !pastT) continue;
     const led = new Map<string, EventOf<'leader'>>();
     for (const l of leaders) if (l.t <= fault.t) led.set(l.identity, l);
     for (const [identity, leader] of led) {

@@ -9,18 +9,29 @@
 
 /** Faults the nemesis knows, and whether each lasts (has a duration) or is instantaneous. */
 export const FAULTS = {
+  /** The agent's host dies (its container killed). */
   kill: { lasts: false, target: 'agent' },
+  /** The agent process alone is SIGKILLed; its host and service live on. */
+  'agent-kill': { lasts: false, target: 'agent' },
+  /** The agent process alone is SIGSTOPped, then SIGCONTed. */
   freeze: { lasts: true, target: 'agent' },
+  /** The whole host freezes (agent, service, reaper). */
+  'host-freeze': { lasts: true, target: 'agent' },
+  'witness-kill': { lasts: false, target: 'agent' },
+  'witness-freeze': { lasts: true, target: 'agent' },
   'cut-etcd': { lasts: true, target: 'agent' },
   'cut-nats': { lasts: true, target: 'agent' },
   'cut-both': { lasts: true, target: 'agent' },
   'etcd-leader': { lasts: false, target: 'etcd' },
   'etcd-pause': { lasts: true, target: 'etcd' },
+  'etcd-isolate': { lasts: true, target: 'etcd' },
+  'etcd-all': { lasts: true, target: 'etcd' },
   'nats-restart': { lasts: false, target: 'nats' },
   'controller-kill': { lasts: false, target: 'controller' },
   'controller-freeze': { lasts: true, target: 'controller' },
   revoke: { lasts: false, target: 'agent' },
   switchover: { lasts: false, target: 'identity' },
+  cancel: { lasts: false, target: 'identity' },
   fence: { lasts: false, target: 'agent' },
   'bad-input': { lasts: false, target: 'controller' },
 } as const;

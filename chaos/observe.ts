@@ -108,7 +108,7 @@ export function samplePings(
 }
 
 /**
- * A witness service's own file (test/fixtures/witness-service.ts: login, alive, logout, and
+ * A witness service's own file (chaos/witness.ts: login, alive, logout, and
  * `dead` written from outside when the process died) as history events of `identity`. The
  * login is dated from the process's start: the service holds its token from its first instant.
  */

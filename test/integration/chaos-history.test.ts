@@ -75,7 +75,7 @@ describe('chaos history: a real failover, written from outside and judged by the
       name: IDENTITY,
       service: {
         driver: 'process',
-        command: [process.execPath, '--import', 'tsx', 'test/fixtures/witness-service.ts'],
+        command: [process.execPath, '--import', 'tsx', 'chaos/witness.ts'],
         cwd: repoRoot,
         mode: 'cold',
         env: { WITNESS_FILE: witnessFile, WITNESS_BEAT_MS: String(BEAT_MS) },
@@ -165,7 +165,7 @@ describe('chaos history: a real failover, written from outside and judged by the
     const token = (oldToken as { token: string }).token;
     // Someone on a starts the service themselves, with the token it last had: a real process,
     // writing real records, outside any agent.
-    const rogue = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/witness-service.ts'], {
+    const rogue = spawn(process.execPath, ['--import', 'tsx', 'chaos/witness.ts'], {
       cwd: repoRoot,
       env: {
         ...process.env,

@@ -50,7 +50,7 @@ const WITNESS_BEAT_MS = 50;
 
 /**
  * A cold service that takes SLOW_STOP_S to exit after SIGTERM (a drain stays in flight that
- * long), and that records its own logins and logouts (test/fixtures/witness-service.ts): the
+ * long), and that records its own logins and logouts (chaos/witness.ts): the
  * judge of who was logged in, independent of what the agents say.
  */
 function slowStopSpec(name: string, witnessFile: string) {
@@ -58,7 +58,7 @@ function slowStopSpec(name: string, witnessFile: string) {
     name,
     service: {
       driver: 'process' as const,
-      command: [process.execPath, '--import', 'tsx', 'test/fixtures/witness-service.ts'],
+      command: [process.execPath, '--import', 'tsx', 'chaos/witness.ts'],
       cwd: repoRoot,
       mode: 'cold' as const,
       env: {

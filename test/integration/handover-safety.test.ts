@@ -1,6 +1,6 @@
 // Handover safety (issue 10, point 7): the faults that can end a term while its service still
 // runs, each judged from outside the agent. The judge is the service's own record: every
-// service is a witness (test/fixtures/witness-service.ts) that logs its login, a beat every
+// service is a witness (chaos/witness.ts) that logs its login, a beat every
 // 50 ms and its logout on the host's monotonic clock; test/support/witness.ts compares every
 // pair of logged-in intervals and the tokens of successive logins.
 //
@@ -173,7 +173,7 @@ describe('handover safety: no two services logged in at once, judged by the serv
       name,
       service: {
         driver: 'process',
-        command: [process.execPath, '--import', 'tsx', 'test/fixtures/witness-service.ts'],
+        command: [process.execPath, '--import', 'tsx', 'chaos/witness.ts'],
         cwd: repoRoot,
         mode: 'cold',
         env: { WITNESS_FILE: file, WITNESS_BEAT_MS: String(BEAT_MS), ...env },

@@ -27,6 +27,8 @@ const ETCD_PEER_PORT = 2380;
 const NATS_CLIENT_PORT = 4222;
 /** Where the authorization config is put in the NATS container. */
 const NATS_AUTH_CONF = '/etc/understudy-nats-auth.conf';
+/** A host's init: runs the program, says how it ended, then just keeps the host up. */
+const KEEP_HOST_ALIVE = '"$@"; echo "program exited with status $?"; exec sleep 2147483647';
 /** Where the repository is mounted in Node containers. */
 export const APP_DIR = '/app';
 
@@ -59,6 +61,19 @@ export interface NodeProgramOptions {
   alias?: string;
   /** Called with each line the program prints (stdout and stderr). */
   onLine?: (line: string) => void;
+  /**
+   * Run it under a shell that stays when it exits (the container, a host, lives on): what it
+   * started outlives it, as on a machine whose agent died. Needs an image with /bin/sh.
+   */
+  keepHostAlive?: boolean;
+  /** Image to run it in (default: the Node image; the chaos suite's agents use the host image). */
+  image?: string;
+  /** Host directories to mount besides the repository (e.g. a writable one for records). */
+  binds?: Array<{ source: string; target: string; mode: 'ro' | 'rw' }>;
+  /** Container ports to publish on the host (fixed for the container's life: see hostPort). */
+  ports?: number[];
+  /** Waits until the program serves (given the published ports), at start and after a restart. */
+  readiness?: (ports: Map<number, number>, timeoutMs: number) => Promise<void>;
 }
 
 export interface NodeProgram extends ManagedContainer {
@@ -120,6 +135,7 @@ export class Harness {
     env?: Record<string, string>;
     files?: Array<{ content: string; target: string }>;
     bindRepo?: boolean;
+    binds?: Array<{ source: string; target: string; mode: 'ro' | 'rw' }>;
     readiness?: (ports: Map<number, number>, timeoutMs: number) => Promise<void>;
     onStream?: (stream: Readable) => void;
   }): Promise<{ started: StartedTestContainer; ports: Map<number, number>; name: string }> {
@@ -145,11 +161,12 @@ export class Harness {
       container = container.withWaitStrategy(new ProbeWait(async () => undefined));
     }
     if (opts.files) container = container.withCopyContentToContainer(opts.files);
-    if (opts.bindRepo) {
-      container = container
-        .withBindMounts([{ source: repoRoot, target: APP_DIR, mode: 'ro' }])
-        .withWorkingDir(APP_DIR);
-    }
+    const binds = [
+      ...(opts.bindRepo ? [{ source: repoRoot, target: APP_DIR, mode: 'ro' as const }] : []),
+      ...(opts.binds ?? []),
+    ];
+    if (binds.length > 0) container = container.withBindMounts(binds);
+    if (opts.bindRepo) container = container.withWorkingDir(APP_DIR);
     if (opts.onStream) container = container.withLogConsumer(opts.onStream);
     try {
       const started = await container.start();
@@ -307,14 +324,21 @@ export class Harness {
       }
     };
     const entry = opts.script.endsWith('.ts') ? ['--import', 'tsx', opts.script] : [opts.script];
-    const { started, name } = await this.startContainer({
+    const { started, name, ports } = await this.startContainer({
       kind: 'node program',
       alias,
-      image: images().node,
-      entrypoint: ['/usr/local/bin/node'],
-      command: [...entry, ...(opts.args ?? [])],
+      image: opts.image ?? images().node,
+      ...(opts.keepHostAlive
+        ? {
+            entrypoint: ['/bin/sh', '-c', KEEP_HOST_ALIVE],
+            command: ['host', '/usr/local/bin/node', ...entry, ...(opts.args ?? [])],
+          }
+        : { entrypoint: ['/usr/local/bin/node'], command: [...entry, ...(opts.args ?? [])] }),
       env: opts.env,
       bindRepo: true,
+      ...(opts.binds ? { binds: opts.binds } : {}),
+      ...(opts.ports ? { ports: opts.ports } : {}),
+      ...(opts.readiness ? { readiness: opts.readiness } : {}),
       onStream: (stream) => {
         let partial = '';
         stream.on('data', (chunk: Buffer | string) => {
@@ -326,7 +350,14 @@ export class Harness {
         stream.on('end', () => partial && onLine(partial));
       },
     });
-    const program = new ManagedContainer(name, alias, started, this.networkName) as NodeProgram;
+    const readiness = opts.readiness;
+    const program = new ManagedContainer(
+      name,
+      alias,
+      started,
+      this.networkName,
+      readiness ? () => readiness(ports, STARTUP_TIMEOUT_MS) : undefined,
+    ) as NodeProgram;
     Object.assign(program, {
       lines,
       waitForLine: (pattern: RegExp, { timeoutMs = 30_000, from = 0 } = {}) => {

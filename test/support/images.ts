@@ -8,12 +8,15 @@ export interface Images {
   etcd: string;
   nats: string;
   node: string;
+  /** The Node image plus a host's tools (sh, sleep, date, setpriv): chaos agents run in it. */
+  host: string;
 }
 
 const VARIABLES = {
   etcd: 'UNDERSTUDY_ETCD_IMAGE',
   nats: 'UNDERSTUDY_NATS_IMAGE',
   node: 'UNDERSTUDY_NODE_IMAGE',
+  host: 'UNDERSTUDY_HOST_IMAGE',
 } as const satisfies Record<keyof Images, string>;
 
 function readImagesEnv(): Record<string, string> {
@@ -46,6 +49,6 @@ export function images(): Images {
     }
     return image;
   };
-  cached = { etcd: pick('etcd'), nats: pick('nats'), node: pick('node') };
+  cached = { etcd: pick('etcd'), nats: pick('nats'), node: pick('node'), host: pick('host') };
   return cached;
 }

@@ -1,4 +1,4 @@
-// S1 and S2 judged from the services' own records (test/fixtures/witness-service.ts), not from
+// S1 and S2 judged from the services' own records (chaos/witness.ts), not from
 // the agents' logs: each witness process appends login / alive / logout lines stamped with the
 // host's monotonic clock. Pure functions: the tests and the chaos loop read the file and ask.
 //

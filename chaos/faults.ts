@@ -1,0 +1,460 @@
+// The nemesis's hands: each fault of the failure matrix done for real to the topology's hosts,
+// written to the history as it begins and ends. Lasting faults hold for their duration and are
+// lifted; a host that was killed stays dead until `recover` brings it back (the runner does so
+// after the fault's settle time, so the failover is seen first).
+//
+// How each is done:
+//   kill            docker kill of the agent's container: the host dies with everything on it
+//   agent-kill      SIGKILL of the agent process alone: its service must die by the lifeline
+//   freeze          SIGSTOP / SIGCONT of the agent process alone (its service and reaper run on)
+//   host-freeze     the cgroup freezer on the agent's container (everything on the host stops)
+//   witness-kill    SIGKILL of the service the agent leads; witness-freeze: SIGSTOP / SIGCONT
+//   cut-*           iptables in the agent's own network namespace, dropping both directions
+//                   to and from the etcd members, the NATS server, or both
+//   etcd-leader     SIGKILL of the raft leader's container; etcd-pause: one member frozen;
+//   etcd-isolate    one member cut from its peers (clients still reach it); etcd-all: every
+//                   member frozen at once
+//   nats-restart    the NATS container restarted
+//   controller-*    the active controller killed or frozen right after a switchover began
+//   revoke          a raw etcd revoke of the lease behind a leader key (no controller, no record)
+//   switchover / cancel / fence   through the active controller's API, as an operator
+//   bad-input       malformed and unauthenticated API calls, and forged control messages on NATS
+import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { connectEtcd } from '../pkg/lease/index.js';
+import { subjects } from '../pkg/identity/wire.js';
+import { TEST_TOKENS } from '../test/support/controllers.js';
+import { docker } from '../test/support/docker.js';
+import type { ManagedContainer } from '../test/support/container.js';
+import { waitFor } from '../test/support/wait.js';
+import { monotonicMs } from './history.js';
+import type { PlannedFault } from './nemesis.js';
+import type { Topology } from './topology.js';
+
+const run = promisify(execFile);
+
+/** An operator's API call must answer within this, or the fault is recorded as failed. */
+const API_TIMEOUT_MS = 10_000;
+
+export class FaultError extends Error {}
+
+export class Faults {
+  /** Things to bring back after a fault's settle time (killed hosts, members, controllers). */
+  private readonly pending: Array<() => Promise<void>> = [];
+
+  constructor(private readonly top: Topology) {}
+
+  private mark(f: PlannedFault, phase: 'start' | 'end'): void {
+    this.top.opts.log.add({
+      kind: 'nemesis',
+      t: monotonicMs(),
+      id: f.id,
+      action: f.action,
+      targets: f.targets,
+      phase,
+    });
+  }
+
+  /** Do the fault; resolves once it is lifted (lasting faults) or done. */
+  async apply(f: PlannedFault): Promise<void> {
+    const hold = () => sleep(f.durationMs ?? 0);
+    const target = f.targets[0]!;
+    switch (f.action) {
+      case 'kill': {
+        const host = this.agent(target);
+        this.mark(f, 'start');
+        await host.container.kill('SIGKILL');
+        await this.top.hostDied(target);
+        this.mark(f, 'end');
+        this.pending.push(() => this.top.restartAgent(target));
+        return;
+      }
+      case 'agent-kill': {
+        const pid = await this.agentPid(target);
+        this.mark(f, 'start');
+        process.kill(pid, 'SIGKILL');
+        this.mark(f, 'end');
+        // The container lives on (its shell outlives the agent): restarting it starts a new agent.
+        this.pending.push(async () => {
+          await this.top.hostDied(target);
+          await this.top.restartAgent(target);
+        });
+        return;
+      }
+      case 'freeze': {
+        const pid = await this.agentPid(target);
+        this.mark(f, 'start');
+        process.kill(pid, 'SIGSTOP');
+        try {
+          await hold();
+        } finally {
+          process.kill(pid, 'SIGCONT');
+          this.mark(f, 'end');
+        }
+        return;
+      }
+      case 'host-freeze': {
+        const host = this.agent(target);
+        this.mark(f, 'start');
+        await host.container.pause();
+        try {
+          await hold();
+        } finally {
+          await host.container.unpause();
+          this.mark(f, 'end');
+        }
+        return;
+      }
+      case 'witness-kill':
+      case 'witness-freeze': {
+        const pid = await this.servicePid(target);
+        if (pid === undefined) return this.nothingToDo(f, `${target} runs no service`);
+        this.mark(f, 'start');
+        if (f.action === 'witness-kill') {
+          process.kill(pid, 'SIGKILL');
+        } else {
+          process.kill(pid, 'SIGSTOP');
+          try {
+            await hold();
+          } finally {
+            try {
+              process.kill(pid, 'SIGCONT');
+            } catch {
+              // killed meanwhile (its agent gave the identity up): nothing to resume
+            }
+          }
+        }
+        this.mark(f, 'end');
+        return;
+      }
+      case 'cut-etcd':
+      case 'cut-nats':
+      case 'cut-both': {
+        const host = this.agent(target);
+        const peers = [
+          ...(f.action !== 'cut-nats' ? this.top.etcd.members : []),
+          ...(f.action !== 'cut-etcd' ? [this.top.nats] : []),
+        ];
+        await this.cut(host.container, peers, f, hold);
+        return;
+      }
+      case 'etcd-leader': {
+        const leader = await this.etcdLeader();
+        this.mark({ ...f, targets: [leader.alias] }, 'start');
+        await leader.kill('SIGKILL');
+        this.mark({ ...f, targets: [leader.alias] }, 'end');
+        this.pending.push(() => leader.start());
+        return;
+      }
+      case 'etcd-pause': {
+        const member = this.top.etcd.members[this.index(f, this.top.etcd.members.length)]!;
+        this.mark({ ...f, targets: [member.alias] }, 'start');
+        await member.pause();
+        try {
+          await hold();
+        } finally {
+          await member.unpause();
+          this.mark({ ...f, targets: [member.alias] }, 'end');
+        }
+        return;
+      }
+      case 'etcd-isolate': {
+        const member = this.top.etcd.members[this.index(f, this.top.etcd.members.length)]!;
+        const others = this.top.etcd.members.filter((m) => m !== member);
+        await this.cut(member, others, { ...f, targets: [member.alias] }, hold);
+        return;
+      }
+      case 'etcd-all': {
+        const members = this.top.etcd.members;
+        this.mark(f, 'start');
+        await Promise.all(members.map((m) => m.pause()));
+        try {
+          await hold();
+        } finally {
+          await Promise.all(members.map((m) => m.unpause()));
+          this.mark(f, 'end');
+        }
+        return;
+      }
+      case 'nats-restart': {
+        this.mark(f, 'start');
+        await this.top.nats.restart();
+        this.mark(f, 'end');
+        return;
+      }
+      case 'controller-kill':
+      case 'controller-freeze': {
+        const active = await this.activeController();
+        // Mid-workflow: a switchover of an identity led here has just begun.
+        await this.startSwitchover(this.top.identities[this.index(f, this.top.identities.length)]!.name);
+        const marked = { ...f, targets: [active.name] };
+        this.mark(marked, 'start');
+        if (f.action === 'controller-kill') {
+          await active.container.kill('SIGKILL');
+          this.mark(marked, 'end');
+          this.pending.push(() => this.top.restartController(active.name));
+        } else {
+          await active.container.pause();
+          try {
+            await hold();
+          } finally {
+            await active.container.unpause();
+            this.mark(marked, 'end');
+          }
+        }
+        return;
+      }
+      case 'revoke': {
+        const led = await this.ledBy(target);
+        if (!led) return this.nothingToDo(f, `${target} leads nothing`);
+        const kv = (await this.top.client.get(this.top.keys.leader(led)).exec()).kvs[0];
+        if (!kv) return this.nothingToDo(f, `${led} has no leader key`);
+        this.mark(f, 'start');
+        await this.top.client.leaseClient.leaseRevoke({ ID: kv.lease });
+        this.mark(f, 'end');
+        return;
+      }
+      case 'switchover': {
+        this.mark(f, 'start');
+        await this.startSwitchover(target);
+        this.mark(f, 'end');
+        return;
+      }
+      case 'cancel': {
+        this.mark(f, 'start');
+        await this.startSwitchover(target);
+        await this.api('DELETE', `/v1/identities/${target}/workflow`);
+        this.mark(f, 'end');
+        return;
+      }
+      case 'fence': {
+        this.mark(f, 'start');
+        await this.api('POST', `/v1/nodes/${target}/fence`, { reason: `chaos ${f.id}` });
+        this.mark(f, 'end');
+        this.pending.push(async () => {
+          await this.api('POST', `/v1/nodes/${target}/unfence`, { reason: `chaos ${f.id} over` });
+        });
+        return;
+      }
+      case 'bad-input': {
+        this.mark(f, 'start');
+        await this.badInput();
+        this.mark(f, 'end');
+        return;
+      }
+    }
+  }
+
+  /** Bring back what the faults so far left dead (hosts, members, controllers), and unfence. */
+  async recover(): Promise<void> {
+    while (this.pending.length > 0) await this.pending.shift()!();
+  }
+
+  private nothingToDo(f: PlannedFault, why: string): void {
+    this.top.opts.log.add({
+      kind: 'nemesis',
+      t: monotonicMs(),
+      id: f.id,
+      action: `${f.action} (skipped: ${why})`.slice(0, 100),
+      targets: f.targets,
+      phase: 'start',
+    });
+    this.top.opts.log.add({
+      kind: 'nemesis',
+      t: monotonicMs(),
+      id: f.id,
+      action: `${f.action} (skipped: ${why})`.slice(0, 100),
+      targets: f.targets,
+      phase: 'end',
+    });
+  }
+
+  /** A fault's own choice among `n` things, fixed by its id (so a replay picks the same). */
+  private index(f: PlannedFault, n: number): number {
+    return Number(/\d+/.exec(f.id)?.[0] ?? 0) % n;
+  }
+
+  private agent(node: string) {
+    const host = this.top.agents.get(node);
+    if (!host) throw new FaultError(`no agent host '${node}' in this topology`);
+    return host;
+  }
+
+  /** Host pids of the container's processes whose command line contains `needle`. */
+  private async pidsIn(container: ManagedContainer, needle: string): Promise<number[]> {
+    const top = (await (await docker()).getContainer(container.id).top({ ps_args: '-eo pid,args' })) as {
+      Processes: string[][];
+    };
+    return top.Processes.filter((p) => p.slice(1).join(' ').includes(needle)).map((p) => Number(p[0]));
+  }
+
+  private async agentPid(node: string): Promise<number> {
+    const [pid] = await this.pidsIn(this.agent(node).container, 'dist/cmd/agent/main.js');
+    if (pid === undefined) throw new FaultError(`agent ${node}: no agent process found in its host`);
+    return pid;
+  }
+
+  /** The host pid of the service this node leads (one of them), if any. */
+  private async servicePid(node: string): Promise<number | undefined> {
+    const led = await this.ledBy(node);
+    if (!led) return undefined;
+    for (const pid of await this.pidsIn(this.agent(node).container, 'chaos/witness.ts')) {
+      const environ = await readFile(`/proc/${pid}/environ`, 'utf8').catch(() => '');
+      if (environ.split('\0').includes(`WITNESS_FILE=/chaos/witness-${led}.jsonl`)) return pid;
+    }
+    return undefined;
+  }
+
+  /** An identity `node` leads now (by the leader keys), if any. */
+  private async ledBy(node: string): Promise<string | undefined> {
+    for (const identity of this.top.identities) {
+      if ((await this.top.leaderOf(identity.name))?.node === node) return identity.name;
+    }
+    return undefined;
+  }
+
+  private async ipOf(container: ManagedContainer): Promise<string> {
+    const info = await (await docker()).getContainer(container.id).inspect();
+    const ip = info.NetworkSettings.Networks[this.top.harness.networkName]?.IPAddress;
+    if (!ip) throw new FaultError(`${container.alias} has no address on the harness network`);
+    return ip;
+  }
+
+  /** Drop everything between `host` and `peers`, in the host's own network namespace. */
+  private async cut(
+    host: ManagedContainer,
+    peers: ManagedContainer[],
+    f: PlannedFault,
+    hold: () => Promise<void>,
+  ): Promise<void> {
+    const pid = await host.hostPid();
+    const ips = await Promise.all(peers.map((p) => this.ipOf(p)));
+    const rules = ips.flatMap((ip) => [
+      ['INPUT', '-s', ip, '-j', 'DROP'],
+      ['OUTPUT', '-d', ip, '-j', 'DROP'],
+    ]);
+    const iptables = (verb: '-I' | '-D', rule: string[]) =>
+      run('nsenter', ['-t', String(pid), '-n', 'iptables', '-w', verb, ...rule]);
+    this.mark(f, 'start');
+    for (const rule of rules) await iptables('-I', rule);
+    try {
+      await hold();
+    } finally {
+      for (const rule of rules) await iptables('-D', rule);
+      this.mark(f, 'end');
+    }
+  }
+
+  private async etcdLeader() {
+    for (const member of this.top.etcd.members) {
+      const client = connectEtcd({ endpoints: [member.hostEndpoint] });
+      try {
+        const status = await client.maintenance.status();
+        if (status.leader === status.header.member_id) return member;
+      } catch {
+        // a member that does not answer is not the leader we can find
+      } finally {
+        client.close();
+      }
+    }
+    throw new FaultError('no etcd member says it is the raft leader');
+  }
+
+  private async activeController() {
+    let found: ReturnType<Topology['controllers']['get']>;
+    await waitFor(
+      async () => {
+        for (const c of this.top.controllers.values()) {
+          const res = await fetch(`${c.url}/v1/controller`, {
+            headers: { authorization: `Bearer ${TEST_TOKENS.viewer}` },
+            signal: AbortSignal.timeout(2_000),
+          }).catch(() => undefined);
+          const body = res?.ok ? ((await res.json()) as { active?: boolean }) : undefined;
+          if (body?.active) {
+            found = c;
+            return true;
+          }
+        }
+        return false;
+      },
+      { what: 'an active controller', timeoutMs: 30_000 },
+    );
+    return found!;
+  }
+
+  /** An operator's call to the active controller; a 4xx/5xx answer is kept (it is history too). */
+  async api(method: string, path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
+    const active = await this.activeController();
+    const res = await fetch(`${active.url}${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${TEST_TOKENS.operator}`,
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      signal: AbortSignal.timeout(API_TIMEOUT_MS),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text ? (JSON.parse(text) as unknown) : undefined };
+  }
+
+  private startSwitchover(identity: string) {
+    return this.api('POST', `/v1/identities/${identity}/switchover`, {});
+  }
+
+  /**
+   * Bad input from the network: API calls malformed, unauthenticated or aimed at what does not
+   * exist, and forged control messages to every agent and identity on NATS (no controller's
+   * signature). Every one must be refused and change nothing (the checker sees any move).
+   */
+  private async badInput(): Promise<void> {
+    const active = await this.activeController();
+    const calls: Array<[string, string, string | undefined, string | undefined]> = [
+      ['POST', '/v1/identities/w1/switchover', '{"to": 42}', TEST_TOKENS.operator],
+      ['POST', '/v1/identities/w1/switchover', '{not json', TEST_TOKENS.operator],
+      ['POST', '/v1/identities/w1/switchover', '{}', undefined],
+      ['POST', '/v1/identities/w1/switchover', '{}', TEST_TOKENS.viewer],
+      ['POST', '/v1/identities/no-such/switchover', '{}', TEST_TOKENS.operator],
+      ['POST', '/v1/nodes/a/fence', '{"reason": ""}', TEST_TOKENS.operator],
+      ['DELETE', '/v1/identities/w1', undefined, 'forged-token'],
+      ['PUT', '/v1/identities/w1', '{"name": "w1", "service": {"driver": "nope"}}', TEST_TOKENS.admin],
+    ];
+    for (const [method, path, body, token] of calls) {
+      const res = await fetch(`${active.url}${path}`, {
+        method,
+        headers: {
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+          'content-type': 'application/json',
+        },
+        ...(body !== undefined ? { body } : {}),
+        signal: AbortSignal.timeout(API_TIMEOUT_MS),
+      });
+      await res.arrayBuffer();
+      if (res.status < 400) {
+        throw new FaultError(`bad input ${method} ${path} ${body ?? ''} was accepted (${res.status})`);
+      }
+    }
+    const forged = [
+      '{"op":"drain","identity":"w1"}',
+      '{"op":"logout","identity":"w2","term":{"controller":"ctl-9","token":"1"}}',
+      'not json at all',
+      JSON.stringify({ op: 'unfence', sig: 'AAAA', payload: 'x'.repeat(2_000) }),
+    ];
+    for (const node of this.top.agents.keys()) {
+      for (const message of forged) this.top.nc.publish(subjects.control(node), message);
+    }
+    await this.top.nc.flush();
+  }
+}
+
+/** iptables must be on this host and able to enter a container's network namespace. */
+export async function checkCutTools(): Promise<void> {
+  await run('nsenter', ['--version']).catch(() => {
+    throw new FaultError('nsenter is missing: install util-linux (the cuts run iptables in each host)');
+  });
+  await run('iptables', ['-w', '-L', '-n']).catch((err: Error) => {
+    throw new FaultError(`iptables does not work here (${err.message}): install iptables, run as root`);
+  });
+}

@@ -1,0 +1,497 @@
+// The chaos suite's cluster: every part a host of its own, in a container on the harness's
+// Docker network (test/support/harness.ts), so a partition is a real one and a host's death
+// takes everything on it.
+//
+//   etcd0..2      a 3-member etcd cluster
+//   nats          NATS with JetStream and the shipped authorization (one nkey user per role
+//                 and per node). nats-server 2.9 could form a JetStream cluster, but the
+//                 harness's NATS faults (restart, cut) are about one server; see docs/chaos.md
+//   ctl-1, ctl-2  two controllers (their API published on the host)
+//   a, b, c       three agents, each in its own container (the "host" image: Node plus the sh,
+//                 sleep, date and setpriv its lifeline uses), hosting several identities each
+//
+// Every identity runs the witness (chaos/witness.ts) as its service; the witnesses append
+// their records to one directory on this host, mounted into every agent host at /chaos, which
+// the topology tails into the run's history. Around it, from this host: a watcher of the
+// leader keys and workflows in etcd, a PING sampler per identity, and the agents' own logs
+// (their transitions). The host's monotonic clock is the history's: see history.ts, and
+// checkClock below for how it is checked across containers.
+import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import type { Etcd3, Watcher } from 'etcd3';
+import { connect, type NatsConnection } from 'nats';
+import { stringify } from 'yaml';
+import { Workflow } from '../pkg/api/workflows.js';
+import { ControllerKeys } from '../pkg/controller/store.js';
+import { connectEtcd } from '../pkg/lease/index.js';
+import { Keys, LeaderRecord } from '../pkg/lease/keys.js';
+import type { IdentitySpecInput } from '../pkg/spec/schema.js';
+import { putSpec } from '../pkg/spec/store.js';
+import { TEST_TOKENS } from '../test/support/controllers.js';
+import { docker } from '../test/support/docker.js';
+import {
+  APP_DIR,
+  Harness,
+  type EtcdCluster,
+  type NatsServer,
+  type NodeProgram,
+} from '../test/support/harness.js';
+import { images } from '../test/support/images.js';
+import { waitFor } from '../test/support/wait.js';
+import { monotonicMs, type RunConfig } from './history.js';
+import { samplePings, watchLeaders, witnessEvents, type HistoryLog } from './observe.js';
+
+/** Where the witnesses' records are, inside every agent host. */
+const RECORDS_DIR = '/chaos';
+const NATS_USERS_DIR = '/nats-users';
+const CONTROLLER_PORT = 8480;
+/** A cold agent or controller container: Node starting on a loaded 2-core machine. */
+const COMPONENT_START_MS = 60_000;
+/** How often the witnesses' files are read into the history. */
+const TAIL_EVERY_MS = 100;
+/** The PING sampler: one PING every 50 ms, each collecting answers for 300 ms (see observe.ts). */
+const PING_EVERY_MS = 50;
+const PING_WINDOW_MS = 300;
+/** The witness's beat: a span's end is never more than this past its last record. */
+export const WITNESS_BEAT_MS = 50;
+
+export interface ChaosIdentity {
+  name: string;
+  /** Node → its priority for this identity (the highest leads when all are well). */
+  hosts: Record<string, number>;
+  /** The witness's knobs (its spec's service.env): WITNESS_STOP_DELAY_MS, WITNESS_IGNORE_SIGTERM... */
+  witnessEnv?: Record<string, string>;
+}
+
+/** Three identities over three agents: every agent hosts two or three of them. */
+export const DEFAULT_IDENTITIES: readonly ChaosIdentity[] = [
+  { name: 'w1', hosts: { a: 10, b: 5, c: 0 } },
+  { name: 'w2', hosts: { a: 5, b: 10 } },
+  { name: 'w3', hosts: { b: 0, c: 10 } },
+];
+
+export interface TopologyOptions {
+  /** The agents' lease TTL (T); D is the agents' default, 0.7 T. */
+  ttlSeconds: number;
+  identities?: readonly ChaosIdentity[];
+  /** Extra environment for every agent (e.g. an unsafe variant, inside the suite only). */
+  agentEnv?: Record<string, string>;
+  /** Specs instead of the witness (the user kit); their names must match `identities`. */
+  specs?: IdentitySpecInput[];
+  log: HistoryLog;
+  seed?: number;
+  failoverMarginMs: number;
+}
+
+export interface AgentHost {
+  node: string;
+  container: NodeProgram;
+  /** Identities hosted, with priorities. */
+  identities: Record<string, number>;
+}
+
+export interface ControllerHost {
+  name: string;
+  container: NodeProgram;
+  /** API base URL on this host. */
+  url: string;
+}
+
+/** A witness's login as the tail saw it, until its logout or death line. */
+interface OpenLogin {
+  identity: string;
+  node: string;
+  token: string;
+}
+
+export class Topology {
+  readonly agents = new Map<string, AgentHost>();
+  readonly controllers = new Map<string, ControllerHost>();
+  readonly keys = new Keys();
+  private readonly stops: Array<() => Promise<void>> = [];
+  private readonly openLogins = new Map<string, OpenLogin>();
+  private readonly tailOffsets = new Map<string, number>();
+  private tailing: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  private constructor(
+    readonly harness: Harness,
+    readonly etcd: EtcdCluster,
+    readonly nats: NatsServer,
+    /** The host's own etcd client (all three members) and NATS connection (the observer). */
+    readonly client: Etcd3,
+    readonly nc: NatsConnection,
+    readonly recordsDir: string,
+    readonly identities: readonly ChaosIdentity[],
+    readonly opts: TopologyOptions,
+  ) {}
+
+  get ttlMs(): number {
+    return this.opts.ttlSeconds * 1000;
+  }
+
+  /** The agents' self-fence deadline (their default: 0.7 T). */
+  get selfFenceMs(): number {
+    return Math.round(0.7 * this.ttlMs);
+  }
+
+  static async start(opts: TopologyOptions): Promise<Topology> {
+    const identities = opts.identities ?? DEFAULT_IDENTITIES;
+    const nodes = [...new Set(identities.flatMap((i) => Object.keys(i.hosts)))].sort();
+    const harness = await Harness.create();
+    let topology: Topology | undefined;
+    try {
+      const [etcd, nats] = await Promise.all([
+        harness.startEtcdCluster(3),
+        harness.startNats('nats', { auth: { nodes } }),
+      ]);
+      const client = connectEtcd({ endpoints: etcd.hostEndpoints });
+      const nc = await connect({ servers: nats.hostUrl, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+      const recordsDir = await mkdtemp(join(tmpdir(), 'understudy-chaos-'));
+      topology = new Topology(harness, etcd, nats, client, nc, recordsDir, identities, opts);
+      await topology.begin(nodes);
+      return topology;
+    } catch (err) {
+      await (topology ? topology.close() : harness.close());
+      throw err;
+    }
+  }
+
+  private async begin(nodes: string[]): Promise<void> {
+    const { log } = this.opts;
+    log.add({
+      kind: 'config',
+      t: monotonicMs(),
+      v: 1,
+      ...(this.opts.seed !== undefined ? { seed: this.opts.seed } : {}),
+      ttlMs: this.ttlMs,
+      failoverMarginMs: this.opts.failoverMarginMs,
+      // A workflow's steps are written by a controller that may itself be frozen or dying.
+      switchoverSlackMs: 3_000,
+      observeSlackMs: 1_000,
+    } satisfies RunConfig);
+    const specs = this.opts.specs ?? this.identities.map((i) => this.witnessSpec(i));
+    for (const spec of specs) await putSpec(this.client, spec);
+
+    const leaders = await watchLeaders(
+      this.client,
+      this.identities.map((i) => i.name),
+      log,
+    );
+    this.stops.push(() => leaders.cancel());
+    const workflows = await watchWorkflows(this.client, log);
+    this.stops.push(() => workflows.cancel());
+    const tail = setInterval(() => void this.tail(), TAIL_EVERY_MS);
+    this.stops.push(async () => {
+      clearInterval(tail);
+      await this.tail();
+    });
+
+    await Promise.all(['ctl-1', 'ctl-2'].map((name) => this.startController(name)));
+    // Agents one after the other, highest priorities first: the first leaders are the wanted ones.
+    for (const node of nodes) await this.startAgent(node);
+    for (const identity of this.identities) {
+      const sampler = samplePings(this.nc, identity.name, log, {
+        everyMs: PING_EVERY_MS,
+        windowMs: PING_WINDOW_MS,
+      });
+      this.stops.unshift(() => sampler.stop());
+    }
+  }
+
+  /** The witness as a cold process service: logs in at its start, out at SIGTERM. */
+  witnessSpec(identity: ChaosIdentity): IdentitySpecInput {
+    return {
+      name: identity.name,
+      service: {
+        driver: 'process',
+        command: ['/usr/local/bin/node', '--import', 'tsx', 'chaos/witness.ts'],
+        cwd: APP_DIR,
+        mode: 'cold',
+        env: {
+          WITNESS_FILE: `${RECORDS_DIR}/witness-${identity.name}.jsonl`,
+          WITNESS_BEAT_MS: String(WITNESS_BEAT_MS),
+          ...identity.witnessEnv,
+        },
+        restart: { maxAttempts: 0 },
+        startTimeoutMs: 30_000,
+      },
+      access: { open: true },
+    };
+  }
+
+  private agentConfig(node: string): Record<string, unknown> {
+    const hosted = Object.fromEntries(
+      this.identities
+        .filter((i) => node in i.hosts)
+        .map((i) => [i.name, { priority: i.hosts[node] }] as const),
+    );
+    return {
+      node,
+      etcd: { endpoints: this.etcd.networkEndpoints },
+      nats: {
+        servers: [this.nats.networkUrl],
+        nkeyFile: `${NATS_USERS_DIR}/${basename(this.nats.auth!.seedFile('agent', node))}`,
+      },
+      lease: { ttlSeconds: this.opts.ttlSeconds },
+      identities: hosted,
+      runDir: '/tmp/understudy',
+      heartbeatIntervalMs: 1_000,
+      // The suite runs this checkout's witness as root in a throwaway container.
+      allow: { unrestricted: true },
+      service: { allowRoot: true },
+      logLevel: 'info',
+    };
+  }
+
+  private mounts() {
+    return [
+      { source: this.recordsDir, target: RECORDS_DIR, mode: 'rw' as const },
+      { source: this.nats.auth!.dir, target: NATS_USERS_DIR, mode: 'ro' as const },
+    ];
+  }
+
+  private async startAgent(node: string): Promise<AgentHost> {
+    await writeFile(join(this.recordsDir, `agent-${node}.yaml`), stringify(this.agentConfig(node)));
+    const container = await this.harness.startNodeProgram({
+      alias: node,
+      image: images().host,
+      script: 'dist/cmd/agent/main.js',
+      args: ['--config', `${RECORDS_DIR}/agent-${node}.yaml`],
+      // The host outlives its agent (a shell waits for it, then sleeps): an agent killed alone
+      // leaves its service running, which only the lifeline may end.
+      keepHostAlive: true,
+      env: { ...this.opts.agentEnv },
+      binds: this.mounts(),
+      onLine: (line) => this.agentLine(node, line),
+    });
+    const identities = Object.fromEntries(
+      this.identities.filter((i) => node in i.hosts).map((i) => [i.name, i.hosts[node]!]),
+    );
+    const host: AgentHost = { node, container, identities };
+    this.agents.set(node, host);
+    await container.waitForLine(/"msg":"agent started"/, { timeoutMs: COMPONENT_START_MS });
+    await this.checkClock(node, container);
+    return host;
+  }
+
+  private async startController(name: string): Promise<ControllerHost> {
+    const config = stringify({
+      name,
+      etcd: { endpoints: this.etcd.networkEndpoints },
+      nats: {
+        servers: [this.nats.networkUrl],
+        nkeyFile: `${NATS_USERS_DIR}/${basename(this.nats.auth!.seedFile('controller'))}`,
+      },
+      http: { listen: `0.0.0.0:${CONTROLLER_PORT}` },
+      auth: {
+        tokens: Object.entries(TEST_TOKENS).map(([role, token]) => ({ name: `${role}-user`, role, token })),
+      },
+      lease: { ttlSeconds: 3 },
+      switchover: { deadlineMs: 20_000, drainTimeoutMs: 3_000 },
+      logLevel: 'info',
+    });
+    await writeFile(join(this.recordsDir, `controller-${name}.yaml`), config);
+    const container = await this.harness.startNodeProgram({
+      alias: name,
+      script: 'dist/cmd/controller/main.js',
+      args: ['--config', `${RECORDS_DIR}/controller-${name}.yaml`],
+      binds: this.mounts(),
+      ports: [CONTROLLER_PORT],
+    });
+    await container.waitForLine(/"msg":"controller API listening"/, { timeoutMs: COMPONENT_START_MS });
+    const host = { name, container, url: `http://127.0.0.1:${container.hostPort(CONTROLLER_PORT)}` };
+    this.controllers.set(name, host);
+    return host;
+  }
+
+  /** The agent's transitions, from its JSON log, stamped when this host read them. */
+  private agentLine(node: string, line: string): void {
+    if (!line.startsWith('{')) return;
+    let record: { msg?: string; from?: string; to?: string; token?: string };
+    try {
+      record = JSON.parse(line) as typeof record;
+    } catch {
+      return;
+    }
+    const moved = /^(\S+): (\S+) → (\S+)$/.exec(record.msg ?? '');
+    if (!moved || record.from === undefined || record.to === undefined) return;
+    this.opts.log.add({
+      kind: 'transition',
+      t: monotonicMs(),
+      identity: moved[1]!,
+      node,
+      from: record.from,
+      to: record.to,
+      ...(record.token ? { token: record.token } : {}),
+    });
+  }
+
+  /**
+   * Read what the witnesses appended since the last read into the history, keeping track of
+   * which logins are still open (so a host's death can close them: see hostDied).
+   */
+  tail(): Promise<void> {
+    this.tailing = this.tailing.then(async () => {
+      for (const identity of this.identities) {
+        const file = join(this.recordsDir, `witness-${identity.name}.jsonl`);
+        const offset = this.tailOffsets.get(file) ?? 0;
+        const handle = await open(file, 'r').catch(() => undefined);
+        if (!handle) continue;
+        try {
+          const { size } = await handle.stat();
+          if (size <= offset) continue;
+          const buffer = Buffer.alloc(size - offset);
+          await handle.read(buffer, 0, buffer.length, offset);
+          const text = buffer.toString('utf8');
+          // Only whole lines: a line being written is read next time.
+          const end = text.lastIndexOf('\n') + 1;
+          this.tailOffsets.set(file, offset + Buffer.byteLength(text.slice(0, end)));
+          for (const event of witnessEvents(text.slice(0, end), identity.name)) {
+            if (event.kind !== 'witness') continue;
+            const key = `${event.identity}\0${event.node}\0${event.token}`;
+            if (event.what === 'login') this.openLogins.set(key, event);
+            else if (event.what !== 'alive') this.openLogins.delete(key);
+            this.opts.log.add(event);
+          }
+        } finally {
+          await handle.close();
+        }
+      }
+    });
+    return this.tailing;
+  }
+
+  /**
+   * A host died (its container was killed and is seen stopped): every witness on it died with
+   * it, including the recorder that would have written its death line. Close their logins
+   * now: a time at or after the death, never before it, so no overlap is hidden.
+   */
+  async hostDied(node: string): Promise<void> {
+    await this.tail();
+    const t = monotonicMs();
+    for (const [key, login] of this.openLogins) {
+      if (login.node !== node) continue;
+      this.openLogins.delete(key);
+      this.opts.log.add({
+        kind: 'witness',
+        t,
+        identity: login.identity,
+        node,
+        token: login.token,
+        what: 'exit',
+      });
+    }
+  }
+
+  /** Start a killed agent host again, following its log anew. */
+  async restartAgent(node: string): Promise<void> {
+    const host = this.agents.get(node)!;
+    const since = Math.floor(Date.now() / 1000);
+    await host.container.start();
+    const lines: string[] = [];
+    await followLogs(host.container.id, since, (line) => {
+      lines.push(line);
+      this.agentLine(node, line);
+    });
+    await waitFor(() => lines.some((l) => l.includes('"msg":"agent started"')), {
+      what: `agent ${node} to start again`,
+      timeoutMs: COMPONENT_START_MS,
+    });
+    await this.checkClock(node, host.container);
+  }
+
+  async restartController(name: string): Promise<void> {
+    const host = this.controllers.get(name)!;
+    await host.container.start();
+    await waitFor(
+      async () => {
+        const res = await fetch(`${host.url}/livez`, { signal: AbortSignal.timeout(1_000) }).catch(
+          () => undefined,
+        );
+        return res !== undefined && res.status < 500;
+      },
+      { what: `controller ${name} to answer again`, timeoutMs: COMPONENT_START_MS },
+    );
+  }
+
+  /**
+   * The shared clock, checked: a Node process in the container reads CLOCK_MONOTONIC between
+   * two readings of this host's. With one clock its reading lies between them; the `clock`
+   * event carries it against the nearer of the two, so any distance is real skew (at most the
+   * round trip's own length is ever forgiven, never added).
+   */
+  private async checkClock(source: string, container: NodeProgram): Promise<void> {
+    const before = monotonicMs();
+    const { output } = await container.exec([
+      '/usr/local/bin/node',
+      '-e',
+      'process.stdout.write(String(Number(process.hrtime.bigint()) / 1e6))',
+    ]);
+    const after = monotonicMs();
+    const reading = Number(output.trim());
+    if (!Number.isFinite(reading)) throw new Error(`clock check on ${source}: no reading (got '${output}')`);
+    const t = reading < before ? before : reading > after ? after : reading;
+    this.opts.log.add({ kind: 'clock', t, source, reading });
+  }
+
+  /** Current leader (node, token) of an identity, from etcd. */
+  async leaderOf(identity: string): Promise<{ node: string; token: string } | undefined> {
+    const res = await this.client.get(new Keys().leader(identity)).exec();
+    const kv = res.kvs[0];
+    if (!kv) return undefined;
+    const record = LeaderRecord.safeParse(JSON.parse(kv.value.toString()));
+    return record.success ? { node: record.data.node, token: kv.mod_revision } : undefined;
+  }
+
+  /** Stop observing and remove every container; the witnesses' files are kept unless asked. */
+  async close(opts: { keepRecords?: boolean } = {}): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const stop of this.stops) await stop().catch(() => undefined);
+    await this.nc.close().catch(() => undefined);
+    this.client.close();
+    try {
+      await this.harness.close();
+    } finally {
+      if (!opts.keepRecords) await rm(this.recordsDir, { recursive: true, force: true });
+    }
+  }
+}
+
+/** Follow a container's log from `since` (seconds) on; resolves once attached. */
+async function followLogs(id: string, since: number, onLine: (line: string) => void): Promise<void> {
+  const d = await docker();
+  const stream = (await d
+    .getContainer(id)
+    .logs({ follow: true, stdout: true, stderr: true, since })) as NodeJS.ReadableStream;
+  const out = new PassThrough();
+  d.modem.demuxStream(stream, out, out);
+  let partial = '';
+  out.on('data', (chunk: Buffer) => {
+    partial += chunk.toString();
+    const parts = partial.split('\n');
+    partial = parts.pop() ?? '';
+    for (const part of parts) onLine(part);
+  });
+  stream.on('end', () => out.end());
+}
+
+/** Every step of every workflow, with its deadline on the history's clock. */
+async function watchWorkflows(etcd: Etcd3, log: HistoryLog, keys = new ControllerKeys()): Promise<Watcher> {
+  const watcher = await etcd.watch().prefix(keys.workflows()).create();
+  const seen = new Map<string, string>();
+  watcher.on('put', (kv) => {
+    const parsed = Workflow.safeParse(JSON.parse(kv.value.toString()));
+    if (!parsed.success) return;
+    const w = parsed.data;
+    if (seen.get(w.id) === w.state) return;
+    seen.set(w.id, w.state);
+    // Deadlines are wall-clock times: carried onto the monotonic clock at the moment seen.
+    const deadline = monotonicMs() + (Date.parse(w.deadline) - Date.now());
+    log.add({ kind: 'workflow', t: monotonicMs(), identity: w.identity, id: w.id, state: w.state, deadline });
+  });
+  return watcher;
+}
