@@ -56,6 +56,8 @@ export interface Report {
   violationsByFault: Map<string, number>;
   failovers: Timing[];
   switchovers: Timing[];
+  /** Overlaps a whole-host freeze explains (see THAW_GRACE_MS): not violations, but shown. */
+  thaws: Thaw[];
 }
 
 type Witness = EventOf<'witness'>;
@@ -126,8 +128,59 @@ function checkClock(events: HistoryEvent[]): Violation[] {
     }));
 }
 
+/**
+ * A host frozen whole (every process on it: a VM pause, a cgroup freeze) past T thaws with its
+ * service, which may run a few instructions before the lifeline — frozen with it — kills it.
+ * Nothing on that host can prevent those; only fencing at the resource (S2) makes them
+ * harmless. Such an overlap is reported as a thaw (with how long the service lived on), not as
+ * an S1 violation, provided the service slept through the successor's login and was gone
+ * within this long of the thaw. One that outlived it is an S1 violation like any other.
+ */
+export const THAW_GRACE_MS = 250;
+
+/** The host freeze of `node` that covers `t`, as [start, end] events. */
+function frozenAt(events: HistoryEvent[], node: string, t: number) {
+  const nemesis = only(events, 'nemesis').filter(
+    (n) => n.action === 'host-freeze' && n.targets.includes(node),
+  );
+  for (const start of nemesis.filter((n) => n.phase === 'start' && n.t <= t)) {
+    const end = nemesis.find((n) => n.id === start.id && n.phase === 'end');
+    if (end && end.t >= t) return { start, end };
+  }
+  return undefined;
+}
+
+/**
+ * An overlap of `a` (the earlier span) with `b`'s login that a whole-host freeze of a's node
+ * explains: frozen at b's login, no record from a between the freeze and its end, a gone within
+ * THAW_GRACE_MS of the thaw.
+ */
+function thawOverlap(events: HistoryEvent[], a: LoginSpan, b: LoginSpan): Thaw | undefined {
+  const freeze = frozenAt(events, a.node, b.from);
+  if (!freeze || !a.end) return undefined;
+  // The thaw: a's first record after the freeze began (the unpause call returns after it),
+  // else the freeze's end. A record long before the end means a was not frozen at all.
+  const first = only(events, 'witness').find(
+    (w) => w.identity === a.identity && w.node === a.node && w.token === a.token && w.t > freeze.start.t,
+  );
+  const thawAt = Math.min(first?.t ?? freeze.end.t, freeze.end.t);
+  if (thawAt < freeze.end.t - THAW_GRACE_MS || thawAt < b.from) return undefined;
+  const livedMs = a.to - thawAt;
+  if (livedMs > THAW_GRACE_MS) return undefined;
+  return { identity: a.identity, node: a.node, token: a.token, successor: b.node, livedMs };
+}
+
+export interface Thaw {
+  identity: string;
+  node: string;
+  token: string;
+  successor: string;
+  /** Longest the thawed service can have lived on after the thaw (ms, from the records). */
+  livedMs: number;
+}
+
 /** S1: never two nodes logged in at once — by the witnesses' spans, and by PING. */
-function checkS1(events: HistoryEvent[], spans: LoginSpan[]): Violation[] {
+function checkS1(events: HistoryEvent[], spans: LoginSpan[], thaws: Thaw[] = []): Violation[] {
   const out: Violation[] = [];
   for (const [identity, list] of byIdentity(spans)) {
     const sorted = [...list].sort((a, b) => a.from - b.from);
@@ -136,6 +189,11 @@ function checkS1(events: HistoryEvent[], spans: LoginSpan[]): Violation[] {
         const a = sorted[i]!;
         const b = sorted[j]!;
         if (a.node === b.node) continue;
+        const thaw = thawOverlap(events, a, b);
+        if (thaw) {
+          thaws.push(thaw);
+          continue;
+        }
         const until = a.end
           ? `until ${a.end.what} at ${fmt(a.to)}`
           : 'and no record shows it ever logged out';
@@ -233,6 +291,25 @@ function checkS3(events: HistoryEvent[], config: RunConfig | undefined): Violati
         message: `${login.identity}: ${login.node} logged in under token ${login.token} at ${fmt(login.t)}, after its term had ended (the key ${ended.node ? `was ${ended.node}'s, token ${ended.token}` : 'was gone'} at ${fmt(ended.t)})`,
         events: proof(granted, ended, login),
       });
+    }
+  }
+  // The login record comes first: a successor that never saw this term finds it there and
+  // waits it out. A service that starts with no record under its token is a term no gate
+  // can see (checked when the run watched the records).
+  if (config?.loginRecordsObserved) {
+    const records = only(events, 'login-record');
+    for (const login of only(events, 'witness').filter((e) => e.what === 'login')) {
+      const record = records.find(
+        (r) =>
+          r.identity === login.identity && r.token === login.token && r.loggedIn && r.t <= login.t + slack,
+      );
+      if (!record) {
+        out.push({
+          invariant: 'S3',
+          message: `${login.identity}: ${login.node}'s service logged in under token ${login.token} at ${fmt(login.t)} with no login record for that term written before it: a successor that did not see the term could not wait it out`,
+          events: [login],
+        });
+      }
     }
   }
   return out;
@@ -366,9 +443,10 @@ export function check(events: HistoryEvent[]): Report {
   const spans = loginSpans(events);
   const failovers: Timing[] = [];
   const switchovers: Timing[] = [];
+  const thaws: Thaw[] = [];
   const violations = [
     ...checkClock(events),
-    ...checkS1(events, spans),
+    ...checkS1(events, spans, thaws),
     ...checkS2(events, config),
     ...checkS3(events, config),
     ...checkS4(events),
@@ -386,7 +464,7 @@ export function check(events: HistoryEvent[]): Report {
     const key = during?.action ?? 'none';
     violationsByFault.set(key, (violationsByFault.get(key) ?? 0) + 1);
   }
-  return { config, violations, faults, violationsByFault, failovers, switchovers };
+  return { config, violations, faults, violationsByFault, failovers, switchovers, thaws };
 }
 
 // ---- the report as text -----------------------------------------------------------------
@@ -397,6 +475,11 @@ function fmt(t: number): string {
 
 const quantile = (sorted: number[], q: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+
+/** A violation and the events that prove it, one per line. */
+export function formatViolation(v: Violation): string {
+  return [`${v.invariant}: ${v.message}`, ...v.events.map((e) => `    ${JSON.stringify(e)}`)].join('\n');
+}
 
 export function formatReport(report: Report): string {
   const lines: string[] = [];
@@ -420,6 +503,17 @@ export function formatReport(report: Report): string {
       lines.push(`  ${action.padEnd(14)} ${row.join(', ')}`);
     }
   };
+  if (report.thaws.length > 0) {
+    lines.push(
+      '',
+      `whole-host freezes past T: the old service thawed, and was gone within (grace ${THAW_GRACE_MS} ms):`,
+    );
+    for (const t of report.thaws) {
+      lines.push(
+        `  ${t.identity} on ${t.node} (token ${t.token}), ${t.successor} leading: ${Math.round(t.livedMs)} ms`,
+      );
+    }
+  }
   timings('failovers after a fault', report.failovers);
   timings('workflows', report.switchovers);
   lines.push('');
@@ -427,10 +521,7 @@ export function formatReport(report: Report): string {
     lines.push('no violation of S1-S5, L1, L2');
   } else {
     lines.push(`${report.violations.length} violation(s):`);
-    for (const v of report.violations) {
-      lines.push('', `${v.invariant}: ${v.message}`);
-      for (const e of v.events) lines.push(`    ${JSON.stringify(e)}`);
-    }
+    for (const v of report.violations) lines.push('', formatViolation(v));
   }
   return lines.join('\n');
 }

@@ -77,10 +77,7 @@ export class Faults {
         process.kill(pid, 'SIGKILL');
         this.mark(f, 'end');
         // The container lives on (its shell outlives the agent): restarting it starts a new agent.
-        this.pending.push(async () => {
-          await this.top.hostDied(target);
-          await this.top.restartAgent(target);
-        });
+        this.pending.push(() => this.top.restartAgent(target));
         return;
       }
       case 'freeze': {
@@ -282,12 +279,18 @@ export class Faults {
     return host;
   }
 
-  /** Host pids of the container's processes whose command line contains `needle`. */
-  private async pidsIn(container: ManagedContainer, needle: string): Promise<number[]> {
+  /**
+   * Host pids of the container's Node processes running `script` (the host's shell, whose
+   * arguments name the script too, is not one of them).
+   */
+  private async pidsIn(container: ManagedContainer, script: string): Promise<number[]> {
     const top = (await (await docker()).getContainer(container.id).top({ ps_args: '-eo pid,args' })) as {
       Processes: string[][];
     };
-    return top.Processes.filter((p) => p.slice(1).join(' ').includes(needle)).map((p) => Number(p[0]));
+    return top.Processes.filter((p) => {
+      const args = p.slice(1).join(' ').split(/\s+/);
+      return args[0] === '/usr/local/bin/node' && args.includes(script);
+    }).map((p) => Number(p[0]));
   }
 
   private async agentPid(node: string): Promise<number> {

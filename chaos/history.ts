@@ -39,6 +39,8 @@ export const RunConfig = z.strictObject({
   switchoverSlackMs: z.number().nonnegative(),
   /** How late an etcd watcher may see a leader key change that an agent already acted on. */
   observeSlackMs: z.number().nonnegative(),
+  /** The run watched the login records: every service login must follow its term's record (S3). */
+  loginRecordsObserved: z.boolean().optional(),
 });
 export type RunConfig = z.infer<typeof RunConfig>;
 
@@ -72,6 +74,19 @@ export const HistoryEvent = z.discriminatedUnion('kind', [
     identity: Name,
     node: Name.optional(),
     token: Token.optional(),
+  }),
+  /**
+   * A term's login record in etcd as a watcher saw it written: `true` before its service
+   * starts, `false` once it is confirmed stopped. It is how a successor that never saw the term
+   * knows to wait it out.
+   */
+  z.strictObject({
+    kind: z.literal('login-record'),
+    t: T,
+    identity: Name,
+    node: Name,
+    token: Token,
+    loggedIn: z.boolean(),
   }),
   /** An agent's state change for an identity, from its log. */
   z.strictObject({

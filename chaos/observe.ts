@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Etcd3, Watcher } from 'etcd3';
 import type { NatsConnection } from 'nats';
 import { collectResponders } from '../pkg/identity/client.js';
-import { Keys, LeaderRecord } from '../pkg/lease/keys.js';
+import { Keys, LeaderRecord, LoginRecord } from '../pkg/lease/keys.js';
 import { HistoryEvent, monotonicMs } from './history.js';
 
 /** The run's history: kept in memory for the checker, and appended to a JSONL file if given. */
@@ -68,6 +68,26 @@ export async function watchLeaders(
     const kv = (await etcd.get(key).exec()).kvs[0];
     if (kv) seen(key, kv.value, kv.mod_revision);
   }
+  return watcher;
+}
+
+/** Watch the identities' login records: a `login-record` event at each write. */
+export async function watchLoginRecords(
+  etcd: Etcd3,
+  identities: readonly string[],
+  log: HistoryLog,
+  keys = new Keys(),
+): Promise<Watcher> {
+  const byKey = new Map(identities.map((id) => [keys.login(id), id]));
+  const watcher = await etcd.watch().prefix(`${keys.prefix}/identities/`).create();
+  watcher.on('put', (kv) => {
+    const identity = byKey.get(kv.key.toString());
+    if (!identity) return;
+    const record = LoginRecord.safeParse(JSON.parse(kv.value.toString()));
+    if (!record.success) return;
+    const { node, token, loggedIn } = record.data;
+    log.add({ kind: 'login-record', t: monotonicMs(), identity, node, token, loggedIn });
+  });
   return watcher;
 }
 

@@ -27,6 +27,7 @@ import { Workflow } from '../pkg/api/workflows.js';
 import { ControllerKeys } from '../pkg/controller/store.js';
 import { connectEtcd } from '../pkg/lease/index.js';
 import { Keys, LeaderRecord } from '../pkg/lease/keys.js';
+import { leaseTiming, type LeaseTiming } from '../pkg/lease/timing.js';
 import type { IdentitySpecInput } from '../pkg/spec/schema.js';
 import { putSpec } from '../pkg/spec/store.js';
 import { TEST_TOKENS } from '../test/support/controllers.js';
@@ -41,7 +42,7 @@ import {
 import { images } from '../test/support/images.js';
 import { waitFor } from '../test/support/wait.js';
 import { monotonicMs, type RunConfig } from './history.js';
-import { samplePings, watchLeaders, witnessEvents, type HistoryLog } from './observe.js';
+import { samplePings, watchLeaders, watchLoginRecords, witnessEvents, type HistoryLog } from './observe.js';
 
 /** Where the witnesses' records are, inside every agent host. */
 const RECORDS_DIR = '/chaos';
@@ -78,6 +79,12 @@ export interface TopologyOptions {
   identities?: readonly ChaosIdentity[];
   /** Extra environment for every agent (e.g. an unsafe variant, inside the suite only). */
   agentEnv?: Record<string, string>;
+  /** Extra host directories for the agents' hosts (the kit mounts the user's service at /kit). */
+  agentMounts?: Array<{ source: string; target: string }>;
+  /** The agents' host image (default: images().host); it must have /usr/local/bin/node and /bin/sh. */
+  hostImage?: string;
+  /** A dist/ to run the agents from instead of the checkout's (an unsafe variant: variants.ts). */
+  agentDist?: string;
   /** Specs instead of the witness (the user kit); their names must match `identities`. */
   specs?: IdentitySpecInput[];
   log: HistoryLog;
@@ -132,9 +139,13 @@ export class Topology {
     return this.opts.ttlSeconds * 1000;
   }
 
-  /** The agents' self-fence deadline (their default: 0.7 T). */
+  /** The agents' lease timing (their defaults for T): D, the logout budget, must-be-out. */
+  get timing(): LeaseTiming {
+    return leaseTiming({ ttlSeconds: this.opts.ttlSeconds });
+  }
+
   get selfFenceMs(): number {
-    return Math.round(0.7 * this.ttlMs);
+    return this.timing.selfFenceMs;
   }
 
   static async start(opts: TopologyOptions): Promise<Topology> {
@@ -171,6 +182,7 @@ export class Topology {
       // A workflow's steps are written by a controller that may itself be frozen or dying.
       switchoverSlackMs: 3_000,
       observeSlackMs: 1_000,
+      loginRecordsObserved: true,
     } satisfies RunConfig);
     const specs = this.opts.specs ?? this.identities.map((i) => this.witnessSpec(i));
     for (const spec of specs) await putSpec(this.client, spec);
@@ -181,6 +193,12 @@ export class Topology {
       log,
     );
     this.stops.push(() => leaders.cancel());
+    const records = await watchLoginRecords(
+      this.client,
+      this.identities.map((i) => i.name),
+      log,
+    );
+    this.stops.push(() => records.cancel());
     const workflows = await watchWorkflows(this.client, log);
     this.stops.push(() => workflows.cancel());
     const tail = setInterval(() => void this.tail(), TAIL_EVERY_MS);
@@ -257,14 +275,19 @@ export class Topology {
     await writeFile(join(this.recordsDir, `agent-${node}.yaml`), stringify(this.agentConfig(node)));
     const container = await this.harness.startNodeProgram({
       alias: node,
-      image: images().host,
+      image: this.opts.hostImage ?? images().host,
       script: 'dist/cmd/agent/main.js',
       args: ['--config', `${RECORDS_DIR}/agent-${node}.yaml`],
       // The host outlives its agent (a shell waits for it, then sleeps): an agent killed alone
       // leaves its service running, which only the lifeline may end.
       keepHostAlive: true,
       env: { ...this.opts.agentEnv },
-      binds: this.mounts(),
+      binds: [
+        ...this.mounts(),
+        ...(this.opts.agentDist
+          ? [{ source: this.opts.agentDist, target: `${APP_DIR}/dist`, mode: 'ro' as const }]
+          : []),
+      ],
       onLine: (line) => this.agentLine(node, line),
     });
     const identities = Object.fromEntries(
@@ -389,6 +412,12 @@ export class Topology {
   /** Start a killed agent host again, following its log anew. */
   async restartAgent(node: string): Promise<void> {
     const host = this.agents.get(node)!;
+    // A host whose agent alone was killed still runs (its shell waits): it is restarted whole,
+    // which ends whatever the dead agent left behind.
+    if ((await host.container.state()) === 'running') {
+      await host.container.kill('SIGKILL');
+      await this.hostDied(node);
+    }
     const since = Math.floor(Date.now() / 1000);
     await host.container.start();
     const lines: string[] = [];

@@ -235,6 +235,9 @@ export class Harness {
             `--initial-cluster=${initialCluster}`,
             `--initial-cluster-token=understudy-${this.run}`,
             '--initial-cluster-state=new',
+            // A member cut from its peers and back must not force an election when it returns
+            // (its raised term would depose a healthy leader): etcd 3.5's default, 3.4's advice.
+            ...(aliases.length > 1 ? ['--pre-vote=true'] : []),
           ],
           ports: [ETCD_CLIENT_PORT],
           readiness,

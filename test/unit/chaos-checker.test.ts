@@ -192,6 +192,59 @@ describe('chaos checker: each unsafe behaviour is caught, with the events that p
     expect(v!.events.map((x) => x.t)).to.deep.equal([1_150, 1_200, 1_400]);
   });
 
+  it('S3: a service that starts with no login record for its term (when the run watched them)', function () {
+    const watched = (events: HistoryEvent[]) =>
+      events.map((x) => (x.kind === 'config' ? { ...x, loginRecordsObserved: true } : x));
+    const records = (events: HistoryEvent[]) => [
+      ...events,
+      { kind: 'login-record', t: 140, identity: 'bot', node: 'a', token: '5', loggedIn: true } as const,
+      { kind: 'login-record', t: 1_290, identity: 'bot', node: 'b', token: '9', loggedIn: true } as const,
+    ];
+    // Every login follows its record but a's second term (token 12), which never wrote one.
+    const missing = variant((e) => watched(records(e)));
+    expect(violations(missing, 'S3').map((v) => v.message)).to.deep.equal([
+      "bot: a's service logged in under token 12 at 14.100 s with no login record for that term written before it: a successor that did not see the term could not wait it out",
+    ]);
+    const complete = variant((e) => [
+      ...watched(records(e)),
+      { kind: 'login-record', t: 14_080, identity: 'bot', node: 'a', token: '12', loggedIn: true },
+    ]);
+    expect(violations(complete, 'S3')).to.deep.equal([]);
+    // A run that did not watch the records is not held to the rule.
+    expect(violations(variant(records), 'S3')).to.deep.equal([]);
+  });
+
+  it('S1: a service that thaws with its frozen host and acts on is caught; one gone at the thaw is a thaw', function () {
+    // b's whole host froze at 10 s for 6 s (past T): a took over at 14.1 s; b's service thawed
+    // with it, wrote one beat, and was killed 20 ms later.
+    const frozen = (afterThaw: HistoryEvent[]) =>
+      variant((e) => [
+        ...without(e, (x) => x.kind === 'nemesis' || (x.kind === 'witness' && x.what === 'exit')),
+        { kind: 'nemesis', t: 10_000, id: 'f1', action: 'host-freeze', targets: ['b'], phase: 'start' },
+        witness(9_990, 'b', '9', 'alive'),
+        { kind: 'nemesis', t: 16_020, id: 'f1', action: 'host-freeze', targets: ['b'], phase: 'end' },
+        ...afterThaw,
+      ]);
+    const thawed = check(frozen([witness(16_000, 'b', '9', 'alive'), witness(16_020, 'b', '9', 'exit')]));
+    expect(thawed.violations.filter((v) => v.invariant === 'S1')).to.deep.equal([]);
+    expect(thawed.thaws).to.deep.equal([
+      { identity: 'bot', node: 'b', token: '9', successor: 'a', livedMs: 20 },
+    ]);
+    expect(formatReport(thawed)).to.contain('bot on b (token 9), a leading: 20 ms');
+    // The same service still beating 400 ms after the thaw: the lifeline did not end it.
+    const lived = check(
+      frozen([
+        witness(16_000, 'b', '9', 'alive'),
+        witness(16_400, 'b', '9', 'alive'),
+        witness(16_420, 'b', '9', 'exit'),
+      ]),
+    );
+    expect(lived.violations.filter((v) => v.invariant === 'S1').map((v) => v.message)).to.deep.equal([
+      'bot: a (token 12) logged in at 14.100 s while b (token 9) was logged in since 1.300 s until exit at 16.420 s',
+    ]);
+    expect(lived.thaws).to.deep.equal([]);
+  });
+
   it('S4: a fenced node that campaigns or logs in', function () {
     const events = variant((e) => [
       ...e,

@@ -1,0 +1,250 @@
+// The chaos suite's command (npm run chaos -- …; scripts/chaos builds and sets up first).
+//
+//   matrix [--only a,b] [--rounds N]        every failure-matrix scenario (chaos/scenarios.ts), N times
+//   nemesis --seed N --minutes M            a seeded plan of random faults (chaos/nemesis.ts)
+//   variants [--only name]                  the unsafe agents, each where it can misbehave: all caught?
+//   kit --spec FILE [--mount DIR] [--host-image IMAGE]
+//                                           is the user's own service failover-ready? (chaos/kit.ts)
+//
+// Each run writes to --out (default .understudy/chaos/<time>-<what>): history.jsonl (the
+// run's history, which `npm run chaos -- check FILE` judges again), report.txt and
+// report.html (the timeline). Exit 0: no violation and everything as expected; 1: not (the
+// seed to replay is printed); 2: the run could not be done (bad flags, no Docker...).
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import { parseArgs } from 'node:util';
+import { repoRoot } from '../test/support/paths.js';
+import { reapOrphans } from '../test/support/reaper.js';
+import { formatReport, formatViolation, type Report } from './checker.js';
+import { Faults } from './faults.js';
+import { formatKit, runKit } from './kit.js';
+import { FAULTS, type FaultAction } from './nemesis.js';
+import { HistoryLog } from './observe.js';
+import { renderHtml, type ScenarioBand } from './report.js';
+import { describePlan, runMatrix, runNemesis, runScenario, violationsIn } from './runner.js';
+import { SCENARIOS, scenarioNamed } from './scenarios.js';
+import {
+  CHAOS_TTL_S,
+  chaosIdentities,
+  FAILOVER_MARGIN_MS,
+  formatResults,
+  NEMESIS_SETTLE_MS,
+} from './suite.js';
+import { Topology, type TopologyOptions } from './topology.js';
+import { buildVariant, VARIANTS, variantNamed } from './variants.js';
+
+class UsageError extends Error {}
+
+const COMMANDS = ['matrix', 'nemesis', 'variants', 'kit'] as const;
+type Command = (typeof COMMANDS)[number];
+
+/** The run's cluster, removed on Ctrl-C or a timeout's SIGTERM: no container outlives a run. */
+let current: Topology | undefined;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    process.stderr.write(`chaos: ${signal}: removing the run's containers\n`);
+    void (current?.close() ?? Promise.resolve()).finally(() => process.exit(130));
+  });
+}
+
+async function startTopology(
+  opts: Omit<TopologyOptions, 'ttlSeconds' | 'failoverMarginMs'>,
+): Promise<Topology> {
+  current = await Topology.start({
+    ttlSeconds: CHAOS_TTL_S,
+    failoverMarginMs: FAILOVER_MARGIN_MS,
+    identities: chaosIdentities(),
+    ...opts,
+  });
+  return current;
+}
+
+interface Flags {
+  seed?: string;
+  minutes?: string;
+  rounds?: string;
+  only?: string;
+  actions?: string;
+  out?: string;
+  spec?: string;
+  mount?: string;
+  'host-image'?: string;
+}
+
+function positive(name: string, raw: string | undefined, fallback: number): number {
+  const v = raw === undefined ? fallback : Number(raw);
+  if (!Number.isFinite(v) || v <= 0)
+    throw new UsageError(`--${name} must be a positive number (got '${raw}')`);
+  return v;
+}
+
+async function output(what: string, given: string | undefined): Promise<{ dir: string; log: HistoryLog }> {
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+  const dir = given ?? join(repoRoot, '.understudy', 'chaos', `${stamp}-${what}`);
+  await mkdir(dir, { recursive: true });
+  process.stdout.write(`chaos ${what}: history in ${relative(process.cwd(), dir)}/history.jsonl\n`);
+  return { dir, log: new HistoryLog(join(dir, 'history.jsonl')) };
+}
+
+async function writeOutputs(
+  dir: string,
+  log: HistoryLog,
+  report: Report,
+  text: string,
+  title: string,
+  scenarios: ScenarioBand[] = [],
+) {
+  await log.flushed();
+  await writeFile(join(dir, 'report.txt'), `${text}\n`);
+  await writeFile(join(dir, 'report.html'), renderHtml(log.sorted(), report, title, text, scenarios));
+  process.stdout.write(`\n${text}\nreport: ${relative(process.cwd(), join(dir, 'report.html'))}\n`);
+}
+
+async function matrix(flags: Flags): Promise<number> {
+  const chosen = flags.only ? flags.only.split(',').map((n) => scenarioNamed(n.trim())) : SCENARIOS;
+  const rounds = Math.floor(positive('rounds', flags.rounds, 1));
+  const { dir, log } = await output('matrix', flags.out);
+  const top = await startTopology({ log });
+  let run;
+  try {
+    const list = Array.from({ length: rounds }, () => chosen).flat();
+    run = await runMatrix(top, list, (r) =>
+      process.stdout.write(`${formatResults([r]).split('\n').slice(1).join('\n')}\n`),
+    );
+  } finally {
+    await top.close();
+  }
+  const text = [formatResults(run.results), '', formatReport(run.report)].join('\n');
+  const bands = run.results.map((r) => ({
+    name: r.scenario.name,
+    from: r.from,
+    to: r.to,
+    ok: r.problems.length === 0 && r.violations.length === 0,
+  }));
+  await writeOutputs(dir, log, run.report, text, 'chaos matrix', bands);
+  return run.results.some((r) => r.problems.length > 0) || run.report.violations.length > 0 ? 1 : 0;
+}
+
+async function nemesis(flags: Flags): Promise<number> {
+  const seed = Math.floor(positive('seed', flags.seed, 1 + (Date.now() % 100_000)));
+  const minutes = positive('minutes', flags.minutes, 5);
+  const actions = flags.actions?.split(',').map((a) => {
+    if (!(a in FAULTS)) {
+      throw new UsageError(`--actions: unknown fault '${a}' (known: ${Object.keys(FAULTS).join(', ')})`);
+    }
+    return a as FaultAction;
+  });
+  const { dir, log } = await output(`nemesis-seed-${seed}`, flags.out);
+  const top = await startTopology({ log, seed });
+  let report: Report;
+  try {
+    const run = await runNemesis(top, {
+      seed,
+      minutes,
+      settleMs: NEMESIS_SETTLE_MS,
+      ...(actions ? { actions } : {}),
+      onFault: (f, late) =>
+        process.stdout.write(
+          `${describePlan([f]).split('\n')[1]}${late > 1_000 ? `  (${Math.round(late / 1000)} s late: the cluster took longer to heal)` : ''}\n`,
+        ),
+    });
+    report = run.report;
+  } finally {
+    await top.close();
+  }
+  await writeOutputs(dir, log, report, formatReport(report), `chaos nemesis, seed ${seed}`);
+  if (report.violations.length > 0) {
+    process.stdout.write(`replay: npm run chaos -- nemesis --seed ${seed} --minutes ${minutes}\n`);
+    return 1;
+  }
+  return 0;
+}
+
+/** Every unsafe variant in every scenario where it can misbehave, each on a fresh cluster. */
+async function variants(flags: Flags): Promise<number> {
+  const chosen = flags.only ? flags.only.split(',').map((n) => variantNamed(n.trim())) : VARIANTS;
+  const lines: string[] = [];
+  let missed = 0;
+  for (const variant of chosen) {
+    for (const name of variant.scenarios) {
+      const built = await buildVariant(variant);
+      const { log } = await output(`variant-${variant.name}-${name}`, undefined);
+      try {
+        const top = await startTopology({ log, agentDist: built.dist });
+        let caught;
+        try {
+          const r = await runScenario(top, new Faults(top), scenarioNamed(name), `${variant.name}-${name}`, {
+            recover: false,
+          });
+          caught = violationsIn(log.sorted(), r.from, r.to);
+        } finally {
+          await top.close();
+        }
+        if (caught.length === 0) missed++;
+        lines.push(
+          `${variant.name} in ${name}: ${caught.length === 0 ? 'NOT CAUGHT' : `caught (${caught.length} violation(s))`}`,
+          ...caught.map((v) => formatViolation(v).replace(/^/gm, '    ')),
+        );
+        process.stdout.write(`${lines.slice(-1 - caught.length).join('\n')}\n`);
+      } finally {
+        await built.remove();
+      }
+    }
+  }
+  process.stdout.write(`\n${lines.join('\n')}\n`);
+  return missed === 0 ? 0 : 1;
+}
+
+async function kit(flags: Flags): Promise<number> {
+  if (!flags.spec) throw new UsageError('kit needs --spec FILE: the identity spec of your service');
+  const { dir, log } = await output('kit', flags.out);
+  const { checks, report } = await runKit({
+    specFile: flags.spec,
+    log,
+    ...(flags.mount ? { mount: flags.mount } : {}),
+    ...(flags['host-image'] ? { hostImage: flags['host-image'] } : {}),
+  });
+  const text = [formatKit(flags.spec, checks), '', formatReport(report)].join('\n');
+  await writeOutputs(dir, log, report, text, `failover-readiness: ${flags.spec}`);
+  return checks.every((c) => c.passed) ? 0 : 1;
+}
+
+async function main(): Promise<number> {
+  const argv = process.argv.slice(2);
+  // `npm run chaos -- --seed N --minutes M` is the nemesis.
+  const command = (argv[0] && !argv[0].startsWith('--') ? argv.shift()! : 'nemesis') as Command;
+  if (!COMMANDS.includes(command)) {
+    throw new UsageError(`unknown chaos command '${command}' (known: ${COMMANDS.join(', ')}, check)`);
+  }
+  const { values } = parseArgs({
+    args: argv,
+    options: Object.fromEntries(
+      ['seed', 'minutes', 'rounds', 'only', 'actions', 'out', 'spec', 'mount', 'host-image'].map((n) => [
+        n,
+        { type: 'string' as const },
+      ]),
+    ),
+  });
+  await reapOrphans();
+  const flags = values as Flags;
+  switch (command) {
+    case 'matrix':
+      return matrix(flags);
+    case 'nemesis':
+      return nemesis(flags);
+    case 'variants':
+      return variants(flags);
+    case 'kit':
+      return kit(flags);
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(
+      `chaos: ${err instanceof UsageError ? '' : 'the run could not be done: '}${(err as Error).message}\n`,
+    );
+    process.exit(2);
+  },
+);

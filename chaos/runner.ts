@@ -1,0 +1,212 @@
+// Runs faults against a topology and judges the history: the matrix's named scenarios one
+// after the other, or a seeded nemesis plan. Between faults it waits for the cluster to be
+// whole again (every identity led and answering PING under its leader's token) — a condition,
+// not a sleep; the only fixed times are the faults' own durations and the quiet windows in
+// which "nothing moved" is observed.
+import { collectResponders } from '../pkg/identity/client.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { waitFor } from '../test/support/wait.js';
+import { check, type Report, type Violation } from './checker.js';
+import { Faults } from './faults.js';
+import { monotonicMs, type HistoryEvent } from './history.js';
+import { describePlan, planFaults, type FaultAction, type PlannedFault } from './nemesis.js';
+import { planScenario, type Scenario } from './scenarios.js';
+import type { Topology } from './topology.js';
+
+/** Time a whole cluster gets to be led and answering again after a fault and its recovery. */
+const STEADY_TIMEOUT_MS = 90_000;
+/** A PING's window when checking the cluster is whole. */
+const STEADY_PING_MS = 500;
+
+export interface ScenarioResult {
+  scenario: Scenario;
+  fault: PlannedFault;
+  /** Monotonic ms: the scenario's window in the history. */
+  from: number;
+  to: number;
+  /** Identities whose term changed in the window. */
+  moved: string[];
+  /** What the scenario expected and did not see (the checker's violations are apart). */
+  problems: string[];
+  violations: Violation[];
+}
+
+/** Every identity has a leader whose node alone answers PING under its token. */
+export async function waitSteady(top: Topology, what: string): Promise<void> {
+  await waitFor(
+    async () => {
+      for (const identity of top.identities) {
+        const leader = await top.leaderOf(identity.name);
+        if (!leader) return false;
+        const answers = await collectResponders(top.nc, identity.name, STEADY_PING_MS).catch(() => []);
+        if (answers.length !== 1) return false;
+        if (answers[0]!.node !== leader.node || String(answers[0]!.token) !== leader.token) return false;
+      }
+      return true;
+    },
+    { what: `every identity led and answering (${what})`, timeoutMs: STEADY_TIMEOUT_MS, intervalMs: 250 },
+  );
+}
+
+async function terms(top: Topology): Promise<Map<string, string | undefined>> {
+  const out = new Map<string, string | undefined>();
+  for (const i of top.identities) out.set(i.name, (await top.leaderOf(i.name))?.token);
+  return out;
+}
+
+/** Identities whose leader key changed between `from` and `to` in the history. */
+function movedIn(
+  events: readonly HistoryEvent[],
+  from: number,
+  to: number,
+  before: Map<string, string | undefined>,
+) {
+  const moved = new Set<string>();
+  for (const e of events) {
+    if (e.kind !== 'leader' || e.t < from || e.t > to) continue;
+    if (e.token !== before.get(e.identity)) moved.add(e.identity);
+  }
+  return [...moved].sort();
+}
+
+/**
+ * One scenario: the cluster steady, the fault, then (for a fault that must change nothing) a
+ * quiet window of T plus the failover margin in which any move would show, the recovery of
+ * whatever the fault left dead, and the cluster steady again.
+ */
+export async function runScenario(
+  top: Topology,
+  faults: Faults,
+  s: Scenario,
+  id: string,
+  opts: { recover?: boolean } = {},
+): Promise<ScenarioResult> {
+  await waitSteady(top, `before ${s.name}`);
+  const before = await terms(top);
+  const from = monotonicMs();
+  const fault = await planScenario(s, top, id);
+  await faults.apply(fault);
+  if (s.expect === 'moves') {
+    await waitFor(async () => (await top.leaderOf(s.identity))?.token !== before.get(s.identity), {
+      what: `${s.identity} to move after ${s.name}`,
+      timeoutMs: STEADY_TIMEOUT_MS,
+    }).catch(() => undefined);
+  } else {
+    // Watching for a move that must not happen: the window is the observation itself.
+    await sleep(top.ttlMs + top.opts.failoverMarginMs);
+  }
+  // An unsafe agent may never let the cluster be whole again: its run ends with the fault.
+  if (opts.recover !== false) {
+    await faults.recover();
+    await waitSteady(top, `after ${s.name}`);
+  }
+  await top.tail();
+  const to = monotonicMs();
+  const moved = movedIn(top.opts.log.events, from, to, before);
+  const problems: string[] = [];
+  if (s.expect === 'moves' && !moved.includes(s.identity)) {
+    problems.push(`${s.identity} was expected to move after ${s.name}, and kept its term`);
+  }
+  if (s.expect === 'stays' && moved.length > 0) {
+    problems.push(`nothing was to move after ${s.name}, and ${moved.join(', ')} did`);
+  }
+  return { scenario: s, fault, from, to, moved, problems, violations: [] };
+}
+
+/** The history's violations that became one in [from, to] (see momentOf). */
+export function violationsIn(events: readonly HistoryEvent[], from: number, to: number): Violation[] {
+  return check([...events].sort((a, b) => a.t - b.t)).violations.filter(
+    (v) => momentOf(v) >= from && momentOf(v) <= to,
+  );
+}
+
+/**
+ * A violation belongs to the window holding its last proving event: the moment it became one
+ * (the second login of an overlap, the late login of a slow failover).
+ */
+function momentOf(v: Violation): number {
+  return v.events.at(-1)?.t ?? 0;
+}
+
+export function attribute(report: Report, results: ScenarioResult[]): Violation[] {
+  const unplaced: Violation[] = [];
+  for (const v of report.violations) {
+    const home = results.find((r) => momentOf(v) >= r.from && momentOf(v) <= r.to);
+    if (home) home.violations.push(v);
+    else unplaced.push(v);
+  }
+  return unplaced;
+}
+
+export interface MatrixRun {
+  results: ScenarioResult[];
+  report: Report;
+  /** Violations outside any scenario's window (between them, at start-up). */
+  unplaced: Violation[];
+}
+
+export async function runMatrix(
+  top: Topology,
+  scenarios: readonly Scenario[],
+  onResult: (r: ScenarioResult) => void = () => undefined,
+): Promise<MatrixRun> {
+  const faults = new Faults(top);
+  const results: ScenarioResult[] = [];
+  let n = 0;
+  for (const s of scenarios) {
+    const result = await runScenario(top, faults, s, `s${++n}-${s.name}`);
+    results.push(result);
+    onResult(result);
+  }
+  await top.tail();
+  const report = check(top.opts.log.sorted());
+  const unplaced = attribute(report, results);
+  return { results, report, unplaced };
+}
+
+export interface NemesisOptions {
+  seed: number;
+  minutes: number;
+  /** Quiet time after each fault (the plan's settle). */
+  settleMs: number;
+  actions?: readonly FaultAction[];
+  onFault?: (f: PlannedFault, late: number) => void;
+}
+
+/**
+ * Execute a seeded plan: each fault at its time (later if the cluster took longer to heal,
+ * said through onFault), lifted after its duration; after its settle time, what it killed is
+ * brought back and the cluster must be steady again before the next.
+ */
+export async function runNemesis(
+  top: Topology,
+  o: NemesisOptions,
+): Promise<{ plan: PlannedFault[]; report: Report }> {
+  const plan = planFaults({
+    seed: o.seed,
+    minutes: o.minutes,
+    ttlMs: top.ttlMs,
+    selfFenceMs: top.selfFenceMs,
+    settleMs: o.settleMs,
+    agents: [...top.agents.keys()],
+    controllers: [...top.controllers.keys()],
+    identities: top.identities.map((i) => i.name),
+    ...(o.actions ? { actions: o.actions } : {}),
+  });
+  const faults = new Faults(top);
+  await waitSteady(top, 'before the nemesis');
+  const start = monotonicMs();
+  for (const f of plan) {
+    const wait = start + f.at - monotonicMs();
+    if (wait > 0) await sleep(wait);
+    o.onFault?.(f, Math.max(0, -wait));
+    await faults.apply(f);
+    await sleep(o.settleMs);
+    await faults.recover();
+    await waitSteady(top, `after ${f.id} (${f.action})`);
+  }
+  await top.tail();
+  return { plan, report: check(top.opts.log.sorted()) };
+}
+
+export { describePlan };
