@@ -95,10 +95,13 @@ export async function runScenario(
     // Watching for a move that must not happen: the window is the observation itself.
     await sleep(top.ttlMs + top.opts.failoverMarginMs);
   }
-  // An unsafe agent may never let the cluster be whole again: its run ends with the fault.
   if (opts.recover !== false) {
     await faults.recover();
     await waitSteady(top, `after ${s.name}`);
+  } else {
+    // An unsafe agent may never let the cluster be whole again: what it does after the fault
+    // is watched for one failover's time instead (the window is the observation).
+    await sleep(top.ttlMs + top.opts.failoverMarginMs);
   }
   await top.tail();
   const to = monotonicMs();

@@ -1,5 +1,5 @@
 // The chaos suite's settings and shared pieces, for its command (main.ts) and the tests that
-// run it under npm test (test/integration/chaos-matrix.test.ts).
+// run it under npm test (test/chaos/matrix.test.ts).
 import type { ScenarioResult } from './runner.js';
 import { SLOW_IDENTITY } from './scenarios.js';
 import { DEFAULT_IDENTITIES, type ChaosIdentity } from './topology.js';

@@ -88,10 +88,22 @@ export const VARIANTS: readonly Variant[] = [
     name: 'ping-after-logout',
     breaks: 'keeps answering PING for the identity after it logged out',
     patches: [
+      // Every layer that ends the answers: the unsubscribe at logout, the check before each
+      // answer, and the one before each reply is sent.
       {
         file: 'pkg/identity/responder.js',
         find: 'this.active = false;\n        this.sub?.unsubscribe();',
         replace: 'return;',
+      },
+      {
+        file: 'pkg/identity/responder.js',
+        find: 'async answer(data, hdrs, arrival) {\n        if (!this.active || !this.ctx.mayAct())',
+        replace: 'async answer(data, hdrs, arrival) {\n        if (false)',
+      },
+      {
+        file: 'pkg/identity/responder.js',
+        find: "if (typeof answer === 'string' || !msg.reply || !this.active || !this.ctx.mayAct())",
+        replace: "if (typeof answer === 'string' || !msg.reply)",
       },
     ],
     scenarios: ['switchover'],
