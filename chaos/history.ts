@@ -39,6 +39,11 @@ export const RunConfig = z.strictObject({
   switchoverSlackMs: z.number().nonnegative(),
   /** How late an etcd watcher may see a leader key change that an agent already acted on. */
   observeSlackMs: z.number().nonnegative(),
+  /**
+   * The workload's wait for a core answer: a request younger than this at the history's end
+   * is in flight, not lost (a durable one may also wait out a failover: T + margin more).
+   */
+  requestTimeoutMs: z.number().positive().optional(),
   /** The run watched the login records: every service login must follow its term's record (S3). */
   loginRecordsObserved: z.boolean().optional(),
 });

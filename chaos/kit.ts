@@ -184,7 +184,7 @@ export async function runKit(o: KitOptions): Promise<{ checks: KitCheck[]; repor
         e.kind === 'ping' &&
         e.t > failover.from &&
         e.responders.length === 1 &&
-        e.responders[0]!.node !== leader.node,
+        !failover.fault.targets.includes(e.responders[0]!.node),
     );
     const answeredMs = answered ? answered.t - failover.from : undefined;
     checks.push({

@@ -15,13 +15,13 @@ import { join, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import { repoRoot } from '../test/support/paths.js';
 import { reapOrphans } from '../test/support/reaper.js';
-import { formatReport, formatViolation, type Report } from './checker.js';
+import { check, formatReport, formatViolation, type Report } from './checker.js';
 import { Faults } from './faults.js';
 import { formatKit, runKit } from './kit.js';
 import { FAULTS, type FaultAction } from './nemesis.js';
 import { HistoryLog } from './observe.js';
 import { renderHtml, type ScenarioBand } from './report.js';
-import { describePlan, runMatrix, runNemesis, runScenario, violationsIn } from './runner.js';
+import { describePlan, judgeMatrix, runMatrix, runNemesis, runScenario, violationsIn } from './runner.js';
 import { SCENARIOS, scenarioNamed } from './scenarios.js';
 import {
   CHAOS_TTL_S,
@@ -105,24 +105,25 @@ async function matrix(flags: Flags): Promise<number> {
   const rounds = Math.floor(positive('rounds', flags.rounds, 1));
   const { dir, log } = await output('matrix', flags.out);
   const top = await startTopology({ log });
-  let run;
+  let results;
   try {
     const list = Array.from({ length: rounds }, () => chosen).flat();
-    run = await runMatrix(top, list, (r) =>
+    results = await runMatrix(top, list, (r) =>
       process.stdout.write(`${formatResults([r]).split('\n').slice(1).join('\n')}\n`),
     );
   } finally {
     await top.close();
   }
-  const text = [formatResults(run.results), '', formatReport(run.report)].join('\n');
-  const bands = run.results.map((r) => ({
+  const { report } = judgeMatrix(log.events, results);
+  const text = [formatResults(results), '', formatReport(report)].join('\n');
+  const bands = results.map((r) => ({
     name: r.scenario.name,
     from: r.from,
     to: r.to,
     ok: r.problems.length === 0 && r.violations.length === 0,
   }));
-  await writeOutputs(dir, log, run.report, text, 'chaos matrix', bands);
-  return run.results.some((r) => r.problems.length > 0) || run.report.violations.length > 0 ? 1 : 0;
+  await writeOutputs(dir, log, report, text, 'chaos matrix', bands);
+  return results.some((r) => r.problems.length > 0) || report.violations.length > 0 ? 1 : 0;
 }
 
 async function nemesis(flags: Flags): Promise<number> {
@@ -136,22 +137,18 @@ async function nemesis(flags: Flags): Promise<number> {
   });
   const { dir, log } = await output(`nemesis-seed-${seed}`, flags.out);
   const top = await startTopology({ log, seed });
-  let report: Report;
   try {
-    const run = await runNemesis(top, {
+    await runNemesis(top, {
       seed,
       minutes,
       settleMs: NEMESIS_SETTLE_MS,
       ...(actions ? { actions } : {}),
-      onFault: (f, late) =>
-        process.stdout.write(
-          `${describePlan([f]).split('\n')[1]}${late > 1_000 ? `  (${Math.round(late / 1000)} s late: the cluster took longer to heal)` : ''}\n`,
-        ),
+      onFault: (f) => process.stdout.write(`${describePlan([f]).split('\n')[1]}\n`),
     });
-    report = run.report;
   } finally {
     await top.close();
   }
+  const report = check(log.sorted());
   await writeOutputs(dir, log, report, formatReport(report), `chaos nemesis, seed ${seed}`);
   if (report.violations.length > 0) {
     process.stdout.write(`replay: npm run chaos -- nemesis --seed ${seed} --minutes ${minutes}\n`);

@@ -17,6 +17,8 @@ import type { EventOf, HistoryEvent } from './history.js';
 const PX_PER_S = 24;
 const LANE_H = 18;
 const LABEL_W = 120;
+/** A PING or request run breaks at a silence this long (a sampler that stopped, a lost answer). */
+const RUN_GAP_MS = 1_500;
 const OVERVIEW_W = 1100;
 const NODE_COLOURS = ['#3b7dd8', '#d8913b', '#4caf50', '#9c27b0', '#00838f', '#795548'];
 
@@ -94,7 +96,7 @@ export function renderHtml(
   }
   for (const lane of lanes) {
     svg.push(
-      `<text x="4" y="${lane.y + LANE_H - 5}" class="lane">${esc(lane.node ? `${lane.identity} @ ${lane.node}` : `${lane.identity} PING`)}</text>`,
+      `<text x="4" y="${lane.y + LANE_H - 5}" class="lane">${esc(lane.node ? `${lane.identity} @ ${lane.node}` : `${lane.identity} PING / req`)}</text>`,
       `<line x1="${LABEL_W}" x2="${width}" y1="${lane.y + LANE_H}" y2="${lane.y + LANE_H}" class="grid"/>`,
     );
   }
@@ -122,21 +124,50 @@ export function renderHtml(
       `<rect x="${x1.toFixed(1)}" y="${lane.y + 2}" width="${(x2 - x1).toFixed(1)}" height="${LANE_H - 8}" fill="${colour(s.node)}" class="span${open ? ' open' : ''}"><title>${esc(`${s.identity} logged in on ${s.node}, token ${s.token}: ${((s.from - t0) / 1000).toFixed(2)} s → ${open ? 'no end recorded' : `${((s.to - t0) / 1000).toFixed(2)} s (${s.end?.what})`}`)}</title></rect>`,
     );
   }
-  // PINGs.
-  for (const p of only(events, 'ping')) {
-    const lane = laneOf(p.identity);
+  // PINGs and requests, as runs of the same outcome (one mark per event would weigh megabytes
+  // on an hour's run): a run breaks where the outcome, the answering term or a gap changes.
+  const runs = <E extends { t: number }>(list: E[], key: (e: E) => string) => {
+    const out: Array<{ from: E; to: E; n: number; key: string }> = [];
+    for (const e of list) {
+      const k = key(e);
+      const last = out.at(-1);
+      if (last && last.key === k && e.t - last.to.t < RUN_GAP_MS) {
+        last.to = e;
+        last.n++;
+      } else out.push({ from: e, to: e, n: 1, key: k });
+    }
+    return out;
+  };
+  for (const identity of identities) {
+    const lane = laneOf(identity);
     if (!lane) continue;
-    const cls = p.responders.length === 0 ? 'none' : p.responders.length === 1 ? 'one' : 'many';
-    svg.push(
-      `<rect x="${x(p.t).toFixed(1)}" y="${lane.y + 3}" width="2" height="${LANE_H - 8}" class="ping ${cls}"><title>${esc(`PING: ${p.responders.map((r) => `${r.node} (${r.token})`).join(', ') || 'no answer'}`)}</title></rect>`,
-    );
+    const pings = only(events, 'ping').filter((p) => p.identity === identity);
+    for (const r of runs(
+      pings,
+      (p) =>
+        `${p.responders.length === 0 ? 'none' : p.responders.length === 1 ? 'one' : 'many'} ${p.responders.map((x) => `${x.node} (${x.token})`).join(', ')}`,
+    )) {
+      const cls = r.key.split(' ')[0];
+      svg.push(
+        `<rect x="${x(r.from.t).toFixed(1)}" y="${lane.y + 3}" width="${Math.max(2, x(r.to.t) - x(r.from.t) + 2).toFixed(1)}" height="${(LANE_H - 8) / 2}" class="ping ${cls}"><title>${esc(`${r.n} PING(s): ${r.key.slice(cls!.length + 1) || 'no answer'}`)}</title></rect>`,
+      );
+    }
+    const answers = only(events, 'request').filter((q) => q.identity === identity && q.what !== 'send');
+    for (const r of runs(answers, (q) => `${q.what} ${q.node ?? ''} ${q.token ?? ''} ${q.error ?? ''}`)) {
+      const cls = r.from.what;
+      svg.push(
+        `<rect x="${x(r.from.t).toFixed(1)}" y="${lane.y + 3 + (LANE_H - 8) / 2}" width="${Math.max(2, x(r.to.t) - x(r.from.t) + 2).toFixed(1)}" height="${(LANE_H - 8) / 2}" class="req ${cls}"><title>${esc(`${r.n} request(s): ${r.key}`)}</title></rect>`,
+      );
+    }
   }
-  // Requests of the workload, when the run had one.
-  for (const r of only(events, 'request')) {
-    const lane = laneOf(r.identity);
-    if (!lane || r.what === 'send') continue;
+  for (const thaw of report.thaws) {
+    const lane = laneOf(thaw.identity, thaw.node);
+    const end = spans.find(
+      (sp) => sp.identity === thaw.identity && sp.node === thaw.node && sp.token === thaw.token,
+    );
+    if (!lane || !end) continue;
     svg.push(
-      `<circle cx="${x(r.t).toFixed(1)}" cy="${lane.y + LANE_H / 2}" r="2.5" class="req ${r.what}"><title>${esc(`${r.id}: ${r.what} ${r.node ?? ''} ${r.error ?? ''}`)}</title></circle>`,
+      `<line x1="${x(end.to).toFixed(1)}" x2="${x(end.to).toFixed(1)}" y1="${lane.y}" y2="${lane.y + LANE_H}" class="thaw"><title>${esc(`${thaw.identity} on ${thaw.node} thawed with its host and was gone ${Math.round(thaw.livedMs)} ms later`)}</title></line>`,
     );
   }
   // Violations: a red mark at each proving event's time.
@@ -181,7 +212,7 @@ h1{font-size:18px} pre{background:#f6f6f6;padding:8px;overflow-x:auto}
 .lane{font-size:11px;fill:#333} .grid{stroke:#eee} .term{fill:#555;opacity:.6}
 .span{opacity:.85} .span.open{opacity:.5;stroke:#c62828;stroke-dasharray:3 2}
 .ping.one{fill:#66bb6a} .ping.none{fill:#bdbdbd} .ping.many{fill:#d32f2f}
-.req.reply{fill:#1565c0} .req.error{fill:#ef6c00}
+.req.reply{fill:#1565c0} .req.error{fill:#ef6c00} .thaw{stroke:#7b1fa2;stroke-width:2}
 .violation{stroke:#d32f2f;stroke-width:2} .violation-mark{fill:#d32f2f} .fault-mark{fill:#fbc02d}
 .scenario{stroke:#999;stroke-dasharray:2 3} .scenario.failed{stroke:#d32f2f}
 .key{display:inline-block;width:12px;height:12px;margin:0 4px 0 10px;vertical-align:middle}
@@ -193,7 +224,7 @@ h1{font-size:18px} pre{background:#f6f6f6;padding:8px;overflow-x:auto}
 <h2>Verdict</h2>
 ${violations}
 <h2>Timeline</h2>
-<p>Bars: each service's own logged-in record (dashed red outline: no end recorded). Thin line: the leader key in etcd. PING lane: green one answer, grey none, red two or more. Shaded: faults. ${legend}</p>
+<p>Bars: each service's own logged-in record (dashed red outline: no end recorded). Thin line: the leader key in etcd. PING / req lane: above, PING (green one answer, grey none, red two or more); below, the workload's requests (blue answered, orange refused or failed). Purple: a whole-host freeze's thaw. Shaded: faults. ${legend}</p>
 <div class="timeline"><svg width="${width}" height="${height}">${svg.join('')}</svg></div>
 <h2>Summary</h2>
 <pre>${esc(summaryText)}</pre>

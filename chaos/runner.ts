@@ -141,18 +141,12 @@ export function attribute(report: Report, results: ScenarioResult[]): Violation[
   return unplaced;
 }
 
-export interface MatrixRun {
-  results: ScenarioResult[];
-  report: Report;
-  /** Violations outside any scenario's window (between them, at start-up). */
-  unplaced: Violation[];
-}
-
+/** Run the scenarios one after the other; judge the history once the topology is closed. */
 export async function runMatrix(
   top: Topology,
   scenarios: readonly Scenario[],
   onResult: (r: ScenarioResult) => void = () => undefined,
-): Promise<MatrixRun> {
+): Promise<ScenarioResult[]> {
   const faults = new Faults(top);
   const results: ScenarioResult[] = [];
   let n = 0;
@@ -161,10 +155,18 @@ export async function runMatrix(
     results.push(result);
     onResult(result);
   }
-  await top.tail();
-  const report = check(top.opts.log.sorted());
+  return results;
+}
+
+/**
+ * The whole history judged, each violation given to the scenario it happened in; call it once
+ * the topology is closed (the workload's last answers are in).
+ */
+export function judgeMatrix(events: readonly HistoryEvent[], results: ScenarioResult[]) {
+  const report = check([...events].sort((a, b) => a.t - b.t));
+  for (const r of results) r.violations = [];
   const unplaced = attribute(report, results);
-  return { results, report, unplaced };
+  return { report, unplaced };
 }
 
 export interface NemesisOptions {
@@ -173,18 +175,16 @@ export interface NemesisOptions {
   /** Quiet time after each fault (the plan's settle). */
   settleMs: number;
   actions?: readonly FaultAction[];
-  onFault?: (f: PlannedFault, late: number) => void;
+  onFault?: (f: PlannedFault) => void;
 }
 
 /**
- * Execute a seeded plan: each fault at its time (later if the cluster took longer to heal,
- * said through onFault), lifted after its duration; after its settle time, what it killed is
- * brought back and the cluster must be steady again before the next.
+ * Execute a seeded plan: each fault at its time, or once the cluster has healed from the one
+ * before if that took longer; lifted after its duration; after its settle time, what it killed
+ * is brought back and the cluster must be steady again before the next. Judge the history
+ * once the topology is closed.
  */
-export async function runNemesis(
-  top: Topology,
-  o: NemesisOptions,
-): Promise<{ plan: PlannedFault[]; report: Report }> {
+export async function runNemesis(top: Topology, o: NemesisOptions): Promise<PlannedFault[]> {
   const plan = planFaults({
     seed: o.seed,
     minutes: o.minutes,
@@ -202,14 +202,13 @@ export async function runNemesis(
   for (const f of plan) {
     const wait = start + f.at - monotonicMs();
     if (wait > 0) await sleep(wait);
-    o.onFault?.(f, Math.max(0, -wait));
+    o.onFault?.(f);
     await faults.apply(f);
     await sleep(o.settleMs);
     await faults.recover();
     await waitSteady(top, `after ${f.id} (${f.action})`);
   }
-  await top.tail();
-  return { plan, report: check(top.opts.log.sorted()) };
+  return plan;
 }
 
 export { describePlan };

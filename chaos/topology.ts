@@ -42,6 +42,7 @@ import {
 import { images } from '../test/support/images.js';
 import { waitFor } from '../test/support/wait.js';
 import { monotonicMs, type RunConfig } from './history.js';
+import { CORE_TIMEOUT_MS, Workload } from './workload.js';
 import { samplePings, watchLeaders, watchLoginRecords, witnessEvents, type HistoryLog } from './observe.js';
 
 /** Where the witnesses' records are, inside every agent host. */
@@ -55,6 +56,8 @@ const TAIL_EVERY_MS = 100;
 /** The PING sampler: one PING every 50 ms, each collecting answers for 300 ms (see observe.ts). */
 const PING_EVERY_MS = 50;
 const PING_WINDOW_MS = 300;
+/** The workload: one request per identity every this often. */
+const WORKLOAD_EVERY_MS = 500;
 /** The witness's beat: a span's end is never more than this past its last record. */
 export const WITNESS_BEAT_MS = 50;
 
@@ -64,13 +67,15 @@ export interface ChaosIdentity {
   hosts: Record<string, number>;
   /** The witness's knobs (its spec's service.env): WITNESS_STOP_DELAY_MS, WITNESS_IGNORE_SIGTERM... */
   witnessEnv?: Record<string, string>;
+  /** Requests go to a durable inbox (JetStream): sent during a handover, answered after it. */
+  durable?: boolean;
 }
 
 /** Three identities over three agents: every agent hosts two or three of them. */
 export const DEFAULT_IDENTITIES: readonly ChaosIdentity[] = [
   { name: 'w1', hosts: { a: 10, b: 5, c: 0 } },
   { name: 'w2', hosts: { a: 5, b: 10 } },
-  { name: 'w3', hosts: { b: 0, c: 10 } },
+  { name: 'w3', hosts: { b: 0, c: 10 }, durable: true },
 ];
 
 export interface TopologyOptions {
@@ -183,6 +188,7 @@ export class Topology {
       switchoverSlackMs: 3_000,
       observeSlackMs: 1_000,
       loginRecordsObserved: true,
+      requestTimeoutMs: CORE_TIMEOUT_MS,
     } satisfies RunConfig);
     const specs = this.opts.specs ?? this.identities.map((i) => this.witnessSpec(i));
     for (const spec of specs) await putSpec(this.client, spec);
@@ -217,6 +223,17 @@ export class Topology {
       });
       this.stops.unshift(() => sampler.stop());
     }
+    const workload = new Workload(
+      this.nc,
+      log,
+      this.identities.map((i) => ({
+        identity: i.name,
+        durable: Boolean(this.opts.specs?.find((s) => s.name === i.name)?.inbox?.durable ?? i.durable),
+      })),
+      WORKLOAD_EVERY_MS,
+    ).start();
+    // First at the end: the answers still owed come while everything else still runs.
+    this.stops.unshift(() => workload.stop(this.ttlMs + this.opts.failoverMarginMs));
   }
 
   /** The witness as a cold process service: logs in at its start, out at SIGTERM. */
@@ -237,6 +254,7 @@ export class Topology {
         startTimeoutMs: 30_000,
       },
       access: { open: true },
+      ...(identity.durable ? { inbox: { durable: true } } : {}),
     };
   }
 

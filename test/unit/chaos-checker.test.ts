@@ -266,6 +266,23 @@ describe('chaos checker: each unsafe behaviour is caught, with the events that p
     ]);
   });
 
+  it('S5: a request still within its wait at the end of the history is in flight, not lost', function () {
+    const timed = (events: HistoryEvent[]) =>
+      events.map((x) => (x.kind === 'config' ? { ...x, requestTimeoutMs: 3_000 } : x));
+    const core = { kind: 'request', identity: 'bot', what: 'send' } as const;
+    // The safe run ends at 17 s: r3 (16 s) may still be answered; r4 (12 s) is lost; a durable
+    // request may also wait out a failover (T 4 s + margin), so r5 (11 s) is still owed.
+    const events = variant((e) => [
+      ...timed(e),
+      { ...core, t: 16_000, id: 'r3' },
+      { ...core, t: 12_000, id: 'r4' },
+      { ...core, t: 11_000, id: 'r5', durable: true },
+    ]);
+    expect(violations(events, 'S5').map((v) => v.message)).to.deep.equal([
+      'bot: request r4 sent at 12.000 s was neither answered nor refused',
+    ]);
+  });
+
   it('L1: a failover slower than T + margin, and none at all', function () {
     const slow = variant((e) => [
       ...without(e, (x) => x.kind === 'witness' && x.token === '12'),
@@ -276,6 +293,24 @@ describe('chaos checker: each unsafe behaviour is caught, with the events that p
     ]);
     const none = variant((e) => without(e, (x) => x.kind === 'witness' && x.token === '12'));
     expect(violations(none, 'L1')[0]!.message).to.contain('no other node ever logged in');
+  });
+
+  it('L1 for a service that keeps no record (the kit): the first PING another node answers alone', function () {
+    const run = (after: HistoryEvent[]) =>
+      [
+        CONFIG,
+        leader(100, 'a', '5'),
+        ping(500, ['a', '5']),
+        { kind: 'nemesis', t: 1_000, id: 'f1', action: 'kill', targets: ['a'], phase: 'start' },
+        { kind: 'nemesis', t: 1_010, id: 'f1', action: 'kill', targets: ['a'], phase: 'end' },
+        ...after,
+      ] as HistoryEvent[];
+    const report = check(run([ping(2_000), leader(5_000, 'b', '9'), ping(5_200, ['b', '9'])]));
+    expect(report.violations).to.deep.equal([]);
+    expect(report.failovers).to.deep.equal([{ action: 'kill', identity: 'bot', ms: 4_200 }]);
+    expect(violations(run([ping(2_000)]), 'L1').map((v) => v.message)).to.deep.equal([
+      'bot: kill of a at 1.000 s: no other node ever logged in (bound: T 4000 + margin 300 ms)',
+    ]);
   });
 
   it('L1 runs no clock for a freeze shorter than T (nothing should move)', function () {

@@ -1,0 +1,111 @@
+// The workload: a client of the identities, as a user of the bot or gateway would be, writing
+// every request it sends and what came back (who served it, under which token, or the error)
+// to the history, for S5: every accepted request is answered or refused, and a durable one is
+// served once — also when it was sent while no one was logged in.
+//
+// Core requests are PINGs with a timeout (an error is a refusal the sender sees). Durable
+// requests go to the identity's JetStream inbox; a send counts once the server stored it, and
+// its answer may come after a handover. At the end the workload stops sending and waits a
+// while for the answers still owed, so a request sent just before the end is not counted lost.
+import type { NatsConnection } from 'nats';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { IdentityClient } from '../pkg/identity/client.js';
+import { monotonicMs } from './history.js';
+import type { HistoryLog } from './observe.js';
+
+/** A core request's wait: longer than a failover, so a handover shows as a late answer. */
+export const CORE_TIMEOUT_MS = 3_000;
+/** How long a durable send may wait for the server's acknowledgement. */
+const SEND_TIMEOUT_MS = 3_000;
+
+export interface WorkloadTarget {
+  identity: string;
+  durable: boolean;
+}
+
+export class Workload {
+  private stopped = false;
+  private readonly loops: Promise<void>[] = [];
+  private readonly clients: IdentityClient[] = [];
+  private readonly owed = new Set<string>();
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly log: HistoryLog,
+    private readonly targets: readonly WorkloadTarget[],
+    private readonly everyMs: number,
+  ) {}
+
+  start(): this {
+    for (const target of this.targets) {
+      const client = new IdentityClient(this.nc, { identity: target.identity });
+      this.clients.push(client);
+      if (target.durable) {
+        client.onReply((reply) => {
+          if (!this.owed.delete(reply.requestId)) return;
+          this.log.add({
+            kind: 'request',
+            t: monotonicMs(),
+            identity: target.identity,
+            id: reply.requestId,
+            what: reply.error ? 'error' : 'reply',
+            durable: true,
+            node: reply.node,
+            token: String(reply.token),
+            ...(reply.error ? { error: reply.error } : {}),
+          });
+        });
+      }
+      this.loops.push(this.loop(client, target));
+    }
+    return this;
+  }
+
+  private async loop(client: IdentityClient, target: WorkloadTarget): Promise<void> {
+    for (let n = 1; !this.stopped; n++) {
+      const id = `${target.identity}-${target.durable ? 'd' : 'c'}${n}-${process.pid}`;
+      const base = { kind: 'request' as const, identity: target.identity, id, durable: target.durable };
+      if (target.durable) {
+        // Owed from the moment it may be stored: the answer can beat the acknowledgement.
+        this.owed.add(id);
+        try {
+          await client.send('PING', { requestId: id, timeoutMs: SEND_TIMEOUT_MS });
+          this.log.add({ ...base, t: monotonicMs(), what: 'send' });
+        } catch {
+          // Not stored: the sender knows it was not accepted; nothing is owed.
+          this.owed.delete(id);
+        }
+      } else {
+        this.log.add({ ...base, t: monotonicMs(), what: 'send' });
+        try {
+          const reply = await client.request('PING', { timeoutMs: CORE_TIMEOUT_MS });
+          this.log.add({
+            ...base,
+            t: monotonicMs(),
+            what: reply.error ? 'error' : 'reply',
+            node: reply.node,
+            token: String(reply.token),
+            ...(reply.error ? { error: reply.error } : {}),
+          });
+        } catch (err) {
+          this.log.add({
+            ...base,
+            t: monotonicMs(),
+            what: 'error',
+            error: (err as Error).message.slice(0, 200),
+          });
+        }
+      }
+      await sleep(this.everyMs);
+    }
+  }
+
+  /** Stop sending; wait up to `drainMs` for the durable answers still owed. */
+  async stop(drainMs: number): Promise<void> {
+    this.stopped = true;
+    await Promise.all(this.loops);
+    const until = monotonicMs() + drainMs;
+    while (this.owed.size > 0 && monotonicMs() < until) await sleep(100);
+    for (const client of this.clients) client.close();
+  }
+}
