@@ -23,6 +23,13 @@ export interface Violation {
   message: string;
   /** The events that prove it, in time order. */
   events: HistoryEvent[];
+  /** When it became a violation (the second login of an overlap...); default: its last event. */
+  at?: number;
+}
+
+/** The moment a violation happened: what a run's windows and fault counts place it by. */
+export function momentOf(v: Violation): number {
+  return v.at ?? v.events.at(-1)?.t ?? 0;
 }
 
 /**
@@ -155,16 +162,24 @@ function frozenAt(events: HistoryEvent[], node: string, t: number) {
  * explains: frozen at b's login, no record from a between the freeze and its end, a gone within
  * THAW_GRACE_MS of the thaw.
  */
-function thawOverlap(events: HistoryEvent[], a: LoginSpan, b: LoginSpan): Thaw | undefined {
+function thawOverlap(
+  events: HistoryEvent[],
+  a: LoginSpan,
+  b: LoginSpan,
+  config: RunConfig | undefined,
+): Thaw | undefined {
   const freeze = frozenAt(events, a.node, b.from);
-  if (!freeze || !a.end) return undefined;
-  // The thaw: a's first record after the freeze began (the unpause call returns after it),
-  // else the freeze's end. A record long before the end means a was not frozen at all.
+  if (!freeze || !a.end || !config) return undefined;
+  // Only a successor that came once a's lease could have run out: the key expired under the
+  // freeze. One that logged in sooner did not wait, and the thaw excuses nothing.
+  if (b.from - freeze.start.t < config.ttlMs * 0.9) return undefined;
+  // The thaw: a's first record after b's login (a slept through it), else the freeze's end.
+  // The unpause call returns after the thaw, so the record may come just before its end mark.
   const first = only(events, 'witness').find(
-    (w) => w.identity === a.identity && w.node === a.node && w.token === a.token && w.t > freeze.start.t,
+    (w) => w.identity === a.identity && w.node === a.node && w.token === a.token && w.t > b.from,
   );
   const thawAt = Math.min(first?.t ?? freeze.end.t, freeze.end.t);
-  if (thawAt < freeze.end.t - THAW_GRACE_MS || thawAt < b.from) return undefined;
+  if (thawAt < freeze.end.t - THAW_GRACE_MS) return undefined;
   const livedMs = a.to - thawAt;
   if (livedMs > THAW_GRACE_MS) return undefined;
   return { identity: a.identity, node: a.node, token: a.token, successor: b.node, livedMs };
@@ -180,7 +195,12 @@ export interface Thaw {
 }
 
 /** S1: never two nodes logged in at once — by the witnesses' spans, and by PING. */
-function checkS1(events: HistoryEvent[], spans: LoginSpan[], thaws: Thaw[] = []): Violation[] {
+function checkS1(
+  events: HistoryEvent[],
+  spans: LoginSpan[],
+  config: RunConfig | undefined,
+  thaws: Thaw[] = [],
+): Violation[] {
   const out: Violation[] = [];
   for (const [identity, list] of byIdentity(spans)) {
     const sorted = [...list].sort((a, b) => a.from - b.from);
@@ -189,7 +209,7 @@ function checkS1(events: HistoryEvent[], spans: LoginSpan[], thaws: Thaw[] = [])
         const a = sorted[i]!;
         const b = sorted[j]!;
         if (a.node === b.node) continue;
-        const thaw = thawOverlap(events, a, b);
+        const thaw = thawOverlap(events, a, b, config);
         if (thaw) {
           thaws.push(thaw);
           continue;
@@ -201,6 +221,7 @@ function checkS1(events: HistoryEvent[], spans: LoginSpan[], thaws: Thaw[] = [])
           invariant: 'S1',
           message: `${identity}: ${b.node} (token ${b.token}) logged in at ${fmt(b.from)} while ${a.node} (token ${a.token}) was logged in since ${fmt(a.from)} ${until}`,
           events: proof(a.start, a.end, b.start),
+          at: b.from,
         });
       }
     }
@@ -316,7 +337,9 @@ function checkS3(events: HistoryEvent[], config: RunConfig | undefined): Violati
 }
 
 /** S4: a fenced node neither campaigns nor logs in until unfenced. */
-function checkS4(events: HistoryEvent[]): Violation[] {
+function checkS4(events: HistoryEvent[], config: RunConfig | undefined): Violation[] {
+  // What an agent did just before the fence may be read from its log just after it.
+  const slack = config?.observeSlackMs ?? 0;
   const out: Violation[] = [];
   const fencedBy = new Map<string, EventOf<'fence'>>();
   for (const e of events) {
@@ -332,7 +355,7 @@ function checkS4(events: HistoryEvent[]): Violation[] {
           ? e.node
           : undefined;
     const fence = node ? fencedBy.get(node) : undefined;
-    if (!fence || !node) continue;
+    if (!fence || !node || (e.kind === 'transition' && e.t < fence.t + slack)) continue;
     const did =
       e.kind === 'witness' ? `logged in (token ${e.token})` : `went ${(e as EventOf<'transition'>).to}`;
     out.push({
@@ -368,8 +391,13 @@ function checkS5(events: HistoryEvent[], config: RunConfig | undefined): Violati
         events: [send],
       });
     }
+    // Served twice by one term. Two terms answering one unsigned durable request (the old
+    // leader's ack lost in the handover) is what the stale-reply gate and fenced writes are
+    // for; a signed request is refused by the replay cache the second time.
     const replies = answers.filter((a) => a.what === 'reply');
-    if (replies.length > 1) {
+    const perTerm = new Map<string, number>();
+    for (const r of replies) perTerm.set(r.token ?? '?', (perTerm.get(r.token ?? '?') ?? 0) + 1);
+    if ([...perTerm.values()].some((n) => n > 1)) {
       out.push({
         invariant: 'S5',
         message: `${send.identity}: request ${send.id} was served ${replies.length} times (${replies.map((r) => `${r.node ?? '?'} token ${r.token ?? '?'}`).join(', ')})`,
@@ -460,10 +488,10 @@ export function check(events: HistoryEvent[]): Report {
   const thaws: Thaw[] = [];
   const violations = [
     ...checkClock(events),
-    ...checkS1(events, spans, thaws),
+    ...checkS1(events, spans, config, thaws),
     ...checkS2(events, config),
     ...checkS3(events, config),
-    ...checkS4(events),
+    ...checkS4(events, config),
     ...checkS5(events, config),
     ...checkL1(events, config, failovers),
     ...checkL2(events, config, switchovers),
@@ -473,7 +501,7 @@ export function check(events: HistoryEvent[]): Report {
   for (const f of starts) faults.set(f.action, (faults.get(f.action) ?? 0) + 1);
   const violationsByFault = new Map<string, number>();
   for (const v of violations) {
-    const at = v.events[0]?.t ?? 0;
+    const at = momentOf(v);
     const during = starts.filter((f) => f.t <= at).at(-1);
     const key = during?.action ?? 'none';
     violationsByFault.set(key, (violationsByFault.get(key) ?? 0) + 1);

@@ -246,7 +246,11 @@ export class Faults {
 
   /** Bring back what the faults so far left dead (hosts, members, controllers), and unfence. */
   async recover(): Promise<void> {
-    while (this.pending.length > 0) await this.pending.shift()!();
+    // Each step leaves the list only once done: one that failed is tried again next time.
+    while (this.pending.length > 0) {
+      await this.pending[0]!();
+      this.pending.shift();
+    }
   }
 
   private nothingToDo(f: PlannedFault, why: string): void {
@@ -340,12 +344,17 @@ export class Faults {
     ]);
     const iptables = (verb: '-I' | '-D', rule: string[]) =>
       run('nsenter', ['-t', String(pid), '-n', 'iptables', '-w', verb, ...rule]);
+    const inserted: string[][] = [];
     this.mark(f, 'start');
-    for (const rule of rules) await iptables('-I', rule);
     try {
+      for (const rule of rules) {
+        await iptables('-I', rule);
+        inserted.push(rule);
+      }
       await hold();
     } finally {
-      for (const rule of rules) await iptables('-D', rule);
+      // Each rule lifted on its own: one that fails must not leave the others in place.
+      for (const rule of inserted) await iptables('-D', rule).catch(() => undefined);
       this.mark(f, 'end');
     }
   }

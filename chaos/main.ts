@@ -173,7 +173,9 @@ async function variants(flags: Flags): Promise<number> {
           const r = await runScenario(top, new Faults(top), scenarioNamed(name), `${variant.name}-${name}`, {
             recover: false,
           });
-          caught = violationsIn(log.sorted(), r.from, Infinity);
+          caught = violationsIn(log.sorted(), r.from, Infinity).filter((v) =>
+            variant.caughtBy.includes(v.invariant),
+          );
         } finally {
           await top.close();
         }

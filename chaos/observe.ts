@@ -2,7 +2,6 @@
 // a watcher of the identities' leader keys in etcd, and the witness services' own records
 // turned into history events. Each stamps what it saw with the shared monotonic clock.
 import { appendFile } from 'node:fs/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Etcd3, Watcher } from 'etcd3';
 import type { NatsConnection } from 'nats';
 import { collectResponders } from '../pkg/identity/client.js';
@@ -104,25 +103,33 @@ export function samplePings(
   opts: { everyMs: number; windowMs: number },
 ): { stop(): Promise<void> } {
   let stopped = false;
-  const loop = (async () => {
-    while (!stopped) {
-      const t = monotonicMs();
-      const answers = await collectResponders(nc, identity, opts.windowMs).catch(() => undefined);
-      if (answers) {
+  // A PING starts every everyMs whatever the ones before are doing: their windows overlap, so
+  // no moment goes unwatched (about windowMs / everyMs PINGs are open at once).
+  const open = new Set<Promise<void>>();
+  const ping = () => {
+    const t = monotonicMs();
+    const p = collectResponders(nc, identity, opts.windowMs).then(
+      (answers) =>
         log.add({
           kind: 'ping',
           t,
           identity,
           responders: answers.map((a) => ({ node: a.node, token: String(a.token) })),
-        });
-      }
-      await sleep(opts.everyMs);
-    }
-  })();
+        }),
+      () => undefined,
+    );
+    open.add(p);
+    void p.finally(() => open.delete(p));
+  };
+  const timer = setInterval(() => {
+    if (!stopped) ping();
+  }, opts.everyMs);
+  ping();
   return {
     stop: async () => {
       stopped = true;
-      await loop;
+      clearInterval(timer);
+      await Promise.all([...open]);
     },
   };
 }

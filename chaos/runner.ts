@@ -6,7 +6,7 @@
 import { collectResponders } from '../pkg/identity/client.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { waitFor } from '../test/support/wait.js';
-import { check, type Report, type Violation } from './checker.js';
+import { check, momentOf, type Report, type Violation } from './checker.js';
 import { Faults } from './faults.js';
 import { monotonicMs, type HistoryEvent } from './history.js';
 import { describePlan, planFaults, type FaultAction, type PlannedFault } from './nemesis.js';
@@ -123,14 +123,6 @@ export function violationsIn(events: readonly HistoryEvent[], from: number, to: 
   );
 }
 
-/**
- * A violation belongs to the window holding its last proving event: the moment it became one
- * (the second login of an overlap, the late login of a slow failover).
- */
-function momentOf(v: Violation): number {
-  return v.events.at(-1)?.t ?? 0;
-}
-
 export function attribute(report: Report, results: ScenarioResult[]): Violation[] {
   const unplaced: Violation[] = [];
   for (const v of report.violations) {
@@ -151,7 +143,27 @@ export async function runMatrix(
   const results: ScenarioResult[] = [];
   let n = 0;
   for (const s of scenarios) {
-    const result = await runScenario(top, faults, s, `s${++n}-${s.name}`);
+    const id = `s${++n}-${s.name}`;
+    const from = monotonicMs();
+    let result: ScenarioResult;
+    try {
+      result = await runScenario(top, faults, s, id);
+    } catch (err) {
+      // A cluster that does not heal is a finding, not a reason to lose the run's report.
+      const fault = { id, at: 0, action: s.action, targets: [] };
+      result = {
+        scenario: s,
+        fault,
+        from,
+        to: monotonicMs(),
+        moved: [],
+        problems: [`${s.name} could not finish: ${(err as Error).message}`],
+        violations: [],
+      };
+      results.push(result);
+      onResult(result);
+      break;
+    }
     results.push(result);
     onResult(result);
   }
@@ -199,7 +211,11 @@ export async function runNemesis(top: Topology, o: NemesisOptions): Promise<Plan
   const faults = new Faults(top);
   await waitSteady(top, 'before the nemesis');
   const start = monotonicMs();
+  // Healing takes what it takes; the run still ends: past its minutes and one more, the
+  // faults left are not done (said through onFault's caller, which sees the plan).
+  const hardEnd = start + (o.minutes + 1) * 60_000;
   for (const f of plan) {
+    if (monotonicMs() > hardEnd) break;
     const wait = start + f.at - monotonicMs();
     if (wait > 0) await sleep(wait);
     o.onFault?.(f);

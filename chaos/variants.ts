@@ -14,6 +14,7 @@ import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../test/support/paths.js';
+import type { Invariant } from './checker.js';
 
 export interface Patch {
   /** File under dist/. */
@@ -29,6 +30,8 @@ export interface Variant {
   patches: readonly Patch[];
   /** The matrix scenarios in which it can misbehave (chaos/scenarios.ts). */
   scenarios: readonly string[];
+  /** The invariants whose violation shows the broken rule: any other finding is not the proof. */
+  caughtBy: readonly Invariant[];
 }
 
 export const VARIANTS: readonly Variant[] = [
@@ -58,6 +61,7 @@ export const VARIANTS: readonly Variant[] = [
       },
     ],
     scenarios: ['cut-etcd-past-T', 'agent-freeze-past-T'],
+    caughtBy: ['S1'],
   },
   {
     name: 'no-wait-after-revoke',
@@ -70,6 +74,7 @@ export const VARIANTS: readonly Variant[] = [
       },
     ],
     scenarios: ['revoke-two-identities'],
+    caughtBy: ['S1', 'S3'],
   },
   {
     name: 'no-login-record',
@@ -83,6 +88,7 @@ export const VARIANTS: readonly Variant[] = [
       },
     ],
     scenarios: ['host-kill', 'switchover'],
+    caughtBy: ['S3'],
   },
   {
     name: 'ping-after-logout',
@@ -107,6 +113,7 @@ export const VARIANTS: readonly Variant[] = [
       },
     ],
     scenarios: ['switchover'],
+    caughtBy: ['S1'],
   },
 ];
 

@@ -7,9 +7,10 @@
 // requests go to the identity's JetStream inbox; a send counts once the server stored it, and
 // its answer may come after a handover. At the end the workload stops sending and waits a
 // while for the answers still owed, so a request sent just before the end is not counted lost.
-import type { NatsConnection } from 'nats';
+import type { NatsConnection, Subscription } from 'nats';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { IdentityClient } from '../pkg/identity/client.js';
+import { IdentityClient, msgHeaders, parseReply } from '../pkg/identity/client.js';
+import { headers as H } from '../pkg/identity/wire.js';
 import { monotonicMs } from './history.js';
 import type { HistoryLog } from './observe.js';
 
@@ -28,6 +29,7 @@ export class Workload {
   private readonly loops: Promise<void>[] = [];
   private readonly clients: IdentityClient[] = [];
   private readonly owed = new Set<string>();
+  private readonly subs: Subscription[] = [];
 
   constructor(
     private readonly nc: NatsConnection,
@@ -41,20 +43,30 @@ export class Workload {
       const client = new IdentityClient(this.nc, { identity: target.identity });
       this.clients.push(client);
       if (target.durable) {
-        client.onReply((reply) => {
-          if (!this.owed.delete(reply.requestId)) return;
-          this.log.add({
-            kind: 'request',
-            t: monotonicMs(),
-            identity: target.identity,
-            id: reply.requestId,
-            what: reply.error ? 'error' : 'reply',
-            durable: true,
-            node: reply.node,
-            token: String(reply.token),
-            ...(reply.error ? { error: reply.error } : {}),
-          });
+        // Every answer as it arrives, before the client's own gates drop duplicates and stale
+        // ones: the history must show a request served twice, not the client's tidy view.
+        const sub = this.nc.subscribe(client.replySubject, {
+          callback: (err, msg) => {
+            if (err) return;
+            const id = msg.headers?.get(H.requestId);
+            const parsed = parseReply(msgHeaders(msg.headers), msg.data);
+            if (!id || !parsed.ok) return;
+            this.owed.delete(id);
+            const { node, token, error } = parsed.reply;
+            this.log.add({
+              kind: 'request',
+              t: monotonicMs(),
+              identity: target.identity,
+              id,
+              what: error ? 'error' : 'reply',
+              durable: true,
+              node,
+              token: String(token),
+              ...(error ? { error } : {}),
+            });
+          },
         });
+        this.subs.push(sub);
       }
       this.loops.push(this.loop(client, target));
     }
@@ -106,6 +118,7 @@ export class Workload {
     await Promise.all(this.loops);
     const until = monotonicMs() + drainMs;
     while (this.owed.size > 0 && monotonicMs() < until) await sleep(100);
+    for (const sub of this.subs) sub.unsubscribe();
     for (const client of this.clients) client.close();
   }
 }
