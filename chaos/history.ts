@@ -104,6 +104,15 @@ export const HistoryEvent = z.discriminatedUnion('kind', [
     token: Token.optional(),
   }),
   z.strictObject({ kind: z.literal('fence'), t: T, node: Name, fenced: z.boolean() }),
+  /** A controller's probe verdict on an identity's leader, as it logged it (when it changed). */
+  z.strictObject({
+    kind: z.literal('probe'),
+    t: T,
+    identity: Name,
+    controller: Name,
+    failures: z.number().int().nonnegative(),
+    verdict: z.string().max(1_000),
+  }),
   /** The workload: a request sent, and its answer (a reply naming who served it, or an error). */
   z.strictObject({
     kind: z.literal('request'),

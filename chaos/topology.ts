@@ -344,6 +344,7 @@ export class Topology {
       args: ['--config', `${RECORDS_DIR}/controller-${name}.yaml`],
       binds: this.mounts(),
       ports: [CONTROLLER_PORT],
+      onLine: (line) => this.controllerLine(name, line),
     });
     await container.waitForLine(/"msg":"controller API listening"/, { timeoutMs: COMPONENT_START_MS });
     const host = { name, container, url: `http://127.0.0.1:${container.hostPort(CONTROLLER_PORT)}` };
@@ -371,6 +372,31 @@ export class Topology {
       to: record.to,
       ...(record.token ? { token: record.token } : {}),
     });
+  }
+
+  /** The controller's probe verdicts, from its JSON log (logged when a verdict changes). */
+  private controllerLine(controller: string, line: string): void {
+    if (!line.startsWith('{')) return;
+    let record: { msg?: unknown; identity?: unknown; failures?: unknown };
+    try {
+      record = JSON.parse(line) as typeof record;
+    } catch {
+      return;
+    }
+    const { msg, identity, failures } = record;
+    if (typeof identity !== 'string' || typeof failures !== 'number' || typeof msg !== 'string') return;
+    try {
+      this.opts.log.add({
+        kind: 'probe',
+        t: monotonicMs(),
+        identity,
+        controller,
+        failures,
+        verdict: msg.slice(0, 1_000),
+      });
+    } catch {
+      // not a verdict after all (the history refuses it): nothing to record
+    }
   }
 
   /**
@@ -467,7 +493,9 @@ export class Topology {
 
   async restartController(name: string): Promise<void> {
     const host = this.controllers.get(name)!;
+    const since = Math.floor(Date.now() / 1000);
     await host.container.start();
+    await followLogs(host.container.id, since, (line) => this.controllerLine(name, line));
     await waitFor(
       async () => {
         const res = await fetch(`${host.url}/livez`, { signal: AbortSignal.timeout(1_000) }).catch(
