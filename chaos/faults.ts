@@ -132,7 +132,7 @@ export class Faults {
         const host = this.agent(target);
         const peers = [
           ...(f.action !== 'cut-nats' ? this.top.etcd.members : []),
-          ...(f.action !== 'cut-etcd' ? [this.top.nats] : []),
+          ...(f.action !== 'cut-etcd' ? this.top.natsServers : []),
         ];
         await this.cut(host.container, peers, f, hold);
         return;
@@ -176,9 +176,11 @@ export class Faults {
         return;
       }
       case 'nats-restart': {
-        this.mark(f, 'start');
-        await this.top.nats.restart();
-        this.mark(f, 'end');
+        const server = this.top.natsServers[this.index(f, this.top.natsServers.length)]!;
+        const marked = { ...f, targets: [server.alias] };
+        this.mark(marked, 'start');
+        await server.restart();
+        this.mark(marked, 'end');
         return;
       }
       case 'controller-kill':

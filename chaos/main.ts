@@ -47,6 +47,9 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 
+/** NATS servers for this run (--nats 1 or 3). */
+let natsServers = 1;
+
 async function startTopology(
   opts: Omit<TopologyOptions, 'ttlSeconds' | 'failoverMarginMs'>,
 ): Promise<Topology> {
@@ -54,6 +57,7 @@ async function startTopology(
     ttlSeconds: CHAOS_TTL_S,
     failoverMarginMs: FAILOVER_MARGIN_MS,
     identities: chaosIdentities(),
+    natsServers,
     ...opts,
   });
   return current;
@@ -69,6 +73,7 @@ interface Flags {
   spec?: string;
   mount?: string;
   'host-image'?: string;
+  nats?: string;
 }
 
 function positive(name: string, raw: string | undefined, fallback: number): number {
@@ -218,14 +223,18 @@ async function main(): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: Object.fromEntries(
-      ['seed', 'minutes', 'rounds', 'only', 'actions', 'out', 'spec', 'mount', 'host-image'].map((n) => [
-        n,
-        { type: 'string' as const },
-      ]),
+      ['seed', 'minutes', 'rounds', 'only', 'actions', 'out', 'spec', 'mount', 'host-image', 'nats'].map(
+        (n) => [n, { type: 'string' as const }],
+      ),
     ),
   });
   await reapOrphans();
   const flags = values as Flags;
+  if (flags.nats !== undefined) {
+    if (flags.nats !== '1' && flags.nats !== '3')
+      throw new UsageError(`--nats must be 1 or 3 (got '${flags.nats}')`);
+    natsServers = Number(flags.nats);
+  }
   switch (command) {
     case 'matrix':
       return matrix(flags);

@@ -84,6 +84,10 @@ export interface TopologyOptions {
   identities?: readonly ChaosIdentity[];
   /** Extra environment for every agent (e.g. an unsafe variant, inside the suite only). */
   agentEnv?: Record<string, string>;
+  /**
+   * NATS servers: 1 (the default) or a JetStream cluster of 3 (`npm run chaos -- … --nats 3`).
+   */
+  natsServers?: number;
   /** Extra host directories for the agents' hosts (the kit mounts the user's service at /kit). */
   agentMounts?: Array<{ source: string; target: string }>;
   /** The agents' host image (default: images().host); it must have /usr/local/bin/node and /bin/sh. */
@@ -131,7 +135,8 @@ export class Topology {
   private constructor(
     readonly harness: Harness,
     readonly etcd: EtcdCluster,
-    readonly nats: NatsServer,
+    /** The NATS servers: one, or a JetStream cluster (natsServers). */
+    readonly natsServers: NatsServer[],
     /** The host's own etcd client (all three members) and NATS connection (the observer). */
     readonly client: Etcd3,
     readonly nc: NatsConnection,
@@ -142,6 +147,11 @@ export class Topology {
 
   get ttlMs(): number {
     return this.opts.ttlSeconds * 1000;
+  }
+
+  /** The first NATS server (the authorization is the same on all). */
+  get nats(): NatsServer {
+    return this.natsServers[0]!;
   }
 
   /** The agents' lease timing (their defaults for T): D, the logout budget, must-be-out. */
@@ -159,12 +169,19 @@ export class Topology {
     const harness = await Harness.create();
     let topology: Topology | undefined;
     try {
+      const natsCount = opts.natsServers ?? 1;
       const [etcd, nats] = await Promise.all([
         harness.startEtcdCluster(3),
-        harness.startNats('nats', { auth: { nodes } }),
+        natsCount > 1
+          ? harness.startNatsCluster(natsCount, { auth: { nodes } })
+          : harness.startNats('nats', { auth: { nodes } }).then((n) => [n]),
       ]);
       const client = connectEtcd({ endpoints: etcd.hostEndpoints });
-      const nc = await connect({ servers: nats.hostUrl, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+      const nc = await connect({
+        servers: nats.map((n) => n.hostUrl),
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 200,
+      });
       const recordsDir = await mkdtemp(join(tmpdir(), 'understudy-chaos-'));
       topology = new Topology(harness, etcd, nats, client, nc, recordsDir, identities, opts);
       await topology.begin(nodes);
@@ -270,7 +287,7 @@ export class Topology {
       node,
       etcd: { endpoints: this.etcd.networkEndpoints },
       nats: {
-        servers: [this.nats.networkUrl],
+        servers: this.natsServers.map((n) => n.networkUrl),
         nkeyFile: `${NATS_USERS_DIR}/${basename(this.nats.auth!.seedFile('agent', node))}`,
       },
       lease: { ttlSeconds: this.opts.ttlSeconds },
@@ -326,7 +343,7 @@ export class Topology {
       name,
       etcd: { endpoints: this.etcd.networkEndpoints },
       nats: {
-        servers: [this.nats.networkUrl],
+        servers: this.natsServers.map((n) => n.networkUrl),
         nkeyFile: `${NATS_USERS_DIR}/${basename(this.nats.auth!.seedFile('controller'))}`,
       },
       http: { listen: `0.0.0.0:${CONTROLLER_PORT}` },

@@ -25,6 +25,7 @@ const STARTUP_TIMEOUT_MS = 60_000;
 const ETCD_CLIENT_PORT = 2379;
 const ETCD_PEER_PORT = 2380;
 const NATS_CLIENT_PORT = 4222;
+const NATS_CLUSTER_PORT = 6222;
 /** Where the authorization config is put in the NATS container. */
 const NATS_AUTH_CONF = '/etc/understudy-nats-auth.conf';
 /** A host's init: runs the program, says how it ended, then just keeps the host up. */
@@ -261,8 +262,49 @@ export class Harness {
    * by the support code connect as; `auth: false` runs it open.
    */
   async startNats(alias = 'nats', opts: { auth?: NatsAuthOptions | false } = {}): Promise<NatsServer> {
-    const wanted = opts.auth ?? (natsAuthByDefault() ? {} : false);
-    const auth = wanted === false ? undefined : await createNatsAuth(wanted);
+    const auth = await this.natsAuth(opts.auth);
+    try {
+      return await this.startNatsMember(alias, auth);
+    } catch (err) {
+      await auth?.remove();
+      throw err;
+    }
+  }
+
+  /**
+   * A NATS cluster of `size` servers (aliases nats0..) with JetStream clustered over their
+   * routes, started together (JetStream answers once its servers have elected a meta leader),
+   * sharing one authorization. Clients are given every server's URL.
+   */
+  async startNatsCluster(
+    size = 3,
+    opts: { auth?: NatsAuthOptions | false; prefix?: string } = {},
+  ): Promise<NatsServer[]> {
+    const auth = await this.natsAuth(opts.auth);
+    const aliases = Array.from({ length: size }, (_, i) => `${opts.prefix ?? 'nats'}${i}`);
+    const routes = aliases.map((a) => `nats://${a}:${NATS_CLUSTER_PORT}`).join(',');
+    const started = await Promise.allSettled(
+      aliases.map((alias) => this.startNatsMember(alias, auth, routes)),
+    );
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      // The ones that did start are tracked and go with close(); the users' seeds go now.
+      if (started.every((r) => r.status === 'rejected')) await auth?.remove();
+      throw failed.reason;
+    }
+    return started.map((r) => (r as PromiseFulfilledResult<NatsServer>).value);
+  }
+
+  private async natsAuth(given: NatsAuthOptions | false | undefined): Promise<NatsAuth | undefined> {
+    const wanted = given ?? (natsAuthByDefault() ? {} : false);
+    return wanted === false ? undefined : createNatsAuth(wanted);
+  }
+
+  private async startNatsMember(
+    alias: string,
+    auth: NatsAuth | undefined,
+    routes?: string,
+  ): Promise<NatsServer> {
     // Readiness asks JetStream for the account: as the observer, or as an agent (the role
     // that may call $JS.API.INFO) when the config has no observer.
     const probeOptions =
@@ -273,28 +315,29 @@ export class Harness {
         `NATS ${alias} to answer with JetStream`,
         timeoutMs,
       );
-    let started;
-    try {
-      started = await this.startContainer({
-        kind: 'nats',
-        alias,
-        image: images().nats,
-        entrypoint: ['/nats-server'],
-        command: [
-          ...(auth ? [`--config=${NATS_AUTH_CONF}`] : []),
-          '--jetstream',
-          '--store_dir=/data/jetstream',
-          `--port=${NATS_CLIENT_PORT}`,
-          `--server_name=${alias}`,
-        ],
-        ports: [NATS_CLIENT_PORT],
-        ...(auth ? { files: [{ content: auth.config, target: NATS_AUTH_CONF }] } : {}),
-        readiness,
-      });
-    } catch (err) {
-      await auth?.remove();
-      throw err;
-    }
+    const started = await this.startContainer({
+      kind: 'nats',
+      alias,
+      image: images().nats,
+      entrypoint: ['/nats-server'],
+      command: [
+        ...(auth ? [`--config=${NATS_AUTH_CONF}`] : []),
+        '--jetstream',
+        '--store_dir=/data/jetstream',
+        `--port=${NATS_CLIENT_PORT}`,
+        `--server_name=${alias}`,
+        ...(routes
+          ? [
+              '--cluster_name=understudy',
+              `--cluster=nats://0.0.0.0:${NATS_CLUSTER_PORT}`,
+              `--routes=${routes}`,
+            ]
+          : []),
+      ],
+      ports: [NATS_CLIENT_PORT],
+      ...(auth ? { files: [{ content: auth.config, target: NATS_AUTH_CONF }] } : {}),
+      readiness,
+    });
     const { ports, name } = started;
     const server = new ManagedContainer(name, alias, started.started, this.networkName, () =>
       readiness(ports, STARTUP_TIMEOUT_MS),
