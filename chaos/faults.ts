@@ -82,27 +82,19 @@ export class Faults {
       }
       case 'freeze': {
         const pid = await this.agentPid(target);
-        this.mark(f, 'start');
-        process.kill(pid, 'SIGSTOP');
-        try {
-          await hold();
-        } finally {
-          process.kill(pid, 'SIGCONT');
-          this.mark(f, 'end');
-        }
-        return;
+        return this.lasting(
+          f,
+          () => process.kill(pid, 'SIGSTOP'),
+          () => process.kill(pid, 'SIGCONT'),
+        );
       }
       case 'host-freeze': {
         const host = this.agent(target);
-        this.mark(f, 'start');
-        await host.container.pause();
-        try {
-          await hold();
-        } finally {
-          await host.container.unpause();
-          this.mark(f, 'end');
-        }
-        return;
+        return this.lasting(
+          f,
+          () => host.container.pause(),
+          () => host.container.unpause(),
+        );
       }
       case 'witness-kill':
       case 'witness-freeze': {
@@ -147,15 +139,11 @@ export class Faults {
       }
       case 'etcd-pause': {
         const member = this.top.etcd.members[this.index(f, this.top.etcd.members.length)]!;
-        this.mark({ ...f, targets: [member.alias] }, 'start');
-        await member.pause();
-        try {
-          await hold();
-        } finally {
-          await member.unpause();
-          this.mark({ ...f, targets: [member.alias] }, 'end');
-        }
-        return;
+        return this.lasting(
+          { ...f, targets: [member.alias] },
+          () => member.pause(),
+          () => member.unpause(),
+        );
       }
       case 'etcd-isolate': {
         const member = this.top.etcd.members[this.index(f, this.top.etcd.members.length)]!;
@@ -165,15 +153,11 @@ export class Faults {
       }
       case 'etcd-all': {
         const members = this.top.etcd.members;
-        this.mark(f, 'start');
-        await Promise.all(members.map((m) => m.pause()));
-        try {
-          await hold();
-        } finally {
-          await Promise.all(members.map((m) => m.unpause()));
-          this.mark(f, 'end');
-        }
-        return;
+        return this.lasting(
+          f,
+          async () => void (await Promise.all(members.map((m) => m.pause()))),
+          async () => void (await Promise.all(members.map((m) => m.unpause()))),
+        );
       }
       case 'nats-restart': {
         const server = this.top.natsServers[this.index(f, this.top.natsServers.length)]!;
@@ -189,20 +173,17 @@ export class Faults {
         // Mid-workflow: a switchover of an identity led here has just begun.
         await this.startSwitchover(this.top.identities[this.index(f, this.top.identities.length)]!.name);
         const marked = { ...f, targets: [active.name] };
-        this.mark(marked, 'start');
-        if (f.action === 'controller-kill') {
-          await active.container.kill('SIGKILL');
-          this.mark(marked, 'end');
-          this.pending.push(() => this.top.restartController(active.name));
-        } else {
-          await active.container.pause();
-          try {
-            await hold();
-          } finally {
-            await active.container.unpause();
-            this.mark(marked, 'end');
-          }
+        if (f.action === 'controller-freeze') {
+          return this.lasting(
+            marked,
+            () => active.container.pause(),
+            () => active.container.unpause(),
+          );
         }
+        this.mark(marked, 'start');
+        await active.container.kill('SIGKILL');
+        this.mark(marked, 'end');
+        this.pending.push(() => this.top.restartController(active.name));
         return;
       }
       case 'revoke': {
@@ -243,6 +224,24 @@ export class Faults {
         this.mark(f, 'end');
         return;
       }
+    }
+  }
+
+  /**
+   * A lasting fault: begun, held for its duration, lifted. Its end is marked whatever happens,
+   * so a fault whose start failed never reads as lasting for ever; only what was begun is
+   * lifted.
+   */
+  private async lasting(f: PlannedFault, begin: () => unknown, lift: () => unknown): Promise<void> {
+    let begun = false;
+    this.mark(f, 'start');
+    try {
+      await begin();
+      begun = true;
+      await sleep(f.durationMs ?? 0);
+    } finally {
+      if (begun) await lift();
+      this.mark(f, 'end');
     }
   }
 
