@@ -1,5 +1,5 @@
 // The etcd client as pkg/lease needs it: bounded calls, no hidden circuit breaker.
-import { handleWhen, noop, retry } from 'cockatiel';
+import { ExponentialBackoff, handleWhen, noop, retry, type IBackoff } from 'cockatiel';
 import { ClientClosedError, Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IOptions } from 'etcd3';
 import { CallSlots } from './call-slots.js';
 
@@ -38,6 +38,16 @@ export const ETCD_CALLS_IN_FLIGHT = 64;
 /** Each client's bound on calls in flight, to see how many run and wait (metrics). */
 const CALL_SLOTS = new WeakMap<Etcd3, CallSlots>();
 
+/**
+ * The longest wait between attempts to re-establish watches after etcd was lost. The library's
+ * default backoff grows to 30 s, so after a whole-cluster outage of ten seconds a standby (or a
+ * controller) learned of the new leader keys some ten seconds late, and a vacated key that late
+ * is a failover that late. The price is one reconnection attempt per second per client while
+ * etcd is down.
+ */
+export const WATCH_RETRY_MAX_MS = 1_000;
+const WATCH_RETRY_FIRST_MS = 100;
+
 /** Calls of `client` at etcd now and waiting for a slot (undefined for a client not made here). */
 export function etcdCalls(client: Etcd3): { running: number; waiting: number } | undefined {
   return CALL_SLOTS.get(client)?.stats;
@@ -67,6 +77,12 @@ export function connectEtcd(opts: EtcdConnectOptions): Etcd3 {
     faultHandling: {
       host: () => noop,
       global,
+      // The library's type asks for a backoff step, but it only calls next() on it, as on its
+      // own default (a factory like this one).
+      watchBackoff: new ExponentialBackoff({
+        initialDelay: WATCH_RETRY_FIRST_MS,
+        maxDelay: WATCH_RETRY_MAX_MS,
+      }) as unknown as IBackoff<unknown>,
     },
   });
   CALL_SLOTS.set(client, slots);
