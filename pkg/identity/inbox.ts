@@ -5,7 +5,7 @@
 // Repair or refuse? On an open NATS anyone may create the stream first, with any settings, so
 // the agent cannot tell a stream it made from one it did not (a marker could be forged too).
 // It therefore repairs only what the spec itself sets and may change later (max age, max
-// messages, the consumer's ack wait): moving those to the spec's values can only enforce the
+// messages, replicas, the consumer's ack wait): moving those to the spec's values can only enforce the
 // spec. Everything that no spec change explains (subjects, retention, discard, a duplicate
 // window too short to stop replays, another consumer, a consumer that delivers differently)
 // is refused: the login fails, and the message says what differs and how to fix it (delete the
@@ -112,7 +112,10 @@ export function inboxRepairs(
   leader: ConsumerInfo['config'] | undefined,
 ): { stream: boolean; consumer: boolean } {
   return {
-    stream: ms(stream.max_age) !== spec.maxAgeMs || stream.max_msgs !== spec.maxMessages,
+    stream:
+      ms(stream.max_age) !== spec.maxAgeMs ||
+      stream.max_msgs !== spec.maxMessages ||
+      (stream.num_replicas || 1) !== spec.replicas,
     consumer: leader !== undefined && ms(leader.ack_wait ?? 0) !== spec.ackWaitMs,
   };
 }
@@ -128,16 +131,19 @@ export async function ensureInbox(nc: NatsConnection, identity: string, inbox: I
   try {
     info = await jsm.streams.info(name);
   } catch {
-    info = await jsm.streams.add({
-      name,
-      subjects: [subjects.inbox(identity)],
-      retention: RetentionPolicy.Workqueue,
-      storage: StorageType.File,
-      discard: DiscardPolicy.Old,
-      max_age: nanos(inbox.maxAgeMs),
-      max_msgs: inbox.maxMessages,
-      duplicate_window: nanos(INBOX_DUPLICATE_WINDOW_MS),
-    });
+    info = await replicated(inbox, () =>
+      jsm.streams.add({
+        name,
+        subjects: [subjects.inbox(identity)],
+        retention: RetentionPolicy.Workqueue,
+        storage: StorageType.File,
+        discard: DiscardPolicy.Old,
+        max_age: nanos(inbox.maxAgeMs),
+        max_msgs: inbox.maxMessages,
+        num_replicas: inbox.replicas,
+        duplicate_window: nanos(INBOX_DUPLICATE_WINDOW_MS),
+      }),
+    );
   }
   const consumers: ConsumerInfo[] = [];
   for await (const c of jsm.consumers.list(name)) consumers.push(c);
@@ -151,11 +157,14 @@ export async function ensureInbox(nc: NatsConnection, identity: string, inbox: I
   const leader = consumers.find((c) => c.name === INBOX_CONSUMER)?.config;
   const repairs = inboxRepairs(inbox, info.config, leader);
   if (repairs.stream) {
-    await jsm.streams.update(name, {
-      ...info.config,
-      max_age: nanos(inbox.maxAgeMs),
-      max_msgs: inbox.maxMessages,
-    });
+    await replicated(inbox, () =>
+      jsm.streams.update(name, {
+        ...info.config,
+        max_age: nanos(inbox.maxAgeMs),
+        max_msgs: inbox.maxMessages,
+        num_replicas: inbox.replicas,
+      }),
+    );
   }
   if (leader === undefined) {
     await jsm.consumers.add(name, {
@@ -167,5 +176,18 @@ export async function ensureInbox(nc: NatsConnection, identity: string, inbox: I
     });
   } else if (repairs.consumer) {
     await jsm.consumers.update(name, INBOX_CONSUMER, { ack_wait: nanos(inbox.ackWaitMs) });
+  }
+}
+
+/** A stream write that asks for replicas: a NATS that cannot keep them is named in the error. */
+async function replicated<T>(inbox: InboxSpec, write: () => Promise<T>): Promise<T> {
+  try {
+    return await write();
+  } catch (err) {
+    if (inbox.replicas === 1) throw err;
+    throw new Error(
+      `the inbox asks NATS for ${inbox.replicas} replicas (inbox.replicas) and NATS refused: ${(err as Error).message}. A single NATS server keeps 1; set inbox.replicas to at most the cluster's JetStream servers`,
+      { cause: err },
+    );
   }
 }

@@ -125,6 +125,11 @@ export const Inbox = z.strictObject({
   maxMessages: z.number().int().min(1).default(100_000),
   /** A request a leader took but did not acknowledge is offered again after this. */
   ackWaitMs: durationMs(500, INBOX_ACK_WAIT_MAX_MS).default(5_000),
+  /**
+   * Copies JetStream keeps of the inbox. 1 suits a single NATS server; on a NATS cluster set 3,
+   * so that waiting requests survive the loss of the server holding them.
+   */
+  replicas: z.number().int().min(1).max(5).default(1),
 });
 
 export const Probe = z.strictObject({
