@@ -1,14 +1,7 @@
 // API operations on nodes: list them, fence one (its identities are handed over first, then
 // the fence is applied by fence-reconciler.ts), unfence one. Every write compares the
 // election term requireActive() returned, in the same etcd txn.
-import {
-  ApiError,
-  type FenceBody,
-  type FenceResult,
-  type NodeView,
-  type ReasonBody,
-  type Workflow,
-} from '../api/schema.js';
+import { ApiError, type FenceBody, type FenceResult, type NodeView, type ReasonBody } from '../api/schema.js';
 import { readNodeKeys } from '../keys/index.js';
 import { fence } from '../lease/index.js';
 import type { ApiDeps } from './api-deps.js';
@@ -29,7 +22,7 @@ export class NodeApi {
   }
 
   async fenceNode(node: string, body: FenceBody, actor: string): Promise<FenceResult> {
-    const { cluster, audit, supervisor, writer, keys, etcd, config, clock, log } = this.deps;
+    const { cluster, audit, supervisor, keys, etcd, config, clock } = this.deps;
     const term = await cluster.requireActive();
     const snap = await cluster.read();
     const view = cluster.view(snap);
@@ -59,45 +52,38 @@ export class NodeApi {
       }
     }
     await audit.action(term, '_nodes', actor, `fence of ${node} requested: ${body.reason}`);
-    const workflows: Workflow[] = [];
-    for (const identity of led) {
-      workflows.push(
-        await supervisor.create(
-          snap,
-          identity,
-          {
-            kind: 'node-fence',
-            actor,
-            reason: `fence ${node}: ${body.reason}`,
-            deadlineMs: config.switchover.deadlineMs,
-            fencingNode: node,
-          },
-          term,
-        ),
-      );
-    }
-    if (workflows.length === 0) {
+    if (led.length === 0) {
       await fence(etcd, { node, reason: body.reason, actor, keys: keys.lease, authority: term }).catch(
         (err: unknown) => cluster.refusal(err),
       );
-      return { node, fenced: true, workflows };
+      return { node, fenced: true, workflows: [] };
     }
-    const intent: FenceIntent = {
-      reason: body.reason,
-      actor,
-      at: clock.wallMs(),
-      workflows: workflows.map((w) => w.id),
-    };
-    if ((await writer.put(keys.fenceIntent(node), intent, 0n, [], term)) === undefined) {
-      // The handovers run regardless; without the intent nobody writes the fence after them.
-      log.error({ node, workflows: intent.workflows }, 'could not record the fence intent');
-      if (!(await writer.holds(term)))
-        await cluster.refusal(new NotActiveError(`fence intent of ${node} not recorded`));
-      throw new ApiError(
-        'conflict',
-        `the handovers away from ${node} started, but the fence intent could not be recorded (another fence of ${node} raced this one); read GET /v1/nodes and fence again once they end`,
-      );
-    }
+    // The handovers and the intent to fence after them are written together, or none is:
+    // a handover started without its intent would hold the node off for nothing, and the
+    // fence would never be written.
+    const workflows = await supervisor.createAll(
+      snap,
+      led.map((identity) => ({
+        identity,
+        req: {
+          kind: 'node-fence' as const,
+          actor,
+          reason: `fence ${node}: ${body.reason}`,
+          deadlineMs: config.switchover.deadlineMs,
+          fencingNode: node,
+        },
+      })),
+      term,
+      {
+        key: keys.fenceIntent(node),
+        value: (wfs): FenceIntent => ({
+          reason: body.reason,
+          actor,
+          at: clock.wallMs(),
+          workflows: wfs.map((w) => w.id),
+        }),
+      },
+    );
     return { node, fenced: false, workflows };
   }
 

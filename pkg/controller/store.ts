@@ -356,6 +356,24 @@ export class GuardedWriter {
     return res.succeeded ? BigInt(res.header.revision) : undefined;
   }
 
+  /**
+   * Put every entry, each only if its key still has `expectRevision` (0: absent), in one
+   * transaction under `term`: all or none. The revision written, or undefined when a compare
+   * failed (nothing written).
+   */
+  async putAll(
+    entries: ReadonlyArray<{ key: string; value: unknown; expectRevision: bigint }>,
+    term?: Authority,
+  ): Promise<bigint | undefined> {
+    let txn = this.guard(term);
+    for (const e of entries) txn = txn.and(e.key, 'Mod', '==', String(e.expectRevision));
+    const res = await txn
+      .then(...entries.map((e) => this.client.put(e.key).value(JSON.stringify(e.value))))
+      .options(within(ETCD_CALL_MS))
+      .commit();
+    return res.succeeded ? BigInt(res.header.revision) : undefined;
+  }
+
   /** Write `ops` while this controller is active; false when its term ended (nothing written). */
   async write(ops: IOperation[], term?: Authority): Promise<boolean> {
     const res = await this.guard(term)

@@ -115,49 +115,74 @@ export class WorkflowSupervisor {
     req: WorkflowRequest,
     term: Authority,
   ): Promise<Workflow> {
-    const existing = snap.workflows.get(identity);
-    if (existing && !TERMINAL_STATES.has(existing.workflow.state)) {
-      throw new ApiError(
-        'conflict',
-        `${identity} already has a ${existing.workflow.kind} in progress (${existing.workflow.id}, ${existing.workflow.state}); wait for it or cancel it`,
+    return (await this.createAll(snap, [{ identity, req }], term))[0]!;
+  }
+
+  /**
+   * Persist new workflows for several identities, and `with` (a record that must not exist
+   * yet), in one etcd transaction under `term`: all of them or none. A fence that hands over
+   * three identities must not leave one handover running when the second is refused (the
+   * node held off, its fence never written, and the operator told nothing was started).
+   */
+  async createAll(
+    snap: ClusterSnapshot,
+    items: ReadonlyArray<{ identity: string; req: WorkflowRequest }>,
+    term: Authority,
+    with_?: { key: string; value: (workflows: Workflow[]) => unknown },
+  ): Promise<Workflow[]> {
+    for (const { identity } of items) {
+      const existing = snap.workflows.get(identity);
+      if (existing && !TERMINAL_STATES.has(existing.workflow.state)) {
+        throw new ApiError(
+          'conflict',
+          `${identity} already has a ${existing.workflow.kind} in progress (${existing.workflow.id}, ${existing.workflow.state}); wait for it or cancel it`,
+        );
+      }
+    }
+    const now = this.deps.clock.wallMs();
+    const wfs = items.map(({ identity, req }) => newWorkflow(snap, identity, req, this.deps.name, now));
+    for (const [i, wf] of wfs.entries()) {
+      const { req } = items[i]!;
+      await this.deps.audit.action(
+        term,
+        wf.identity,
+        req.actor,
+        `${req.kind} ${wf.id} requested${req.target ? ` to ${req.target}` : ''}${req.reason ? `: ${req.reason}` : ''}`,
+        wf.from?.token,
       );
     }
-    const wf = newWorkflow(snap, identity, req, this.deps.name, this.deps.clock.wallMs());
-    await this.deps.audit.action(
-      term,
-      identity,
-      req.actor,
-      `${req.kind} ${wf.id} requested${req.target ? ` to ${req.target}` : ''}${req.reason ? `: ${req.reason}` : ''}`,
-      wf.from?.token,
-    );
+    const entries = wfs.map((wf) => ({
+      key: this.deps.keys.workflow(wf.identity),
+      value: wf as unknown,
+      expectRevision: snap.workflows.get(wf.identity)?.revision ?? 0n,
+    }));
+    if (with_) entries.push({ key: with_.key, value: with_.value(wfs), expectRevision: 0n });
     let written: bigint | undefined;
     try {
-      written = await this.deps.writer.put(
-        this.deps.keys.workflow(identity),
-        wf,
-        existing?.revision ?? 0n,
-        [],
-        term,
-      );
+      written = await this.deps.writer.putAll(entries, term);
       if (written === undefined && !(await this.deps.writer.holds(term))) {
-        throw new NotActiveError(`start of ${wf.id} not done`);
+        throw new NotActiveError(`start of ${wfs.map((w) => w.id).join(', ')} not done`);
       }
     } catch (err) {
       return this.deps.cluster.refusal(err);
     }
     if (written === undefined) {
+      const names = items.map((i) => i.identity).join(', ');
       throw new ApiError(
         'conflict',
-        `another workflow for ${identity} was started at the same time; nothing was started, look at its status`,
+        `another workflow for ${names} was started at the same time${with_ ? ' (or the same request raced this one)' : ''}; nothing was started, look at its status`,
       );
     }
-    this.deps.log.info(
-      { identity, workflow: wf.id, kind: req.kind, target: req.target, actor: req.actor },
-      `${req.kind} of ${identity} requested`,
-    );
-    this.deps.events.workflowChanged(wf);
-    this.drive(identity);
-    return wf;
+    for (const [i, wf] of wfs.entries()) {
+      const { req } = items[i]!;
+      this.deps.log.info(
+        { identity: wf.identity, workflow: wf.id, kind: req.kind, target: req.target, actor: req.actor },
+        `${req.kind} of ${wf.identity} requested`,
+      );
+      this.deps.events.workflowChanged(wf);
+      this.drive(wf.identity);
+    }
+    return wfs;
   }
 
   private drive(identity: string): void {
