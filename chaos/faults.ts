@@ -6,21 +6,28 @@
 // How each is done:
 //   kill            docker kill of the agent's container: the host dies with everything on it
 //   agent-kill      SIGKILL of the agent process alone: its service must die by the lifeline
+//   agent-term      SIGTERM of the agent, as systemd stops it: a graceful leave
 //   freeze          SIGSTOP / SIGCONT of the agent process alone (its service and reaper run on)
 //   host-freeze     the cgroup freezer on the agent's container (everything on the host stops)
+//   cpu-burn        a busy loop per core of this machine, run inside the agent's host (here
+//                   every host shares the machine's cores, so the whole cluster is starved)
 //   witness-kill    SIGKILL of the service the agent leads; witness-freeze: SIGSTOP / SIGCONT
 //   cut-*           iptables in the agent's own network namespace, dropping both directions
 //                   to and from the etcd members, the NATS server, or both
 //   etcd-leader     SIGKILL of the raft leader's container; etcd-pause: one member frozen;
 //   etcd-isolate    one member cut from its peers (clients still reach it); etcd-all: every
-//                   member frozen at once
+//                   member frozen at once; etcd-down: every member killed, restarted from its
+//                   data after the duration
 //   nats-restart    the NATS container restarted
 //   controller-*    the active controller killed or frozen right after a switchover began
 //   revoke          a raw etcd revoke of the lease behind a leader key (no controller, no record)
 //   switchover / cancel / fence   through the active controller's API, as an operator
+//   operator-race   two switchovers and a cancel of one identity and a fence of its leader's
+//                   node, sent at once (each answer is kept in the history)
 //   bad-input       malformed and unauthenticated API calls, and forged control messages on NATS
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connectEtcd } from '../pkg/lease/index.js';
@@ -38,7 +45,25 @@ const run = promisify(execFile);
 /** An operator's API call must answer within this, or the fault is recorded as failed. */
 const API_TIMEOUT_MS = 10_000;
 
+/** An agent told to stop hands over and exits within this (its services' stop budgets, and more). */
+const AGENT_LEAVE_MS = 60_000;
+
 export class FaultError extends Error {}
+
+/** The sentence a refusal carries (an RFC 9457 problem's detail or title). */
+function problemDetail(body: unknown): string | undefined {
+  const p = body as { detail?: unknown; title?: unknown } | undefined;
+  return typeof p?.detail === 'string' ? p.detail : typeof p?.title === 'string' ? p.title : undefined;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 export class Faults {
   /** Things to bring back after a fault's settle time (killed hosts, members, controllers). */
@@ -80,6 +105,18 @@ export class Faults {
         this.pending.push(() => this.top.restartAgent(target));
         return;
       }
+      case 'agent-term': {
+        const pid = await this.agentPid(target);
+        this.mark(f, 'start');
+        process.kill(pid, 'SIGTERM');
+        await waitFor(() => !alive(pid), {
+          what: `agent ${target} to leave after SIGTERM`,
+          timeoutMs: AGENT_LEAVE_MS,
+        });
+        this.mark(f, 'end');
+        this.pending.push(() => this.top.restartAgent(target));
+        return;
+      }
       case 'freeze': {
         const pid = await this.agentPid(target);
         return this.lasting(
@@ -94,6 +131,21 @@ export class Faults {
           f,
           () => host.container.pause(),
           () => host.container.unpause(),
+        );
+      }
+      case 'cpu-burn': {
+        const host = this.agent(target);
+        const ms = Math.round(f.durationMs ?? 0);
+        const loop = `const end = Date.now() + ${ms}; while (Date.now() < end) {}`;
+        let burners: Array<Promise<unknown>> = [];
+        return this.lasting(
+          f,
+          () => {
+            burners = Array.from({ length: availableParallelism() }, () =>
+              host.container.exec(['/usr/local/bin/node', '-e', loop]),
+            );
+          },
+          () => Promise.all(burners),
         );
       }
       case 'witness-kill':
@@ -159,6 +211,15 @@ export class Faults {
           async () => void (await Promise.all(members.map((m) => m.unpause()))),
         );
       }
+      case 'etcd-down': {
+        const members = this.top.etcd.members;
+        return this.lasting(
+          f,
+          async () => void (await Promise.all(members.map((m) => m.kill('SIGKILL')))),
+          // Together: a member answers a linearizable read only once a quorum is back.
+          async () => void (await Promise.all(members.map((m) => m.start()))),
+        );
+      }
       case 'nats-restart': {
         const server = this.top.natsServers[this.index(f, this.top.natsServers.length)]!;
         const marked = { ...f, targets: [server.alias] };
@@ -216,6 +277,54 @@ export class Faults {
         this.pending.push(async () => {
           await this.api('POST', `/v1/nodes/${target}/unfence`, { reason: `chaos ${f.id} over` });
         });
+        return;
+      }
+      case 'operator-race': {
+        const leader = (await this.top.leaderOf(target))?.node;
+        type Call = { method: string; path: string; body?: unknown };
+        const calls: Call[] = [
+          { method: 'POST', path: `/v1/identities/${target}/switchover`, body: {} },
+          { method: 'POST', path: `/v1/identities/${target}/switchover`, body: {} },
+          { method: 'DELETE', path: `/v1/identities/${target}/workflow` },
+          ...(leader
+            ? [{ method: 'POST', path: `/v1/nodes/${leader}/fence`, body: { reason: `chaos ${f.id}` } }]
+            : []),
+        ];
+        this.mark(f, 'start');
+        // Queued before the calls: a fence accepted but answered late still holds.
+        if (leader) {
+          this.pending.push(async () => {
+            await this.api('POST', `/v1/nodes/${leader}/unfence`, { reason: `chaos ${f.id} over` });
+          });
+        }
+        const statuses = await Promise.all(
+          calls.map(async ({ method, path, body }) => {
+            const { status, detail } = await this.api(method, path, body).then(
+              (res) => ({
+                status: res.status,
+                detail: res.status >= 300 ? problemDetail(res.body) : undefined,
+              }),
+              (err: Error) => ({ status: 0, detail: err.message }),
+            );
+            this.top.opts.log.add({
+              kind: 'operator',
+              t: monotonicMs(),
+              id: f.id,
+              call: `${method} ${path}`,
+              status,
+              ...(detail ? { detail: detail.slice(0, 500) } : {}),
+            });
+            return status;
+          }),
+        );
+        this.mark(f, 'end');
+        // Racing calls may be refused as conflicts (409); anything else is a broken API or race.
+        const odd = statuses.filter((s) => s === 0 || (s >= 400 && s !== 409));
+        if (odd.length > 0 || !statuses.some((s) => s < 300)) {
+          throw new FaultError(
+            `operators' race on ${target}: answers ${statuses.join(', ')} (want each accepted or 409, and at least one accepted)`,
+          );
+        }
         return;
       }
       case 'bad-input': {

@@ -146,6 +146,18 @@ export const HistoryEvent = z.discriminatedUnion('kind', [
     targets: z.array(Name),
     phase: z.enum(['start', 'end']),
   }),
+  /** An operator's API call made by the nemesis, and what the controller answered. */
+  z.strictObject({
+    kind: z.literal('operator'),
+    t: T,
+    /** The fault it belongs to. */
+    id: Name,
+    call: z.string().max(200),
+    /** HTTP status, or 0 when no answer came (timeout, connection refused). */
+    status: z.number().int().nonnegative(),
+    /** What the controller said when it refused (the problem's detail), or why no answer came. */
+    detail: z.string().max(500).optional(),
+  }),
 ]);
 export type HistoryEvent = z.infer<typeof HistoryEvent>;
 export type EventOf<K extends HistoryEvent['kind']> = Extract<HistoryEvent, { kind: K }>;

@@ -30,7 +30,7 @@ import {
   formatResults,
   NEMESIS_SETTLE_MS,
 } from './suite.js';
-import { Topology, type TopologyOptions } from './topology.js';
+import { DEFAULT_NATS_SERVERS, Topology, type TopologyOptions } from './topology.js';
 import { buildVariant, VARIANTS, variantNamed } from './variants.js';
 
 class UsageError extends Error {}
@@ -48,7 +48,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 /** NATS servers for this run (--nats 1 or 3). */
-let natsServers = 1;
+let natsServers = DEFAULT_NATS_SERVERS;
 
 async function startTopology(
   opts: Omit<TopologyOptions, 'ttlSeconds' | 'failoverMarginMs'>,

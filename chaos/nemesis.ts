@@ -13,10 +13,14 @@ export const FAULTS = {
   kill: { lasts: false, target: 'agent' },
   /** The agent process alone is SIGKILLed; its host and service live on. */
   'agent-kill': { lasts: false, target: 'agent' },
+  /** The agent is stopped as systemd stops it (SIGTERM): it hands its identities over. */
+  'agent-term': { lasts: false, target: 'agent' },
   /** The agent process alone is SIGSTOPped, then SIGCONTed. */
   freeze: { lasts: true, target: 'agent' },
   /** The whole host freezes (agent, service, reaper). */
   'host-freeze': { lasts: true, target: 'agent' },
+  /** A busy loop on each of the machine's cores, inside the agent's host. */
+  'cpu-burn': { lasts: true, target: 'agent' },
   'witness-kill': { lasts: false, target: 'agent' },
   'witness-freeze': { lasts: true, target: 'agent' },
   'cut-etcd': { lasts: true, target: 'agent' },
@@ -25,7 +29,10 @@ export const FAULTS = {
   'etcd-leader': { lasts: false, target: 'etcd' },
   'etcd-pause': { lasts: true, target: 'etcd' },
   'etcd-isolate': { lasts: true, target: 'etcd' },
+  /** Every etcd member frozen at once (a stalled cluster: connections stay open). */
   'etcd-all': { lasts: true, target: 'etcd' },
+  /** Every etcd member killed, restarted from its data after the duration (a lost cluster). */
+  'etcd-down': { lasts: true, target: 'etcd' },
   'nats-restart': { lasts: false, target: 'nats' },
   'controller-kill': { lasts: false, target: 'controller' },
   'controller-freeze': { lasts: true, target: 'controller' },
@@ -33,6 +40,8 @@ export const FAULTS = {
   switchover: { lasts: false, target: 'identity' },
   cancel: { lasts: false, target: 'identity' },
   fence: { lasts: false, target: 'agent' },
+  /** Two switchovers, a cancel and a fence of the leader's node, all at once, as operators race. */
+  'operator-race': { lasts: false, target: 'identity' },
   'bad-input': { lasts: false, target: 'controller' },
 } as const;
 export type FaultAction = keyof typeof FAULTS;

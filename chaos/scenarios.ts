@@ -43,6 +43,13 @@ export const SLOW_IDENTITY = 'w2';
 export const SCENARIOS: readonly Scenario[] = [
   { name: 'host-kill', row: 'Leader host killed', action: 'kill', identity: HIT, expect: 'moves' },
   {
+    name: 'agent-stopped',
+    row: 'Leader agent stopped (SIGTERM, as systemd does): a graceful leave',
+    action: 'agent-term',
+    identity: HIT,
+    expect: 'moves',
+  },
+  {
     name: 'agent-kill',
     row: 'Agent SIGKILLed, service child alive',
     action: 'agent-kill',
@@ -162,6 +169,14 @@ export const SCENARIOS: readonly Scenario[] = [
     identity: HIT,
     expect: 'either',
   },
+  {
+    name: 'etcd-all-killed-past-T',
+    row: 'All of etcd lost: every member killed, restarted from its data',
+    action: 'etcd-down',
+    band: 'past-T',
+    identity: HIT,
+    expect: 'either',
+  },
   { name: 'nats-restart', row: 'NATS restart', action: 'nats-restart', identity: HIT, expect: 'stays' },
   {
     name: 'controller-crash-mid-switchover',
@@ -188,6 +203,13 @@ export const SCENARIOS: readonly Scenario[] = [
   },
   { name: 'fence', row: 'Node fenced for maintenance', action: 'fence', identity: HIT, expect: 'moves' },
   {
+    name: 'operators-race',
+    row: 'Switchovers, a cancel and a fence issued at once',
+    action: 'operator-race',
+    identity: HIT,
+    expect: 'either',
+  },
+  {
     name: 'bad-input',
     row: 'Bad API input; a network client that is not a controller sends control',
     action: 'bad-input',
@@ -213,7 +235,7 @@ export async function planScenario(s: Scenario, top: Topology, id: string): Prom
   if (agentFault && !leader) throw new ScenarioError(`${s.name}: ${s.identity} has no leader to hit`);
   const targets = agentFault
     ? [leader!.node]
-    : ['switchover', 'cancel'].includes(s.action)
+    : FAULTS[s.action].target === 'identity'
       ? [s.identity]
       : [s.action];
   return {

@@ -49,6 +49,11 @@ import { samplePings, watchLeaders, watchLoginRecords, witnessEvents, type Histo
 const RECORDS_DIR = '/chaos';
 const NATS_USERS_DIR = '/nats-users';
 const CONTROLLER_PORT = 8480;
+/**
+ * A JetStream cluster of three, as production would run it: a NATS server lost or restarted
+ * must cost nothing, and a single server cannot show that.
+ */
+export const DEFAULT_NATS_SERVERS = 3;
 /** A cold agent or controller container: Node starting on a loaded 2-core machine. */
 const COMPONENT_START_MS = 60_000;
 /** How often the witnesses' files are read into the history. */
@@ -85,7 +90,8 @@ export interface TopologyOptions {
   /** Extra environment for every agent (e.g. an unsafe variant, inside the suite only). */
   agentEnv?: Record<string, string>;
   /**
-   * NATS servers: 1 (the default) or a JetStream cluster of 3 (`npm run chaos -- … --nats 3`).
+   * NATS servers: a JetStream cluster of 3 (the default) or 1 (`npm run chaos -- … --nats 1`,
+   * lighter, for a quick look).
    */
   natsServers?: number;
   /** Extra host directories for the agents' hosts (the kit mounts the user's service at /kit). */
@@ -96,6 +102,8 @@ export interface TopologyOptions {
   agentDist?: string;
   /** Specs instead of the witness (the user kit); their names must match `identities`. */
   specs?: IdentitySpecInput[];
+  /** The PING sampler's period (default 50 ms); the benchmarks sample finer. */
+  pingEveryMs?: number;
   log: HistoryLog;
   seed?: number;
   failoverMarginMs: number;
@@ -169,7 +177,7 @@ export class Topology {
     const harness = await Harness.create();
     let topology: Topology | undefined;
     try {
-      const natsCount = opts.natsServers ?? 1;
+      const natsCount = opts.natsServers ?? DEFAULT_NATS_SERVERS;
       const [etcd, nats] = await Promise.all([
         harness.startEtcdCluster(3),
         natsCount > 1
@@ -237,7 +245,7 @@ export class Topology {
     for (const node of nodes) await this.startAgent(node);
     for (const identity of this.identities) {
       const sampler = samplePings(this.nc, identity.name, log, {
-        everyMs: PING_EVERY_MS,
+        everyMs: this.opts.pingEveryMs ?? PING_EVERY_MS,
         windowMs: PING_WINDOW_MS,
       });
       this.stops.unshift(() => sampler.stop());
@@ -273,7 +281,8 @@ export class Topology {
         startTimeoutMs: 30_000,
       },
       access: { open: true },
-      ...(identity.durable ? { inbox: { durable: true } } : {}),
+      // On a NATS cluster the inbox is kept on every server: a restart of one loses nothing.
+      ...(identity.durable ? { inbox: { durable: true, replicas: this.natsServers.length } } : {}),
     };
   }
 
