@@ -42,6 +42,8 @@ import type { Topology } from './topology.js';
 
 const run = promisify(execFile);
 
+/** After the cluster is whole, the controller sees a fit standby again within this. */
+const FIT_STANDBY_MS = 30_000;
 /** An operator's API call must answer within this, or the fault is recorded as failed. */
 const API_TIMEOUT_MS = 10_000;
 
@@ -280,6 +282,26 @@ export class Faults {
         return;
       }
       case 'operator-race': {
+        // A fair race: the controller sees a standby fit to take over, so at least one call
+        // has every reason to be accepted.
+        await waitFor(
+          async () => {
+            const view = (await this.api('GET', `/v1/identities/${target}`)).body as {
+              standbys?: Array<{
+                registered: boolean;
+                healthy: boolean;
+                fenced: boolean;
+                nofailover: boolean;
+              }>;
+            };
+            return (view.standbys ?? []).some((s) => s.registered && s.healthy && !s.fenced && !s.nofailover);
+          },
+          {
+            what: `a fit standby of ${target} in the controller's view`,
+            timeoutMs: FIT_STANDBY_MS,
+            intervalMs: 250,
+          },
+        );
         const leader = (await this.top.leaderOf(target))?.node;
         type Call = { method: string; path: string; body?: unknown };
         const calls: Call[] = [
