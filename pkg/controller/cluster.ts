@@ -91,6 +91,17 @@ export class Cluster {
     return readSnapshot(etcd, keys);
   }
 
+  /**
+   * Resolves at the next change to `identity`'s keys the mirror sees, or after `withinMs`
+   * (without a mirror: after `withinMs`).
+   */
+  async changed(identity: string, withinMs: number): Promise<'changed' | 'timeout'> {
+    const { mirror, clock } = this.deps;
+    if (mirror) return mirror.changed(identity, withinMs);
+    await clock.sleep(withinMs);
+    return 'timeout';
+  }
+
   /** Rounds in a row the mirror did not catch up in time. */
   private mirrorMisses = 0;
   private revisionInFlight: Promise<bigint> | undefined;

@@ -45,6 +45,8 @@ export class ClusterMirror {
   private watch: ResyncingWatch | undefined;
   private closed = false;
   private readonly waiters = new Set<() => void>();
+  /** Callers waiting for a change to one identity's keys (see `changed`). */
+  private readonly watchers = new Map<string, Set<() => void>>();
   /** Parsed values by the key-value object that held them: an unchanged key is parsed once. */
   private readonly parsed = new WeakMap<IKeyValue, unknown>();
   private readonly parser: SnapshotParser;
@@ -132,6 +134,37 @@ export class ClusterMirror {
     const at = BigInt(kv.mod_revision);
     if (at > this.revision) this.revision = at;
     this.wake();
+    const identity = this.identityOf(key);
+    if (identity !== undefined) for (const wake of [...(this.watchers.get(identity) ?? [])]) wake();
+  }
+
+  private identityOf(key: string): string | undefined {
+    const under = `${this.keys.prefix}/identities/`;
+    if (!key.startsWith(under)) return undefined;
+    const end = key.indexOf('/', under.length);
+    return end < 0 ? undefined : key.slice(under.length, end);
+  }
+
+  /**
+   * Resolves at the next change to one of `identity`'s keys (its leader key, login record,
+   * candidates, hold-offs) or after `withinMs`, whichever comes first: a running workflow
+   * steps as soon as what it waits for is written, not at its next poll, and is not woken by
+   * the rest of the cluster.
+   */
+  changed(identity: string, withinMs: number): Promise<'changed' | 'timeout'> {
+    return new Promise((resolve) => {
+      let set = this.watchers.get(identity);
+      if (!set) this.watchers.set(identity, (set = new Set()));
+      const done = (why: 'changed' | 'timeout') => {
+        clearTimeout(timer);
+        set.delete(woken);
+        if (set.size === 0) this.watchers.delete(identity);
+        resolve(why);
+      };
+      const woken = () => done('changed');
+      const timer = setTimeout(() => done('timeout'), withinMs);
+      set.add(woken);
+    });
   }
 
   private wake(): void {

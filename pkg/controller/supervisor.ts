@@ -221,7 +221,10 @@ export class WorkflowSupervisor {
         clock: deps.clock,
         // The mirror when caught up (cluster.ts): a thousand workflows stepping at once do not
         // each read the whole cluster.
-        operations: { readSnapshot: () => deps.cluster.snapshot() },
+        operations: {
+          readSnapshot: () => deps.cluster.snapshot(),
+          changed: (withinMs) => deps.cluster.changed(identity, withinMs),
+        },
       },
       identity,
     );

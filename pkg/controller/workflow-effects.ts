@@ -29,6 +29,11 @@ export type SideEffect =
 export interface WorkflowOperations {
   /** The whole cluster at one revision (what each round decides on). */
   readSnapshot(): Promise<ClusterSnapshot>;
+  /**
+   * Wait until the identity's keys change or `withinMs` passes (the driver's poll while it
+   * waits); without it, the driver sleeps `withinMs` on its clock.
+   */
+  changed?(withinMs: number): Promise<unknown>;
   grantHoldOff(ttlMs: number, authority: Authority): Promise<string>;
   /** The hold-off writes, for the txn that records the step (validates the record). */
   holdOffWrites(identity: string, nodes: string[], record: HoldOffRecord, lease: string): IOperation[];

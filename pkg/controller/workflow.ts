@@ -22,7 +22,10 @@ import { step, type Decision, type StepInput } from './workflow-step.js';
 
 export type { SideEffect, WorkflowOperations } from './workflow-effects.js';
 
-/** How often a running workflow re-reads etcd: handovers are measured in hundreds of ms. */
+/**
+ * How often a waiting workflow re-reads the cluster at the latest: handovers are measured in
+ * hundreds of ms. It steps sooner when one of its identity's keys changes (ops.changed).
+ */
 const POLL_MS = 100;
 /** After a failed read or step: etcd or an agent is in trouble; asking again at once would not help. */
 const RETRY_MS = POLL_MS * 5;
@@ -160,7 +163,7 @@ export class WorkflowDriver {
         continue;
       }
       if (!decided) {
-        await this.clock.sleep(POLL_MS);
+        await (this.ops.changed?.(POLL_MS) ?? this.clock.sleep(POLL_MS));
         continue;
       }
       await this.persist(wf, entry.revision, decided, authority);

@@ -7,6 +7,7 @@ import type { Etcd3 } from 'etcd3';
 import { ManualClock } from '../../pkg/clock/index.js';
 import { Cluster } from '../../pkg/controller/cluster.js';
 import { ClusterMirror } from '../../pkg/controller/mirror.js';
+import { Keys } from '../../pkg/lease/keys.js';
 import {
   ControllerKeys,
   readSnapshot,
@@ -118,6 +119,16 @@ describe('controller: the cluster mirror (real etcd)', function () {
     const after = await cluster.snapshot();
     expect(after).to.not.equal(before);
     expect(after.paused.has('rebuilt')).to.equal(true);
+  });
+
+  it("wakes a workflow waiting on an identity when that identity's keys change, and not for another's", async () => {
+    const lease = new Keys();
+    const mine = mirror.changed('waker', 60_000);
+    const other = mirror.changed('sleeper', 1_000);
+    await client.put(lease.login('waker')).value('{"changed":true}');
+    expect(await mine).to.equal('changed');
+    expect(await other).to.equal('timeout');
+    await client.delete().key(lease.login('waker'));
   });
 
   it('recent history of every identity is one read, newest entries across identities, oldest first', async () => {
