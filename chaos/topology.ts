@@ -74,6 +74,8 @@ export interface ChaosIdentity {
   witnessEnv?: Record<string, string>;
   /** Requests go to a durable inbox (JetStream): sent during a handover, answered after it. */
   durable?: boolean;
+  /** The witness runs as a warm standby on every host (fd3 channel), not started at login. */
+  warm?: boolean;
 }
 
 /** Three identities over three agents: every agent hosts two or three of them. */
@@ -263,7 +265,10 @@ export class Topology {
     this.stops.unshift(() => workload.stop(this.ttlMs + this.opts.failoverMarginMs));
   }
 
-  /** The witness as a cold process service: logs in at its start, out at SIGTERM. */
+  /**
+   * The witness as a cold process service (logs in at its start, out at SIGTERM), or as a
+   * warm standby on the fd3 channel (logs in and out when told).
+   */
   witnessSpec(identity: ChaosIdentity): IdentitySpecInput {
     return {
       name: identity.name,
@@ -271,10 +276,11 @@ export class Topology {
         driver: 'process',
         command: ['/usr/local/bin/node', '--import', 'tsx', 'chaos/witness.ts'],
         cwd: APP_DIR,
-        mode: 'cold',
+        ...(identity.warm ? { mode: 'warm' as const, channel: 'fd3' as const } : { mode: 'cold' as const }),
         env: {
           WITNESS_FILE: `${RECORDS_DIR}/witness-${identity.name}.jsonl`,
           WITNESS_BEAT_MS: String(WITNESS_BEAT_MS),
+          ...(identity.warm ? { WITNESS_MODE: 'warm' } : {}),
           ...identity.witnessEnv,
         },
         restart: { maxAttempts: 0 },
