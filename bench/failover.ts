@@ -1,0 +1,518 @@
+// How long a service is gone, and how often it moves when nothing was wrong: understudy on
+// the chaos suite's topology (chaos/topology.ts: a 3-member etcd, a JetStream cluster of three
+// NATS servers, two controllers, agents a, b, c each in a container of its own, the witness as
+// every identity's service), with the faults done for real by chaos/faults.ts. Every figure is
+// read afterwards from the run's history (bench/measure.ts): the etcd watch, the witness's own
+// login line and PINGs sent every 10 ms — never from what the agents say.
+//
+// Parts, each at every T of the profile, aimed at identity w1 (a: 10, b: 5, c: 0):
+//   failover    the leader's host killed; its host frozen for 2 T; it cut from etcd for 2 T.
+//               Time from the fault to the successor's first PING answer, and its steps.
+//   false       nothing wrong with the leader: the etcd raft leader killed, an etcd member
+//               paused for 2 s, a 200 ms network stall of the leader's host, every core
+//               saturated for 10 s. Moves per 100 faults (any identity's term changing).
+//   switchover  through the controller's API: the window with no responder, and the time from
+//               the command to the new leader's first answer.
+//   leave       SIGTERM of the leader's agent (how systemd stops it): the same two figures.
+// Each trial starts from a whole cluster (every identity led and answering) and ends with it
+// whole again; what a fault killed is brought back in between.
+//
+//   npx tsx bench/failover.ts [--profile quick|full] [--ttl 2,5,10] [--reps N] [--parts a,b]
+//   npm run bench                 (quick: T = 5 s, a few trials of each)
+//   npm run bench -- --full       (T = 2, 5, 10 s; 20 failovers per fault, 25 faults per kind)
+// Prints tables, writes bench/results/failover-<date>-<profile>.json and SVG plots next to it.
+// Never fails on a timing: exits 1 if the run could not be done or the checker found a
+// violation of S1-S5, 2 if it ran out of its time budget.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { collectResponders } from '../pkg/identity/client.js';
+import { reapOrphans } from '../test/support/reaper.js';
+import { waitFor } from '../test/support/wait.js';
+import { check, formatViolation } from '../chaos/checker.js';
+import { Faults } from '../chaos/faults.js';
+import { monotonicMs, type HistoryEvent } from '../chaos/history.js';
+import type { FaultAction, PlannedFault } from '../chaos/nemesis.js';
+import { HistoryLog } from '../chaos/observe.js';
+import { waitSteady } from '../chaos/runner.js';
+import { Topology, type ChaosIdentity } from '../chaos/topology.js';
+import { measure, moveRate, summarize, type Trial, type TrialResult } from './measure.js';
+import { renderPlots } from './plots.js';
+import { machine, resultPath, versions, writeJson } from './results.js';
+
+/**
+ * The identities: w1 and w4 live on the same hosts with the same priorities, w1's service a
+ * warm standby on the fd3 channel (login is a message), w4's a cold process started at login
+ * (and counted logged in once it has run COLD_SETTLE_MS); every fault hits both, so each
+ * trial measures both. w3 (durable inbox) keeps the topology's third host busy.
+ */
+const IDENTITIES: ChaosIdentity[] = [
+  { name: 'w1', hosts: { a: 10, b: 5, c: 0 }, warm: true },
+  { name: 'w4', hosts: { a: 10, b: 5, c: 0 } },
+  { name: 'w3', hosts: { b: 0, c: 10 }, durable: true },
+];
+/** The identities measured, and how their service runs. */
+const MEASURED = { w1: 'warm', w4: 'cold' } as const;
+type Measured = keyof typeof MEASURED;
+/** The identity the faults aim at (its leader's host). */
+const AIM: Measured = 'w1';
+/** Margin past T for a move to show before a "nothing moved" window ends (the chaos suite's). */
+const FAILOVER_MARGIN_MS = 3_000;
+/** The PING period: the resolution of every gap and answer time below. */
+const PING_EVERY_MS = 10;
+/** An etcd member paused this long, as the issue sets it. */
+const ETCD_PAUSE_MS = 2_000;
+/** A network stall: every packet to and from the leader's host dropped this long. */
+const STALL_MS = 200;
+/** Every core busy this long: longer than one lease at every T benched. */
+const CPU_BURN_MS = 10_000;
+/** After a move, how long the successor gets to answer before the trial is given up. */
+const ANSWER_MARGIN_MS = 30_000;
+
+const PARTS = ['failover', 'false', 'switchover', 'leave'] as const;
+type Part = (typeof PARTS)[number];
+
+interface Profile {
+  ttls: number[];
+  reps: Record<Part, number>;
+}
+const PROFILES: Record<'quick' | 'full', Profile> = {
+  quick: { ttls: [5], reps: { failover: 3, false: 3, switchover: 10, leave: 5 } },
+  full: { ttls: [2, 5, 10], reps: { failover: 20, false: 25, switchover: 40, leave: 20 } },
+};
+
+/** One kind of fault of a part: the chaos fault that does it, and for how long. */
+interface FaultKind {
+  name: string;
+  action: FaultAction;
+  /** A switchover's identity (other faults hit every measured identity at once). */
+  identity?: Measured;
+  /** ms, from T. */
+  duration?: (ttlMs: number) => number;
+}
+const FAULTS: Record<Part, FaultKind[]> = {
+  failover: [
+    { name: 'kill', action: 'kill' },
+    { name: 'freeze-2T', action: 'host-freeze', duration: (t) => 2 * t },
+    { name: 'cut-etcd-2T', action: 'cut-etcd', duration: (t) => 2 * t },
+  ],
+  false: [
+    { name: 'etcd-leader-kill', action: 'etcd-leader' },
+    { name: 'etcd-pause-2s', action: 'etcd-pause', duration: () => ETCD_PAUSE_MS },
+    { name: 'stall-200ms', action: 'cut-both', duration: () => STALL_MS },
+    { name: 'cpu-burn-10s', action: 'cpu-burn', duration: () => CPU_BURN_MS },
+  ],
+  switchover: [
+    { name: 'switchover', action: 'switchover', identity: 'w1' },
+    { name: 'switchover', action: 'switchover', identity: 'w4' },
+  ],
+  leave: [{ name: 'sigterm', action: 'agent-term' }],
+};
+
+class UsageError extends Error {}
+
+function parse(argv: string[]): {
+  profile: string;
+  ttls: number[];
+  reps: Record<Part, number>;
+  parts: Part[];
+} {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      profile: { type: 'string' },
+      full: { type: 'boolean' },
+      ttl: { type: 'string' },
+      reps: { type: 'string' },
+      parts: { type: 'string' },
+    },
+  });
+  const name = values.full ? 'full' : (values.profile ?? 'quick');
+  if (name !== 'quick' && name !== 'full')
+    throw new UsageError(`--profile must be quick or full (got '${name}')`);
+  const profile = PROFILES[name];
+  const ttls = values.ttl ? values.ttl.split(',').map(Number) : profile.ttls;
+  if (ttls.some((t) => !Number.isInteger(t) || t < 2 || t > 60)) {
+    throw new UsageError(`--ttl must list whole seconds from 2 to 60 (got '${values.ttl}')`);
+  }
+  let reps = profile.reps;
+  if (values.reps !== undefined) {
+    const n = Number(values.reps);
+    if (!Number.isInteger(n) || n < 1)
+      throw new UsageError(`--reps must be a whole number ≥ 1 (got '${values.reps}')`);
+    reps = { failover: n, false: n, switchover: n, leave: n };
+  }
+  const parts = values.parts ? values.parts.split(',') : [...PARTS];
+  for (const p of parts) {
+    if (!(PARTS as readonly string[]).includes(p)) {
+      throw new UsageError(`--parts: unknown part '${p}' (known: ${PARTS.join(', ')})`);
+    }
+  }
+  return { profile: name, ttls, reps, parts: parts as Part[] };
+}
+
+/** A generous bound on the whole run, from its shape; past it the run stops itself. */
+function budgetMs(o: ReturnType<typeof parse>): number {
+  let ms = 0;
+  for (const t of o.ttls) {
+    ms += 3 * 60_000; // topology start and close
+    for (const part of o.parts) {
+      for (const kind of FAULTS[part])
+        ms += o.reps[part] * (4 * t * 1000 + 40_000 + (kind.duration?.(t * 1000) ?? 0));
+    }
+  }
+  return ms;
+}
+
+let current: Topology | undefined;
+
+/** One trial: the cluster whole, the fault, the outcome awaited, the cluster whole again. */
+async function runTrial(
+  top: Topology,
+  faults: Faults,
+  part: Part,
+  kind: FaultKind,
+  id: string,
+): Promise<Trial[]> {
+  await waitSteady(top, `before ${id}`);
+  // A false failover is counted once per fault, whichever identity moved.
+  const measured = kind.identity
+    ? [kind.identity]
+    : part === 'false'
+      ? [AIM]
+      : (Object.keys(MEASURED) as Measured[]);
+  const before = new Map<Measured, { node: string; token: string }>();
+  for (const identity of measured) {
+    const leader = await top.leaderOf(identity);
+    if (!leader) throw new Error(`${identity} has no leader before ${id}`);
+    before.set(identity, leader);
+  }
+  const aimed = (await top.leaderOf(kind.identity ?? AIM))!;
+  const target =
+    kind.action === 'switchover'
+      ? kind.identity!
+      : ['etcd-leader', 'etcd-pause'].includes(kind.action)
+        ? kind.action
+        : aimed.node;
+  const durationMs = kind.duration?.(top.ttlMs);
+  const fault: PlannedFault = {
+    id,
+    at: 0,
+    action: kind.action,
+    targets: [target],
+    ...(durationMs ? { durationMs } : {}),
+  };
+  const started = monotonicMs();
+  await faults.apply(fault);
+  if (part === 'false') {
+    // Watching for a move that must not happen: the window is the observation itself.
+    await sleep(top.ttlMs + FAILOVER_MARGIN_MS);
+  } else {
+    // Only identities led from the host hit move; a switchover moves its own.
+    const moving = measured.filter((i) => kind.identity !== undefined || before.get(i)!.node === aimed.node);
+    await waitFor(
+      async () => {
+        for (const identity of moving) {
+          const now = await top.leaderOf(identity);
+          if (!now || now.token === before.get(identity)!.token) return false;
+          const answers = await collectResponders(top.nc, identity, 200).catch(() => []);
+          if (!answers.some((a) => String(a.token) === now.token)) return false;
+        }
+        return true;
+      },
+      {
+        what: `${moving.join(', ')} answering on a successor after ${id}`,
+        timeoutMs: 3 * top.ttlMs + ANSWER_MARGIN_MS,
+        intervalMs: 50,
+      },
+    );
+  }
+  await faults.recover();
+  await waitSteady(top, `after ${id}`);
+  await top.tail();
+  const until = monotonicMs();
+  return measured.map((identity) => ({
+    id,
+    kind: part,
+    fault: kind.name,
+    ...(part === 'false' ? {} : { service: MEASURED[identity] }),
+    ttlS: top.ttlMs / 1000,
+    identity,
+    node: before.get(identity)!.node,
+    token: before.get(identity)!.token,
+    at: started,
+    until,
+  }));
+}
+
+/** Each fault's own start as the history has it (the instant it was done, not planned). */
+function faultStarts(events: readonly HistoryEvent[]): Map<string, number> {
+  const starts = new Map<string, number>();
+  for (const e of events)
+    if (e.kind === 'nemesis' && e.phase === 'start' && !starts.has(e.id)) starts.set(e.id, e.t);
+  return starts;
+}
+
+async function runAt(ttlS: number, o: ReturnType<typeof parse>, log: HistoryLog): Promise<Trial[]> {
+  const top = await Topology.start({
+    ttlSeconds: ttlS,
+    failoverMarginMs: FAILOVER_MARGIN_MS,
+    pingEveryMs: PING_EVERY_MS,
+    identities: IDENTITIES,
+    log,
+  });
+  current = top;
+  const faults = new Faults(top);
+  const trials: Trial[] = [];
+  try {
+    for (const part of o.parts) {
+      for (const kind of FAULTS[part]) {
+        for (let n = 1; n <= o.reps[part]; n++) {
+          const id = `T${ttlS}-${kind.name}${kind.identity ? `-${kind.identity}` : ''}-${n}`;
+          const made = await runTrial(top, faults, part, kind, id);
+          trials.push(...made);
+          const trial = made[0]!;
+          process.stdout.write(
+            `  ${id.padEnd(28)} leader ${trial.node}, ${((trial.until - trial.at) / 1000).toFixed(1)} s\n`,
+          );
+        }
+      }
+    }
+  } finally {
+    await top.close();
+    current = undefined;
+  }
+  return trials;
+}
+
+// --- report ---------------------------------------------------------------------------------
+
+const ms = (v: number | undefined) => (v === undefined ? '—' : Math.round(v).toLocaleString('en-US'));
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows
+    .map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  '))
+    .join('\n');
+}
+
+function group<T>(items: readonly T[], key: (t: T) => string): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const i of items) {
+    const k = key(i);
+    out.set(k, [...(out.get(k) ?? []), i]);
+  }
+  return out;
+}
+
+const medianOf = (values: Array<number | undefined>) =>
+  summarize(values.filter((v): v is number => v !== undefined))?.median;
+
+export function summaries(results: readonly TrialResult[]) {
+  const byFault = group(
+    results,
+    (r) => `${r.trial.kind}|${r.trial.fault}|${r.trial.ttlS}|${r.trial.service}`,
+  );
+  return [...byFault.values()].map((rs) => {
+    const { kind, fault, ttlS, service } = rs[0]!.trial;
+    const h = rs.map((r) => r.handover);
+    const faultsWithMoves = rs.filter((r) => r.moved.length > 0).length;
+    return {
+      kind,
+      fault,
+      service,
+      ttlS,
+      trials: rs.length,
+      answer: summarize(h.flatMap((x) => (x.answerMs === undefined ? [] : [x.answerMs]))),
+      gap: summarize(rs.flatMap((r) => (r.gapMs === undefined ? [] : [r.gapMs]))),
+      noSuccessor: rs.filter((r) => r.handover.answerMs === undefined).length,
+      steps: {
+        vacated: medianOf(h.map((x) => x.vacatedMs)),
+        elected: medianOf(h.map((x) => x.electedMs)),
+        recorded: medianOf(h.map((x) => x.recordedMs)),
+        login: medianOf(h.map((x) => x.loginMs)),
+        answer: medianOf(h.map((x) => x.answerMs)),
+      },
+      moves: {
+        faultsWithMoves,
+        identities: rs.reduce((n, r) => n + r.moved.length, 0),
+        ...moveRate(faultsWithMoves, rs.length),
+      },
+      doubles: rs.reduce((n, r) => n + r.doubles, 0),
+    };
+  });
+}
+type Summaries = ReturnType<typeof summaries>;
+
+function report(s: Summaries): string {
+  const out: string[] = [];
+  const failovers = s.filter((x) => x.kind === 'failover');
+  if (failovers.length > 0) {
+    out.push('Unplanned failover: fault → successor answers PING (ms); target p99 ≤ T + 300');
+    out.push(
+      table([
+        ['fault', 'service', 'T', 'n', 'min', 'median', 'p99', 'max', 'target', 'none'],
+        ...failovers.map((x) => [
+          x.fault,
+          x.service ?? '',
+          `${x.ttlS}`,
+          `${x.answer?.n ?? 0}`,
+          ms(x.answer?.min),
+          ms(x.answer?.median),
+          ms(x.answer?.p99),
+          ms(x.answer?.max),
+          x.answer ? (x.answer.p99 <= x.ttlS * 1000 + 300 ? 'ok' : 'MISSED') : '—',
+          `${x.noSuccessor}`,
+        ]),
+      ]),
+    );
+    out.push('', 'Where the time goes (medians, ms after the fault)');
+    out.push(
+      table([
+        ['fault', 'service', 'T', 'key gone', 'new key', 'login record', 'service login', 'answers'],
+        ...failovers.map((x) => [
+          x.fault,
+          x.service ?? '',
+          `${x.ttlS}`,
+          ms(x.steps.vacated),
+          ms(x.steps.elected),
+          ms(x.steps.recorded),
+          ms(x.steps.login),
+          ms(x.steps.answer),
+        ]),
+      ]),
+    );
+  }
+  const falses = s.filter((x) => x.kind === 'false');
+  if (falses.length > 0) {
+    out.push('', 'False failovers: faults with any identity moved, per 100 (95 % upper bound)');
+    out.push(
+      table([
+        ['fault', 'T', 'faults', 'with moves', 'per 100', '≤ (95 %)', 'identities moved'],
+        ...falses.map((x) => [
+          x.fault,
+          `${x.ttlS}`,
+          `${x.trials}`,
+          `${x.moves.faultsWithMoves}`,
+          x.moves.per100.toFixed(1),
+          x.moves.upper95.toFixed(1),
+          `${x.moves.identities}`,
+        ]),
+      ]),
+    );
+  }
+  const planned = s.filter((x) => x.kind === 'switchover' || x.kind === 'leave');
+  if (planned.length > 0) {
+    out.push(
+      '',
+      `Planned handover: window with no responder, and command → new leader answers (ms, ± ${PING_EVERY_MS})`,
+    );
+    out.push(
+      table([
+        [
+          'kind',
+          'service',
+          'T',
+          'n',
+          'gap median',
+          'gap p99',
+          'gap max',
+          'target',
+          'answer median',
+          'answer p99',
+          'doubles',
+        ],
+        ...planned.map((x) => [
+          x.kind,
+          x.service ?? '',
+          `${x.ttlS}`,
+          `${x.gap?.n ?? 0}`,
+          ms(x.gap?.median),
+          ms(x.gap?.p99),
+          ms(x.gap?.max),
+          x.gap ? (x.gap.p99 <= (x.kind === 'switchover' ? 100 : 500) ? 'ok' : 'MISSED') : '—',
+          ms(x.answer?.median),
+          ms(x.answer?.p99),
+          `${x.doubles}`,
+        ]),
+      ]),
+    );
+  }
+  return out.join('\n');
+}
+
+async function main(): Promise<number> {
+  const o = parse(process.argv.slice(2));
+  const limit = budgetMs(o);
+  const date = new Date();
+  const file = resultPath('failover', date, o.profile);
+  process.stdout.write(
+    `bench failover: profile ${o.profile}, T = ${o.ttls.join(', ')} s, parts ${o.parts.join(', ')}; stops itself after ${Math.round(limit / 60_000)} min\n`,
+  );
+  const timer = setTimeout(() => {
+    process.stderr.write('bench failover: out of its time budget; removing its containers\n');
+    void (current?.close() ?? Promise.resolve()).finally(() => process.exit(2));
+  }, limit);
+  timer.unref();
+  await reapOrphans();
+  const log = new HistoryLog(file.replace(/\.json$/, '.history.jsonl'));
+  const trials: Trial[] = [];
+  for (const ttl of o.ttls) {
+    process.stdout.write(`T = ${ttl} s\n`);
+    trials.push(...(await runAt(ttl, o, log)));
+  }
+  await log.flushed();
+  const events = log.sorted();
+  const leaderKeys = events.filter((e) => e.kind === 'leader');
+  const starts = faultStarts(events);
+  const results = trials.map((t) => measure(events, { ...t, at: starts.get(t.id) ?? t.at }, leaderKeys));
+  const s = summaries(results);
+  const violations = check(events).violations;
+  const text = report(s);
+  process.stdout.write(`\n${text}\n\n`);
+  process.stdout.write(
+    violations.length === 0
+      ? 'checker: no violation of S1-S5, L1, L2 in the whole run\n'
+      : `checker: ${violations.length} violation(s)\n${violations.map(formatViolation).join('\n')}\n`,
+  );
+  const plots = await renderPlots(results, file.replace(/\.json$/, ''));
+  await writeJson(file, {
+    bench: 'failover',
+    date: date.toISOString(),
+    machine: machine(),
+    versions: versions(),
+    settings: {
+      ...o,
+      pingEveryMs: PING_EVERY_MS,
+      failoverMarginMs: FAILOVER_MARGIN_MS,
+      etcdPauseMs: ETCD_PAUSE_MS,
+      stallMs: STALL_MS,
+      cpuBurnMs: CPU_BURN_MS,
+    },
+    summaries: s,
+    violations: violations.map(formatViolation),
+    trials: results,
+  });
+  process.stdout.write(
+    `results: ${file}\nplots: ${plots.map((p) => join('bench/results', p.split('/').at(-1)!)).join(', ')}\n`,
+  );
+  clearTimeout(timer);
+  return violations.length > 0 ? 1 : 0;
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    process.stderr.write(`bench failover: ${signal}: removing its containers\n`);
+    void (current?.close() ?? Promise.resolve()).finally(() => process.exit(130));
+  });
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(
+      `bench failover: ${err instanceof UsageError ? '' : 'could not run: '}${(err as Error).message}\n`,
+    );
+    void (current?.close() ?? Promise.resolve()).finally(() => process.exit(1));
+  },
+);

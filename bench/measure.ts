@@ -1,0 +1,177 @@
+// What a benchmark trial measured, read from a chaos history (chaos/history.ts): every instant
+// comes from outside the agents — the etcd watch of leader keys and login records, the
+// witness's own login line, and the network's PINGs — on the one monotonic clock. Pure, so
+// the figures can be recomputed from a saved history and the rules are table-tested.
+import type { EventOf, HistoryEvent } from '../chaos/history.js';
+
+/** One fault (or command) of a benchmark, and what it was aimed at. */
+export interface Trial {
+  id: string;
+  /** failover: the leader's host is hurt; false: nothing is wrong with the leader; switchover,
+   *  leave: planned; probe: the service is frozen under a live agent. */
+  kind: 'failover' | 'false' | 'switchover' | 'leave' | 'probe';
+  /** The fault, as the bench names it (kill, freeze, cut-etcd, etcd-leader, ...). */
+  fault: string;
+  /** How the identity's service runs: a warm standby told to log in, or cold, started at login. */
+  service?: 'warm' | 'cold';
+  ttlS: number;
+  identity: string;
+  /** The leader before the trial. */
+  node: string;
+  token: string;
+  /** Monotonic ms: the fault's start (or the command's sending), and the trial's end. */
+  at: number;
+  until: number;
+}
+
+/** The successor's steps, in ms after the trial's start; undefined where not seen. */
+export interface Handover {
+  /** The old term's key was gone or replaced (lease expiry, revoke, or resignation). */
+  vacatedMs?: number;
+  /** A new term's key was written: the successor won its campaign. */
+  electedMs?: number;
+  /** The successor's login record: it may now log in. */
+  recordedMs?: number;
+  /** The successor's service logged in (its own record). */
+  loginMs?: number;
+  /** The first PING answered by the successor (sent at this time). */
+  answerMs?: number;
+  /** The successor's node and token. */
+  node?: string;
+  token?: string;
+}
+
+export interface TrialResult {
+  trial: Trial;
+  handover: Handover;
+  /**
+   * The window with no responder: from the last PING the old term answered to the first the
+   * new one answered (send times, so ± the PING period); undefined if the identity did not move.
+   */
+  gapMs?: number;
+  /** Identities whose term changed during the trial. */
+  moved: string[];
+  /** PINGs of the identity answered by two nodes during the trial (S1 as the network sees it). */
+  doubles: number;
+}
+
+/** The events of a time-ordered history within [from, to], found by bisection (long runs). */
+function slice(events: readonly HistoryEvent[], from: number, to: number): readonly HistoryEvent[] {
+  // The first index whose event is past `t` (strictly after, or at or after).
+  const bound = (t: number, inclusive: boolean) => {
+    let lo = 0;
+    let hi = events.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (events[mid]!.t < t || (inclusive && events[mid]!.t === t)) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  };
+  return events.slice(bound(from, false), bound(to, true));
+}
+
+function only<K extends HistoryEvent['kind']>(events: readonly HistoryEvent[], kind: K): EventOf<K>[] {
+  return events.filter((e): e is EventOf<K> => e.kind === kind);
+}
+
+/**
+ * Measure one trial against the history, which must be in time order. `leaderKeys`: the
+ * history's leader events, when the caller measures many trials (found here otherwise).
+ */
+export function measure(
+  history: readonly HistoryEvent[],
+  trial: Trial,
+  leaderKeys: readonly EventOf<'leader'>[] = only(history, 'leader'),
+): TrialResult {
+  const { at, until, identity } = trial;
+  const rel = (t: number | undefined) => (t === undefined ? undefined : t - at);
+  const events = slice(history, at, until);
+  const leaders = only(events, 'leader');
+  const mine = leaders.filter((e) => e.identity === identity);
+  const vacated = mine.find((e) => e.token !== trial.token);
+  const elected = mine.find((e) => e.node !== undefined && e.token !== trial.token);
+  const handover: Handover = { vacatedMs: rel(vacated?.t), electedMs: rel(elected?.t) };
+  const pings = only(events, 'ping').filter((p) => p.identity === identity);
+  if (elected) {
+    handover.node = elected.node;
+    handover.token = elected.token;
+    const record = only(events, 'login-record').find(
+      (r) => r.identity === identity && r.token === elected.token && r.loggedIn,
+    );
+    const login = only(events, 'witness').find(
+      (w) => w.identity === identity && w.token === elected.token && w.what === 'login',
+    );
+    const answer = pings.find((p) => p.responders.some((r) => r.token === elected.token));
+    handover.recordedMs = rel(record?.t);
+    handover.loginMs = rel(login?.t);
+    handover.answerMs = rel(answer?.t);
+  }
+  let gapMs: number | undefined;
+  if (handover.answerMs !== undefined) {
+    const firstNew = at + handover.answerMs;
+    const lastOld = pings
+      .filter((p) => p.t < firstNew && p.responders.some((r) => r.token === trial.token))
+      .at(-1);
+    gapMs = firstNew - (lastOld?.t ?? at);
+  }
+  const moved = new Set<string>();
+  const before = new Map<string, string | undefined>();
+  for (const e of leaderKeys) if (e.t < at) before.set(e.identity, e.token);
+  for (const e of leaders) if (e.token !== before.get(e.identity)) moved.add(e.identity);
+  const doubles = pings.filter((p) => new Set(p.responders.map((r) => r.node)).size > 1).length;
+  return { trial, handover, gapMs, moved: [...moved].sort(), doubles };
+}
+
+export interface Summary {
+  n: number;
+  min: number;
+  median: number;
+  p99: number;
+  max: number;
+}
+
+/** Nearest rank: the smallest sample with at least q of them at or below it. */
+export function quantile(sorted: readonly number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+}
+
+export function summarize(samples: readonly number[]): Summary | undefined {
+  if (samples.length === 0) return undefined;
+  const sorted = [...samples].sort((a, b) => a - b);
+  return {
+    n: sorted.length,
+    min: sorted[0]!,
+    median: quantile(sorted, 0.5),
+    p99: quantile(sorted, 0.99),
+    max: sorted.at(-1)!,
+  };
+}
+
+/**
+ * Moves per 100 faults, with the one-sided 95 % upper bound (exact binomial, Clopper–Pearson):
+ * 0 moves in 25 faults says "fewer than 11.3 per 100", not "never".
+ */
+export function moveRate(moves: number, faults: number): { per100: number; upper95: number } {
+  if (faults === 0) return { per100: 0, upper95: 100 };
+  const per100 = (100 * moves) / faults;
+  if (moves === faults) return { per100, upper95: 100 };
+  // The p at which seeing at most `moves` in `faults` has probability 5 %, by bisection.
+  const atMost = (p: number) => {
+    let sum = 0;
+    let term = (1 - p) ** faults;
+    for (let k = 0; k <= moves; k++) {
+      sum += term;
+      term *= ((faults - k) / (k + 1)) * (p / (1 - p));
+    }
+    return sum;
+  };
+  let lo = moves / faults;
+  let hi = 1;
+  for (let i = 0; i < 60; i++) {
+    const mid = (lo + hi) / 2;
+    if (atMost(mid) > 0.05) lo = mid;
+    else hi = mid;
+  }
+  return { per100, upper95: 100 * hi };
+}

@@ -1,0 +1,89 @@
+import { expect } from 'chai';
+import type { HistoryEvent } from '../../chaos/history.js';
+import { measure, moveRate, summarize, type Trial } from '../../bench/measure.js';
+
+// The benchmarks' figures are read from a history written from outside the agents; these
+// rules say which event each figure is, so a figure cannot quietly mean something else.
+describe('benchmark measurements from a history', () => {
+  const trial: Trial = {
+    id: 'k1',
+    kind: 'failover',
+    fault: 'kill',
+    ttlS: 5,
+    identity: 'w1',
+    node: 'a',
+    token: '10',
+    at: 1_000,
+    until: 20_000,
+  };
+  const ping = (t: number, ...responders: Array<[string, string]>): HistoryEvent => ({
+    kind: 'ping',
+    t,
+    identity: 'w1',
+    responders: responders.map(([node, token]) => ({ node, token })),
+  });
+  const handover: HistoryEvent[] = [
+    { kind: 'leader', t: 500, identity: 'w1', node: 'a', token: '10' },
+    { kind: 'leader', t: 500, identity: 'w2', node: 'b', token: '11' },
+    ping(950, ['a', '10']),
+    ping(1_050, ['a', '10']), // sent after the fault, still answered by the old term
+    ping(1_100),
+    { kind: 'leader', t: 6_000, identity: 'w1' },
+    { kind: 'leader', t: 6_040, identity: 'w1', node: 'b', token: '12' },
+    { kind: 'login-record', t: 6_060, identity: 'w1', node: 'b', token: '12', loggedIn: true },
+    { kind: 'witness', t: 6_100, identity: 'w1', node: 'b', token: '12', what: 'login' },
+    ping(6_150),
+    ping(6_200, ['b', '12']),
+  ];
+
+  it('times each step of the handover from the fault', () => {
+    const r = measure(handover, trial);
+    expect(r.handover).to.deep.equal({
+      vacatedMs: 5_000,
+      electedMs: 5_040,
+      recordedMs: 5_060,
+      loginMs: 5_100,
+      answerMs: 5_200,
+      node: 'b',
+      token: '12',
+    });
+  });
+
+  it('the gap runs from the last PING the old term answered to the first the new one did', () => {
+    expect(measure(handover, trial).gapMs).to.equal(6_200 - 1_050);
+  });
+
+  it('counts as moved only identities whose term changed during the trial', () => {
+    expect(measure(handover, trial).moved).to.deep.equal(['w1']);
+    expect(measure(handover, { ...trial, until: 5_000 }).moved).to.deep.equal([]);
+  });
+
+  it('a login by the old term again is not a handover', () => {
+    const stayed: HistoryEvent[] = [...handover.slice(0, 4), ping(3_000, ['a', '10'])];
+    const r = measure(stayed, trial);
+    expect(r.handover.electedMs).to.equal(undefined);
+    expect(r.gapMs).to.equal(undefined);
+    expect(r.moved).to.deep.equal([]);
+  });
+
+  it('counts PINGs answered by two nodes', () => {
+    expect(measure([...handover, ping(7_000, ['a', '10'], ['b', '12'])], trial).doubles).to.equal(1);
+  });
+
+  it('summarizes with nearest-rank quantiles: with 20 samples p99 is the largest', () => {
+    const samples = Array.from({ length: 20 }, (_, i) => i + 1);
+    expect(summarize(samples)).to.deep.equal({ n: 20, min: 1, median: 10, p99: 20, max: 20 });
+    expect(summarize([])).to.equal(undefined);
+  });
+
+  it('states a false-failover rate with its 95 % upper bound', () => {
+    // 0 in 25: the bound is 1 - 0.05^(1/25), 11.3 %.
+    const none = moveRate(0, 25);
+    expect(none.per100).to.equal(0);
+    expect(none.upper95).to.be.closeTo(100 * (1 - 0.05 ** (1 / 25)), 0.01);
+    const some = moveRate(2, 20);
+    expect(some.per100).to.equal(10);
+    expect(some.upper95).to.be.within(28, 29); // Clopper–Pearson one-sided 95 %: 28.3
+    expect(moveRate(3, 3).upper95).to.equal(100);
+  });
+});
