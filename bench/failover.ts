@@ -14,10 +14,16 @@
 //   switchover  through the controller's API: the window with no responder, and the time from
 //               the command to the new leader's first answer.
 //   leave       SIGTERM of the leader's agent (how systemd stops it): the same two figures.
+//   probe       the warm service frozen under its live agent: the controller's probes find
+//               it silent and fail it over; time to the successor's answer, against the
+//               probe budget.
 // Each trial starts from a whole cluster (every identity led and answering) and ends with it
 // whole again; what a fault killed is brought back in between.
 //
-//   npx tsx bench/failover.ts [--profile quick|full] [--ttl 2,5,10] [--reps N] [--parts a,b]
+// Two identities are measured in every trial (see IDENTITIES): w1, a warm standby on the fd3
+// channel, and w4, a cold channel-less process on the same hosts.
+//
+//   npx tsx bench/failover.ts [--profile quick|full] [--ttl 2,5,10] [--reps N|part=N,...] [--parts a,b]
 //   npm run bench                 (quick: T = 5 s, a few trials of each)
 //   npm run bench -- --full       (T = 2, 5, 10 s; 20 failovers per fault, 25 faults per kind)
 // Prints tables, writes bench/results/failover-<date>-<profile>.json and SVG plots next to it.
@@ -27,6 +33,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { collectResponders } from '../pkg/identity/client.js';
+import { Probe } from '../pkg/spec/schema.js';
 import { reapOrphans } from '../test/support/reaper.js';
 import { waitFor } from '../test/support/wait.js';
 import { check, formatViolation } from '../chaos/checker.js';
@@ -66,10 +73,18 @@ const ETCD_PAUSE_MS = 2_000;
 const STALL_MS = 200;
 /** Every core busy this long: longer than one lease at every T benched. */
 const CPU_BURN_MS = 10_000;
+/**
+ * A service frozen this long: past the controller's probe budget at the spec's defaults
+ * (PROBE_BUDGET_MS) plus a handover; the frozen service is killed by the handover anyway.
+ */
+const SERVICE_FREEZE_MS = 15_000;
+/** The probe budget at the spec's defaults: failures × interval, plus the last probe's timeout. */
+const PROBE = Probe.parse({});
+const PROBE_BUDGET_MS = PROBE.failures * PROBE.intervalMs + PROBE.timeoutMs;
 /** After a move, how long the successor gets to answer before the trial is given up. */
 const ANSWER_MARGIN_MS = 30_000;
 
-const PARTS = ['failover', 'false', 'switchover', 'leave'] as const;
+const PARTS = ['failover', 'false', 'switchover', 'leave', 'probe'] as const;
 type Part = (typeof PARTS)[number];
 
 interface Profile {
@@ -77,8 +92,8 @@ interface Profile {
   reps: Record<Part, number>;
 }
 const PROFILES: Record<'quick' | 'full', Profile> = {
-  quick: { ttls: [5], reps: { failover: 3, false: 3, switchover: 10, leave: 5 } },
-  full: { ttls: [2, 5, 10], reps: { failover: 20, false: 25, switchover: 40, leave: 20 } },
+  quick: { ttls: [5], reps: { failover: 3, false: 3, switchover: 10, leave: 5, probe: 2 } },
+  full: { ttls: [2, 5, 10], reps: { failover: 20, false: 25, switchover: 20, leave: 20, probe: 10 } },
 };
 
 /** One kind of fault of a part: the chaos fault that does it, and for how long. */
@@ -107,6 +122,11 @@ const FAULTS: Record<Part, FaultKind[]> = {
     { name: 'switchover', action: 'switchover', identity: 'w4' },
   ],
   leave: [{ name: 'sigterm', action: 'agent-term' }],
+  // Only a service that can say it is alive can be found frozen: the warm witness answers the
+  // agent's liveness question on its channel; a channel-less cold one is alive while it exists.
+  probe: [
+    { name: 'service-freeze', action: 'witness-freeze', identity: 'w1', duration: () => SERVICE_FREEZE_MS },
+  ],
 };
 
 class UsageError extends Error {}
@@ -137,10 +157,22 @@ function parse(argv: string[]): {
   }
   let reps = profile.reps;
   if (values.reps !== undefined) {
-    const n = Number(values.reps);
-    if (!Number.isInteger(n) || n < 1)
-      throw new UsageError(`--reps must be a whole number ≥ 1 (got '${values.reps}')`);
-    reps = { failover: n, false: n, switchover: n, leave: n };
+    // N for every part, or part=N pairs (the others keep the profile's).
+    reps = { ...reps };
+    for (const item of values.reps.split(',')) {
+      const [part, count] = item.includes('=') ? item.split('=') : [undefined, item];
+      const n = Number(count);
+      if (
+        !Number.isInteger(n) ||
+        n < 1 ||
+        (part !== undefined && !(PARTS as readonly string[]).includes(part))
+      ) {
+        throw new UsageError(
+          `--reps: '${item}' is not a whole number ≥ 1 or part=N with a part of ${PARTS.join(', ')}`,
+        );
+      }
+      for (const p of part === undefined ? PARTS : [part as Part]) reps[p] = n;
+    }
   }
   const parts = values.parts ? values.parts.split(',') : [...PARTS];
   for (const p of parts) {
@@ -148,7 +180,9 @@ function parse(argv: string[]): {
       throw new UsageError(`--parts: unknown part '${p}' (known: ${PARTS.join(', ')})`);
     }
   }
-  return { profile: name, ttls, reps, parts: parts as Part[] };
+  // A profile changed by flags is named for what it is, so its results are not taken for the profile's.
+  const custom = values.ttl !== undefined || values.reps !== undefined || values.parts !== undefined;
+  return { profile: custom ? `${name}-custom` : name, ttls, reps, parts: parts as Part[] };
 }
 
 /** A generous bound on the whole run, from its shape; past it the run stops itself. */
@@ -438,6 +472,29 @@ function report(s: Summaries): string {
       ]),
     );
   }
+  const probes = s.filter((x) => x.kind === 'probe');
+  if (probes.length > 0) {
+    out.push(
+      '',
+      `Probe-driven failover: service frozen under a live agent → successor answers (ms); probe budget ${PROBE_BUDGET_MS} (${PROBE.failures} × ${PROBE.intervalMs} + ${PROBE.timeoutMs})`,
+    );
+    out.push(
+      table([
+        ['fault', 'service', 'T', 'n', 'min', 'median', 'p99', 'max', 'none'],
+        ...probes.map((x) => [
+          x.fault,
+          x.service ?? '',
+          `${x.ttlS}`,
+          `${x.answer?.n ?? 0}`,
+          ms(x.answer?.min),
+          ms(x.answer?.median),
+          ms(x.answer?.p99),
+          ms(x.answer?.max),
+          `${x.noSuccessor}`,
+        ]),
+      ]),
+    );
+  }
   return out.join('\n');
 }
 
@@ -482,6 +539,7 @@ async function main(): Promise<number> {
     machine: machine(),
     versions: versions(),
     settings: {
+      probe: { ...PROBE, budgetMs: PROBE_BUDGET_MS },
       ...o,
       pingEveryMs: PING_EVERY_MS,
       failoverMarginMs: FAILOVER_MARGIN_MS,
