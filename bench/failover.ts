@@ -44,8 +44,8 @@ import { HistoryLog } from '../chaos/observe.js';
 import { waitSteady } from '../chaos/runner.js';
 import { Topology, type ChaosIdentity } from '../chaos/topology.js';
 import { measure, moveRate, summarize, type Trial, type TrialResult } from './measure.js';
-import { renderPlots } from './plots.js';
-import { machine, resultPath, versions, writeJson } from './results.js';
+import { renderPlots, renderScalePlot } from './plots.js';
+import { latestScaleRuns, machine, resultPath, versions, writeJson } from './results.js';
 
 /**
  * The identities: w1 and w4 live on the same hosts with the same priorities, w1's service a
@@ -533,6 +533,8 @@ async function main(): Promise<number> {
       : `checker: ${violations.length} violation(s)\n${violations.map(formatViolation).join('\n')}\n`,
   );
   const plots = await renderPlots(results, file.replace(/\.json$/, ''));
+  const scale = await renderScalePlot(latestScaleRuns(), file.replace(/\.json$/, '-scale.svg'));
+  if (scale) plots.push(scale);
   await writeJson(file, {
     bench: 'failover',
     date: date.toISOString(),

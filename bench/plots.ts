@@ -187,3 +187,63 @@ export async function renderPlots(results: readonly TrialResult[], base: string)
   }
   return written;
 }
+
+/** The figures of one scale run (bench/scale.ts) that are plotted next to the failover ones. */
+export interface ScaleFigures {
+  identities: number;
+  agents: number;
+  ttlS: number;
+  /** The SIGKILLed agent's identities: first, median and last logged in elsewhere, ms after the kill. */
+  failover: { firstMs: number; medianMs: number; ms: number; moved: number };
+}
+
+/** Failover of a killed agent's identities at each scale: the first, the median and the last. */
+export function scaleSpec(runs: readonly ScaleFigures[]): TopLevelSpec | undefined {
+  if (runs.length === 0) return undefined;
+  const values = runs.flatMap((r) => {
+    const shape = `${r.identities.toLocaleString('en-US')} identities on ${r.agents} agents (T = ${r.ttlS} s; ${r.failover.moved} moved)`;
+    return [
+      { shape, which: 'first', seconds: r.failover.firstMs / 1000 },
+      { shape, which: 'median', seconds: r.failover.medianMs / 1000 },
+      { shape, which: 'last', seconds: r.failover.ms / 1000 },
+    ];
+  });
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+    title: {
+      text: 'At scale: a killed agent’s identities logged in elsewhere',
+      subtitle: 'from the latest scale benchmark of each size (bench/scale.ts)',
+    },
+    config: CONFIG,
+    data: { values },
+    width: 520,
+    height: 30 * runs.length + 20,
+    encoding: {
+      y: { field: 'shape', type: 'nominal', title: null, sort: null, axis: { labelLimit: 400 } },
+      x: { field: 'seconds', type: 'quantitative', title: 'seconds after the kill' },
+    },
+    layer: [
+      {
+        mark: { type: 'rule', color: '#999' },
+        encoding: { x: { aggregate: 'min', field: 'seconds' }, x2: { aggregate: 'max', field: 'seconds' } },
+      },
+      {
+        mark: { type: 'point', filled: true, size: 60 },
+        encoding: {
+          shape: { field: 'which', type: 'nominal', title: null },
+          color: { field: 'which', type: 'nominal', title: null },
+        },
+      },
+    ],
+  } as TopLevelSpec;
+}
+
+export async function renderScalePlot(
+  runs: readonly ScaleFigures[],
+  file: string,
+): Promise<string | undefined> {
+  const spec = scaleSpec(runs);
+  if (!spec) return undefined;
+  await writeFile(file, await svg(spec));
+  return file;
+}

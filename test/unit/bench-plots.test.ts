@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TrialResult } from '../../bench/measure.js';
-import { renderPlots } from '../../bench/plots.js';
+import { renderPlots, renderScalePlot } from '../../bench/plots.js';
 
 // The plots are rendered here, without a browser, from the trials' results.
 describe('benchmark plots', function () {
@@ -49,7 +49,28 @@ describe('benchmark plots', function () {
     }
   });
 
+  it("draws the scale bench's failover next to them", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'bench-plots-'));
+    try {
+      const file = await renderScalePlot(
+        [
+          {
+            identities: 1000,
+            agents: 10,
+            ttlS: 5,
+            failover: { firstMs: 5_100, medianMs: 5_700, ms: 6_600, moved: 200 },
+          },
+        ],
+        join(dir, 'scale.svg'),
+      );
+      expect(await readFile(file!, 'utf8')).to.include('1,000 identities on 10 agents');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('draws nothing without data', async () => {
+    expect(await renderScalePlot([], '/nonexistent/scale.svg')).to.equal(undefined);
     expect(await renderPlots([], '/nonexistent/run')).to.deep.equal([]);
   });
 });
