@@ -24,12 +24,14 @@
 // channel, and w4, a cold channel-less process on the same hosts.
 //
 //   npx tsx bench/failover.ts [--profile quick|full] [--ttl 2,5,10] [--reps N|part=N,...] [--parts a,b]
+//   npx tsx bench/failover.ts --reanalyze bench/results/failover-….json   (figures again, no run)
 //   npm run bench                 (quick: T = 5 s, a few trials of each)
 //   npm run bench -- --full       (T = 2, 5, 10 s; 20 failovers per fault, 25 faults per kind)
 // Prints tables, writes bench/results/failover-<date>-<profile>.json and SVG plots next to it.
 // Never fails on a timing: exits 1 if the run could not be done or the checker found a
 // violation of S1-S5, 2 if it ran out of its time budget.
 import { setTimeout as sleep } from 'node:timers/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { collectResponders } from '../pkg/identity/client.js';
@@ -38,7 +40,7 @@ import { reapOrphans } from '../test/support/reaper.js';
 import { waitFor } from '../test/support/wait.js';
 import { check, formatViolation } from '../chaos/checker.js';
 import { Faults } from '../chaos/faults.js';
-import { monotonicMs, type HistoryEvent } from '../chaos/history.js';
+import { monotonicMs, parseHistory, type HistoryEvent } from '../chaos/history.js';
 import type { FaultAction, PlannedFault } from '../chaos/nemesis.js';
 import { HistoryLog } from '../chaos/observe.js';
 import { waitSteady } from '../chaos/runner.js';
@@ -499,6 +501,12 @@ function report(s: Summaries): string {
 }
 
 async function main(): Promise<number> {
+  const again = process.argv.indexOf('--reanalyze');
+  if (again >= 0) {
+    const file = process.argv[again + 1];
+    if (!file) throw new UsageError('--reanalyze needs the results file (bench/results/failover-….json)');
+    return reanalyze(file);
+  }
   const o = parse(process.argv.slice(2));
   const limit = budgetMs(o);
   const date = new Date();
@@ -519,12 +527,33 @@ async function main(): Promise<number> {
     trials.push(...(await runAt(ttl, o, log)));
   }
   await log.flushed();
-  const events = log.sorted();
+  clearTimeout(timer);
+  return analyze(file, date, o, trials, log.sorted());
+}
+
+/**
+ * Each topology's stretch of the history, from its config event to the next: the checker
+ * judges each with its own T (one T's L1 bound is not another's).
+ */
+function perTopology(events: readonly HistoryEvent[]): HistoryEvent[][] {
+  const starts = events.flatMap((e, i) => (e.kind === 'config' ? [i] : []));
+  if (starts.length === 0) return [events.slice()];
+  return starts.map((from, k) => events.slice(from, starts[k + 1] ?? events.length));
+}
+
+/** The figures of a run from its trials and its (time-ordered) history; written next to `file`. */
+async function analyze(
+  file: string,
+  date: Date,
+  o: ReturnType<typeof parse>,
+  trials: readonly Trial[],
+  events: readonly HistoryEvent[],
+): Promise<number> {
   const leaderKeys = events.filter((e) => e.kind === 'leader');
   const starts = faultStarts(events);
   const results = trials.map((t) => measure(events, { ...t, at: starts.get(t.id) ?? t.at }, leaderKeys));
   const s = summaries(results);
-  const violations = check(events).violations;
+  const violations = perTopology(events).flatMap((stretch) => check(stretch).violations);
   const text = report(s);
   process.stdout.write(`\n${text}\n\n`);
   process.stdout.write(
@@ -556,8 +585,26 @@ async function main(): Promise<number> {
   process.stdout.write(
     `results: ${file}\nplots: ${plots.map((p) => join('bench/results', p.split('/').at(-1)!)).join(', ')}\n`,
   );
-  clearTimeout(timer);
   return violations.length > 0 ? 1 : 0;
+}
+
+/** `--reanalyze FILE`: the figures again from a run's saved trials and history, no containers. */
+async function reanalyze(file: string): Promise<number> {
+  const saved = JSON.parse(await readFile(file, 'utf8')) as {
+    date: string;
+    settings: ReturnType<typeof parse>;
+    trials: Array<{ trial: Trial }>;
+  };
+  const events = parseHistory(await readFile(file.replace(/\.json$/, '.history.jsonl'), 'utf8'));
+  events.sort((a, b) => a.t - b.t);
+  const { profile, ttls, reps, parts } = saved.settings;
+  return analyze(
+    file,
+    new Date(saved.date),
+    { profile, ttls, reps, parts },
+    saved.trials.map((r) => r.trial),
+    events,
+  );
 }
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
