@@ -281,12 +281,23 @@ async function runTrial(
   }));
 }
 
-/** Each fault's own start as the history has it (the instant it was done, not planned). */
-function faultStarts(events: readonly HistoryEvent[]): Map<string, number> {
-  const starts = new Map<string, number>();
-  for (const e of events)
-    if (e.kind === 'nemesis' && e.phase === 'start' && !starts.has(e.id)) starts.set(e.id, e.t);
+/** Each fault's own start as the history has it (the instant it was done, not planned), and its target. */
+function faultStarts(events: readonly HistoryEvent[]): Map<string, { t: number; targets: string[] }> {
+  const starts = new Map<string, { t: number; targets: string[] }>();
+  for (const e of events) {
+    if (e.kind === 'nemesis' && e.phase === 'start' && !starts.has(e.id))
+      starts.set(e.id, { t: e.t, targets: e.targets });
+  }
   return starts;
+}
+
+/**
+ * A host fault measures the identities led from that host only: an identity whose leader was
+ * elsewhere (w4 left on c by an earlier failover, say) had nothing to fail over.
+ */
+function hit(trial: Trial, targets: readonly string[] | undefined): boolean {
+  if (trial.kind !== 'failover' && trial.kind !== 'leave' && trial.kind !== 'probe') return true;
+  return targets === undefined || targets.includes(trial.node);
 }
 
 async function runAt(ttlS: number, o: ReturnType<typeof parse>, log: HistoryLog): Promise<Trial[]> {
@@ -551,7 +562,9 @@ async function analyze(
 ): Promise<number> {
   const leaderKeys = events.filter((e) => e.kind === 'leader');
   const starts = faultStarts(events);
-  const results = trials.map((t) => measure(events, { ...t, at: starts.get(t.id) ?? t.at }, leaderKeys));
+  const results = trials
+    .filter((t) => hit(t, starts.get(t.id)?.targets))
+    .map((t) => measure(events, { ...t, at: starts.get(t.id)?.t ?? t.at }, leaderKeys));
   const s = summaries(results);
   const violations = perTopology(events).flatMap((stretch) => check(stretch).violations);
   const text = report(s);

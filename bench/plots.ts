@@ -49,6 +49,8 @@ export function failoverSpec(results: readonly TrialResult[]): TopLevelSpec | un
       },
     },
     data: { values: [...values, ...targets] },
+    // Each T on its own axis: a shared one would squeeze every distribution into a sliver.
+    resolve: { scale: { x: 'independent' } },
     spec: {
       width: 520,
       height: 90,
