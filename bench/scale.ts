@@ -31,12 +31,10 @@
 //                          [--start-timeout-s 300] [--hold-min 0] [--profile quick|full]
 //   (npm run bench -- scale …). Results: table on stdout, JSON in bench/results/.
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
 import os from 'node:os';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Etcd3, IKeyValue } from 'etcd3';
 import { connectEtcd } from '../pkg/lease/index.js';
@@ -49,8 +47,8 @@ import { ControllerProcess, freePort, TEST_TOKENS } from '../test/support/contro
 import { Harness } from '../test/support/harness.js';
 import { images } from '../test/support/images.js';
 import type { LoggedProcess } from '../test/support/logged-process.js';
-import { repoRoot } from '../test/support/paths.js';
 import { delay } from '../test/support/wait.js';
+import { gitVersion, resultPath, writeJson } from './results.js';
 
 // --- settings ----------------------------------------------------------------------------------
 
@@ -96,7 +94,6 @@ const IDENTITIES_PREFIX = `${new Keys().prefix}/identities/`;
 /** Found in the command line of the process that runs each (main.ts through tsx, main.js built). */
 const AGENT_SCRIPT = 'cmd/agent/main.';
 const CONTROLLER_SCRIPT = 'cmd/controller/main.';
-const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
 
 interface RunShape {
   agents: number;
@@ -1091,14 +1088,6 @@ async function runOnce(shape: RunShape, settings: Settings): Promise<RunResult> 
   return result;
 }
 
-function gitVersion(): string | undefined {
-  try {
-    return execFileSync('git', ['describe', '--always', '--dirty'], { cwd: repoRoot }).toString().trim();
-  } catch {
-    return undefined;
-  }
-}
-
 // --- report -------------------------------------------------------------------------------------
 
 function verdict(ok: boolean | undefined): string {
@@ -1254,19 +1243,8 @@ function report(r: RunResult, settings: Settings): void {
 }
 
 async function writeResult(r: RunResult): Promise<string> {
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  const stamp = r.date.replace(/\.\d+Z$/, 'Z').replaceAll(':', '-');
-  let file = join(RESULTS_DIR, `scale-${stamp}-${r.settings.identities}x${r.settings.agents}.json`);
-  if (existsSync(file)) file = file.replace(/\.json$/, `-${process.pid}.json`);
-  let text = `${JSON.stringify(r, null, 2)}\n`;
-  try {
-    // In the repository's own style, so `npm run lint` (prettier --check .) passes with results in it.
-    const prettier = await import('prettier');
-    text = await prettier.format(text, { ...(await prettier.resolveConfig(file)), parser: 'json' });
-  } catch {
-    // Unformatted JSON is still the result.
-  }
-  writeFileSync(file, text);
+  const file = resultPath('scale', new Date(r.date), `${r.settings.identities}x${r.settings.agents}`);
+  await writeJson(file, r);
   return file;
 }
 
