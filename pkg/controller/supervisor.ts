@@ -170,7 +170,9 @@ export class WorkflowSupervisor {
       const names = items.map((i) => i.identity).join(', ');
       throw new ApiError(
         'conflict',
-        `another workflow for ${names} was started at the same time${with_ ? ' (or the same request raced this one)' : ''}; nothing was started, look at its status`,
+        with_
+          ? `another workflow for ${names}, or the same request, was started at the same time; nothing was started or recorded: look at their status (GET /v1/identities) and try again`
+          : `another workflow for ${names} was started at the same time; nothing was started, look at its status`,
       );
     }
     for (const [i, wf] of wfs.entries()) {

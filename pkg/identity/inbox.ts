@@ -184,7 +184,13 @@ async function replicated<T>(inbox: InboxSpec, write: () => Promise<T>): Promise
   try {
     return await write();
   } catch (err) {
-    if (inbox.replicas === 1) throw err;
+    // Only a refusal about copies is about inbox.replicas (a timeout, say, is not).
+    if (
+      inbox.replicas === 1 ||
+      !/replica|clustered|insufficient resources|no suitable peers/i.test((err as Error).message)
+    ) {
+      throw err;
+    }
     throw new Error(
       `the inbox asks NATS for ${inbox.replicas} replicas (inbox.replicas) and NATS refused: ${(err as Error).message}. A single NATS server keeps 1; set inbox.replicas to at most the cluster's JetStream servers`,
       { cause: err },
