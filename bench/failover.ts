@@ -391,6 +391,21 @@ export function summaries(results: readonly TrialResult[]) {
 }
 type Summaries = ReturnType<typeof summaries>;
 
+/** fault, service, T, then n, min, median, p99, max of the time to the successor's answer. */
+function answerCells(x: Summaries[number]): string[] {
+  const a = x.answer;
+  return [
+    x.fault,
+    x.service ?? '',
+    `${x.ttlS}`,
+    `${a?.n ?? 0}`,
+    ms(a?.min),
+    ms(a?.median),
+    ms(a?.p99),
+    ms(a?.max),
+  ];
+}
+
 function report(s: Summaries): string {
   const out: string[] = [];
   const failovers = s.filter((x) => x.kind === 'failover');
@@ -400,14 +415,7 @@ function report(s: Summaries): string {
       table([
         ['fault', 'service', 'T', 'n', 'min', 'median', 'p99', 'max', 'target', 'none'],
         ...failovers.map((x) => [
-          x.fault,
-          x.service ?? '',
-          `${x.ttlS}`,
-          `${x.answer?.n ?? 0}`,
-          ms(x.answer?.min),
-          ms(x.answer?.median),
-          ms(x.answer?.p99),
-          ms(x.answer?.max),
+          ...answerCells(x),
           x.answer ? (x.answer.p99 <= x.ttlS * 1000 + 300 ? 'ok' : 'MISSED') : '—',
           `${x.noSuccessor}`,
         ]),
@@ -494,17 +502,7 @@ function report(s: Summaries): string {
     out.push(
       table([
         ['fault', 'service', 'T', 'n', 'min', 'median', 'p99', 'max', 'none'],
-        ...probes.map((x) => [
-          x.fault,
-          x.service ?? '',
-          `${x.ttlS}`,
-          `${x.answer?.n ?? 0}`,
-          ms(x.answer?.min),
-          ms(x.answer?.median),
-          ms(x.answer?.p99),
-          ms(x.answer?.max),
-          `${x.noSuccessor}`,
-        ]),
+        ...probes.map((x) => [...answerCells(x), `${x.noSuccessor}`]),
       ]),
     );
   }

@@ -20,6 +20,23 @@ const label = (r: TrialResult) => (r.trial.service ? `${r.trial.fault} (${r.tria
 
 const CONFIG = { font: 'sans-serif', view: { stroke: null }, axis: { grid: true, gridOpacity: 0.4 } };
 
+/** A distribution per row: a min–max box, and every sample as a dot on it. */
+function boxesWithDots(y: string, x: string, title: string, scale: Record<string, unknown> = {}) {
+  return [
+    {
+      mark: { type: 'boxplot', extent: 'min-max', opacity: 0.5 },
+      encoding: {
+        y: { field: y, type: 'nominal', title: null },
+        x: { field: x, type: 'quantitative', title, scale },
+      },
+    },
+    {
+      mark: { type: 'circle', size: 18, opacity: 0.8, color: '#333' },
+      encoding: { y: { field: y, type: 'nominal' }, x: { field: x, type: 'quantitative' } },
+    },
+  ];
+}
+
 /** Failover times per fault and T: every trial a dot, a box per group, the target as a tick. */
 export function failoverSpec(results: readonly TrialResult[]): TopLevelSpec | undefined {
   const values = results
@@ -55,21 +72,7 @@ export function failoverSpec(results: readonly TrialResult[]): TopLevelSpec | un
       width: 520,
       height: 90,
       layer: [
-        {
-          mark: { type: 'boxplot', extent: 'min-max', opacity: 0.5 },
-          encoding: {
-            y: { field: 'fault', type: 'nominal', title: null },
-            x: { field: 'seconds', type: 'quantitative', title: 'seconds', scale: { zero: false } },
-          },
-        },
-        {
-          mark: { type: 'circle', size: 18, opacity: 0.8 },
-          encoding: {
-            y: { field: 'fault', type: 'nominal' },
-            x: { field: 'seconds', type: 'quantitative' },
-            color: { value: '#333' },
-          },
-        },
+        ...boxesWithDots('fault', 'seconds', 'seconds', { zero: false }),
         {
           mark: { type: 'rule', color: '#c00', strokeDash: [4, 3] },
           encoding: { x: { field: 'target', type: 'quantitative' } },
@@ -158,19 +161,7 @@ export function gapSpec(results: readonly TrialResult[]): TopLevelSpec | undefin
     data: { values },
     width: 520,
     height: 140,
-    layer: [
-      {
-        mark: { type: 'boxplot', extent: 'min-max', opacity: 0.5 },
-        encoding: {
-          y: { field: 'kind', type: 'nominal', title: null },
-          x: { field: 'ms', type: 'quantitative', title: 'ms' },
-        },
-      },
-      {
-        mark: { type: 'circle', size: 18, opacity: 0.8, color: '#333' },
-        encoding: { y: { field: 'kind', type: 'nominal' }, x: { field: 'ms', type: 'quantitative' } },
-      },
-    ],
+    layer: boxesWithDots('kind', 'ms', 'ms'),
   } as TopLevelSpec;
 }
 
