@@ -558,6 +558,10 @@ export class IdentityRunner extends EventEmitter {
       // The lease reports the campaign's retries and those of the term it wins (its key's
       // watch, the login gate), until that term is over here.
       onRetry: (r) => reporting && this.retries.report('campaign', r),
+      onLapse: (r) =>
+        r.revoked
+          ? this.log.info({ holder: r.node, leaseId: r.leaseId }, `ended ${r.node}'s lapsed lease: ${r.why}`)
+          : this.log.warn({ holder: r.node, leaseId: r.leaseId }, r.why),
     });
 
     const abort = new AbortController();

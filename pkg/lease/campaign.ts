@@ -23,6 +23,7 @@ import {
   LoginRecord,
   TermEnd,
 } from './keys.js';
+import { LapseWatch, type LapseReport } from './lapse.js';
 import { Leadership, sessionTerms, type PreviousTerm, type TermContext } from './leadership.js';
 import { PeerSessions, type PeerHealth } from './peers.js';
 import { decideRank, readCandidates, type RankDecision } from './rank.js';
@@ -68,6 +69,11 @@ export interface CandidateOptions {
    * gets through again. A persistent fault must never look like plain "campaigning".
    */
   onRetry?: (retry: CampaignRetry | undefined) => void;
+  /**
+   * Told when this process ended a lapsed holder's lease ahead of etcd's expiry check, or
+   * could not (lapse.ts): once per holder, through one of the candidates waiting on it.
+   */
+  onLapse?: LapseReport;
 }
 
 /** One read of everything a campaign step decides on, at one revision. */
@@ -373,7 +379,10 @@ export class Candidate implements TermContext {
         lastSeen = state.leader;
         observedEndAt = undefined;
         const keys = [leaderKey, fenceKey, holdOffKey, driftKey];
-        const { change, error } = await this.waitForChange(keys, state.revision, signal, watching);
+        const stopLapse = this.watchLapse(state.leader.record);
+        const { change, error } = await this.waitForChange(keys, state.revision, signal, watching).finally(
+          stopLapse,
+        );
         if (change === 'delete' && lastSeen) observedEndAt = this.clock.monotonicMs();
         if (error)
           await this.retryAfter(
@@ -450,6 +459,28 @@ export class Candidate implements TermContext {
       await leadership.resign({ loggedOut: true });
       throw err;
     }
+  }
+
+  /**
+   * While waiting on another holder, end its lease the moment it has provably lapsed, not
+   * 0–500 ms later at etcd's expiry check (lapse.ts). Never this session's own lease.
+   */
+  private watchLapse(holder: LeaderRecord): () => void {
+    if (holder.leaseId === this.session.leaseId) return () => undefined;
+    let stop: (() => void) | undefined;
+    let stopped = false;
+    void this.peers.then(
+      (peers) => {
+        if (stopped) return;
+        const lapses = LapseWatch.for(this.client, this.session.keys, peers, this.clock);
+        stop = lapses.watch(holder.leaseId, holder.node, holder.ttlMs, (r) => this.opts.onLapse?.(r));
+      },
+      () => undefined,
+    );
+    return () => {
+      stopped = true;
+      stop?.();
+    };
   }
 
   /** This node's candidate registration (on the session's lease), to write with the read. */

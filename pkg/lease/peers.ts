@@ -21,6 +21,8 @@ export interface PeerSighting {
   lastSeenAt: number;
   /** The session key was deleted (the lease was revoked or expired). */
   gone: boolean;
+  /** etcd revision of the latest write of the session key seen (0 when none was seen). */
+  modRevision: bigint;
   goneAt?: number;
 }
 
@@ -162,14 +164,21 @@ export class PeerSessions {
     // Leases that went while we were not watching: their last renewal may have been any time
     // up to now, so now is the only safe bound.
     for (const [lease, s] of this.seen) {
-      if (!present.has(lease) && !s.gone) this.seen.set(lease, { lastSeenAt: now, gone: true, goneAt: now });
+      if (!present.has(lease) && !s.gone)
+        this.seen.set(lease, { ...s, lastSeenAt: now, gone: true, goneAt: now });
     }
-    for (const lease of present) this.seen.set(lease, { lastSeenAt: now, gone: false });
+    for (const kv of kvs) {
+      this.seen.set(this.leaseOf(kv), { lastSeenAt: now, gone: false, modRevision: BigInt(kv.mod_revision) });
+    }
     this.advance(revision);
   }
 
   private onPut(kv: IKeyValue): void {
-    this.seen.set(this.leaseOf(kv), { lastSeenAt: this.clock.monotonicMs(), gone: false });
+    this.seen.set(this.leaseOf(kv), {
+      lastSeenAt: this.clock.monotonicMs(),
+      gone: false,
+      modRevision: BigInt(kv.mod_revision),
+    });
     this.advance(BigInt(kv.mod_revision));
   }
 
@@ -177,8 +186,13 @@ export class PeerSessions {
     const lease = this.leaseOf(kv);
     const now = this.clock.monotonicMs();
     // Never seen renewed: the deletion is the first and only sighting.
-    const lastSeenAt = this.seen.get(lease)?.lastSeenAt ?? now;
-    this.seen.set(lease, { lastSeenAt, gone: true, goneAt: now });
+    const before = this.seen.get(lease);
+    this.seen.set(lease, {
+      lastSeenAt: before?.lastSeenAt ?? now,
+      gone: true,
+      goneAt: now,
+      modRevision: before?.modRevision ?? 0n,
+    });
     this.advance(BigInt(kv.mod_revision));
     this.forgetOld(now);
   }

@@ -1,0 +1,152 @@
+// A waiting standby ends a lapsed holder's lease itself (pkg/lease/lapse.ts), against a real
+// etcd: only once the holder is provably out, never a holder that still renews.
+import { expect } from 'chai';
+import { Keys, Session, connectEtcd, type LeaderRecord, type LoginRecord } from '../../pkg/lease/index.js';
+import { LapseWatch, type LapseReport } from '../../pkg/lease/lapse.js';
+import type { PeerSighting } from '../../pkg/lease/peers.js';
+import { systemClock } from '../../pkg/clock/index.js';
+import { Harness, type EtcdMember } from '../support/harness.js';
+import { waitFor } from '../support/wait.js';
+import { openNode, type TestNode } from './lease-support.js';
+
+const T = 2; // seconds: etcd's minimum
+type Report = Parameters<LapseReport>[0] & { at: number };
+
+describe('pkg/lease: a waiting standby ends a lapsed holder’s lease (real etcd)', function () {
+  let h: Harness;
+  let etcd: EtcdMember;
+  const nodes: TestNode[] = [];
+  const open = async (...args: Parameters<typeof openNode>) => {
+    const node = await openNode(...args);
+    nodes.push(node);
+    return node;
+  };
+  before(async function () {
+    h = await Harness.create();
+    etcd = await h.startEtcd();
+  });
+  afterEach(async function () {
+    await Promise.all(nodes.splice(0).map((n) => n.close()));
+  });
+  after(async function () {
+    await h?.close();
+  });
+
+  it('a frozen holder loses its lease no sooner than its must-be-out instant after its last renewal; the successor’s gate then opens at once', async function () {
+    this.timeout(60_000);
+    const identity = 'lapse-frozen';
+    const holder = await h.startNodeProgram({
+      script: 'test/fixtures/lease-candidate.ts',
+      args: [etcd.networkEndpoint, 'a', identity, String(T), '10'],
+    });
+    const { leaseId } = JSON.parse(await holder.waitForLine(/"ev":"session"/)) as { leaseId: string };
+    await holder.waitForLine(/"ev":"logged-in"/);
+    const reports: Report[] = [];
+    const standby = await open([etcd.hostEndpoint], 'b', identity, {
+      candidate: { onLapse: (r) => reports.push({ ...r, at: Date.now() }) },
+    });
+    const won = standby.candidate.campaign();
+
+    await holder.pause();
+    const leadership = await won;
+    const lastRenewal = Math.max(
+      ...holder.lines
+        .filter((l) => l.includes('"ev":"renewed"'))
+        .map((l) => (JSON.parse(l) as { t: number }).t),
+    );
+    await holder.unpause();
+
+    const ttl = await standby.client.leaseClient.leaseTimeToLive({ ID: leaseId, keys: false });
+    expect(Number(ttl.TTL), 'the frozen holder’s lease is gone').to.equal(-1);
+    expect(leadership.previous?.record.node).to.equal('a');
+    // etcd's own expiry check may still beat the standby to it now and then; when the standby
+    // revoked, it was never before the holder's own rule had put it out.
+    for (const r of reports) {
+      expect(r).to.include({ leaseId, node: 'a', revoked: true });
+      expect(r.why).to.match(/its holder self-fenced/);
+      expect(r.at - lastRenewal, 'revoked at or after the holder’s must-be-out instant').to.be.at.least(
+        T * 1000 * 0.9,
+      );
+    }
+    expect(await leadership.clearance()).to.match(/session is gone .* past its TTL .* self-fenced/);
+  });
+
+  it('a holder not renewed for its T loses its lease then, though etcd would keep it for seconds more', async function () {
+    this.timeout(60_000);
+    const identity = 'lapse-long-lease';
+    const keys = new Keys();
+    const client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+    try {
+      // A holder whose etcd lease (10 s) outlasts the T it runs by (2 s): it fenced itself at
+      // D < 2 s after its last renewal, whatever etcd keeps. It renews once, then no more.
+      const { ID: leaseId } = await client.leaseClient.leaseGrant({ TTL: 10 });
+      const ttlMs = T * 1000;
+      const mustBeOutByMs = ttlMs * 0.9;
+      await client
+        .put(keys.session(leaseId))
+        .value(JSON.stringify({ node: 'ghost', ttlMs, mustBeOutByMs }))
+        .lease(leaseId);
+      const leader: LeaderRecord = { node: 'ghost', leaseId, ttlMs, mustBeOutByMs, since: Date.now() };
+      const put = await client.put(keys.leader(identity)).value(JSON.stringify(leader)).lease(leaseId).exec();
+      const login: LoginRecord = {
+        node: 'ghost',
+        token: put.header.revision,
+        loggedIn: true,
+        at: Date.now(),
+        leaseId,
+        ttlMs,
+      };
+      await client.put(keys.login(identity)).value(JSON.stringify(login));
+
+      const reports: Report[] = [];
+      const standby = await open([etcd.hostEndpoint], 'b', identity, {
+        candidate: { onLapse: (r) => reports.push({ ...r, at: Date.now() }) },
+      });
+      const leadership = await standby.candidate.campaign();
+      const ttl = await client.leaseClient.leaseTimeToLive({ ID: leaseId, keys: false });
+
+      expect(Number(ttl.TTL), 'revoked, not left to run out its 10 s').to.equal(-1);
+      expect(reports).to.have.length(1);
+      expect(reports[0]).to.include({ leaseId, node: 'ghost', revoked: true });
+      expect(reports[0]!.why).to.match(/not seen renewed for \d+ ms, past its TTL of 2000 ms/);
+      expect(leadership.previous?.record.node).to.equal('ghost');
+      expect(await leadership.clearance()).to.match(/term .* on ghost: its session is gone .* self-fenced/);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a holder that renews is never revoked, even when the standby’s view of its renewals is stale', async function () {
+    this.timeout(60_000);
+    const client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+    const live = await Session.open(client, { node: 'live', timing: { ttlSeconds: T } });
+    try {
+      // A view whose watch fell behind: it last saw the session renewed 3 s ago, long past T.
+      const stale: PeerSighting = { lastSeenAt: performance.now() - 3_000, gone: false, modRevision: 1n };
+      const view = { sighting: (id: string) => (id === live.leaseId ? stale : undefined) };
+      const reports: Array<Parameters<LapseReport>[0]> = [];
+      const stop = LapseWatch.for(client, new Keys(), view, systemClock).watch(
+        live.leaseId,
+        'live',
+        T * 1000,
+        (r) => reports.push(r),
+      );
+      // Watch over a whole T of renewals (and with it, the stale view's every re-check).
+      let renewals = 0;
+      live.on('renewed', () => renewals++);
+      await waitFor(() => renewals >= 15 || reports.length > 0 || live.state !== 'alive', {
+        what: 'the live session to renew for 1.5 T',
+        timeoutMs: 20_000,
+      });
+      stop();
+
+      const ttl = await client.leaseClient.leaseTimeToLive({ ID: live.leaseId, keys: false });
+      expect(Number(ttl.TTL), 'the live lease is still there').to.be.greaterThan(0);
+      expect(live.state).to.equal('alive');
+      expect(reports).to.deep.equal([]);
+    } finally {
+      await live.close();
+      client.close();
+    }
+  });
+});
