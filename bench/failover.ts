@@ -17,6 +17,8 @@
 //   probe       the warm service frozen under its live agent: the controller's probes find
 //               it silent and fail it over; time to the successor's answer, against the
 //               probe budget.
+//   inbox       switchovers of w3 (durable inbox) while 500 requests a second go to it, on a
+//               topology of its own: requests stored and never answered, or answered twice.
 // Each trial starts from a whole cluster (every identity led and answering) and ends with it
 // whole again; what a fault killed is brought back in between.
 //
@@ -45,7 +47,15 @@ import type { FaultAction, PlannedFault } from '../chaos/nemesis.js';
 import { HistoryLog } from '../chaos/observe.js';
 import { waitSteady } from '../chaos/runner.js';
 import { Topology, type ChaosIdentity } from '../chaos/topology.js';
-import { measure, moveRate, summarize, type Trial, type TrialResult } from './measure.js';
+import {
+  measure,
+  moveRate,
+  summarize,
+  tallyInbox,
+  type InboxTally,
+  type Trial,
+  type TrialResult,
+} from './measure.js';
 import { renderPlots, renderScalePlot } from './plots.js';
 import { latestScaleRuns, machine, resultPath, versions, writeJson } from './results.js';
 
@@ -63,6 +73,11 @@ const IDENTITIES: ChaosIdentity[] = [
 /** The identities measured, and how their service runs. */
 const MEASURED = { w1: 'warm', w4: 'cold' } as const;
 type Measured = keyof typeof MEASURED;
+/** Every identity a trial may aim at: the measured ones, and w3 for the inbox part. */
+const SERVICE = { ...MEASURED, w3: 'cold' } as const;
+type Aimed = keyof typeof SERVICE;
+/** The inbox part's load on w3, as the issue sets it. */
+const INBOX_RATE_PER_S = 500;
 /** The identity the faults aim at (its leader's host). */
 const AIM: Measured = 'w1';
 /** Margin past T for a move to show before a "nothing moved" window ends (the chaos suite's). */
@@ -86,7 +101,7 @@ const PROBE_BUDGET_MS = PROBE.failures * PROBE.intervalMs + PROBE.timeoutMs;
 /** After a move, how long the successor gets to answer before the trial is given up. */
 const ANSWER_MARGIN_MS = 30_000;
 
-const PARTS = ['failover', 'false', 'switchover', 'leave', 'probe'] as const;
+const PARTS = ['failover', 'false', 'switchover', 'leave', 'probe', 'inbox'] as const;
 type Part = (typeof PARTS)[number];
 
 interface Profile {
@@ -94,8 +109,11 @@ interface Profile {
   reps: Record<Part, number>;
 }
 const PROFILES: Record<'quick' | 'full', Profile> = {
-  quick: { ttls: [5], reps: { failover: 3, false: 3, switchover: 10, leave: 5, probe: 2 } },
-  full: { ttls: [2, 5, 10], reps: { failover: 20, false: 25, switchover: 20, leave: 20, probe: 10 } },
+  quick: { ttls: [5], reps: { failover: 3, false: 3, switchover: 10, leave: 5, probe: 2, inbox: 6 } },
+  full: {
+    ttls: [2, 5, 10],
+    reps: { failover: 20, false: 25, switchover: 20, leave: 20, probe: 10, inbox: 20 },
+  },
 };
 
 /** One kind of fault of a part: the chaos fault that does it, and for how long. */
@@ -103,7 +121,7 @@ interface FaultKind {
   name: string;
   action: FaultAction;
   /** A switchover's identity (other faults hit every measured identity at once). */
-  identity?: Measured;
+  identity?: Aimed;
   /** ms, from T. */
   duration?: (ttlMs: number) => number;
 }
@@ -129,6 +147,7 @@ const FAULTS: Record<Part, FaultKind[]> = {
   probe: [
     { name: 'service-freeze', action: 'witness-freeze', identity: 'w1', duration: () => SERVICE_FREEZE_MS },
   ],
+  inbox: [{ name: 'switchover-inbox', action: 'switchover', identity: 'w3' }],
 };
 
 class UsageError extends Error {}
@@ -212,12 +231,12 @@ async function runTrial(
 ): Promise<Trial[]> {
   await waitSteady(top, `before ${id}`);
   // A false failover is counted once per fault, whichever identity moved.
-  const measured = kind.identity
+  const measured: Aimed[] = kind.identity
     ? [kind.identity]
     : part === 'false'
       ? [AIM]
       : (Object.keys(MEASURED) as Measured[]);
-  const before = new Map<Measured, { node: string; token: string }>();
+  const before = new Map<Aimed, { node: string; token: string }>();
   for (const identity of measured) {
     const leader = await top.leaderOf(identity);
     if (!leader) throw new Error(`${identity} has no leader before ${id}`);
@@ -269,9 +288,10 @@ async function runTrial(
   const until = monotonicMs();
   return measured.map((identity) => ({
     id,
-    kind: part,
+    // An inbox trial is a switchover, under load.
+    kind: part === 'inbox' ? 'switchover' : part,
     fault: kind.name,
-    ...(part === 'false' ? {} : { service: MEASURED[identity] }),
+    ...(part === 'false' ? {} : { service: SERVICE[identity] }),
     ttlS: top.ttlMs / 1000,
     identity,
     node: before.get(identity)!.node,
@@ -300,19 +320,31 @@ function hit(trial: Trial, targets: readonly string[] | undefined): boolean {
   return targets === undefined || targets.includes(trial.node);
 }
 
-async function runAt(ttlS: number, o: ReturnType<typeof parse>, log: HistoryLog): Promise<Trial[]> {
+/**
+ * The parts `parts` at T = `ttlS` on one topology. The inbox part gets a topology of its own
+ * (`durableRatePerS`): its load would weigh on every other figure.
+ */
+async function runAt(
+  ttlS: number,
+  o: ReturnType<typeof parse>,
+  log: HistoryLog,
+  parts: readonly Part[],
+  durableRatePerS?: number,
+): Promise<Trial[]> {
+  if (parts.length === 0) return [];
   const top = await Topology.start({
     ttlSeconds: ttlS,
     failoverMarginMs: FAILOVER_MARGIN_MS,
     pingEveryMs: PING_EVERY_MS,
     identities: IDENTITIES,
+    ...(durableRatePerS ? { durableRatePerS } : {}),
     log,
   });
   current = top;
   const faults = new Faults(top);
   const trials: Trial[] = [];
   try {
-    for (const part of o.parts) {
+    for (const part of parts) {
       for (const kind of FAULTS[part]) {
         for (let n = 1; n <= o.reps[part]; n++) {
           const id = `T${ttlS}-${kind.name}${kind.identity ? `-${kind.identity}` : ''}-${n}`;
@@ -374,6 +406,8 @@ export function summaries(results: readonly TrialResult[]) {
       gap: summarize(rs.flatMap((r) => (r.gapMs === undefined ? [] : [r.gapMs]))),
       noSuccessor: rs.filter((r) => r.handover.answerMs === undefined).length,
       steps: {
+        out: medianOf(h.map((x) => x.outMs)),
+        released: medianOf(h.map((x) => x.releasedMs)),
         vacated: medianOf(h.map((x) => x.vacatedMs)),
         elected: medianOf(h.map((x) => x.electedMs)),
         recorded: medianOf(h.map((x) => x.recordedMs)),
@@ -492,6 +526,33 @@ function report(s: Summaries): string {
         ]),
       ]),
     );
+    out.push('', 'Where the time goes (medians, ms after the command or the SIGTERM)');
+    out.push(
+      table([
+        [
+          'kind',
+          'service',
+          'T',
+          'old out',
+          'old record out',
+          'key moved',
+          'new record',
+          'new login',
+          'answers',
+        ],
+        ...planned.map((x) => [
+          x.kind,
+          x.service ?? '',
+          `${x.ttlS}`,
+          ms(x.steps.out),
+          ms(x.steps.released),
+          ms(x.steps.elected),
+          ms(x.steps.recorded),
+          ms(x.steps.login),
+          ms(x.steps.answer),
+        ]),
+      ]),
+    );
   }
   const probes = s.filter((x) => x.kind === 'probe');
   if (probes.length > 0) {
@@ -507,6 +568,47 @@ function report(s: Summaries): string {
     );
   }
   return out.join('\n');
+}
+
+/** Per T, the inbox part's requests: every durable send from its first switchover to its last. */
+function inboxTallies(
+  trials: readonly Trial[],
+  events: readonly HistoryEvent[],
+): Array<InboxTally & { ttlS: number; switchovers: number }> {
+  const byT = group(
+    trials.filter((t) => t.fault === 'switchover-inbox'),
+    (t) => String(t.ttlS),
+  );
+  return [...byT.values()].map((ts) => ({
+    ttlS: ts[0]!.ttlS,
+    switchovers: ts.length,
+    ...tallyInbox(
+      events,
+      ts[0]!.identity,
+      Math.min(...ts.map((t) => t.at)),
+      Math.max(...ts.map((t) => t.until)),
+    ),
+  }));
+}
+
+function inboxReport(tallies: ReturnType<typeof inboxTallies>): string {
+  if (tallies.length === 0) return '';
+  return [
+    `Durable inbox during switchovers (target ${INBOX_RATE_PER_S} requests/s: 0 lost, 0 duplicated)`,
+    table([
+      ['T', 'switchovers', 'stored', 'rate/s', 'replied', 'errors', 'lost', 'duplicated'],
+      ...tallies.map((x) => [
+        `${x.ttlS}`,
+        `${x.switchovers}`,
+        x.stored.toLocaleString('en-US'),
+        `${x.ratePerS}`,
+        x.replied.toLocaleString('en-US'),
+        `${x.errors}`,
+        `${x.lost.length}`,
+        `${x.duplicated.length}`,
+      ]),
+    ]),
+  ].join('\n');
 }
 
 async function main(): Promise<number> {
@@ -533,7 +635,15 @@ async function main(): Promise<number> {
   const trials: Trial[] = [];
   for (const ttl of o.ttls) {
     process.stdout.write(`T = ${ttl} s\n`);
-    trials.push(...(await runAt(ttl, o, log)));
+    trials.push(
+      ...(await runAt(
+        ttl,
+        o,
+        log,
+        o.parts.filter((p) => p !== 'inbox'),
+      )),
+    );
+    if (o.parts.includes('inbox')) trials.push(...(await runAt(ttl, o, log, ['inbox'], INBOX_RATE_PER_S)));
   }
   await log.flushed();
   clearTimeout(timer);
@@ -564,8 +674,9 @@ async function analyze(
     .filter((t) => hit(t, starts.get(t.id)?.targets))
     .map((t) => measure(events, { ...t, at: starts.get(t.id)?.t ?? t.at }, leaderKeys));
   const s = summaries(results);
+  const inbox = inboxTallies(trials, events);
   const violations = perTopology(events).flatMap((stretch) => check(stretch).violations);
-  const text = report(s);
+  const text = [report(s), inboxReport(inbox)].filter((x) => x.length > 0).join('\n\n');
   process.stdout.write(`\n${text}\n\n`);
   process.stdout.write(
     violations.length === 0
@@ -590,6 +701,14 @@ async function analyze(
       cpuBurnMs: CPU_BURN_MS,
     },
     summaries: s,
+    // The ids of lost or doubled requests, a few of each: enough to look them up in the history.
+    inbox: inbox.map((x) => ({
+      ...x,
+      lost: x.lost.length,
+      duplicated: x.duplicated.length,
+      lostIds: x.lost.slice(0, 20),
+      duplicatedIds: x.duplicated.slice(0, 20),
+    })),
     violations: violations.map(formatViolation),
     trials: results,
   });

@@ -24,8 +24,12 @@ export interface Trial {
   until: number;
 }
 
-/** The successor's steps, in ms after the trial's start; undefined where not seen. */
+/** The handover's steps, in ms after the trial's start; undefined where not seen. */
 export interface Handover {
+  /** The old term's service logged out (its own logout or exit line): planned handovers. */
+  outMs?: number;
+  /** The old term's login record said it was logged out: a successor may rely on it. */
+  releasedMs?: number;
   /** The old term's key was gone or replaced (lease expiry, revoke, or resignation). */
   vacatedMs?: number;
   /** A new term's key was written: the successor won its campaign. */
@@ -91,7 +95,15 @@ export function measure(
   const mine = leaders.filter((e) => e.identity === identity);
   const vacated = mine.find((e) => e.token !== trial.token);
   const elected = mine.find((e) => e.node !== undefined && e.token !== trial.token);
+  const out = only(events, 'witness').find(
+    (w) => w.identity === identity && w.token === trial.token && (w.what === 'logout' || w.what === 'exit'),
+  );
+  const released = only(events, 'login-record').find(
+    (r) => r.identity === identity && r.token === trial.token && !r.loggedIn,
+  );
   const handover: Handover = { vacatedMs: rel(vacated?.t), electedMs: rel(elected?.t) };
+  if (out) handover.outMs = rel(out.t);
+  if (released) handover.releasedMs = rel(released.t);
   const pings = only(events, 'ping').filter((p) => p.identity === identity);
   if (elected) {
     handover.node = elected.node;
@@ -174,4 +186,67 @@ export function moveRate(moves: number, faults: number): { per100: number; upper
     else hi = mid;
   }
   return { per100, upper95: 100 * hi };
+}
+
+/** The durable inbox under load: what the senders were promised against what they got. */
+export interface InboxTally {
+  identity: string;
+  /** Requests the server stored (acknowledged to their sender): each is owed one answer. */
+  stored: number;
+  /** Stored requests answered with a reply, and with an error the sender saw. */
+  replied: number;
+  errors: number;
+  /** Stored and never answered by the end of the history. */
+  lost: string[];
+  /** Answered more than once (a second reply from any term). */
+  duplicated: string[];
+  /** Stored requests per second, first to last send. */
+  ratePerS: number;
+}
+
+/** Tally the durable requests of `identity` sent in [from, until] (answers may come later). */
+export function tallyInbox(
+  events: readonly HistoryEvent[],
+  identity: string,
+  from: number,
+  until: number,
+): InboxTally {
+  const sentAt = new Map<string, number>();
+  const answers = new Map<string, { replies: number; errors: number }>();
+  for (const e of events) {
+    if (e.kind !== 'request' || e.identity !== identity || !e.durable) continue;
+    if (e.what === 'send') {
+      if (e.t >= from && e.t <= until) sentAt.set(e.id, e.t);
+      continue;
+    }
+    const a = answers.get(e.id) ?? { replies: 0, errors: 0 };
+    if (e.what === 'reply') a.replies++;
+    else a.errors++;
+    answers.set(e.id, a);
+  }
+  let replied = 0;
+  let errors = 0;
+  const lost: string[] = [];
+  const duplicated: string[] = [];
+  for (const id of sentAt.keys()) {
+    const a = answers.get(id);
+    if (!a) {
+      lost.push(id);
+      continue;
+    }
+    if (a.replies > 0) replied++;
+    else errors++;
+    if (a.replies + a.errors > 1) duplicated.push(id);
+  }
+  const times = [...sentAt.values()];
+  const spanMs = times.length > 1 ? Math.max(...times) - Math.min(...times) : 0;
+  return {
+    identity,
+    stored: sentAt.size,
+    replied,
+    errors,
+    lost,
+    duplicated,
+    ratePerS: spanMs > 0 ? Math.round(((sentAt.size - 1) * 1000) / spanMs) : 0,
+  };
 }

@@ -106,6 +106,8 @@ export interface TopologyOptions {
   specs?: IdentitySpecInput[];
   /** The PING sampler's period (default 50 ms); the benchmarks sample finer. */
   pingEveryMs?: number;
+  /** Durable requests per second to each durable identity (default: one every 500 ms). */
+  durableRatePerS?: number;
   log: HistoryLog;
   seed?: number;
   failoverMarginMs: number;
@@ -255,10 +257,11 @@ export class Topology {
     const workload = new Workload(
       this.nc,
       log,
-      this.identities.map((i) => ({
-        identity: i.name,
-        durable: Boolean(this.opts.specs?.find((s) => s.name === i.name)?.inbox?.durable ?? i.durable),
-      })),
+      this.identities.map((i) => {
+        const durable = Boolean(this.opts.specs?.find((s) => s.name === i.name)?.inbox?.durable ?? i.durable);
+        const rate = durable ? this.opts.durableRatePerS : undefined;
+        return { identity: i.name, durable, ...(rate ? { ratePerS: rate } : {}) };
+      }),
       WORKLOAD_EVERY_MS,
     ).start();
     // First at the end: the answers still owed come while everything else still runs.

@@ -22,7 +22,17 @@ const SEND_TIMEOUT_MS = 3_000;
 export interface WorkloadTarget {
   identity: string;
   durable: boolean;
+  /**
+   * Durable requests per second, sent on a schedule without waiting for each acknowledgement
+   * (the benchmark's load); without it, one request at a time, `everyMs` apart.
+   */
+  ratePerS?: number;
 }
+
+/** The paced sender's tick: requests due are sent together each tick. */
+const PACE_MS = 10;
+/** Paced sends awaiting the server's acknowledgement at most: past it the rate falls behind. */
+const MAX_IN_FLIGHT = 2_000;
 
 export class Workload {
   private stopped = false;
@@ -73,20 +83,55 @@ export class Workload {
     return this;
   }
 
+  private requestId(target: WorkloadTarget, n: number): string {
+    return `${target.identity}-${target.durable ? 'd' : 'c'}${n}-${process.pid}`;
+  }
+
+  /** One durable request: owed from the moment it may be stored (the answer can beat the ack). */
+  private async sendDurable(client: IdentityClient, target: WorkloadTarget, n: number): Promise<void> {
+    const id = this.requestId(target, n);
+    this.owed.add(id);
+    try {
+      await client.send('PING', { requestId: id, timeoutMs: SEND_TIMEOUT_MS });
+      this.log.add({
+        kind: 'request',
+        identity: target.identity,
+        id,
+        durable: true,
+        t: monotonicMs(),
+        what: 'send',
+      });
+    } catch {
+      // Not stored: the sender knows it was not accepted; nothing is owed.
+      this.owed.delete(id);
+    }
+  }
+
+  /** Durable requests at `ratePerS`, each tick sending what is due, acknowledgements awaited concurrently. */
+  private async paced(client: IdentityClient, target: WorkloadTarget, ratePerS: number): Promise<void> {
+    const from = monotonicMs();
+    const inFlight = new Set<Promise<void>>();
+    let n = 0;
+    while (!this.stopped) {
+      const due = Math.floor(((monotonicMs() - from) * ratePerS) / 1000);
+      while (n < due && inFlight.size < MAX_IN_FLIGHT) {
+        const sent: Promise<void> = this.sendDurable(client, target, ++n).finally(() =>
+          inFlight.delete(sent),
+        );
+        inFlight.add(sent);
+      }
+      await sleep(PACE_MS);
+    }
+    await Promise.all(inFlight);
+  }
+
   private async loop(client: IdentityClient, target: WorkloadTarget): Promise<void> {
+    if (target.durable && target.ratePerS) return this.paced(client, target, target.ratePerS);
     for (let n = 1; !this.stopped; n++) {
-      const id = `${target.identity}-${target.durable ? 'd' : 'c'}${n}-${process.pid}`;
+      const id = this.requestId(target, n);
       const base = { kind: 'request' as const, identity: target.identity, id, durable: target.durable };
       if (target.durable) {
-        // Owed from the moment it may be stored: the answer can beat the acknowledgement.
-        this.owed.add(id);
-        try {
-          await client.send('PING', { requestId: id, timeoutMs: SEND_TIMEOUT_MS });
-          this.log.add({ ...base, t: monotonicMs(), what: 'send' });
-        } catch {
-          // Not stored: the sender knows it was not accepted; nothing is owed.
-          this.owed.delete(id);
-        }
+        await this.sendDurable(client, target, n);
       } else {
         this.log.add({ ...base, t: monotonicMs(), what: 'send' });
         try {

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import type { HistoryEvent } from '../../chaos/history.js';
-import { measure, moveRate, summarize, type Trial } from '../../bench/measure.js';
+import { measure, moveRate, summarize, tallyInbox, type Trial } from '../../bench/measure.js';
 
 // The benchmarks' figures are read from a history written from outside the agents; these
 // rules say which event each figure is, so a figure cannot quietly mean something else.
@@ -28,6 +28,7 @@ describe('benchmark measurements from a history', () => {
     ping(950, ['a', '10']),
     ping(1_050, ['a', '10']), // sent after the fault, still answered by the old term
     ping(1_100),
+    { kind: 'witness', t: 1_020, identity: 'w1', node: 'a', token: '10', what: 'exit' }, // seen dead from outside
     { kind: 'leader', t: 6_000, identity: 'w1' },
     { kind: 'leader', t: 6_040, identity: 'w1', node: 'b', token: '12' },
     { kind: 'login-record', t: 6_060, identity: 'w1', node: 'b', token: '12', loggedIn: true },
@@ -39,6 +40,7 @@ describe('benchmark measurements from a history', () => {
   it('times each step of the handover from the fault', () => {
     const r = measure(handover, trial);
     expect(r.handover).to.deep.equal({
+      outMs: 20,
       vacatedMs: 5_000,
       electedMs: 5_040,
       recordedMs: 5_060,
@@ -47,6 +49,17 @@ describe('benchmark measurements from a history', () => {
       node: 'b',
       token: '12',
     });
+  });
+
+  it('a planned handover is timed from the old service’s logout and its record saying so', () => {
+    const planned: HistoryEvent[] = [
+      ...handover.slice(0, 4),
+      { kind: 'witness', t: 1_140, identity: 'w1', node: 'a', token: '10', what: 'logout' },
+      { kind: 'login-record', t: 1_175, identity: 'w1', node: 'a', token: '10', loggedIn: false },
+      { kind: 'leader', t: 1_200, identity: 'w1', node: 'b', token: '12' },
+    ];
+    const r = measure(planned, { ...trial, kind: 'switchover' });
+    expect(r.handover).to.include({ outMs: 140, releasedMs: 175, vacatedMs: 200, electedMs: 200 });
   });
 
   it('the gap runs from the last PING the old term answered to the first the new one did', () => {
@@ -85,5 +98,46 @@ describe('benchmark measurements from a history', () => {
     expect(some.per100).to.equal(10);
     expect(some.upper95).to.be.within(28, 29); // Clopper–Pearson one-sided 95 %: 28.3
     expect(moveRate(3, 3).upper95).to.equal(100);
+  });
+
+  describe('the durable inbox under load', () => {
+    const req = (t: number, id: string, what: 'send' | 'reply' | 'error', node?: string): HistoryEvent => ({
+      kind: 'request',
+      t,
+      identity: 'w3',
+      id,
+      what,
+      durable: true,
+      ...(node ? { node, token: node === 'b' ? '20' : '30' } : {}),
+    });
+    const history: HistoryEvent[] = [
+      req(1_000, 'r1', 'send'),
+      req(1_002, 'r1', 'reply', 'b'),
+      req(1_500, 'r2', 'send'), // sent during the handover, served by the new term after it
+      req(1_900, 'r2', 'reply', 'c'),
+      req(1_600, 'r3', 'send'), // served by both terms: counted once as answered, and as doubled
+      req(1_601, 'r3', 'reply', 'b'),
+      req(1_700, 'r3', 'reply', 'c'),
+      req(1_800, 'r4', 'send'), // stored, never answered: lost
+      req(2_000, 'r5', 'send'),
+      req(2_010, 'r5', 'error', 'c'), // refused with an error its sender saw: answered, not served
+      { kind: 'request', t: 2_100, identity: 'w3', id: 'r6', what: 'send' }, // core, not durable
+      { kind: 'request', t: 1_700, identity: 'w1', id: 'x1', what: 'send', durable: true }, // another identity
+      req(9_000, 'r7', 'send'), // after the window
+    ];
+
+    it('counts what was stored in the window, and every stored request lost or answered twice', () => {
+      const t = tallyInbox(history, 'w3', 1_000, 2_000);
+      expect(t).to.deep.include({ identity: 'w3', stored: 5, replied: 3, errors: 1 });
+      expect(t.lost).to.deep.equal(['r4']);
+      expect(t.duplicated).to.deep.equal(['r3']);
+      // Five sends over 1,000 ms: four intervals.
+      expect(t.ratePerS).to.equal(4);
+    });
+
+    it('an answer with no stored send (never acknowledged) is owed nothing and counts nowhere', () => {
+      const t = tallyInbox([req(1_001, 'z', 'reply', 'b')], 'w3', 0, 5_000);
+      expect(t).to.deep.include({ stored: 0, replied: 0, errors: 0, ratePerS: 0 });
+    });
   });
 });
