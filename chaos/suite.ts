@@ -33,6 +33,7 @@ export function formatResults(results: readonly ScenarioResult[]): string {
       `${r.scenario.name.padEnd(37)} ${(r.moved.join(',') || '-').padEnd(12)} ${r.scenario.expect.padEnd(9)} ${ok ? 'ok' : 'FAILED'}`,
     );
     for (const p of r.problems) lines.push(`    ${p}`);
+    for (const n of r.notes ?? []) lines.push(`    note: ${n}`);
     for (const v of r.violations) lines.push(`    ${v.invariant}: ${v.message}`);
   }
   return lines.join('\n');

@@ -26,6 +26,7 @@ import { stringify } from 'yaml';
 import { Workflow } from '../pkg/api/workflows.js';
 import { ControllerKeys } from '../pkg/controller/store.js';
 import { connectEtcd } from '../pkg/lease/index.js';
+import { CommitWatch } from './commits.js';
 import { Keys, LeaderRecord } from '../pkg/lease/keys.js';
 import { leaseTiming, type LeaseTiming } from '../pkg/lease/timing.js';
 import type { IdentitySpecInput } from '../pkg/spec/schema.js';
@@ -171,6 +172,9 @@ export class Topology {
     return leaseTiming({ ttlSeconds: this.opts.ttlSeconds });
   }
 
+  /** When etcd committed anything (the agents' renewals), watched from outside. */
+  commits: CommitWatch | undefined;
+
   get selfFenceMs(): number {
     return this.timing.selfFenceMs;
   }
@@ -222,6 +226,9 @@ export class Topology {
     const specs = this.opts.specs ?? this.identities.map((i) => this.witnessSpec(i));
     for (const spec of specs) await putSpec(this.client, spec);
 
+    this.commits = await CommitWatch.start(this.etcd.hostEndpoints);
+    const commits = this.commits;
+    this.stops.push(() => commits.close());
     const leaders = await watchLeaders(
       this.client,
       this.identities.map((i) => i.name),
