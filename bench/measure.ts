@@ -22,6 +22,11 @@ export interface Trial {
   /** Monotonic ms: the fault's start (or the command's sending), and the trial's end. */
   at: number;
   until: number;
+  /**
+   * Nothing wrong with the leader: etcd's longest stretch without a commit in the trial, and
+   * the stretch a holder rides out (D − T/10); a longer one leaves it no choice but to fence.
+   */
+  etcdStall?: { gapMs: number; toleratedMs: number };
 }
 
 /** The handover's steps, in ms after the trial's start; undefined where not seen. */

@@ -260,8 +260,20 @@ export class Faults {
         return;
       }
       case 'switchover': {
+        // As an operator would: once the controller shows a standby fit to take over (the
+        // cluster may just have come back whole). Without one the call is made anyway, and
+        // its refusal recorded.
+        await this.untilFitStandby(target).catch(() => undefined);
         this.mark(f, 'start');
-        await this.startSwitchover(target);
+        const { status, body } = await this.startSwitchover(target);
+        this.top.opts.log.add({
+          kind: 'operator',
+          t: monotonicMs(),
+          id: f.id,
+          call: `POST /v1/identities/${target}/switchover`,
+          status,
+          ...(status >= 300 ? { detail: (problemDetail(body) ?? `status ${status}`).slice(0, 500) } : {}),
+        });
         this.mark(f, 'end');
         return;
       }
@@ -284,24 +296,7 @@ export class Faults {
       case 'operator-race': {
         // A fair race: the controller sees a standby fit to take over, so at least one call
         // has every reason to be accepted.
-        await waitFor(
-          async () => {
-            const view = (await this.api('GET', `/v1/identities/${target}`)).body as {
-              standbys?: Array<{
-                registered: boolean;
-                healthy: boolean;
-                fenced: boolean;
-                nofailover: boolean;
-              }>;
-            };
-            return (view.standbys ?? []).some((s) => s.registered && s.healthy && !s.fenced && !s.nofailover);
-          },
-          {
-            what: `a fit standby of ${target} in the controller's view`,
-            timeoutMs: FIT_STANDBY_MS,
-            intervalMs: 250,
-          },
-        );
+        await this.untilFitStandby(target);
         const leader = (await this.top.leaderOf(target))?.node;
         type Call = { method: string; path: string; body?: unknown };
         const calls: Call[] = [
@@ -542,6 +537,23 @@ export class Faults {
     });
     const text = await res.text();
     return { status: res.status, body: text ? (JSON.parse(text) as unknown) : undefined };
+  }
+
+  /** Until the active controller shows a standby of `identity` fit to take over (FIT_STANDBY_MS). */
+  private async untilFitStandby(identity: string): Promise<void> {
+    await waitFor(
+      async () => {
+        const view = (await this.api('GET', `/v1/identities/${identity}`)).body as {
+          standbys?: Array<{ registered: boolean; healthy: boolean; fenced: boolean; nofailover: boolean }>;
+        };
+        return (view.standbys ?? []).some((s) => s.registered && s.healthy && !s.fenced && !s.nofailover);
+      },
+      {
+        what: `a fit standby of ${identity} in the controller's view`,
+        timeoutMs: FIT_STANDBY_MS,
+        intervalMs: 250,
+      },
+    );
   }
 
   private startSwitchover(identity: string) {
