@@ -259,7 +259,15 @@ async function runTrial(
     ...(durationMs ? { durationMs } : {}),
   };
   const started = monotonicMs();
-  await faults.apply(fault);
+  try {
+    await faults.apply(fault);
+  } catch (err) {
+    // Not done (docker could not freeze a cgroup, say): nothing to measure, the run goes on.
+    process.stdout.write(`  ${id}: the fault could not be done (${(err as Error).message}); not counted\n`);
+    await faults.recover();
+    await waitSteady(top, `after ${id}`);
+    return [];
+  }
   if (part === 'false') {
     // Watching for a move that must not happen: the window is the observation itself.
     await sleep(top.ttlMs + FAILOVER_MARGIN_MS);
@@ -363,9 +371,19 @@ async function runAt(
       for (const kind of FAULTS[part]) {
         for (let n = 1; n <= o.reps[part]; n++) {
           const id = `T${ttlS}-${kind.name}${kind.identity ? `-${kind.identity}` : ''}-${n}`;
-          const made = await runTrial(top, faults, part, kind, id);
+          let made: Trial[];
+          try {
+            made = await runTrial(top, faults, part, kind, id);
+          } catch (err) {
+            // The cluster could not be made whole again: keep what was measured at this T.
+            process.stdout.write(
+              `  ${id}: ${(err as Error).message}; the trials at T = ${ttlS} s end here\n`,
+            );
+            return trials;
+          }
           trials.push(...made);
-          const trial = made[0]!;
+          const trial = made[0];
+          if (!trial) continue;
           process.stdout.write(
             `  ${id.padEnd(28)} leader ${trial.node}, ${((trial.until - trial.at) / 1000).toFixed(1)} s\n`,
           );
