@@ -179,10 +179,9 @@ export class LapseWatch {
     } finally {
       w.busy = false;
     }
-    if (next === 'done') {
-      if (this.watched.get(leaseId) === w) this.forget(leaseId);
-      return;
-    }
+    // Everyone stopped waiting meanwhile (and maybe someone new started, with its own check).
+    if (this.watched.get(leaseId) !== w) return;
+    if (next === 'done') return this.forget(leaseId);
     this.check(leaseId, next);
   }
 
