@@ -174,7 +174,10 @@ export class LapseWatch {
       }
     } catch (err) {
       // Nothing is lost by not acting: etcd's own expiry still ends the lease.
-      const failed = `could not end ${w.node}'s lapsed lease ${leaseId} early (${(err as Error).message}); etcd’s expiry will`;
+      const failed =
+        `could not end ${w.node}'s lapsed lease ${leaseId} early (${(err as Error).message}); etcd's expiry ` +
+        `ends it within 500 ms instead. Under etcd RBAC a revoke needs write access to every key on that ` +
+        `lease (its session, leader and candidate keys): grant it to this agent's role, or accept the wait`;
       tell({ leaseId, node: w.node, revoked: false, why: failed });
     } finally {
       w.busy = false;
