@@ -9,10 +9,13 @@
 // election on a loaded machine) makes a move the safe, expected answer, not a false failover
 // of ours; a move while etcd kept committing is ours to explain.
 import type { Etcd3, Watcher } from 'etcd3';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { perEndpointClients } from '../pkg/lease/etcd.js';
 import { Keys } from '../pkg/lease/index.js';
 import { monotonicMs } from './history.js';
 
+/** How long closing waits for the watches' cancels before closing their clients regardless. */
+const CLOSE_WAIT_MS = 2_000;
 /** Commit times kept at most (about an hour of renewals of a few agents). */
 const MAX_COMMITS = 100_000;
 
@@ -56,7 +59,9 @@ export class CommitWatch {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.watchers.map((w) => w.cancel().catch(() => undefined)));
+    // A cancel sent to a member that is down may never be answered: close the clients anyway.
+    const cancels = Promise.all(this.watchers.map((w) => w.cancel().catch(() => undefined)));
+    await Promise.race([cancels, sleep(CLOSE_WAIT_MS, undefined, { ref: false })]);
     for (const c of this.clients) c.close();
   }
 }
