@@ -481,6 +481,11 @@ function answerCells(x: Summaries[number]): string[] {
   ];
 }
 
+/** The median times of the named handover steps, in that order (one table column each). */
+function stepCells(x: Summaries[number], steps: ReadonlyArray<keyof Summaries[number]['steps']>): string[] {
+  return steps.map((step) => ms(x.steps[step]));
+}
+
 function report(s: Summaries): string {
   const out: string[] = [];
   const failovers = s.filter((x) => x.kind === 'failover');
@@ -504,11 +509,7 @@ function report(s: Summaries): string {
           x.fault,
           x.service ?? '',
           `${x.ttlS}`,
-          ms(x.steps.vacated),
-          ms(x.steps.elected),
-          ms(x.steps.recorded),
-          ms(x.steps.login),
-          ms(x.steps.answer),
+          ...stepCells(x, ['vacated', 'elected', 'recorded', 'login', 'answer']),
         ]),
       ]),
     );
@@ -601,12 +602,7 @@ function report(s: Summaries): string {
           x.fault,
           x.service ?? '',
           `${x.ttlS}`,
-          ms(x.steps.out),
-          ms(x.steps.released),
-          ms(x.steps.elected),
-          ms(x.steps.recorded),
-          ms(x.steps.login),
-          ms(x.steps.answer),
+          ...stepCells(x, ['out', 'released', 'elected', 'recorded', 'login', 'answer']),
         ]),
       ]),
     );
