@@ -8,7 +8,7 @@
 //
 // Each run writes to --out (default .understudy/chaos/<time>-<what>): history.jsonl (the
 // run's history, which `npm run chaos -- check FILE` judges again), report.txt and
-// report.html (the timeline). Exit 0: no violation and everything as expected; 1: not (the
+// report.html (the timeline), and each agent's and controller's own log (<name>.log). Exit 0: no violation and everything as expected; 1: not (the
 // seed to replay is printed); 2: the run could not be done (bad flags, no Docker...).
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
@@ -109,7 +109,7 @@ async function matrix(flags: Flags): Promise<number> {
   const chosen = flags.only ? flags.only.split(',').map((n) => scenarioNamed(n.trim())) : SCENARIOS;
   const rounds = Math.floor(positive('rounds', flags.rounds, 1));
   const { dir, log } = await output('matrix', flags.out);
-  const top = await startTopology({ log });
+  const top = await startTopology({ log, logDir: dir });
   let results;
   try {
     const list = Array.from({ length: rounds }, () => chosen).flat();
@@ -141,7 +141,7 @@ async function nemesis(flags: Flags): Promise<number> {
     return a as FaultAction;
   });
   const { dir, log } = await output(`nemesis-seed-${seed}`, flags.out);
-  const top = await startTopology({ log, seed });
+  const top = await startTopology({ log, seed, logDir: dir });
   try {
     await runNemesis(top, {
       seed,

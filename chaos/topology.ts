@@ -16,6 +16,7 @@
 // leader keys and workflows in etcd, a PING sampler per identity, and the agents' own logs
 // (their transitions). The host's monotonic clock is the history's: see history.ts, and
 // checkClock below for how it is checked across containers.
+import { createWriteStream, type WriteStream } from 'node:fs';
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
@@ -110,6 +111,12 @@ export interface TopologyOptions {
   /** Durable requests per second to each durable identity (default: one every 500 ms). */
   durableRatePerS?: number;
   log: HistoryLog;
+  /**
+   * Keep every agent's and controller's own log here, one file each (`<name>.log`): what a
+   * node said about itself (a fence's failed renewals, its gate's waits) beside the history
+   * that judges it from outside.
+   */
+  logDir?: string;
   seed?: number;
   failoverMarginMs: number;
 }
@@ -144,6 +151,7 @@ export class Topology {
   private readonly tailOffsets = new Map<string, number>();
   private tailing: Promise<void> = Promise.resolve();
   private closed = false;
+  private readonly logFiles = new Map<string, WriteStream>();
 
   private constructor(
     readonly harness: Harness,
@@ -396,6 +404,7 @@ export class Topology {
 
   /** The agent's transitions, from its JSON log, stamped when this host read them. */
   private agentLine(node: string, line: string): void {
+    this.keepLine(node, line);
     if (!line.startsWith('{')) return;
     let record: { msg?: string; from?: string; to?: string; token?: string };
     try {
@@ -418,6 +427,7 @@ export class Topology {
 
   /** The controller's probe verdicts, from its JSON log (logged when a verdict changes). */
   private controllerLine(controller: string, line: string): void {
+    this.keepLine(controller, line);
     if (!line.startsWith('{')) return;
     let record: { msg?: unknown; identity?: unknown; failures?: unknown };
     try {
@@ -578,11 +588,25 @@ export class Topology {
     return record.success ? { node: record.data.node, token: kv.mod_revision } : undefined;
   }
 
+  /** A node's own log line, kept in `logDir` when asked (a failed write never stops the run). */
+  private keepLine(name: string, line: string): void {
+    const dir = this.opts.logDir;
+    if (!dir || this.closed) return;
+    let file = this.logFiles.get(name);
+    if (!file) {
+      file = createWriteStream(join(dir, `${name}.log`), { flags: 'a' });
+      file.on('error', () => undefined);
+      this.logFiles.set(name, file);
+    }
+    file.write(`${line}\n`);
+  }
+
   /** Stop observing and remove every container; the witnesses' files are kept unless asked. */
   async close(opts: { keepRecords?: boolean } = {}): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     for (const stop of this.stops) await stop().catch(() => undefined);
+    await Promise.all([...this.logFiles.values()].map((f) => new Promise((resolve) => f.end(resolve))));
     await this.nc.close().catch(() => undefined);
     this.client.close();
     try {

@@ -96,6 +96,7 @@ export class SessionKeeper {
               reason: e.reason,
               sinceRenewalMs: Math.round(e.sinceRenewalMs),
               ...(e.lastError ? { lastError: e.lastError } : {}),
+              ...(e.failedRenewals ? { failedRenewals: e.failedRenewals } : {}),
             },
             'etcd session must stop: identities led on it log out now',
           );

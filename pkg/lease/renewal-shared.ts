@@ -1,6 +1,6 @@
 // What the session's main thread and its renewal thread share (renewal-thread.ts).
 import type { EtcdConnectOptions } from './etcd.js';
-import type { RenewalTarget } from './renewer.js';
+import type { FailedAttempt, RenewalTarget } from './renewer.js';
 
 /** Milliseconds on the process-wide monotonic clock, the same in every thread. */
 export function hrMs(): number {
@@ -40,4 +40,5 @@ export type ThreadMessage =
   | { type: 'ready'; nice?: number; priority?: string }
   | { type: 'renewed'; sentAtHr: number; sentWall: number }
   | { type: 'gone' }
-  | { type: 'trouble'; error: string };
+  /** Renewals are failing (or stopped): why, and the attempts failed since the last acknowledged one (sentAt in hrMs). */
+  | { type: 'trouble'; error: string; attempts: FailedAttempt[] };

@@ -15,7 +15,7 @@ import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { EtcdConnectOptions } from './etcd.js';
-import type { RenewalTarget, RenewerReport } from './renewer.js';
+import type { FailedAttempt, RenewalTarget, RenewerReport } from './renewer.js';
 import type { RenewalEngine } from './session.js';
 import type { LeaseTiming } from './timing.js';
 import { hrMs, SLOT, type ThreadBegin, type ThreadInput, type ThreadMessage } from './renewal-shared.js';
@@ -50,6 +50,7 @@ export class RenewalThread implements RenewalEngine {
   private stopped = false;
   private report: RenewerReport | undefined;
   lastError: string | undefined;
+  failedAttempts: readonly FailedAttempt[] = [];
   /** The thread's scheduling priority, or why it could not be raised (once ready). */
   priority: string | undefined;
 
@@ -128,6 +129,7 @@ export class RenewalThread implements RenewalEngine {
     switch (m.type) {
       case 'renewed':
         this.lastError = undefined;
+        this.failedAttempts = [];
         this.report?.renewed(m.sentAtHr - this.offset, m.sentWall);
         return;
       case 'gone':
@@ -135,6 +137,7 @@ export class RenewalThread implements RenewalEngine {
         return;
       case 'trouble':
         this.lastError = m.error;
+        this.failedAttempts = m.attempts.map((a) => ({ ...a, sentAt: a.sentAt - this.offset }));
         return;
     }
   }

@@ -51,12 +51,13 @@ let lastSentWall = 0;
 let stopped = false;
 let timer: NodeJS.Timeout | undefined;
 let lastTrouble: string | undefined;
+let renewer: Renewer | undefined;
 
 function stop(why?: string): void {
   if (stopped) return;
   stopped = true;
   clearTimeout(timer);
-  if (why) post({ type: 'trouble', error: why });
+  if (why) post({ type: 'trouble', error: why, attempts: [...(renewer?.failedAttempts ?? [])] });
   for (const c of clients) c.close();
   parentPort?.close();
 }
@@ -100,7 +101,7 @@ function every(renewer: Renewer): void {
   renewer.round();
   if (renewer.lastError !== lastTrouble) {
     lastTrouble = renewer.lastError;
-    if (lastTrouble) post({ type: 'trouble', error: lastTrouble });
+    if (lastTrouble) post({ type: 'trouble', error: lastTrouble, attempts: [...renewer.failedAttempts] });
   }
   timer = setTimeout(() => every(renewer), input.intervalMs);
 }
@@ -110,7 +111,8 @@ parentPort?.on('message', (m: ThreadBegin | { type: 'stop' }) => {
   if (m.type !== 'begin' || stopped) return;
   lastSentAt = m.sentAtHr;
   lastSentWall = m.sentWall;
-  every(renewerFor(m.target));
+  renewer = renewerFor(m.target);
+  every(renewer);
 });
 const refused = raisePriority();
 post({ type: 'ready', ...(refused ? { priority: refused } : { nice: RENEWAL_NICE }) });

@@ -15,6 +15,39 @@ import { isLeaseGone, within } from './etcd.js';
 /** Pause before retrying a failed renewal write. */
 const RENEW_RETRY_MS = 50;
 
+/**
+ * Failed attempts remembered since the last acknowledged renewal: at T/10 a self-fence
+ * deadline of 0.7 T spans about seven rounds of a keepalive and a write, each possibly retried
+ * once; more than that says nothing new. They are the operator's account of a fence: which
+ * endpoint failed, how, and how long each attempt took.
+ */
+export const FAILED_ATTEMPTS_KEPT = 24;
+
+/** One renewal call that failed: the operator's (and the chaos report's) account of a fence. */
+export interface FailedAttempt {
+  call: 'write' | 'keepalive';
+  /** 1-based, in the order of the configured endpoints. */
+  endpoint: number;
+  /** Monotonic ms at the send. */
+  sentAt: number;
+  tookMs: number;
+  error: string;
+}
+
+/**
+ * The failed attempts as one line, each timed from `since` (the send of the last acknowledged
+ * renewal): "write to endpoint 2 at +512 ms failed after 500 ms: deadline exceeded; …".
+ */
+export function describeFailedAttempts(attempts: readonly FailedAttempt[], since: number): string {
+  return attempts
+    .map(
+      (a) =>
+        `${a.call} to endpoint ${a.endpoint} at +${Math.round(a.sentAt - since)} ms ` +
+        `failed after ${Math.round(a.tookMs)} ms: ${a.error}`,
+    )
+    .join('; ');
+}
+
 type KeepaliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse> & {
   /** gRPC's cancel: `end()` is only a half-close, which a frozen member never completes. */
   cancel?: () => void;
@@ -39,6 +72,7 @@ export class Renewer {
   private writing = false;
   /** Why the latest renewal attempt failed; cleared by an acknowledged one. */
   lastError: string | undefined;
+  private failures: FailedAttempt[] = [];
 
   constructor(
     private readonly via: Etcd3[],
@@ -58,13 +92,21 @@ export class Renewer {
     if (!this.writing) void this.writeSessionKey();
   }
 
+  /** Failed attempts since the last acknowledged renewal, oldest first (the latest FAILED_ATTEMPTS_KEPT). */
+  get failedAttempts(): readonly FailedAttempt[] {
+    return this.failures;
+  }
+
   private current(): Etcd3 {
     return this.via[this.endpoint % this.via.length]!;
   }
 
   /** The endpoint `used` did not answer: the next call goes to the next one. */
-  private moveOn(used: Etcd3, why: string): void {
-    this.lastError = `${why} (endpoint ${(this.endpoint % this.via.length) + 1} of ${this.via.length})`;
+  private moveOn(used: Etcd3, call: FailedAttempt['call'], sentAt: number, why: string): void {
+    const endpoint = this.via.indexOf(used) + 1;
+    this.lastError = `${why} (endpoint ${endpoint} of ${this.via.length})`;
+    this.failures.push({ call, endpoint, sentAt, tookMs: this.clock.monotonicMs() - sentAt, error: why });
+    if (this.failures.length > FAILED_ATTEMPTS_KEPT) this.failures.shift();
     if (this.current() === used) this.endpoint = (this.endpoint + 1) % this.via.length;
   }
 
@@ -87,13 +129,14 @@ export class Renewer {
             .options(within(this.boundMs));
         } catch (err) {
           if (isLeaseGone(err)) return this.report.gone();
-          this.moveOn(client, `session-key write failed: ${(err as Error).message}`);
+          this.moveOn(client, 'write', sentAt, `session-key write failed: ${(err as Error).message}`);
           await this.clock.sleep(RENEW_RETRY_MS, undefined, { background: true });
           continue;
         }
         // An answer processed after the deadline (a stall) must not un-fence: check first.
         if (!this.mayRenew()) return;
         this.lastError = undefined;
+        this.failures = [];
         this.report.renewed(sentAt, sentWall);
         return;
       }
@@ -110,6 +153,7 @@ export class Renewer {
   private async keepaliveOnce(): Promise<void> {
     this.keepaliveInFlight = true;
     const client = this.current();
+    const sentAt = this.clock.monotonicMs();
     let rpc: KeepaliveStream | undefined;
     let settled = false;
     let cancelBound: (() => void) | undefined;
@@ -119,8 +163,11 @@ export class Renewer {
       else stream.end();
     };
     try {
-      const answer = await new Promise<ILeaseKeepAliveResponse | undefined>((resolve) => {
-        cancelBound = this.clock.after(this.boundMs, () => resolve(undefined));
+      const answer = await new Promise<ILeaseKeepAliveResponse | string>((resolve) => {
+        const unanswered = `keepalive unanswered within ${this.boundMs} ms`;
+        cancelBound = this.clock.after(this.boundMs, () => resolve(unanswered));
+        const failed = (err: unknown) =>
+          resolve(`keepalive failed: ${(err as Error)?.message ?? String(err)}`);
         client.leaseClient
           .leaseKeepAlive()
           .then((stream) => {
@@ -129,14 +176,14 @@ export class Renewer {
             if (settled) return drop(s);
             rpc = s;
             s.on('data', (res: ILeaseKeepAliveResponse) => resolve(res));
-            s.on('error', () => resolve(undefined));
-            s.on('end', () => resolve(undefined));
+            s.on('error', failed);
+            s.on('end', () => resolve('keepalive failed: the stream ended unanswered'));
             s.write({ ID: this.target.leaseId });
           })
-          .catch(() => resolve(undefined));
+          .catch(failed);
       });
-      if (!answer) {
-        this.moveOn(client, `keepalive unanswered within ${this.boundMs} ms`);
+      if (typeof answer === 'string') {
+        this.moveOn(client, 'keepalive', sentAt, answer);
         return;
       }
       if (answer.TTL === '0' && this.mayRenew()) this.report.gone();

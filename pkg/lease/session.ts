@@ -18,7 +18,7 @@ import type { Etcd3 } from 'etcd3';
 import { systemClock, type Clock } from '../clock/index.js';
 import { TypedEmitter } from './emitter.js';
 import { isLeaseGone, renewalClients, within, type EtcdConnectOptions } from './etcd.js';
-import { Renewer, type RenewalTarget } from './renewer.js';
+import { describeFailedAttempts, Renewer, type FailedAttempt, type RenewalTarget } from './renewer.js';
 import { RenewalThread } from './renewal-thread.js';
 import { Keys, type SessionRecord } from './keys.js';
 import { leaseTiming, type LeaseTiming, type LeaseTimingInput } from './timing.js';
@@ -54,6 +54,11 @@ export interface MustStop {
   mustBeOutBy: number;
   /** Why renewals were failing, when they were: the operator's first clue (etcd down, a frozen member…). */
   lastError?: string;
+  /**
+   * Every renewal attempt that failed since the last acknowledged one, timed from its send:
+   * which endpoints were tried, how each failed and how long it took (describeFailedAttempts).
+   */
+  failedRenewals?: string;
 }
 
 export interface Lost {
@@ -101,6 +106,8 @@ export interface RenewalEngine {
   latest(): { sentAt: number; sentWall: number } | undefined;
   /** Why the latest renewal attempt failed, until one is acknowledged. */
   readonly lastError: string | undefined;
+  /** The attempts that failed since the last acknowledged renewal (sentAt on the session's clock). */
+  readonly failedAttempts: readonly FailedAttempt[];
   /** Where and at what priority renewals run, for the operator. */
   readonly where?: string;
 }
@@ -373,12 +380,14 @@ export class Session extends TypedEmitter<SessionEvents> {
     this.engine?.stop();
     this.cancelFenceTimer?.();
     const since = this.sinceRenewalMs();
+    const failed = this.engine?.failedAttempts ?? [];
     this.mustStopEvent = {
       reason,
       at: this.clock.wallMs(),
       sinceRenewalMs: since,
       mustBeOutBy: this.clock.monotonicMs() - since + this.timing.mustBeOutByMs,
       ...(this.engine?.lastError ? { lastError: this.engine.lastError } : {}),
+      ...(failed.length > 0 ? { failedRenewals: describeFailedAttempts(failed, this.renewedSentAt) } : {}),
     };
     this.emit('must-stop', this.mustStopEvent);
     for (const resolve of this.mustStopWaiters.splice(0)) resolve(this.mustStopEvent);
@@ -464,6 +473,9 @@ function localRenewal(renewer: Renewer, intervalMs: number, clock: Clock): Renew
     latest: () => undefined,
     get lastError() {
       return renewer.lastError;
+    },
+    get failedAttempts() {
+      return renewer.failedAttempts;
     },
   };
 }

@@ -161,7 +161,7 @@ describe('lease session (self-fence clock)', function () {
     expect(stop.sinceRenewalMs).to.be.at.least(1_400);
     // The operator is told why renewals failed, not just that they did.
     expect(stop.lastError).to.match(
-      /^(session-key write failed: .+|keepalive unanswered within \d+ ms) \(endpoint 1 of 1\)$/,
+      /^(session-key write failed: .+|keepalive (unanswered within \d+ ms|failed: .+)) \(endpoint 1 of 1\)$/,
     );
     // Less a millisecond: the wall clock, which counts too, ticks in whole milliseconds, so it
     // may say 1,400 ms have passed while the monotonic clock says 1,399.x.
@@ -169,6 +169,24 @@ describe('lease session (self-fence clock)', function () {
     expect(session.mayAct()).to.equal(false);
     expect((await session.lost()).revoked).to.equal(true);
     expect(etcd.revoked).to.deep.equal(['7']);
+  });
+
+  it('tells, at must-stop, every renewal attempt that failed since the last acknowledged one: endpoint, send time, duration, error', async function () {
+    const first = fakeEtcd();
+    const second = fakeEtcd();
+    const session = await open(first, [first.client, second.client]);
+    const stop = await session.stopped();
+    const attempts = (stop.failedRenewals ?? '').split('; ');
+    // Neither endpoint answered: renewals went back and forth between them, each attempt
+    // abandoned at its bound (200 ms at T = 2 s), and the account shows it.
+    expect(attempts.length, stop.failedRenewals).to.be.at.least(4);
+    for (const a of attempts) {
+      expect(a).to.match(
+        /^(write|keepalive) to endpoint [12] at \+\d+ ms failed after \d+ ms: (session-key write failed|keepalive unanswered)/,
+      );
+      expect(Number(/failed after (\d+) ms/.exec(a)![1])).to.be.at.least(195);
+    }
+    expect(stop.failedRenewals).to.include('endpoint 1').and.to.include('endpoint 2');
   });
 
   it('an acknowledgement arriving after D does not revive the session', async function () {
