@@ -99,22 +99,78 @@ export function connectEtcd(opts: EtcdConnectOptions): Etcd3 {
 const RENEWAL_CLIENTS = new WeakMap<Etcd3, Etcd3[]>();
 
 /**
+ * A renewal channel's options: connections of its own (a renewal never waits behind the
+ * watches' traffic), never dropped for idleness (grpc-js forgets an idle channel's connection
+ * after 30 min, and the first renewal sent to that endpoint after a failover between members
+ * would wait for a DNS lookup and a handshake), and a dead member retried at least every
+ * second once it is back (grpc-js's reconnect backoff otherwise grows to two minutes).
+ */
+const RENEWAL_GRPC_OPTIONS = {
+  ...GRPC_OPTIONS,
+  'grpc.use_local_subchannel_pool': 1,
+  'grpc.client_idle_timeout_ms': 2_147_483_647, // the largest a Node timer takes
+  'grpc.max_reconnect_backoff_ms': 1_000,
+};
+
+/**
  * One client per endpoint, with connections of its own, for a session's renewals: the
- * session picks the endpoint itself and moves on when one does not answer, and a renewal
- * that times out resets only its own channel (the library resets every channel of a host on
- * a timeout, watches included).
+ * session picks the endpoint itself and moves on when one does not answer. Its connections
+ * are kept (keepConnections): see there why.
  */
 export function perEndpointClients(opts: EtcdConnectOptions): Etcd3[] {
-  return opts.endpoints.map(
-    (endpoint) =>
+  return opts.endpoints.map((endpoint) =>
+    keepConnections(
       new Etcd3({
         hosts: [endpoint],
         credentials: opts.credentials,
         auth: opts.auth,
-        grpcOptions: { ...GRPC_OPTIONS, 'grpc.use_local_subchannel_pool': 1 },
+        grpcOptions: RENEWAL_GRPC_OPTIONS,
         faultHandling: { host: () => noop, global: noop },
       }),
+    ),
   );
+}
+
+/** The library's per-host record of its gRPC channels (etcd3 1.x's connection-pool.js). */
+interface LibraryHost {
+  closed: boolean;
+  resetAllServices(): void;
+  close(): void;
+}
+
+/**
+ * Stop the library from tearing down `client`'s channels on every failed or cancelled call:
+ * it does so on any deadline, on UNAVAILABLE and even on the cancel that ends each keepalive
+ * stream, so every renewal opened fresh channels, each waiting for a DNS lookup of the
+ * member's name. Node runs those lookups on libuv's four shared threads; when an etcd
+ * member died its name took 5 s to fail in Docker's DNS, a few such lookups (the watches'
+ * reconnections, ours) held all four, and renewals to the members still alive waited behind
+ * them until the holder fenced itself: a healthy leader thrown out by an ordinary raft
+ * election. grpc-js reconnects (and resolves again) a channel whose connection broke by
+ * itself, so kept channels to live members never wait for DNS. close() still closes them.
+ */
+export function keepConnections(client: Etcd3): Etcd3 {
+  const hosts = (client as unknown as { pool?: { hosts?: unknown } }).pool?.hosts;
+  const valid =
+    Array.isArray(hosts) &&
+    hosts.every(
+      (h: Partial<LibraryHost>) => typeof h?.resetAllServices === 'function' && typeof h.close === 'function',
+    );
+  if (!valid) {
+    throw new Error(
+      "etcd3's connection pool no longer has the shape understudy relies on (pool.hosts[].resetAllServices): " +
+        'pin etcd3 to the version in package-lock.json',
+    );
+  }
+  for (const host of hosts as LibraryHost[]) {
+    const reset = host.resetAllServices.bind(host);
+    host.resetAllServices = () => undefined;
+    host.close = () => {
+      reset();
+      host.closed = true;
+    };
+  }
+  return client;
 }
 
 /** The clients a session renews through: one per endpoint when made by connectEtcd. */

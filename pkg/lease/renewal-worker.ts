@@ -112,6 +112,7 @@ parentPort?.on('message', (m: ThreadBegin | { type: 'stop' }) => {
   lastSentAt = m.sentAtHr;
   lastSentWall = m.sentWall;
   renewer = renewerFor(m.target);
+  renewer.warmUp();
   every(renewer);
 });
 const refused = raisePriority();

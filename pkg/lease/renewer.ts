@@ -15,6 +15,9 @@ import { isLeaseGone, within } from './etcd.js';
 /** Pause before retrying a failed renewal write. */
 const RENEW_RETRY_MS = 50;
 
+/** A warm-up call's deadline, in renewal bounds: it only opens a connection, and nothing waits for it. */
+const WARM_UP_BOUNDS = 4;
+
 /**
  * Failed attempts remembered since the last acknowledged renewal: at T/10 a self-fence
  * deadline of 0.7 T spans about seven rounds of a keepalive and a write, each possibly retried
@@ -84,6 +87,21 @@ export class Renewer {
     private readonly mayRenew: () => boolean,
     private readonly report: RenewerReport,
   ) {}
+
+  /**
+   * Open the renewal channels to every endpoint now, with a read of the session key and of
+   * the lease's TTL (answers and failures alike are ignored): when renewals have to move to
+   * another member (its leader died, say), its channels are already connected, and the move
+   * waits for neither a DNS lookup nor a handshake.
+   */
+  warmUp(): void {
+    const deadline = () => within(this.boundMs * WARM_UP_BOUNDS);
+    const quietly = (call: () => Promise<unknown>) => void call().catch(() => undefined);
+    for (const client of this.via) {
+      quietly(async () => client.get(this.target.sessionKey).options(deadline()));
+      quietly(async () => client.leaseClient.leaseTimeToLive({ ID: this.target.leaseId }, deadline()));
+    }
+  }
 
   /** One renewal round: a keepalive and a write of the session key, unless one is in flight. */
   round(): void {

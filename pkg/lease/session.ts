@@ -465,7 +465,10 @@ function localRenewal(renewer: Renewer, intervalMs: number, clock: Clock): Renew
     cancel = clock.after(intervalMs, every);
   };
   return {
-    start: every,
+    start() {
+      renewer.warmUp();
+      every();
+    },
     stop() {
       stopped = true;
       cancel?.();

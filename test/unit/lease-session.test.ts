@@ -6,6 +6,7 @@ import { expect } from 'chai';
 import { EtcdLeaseInvalidError, type Etcd3 } from 'etcd3';
 import { ManualClock } from '../../pkg/clock/index.js';
 import { Session, type MustStop } from '../../pkg/lease/session.js';
+import { Keys } from '../../pkg/lease/keys.js';
 import { leaseTiming, LeaseTimingError } from '../../pkg/lease/timing.js';
 import { waitFor } from '../support/wait.js';
 
@@ -40,8 +41,14 @@ function fakeEtcd(opts: { grantedTtl?: string; enforceDeadline?: boolean; keepal
   const streams: FakeStream[] = [];
   const revoked: string[] = [];
   const puts: PendingPut[] = [];
+  /** Calls that only open the renewal channels (Renewer.warmUp). */
+  const warmUps: string[] = [];
   const client = {
+    get(key: string) {
+      return { options: async () => (warmUps.push(`get ${key}`), null) };
+    },
     leaseClient: {
+      leaseTimeToLive: async ({ ID }: { ID: string }) => (warmUps.push(`ttl ${ID}`), { TTL: '2' }),
       leaseGrant: async () => ({ ID: '7', TTL: opts.grantedTtl ?? '2' }),
       leaseKeepAlive: async () => {
         if (opts.keepaliveOpenMs) await new Promise((resolve) => setTimeout(resolve, opts.keepaliveOpenMs));
@@ -86,7 +93,7 @@ function fakeEtcd(opts: { grantedTtl?: string; enforceDeadline?: boolean; keepal
       return builder;
     },
   } as unknown as Etcd3;
-  return { client, streams, revoked, puts };
+  return { client, streams, revoked, puts, warmUps };
 }
 
 const TIMING = { ttlSeconds: 2 }; // renewal every 200 ms (each call bounded by 200 ms), D = 1400 ms, out by 1800 ms
@@ -267,6 +274,16 @@ describe('lease session (self-fence clock)', function () {
       [0, true],
       [0, true],
     ]);
+  });
+
+  it('opens its renewal channels to every endpoint as it starts, so a move between members waits for no connection', async function () {
+    const first = fakeEtcd();
+    const second = fakeEtcd();
+    const session = await open(first, [first.client, second.client]);
+    const key = new Keys().session(session.leaseId);
+    for (const etcd of [first, second]) {
+      expect(etcd.warmUps).to.have.members([`get ${key}`, `ttl ${session.leaseId}`]);
+    }
   });
 
   it('a keepalive unanswered within its bound moves renewals to the next endpoint', async function () {
