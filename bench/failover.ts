@@ -33,7 +33,7 @@
 // Never fails on a timing: exits 1 if the run could not be done or the checker found a
 // violation of S1-S5, 2 if it ran out of its time budget.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { collectResponders } from '../pkg/identity/client.js';
@@ -349,6 +349,7 @@ async function runAt(
   ttlS: number,
   o: ReturnType<typeof parse>,
   log: HistoryLog,
+  logDir: string,
   parts: readonly Part[],
   durableRatePerS?: number,
 ): Promise<Trial[]> {
@@ -362,6 +363,7 @@ async function runAt(
     identities: durableRatePerS ? IDENTITIES.filter((i) => i.durable) : IDENTITIES,
     ...(durableRatePerS ? { durableRatePerS } : {}),
     log,
+    logDir,
   });
   current = top;
   const faults = new Faults(top);
@@ -685,6 +687,9 @@ async function main(): Promise<number> {
   timer.unref();
   await reapOrphans();
   const log = new HistoryLog(file.replace(/\.json$/, '.history.jsonl'));
+  // Each agent's and controller's own log, beside the history (kept locally, like it).
+  const logDir = file.replace(/\.json$/, '.logs');
+  await mkdir(logDir, { recursive: true });
   const trials: Trial[] = [];
   for (const ttl of o.ttls) {
     process.stdout.write(`T = ${ttl} s\n`);
@@ -693,10 +698,11 @@ async function main(): Promise<number> {
         ttl,
         o,
         log,
+        logDir,
         o.parts.filter((p) => p !== 'inbox'),
       )),
     );
-    if (o.parts.includes('inbox')) trials.push(...(await runAt(ttl, o, log, ['inbox'], INBOX_RATE_PER_S)));
+    if (o.parts.includes('inbox')) trials.push(...(await runAt(ttl, o, log, logDir, ['inbox'], INBOX_RATE_PER_S)));
   }
   await log.flushed();
   clearTimeout(timer);
