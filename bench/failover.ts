@@ -702,7 +702,8 @@ async function main(): Promise<number> {
         o.parts.filter((p) => p !== 'inbox'),
       )),
     );
-    if (o.parts.includes('inbox')) trials.push(...(await runAt(ttl, o, log, logDir, ['inbox'], INBOX_RATE_PER_S)));
+    if (o.parts.includes('inbox'))
+      trials.push(...(await runAt(ttl, o, log, logDir, ['inbox'], INBOX_RATE_PER_S)));
   }
   await log.flushed();
   clearTimeout(timer);

@@ -174,12 +174,13 @@ function thawOverlap(
   // freeze. One that logged in sooner did not wait, and the thaw excuses nothing.
   if (b.from - freeze.start.t < config.ttlMs * 0.9) return undefined;
   // The thaw: a's first record after b's login (a slept through it), else the freeze's end.
-  // The unpause call returns after the thaw, so the record may come just before its end mark.
+  // The unpause call returns after the thaw, so the record may come before its end mark, but
+  // not before the unpause began (a history without that instant: THAW_GRACE_MS before the end).
   const first = only(events, 'witness').find(
     (w) => w.identity === a.identity && w.node === a.node && w.token === a.token && w.t > b.from,
   );
   const thawAt = Math.min(first?.t ?? freeze.end.t, freeze.end.t);
-  if (thawAt < freeze.end.t - THAW_GRACE_MS) return undefined;
+  if (thawAt < (freeze.end.liftFrom ?? freeze.end.t - THAW_GRACE_MS)) return undefined;
   const livedMs = a.to - thawAt;
   if (livedMs > THAW_GRACE_MS) return undefined;
   return { identity: a.identity, node: a.node, token: a.token, successor: b.node, livedMs };

@@ -73,7 +73,7 @@ export class Faults {
 
   constructor(private readonly top: Topology) {}
 
-  private mark(f: PlannedFault, phase: 'start' | 'end'): void {
+  private mark(f: PlannedFault, phase: 'start' | 'end', liftFrom?: number): void {
     this.top.opts.log.add({
       kind: 'nemesis',
       t: monotonicMs(),
@@ -81,6 +81,7 @@ export class Faults {
       action: f.action,
       targets: f.targets,
       phase,
+      ...(liftFrom !== undefined ? { liftFrom } : {}),
     });
   }
 
@@ -366,8 +367,9 @@ export class Faults {
       begun = true;
       await sleep(f.durationMs ?? 0);
     } finally {
+      const liftFrom = monotonicMs();
       if (begun) await lift();
-      this.mark(f, 'end');
+      this.mark(f, 'end', begun ? liftFrom : undefined);
     }
   }
 

@@ -145,6 +145,11 @@ export const HistoryEvent = z.discriminatedUnion('kind', [
     action: Name,
     targets: z.array(Name),
     phase: z.enum(['start', 'end']),
+    /**
+     * On an end: when lifting it began (the end is marked once the lift returned, which for
+     * a host freeze is some time after the host already runs again).
+     */
+    liftFrom: T.optional(),
   }),
   /** An operator's API call made by the nemesis, and what the controller answered. */
   z.strictObject({

@@ -7,7 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { systemClock, type Clock } from '../clock/index.js';
 import { perEndpointClients } from './etcd.js';
 import { hrMs, SLOT, type ThreadBegin, type ThreadInput, type ThreadMessage } from './renewal-shared.js';
-import { Renewer } from './renewer.js';
+import { Renewer, type FailedAttempt } from './renewer.js';
 
 const input = workerData as ThreadInput;
 const shared = new BigInt64Array(input.shared);
@@ -51,6 +51,7 @@ let lastSentWall = 0;
 let stopped = false;
 let timer: NodeJS.Timeout | undefined;
 let lastTrouble: string | undefined;
+let lastAttempt: FailedAttempt | undefined;
 let renewer: Renewer | undefined;
 
 function stop(why?: string): void {
@@ -99,8 +100,11 @@ const renewerFor = (target: ThreadBegin['target']) =>
 function every(renewer: Renewer): void {
   if (stopped) return;
   renewer.round();
-  if (renewer.lastError !== lastTrouble) {
+  // Told on every new failed attempt, not only a new error: a fence lists them all.
+  const latest = renewer.failedAttempts.at(-1);
+  if (renewer.lastError !== lastTrouble || latest !== lastAttempt) {
     lastTrouble = renewer.lastError;
+    lastAttempt = latest;
     if (lastTrouble) post({ type: 'trouble', error: lastTrouble, attempts: [...renewer.failedAttempts] });
   }
   timer = setTimeout(() => every(renewer), input.intervalMs);

@@ -94,4 +94,26 @@ describe('renewals from a thread of their own (real etcd)', function () {
     expect(stop.reason).to.equal('keepalive-timeout');
     expect(stop.lastError).to.match(/main thread has not run/);
   });
+
+  // Last: it freezes the etcd every session here renews with.
+  it('a fence of a threaded session lists the renewal attempts that failed, timed from the last acknowledged one', async function () {
+    const s = await open(true);
+    await etcd.pause();
+    let stop;
+    try {
+      stop = await s.stopped();
+    } finally {
+      await etcd.unpause();
+    }
+    expect(stop.reason).to.equal('keepalive-timeout');
+    const attempts = (stop.failedRenewals ?? '').split('; ');
+    expect(attempts.length, stop.failedRenewals).to.be.at.least(3);
+    for (const a of attempts) {
+      const m = /^(write|keepalive) to endpoint 1 at \+(\d+) ms failed after (\d+) ms: /.exec(a);
+      expect(m, a).to.not.equal(null);
+      // Sent after the last acknowledged renewal and before the deadline (D = 2.1 s), on the
+      // session's own clock: the thread's clock was translated, not taken as is.
+      expect(Number(m![2]), a).to.be.within(0, 2_100);
+    }
+  });
 });

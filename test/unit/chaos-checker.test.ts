@@ -245,6 +245,41 @@ describe('chaos checker: each unsafe behaviour is caught, with the events that p
     expect(lived.thaws).to.deep.equal([]);
   });
 
+  it('S1: a thaw is told by when the unpause began, not by when docker answered it', function () {
+    // The unpause began at 16.0 s; docker answered only 400 ms later, and the thawed service
+    // was gone 100 ms after its first beat.
+    const frozen = (liftFrom: number | undefined, afterThaw: HistoryEvent[]) =>
+      variant((e) => [
+        ...without(e, (x) => x.kind === 'nemesis' || (x.kind === 'witness' && x.what === 'exit')),
+        { kind: 'nemesis', t: 10_000, id: 'f1', action: 'host-freeze', targets: ['b'], phase: 'start' },
+        witness(9_990, 'b', '9', 'alive'),
+        {
+          kind: 'nemesis',
+          t: 16_400,
+          id: 'f1',
+          action: 'host-freeze',
+          targets: ['b'],
+          phase: 'end',
+          ...(liftFrom !== undefined ? { liftFrom } : {}),
+        },
+        ...afterThaw,
+      ]);
+    const thawedEarly = [witness(16_050, 'b', '9', 'alive'), witness(16_150, 'b', '9', 'exit')];
+    const told = check(frozen(16_000, thawedEarly));
+    expect(told.violations.filter((v) => v.invariant === 'S1')).to.deep.equal([]);
+    expect(told.thaws.map((t) => t.livedMs)).to.deep.equal([100]);
+    // Without the instant the unpause began, a beat 350 ms before docker's answer reads as
+    // the host never frozen then: an overlap.
+    expect(
+      check(frozen(undefined, thawedEarly)).violations.filter((v) => v.invariant === 'S1'),
+    ).to.have.length(1);
+    // A beat before the unpause began is no thaw whatever docker said.
+    const beforeLift = [witness(15_900, 'b', '9', 'alive'), witness(15_950, 'b', '9', 'exit')];
+    expect(check(frozen(16_000, beforeLift)).violations.filter((v) => v.invariant === 'S1')).to.have.length(
+      1,
+    );
+  });
+
   it('S4: a fenced node that campaigns or logs in', function () {
     const events = variant((e) => [
       ...e,
