@@ -50,7 +50,7 @@ export function loginIo({ identity, node, etcd, nc, runDir, signer }: LoginIoDep
     },
     removeCredential: (file) => removeCredentialFile(file),
     ensureInbox: (spec) => ensureInbox(nc, identity, spec.inbox),
-    startResponder: (ctx, servedBefore) => Responder.start(nc, ctx, servedBefore, { signer }),
+    subscribeResponder: (ctx, servedBefore) => Responder.subscribe(nc, ctx, servedBefore, { signer }),
     recordPending: (pending) => recordPending(etcd, identity, pending),
     observeLeader: (onChange, onTrouble) =>
       LeaderObserver.follow(etcd, identity, onChange, undefined, onTrouble),

@@ -6,8 +6,10 @@ import type { ResponderContext } from '../identity/responder.js';
 import type { IdentitySpec, PendingRequest } from '../spec/schema.js';
 import type { LeaderState } from '../lease/index.js';
 
-/** A started responder: answering for the identity until stopped. */
+/** A subscribed responder: answering for the identity from `open()` until stopped. */
 export interface ResponderHandle {
+  /** The service is in: answer the requests held since subscribing, and all that follow. */
+  open(): void;
   /** Requests served so far, including those of the terms before (for STATUS). */
   readonly requestsServed: number;
   /** Stop answering (confirmed unsubscribed), letting in-flight requests finish within `graceMs`. */
@@ -25,8 +27,11 @@ export interface LoginPort {
   removeCredential(file: string): Promise<void>;
   /** Make sure the durable inbox exists, so requests are stored even while no one leads. */
   ensureInbox(spec: IdentitySpec): Promise<void>;
-  /** Start answering for the identity; resolves once the subscription is confirmed. */
-  startResponder(ctx: ResponderContext, servedBefore: number): Promise<ResponderHandle>;
+  /**
+   * Subscribe for the identity, answering nothing until the handle's `open()`; resolves once
+   * the server confirmed the subscription.
+   */
+  subscribeResponder(ctx: ResponderContext, servedBefore: number): Promise<ResponderHandle>;
   /** Record a caller's pending authorization request; true when it was new. */
   recordPending(pending: PendingRequest): Promise<boolean>;
   /** Follow the identity's leader key (who leads, for the status); resolves once watching. */

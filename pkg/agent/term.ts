@@ -3,7 +3,8 @@
 // I/O around those decisions in the order safety needs:
 //   1. wait out the previous term (Leadership.clearance)   — S3: it is provably out
 //   2. write login=true, then start the service            — the record covers logging in
-//   3. start answering on NATS (subscription confirmed)    — responders ⊆ logged-in nodes
+//   3. start answering on NATS (subscribed while logging in,
+//      opened once the service is in)                       — responders ⊆ logged-in nodes
 //   ... leader ...
 //   4. stop answering (unsubscribe confirmed) → stop the service within the budget
 //   5. login=false (drain) or resign: only now may a successor log in without waiting
@@ -267,6 +268,11 @@ export class Term {
     }
     let credentialFile: string | undefined;
     let responder: ResponderHandle | undefined;
+    // Subscribed while the service logs in, opened once it is in (responder.ts): the server's
+    // confirmation no longer follows the login. Until it is opened it answers nothing, so a
+    // login that fails or is cut short has no responder to take back but this one.
+    let subscribing: Promise<ResponderHandle> | undefined;
+    const dropSubscription = () => void subscribing?.then((r) => r.stop(0)).catch(() => undefined);
     try {
       // A durable inbox that is not what the spec says (made by someone else, with a short
       // duplicate window or an extra consumer) refuses the login before the service starts.
@@ -278,6 +284,9 @@ export class Term {
         });
         host.inboxRefused?.(false);
       }
+      const context = host.responderContext(leadership, driver, () => this.upSince ?? host.clock.wallMs());
+      subscribing = host.port.subscribeResponder(context, host.requestsServed());
+      subscribing.catch(() => undefined); // awaited once the service is in
       credentialFile = await host.port.fetchCredential(spec, token);
       await leadership.setLoggedIn(true);
       if (!leadership.mayAct()) throw new Error('the term ended while logging in');
@@ -298,24 +307,25 @@ export class Term {
       const first = await Promise.race([login.then(() => 'in' as const), ended]);
       if (first !== 'in') {
         void login.catch(() => undefined);
+        dropSubscription();
         this.credentialFile = credentialFile;
         return first;
       }
-      // Starting the responder waits on NATS, which may be slow or away: the term's end must
-      // still reach the logout at once, not after NATS answers.
-      const context = host.responderContext(leadership, driver, () => this.upSince ?? host.clock.wallMs());
-      const starting = host.port.startResponder(context, host.requestsServed());
-      const started = await Promise.race([starting.then((r) => ({ r })), ended]);
+      // The subscription waits on NATS, which may be slow or away: the term's end must still
+      // reach the logout at once, not after NATS answers.
+      const started = await Promise.race([subscribing.then((r) => ({ r })), ended]);
       if (!('r' in started)) {
-        void starting.then((r) => r.stop(0)).catch(() => undefined);
+        dropSubscription();
         this.credentialFile = credentialFile;
         return started;
       }
       responder = started.r;
       if (!leadership.mayAct()) throw new Error('the term ended while logging in');
+      responder.open();
     } catch (err) {
       this.credentialFile = credentialFile;
       this.responder = responder;
+      if (!responder) dropSubscription();
       if (err instanceof FencedNodeError) return { kind: 'fenced' };
       host.failed();
       return { kind: 'failed', reason: `login failed: ${(err as Error).message}` };

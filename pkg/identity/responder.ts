@@ -1,7 +1,9 @@
 // The logged-in instance on NATS: answers for the identity on its subject (and, when the
-// spec opts in, consumes its durable inbox). Exists only between login and logout: the agent
-// starts it after the service logged in and stops it (confirmed by the server) before it
-// logs the service out, so the set of responders is always a subset of the logged-in nodes.
+// spec opts in, consumes its durable inbox). Answers only between login and logout: the agent
+// subscribes while its service logs in (the server's confirmation and the interest spreading
+// over a NATS cluster overlap the login instead of following it), opens the responder once
+// the service is in, and stops it (confirmed by the server) before it logs the service out,
+// so the set of answering instances is always a subset of the logged-in nodes.
 //
 // Every message passes the access lists before any handler sees it; every reply carries the
 // term's token, and nothing is answered once the term may no longer act (a resumed old
@@ -50,6 +52,12 @@ const STATUS_TIMEOUT_MS = 500;
 const LIVENESS_TIMEOUT_MS = 250;
 /** How long a login waits for NATS to confirm the identity's subscription. */
 const START_CONFIRM_MS = 2_000;
+/**
+ * Requests held while the service logs in, answered once it is in. A login takes at most a
+ * few seconds and callers PING a few times a second; beyond this a flood is dropped (no
+ * answer, as when nobody leads) instead of growing memory.
+ */
+const MAX_HELD_REQUESTS = 256;
 
 /**
  * Flush (a server round trip) within `ms`: true when confirmed. nats.js waits for a frozen
@@ -123,6 +131,11 @@ type Arrival =
 export class Responder {
   private sub: Subscription | undefined;
   private active = true;
+  /** Opened once the service is in; requests that came earlier wait on `opening`. */
+  private opened = false;
+  private held = 0;
+  private letIn!: () => void;
+  private readonly opening = new Promise<void>((resolve) => (this.letIn = resolve));
   private served = 0;
   private inboxLoop: Promise<void> | undefined;
   private stopFetch: (() => void) | undefined;
@@ -141,9 +154,11 @@ export class Responder {
 
   /**
    * Check the durable inbox (when the spec has one: a stream that cannot be trusted refuses
-   * the login, InboxMismatchError), subscribe (confirmed by the server) and start consuming.
+   * the login, InboxMismatchError) and subscribe (confirmed by the server), answering nothing
+   * until `open()`: called while the service logs in, so its login is not followed by a round
+   * trip to NATS before the first answer.
    */
-  static async start(
+  static async subscribe(
     nc: NatsConnection,
     ctx: ResponderContext,
     servedBefore: number,
@@ -170,12 +185,20 @@ export class Responder {
     if (!(await flushWithin(nc, START_CONFIRM_MS))) {
       r.active = false;
       r.sub.unsubscribe();
+      r.letIn();
       throw new Error(
         `NATS did not confirm the subscription to ${subjects.identity(ctx.identity)} within ${START_CONFIRM_MS} ms`,
       );
     }
-    if (ctx.spec().inbox.durable) r.inboxLoop = r.consumeInbox();
     return r;
+  }
+
+  /** The service is in: answer what waited and what comes, and start consuming the inbox. */
+  open(): void {
+    if (!this.active || this.opened) return;
+    this.opened = true;
+    this.letIn();
+    if (this.ctx.spec().inbox.durable) this.inboxLoop = this.consumeInbox();
   }
 
   get requestsServed(): number {
@@ -191,6 +214,8 @@ export class Responder {
     if (!this.active) return;
     this.active = false;
     this.sub?.unsubscribe();
+    // Held requests go on to find the responder inactive, and are left unanswered.
+    this.letIn();
     this.stopFetch?.();
     const graceEnds = performance.now() + graceMs;
     const settled = Promise.all([flushWithin(this.nc, graceMs), this.inboxLoop, ...this.inFlight]);
@@ -223,6 +248,12 @@ export class Responder {
   }
 
   private async onCore(msg: Msg): Promise<void> {
+    if (!this.opened) {
+      if (this.held >= MAX_HELD_REQUESTS) return;
+      this.held++;
+      await this.opening;
+      this.held--;
+    }
     const answer = await this.answer(msg.data, msg.headers, { mode: 'core' });
     // Re-checked after the handler: the term may have ended while it ran.
     if (typeof answer === 'string' || !msg.reply || !this.active || !this.ctx.mayAct()) return;

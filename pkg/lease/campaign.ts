@@ -23,10 +23,11 @@ import {
   LoginRecord,
   TermEnd,
 } from './keys.js';
+import { gateReadOps } from './gate.js';
 import { LapseWatch, type LapseReport } from './lapse.js';
 import { Leadership, sessionTerms, type PreviousTerm, type TermContext } from './leadership.js';
 import { PeerSessions, type PeerHealth } from './peers.js';
-import { decideRank, readCandidates, type RankDecision } from './rank.js';
+import { decideRank, readCandidates, type CandidatesRead, type RankDecision } from './rank.js';
 import { backoffMs, RetryReport, type CampaignRetry } from './retry.js';
 import type { Session } from './session.js';
 
@@ -243,12 +244,21 @@ export class Candidate implements TermContext {
     // A term of ours that just ended (resigned) must not be adopted again as if transferred.
     const lastOwnToken = this.lastOwnToken;
     let observedEndAt: number | undefined;
+    // The leader key was just seen deleted: the next read will most likely find it free, so
+    // the candidates are read beside it (one round trip, not two, before the create). Not on
+    // the first read, which may be the one that registers this node: ranked without its own
+    // registration, it would put itself last.
+    let likelyFree = false;
 
     for (;;) {
       this.checkActive(signal, userSignal);
       let state: CampaignState;
+      let ranking: Promise<CandidatesRead> | undefined;
       try {
-        state = await this.registerAndRead(leaderKey, fenceKey, holdOffKey, driftKey);
+        const reading = this.registerAndRead(leaderKey, fenceKey, holdOffKey, driftKey);
+        if (likelyFree) ranking = readCandidates(this.batcher, this.client, this.keys, this.identity);
+        likelyFree = false;
+        state = await reading;
       } catch (err) {
         await this.retryAfter(
           `reading ${this.identity}'s leader key and ${node}'s fence (registering ${node} as its candidate)`,
@@ -383,7 +393,10 @@ export class Candidate implements TermContext {
         const { change, error } = await this.waitForChange(keys, state.revision, signal, watching).finally(
           stopLapse,
         );
-        if (change === 'delete' && lastSeen) observedEndAt = this.clock.monotonicMs();
+        if (change === 'delete' && lastSeen) {
+          observedEndAt = this.clock.monotonicMs();
+          likelyFree = true;
+        }
         if (error)
           await this.retryAfter(
             `watching ${this.identity}'s leader key (held by ${lastSeen.record.node})`,
@@ -396,7 +409,7 @@ export class Candidate implements TermContext {
       // Free: stagger by rank, then try to create the key.
       const rank = decideRank(
         node,
-        await readCandidates(this.batcher, this.client, this.keys, this.identity),
+        await (ranking ?? readCandidates(this.batcher, this.client, this.keys, this.identity)),
       );
       this.lastRank = rank;
       if (rank.problem) this.retries.failed('campaign', rank.problem.what, rank.problem.error);
@@ -420,7 +433,11 @@ export class Candidate implements TermContext {
             // Drift is checked here, in the transaction that makes the leader, not only advised.
             [driftKey, 'Create', '==', 0],
           ],
-          [this.client.put(leaderKey).value(JSON.stringify(record)).lease(this.session.leaseId)],
+          [
+            this.client.put(leaderKey).value(JSON.stringify(record)).lease(this.session.leaseId),
+            // The login gate's first read, after the write: no round trip of its own (gate.ts).
+            ...gateReadOps(this.client, this.keys, this.session.keys, this.identity),
+          ],
         );
       } catch (err) {
         await this.retryAfter(`creating ${this.identity}'s leader key (it was free)`, err, signal);
@@ -434,7 +451,12 @@ export class Candidate implements TermContext {
       const previous: PreviousTerm | undefined = lastSeen
         ? { ...lastSeen, observedEndAt, transferred: false }
         : undefined;
-      return this.begin(new Leadership(this, token, record, previous), result.revision, signal, userSignal);
+      const leadership = new Leadership(this, token, record, previous);
+      leadership.primeGate({
+        result: { revision: result.revision, responses: result.responses.slice(1) },
+        receivedAt: this.clock.monotonicMs(),
+      });
+      return this.begin(leadership, result.revision, signal, userSignal);
     }
   }
 

@@ -1,10 +1,10 @@
 // The login gate (S3) at work: it reads what clearance.ts decides on — one etcd read at one
 // revision plus this node's own sightings of other sessions — and waits, reading again, until
 // the decision lets the new term log in.
-import type { Etcd3 } from 'etcd3';
+import type { Etcd3, IOperation } from 'etcd3';
 import type { Clock } from '../clock/index.js';
 import { type ClearanceFacts, type ClearanceVerdict, type EarlierTerm } from './clearance.js';
-import type { TxnBatcher } from './batch.js';
+import type { StepResult, TxnBatcher } from './batch.js';
 import { decode, type Keys, LoginRecord, TermEnd } from './keys.js';
 import type { FencingToken } from './errors.js';
 import type { PreviousTerm } from './leadership.js';
@@ -39,17 +39,37 @@ export interface GateFacts {
   readAt?: (revision: bigint) => void;
 }
 
+/**
+ * The gate's read: the end-of-term and login records and every live session. Also sent inside
+ * the transaction that creates the leader key, so the gate's first decision needs no round
+ * trip of its own: read after the write that made the term, it is read after every earlier
+ * term ended (the key was free), which is all the gate's rules ask of a read.
+ */
+export function gateReadOps(client: Etcd3, keys: Keys, sessionKeys: Keys, identity: string): IOperation[] {
+  return [
+    client.get(keys.termEnd(identity)),
+    client.get(keys.login(identity)),
+    client.getAll().prefix(sessionKeys.sessions()),
+  ];
+}
+
+/** A gate read done ahead (in the creating transaction), and when its answer came (monotonic). */
+export interface GateRead {
+  result: StepResult;
+  receivedAt: number;
+}
+
 /** What the login gate decides on: one read at one revision, plus this node's sightings. */
-export async function readClearanceFacts(g: GateFacts): Promise<ClearanceFacts> {
+export async function readClearanceFacts(g: GateFacts, ahead?: GateRead): Promise<ClearanceFacts> {
   const { client, keys, sessionKeys, identity } = g;
   const termEndKey = keys.termEnd(identity);
   const loginKey = keys.login(identity);
   // One read at one revision, merged with the other reads and writes of this moment (batch.ts).
-  const result = await g.batcher.run(
-    [client.get(termEndKey), client.get(loginKey), client.getAll().prefix(sessionKeys.sessions())],
-    keys.leader(identity),
-  );
-  const readAt = g.clock.monotonicMs();
+  const result =
+    ahead?.result ??
+    (await g.batcher.run(gateReadOps(client, keys, sessionKeys, identity), keys.leader(identity)));
+  // When the answer came: a session found gone was last renewed before it.
+  const readAt = ahead?.receivedAt ?? g.clock.monotonicMs();
   const revision = BigInt(result.revision);
   g.readAt?.(revision);
   const termEnd = decode(TermEnd, result.responses[0]?.response_range?.kvs[0]?.value, termEndKey);

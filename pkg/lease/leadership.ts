@@ -10,7 +10,7 @@ import { decideClearance, type ClearanceFacts, type ClearanceVerdict } from './c
 import { TypedEmitter } from './emitter.js';
 import { CampaignAbandonedError, FencedNodeError, StaleTokenError, type FencingToken } from './errors.js';
 import type { ChangeFeed } from './feed.js';
-import { readClearanceFacts, waitForClearance, type GateChange } from './gate.js';
+import { readClearanceFacts, waitForClearance, type GateChange, type GateRead } from './gate.js';
 import type { Keys, LeaderRecord, LoginRecord, TermEnd } from './keys.js';
 import type { PeerSessions } from './peers.js';
 import { backoffMs, RETRY_MS, type RetryReport } from './retry.js';
@@ -84,6 +84,8 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
   private readonly goneSince = new Map<string, number>();
   /** The revision of the login gate's last read: it follows changes after it. */
   private gateReadAt: bigint | undefined;
+  /** The gate's first read, done in the transaction that made the term (used once). */
+  private gateReadAhead: GateRead | undefined;
 
   constructor(
     private readonly ctx: TermContext,
@@ -235,21 +237,34 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
     return decideClearance(await this.clearanceFacts());
   }
 
+  /**
+   * The gate's first read, made in the transaction that created this term's key: the first
+   * decision then costs no round trip. Only the first: a wait reads afresh each time.
+   */
+  primeGate(read: GateRead): void {
+    this.gateReadAhead = read;
+  }
+
   /** What the login gate decides on: one read at one revision, plus this node's sightings. */
   async clearanceFacts(): Promise<ClearanceFacts> {
-    return readClearanceFacts({
-      client: this.session.client,
-      batcher: this.ctx.batcher,
-      identity: this.identity,
-      keys: this.ctx.keys,
-      sessionKeys: this.session.keys,
-      token: this.token,
-      previous: this.previous,
-      peers: this.ctx.peers,
-      clock: this.ctx.clock,
-      goneSince: this.goneSince,
-      readAt: (revision) => (this.gateReadAt = revision),
-    });
+    const ahead = this.gateReadAhead;
+    this.gateReadAhead = undefined;
+    return readClearanceFacts(
+      {
+        client: this.session.client,
+        batcher: this.ctx.batcher,
+        identity: this.identity,
+        keys: this.ctx.keys,
+        sessionKeys: this.session.keys,
+        token: this.token,
+        previous: this.previous,
+        peers: this.ctx.peers,
+        clock: this.ctx.clock,
+        goneSince: this.goneSince,
+        readAt: (revision) => (this.gateReadAt = revision),
+      },
+      ahead,
+    );
   }
 
   /**

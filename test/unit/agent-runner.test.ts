@@ -23,7 +23,7 @@ const port: LoginPort = {
   fetchCredential: async () => undefined,
   removeCredential: async () => undefined,
   ensureInbox: async () => undefined,
-  startResponder: async () => ({ requestsServed: 0, stop: async () => undefined }),
+  subscribeResponder: async () => ({ requestsServed: 0, open: () => undefined, stop: async () => undefined }),
   recordPending: async () => true,
   observeLeader: async () => ({ close: async () => undefined }),
 };

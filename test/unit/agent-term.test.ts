@@ -51,12 +51,15 @@ function fakeLeadership(calls: Calls) {
   return { leadership: leadership as unknown as Leadership, end };
 }
 
-function fakeDriver(calls: Calls): IdentityDriver {
+function fakeDriver(calls: Calls, loginFails?: string): IdentityDriver {
   return Object.assign(new EventEmitter(), {
     mode: 'cold' as const,
     pid: undefined,
     prepare: async () => undefined,
-    login: async () => void calls.push('service login'),
+    login: async () => {
+      calls.push('service login');
+      if (loginFails) throw new Error(loginFails);
+    },
     logout: async () => (calls.push('service logout'), true),
     handle: async () => ({ ok: true }),
     status: async () => ({}),
@@ -65,7 +68,10 @@ function fakeDriver(calls: Calls): IdentityDriver {
   }) as unknown as IdentityDriver;
 }
 
-function harness(start: IdentityState, opts: { durable?: boolean; inboxRefused?: string } = {}) {
+function harness(
+  start: IdentityState,
+  opts: { durable?: boolean; inboxRefused?: string; loginFails?: string } = {},
+) {
   const calls: Calls = [];
   const clock = new ManualClock();
   const machine = new IdentityStateMachine(clock);
@@ -73,7 +79,7 @@ function harness(start: IdentityState, opts: { durable?: boolean; inboxRefused?:
   const path: IdentityState[] = start === 'waiting-out' ? ['campaigning', 'waiting-out'] : [];
   for (const next of path) machine.move({ next, reason: 'setup' });
   const moves: string[] = [];
-  const driver = fakeDriver(calls);
+  const driver = fakeDriver(calls, opts.loginFails);
   const port: LoginPort = {
     fetchCredential: async () => undefined,
     removeCredential: async () => undefined,
@@ -81,9 +87,13 @@ function harness(start: IdentityState, opts: { durable?: boolean; inboxRefused?:
       calls.push('inbox check');
       if (opts.inboxRefused) throw new Error(opts.inboxRefused);
     },
-    startResponder: async () => (
-      calls.push('responder start'),
-      { requestsServed: 0, stop: async () => void calls.push('responder stop') }
+    subscribeResponder: async () => (
+      calls.push('responder subscribe'),
+      {
+        requestsServed: 0,
+        open: () => void calls.push('responder open'),
+        stop: async () => void calls.push('responder stop'),
+      }
     ),
     recordPending: async () => true,
     observeLeader: async () => ({ close: async () => undefined }),
@@ -132,12 +142,19 @@ describe('a term, against fakes', function () {
     const running = term.run();
     await settle();
     expect(h.machine.state).to.equal('leader');
-    expect(h.calls).to.deep.equal(['login record true', 'arm', 'service login', 'responder start']);
+    // Subscribed before the login, so NATS's confirmation overlaps it; answering only once in.
+    expect(h.calls).to.deep.equal([
+      'responder subscribe',
+      'login record true',
+      'arm',
+      'service login',
+      'responder open',
+    ]);
 
     const drained = term.drain(1_000, 'ops');
     expect(await drained).to.equal(7n);
     expect(h.machine.state).to.equal('drained');
-    expect(h.calls.slice(4)).to.deep.equal([
+    expect(h.calls.slice(5)).to.deep.equal([
       'responder stop',
       'service logout',
       'disarm',
@@ -190,6 +207,21 @@ describe('a term, against fakes', function () {
     expect(h.calls).to.not.include('login record true');
     expect(h.calls).to.not.include('service login');
     expect(h.moves.join('\n')).to.match(/login failed: duplicate window 1s is under 60s/);
+    end('test over');
+    await h.clock.advance(60_000);
+    await running;
+  });
+
+  it('a login that fails takes back the subscription it made, never opened', async function () {
+    const h = harness('waiting-out', { loginFails: 'the service exited during login' });
+    const { leadership, end } = fakeLeadership(h.calls);
+    const term = new Term(leadership, h.host);
+    const running = term.run();
+    await settle();
+    expect(h.calls).to.include('responder subscribe');
+    expect(h.calls).to.include('responder stop');
+    expect(h.calls).to.not.include('responder open');
+    expect(h.moves.join('\n')).to.match(/login failed: the service exited during login/);
     end('test over');
     await h.clock.advance(60_000);
     await running;

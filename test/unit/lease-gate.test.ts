@@ -3,8 +3,11 @@
 // cannot be read (and says so), and gives up the moment the term ends. No real sleeps.
 import { expect } from 'chai';
 import { ManualClock } from '../../pkg/clock/index.js';
-import { CLEARANCE_RECHECK_MS, type ClearanceVerdict } from '../../pkg/lease/clearance.js';
-import { waitForClearance } from '../../pkg/lease/gate.js';
+import type { Etcd3 } from 'etcd3';
+import type { TxnBatcher } from '../../pkg/lease/batch.js';
+import { CLEARANCE_RECHECK_MS, decideClearance, type ClearanceVerdict } from '../../pkg/lease/clearance.js';
+import { readClearanceFacts, waitForClearance } from '../../pkg/lease/gate.js';
+import { Keys } from '../../pkg/lease/keys.js';
 import { RETRY_MS, RetryReport, type CampaignRetry } from '../../pkg/lease/retry.js';
 
 const hold = (reason: string, recheckInMs = CLEARANCE_RECHECK_MS): ClearanceVerdict => ({
@@ -139,5 +142,77 @@ describe('login gate wait (manual clock)', function () {
     g.end();
     expect(await g.outcome).to.deep.equal({ error: 'term 41 ended while waiting' });
     expect(g.reads).to.have.length(readsBefore);
+  });
+});
+
+describe('login gate facts read ahead, in the transaction that created the term', function () {
+  const keys = new Keys();
+  const kv = (key: string, value: unknown) => ({
+    key: Buffer.from(key),
+    mod_revision: '90',
+    value: Buffer.from(JSON.stringify(value)),
+  });
+  /** A batcher that must not be asked: the first decision has its read already. */
+  const noBatcher = {
+    run: async () => {
+      throw new Error('the gate read etcd although its first read was done ahead');
+    },
+  } as unknown as TxnBatcher;
+  const previous = {
+    token: 40n,
+    transferred: false,
+    record: { node: 'a', leaseId: '7a', ttlMs: 5_000, mustBeOutByMs: 4_000, since: 0 },
+  };
+
+  it('decides from the read made beside the create, bounding a gone session by when that answer came', async function () {
+    const clock = new ManualClock();
+    const receivedAt = clock.monotonicMs();
+    await clock.advance(30); // the campaign's own steps between the answer and the gate
+    let readAtRevision: bigint | undefined;
+    const facts = await readClearanceFacts(
+      {
+        client: {} as Etcd3,
+        batcher: noBatcher,
+        identity: 'demo',
+        keys,
+        sessionKeys: keys,
+        token: 91n,
+        previous,
+        peers: Promise.reject(new Error('no view of other sessions')),
+        clock,
+        goneSince: new Map(),
+        readAt: (revision) => (readAtRevision = revision),
+      },
+      {
+        receivedAt,
+        result: {
+          revision: '91',
+          responses: [
+            { response_range: { kvs: [] } },
+            {
+              response_range: {
+                kvs: [
+                  kv(keys.login('demo'), {
+                    node: 'a',
+                    token: '40',
+                    loggedIn: true,
+                    at: 0,
+                    leaseId: '7a',
+                    ttlMs: 5_000,
+                  }),
+                ],
+              },
+            },
+            // Only b's session is live: a's is gone.
+            { response_range: { kvs: [kv(keys.session('7b'), {})] } },
+          ],
+        },
+      },
+    );
+    expect(readAtRevision, 'the gate follows changes after the creating revision').to.equal(91n);
+    expect(facts.sessions.get('7a')).to.deep.equal({ present: false, lastSeenAt: receivedAt });
+    const verdict = decideClearance(facts);
+    expect(verdict.proceed, 'T has not passed since the answer came').to.equal(false);
+    expect(verdict.reason).to.match(/last seen renewed 30 ms ago, waiting out its TTL of 5000 ms/);
   });
 });

@@ -1,0 +1,95 @@
+// A responder subscribed while its service logs in, against a real NATS server: nothing is
+// answered before the service is in (responders ⊆ logged-in nodes), the requests that came
+// meanwhile are answered the moment it is opened, and a subscription taken back unopened
+// answers nothing at all.
+import { expect } from 'chai';
+import { connect, type NatsConnection } from 'nats';
+import { pino } from 'pino';
+import type { IdentityDriver } from '../../pkg/identity/driver.js';
+import { Responder, type ResponderContext } from '../../pkg/identity/responder.js';
+import { subjects } from '../../pkg/identity/wire.js';
+import { generateCallerKey, userSigner } from '../../pkg/keys/index.js';
+import { parseSpec } from '../../pkg/spec/store.js';
+import { Harness, type NatsServer } from '../support/harness.js';
+import { rateBotSpec } from '../support/specs.js';
+
+/** Long enough that an answer, had one been sent, would have arrived on this machine. */
+const NO_ANSWER_WITHIN_MS = 1_500;
+
+describe('a responder subscribed during the login answers only once opened', function () {
+  this.timeout(120_000);
+  let harness: Harness;
+  let nats: NatsServer;
+  let nc: NatsConnection;
+  let caller: NatsConnection;
+  const signer = userSigner(generateCallerKey().seed);
+
+  before(async () => {
+    harness = await Harness.create();
+    nats = await harness.startNats();
+    [nc, caller] = await Promise.all([
+      connect({ servers: nats.hostUrl }),
+      connect({ servers: nats.hostUrl }),
+    ]);
+  });
+
+  after(async () => {
+    await Promise.all([nc?.close(), caller?.close()]);
+    await harness?.close();
+  });
+
+  function context(identity: string, token: bigint): ResponderContext {
+    const spec = parseSpec(rateBotSpec(identity));
+    // The service itself is not what is under test: a driver whose service is alive.
+    const driver = { alive: async () => true } as unknown as IdentityDriver;
+    return {
+      identity,
+      node: 'a',
+      token,
+      mayAct: () => true,
+      spec: () => spec,
+      driver,
+      status: () => ({}) as never,
+      onPending: () => undefined,
+      onRequest: () => undefined,
+      logger: pino({ level: 'silent' }),
+    };
+  }
+
+  /** A PING; resolves with the answer, or 'no answer' when none came in `ms`. */
+  async function ping(identity: string, ms: number): Promise<string> {
+    try {
+      const reply = await caller.request(subjects.identity(identity), 'PING', { timeout: ms });
+      return new TextDecoder().decode(reply.data);
+    } catch {
+      return 'no answer';
+    }
+  }
+
+  it('holds a PING sent while the service logs in and answers it when opened', async () => {
+    const r = await Responder.subscribe(nc, context('held', 5n), 0, { signer });
+    try {
+      const early = ping('held', 30_000);
+      const answered = await Promise.race([
+        early.then(() => 'answered'),
+        new Promise((resolve) => setTimeout(() => resolve('still waiting'), NO_ANSWER_WITHIN_MS)),
+      ]);
+      expect(answered, 'nothing is answered before the service is in').to.equal('still waiting');
+      r.open();
+      expect(await early).to.equal('PONG a 5');
+      expect(await ping('held', 10_000)).to.equal('PONG a 5');
+    } finally {
+      await r.stop(1_000);
+    }
+  });
+
+  it('taken back unopened (the login failed), it answers nothing, held or new', async () => {
+    const r = await Responder.subscribe(nc, context('dropped', 6n), 0, { signer });
+    const early = ping('dropped', 3_000);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await r.stop(0);
+    r.open(); // too late: a stopped responder never opens
+    expect(await early).to.equal('no answer');
+    expect(await ping('dropped', NO_ANSWER_WITHIN_MS)).to.equal('no answer');
+  });
+});
