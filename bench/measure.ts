@@ -119,18 +119,17 @@ export function measure(
     const login = only(events, 'witness').find(
       (w) => w.identity === identity && w.token === elected.token && w.what === 'login',
     );
-    const answer = pings.find((p) => p.responders.some((r) => r.token === elected.token));
     handover.recordedMs = rel(record?.t);
     handover.loginMs = rel(login?.t);
-    handover.answerMs = rel(answer?.t);
+    handover.answerMs = rel(earliest(answeredAt(pings, elected.token ?? '')));
   }
   let gapMs: number | undefined;
   if (handover.answerMs !== undefined) {
     const firstNew = at + handover.answerMs;
-    const lastOld = pings
-      .filter((p) => p.t < firstNew && p.responders.some((r) => r.token === trial.token))
-      .at(-1);
-    gapMs = firstNew - (lastOld?.t ?? at);
+    const lastOld = answeredAt(pings, trial.token)
+      .filter((t) => t < firstNew)
+      .reduce<number | undefined>((a, b) => (a === undefined || b > a ? b : a), undefined);
+    gapMs = firstNew - (lastOld ?? at);
   }
   const moved = new Set<string>();
   const before = new Map<string, string | undefined>();
@@ -139,6 +138,16 @@ export function measure(
   const doubles = pings.filter((p) => new Set(p.responders.map((r) => r.node)).size > 1).length;
   return { trial, handover, gapMs, moved: [...moved].sort(), doubles };
 }
+
+/**
+ * When the term's answers came: a responder stamps its arrival (`at`); a history written before
+ * it did has only the PING's send time, which was then within a round trip of the answer.
+ */
+function answeredAt(pings: Array<EventOf<'ping'>>, token: string): number[] {
+  return pings.flatMap((p) => p.responders.filter((r) => r.token === token).map((r) => r.at ?? p.t));
+}
+
+const earliest = (times: number[]): number | undefined => (times.length ? Math.min(...times) : undefined);
 
 export interface Summary {
   n: number;

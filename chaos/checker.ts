@@ -438,7 +438,9 @@ function checkL1(events: HistoryEvent[], config: RunConfig | undefined, failover
               p.responders.length === 1 &&
               !fault.targets.includes(p.responders[0]!.node),
           );
-      const ms = next ? next.t - fault.t : undefined;
+      // A PING held while the service logged in was answered later than it was sent.
+      const nextAt = next && 'responders' in next ? (next.responders[0]!.at ?? next.t) : next?.t;
+      const ms = nextAt !== undefined ? nextAt - fault.t : undefined;
       if (ms !== undefined) failovers.push({ action: fault.action, identity, ms });
       if (ms === undefined || ms > boundMs) {
         out.push({

@@ -65,12 +65,16 @@ export const HistoryEvent = z.discriminatedUnion('kind', [
     token: Token,
     what: z.enum(['login', 'alive', 'logout', 'exit']),
   }),
-  /** Who answered one PING of the identity (within its window). */
+  /**
+   * Who answered one PING of the identity (within its window). `t` is when it was sent; `at`,
+   * when each answer came: a responder holds a PING sent while its service logs in and answers
+   * it once in, so the send time alone would date that answer too early.
+   */
   z.strictObject({
     kind: z.literal('ping'),
     t: T,
     identity: Name,
-    responders: z.array(z.strictObject({ node: Name, token: Token })),
+    responders: z.array(z.strictObject({ node: Name, token: Token, at: T.optional() })),
   }),
   /** The identity's leader key as an etcd watcher saw it change (absent node: no leader). */
   z.strictObject({

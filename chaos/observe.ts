@@ -108,13 +108,17 @@ export function samplePings(
   const open = new Set<Promise<void>>();
   const ping = () => {
     const t = monotonicMs();
-    const p = collectResponders(nc, identity, opts.windowMs).then(
+    const p = collectResponders(nc, identity, opts.windowMs, { now: monotonicMs }).then(
       (answers) =>
         log.add({
           kind: 'ping',
           t,
           identity,
-          responders: answers.map((a) => ({ node: a.node, token: String(a.token) })),
+          responders: answers.map((a) => ({
+            node: a.node,
+            token: String(a.token),
+            ...(a.receivedAt !== undefined && { at: a.receivedAt }),
+          })),
         }),
       () => undefined,
     );

@@ -25,6 +25,8 @@ export interface PresenceAnswer {
   verified: boolean;
   /** The session lease of that key, when the key source knows it. */
   lease?: string;
+  /** When the answer arrived, on the caller's `now` clock (only when one was given). */
+  receivedAt?: number;
 }
 
 /**
@@ -39,7 +41,12 @@ export async function collectResponders(
   nc: NatsConnection,
   identity: string,
   windowMs: number,
-  opts: { keys?: NodeKeySource; ignored?: (problem: string) => void } = {},
+  opts: {
+    keys?: NodeKeySource;
+    ignored?: (problem: string) => void;
+    /** Stamp each answer with its arrival on this clock (an answer may come long after the PING). */
+    now?: () => number;
+  } = {},
 ): Promise<PresenceAnswer[]> {
   const inbox = createInbox();
   const requestId = newRequestId();
@@ -49,6 +56,7 @@ export async function collectResponders(
   const sub = nc.subscribe(inbox, {
     callback: (err, msg) => {
       if (err !== null || msg.headers?.code === NO_RESPONDERS) return;
+      const receivedAt = opts.now?.();
       checks.push(
         verifyReply(msgHeaders(msg.headers), msg.data, expected, keys).then((checked) => {
           if (!checked.ok) {
@@ -64,6 +72,7 @@ export async function collectResponders(
             verified,
             ...(error !== undefined && { error }),
             ...(lease !== undefined && { lease }),
+            ...(receivedAt !== undefined && { receivedAt }),
           };
         }),
       );

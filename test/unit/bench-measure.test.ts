@@ -66,6 +66,20 @@ describe('benchmark measurements from a history', () => {
     expect(measure(handover, trial).gapMs).to.equal(6_200 - 1_050);
   });
 
+  it('dates an answer by when it came, not by when its PING was sent: a PING held during the login is answered after it', () => {
+    const held: HistoryEvent[] = [
+      ...handover.slice(0, 9),
+      // Sent at 6,080 while b's service was logging in, answered once it was in.
+      { kind: 'ping', t: 6_080, identity: 'w1', responders: [{ node: 'b', token: '12', at: 6_130 }] },
+      { kind: 'ping', t: 6_090, identity: 'w1', responders: [{ node: 'b', token: '12', at: 6_131 }] },
+    ];
+    // The old term's last answer came well after its PING was sent.
+    held[3] = { kind: 'ping', t: 1_050, identity: 'w1', responders: [{ node: 'a', token: '10', at: 1_070 }] };
+    const r = measure(held, trial);
+    expect(r.handover.answerMs).to.equal(5_130);
+    expect(r.gapMs).to.equal(6_130 - 1_070);
+  });
+
   it('counts as moved only identities whose term changed during the trial', () => {
     expect(measure(handover, trial).moved).to.deep.equal(['w1']);
     expect(measure(handover, { ...trial, until: 5_000 }).moved).to.deep.equal([]);

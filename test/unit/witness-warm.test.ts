@@ -22,7 +22,7 @@ describe('the warm witness on the fd3 channel', function () {
   });
 
   /** The witness with a socket as its fd 3; returns our end and the lines it sends. */
-  async function start(): Promise<{
+  async function start(opts: { deathLine?: boolean } = {}): Promise<{
     channel: Socket;
     received: Array<Record<string, unknown>>;
     file: string;
@@ -42,7 +42,7 @@ describe('the warm witness on the fd3 channel', function () {
         ...process.env,
         WITNESS_FILE: file,
         WITNESS_MODE: 'warm',
-        WITNESS_DEATH_LINE: '0',
+        WITNESS_DEATH_LINE: opts.deathLine ? '1' : '0',
         // A beat every ms: one that outlived the logout would show within the status round trip.
         WITNESS_BEAT_MS: '1',
         UNDERSTUDY_NODE: 'a',
@@ -92,5 +92,30 @@ describe('the warm witness on the fd3 channel', function () {
     await waitFor(() => received.some((m) => m.type === 'status'), { what: 'status', timeoutMs: 5_000 });
     expect((await lines(file)).length).to.equal(count);
     expect(received.find((m) => m.type === 'status')).to.deep.include({ fields: { node: 'b', token: null } });
+  });
+
+  it('its recorder, started while it stands by, writes a death line for the term it died in, and none after a logout', async () => {
+    const { channel, received, file } = await start({ deathLine: true });
+    await waitFor(said(received, 'ready'), { what: 'ready', timeoutMs: 20_000 });
+    const send = (m: Record<string, unknown>) => channel.write(`${JSON.stringify(m)}\n`);
+    send({ type: 'login', identity: 'w1', node: 'b', token: '41' });
+    await waitFor(said(received, 'logged-in'), { what: 'logged-in', timeoutMs: 5_000 });
+    send({ type: 'logout' });
+    await waitFor(said(received, 'logged-out'), { what: 'logged-out', timeoutMs: 5_000 });
+    received.length = 0;
+    send({ type: 'login', identity: 'w1', node: 'b', token: '42' });
+    await waitFor(said(received, 'logged-in'), { what: 'logged-in', timeoutMs: 5_000 });
+    const login = (await lines(file)).find((l) => l.event === 'login' && l.token === '42')!;
+    child!.kill('SIGKILL');
+    const dead = await waitFor(
+      async () => {
+        const found = (await lines(file)).filter((l) => l.event === 'dead');
+        return found.length > 0 ? found : undefined;
+      },
+      { what: 'the death line', timeoutMs: 10_000 },
+    );
+    // Only the term it died in: the one it logged out of is not reported dead.
+    expect(dead.map((d) => d.token)).to.deep.equal(['42']);
+    expect(dead[0]).to.include({ node: 'b', from: (login as unknown as { mono: number }).mono });
   });
 });
