@@ -9,7 +9,7 @@
 //                         not fenced (one txn).
 // The fencing token is the revision of the write that made us leader (leadership.ts). Every
 // failure the loop retries after is reported through `onRetry` (retry.ts).
-import type { Etcd3 } from 'etcd3';
+import type { Etcd3, IOperation } from 'etcd3';
 import type { Clock } from '../clock/index.js';
 import { CampaignAbandonedError, NotEligibleError, type FencingToken } from './errors.js';
 import { TxnBatcher, type Guard } from './batch.js';
@@ -120,6 +120,8 @@ export class Candidate implements TermContext {
     if (token === undefined) tokens.delete(this.identity);
     else tokens.set(this.identity, token);
   }
+  /** The registration this campaign last wrote and saw through (undefined: unknown). */
+  private registered: string | undefined;
   /** The latest free-election rank and why (for status displays). */
   lastRank: RankDecision | undefined;
 
@@ -255,7 +257,9 @@ export class Candidate implements TermContext {
       let state: CampaignState;
       let ranking: Promise<CandidatesRead> | undefined;
       try {
-        const reading = this.registerAndRead(leaderKey, fenceKey, holdOffKey, driftKey);
+        const reading = this.registerAndRead(leaderKey, fenceKey, holdOffKey, driftKey, {
+          keepUnchanged: likelyFree,
+        });
         if (likelyFree) ranking = readCandidates(this.batcher, this.client, this.keys, this.identity);
         likelyFree = false;
         state = await reading;
@@ -506,8 +510,8 @@ export class Candidate implements TermContext {
   }
 
   /** This node's candidate registration (on the session's lease), to write with the read. */
-  private registration() {
-    const record: CandidateRecord = {
+  private registration(): { put: IOperation; record: string } {
+    const candidate: CandidateRecord = {
       node: this.session.node,
       leaseId: this.session.leaseId,
       ttlMs: this.session.timing.ttlMs,
@@ -515,14 +519,17 @@ export class Candidate implements TermContext {
       priority: this.opts.priority ?? 0,
       healthy: this.opts.healthy?.() ?? true,
     };
-    return this.client
+    const record = JSON.stringify(candidate);
+    const put = this.client
       .put(this.keys.candidate(this.identity, this.session.node))
-      .value(JSON.stringify(record))
+      .value(record)
       .lease(this.session.leaseId);
+    return { put, record };
   }
 
   /** Remove this candidate's registration (best effort: it also goes with the lease). */
   async unregister(): Promise<void> {
+    this.registered = undefined;
     const key = this.keys.candidate(this.identity, this.session.node);
     await this.batcher.run([this.client.delete().key(key)], key).catch(() => undefined);
   }
@@ -537,12 +544,19 @@ export class Candidate implements TermContext {
     fenceKey: string,
     holdOffKey: string,
     driftKey: string,
+    opts: { keepUnchanged?: boolean } = {},
   ): Promise<CampaignState> {
     const termEndKey = this.keys.termEnd(this.identity);
     const loginKey = this.keys.login(this.identity);
+    const { put, record } = this.registration();
+    // Right after the leader key went, an unchanged registration is not written again: the
+    // step is then a read, which etcd answers without a raft commit (tens of ms on a loaded
+    // cluster), on the path of every failover. Any other step refreshes it.
+    const write = !(opts.keepUnchanged && record === this.registered);
+    this.registered = undefined;
     const step = await this.batcher.run(
       [
-        this.registration(),
+        ...(write ? [put] : []),
         this.client.get(leaderKey),
         this.client.get(fenceKey),
         this.client.get(termEndKey),
@@ -552,7 +566,8 @@ export class Candidate implements TermContext {
       ],
       leaderKey,
     );
-    const result = { header: { revision: step.revision }, responses: step.responses.slice(1) };
+    this.registered = record;
+    const result = { header: { revision: step.revision }, responses: step.responses.slice(write ? 1 : 0) };
     const leaderKv = result.responses[0]?.response_range?.kvs[0];
     const fenceKv = result.responses[1]?.response_range?.kvs[0];
     const termEndKv = result.responses[2]?.response_range?.kvs[0];

@@ -493,6 +493,22 @@ describe('pkg/lease (real etcd)', function () {
       );
     });
 
+    it('a standby that sees the key go goes straight to taking it: its unchanged registration is not written again on the way', async function () {
+      const identity = freshIdentity();
+      const a = await open([etcd.hostEndpoint], 'holder', identity);
+      await a.candidate.campaign();
+      const b = await open([etcd.hostEndpoint], 'next', identity);
+      const bTerm = b.candidate.campaign();
+      await untilRegistered(b.client, identity, 2);
+      const registration = () => a.client.get(new Keys().candidate(identity, 'next')).exec();
+      const before = (await registration()).kvs[0]!.mod_revision;
+      await a.client.delete().key(new Keys().leader(identity));
+      const successor = await bTerm;
+      expect(successor.node).to.equal('next');
+      // A write would have been a raft commit on the path from the key's end to the new term.
+      expect((await registration()).kvs[0]!.mod_revision, 'the registration written once').to.equal(before);
+    });
+
     it('a successor that never saw the earlier holder’s session waits out T from when it first found it gone, then logs in', async function () {
       // Both hosts went down with the holder's logout unconfirmed (an etcd stopped with them):
       // the node that comes back never saw the holder's session renewed. Only the read that
