@@ -233,6 +233,9 @@ export function tallyInbox(
       if (e.t >= from && e.t <= until) sentAt.set(e.id, e.t);
       continue;
     }
+    // Only answers of this run: request ids restart with each client, and an earlier
+    // topology's client in the same bench process used the same ones.
+    if (e.t < from) continue;
     const a = answers.get(e.id) ?? { replies: 0, errors: 0 };
     if (e.what === 'reply') a.replies++;
     else a.errors++;

@@ -149,6 +149,12 @@ describe('benchmark measurements from a history', () => {
       expect(t.ratePerS).to.equal(4);
     });
 
+    it('an answer from before the window is of an earlier run whose client used the same id: not a second answer', () => {
+      const t = tallyInbox([req(500, 'r1', 'reply', 'b'), ...history], 'w3', 1_000, 2_000);
+      expect(t.duplicated).to.deep.equal(['r3']);
+      expect(t.replied).to.equal(3);
+    });
+
     it('an answer with no stored send (never acknowledged) is owed nothing and counts nowhere', () => {
       const t = tallyInbox([req(1_001, 'z', 'reply', 'b')], 'w3', 0, 5_000);
       expect(t).to.deep.include({ stored: 0, replied: 0, errors: 0, ratePerS: 0 });
