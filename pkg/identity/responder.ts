@@ -249,7 +249,7 @@ export class Responder {
 
   private async onCore(msg: Msg): Promise<void> {
     if (!this.opened) {
-      if (this.held >= MAX_HELD_REQUESTS) return;
+      if (this.held >= MAX_HELD_REQUESTS) return this.ctx.onRequest('dropped');
       this.held++;
       await this.opening;
       this.held--;
