@@ -201,6 +201,11 @@ export class Responder {
     if (this.ctx.spec().inbox.durable) this.inboxLoop = this.consumeInbox();
   }
 
+  /** Requests waiting for `open()` (a login in progress); they are answered, or dropped at stop. */
+  get heldRequests(): number {
+    return this.held;
+  }
+
   get requestsServed(): number {
     return this.servedBefore + this.served;
   }

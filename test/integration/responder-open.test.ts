@@ -12,9 +12,7 @@ import { generateCallerKey, userSigner } from '../../pkg/keys/index.js';
 import { parseSpec } from '../../pkg/spec/store.js';
 import { Harness, type NatsServer } from '../support/harness.js';
 import { rateBotSpec } from '../support/specs.js';
-
-/** Long enough that an answer, had one been sent, would have arrived on this machine. */
-const NO_ANSWER_WITHIN_MS = 1_500;
+import { waitFor } from '../support/wait.js';
 
 describe('a responder subscribed during the login answers only once opened', function () {
   this.timeout(120_000);
@@ -66,17 +64,20 @@ describe('a responder subscribed during the login answers only once opened', fun
     }
   }
 
+  /** Until the responder holds `count` requests: they reached it, and wait for the login. */
+  const untilHeld = (r: Responder, count: number) =>
+    waitFor(() => r.heldRequests === count, { what: `${count} held request(s)`, timeoutMs: 10_000 });
+
   it('holds a PING sent while the service logs in and answers it when opened', async () => {
     const r = await Responder.subscribe(nc, context('held', 5n), 0, { signer });
     try {
-      const early = ping('held', 30_000);
-      const answered = await Promise.race([
-        early.then(() => 'answered'),
-        new Promise((resolve) => setTimeout(() => resolve('still waiting'), NO_ANSWER_WITHIN_MS)),
-      ]);
-      expect(answered, 'nothing is answered before the service is in').to.equal('still waiting');
+      let answered: string | undefined;
+      const early = ping('held', 30_000).then((a) => (answered = a));
+      await untilHeld(r, 1);
+      expect(answered, 'nothing is answered before the service is in').to.equal(undefined);
       r.open();
       expect(await early).to.equal('PONG a 5');
+      expect(r.heldRequests).to.equal(0);
       expect(await ping('held', 10_000)).to.equal('PONG a 5');
     } finally {
       await r.stop(1_000);
@@ -86,10 +87,11 @@ describe('a responder subscribed during the login answers only once opened', fun
   it('taken back unopened (the login failed), it answers nothing, held or new', async () => {
     const r = await Responder.subscribe(nc, context('dropped', 6n), 0, { signer });
     const early = ping('dropped', 3_000);
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await untilHeld(r, 1);
     await r.stop(0);
     r.open(); // too late: a stopped responder never opens
     expect(await early).to.equal('no answer');
-    expect(await ping('dropped', NO_ANSWER_WITHIN_MS)).to.equal('no answer');
+    // Unsubscribed: NATS says at once that no one answers.
+    expect(await ping('dropped', 10_000)).to.equal('no answer');
   });
 });

@@ -2,7 +2,7 @@
 // starts logged out and says `ready`, logs in under the token a `login` message carries, and
 // out when told. The failover benchmark's warm figures stand on these lines.
 import { expect } from 'chai';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -117,5 +117,39 @@ describe('the warm witness on the fd3 channel', function () {
     // Only the term it died in: the one it logged out of is not reported dead.
     expect(dead.map((d) => d.token)).to.deep.equal(['42']);
     expect(dead[0]).to.include({ node: 'b', from: (login as unknown as { mono: number }).mono });
+  });
+
+  it('a recorder gone before a login is replaced: the term still gets its death line', async () => {
+    const { channel, received, file } = await start({ deathLine: true });
+    await waitFor(said(received, 'ready'), { what: 'ready', timeoutMs: 20_000 });
+    const children = () => {
+      try {
+        return execFileSync('pgrep', ['-P', String(child!.pid)], { encoding: 'utf8' })
+          .split(/\s+/)
+          .filter(Boolean);
+      } catch {
+        return []; // pgrep exits 1 when nothing matches
+      }
+    };
+    const [standbyRecorder] = await waitFor(() => (children().length > 0 ? children() : undefined), {
+      what: "the standby's recorder",
+      timeoutMs: 10_000,
+    });
+    process.kill(Number(standbyRecorder), 'SIGKILL');
+    await waitFor(() => !children().includes(standbyRecorder!), {
+      what: 'the recorder gone',
+      timeoutMs: 10_000,
+    });
+    channel.write(`${JSON.stringify({ type: 'login', identity: 'w1', node: 'b', token: '43' })}\n`);
+    await waitFor(said(received, 'logged-in'), { what: 'logged-in', timeoutMs: 5_000 });
+    child!.kill('SIGKILL');
+    const dead = await waitFor(
+      async () => {
+        const found = (await lines(file)).filter((l) => l.event === 'dead');
+        return found.length > 0 ? found : undefined;
+      },
+      { what: 'the death line', timeoutMs: 10_000 },
+    );
+    expect(dead.map((d) => d.token)).to.deep.equal(['43']);
   });
 });
