@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { LeaseTimingError, LeaseTimingSection, leaseTiming, Name } from '../lease/index.js';
 import { HISTORY_KEEP } from '../history/index.js';
 import { entryProblem } from '../identity/allow.js';
+import { KILL_COST_PER_SERVICE_MS } from '../identity/lifeline.js';
 import { durationMs, PublicNkey } from '../spec/schema.js';
 import { ConfigError, loadConfig, parseConfig, type EnvOverride } from './load.js';
 
@@ -239,31 +240,25 @@ export const AGENT_ENV_OVERRIDES: EnvOverride[] = [
   { env: 'UNDERSTUDY_CLONE', path: ['clone'], parse: 'string' },
 ];
 
-/** Cross-field checks the schema cannot express: the self-fence inequality of the lease. */
 /**
- * Time the lifeline's reaper may take per service to kill a session's services once its
- * deadline (the must-be-out instant) passes: measured 0.06 ms (1,000 services, the last dead
- * 63 ms after the deadline, test/integration/lifeline-deadline.test.ts), taken twice over.
+ * Can every service of a session be killed by the must-be-out instant? The lifeline's reaper
+ * starts killing ahead of it by what the kernel takes per service (KILL_COST_PER_SERVICE_MS),
+ * so that time comes out of the logout budget, which ends at the same instant. It may take
+ * all of it (the reaper then fires at the self-fence deadline D, when the agent would have
+ * started logging out had it not been frozen) but never more: before D the agent is not yet
+ * late. Refused, with the numbers, when the services hosted could need more.
  */
-export const KILL_MS_PER_SERVICE = 0.125;
-
-/**
- * Can every service of a session be killed between the must-be-out instant and the lease's
- * end, when a successor may log in? That margin also absorbs clock drift and late timers
- * (lease/timing.ts), so the kills may use half of it. Refused, with the numbers, when not.
- */
-export function killBudgetProblem(identities: number, timing: { ttlMs: number; mustBeOutByMs: number }) {
-  const marginMs = timing.ttlMs - timing.mustBeOutByMs;
-  const allowedMs = marginMs / 2;
-  const needMs = identities * KILL_MS_PER_SERVICE;
-  if (needMs <= allowedMs) return undefined;
+export function killBudgetProblem(identities: number, timing: { ttlMs: number; logoutBudgetMs: number }) {
+  const needMs = identities * KILL_COST_PER_SERVICE_MS;
+  if (needMs <= timing.logoutBudgetMs) return undefined;
   return (
-    `${identities} identities on one agent may need ${Math.round(needMs)} ms to be killed at the must-be-out instant ` +
-    `(${KILL_MS_PER_SERVICE} ms each), more than half of the ${marginMs} ms between it and the end of the ${timing.ttlMs / 1000} s lease, ` +
-    `when a successor may log in: spread them over more agents (at most ${Math.floor(allowedMs / KILL_MS_PER_SERVICE)} here) or raise lease.ttlSeconds`
+    `${identities} identities on one agent may need ${Math.round(needMs)} ms to be killed by the must-be-out instant ` +
+    `(${KILL_COST_PER_SERVICE_MS} ms each), more than the ${timing.logoutBudgetMs} ms logout budget of the ${timing.ttlMs / 1000} s lease: ` +
+    `spread them over more agents (at most ${Math.floor(timing.logoutBudgetMs / KILL_COST_PER_SERVICE_MS)} here) or raise lease.ttlSeconds`
   );
 }
 
+/** Cross-field checks the schema cannot express: the self-fence inequality of the lease. */
 function checkLease(config: AgentConfig, file: string): AgentConfig {
   let timing;
   try {
