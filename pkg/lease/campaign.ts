@@ -440,7 +440,13 @@ export class Candidate implements TermContext {
           [
             this.client.put(leaderKey).value(JSON.stringify(record)).lease(this.session.leaseId),
             // The login gate's first read, after the write: no round trip of its own (gate.ts).
-            ...gateReadOps(this.client, this.keys, this.session.keys, this.identity),
+            ...gateReadOps(
+              this.client,
+              this.keys,
+              this.session.keys,
+              this.identity,
+              lastSeen?.record.leaseId,
+            ),
           ],
         );
       } catch (err) {
@@ -499,7 +505,10 @@ export class Candidate implements TermContext {
       (peers) => {
         if (stopped) return;
         const lapses = LapseWatch.for(this.client, this.session.keys, peers, this.clock);
-        stop = lapses.watch(holder.leaseId, holder.node, holder.ttlMs, (r) => this.opts.onLapse?.(r));
+        stop = lapses.watch(holder.leaseId, holder.node, holder.ttlMs, (r) => this.opts.onLapse?.(r), {
+          node: this.session.node,
+          leaseId: this.session.leaseId,
+        });
       },
       () => undefined,
     );

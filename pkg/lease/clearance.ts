@@ -8,7 +8,10 @@
 //     `true` is written before a service starts, guarded by the term's key, so a term whose
 //     key is gone can no longer write it);
 //   - its holder's session is gone and at least the holder's T has passed, on our monotonic
-//     clock, since we last saw that session renewed (peers.ts says why that is proof).
+//     clock, since we last saw that session renewed (peers.ts says why that is proof);
+//   - its holder's session is gone, and the node that ended it recorded that the holder's T
+//     had passed on its clock since it saw the renewal we too saw last (lapse.ts): the same
+//     proof, measured by a node that saw that renewal sooner.
 // A lease that is simply gone proves nothing: it may have been revoked by its own agent, a
 // controller or an operator while a service still ran. While the holder's session is alive
 // and has not confirmed, the holder may still be logged in: wait for its word or its end.
@@ -39,8 +42,13 @@ export interface ClearanceFacts {
   termEnd?: { token: string; loggedOut: boolean };
   /** The identity's login record, if any, read after the terms above ended. */
   login?: { token: string; loggedIn: boolean };
-  /** Per lease: is its session key there now, and when did we last see it renewed (monotonic)? */
-  sessions: ReadonlyMap<string, { present: boolean; lastSeenAt: number }>;
+  /**
+   * Per lease: is its session key there now, when did we last see it renewed (monotonic), and,
+   * once gone, at which revision (when our view of it kept up: the renewal that was its last).
+   */
+  sessions: ReadonlyMap<string, { present: boolean; lastSeenAt: number; lastRevision?: bigint }>;
+  /** Per lease: what the node that ended it recorded (keys.ts, LapseRecord). */
+  lapses?: ReadonlyMap<string, { by: string; sessionRevision: bigint; sinceMs: number }>;
   /** performance.now() of this decision. */
   now: number;
 }
@@ -73,6 +81,18 @@ function judgeTerm(term: EarlierTerm, f: ClearanceFacts): TermVerdict {
     };
   }
   const sinceRenewal = f.now - session.lastSeenAt;
+  const lapse = f.lapses?.get(term.leaseId);
+  if (
+    lapse &&
+    lapse.sinceMs >= term.ttlMs &&
+    session.lastRevision !== undefined &&
+    lapse.sessionRevision === session.lastRevision
+  ) {
+    return {
+      over: true,
+      why: `${name}: its session is gone, ended by ${lapse.by}, which had seen its last renewal (revision ${lapse.sessionRevision}) ${lapse.sinceMs} ms before, past its TTL of ${term.ttlMs} ms, so its holder self-fenced`,
+    };
+  }
   if (sinceRenewal >= term.ttlMs) {
     return {
       over: true,

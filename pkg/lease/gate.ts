@@ -5,7 +5,7 @@ import type { Etcd3, IOperation } from 'etcd3';
 import type { Clock } from '../clock/index.js';
 import { type ClearanceFacts, type ClearanceVerdict, type EarlierTerm } from './clearance.js';
 import type { StepResult, TxnBatcher } from './batch.js';
-import { decode, type Keys, LoginRecord, TermEnd } from './keys.js';
+import { decode, type Keys, LapseRecord, LoginRecord, TermEnd } from './keys.js';
 import type { FencingToken } from './errors.js';
 import type { PreviousTerm } from './leadership.js';
 import type { PeerSessions } from './peers.js';
@@ -40,17 +40,30 @@ export interface GateFacts {
 }
 
 /**
- * The gate's read: the end-of-term and login records and every live session. Also sent inside
- * the transaction that creates the leader key, so the gate's first decision needs no round
- * trip of its own: read after the write that made the term, it is read after every earlier
- * term ended (the key was free), which is all the gate's rules ask of a read.
+ * The gate's read: the end-of-term and login records, every live session, and what a node
+ * that ended the previous holder's lease recorded of its lapse. Also sent inside the
+ * transaction that creates the leader key, so the gate's first decision needs no round trip
+ * of its own: read after the write that made the term, it is read after every earlier term
+ * ended (the key was free), which is all the gate's rules ask of a read.
  */
-export function gateReadOps(client: Etcd3, keys: Keys, sessionKeys: Keys, identity: string): IOperation[] {
+export function gateReadOps(
+  client: Etcd3,
+  keys: Keys,
+  sessionKeys: Keys,
+  identity: string,
+  previousLeaseId: string | undefined,
+): IOperation[] {
   return [
     client.get(keys.termEnd(identity)),
     client.get(keys.login(identity)),
     client.getAll().prefix(sessionKeys.sessions()),
+    ...(previousLeaseId ? [client.get(sessionKeys.lapse(previousLeaseId))] : []),
   ];
+}
+
+/** The lease whose lapse record the gate reads: the term this node saw end, unless transferred. */
+export function lapsedLease(previous: PreviousTerm | undefined): string | undefined {
+  return previous && !previous.transferred ? previous.record.leaseId : undefined;
 }
 
 /** A gate read done ahead (in the creating transaction), and when its answer came (monotonic). */
@@ -65,9 +78,10 @@ export async function readClearanceFacts(g: GateFacts, ahead?: GateRead): Promis
   const termEndKey = keys.termEnd(identity);
   const loginKey = keys.login(identity);
   // One read at one revision, merged with the other reads and writes of this moment (batch.ts).
+  const lapsed = lapsedLease(g.previous);
   const result =
     ahead?.result ??
-    (await g.batcher.run(gateReadOps(client, keys, sessionKeys, identity), keys.leader(identity)));
+    (await g.batcher.run(gateReadOps(client, keys, sessionKeys, identity, lapsed), keys.leader(identity)));
   // When the answer came: a session found gone was last renewed before it.
   const readAt = ahead?.receivedAt ?? g.clock.monotonicMs();
   const revision = BigInt(result.revision);
@@ -79,6 +93,17 @@ export async function readClearanceFacts(g: GateFacts, ahead?: GateRead): Promis
       kv.key.toString().slice(sessionKeys.sessions().length),
     ),
   );
+  const lapses = new Map<string, { by: string; sessionRevision: bigint; sinceMs: number }>();
+  if (lapsed) {
+    const where = sessionKeys.lapse(lapsed);
+    const record = decode(LapseRecord, result.responses[3]?.response_range?.kvs[0]?.value, where);
+    if (record)
+      lapses.set(lapsed, {
+        by: record.by,
+        sessionRevision: BigInt(record.sessionRevision),
+        sinceMs: record.sinceMs,
+      });
+  }
 
   const terms: EarlierTerm[] = [];
   const prev = g.previous;
@@ -105,7 +130,7 @@ export async function readClearanceFacts(g: GateFacts, ahead?: GateRead): Promis
     g.peers.catch(() => undefined),
     new Promise<undefined>((resolve) => setImmediate(() => resolve(undefined))),
   ]);
-  const sessions = new Map<string, { present: boolean; lastSeenAt: number }>();
+  const sessions = new Map<string, { present: boolean; lastSeenAt: number; lastRevision?: bigint }>();
   for (const term of terms) {
     if (term.transferred || sessions.has(term.leaseId)) continue;
     if (present.has(term.leaseId)) {
@@ -114,16 +139,22 @@ export async function readClearanceFacts(g: GateFacts, ahead?: GateRead): Promis
     }
     // Gone: every renewal came before this read, so its time bounds the last one; a
     // renewal we saw earlier bounds it tighter.
-    const seen = await peers?.lastSeenUpTo(term.leaseId, revision, PEER_CATCHUP_MS);
+    const seen = await peers?.sightingUpTo(term.leaseId, revision, PEER_CATCHUP_MS);
     const firstGone = g.goneSince?.get(term.leaseId) ?? readAt;
     g.goneSince?.set(term.leaseId, firstGone);
-    sessions.set(term.leaseId, { present: false, lastSeenAt: Math.min(firstGone, seen ?? firstGone) });
+    sessions.set(term.leaseId, {
+      present: false,
+      lastSeenAt: Math.min(firstGone, seen?.lastSeenAt ?? firstGone),
+      // Only a view that kept up to the read can say which renewal was the last.
+      ...(seen?.gone && seen.modRevision > 0n ? { lastRevision: seen.modRevision } : {}),
+    });
   }
   return {
     terms,
     ...(termEnd ? { termEnd: { token: termEnd.token, loggedOut: termEnd.loggedOut } } : {}),
     ...(login ? { login: { token: login.token, loggedIn: login.loggedIn } } : {}),
     sessions,
+    ...(lapses.size > 0 ? { lapses } : {}),
     now: g.clock.monotonicMs(),
   };
 }

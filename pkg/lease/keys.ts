@@ -52,6 +52,14 @@ export class Keys {
   session(leaseId: string): string {
     return `${this.sessions()}${leaseId}`;
   }
+  /**
+   * What a node that ended another's lapsed lease saw (lapse.ts): the holder's last renewal,
+   * and that its T had passed since. Bound to the revoking node's own lease, so records go
+   * with the session that measured them.
+   */
+  lapse(leaseId: string): string {
+    return `${this.prefix}/lapses/${leaseId}`;
+  }
   fence(node: string): string {
     return `${this.prefix}/nodes/${node}/fence`;
   }
@@ -142,6 +150,25 @@ export const TermEnd = z.strictObject({
   actor: z.string().optional(),
 });
 export type TermEnd = z.infer<typeof TermEnd>;
+
+/**
+ * Written by a node about to revoke another's lease, in the transaction that checks the
+ * holder's session key was last written at `sessionRevision`: that write was a renewal the
+ * writer saw, `sinceMs` before, on its own clock.
+ */
+export const LapseRecord = z.strictObject({
+  /** The holder's node, for people reading it. */
+  node: z.string(),
+  /** The node that measured the lapse and ends the lease. */
+  by: z.string(),
+  /** mod_revision of the holder's session key when the writer checked it: its last renewal. */
+  sessionRevision: z.string().regex(/^[1-9][0-9]*$/),
+  /** How long before the record the writer saw that renewal, on its own monotonic clock. */
+  sinceMs: z.number().int().nonnegative(),
+  /** Wall-clock ms of the record (for people reading it). */
+  at: z.number(),
+});
+export type LapseRecord = z.infer<typeof LapseRecord>;
 
 export const FenceRecord = z.strictObject({
   reason: z.string().min(1),

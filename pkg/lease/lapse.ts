@@ -11,12 +11,17 @@
 // and was out by T × (1 − drift) on its own. A linearizable read then confirms that no later
 // write was acknowledged that our watch has not delivered yet. Revoking then ends only what
 // the holder's own rule already ended — etcd's expiry, at most 500 ms sooner — so it never
-// moves an identity that was not already moving. It proves nothing by itself either: the
-// successor's login gate still judges the earlier term by the same sightings (clearance.ts).
+// moves an identity that was not already moving.
+//
+// The check and a record of it go in one transaction: "the holder's session key was last
+// written at revision R, a renewal this node saw T or more ago" (keys.ts, LapseRecord). The
+// revoke proves nothing by itself; the successor's login gate (clearance.ts) accepts the
+// record in place of its own sighting, which came later, only when R is also the last
+// renewal it saw itself: otherwise a renewal came after the check, and it waits as before.
 import type { Etcd3 } from 'etcd3';
 import type { Clock } from '../clock/index.js';
 import { ETCD_CALL_MS, isLeaseGone, within } from './etcd.js';
-import type { Keys } from './keys.js';
+import type { Keys, LapseRecord } from './keys.js';
 import type { PeerSessions, PeerSighting } from './peers.js';
 
 export interface LapseFacts {
@@ -77,9 +82,17 @@ export type LapseReport = (r: { leaseId: string; node: string; revoked: boolean;
 /** Where the sightings come from (peers.ts; a test may give a view of its own). */
 export type SightingSource = Pick<PeerSessions, 'sighting'>;
 
+/** The node watching, and the lease its lapse records are bound to (its own session's). */
+export interface LapseRecorder {
+  node: string;
+  leaseId: string;
+}
+
 interface Watched {
   node: string;
   ttlMs: number;
+  /** Who records the lapse (the first to watch); without one the check is a plain read. */
+  recorder?: LapseRecorder;
   reports: Set<LapseReport>;
   cancel?: () => void;
   /** A confirm-and-revoke is in flight. */
@@ -111,10 +124,19 @@ export class LapseWatch {
    * Watch `leaseId` (held by `node`, TTL `ttlMs`) while the returned function is not called;
    * `report` hears of a revoke or a failed attempt (one listener per revoke is told).
    */
-  watch(leaseId: string, node: string, ttlMs: number, report: LapseReport): () => void {
+  watch(
+    leaseId: string,
+    node: string,
+    ttlMs: number,
+    report: LapseReport,
+    recorder?: LapseRecorder,
+  ): () => void {
     let w = this.watched.get(leaseId);
     if (!w) {
-      this.watched.set(leaseId, (w = { node, ttlMs, reports: new Set(), busy: false }));
+      this.watched.set(
+        leaseId,
+        (w = { node, ttlMs, reports: new Set(), busy: false, ...(recorder ? { recorder } : {}) }),
+      );
       this.check(leaseId);
     }
     w.reports.add(report);
@@ -133,8 +155,9 @@ export class LapseWatch {
   private check(leaseId: string, read?: LapseFacts['read']): void {
     const w = this.watched.get(leaseId);
     if (!w || w.busy) return;
+    const sighting = this.peers.sighting(leaseId);
     const verdict = decideLapse({
-      sighting: this.peers.sighting(leaseId),
+      sighting,
       ttlMs: w.ttlMs,
       now: this.clock.monotonicMs(),
       ...(read ? { read } : {}),
@@ -146,27 +169,34 @@ export class LapseWatch {
         w.cancel = this.clock.after(verdict.checkInMs, () => this.check(leaseId));
         return;
       case 'confirm':
+        void this.act(leaseId, w, { confirm: sighting! });
+        return;
       case 'revoke':
-        void this.act(leaseId, w, verdict.action === 'revoke' ? verdict.why : undefined);
+        void this.act(leaseId, w, { revoke: verdict.why });
     }
   }
 
-  /** Read the holder's session key (`why` undefined), or revoke its lease. */
-  private async act(leaseId: string, w: Watched, why: string | undefined): Promise<void> {
+  /**
+   * Check that the holder's session key is still at the renewal last seen, recording the lapse
+   * when it is (or only read it, without a recorder); or revoke the holder's lease.
+   */
+  private async act(
+    leaseId: string,
+    w: Watched,
+    step: { confirm: PeerSighting } | { revoke: string },
+  ): Promise<void> {
     w.busy = true;
     let next: LapseFacts['read'] | 'done' = 'done';
     // Told now, before any answer: the key's deletion may reach the waiting candidate, and
     // end its wait (and its listening), before etcd's answer to the revoke reaches us.
     const tell = this.teller(w);
     try {
-      if (why === undefined) {
-        const kv = (await this.client.get(this.keys.session(leaseId)).options(within(ETCD_CALL_MS)).exec())
-          .kvs[0];
-        next = { present: kv !== undefined, modRevision: kv ? BigInt(kv.mod_revision) : 0n };
+      if ('confirm' in step) {
+        next = await this.confirm(leaseId, w, step.confirm);
       } else {
         try {
           await this.client.leaseClient.leaseRevoke({ ID: leaseId }, within(ETCD_CALL_MS));
-          tell({ leaseId, node: w.node, revoked: true, why });
+          tell({ leaseId, node: w.node, revoked: true, why: step.revoke });
         } catch (err) {
           // etcd's expiry check got there first: nothing to report.
           if (!isLeaseGone(err)) throw err;
@@ -177,7 +207,8 @@ export class LapseWatch {
       const failed =
         `could not end ${w.node}'s lapsed lease ${leaseId} early (${(err as Error).message}); etcd's expiry ` +
         `ends it within 500 ms instead. Under etcd RBAC a revoke needs write access to every key on that ` +
-        `lease (its session, leader and candidate keys): grant it to this agent's role, or accept the wait`;
+        `lease (its session, leader and candidate keys) and to ${this.keys.prefix}/lapses/: grant it to this ` +
+        `agent's role, or accept the wait`;
       tell({ leaseId, node: w.node, revoked: false, why: failed });
     } finally {
       w.busy = false;
@@ -186,6 +217,35 @@ export class LapseWatch {
     if (this.watched.get(leaseId) !== w) return;
     if (next === 'done') return this.forget(leaseId);
     this.check(leaseId, next);
+  }
+
+  /**
+   * Is the holder's session key still at the renewal last seen? With a recorder, one
+   * transaction: if so, write the lapse record for the successor's gate; if not, read the key.
+   */
+  private async confirm(leaseId: string, w: Watched, seen: PeerSighting): Promise<LapseFacts['read']> {
+    const sessionKey = this.keys.session(leaseId);
+    const sinceMs = Math.max(0, Math.floor(this.clock.monotonicMs() - seen.lastSeenAt));
+    if (!w.recorder || seen.modRevision <= 0n) {
+      const kv = (await this.client.get(sessionKey).options(within(ETCD_CALL_MS)).exec()).kvs[0];
+      return { present: kv !== undefined, modRevision: kv ? BigInt(kv.mod_revision) : 0n };
+    }
+    const record: LapseRecord = {
+      node: w.node,
+      by: w.recorder.node,
+      sessionRevision: String(seen.modRevision),
+      sinceMs,
+      at: this.clock.wallMs(),
+    };
+    const txn = await this.client
+      .if(sessionKey, 'Mod', '==', String(seen.modRevision))
+      .then(this.client.put(this.keys.lapse(leaseId)).value(JSON.stringify(record)).lease(w.recorder.leaseId))
+      .else(this.client.get(sessionKey))
+      .options(within(ETCD_CALL_MS))
+      .commit();
+    if (txn.succeeded) return { present: true, modRevision: seen.modRevision };
+    const kv = txn.responses[0]?.response_range?.kvs[0];
+    return { present: kv !== undefined, modRevision: kv ? BigInt(kv.mod_revision) : 0n };
   }
 
   /** The listener to tell of what happens next (the earliest still waiting), or no one. */

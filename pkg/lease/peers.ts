@@ -21,7 +21,11 @@ export interface PeerSighting {
   lastSeenAt: number;
   /** The session key was deleted (the lease was revoked or expired). */
   gone: boolean;
-  /** etcd revision of the latest write of the session key seen (0 when none was seen). */
+  /**
+   * etcd revision of the latest write of the session key seen: its last renewal once it is
+   * gone. 0 when none was seen, or when writes may have been missed (it went while the watch
+   * was down).
+   */
   modRevision: bigint;
   goneAt?: number;
 }
@@ -128,11 +132,11 @@ export class PeerSessions {
   }
 
   /**
-   * When the lease was last seen renewed, counting every change up to `revision` (a read
-   * that found its session key gone). Waits up to `ms` for the watch to deliver those
-   * changes; undefined when it did not, or the lease was never seen.
+   * What was seen of the lease, counting every change up to `revision` (a read that found its
+   * session key gone). Waits up to `ms` for the watch to deliver those changes; undefined when
+   * it did not, or the lease was never seen.
    */
-  async lastSeenUpTo(leaseId: string, revision: bigint, ms: number): Promise<number | undefined> {
+  async sightingUpTo(leaseId: string, revision: bigint, ms: number): Promise<PeerSighting | undefined> {
     const deadline = this.clock.monotonicMs() + ms;
     while (this.progress < revision && !this.seen.get(leaseId)?.gone) {
       const left = deadline - this.clock.monotonicMs();
@@ -147,7 +151,7 @@ export class PeerSessions {
         this.progressWaiters.add(done);
       });
     }
-    return this.seen.get(leaseId)?.lastSeenAt;
+    return this.seen.get(leaseId);
   }
 
   async close(): Promise<void> {
@@ -162,10 +166,10 @@ export class PeerSessions {
     const now = this.clock.monotonicMs();
     const present = new Set(kvs.map((kv) => this.leaseOf(kv)));
     // Leases that went while we were not watching: their last renewal may have been any time
-    // up to now, so now is the only safe bound.
+    // up to now, so now is the only safe bound, and which write was the last is unknown (0).
     for (const [lease, s] of this.seen) {
       if (!present.has(lease) && !s.gone)
-        this.seen.set(lease, { ...s, lastSeenAt: now, gone: true, goneAt: now });
+        this.seen.set(lease, { lastSeenAt: now, gone: true, goneAt: now, modRevision: 0n });
     }
     for (const kv of kvs) {
       this.seen.set(this.leaseOf(kv), { lastSeenAt: now, gone: false, modRevision: BigInt(kv.mod_revision) });

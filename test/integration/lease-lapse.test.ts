@@ -3,10 +3,11 @@
 import { expect } from 'chai';
 import { Keys, Session, connectEtcd, type LeaderRecord, type LoginRecord } from '../../pkg/lease/index.js';
 import { LapseWatch, type LapseReport } from '../../pkg/lease/lapse.js';
-import type { PeerSighting } from '../../pkg/lease/peers.js';
+import type { LapseRecord } from '../../pkg/lease/keys.js';
+import { PeerSessions, type PeerSighting } from '../../pkg/lease/peers.js';
 import { systemClock } from '../../pkg/clock/index.js';
 import { Harness, type EtcdMember } from '../support/harness.js';
-import { waitFor } from '../support/wait.js';
+import { delay, waitFor } from '../support/wait.js';
 import { openNode, type TestNode } from './lease-support.js';
 
 const T = 2; // seconds: etcd's minimum
@@ -151,6 +152,53 @@ describe('pkg/lease: a waiting standby ends a lapsed holder’s lease (real etcd
     } finally {
       await live.close();
       client.close();
+    }
+  });
+  it('a successor that saw the holder’s last renewal late logs in on the record of the standby that saw it first, not a T after its own sighting', async function () {
+    this.timeout(60_000);
+    const identity = 'lapse-recorded';
+    const keys = new Keys();
+    const holder = await h.startNodeProgram({
+      script: 'test/fixtures/lease-candidate.ts',
+      args: [etcd.networkEndpoint, 'a', identity, String(T), '10'],
+    });
+    const { leaseId } = JSON.parse(await holder.waitForLine(/"ev":"session"/)) as { leaseId: string };
+    await holder.waitForLine(/"ev":"logged-in"/);
+    // b watches a's session from before the fault; it does not campaign, it only ends the lease.
+    const bClient = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+    const b = await Session.open(bClient, { node: 'b', timing: { ttlSeconds: T } });
+    const reports: Array<Parameters<LapseReport>[0]> = [];
+    try {
+      const view = await PeerSessions.for(bClient, keys).ready;
+      const stop = LapseWatch.for(bClient, keys, view, systemClock).watch(
+        leaseId,
+        'a',
+        T * 1000,
+        (r) => reports.push(r),
+        { node: 'b', leaseId: b.leaseId },
+      );
+      await holder.pause();
+      // c starts half a T into the freeze: the first it sees of a's session is that late, so on
+      // its own sighting it would wait until half a T past the instant a was out.
+      await delay((T * 1000) / 2);
+      const c = await open([etcd.hostEndpoint], 'c', identity);
+      const leadership = await c.candidate.campaign();
+      const reason = await leadership.clearance();
+      stop();
+      await holder.unpause();
+
+      expect(reports.map((r) => r.revoked)).to.deep.equal([true]);
+      const record = (await bClient.get(keys.lapse(leaseId)).json()) as LapseRecord;
+      expect(record).to.include({ node: 'a', by: 'b' });
+      expect(record.sinceMs).to.be.at.least(T * 1000);
+      expect(reason).to.match(
+        new RegExp(
+          `term \\d+ on a: its session is gone, ended by b, which had seen its last renewal \\(revision ${record.sessionRevision}\\)`,
+        ),
+      );
+    } finally {
+      await b.close();
+      bClient.close();
     }
   });
 });

@@ -56,6 +56,29 @@ describe('login gate: a successor logs in only on positive proof that earlier te
       /last seen renewed 5000 ms ago, past its TTL of 5000 ms/,
     ],
   ];
+  // A standby ended the holder's lease (lapse.ts) once T had passed since it saw the renewal at
+  // revision 70; we saw that renewal 1,000 ms ago only, later than it did.
+  const lapsed = (over: { sessionRevision?: bigint; sinceMs?: number; lastRevision?: bigint | null } = {}) =>
+    facts({
+      sessions: new Map([
+        [
+          'L-a',
+          {
+            present: false,
+            lastSeenAt: NOW - 1_000,
+            ...(over.lastRevision === null ? {} : { lastRevision: over.lastRevision ?? 70n }),
+          },
+        ],
+      ]),
+      lapses: new Map([
+        ['L-a', { by: 'c', sessionRevision: over.sessionRevision ?? 70n, sinceMs: over.sinceMs ?? T + 3 }],
+      ]),
+    });
+  proceeds.push([
+    "the node that ended the holder's lease recorded T passed since the renewal we too saw last",
+    lapsed(),
+    /ended by c, which had seen its last renewal \(revision 70\) 5003 ms before, past its TTL of 5000 ms/,
+  ]);
   for (const [name, f, why] of proceeds) {
     it(`logs in at once: ${name}`, function () {
       const verdict = decideClearance(f);
@@ -111,6 +134,26 @@ describe('login gate: a successor logs in only on positive proof that earlier te
     expect(verdict.proceed).to.equal(false);
     expect(verdict.reason).to.match(/term 44 on c .*TTL of 10000 ms/);
   });
+
+  const unproven: Array<[string, ClearanceFacts]> = [
+    [
+      'its last renewal came after the one the record is about (a renewal beat the revoke)',
+      lapsed({ lastRevision: 71n }),
+    ],
+    [
+      'our view cannot say which renewal was the last (it went while our watch was down)',
+      lapsed({ lastRevision: null }),
+    ],
+    ['the recorder had not yet waited out T', lapsed({ sinceMs: T - 1 })],
+    ['the record is about another renewal than the last we saw', lapsed({ sessionRevision: 69n })],
+  ];
+  for (const [name, f] of unproven) {
+    it(`a lapse record is no proof when ${name}: the gate waits out its own sighting`, function () {
+      const verdict = decideClearance(f);
+      expect(verdict.proceed).to.equal(false);
+      expect(verdict.reason).to.match(/last seen renewed 1000 ms ago, waiting out its TTL of 5000 ms/);
+    });
+  }
 
   it("a session never seen at all counts as unproven (the caller's read time bounds it)", function () {
     const verdict = decideClearance(facts({ sessions: new Map() }));

@@ -8,6 +8,7 @@ import type { TxnBatcher } from '../../pkg/lease/batch.js';
 import { CLEARANCE_RECHECK_MS, decideClearance, type ClearanceVerdict } from '../../pkg/lease/clearance.js';
 import { readClearanceFacts, waitForClearance } from '../../pkg/lease/gate.js';
 import { Keys } from '../../pkg/lease/keys.js';
+import type { PeerSessions } from '../../pkg/lease/peers.js';
 import { RETRY_MS, RetryReport, type CampaignRetry } from '../../pkg/lease/retry.js';
 
 const hold = (reason: string, recheckInMs = CLEARANCE_RECHECK_MS): ClearanceVerdict => ({
@@ -214,5 +215,67 @@ describe('login gate facts read ahead, in the transaction that created the term'
     const verdict = decideClearance(facts);
     expect(verdict.proceed, 'T has not passed since the answer came').to.equal(false);
     expect(verdict.reason).to.match(/last seen renewed 30 ms ago, waiting out its TTL of 5000 ms/);
+  });
+  it('reads what the node that ended the previous lease recorded, and lets the term in on it when that was the last renewal seen here', async function () {
+    const clock = new ManualClock();
+    const receivedAt = clock.monotonicMs();
+    const lapse = { node: 'a', by: 'c', sessionRevision: '70', sinceMs: 5_004, at: 0 };
+    // This node saw a's last renewal (revision 70) only just now: its own T has far to run.
+    const view = {
+      sightingUpTo: async () => ({
+        lastSeenAt: receivedAt - 20,
+        gone: true,
+        goneAt: receivedAt,
+        modRevision: 70n,
+      }),
+    } as unknown as PeerSessions;
+    const read = (recorded: typeof lapse) =>
+      readClearanceFacts(
+        {
+          client: {} as Etcd3,
+          batcher: noBatcher,
+          identity: 'demo',
+          keys,
+          sessionKeys: keys,
+          token: 91n,
+          previous,
+          peers: Promise.resolve(view),
+          clock,
+          goneSince: new Map(),
+        },
+        {
+          receivedAt,
+          result: {
+            revision: '91',
+            responses: [
+              { response_range: { kvs: [] } },
+              {
+                response_range: {
+                  kvs: [
+                    kv(keys.login('demo'), {
+                      node: 'a',
+                      token: '40',
+                      loggedIn: true,
+                      at: 0,
+                      leaseId: '7a',
+                      ttlMs: 5_000,
+                    }),
+                  ],
+                },
+              },
+              { response_range: { kvs: [] } },
+              { response_range: { kvs: [kv(keys.lapse('7a'), recorded)] } },
+            ],
+          },
+        },
+      );
+    const facts = await read(lapse);
+    expect(facts.sessions.get('7a')).to.deep.include({ present: false, lastRevision: 70n });
+    expect(facts.lapses?.get('7a')).to.deep.equal({ by: 'c', sessionRevision: 70n, sinceMs: 5_004 });
+    expect(decideClearance(facts).reason).to.match(
+      /ended by c, which had seen its last renewal \(revision 70\)/,
+    );
+    // About an earlier renewal than the last one seen here: no proof, the gate waits.
+    expect(decideClearance(await read({ ...lapse, sessionRevision: '69' })).proceed).to.equal(false);
   });
 });
