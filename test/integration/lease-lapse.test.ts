@@ -73,7 +73,7 @@ describe('pkg/lease: a waiting standby ends a lapsed holder’s lease (real etcd
         T * 1000 * 0.9,
       );
     }
-    expect(await leadership.clearance()).to.match(/session is gone .* past its TTL .* self-fenced/);
+    expect(await leadership.clearance()).to.match(/session is gone.* past its TTL .* self-fenced/);
   });
 
   it('a holder not renewed for its T loses its lease then, though etcd would keep it for seconds more', async function () {
@@ -115,7 +115,7 @@ describe('pkg/lease: a waiting standby ends a lapsed holder’s lease (real etcd
       expect(reports[0]).to.include({ leaseId, node: 'ghost', revoked: true });
       expect(reports[0]!.why).to.match(/not seen renewed for \d+ ms, past its TTL of 2000 ms/);
       expect(leadership.previous?.record.node).to.equal('ghost');
-      expect(await leadership.clearance()).to.match(/term .* on ghost: its session is gone .* self-fenced/);
+      expect(await leadership.clearance()).to.match(/term .* on ghost: its session is gone.* self-fenced/);
     } finally {
       client.close();
     }
@@ -158,47 +158,69 @@ describe('pkg/lease: a waiting standby ends a lapsed holder’s lease (real etcd
     this.timeout(60_000);
     const identity = 'lapse-recorded';
     const keys = new Keys();
-    const holder = await h.startNodeProgram({
-      script: 'test/fixtures/lease-candidate.ts',
-      args: [etcd.networkEndpoint, 'a', identity, String(T), '10'],
-    });
-    const { leaseId } = JSON.parse(await holder.waitForLine(/"ev":"session"/)) as { leaseId: string };
-    await holder.waitForLine(/"ev":"logged-in"/);
-    // b watches a's session from before the fault; it does not campaign, it only ends the lease.
-    const bClient = connectEtcd({ endpoints: [etcd.hostEndpoint] });
-    const b = await Session.open(bClient, { node: 'b', timing: { ttlSeconds: T } });
+    const client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+    // b watches the holder's session from before its last renewal; it does not campaign, it
+    // only ends the lease. Its view is the one that saw that renewal first.
+    const b = await Session.open(client, { node: 'b', timing: { ttlSeconds: T } });
     const reports: Array<Parameters<LapseReport>[0]> = [];
+    let stop = () => undefined as void;
     try {
-      const view = await PeerSessions.for(bClient, keys).ready;
-      const stop = LapseWatch.for(bClient, keys, view, systemClock).watch(
+      const view = await PeerSessions.for(client, keys).ready;
+      // A holder logged in under T = 2 s whose etcd lease (10 s) outlasts it, so that etcd's own
+      // expiry never ends it first: it renews once, then no more (its host died).
+      const { ID: leaseId } = await client.leaseClient.leaseGrant({ TTL: 10 });
+      const ttlMs = T * 1000;
+      const mustBeOutByMs = ttlMs * 0.9;
+      const leader: LeaderRecord = { node: 'ghost', leaseId, ttlMs, mustBeOutByMs, since: Date.now() };
+      const put = await client.put(keys.leader(identity)).value(JSON.stringify(leader)).lease(leaseId).exec();
+      const login: LoginRecord = {
+        node: 'ghost',
+        token: put.header.revision,
+        loggedIn: true,
+        at: 0,
         leaseId,
-        'a',
-        T * 1000,
+        ttlMs,
+      };
+      await client.put(keys.login(identity)).value(JSON.stringify(login));
+      const renewal = await client
+        .put(keys.session(leaseId))
+        .value(JSON.stringify({ node: 'ghost', ttlMs, mustBeOutByMs }))
+        .lease(leaseId)
+        .exec();
+      await waitFor(() => view.sighting(leaseId)?.modRevision === BigInt(renewal.header.revision), {
+        what: "b to see the holder's last renewal",
+        timeoutMs: 5_000,
+      });
+      stop = LapseWatch.for(client, keys, view, systemClock).watch(
+        leaseId,
+        'ghost',
+        ttlMs,
         (r) => reports.push(r),
-        { node: 'b', leaseId: b.leaseId },
+        {
+          node: 'b',
+          leaseId: b.leaseId,
+        },
       );
-      await holder.pause();
-      // c starts half a T into the freeze: the first it sees of a's session is that late, so on
-      // its own sighting it would wait until half a T past the instant a was out.
-      await delay((T * 1000) / 2);
+      // c starts half a T after that renewal: the first it sees of the session is that late, so
+      // on its own sighting it would wait half a T past the instant the holder was out.
+      await delay(ttlMs / 2);
       const c = await open([etcd.hostEndpoint], 'c', identity);
       const leadership = await c.candidate.campaign();
       const reason = await leadership.clearance();
-      stop();
-      await holder.unpause();
 
       expect(reports.map((r) => r.revoked)).to.deep.equal([true]);
-      const record = (await bClient.get(keys.lapse(leaseId)).json()) as LapseRecord;
-      expect(record).to.include({ node: 'a', by: 'b' });
-      expect(record.sinceMs).to.be.at.least(T * 1000);
+      const record = (await client.get(keys.lapse(leaseId)).json()) as LapseRecord;
+      expect(record).to.include({ node: 'ghost', by: 'b', sessionRevision: renewal.header.revision });
+      expect(record.sinceMs).to.be.at.least(ttlMs);
       expect(reason).to.match(
         new RegExp(
-          `term \\d+ on a: its session is gone, ended by b, which had seen its last renewal \\(revision ${record.sessionRevision}\\)`,
+          `term \\d+ on ghost: its session is gone, ended by b, which had seen its last renewal \\(revision ${renewal.header.revision}\\)`,
         ),
       );
     } finally {
+      stop();
       await b.close();
-      bClient.close();
+      client.close();
     }
   });
 });
