@@ -96,7 +96,14 @@ export async function readClearanceFacts(g: GateFacts, ahead?: GateRead): Promis
   const lapses = new Map<string, { by: string; sessionRevision: bigint; sinceMs: number }>();
   if (lapsed) {
     const where = sessionKeys.lapse(lapsed);
-    const record = decode(LapseRecord, result.responses[3]?.response_range?.kvs[0]?.value, where);
+    // An unreadable record proves nothing, and must not hold the gate shut either (as an
+    // unreadable login record does): the gate falls back to its own sighting.
+    let record: LapseRecord | undefined;
+    try {
+      record = decode(LapseRecord, result.responses[3]?.response_range?.kvs[0]?.value, where);
+    } catch {
+      record = undefined;
+    }
     if (record)
       lapses.set(lapsed, {
         by: record.by,

@@ -277,5 +277,9 @@ describe('login gate facts read ahead, in the transaction that created the term'
     );
     // About an earlier renewal than the last one seen here: no proof, the gate waits.
     expect(decideClearance(await read({ ...lapse, sessionRevision: '69' })).proceed).to.equal(false);
+    // Unreadable (an operator's hand, a newer writer): ignored, the gate waits on its own sighting.
+    const garbled = await read({ ...lapse, sessionRevision: 'seventy' });
+    expect(garbled.lapses).to.equal(undefined);
+    expect(decideClearance(garbled).proceed).to.equal(false);
   });
 });
