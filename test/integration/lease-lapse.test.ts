@@ -1,6 +1,7 @@
 // A waiting standby ends a lapsed holder's lease itself (pkg/lease/lapse.ts), against a real
 // etcd: only once the holder is provably out, never a holder that still renews.
 import { expect } from 'chai';
+import type { Etcd3 } from 'etcd3';
 import { Keys, Session, connectEtcd, type LeaderRecord, type LoginRecord } from '../../pkg/lease/index.js';
 import { LapseWatch, type LapseReport } from '../../pkg/lease/lapse.js';
 import type { LapseRecord } from '../../pkg/lease/keys.js';
@@ -12,6 +13,35 @@ import { openNode, type TestNode } from './lease-support.js';
 
 const T = 2; // seconds: etcd's minimum
 type Report = Parameters<LapseReport>[0] & { at: number };
+
+/**
+ * A holder logged in under T whose etcd lease (10 s) outlasts it, so that etcd's own expiry
+ * never ends it first: its session key written once (its last renewal), then no more (its
+ * host died). Returns its lease and the revision of that renewal.
+ */
+async function ghostHolder(client: Etcd3, identity: string): Promise<{ leaseId: string; renewal: string }> {
+  const keys = new Keys();
+  const { ID: leaseId } = await client.leaseClient.leaseGrant({ TTL: 10 });
+  const ttlMs = T * 1000;
+  const mustBeOutByMs = ttlMs * 0.9;
+  const leader: LeaderRecord = { node: 'ghost', leaseId, ttlMs, mustBeOutByMs, since: Date.now() };
+  const put = await client.put(keys.leader(identity)).value(JSON.stringify(leader)).lease(leaseId).exec();
+  const login: LoginRecord = {
+    node: 'ghost',
+    token: put.header.revision,
+    loggedIn: true,
+    at: 0,
+    leaseId,
+    ttlMs,
+  };
+  await client.put(keys.login(identity)).value(JSON.stringify(login));
+  const renewal = await client
+    .put(keys.session(leaseId))
+    .value(JSON.stringify({ node: 'ghost', ttlMs, mustBeOutByMs }))
+    .lease(leaseId)
+    .exec();
+  return { leaseId, renewal: renewal.header.revision };
+}
 
 describe('pkg/lease: a waiting standby ends a lapsed holder’s lease (real etcd)', function () {
   let h: Harness;
@@ -79,29 +109,11 @@ describe('pkg/lease: a waiting standby ends a lapsed holder’s lease (real etcd
   it('a holder not renewed for its T loses its lease then, though etcd would keep it for seconds more', async function () {
     this.timeout(60_000);
     const identity = 'lapse-long-lease';
-    const keys = new Keys();
     const client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
     try {
       // A holder whose etcd lease (10 s) outlasts the T it runs by (2 s): it fenced itself at
       // D < 2 s after its last renewal, whatever etcd keeps. It renews once, then no more.
-      const { ID: leaseId } = await client.leaseClient.leaseGrant({ TTL: 10 });
-      const ttlMs = T * 1000;
-      const mustBeOutByMs = ttlMs * 0.9;
-      await client
-        .put(keys.session(leaseId))
-        .value(JSON.stringify({ node: 'ghost', ttlMs, mustBeOutByMs }))
-        .lease(leaseId);
-      const leader: LeaderRecord = { node: 'ghost', leaseId, ttlMs, mustBeOutByMs, since: Date.now() };
-      const put = await client.put(keys.leader(identity)).value(JSON.stringify(leader)).lease(leaseId).exec();
-      const login: LoginRecord = {
-        node: 'ghost',
-        token: put.header.revision,
-        loggedIn: true,
-        at: Date.now(),
-        leaseId,
-        ttlMs,
-      };
-      await client.put(keys.login(identity)).value(JSON.stringify(login));
+      const { leaseId } = await ghostHolder(client, identity);
 
       const reports: Report[] = [];
       const standby = await open([etcd.hostEndpoint], 'b', identity, {
@@ -166,28 +178,9 @@ describe('pkg/lease: a waiting standby ends a lapsed holder’s lease (real etcd
     let stop = () => undefined as void;
     try {
       const view = await PeerSessions.for(client, keys).ready;
-      // A holder logged in under T = 2 s whose etcd lease (10 s) outlasts it, so that etcd's own
-      // expiry never ends it first: it renews once, then no more (its host died).
-      const { ID: leaseId } = await client.leaseClient.leaseGrant({ TTL: 10 });
       const ttlMs = T * 1000;
-      const mustBeOutByMs = ttlMs * 0.9;
-      const leader: LeaderRecord = { node: 'ghost', leaseId, ttlMs, mustBeOutByMs, since: Date.now() };
-      const put = await client.put(keys.leader(identity)).value(JSON.stringify(leader)).lease(leaseId).exec();
-      const login: LoginRecord = {
-        node: 'ghost',
-        token: put.header.revision,
-        loggedIn: true,
-        at: 0,
-        leaseId,
-        ttlMs,
-      };
-      await client.put(keys.login(identity)).value(JSON.stringify(login));
-      const renewal = await client
-        .put(keys.session(leaseId))
-        .value(JSON.stringify({ node: 'ghost', ttlMs, mustBeOutByMs }))
-        .lease(leaseId)
-        .exec();
-      await waitFor(() => view.sighting(leaseId)?.modRevision === BigInt(renewal.header.revision), {
+      const { leaseId, renewal } = await ghostHolder(client, identity);
+      await waitFor(() => view.sighting(leaseId)?.modRevision === BigInt(renewal), {
         what: "b to see the holder's last renewal",
         timeoutMs: 5_000,
       });
@@ -210,11 +203,11 @@ describe('pkg/lease: a waiting standby ends a lapsed holder’s lease (real etcd
 
       expect(reports.map((r) => r.revoked)).to.deep.equal([true]);
       const record = (await client.get(keys.lapse(leaseId)).json()) as LapseRecord;
-      expect(record).to.include({ node: 'ghost', by: 'b', sessionRevision: renewal.header.revision });
+      expect(record).to.include({ node: 'ghost', by: 'b', sessionRevision: renewal });
       expect(record.sinceMs).to.be.at.least(ttlMs);
       expect(reason).to.match(
         new RegExp(
-          `term \\d+ on ghost: its session is gone, ended by b, which had seen its last renewal \\(revision ${renewal.header.revision}\\)`,
+          `term \\d+ on ghost: its session is gone, ended by b, which had seen its last renewal \\(revision ${renewal}\\)`,
         ),
       );
     } finally {

@@ -6,7 +6,7 @@ import { ManualClock } from '../../pkg/clock/index.js';
 import type { Etcd3 } from 'etcd3';
 import type { TxnBatcher } from '../../pkg/lease/batch.js';
 import { CLEARANCE_RECHECK_MS, decideClearance, type ClearanceVerdict } from '../../pkg/lease/clearance.js';
-import { readClearanceFacts, waitForClearance } from '../../pkg/lease/gate.js';
+import { readClearanceFacts, waitForClearance, type GateFacts } from '../../pkg/lease/gate.js';
 import { Keys } from '../../pkg/lease/keys.js';
 import type { PeerSessions } from '../../pkg/lease/peers.js';
 import { RETRY_MS, RetryReport, type CampaignRetry } from '../../pkg/lease/retry.js';
@@ -164,13 +164,17 @@ describe('login gate facts read ahead, in the transaction that created the term'
     transferred: false,
     record: { node: 'a', leaseId: '7a', ttlMs: 5_000, mustBeOutByMs: 4_000, since: 0 },
   };
-
-  it('decides from the read made beside the create, bounding a gone session by when that answer came', async function () {
-    const clock = new ManualClock();
-    const receivedAt = clock.monotonicMs();
-    await clock.advance(30); // the campaign's own steps between the answer and the gate
-    let readAtRevision: bigint | undefined;
-    const facts = await readClearanceFacts(
+  /**
+   * The gate's facts from a read made ahead (revision 91, a's term 40 logged in on lease 7a),
+   * `sessions` and `lapse` being that read's live sessions and lapse record.
+   */
+  const readAhead = (
+    opts: Pick<GateFacts, 'clock' | 'peers'> & Partial<Pick<GateFacts, 'readAt'>>,
+    receivedAt: number,
+    sessions: ReturnType<typeof kv>[],
+    lapse?: ReturnType<typeof kv>,
+  ) =>
+    readClearanceFacts(
       {
         client: {} as Etcd3,
         batcher: noBatcher,
@@ -179,10 +183,8 @@ describe('login gate facts read ahead, in the transaction that created the term'
         sessionKeys: keys,
         token: 91n,
         previous,
-        peers: Promise.reject(new Error('no view of other sessions')),
-        clock,
         goneSince: new Map(),
-        readAt: (revision) => (readAtRevision = revision),
+        ...opts,
       },
       {
         receivedAt,
@@ -204,11 +206,27 @@ describe('login gate facts read ahead, in the transaction that created the term'
                 ],
               },
             },
-            // Only b's session is live: a's is gone.
-            { response_range: { kvs: [kv(keys.session('7b'), {})] } },
+            { response_range: { kvs: sessions } },
+            ...(lapse ? [{ response_range: { kvs: [lapse] } }] : []),
           ],
         },
       },
+    );
+
+  it('decides from the read made beside the create, bounding a gone session by when that answer came', async function () {
+    const clock = new ManualClock();
+    const receivedAt = clock.monotonicMs();
+    await clock.advance(30); // the campaign's own steps between the answer and the gate
+    let readAtRevision: bigint | undefined;
+    // Only b's session is live: a's is gone.
+    const facts = await readAhead(
+      {
+        clock,
+        peers: Promise.reject(new Error('no view of other sessions')),
+        readAt: (revision) => (readAtRevision = revision),
+      },
+      receivedAt,
+      [kv(keys.session('7b'), {})],
     );
     expect(readAtRevision, 'the gate follows changes after the creating revision').to.equal(91n);
     expect(facts.sessions.get('7a')).to.deep.equal({ present: false, lastSeenAt: receivedAt });
@@ -230,45 +248,7 @@ describe('login gate facts read ahead, in the transaction that created the term'
       }),
     } as unknown as PeerSessions;
     const read = (recorded: typeof lapse) =>
-      readClearanceFacts(
-        {
-          client: {} as Etcd3,
-          batcher: noBatcher,
-          identity: 'demo',
-          keys,
-          sessionKeys: keys,
-          token: 91n,
-          previous,
-          peers: Promise.resolve(view),
-          clock,
-          goneSince: new Map(),
-        },
-        {
-          receivedAt,
-          result: {
-            revision: '91',
-            responses: [
-              { response_range: { kvs: [] } },
-              {
-                response_range: {
-                  kvs: [
-                    kv(keys.login('demo'), {
-                      node: 'a',
-                      token: '40',
-                      loggedIn: true,
-                      at: 0,
-                      leaseId: '7a',
-                      ttlMs: 5_000,
-                    }),
-                  ],
-                },
-              },
-              { response_range: { kvs: [] } },
-              { response_range: { kvs: [kv(keys.lapse('7a'), recorded)] } },
-            ],
-          },
-        },
-      );
+      readAhead({ clock, peers: Promise.resolve(view) }, receivedAt, [], kv(keys.lapse('7a'), recorded));
     const facts = await read(lapse);
     expect(facts.sessions.get('7a')).to.deep.include({ present: false, lastRevision: 70n });
     expect(facts.lapses?.get('7a')).to.deep.equal({ by: 'c', sessionRevision: 70n, sinceMs: 5_004 });
