@@ -147,6 +147,8 @@ export class Topology {
   readonly controllers = new Map<string, ControllerHost>();
   readonly keys = new Keys();
   private readonly stops: Array<() => Promise<void>> = [];
+  /** Log streams of restarted containers, ended before the containers are removed. */
+  private readonly follows: NodeJS.ReadableStream[] = [];
   private readonly openLogins = new Map<string, OpenLogin>();
   private readonly tailOffsets = new Map<string, number>();
   private tailing: Promise<void> = Promise.resolve();
@@ -532,10 +534,12 @@ export class Topology {
     const since = Math.floor(Date.now() / 1000);
     await host.container.start();
     const lines: string[] = [];
-    await followLogs(host.container.id, since, (line) => {
-      lines.push(line);
-      this.agentLine(node, line);
-    });
+    this.follows.push(
+      await followLogs(host.container.id, since, (line) => {
+        lines.push(line);
+        this.agentLine(node, line);
+      }),
+    );
     await waitFor(() => lines.some((l) => l.includes('"msg":"agent started"')), {
       what: `agent ${node} to start again`,
       timeoutMs: COMPONENT_START_MS,
@@ -547,7 +551,7 @@ export class Topology {
     const host = this.controllers.get(name)!;
     const since = Math.floor(Date.now() / 1000);
     await host.container.start();
-    await followLogs(host.container.id, since, (line) => this.controllerLine(name, line));
+    this.follows.push(await followLogs(host.container.id, since, (line) => this.controllerLine(name, line)));
     await waitFor(
       async () => {
         const res = await fetch(`${host.url}/livez`, { signal: AbortSignal.timeout(1_000) }).catch(
@@ -609,6 +613,9 @@ export class Topology {
     await Promise.all([...this.logFiles.values()].map((f) => new Promise((resolve) => f.end(resolve))));
     await this.nc.close().catch(() => undefined);
     this.client.close();
+    // Ours closed first, not cut by the removal: followers of containers being force-removed
+    // are where the engine's own logs last spoke when it hung once in CI.
+    for (const stream of this.follows) (stream as unknown as { destroy?: () => void }).destroy?.();
     try {
       await this.harness.close();
     } finally {
@@ -617,8 +624,12 @@ export class Topology {
   }
 }
 
-/** Follow a container's log from `since` (seconds) on; resolves once attached. */
-async function followLogs(id: string, since: number, onLine: (line: string) => void): Promise<void> {
+/** Follow a container's log from `since` (seconds) on; resolves once attached, with the stream. */
+async function followLogs(
+  id: string,
+  since: number,
+  onLine: (line: string) => void,
+): Promise<NodeJS.ReadableStream> {
   const d = await docker();
   const stream = (await d
     .getContainer(id)
@@ -633,6 +644,7 @@ async function followLogs(id: string, since: number, onLine: (line: string) => v
     for (const part of parts) onLine(part);
   });
   stream.on('end', () => out.end());
+  return stream;
 }
 
 /** Fences written and lifted (S4: a fenced node neither campaigns nor logs in). */

@@ -9,7 +9,13 @@ import { getContainerRuntimeClient } from 'testcontainers';
 let dockerode: Promise<Dockerode> | undefined;
 
 export function docker(): Promise<Dockerode> {
-  dockerode ??= getContainerRuntimeClient().then((client) => client.container.dockerode);
+  // A client that could not be made (the engine was down) is not kept: the next call tries again.
+  dockerode ??= getContainerRuntimeClient()
+    .then((client) => client.container.dockerode)
+    .catch((err: unknown) => {
+      dockerode = undefined;
+      throw err;
+    });
   return dockerode;
 }
 

@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import { GenericContainer, type StartedTestContainer, type WaitStrategy } from 'testcontainers';
 import { ManagedContainer } from './container.js';
 import { docker, freePort, ownerLabels } from './docker.js';
+import { ensureEngine, within } from './engine.js';
 import { images } from './images.js';
 import {
   createNatsAuth,
@@ -22,6 +23,8 @@ import { etcdAnswers, natsAnswers, untilAnswers } from './probes.js';
 
 /** A cold container start on a loaded 2-core machine takes seconds; an etcd cluster must elect. */
 const STARTUP_TIMEOUT_MS = 60_000;
+/** A forced removal takes the engine well under a second; past this it hangs (a deadlock). */
+const REMOVE_TIMEOUT_MS = 30_000;
 const ETCD_CLIENT_PORT = 2379;
 const ETCD_PEER_PORT = 2380;
 const NATS_CLIENT_PORT = 4222;
@@ -120,6 +123,7 @@ export class Harness {
 
   /** Create a harness with its own Docker network. */
   static async create(): Promise<Harness> {
+    await ensureEngine();
     const run = randomUUID().slice(0, 8);
     const networkName = `understudy-test-${run}`;
     await (await docker()).createNetwork({ Name: networkName, Driver: 'bridge', Labels: ownerLabels(run) });
@@ -427,21 +431,30 @@ export class Harness {
     return this.track(program);
   }
 
+  private removeWithin(c: ManagedContainer): Promise<void> {
+    return within(c.remove(), REMOVE_TIMEOUT_MS, `removing ${c.name}`);
+  }
+
   /** Remove every container and the network. Safe to call twice and after failures. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const results = await Promise.allSettled(this.containers.map((c) => c.remove()));
+    let results = await Promise.allSettled(this.containers.map((c) => this.removeWithin(c)));
+    if (results.some((r) => r.status === 'rejected')) {
+      // An engine that hangs (or went away) mid-removal is brought back, and the removal tried
+      // once more: what this harness started must not outlive the test.
+      await ensureEngine();
+      results = await Promise.allSettled(this.containers.map((c) => this.removeWithin(c)));
+    }
     for (const { auth, urls } of this.natsAuths) {
       forgetNatsAuth(urls);
       await auth.remove();
     }
-    await (
-      await docker()
-    )
-      .getNetwork(this.networkName)
-      .remove()
-      .catch(() => undefined);
+    await within(
+      docker().then((d) => d.getNetwork(this.networkName).remove()),
+      REMOVE_TIMEOUT_MS,
+      `removing network ${this.networkName}`,
+    ).catch(() => undefined);
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed.length > 0) {
       throw new Error(`could not remove ${failed.length} container(s): ${String(failed[0]!.reason)}`);

@@ -15,12 +15,32 @@ export interface ReapResult {
   networks: number;
 }
 
-export async function reapOrphans(): Promise<ReapResult> {
+function ownedByThisProcess(labels: Record<string, string> | undefined): boolean {
+  return (
+    labels?.[LABEL_OWNER_PID] === String(process.pid) &&
+    labels[LABEL_OWNER_START] === processStartTicks(process.pid)
+  );
+}
+
+/** Remove what runs whose process is gone left behind (before a run). */
+export function reapOrphans(): Promise<ReapResult> {
+  return reap((labels) => !ownerAlive(labels));
+}
+
+/**
+ * Remove what this process started and still holds (after a run): a test that timed out never
+ * reached its own cleanup, and no container may outlive the run.
+ */
+export function reapOwn(): Promise<ReapResult> {
+  return reap(ownedByThisProcess);
+}
+
+async function reap(doomed: (labels: Record<string, string> | undefined) => boolean): Promise<ReapResult> {
   const engine = await docker();
   const filters = JSON.stringify({ label: [`${LABEL_KIT}=true`] });
   let containers = 0;
   for (const info of await engine.listContainers({ all: true, filters })) {
-    if (ownerAlive(info.Labels)) continue;
+    if (!doomed(info.Labels)) continue;
     await engine
       .getContainer(info.Id)
       .remove({ force: true, v: true })
@@ -29,7 +49,7 @@ export async function reapOrphans(): Promise<ReapResult> {
   }
   let networks = 0;
   for (const info of await engine.listNetworks({ filters })) {
-    if (ownerAlive(info.Labels)) continue;
+    if (!doomed(info.Labels)) continue;
     await engine
       .getNetwork(info.Id)
       .remove()
