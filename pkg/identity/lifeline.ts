@@ -32,7 +32,7 @@
 // to another process group or session escapes layer 3; a SIGKILL of the whole agent session
 // from outside (e.g. a cgroup kill) takes the reaper too, but then also the services.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, readFileSync } from 'node:fs';
 import { access, readdir, readFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { delimiter, join } from 'node:path';
@@ -64,6 +64,14 @@ const ORPHANED_AT_START_EXIT = 111;
  */
 export const KILL_COST_PER_SERVICE_MS = 0.5;
 
+/**
+ * Longest single sleep of a reaper's deadline timer, which reads the clock between them. A
+ * sleep that starts late (the host frozen between the timer reading the clock and its `sleep`
+ * starting) ends this much past the deadline at most; a longer one could end a whole TTL past
+ * it. Each step forks one `sleep`: 10 a second per armed deadline (one per etcd session).
+ */
+export const REAPER_TIMER_STEP_MS = 100;
+
 /** Seconds between the reaper's checks that its groups are gone (sh `sleep` takes fractions). */
 const REAPER_TICK = 0.05;
 
@@ -80,12 +88,22 @@ names=' '
 # 1,000 services seconds past the must-be-out instant. The kills themselves take the kernel a
 # while (KILL_COST_PER_SERVICE_MS): the agent sets the timer that much ahead of the deadline.
 untime() { eval "t=\\\${t_$1:-}"; [ -n "$t" ] && kill -KILL "$t" 2>/dev/null; eval "t_$1="; }
+# $2 is an instant on /proc/uptime's clock (ms), not a delay: a line read late (the host frozen
+# between the agent's write and this read) or a sleep started late must not push it back. The
+# timer sleeps in steps of at most ${REAPER_TIMER_STEP_MS} ms and reads the clock after each.
 rearm() {
   untime "$1"
   eval "members=\\\${c_$1:-}"
   [ -z "$members" ] && return
-  secs=$(($2 / 1000)).$(printf '%03d' $(($2 % 1000)))
-  ( sleep "$secs"; for p in $members; do kill -KILL -"$p" 2>/dev/null; done
+  ( while :; do
+      read up _ </proc/uptime
+      left=$(($2 - \${up%.*} * 1000 - 1\${up#*.} * 10 + 1000))
+      [ "$left" -le 0 ] && break
+      [ "$left" -gt ${REAPER_TIMER_STEP_MS} ] && left=${REAPER_TIMER_STEP_MS}
+      case $left in ?) s=0.00$left ;; ??) s=0.0$left ;; *) s=0.$left ;; esac
+      sleep "$s"
+    done
+    for p in $members; do kill -KILL -"$p" 2>/dev/null; done
     at=$(date +%s%3N 2>/dev/null); for p in $members; do echo "expired $p $at"; done ) &
   eval "t_$1=$!"
 }
@@ -121,6 +139,22 @@ done
 for g in $groups; do kill -KILL -"$g" 2>/dev/null; done
 exit 0
 `;
+
+/**
+ * /proc/uptime counts hundredths of a second. The agent's reading and the reaper's are each up
+ * to this much behind the true time: the timer is set this much earlier, never later.
+ */
+export const UPTIME_RESOLUTION_MS = 10;
+
+/**
+ * The clock the reaper's timers run on: /proc/uptime (CLOCK_BOOTTIME, which a shell reads with
+ * a builtin, no fork), in ms. Read the way the reaper reads it.
+ */
+export function uptimeMs(text = readFileSync('/proc/uptime', 'utf8')): number {
+  const m = /^(\d+)\.(\d{2})\s/.exec(text);
+  if (!m) throw new Error(`unexpected /proc/uptime: ${JSON.stringify(text.slice(0, 40))}`);
+  return Number(m[1]) * 1000 + Number(m[2]) * 10;
+}
 
 /** Deadline names become shell variable names in the reaper. */
 const DEADLINE_NAME = /^[a-z0-9]{1,40}$/;
@@ -177,6 +211,14 @@ export class Lifeline {
           'setpriv --pdeathsig is not available (install util-linux >= 2.33): services are stopped by the reaper alone when this agent dies, up to a second later',
         );
       }
+    }
+    try {
+      uptimeMs();
+    } catch (err) {
+      throw new Error(
+        `the lifeline's kill deadlines run on /proc/uptime, which cannot be read here (${(err as Error).message}): the agent runs services on Linux only`,
+        { cause: err },
+      );
     }
     const lifeline = new Lifeline(log, setpriv, opts.clock ?? systemClock, opts.expired);
     try {
@@ -235,7 +277,7 @@ export class Lifeline {
     if (own || !this.deadlines.has(deadline)) this.deadlines.set(deadline, this.clock.monotonicMs() + ms);
     this.covered.set(pgid, deadline);
     this.members.set(deadline, (this.members.get(deadline) ?? 0) + 1);
-    this.send(`cover ${deadline} ${pgid} ${this.fireIn(deadline)}`);
+    this.send(`cover ${deadline} ${pgid} ${this.fireAt(deadline)}`);
   }
 
   /** Take the group out from under its deadline: it is confirmed logged out. */
@@ -246,7 +288,7 @@ export class Lifeline {
     const left = (this.members.get(deadline) ?? 1) - 1;
     if (left > 0) this.members.set(deadline, left);
     else this.members.delete(deadline);
-    if (this.groups.has(pgid)) this.send(`uncover ${deadline} ${pgid} ${this.fireIn(deadline)}`);
+    if (this.groups.has(pgid)) this.send(`uncover ${deadline} ${pgid} ${this.fireAt(deadline)}`);
     if (left <= 0) this.deadlines.delete(deadline);
   }
 
@@ -254,7 +296,7 @@ export class Lifeline {
   extend(deadline: string, ms: number): void {
     if (!this.deadlines.has(deadline)) return;
     this.deadlines.set(deadline, this.clock.monotonicMs() + ms);
-    this.send(`deadline ${deadline} ${this.fireIn(deadline)}`);
+    this.send(`deadline ${deadline} ${this.fireAt(deadline)}`);
   }
 
   /** One process group on a deadline of its own: SIGKILL it `ms` from now unless armed again. */
@@ -266,11 +308,15 @@ export class Lifeline {
     this.uncover(pgid);
   }
 
-  /** When the reaper's timer for `deadline` must fire: early enough that killing all its members ends by it. */
-  private fireIn(deadline: string): number {
+  /**
+   * When the reaper's timer for `deadline` must fire, as an instant on the reaper's clock
+   * (/proc/uptime, ms): early enough that killing all its members ends by it, and a passed
+   * deadline at once. An instant, not a delay: the line may be read late.
+   */
+  private fireAt(deadline: string): number {
     const killing = Math.ceil((this.members.get(deadline) ?? 0) * KILL_COST_PER_SERVICE_MS);
     const left = (this.deadlines.get(deadline) ?? 0) - this.clock.monotonicMs();
-    return Math.max(0, Math.floor(left - killing));
+    return uptimeMs() + Math.max(0, Math.floor(left - killing - UPTIME_RESOLUTION_MS));
   }
 
   /** Round trip through the reaper: resolves once it has read everything sent before. */
@@ -373,7 +419,7 @@ export class Lifeline {
       for (const pgid of this.groups) this.send(`add ${pgid}`);
       // A replaced reaper knows no deadline: give it what is left of each (a passed one fires now).
       for (const [pgid, deadline] of this.covered)
-        this.send(`cover ${deadline} ${pgid} ${this.fireIn(deadline)}`);
+        this.send(`cover ${deadline} ${pgid} ${this.fireAt(deadline)}`);
       await this.ping();
     } catch (err) {
       if (this.reaper === reaper) this.reaper = undefined;

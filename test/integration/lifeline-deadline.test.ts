@@ -3,7 +3,12 @@
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { pino } from 'pino';
-import { KILL_COST_PER_SERVICE_MS, Lifeline } from '../../pkg/identity/lifeline.js';
+import {
+  KILL_COST_PER_SERVICE_MS,
+  Lifeline,
+  REAPER_TIMER_STEP_MS,
+  UPTIME_RESOLUTION_MS,
+} from '../../pkg/identity/lifeline.js';
 import { watchDeaths, wallNow } from '../support/death-watch.js';
 import { delay, withTimeout } from '../support/wait.js';
 
@@ -35,7 +40,8 @@ describe('lifeline deadline (real processes)', function () {
     const armedAt = performance.now();
     lifeline.arm((children.at(-1) as ChildProcess).pid!, 300);
     expect(await withTimeout(exited, 5_000, 'the armed service to be killed')).to.equal('SIGKILL');
-    expect(performance.now() - armedAt).to.be.at.least(290);
+    // Never late, and early by at most the two readings of /proc/uptime's hundredths.
+    expect(performance.now() - armedAt).to.be.at.least(300 - 2 * UPTIME_RESOLUTION_MS);
   });
 
   it('re-arming pushes the deadline back; disarming cancels it; the reaper stays up throughout', async () => {
@@ -134,5 +140,26 @@ describe('lifeline deadline (real processes)', function () {
     expect(first.child.exitCode === null && first.child.signalCode === null).to.equal(true);
     lifeline.uncover(first.child.pid!);
     lifeline.uncover(late.child.pid!);
+  });
+
+  it('a host frozen right after a push-back: the service dies at the thaw, not a whole deadline later', async () => {
+    // The whole host stopped at once (reaper, its timers, the service), the agent's push-back
+    // still in the pipe: the reaper reads it only after the thaw. A delay read then would run
+    // from the thaw; the instant it carries has passed by then.
+    const { child, exited } = await service();
+    const deadlineMs = 3_000;
+    lifeline.cover(child.pid!, deadlineMs, 's77');
+    await lifeline.ping();
+    lifeline.extend('s77', deadlineMs);
+    const reaper = lifeline.reaperPid!;
+    process.kill(-reaper, 'SIGSTOP');
+    process.kill(-child.pid!, 'SIGSTOP');
+    await delay(deadlineMs + 500);
+    const thawedAt = performance.now();
+    process.kill(-reaper, 'SIGCONT');
+    process.kill(-child.pid!, 'SIGCONT');
+    expect(await withTimeout(exited, 10_000, 'the frozen service to be killed')).to.equal('SIGKILL');
+    // Within a timer step of the thaw and well short of the whole deadline it would otherwise get.
+    expect(performance.now() - thawedAt).to.be.below(REAPER_TIMER_STEP_MS + 900);
   });
 });
