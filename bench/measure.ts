@@ -141,10 +141,13 @@ export function measure(
 
 /**
  * When the term's answers came: a responder stamps its arrival (`at`); a history written before
- * it did has only the PING's send time, which was then within a round trip of the answer.
+ * it did has only the PING's send time, which was then within a round trip of the answer. An
+ * answer that says the service cannot serve (`error`) is not the service back.
  */
 function answeredAt(pings: Array<EventOf<'ping'>>, token: string): number[] {
-  return pings.flatMap((p) => p.responders.filter((r) => r.token === token).map((r) => r.at ?? p.t));
+  return pings.flatMap((p) =>
+    p.responders.filter((r) => r.token === token && r.error === undefined).map((r) => r.at ?? p.t),
+  );
 }
 
 const earliest = (times: number[]): number | undefined => (times.length ? Math.min(...times) : undefined);

@@ -74,7 +74,10 @@ export const HistoryEvent = z.discriminatedUnion('kind', [
     kind: z.literal('ping'),
     t: T,
     identity: Name,
-    responders: z.array(z.strictObject({ node: Name, token: Token, at: T.optional() })),
+    /** `error`: it answered that it cannot serve (its service did not answer in time). */
+    responders: z.array(
+      z.strictObject({ node: Name, token: Token, at: T.optional(), error: z.string().max(40).optional() }),
+    ),
   }),
   /** The identity's leader key as an etcd watcher saw it change (absent node: no leader). */
   z.strictObject({

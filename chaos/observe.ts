@@ -118,6 +118,7 @@ export function samplePings(
             node: a.node,
             token: String(a.token),
             ...(a.receivedAt !== undefined && { at: a.receivedAt }),
+            ...(a.error !== undefined && { error: a.error }),
           })),
         }),
       () => undefined,

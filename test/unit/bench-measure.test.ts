@@ -80,6 +80,20 @@ describe('benchmark measurements from a history', () => {
     expect(r.gapMs).to.equal(6_130 - 1_070);
   });
 
+  it('an answer saying the new term’s service cannot serve yet is not the service back', () => {
+    const unready: HistoryEvent[] = [
+      ...handover.slice(0, 10),
+      {
+        kind: 'ping',
+        t: 6_150,
+        identity: 'w1',
+        responders: [{ node: 'b', token: '12', at: 6_160, error: 'unavailable' }],
+      },
+      ping(6_200, ['b', '12']),
+    ];
+    expect(measure(unready, trial).handover.answerMs).to.equal(5_200);
+  });
+
   it('counts as moved only identities whose term changed during the trial', () => {
     expect(measure(handover, trial).moved).to.deep.equal(['w1']);
     expect(measure(handover, { ...trial, until: 5_000 }).moved).to.deep.equal([]);
