@@ -241,6 +241,8 @@ export class ChannelClient {
   private readonly quiescing = new Map<string, () => void>();
   private statusSeq = 0;
   private snapshotSeq = 0;
+  /** When the service last said anything (monotonic ms): proof its loop was running then. */
+  private lastHeardMs = -Infinity;
 
   constructor(
     private readonly socket: Socket,
@@ -385,7 +387,13 @@ export class ChannelClient {
     });
   }
 
+  /** Whether the service said anything (a reply, a status, a confirmation) in the last `ms`. */
+  heardWithin(ms: number): boolean {
+    return !this.closed && this.clock.monotonicMs() - this.lastHeardMs <= ms;
+  }
+
   private dispatch(message: ServiceMessage): void {
+    this.lastHeardMs = this.clock.monotonicMs();
     switch (message.type) {
       case 'reply': {
         const waiting = this.replies.get(message.id);

@@ -52,6 +52,14 @@ const LOGIN_ENV = ['UNDERSTUDY_TOKEN', 'UNDERSTUDY_CREDENTIAL_FILE'];
 
 /** /proc states of a process that cannot serve: stopped, traced, zombie, dead. */
 const NOT_SERVING_STATES: ReadonlySet<string> = new Set(['T', 't', 'Z', 'X']);
+/**
+ * A service heard on fd 3 this recently serves without being asked again. PING asked it once
+ * per PING: a caller PINGing 100 times a second cost the service 100 status answers, and the
+ * first PINGs after a login waited on a round trip when the login's own confirmation had just
+ * proved it. Short against any probe interval worth configuring: a service that hangs stops
+ * being vouched for this long after it last spoke.
+ */
+export const LIVENESS_FRESH_MS = 200;
 
 export interface ExitInfo {
   code: number | null;
@@ -135,6 +143,8 @@ export class ServiceProcess {
   private readonly proc: ChildProcess;
   /** Its /proc state, read through a descriptor held until it exits. */
   private readonly stat: ProcStat | undefined;
+  /** The status question in flight for servesNow, shared by everyone who asks meanwhile. */
+  private asking: Promise<boolean> | undefined;
 
   constructor(private readonly opts: SpawnOptions) {
     const { spec, clock } = opts;
@@ -255,13 +265,20 @@ export class ServiceProcess {
     }
   }
 
-  /** Can it serve right now: not stopped (SIGSTOP), traced or a zombie, and answering fd 3? */
+  /**
+   * Can it serve right now: not stopped (SIGSTOP), traced or a zombie, and heard on fd 3 within
+   * LIVENESS_FRESH_MS, or else answering a status question (one asked at a time, whoever waits).
+   */
   async servesNow(timeoutMs: number): Promise<boolean> {
     const pid = this.pid;
     if (!this.alive || pid === undefined) return false;
     const state = this.stat?.state();
     if (state !== undefined && NOT_SERVING_STATES.has(state)) return false;
-    return this.channel ? this.channel.answers(timeoutMs) : true;
+    const channel = this.channel;
+    if (!channel) return true;
+    if (channel.heardWithin(LIVENESS_FRESH_MS)) return true;
+    this.asking ??= channel.answers(timeoutMs).finally(() => (this.asking = undefined));
+    return this.asking;
   }
 
   /**

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { pino } from 'pino';
+import { ManualClock, type Clock } from '../../pkg/clock/index.js';
 import {
   encodeMessage,
   messageReader,
@@ -20,6 +21,7 @@ import { credentialPath, removeCredentialFile, writeCredentialFile } from '../..
 import type { LoginContext, ServiceReply } from '../../pkg/identity/driver.js';
 import { Lifeline } from '../../pkg/identity/lifeline.js';
 import { ProcessDriver } from '../../pkg/identity/process.js';
+import { LIVENESS_FRESH_MS } from '../../pkg/identity/service-process.js';
 import { ProcessService } from '../../pkg/spec/schema.js';
 import { repoRoot } from '../support/paths.js';
 import { pidDead } from '../support/processes.js';
@@ -29,6 +31,8 @@ import { delay, waitFor, withTimeout } from '../support/wait.js';
 const NODE_START_MS = 20_000;
 /** Budget for one logout or close in these tests (stopTimeoutMs values here are well below). */
 const STOP_BUDGET_MS = 3_000;
+/** The liveness question's budget in these tests (on a manual clock: no real wait). */
+const LIVENESS_PROBE_MS = 250;
 /** A request to a local process over fd 3 answers in milliseconds; this bounds a hung one. */
 const REQUEST_MS = 2_000;
 /** The reaper's grace (1 s) plus scheduling slack: how long a dead agent's processes may take. */
@@ -98,9 +102,17 @@ function driver(
     command: string[];
     restart?: Partial<ProcessService['restart']>;
   },
+  clock?: Clock,
 ): ProcessDriver {
   const parsed = ProcessService.parse({ driver: 'process', ...spec });
-  const d = new ProcessDriver(parsed, { identity: IDENTITY, node: NODE, logger, runDir: dir, lifeline });
+  const d = new ProcessDriver(parsed, {
+    identity: IDENTITY,
+    node: NODE,
+    logger,
+    runDir: dir,
+    lifeline,
+    ...(clock ? { clock } : {}),
+  });
   drivers.push(d);
   return d;
 }
@@ -666,6 +678,30 @@ describe('process driver (real processes)', function () {
       track(second);
       await withTimeout(d.login(ctx(4n)), NODE_START_MS, 'login on the fresh standby');
       expect(d.pid).to.equal(second);
+    });
+
+    it('vouches for a service it heard from within LIVENESS_FRESH_MS, and asks one that has been quiet since', async function () {
+      const clock = new ManualClock();
+      const d = driver(
+        {
+          command: [process.execPath, '--import', 'tsx', 'test/fixtures/mute-status-service.ts'],
+          cwd: repoRoot,
+          mode: 'warm',
+          channel: 'fd3',
+          startTimeoutMs: NODE_START_MS,
+          stopTimeoutMs: 300,
+        },
+        clock,
+      );
+      await d.login(ctx(5n));
+      track(d.pid);
+      // Its login confirmation just now is the proof: it is not asked (it would never answer).
+      expect(await d.alive(LIVENESS_PROBE_MS)).to.equal(true);
+      await clock.advance(LIVENESS_FRESH_MS + 1);
+      // Quiet since: asked, and a question it never answers means it does not serve.
+      const asked = d.alive(LIVENESS_PROBE_MS);
+      await clock.advance(LIVENESS_PROBE_MS);
+      expect(await asked).to.equal(false);
     });
 
     it('starts a warm standby again when it crashes', async function () {

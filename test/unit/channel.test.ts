@@ -245,6 +245,24 @@ describe('control channel (fd 3 JSON lines)', function () {
       expect(await live).to.deep.equal({ loggedIn: true });
     });
 
+    it('remembers when the service last said anything, for as long as asked, and not once closed', async function () {
+      const { client, clock, say, socket } = channel();
+      expect(client.heardWithin(200), 'nothing heard yet').to.equal(false);
+      say({ type: 'ready' });
+      await turn();
+      expect(client.heardWithin(200)).to.equal(true);
+      await clock.advance(200);
+      expect(client.heardWithin(200)).to.equal(true);
+      await clock.advance(1);
+      expect(client.heardWithin(200), 'quiet for longer than asked').to.equal(false);
+      say({ type: 'status', id: 'nobody-asked', fields: {} });
+      await turn();
+      expect(client.heardWithin(200), 'any line counts').to.equal(true);
+      socket.destroy();
+      await turn();
+      expect(client.heardWithin(200), 'a closed channel vouches for nothing').to.equal(false);
+    });
+
     it('answers everyone still waiting when the channel closes', async function () {
       const { client, socket, closedCount } = channel();
       const ready = client.next('ready');
