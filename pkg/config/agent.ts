@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { LeaseTimingError, LeaseTimingSection, leaseTiming, Name } from '../lease/index.js';
 import { HISTORY_KEEP } from '../history/index.js';
 import { entryProblem } from '../identity/allow.js';
-import { KILL_COST_PER_SERVICE_MS } from '../identity/lifeline.js';
+import { KILL_COST_PER_SERVICE_MS, UPTIME_RESOLUTION_MS } from '../identity/lifeline.js';
 import { durationMs, PublicNkey } from '../spec/schema.js';
 import { ConfigError, loadConfig, parseConfig, type EnvOverride } from './load.js';
 
@@ -249,12 +249,15 @@ export const AGENT_ENV_OVERRIDES: EnvOverride[] = [
  * late. Refused, with the numbers, when the services hosted could need more.
  */
 export function killBudgetProblem(identities: number, timing: { ttlMs: number; logoutBudgetMs: number }) {
-  const needMs = identities * KILL_COST_PER_SERVICE_MS;
+  // The reaper's clock (/proc/uptime) is read twice in hundredths: its timer may be that much
+  // early on top of the head start (pkg/identity/lifeline.ts, fireAt).
+  const clockMs = 2 * UPTIME_RESOLUTION_MS;
+  const needMs = identities * KILL_COST_PER_SERVICE_MS + clockMs;
   if (needMs <= timing.logoutBudgetMs) return undefined;
   return (
     `${identities} identities on one agent may need ${Math.round(needMs)} ms to be killed by the must-be-out instant ` +
-    `(${KILL_COST_PER_SERVICE_MS} ms each), more than the ${timing.logoutBudgetMs} ms logout budget of the ${timing.ttlMs / 1000} s lease: ` +
-    `spread them over more agents (at most ${Math.floor(timing.logoutBudgetMs / KILL_COST_PER_SERVICE_MS)} here) or raise lease.ttlSeconds`
+    `(${KILL_COST_PER_SERVICE_MS} ms each, and ${clockMs} ms of clock margin), more than the ${timing.logoutBudgetMs} ms logout budget of the ${timing.ttlMs / 1000} s lease: ` +
+    `spread them over more agents (at most ${Math.floor((timing.logoutBudgetMs - clockMs) / KILL_COST_PER_SERVICE_MS)} here) or raise lease.ttlSeconds`
   );
 }
 

@@ -237,7 +237,8 @@ export class ChannelClient {
     resolve: (m: ServiceMessage | undefined) => void;
   }>();
   private readonly replies = new Map<string, Set<(reply: ServiceReply) => void>>();
-  private readonly statuses = new Map<string, (fields: Record<string, unknown>) => void>();
+  /** Status questions in flight; undefined when the channel closed before the answer. */
+  private readonly statuses = new Map<string, (fields: Record<string, unknown> | undefined) => void>();
   private readonly quiescing = new Map<string, () => void>();
   private statusSeq = 0;
   private snapshotSeq = 0;
@@ -268,7 +269,7 @@ export class ChannelClient {
           resolve({ body: 'the service stopped before answering', error: 'unavailable' });
       }
       this.replies.clear();
-      for (const [, resolve] of this.statuses) resolve({});
+      for (const [, resolve] of this.statuses) resolve(undefined);
       this.statuses.clear();
       for (const [, resolve] of this.quiescing) resolve();
       this.quiescing.clear();

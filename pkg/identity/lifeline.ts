@@ -95,16 +95,18 @@ rearm() {
   untime "$1"
   eval "members=\\\${c_$1:-}"
   [ -z "$members" ] && return
-  ( while :; do
+  # The kill is the subshell's EXIT trap: a timer that fails (a fork refused, an unreadable
+  # clock: sh exits on either) kills early rather than never. untime's SIGKILL runs no trap.
+  ( trap 'for p in $members; do kill -KILL -"$p" 2>/dev/null; done
+      at=$(date +%s%3N 2>/dev/null); for p in $members; do echo "expired $p $at"; done' EXIT
+    while :; do
       read up _ </proc/uptime
       left=$(($2 - \${up%.*} * 1000 - 1\${up#*.} * 10 + 1000))
       [ "$left" -le 0 ] && break
       [ "$left" -gt ${REAPER_TIMER_STEP_MS} ] && left=${REAPER_TIMER_STEP_MS}
       case $left in ?) s=0.00$left ;; ??) s=0.0$left ;; *) s=0.$left ;; esac
       sleep "$s"
-    done
-    for p in $members; do kill -KILL -"$p" 2>/dev/null; done
-    at=$(date +%s%3N 2>/dev/null); for p in $members; do echo "expired $p $at"; done ) &
+    done ) &
   eval "t_$1=$!"
 }
 leave() {
@@ -192,6 +194,8 @@ export class Lifeline {
     private readonly setpriv: string | undefined,
     private readonly clock: Clock,
     private readonly onExpired: (() => void) | undefined,
+    /** /proc/uptime minus performance.now(), read at start (rounded down: instants early). */
+    private readonly uptimeOffsetMs: number,
   ) {
     this.restartFailures = new ReasonLog(
       log,
@@ -212,15 +216,20 @@ export class Lifeline {
         );
       }
     }
+    let uptimeOffsetMs: number;
     try {
-      uptimeMs();
+      // /proc/uptime (CLOCK_BOOTTIME) runs with the monotonic clock but through a suspend,
+      // when it moves ahead: an offset taken now then makes deadlines early, never late. One
+      // reading, not one per renewal: a file that cannot be opened then (EMFILE) must not
+      // keep a deadline from the reaper.
+      uptimeOffsetMs = uptimeMs() - performance.now();
     } catch (err) {
       throw new Error(
         `the lifeline's kill deadlines run on /proc/uptime, which cannot be read here (${(err as Error).message}): the agent runs services on Linux only`,
         { cause: err },
       );
     }
-    const lifeline = new Lifeline(log, setpriv, opts.clock ?? systemClock, opts.expired);
+    const lifeline = new Lifeline(log, setpriv, opts.clock ?? systemClock, opts.expired, uptimeOffsetMs);
     try {
       await lifeline.startReaper();
     } catch (err) {
@@ -314,9 +323,11 @@ export class Lifeline {
    * deadline at once. An instant, not a delay: the line may be read late.
    */
   private fireAt(deadline: string): number {
+    // The reaper's clock first: a stall before `left` is read makes the instant early, not late.
+    const now = performance.now() + this.uptimeOffsetMs;
     const killing = Math.ceil((this.members.get(deadline) ?? 0) * KILL_COST_PER_SERVICE_MS);
     const left = (this.deadlines.get(deadline) ?? 0) - this.clock.monotonicMs();
-    return uptimeMs() + Math.max(0, Math.floor(left - killing - UPTIME_RESOLUTION_MS));
+    return Math.floor(now) + Math.max(0, Math.floor(left - killing - UPTIME_RESOLUTION_MS));
   }
 
   /** Round trip through the reaper: resolves once it has read everything sent before. */

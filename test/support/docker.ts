@@ -8,6 +8,11 @@ import { getContainerRuntimeClient } from 'testcontainers';
 
 let dockerode: Promise<Dockerode> | undefined;
 
+/** Drop the client (made or still being made): the next docker() makes a new one. */
+export function forgetDocker(): void {
+  dockerode = undefined;
+}
+
 export function docker(): Promise<Dockerode> {
   // A client that could not be made (the engine was down) is not kept: the next call tries again.
   dockerode ??= getContainerRuntimeClient()

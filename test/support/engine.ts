@@ -8,13 +8,17 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { docker } from './docker.js';
+import { docker, forgetDocker } from './docker.js';
 import { repoRoot } from './paths.js';
 
 const run = promisify(execFile);
 
 /** An engine that is up answers a ping in milliseconds; this only tells "gone" from "slow". */
 const PING_TIMEOUT_MS = 5_000;
+/** Pings before an engine is taken for hung and restarted (restarting stops its containers). */
+const PING_ATTEMPTS = 2;
+/** Making the client: `docker info` and a version check, seconds on a loaded machine. */
+const CLIENT_TIMEOUT_MS = 30_000;
 /** scripts/dockerd waits up to 60 s for a cold start; this leaves it that and more. */
 const START_TIMEOUT_MS = 90_000;
 const START_ATTEMPTS = 3;
@@ -35,13 +39,17 @@ export function within<T>(promise: Promise<T>, ms: number, what: string): Promis
 
 async function answers(): Promise<boolean> {
   try {
-    // The client itself is inside the bound: making it asks the engine too (and a hung one hangs).
-    await within(
-      docker().then((d) => d.ping()),
-      PING_TIMEOUT_MS,
-      'docker ping',
-    );
-    return true;
+    // Making the client asks the engine several things (and a hung one hangs): bounded apart,
+    // more generously than a ping, so a slow engine on a loaded machine is not taken for hung.
+    const client = await within(docker(), CLIENT_TIMEOUT_MS, 'connecting to the Docker engine');
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await within(client.ping(), PING_TIMEOUT_MS, 'docker ping');
+        return true;
+      } catch (err) {
+        if (attempt >= PING_ATTEMPTS) throw err;
+      }
+    }
   } catch {
     return false;
   }
@@ -85,6 +93,8 @@ async function gone(pid: number): Promise<void> {
  */
 export async function ensureEngine(): Promise<void> {
   if (await answers()) return;
+  // A client still being made from the hung engine would never be: the next one starts afresh.
+  forgetDocker();
   const hung = await ourDockerd();
   process.stderr.write(
     `harness: the Docker engine ${hung ? `(pid ${hung}) hangs` : 'is gone'}; starting it again ` +

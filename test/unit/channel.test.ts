@@ -263,6 +263,13 @@ describe('control channel (fd 3 JSON lines)', function () {
       expect(client.heardWithin(200), 'a closed channel vouches for nothing').to.equal(false);
     });
 
+    it('a status question still out when the channel closes is unanswered: the service does not serve', async function () {
+      const { client, socket } = channel();
+      const asked = client.answers(60_000);
+      socket.destroy();
+      expect(await asked).to.equal(false);
+    });
+
     it('answers everyone still waiting when the channel closes', async function () {
       const { client, socket, closedCount } = channel();
       const ready = client.next('ready');
