@@ -32,12 +32,13 @@
 // to another process group or session escapes layer 3; a SIGKILL of the whole agent session
 // from outside (e.g. a cgroup kill) takes the reaper too, but then also the services.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { constants as fsConstants, readFileSync } from 'node:fs';
+import { constants as fsConstants } from 'node:fs';
 import { access, readdir, readFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { delimiter, join } from 'node:path';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock/index.js';
+import { UPTIME_RESOLUTION_MS, uptimeMs } from '../clock/uptime.js';
 import { LineFramer } from './channel.js';
 import { ReasonLog } from './reason-log.js';
 
@@ -142,21 +143,7 @@ for g in $groups; do kill -KILL -"$g" 2>/dev/null; done
 exit 0
 `;
 
-/**
- * /proc/uptime counts hundredths of a second. The agent's reading and the reaper's are each up
- * to this much behind the true time: the timer is set this much earlier, never later.
- */
-export const UPTIME_RESOLUTION_MS = 10;
-
-/**
- * The clock the reaper's timers run on: /proc/uptime (CLOCK_BOOTTIME, which a shell reads with
- * a builtin, no fork), in ms. Read the way the reaper reads it.
- */
-export function uptimeMs(text = readFileSync('/proc/uptime', 'utf8')): number {
-  const m = /^(\d+)\.(\d{2})\s/.exec(text);
-  if (!m) throw new Error(`unexpected /proc/uptime: ${JSON.stringify(text.slice(0, 40))}`);
-  return Number(m[1]) * 1000 + Number(m[2]) * 10;
-}
+export { UPTIME_RESOLUTION_MS, uptimeMs };
 
 /** Deadline names become shell variable names in the reaper. */
 const DEADLINE_NAME = /^[a-z0-9]{1,40}$/;

@@ -1,7 +1,7 @@
 // The clock the lifeline's deadline instants are written on: /proc/uptime, read by the agent
 // exactly as the reaper's shell reads it (whole seconds and hundredths, no rounding).
 import { expect } from 'chai';
-import { uptimeMs } from '../../pkg/identity/lifeline.js';
+import { uptimeMs } from '../../pkg/clock/uptime.js';
 
 describe('lifeline clock (/proc/uptime in ms)', () => {
   const cases: Array<[string, number]> = [
