@@ -103,7 +103,13 @@ export async function ensureEngine(): Promise<void> {
   if (hung) {
     // Its containerd too: left behind, it makes the next dockerd's start time out (seen: 60 s).
     const own = [hung, ...(await childrenNamed(hung, 'containerd'))];
-    for (const pid of own) process.kill(pid, 'SIGKILL');
+    for (const pid of own) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone by itself meanwhile: nothing to stop
+      }
+    }
     for (const pid of own) await gone(pid);
   }
   let last: Error | undefined;
