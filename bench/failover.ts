@@ -33,7 +33,8 @@
 // Never fails on a timing: exits 1 if the run could not be done or the checker found a
 // violation of S1-S5, 2 if it ran out of its time budget.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { collectResponders } from '../pkg/identity/client.js';
@@ -49,11 +50,17 @@ import { HistoryLog } from '../chaos/observe.js';
 import { waitSteady } from '../chaos/runner.js';
 import { Topology, type ChaosIdentity } from '../chaos/topology.js';
 import {
+  cpuWaitShare,
   measure,
   moveRate,
+  STAGES,
+  stagesOf,
   summarize,
   tallyInbox,
   type InboxTally,
+  type PressureSample,
+  type Stages,
+  type Summary,
   type Trial,
   type TrialResult,
 } from './measure.js';
@@ -85,6 +92,39 @@ const AIM: Measured = 'w1';
 const FAILOVER_MARGIN_MS = 3_000;
 /** The PING period: the resolution of every gap and answer time below. */
 const PING_EVERY_MS = 10;
+/**
+ * How often the machine's CPU pressure is read: a few readings inside the shortest handover
+ * step, at a cost (one small read) that does not add to what it measures.
+ */
+const PRESSURE_EVERY_MS = 50;
+const PRESSURE_FILE = '/proc/pressure/cpu';
+
+/**
+ * Read the kernel's CPU pressure every PRESSURE_EVERY_MS until stopped: what says whether a
+ * slow step waited for a core. Nothing on a kernel without PSI (the figures then say n/a).
+ */
+function samplePressure(): { stop(): PressureSample[] } {
+  const samples: PressureSample[] = [];
+  const read = () => {
+    try {
+      const some = /^some .*total=(\d+)/m.exec(readFileSync(PRESSURE_FILE, 'utf8'));
+      if (some) samples.push([monotonicMs(), Number(some[1])]);
+    } catch {
+      clearInterval(timer); // no PSI here: say nothing rather than guess
+    }
+  };
+  const timer = setInterval(read, PRESSURE_EVERY_MS);
+  read();
+  return {
+    stop: () => {
+      clearInterval(timer);
+      read();
+      return samples;
+    },
+  };
+}
+
+const pressurePath = (file: string) => file.replace(/\.json$/, '.cpu-pressure.json');
 /** An etcd member paused this long, as the issue sets it. */
 const ETCD_PAUSE_MS = 2_000;
 /** A network stall: every packet to and from the leader's host dropped this long. */
@@ -401,6 +441,7 @@ async function runAt(
 
 // --- report ---------------------------------------------------------------------------------
 
+const pct = (share: number) => `${Math.round(share * 100)} %`;
 const ms = (v: number | undefined) => (v === undefined ? '—' : Math.round(v).toLocaleString('en-US'));
 
 function table(rows: string[][]): string {
@@ -422,7 +463,7 @@ function group<T>(items: readonly T[], key: (t: T) => string): Map<string, T[]> 
 const medianOf = (values: Array<number | undefined>) =>
   summarize(values.filter((v): v is number => v !== undefined))?.median;
 
-export function summaries(results: readonly TrialResult[]) {
+export function summaries(results: readonly TrialFigures[]) {
   const byFault = group(
     results,
     (r) => `${r.trial.kind}|${r.trial.fault}|${r.trial.ttlS}|${r.trial.service}`,
@@ -441,6 +482,12 @@ export function summaries(results: readonly TrialResult[]) {
       answer: summarize(h.flatMap((x) => (x.answerMs === undefined ? [] : [x.answerMs]))),
       gap: summarize(rs.flatMap((r) => (r.gapMs === undefined ? [] : [r.gapMs]))),
       noSuccessor: rs.filter((r) => r.handover.answerMs === undefined).length,
+      // Each stage's own duration over the trials, and the slowest trial's (failovers).
+      stages: Object.fromEntries(
+        STAGES.map((stage) => [stage, summarize(rs.flatMap((r) => stageOf(r, stage)))]),
+      ) as Record<(typeof STAGES)[number], Summary | undefined>,
+      slowest: slowestOf(rs),
+      cpuWait: summarize(rs.flatMap((r) => (r.cpuWait === undefined ? [] : [r.cpuWait]))),
       steps: {
         out: medianOf(h.map((x) => x.outMs)),
         released: medianOf(h.map((x) => x.releasedMs)),
@@ -467,6 +514,42 @@ export function summaries(results: readonly TrialResult[]) {
   });
 }
 type Summaries = ReturnType<typeof summaries>;
+
+function stageOf(r: TrialResult, stage: (typeof STAGES)[number]): number[] {
+  const v = stagesOf(r.handover, r.trial.ttlS * 1000)[stage];
+  return v === undefined ? [] : [v];
+}
+
+/** The trial whose successor answered last, with its stages: what the p99 is made of. */
+function slowestOf(
+  rs: readonly TrialFigures[],
+): { id: string; answerMs: number; stages: Stages; cpuWait?: number } | undefined {
+  let worst: TrialFigures | undefined;
+  for (const r of rs) {
+    if (r.handover.answerMs === undefined) continue;
+    if (!worst || r.handover.answerMs > worst.handover.answerMs!) worst = r;
+  }
+  if (!worst) return undefined;
+  return {
+    id: worst.trial.id,
+    answerMs: worst.handover.answerMs!,
+    stages: stagesOf(worst.handover, worst.trial.ttlS * 1000),
+    ...(worst.cpuWait !== undefined && { cpuWait: worst.cpuWait }),
+  };
+}
+
+/** A trial's figures and how much of its handover waited for a core. */
+type TrialFigures = TrialResult & {
+  /** Share of the time from the old key gone to the successor's answer (ours) in which some runnable task waited for a core. */
+  cpuWait?: number;
+};
+
+function withCpuWait(r: TrialResult, pressure: readonly PressureSample[]): TrialFigures {
+  const { vacatedMs, answerMs } = r.handover;
+  if (r.trial.kind !== 'failover' || vacatedMs === undefined || answerMs === undefined) return r;
+  const share = cpuWaitShare(pressure, r.trial.at + vacatedMs, r.trial.at + answerMs);
+  return share === undefined ? r : { ...r, cpuWait: share };
+}
 
 /** fault, service, T, then n, min, median, p99, max of the time to the successor's answer. */
 function answerCells(x: Summaries[number]): string[] {
@@ -512,6 +595,40 @@ function report(s: Summaries): string {
           x.service ?? '',
           `${x.ttlS}`,
           ...stepCells(x, ['vacated', 'elected', 'recorded', 'login', 'answer']),
+        ]),
+      ]),
+    );
+  }
+  if (failovers.length > 0) {
+    out.push(
+      '',
+      "Each stage's own time, median / p90 / max (ms): lapse = key gone − T, elect = → new key, record = → its",
+      'login record, login = → service login, answer = → first answer; the share of our part (key gone → answer)',
+      'in which some runnable task waited for a core (/proc/pressure/cpu); then the slowest trial',
+    );
+    const cell = (x: Summary | undefined) => (x ? `${ms(x.median)} / ${ms(x.p90)} / ${ms(x.max)}` : '—');
+    out.push(
+      table([
+        [
+          'fault',
+          'service',
+          'T',
+          ...STAGES,
+          'CPU waited (key gone → answer)',
+          'slowest trial: total = lapse + … + answer',
+        ],
+        ...failovers.map((x) => [
+          x.fault,
+          x.service ?? '',
+          `${x.ttlS}`,
+          ...STAGES.map((stage) => cell(x.stages[stage])),
+          x.cpuWait ? `${pct(x.cpuWait.median)} / ${pct(x.cpuWait.p90)} / ${pct(x.cpuWait.max)}` : 'n/a',
+          x.slowest
+            ? `${x.slowest.id}: ${ms(x.slowest.answerMs)} = T ${STAGES.map((stage) => {
+                const v = x.slowest!.stages[stage];
+                return v === undefined ? '?' : `${v < 0 ? '−' : '+'} ${ms(Math.abs(v))}`;
+              }).join(' ')}${x.slowest.cpuWait === undefined ? '' : `, CPU waited ${pct(x.slowest.cpuWait)}`}`
+            : '—',
         ]),
       ]),
     );
@@ -691,6 +808,7 @@ async function main(): Promise<number> {
   const logDir = file.replace(/\.json$/, '.logs');
   await mkdir(logDir, { recursive: true });
   const trials: Trial[] = [];
+  const pressure = samplePressure();
   for (const ttl of o.ttls) {
     process.stdout.write(`T = ${ttl} s\n`);
     trials.push(
@@ -707,7 +825,9 @@ async function main(): Promise<number> {
   }
   await log.flushed();
   clearTimeout(timer);
-  return analyze(file, date, o, trials, log.sorted());
+  const samples = pressure.stop();
+  await writeFile(pressurePath(file), JSON.stringify(samples));
+  return analyze(file, date, o, trials, log.sorted(), samples);
 }
 
 /**
@@ -727,12 +847,15 @@ async function analyze(
   o: ReturnType<typeof parse>,
   trials: readonly Trial[],
   events: readonly HistoryEvent[],
+  pressure: readonly PressureSample[],
 ): Promise<number> {
   const leaderKeys = events.filter((e) => e.kind === 'leader');
   const starts = faultStarts(events);
   const results = trials
     .filter((t) => hit(t, starts.get(t.id)?.targets))
-    .map((t) => measure(events, { ...t, at: starts.get(t.id)?.t ?? t.at }, leaderKeys));
+    .map((t) =>
+      withCpuWait(measure(events, { ...t, at: starts.get(t.id)?.t ?? t.at }, leaderKeys), pressure),
+    );
   const s = summaries(results);
   const inbox = inboxTallies(trials, events);
   const violations = perTopology(events).flatMap((stretch) => check(stretch).violations);
@@ -787,6 +910,11 @@ async function reanalyze(file: string): Promise<number> {
   };
   const events = parseHistory(await readFile(file.replace(/\.json$/, '.history.jsonl'), 'utf8'));
   events.sort((a, b) => a.t - b.t);
+  // Runs before 2026-12-04 (night) did not read the CPU pressure.
+  const pressure = await readFile(pressurePath(file), 'utf8').then(
+    (text) => JSON.parse(text) as PressureSample[],
+    () => [],
+  );
   const { profile, ttls, reps, parts } = saved.settings;
   return analyze(
     file,
@@ -794,6 +922,7 @@ async function reanalyze(file: string): Promise<number> {
     { profile, ttls, reps, parts },
     saved.trials.map((r) => r.trial),
     events,
+    pressure,
   );
 }
 

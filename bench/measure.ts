@@ -152,10 +152,90 @@ function answeredAt(pings: Array<EventOf<'ping'>>, token: string): number[] {
 
 const earliest = (times: number[]): number | undefined => (times.length ? Math.min(...times) : undefined);
 
+/**
+ * A failover's stages, each its own duration in ms (not a time after the fault): where one
+ * trial's time went. The medians of times after the fault cannot say which step a slow trial
+ * spent its time in; these can. Undefined where a bound was not seen.
+ *   lapse:  the old key gone, minus T (negative: gone before T after the fault, because the
+ *           holder's last renewal came before the fault)
+ *   elect:  key gone → the successor's key (its watch, rank and create transaction)
+ *   record: new key → its login record (the login gate, and the record's commit)
+ *   login:  record → the service's own login line (the login message, or a cold start)
+ *   answer: login → the first PING answer (the responder, NATS, the PING's trip back)
+ */
+export interface Stages {
+  lapse?: number;
+  elect?: number;
+  record?: number;
+  login?: number;
+  answer?: number;
+}
+
+export const STAGES = ['lapse', 'elect', 'record', 'login', 'answer'] as const satisfies ReadonlyArray<
+  keyof Stages
+>;
+
+export function stagesOf(h: Handover, ttlMs: number): Stages {
+  const span = (from: number | undefined, to: number | undefined) =>
+    from === undefined || to === undefined ? undefined : to - from;
+  const stages: Stages = {};
+  if (h.vacatedMs !== undefined) stages.lapse = h.vacatedMs - ttlMs;
+  const put = (name: Exclude<keyof Stages, 'lapse'>, v: number | undefined) => {
+    if (v !== undefined) stages[name] = v;
+  };
+  put('elect', span(h.vacatedMs, h.electedMs));
+  put('record', span(h.electedMs, h.recordedMs));
+  put('login', span(h.recordedMs, h.loginMs));
+  put('answer', span(h.loginMs, h.answerMs));
+  return stages;
+}
+
+/**
+ * A reading of the kernel's CPU pressure (/proc/pressure/cpu, "some" total): the µs so far in
+ * which at least one runnable task on the machine waited for a core. Every container of the
+ * topology shares this kernel, so it is the whole machine's.
+ */
+export type PressureSample = readonly [t: number, waitedUs: number];
+
+/** The cumulative wait at `t`, between the samples around it; undefined outside them. */
+function waitedAt(samples: readonly PressureSample[], t: number): number | undefined {
+  let lo = 0;
+  let hi = samples.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (samples[mid]![0] < t) lo = mid + 1;
+    else hi = mid;
+  }
+  const after = samples[lo];
+  if (!after) return undefined;
+  if (after[0] === t) return after[1];
+  const before = samples[lo - 1];
+  if (!before) return undefined;
+  return before[1] + ((after[1] - before[1]) * (t - before[0])) / (after[0] - before[0]);
+}
+
+/**
+ * The share (0–1) of [from, to] in which some runnable task waited for a core: near 1, every
+ * step of a handover queued for the CPU. Undefined without samples around both ends.
+ */
+export function cpuWaitShare(
+  samples: readonly PressureSample[],
+  from: number,
+  to: number,
+): number | undefined {
+  if (!(to > from)) return undefined;
+  const a = waitedAt(samples, from);
+  const b = waitedAt(samples, to);
+  if (a === undefined || b === undefined) return undefined;
+  return Math.min(1, Math.max(0, (b - a) / 1000 / (to - from)));
+}
+
 export interface Summary {
   n: number;
   min: number;
   median: number;
+  /** With 20 samples the 18th: a tail that is not a single trial. */
+  p90: number;
   p99: number;
   max: number;
 }
@@ -172,6 +252,7 @@ export function summarize(samples: readonly number[]): Summary | undefined {
     n: sorted.length,
     min: sorted[0]!,
     median: quantile(sorted, 0.5),
+    p90: quantile(sorted, 0.9),
     p99: quantile(sorted, 0.99),
     max: sorted.at(-1)!,
   };

@@ -38,7 +38,7 @@ import type { ManagedContainer } from '../test/support/container.js';
 import { waitFor } from '../test/support/wait.js';
 import { monotonicMs } from './history.js';
 import type { PlannedFault } from './nemesis.js';
-import type { Topology } from './topology.js';
+import { WITNESS_SCRIPT, type Topology } from './topology.js';
 
 const run = promisify(execFile);
 
@@ -436,7 +436,7 @@ export class Faults {
   private async servicePid(node: string): Promise<number | undefined> {
     const led = await this.ledBy(node);
     if (!led) return undefined;
-    for (const pid of await this.pidsIn(this.agent(node).container, 'chaos/witness.ts')) {
+    for (const pid of await this.pidsIn(this.agent(node).container, WITNESS_SCRIPT)) {
       const environ = await readFile(`/proc/${pid}/environ`, 'utf8').catch(() => '');
       if (environ.split('\0').includes(`WITNESS_FILE=/chaos/witness-${led}.jsonl`)) return pid;
     }

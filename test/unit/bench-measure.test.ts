@@ -1,6 +1,14 @@
 import { expect } from 'chai';
 import type { HistoryEvent } from '../../chaos/history.js';
-import { measure, moveRate, summarize, tallyInbox, type Trial } from '../../bench/measure.js';
+import {
+  cpuWaitShare,
+  measure,
+  moveRate,
+  stagesOf,
+  summarize,
+  tallyInbox,
+  type Trial,
+} from '../../bench/measure.js';
 
 // The benchmarks' figures are read from a history written from outside the agents; these
 // rules say which event each figure is, so a figure cannot quietly mean something else.
@@ -49,6 +57,34 @@ describe('benchmark measurements from a history', () => {
       node: 'b',
       token: '12',
     });
+  });
+
+  it('splits a failover into stages, each its own duration, the lapse counted from T', () => {
+    const r = measure(handover, trial);
+    expect(stagesOf(r.handover, 5_000)).to.deep.equal({
+      lapse: 0,
+      elect: 40,
+      record: 20,
+      login: 40,
+      answer: 100,
+    });
+    // The key gone before T (the holder's last renewal came before the fault), no answer seen.
+    expect(stagesOf({ vacatedMs: 4_880, electedMs: 4_900 }, 5_000)).to.deep.equal({ lapse: -120, elect: 20 });
+  });
+
+  it('reads how much of a stretch some task waited for a core from the kernel’s cumulative CPU pressure', () => {
+    // µs waited so far, at ms 0, 100, 200: 50 ms of waiting in the first 100 ms, none after.
+    const samples = [
+      [0, 0],
+      [100, 50_000],
+      [200, 50_000],
+    ] as const;
+    expect(cpuWaitShare(samples, 0, 100)).to.equal(0.5);
+    expect(cpuWaitShare(samples, 50, 150)).to.equal(0.25); // between readings: linear
+    expect(cpuWaitShare(samples, 100, 200)).to.equal(0);
+    expect(cpuWaitShare(samples, 150, 250), 'past the last reading').to.equal(undefined);
+    expect(cpuWaitShare(samples, -10, 50), 'before the first').to.equal(undefined);
+    expect(cpuWaitShare([], 0, 100)).to.equal(undefined);
   });
 
   it('a planned handover is timed from the old service’s logout and its record saying so', () => {
@@ -113,7 +149,7 @@ describe('benchmark measurements from a history', () => {
 
   it('summarizes with nearest-rank quantiles: with 20 samples p99 is the largest', () => {
     const samples = Array.from({ length: 20 }, (_, i) => i + 1);
-    expect(summarize(samples)).to.deep.equal({ n: 20, min: 1, median: 10, p99: 20, max: 20 });
+    expect(summarize(samples)).to.deep.equal({ n: 20, min: 1, median: 10, p90: 18, p99: 20, max: 20 });
     expect(summarize([])).to.equal(undefined);
   });
 
