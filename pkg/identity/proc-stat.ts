@@ -37,6 +37,20 @@ export class ProcStat {
     return String.fromCharCode(this.buf[close + 2]!);
   }
 
+  /**
+   * Gone from the kernel (reaped): a read of the descriptor fails with ESRCH once the process it
+   * was opened for no longer exists, whatever now holds its pid. False when it cannot tell.
+   */
+  gone(): boolean {
+    if (this.fd === undefined) return false;
+    try {
+      readSync(this.fd, this.buf, 0, HEAD_BYTES, 0);
+      return false;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'ESRCH';
+    }
+  }
+
   close(): void {
     if (this.fd === undefined) return;
     try {

@@ -300,7 +300,10 @@ export class ServiceProcess {
       if (!(await settleWithin(this.exited, termMs, clock))) {
         this.log.warn({ afterMs: termMs }, 'the service ignored SIGTERM; sending SIGKILL');
         signalGroup(pgid, 'SIGKILL');
-        if (!(await settleWithin(this.exited, deadline - clock.monotonicMs(), clock))) {
+        if (
+          !(await settleWithin(this.exited, deadline - clock.monotonicMs(), clock)) &&
+          !this.deadInKernel()
+        ) {
           this.log.error({ budgetMs }, 'the service is still running after SIGKILL (stuck in the kernel?)');
           return false;
         }
@@ -314,6 +317,19 @@ export class ServiceProcess {
       await clock.sleep(GROUP_POLL_MS);
     }
     return true;
+  }
+
+  /**
+   * Killed, by the kernel's word: after SIGKILL a zombie (or a process already reaped) runs
+   * nothing, even while its exit event still waits behind timers in this event loop, late on a
+   * loaded machine. Without this, a service dead for hundreds of ms was taken for stuck,
+   * and the agent gave up its whole session (every identity on it) to let the lease bound it.
+   * Only asked after SIGKILL: before it, a zombie leader may still have threads that serve.
+   */
+  private deadInKernel(): boolean {
+    if (this.exitInfo) return true;
+    const state = this.stat?.state();
+    return state === 'Z' || state === 'X' || this.stat?.gone() === true;
   }
 
   /** Was a fresh standby asked for once this stop completes? */

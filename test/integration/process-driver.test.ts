@@ -296,6 +296,24 @@ describe('process driver (real processes)', function () {
       expect(await isDead(pid)).to.equal(true);
     });
 
+    it('takes a service the kernel shows dead after SIGKILL for stopped, though its exit event has not run yet', async function () {
+      const { d, pid } = await stubborn(300);
+      // An agent's loop late on a loaded machine: the exit event comes after the stop's
+      // deadline (it came 400 ms late in a benchmark's switchover, and the agent gave up its
+      // whole session). Held back here by the child process's own emitter.
+      const child = (d as unknown as { proc: { proc: ChildProcess } }).proc.proc;
+      const emit = child.emit.bind(child);
+      child.emit = ((event: string, ...args: unknown[]) => {
+        if (event !== 'exit') return emit(event, ...args);
+        setTimeout(() => emit(event, ...args), 1_000);
+        return true;
+      }) as typeof child.emit;
+
+      expect(await d.logout(800)).to.equal(true); // SIGKILL at 300 ms, given up at 800 ms
+      expect(logLines.join('')).not.to.include('still running after SIGKILL');
+      await waitDead(pid, 'the killed service');
+    });
+
     it('stops what the service started along with it (its whole process group)', async function () {
       const pidFile = join(dir, 'grandchild');
       const d = driver({

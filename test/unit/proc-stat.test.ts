@@ -1,6 +1,6 @@
 // A service's /proc state through a held descriptor (pkg/identity/proc-stat.ts), on real
 // processes: it follows the process through SIGSTOP and SIGCONT, survives a command name
-// with parentheses and spaces, and says nothing once the process is gone.
+// with parentheses and spaces, and says nothing once the process is gone but that it is gone.
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -61,10 +61,14 @@ describe('a service process state from /proc, through a held descriptor', functi
     const child = start();
     await once(child, 'spawn');
     const stat = new ProcStat(child.pid!);
+    expect(stat.gone(), 'alive').to.equal(false);
     child.kill('SIGKILL');
     await once(child, 'exit');
     expect(stat.state()).to.equal(undefined);
+    expect(stat.gone(), 'reaped').to.equal(true);
     stat.close();
-    expect(new ProcStat(2 ** 22 + 1).state()).to.equal(undefined);
+    const never = new ProcStat(2 ** 22 + 1);
+    expect(never.state()).to.equal(undefined);
+    expect(never.gone(), 'never opened: it cannot tell').to.equal(false);
   });
 });
