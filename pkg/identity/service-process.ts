@@ -290,7 +290,9 @@ export class ServiceProcess {
   /**
    * SIGTERM to the process group, SIGKILL after min(stopTimeoutMs, budget − KILL_CONFIRM_MS).
    * True once the process has exited and no member of its group still runs; false if that was
-   * not seen within the budget (the caller must assume it may still be logged in).
+   * not seen within the budget (the caller must assume it may still be logged in). One
+   * exception to the budget: a process the kernel already shows dead at the deadline after
+   * SIGKILL gets up to EXIT_EVENT_GRACE_MS more for its exit event (exitedAfterKill).
    * `thenStandby`: once it is gone, a fresh warm standby replaces it (if nothing forbids it then).
    */
   async stop(budgetMs: number, stopTimeoutMs: number, thenStandby = false): Promise<boolean> {
@@ -334,7 +336,13 @@ export class ServiceProcess {
     const { clock } = this.opts;
     if (await settleWithin(this.exited, deadline - clock.monotonicMs(), clock)) return true;
     if (!this.deadInKernel()) return false;
-    return (await settleWithin(this.exited, EXIT_EVENT_GRACE_MS, clock)) !== undefined;
+    const lateFrom = clock.monotonicMs();
+    if ((await settleWithin(this.exited, EXIT_EVENT_GRACE_MS, clock)) === undefined) return false;
+    this.log.warn(
+      { lateMs: Math.round(clock.monotonicMs() - lateFrom) },
+      "the service's exit was seen only after the stop's deadline, though the kernel showed it dead: this agent's event loop is running late (a loaded host?)",
+    );
+    return true;
   }
 
   /** Its leader a zombie, or reaped (the exit event not run yet): worth waiting for that event. */

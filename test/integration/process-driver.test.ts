@@ -318,17 +318,20 @@ describe('process driver (real processes)', function () {
 
       expect(await d.logout(budgetMs)).to.equal(true);
       expect(logLines.join('')).not.to.include('still running after SIGKILL');
+      expect(logLines.join('')).to.include("this agent's event loop is running late");
       expect(logged('service logged out (process stopped)')()).to.equal(true);
       expect(await isDead(pid)).to.equal(true);
     });
 
     it('but not for ever: without its exit event the service is taken for stuck, as before', async function () {
       const { d, pid } = await stubborn(300);
-      holdExit(d, performance.now() + 3_000); // past the deadline and the grace after it
+      holdExit(d, performance.now() + 2_000); // past the deadline (800 ms) and the grace after it
 
       expect(await d.logout(800)).to.equal(false);
       expect(logged('the service is still running after SIGKILL (stuck in the kernel?)')()).to.equal(true);
       await waitDead(pid, 'the killed service');
+      // Its held exit event, released: nothing of this test is left to run in the next one.
+      await waitFor(logged('service stopped'), { what: 'the held exit event', timeoutMs: LOCAL_STEP_MS });
     });
 
     it('stops what the service started along with it (its whole process group)', async function () {
