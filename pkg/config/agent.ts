@@ -6,7 +6,8 @@ import { z } from 'zod';
 import { LeaseTimingError, LeaseTimingSection, leaseTiming, Name } from '../lease/index.js';
 import { HISTORY_KEEP } from '../history/index.js';
 import { entryProblem } from '../identity/allow.js';
-import { KILL_COST_PER_SERVICE_MS, UPTIME_RESOLUTION_MS } from '../identity/lifeline.js';
+import { UPTIME_RESOLUTION_MS } from '../clock/uptime.js';
+import { KILL_COST_PER_SERVICE_MS } from '../identity/lifeline.js';
 import { durationMs, PublicNkey } from '../spec/schema.js';
 import { ConfigError, loadConfig, parseConfig, type EnvOverride } from './load.js';
 

@@ -143,8 +143,6 @@ for g in $groups; do kill -KILL -"$g" 2>/dev/null; done
 exit 0
 `;
 
-export { UPTIME_RESOLUTION_MS, uptimeMs };
-
 /** Deadline names become shell variable names in the reaper. */
 const DEADLINE_NAME = /^[a-z0-9]{1,40}$/;
 

@@ -3,12 +3,8 @@
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { pino } from 'pino';
-import {
-  KILL_COST_PER_SERVICE_MS,
-  Lifeline,
-  REAPER_TIMER_STEP_MS,
-  UPTIME_RESOLUTION_MS,
-} from '../../pkg/identity/lifeline.js';
+import { UPTIME_RESOLUTION_MS } from '../../pkg/clock/uptime.js';
+import { KILL_COST_PER_SERVICE_MS, Lifeline, REAPER_TIMER_STEP_MS } from '../../pkg/identity/lifeline.js';
 import { watchDeaths, wallNow } from '../support/death-watch.js';
 import { delay, withTimeout } from '../support/wait.js';
 
