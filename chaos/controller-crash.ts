@@ -175,11 +175,15 @@ try {
       const target = others[Math.floor(pick * others.length)]!;
       row.move = `${before.node}→${target}`;
 
+      // A workflow passes through logged-out only when the controller moves the key (the old
+      // leader otherwise hands it over as it logs out): that round turns hand-over off.
+      const extra = stall === 'logged-out' ? { switchover: { handOver: false } } : {};
       x = await ControllerProcess.start({
         name: `ctl-x${round}`,
         etcd: [etcd.hostEndpoint],
         nats: [nats.hostUrl],
         env: { UNDERSTUDY_FAILPOINT: `workflow-stall:${stall}` },
+        extra,
       });
       processes.push(x);
       await x.waitForActive({ timeoutMs: PROCESS_START_MS });
@@ -187,6 +191,7 @@ try {
         name: `ctl-y${round}`,
         etcd: [etcd.hostEndpoint],
         nats: [nats.hostUrl],
+        extra,
       });
       processes.push(y);
       const yApi = y.api('operator');

@@ -404,13 +404,18 @@ export class Agent {
       case 'drain': {
         const runner = this.runner(request.identity);
         this.logger.info(
-          { identity: request.identity, actor: request.actor, holdMs: request.holdMs },
+          { identity: request.identity, actor: request.actor, holdMs: request.holdMs, to: request.to },
           'drain requested',
         );
         const budget = this.timing.logoutBudgetMs + DRAIN_REPLY_SLACK_MS;
         let cancel: (() => void) | undefined;
         const token = await Promise.race([
-          runner.drain(request.holdMs, request.actor),
+          runner.drain(
+            request.holdMs,
+            request.actor,
+            // `term` is there: a drain without one was refused before it got here.
+            request.to && request.term ? { to: request.to, term: request.term } : undefined,
+          ),
           new Promise<never>(
             (_, reject) =>
               (cancel = this.clock.after(budget, () =>
@@ -486,6 +491,7 @@ export class Agent {
       instance: this.instance,
       at: this.clock.wallMs(),
       everyMs: this.config.heartbeatIntervalMs,
+      handsOver: true,
       fenced: this.fenceWatch.fenced !== undefined,
       identities: runners.map((r) => {
         const alive = r.state === 'leader' ? this.liveness.report(r.identity, r.token) : undefined;

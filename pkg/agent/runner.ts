@@ -39,7 +39,7 @@ import { ServiceSlot } from './service-slot.js';
 import { logRetryChange, RetryBoard, RetryStreak, type RetryChange, type SharedRetryLog } from './retries.js';
 import type { SessionKeeper } from './sessions.js';
 import { LOGGED_IN_STATES, type IdentityState } from './states.js';
-import { Term, type TermHost } from './term.js';
+import { Term, type Handover, type TermHost } from './term.js';
 import { Wakeup } from './wakeup.js';
 import { REFUSED_RECHECK_MS, SpecGate, type SpecPolicy } from './spec-policy.js';
 import { LIVENESS_CHECK_TIMEOUT_MS } from './liveness.js';
@@ -322,9 +322,10 @@ export class IdentityRunner extends EventEmitter {
 
   /**
    * Log out but keep the key for a transfer (controller switchover). Resolves with the token
-   * once the service is confirmed out and login=false is recorded; rejects when not leader.
+   * once the service is confirmed out and login=false is recorded, or the key handed to
+   * `handover.to` in that same step; rejects when not leader.
    */
-  drain(holdMs: number, actor: string): Promise<bigint> {
+  drain(holdMs: number, actor: string, handover?: Handover): Promise<bigint> {
     const term = this.term;
     if (this.state === 'drained' && term) return Promise.resolve(term.leadership.token);
     if (this.state !== 'leader' || !term?.leading) {
@@ -335,7 +336,7 @@ export class IdentityRunner extends EventEmitter {
         ),
       );
     }
-    return term.drain(holdMs, actor);
+    return term.drain(holdMs, actor, handover);
   }
 
   /**

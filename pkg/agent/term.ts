@@ -12,7 +12,8 @@ import type { Logger } from 'pino';
 import type { Clock } from '../clock/index.js';
 import type { IdentityDriver } from '../identity/driver.js';
 import type { ResponderContext } from '../identity/responder.js';
-import { FencedNodeError, type Leadership, type Session } from '../lease/index.js';
+import { controllerElectionKey } from '../control/term.js';
+import { FencedNodeError, type Leadership, type Session, type TransferTarget } from '../lease/index.js';
 import type { IdentitySpec } from '../spec/schema.js';
 import {
   decideAbandonTerm,
@@ -81,10 +82,29 @@ export interface TermHost {
   readonly stateKeeper?: StateKeeper;
 }
 
+/** Where a drain asks the key to go once the service is out, under whose controller term. */
+export interface Handover {
+  to: string;
+  /** The controller's election term the drain was sent under (the move compares it). */
+  term: string;
+}
+
+interface PendingHandover extends Handover {
+  /** The target's registration, read when the drain came in. */
+  target: Promise<TransferTarget>;
+}
+
 export class Term {
   private endLead: ((why: EndOfLead) => void) | undefined;
   private drainRequest:
-    { holdMs: number; actor: string; done: (token: bigint) => void; fail: (e: Error) => void } | undefined;
+    | {
+        holdMs: number;
+        actor: string;
+        handover?: PendingHandover;
+        done: (token: bigint) => void;
+        fail: (e: Error) => void;
+      }
+    | undefined;
   private undrainRequested = false;
   /** The login's service-side state, kept for logout. */
   private credentialFile: string | undefined;
@@ -115,10 +135,19 @@ export class Term {
     this.endLead?.(why);
   }
 
-  /** Log out, keep the key; resolves with the token once drained (see IdentityRunner.drain). */
-  drain(holdMs: number, actor: string): Promise<bigint> {
+  /**
+   * Log out, keep the key; resolves with the token once drained (see IdentityRunner.drain).
+   * With `handover`, the key goes to its target in the transaction that confirms the logout
+   * (Leadership.handOver); the target's registration is read now, while the service stops.
+   */
+  drain(holdMs: number, actor: string, handover?: Handover): Promise<bigint> {
+    const pending = handover && {
+      ...handover,
+      target: this.leadership.readTarget(handover.to),
+    };
+    pending?.target.catch(() => undefined); // awaited, or dropped, at the logout
     return new Promise((done, fail) => {
-      this.drainRequest = { holdMs, actor, done, fail };
+      this.drainRequest = { holdMs, actor, ...(pending ? { handover: pending } : {}), done, fail };
       this.endLead!({ kind: 'drain', holdMs, actor });
     });
   }
@@ -403,7 +432,8 @@ export class Term {
       const request = this.drainRequest;
       this.drainRequest = undefined;
       try {
-        await leadership.setLoggedIn(false);
+        const moved = request?.handover ? await this.handOver(request.handover, why.actor) : false;
+        if (!moved) await leadership.setLoggedIn(false);
       } catch (err) {
         request?.fail(err as Error);
         await this.giveBack(
@@ -421,6 +451,41 @@ export class Term {
     // also closes the session, so the lease's end bounds the service.
     await this.giveBack(next, confirmed);
     return { relogin: false };
+  }
+
+  /**
+   * The service is confirmed out: move the key to the drain's target in the same transaction
+   * that says so. False (nothing changed) when the move's guards do not hold — the target left
+   * or is fenced, the controller's term or the workflow's hold-off ended — or etcd cannot say:
+   * the logout is then recorded as for any drain, and the controller moves the key or rolls back.
+   */
+  private async handOver(handover: PendingHandover, actor: string): Promise<boolean> {
+    const { host, leadership } = this;
+    try {
+      const target = await handover.target;
+      const moved = await leadership.handOver(target, {
+        actor,
+        authority: { key: controllerElectionKey(), revision: handover.term },
+      });
+      if (moved) {
+        host.log.info(
+          { token: String(leadership.token), to: handover.to, actor },
+          `logged out and handed ${host.identity} to ${handover.to} in one step`,
+        );
+      } else {
+        host.log.info(
+          { token: String(leadership.token), to: handover.to },
+          `not handed to ${handover.to} (its registration, fence or drift hold, the controller's term or the hold-off changed); recording the logout for the controller to move the key`,
+        );
+      }
+      return moved;
+    } catch (err) {
+      host.log.warn(
+        { token: String(leadership.token), to: handover.to, err: (err as Error).message },
+        `could not hand ${host.identity} to ${handover.to}; recording the logout for the controller to move the key`,
+      );
+      return false;
+    }
   }
 
   private failDrain(reason: string): void {

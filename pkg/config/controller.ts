@@ -113,6 +113,13 @@ export const ControllerConfig = z.strictObject({
       drainTimeoutMs: durationMs(500, STEP_TIMEOUT_MAX_MS).default(10_000),
       /** Time given to the target to answer PING after the transfer. */
       loginTimeoutMs: durationMs(500, STEP_TIMEOUT_MAX_MS).default(20_000),
+      /**
+       * The old leader hands the key to the target itself, in the transaction that records
+       * its logout: no controller round between the logout and the target's login (about a
+       * third of the switchover's gap). false: it only logs out and the controller moves the
+       * key, as with agents that do not announce it in their heartbeats.
+       */
+      handOver: z.boolean().default(true),
     })
     .prefault({}),
   /** Last escalation step when an old leader cannot be proved out politely. */

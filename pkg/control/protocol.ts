@@ -47,6 +47,10 @@ export const ControlRequest = z.discriminatedUnion('op', [
   /**
    * Log the identity out but keep the leader key, so the controller can transfer it. If no
    * transfer happens within `holdMs`, the agent logs back in (the workflow was abandoned).
+   * With `to`, the agent moves the key to that node itself, in the transaction that records
+   * its logout, guarded by `term` and by its own hold-off (the workflow still running); if the
+   * move's guards do not hold it drains as without `to`. Sent only to agents whose heartbeat
+   * says `handsOver` (older agents refuse the field).
    */
   z.strictObject({
     v: z.number().int(),
@@ -56,6 +60,7 @@ export const ControlRequest = z.discriminatedUnion('op', [
     holdMs: z.number().int().min(DRAIN_HOLD_MIN_MS).max(DRAIN_HOLD_MAX_MS),
     reason: z.string().max(500).optional(),
     term: Term.optional(),
+    to: Name.optional(),
   }),
   /** Abort a drain: log back in if this node still holds the key (the old leader is restored). */
   z.strictObject({
@@ -160,6 +165,8 @@ export const Heartbeat = z.object({
   /** The agent's heartbeat period: a beat older than about two periods vouches for nothing. */
   everyMs: z.number().int().positive().optional(),
   fenced: z.boolean(),
+  /** It takes a drain's `to`: it hands the key over itself as it logs out (agents since 2026-12). */
+  handsOver: z.boolean().optional(),
   identities: z.array(
     z.object({
       identity: z.string(),

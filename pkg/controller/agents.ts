@@ -149,7 +149,11 @@ export class AgentLink {
    * (`stale-controller`).
    */
   drain(node: string, term: string, req: Op<'drain'>, timeoutMs: number): Promise<unknown> {
-    return this.request(node, { ...req, op: 'drain', term }, timeoutMs);
+    // A drain's target goes only to an agent that said it takes one: an older agent refuses
+    // the field, and drains as before when it is left out (the controller moves the key).
+    const { to, ...plain } = req;
+    const body = to !== undefined && this.seen.get(node)?.heartbeat.handsOver ? { ...plain, to } : plain;
+    return this.request(node, { ...body, op: 'drain', term }, timeoutMs);
   }
 
   undrain(node: string, term: string, req: Op<'undrain'>, timeoutMs: number): Promise<unknown> {

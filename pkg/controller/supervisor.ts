@@ -200,6 +200,7 @@ export class WorkflowSupervisor {
         logger: deps.log,
         drainTimeoutMs: deps.config.switchover.drainTimeoutMs,
         loginTimeoutMs: deps.config.switchover.loginTimeoutMs,
+        handOver: deps.config.switchover.handOver,
         fence: fenceActions(deps.config.fencing),
         viewContext: (snap) => deps.cluster.view(snap),
         responders: async (id, windowMs) =>

@@ -2,6 +2,7 @@
 // test/unit/workflow-step.test.ts):
 //
 //   scheduled → requested → draining → logged-out → transferred → logged-in → done
+//                   │          └───────────────────↗ (the old leader handed the key over itself)
 //                   └──────────┴───────────┴──→ aborted (old leader keeps or regains the identity)
 //
 // step(workflow, input) reads the workflow, the cluster as one snapshot showed it, the time
@@ -15,7 +16,8 @@
 //
 // Safety (S1, S3): the target is never logged in before the old leader is proved out — it
 // confirmed its logout (drained: login=false with its token, and the key is then moved in one
-// txn that checks it), or its lease was revoked and its self-fence deadline has passed. The
+// txn that checks it; or it moved the key itself in the txn that confirms it), or its lease
+// was revoked and its self-fence deadline has passed. The
 // old node is held off the identity for the whole workflow, so it cannot log back in by itself.
 //
 // Time: every deadline here (the workflow's deadline, the drain and login timeouts, a revoked
@@ -41,8 +43,11 @@ export type Effect =
   | { kind: 'grant-hold-off'; ttlMs: number }
   /** Hold `nodes` off under `lease`, written in the txn that records the step (undone if it loses). */
   | { kind: 'hold-off'; lease: string; nodes: string[]; record: HoldOffRecord }
-  /** Ask the old leader to log out and keep its key (not awaited: the login record tells). */
-  | { kind: 'drain'; node: string; actor: string; holdMs: number; reason: string }
+  /**
+   * Ask the old leader to log out and keep its key, or hand it to `to` as it logs out (not
+   * awaited: the login record, or the key on `to`, tells).
+   */
+  | { kind: 'drain'; node: string; actor: string; holdMs: number; reason: string; to?: string }
   /** Hold `extendHoldOff` off too, then revoke the holder's lease (outcome: RevokeOutcome). */
   | {
       kind: 'revoke';
@@ -89,6 +94,8 @@ export interface StepInput {
   now: number;
   drainTimeoutMs: number;
   loginTimeoutMs: number;
+  /** Drains name the target: the old leader moves the key itself as it logs out. */
+  handOver: boolean;
   /** How many fence commands are configured (0: the escalation skips them). */
   fenceCommands: number;
   done: Outcomes;
@@ -243,6 +250,9 @@ function draining(wf: Workflow, input: StepInput): Decision {
             actor: wf.actor,
             holdMs: drainHoldMs(Date.parse(wf.deadline), now),
             reason: `${wf.kind} ${wf.id}`,
+            // The old leader moves the key itself once its service is out: no round of ours
+            // between its logout and the target's login. It still checks what transfer does.
+            ...(input.handOver && wf.chosen ? { to: wf.chosen } : {}),
           },
         ],
       );
@@ -268,7 +278,14 @@ function draining(wf: Workflow, input: StepInput): Decision {
   // The old term ended without us (the agent died, or a failover): the holder's own deadline
   // is what the successor waits out; the workflow cannot restore it.
   if (leader && leader.record.node === wf.chosen) {
-    return record('transferred', `${wf.chosen} took the key on its own`, { newToken: String(leader.token) });
+    const handedOver = keys.termEnd?.how === 'transferred' && keys.termEnd.token === wf.from?.token;
+    return record(
+      'transferred',
+      handedOver
+        ? `${wf.from?.node} logged out and handed the key to ${wf.chosen} (token ${leader.token})`
+        : `${wf.chosen} took the key on its own`,
+      { newToken: String(leader.token) },
+    );
   }
   if (!leader) {
     if (past) {

@@ -52,6 +52,8 @@ export interface WorkflowContext {
   logger: Logger;
   drainTimeoutMs: number;
   loginTimeoutMs: number;
+  /** Drains name the target, for the old leader to hand the key over itself (config switchover.handOver). */
+  handOver?: boolean;
   fence: FenceAction[];
   viewContext(snap: ClusterSnapshot): ViewContext;
   responders(identity: string, windowMs: number): Promise<Array<{ node: string; token: string }>>;
@@ -186,6 +188,7 @@ export class WorkflowDriver {
       now: this.clock.wallMs(),
       drainTimeoutMs: this.ctx.drainTimeoutMs,
       loginTimeoutMs: this.ctx.loginTimeoutMs,
+      handOver: this.ctx.handOver ?? true,
       fenceCommands: this.ops.fenceCommands.length,
       done: {},
     };

@@ -2,7 +2,8 @@
 // fence (hold-offs are in holdoff.ts). Each is one etcd transaction guarded by what the
 // caller last saw, so a change in between makes it fail cleanly instead of acting on a stale
 // view.
-import type { Etcd3 } from 'etcd3';
+import type { Etcd3, IOperation } from 'etcd3';
+import type { Guard } from './batch.js';
 import type { FencingToken } from './campaign.js';
 import { ETCD_CALL_MS, isLeaseGone, within } from './etcd.js';
 import {
@@ -142,46 +143,21 @@ export async function transfer(
       'not-logged-out',
     );
   }
-  const candidateKey = keys.candidate(opts.identity, opts.target);
-  const candidateKv = (await client.get(candidateKey).options(within(ETCD_CALL_MS)).exec()).kvs[0];
-  const candidate = decode(CandidateRecord, candidateKv?.value, candidateKey);
-  if (!candidateKv || !candidate) {
-    throw new LeaseOperationError(
-      `${opts.target} is not a live candidate for ${opts.identity} (no agent session campaigning)`,
-      'target-unavailable',
-    );
-  }
-  const record: LeaderRecord = {
-    node: opts.target,
-    leaseId: candidate.leaseId,
-    ttlMs: candidate.ttlMs,
-    mustBeOutByMs: candidate.mustBeOutByMs,
-    since: Date.now(),
-  };
-  const end: TermEnd = {
-    token: String(current.token),
-    node: current.record.node,
-    leaseId: current.record.leaseId,
-    how: 'transferred',
-    loggedOut: true,
-    holderTtlMs: current.record.ttlMs,
-    at: Date.now(),
+  const target = await readTransferTarget(client, { identity: opts.identity, node: opts.target, keys });
+  const move = transferWrites(client, {
+    identity: opts.identity,
+    from: { token: current.token, record: current.record },
+    target,
     actor: opts.actor,
-  };
-  const leaderKey = keys.leader(opts.identity);
-  let txn = client
-    .if(leaderKey, 'Mod', '==', String(current.token))
-    .and(keys.login(opts.identity), 'Mod', '==', loginRevision)
-    .and(candidateKey, 'Mod', '==', candidateKv.mod_revision)
-    .and(keys.fence(opts.target), 'Create', '==', 0)
-    .and(keys.drift(opts.identity, opts.target), 'Create', '==', 0);
-  if (opts.authority) txn = txn.and(opts.authority.key, 'Mod', '==', opts.authority.revision);
+    at: Date.now(),
+    keys,
+  });
+  const guards: Guard[] = [...move.guards, [keys.login(opts.identity), 'Mod', '==', loginRevision]];
+  if (opts.authority) guards.push([opts.authority.key, 'Mod', '==', opts.authority.revision]);
+  let txn = client.if(...guards[0]!);
+  for (const guard of guards.slice(1)) txn = txn.and(...guard);
   const result = await txn
-    .then(
-      client.put(leaderKey).value(JSON.stringify(record)).lease(candidate.leaseId),
-      client.delete().key(keys.login(opts.identity)),
-      client.put(keys.termEnd(opts.identity)).value(JSON.stringify(end)),
-    )
+    .then(...move.ops)
     .options(within(ETCD_CALL_MS))
     .commit();
   if (!result.succeeded) {
@@ -205,6 +181,88 @@ export async function transfer(
     );
   }
   return BigInt(result.header.revision);
+}
+
+/** A live candidate a term can be moved to, as read: its registration and that record's revision. */
+export interface TransferTarget {
+  node: string;
+  candidate: CandidateRecord;
+  /** The registration's mod revision: the move compares it, so a target that left stops it. */
+  revision: string;
+}
+
+/** Read `node`'s registration as a candidate for `identity`; refused if it has none. */
+export async function readTransferTarget(
+  client: Etcd3,
+  opts: { identity: string; node: string; keys?: Keys },
+): Promise<TransferTarget> {
+  const keys = opts.keys ?? new Keys();
+  assertName('node', opts.node);
+  const key = keys.candidate(opts.identity, opts.node);
+  const kv = (await client.get(key).options(within(ETCD_CALL_MS)).exec()).kvs[0];
+  const candidate = decode(CandidateRecord, kv?.value, key);
+  if (!kv || !candidate) {
+    throw new LeaseOperationError(
+      `${opts.node} is not a live candidate for ${opts.identity} (no agent session campaigning)`,
+      'target-unavailable',
+    );
+  }
+  return { node: opts.node, candidate, revision: kv.mod_revision };
+}
+
+/**
+ * The one transaction that moves a term to `target`, whoever sends it (the controller, or the
+ * holder itself in the drain that carries a target): the leader key put on the target's
+ * lease, the term-end record saying "transferred, logged out" at that same revision (which is
+ * how the target knows it may log in at once), and the login record cleared. Guarded by the
+ * term's token and by the target's registration, fence and drift hold; the caller adds what
+ * proves the logout and whose word it acts on.
+ */
+export function transferWrites(
+  client: Etcd3,
+  opts: {
+    identity: string;
+    from: { token: FencingToken; record: LeaderRecord };
+    target: TransferTarget;
+    actor: string;
+    /** Wall-clock ms, for people reading the records. */
+    at: number;
+    keys?: Keys;
+  },
+): { guards: Guard[]; ops: IOperation[] } {
+  const keys = opts.keys ?? new Keys();
+  const { identity, from, target } = opts;
+  const record: LeaderRecord = {
+    node: target.node,
+    leaseId: target.candidate.leaseId,
+    ttlMs: target.candidate.ttlMs,
+    mustBeOutByMs: target.candidate.mustBeOutByMs,
+    since: opts.at,
+  };
+  const end: TermEnd = {
+    token: String(from.token),
+    node: from.record.node,
+    leaseId: from.record.leaseId,
+    how: 'transferred',
+    loggedOut: true,
+    holderTtlMs: from.record.ttlMs,
+    at: opts.at,
+    actor: opts.actor,
+  };
+  const leaderKey = keys.leader(identity);
+  return {
+    guards: [
+      [leaderKey, 'Mod', '==', String(from.token)],
+      [keys.candidate(identity, target.node), 'Mod', '==', target.revision],
+      [keys.fence(target.node), 'Create', '==', 0],
+      [keys.drift(identity, target.node), 'Create', '==', 0],
+    ],
+    ops: [
+      client.put(leaderKey).value(JSON.stringify(record)).lease(target.candidate.leaseId),
+      client.delete().key(keys.login(identity)),
+      client.put(keys.termEnd(identity)).value(JSON.stringify(end)),
+    ],
+  };
 }
 
 /**

@@ -251,6 +251,10 @@ export class Candidate implements TermContext {
     // the first read, which may be the one that registers this node: ranked without its own
     // registration, it would put itself last.
     let likelyFree = false;
+    // A key the wait follows was just written (a new term, a term moved to us, a fence or a
+    // hold): nothing about this candidate changed, so its registration is not written again
+    // either, and a target's step from the move to its term is a read.
+    let keyWritten = false;
 
     for (;;) {
       this.checkActive(signal, userSignal);
@@ -258,10 +262,11 @@ export class Candidate implements TermContext {
       let ranking: Promise<CandidatesRead> | undefined;
       try {
         const reading = this.registerAndRead(leaderKey, fenceKey, holdOffKey, driftKey, {
-          keepUnchanged: likelyFree,
+          keepUnchanged: likelyFree || keyWritten,
         });
         if (likelyFree) ranking = readCandidates(this.batcher, this.client, this.keys, this.identity);
         likelyFree = false;
+        keyWritten = false;
         state = await reading;
       } catch (err) {
         await this.retryAfter(
@@ -287,6 +292,10 @@ export class Candidate implements TermContext {
           observedEndAt,
           transferred: true,
         });
+        // The read that proved the transfer is the gate's: at the move's revision, and no
+        // login record says any term is logged in (the move cleared its own). Any other
+        // record, and the gate reads for itself.
+        if (!state.login?.record.loggedIn) leadership.primeTransfer(state.revision);
         return this.begin(leadership, state.revision, signal, userSignal);
       }
       if (state.leader && state.leader.record.leaseId === this.session.leaseId) {
@@ -401,6 +410,7 @@ export class Candidate implements TermContext {
           observedEndAt = this.clock.monotonicMs();
           likelyFree = true;
         }
+        if (change === 'put') keyWritten = true;
         if (error)
           await this.retryAfter(
             `watching ${this.identity}'s leader key (held by ${lastSeen.record.node})`,

@@ -166,6 +166,20 @@ export async function readClearanceFacts(g: GateFacts, ahead?: GateRead): Promis
   };
 }
 
+/**
+ * What the gate decides on for a term moved to this node, when the read that adopted it
+ * proved the move (clearance.ts: a transfer requires its holder's confirmed logout) and found
+ * no login record of any term saying "logged in": no session needs judging.
+ */
+export function transferredFacts(previous: PreviousTerm, now: number): ClearanceFacts {
+  const { token, record } = previous;
+  return {
+    terms: [{ token, node: record.node, leaseId: record.leaseId, ttlMs: record.ttlMs, transferred: true }],
+    sessions: new Map(),
+    now,
+  };
+}
+
 /** A wait for the next change of what the gate read (cancel it once done with it). */
 export interface GateChange {
   changed: Promise<void>;

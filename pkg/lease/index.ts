@@ -31,6 +31,7 @@ export {
   isFenced,
   LeaseOperationError,
   type LeaderView,
+  type TransferTarget,
 } from './admin.js';
 export { holdOff, extendHoldOff, releaseHoldOff, listHoldOffs } from './holdoff.js';
 export { fencedPut, isTokenCurrent, TokenGate } from './fenced.js';

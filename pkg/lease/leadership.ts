@@ -4,13 +4,20 @@
 // when its key is deleted or moved (watched; a broken watch is replaced after a re-read), when
 // its session must stop, or when it resigns. Before logging in, a new leader passes the login
 // gate (gate.ts, S3); its login state is a record guarded by the token (setLoggedIn).
+import { readTransferTarget, transferWrites, type TransferTarget } from './admin.js';
 import type { Guard, TxnBatcher } from './batch.js';
 import type { Clock } from '../clock/index.js';
 import { decideClearance, type ClearanceFacts, type ClearanceVerdict } from './clearance.js';
 import { TypedEmitter } from './emitter.js';
 import { CampaignAbandonedError, FencedNodeError, StaleTokenError, type FencingToken } from './errors.js';
 import type { ChangeFeed } from './feed.js';
-import { readClearanceFacts, waitForClearance, type GateChange, type GateRead } from './gate.js';
+import {
+  readClearanceFacts,
+  transferredFacts,
+  waitForClearance,
+  type GateChange,
+  type GateRead,
+} from './gate.js';
 import type { Keys, LeaderRecord, LoginRecord, TermEnd } from './keys.js';
 import type { PeerSessions } from './peers.js';
 import { backoffMs, RETRY_MS, type RetryReport } from './retry.js';
@@ -86,6 +93,8 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
   private gateReadAt: bigint | undefined;
   /** The gate's first read, done in the transaction that made the term (used once). */
   private gateReadAhead: GateRead | undefined;
+  /** Revision of the read that adopted this term as transferred (primeTransfer; used once). */
+  private transferProvenAt: bigint | undefined;
 
   constructor(
     private readonly ctx: TermContext,
@@ -245,8 +254,23 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
     this.gateReadAhead = read;
   }
 
+  /**
+   * The read that adopted this term proved it was transferred (the term-end record at the
+   * key's revision) and found no login record saying "logged in": the gate's first decision
+   * is made on it, with no read of its own. Only the first, as primeGate.
+   */
+  primeTransfer(revision: string): void {
+    this.transferProvenAt = BigInt(revision);
+  }
+
   /** What the login gate decides on: one read at one revision, plus this node's sightings. */
   async clearanceFacts(): Promise<ClearanceFacts> {
+    const proven = this.transferProvenAt;
+    this.transferProvenAt = undefined;
+    if (proven !== undefined && this.previous?.transferred) {
+      this.gateReadAt = proven;
+      return transferredFacts(this.previous, this.ctx.clock.monotonicMs());
+    }
     const ahead = this.gateReadAhead;
     this.gateReadAhead = undefined;
     return readClearanceFacts(
@@ -341,6 +365,58 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
     this.loginRevision = result.revision;
     this.loggedInValue = loggedIn;
     if (!loggedIn) this.release();
+  }
+
+  /**
+   * Hand this term to `target` in the transaction that confirms its logout: the drain that
+   * names a target spares the controller's read-and-move round (one commit instead of two,
+   * and no controller on the path). Call it only once the service is confirmed stopped,
+   * as setLoggedIn(false). The move is what a controller's transfer writes (admin.ts), guarded
+   * by this term, by this term's own last login write, by the target's registration as read,
+   * by this node's hold-off (a workflow's handover alive) and by `authority` (the term of the
+   * controller that asked: its election key's mod revision). Resolves true once moved (the
+   * term is over); false when a guard did not hold and nothing changed: record the logout
+   * the usual way.
+   */
+  async handOver(
+    target: TransferTarget,
+    opts: { actor: string; authority: { key: string; revision: string } },
+  ): Promise<boolean> {
+    // A term that never wrote its login record may not have passed its own gate: the record
+    // of an earlier term it holds may be the only word that the earlier one is still in, and
+    // the move clears it. Such a term is drained the usual way (the controller's transfer
+    // refuses it too).
+    if (this.loginRevision === undefined) return false;
+    const move = transferWrites(this.session.client, {
+      identity: this.identity,
+      from: { token: this.token, record: this.record },
+      target,
+      actor: opts.actor,
+      at: this.ctx.clock.wallMs(),
+      keys: this.ctx.keys,
+    });
+    // The login record is still the one this term last wrote: nobody else's word is cleared.
+    const ownLogin: Guard = [this.ctx.keys.login(this.identity), 'Mod', '==', this.loginRevision];
+    const guards: Guard[] = [
+      ...move.guards,
+      ownLogin,
+      // Only while this node is held off the identity: a workflow's handover is under way,
+      // and aborting one releases its hold-off before anything else, so a cancelled
+      // switchover cannot move the key after the fact.
+      [this.ctx.keys.holdOff(this.identity, this.node), 'Create', '>', 0],
+      [opts.authority.key, 'Mod', '==', opts.authority.revision],
+    ];
+    const result = await this.ctx.batcher.runIf(guards, move.ops);
+    if (!result.succeeded) return false;
+    this.loggedInValue = false;
+    this.release();
+    this.end('key-moved');
+    return true;
+  }
+
+  /** `node`'s registration as a candidate for this identity, for handOver (admin.ts). */
+  readTarget(node: string): Promise<TransferTarget> {
+    return readTransferTarget(this.session.client, { identity: this.identity, node, keys: this.ctx.keys });
   }
 
   private loginRecord(loggedIn: boolean): LoginRecord {

@@ -52,11 +52,13 @@ describe('controller: probes, maintenance handover and the API', function () {
 
   after(() => cluster?.close());
 
+  const SWITCHOVER = { deadlineMs: 40_000, drainTimeoutMs: 5_000 };
+
   async function startController(name: string, env: Record<string, string> = {}, extra = {}) {
     return cluster.startController({
       name,
       env,
-      extra: { switchover: { deadlineMs: 40_000, drainTimeoutMs: 5_000 }, ...extra },
+      extra: { switchover: SWITCHOVER, ...extra },
     });
   }
 
@@ -112,14 +114,18 @@ describe('controller: probes, maintenance handover and the API', function () {
       const wf = JSON.parse(cli.stdout) as Workflow;
       expect(wf.from?.node).to.equal('a');
       expect(wf.state, wf.outcome).to.equal('done');
+      // The old leader handed the key to b itself, in the step that recorded its logout: the
+      // workflow went from draining straight to transferred, with no move of the controller's.
       expect(wf.steps.map((s) => s.state)).to.deep.equal([
         'requested',
         'draining',
-        'logged-out',
         'transferred',
         'logged-in',
         'done',
       ]);
+      expect(wf.steps.find((s) => s.state === 'transferred')?.note).to.match(
+        /^a logged out and handed the key to b \(token \d+\)$/,
+      );
       expect(BigInt(wf.newToken!) > BigInt(wf.from!.token), 'new token above the old').to.equal(true);
       // Verified with b's key as registered in etcd: the answer is b's own, not someone's claim.
       const keys = (node: string) => readNodeKey(client, node);
@@ -145,13 +151,34 @@ describe('controller: probes, maintenance handover and the API', function () {
     expect(view.body.standbys.find((s) => s.node === 'a')).to.include({ fenced: false, registered: true });
   });
 
+  it('the controller moves the key itself when told that old leaders only log out (switchover.handOver: false)', async () => {
+    await pair('plain');
+    const ctl = await startController('c1', {}, { switchover: { ...SWITCHOVER, handOver: false } });
+    await ctl.waitForActive();
+    expect((await ctl.api().post('/v1/identities/plain/switchover', { to: 'b' })).status).to.equal(202);
+    const wf = await untilWorkflowEnds(ctl.api(), 'plain');
+    expect(wf.state, wf.outcome).to.equal('done');
+    expect(wf.steps.map((s) => s.state)).to.deep.equal([
+      'requested',
+      'draining',
+      'logged-out',
+      'transferred',
+      'logged-in',
+      'done',
+    ]);
+    expect(wf.steps.find((s) => s.state === 'transferred')?.note).to.match(/^key moved to b \(token \d+\)$/);
+    expect(await leaderOf('plain')).to.equal('b');
+  });
+
   for (const state of ['draining', 'logged-out', 'transferred'] as const) {
     it(`a second controller finishes a switchover whose active controller died in ${state}`, async () => {
       const identity = `ha-${state.replace('-', '')}`;
       await pair(identity);
-      const doomed = await startController('c1', { UNDERSTUDY_FAILPOINT: `workflow-stall:${state}` });
+      // The workflow passes through logged-out only when the controller moves the key.
+      const extra = state === 'logged-out' ? { switchover: { ...SWITCHOVER, handOver: false } } : {};
+      const doomed = await startController('c1', { UNDERSTUDY_FAILPOINT: `workflow-stall:${state}` }, extra);
       await doomed.waitForActive();
-      const standby = await startController('c2');
+      const standby = await startController('c2', {}, extra);
       // A standby controller serves reads and points writes at the active one.
       const refused = await standby.api().post<Problem>(`/v1/identities/${identity}/switchover`, { to: 'b' });
       expect(refused.status).to.equal(503);
@@ -193,9 +220,11 @@ describe('controller: probes, maintenance handover and the API', function () {
 
   it('rolls back to the old leader when the target goes away before the transfer', async () => {
     const [a, b] = await pair('rollback');
-    const doomed = await startController('c1', { UNDERSTUDY_FAILPOINT: 'workflow-stall:logged-out' });
+    // Drained and held: the old leader only logs out, the controller would move the key.
+    const plain = { switchover: { ...SWITCHOVER, handOver: false } };
+    const doomed = await startController('c1', { UNDERSTUDY_FAILPOINT: 'workflow-stall:logged-out' }, plain);
     await doomed.waitForActive();
-    const second = await startController('c2');
+    const second = await startController('c2', {}, plain);
     const token = (await readLeader(client, 'rollback'))!.token;
     expect((await doomed.api().post('/v1/identities/rollback/switchover', { to: 'b' })).status).to.equal(202);
     await a!.waitForState('rollback', 'drained', { timeoutMs: HANDOVER_TIMEOUT_MS });

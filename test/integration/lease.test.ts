@@ -10,6 +10,7 @@ import {
   FencedNodeError,
   fence,
   fencedPut,
+  holdOff,
   isTokenCurrent,
   LeaderObserver,
   LeaseOperationError,
@@ -643,6 +644,143 @@ describe('pkg/lease (real etcd)', function () {
       }).catch((e: unknown) => e);
       expect((err as LeaseOperationError).code).to.equal('changed');
       expect((await readLeader(a.client, identity))?.record.node).to.equal('c');
+    });
+  });
+
+  describe('hand-over by the holder (a drain that names its target)', function () {
+    /** The controller election key stand-in: the authority a drain's move compares. */
+    const AUTHORITY_KEY = 'understudy-test/controllers/active';
+
+    /** a leads and is logged in, b campaigns, a is held off (a workflow runs), a controller term. */
+    async function handOverSetup(opts: { heldOff?: boolean } = {}) {
+      const identity = freshIdentity();
+      const a = await open([etcd.hostEndpoint], 'a', identity);
+      const aTerm = await a.candidate.campaign();
+      await aTerm.setLoggedIn(true);
+      const b = await open([etcd.hostEndpoint], 'b', identity);
+      // Its change feed running first, so its registration is written once (see above).
+      await ChangeFeed.for(b.client).ready();
+      const bTerm = b.candidate.campaign();
+      await untilRegistered(b.client, identity, 2);
+      const put = await a.client.put(AUTHORITY_KEY).value('c1').exec();
+      const authority = { key: AUTHORITY_KEY, revision: put.header.revision };
+      if (opts.heldOff ?? true)
+        await holdOff(a.client, {
+          identity,
+          nodes: ['a'],
+          ttlMs: 60_000,
+          record: { reason: 'switchover to b', actor: 'op', at: Date.now() },
+        });
+      return { identity, a, aTerm, b, bTerm, authority };
+    }
+
+    it('moves the key to the target in the step that confirms the logout; the target logs in without a read or a write of its own', async function () {
+      const { identity, a, aTerm, b, bTerm, authority } = await handOverSetup();
+      const keys = new Keys();
+      const registration = async () => (await a.client.get(keys.candidate(identity, 'b')).exec()).kvs[0]!;
+      const registeredAt = (await registration()).mod_revision;
+      const target = await aTerm.readTarget('b');
+      // The service is out (the caller's part); one transaction says so and moves the key.
+      expect(await aTerm.handOver(target, { actor: 'op', authority })).to.equal(true);
+      expect((await aTerm.whenLost()).reason).to.equal('key-moved');
+      expect(aTerm.loggedIn).to.equal(false);
+      const won = await bTerm;
+      expect(won.node).to.equal('b');
+      expect(won.token > aTerm.token).to.equal(true);
+      expect(won.previous?.transferred).to.equal(true);
+      const end = JSON.parse((await a.client.get(keys.termEnd(identity)).string())!) as Record<
+        string,
+        unknown
+      >;
+      expect(end).to.include({
+        token: String(aTerm.token),
+        node: 'a',
+        how: 'transferred',
+        loggedOut: true,
+        actor: 'op',
+      });
+      expect(await a.client.get(keys.login(identity)).string(), 'the login record cleared').to.equal(null);
+      // The target took its term on a read: its registration was not written again.
+      expect((await registration()).mod_revision).to.equal(registeredAt);
+      // Its gate decides on the read that adopted the term: it lets the term in with etcd
+      // paused (a read of its own would wait for etcd).
+      await etcd.pause();
+      let why: string;
+      try {
+        why = await won.clearance();
+      } finally {
+        await etcd.unpause();
+      }
+      expect(why).to.match(/^term \d+ on a was transferred after its holder confirmed logout$/);
+      await won.setLoggedIn(true);
+      expect(b.session.mayAct()).to.equal(true);
+    });
+
+    for (const { name, breaks } of [
+      { name: "the workflow's hold-off is gone (it was cancelled or ran out)", breaks: 'hold-off' },
+      { name: "the controller's term moved on", breaks: 'authority' },
+      { name: 'the target re-registered since its registration was read', breaks: 'target' },
+      { name: 'the target is fenced', breaks: 'fence' },
+    ] as const) {
+      it(`refuses, changing nothing, when ${name}; the logout is then recorded as before`, async function () {
+        const { identity, a, aTerm, authority } = await handOverSetup({ heldOff: breaks !== 'hold-off' });
+        const keys = new Keys();
+        const target = await aTerm.readTarget('b');
+        let asked = authority;
+        if (breaks === 'authority') {
+          const put = await a.client.put(AUTHORITY_KEY).value('c2').exec();
+          asked = { ...authority, revision: String(BigInt(put.header.revision) - 1n) };
+        }
+        if (breaks === 'target') {
+          const key = keys.candidate(identity, 'b');
+          await a.client
+            .put(key)
+            .value((await a.client.get(key).string())!)
+            .ignoreLease();
+        }
+        if (breaks === 'fence') await fence(a.client, { node: 'b', reason: 'maintenance', actor: 'test' });
+        try {
+          const before = await a.client.getAll().prefix(`${keys.prefix}/identities/${identity}/`).strings();
+          expect(await aTerm.handOver(target, { actor: 'op', authority: asked })).to.equal(false);
+          expect(
+            await a.client.getAll().prefix(`${keys.prefix}/identities/${identity}/`).strings(),
+          ).to.deep.equal(before);
+          expect(aTerm.mayAct()).to.equal(true);
+          await aTerm.setLoggedIn(false);
+          const leader = (await readLeader(a.client, identity))!;
+          expect([leader.record.node, leader.token, leader.login?.loggedIn]).to.deep.equal([
+            'a',
+            aTerm.token,
+            false,
+          ]);
+        } finally {
+          if (breaks === 'fence') await unfence(a.client, { node: 'b' });
+        }
+      });
+    }
+
+    it('does not hand over a term that never logged in: its gate may not have let it in', async function () {
+      const identity = freshIdentity();
+      const a = await open([etcd.hostEndpoint], 'a', identity);
+      const aTerm = await a.candidate.campaign();
+      const b = await open([etcd.hostEndpoint], 'b', identity);
+      void b.candidate.campaign().catch(() => undefined);
+      await untilRegistered(b.client, identity, 2);
+      await holdOff(a.client, {
+        identity,
+        nodes: ['a'],
+        ttlMs: 60_000,
+        record: { reason: 'switchover to b', actor: 'op', at: Date.now() },
+      });
+      const put = await a.client.put(AUTHORITY_KEY).value('c1').exec();
+      const target = await aTerm.readTarget('b');
+      expect(
+        await aTerm.handOver(target, {
+          actor: 'op',
+          authority: { key: AUTHORITY_KEY, revision: put.header.revision },
+        }),
+      ).to.equal(false);
+      expect((await readLeader(a.client, identity))?.record.node).to.equal('a');
     });
   });
 

@@ -41,6 +41,8 @@ export interface IdentityState {
   loggedIn?: boolean;
   /** Registered candidates (healthy), with their priority. */
   candidates?: Record<string, number>;
+  /** The term-end record: how the term with that token on that node ended. */
+  termEnd?: { node: string; token: number; how: 'resigned' | 'transferred' | 'revoked' };
 }
 
 /** a leads under term 42 and has logged in; a and b are candidates. */
@@ -81,6 +83,18 @@ export function identityKeys(world: IdentityState): IdentityKeys {
       priority,
       healthy: true,
     });
+  }
+  if (world.termEnd) {
+    const { node, token, how } = world.termEnd;
+    keys.termEnd = {
+      token: String(token),
+      node,
+      leaseId: `lease-${node}`,
+      how,
+      loggedOut: true,
+      holderTtlMs: TERM_TTL_MS,
+      at: 0,
+    };
   }
   return keys;
 }

@@ -33,6 +33,7 @@ describe('controller config', () => {
       deadlineMs: 60_000,
       drainTimeoutMs: 10_000,
       loginTimeoutMs: 20_000,
+      handOver: true,
     });
     expect(c.probes).to.deep.equal({ heartbeatTimeoutMs: 6_000, failover: true, maxPingsPerSecond: 100 });
     expect(c.http.metricsIdentityLimit).to.equal(1_000);

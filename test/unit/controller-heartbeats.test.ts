@@ -136,5 +136,27 @@ describe('heartbeats as the controller reads them', () => {
       expect(String(await silent)).to.match(/agent b sent no heartbeat naming its instance within 2000 ms/);
       expect(sent).to.have.length(1);
     });
+
+    it('a drain names its target only to an agent whose heartbeat says it hands over (an older one refuses the field)', async () => {
+      const bodies: Array<Record<string, unknown>> = [];
+      const nc = {
+        request: async (_subject: string, data: string) => {
+          bodies.push(JSON.parse(data) as Record<string, unknown>);
+          return { string: () => JSON.stringify({ v: 2, ok: true, result: {} }) };
+        },
+      } as unknown as NatsConnection;
+      const agents = new AgentLink(nc, pino({ level: 'silent' }), userSigner(generateCallerKey().seed));
+      agents.receive(subject('old'), beat('old', { instance: 'i-1' }));
+      agents.receive(subject('new'), beat('new', { instance: 'i-2', handsOver: true }));
+      const drain = { identity: 'bot', actor: 'op', holdMs: 10_000, to: 'b' };
+      await agents.drain('old', '7', drain, 2_000);
+      await agents.drain('new', '7', drain, 2_000);
+      expect(bodies.map((b) => b.to)).to.deep.equal([undefined, 'b']);
+      expect(bodies[0]).to.not.have.property('to');
+      expect(bodies.map((b) => [b.op, b.identity, b.term])).to.deep.equal([
+        ['drain', 'bot', '7'],
+        ['drain', 'bot', '7'],
+      ]);
+    });
   });
 });

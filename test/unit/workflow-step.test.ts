@@ -34,7 +34,7 @@ interface World extends IdentityState {
   fenced?: string[];
 }
 
-function input(world: World, done: Outcomes = {}, fenceCommands = 0): StepInput {
+function input(world: World, done: Outcomes = {}, fenceCommands = 0, handOver = true): StepInput {
   const snap: ClusterSnapshot = {
     ...emptySnapshot(100n),
     identities: new Map([['bot', identityKeys(world)]]),
@@ -71,6 +71,7 @@ function input(world: World, done: Outcomes = {}, fenceCommands = 0): StepInput 
     now: NOW,
     drainTimeoutMs: DRAIN_TIMEOUT_MS,
     loginTimeoutMs: LOGIN_TIMEOUT_MS,
+    handOver,
     fenceCommands,
     done,
   };
@@ -82,6 +83,8 @@ interface Row {
   world: World;
   done?: Outcomes;
   fenceCommands?: number;
+  /** The controller's switchover.handOver (default true). */
+  handOver?: boolean;
   /** [state, next, note], and the kinds of the effects asked for. */
   expect: [Workflow['state'], Decision['next'], string, string[]?];
   /** Anything else about the decision this row is about. */
@@ -227,7 +230,7 @@ const rows: Row[] = [
     expect: ['aborted', 'record', 'a did not log out before the deadline; a stays leader'],
   },
   {
-    name: 'draining, nothing sent yet: asks the old leader to log out',
+    name: 'draining, nothing sent yet: asks the old leader to log out and hand the key to the target',
     wf: under('draining'),
     world: A_LEADS,
     expect: ['draining', 'record', 'asked a to log out', ['drain']],
@@ -238,9 +241,18 @@ const rows: Row[] = [
         actor: 'op',
         holdMs: drainHoldMs(NOW + 30_000, NOW),
         reason: 'switchover switchover-bot-1',
+        to: 'b',
       });
       expect(d.change).to.deep.equal({ escalation: ['drain'], drainSentAt: iso(NOW) });
     },
+  },
+  {
+    name: 'draining, nothing sent yet, hand-over turned off: asks the old leader only to log out',
+    wf: under('draining'),
+    world: A_LEADS,
+    handOver: false,
+    expect: ['draining', 'record', 'asked a to log out', ['drain']],
+    also: (d) => expect(d.effects[0]).to.not.have.property('to'),
   },
   {
     name: 'draining, a failover whose old leader is silent: revokes without a drain',
@@ -379,6 +391,17 @@ const rows: Row[] = [
     wf: under('draining', drainSent(1_000)),
     world: { leader: ['b', 60], candidates: { a: 0, b: 0 } },
     expect: ['transferred', 'record', 'b took the key on its own'],
+    also: (d) => expect(d.change).to.deep.equal({ newToken: '60' }),
+  },
+  {
+    name: 'draining, the old leader handed the key to the target as it logged out: transferred',
+    wf: under('draining', drainSent(1_000)),
+    world: {
+      leader: ['b', 60],
+      candidates: { a: 0, b: 0 },
+      termEnd: { node: 'a', token: 42, how: 'transferred' },
+    },
+    expect: ['transferred', 'record', 'a logged out and handed the key to b (token 60)'],
     also: (d) => expect(d.change).to.deep.equal({ newToken: '60' }),
   },
   {
@@ -629,7 +652,7 @@ const rows: Row[] = [
 describe('workflow step: state × situation → next state and why', () => {
   for (const row of rows) {
     it(row.name, () => {
-      const d = step(row.wf, input(row.world, row.done, row.fenceCommands));
+      const d = step(row.wf, input(row.world, row.done, row.fenceCommands, row.handOver));
       const [state, next, note, effects] = row.expect;
       expect([d.state, d.next, d.note]).to.deep.equal([state, next, note]);
       if (effects) expect(d.effects.map((e) => e.kind)).to.deep.equal(effects);
