@@ -13,7 +13,7 @@ import type { Clock } from '../clock/index.js';
 import type { IdentityDriver } from '../identity/driver.js';
 import type { ResponderContext } from '../identity/responder.js';
 import { controllerElectionKey } from '../control/term.js';
-import { FencedNodeError, type Leadership, type Session, type TransferTarget } from '../lease/index.js';
+import { FencedNodeError, type HandOverPlan, type Leadership, type Session } from '../lease/index.js';
 import type { IdentitySpec } from '../spec/schema.js';
 import {
   decideAbandonTerm,
@@ -90,8 +90,8 @@ export interface Handover {
 }
 
 interface PendingHandover extends Handover {
-  /** The target's registration, read when the drain came in. */
-  target: Promise<TransferTarget>;
+  /** The target's registration and this node's hold-off, read when the drain came in. */
+  plan: Promise<HandOverPlan>;
 }
 
 export class Term {
@@ -143,9 +143,9 @@ export class Term {
   drain(holdMs: number, actor: string, handover?: Handover): Promise<bigint> {
     const pending = handover && {
       ...handover,
-      target: this.leadership.readTarget(handover.to),
+      plan: this.leadership.readHandOver(handover.to),
     };
-    pending?.target.catch(() => undefined); // awaited, or dropped, at the logout
+    pending?.plan.catch(() => undefined); // awaited, or dropped, at the logout
     return new Promise((done, fail) => {
       this.drainRequest = { holdMs, actor, ...(pending ? { handover: pending } : {}), done, fail };
       this.endLead!({ kind: 'drain', holdMs, actor });
@@ -462,8 +462,8 @@ export class Term {
   private async handOver(handover: PendingHandover, actor: string): Promise<boolean> {
     const { host, leadership } = this;
     try {
-      const target = await handover.target;
-      const moved = await leadership.handOver(target, {
+      const plan = await handover.plan;
+      const moved = await leadership.handOver(plan, {
         actor,
         authority: { key: controllerElectionKey(), revision: handover.term },
       });

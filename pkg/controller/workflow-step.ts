@@ -265,6 +265,19 @@ function draining(wf: Workflow, input: StepInput): Decision {
   }
   if (!leader && wf.kind === 'failover' && !wf.from)
     return record('logged-out', 'no leader: the target may campaign');
+  // Handed over as it logged out: done with proof, even if a revocation raced it (which
+  // then found nothing to revoke), so no fence command runs against a node that left cleanly.
+  const handedOver =
+    leader?.record.node === wf.chosen &&
+    keys.termEnd?.how === 'transferred' &&
+    keys.termEnd.token === wf.from?.token;
+  if (handedOver) {
+    return record(
+      'transferred',
+      `${wf.from?.node} logged out and handed the key to ${wf.chosen} (token ${leader!.token})`,
+      { newToken: String(leader!.token) },
+    );
+  }
   if (wf.revoked) {
     if (!wf.escalation.includes('fence-command') && input.fenceCommands > 0) return runFence(wf, input);
     if (now < Date.parse(wf.revoked.until)) {
@@ -278,14 +291,7 @@ function draining(wf: Workflow, input: StepInput): Decision {
   // The old term ended without us (the agent died, or a failover): the holder's own deadline
   // is what the successor waits out; the workflow cannot restore it.
   if (leader && leader.record.node === wf.chosen) {
-    const handedOver = keys.termEnd?.how === 'transferred' && keys.termEnd.token === wf.from?.token;
-    return record(
-      'transferred',
-      handedOver
-        ? `${wf.from?.node} logged out and handed the key to ${wf.chosen} (token ${leader.token})`
-        : `${wf.chosen} took the key on its own`,
-      { newToken: String(leader.token) },
-    );
+    return record('transferred', `${wf.chosen} took the key on its own`, { newToken: String(leader.token) });
   }
   if (!leader) {
     if (past) {

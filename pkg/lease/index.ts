@@ -22,6 +22,7 @@ export {
   type FencingToken,
   type PreviousTerm,
 } from './campaign.js';
+export type { HandOverPlan } from './leadership.js';
 export {
   readLeader,
   transfer,

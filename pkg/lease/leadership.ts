@@ -4,7 +4,7 @@
 // when its key is deleted or moved (watched; a broken watch is replaced after a re-read), when
 // its session must stop, or when it resigns. Before logging in, a new leader passes the login
 // gate (gate.ts, S3); its login state is a record guarded by the token (setLoggedIn).
-import { readTransferTarget, transferWrites, type TransferTarget } from './admin.js';
+import { LeaseOperationError, transferWrites, type TransferTarget } from './admin.js';
 import type { Guard, TxnBatcher } from './batch.js';
 import type { Clock } from '../clock/index.js';
 import { decideClearance, type ClearanceFacts, type ClearanceVerdict } from './clearance.js';
@@ -18,12 +18,27 @@ import {
   type GateChange,
   type GateRead,
 } from './gate.js';
-import type { Keys, LeaderRecord, LoginRecord, TermEnd } from './keys.js';
+import {
+  assertName,
+  CandidateRecord,
+  decode,
+  type Keys,
+  type LeaderRecord,
+  type LoginRecord,
+  type TermEnd,
+} from './keys.js';
 import type { PeerSessions } from './peers.js';
 import { backoffMs, RETRY_MS, type RetryReport } from './retry.js';
 import type { Release, Session } from './session.js';
 
 export type { FencingToken };
+
+/** A drain's hand-over, as read when the drain came in (Leadership.readHandOver). */
+export interface HandOverPlan {
+  target: TransferTarget;
+  /** Mod revision of this node's hold-off key then: the move requires it unchanged. */
+  heldOffAt: string;
+}
 
 /** What a new leader knows about the term before its own. */
 export interface PreviousTerm {
@@ -372,16 +387,17 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
    * names a target spares the controller's read-and-move round (one commit instead of two,
    * and no controller on the path). Call it only once the service is confirmed stopped,
    * as setLoggedIn(false). The move is what a controller's transfer writes (admin.ts), guarded
-   * by this term, by this term's own last login write, by the target's registration as read,
-   * by this node's hold-off (a workflow's handover alive) and by `authority` (the term of the
-   * controller that asked: its election key's mod revision). Resolves true once moved (the
+   * by this term, by this term's own last login write, by the target's registration and this
+   * node's hold-off as readHandOver found them (the same workflow still runs), and by
+   * `authority` (the term of the controller that asked: its election key's mod revision). Resolves true once moved (the
    * term is over); false when a guard did not hold and nothing changed: record the logout
    * the usual way.
    */
   async handOver(
-    target: TransferTarget,
+    plan: HandOverPlan,
     opts: { actor: string; authority: { key: string; revision: string } },
   ): Promise<boolean> {
+    const { target } = plan;
     // A term that never wrote its login record may not have passed its own gate: the record
     // of an earlier term it holds may be the only word that the earlier one is still in, and
     // the move clears it. Such a term is drained the usual way (the controller's transfer
@@ -400,10 +416,10 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
     const guards: Guard[] = [
       ...move.guards,
       ownLogin,
-      // Only while this node is held off the identity: a workflow's handover is under way,
-      // and aborting one releases its hold-off before anything else, so a cancelled
-      // switchover cannot move the key after the fact.
-      [this.ctx.keys.holdOff(this.identity, this.node), 'Create', '>', 0],
+      // Only under the hold-off read with the drain: its workflow still runs. Aborting one
+      // releases its hold-off before anything else, so a cancelled or expired switchover
+      // cannot move the key after the fact, even once a later one holds this node off again.
+      [this.ctx.keys.holdOff(this.identity, this.node), 'Mod', '==', plan.heldOffAt],
       [opts.authority.key, 'Mod', '==', opts.authority.revision],
     ];
     const result = await this.ctx.batcher.runIf(guards, move.ops);
@@ -414,9 +430,37 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
     return true;
   }
 
-  /** `node`'s registration as a candidate for this identity, for handOver (admin.ts). */
-  readTarget(node: string): Promise<TransferTarget> {
-    return readTransferTarget(this.session.client, { identity: this.identity, node, keys: this.ctx.keys });
+  /**
+   * What a drain that names `node` needs for handOver, read while the service stops: the
+   * target's registration and this node's hold-off as they are now. The move compares both,
+   * so it happens only to that registration and only under this workflow's hold-off: one
+   * released (the workflow aborted) and written again by a later workflow is another.
+   */
+  async readHandOver(node: string): Promise<HandOverPlan> {
+    assertName('node', node);
+    const { client } = this.session;
+    const keys = this.ctx.keys;
+    const candidateKey = keys.candidate(this.identity, node);
+    const step = await this.ctx.batcher.run(
+      [client.get(candidateKey), client.get(keys.holdOff(this.identity, this.node))],
+      candidateKey,
+    );
+    const kv = step.responses[0]?.response_range?.kvs[0];
+    const heldOff = step.responses[1]?.response_range?.kvs[0];
+    const candidate = decode(CandidateRecord, kv?.value, candidateKey);
+    if (!kv || !candidate) {
+      throw new LeaseOperationError(
+        `${node} is not a live candidate for ${this.identity} (no agent session campaigning)`,
+        'target-unavailable',
+      );
+    }
+    if (!heldOff) {
+      throw new LeaseOperationError(
+        `${this.node} is not held off ${this.identity}: no handover of it is under way`,
+        'changed',
+      );
+    }
+    return { target: { node, candidate, revision: kv.mod_revision }, heldOffAt: heldOff.mod_revision };
   }
 
   private loginRecord(loggedIn: boolean): LoginRecord {

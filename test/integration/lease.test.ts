@@ -12,6 +12,7 @@ import {
   fencedPut,
   holdOff,
   isTokenCurrent,
+  releaseHoldOff,
   LeaderObserver,
   LeaseOperationError,
   NotEligibleError,
@@ -652,7 +653,15 @@ describe('pkg/lease (real etcd)', function () {
     const AUTHORITY_KEY = 'understudy-test/controllers/active';
 
     /** a leads and is logged in, b campaigns, a is held off (a workflow runs), a controller term. */
-    async function handOverSetup(opts: { heldOff?: boolean } = {}) {
+    const holdOffA = (client: Etcd3, identity: string) =>
+      holdOff(client, {
+        identity,
+        nodes: ['a'],
+        ttlMs: 60_000,
+        record: { reason: 'switchover to b', actor: 'op', at: Date.now() },
+      });
+
+    async function handOverSetup() {
       const identity = freshIdentity();
       const a = await open([etcd.hostEndpoint], 'a', identity);
       const aTerm = await a.candidate.campaign();
@@ -664,14 +673,8 @@ describe('pkg/lease (real etcd)', function () {
       await untilRegistered(b.client, identity, 2);
       const put = await a.client.put(AUTHORITY_KEY).value('c1').exec();
       const authority = { key: AUTHORITY_KEY, revision: put.header.revision };
-      if (opts.heldOff ?? true)
-        await holdOff(a.client, {
-          identity,
-          nodes: ['a'],
-          ttlMs: 60_000,
-          record: { reason: 'switchover to b', actor: 'op', at: Date.now() },
-        });
-      return { identity, a, aTerm, b, bTerm, authority };
+      const heldOff = await holdOffA(a.client, identity);
+      return { identity, a, aTerm, b, bTerm, authority, heldOff };
     }
 
     it('moves the key to the target in the step that confirms the logout; the target logs in without a read or a write of its own', async function () {
@@ -679,9 +682,9 @@ describe('pkg/lease (real etcd)', function () {
       const keys = new Keys();
       const registration = async () => (await a.client.get(keys.candidate(identity, 'b')).exec()).kvs[0]!;
       const registeredAt = (await registration()).mod_revision;
-      const target = await aTerm.readTarget('b');
+      const plan = await aTerm.readHandOver('b');
       // The service is out (the caller's part); one transaction says so and moves the key.
-      expect(await aTerm.handOver(target, { actor: 'op', authority })).to.equal(true);
+      expect(await aTerm.handOver(plan, { actor: 'op', authority })).to.equal(true);
       expect((await aTerm.whenLost()).reason).to.equal('key-moved');
       expect(aTerm.loggedIn).to.equal(false);
       const won = await bTerm;
@@ -717,16 +720,22 @@ describe('pkg/lease (real etcd)', function () {
     });
 
     for (const { name, breaks } of [
-      { name: "the workflow's hold-off is gone (it was cancelled or ran out)", breaks: 'hold-off' },
+      { name: "the workflow's hold-off was released (it was cancelled or ran out)", breaks: 'released' },
+      {
+        name: 'the hold-off was released and written again (a later workflow, not the drain’s)',
+        breaks: 'held-again',
+      },
       { name: "the controller's term moved on", breaks: 'authority' },
       { name: 'the target re-registered since its registration was read', breaks: 'target' },
       { name: 'the target is fenced', breaks: 'fence' },
     ] as const) {
       it(`refuses, changing nothing, when ${name}; the logout is then recorded as before`, async function () {
-        const { identity, a, aTerm, authority } = await handOverSetup({ heldOff: breaks !== 'hold-off' });
+        const { identity, a, aTerm, authority, heldOff } = await handOverSetup();
         const keys = new Keys();
-        const target = await aTerm.readTarget('b');
+        const plan = await aTerm.readHandOver('b');
         let asked = authority;
+        if (breaks === 'released' || breaks === 'held-again') await releaseHoldOff(a.client, heldOff);
+        if (breaks === 'held-again') await holdOffA(a.client, identity);
         if (breaks === 'authority') {
           const put = await a.client.put(AUTHORITY_KEY).value('c2').exec();
           asked = { ...authority, revision: String(BigInt(put.header.revision) - 1n) };
@@ -741,7 +750,7 @@ describe('pkg/lease (real etcd)', function () {
         if (breaks === 'fence') await fence(a.client, { node: 'b', reason: 'maintenance', actor: 'test' });
         try {
           const before = await a.client.getAll().prefix(`${keys.prefix}/identities/${identity}/`).strings();
-          expect(await aTerm.handOver(target, { actor: 'op', authority: asked })).to.equal(false);
+          expect(await aTerm.handOver(plan, { actor: 'op', authority: asked })).to.equal(false);
           expect(
             await a.client.getAll().prefix(`${keys.prefix}/identities/${identity}/`).strings(),
           ).to.deep.equal(before);
@@ -759,6 +768,16 @@ describe('pkg/lease (real etcd)', function () {
       });
     }
 
+    it('plans no hand-over for a node that is not held off (no workflow moves the identity)', async function () {
+      const { identity, a, aTerm, heldOff } = await handOverSetup();
+      await releaseHoldOff(a.client, heldOff);
+      const err = await aTerm.readHandOver('b').catch((e: unknown) => e);
+      expect((err as LeaseOperationError).code).to.equal('changed');
+      expect((err as Error).message).to.equal(
+        `a is not held off ${identity}: no handover of it is under way`,
+      );
+    });
+
     it('does not hand over a term that never logged in: its gate may not have let it in', async function () {
       const identity = freshIdentity();
       const a = await open([etcd.hostEndpoint], 'a', identity);
@@ -766,16 +785,11 @@ describe('pkg/lease (real etcd)', function () {
       const b = await open([etcd.hostEndpoint], 'b', identity);
       void b.candidate.campaign().catch(() => undefined);
       await untilRegistered(b.client, identity, 2);
-      await holdOff(a.client, {
-        identity,
-        nodes: ['a'],
-        ttlMs: 60_000,
-        record: { reason: 'switchover to b', actor: 'op', at: Date.now() },
-      });
+      await holdOffA(a.client, identity);
       const put = await a.client.put(AUTHORITY_KEY).value('c1').exec();
-      const target = await aTerm.readTarget('b');
+      const plan = await aTerm.readHandOver('b');
       expect(
-        await aTerm.handOver(target, {
+        await aTerm.handOver(plan, {
           actor: 'op',
           authority: { key: AUTHORITY_KEY, revision: put.header.revision },
         }),

@@ -18,7 +18,12 @@ import type { IdentitySpec } from '../../pkg/spec/schema.js';
 /** What happened, in order, across the fakes. */
 type Calls = string[];
 
-function fakeLeadership(calls: Calls) {
+/** How the fake takes a hand-over: moved, or refused (a guard did not hold). */
+interface HandOverFake {
+  accepts?: boolean;
+}
+
+function fakeLeadership(calls: Calls, handOver: HandOverFake = {}) {
   let ended = false;
   let lost!: (e: { reason: string; at: number }) => void;
   const whenLost = new Promise<{ reason: string; at: number }>((r) => (lost = r));
@@ -35,9 +40,6 @@ function fakeLeadership(calls: Calls) {
     token: 7n,
     previous: undefined,
     session,
-    get isEnded() {
-      return ended;
-    },
     mayAct: () => !ended,
     whenLost: () => whenLost,
     clearance: async () => 'no earlier term',
@@ -47,7 +49,16 @@ function fakeLeadership(calls: Calls) {
       end('resigned');
       return true;
     },
+    readHandOver: async (node: string) => ({ target: { node, revision: '5' }, heldOffAt: '4' }),
+    handOver: async (plan: { target: { node: string } }, o: { authority: { revision: string } }) => {
+      calls.push(`hand over to ${plan.target.node} under controller term ${o.authority.revision}`);
+      if (!handOver.accepts) return false;
+      end('key-moved');
+      return true;
+    },
   });
+  // A getter, not a copy: Object.assign would copy its value once.
+  Object.defineProperty(leadership, 'isEnded', { get: () => ended });
   return { leadership: leadership as unknown as Leadership, end };
 }
 
@@ -179,6 +190,40 @@ describe('a term, against fakes', function () {
       'logging-out: leadership lost (key-moved)',
       'standby: leadership lost (key-moved)',
     ]);
+  });
+
+  it('a drain that names its target hands the key over in the step that records the logout', async function () {
+    const h = harness('waiting-out');
+    const { leadership } = fakeLeadership(h.calls, { accepts: true });
+    const term = new Term(leadership, h.host);
+    const running = term.run();
+    await settle();
+    expect(await term.drain(1_000, 'ops', { to: 'b', term: '9' })).to.equal(7n);
+    await running;
+    // Out first, then one step: no separate "logged out" record, no hold.
+    expect(h.calls.slice(5)).to.deep.equal([
+      'responder stop',
+      'service logout',
+      'disarm',
+      'hand over to b under controller term 9',
+    ]);
+    expect(h.moves.slice(-2)).to.deep.equal([
+      'drained: for ops; logging back in after 1000 ms unless transferred',
+      'standby: leadership transferred',
+    ]);
+  });
+
+  it('a drain whose hand-over is refused records the logout and holds the key, as any drain', async function () {
+    const h = harness('waiting-out');
+    const { leadership, end } = fakeLeadership(h.calls, { accepts: false });
+    const term = new Term(leadership, h.host);
+    const running = term.run();
+    await settle();
+    expect(await term.drain(1_000, 'ops', { to: 'b', term: '9' })).to.equal(7n);
+    expect(h.calls.slice(-2)).to.deep.equal(['hand over to b under controller term 9', 'login record false']);
+    expect(h.machine.state).to.equal('drained');
+    end('key-moved');
+    await running;
   });
 
   it('a move the table refuses ends the term given back, and the service is never logged in', async function () {

@@ -405,6 +405,20 @@ const rows: Row[] = [
     also: (d) => expect(d.change).to.deep.equal({ newToken: '60' }),
   },
   {
+    name: 'draining, a revocation raced the hand-over and found nothing: transferred, no fence command runs',
+    wf: under('draining', {
+      escalation: ['drain', 'revoke'],
+      revoked: { at: iso(NOW), until: iso(NOW + 4_500) },
+    }),
+    world: {
+      leader: ['b', 60],
+      candidates: { a: 0, b: 0 },
+      termEnd: { node: 'a', token: 42, how: 'transferred' },
+    },
+    fenceCommands: 1,
+    expect: ['transferred', 'record', 'a logged out and handed the key to b (token 60)'],
+  },
+  {
     name: 'draining, the old term ended on its own, key free: waits for the target',
     wf: under('draining', drainSent(1_000)),
     world: { candidates: { a: 0, b: 0 } },
