@@ -3,8 +3,9 @@
 // their own — a 3-member etcd, NATS with authorization, two controllers and three agents, each
 // in its own container and network namespace — then a short seeded nemesis. Every scenario is
 // judged by the checker over the history written from outside the agents (the witnesses' own
-// records, PING, etcd) and by what it must do: move, or stay put. The run's history and its
-// HTML report are kept under .understudy/chaos/ci-matrix/.
+// records, PING, etcd) and by what it must do: move, or stay put. The run's history, its HTML
+// report and every node's own log (logs/, to see why a row failed) are kept under
+// .understudy/chaos/ci-matrix/.
 import { expect } from 'chai';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -46,7 +47,7 @@ describe('chaos matrix: every failure-matrix row on hosts of their own, judged f
 
   before(async function () {
     await rm(OUT, { recursive: true, force: true });
-    await mkdir(OUT, { recursive: true });
+    await mkdir(join(OUT, 'logs'), { recursive: true });
     log = new HistoryLog(join(OUT, 'history.jsonl'));
     top = await Topology.start({
       ttlSeconds: CHAOS_TTL_S,
@@ -54,6 +55,7 @@ describe('chaos matrix: every failure-matrix row on hosts of their own, judged f
       log,
       seed: CI_NEMESIS_SEED,
       failoverMarginMs: FAILOVER_MARGIN_MS,
+      logDir: join(OUT, 'logs'),
     });
     faults = new Faults(top);
   });
