@@ -414,7 +414,9 @@ export class Agent {
             request.holdMs,
             request.actor,
             // `term` is there: a drain without one was refused before it got here.
-            request.to && request.term ? { to: request.to, term: request.term } : undefined,
+            request.to && request.workflow && request.term
+              ? { to: request.to, term: request.term, workflow: request.workflow }
+              : undefined,
           ),
           new Promise<never>(
             (_, reject) =>

@@ -87,6 +87,8 @@ export interface Handover {
   to: string;
   /** The controller's election term the drain was sent under (the move compares it). */
   term: string;
+  /** The workflow that sent it: this node's hold-off must be that workflow's. */
+  workflow: string;
 }
 
 interface PendingHandover extends Handover {
@@ -143,7 +145,7 @@ export class Term {
   drain(holdMs: number, actor: string, handover?: Handover): Promise<bigint> {
     const pending = handover && {
       ...handover,
-      plan: this.leadership.readHandOver(handover.to),
+      plan: this.leadership.readHandOver(handover.to, handover.workflow),
     };
     pending?.plan.catch(() => undefined); // awaited, or dropped, at the logout
     return new Promise((done, fail) => {

@@ -47,10 +47,10 @@ export const ControlRequest = z.discriminatedUnion('op', [
   /**
    * Log the identity out but keep the leader key, so the controller can transfer it. If no
    * transfer happens within `holdMs`, the agent logs back in (the workflow was abandoned).
-   * With `to`, the agent moves the key to that node itself, in the transaction that records
-   * its logout, guarded by `term` and by its own hold-off (the workflow still running); if the
-   * move's guards do not hold it drains as without `to`. Sent only to agents whose heartbeat
-   * says `handsOver` (older agents refuse the field).
+   * With `to` and `workflow`, the agent moves the key to that node itself, in the transaction
+   * that records its logout, guarded by `term` and by its own hold-off, which must be that
+   * workflow's (still running); if the move's guards do not hold it drains as without `to`.
+   * Sent only to agents whose heartbeat says `handsOver` (older agents refuse the fields).
    */
   z.strictObject({
     v: z.number().int(),
@@ -61,6 +61,7 @@ export const ControlRequest = z.discriminatedUnion('op', [
     reason: z.string().max(500).optional(),
     term: Term.optional(),
     to: Name.optional(),
+    workflow: z.string().min(1).max(200).optional(),
   }),
   /** Abort a drain: log back in if this node still holds the key (the old leader is restored). */
   z.strictObject({

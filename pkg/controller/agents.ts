@@ -151,8 +151,9 @@ export class AgentLink {
   drain(node: string, term: string, req: Op<'drain'>, timeoutMs: number): Promise<unknown> {
     // A drain's target goes only to an agent that said it takes one: an older agent refuses
     // the field, and drains as before when it is left out (the controller moves the key).
-    const { to, ...plain } = req;
-    const body = to !== undefined && this.seen.get(node)?.heartbeat.handsOver ? { ...plain, to } : plain;
+    const { to, workflow, ...plain } = req;
+    const body =
+      to !== undefined && this.seen.get(node)?.heartbeat.handsOver ? { ...plain, to, workflow } : plain;
     return this.request(node, { ...body, op: 'drain', term }, timeoutMs);
   }
 

@@ -209,7 +209,7 @@ export class EffectRunner {
       actor: effect.actor,
       holdMs: effect.holdMs,
       reason: effect.reason,
-      ...(effect.to ? { to: effect.to } : {}),
+      ...(effect.to ? { to: effect.to, workflow: effect.workflow } : {}),
     };
     this.d.ops.drain(node, authority.revision, req, this.d.drainTimeoutMs).then(
       () => this.d.log.info({ node }, `${node} drained ${this.d.identity}`),

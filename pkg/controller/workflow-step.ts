@@ -47,7 +47,16 @@ export type Effect =
    * Ask the old leader to log out and keep its key, or hand it to `to` as it logs out (not
    * awaited: the login record, or the key on `to`, tells).
    */
-  | { kind: 'drain'; node: string; actor: string; holdMs: number; reason: string; to?: string }
+  | {
+      kind: 'drain';
+      node: string;
+      actor: string;
+      holdMs: number;
+      reason: string;
+      /** The target, for the old leader to hand the key to, under `workflow`'s hold-off. */
+      to?: string;
+      workflow?: string;
+    }
   /** Hold `extendHoldOff` off too, then revoke the holder's lease (outcome: RevokeOutcome). */
   | {
       kind: 'revoke';
@@ -252,7 +261,7 @@ function draining(wf: Workflow, input: StepInput): Decision {
             reason: `${wf.kind} ${wf.id}`,
             // The old leader moves the key itself once its service is out: no round of ours
             // between its logout and the target's login. It still checks what transfer does.
-            ...(input.handOver && wf.chosen ? { to: wf.chosen } : {}),
+            ...(input.handOver && wf.chosen ? { to: wf.chosen, workflow: wf.id } : {}),
           },
         ],
       );

@@ -22,6 +22,7 @@ import {
   assertName,
   CandidateRecord,
   decode,
+  HoldOffRecord,
   type Keys,
   type LeaderRecord,
   type LoginRecord,
@@ -432,11 +433,12 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
 
   /**
    * What a drain that names `node` needs for handOver, read while the service stops: the
-   * target's registration and this node's hold-off as they are now. The move compares both,
-   * so it happens only to that registration and only under this workflow's hold-off: one
-   * released (the workflow aborted) and written again by a later workflow is another.
+   * target's registration and this node's hold-off as they are now, which must be `workflow`'s
+   * (the drain's own). The move compares both, so it happens only to that registration and
+   * only under that hold-off: one released (the workflow aborted) and written again by a later
+   * workflow is another.
    */
-  async readHandOver(node: string): Promise<HandOverPlan> {
+  async readHandOver(node: string, workflow: string): Promise<HandOverPlan> {
     assertName('node', node);
     const { client } = this.session;
     const keys = this.ctx.keys;
@@ -457,6 +459,14 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
     if (!heldOff) {
       throw new LeaseOperationError(
         `${this.node} is not held off ${this.identity}: no handover of it is under way`,
+        'changed',
+      );
+    }
+    // A drain that arrives late (a thawed agent) must not act under a later workflow's hold-off.
+    const holder = decode(HoldOffRecord, heldOff.value, keys.holdOff(this.identity, this.node))?.workflow;
+    if (holder !== workflow) {
+      throw new LeaseOperationError(
+        `${this.node} is held off ${this.identity} by ${holder ? `workflow ${holder}` : 'an operator'}, not by ${workflow} that asked for the handover`,
         'changed',
       );
     }

@@ -651,14 +651,16 @@ describe('pkg/lease (real etcd)', function () {
   describe('hand-over by the holder (a drain that names its target)', function () {
     /** The controller election key stand-in: the authority a drain's move compares. */
     const AUTHORITY_KEY = 'understudy-test/controllers/active';
+    /** The workflow whose drain asks for the hand-over, as its hold-off record names it. */
+    const WORKFLOW = 'switchover-1';
 
     /** a leads and is logged in, b campaigns, a is held off (a workflow runs), a controller term. */
-    const holdOffA = (client: Etcd3, identity: string) =>
+    const holdOffA = (client: Etcd3, identity: string, workflow = WORKFLOW) =>
       holdOff(client, {
         identity,
         nodes: ['a'],
         ttlMs: 60_000,
-        record: { reason: 'switchover to b', actor: 'op', at: Date.now() },
+        record: { reason: 'switchover to b', actor: 'op', at: Date.now(), workflow },
       });
 
     async function handOverSetup() {
@@ -682,7 +684,7 @@ describe('pkg/lease (real etcd)', function () {
       const keys = new Keys();
       const registration = async () => (await a.client.get(keys.candidate(identity, 'b')).exec()).kvs[0]!;
       const registeredAt = (await registration()).mod_revision;
-      const plan = await aTerm.readHandOver('b');
+      const plan = await aTerm.readHandOver('b', WORKFLOW);
       // The service is out (the caller's part); one transaction says so and moves the key.
       expect(await aTerm.handOver(plan, { actor: 'op', authority })).to.equal(true);
       expect((await aTerm.whenLost()).reason).to.equal('key-moved');
@@ -732,7 +734,7 @@ describe('pkg/lease (real etcd)', function () {
       it(`refuses, changing nothing, when ${name}; the logout is then recorded as before`, async function () {
         const { identity, a, aTerm, authority, heldOff } = await handOverSetup();
         const keys = new Keys();
-        const plan = await aTerm.readHandOver('b');
+        const plan = await aTerm.readHandOver('b', WORKFLOW);
         let asked = authority;
         if (breaks === 'released' || breaks === 'held-again') await releaseHoldOff(a.client, heldOff);
         if (breaks === 'held-again') await holdOffA(a.client, identity);
@@ -771,10 +773,21 @@ describe('pkg/lease (real etcd)', function () {
     it('plans no hand-over for a node that is not held off (no workflow moves the identity)', async function () {
       const { identity, a, aTerm, heldOff } = await handOverSetup();
       await releaseHoldOff(a.client, heldOff);
-      const err = await aTerm.readHandOver('b').catch((e: unknown) => e);
+      const err = await aTerm.readHandOver('b', WORKFLOW).catch((e: unknown) => e);
       expect((err as LeaseOperationError).code).to.equal('changed');
       expect((err as Error).message).to.equal(
         `a is not held off ${identity}: no handover of it is under way`,
+      );
+    });
+
+    it('plans no hand-over under the hold-off of another workflow than the drain’s (a drain that arrived late)', async function () {
+      const { identity, a, aTerm, heldOff } = await handOverSetup();
+      await releaseHoldOff(a.client, heldOff);
+      await holdOffA(a.client, identity, 'switchover-2');
+      const err = await aTerm.readHandOver('b', WORKFLOW).catch((e: unknown) => e);
+      expect((err as LeaseOperationError).code).to.equal('changed');
+      expect((err as Error).message).to.equal(
+        `a is held off ${identity} by workflow switchover-2, not by ${WORKFLOW} that asked for the handover`,
       );
     });
 
@@ -787,7 +800,7 @@ describe('pkg/lease (real etcd)', function () {
       await untilRegistered(b.client, identity, 2);
       await holdOffA(a.client, identity);
       const put = await a.client.put(AUTHORITY_KEY).value('c1').exec();
-      const plan = await aTerm.readHandOver('b');
+      const plan = await aTerm.readHandOver('b', WORKFLOW);
       expect(
         await aTerm.handOver(plan, {
           actor: 'op',

@@ -198,7 +198,7 @@ describe('a term, against fakes', function () {
     const term = new Term(leadership, h.host);
     const running = term.run();
     await settle();
-    expect(await term.drain(1_000, 'ops', { to: 'b', term: '9' })).to.equal(7n);
+    expect(await term.drain(1_000, 'ops', { to: 'b', term: '9', workflow: 'switchover-1' })).to.equal(7n);
     await running;
     // Out first, then one step: no separate "logged out" record, no hold.
     expect(h.calls.slice(5)).to.deep.equal([
@@ -219,7 +219,7 @@ describe('a term, against fakes', function () {
     const term = new Term(leadership, h.host);
     const running = term.run();
     await settle();
-    expect(await term.drain(1_000, 'ops', { to: 'b', term: '9' })).to.equal(7n);
+    expect(await term.drain(1_000, 'ops', { to: 'b', term: '9', workflow: 'switchover-1' })).to.equal(7n);
     expect(h.calls.slice(-2)).to.deep.equal(['hand over to b under controller term 9', 'login record false']);
     expect(h.machine.state).to.equal('drained');
     end('key-moved');

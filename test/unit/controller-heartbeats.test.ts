@@ -148,11 +148,15 @@ describe('heartbeats as the controller reads them', () => {
       const agents = new AgentLink(nc, pino({ level: 'silent' }), userSigner(generateCallerKey().seed));
       agents.receive(subject('old'), beat('old', { instance: 'i-1' }));
       agents.receive(subject('new'), beat('new', { instance: 'i-2', handsOver: true }));
-      const drain = { identity: 'bot', actor: 'op', holdMs: 10_000, to: 'b' };
+      const drain = { identity: 'bot', actor: 'op', holdMs: 10_000, to: 'b', workflow: 'switchover-1' };
       await agents.drain('old', '7', drain, 2_000);
       await agents.drain('new', '7', drain, 2_000);
-      expect(bodies.map((b) => b.to)).to.deep.equal([undefined, 'b']);
+      expect(bodies.map((b) => [b.to, b.workflow])).to.deep.equal([
+        [undefined, undefined],
+        ['b', 'switchover-1'],
+      ]);
       expect(bodies[0]).to.not.have.property('to');
+      expect(bodies[0]).to.not.have.property('workflow');
       expect(bodies.map((b) => [b.op, b.identity, b.term])).to.deep.equal([
         ['drain', 'bot', '7'],
         ['drain', 'bot', '7'],

@@ -242,6 +242,7 @@ const rows: Row[] = [
         holdMs: drainHoldMs(NOW + 30_000, NOW),
         reason: 'switchover switchover-bot-1',
         to: 'b',
+        workflow: 'switchover-bot-1',
       });
       expect(d.change).to.deep.equal({ escalation: ['drain'], drainSentAt: iso(NOW) });
     },
