@@ -37,7 +37,7 @@ import { docker } from '../test/support/docker.js';
 import type { ManagedContainer } from '../test/support/container.js';
 import { waitFor } from '../test/support/wait.js';
 import { monotonicMs } from './history.js';
-import type { PlannedFault } from './nemesis.js';
+import { FOLLOWER, type PlannedFault } from './nemesis.js';
 import { WITNESS_SCRIPT, type Topology } from './topology.js';
 
 const run = promisify(execFile);
@@ -193,7 +193,10 @@ export class Faults {
         return;
       }
       case 'etcd-pause': {
-        const member = this.top.etcd.members[this.index(f, this.top.etcd.members.length)]!;
+        const member =
+          f.targets[0] === FOLLOWER
+            ? await this.etcdFollower(f)
+            : this.top.etcd.members[this.index(f, this.top.etcd.members.length)]!;
         return this.lasting(
           { ...f, targets: [member.alias] },
           () => member.pause(),
@@ -486,6 +489,13 @@ export class Faults {
       for (const rule of inserted) await iptables('-D', rule).catch(() => undefined);
       this.mark(f, 'end');
     }
+  }
+
+  /** A member that is not the raft leader (see Scenario.member for why a row asks for one). */
+  private async etcdFollower(f: PlannedFault) {
+    const leader = await this.etcdLeader();
+    const followers = this.top.etcd.members.filter((m) => m !== leader);
+    return followers[this.index(f, followers.length)]!;
   }
 
   private async etcdLeader() {

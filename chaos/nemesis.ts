@@ -48,6 +48,9 @@ export type FaultAction = keyof typeof FAULTS;
 export type Band = 'short-of-D' | 'between-D-and-T' | 'past-T';
 export const BANDS: readonly Band[] = ['short-of-D', 'between-D-and-T', 'past-T'];
 
+/** The target of an etcd member fault that must not hit the raft leader (scenarios.ts, Scenario.member). */
+export const FOLLOWER = 'etcd-follower';
+
 export interface PlannedFault {
   id: string;
   /** Ms after the run's start. */
