@@ -200,14 +200,24 @@ export async function readTransferTarget(
   assertName('node', opts.node);
   const key = keys.candidate(opts.identity, opts.node);
   const kv = (await client.get(key).options(within(ETCD_CALL_MS)).exec()).kvs[0];
+  return transferTargetOf(opts.identity, opts.node, kv, key);
+}
+
+/** `node`'s registration as read (`kv` at `key`), or the refusal when it has none. */
+export function transferTargetOf(
+  identity: string,
+  node: string,
+  kv: { value: Buffer; mod_revision: string } | undefined,
+  key: string,
+): TransferTarget {
   const candidate = decode(CandidateRecord, kv?.value, key);
   if (!kv || !candidate) {
     throw new LeaseOperationError(
-      `${opts.node} is not a live candidate for ${opts.identity} (no agent session campaigning)`,
+      `${node} is not a live candidate for ${identity} (no agent session campaigning)`,
       'target-unavailable',
     );
   }
-  return { node: opts.node, candidate, revision: kv.mod_revision };
+  return { node, candidate, revision: kv.mod_revision };
 }
 
 /**

@@ -89,6 +89,8 @@ interface CampaignState {
   drifted: boolean;
   /** The identity's login record and its mod revision, if readable. */
   login: { record: LoginRecord; modRevision: string } | undefined;
+  /** A login record is there, readable or not. */
+  loginPresent: boolean;
 }
 
 export class Candidate implements TermContext {
@@ -292,10 +294,10 @@ export class Candidate implements TermContext {
           observedEndAt,
           transferred: true,
         });
-        // The read that proved the transfer is the gate's: at the move's revision, and no
-        // login record says any term is logged in (the move cleared its own). Any other
-        // record, and the gate reads for itself.
-        if (!state.login?.record.loggedIn) leadership.primeTransfer(state.revision);
+        // The read that proved the transfer is the gate's when it found no login record at
+        // all, as the move leaves it. Any record written since (even an unreadable one, which
+        // the gate's own read holds shut on), and the gate reads for itself.
+        if (!state.loginPresent) leadership.primeTransfer(state.revision);
         return this.begin(leadership, state.revision, signal, userSignal);
       }
       if (state.leader && state.leader.record.leaseId === this.session.leaseId) {
@@ -612,6 +614,7 @@ export class Candidate implements TermContext {
       fenced: fenceKv !== undefined,
       heldOff: result.responses[3]?.response_range?.kvs[0] !== undefined,
       login: loginOf(result.responses[4]?.response_range?.kvs[0], loginKey),
+      loginPresent: result.responses[4]?.response_range?.kvs[0] !== undefined,
       drifted: result.responses[5]?.response_range?.kvs[0] !== undefined,
     };
   }

@@ -169,7 +169,7 @@ export async function readClearanceFacts(g: GateFacts, ahead?: GateRead): Promis
 /**
  * What the gate decides on for a term moved to this node, when the read that adopted it
  * proved the move (clearance.ts: a transfer requires its holder's confirmed logout) and found
- * no login record of any term saying "logged in": no session needs judging.
+ * no login record: no session needs judging.
  */
 export function transferredFacts(previous: PreviousTerm, now: number): ClearanceFacts {
   const { token, record } = previous;

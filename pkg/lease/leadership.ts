@@ -4,7 +4,7 @@
 // when its key is deleted or moved (watched; a broken watch is replaced after a re-read), when
 // its session must stop, or when it resigns. Before logging in, a new leader passes the login
 // gate (gate.ts, S3); its login state is a record guarded by the token (setLoggedIn).
-import { LeaseOperationError, transferWrites, type TransferTarget } from './admin.js';
+import { LeaseOperationError, transferTargetOf, transferWrites, type TransferTarget } from './admin.js';
 import type { Guard, TxnBatcher } from './batch.js';
 import type { Clock } from '../clock/index.js';
 import { decideClearance, type ClearanceFacts, type ClearanceVerdict } from './clearance.js';
@@ -20,7 +20,6 @@ import {
 } from './gate.js';
 import {
   assertName,
-  CandidateRecord,
   decode,
   HoldOffRecord,
   type Keys,
@@ -272,8 +271,8 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
 
   /**
    * The read that adopted this term proved it was transferred (the term-end record at the
-   * key's revision) and found no login record saying "logged in": the gate's first decision
-   * is made on it, with no read of its own. Only the first, as primeGate.
+   * key's revision) and found no login record: the gate's first decision is made on it, with
+   * no read of its own. Only the first, as primeGate.
    */
   primeTransfer(revision: string): void {
     this.transferProvenAt = BigInt(revision);
@@ -447,15 +446,13 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
       [client.get(candidateKey), client.get(keys.holdOff(this.identity, this.node))],
       candidateKey,
     );
-    const kv = step.responses[0]?.response_range?.kvs[0];
+    const target = transferTargetOf(
+      this.identity,
+      node,
+      step.responses[0]?.response_range?.kvs[0],
+      candidateKey,
+    );
     const heldOff = step.responses[1]?.response_range?.kvs[0];
-    const candidate = decode(CandidateRecord, kv?.value, candidateKey);
-    if (!kv || !candidate) {
-      throw new LeaseOperationError(
-        `${node} is not a live candidate for ${this.identity} (no agent session campaigning)`,
-        'target-unavailable',
-      );
-    }
     if (!heldOff) {
       throw new LeaseOperationError(
         `${this.node} is not held off ${this.identity}: no handover of it is under way`,
@@ -470,7 +467,7 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
         'changed',
       );
     }
-    return { target: { node, candidate, revision: kv.mod_revision }, heldOffAt: heldOff.mod_revision };
+    return { target, heldOffAt: heldOff.mod_revision };
   }
 
   private loginRecord(loggedIn: boolean): LoginRecord {
