@@ -145,7 +145,10 @@ export class Term {
   drain(holdMs: number, actor: string, handover?: Handover): Promise<bigint> {
     const pending = handover && {
       ...handover,
-      plan: this.leadership.readHandOver(handover.to, handover.workflow),
+      plan: this.leadership.readHandOver(handover.to, handover.workflow, {
+        key: controllerElectionKey(),
+        revision: handover.term,
+      }),
     };
     pending?.plan.catch(() => undefined); // awaited, or dropped, at the logout
     return new Promise((done, fail) => {
@@ -397,6 +400,9 @@ export class Term {
     // First, before any await: no restart of the service may start from here on.
     this.stopLogin();
     this.move(decideEndOfLead(why));
+    // A leader that leaves finds its successor while its service stops.
+    const successor = why.kind === 'stop' ? leadership.readSuccessor() : undefined;
+    successor?.catch(() => undefined); // awaited, or dropped, below
     const { clock } = host;
     const timing = leadership.session.timing;
     // Out by the session's must-be-out deadline when it is stopping; the budget otherwise.
@@ -449,10 +455,56 @@ export class Term {
       return this.holdDrained(why.holdMs);
     }
     this.failDrain(next.reason);
+    if (successor && confirmed && leadership.mayAct() && (await this.handOverAsLeaving(successor))) {
+      this.held = false;
+      this.move(next);
+      return { relogin: false };
+    }
     // Guarded by the token: a no-op when the key is already gone or moved. Unconfirmed, it
     // also closes the session, so the lease's end bounds the service.
     await this.giveBack(next, confirmed);
     return { relogin: false };
+  }
+
+  /**
+   * This agent stops and its service is confirmed out: give the term to the standby a free
+   * election would let try first, in the transaction that says the service is out, instead
+   * of deleting the key and letting the standbys notice, rank and race for it. False (nothing
+   * changed) when there is no healthy standby, a guard did not hold (it left, was fenced or
+   * held off meanwhile) or etcd cannot say: the term is then resigned as before.
+   */
+  private async handOverAsLeaving(successor: Promise<HandOverPlan | undefined>): Promise<boolean> {
+    const { host, leadership } = this;
+    try {
+      const plan = await successor;
+      if (!plan) {
+        host.log.info(
+          { token: String(leadership.token) },
+          `no live healthy standby to hand ${host.identity} to as this agent stops; resigning it for the standbys to elect one`,
+        );
+        return false;
+      }
+      const to = plan.target.node;
+      const moved = await leadership.handOver(plan, { actor: `${leadership.node} (leaving)` });
+      if (moved) {
+        host.log.info(
+          { token: String(leadership.token), to },
+          `logged out and handed ${host.identity} to ${to}, its best standby, as this agent stops`,
+        );
+      } else {
+        host.log.info(
+          { token: String(leadership.token), to },
+          `not handed to ${to} (its registration, fence, drift or hold-off changed); resigning ${host.identity} for the standbys to elect one`,
+        );
+      }
+      return moved;
+    } catch (err) {
+      host.log.warn(
+        { token: String(leadership.token), err: (err as Error).message },
+        `could not hand ${host.identity} to a standby as this agent stops; resigning it for the standbys to elect one`,
+      );
+      return false;
+    }
   }
 
   /**
@@ -465,10 +517,7 @@ export class Term {
     const { host, leadership } = this;
     try {
       const plan = await handover.plan;
-      const moved = await leadership.handOver(plan, {
-        actor,
-        authority: { key: controllerElectionKey(), revision: handover.term },
-      });
+      const moved = await leadership.handOver(plan, { actor });
       if (moved) {
         host.log.info(
           { token: String(leadership.token), to: handover.to, actor },

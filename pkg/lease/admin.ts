@@ -3,7 +3,8 @@
 // caller last saw, so a change in between makes it fail cleanly instead of acting on a stale
 // view.
 import type { Etcd3, IOperation } from 'etcd3';
-import type { Guard } from './batch.js';
+import type { Guard, TxnBatcher } from './batch.js';
+import { successorOf } from './rank.js';
 import type { FencingToken } from './campaign.js';
 import { ETCD_CALL_MS, isLeaseGone, within } from './etcd.js';
 import {
@@ -218,6 +219,56 @@ export function transferTargetOf(
     );
   }
   return { node, candidate, revision: kv.mod_revision };
+}
+
+/**
+ * The best healthy candidate for `identity` other than `me` among those `live` accepts
+ * (rank.ts successorOf), with its registration's revision; undefined when there is none.
+ * Malformed records are left out, as the election leaves them out, and so are nodes held off
+ * the identity or held back as drifted, which would refuse the term (a fenced one is refused
+ * by the move itself).
+ */
+export async function readSuccessor(
+  batcher: TxnBatcher,
+  client: Etcd3,
+  opts: { identity: string; me: string; keys: Keys; live: (candidate: CandidateRecord) => boolean },
+): Promise<TransferTarget | undefined> {
+  const prefix = opts.keys.candidates(opts.identity);
+  const holdOffs = opts.keys.holdOffs(opts.identity);
+  const drifts = opts.keys.drifts(opts.identity);
+  const step = await batcher.run(
+    [client.getAll().prefix(prefix), client.getAll().prefix(holdOffs), client.getAll().prefix(drifts)],
+    prefix,
+  );
+  const held = new Set([
+    ...(step.responses[1]?.response_range?.kvs ?? []).map((kv) => kv.key.toString().slice(holdOffs.length)),
+    ...(step.responses[2]?.response_range?.kvs ?? []).map((kv) => kv.key.toString().slice(drifts.length)),
+  ]);
+  const read = new Map<string, { candidate: CandidateRecord; revision: string }>();
+  for (const kv of step.responses[0]?.response_range?.kvs ?? []) {
+    const parsed = CandidateRecord.safeParse(json(kv.value.toString()));
+    // The move compares the key read: a record must name the node its key does.
+    if (
+      parsed.success &&
+      kv.key.toString() === prefix + parsed.data.node &&
+      !held.has(parsed.data.node) &&
+      opts.live(parsed.data)
+    )
+      read.set(parsed.data.node, { candidate: parsed.data, revision: kv.mod_revision });
+  }
+  const best = successorOf(
+    opts.me,
+    [...read.values()].map((r) => r.candidate),
+  );
+  return best && { node: best.node, ...read.get(best.node)! };
+}
+
+function json(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -124,6 +124,8 @@ export class Candidate implements TermContext {
   }
   /** The registration this campaign last wrote and saw through (undefined: unknown). */
   private registered: string | undefined;
+  /** Mod revision of the registration this campaign last wrote (undefined: none, or withdrawn). */
+  private registeredAt: string | undefined;
   /** The latest free-election rank and why (for status displays). */
   lastRank: RankDecision | undefined;
 
@@ -548,11 +550,83 @@ export class Candidate implements TermContext {
     return { put, record };
   }
 
-  /** Remove this candidate's registration (best effort: it also goes with the lease). */
+  /**
+   * Stop being a candidate: remove the registration this campaign wrote, then give back a term
+   * a leaving leader handed this node meanwhile (giveBackHandedTerm). If etcd cannot be
+   * reached, the removal is retried in the background while the session may act (the
+   * registration goes with the lease otherwise): a registration left on a live session would
+   * draw hand-overs nobody here takes.
+   */
   async unregister(): Promise<void> {
     this.registered = undefined;
+    const at = this.registeredAt;
+    this.registeredAt = undefined;
+    if (at === undefined) return;
+    if (await this.withdraw(at).then(() => true, () => false)) return;
+    void (async () => {
+      for (let failures = 1; this.session.mayAct(); failures++) {
+        await this.clock.sleep(backoffMs(failures));
+        if (!this.session.mayAct()) return;
+        if (await this.withdraw(at).then(() => true, () => false)) return;
+      }
+    })();
+  }
+
+  private async withdraw(registeredAt: string): Promise<void> {
     const key = this.keys.candidate(this.identity, this.session.node);
-    await this.batcher.run([this.client.delete().key(key)], key).catch(() => undefined);
+    // Only the registration this campaign wrote: a later campaign's is not this one's to remove.
+    await this.batcher.runIf([[key, 'Mod', '==', registeredAt]], [this.client.delete().key(key)]);
+    await this.giveBackHandedTerm();
+  }
+
+  /**
+   * A leaving leader may have handed this node a term just before its registration went: the
+   * move compares the registration, so none lands after, and this read sees any that did.
+   * Nobody here will run that term, and on this session's lease it would keep the identity
+   * with nobody logged in until the session ends. It is given back the way a term that never
+   * logged in resigns, so the standbys elect one now. Only a term moved here (the term-end
+   * record says "transferred" at the key's revision) that no term of this session adopted,
+   * with no login record since and no later registration of this node (whose campaign takes
+   * it): the transaction compares all of it.
+   */
+  private async giveBackHandedTerm(): Promise<void> {
+    const { keys, client, session } = this;
+    const candidateKey = keys.candidate(this.identity, session.node);
+    const leaderKey = keys.leader(this.identity);
+    const termEndKey = keys.termEnd(this.identity);
+    const loginKey = keys.login(this.identity);
+    const step = await this.batcher.run(
+      [client.get(candidateKey), client.get(leaderKey), client.get(termEndKey), client.get(loginKey)],
+      leaderKey,
+    );
+    const [registration, leader, termEndKv, login] = step.responses.map((r) => r.response_range?.kvs[0]);
+    if (registration || !leader || !termEndKv || login) return;
+    const record = decode(LeaderRecord, leader.value, leaderKey);
+    const end = decode(TermEnd, termEndKv.value, termEndKey);
+    if (record?.leaseId !== session.leaseId || end?.how !== 'transferred') return;
+    if (termEndKv.mod_revision !== leader.mod_revision) return;
+    const adopted = sessionTerms(session).get(this.identity);
+    if (adopted && String(adopted.token) === leader.mod_revision) return;
+    const resigned: TermEnd = {
+      token: leader.mod_revision,
+      node: session.node,
+      leaseId: session.leaseId,
+      how: 'resigned',
+      // No process of this node ran under the term: it was never adopted.
+      loggedOut: true,
+      holderTtlMs: session.timing.ttlMs,
+      at: this.clock.wallMs(),
+      actor: `${session.node} (no longer a candidate)`,
+    };
+    await this.batcher.runIf(
+      [
+        [candidateKey, 'Create', '==', 0],
+        [leaderKey, 'Mod', '==', leader.mod_revision],
+        [termEndKey, 'Mod', '==', termEndKv.mod_revision],
+        [loginKey, 'Create', '==', 0],
+      ],
+      [client.put(termEndKey).value(JSON.stringify(resigned)), client.delete().key(leaderKey)],
+    );
   }
 
   /**
@@ -588,6 +662,7 @@ export class Candidate implements TermContext {
       leaderKey,
     );
     this.registered = record;
+    if (write) this.registeredAt = step.revision;
     const result = { header: { revision: step.revision }, responses: step.responses.slice(write ? 1 : 0) };
     const leaderKv = result.responses[0]?.response_range?.kvs[0];
     const fenceKv = result.responses[1]?.response_range?.kvs[0];

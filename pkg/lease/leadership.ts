@@ -4,7 +4,7 @@
 // when its key is deleted or moved (watched; a broken watch is replaced after a re-read), when
 // its session must stop, or when it resigns. Before logging in, a new leader passes the login
 // gate (gate.ts, S3); its login state is a record guarded by the token (setLoggedIn).
-import { LeaseOperationError, transferTargetOf, transferWrites, type TransferTarget } from './admin.js';
+import { LeaseOperationError, readSuccessor, transferTargetOf, transferWrites, type TransferTarget } from './admin.js';
 import type { Guard, TxnBatcher } from './batch.js';
 import type { Clock } from '../clock/index.js';
 import { decideClearance, type ClearanceFacts, type ClearanceVerdict } from './clearance.js';
@@ -27,18 +27,27 @@ import {
   type LoginRecord,
   type TermEnd,
 } from './keys.js';
-import type { PeerSessions } from './peers.js';
+import { renewedLately, type PeerSessions } from './peers.js';
 import { backoffMs, RETRY_MS, type RetryReport } from './retry.js';
 import type { Release, Session } from './session.js';
 
 export type { FencingToken };
 
-/** A drain's hand-over, as read when the drain came in (Leadership.readHandOver). */
-export interface HandOverPlan {
-  target: TransferTarget;
-  /** Mod revision of this node's hold-off key then: the move requires it unchanged. */
-  heldOffAt: string;
-}
+/**
+ * A hand-over as planned while the service stops: what the move compares besides the term,
+ * its own login record and the target's registration, fence and drift hold.
+ */
+export type HandOverPlan =
+  /** A drain that names its target (Leadership.readHandOver). */
+  | {
+      target: TransferTarget;
+      /** Mod revision of this node's hold-off key when the drain came in: the move requires it unchanged. */
+      heldOffAt: string;
+      /** The term of the controller that asked: its election key and that key's mod revision. */
+      authority: { key: string; revision: string };
+    }
+  /** This node's agent stops: its best live standby (Leadership.readSuccessor). */
+  | { target: TransferTarget; leaving: true };
 
 /** What a new leader knows about the term before its own. */
 export interface PreviousTerm {
@@ -383,45 +392,51 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
   }
 
   /**
-   * Hand this term to `target` in the transaction that confirms its logout: the drain that
-   * names a target spares the controller's read-and-move round (one commit instead of two,
-   * and no controller on the path). Call it only once the service is confirmed stopped,
-   * as setLoggedIn(false). The move is what a controller's transfer writes (admin.ts), guarded
-   * by this term, by this term's own last login write, by the target's registration and this
-   * node's hold-off as readHandOver found them (the same workflow still runs), and by
-   * `authority` (the term of the controller that asked: its election key's mod revision). Resolves true once moved (the
-   * term is over); false when a guard did not hold and nothing changed: record the logout
-   * the usual way.
+   * Hand this term to the plan's target in the transaction that confirms its logout, sparing
+   * the successor a round of its own: a drain that names its target needs no controller round
+   * between the logout and the target's login; a leader that leaves gives its best standby the
+   * term without an election. Call it only once the service is confirmed stopped, as
+   * setLoggedIn(false). The move is what a controller's transfer writes (admin.ts), guarded by
+   * this term, by this term's own last login write and by the target's registration as read,
+   * its fence and drift hold; a drain's move also by this node's hold-off as read with the
+   * drain (the same workflow still runs) and by the term of the controller that asked; a
+   * leaving node's by the target not being held off the identity. Resolves true once moved
+   * (the term is over); false when a guard did not hold and nothing changed: record the
+   * logout, or resign, the usual way.
    */
-  async handOver(
-    plan: HandOverPlan,
-    opts: { actor: string; authority: { key: string; revision: string } },
-  ): Promise<boolean> {
+  async handOver(plan: HandOverPlan, opts: { actor: string }): Promise<boolean> {
     const { target } = plan;
     // A term that never wrote its login record may not have passed its own gate: the record
     // of an earlier term it holds may be the only word that the earlier one is still in, and
     // the move clears it. Such a term is drained the usual way (the controller's transfer
     // refuses it too).
     if (this.loginRevision === undefined) return false;
+    const keys = this.ctx.keys;
     const move = transferWrites(this.session.client, {
       identity: this.identity,
       from: { token: this.token, record: this.record },
       target,
       actor: opts.actor,
       at: this.ctx.clock.wallMs(),
-      keys: this.ctx.keys,
+      keys,
     });
-    // The login record is still the one this term last wrote: nobody else's word is cleared.
-    const ownLogin: Guard = [this.ctx.keys.login(this.identity), 'Mod', '==', this.loginRevision];
     const guards: Guard[] = [
       ...move.guards,
-      ownLogin,
-      // Only under the hold-off read with the drain: its workflow still runs. Aborting one
-      // releases its hold-off before anything else, so a cancelled or expired switchover
-      // cannot move the key after the fact, even once a later one holds this node off again.
-      [this.ctx.keys.holdOff(this.identity, this.node), 'Mod', '==', plan.heldOffAt],
-      [opts.authority.key, 'Mod', '==', opts.authority.revision],
+      // The login record is still the one this term last wrote: nobody else's word is cleared.
+      [keys.login(this.identity), 'Mod', '==', this.loginRevision],
     ];
+    if ('leaving' in plan) {
+      // A standby held off the identity would refuse the term (its campaign waits the hold out).
+      guards.push([keys.holdOff(this.identity, target.node), 'Create', '==', 0]);
+    } else {
+      guards.push(
+        // Only under the hold-off read with the drain: its workflow still runs. Aborting one
+        // releases its hold-off before anything else, so a cancelled or expired switchover
+        // cannot move the key after the fact, even once a later one holds this node off again.
+        [keys.holdOff(this.identity, this.node), 'Mod', '==', plan.heldOffAt],
+        [plan.authority.key, 'Mod', '==', plan.authority.revision],
+      );
+    }
     const result = await this.ctx.batcher.runIf(guards, move.ops);
     if (!result.succeeded) return false;
     this.loggedInValue = false;
@@ -437,7 +452,11 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
    * only under that hold-off: one released (the workflow aborted) and written again by a later
    * workflow is another.
    */
-  async readHandOver(node: string, workflow: string): Promise<HandOverPlan> {
+  async readHandOver(
+    node: string,
+    workflow: string,
+    authority: { key: string; revision: string },
+  ): Promise<HandOverPlan> {
     assertName('node', node);
     const { client } = this.session;
     const keys = this.ctx.keys;
@@ -467,7 +486,30 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
         'changed',
       );
     }
-    return { target, heldOffAt: heldOff.mod_revision };
+    return { target, heldOffAt: heldOff.mod_revision, authority };
+  }
+
+  /**
+   * Whom to hand this term to as this node's agent stops: the candidate a free election would
+   * let try first (rank.ts successorOf) among those this process saw renew their session
+   * lately (LIVE_SUCCESSOR_RENEWALS); undefined when there is none, and the term is resigned.
+   */
+  async readSuccessor(): Promise<HandOverPlan | undefined> {
+    // The view of other sessions, if it has started (never waited for): without it no
+    // standby is known to be alive, and the term is resigned for the election to settle.
+    const peers = await Promise.race([
+      this.ctx.peers.catch(() => undefined),
+      new Promise<undefined>((resolve) => setImmediate(() => resolve(undefined))),
+    ]);
+    if (!peers) return undefined;
+    const { clock } = this.ctx;
+    const target = await readSuccessor(this.ctx.batcher, this.session.client, {
+      identity: this.identity,
+      me: this.node,
+      keys: this.ctx.keys,
+      live: (candidate) => renewedLately(peers.sighting(candidate.leaseId), candidate.ttlMs, clock.monotonicMs()),
+    });
+    return target && { target, leaving: true };
   }
 
   private loginRecord(loggedIn: boolean): LoginRecord {

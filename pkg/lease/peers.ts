@@ -11,10 +11,26 @@ import type { Etcd3, IKeyValue } from 'etcd3';
 import { systemClock, type Clock } from '../clock/index.js';
 import { TypedEmitter } from './emitter.js';
 import { Keys } from './keys.js';
+import { KEEPALIVES_PER_TTL } from './timing.js';
 import { ResyncingWatch } from './watch.js';
 
 /** Gone leases remembered at most this long; after that a successor falls back to its read time. */
 const FORGET_GONE_AFTER_MS = 10 * 60_000;
+
+/**
+ * A leaving leader hands its term only to a standby seen renewing its session within this many
+ * of that standby's renewal intervals (T / KEEPALIVES_PER_TTL): one late renewal on a busy host
+ * is ordinary, several in a row mean a frozen, cut-off or dead agent, and a term handed to it
+ * would sit on its lease, with nobody logged in, until that lease expired. The election the
+ * leaving leader falls back to costs a few hundred ms; a wrong hand-over costs up to T.
+ */
+export const LIVE_SUCCESSOR_RENEWALS = 3;
+
+/** Whether a session with lease TTL `ttlMs` was seen renewed lately (LIVE_SUCCESSOR_RENEWALS), at monotonic `now`. */
+export function renewedLately(seen: PeerSighting | undefined, ttlMs: number, now: number): boolean {
+  if (!seen || seen.gone) return false;
+  return now - seen.lastSeenAt <= (LIVE_SUCCESSOR_RENEWALS * ttlMs) / KEEPALIVES_PER_TTL;
+}
 
 export interface PeerSighting {
   /** Monotonic ms (the observer's clock) when this process last saw the lease renewed (or present in a read). */

@@ -66,6 +66,20 @@ const oneLine = (text: string) =>
 const describe = (c: CandidateRecord) =>
   `${c.node} (priority ${c.priority}${c.healthy ? '' : ', unhealthy'})`;
 
+/** The order of a free election: healthy before unhealthy, then priority (highest first), then name. */
+export function electionOrder(a: CandidateRecord, b: CandidateRecord): number {
+  const score = (c: CandidateRecord) => (c.healthy ? 0 : 1_000_000) - c.priority;
+  return score(a) - score(b) || a.node.localeCompare(b.node);
+}
+
+/**
+ * Whom a leader that leaves hands its term to: the candidate a free election would let try
+ * first, other than itself. Only a healthy one: with none, the election decides as usual.
+ */
+export function successorOf(me: string, candidates: readonly CandidateRecord[]): CandidateRecord | undefined {
+  return [...candidates].filter((c) => c.node !== me && c.healthy).sort(electionOrder)[0];
+}
+
 /** 0 for the best healthy candidate; unhealthy ones rank after every healthy one. */
 export function decideRank(me: string, read: CandidatesRead): RankDecision {
   if ('unreadable' in read) {
@@ -78,8 +92,7 @@ export function decideRank(me: string, read: CandidatesRead): RankDecision {
       problem: { what: 'reading the registered candidates to rank this node', error: read.unreadable },
     };
   }
-  const score = (c: CandidateRecord) => (c.healthy ? 0 : 1_000_000) - c.priority;
-  const all = [...read.candidates].sort((a, b) => score(a) - score(b) || a.node.localeCompare(b.node));
+  const all = [...read.candidates].sort(electionOrder);
   const index = all.findIndex((c) => c.node === me);
   const rank = index < 0 ? all.length : index;
   let reason =

@@ -684,9 +684,9 @@ describe('pkg/lease (real etcd)', function () {
       const keys = new Keys();
       const registration = async () => (await a.client.get(keys.candidate(identity, 'b')).exec()).kvs[0]!;
       const registeredAt = (await registration()).mod_revision;
-      const plan = await aTerm.readHandOver('b', WORKFLOW);
+      const plan = await aTerm.readHandOver('b', WORKFLOW, authority);
       // The service is out (the caller's part); one transaction says so and moves the key.
-      expect(await aTerm.handOver(plan, { actor: 'op', authority })).to.equal(true);
+      expect(await aTerm.handOver(plan, { actor: 'op' })).to.equal(true);
       expect((await aTerm.whenLost()).reason).to.equal('key-moved');
       expect(aTerm.loggedIn).to.equal(false);
       const won = await bTerm;
@@ -734,13 +734,12 @@ describe('pkg/lease (real etcd)', function () {
       it(`refuses, changing nothing, when ${name}; the logout is then recorded as before`, async function () {
         const { identity, a, aTerm, authority, heldOff } = await handOverSetup();
         const keys = new Keys();
-        const plan = await aTerm.readHandOver('b', WORKFLOW);
-        let asked = authority;
+        let plan = await aTerm.readHandOver('b', WORKFLOW, authority);
         if (breaks === 'released' || breaks === 'held-again') await releaseHoldOff(a.client, heldOff);
         if (breaks === 'held-again') await holdOffA(a.client, identity);
         if (breaks === 'authority') {
           const put = await a.client.put(AUTHORITY_KEY).value('c2').exec();
-          asked = { ...authority, revision: String(BigInt(put.header.revision) - 1n) };
+          plan = { ...plan, authority: { ...authority, revision: String(BigInt(put.header.revision) - 1n) } };
         }
         if (breaks === 'target') {
           const key = keys.candidate(identity, 'b');
@@ -752,7 +751,7 @@ describe('pkg/lease (real etcd)', function () {
         if (breaks === 'fence') await fence(a.client, { node: 'b', reason: 'maintenance', actor: 'test' });
         try {
           const before = await a.client.getAll().prefix(`${keys.prefix}/identities/${identity}/`).strings();
-          expect(await aTerm.handOver(plan, { actor: 'op', authority: asked })).to.equal(false);
+          expect(await aTerm.handOver(plan, { actor: 'op' })).to.equal(false);
           expect(
             await a.client.getAll().prefix(`${keys.prefix}/identities/${identity}/`).strings(),
           ).to.deep.equal(before);
@@ -771,9 +770,9 @@ describe('pkg/lease (real etcd)', function () {
     }
 
     it('plans no hand-over for a node that is not held off (no workflow moves the identity)', async function () {
-      const { identity, a, aTerm, heldOff } = await handOverSetup();
+      const { identity, a, aTerm, heldOff, authority } = await handOverSetup();
       await releaseHoldOff(a.client, heldOff);
-      const err = await aTerm.readHandOver('b', WORKFLOW).catch((e: unknown) => e);
+      const err = await aTerm.readHandOver('b', WORKFLOW, authority).catch((e: unknown) => e);
       expect((err as LeaseOperationError).code).to.equal('changed');
       expect((err as Error).message).to.equal(
         `a is not held off ${identity}: no handover of it is under way`,
@@ -781,10 +780,10 @@ describe('pkg/lease (real etcd)', function () {
     });
 
     it('plans no hand-over under the hold-off of another workflow than the drain’s (a drain that arrived late)', async function () {
-      const { identity, a, aTerm, heldOff } = await handOverSetup();
+      const { identity, a, aTerm, heldOff, authority } = await handOverSetup();
       await releaseHoldOff(a.client, heldOff);
       await holdOffA(a.client, identity, 'switchover-2');
-      const err = await aTerm.readHandOver('b', WORKFLOW).catch((e: unknown) => e);
+      const err = await aTerm.readHandOver('b', WORKFLOW, authority).catch((e: unknown) => e);
       expect((err as LeaseOperationError).code).to.equal('changed');
       expect((err as Error).message).to.equal(
         `a is held off ${identity} by workflow switchover-2, not by ${WORKFLOW} that asked for the handover`,
@@ -800,14 +799,128 @@ describe('pkg/lease (real etcd)', function () {
       await untilRegistered(b.client, identity, 2);
       await holdOffA(a.client, identity);
       const put = await a.client.put(AUTHORITY_KEY).value('c1').exec();
-      const plan = await aTerm.readHandOver('b', WORKFLOW);
-      expect(
-        await aTerm.handOver(plan, {
-          actor: 'op',
-          authority: { key: AUTHORITY_KEY, revision: put.header.revision },
-        }),
-      ).to.equal(false);
+      const plan = await aTerm.readHandOver('b', WORKFLOW, {
+        key: AUTHORITY_KEY,
+        revision: put.header.revision,
+      });
+      expect(await aTerm.handOver(plan, { actor: 'op' })).to.equal(false);
       expect((await readLeader(a.client, identity))?.record.node).to.equal('a');
+    });
+  });
+
+  describe('hand-over by a leader that leaves (its agent stops)', function () {
+    /** a leads and is logged in (priority 9); b (5) and c (1) campaign behind it. */
+    async function leavingSetup(bTiming?: { ttlSeconds: number }) {
+      const identity = freshIdentity();
+      const a = await open([etcd.hostEndpoint], 'a', identity, { candidate: { priority: 9 } });
+      const aTerm = await a.candidate.campaign();
+      await aTerm.setLoggedIn(true);
+      const b = await open([etcd.hostEndpoint], 'b', identity, {
+        candidate: { priority: 5 },
+        ...(bTiming ? { timing: bTiming } : {}),
+      });
+      const bTerm = b.candidate.campaign();
+      bTerm.catch(() => undefined);
+      const c = await open([etcd.hostEndpoint], 'c', identity, { candidate: { priority: 1 } });
+      const cTerm = c.candidate.campaign();
+      await untilRegistered(a.client, identity, 3);
+      return { identity, a, aTerm, b, bTerm, c, cTerm };
+    }
+
+    it('hands its term to the standby an election would let try first, passing over one held off', async function () {
+      const { identity, a, aTerm, cTerm } = await leavingSetup();
+      expect((await aTerm.readSuccessor())?.target.node).to.equal('b');
+      // b is held off (a workflow moves the identity elsewhere): c is the one that may take it.
+      await holdOff(a.client, {
+        identity,
+        nodes: ['b'],
+        ttlMs: 60_000,
+        record: { reason: 'failover to c', actor: 'op', at: Date.now() },
+      });
+      const plan = await aTerm.readSuccessor();
+      expect(plan?.target.node).to.equal('c');
+      expect(await aTerm.handOver(plan!, { actor: 'a (leaving)' })).to.equal(true);
+      const won = await cTerm;
+      expect(won.previous?.transferred).to.equal(true);
+      expect(await won.clearanceVerdict()).to.deep.include({ proceed: true });
+    });
+
+    it('does not hand its term to a standby held off since it was read: nothing changes', async function () {
+      const { identity, a, aTerm } = await leavingSetup();
+      const plan = await aTerm.readSuccessor();
+      expect(plan?.target.node).to.equal('b');
+      await holdOff(a.client, {
+        identity,
+        nodes: ['b'],
+        ttlMs: 60_000,
+        record: { reason: 'maintenance of b', actor: 'op', at: Date.now() },
+      });
+      expect(await aTerm.handOver(plan!, { actor: 'a (leaving)' })).to.equal(false);
+      expect((await readLeader(a.client, identity))?.record.node).to.equal('a');
+      expect(aTerm.mayAct()).to.equal(true);
+    });
+
+    it('passes over a standby whose session stopped renewing, while its registration is still there', async function () {
+      this.timeout(30_000);
+      // b's lease (T = 10 s) outlives its last renewal long after it stops counting as alive.
+      const { identity, a, aTerm, b, cTerm } = await leavingSetup({ ttlSeconds: 10 });
+      expect((await aTerm.readSuccessor())?.target.node).to.equal('b');
+      // b's agent freezes or loses etcd: no renewal from here on, nothing revoked.
+      b.client.close();
+      let plan: Awaited<ReturnType<Leadership['readSuccessor']>>;
+      await waitFor(async () => (plan = await aTerm.readSuccessor())?.target.node === 'c', {
+        what: 'b to stop counting as a live standby',
+        timeoutMs: 8_000,
+      });
+      const registrations = await a.client.getAll().prefix(new Keys().candidates(identity)).keys();
+      expect(registrations.sort(), "b's registration outlives its renewals").to.include(
+        new Keys().candidate(identity, 'b'),
+      );
+      expect(await aTerm.handOver(plan!, { actor: 'a (leaving)' })).to.equal(true);
+      expect((await cTerm).node).to.equal('c');
+    });
+
+    it('a standby whose campaign stops gives back a term moved to it that it never took; the others elect one', async function () {
+      const identity = freshIdentity();
+      const keys = new Keys();
+      const a = await open([etcd.hostEndpoint], 'a', identity, { candidate: { priority: 9 } });
+      const aTerm = await a.candidate.campaign();
+      await aTerm.setLoggedIn(true);
+      // b is held off before it campaigns: its campaign registers, then waits on the hold only
+      // and does not follow the leader key, so a move to it lands with nobody here to take it.
+      await holdOff(a.client, {
+        identity,
+        nodes: ['b'],
+        ttlMs: 60_000,
+        record: { reason: 'maintenance of b', actor: 'op', at: Date.now() },
+      });
+      const b = await open([etcd.hostEndpoint], 'b', identity, { candidate: { priority: 5 } });
+      const stopB = new AbortController();
+      const bCampaign = b.candidate.campaign(stopB.signal).catch((e: unknown) => e);
+      const c = await open([etcd.hostEndpoint], 'c', identity, { candidate: { priority: 1 } });
+      const cTerm = c.candidate.campaign();
+      await untilRegistered(a.client, identity, 3);
+      await aTerm.setLoggedIn(false);
+      const token = await transfer(a.client, { identity, target: 'b', expectToken: aTerm.token, actor: 'op' });
+      expect((await readLeader(a.client, identity))?.record.node).to.equal('b');
+
+      // b's campaign stops (its identity removed, its agent stopping); its session lives on.
+      stopB.abort();
+      expect(await bCampaign).to.be.instanceOf(CampaignAbandonedError);
+      const won = await cTerm;
+      expect(won.node).to.equal('c');
+      expect(won.token > token).to.equal(true);
+      // b said where successors look that nobody ran under the term it gave back.
+      expect(JSON.parse((await a.client.get(keys.termEnd(identity)).string())!)).to.include({
+        token: String(token),
+        node: 'b',
+        how: 'resigned',
+        loggedOut: true,
+        actor: 'b (no longer a candidate)',
+      });
+      expect(b.session.mayAct(), "b's session lives on").to.equal(true);
+      expect(await a.client.get(keys.candidate(identity, 'b')).string()).to.equal(null);
+      expect(await won.clearanceVerdict()).to.deep.include({ proceed: true });
     });
   });
 

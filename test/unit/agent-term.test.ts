@@ -18,9 +18,10 @@ import type { IdentitySpec } from '../../pkg/spec/schema.js';
 /** What happened, in order, across the fakes. */
 type Calls = string[];
 
-/** How the fake takes a hand-over: moved, or refused (a guard did not hold). */
+/** How the fake takes a hand-over: moved, or refused (a guard did not hold); who the best live standby is. */
 interface HandOverFake {
   accepts?: boolean;
+  successor?: string;
 }
 
 function fakeLeadership(calls: Calls, handOver: HandOverFake = {}) {
@@ -49,9 +50,16 @@ function fakeLeadership(calls: Calls, handOver: HandOverFake = {}) {
       end('resigned');
       return true;
     },
-    readHandOver: async (node: string) => ({ target: { node, revision: '5' }, heldOffAt: '4' }),
-    handOver: async (plan: { target: { node: string } }, o: { authority: { revision: string } }) => {
-      calls.push(`hand over to ${plan.target.node} under controller term ${o.authority.revision}`);
+    readHandOver: async (node: string, _workflow: string, authority: { revision: string }) => ({
+      target: { node, revision: '5' },
+      heldOffAt: '4',
+      authority,
+    }),
+    readSuccessor: async () =>
+      handOver.successor ? { target: { node: handOver.successor, revision: '5' }, leaving: true } : undefined,
+    handOver: async (plan: { target: { node: string }; authority?: { revision: string } }) => {
+      const under = plan.authority ? ` under controller term ${plan.authority.revision}` : '';
+      calls.push(`hand over to ${plan.target.node}${under}`);
       if (!handOver.accepts) return false;
       end('key-moved');
       return true;
@@ -225,6 +233,30 @@ describe('a term, against fakes', function () {
     end('key-moved');
     await running;
   });
+
+  for (const { successor, accepts, expected } of [
+    { successor: 'b', accepts: true, expected: ['hand over to b'] },
+    { successor: 'b', accepts: false, expected: ['hand over to b', 'resign loggedOut=true'] },
+    { successor: undefined, accepts: true, expected: ['resign loggedOut=true'] },
+  ]) {
+    const what = !successor
+      ? 'resigns the term when no live healthy standby is there'
+      : accepts
+        ? 'hands the term to its best standby once the service is out'
+        : 'resigns the term when the hand-over is refused';
+    it(`a leader whose agent stops ${what}`, async function () {
+      const h = harness('waiting-out');
+      const { leadership } = fakeLeadership(h.calls, { accepts, ...(successor ? { successor } : {}) });
+      const term = new Term(leadership, h.host);
+      const running = term.run();
+      await settle();
+      h.stop.abort();
+      term.end({ kind: 'stop' });
+      await running;
+      expect(h.calls.slice(5)).to.deep.equal(['responder stop', 'service logout', 'disarm', ...expected]);
+      expect(h.machine.state).to.equal('stopped');
+    });
+  }
 
   it('a move the table refuses ends the term given back, and the service is never logged in', async function () {
     // The term believes it waited out, but the identity is still in standby: a bug. The move

@@ -7,6 +7,7 @@ import {
   parseCandidates,
   RANK_WHEN_UNREADABLE,
   STAGGER_STEP_MS,
+  successorOf,
   type CandidatesRead,
 } from '../../pkg/lease/rank.js';
 
@@ -101,4 +102,32 @@ describe('candidate records: a malformed one is named with why, never dropped un
     expect(decision.problem?.what).to.equal('ranking this node among the registered candidates');
     expect(decision.problem?.error).to.match(/candidates\/x .*; fix or delete it$/);
   });
+});
+
+describe('the successor a leaving leader hands its term to: who a free election would let try first', function () {
+  const cases: Array<{ name: string; candidates: CandidateRecord[]; expected: string | undefined }> = [
+    {
+      name: 'the highest priority other than itself',
+      candidates: [c('a', 9), c('b', 1), c('c', 5)],
+      expected: 'c',
+    },
+    { name: 'by name among equals', candidates: [c('a', 9), c('d', 5), c('c', 5)], expected: 'c' },
+    {
+      name: 'never an unhealthy one, however high its priority',
+      candidates: [c('a', 9), c('b', 20, false), c('c', 0)],
+      expected: 'c',
+    },
+    {
+      name: 'nobody when only unhealthy ones are left',
+      candidates: [c('a'), c('b', 5, false)],
+      expected: undefined,
+    },
+    { name: 'nobody when it is the only candidate', candidates: [c('a')], expected: undefined },
+    { name: 'not itself, even when it would rank first', candidates: [c('b', 1), c('a', 9)], expected: 'b' },
+  ];
+  for (const { name, candidates, expected } of cases) {
+    it(`${name} → ${expected ?? 'none (the election decides)'}`, function () {
+      expect(successorOf('a', candidates)?.node).to.equal(expected);
+    });
+  }
 });
