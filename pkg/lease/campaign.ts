@@ -562,12 +562,24 @@ export class Candidate implements TermContext {
     const at = this.registeredAt;
     this.registeredAt = undefined;
     if (at === undefined) return;
-    if (await this.withdraw(at).then(() => true, () => false)) return;
+    if (
+      await this.withdraw(at).then(
+        () => true,
+        () => false,
+      )
+    )
+      return;
     void (async () => {
       for (let failures = 1; this.session.mayAct(); failures++) {
         await this.clock.sleep(backoffMs(failures));
         if (!this.session.mayAct()) return;
-        if (await this.withdraw(at).then(() => true, () => false)) return;
+        if (
+          await this.withdraw(at).then(
+            () => true,
+            () => false,
+          )
+        )
+          return;
       }
     })();
   }

@@ -4,7 +4,13 @@
 // when its key is deleted or moved (watched; a broken watch is replaced after a re-read), when
 // its session must stop, or when it resigns. Before logging in, a new leader passes the login
 // gate (gate.ts, S3); its login state is a record guarded by the token (setLoggedIn).
-import { LeaseOperationError, readSuccessor, transferTargetOf, transferWrites, type TransferTarget } from './admin.js';
+import {
+  LeaseOperationError,
+  readSuccessor,
+  transferTargetOf,
+  transferWrites,
+  type TransferTarget,
+} from './admin.js';
 import type { Guard, TxnBatcher } from './batch.js';
 import type { Clock } from '../clock/index.js';
 import { decideClearance, type ClearanceFacts, type ClearanceVerdict } from './clearance.js';
@@ -507,7 +513,8 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
       identity: this.identity,
       me: this.node,
       keys: this.ctx.keys,
-      live: (candidate) => renewedLately(peers.sighting(candidate.leaseId), candidate.ttlMs, clock.monotonicMs()),
+      live: (candidate) =>
+        renewedLately(peers.sighting(candidate.leaseId), candidate.ttlMs, clock.monotonicMs()),
     });
     return target && { target, leaving: true };
   }

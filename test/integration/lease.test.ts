@@ -901,7 +901,12 @@ describe('pkg/lease (real etcd)', function () {
       const cTerm = c.candidate.campaign();
       await untilRegistered(a.client, identity, 3);
       await aTerm.setLoggedIn(false);
-      const token = await transfer(a.client, { identity, target: 'b', expectToken: aTerm.token, actor: 'op' });
+      const token = await transfer(a.client, {
+        identity,
+        target: 'b',
+        expectToken: aTerm.token,
+        actor: 'op',
+      });
       expect((await readLeader(a.client, identity))?.record.node).to.equal('b');
 
       // b's campaign stops (its identity removed, its agent stopping); its session lives on.
