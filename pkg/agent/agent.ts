@@ -565,8 +565,9 @@ export class Agent {
   }
 
   /**
-   * Graceful shutdown: every identity logs out and resigns (a standby takes over at once
-   * instead of waiting for the TTL), then the session is revoked and connections close.
+   * Graceful shutdown: every identity logs out and is handed to its best live standby, or
+   * resigned (a standby takes over at once instead of waiting for the TTL), then the session
+   * is revoked and connections close.
    */
   shutdown(reason = 'shutdown requested'): Promise<void> {
     this.shuttingDown ??= this.doShutdown(reason);
@@ -574,7 +575,10 @@ export class Agent {
   }
 
   private async doShutdown(reason: string): Promise<void> {
-    this.logger.info({ reason }, 'agent stopping: logging out and resigning every identity');
+    this.logger.info(
+      { reason },
+      'agent stopping: logging out every identity and handing each to its best live standby (or resigning it)',
+    );
     clearInterval(this.heartbeatTimer);
     this.controlServer?.stop();
     const budget = this.timing.logoutBudgetMs;

@@ -563,6 +563,11 @@ export class IdentityRunner extends EventEmitter {
         r.revoked
           ? this.log.info({ holder: r.node, leaseId: r.leaseId }, `ended ${r.node}'s lapsed lease: ${r.why}`)
           : this.log.warn({ holder: r.node, leaseId: r.leaseId }, r.why),
+      onGaveBack: (g) =>
+        this.log.info(
+          { token: g.token, from: g.from },
+          `gave back the term ${g.from} handed over as it left: this node had stopped campaigning for ${this.identity}; the other standbys elect one`,
+        ),
     });
 
     const abort = new AbortController();

@@ -494,7 +494,7 @@ export class Term {
       } else {
         host.log.info(
           { token: String(leadership.token), to },
-          `not handed to ${to} (its registration, fence, drift or hold-off changed); resigning ${host.identity} for the standbys to elect one`,
+          `not handed to ${to} (no longer seen renewing, or its registration, fence, drift or hold-off, this term's key or login record changed, or this term never logged in); resigning ${host.identity} for the standbys to elect one`,
         );
       }
       return moved;

@@ -4,7 +4,7 @@
 // view.
 import type { Etcd3, IOperation } from 'etcd3';
 import type { Guard, TxnBatcher } from './batch.js';
-import { successorOf } from './rank.js';
+import { parseCandidates, successorOf } from './rank.js';
 import type { FencingToken } from './campaign.js';
 import { ETCD_CALL_MS, isLeaseGone, within } from './etcd.js';
 import {
@@ -224,11 +224,11 @@ export function transferTargetOf(
 /**
  * The best healthy candidate for `identity` other than `me` among those `live` accepts
  * (rank.ts successorOf), with its registration's revision; undefined when there is none.
- * Malformed records are left out, as the election leaves them out, and so are nodes held off
- * the identity or held back as drifted, which would refuse the term (a fenced one is refused
- * by the move itself).
+ * Malformed records are left out, as the election leaves them out (the campaigns report
+ * them), and so are nodes held off the identity or held back as drifted, which would refuse
+ * the term (a fenced one is refused by the move itself).
  */
-export async function readSuccessor(
+export async function readBestStandby(
   batcher: TxnBatcher,
   client: Etcd3,
   opts: { identity: string; me: string; keys: Keys; live: (candidate: CandidateRecord) => boolean },
@@ -240,35 +240,24 @@ export async function readSuccessor(
     [client.getAll().prefix(prefix), client.getAll().prefix(holdOffs), client.getAll().prefix(drifts)],
     prefix,
   );
+  const kvs = (i: number) => step.responses[i]?.response_range?.kvs ?? [];
   const held = new Set([
-    ...(step.responses[1]?.response_range?.kvs ?? []).map((kv) => kv.key.toString().slice(holdOffs.length)),
-    ...(step.responses[2]?.response_range?.kvs ?? []).map((kv) => kv.key.toString().slice(drifts.length)),
+    ...kvs(1).map((kv) => kv.key.toString().slice(holdOffs.length)),
+    ...kvs(2).map((kv) => kv.key.toString().slice(drifts.length)),
   ]);
-  const read = new Map<string, { candidate: CandidateRecord; revision: string }>();
-  for (const kv of step.responses[0]?.response_range?.kvs ?? []) {
-    const parsed = CandidateRecord.safeParse(json(kv.value.toString()));
+  const read = new Map<string, TransferTarget>();
+  for (const kv of kvs(0)) {
+    const key = kv.key.toString();
+    const [candidate] = parseCandidates({ [key]: kv.value.toString() }).candidates;
     // The move compares the key read: a record must name the node its key does.
-    if (
-      parsed.success &&
-      kv.key.toString() === prefix + parsed.data.node &&
-      !held.has(parsed.data.node) &&
-      opts.live(parsed.data)
-    )
-      read.set(parsed.data.node, { candidate: parsed.data, revision: kv.mod_revision });
+    if (candidate && key === prefix + candidate.node && !held.has(candidate.node) && opts.live(candidate))
+      read.set(candidate.node, { node: candidate.node, candidate, revision: kv.mod_revision });
   }
   const best = successorOf(
     opts.me,
-    [...read.values()].map((r) => r.candidate),
+    [...read.values()].map((t) => t.candidate),
   );
-  return best && { node: best.node, ...read.get(best.node)! };
-}
-
-function json(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
+  return best && read.get(best.node);
 }
 
 /**

@@ -12,7 +12,7 @@
 import type { Etcd3, IOperation } from 'etcd3';
 import type { Clock } from '../clock/index.js';
 import { CampaignAbandonedError, NotEligibleError, type FencingToken } from './errors.js';
-import { TxnBatcher, type Guard } from './batch.js';
+import { TxnBatcher, type Guard, type StepResult } from './batch.js';
 import { ChangeFeed } from './feed.js';
 import {
   assertName,
@@ -48,6 +48,26 @@ function loginOf(
 /** Per session, per identity: the token of the latest term the session started. */
 const lastTokens = new WeakMap<Session, Map<string, FencingToken>>();
 
+/** Per session, per identity: the candidate that campaigned last (a retried withdrawal stops once it is not). */
+const latestCandidates = new WeakMap<Session, Map<string, Candidate>>();
+function candidatesOf(session: Session): Map<string, Candidate> {
+  let byIdentity = latestCandidates.get(session);
+  if (!byIdentity) latestCandidates.set(session, (byIdentity = new Map()));
+  return byIdentity;
+}
+
+function decodeOrUndefined<T>(
+  schema: Parameters<typeof decode<T>>[0],
+  raw: Buffer,
+  where: string,
+): T | undefined {
+  try {
+    return decode(schema, raw, where);
+  } catch {
+    return undefined;
+  }
+}
+
 // The campaign's public names, kept where callers have always imported them from.
 export { CampaignAbandonedError, FencedNodeError, NotEligibleError, StaleTokenError } from './errors.js';
 export type { FencingToken } from './errors.js';
@@ -75,6 +95,11 @@ export interface CandidateOptions {
    * could not (lapse.ts): once per holder, through one of the candidates waiting on it.
    */
   onLapse?: LapseReport;
+  /**
+   * Told when this candidate, stopping, gave back a term a leaving leader (`from`) had moved
+   * to it meanwhile: nobody here ran it, and the other candidates elect one.
+   */
+  onGaveBack?: (given: { token: string; from: string }) => void;
 }
 
 /** One read of everything a campaign step decides on, at one revision. */
@@ -124,8 +149,6 @@ export class Candidate implements TermContext {
   }
   /** The registration this campaign last wrote and saw through (undefined: unknown). */
   private registered: string | undefined;
-  /** Mod revision of the registration this campaign last wrote (undefined: none, or withdrawn). */
-  private registeredAt: string | undefined;
   /** The latest free-election rank and why (for status displays). */
   lastRank: RankDecision | undefined;
 
@@ -187,6 +210,7 @@ export class Candidate implements TermContext {
         `node ${this.session.node} is tagged nofailover for ${this.identity}: it never campaigns`,
       );
     }
+    candidatesOf(this.session).set(this.identity, this);
     const abort = new AbortController();
     const onStop = () => abort.abort();
     signal?.addEventListener('abort', onStop, { once: true });
@@ -551,44 +575,58 @@ export class Candidate implements TermContext {
   }
 
   /**
-   * Stop being a candidate: remove the registration this campaign wrote, then give back a term
-   * a leaving leader handed this node meanwhile (giveBackHandedTerm). If etcd cannot be
-   * reached, the removal is retried in the background while the session may act (the
+   * Stop being a candidate: remove this node's registration and, in the same step, read
+   * whether a leaving leader handed this node a term meanwhile (giveBackHandedTerm). If etcd
+   * cannot be reached the removal is retried in the background while the session may act (the
    * registration goes with the lease otherwise): a registration left on a live session would
    * draw hand-overs nobody here takes.
    */
   async unregister(): Promise<void> {
     this.registered = undefined;
-    const at = this.registeredAt;
-    this.registeredAt = undefined;
-    if (at === undefined) return;
-    if (
-      await this.withdraw(at).then(
-        () => true,
-        () => false,
-      )
-    )
-      return;
-    void (async () => {
-      for (let failures = 1; this.session.mayAct(); failures++) {
-        await this.clock.sleep(backoffMs(failures));
-        if (!this.session.mayAct()) return;
-        if (
-          await this.withdraw(at).then(
-            () => true,
-            () => false,
-          )
-        )
-          return;
-      }
-    })();
+    const key = this.keys.candidate(this.identity, this.session.node);
+    try {
+      // Unguarded, as always: an agent runs one campaign per identity at a time, so the
+      // registration is this one's.
+      const step = await this.batcher.run([this.client.delete().key(key), ...this.handedTermReads()], key);
+      await this.giveBackHandedTerm(step.responses.slice(1));
+    } catch {
+      void this.withdrawLater(key);
+    }
   }
 
-  private async withdraw(registeredAt: string): Promise<void> {
-    const key = this.keys.candidate(this.identity, this.session.node);
-    // Only the registration this campaign wrote: a later campaign's is not this one's to remove.
-    await this.batcher.runIf([[key, 'Mod', '==', registeredAt]], [this.client.delete().key(key)]);
-    await this.giveBackHandedTerm();
+  /**
+   * The retry of a removal that failed, in the background: until it gets through, the session
+   * ends, or a later campaign of this node registers again (then the registration is that
+   * one's, and so is any term moved to it). Each removal compares the revision it just read,
+   * so a registration written in between is never removed.
+   */
+  private async withdrawLater(key: string): Promise<void> {
+    const stop = new AbortController();
+    const onStop = () => stop.abort();
+    this.session.once('must-stop', onStop);
+    const current = () => candidatesOf(this.session).get(this.identity) === this && this.session.mayAct();
+    try {
+      for (let failures = 1; current(); failures++) {
+        await this.clock.sleep(backoffMs(failures), stop.signal, { background: true });
+        if (!current()) return;
+        try {
+          const kv = (await this.batcher.run([this.client.get(key)], key)).responses[0]?.response_range
+            ?.kvs[0];
+          if (!current()) return;
+          if (kv)
+            await this.batcher.runIf([[key, 'Mod', '==', kv.mod_revision]], [this.client.delete().key(key)]);
+          const leaderKey = this.keys.leader(this.identity);
+          await this.giveBackHandedTerm(
+            (await this.batcher.run(this.handedTermReads(), leaderKey)).responses,
+          );
+          return;
+        } catch {
+          // Still unreachable: the next round tries again, as long as the session lives.
+        }
+      }
+    } finally {
+      this.session.off('must-stop', onStop);
+    }
   }
 
   /**
@@ -601,20 +639,17 @@ export class Candidate implements TermContext {
    * with no login record since and no later registration of this node (whose campaign takes
    * it): the transaction compares all of it.
    */
-  private async giveBackHandedTerm(): Promise<void> {
+  private async giveBackHandedTerm(responses: StepResult['responses']): Promise<void> {
     const { keys, client, session } = this;
     const candidateKey = keys.candidate(this.identity, session.node);
     const leaderKey = keys.leader(this.identity);
     const termEndKey = keys.termEnd(this.identity);
     const loginKey = keys.login(this.identity);
-    const step = await this.batcher.run(
-      [client.get(candidateKey), client.get(leaderKey), client.get(termEndKey), client.get(loginKey)],
-      leaderKey,
-    );
-    const [registration, leader, termEndKv, login] = step.responses.map((r) => r.response_range?.kvs[0]);
-    if (registration || !leader || !termEndKv || login) return;
-    const record = decode(LeaderRecord, leader.value, leaderKey);
-    const end = decode(TermEnd, termEndKv.value, termEndKey);
+    const [leader, termEndKv, login] = responses.map((r) => r.response_range?.kvs[0]);
+    if (!leader || !termEndKv || login) return;
+    // A record that does not parse is no term moved here: the campaigns report it.
+    const record = decodeOrUndefined(LeaderRecord, leader.value, leaderKey);
+    const end = decodeOrUndefined(TermEnd, termEndKv.value, termEndKey);
     if (record?.leaseId !== session.leaseId || end?.how !== 'transferred') return;
     if (termEndKv.mod_revision !== leader.mod_revision) return;
     const adopted = sessionTerms(session).get(this.identity);
@@ -630,7 +665,7 @@ export class Candidate implements TermContext {
       at: this.clock.wallMs(),
       actor: `${session.node} (no longer a candidate)`,
     };
-    await this.batcher.runIf(
+    const { succeeded } = await this.batcher.runIf(
       [
         [candidateKey, 'Create', '==', 0],
         [leaderKey, 'Mod', '==', leader.mod_revision],
@@ -639,6 +674,16 @@ export class Candidate implements TermContext {
       ],
       [client.put(termEndKey).value(JSON.stringify(resigned)), client.delete().key(leaderKey)],
     );
+    if (succeeded) this.opts.onGaveBack?.({ token: leader.mod_revision, from: end.node });
+  }
+
+  /** What giveBackHandedTerm decides on: the leader key, the end-of-term record, the login record. */
+  private handedTermReads(): IOperation[] {
+    return [
+      this.client.get(this.keys.leader(this.identity)),
+      this.client.get(this.keys.termEnd(this.identity)),
+      this.client.get(this.keys.login(this.identity)),
+    ];
   }
 
   /**
@@ -674,7 +719,6 @@ export class Candidate implements TermContext {
       leaderKey,
     );
     this.registered = record;
-    if (write) this.registeredAt = step.revision;
     const result = { header: { revision: step.revision }, responses: step.responses.slice(write ? 1 : 0) };
     const leaderKv = result.responses[0]?.response_range?.kvs[0];
     const fenceKv = result.responses[1]?.response_range?.kvs[0];

@@ -6,7 +6,7 @@
 // gate (gate.ts, S3); its login state is a record guarded by the token (setLoggedIn).
 import {
   LeaseOperationError,
-  readSuccessor,
+  readBestStandby,
   transferTargetOf,
   transferWrites,
   type TransferTarget,
@@ -46,6 +46,7 @@ export type { FencingToken };
 export type HandOverPlan =
   /** A drain that names its target (Leadership.readHandOver). */
   | {
+      kind: 'drain';
       target: TransferTarget;
       /** Mod revision of this node's hold-off key when the drain came in: the move requires it unchanged. */
       heldOffAt: string;
@@ -53,7 +54,7 @@ export type HandOverPlan =
       authority: { key: string; revision: string };
     }
   /** This node's agent stops: its best live standby (Leadership.readSuccessor). */
-  | { target: TransferTarget; leaving: true };
+  | { kind: 'leave'; target: TransferTarget };
 
 /** What a new leader knows about the term before its own. */
 export interface PreviousTerm {
@@ -431,9 +432,15 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
       // The login record is still the one this term last wrote: nobody else's word is cleared.
       [keys.login(this.identity), 'Mod', '==', this.loginRevision],
     ];
-    if ('leaving' in plan) {
+    if (plan.kind === 'leave') {
+      // Still alive now, after the service's stop: one that died meanwhile would hold the
+      // term, with nobody logged in, until its lease ran out; an election would pass it over.
+      if (!(await this.renewedLately(target.candidate))) return false;
       // A standby held off the identity would refuse the term (its campaign waits the hold out).
       guards.push([keys.holdOff(this.identity, target.node), 'Create', '==', 0]);
+      // Until it campaigns again this node is no candidate, as after a resign: a second
+      // leader leaving at the same time must not hand it back here.
+      move.ops.push(this.session.client.delete().key(keys.candidate(this.identity, this.node)));
     } else {
       guards.push(
         // Only under the hold-off read with the drain: its workflow still runs. Aborting one
@@ -462,7 +469,7 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
     node: string,
     workflow: string,
     authority: { key: string; revision: string },
-  ): Promise<HandOverPlan> {
+  ): Promise<Extract<HandOverPlan, { kind: 'drain' }>> {
     assertName('node', node);
     const { client } = this.session;
     const keys = this.ctx.keys;
@@ -492,7 +499,7 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
         'changed',
       );
     }
-    return { target, heldOffAt: heldOff.mod_revision, authority };
+    return { kind: 'drain', target, heldOffAt: heldOff.mod_revision, authority };
   }
 
   /**
@@ -501,22 +508,33 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
    * lately (LIVE_SUCCESSOR_RENEWALS); undefined when there is none, and the term is resigned.
    */
   async readSuccessor(): Promise<HandOverPlan | undefined> {
-    // The view of other sessions, if it has started (never waited for): without it no
-    // standby is known to be alive, and the term is resigned for the election to settle.
-    const peers = await Promise.race([
-      this.ctx.peers.catch(() => undefined),
-      new Promise<undefined>((resolve) => setImmediate(() => resolve(undefined))),
-    ]);
+    const peers = await this.peerView();
     if (!peers) return undefined;
-    const { clock } = this.ctx;
-    const target = await readSuccessor(this.ctx.batcher, this.session.client, {
+    const now = this.ctx.clock.monotonicMs();
+    const target = await readBestStandby(this.ctx.batcher, this.session.client, {
       identity: this.identity,
       me: this.node,
       keys: this.ctx.keys,
-      live: (candidate) =>
-        renewedLately(peers.sighting(candidate.leaseId), candidate.ttlMs, clock.monotonicMs()),
+      live: (candidate) => renewedLately(peers.sighting(candidate.leaseId), candidate.ttlMs, now),
     });
-    return target && { target, leaving: true };
+    return target && { kind: 'leave', target };
+  }
+
+  private async renewedLately(candidate: { leaseId: string; ttlMs: number }): Promise<boolean> {
+    const peers = await this.peerView();
+    const seen = peers?.sighting(candidate.leaseId);
+    return renewedLately(seen, candidate.ttlMs, this.ctx.clock.monotonicMs());
+  }
+
+  /**
+   * The view of other sessions, if it has started (never waited for): without it no standby
+   * is known to be alive, and a leaving term is resigned for the election to settle.
+   */
+  private peerView(): Promise<PeerSessions | undefined> {
+    return Promise.race([
+      this.ctx.peers.catch(() => undefined),
+      new Promise<undefined>((resolve) => setImmediate(() => resolve(undefined))),
+    ]);
   }
 
   private loginRecord(loggedIn: boolean): LoginRecord {

@@ -23,6 +23,9 @@ const FORGET_GONE_AFTER_MS = 10 * 60_000;
  * is ordinary, several in a row mean a frozen, cut-off or dead agent, and a term handed to it
  * would sit on its lease, with nobody logged in, until that lease expired. The election the
  * leaving leader falls back to costs a few hundred ms; a wrong hand-over costs up to T.
+ * Not caught: an agent renews from a thread of its own, which goes on while its main thread
+ * was seen within T (renewal-thread.ts), so a standby whose main thread is wedged still
+ * counts as alive, and a term handed to it waits until its session stops (up to about 2T).
  */
 export const LIVE_SUCCESSOR_RENEWALS = 3;
 

@@ -95,7 +95,7 @@ describe('agent: the winner logs in under the shared name', function () {
     console.log(
       `      SIGTERM handover: standby answered ${handoverMs.toFixed(0)} ms after SIGTERM (TTL ${ttlSeconds} s)`,
     );
-    // The leader resigned: the standby did not wait for the lease to expire.
+    // The leader handed over (or resigned): the standby did not wait for the lease to expire.
     expect(handoverMs).to.be.below((ttlSeconds * 1000) / 2);
     expect(pong.token > before).to.equal(true);
     expect((await a.exited).code).to.equal(0);

@@ -150,7 +150,7 @@ describe('handover safety: no two services logged in at once, judged by the serv
     if (REPORT_FILE) await writeFile(REPORT_FILE, JSON.stringify(results, null, 2));
   });
 
-  /** Undo the round's faults, stop its agents (a stopped leader logs out and resigns). */
+  /** Undo the round's faults, stop its agents (a stopped leader logs out and hands over or resigns). */
   async function endRound(): Promise<void> {
     for (const step of undo.splice(0).reverse()) await step().catch(() => undefined);
     await Promise.all(agents.map((a) => a.stop()));

@@ -809,27 +809,44 @@ describe('pkg/lease (real etcd)', function () {
   });
 
   describe('hand-over by a leader that leaves (its agent stops)', function () {
+    /**
+     * T = 5 s here: a standby counts as alive for 3 renewal intervals (1.5 s) after a renewal
+     * the leader saw, which a loaded machine's watch delivers well within.
+     */
+    const timing = { ttlSeconds: 5 };
+
     /** a leads and is logged in (priority 9); b (5) and c (1) campaign behind it. */
-    async function leavingSetup(bTiming?: { ttlSeconds: number }) {
+    async function leavingSetup(bTiming = timing) {
       const identity = freshIdentity();
-      const a = await open([etcd.hostEndpoint], 'a', identity, { candidate: { priority: 9 } });
+      const a = await open([etcd.hostEndpoint], 'a', identity, { timing, candidate: { priority: 9 } });
       const aTerm = await a.candidate.campaign();
       await aTerm.setLoggedIn(true);
       const b = await open([etcd.hostEndpoint], 'b', identity, {
+        timing: bTiming,
         candidate: { priority: 5 },
-        ...(bTiming ? { timing: bTiming } : {}),
       });
       const bTerm = b.candidate.campaign();
       bTerm.catch(() => undefined);
-      const c = await open([etcd.hostEndpoint], 'c', identity, { candidate: { priority: 1 } });
+      const c = await open([etcd.hostEndpoint], 'c', identity, { timing, candidate: { priority: 1 } });
       const cTerm = c.candidate.campaign();
       await untilRegistered(a.client, identity, 3);
       return { identity, a, aTerm, b, bTerm, c, cTerm };
     }
 
+    /** The plan readSuccessor makes once it names `node` (the leader's view of the others' renewals catches up). */
+    async function successor(term: Leadership, node: string) {
+      let plan: Awaited<ReturnType<Leadership['readSuccessor']>>;
+      await waitFor(async () => (plan = await term.readSuccessor())?.target.node === node, {
+        what: `the leaving leader to choose ${node}`,
+        timeoutMs: 8_000,
+      });
+      return plan!;
+    }
+
     it('hands its term to the standby an election would let try first, passing over one held off', async function () {
       const { identity, a, aTerm, cTerm } = await leavingSetup();
-      expect((await aTerm.readSuccessor())?.target.node).to.equal('b');
+      const keys = new Keys();
+      await successor(aTerm, 'b');
       // b is held off (a workflow moves the identity elsewhere): c is the one that may take it.
       await holdOff(a.client, {
         identity,
@@ -837,25 +854,25 @@ describe('pkg/lease (real etcd)', function () {
         ttlMs: 60_000,
         record: { reason: 'failover to c', actor: 'op', at: Date.now() },
       });
-      const plan = await aTerm.readSuccessor();
-      expect(plan?.target.node).to.equal('c');
-      expect(await aTerm.handOver(plan!, { actor: 'a (leaving)' })).to.equal(true);
+      const plan = await successor(aTerm, 'c');
+      expect(await aTerm.handOver(plan, { actor: 'a (leaving)' })).to.equal(true);
       const won = await cTerm;
       expect(won.previous?.transferred).to.equal(true);
       expect(await won.clearanceVerdict()).to.deep.include({ proceed: true });
+      // The leaver is no candidate any more: another leader leaving must not hand it back.
+      expect(await a.client.get(keys.candidate(identity, 'a')).string()).to.equal(null);
     });
 
     it('does not hand its term to a standby held off since it was read: nothing changes', async function () {
       const { identity, a, aTerm } = await leavingSetup();
-      const plan = await aTerm.readSuccessor();
-      expect(plan?.target.node).to.equal('b');
+      const plan = await successor(aTerm, 'b');
       await holdOff(a.client, {
         identity,
         nodes: ['b'],
         ttlMs: 60_000,
         record: { reason: 'maintenance of b', actor: 'op', at: Date.now() },
       });
-      expect(await aTerm.handOver(plan!, { actor: 'a (leaving)' })).to.equal(false);
+      expect(await aTerm.handOver(plan, { actor: 'a (leaving)' })).to.equal(false);
       expect((await readLeader(a.client, identity))?.record.node).to.equal('a');
       expect(aTerm.mayAct()).to.equal(true);
     });
@@ -864,19 +881,19 @@ describe('pkg/lease (real etcd)', function () {
       this.timeout(30_000);
       // b's lease (T = 10 s) outlives its last renewal long after it stops counting as alive.
       const { identity, a, aTerm, b, cTerm } = await leavingSetup({ ttlSeconds: 10 });
-      expect((await aTerm.readSuccessor())?.target.node).to.equal('b');
-      // b's agent freezes or loses etcd: no renewal from here on, nothing revoked.
+      // Planned while b was alive (its service's stop takes a while)…
+      const toB = await successor(aTerm, 'b');
+      // …then b's agent freezes or loses etcd: no renewal from here on, nothing revoked.
       b.client.close();
-      let plan: Awaited<ReturnType<Leadership['readSuccessor']>>;
-      await waitFor(async () => (plan = await aTerm.readSuccessor())?.target.node === 'c', {
-        what: 'b to stop counting as a live standby',
-        timeoutMs: 8_000,
-      });
+      const toC = await successor(aTerm, 'c');
       const registrations = await a.client.getAll().prefix(new Keys().candidates(identity)).keys();
-      expect(registrations.sort(), "b's registration outlives its renewals").to.include(
+      expect(registrations, "b's registration outlives its renewals").to.include(
         new Keys().candidate(identity, 'b'),
       );
-      expect(await aTerm.handOver(plan!, { actor: 'a (leaving)' })).to.equal(true);
+      // The move checks again: the plan made while b was alive is refused, changing nothing.
+      expect(await aTerm.handOver(toB, { actor: 'a (leaving)' })).to.equal(false);
+      expect((await readLeader(a.client, identity))?.record.node).to.equal('a');
+      expect(await aTerm.handOver(toC, { actor: 'a (leaving)' })).to.equal(true);
       expect((await cTerm).node).to.equal('c');
     });
 

@@ -22,6 +22,8 @@ type Calls = string[];
 interface HandOverFake {
   accepts?: boolean;
   successor?: string;
+  /** How often the term asked for its best standby. */
+  successorReads?: number;
 }
 
 function fakeLeadership(calls: Calls, handOver: HandOverFake = {}) {
@@ -51,12 +53,17 @@ function fakeLeadership(calls: Calls, handOver: HandOverFake = {}) {
       return true;
     },
     readHandOver: async (node: string, _workflow: string, authority: { revision: string }) => ({
+      kind: 'drain',
       target: { node, revision: '5' },
       heldOffAt: '4',
       authority,
     }),
-    readSuccessor: async () =>
-      handOver.successor ? { target: { node: handOver.successor, revision: '5' }, leaving: true } : undefined,
+    readSuccessor: async () => {
+      handOver.successorReads = (handOver.successorReads ?? 0) + 1;
+      return handOver.successor
+        ? { kind: 'leave', target: { node: handOver.successor, revision: '5' } }
+        : undefined;
+    },
     handOver: async (plan: { target: { node: string }; authority?: { revision: string } }) => {
       const under = plan.authority ? ` under controller term ${plan.authority.revision}` : '';
       calls.push(`hand over to ${plan.target.node}${under}`);
@@ -70,7 +77,7 @@ function fakeLeadership(calls: Calls, handOver: HandOverFake = {}) {
   return { leadership: leadership as unknown as Leadership, end };
 }
 
-function fakeDriver(calls: Calls, loginFails?: string): IdentityDriver {
+function fakeDriver(calls: Calls, loginFails?: string, logoutUnconfirmed?: boolean): IdentityDriver {
   return Object.assign(new EventEmitter(), {
     mode: 'cold' as const,
     pid: undefined,
@@ -79,7 +86,7 @@ function fakeDriver(calls: Calls, loginFails?: string): IdentityDriver {
       calls.push('service login');
       if (loginFails) throw new Error(loginFails);
     },
-    logout: async () => (calls.push('service logout'), true),
+    logout: async () => (calls.push('service logout'), !logoutUnconfirmed),
     handle: async () => ({ ok: true }),
     status: async () => ({}),
     close: async () => undefined,
@@ -89,7 +96,7 @@ function fakeDriver(calls: Calls, loginFails?: string): IdentityDriver {
 
 function harness(
   start: IdentityState,
-  opts: { durable?: boolean; inboxRefused?: string; loginFails?: string } = {},
+  opts: { durable?: boolean; inboxRefused?: string; loginFails?: string; logoutUnconfirmed?: boolean } = {},
 ) {
   const calls: Calls = [];
   const clock = new ManualClock();
@@ -98,7 +105,7 @@ function harness(
   const path: IdentityState[] = start === 'waiting-out' ? ['campaigning', 'waiting-out'] : [];
   for (const next of path) machine.move({ next, reason: 'setup' });
   const moves: string[] = [];
-  const driver = fakeDriver(calls, opts.loginFails);
+  const driver = fakeDriver(calls, opts.loginFails, opts.logoutUnconfirmed);
   const port: LoginPort = {
     fetchCredential: async () => undefined,
     removeCredential: async () => undefined,
@@ -255,6 +262,40 @@ describe('a term, against fakes', function () {
       await running;
       expect(h.calls.slice(5)).to.deep.equal(['responder stop', 'service logout', 'disarm', ...expected]);
       expect(h.machine.state).to.equal('stopped');
+    });
+  }
+
+  it('a leader whose agent stops with its service not confirmed out never hands the term over: the session bounds the service', async function () {
+    const h = harness('waiting-out', { logoutUnconfirmed: true });
+    const { leadership } = fakeLeadership(h.calls, { accepts: true, successor: 'b' });
+    const term = new Term(leadership, h.host);
+    const running = term.run();
+    await settle();
+    h.stop.abort();
+    term.end({ kind: 'stop' });
+    await running;
+    expect(h.calls.slice(5)).to.deep.equal(['responder stop', 'service logout', 'resign loggedOut=false']);
+  });
+
+  for (const why of [
+    { kind: 'fenced' },
+    { kind: 'failed', reason: 'crashed 3 times' },
+    { kind: 'ineligible', reason: 'the identity spec was deleted' },
+  ] as const) {
+    it(`a term ended for another reason than a stop (${why.kind}) never looks for a standby to hand it to`, async function () {
+      const h = harness('waiting-out');
+      const fake: HandOverFake = { accepts: true, successor: 'b' };
+      const { leadership } = fakeLeadership(h.calls, fake);
+      const term = new Term(leadership, h.host);
+      const running = term.run();
+      await settle();
+      term.end(why);
+      await settle();
+      expect(fake.successorReads ?? 0).to.equal(0);
+      expect(h.calls.filter((c) => c.startsWith('hand over'))).to.deep.equal([]);
+      h.stop.abort();
+      term.end({ kind: 'stop' });
+      await running;
     });
   }
 
