@@ -17,7 +17,12 @@ import type { AgentLink } from './agents.js';
 import type { FenceAction } from './fencing.js';
 import { isTermEnded, type ClusterSnapshot, type ControllerKeys, type GuardedWriter } from './store.js';
 import type { ViewContext } from './view.js';
-import { EffectRunner, leaseOperations, type RecordUndo, type WorkflowOperations } from './workflow-effects.js';
+import {
+  EffectRunner,
+  leaseOperations,
+  type RecordUndo,
+  type WorkflowOperations,
+} from './workflow-effects.js';
 import { step, type Decision, type StepInput, type Outcomes } from './workflow-step.js';
 
 export type { SideEffect, WorkflowOperations } from './workflow-effects.js';
@@ -313,5 +318,4 @@ export class WorkflowDriver {
         );
     }
   }
-
 }
