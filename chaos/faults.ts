@@ -42,6 +42,14 @@ import { WITNESS_SCRIPT, type Topology } from './topology.js';
 
 const run = promisify(execFile);
 
+/** Run `file args` with `input` on its standard input; rejects on failure, with its stderr. */
+function runWithInput(file: string, args: string[], input: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(file, args, (err) => (err ? reject(err) : resolve()));
+    child.stdin?.end(input);
+  });
+}
+
 /** After the cluster is whole, the controller sees a fit standby again within this. */
 const FIT_STANDBY_MS = 30_000;
 /** An operator's API call must answer within this, or the fault is recorded as failed. */
@@ -461,32 +469,42 @@ export class Faults {
     return ip;
   }
 
-  /** Drop everything between `host` and `peers`, in the host's own network namespace. */
+  /**
+   * Drop everything between `host` and `peers`, in the host's own network namespace. Every
+   * rule goes in, and comes out, in one iptables-restore transaction: the cut begins and ends
+   * at once, and lasts what the fault says. One process per rule (12 of them for a cut from
+   * three etcd members and three NATS servers, each way) stretched a 200 ms stall to 1.3–3.4 s
+   * on these loaded cores, cutting the peers one after the other. The marks bracket the cut
+   * as it was in place.
+   */
   private async cut(
     host: ManagedContainer,
     peers: ManagedContainer[],
     f: PlannedFault,
     hold: () => Promise<void>,
   ): Promise<void> {
-    const pid = await host.hostPid();
+    const pid = String(await host.hostPid());
     const ips = await Promise.all(peers.map((p) => this.ipOf(p)));
     const rules = ips.flatMap((ip) => [
       ['INPUT', '-s', ip, '-j', 'DROP'],
       ['OUTPUT', '-d', ip, '-j', 'DROP'],
     ]);
-    const iptables = (verb: '-I' | '-D', rule: string[]) =>
-      run('nsenter', ['-t', String(pid), '-n', 'iptables', '-w', verb, ...rule]);
-    const inserted: string[][] = [];
+    const restore = (verb: '-I' | '-D', some = rules) =>
+      runWithInput(
+        'nsenter',
+        ['-t', pid, '-n', 'iptables-restore', '-w', '--noflush'],
+        ['*filter', ...some.map((rule) => [verb, ...rule].join(' ')), 'COMMIT', ''].join('\n'),
+      );
+    await restore('-I');
     this.mark(f, 'start');
     try {
-      for (const rule of rules) {
-        await iptables('-I', rule);
-        inserted.push(rule);
-      }
       await hold();
     } finally {
-      // Each rule lifted on its own: one that fails must not leave the others in place.
-      for (const rule of inserted) await iptables('-D', rule).catch(() => undefined);
+      // If the one transaction fails, each rule is lifted on its own: one that fails must not
+      // leave the others in place.
+      await restore('-D').catch(async () => {
+        for (const rule of rules) await restore('-D', [rule]).catch(() => undefined);
+      });
       this.mark(f, 'end');
     }
   }
