@@ -46,6 +46,8 @@ const run = promisify(execFile);
 function runWithInput(file: string, args: string[], input: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = execFile(file, args, (err) => (err ? reject(err) : resolve()));
+    // A process that exits before reading fails through the callback, not as an EPIPE thrown here.
+    child.stdin?.on('error', () => undefined);
     child.stdin?.end(input);
   });
 }

@@ -65,9 +65,6 @@ export interface WorkflowOperations {
   responders(identity: string, windowMs: number): Promise<Array<{ node: string; token: string }>>;
 }
 
-/** What a step's record lost to its compare leaves to undo (EffectRunner.recordWrites). */
-export type RecordUndo = { lease: string } | { undrain: string; actor: string };
-
 /** The production operations: pkg/lease against etcd, the agents over NATS, the configured fences. */
 export function leaseOperations(deps: {
   etcd: Etcd3;
@@ -172,16 +169,11 @@ export class EffectRunner {
 
   /**
    * The etcd writes that land only with the step's record (same txn), and the undo for when
-   * that txn loses its compare: the fresh hold-off lease no workflow records is released, and
-   * a drain sent for the record is taken back (an undrain). A drain goes out before its
-   * record: a cancel written in between makes the record lose, and the rollback that follows
-   * knows of no drain of this workflow's to undo, so the old leader would stay logged out
-   * until its drain hold ran out.
+   * that txn loses its compare: the fresh hold-off lease no workflow records is released.
    */
-  recordWrites(effects: Effect[]): { ops: IOperation[]; undo: RecordUndo[] } {
-    const out: { ops: IOperation[]; undo: RecordUndo[] } = { ops: [], undo: [] };
+  recordWrites(effects: Effect[]): { ops: IOperation[]; undo: Array<{ lease: string }> } {
+    const out: { ops: IOperation[]; undo: Array<{ lease: string }> } = { ops: [], undo: [] };
     for (const e of effects) {
-      if (e.kind === 'drain') out.undo.push({ undrain: e.node, actor: e.actor });
       if (e.kind !== 'hold-off') continue;
       out.ops.push(...this.d.ops.holdOffWrites(this.d.identity, e.nodes, e.record, e.lease));
       out.undo.push({ lease: e.lease });

@@ -17,13 +17,8 @@ import type { AgentLink } from './agents.js';
 import type { FenceAction } from './fencing.js';
 import { isTermEnded, type ClusterSnapshot, type ControllerKeys, type GuardedWriter } from './store.js';
 import type { ViewContext } from './view.js';
-import {
-  EffectRunner,
-  leaseOperations,
-  type RecordUndo,
-  type WorkflowOperations,
-} from './workflow-effects.js';
-import { step, type Decision, type StepInput, type Outcomes } from './workflow-step.js';
+import { EffectRunner, leaseOperations, type WorkflowOperations } from './workflow-effects.js';
+import { step, type Decision, type StepInput } from './workflow-step.js';
 
 export type { SideEffect, WorkflowOperations } from './workflow-effects.js';
 
@@ -77,8 +72,8 @@ export interface WorkflowContext {
 interface ToRecord {
   decision: Decision;
   writes: IOperation[];
-  /** Hold-off leases granted and drains sent this round for the record: undone if its compare is lost. */
-  undo: RecordUndo[];
+  /** Hold-off leases granted this round for the record: released if its compare is lost. */
+  undo: Array<{ lease: string }>;
 }
 
 /** Says a recurring condition once per change of its reason: a retry loop neither hides nor floods it. */
@@ -260,7 +255,7 @@ export class WorkflowDriver {
     if (written === undefined) {
       // A lost compare wrote nothing: undo what the step did outside the txn (a fresh
       // hold-off lease no workflow records), or the retried step would leave it behind.
-      await this.undo(undo, authority);
+      await this.undo(undo);
       this.log.info({ workflow: wf.id, state: wf.state }, 'the workflow changed meanwhile; re-reading');
       return;
     }
@@ -290,24 +285,8 @@ export class WorkflowDriver {
   }
 
   /** Release hold-off leases nothing records; one that cannot be released lapses at its TTL. */
-  private async undo(undo: RecordUndo[], authority: Authority): Promise<void> {
-    for (const u of undo) {
-      if ('undrain' in u) {
-        const { undrain: node, actor } = u;
-        const done: Outcomes = {};
-        const outcome = await this.effects.perform({ kind: 'undrain', node, actor }, authority, done).then(
-          () => (done.undrain && !done.undrain.ok ? done.undrain.why : undefined),
-          (err: Error) => err.message,
-        );
-        this.log.info(
-          { node, ...(outcome ? { err: outcome } : {}) },
-          outcome
-            ? `could not take back the drain sent to ${node} for a step that lost its compare; the next round decides again (a rollback undrains it once its logout is recorded)`
-            : `took back the drain sent to ${node} for a step that lost its compare (the workflow changed meanwhile, a cancel for one)`,
-        );
-        continue;
-      }
-      const { lease } = u;
+  private async undo(leases: Array<{ lease: string }>): Promise<void> {
+    for (const { lease } of leases) {
       await this.ops
         .releaseHoldOff(lease)
         .catch((err: Error) =>

@@ -146,39 +146,6 @@ describe('workflow driver: read, decide, act, record', () => {
     ]);
   });
 
-  it('a drain whose record lost its compare (a cancel written meanwhile) is taken back: the old leader is asked to log back in', async () => {
-    const f = start({
-      workflow: { state: 'draining', chosen: 'b', holdOff: { lease: 'L', nodes: ['a'] } },
-      put: async () => undefined,
-      ops: {
-        drain: async (node) => void f.calls.push(`drain ${node}`),
-        undrain: async (node, term) => void f.calls.push(`undrain ${node} under term ${term}`),
-      },
-    });
-    await f.clock.advance(0);
-    await stop(f);
-    expect(f.puts[0]?.value.escalation).to.deep.equal(['drain']);
-    expect(f.calls.slice(0, 2)).to.deep.equal(['drain a', 'undrain a under term 7']);
-    expect(f.logs).to.deep.include([
-      'info',
-      'took back the drain sent to a for a step that lost its compare (the workflow changed meanwhile, a cancel for one)',
-    ]);
-  });
-
-  it('a drain whose record was written is not taken back', async () => {
-    const f = start({
-      workflow: { state: 'draining', chosen: 'b', holdOff: { lease: 'L', nodes: ['a'] } },
-      ops: {
-        drain: async (node) => void f.calls.push(`drain ${node}`),
-        undrain: async (node) => void f.calls.push(`undrain ${node}`),
-      },
-    });
-    await f.clock.advance(0);
-    await stop(f);
-    expect(f.puts[0]?.value.escalation).to.deep.equal(['drain']);
-    expect(f.calls).to.deep.equal(['drain a']);
-  });
-
   it('a step that keeps failing is logged once per reason, not once per retry', async () => {
     let reason = 'etcd unavailable';
     const f = start({

@@ -197,13 +197,13 @@ describe('workflow effects: performed under the step’s term', () => {
     expect(ran).to.deep.equal(['first a']);
   });
 
-  it('a hold-off is written with the record; if that write loses, its lease is released and the drain sent for it taken back', () => {
+  it('a hold-off is written with the record, and undone with its lease if that write loses', () => {
     const { runner, calls } = setup();
     const writes = runner.recordWrites([
       { kind: 'hold-off', lease: 'L', nodes: ['a'], record: RECORD },
       { kind: 'drain', node: 'a', actor: 'op', holdMs: 100, reason: 'x' },
     ]);
     expect(calls).to.deep.equal(['writes bot a L']);
-    expect(writes.undo).to.deep.equal([{ lease: 'L' }, { undrain: 'a', actor: 'op' }]);
+    expect(writes.undo).to.deep.equal([{ lease: 'L' }]);
   });
 });
