@@ -36,13 +36,8 @@ function loginOf(
   kv: { value: Buffer; mod_revision: string } | undefined,
   key: string,
 ): { record: LoginRecord; modRevision: string } | undefined {
-  if (!kv) return undefined;
-  try {
-    const record = decode(LoginRecord, kv.value, key);
-    return record ? { record, modRevision: kv.mod_revision } : undefined;
-  } catch {
-    return undefined;
-  }
+  const record = kv && decodeOrUndefined(LoginRecord, kv.value, key);
+  return record && { record, modRevision: kv.mod_revision };
 }
 
 /** Per session, per identity: the token of the latest term the session started. */
@@ -56,6 +51,7 @@ function candidatesOf(session: Session): Map<string, Candidate> {
   return byIdentity;
 }
 
+/** A record as read, or undefined when it is missing or does not parse (the campaign reports those elsewhere). */
 function decodeOrUndefined<T>(
   schema: Parameters<typeof decode<T>>[0],
   raw: Buffer,

@@ -8,7 +8,7 @@ import type { StepResult, TxnBatcher } from './batch.js';
 import { decode, type Keys, LapseRecord, LoginRecord, TermEnd } from './keys.js';
 import type { FencingToken } from './errors.js';
 import type { PreviousTerm } from './leadership.js';
-import type { PeerSessions } from './peers.js';
+import { startedView, type PeerSessions } from './peers.js';
 import { backoffMs, type RetryReport } from './retry.js';
 
 /**
@@ -132,11 +132,7 @@ export async function readClearanceFacts(g: GateFacts, ahead?: GateRead): Promis
     terms.push({ token: BigInt(login.token), node: login.node, leaseId: login.leaseId, ttlMs: login.ttlMs });
   }
 
-  // The view of other sessions, if it has started: a gate never waits for it to start.
-  const peers = await Promise.race([
-    g.peers.catch(() => undefined),
-    new Promise<undefined>((resolve) => setImmediate(() => resolve(undefined))),
-  ]);
+  const peers = await startedView(g.peers);
   const sessions = new Map<string, { present: boolean; lastSeenAt: number; lastRevision?: bigint }>();
   for (const term of terms) {
     if (term.transferred || sessions.has(term.leaseId)) continue;

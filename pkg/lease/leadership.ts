@@ -33,7 +33,7 @@ import {
   type LoginRecord,
   type TermEnd,
 } from './keys.js';
-import { renewedLately, type PeerSessions } from './peers.js';
+import { renewedLately, startedView, type PeerSessions } from './peers.js';
 import { backoffMs, RETRY_MS, type RetryReport } from './retry.js';
 import type { Release, Session } from './session.js';
 
@@ -508,7 +508,8 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
    * lately (LIVE_SUCCESSOR_RENEWALS); undefined when there is none, and the term is resigned.
    */
   async readSuccessor(): Promise<HandOverPlan | undefined> {
-    const peers = await this.peerView();
+    // Without the view of other sessions no standby is known to be alive: resigned instead.
+    const peers = await startedView(this.ctx.peers);
     if (!peers) return undefined;
     const now = this.ctx.clock.monotonicMs();
     const target = await readBestStandby(this.ctx.batcher, this.session.client, {
@@ -521,20 +522,9 @@ export class Leadership extends TypedEmitter<LeadershipEvents> {
   }
 
   private async renewedLately(candidate: { leaseId: string; ttlMs: number }): Promise<boolean> {
-    const peers = await this.peerView();
+    const peers = await startedView(this.ctx.peers);
     const seen = peers?.sighting(candidate.leaseId);
     return renewedLately(seen, candidate.ttlMs, this.ctx.clock.monotonicMs());
-  }
-
-  /**
-   * The view of other sessions, if it has started (never waited for): without it no standby
-   * is known to be alive, and a leaving term is resigned for the election to settle.
-   */
-  private peerView(): Promise<PeerSessions | undefined> {
-    return Promise.race([
-      this.ctx.peers.catch(() => undefined),
-      new Promise<undefined>((resolve) => setImmediate(() => resolve(undefined))),
-    ]);
   }
 
   private loginRecord(loggedIn: boolean): LoginRecord {

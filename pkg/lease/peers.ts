@@ -29,6 +29,18 @@ const FORGET_GONE_AFTER_MS = 10 * 60_000;
  */
 export const LIVE_SUCCESSOR_RENEWALS = 3;
 
+/**
+ * The view of other sessions if it has started, else undefined at once: a gate or a leaving
+ * leader never waits for it to start (its first read may be stuck on the etcd trouble that
+ * they are deciding around).
+ */
+export function startedView(view: Promise<PeerSessions>): Promise<PeerSessions | undefined> {
+  return Promise.race([
+    view.catch(() => undefined),
+    new Promise<undefined>((resolve) => setImmediate(() => resolve(undefined))),
+  ]);
+}
+
 /** Whether a session with lease TTL `ttlMs` was seen renewed lately (LIVE_SUCCESSOR_RENEWALS), at monotonic `now`. */
 export function renewedLately(seen: PeerSighting | undefined, ttlMs: number, now: number): boolean {
   if (!seen || seen.gone) return false;

@@ -160,6 +160,19 @@ const settle = async () => {
   for (let i = 0; i < 20; i++) await new Promise<void>((r) => setImmediate(r));
 };
 
+/** A term that leads, then its agent stops (SIGTERM): resolves once the term is over. */
+async function stopWhileLeading(
+  h: ReturnType<typeof harness>,
+  { leadership }: ReturnType<typeof fakeLeadership>,
+): Promise<void> {
+  const term = new Term(leadership, h.host);
+  const running = term.run();
+  await settle();
+  h.stop.abort();
+  term.end({ kind: 'stop' });
+  await running;
+}
+
 describe('a term, against fakes', function () {
   it('logs in in order, drains, holds the key, and logs back in when the hold expires', async function () {
     const h = harness('waiting-out');
@@ -253,13 +266,7 @@ describe('a term, against fakes', function () {
         : 'resigns the term when the hand-over is refused';
     it(`a leader whose agent stops ${what}`, async function () {
       const h = harness('waiting-out');
-      const { leadership } = fakeLeadership(h.calls, { accepts, ...(successor ? { successor } : {}) });
-      const term = new Term(leadership, h.host);
-      const running = term.run();
-      await settle();
-      h.stop.abort();
-      term.end({ kind: 'stop' });
-      await running;
+      await stopWhileLeading(h, fakeLeadership(h.calls, { accepts, ...(successor ? { successor } : {}) }));
       expect(h.calls.slice(5)).to.deep.equal(['responder stop', 'service logout', 'disarm', ...expected]);
       expect(h.machine.state).to.equal('stopped');
     });
@@ -267,13 +274,7 @@ describe('a term, against fakes', function () {
 
   it('a leader whose agent stops with its service not confirmed out never hands the term over: the session bounds the service', async function () {
     const h = harness('waiting-out', { logoutUnconfirmed: true });
-    const { leadership } = fakeLeadership(h.calls, { accepts: true, successor: 'b' });
-    const term = new Term(leadership, h.host);
-    const running = term.run();
-    await settle();
-    h.stop.abort();
-    term.end({ kind: 'stop' });
-    await running;
+    await stopWhileLeading(h, fakeLeadership(h.calls, { accepts: true, successor: 'b' }));
     expect(h.calls.slice(5)).to.deep.equal(['responder stop', 'service logout', 'resign loggedOut=false']);
   });
 
