@@ -358,6 +358,9 @@ export class Topology {
       // The host outlives its agent (a shell waits for it, then sleeps): an agent killed alone
       // leaves its service running, which only the lifeline may end.
       keepHostAlive: true,
+      // The shipped systemd unit's LimitNICE=-10 (RLIMIT_NICE 30 = 20 - (-10)): the agent's
+      // renewal thread and lifeline reaper run at nice -10, as deployed.
+      ulimits: { nice: { soft: 30, hard: 30 } },
       env: { ...this.opts.agentEnv },
       binds: [
         ...this.mounts(),

@@ -32,9 +32,10 @@
 // to another process group or session escapes layer 3; a SIGKILL of the whole agent session
 // from outside (e.g. a cgroup kill) takes the reaper too, but then also the services.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, writeFileSync } from 'node:fs';
 import { access, readdir, readFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
+import { setPriority } from 'node:os';
 import { delimiter, join } from 'node:path';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock/index.js';
@@ -72,6 +73,19 @@ export const KILL_COST_PER_SERVICE_MS = 0.5;
  * it. Each step forks one `sleep`: 10 a second per armed deadline (one per etcd session).
  */
 export const REAPER_TIMER_STEP_MS = 100;
+
+/**
+ * The reaper's nice level. A host that thaws (a VM paused, a cgroup frozen, a machine starved
+ * for seconds) makes every process on it runnable at once, the thawed service among them: the
+ * reaper must get a core first and kill that service at its passed deadline, not queue behind
+ * the agent, the service and everything else that woke (on this project's 2 busy cores thawed
+ * services died up to 170 ms after their host's first sign of life at nice 0). Fencing daemons
+ * do the same (sbd runs at realtime priority). The reaper sleeps nearly all the time, so it
+ * takes nothing from the others. Lowering a nice level needs a raised RLIMIT_NICE (systemd:
+ * LimitNICE=-10, as in the shipped unit) or CAP_SYS_NICE; without either the reaper runs at
+ * the agent's level, and the agent says so once.
+ */
+export const REAPER_NICE = -10;
 
 /** Seconds between the reaper's checks that its groups are gone (sh `sleep` takes fractions). */
 const REAPER_TICK = 0.05;
@@ -170,6 +184,8 @@ export class Lifeline {
   private pingSeq = 0;
   private readonly pongs = new Map<number, () => void>();
   private restartTimer: NodeJS.Timeout | undefined;
+  /** The reaper's priority could not be raised (said once, not at every restart). */
+  private priorityRefused = false;
   /** Failed reaper restarts, logged once per change of reason (they repeat every second). */
   private readonly restartFailures: ReasonLog;
 
@@ -405,6 +421,8 @@ export class Lifeline {
       reaper.once('spawn', resolve);
       reaper.once('error', reject);
     });
+    // Before any line reaches it: the timers it forks inherit its level.
+    if (reaper.pid !== undefined) this.prioritize(reaper.pid);
     // The reaper must never keep the agent alive on its own.
     reaper.unref();
     (reaper.stdin as Socket | null)?.unref();
@@ -423,6 +441,17 @@ export class Lifeline {
       throw err;
     }
     established = true;
+  }
+
+  /** Best effort (see REAPER_NICE): a reaper at the agent's own level still does its job. */
+  private prioritize(pid: number): void {
+    const refused = raiseReaper(pid);
+    if (refused === undefined || this.priorityRefused) return;
+    this.priorityRefused = true;
+    this.log.warn(
+      { err: refused, nice: REAPER_NICE },
+      "the lifeline reaper runs at the agent's own priority: after a host freeze it may kill a thawed service later. Let the agent lower a nice level to -10: LimitNICE=-10 in its systemd unit (the shipped one has it), --ulimit nice=30 for a container, or CAP_SYS_NICE for a root agent",
+    );
   }
 
   private onReaperExit(reaper: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
@@ -452,6 +481,26 @@ export class Lifeline {
     // it): once written, a line reaches the reaper even if the agent dies the next instant.
     const stdin = this.reaper?.stdin;
     if (stdin && !stdin.destroyed && stdin.writable) stdin.write(`${line}\n`);
+  }
+}
+
+/**
+ * Set the reaper's nice level, and its autogroup's: where the kernel groups tasks by session
+ * for scheduling (autogroup, for tasks in no CPU cgroup of their own, as under a systemd that
+ * does not split CPU), a nice level ranks a task only within its session, and the reaper and
+ * every service have sessions of their own. Undefined when done (or moot: the reaper already
+ * gone, a kernel without autogroup), else why not.
+ */
+function raiseReaper(pid: number): string | undefined {
+  try {
+    setPriority(pid, REAPER_NICE);
+    writeFileSync(`/proc/${pid}/autogroup`, String(REAPER_NICE));
+    return undefined;
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { info?: { code?: string } };
+    const code = e.info?.code ?? e.code;
+    if (code === 'ESRCH' || code === 'ENOENT') return undefined;
+    return e.message;
   }
 }
 

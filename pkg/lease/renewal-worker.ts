@@ -27,8 +27,8 @@ const credentials = input.connect.credentials && {
 /**
  * Nice value asked for this thread: on a host whose CPUs are saturated (a login storm of many
  * agents) the scheduler runs it ahead of everything else of the same user, the services
- * included. Needs CAP_SYS_NICE (or root); without it the thread runs at the process's own
- * priority and the agent says so.
+ * included. Needs a raised RLIMIT_NICE (the shipped unit's LimitNICE=-10) or CAP_SYS_NICE;
+ * without either the thread runs at the process's own priority and the agent says so.
  */
 const RENEWAL_NICE = -10;
 

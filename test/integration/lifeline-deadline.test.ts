@@ -4,9 +4,16 @@ import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { pino } from 'pino';
 import { UPTIME_RESOLUTION_MS } from '../../pkg/clock/uptime.js';
-import { KILL_COST_PER_SERVICE_MS, Lifeline, REAPER_TIMER_STEP_MS } from '../../pkg/identity/lifeline.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { getPriority } from 'node:os';
+import {
+  KILL_COST_PER_SERVICE_MS,
+  Lifeline,
+  REAPER_NICE,
+  REAPER_TIMER_STEP_MS,
+} from '../../pkg/identity/lifeline.js';
 import { watchDeaths, wallNow } from '../support/death-watch.js';
-import { delay, withTimeout } from '../support/wait.js';
+import { delay, waitFor, withTimeout } from '../support/wait.js';
 
 describe('lifeline deadline (real processes)', function () {
   this.timeout(30_000);
@@ -157,5 +164,34 @@ describe('lifeline deadline (real processes)', function () {
     expect(await withTimeout(exited, 10_000, 'the frozen service to be killed')).to.equal('SIGKILL');
     // Within a timer step of the thaw and well short of the whole deadline it would otherwise get.
     expect(performance.now() - thawedAt).to.be.below(REAPER_TIMER_STEP_MS + 900);
+  });
+
+  it('the reaper runs ahead of the agent and its services (nice -10, its autogroup too), a restarted one as well: at a thaw it gets a core first', async () => {
+    // Every process of a thawed host wakes at once; the kill at a passed deadline must not
+    // queue behind the service it is for. Only where the agent may lower a nice level (root
+    // here, or a raised RLIMIT_NICE); elsewhere the reaper keeps the agent's level.
+    const raised = process.getuid?.() === 0 ? REAPER_NICE : undefined;
+    const expectRaised = (pid: number) => {
+      if (raised === undefined) {
+        expect([REAPER_NICE, getPriority(process.pid)]).to.include(getPriority(pid));
+        return;
+      }
+      expect(getPriority(pid)).to.equal(raised);
+      // Where the kernel schedules by session (autogroup), the reaper's own session's level.
+      if (existsSync(`/proc/${pid}/autogroup`))
+        expect(readFileSync(`/proc/${pid}/autogroup`, 'utf8')).to.match(new RegExp(` nice ${raised}\\n?$`));
+    };
+    const first = lifeline.reaperPid!;
+    expectRaised(first);
+    process.kill(first, 'SIGKILL');
+    const next = await waitFor(
+      () => {
+        const pid = lifeline.reaperPid;
+        return pid !== undefined && pid !== first ? pid : undefined;
+      },
+      { timeoutMs: 10_000, what: 'a new reaper' },
+    );
+    await lifeline.ping(); // answered only once the new reaper is set up
+    expectRaised(next);
   });
 });

@@ -78,6 +78,8 @@ export interface NodeProgramOptions {
   ports?: number[];
   /** Waits until the program serves (given the published ports), at start and after a restart. */
   readiness?: (ports: Map<number, number>, timeoutMs: number) => Promise<void>;
+  /** Resource limits of the container's processes (docker --ulimit), e.g. nice. */
+  ulimits?: Record<string, { soft: number; hard: number }>;
 }
 
 export interface NodeProgram extends ManagedContainer {
@@ -143,6 +145,7 @@ export class Harness {
     binds?: Array<{ source: string; target: string; mode: 'ro' | 'rw' }>;
     readiness?: (ports: Map<number, number>, timeoutMs: number) => Promise<void>;
     onStream?: (stream: Readable) => void;
+    ulimits?: Record<string, { soft: number; hard: number }>;
   }): Promise<{ started: StartedTestContainer; ports: Map<number, number>; name: string }> {
     if (this.closed) throw new Error('harness is closed');
     // Fixed host ports, so a stopped/restarted container keeps its address and clients reconnect.
@@ -173,6 +176,7 @@ export class Harness {
     if (binds.length > 0) container = container.withBindMounts(binds);
     if (opts.bindRepo) container = container.withWorkingDir(APP_DIR);
     if (opts.onStream) container = container.withLogConsumer(opts.onStream);
+    if (opts.ulimits) container = container.withUlimits(opts.ulimits);
     try {
       const started = await container.start();
       return { started, ports, name };
@@ -389,6 +393,7 @@ export class Harness {
       ...(opts.binds ? { binds: opts.binds } : {}),
       ...(opts.ports ? { ports: opts.ports } : {}),
       ...(opts.readiness ? { readiness: opts.readiness } : {}),
+      ...(opts.ulimits ? { ulimits: opts.ulimits } : {}),
       onStream: (stream) => {
         let partial = '';
         stream.on('data', (chunk: Buffer | string) => {

@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { REAPER_NICE } from '../../pkg/identity/lifeline.js';
 
 const UNITS = ['deploy/systemd/understudy-agent.service', 'deploy/systemd/understudy-controller.service'];
 
@@ -56,6 +57,12 @@ describe('systemd units (deploy/systemd/)', () => {
         expect(service.get(key!), key).to.equal(value);
     });
   }
+
+  it("the agent's unit lets the lifeline's reaper lower its nice level as far as it asks, without a capability", () => {
+    // A signed value is a nice level to systemd (an unsigned one a raw rlimit).
+    const level = REAPER_NICE < 0 ? String(REAPER_NICE) : `+${REAPER_NICE}`;
+    expect(directives(UNITS[0]!, 'Service').get('LimitNICE')).to.equal(level);
+  });
 
   it('a misspelt key or a bad value is caught', () => {
     const dir = mkdtempSync(join(tmpdir(), 'understudy-unit-'));
