@@ -35,7 +35,7 @@ import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { constants as fsConstants, writeFileSync } from 'node:fs';
 import { access, readdir, readFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
-import { setPriority } from 'node:os';
+import { getPriority, setPriority } from 'node:os';
 import { delimiter, join } from 'node:path';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock/index.js';
@@ -443,15 +443,33 @@ export class Lifeline {
     established = true;
   }
 
-  /** Best effort (see REAPER_NICE): a reaper at the agent's own level still does its job. */
-  private prioritize(pid: number): void {
-    const refused = raiseReaper(pid);
-    if (refused === undefined || this.priorityRefused) return;
+  /**
+   * Best effort (see REAPER_NICE): a reaper at the agent's own level still does its job. The
+   * kernel takes one autogroup change per 100 ms machine-wide from a process without
+   * CAP_SYS_ADMIN (EAGAIN), which several agents on one kernel can meet: tried again then.
+   */
+  private prioritize(pid: number, attempt = 1): void {
+    const outcome = raiseReaper(pid);
+    if (outcome.kind === 'done') return;
+    if (outcome.kind === 'busy' && attempt < AUTOGROUP_ATTEMPTS) {
+      setTimeout(() => {
+        if (this.reaper?.pid === pid && !this.closing) this.prioritize(pid, attempt + 1);
+      }, AUTOGROUP_RETRY_MS).unref();
+      return;
+    }
+    if (this.priorityRefused) return;
     this.priorityRefused = true;
-    this.log.warn(
-      { err: refused, nice: REAPER_NICE },
-      "the lifeline reaper runs at the agent's own priority: after a host freeze it may kill a thawed service later. Let the agent lower a nice level to -10: LimitNICE=-10 in its systemd unit (the shipped one has it), --ulimit nice=30 for a container, or CAP_SYS_NICE for a root agent",
-    );
+    if (outcome.kind === 'refused') {
+      this.log.warn(
+        { err: outcome.message, nice: REAPER_NICE },
+        "the lifeline reaper runs at the agent's own priority: after a host freeze it may kill a thawed service later. Let the agent lower a nice level to -10: LimitNICE=-10 in its systemd unit (the shipped one has it), --ulimit nice=30 for a container, or CAP_SYS_NICE",
+      );
+    } else {
+      this.log.warn(
+        { err: outcome.message, nice: REAPER_NICE },
+        `the lifeline reaper's ${outcome.kind === 'busy' ? 'autogroup stays at its level (the kernel kept refusing the change as too frequent)' : 'priority could not be raised'}: after a host freeze it may kill a thawed service later`,
+      );
+    }
   }
 
   private onReaperExit(reaper: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
@@ -484,24 +502,46 @@ export class Lifeline {
   }
 }
 
+/** Attempts at the autogroup change while the kernel says EAGAIN, AUTOGROUP_RETRY_MS apart. */
+const AUTOGROUP_ATTEMPTS = 5;
+/** Past the kernel's 100 ms between two autogroup changes by unprivileged processes. */
+const AUTOGROUP_RETRY_MS = 110;
+
+type RaiseOutcome =
+  | { kind: 'done' }
+  /** Not allowed to (RLIMIT_NICE, CAP_SYS_NICE): the operator's to grant. */
+  | { kind: 'refused'; message: string }
+  /** The autogroup change came too soon after another one on this kernel: try again. */
+  | { kind: 'busy'; message: string }
+  | { kind: 'failed'; message: string };
+
 /**
  * Set the reaper's nice level, and its autogroup's: where the kernel groups tasks by session
  * for scheduling (autogroup, for tasks in no CPU cgroup of their own, as under a systemd that
  * does not split CPU), a nice level ranks a task only within its session, and the reaper and
- * every service have sessions of their own. Undefined when done (or moot: the reaper already
- * gone, a kernel without autogroup), else why not.
+ * every service have sessions of their own. Done also when moot: the reaper already gone (a
+ * restart follows), a kernel without autogroup.
  */
-function raiseReaper(pid: number): string | undefined {
-  try {
-    setPriority(pid, REAPER_NICE);
-    writeFileSync(`/proc/${pid}/autogroup`, String(REAPER_NICE));
-    return undefined;
-  } catch (err) {
+function raiseReaper(pid: number): RaiseOutcome {
+  const outcome = (err: unknown): RaiseOutcome => {
     const e = err as NodeJS.ErrnoException & { info?: { code?: string } };
     const code = e.info?.code ?? e.code;
-    if (code === 'ESRCH' || code === 'ENOENT') return undefined;
-    return e.message;
+    if (code === 'ESRCH' || code === 'ENOENT') return { kind: 'done' };
+    if (code === 'EACCES' || code === 'EPERM') return { kind: 'refused', message: e.message };
+    if (code === 'EAGAIN') return { kind: 'busy', message: e.message };
+    return { kind: 'failed', message: e.message };
+  };
+  try {
+    if (getPriority(pid) !== REAPER_NICE) setPriority(pid, REAPER_NICE);
+  } catch (err) {
+    return outcome(err);
   }
+  try {
+    writeFileSync(`/proc/${pid}/autogroup`, String(REAPER_NICE));
+  } catch (err) {
+    return outcome(err);
+  }
+  return { kind: 'done' };
 }
 
 /** setpriv with --pdeathsig (util-linux >= 2.33), verified by running it once. */
