@@ -358,9 +358,11 @@ export class Topology {
       // The host outlives its agent (a shell waits for it, then sleeps): an agent killed alone
       // leaves its service running, which only the lifeline may end.
       keepHostAlive: true,
-      // The shipped systemd unit's LimitNICE=-10 (RLIMIT_NICE 30 = 20 - (-10)): the agent's
-      // renewal thread and lifeline reaper run at nice -10, as deployed.
-      ulimits: { nice: { soft: 30, hard: 30 } },
+      // What the shipped systemd unit's LimitNICE=-10 allows: the agent's renewal thread and
+      // lifeline reaper run at nice -10, as deployed. A capability, not `--ulimit nice=30`:
+      // raising a hard limit needs CAP_SYS_RESOURCE, which a Docker engine may lack (this
+      // project's machines do: runc then cannot start the container).
+      capabilities: ['SYS_NICE'],
       env: { ...this.opts.agentEnv },
       binds: [
         ...this.mounts(),

@@ -78,8 +78,8 @@ export interface NodeProgramOptions {
   ports?: number[];
   /** Waits until the program serves (given the published ports), at start and after a restart. */
   readiness?: (ports: Map<number, number>, timeoutMs: number) => Promise<void>;
-  /** Resource limits of the container's processes (docker --ulimit), e.g. nice. */
-  ulimits?: Record<string, { soft: number; hard: number }>;
+  /** Linux capabilities added to Docker's default set (e.g. SYS_NICE). */
+  capabilities?: string[];
 }
 
 export interface NodeProgram extends ManagedContainer {
@@ -145,7 +145,7 @@ export class Harness {
     binds?: Array<{ source: string; target: string; mode: 'ro' | 'rw' }>;
     readiness?: (ports: Map<number, number>, timeoutMs: number) => Promise<void>;
     onStream?: (stream: Readable) => void;
-    ulimits?: Record<string, { soft: number; hard: number }>;
+    capabilities?: string[];
   }): Promise<{ started: StartedTestContainer; ports: Map<number, number>; name: string }> {
     if (this.closed) throw new Error('harness is closed');
     // Fixed host ports, so a stopped/restarted container keeps its address and clients reconnect.
@@ -176,7 +176,7 @@ export class Harness {
     if (binds.length > 0) container = container.withBindMounts(binds);
     if (opts.bindRepo) container = container.withWorkingDir(APP_DIR);
     if (opts.onStream) container = container.withLogConsumer(opts.onStream);
-    if (opts.ulimits) container = container.withUlimits(opts.ulimits);
+    if (opts.capabilities?.length) container = container.withAddedCapabilities(...opts.capabilities);
     try {
       const started = await container.start();
       return { started, ports, name };
@@ -393,7 +393,7 @@ export class Harness {
       ...(opts.binds ? { binds: opts.binds } : {}),
       ...(opts.ports ? { ports: opts.ports } : {}),
       ...(opts.readiness ? { readiness: opts.readiness } : {}),
-      ...(opts.ulimits ? { ulimits: opts.ulimits } : {}),
+      ...(opts.capabilities ? { capabilities: opts.capabilities } : {}),
       onStream: (stream) => {
         let partial = '';
         stream.on('data', (chunk: Buffer | string) => {
