@@ -2,6 +2,16 @@
 import type { EtcdConnectOptions } from './etcd.js';
 import type { FailedAttempt, RenewalTarget } from './renewer.js';
 
+/**
+ * Nice value asked for this thread: on a host whose CPUs are saturated (a login storm of many
+ * agents) the scheduler runs it ahead of the other tasks of its CPU cgroup, the services
+ * included (under autogroup, where every session is a group of its own, only ahead of this
+ * agent's other threads: README, "Leadership and fencing"). Needs a raised RLIMIT_NICE (the
+ * shipped unit's LimitNICE=-10) or CAP_SYS_NICE; without either the thread runs at the
+ * process's own priority and the agent says so.
+ */
+export const RENEWAL_NICE = -10;
+
 /** Milliseconds on the process-wide monotonic clock, the same in every thread. */
 export function hrMs(): number {
   return Number(process.hrtime.bigint()) / 1e6;

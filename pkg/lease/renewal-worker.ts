@@ -6,7 +6,14 @@ import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { systemClock, type Clock } from '../clock/index.js';
 import { perEndpointClients } from './etcd.js';
-import { hrMs, SLOT, type ThreadBegin, type ThreadInput, type ThreadMessage } from './renewal-shared.js';
+import {
+  hrMs,
+  RENEWAL_NICE,
+  SLOT,
+  type ThreadBegin,
+  type ThreadInput,
+  type ThreadMessage,
+} from './renewal-shared.js';
 import { Renewer, type FailedAttempt } from './renewer.js';
 
 const input = workerData as ThreadInput;
@@ -24,15 +31,6 @@ const credentials = input.connect.credentials && {
     ? { certChain: Buffer.from(input.connect.credentials.certChain) }
     : {}),
 };
-/**
- * Nice value asked for this thread: on a host whose CPUs are saturated (a login storm of many
- * agents) the scheduler runs it ahead of the other tasks of its CPU cgroup, the services
- * included (under autogroup, where every session is a group of its own, only ahead of this
- * agent's other threads: README, "Leadership and fencing"). Needs a raised RLIMIT_NICE (the
- * shipped unit's LimitNICE=-10) or CAP_SYS_NICE; without either the thread runs at the
- * process's own priority and the agent says so.
- */
-const RENEWAL_NICE = -10;
 
 /** Raise this thread alone (Linux: a thread's id is a pid for setpriority). */
 function raisePriority(): string | undefined {

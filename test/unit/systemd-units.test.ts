@@ -8,6 +8,7 @@ import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REAPER_NICE } from '../../pkg/identity/lifeline.js';
+import { RENEWAL_NICE } from '../../pkg/lease/renewal-shared.js';
 
 const UNITS = ['deploy/systemd/understudy-agent.service', 'deploy/systemd/understudy-controller.service'];
 
@@ -58,10 +59,11 @@ describe('systemd units (deploy/systemd/)', () => {
     });
   }
 
-  it("the agent's unit lets the lifeline's reaper lower its nice level as far as it asks, without a capability", () => {
-    // A signed value is a nice level to systemd (an unsigned one a raw rlimit).
-    const level = REAPER_NICE < 0 ? String(REAPER_NICE) : `+${REAPER_NICE}`;
-    expect(directives(UNITS[0]!, 'Service').get('LimitNICE')).to.equal(level);
+  it("the agent's unit lets the renewal thread and the lifeline's reaper lower their nice level as far as they ask, without a capability", () => {
+    // A signed value is a nice level to systemd (an unsigned one a raw rlimit, 20 - level).
+    const limit = directives(UNITS[0]!, 'Service').get('LimitNICE') ?? '';
+    expect(limit, 'LimitNICE as a signed nice level').to.match(/^[+-]\d+$/);
+    expect(Number(limit)).to.be.at.most(Math.min(REAPER_NICE, RENEWAL_NICE));
   });
 
   it('a misspelt key or a bad value is caught', () => {
