@@ -464,7 +464,7 @@ export class Lifeline {
     if (outcome.kind === 'refused') {
       this.log.warn(
         { err: outcome.message, nice: REAPER_NICE },
-        "the lifeline reaper runs at the agent's own priority: after a host freeze it may kill a thawed service later. Let the agent lower a nice level to -10: LimitNICE=-10 in its systemd unit (the shipped one has it), --ulimit nice=30 for a container, or CAP_SYS_NICE",
+        "the lifeline reaper runs at the agent's own priority: after a host freeze it may kill a thawed service later. Let the agent lower a nice level to -10: LimitNICE=-10 in its systemd unit (the shipped one has it), --ulimit nice=30 or --cap-add SYS_NICE for a container, or CAP_SYS_NICE",
       );
     } else {
       this.log.warn(
