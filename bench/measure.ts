@@ -300,29 +300,38 @@ export interface InboxTally {
   duplicated: string[];
   /** Stored requests per second, first to last send. */
   ratePerS: number;
+  /** The most stored requests awaiting their first answer at once: how far the service fell behind. */
+  maxOwed: number;
+  /** From the last stored send to the last first answer: how long the backlog took to work off. */
+  drainMs: number;
 }
 
-/** Tally the durable requests of `identity` sent in [from, until] (answers may come later). */
+/**
+ * Tally the durable requests of `identity` sent in [from, until]; their answers may come later,
+ * up to `answersUntil` (the end of the run: a later run's answers are not theirs).
+ */
 export function tallyInbox(
   events: readonly HistoryEvent[],
   identity: string,
   from: number,
   until: number,
+  answersUntil = Infinity,
 ): InboxTally {
   const sentAt = new Map<string, number>();
-  const answers = new Map<string, { replies: number; errors: number }>();
+  const answers = new Map<string, { replies: number; errors: number; first: number }>();
   for (const e of events) {
     if (e.kind !== 'request' || e.identity !== identity || !e.durable) continue;
     if (e.what === 'send') {
       if (e.t >= from && e.t <= until) sentAt.set(e.id, e.t);
       continue;
     }
-    // Only answers of this run: request ids restart with each client, and an earlier
-    // topology's client in the same bench process used the same ones.
-    if (e.t < from) continue;
-    const a = answers.get(e.id) ?? { replies: 0, errors: 0 };
+    // Only answers of this run: request ids of clients in earlier or later runs may be the same
+    // (before ids carried the run), and their answers are not owed here.
+    if (e.t < from || e.t > answersUntil) continue;
+    const a = answers.get(e.id) ?? { replies: 0, errors: 0, first: e.t };
     if (e.what === 'reply') a.replies++;
     else a.errors++;
+    a.first = Math.min(a.first, e.t);
     answers.set(e.id, a);
   }
   let replied = 0;
@@ -341,6 +350,24 @@ export function tallyInbox(
   }
   const times = [...sentAt.values()];
   const spanMs = times.length > 1 ? Math.max(...times) - Math.min(...times) : 0;
+  // Owed from the send (or from the answer, when it beat the acknowledgement) to the first answer.
+  const steps: Array<[number, number]> = [];
+  let lastSend = -Infinity;
+  let lastAnswer = -Infinity;
+  for (const [id, t] of sentAt) {
+    lastSend = Math.max(lastSend, t);
+    const first = answers.get(id)?.first;
+    if (first === undefined) {
+      steps.push([t, 1]);
+      continue;
+    }
+    lastAnswer = Math.max(lastAnswer, first);
+    if (first > t) steps.push([t, 1], [first, -1]);
+  }
+  steps.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+  let owed = 0;
+  let maxOwed = 0;
+  for (const [, step] of steps) maxOwed = Math.max(maxOwed, (owed += step));
   return {
     identity,
     stored: sentAt.size,
@@ -349,5 +376,7 @@ export function tallyInbox(
     lost,
     duplicated,
     ratePerS: spanMs > 0 ? Math.round(((sentAt.size - 1) * 1000) / spanMs) : 0,
+    maxOwed,
+    drainMs: lastAnswer > lastSend ? Math.round(lastAnswer - lastSend) : 0,
   };
 }

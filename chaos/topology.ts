@@ -17,7 +17,7 @@
 // (their transitions). The host's monotonic clock is the history's: see history.ts, and
 // checkClock below for how it is checked across containers.
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -34,6 +34,7 @@ import type { IdentitySpecInput } from '../pkg/spec/schema.js';
 import { putSpec } from '../pkg/spec/store.js';
 import { TEST_TOKENS } from '../test/support/controllers.js';
 import { docker } from '../test/support/docker.js';
+import { within } from '../test/support/engine.js';
 import {
   APP_DIR,
   Harness,
@@ -119,7 +120,9 @@ export interface TopologyOptions {
   /**
    * Keep every agent's and controller's own log here, one file each (`<name>.log`): what a
    * node said about itself (a fence's failed renewals, its gate's waits) beside the history
-   * that judges it from outside.
+   * that judges it from outside. Each etcd member's log is copied here at close
+   * (`etcd0.log`…): when every agent's renewals stall at once, only etcd says why (a raft
+   * election, a slow disk).
    */
   logDir?: string;
   seed?: number;
@@ -615,6 +618,21 @@ export class Topology {
     file.write(`${line}\n`);
   }
 
+  /** Each etcd member's log into `logDir`, appended (a bench runs one topology per T). Best effort. */
+  private async keepEtcdLogs(): Promise<void> {
+    const dir = this.opts.logDir;
+    if (!dir) return;
+    await Promise.all(
+      this.etcd.members.map(async (member) => {
+        const text = await within(containerLog(member.id), ETCD_LOG_READ_MS, `${member.alias}'s log`).catch(
+          (err: unknown) => `(log not read: ${String(err)})\n`,
+        );
+        const header = `# ${member.alias} of a topology at T = ${this.opts.ttlSeconds} s, read at ${new Date().toISOString()}\n`;
+        await appendFile(join(dir, `${member.alias}.log`), header + text).catch(() => undefined);
+      }),
+    );
+  }
+
   /** Stop observing and remove every container; the witnesses' files are kept unless asked. */
   async close(opts: { keepRecords?: boolean } = {}): Promise<void> {
     if (this.closed) return;
@@ -626,12 +644,35 @@ export class Topology {
     // Ours closed first, not cut by the removal: followers of containers being force-removed
     // are where the engine's own logs last spoke when it hung once in CI.
     for (const stream of this.follows) (stream as unknown as { destroy?: () => void }).destroy?.();
+    await this.keepEtcdLogs();
     try {
       await this.harness.close();
     } finally {
       if (!opts.keepRecords) await rm(this.recordsDir, { recursive: true, force: true });
     }
   }
+}
+
+/** A close must not hang on the engine: reading a member's log is given up after this. */
+const ETCD_LOG_READ_MS = 10_000;
+
+/**
+ * A container's whole log so far, every start of it (a killed member restarted keeps one log),
+ * each line stamped by the engine. Docker frames a log without a TTY: an 8-byte header (stream,
+ * 3 zero bytes, length big-endian) before each chunk.
+ */
+async function containerLog(id: string): Promise<string> {
+  const d = await docker();
+  const raw = (await d
+    .getContainer(id)
+    .logs({ follow: false, stdout: true, stderr: true, timestamps: true })) as unknown as Buffer;
+  const chunks: Buffer[] = [];
+  for (let at = 0; at + 8 <= raw.length;) {
+    const size = raw.readUInt32BE(at + 4);
+    chunks.push(raw.subarray(at + 8, at + 8 + size));
+    at += 8 + size;
+  }
+  return Buffer.concat(chunks).toString();
 }
 
 /** Follow a container's log from `since` (seconds) on; resolves once attached, with the stream. */

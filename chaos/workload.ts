@@ -5,8 +5,9 @@
 //
 // Core requests are PINGs with a timeout (an error is a refusal the sender sees). Durable
 // requests go to the identity's JetStream inbox; a send counts once the server stored it, and
-// its answer may come after a handover. At the end the workload stops sending and waits a
-// while for the answers still owed, so a request sent just before the end is not counted lost.
+// its answer may come after a handover. At the end the workload stops sending and waits for
+// the answers still owed while they keep coming, so a request sent just before the end, or
+// queued behind a backlog being worked off, is not counted lost.
 import type { NatsConnection, Subscription } from 'nats';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { IdentityClient, msgHeaders, parseReply } from '../pkg/identity/client.js';
@@ -33,6 +34,14 @@ export interface WorkloadTarget {
 const PACE_MS = 10;
 /** Paced sends awaiting the server's acknowledgement at most: past it the rate falls behind. */
 const MAX_IN_FLIGHT = 2_000;
+/**
+ * The longest a stop waits for owed answers that keep coming: a backlog at 500 requests/s
+ * behind back-to-back handovers took 15 s to work off; a bound keeps a slow drain finite.
+ */
+const DRAIN_CAP_MS = 120_000;
+
+/** Workloads started by this process: request ids restart with each, and must not collide. */
+let runs = 0;
 
 export class Workload {
   private stopped = false;
@@ -40,6 +49,7 @@ export class Workload {
   private readonly clients: IdentityClient[] = [];
   private readonly owed = new Set<string>();
   private readonly subs: Subscription[] = [];
+  private readonly run = ++runs;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -84,7 +94,7 @@ export class Workload {
   }
 
   private requestId(target: WorkloadTarget, n: number): string {
-    return `${target.identity}-${target.durable ? 'd' : 'c'}${n}-${process.pid}`;
+    return `${target.identity}-${target.durable ? 'd' : 'c'}${n}-${process.pid}-${this.run}`;
   }
 
   /** One durable request: owed from the moment it may be stored (the answer can beat the ack). */
@@ -157,12 +167,25 @@ export class Workload {
     }
   }
 
-  /** Stop sending; wait up to `drainMs` for the durable answers still owed. */
-  async stop(drainMs: number): Promise<void> {
+  /**
+   * Stop sending; wait for the durable answers still owed until none has come for `quietMs`
+   * (a request lost for good ends the wait then), DRAIN_CAP_MS at most.
+   */
+  async stop(quietMs: number): Promise<void> {
     this.stopped = true;
     await Promise.all(this.loops);
-    const until = monotonicMs() + drainMs;
-    while (this.owed.size > 0 && monotonicMs() < until) await sleep(100);
+    const started = monotonicMs();
+    let owed = this.owed.size;
+    let lastAnswer = started;
+    while (this.owed.size > 0) {
+      const now = monotonicMs();
+      if (this.owed.size < owed) {
+        owed = this.owed.size;
+        lastAnswer = now;
+      }
+      if (now - lastAnswer >= quietMs || now - started >= DRAIN_CAP_MS) break;
+      await sleep(100);
+    }
     for (const sub of this.subs) sub.unsubscribe();
     for (const client of this.clients) client.close();
   }

@@ -205,6 +205,35 @@ describe('benchmark measurements from a history', () => {
       expect(t.replied).to.equal(3);
     });
 
+    it('an answer after the run (a later run whose client used the same id) is not a second answer, nor an answer', () => {
+      const later = [req(9_500, 'r1', 'reply', 'b'), req(9_600, 'r4', 'reply', 'b')];
+      const t = tallyInbox([...history, ...later], 'w3', 1_000, 2_000, 9_000);
+      expect(t.duplicated).to.deep.equal(['r3']);
+      expect(t.lost).to.deep.equal(['r4']);
+    });
+
+    it('says how many requests awaited their first answer at most, and how long after the last send the last came', () => {
+      const t = tallyInbox(history, 'w3', 1_000, 2_000);
+      // r2 (1,500–1,900), r3 (1,600–1,601) and r4 (from 1,800, never) overlap at 1,800.
+      expect(t.maxOwed).to.equal(2);
+      // The last send is r5's at 2,000; its answer, the last first answer, came 10 ms later.
+      expect(t.drainMs).to.equal(10);
+      const behind = tallyInbox(
+        [
+          req(100, 'a', 'send'),
+          req(110, 'b', 'send'),
+          req(120, 'c', 'send'),
+          req(900, 'a', 'reply', 'b'),
+          req(950, 'b', 'reply', 'b'),
+          req(1_000, 'c', 'reply', 'b'),
+        ],
+        'w3',
+        0,
+        500,
+      );
+      expect(behind).to.deep.include({ maxOwed: 3, drainMs: 880, lost: [], duplicated: [] });
+    });
+
     it('an answer with no stored send (never acknowledged) is owed nothing and counts nowhere', () => {
       const t = tallyInbox([req(1_001, 'z', 'reply', 'b')], 'w3', 0, 5_000);
       expect(t).to.deep.include({ stored: 0, replied: 0, errors: 0, ratePerS: 0 });
