@@ -815,7 +815,7 @@ async function main(): Promise<number> {
   );
   const timer = setTimeout(() => {
     process.stderr.write('bench failover: out of its time budget; removing its containers\n');
-    void (current?.close() ?? Promise.resolve()).finally(() => process.exit(2));
+    void (current?.close({ drain: false }) ?? Promise.resolve()).finally(() => process.exit(2));
   }, limit);
   timer.unref();
   await reapOrphans();
@@ -945,7 +945,7 @@ async function reanalyze(file: string): Promise<number> {
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
     process.stderr.write(`bench failover: ${signal}: removing its containers\n`);
-    void (current?.close() ?? Promise.resolve()).finally(() => process.exit(130));
+    void (current?.close({ drain: false }) ?? Promise.resolve()).finally(() => process.exit(130));
   });
 }
 
@@ -955,6 +955,6 @@ main().then(
     process.stderr.write(
       `bench failover: ${err instanceof UsageError ? '' : 'could not run: '}${(err as Error).message}\n`,
     );
-    void (current?.close() ?? Promise.resolve()).finally(() => process.exit(1));
+    void (current?.close({ drain: false }) ?? Promise.resolve()).finally(() => process.exit(1));
   },
 );

@@ -300,9 +300,12 @@ export interface InboxTally {
   duplicated: string[];
   /** Stored requests per second, first to last send. */
   ratePerS: number;
-  /** The most stored requests awaiting their first answer at once: how far the service fell behind. */
+  /**
+   * The most stored requests awaiting their first answer at once: how far the service fell
+   * behind (a request never answered counts from its send on).
+   */
   maxOwed: number;
-  /** From the last stored send to the last first answer: how long the backlog took to work off. */
+  /** From the last stored send to the last first answer: how long the backlog took to work off (lost ones aside). */
   drainMs: number;
 }
 
@@ -350,7 +353,8 @@ export function tallyInbox(
   }
   const times = [...sentAt.values()];
   const spanMs = times.length > 1 ? Math.max(...times) - Math.min(...times) : 0;
-  // Owed from the send (or from the answer, when it beat the acknowledgement) to the first answer.
+  // Owed from the send to the first answer (not at all when the answer beat the send's
+  // acknowledgement); a request never answered is owed to the end, so it counts in maxOwed.
   const steps: Array<[number, number]> = [];
   let lastSend = -Infinity;
   let lastAnswer = -Infinity;

@@ -45,7 +45,7 @@ import {
 import { images } from '../test/support/images.js';
 import { waitFor } from '../test/support/wait.js';
 import { monotonicMs, type RunConfig } from './history.js';
-import { CORE_TIMEOUT_MS, Workload } from './workload.js';
+import { CORE_TIMEOUT_MS, PACED_DRAIN_CAP_MS, Workload } from './workload.js';
 import { samplePings, watchLeaders, watchLoginRecords, witnessEvents, type HistoryLog } from './observe.js';
 
 /**
@@ -161,6 +161,8 @@ export class Topology {
   private readonly tailOffsets = new Map<string, number>();
   private tailing: Promise<void> = Promise.resolve();
   private closed = false;
+  /** Whether a close waits for the workload's owed answers (not when abandoning a run). */
+  private drainOwed = true;
   private readonly logFiles = new Map<string, WriteStream>();
 
   private constructor(
@@ -289,8 +291,11 @@ export class Topology {
       }),
       WORKLOAD_EVERY_MS,
     ).start();
-    // First at the end: the answers still owed come while everything else still runs.
-    this.stops.unshift(() => workload.stop(this.ttlMs + this.opts.failoverMarginMs));
+    // First at the end: the answers still owed come while everything else still runs. A
+    // paced load may leave a backlog being worked off: waited for while it shrinks.
+    const quietMs = this.ttlMs + this.opts.failoverMarginMs;
+    const capMs = this.opts.durableRatePerS ? PACED_DRAIN_CAP_MS : quietMs;
+    this.stops.unshift(() => workload.stop(quietMs, this.drainOwed ? capMs : 0));
   }
 
   /**
@@ -633,10 +638,14 @@ export class Topology {
     );
   }
 
-  /** Stop observing and remove every container; the witnesses' files are kept unless asked. */
-  async close(opts: { keepRecords?: boolean } = {}): Promise<void> {
+  /**
+   * Stop observing and remove every container; the witnesses' files are kept unless asked.
+   * `drain: false` (a run abandoned on a signal or its time limit) does not wait for owed answers.
+   */
+  async close(opts: { keepRecords?: boolean; drain?: boolean } = {}): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.drainOwed = opts.drain !== false;
     for (const stop of this.stops) await stop().catch(() => undefined);
     await Promise.all([...this.logFiles.values()].map((f) => new Promise((resolve) => f.end(resolve))));
     await this.nc.close().catch(() => undefined);
@@ -668,6 +677,8 @@ async function containerLog(id: string): Promise<string> {
     .logs({ follow: false, stdout: true, stderr: true, timestamps: true })) as unknown as Buffer;
   const chunks: Buffer[] = [];
   for (let at = 0; at + 8 <= raw.length;) {
+    // Not a frame header (stream 0–2, then three zero bytes): a TTY's log, or no Docker framing.
+    if (raw[at]! > 2 || raw[at + 1] !== 0 || raw[at + 2] !== 0 || raw[at + 3] !== 0) return raw.toString();
     const size = raw.readUInt32BE(at + 4);
     chunks.push(raw.subarray(at + 8, at + 8 + size));
     at += 8 + size;

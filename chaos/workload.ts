@@ -35,10 +35,11 @@ const PACE_MS = 10;
 /** Paced sends awaiting the server's acknowledgement at most: past it the rate falls behind. */
 const MAX_IN_FLIGHT = 2_000;
 /**
- * The longest a stop waits for owed answers that keep coming: a backlog at 500 requests/s
- * behind back-to-back handovers took 15 s to work off; a bound keeps a slow drain finite.
+ * The longest a stop of a paced workload (the benchmark's load) waits for owed answers that
+ * keep coming: a backlog at 500 requests/s behind back-to-back handovers took 14–18 s to work
+ * off; a bound keeps a slow drain finite.
  */
-const DRAIN_CAP_MS = 120_000;
+export const PACED_DRAIN_CAP_MS = 120_000;
 
 /** Workloads started by this process: request ids restart with each, and must not collide. */
 let runs = 0;
@@ -169,9 +170,9 @@ export class Workload {
 
   /**
    * Stop sending; wait for the durable answers still owed until none has come for `quietMs`
-   * (a request lost for good ends the wait then), DRAIN_CAP_MS at most.
+   * (a request lost for good ends the wait then), `capMs` at most.
    */
-  async stop(quietMs: number): Promise<void> {
+  async stop(quietMs: number, capMs = quietMs): Promise<void> {
     this.stopped = true;
     await Promise.all(this.loops);
     const started = monotonicMs();
@@ -183,7 +184,7 @@ export class Workload {
         owed = this.owed.size;
         lastAnswer = now;
       }
-      if (now - lastAnswer >= quietMs || now - started >= DRAIN_CAP_MS) break;
+      if (now - lastAnswer >= quietMs || now - started >= capMs) break;
       await sleep(100);
     }
     for (const sub of this.subs) sub.unsubscribe();
