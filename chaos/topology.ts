@@ -161,8 +161,9 @@ export class Topology {
   private readonly tailOffsets = new Map<string, number>();
   private tailing: Promise<void> = Promise.resolve();
   private closed = false;
-  /** Whether a close waits for the workload's owed answers (not when abandoning a run). */
-  private drainOwed = true;
+  /** The close under way: a second close (a signal during it) waits for it, not past it. */
+  private closing: Promise<void> | undefined;
+  private workload: Workload | undefined;
   private readonly logFiles = new Map<string, WriteStream>();
 
   private constructor(
@@ -295,7 +296,8 @@ export class Topology {
     // paced load may leave a backlog being worked off: waited for while it shrinks.
     const quietMs = this.ttlMs + this.opts.failoverMarginMs;
     const capMs = this.opts.durableRatePerS ? PACED_DRAIN_CAP_MS : quietMs;
-    this.stops.unshift(() => workload.stop(quietMs, this.drainOwed ? capMs : 0));
+    this.workload = workload;
+    this.stops.unshift(() => workload.stop(quietMs, capMs));
   }
 
   /**
@@ -642,10 +644,14 @@ export class Topology {
    * Stop observing and remove every container; the witnesses' files are kept unless asked.
    * `drain: false` (a run abandoned on a signal or its time limit) does not wait for owed answers.
    */
-  async close(opts: { keepRecords?: boolean; drain?: boolean } = {}): Promise<void> {
-    if (this.closed) return;
+  close(opts: { keepRecords?: boolean; drain?: boolean } = {}): Promise<void> {
+    if (opts.drain === false) this.workload?.abandonDrain();
+    this.closing ??= this.closeOnce(opts);
+    return this.closing;
+  }
+
+  private async closeOnce(opts: { keepRecords?: boolean }): Promise<void> {
     this.closed = true;
-    this.drainOwed = opts.drain !== false;
     for (const stop of this.stops) await stop().catch(() => undefined);
     await Promise.all([...this.logFiles.values()].map((f) => new Promise((resolve) => f.end(resolve))));
     await this.nc.close().catch(() => undefined);

@@ -51,6 +51,7 @@ export class Workload {
   private readonly owed = new Set<string>();
   private readonly subs: Subscription[] = [];
   private readonly run = ++runs;
+  private drainAbandoned = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -168,6 +169,11 @@ export class Workload {
     }
   }
 
+  /** A run being abandoned (a signal, its time limit): a stop under way or to come waits no more. */
+  abandonDrain(): void {
+    this.drainAbandoned = true;
+  }
+
   /**
    * Stop sending; wait for the durable answers still owed until none has come for `quietMs`
    * (a request lost for good ends the wait then), `capMs` at most.
@@ -184,7 +190,7 @@ export class Workload {
         owed = this.owed.size;
         lastAnswer = now;
       }
-      if (now - lastAnswer >= quietMs || now - started >= capMs) break;
+      if (this.drainAbandoned || now - lastAnswer >= quietMs || now - started >= capMs) break;
       await sleep(100);
     }
     for (const sub of this.subs) sub.unsubscribe();
