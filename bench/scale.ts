@@ -32,6 +32,8 @@
 //   (npm run bench -- scale …). Results: table on stdout, JSON in bench/results/.
 import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { connect as tcpConnect } from 'node:net';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -1078,6 +1080,9 @@ async function runOnce(shape: RunShape, settings: Settings): Promise<RunResult> 
     result.machine.loadAverageAtEnd = os.loadavg();
     await tracker.close().catch(() => undefined);
     await Promise.all([...live.processes].map((p) => p.stop(STOP_PROCESS_MS).catch(() => undefined)));
+    await keepLogs(result, [...live.processes]).catch((err: Error) =>
+      console.log(`scale: the processes' logs were not kept: ${err.message}`),
+    );
     live.processes.clear();
     for (const pid of strayChildren()) process.kill(pid, 'SIGKILL');
     client?.close();
@@ -1086,6 +1091,22 @@ async function runOnce(shape: RunShape, settings: Settings): Promise<RunResult> 
   }
   result.problems.push(...tracker.troubles.map((t) => `etcd watch: ${t}`));
   return result;
+}
+
+/**
+ * Every process's log lines (warn and above for agents) beside the result, for reading a
+ * collapse in order: the figures say that sessions stopped, the lines say which came first.
+ */
+async function keepLogs(r: RunResult, processes: LoggedProcess[]): Promise<void> {
+  const dir = resultPath('scale', new Date(r.date), `${r.settings.identities}x${r.settings.agents}`).replace(
+    /\.json$/,
+    '.logs',
+  );
+  await mkdir(dir, { recursive: true });
+  for (const p of processes) {
+    const lines = [...p.otherLines, ...p.records.map((rec) => JSON.stringify(rec))];
+    await writeFile(join(dir, `${p.name}.jsonl`), lines.join('\n') + '\n');
+  }
 }
 
 // --- report -------------------------------------------------------------------------------------

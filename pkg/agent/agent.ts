@@ -18,6 +18,7 @@ import {
 import { HistoryWriter } from '../history/index.js';
 import type { IdentityDriver } from '../identity/driver.js';
 import { Lifeline } from '../identity/lifeline.js';
+import { SpawnTurns } from '../identity/spawn-turns.js';
 import {
   NatsServiceDriver,
   type NatsServiceHandlers,
@@ -68,6 +69,8 @@ export class Agent {
   private readonly runners = new Map<string, IdentityRunner>();
   /** Logins of all identities take turns (admission.ts). */
   private readonly admission: Admission;
+  /** Every process service's spawn takes its own pass of the loop (spawn-turns.ts). */
+  private readonly spawnTurns = new SpawnTurns();
   private readonly retryLog = new SharedRetryLog(() => Date.now());
   private readonly startedAt = new Date();
   private controlServer: ControlServer | undefined;
@@ -327,6 +330,7 @@ export class Agent {
           logger: this.logger,
           runDir: this.runDir,
           lifeline: this.lifeline,
+          spawnTurns: this.spawnTurns,
           clock: this.clock,
           policy: execPolicy(this.config),
         },

@@ -22,6 +22,7 @@ import {
   type ExitInfo,
 } from './service-process.js';
 import type { RunAs } from './run-as.js';
+import type { SpawnTurns } from './spawn-turns.js';
 
 /** A channel-less service that dies this soon after spawning did not start (bad argv, missing
  * binary behind the lifeline wrapper, which itself always spawns fine). */
@@ -44,6 +45,9 @@ export interface ProcessDriverOptions {
    * tests): spec.command runs as it is, as this process's user.
    */
   policy?: ExecPolicy;
+  /** The agent's spawn turns (one per agent, shared by its drivers): each spawn waits for a
+   * pass of the event loop of its own. Absent (library use, tests): spawns run at once. */
+  spawnTurns?: SpawnTurns;
 }
 
 /** How the next process is spawned: the allowed argv and the user, when a policy applies. */
@@ -156,7 +160,8 @@ export abstract class ProcessStarter extends EventEmitter {
   /** Start a warm process and wait for `ready`. */
   protected async startStandby(): Promise<void> {
     const plan = await this.launchPlan();
-    this.assertOpen('start the warm service'); // closed while the policy was asked
+    await this.opts.spawnTurns?.turn();
+    this.assertOpen('start the warm service'); // closed while the policy was asked or the turn awaited
     const proc = this.spawnProcess('standby', undefined, plan);
     const ready = await proc.awaitMessage('ready', this.spec.startTimeoutMs);
     if (ready.kind === 'ok') {
@@ -187,6 +192,7 @@ export abstract class ProcessStarter extends EventEmitter {
           if (purpose === 'term') {
             // This process is spawned under the term (it carries the term's deadline).
             const plan = this.proc?.alive ? {} : await this.launchPlan();
+            if (!this.proc?.alive) await this.opts.spawnTurns?.turn();
             if (!termMayAct(ctx)) return TERM_ENDED;
             this.assertOpen('start the service');
             if (!this.proc?.alive) await this.startStandbyUnderTerm(plan);
@@ -231,7 +237,9 @@ export abstract class ProcessStarter extends EventEmitter {
     } catch (err) {
       return { ok: false, reason: (err as Error).message };
     }
-    // A logout or close that came while the policy was asked found nothing to stop: start nothing.
+    await this.opts.spawnTurns?.turn();
+    // A logout or close that came while the policy was asked (or the spawn's turn awaited)
+    // found nothing to stop: start nothing.
     if (generation !== this.generation || this.closed) {
       return { ok: false, reason: 'abandoned: a logout or close came while the service was starting' };
     }
