@@ -643,6 +643,8 @@ interface RunResult {
     etcdRequestsPerS: number | undefined;
     etcdMessagesPerS: number | undefined;
     benchCpuPct: number;
+    /** The whole machine's busy time over the window (/proc/stat), as % of all its cores. */
+    machineCpuPct: number | undefined;
     loadAverage: number[];
     etcdDbBytes: number | undefined;
     etcdKeys: number | undefined;
@@ -924,8 +926,10 @@ async function runOnce(shape: RunShape, settings: Settings): Promise<RunResult> 
     const ctlBefore = controllerPid && sampleProc(controllerPid);
     const restStarted = performance.now();
     const benchCpuBefore = process.cpuUsage();
+    const machineBefore = machineTicks();
     await delay(restS * 1000);
     const benchCpu = process.cpuUsage(benchCpuBefore);
+    const machineAfter = machineTicks();
     const etcdAfter = await scrapeEtcd(etcd.hostEndpoint);
     const windowS = (performance.now() - restStarted) / 1000;
     const figures = (name: string, pid: number | undefined, before: ProcSample | undefined): ProcFigures => {
@@ -945,6 +949,10 @@ async function runOnce(shape: RunShape, settings: Settings): Promise<RunResult> 
       etcdRequestsPerS: rate(etcdBefore.handled, etcdAfter.handled),
       etcdMessagesPerS: rate(etcdBefore.messages, etcdAfter.messages),
       benchCpuPct: (benchCpu.user + benchCpu.system) / 1000 / 10 / windowS,
+      machineCpuPct:
+        machineBefore && machineAfter
+          ? (100 * (machineAfter.busy - machineBefore.busy)) / (machineAfter.total - machineBefore.total)
+          : undefined,
       loadAverage: os.loadavg(),
       etcdDbBytes: etcdAfter.dbBytes,
       etcdKeys: etcdAfter.keys,
@@ -1109,6 +1117,22 @@ async function keepLogs(r: RunResult, processes: LoggedProcess[]): Promise<void>
   }
 }
 
+/** The machine's CPU ticks so far (/proc/stat's first line): busy is all but idle and iowait. */
+function machineTicks(): { busy: number; total: number } | undefined {
+  try {
+    const fields = readFileSync('/proc/stat', 'utf8')
+      .split('\n', 1)[0]!
+      .trim()
+      .split(/\s+/)
+      .slice(1, 9)
+      .map(Number);
+    const total = fields.reduce((a, b) => a + b, 0);
+    return { busy: total - fields[3]! - fields[4]!, total };
+  } catch {
+    return undefined; // not Linux: the figure is n/a
+  }
+}
+
 // --- report -------------------------------------------------------------------------------------
 
 function verdict(ok: boolean | undefined): string {
@@ -1173,6 +1197,12 @@ function report(r: RunResult, settings: Settings): void {
     rows.push([
       'controller RSS, CPU at rest',
       ctl ? `${fixed(ctl.rssMiB, 0)} MiB, ${fixed(ctl.cpuPct, 2)} %` : 'n/a',
+      '',
+      '',
+    ]);
+    rows.push([
+      'machine CPU at rest (every process, all cores)',
+      rest.machineCpuPct === undefined ? 'n/a' : `${rest.machineCpuPct.toFixed(1)} %`,
       '',
       '',
     ]);

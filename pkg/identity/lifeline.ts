@@ -68,9 +68,11 @@ export const KILL_COST_PER_SERVICE_MS = 0.5;
 
 /**
  * Longest single sleep of a reaper's deadline timer, which reads the clock between them. A
- * sleep that starts late (the host frozen between the timer reading the clock and its `sleep`
+ * sleep that starts late (the host frozen between the timer reading the clock and its sleep
  * starting) ends this much past the deadline at most; a longer one could end a whole TTL past
- * it. Each step forks one `sleep`: 10 a second per armed deadline (one per etcd session).
+ * it. Under bash a step forks nothing (REAPER_SHELLS); under a plain sh each step forks one
+ * `sleep`: 10 a second per armed deadline (one per etcd session), which ten agents' reapers on
+ * one 2-core VM whose forks are slow paid with a third of its CPU.
  */
 export const REAPER_TIMER_STEP_MS = 100;
 
@@ -89,6 +91,13 @@ export const REAPER_TIMER_STEP_MS = 100;
  */
 export const REAPER_NICE = -10;
 
+/**
+ * The reaper's shell, best first. bash naps without forking (`read -t` on a pipe the shell
+ * holds both ends of, so nothing ever arrives); any POSIX sh does the same job forking a
+ * `sleep` per nap. Absolute paths: the agent's PATH is not the reaper's concern.
+ */
+export const REAPER_SHELLS = ['/bin/bash', '/usr/bin/bash', '/bin/sh'] as const;
+
 /** Seconds between the reaper's checks that its groups are gone (sh `sleep` takes fractions). */
 const REAPER_TICK = 0.05;
 
@@ -97,6 +106,14 @@ const REAPER_TICK = 0.05;
 // dies anyway (SIGKILL), and it ends by itself on EOF.
 const REAPER_SCRIPT = `
 trap '' INT HUP TERM PIPE
+# nap SECONDS: bash reads fd 9 with a timeout, a pipe this shell holds both ends of (opened
+# once, inherited by every timer), so nothing arrives and nothing is forked; a read that ends
+# any other way than by its timeout (status > 128) falls back to sleep. Parsed by any sh, run
+# only by bash (the eval hides bash's syntax from sh's parser).
+nap() { sleep "$1"; }
+if [ -n "\${BASH_VERSION:-}" ] && eval 'exec 9<> <(:)' 2>/dev/null; then
+  nap() { read -r -t "$1" -u 9 _; [ $? -gt 128 ] || sleep "$1"; }
+fi
 groups=' '
 names=' '
 # A deadline's members are c_<name>, its timer's pid t_<name>. Timers are subshells that
@@ -117,12 +134,14 @@ rearm() {
   ( trap 'for p in $members; do kill -KILL -"$p" 2>/dev/null; done
       at=$(date +%s%3N 2>/dev/null); for p in $members; do echo "expired $p $at"; done' EXIT
     while :; do
-      read up _ </proc/uptime
+      up=
+      read up _ </proc/uptime || exit
+      case $up in *.??) ;; *) exit ;; esac
       left=$(($2 - \${up%.*} * 1000 - 1\${up#*.} * 10 + 1000))
       [ "$left" -le 0 ] && break
       [ "$left" -gt ${REAPER_TIMER_STEP_MS} ] && left=${REAPER_TIMER_STEP_MS}
       case $left in ?) s=0.00$left ;; ??) s=0.0$left ;; *) s=0.$left ;; esac
-      sleep "$s"
+      nap "$s"
     done ) &
   eval "t_$1=$!"
 }
@@ -152,7 +171,7 @@ while [ "$ticks" -lt ${Math.ceil(REAPER_GRACE_MS / 1000 / REAPER_TICK)} ]; do
   alive=
   for g in $groups; do kill -0 -"$g" 2>/dev/null && alive=1; done
   [ -z "$alive" ] && exit 0
-  sleep ${REAPER_TICK}
+  nap ${REAPER_TICK}
   ticks=$((ticks + 1))
 done
 for g in $groups; do kill -KILL -"$g" 2>/dev/null; done
@@ -171,6 +190,9 @@ export interface LifelineOptions {
   clock?: Clock;
   /** Told each time the reaper killed a service because its deadline passed. */
   expired?: () => void;
+  /** The reaper's shell (default: the first of REAPER_SHELLS found). Tests pin /bin/sh to
+   * prove the forking fallback still keeps time. */
+  shell?: string;
 }
 
 export class Lifeline {
@@ -199,6 +221,8 @@ export class Lifeline {
     private readonly onExpired: (() => void) | undefined,
     /** /proc/uptime minus performance.now(), read at start (rounded down: instants early). */
     private readonly uptimeOffsetMs: number,
+    /** The reaper's shell (the first of REAPER_SHELLS found here). */
+    readonly shell: string,
   ) {
     this.restartFailures = new ReasonLog(
       log,
@@ -232,16 +256,27 @@ export class Lifeline {
         { cause: err },
       );
     }
-    const lifeline = new Lifeline(log, setpriv, opts.clock ?? systemClock, opts.expired, uptimeOffsetMs);
+    const shell = opts.shell ?? (await findReaperShell());
+    const lifeline = new Lifeline(
+      log,
+      setpriv,
+      opts.clock ?? systemClock,
+      opts.expired,
+      uptimeOffsetMs,
+      shell,
+    );
     try {
       await lifeline.startReaper();
     } catch (err) {
       throw new Error(
-        `cannot start the lifeline reaper (/bin/sh): ${(err as Error).message}. Services would outlive a killed agent, so the agent refuses to run them`,
+        `cannot start the lifeline reaper (${shell}): ${(err as Error).message}. Services would outlive a killed agent, so the agent refuses to run them`,
         { cause: err },
       );
     }
-    log.info({ reaperPid: lifeline.reaperPid, pdeathsig: setpriv !== undefined }, 'lifeline ready');
+    log.info(
+      { reaperPid: lifeline.reaperPid, reaperShell: shell, pdeathsig: setpriv !== undefined },
+      'lifeline ready',
+    );
     return lifeline;
   }
 
@@ -386,7 +421,7 @@ export class Lifeline {
   }
 
   private async startReaper(): Promise<void> {
-    const reaper = spawn('/bin/sh', ['-c', REAPER_SCRIPT], {
+    const reaper = spawn(this.shell, ['-c', REAPER_SCRIPT], {
       // Its own session: a signal to the agent's process group (Ctrl-C, a supervisor) must not
       // take the reaper down with the agent, since acting after the agent's death is its job.
       detached: true,
@@ -567,6 +602,19 @@ async function findSetpriv(): Promise<string | undefined> {
     if (works) return candidate;
   }
   return undefined;
+}
+
+/** The first of REAPER_SHELLS this host can run (/bin/sh, which POSIX promises, failing all). */
+async function findReaperShell(): Promise<string> {
+  for (const candidate of REAPER_SHELLS) {
+    try {
+      await access(candidate, fsConstants.X_OK);
+      return candidate;
+    } catch {
+      // next
+    }
+  }
+  return '/bin/sh';
 }
 
 /** Signal a whole process group; false if it no longer exists. */

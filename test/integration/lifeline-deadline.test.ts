@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { pino } from 'pino';
 import { UPTIME_RESOLUTION_MS } from '../../pkg/clock/uptime.js';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { getPriority } from 'node:os';
 import {
   KILL_COST_PER_SERVICE_MS,
@@ -202,6 +202,95 @@ describe('lifeline deadline (real processes)', function () {
       expectAhead(next);
     } finally {
       await own.close();
+    }
+  });
+});
+
+/** Every process below `root` now, by name (comm), read from /proc. */
+function descendants(root: number): Map<number, string> {
+  const parentOf = new Map<number, number>();
+  const names = new Map<number, string>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // exited while we looked
+    }
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    parentOf.set(Number(entry), Number(fields[1]));
+    names.set(Number(entry), stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')));
+  }
+  const below = new Map<number, string>();
+  for (const [pid, name] of names) {
+    for (let p = parentOf.get(pid); p !== undefined && p > 1; p = parentOf.get(p)) {
+      if (p === root) {
+        below.set(pid, name);
+        break;
+      }
+    }
+  }
+  return below;
+}
+
+describe("lifeline deadline: the reaper's shell", function () {
+  this.timeout(30_000);
+
+  /** Watch the reaper's descendants for `ms` while one deadline `deadlineMs` out is armed. */
+  async function watchTimer(
+    shell: string | undefined,
+  ): Promise<{ shell: string; seen: Map<number, string> }> {
+    const lifeline = await Lifeline.start(pino({ level: 'silent' }), shell ? { shell } : {});
+    const [cmd, ...args] = lifeline.wrap(['sleep', '1000']);
+    const child = spawn(cmd!, args, { detached: true, stdio: 'ignore' });
+    try {
+      await new Promise((resolve) => child.once('spawn', resolve));
+      lifeline.register(child.pid!);
+      lifeline.cover(child.pid!, 5_000, 's90');
+      await lifeline.ping();
+      const seen = new Map<number, string>();
+      const until = performance.now() + 10 * REAPER_TIMER_STEP_MS;
+      while (performance.now() < until) {
+        for (const [pid, name] of descendants(lifeline.reaperPid!)) seen.set(pid, name);
+        await delay(REAPER_TIMER_STEP_MS / 10);
+      }
+      lifeline.uncover(child.pid!);
+      return { shell: lifeline.shell, seen };
+    } finally {
+      child.kill('SIGKILL');
+      await lifeline.close();
+    }
+  }
+
+  it('under bash, a waiting deadline timer forks nothing: one timer process, no sleep', async function () {
+    const { shell, seen } = await watchTimer(undefined);
+    expect(shell).to.match(/bash$/);
+    expect([...seen.values()], 'processes under the reaper over ten timer steps').to.deep.equal(['bash']);
+  });
+
+  it('under a plain sh (no bash), the same timer forks a sleep per step and still kills at the deadline', async function () {
+    const { shell, seen } = await watchTimer('/bin/sh');
+    expect(shell).to.equal('/bin/sh');
+    // The probe above sees forks when there are some: at least half of the ten steps' sleeps.
+    expect([...seen.values()].filter((name) => name === 'sleep').length).to.be.at.least(5);
+
+    const lifeline = await Lifeline.start(pino({ level: 'silent' }), { shell: '/bin/sh' });
+    const [cmd, ...args] = lifeline.wrap(['sleep', '1000']);
+    const child = spawn(cmd!, args, { detached: true, stdio: 'ignore' });
+    try {
+      const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+        child.once('exit', (_c, s) => resolve(s)),
+      );
+      await new Promise((resolve) => child.once('spawn', resolve));
+      lifeline.register(child.pid!);
+      const armedAt = performance.now();
+      lifeline.arm(child.pid!, 300);
+      expect(await withTimeout(exited, 5_000, 'the armed service to be killed')).to.equal('SIGKILL');
+      expect(performance.now() - armedAt).to.be.at.least(300 - 2 * UPTIME_RESOLUTION_MS);
+    } finally {
+      child.kill('SIGKILL');
+      await lifeline.close();
     }
   });
 });
