@@ -22,7 +22,7 @@ import {
   type ExitInfo,
 } from './service-process.js';
 import type { RunAs } from './run-as.js';
-import type { SpawnTurns } from './spawn-turns.js';
+import type { SpawnFor, SpawnTurns } from './spawn-turns.js';
 
 /** A channel-less service that dies this soon after spawning did not start (bad argv, missing
  * binary behind the lifeline wrapper, which itself always spawns fine). */
@@ -160,8 +160,10 @@ export abstract class ProcessStarter extends EventEmitter {
   /** Start a warm process and wait for `ready`. */
   protected async startStandby(): Promise<void> {
     const plan = await this.launchPlan();
-    await this.opts.spawnTurns?.turn();
+    await this.spawnTurn('standby');
     this.assertOpen('start the warm service'); // closed while the policy was asked or the turn awaited
+    // A login that came meanwhile started its own process: that one stays, alone.
+    if (this.proc?.alive) return;
     const proc = this.spawnProcess('standby', undefined, plan);
     const ready = await proc.awaitMessage('ready', this.spec.startTimeoutMs);
     if (ready.kind === 'ok') {
@@ -192,7 +194,10 @@ export abstract class ProcessStarter extends EventEmitter {
           if (purpose === 'term') {
             // This process is spawned under the term (it carries the term's deadline).
             const plan = this.proc?.alive ? {} : await this.launchPlan();
-            if (!this.proc?.alive) await this.opts.spawnTurns?.turn();
+            if (!this.proc?.alive) await this.spawnTurn('term');
+            if (generation !== this.generation) {
+              return { ok: false, reason: 'abandoned: a logout came while the service was starting' };
+            }
             if (!termMayAct(ctx)) return TERM_ENDED;
             this.assertOpen('start the service');
             if (!this.proc?.alive) await this.startStandbyUnderTerm(plan);
@@ -237,7 +242,7 @@ export abstract class ProcessStarter extends EventEmitter {
     } catch (err) {
       return { ok: false, reason: (err as Error).message };
     }
-    await this.opts.spawnTurns?.turn();
+    await this.spawnTurn('term');
     // A logout or close that came while the policy was asked (or the spawn's turn awaited)
     // found nothing to stop: start nothing.
     if (generation !== this.generation || this.closed) {
@@ -306,6 +311,12 @@ export abstract class ProcessStarter extends EventEmitter {
   private stopFailed(proc: ServiceProcess): Promise<boolean> {
     const replace = this.mode === 'warm' && proc.purpose === 'login';
     return proc.stop(this.spec.stopTimeoutMs + KILL_CONFIRM_MS, this.spec.stopTimeoutMs, replace);
+  }
+
+  /** Wait for this spawn's pass of the loop (spawn-turns.ts); without turns, no wait at all. */
+  private async spawnTurn(spawnFor: SpawnFor): Promise<void> {
+    const turns = this.opts.spawnTurns;
+    if (turns) await turns.turn(spawnFor);
   }
 
   protected spawnProcess(purpose: Purpose, ctx: LoginContext | undefined, plan: LaunchPlan): ServiceProcess {

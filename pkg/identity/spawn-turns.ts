@@ -8,7 +8,9 @@
 //
 // Here each spawn waits for a turn of its own: one per pass of the event loop, so timers and
 // I/O (a renewal acknowledged, a deadline pushed back) run between any two spawns. The total
-// cost is the same; what changes is that nothing waits behind more than one spawn.
+// cost is the same; what changes is that nothing waits behind more than one spawn. A spawn
+// under a term (a login, a restart of a logged-in service) goes before every standby waiting:
+// an agent starting a thousand warm standbys must not hold a failover's login back behind them.
 
 /** How a waiter gets the next pass of the loop (injected by tests that count passes). */
 export type NextPass = (run: () => void) => void;
@@ -16,36 +18,40 @@ export type NextPass = (run: () => void) => void;
 /** setImmediate scheduled from a check phase runs on the loop's next pass, after its timers and I/O. */
 const nextPass: NextPass = (run) => setImmediate(run);
 
+/** Who spawns: a service under a term goes first; a standby (nobody logged in) after. */
+export type SpawnFor = 'term' | 'standby';
+
 export class SpawnTurns {
-  private readonly waiting: Array<() => void> = [];
+  private readonly waiting: Record<SpawnFor, Array<() => void>> = { term: [], standby: [] };
   private scheduled = false;
 
   constructor(private readonly pass: NextPass = nextPass) {}
 
   /** Waiters in line (for metrics and tests). */
   get queued(): number {
-    return this.waiting.length;
+    return this.waiting.term.length + this.waiting.standby.length;
   }
 
   /**
-   * Resolves on a pass of the loop that no other waiter has: the caller spawns right after
-   * (no await between this and its spawn, or the turn is lost to whatever runs meanwhile).
+   * Resolves on a pass of the loop that no other waiter has, terms before standbys and each
+   * in the order asked: the caller spawns right after (no await between this and its spawn,
+   * or the turn is lost to whatever runs meanwhile).
    */
-  turn(): Promise<void> {
+  turn(spawnFor: SpawnFor): Promise<void> {
     return new Promise<void>((resolve) => {
-      this.waiting.push(resolve);
+      this.waiting[spawnFor].push(resolve);
       this.schedule();
     });
   }
 
   private schedule(): void {
-    if (this.scheduled || this.waiting.length === 0) return;
+    if (this.scheduled || this.queued === 0) return;
     this.scheduled = true;
     this.pass(() => {
       this.scheduled = false;
       // The waiter's continuation runs in this pass's microtasks; the next waiter's pass is
       // scheduled now, so it comes after the loop has gone round once more.
-      this.waiting.shift()?.();
+      (this.waiting.term.shift() ?? this.waiting.standby.shift())?.();
       this.schedule();
     });
   }

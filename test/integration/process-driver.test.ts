@@ -21,6 +21,7 @@ import { credentialPath, removeCredentialFile, writeCredentialFile } from '../..
 import type { LoginContext, ServiceReply } from '../../pkg/identity/driver.js';
 import { Lifeline } from '../../pkg/identity/lifeline.js';
 import { ProcessDriver } from '../../pkg/identity/process.js';
+import { SpawnTurns } from '../../pkg/identity/spawn-turns.js';
 import { LIVENESS_FRESH_MS } from '../../pkg/identity/service-process.js';
 import { ProcessService } from '../../pkg/spec/schema.js';
 import { repoRoot } from '../support/paths.js';
@@ -103,6 +104,7 @@ function driver(
     restart?: Partial<ProcessService['restart']>;
   },
   clock?: Clock,
+  spawnTurns?: SpawnTurns,
 ): ProcessDriver {
   const parsed = ProcessService.parse({ driver: 'process', ...spec });
   const d = new ProcessDriver(parsed, {
@@ -112,6 +114,7 @@ function driver(
     runDir: dir,
     lifeline,
     ...(clock ? { clock } : {}),
+    ...(spawnTurns ? { spawnTurns } : {}),
   });
   drivers.push(d);
   return d;
@@ -920,6 +923,79 @@ describe('process driver (real processes)', function () {
       // The process it started stays up as the standby, not logged in.
       expect(d.pid, 'the warm process stays as the standby').to.be.a('number');
       expect(await d.status(REQUEST_MS)).to.include({ loggedIn: false });
+    });
+  });
+
+  describe('a spawn waiting for its turn (spawn-turns.ts)', function () {
+    /** Turns whose passes the test hands out: a spawn waits until it is let through. */
+    function heldTurns(): { turns: SpawnTurns; waiting: () => number; letThrough: () => Promise<void> } {
+      const passes: Array<() => void> = [];
+      return {
+        turns: new SpawnTurns((run) => passes.push(run)),
+        waiting: () => passes.length,
+        letThrough: async () => {
+          passes.shift()?.();
+          await delay(0); // the waiter's continuation, and whatever it starts synchronously
+        },
+      };
+    }
+    const spawnWaiting = (held: { waiting: () => number }) =>
+      waitFor(() => held.waiting() > 0 || undefined, {
+        what: 'a spawn waiting for its turn',
+        timeoutMs: 5_000,
+      });
+
+    it('cold: a logout while the login waits for its turn wins; nothing is started', async function () {
+      const held = heldTurns();
+      const starts = join(dir, 'starts');
+      const d = driver(
+        { command: ['sh', '-c', 'echo started >> "$STARTS"; exec sleep 1000'], env: { STARTS: starts } },
+        undefined,
+        held.turns,
+      );
+      const login = d.login(ctx(31n)).then(
+        () => 'logged in',
+        (err: Error) => err.message,
+      );
+      await spawnWaiting(held);
+      expect(await d.logout(STOP_BUDGET_MS)).to.equal(true);
+      await held.letThrough();
+      expect(await login).to.match(/abandoned/);
+      expect(d.pid).to.equal(undefined);
+      expect(await readFile(starts, 'utf8').catch(() => '')).to.equal('');
+    });
+
+    it('cold: a term that ends while its login waits for the turn starts nothing', async function () {
+      const held = heldTurns();
+      const d = driver({ command: ['sleep', '1000'] }, undefined, held.turns);
+      let mayAct = true;
+      const login = d.login(ctx(32n, { mayAct: () => mayAct })).then(
+        () => 'logged in',
+        (err: Error) => err.message,
+      );
+      await spawnWaiting(held);
+      mayAct = false;
+      await held.letThrough();
+      expect(await login).to.match(/the term ended .* before the service could be started/);
+      expect(d.pid).to.equal(undefined);
+    });
+
+    it('warm: a driver closed while its standby waits for the turn starts nothing', async function () {
+      const held = heldTurns();
+      const d = driver(
+        { command: ['sleep', '1000'], mode: 'warm', channel: 'fd3', startTimeoutMs: 2_000 },
+        undefined,
+        held.turns,
+      );
+      const prepared = d.prepare().then(
+        () => 'prepared',
+        (err: Error) => err.message,
+      );
+      await spawnWaiting(held);
+      await d.close(STOP_BUDGET_MS);
+      await held.letThrough();
+      expect(await prepared).to.match(/cannot start the warm service: the driver is closed/);
+      expect(d.pid).to.equal(undefined);
     });
   });
 

@@ -19,7 +19,7 @@ describe('spawn turns', function () {
     const timersDone: Array<Promise<void>> = [];
     await Promise.all(
       [0, 1, 2].map(async (i) => {
-        await turns.turn();
+        await turns.turn('standby');
         order.push(`spawn ${i}`);
         timersDone.push(
           new Promise((resolve) => setTimeout(() => resolve(void order.push(`timer ${i}`)), 0)),
@@ -36,7 +36,7 @@ describe('spawn turns', function () {
     const manual: NextPass = (run) => passes.push(run);
     const turns = new SpawnTurns(manual);
     const got: number[] = [];
-    const all = [0, 1, 2].map((i) => turns.turn().then(() => got.push(i)));
+    const all = [0, 1, 2].map((i) => turns.turn('standby').then(() => got.push(i)));
     expect(turns.queued).to.equal(3);
     expect(passes, 'one pass asked for at a time').to.have.length(1);
     for (let pass = 0; pass < 3; pass++) {
@@ -49,10 +49,28 @@ describe('spawn turns', function () {
     expect(turns.queued).to.equal(0);
   });
 
+  it('lets a spawn under a term go before every standby waiting, each kind in the order asked', async function () {
+    const passes: Array<() => void> = [];
+    const turns = new SpawnTurns((run) => passes.push(run));
+    const got: string[] = [];
+    const all = [
+      turns.turn('standby').then(() => got.push('standby 1')),
+      turns.turn('standby').then(() => got.push('standby 2')),
+      turns.turn('term').then(() => got.push('term 1')),
+      turns.turn('term').then(() => got.push('term 2')),
+    ];
+    while (passes.length > 0) {
+      passes.shift()!();
+      await Promise.resolve();
+    }
+    await Promise.all(all);
+    expect(got).to.deep.equal(['term 1', 'term 2', 'standby 1', 'standby 2']);
+  });
+
   it('needs no pass of its own for a later lone waiter to get one', async function () {
     const turns = new SpawnTurns();
-    await turns.turn();
-    await turns.turn(); // would hang if the first pass left `scheduled` set
+    await turns.turn('term');
+    await turns.turn('standby'); // would hang if the first pass left `scheduled` set
     expect(turns.queued).to.equal(0);
   });
 });
