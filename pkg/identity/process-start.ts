@@ -313,7 +313,7 @@ export abstract class ProcessStarter extends EventEmitter {
     return proc.stop(this.spec.stopTimeoutMs + KILL_CONFIRM_MS, this.spec.stopTimeoutMs, replace);
   }
 
-  /** Wait for this spawn's pass of the loop (spawn-turns.ts); without turns, no wait at all. */
+  /** Wait for this spawn's pass of the loop (spawn-turns.ts); without turns, no pass to wait for. */
   private async spawnTurn(spawnFor: SpawnFor): Promise<void> {
     const turns = this.opts.spawnTurns;
     if (turns) await turns.turn(spawnFor);

@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { pino } from 'pino';
 import { UPTIME_RESOLUTION_MS } from '../../pkg/clock/uptime.js';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { getPriority } from 'node:os';
 import {
   KILL_COST_PER_SERVICE_MS,
@@ -13,6 +13,7 @@ import {
   REAPER_TIMER_STEP_MS,
 } from '../../pkg/identity/lifeline.js';
 import { watchDeaths, wallNow } from '../support/death-watch.js';
+import { descendantsOf } from '../support/processes.js';
 import { delay, waitFor, withTimeout } from '../support/wait.js';
 
 describe('lifeline deadline (real processes)', function () {
@@ -206,34 +207,6 @@ describe('lifeline deadline (real processes)', function () {
   });
 });
 
-/** Every process below `root` now, by name (comm), read from /proc. */
-function descendants(root: number): Map<number, string> {
-  const parentOf = new Map<number, number>();
-  const names = new Map<number, string>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-    } catch {
-      continue; // exited while we looked
-    }
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    parentOf.set(Number(entry), Number(fields[1]));
-    names.set(Number(entry), stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')));
-  }
-  const below = new Map<number, string>();
-  for (const [pid, name] of names) {
-    for (let p = parentOf.get(pid); p !== undefined && p > 1; p = parentOf.get(p)) {
-      if (p === root) {
-        below.set(pid, name);
-        break;
-      }
-    }
-  }
-  return below;
-}
-
 describe("lifeline deadline: the reaper's shell", function () {
   this.timeout(30_000);
 
@@ -252,7 +225,7 @@ describe("lifeline deadline: the reaper's shell", function () {
       const seen = new Map<number, string>();
       const until = performance.now() + 10 * REAPER_TIMER_STEP_MS;
       while (performance.now() < until) {
-        for (const [pid, name] of descendants(lifeline.reaperPid!)) seen.set(pid, name);
+        for (const [pid, name] of await descendantsOf(lifeline.reaperPid!)) seen.set(pid, name);
         await delay(REAPER_TIMER_STEP_MS / 10);
       }
       expect(child.exitCode === null && child.signalCode === null, 'the covered service runs on').to.equal(

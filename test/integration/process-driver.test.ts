@@ -928,15 +928,12 @@ describe('process driver (real processes)', function () {
 
   describe('a spawn waiting for its turn (spawn-turns.ts)', function () {
     /** Turns whose passes the test hands out: a spawn waits until it is let through. */
-    function heldTurns(): { turns: SpawnTurns; waiting: () => number; letThrough: () => Promise<void> } {
+    function heldTurns(): { turns: SpawnTurns; waiting: () => number; letThrough: () => void } {
       const passes: Array<() => void> = [];
       return {
         turns: new SpawnTurns((run) => passes.push(run)),
         waiting: () => passes.length,
-        letThrough: async () => {
-          passes.shift()?.();
-          await delay(0); // the waiter's continuation, and whatever it starts synchronously
-        },
+        letThrough: () => passes.shift()?.(),
       };
     }
     const spawnWaiting = (held: { waiting: () => number }) =>
@@ -959,7 +956,7 @@ describe('process driver (real processes)', function () {
       );
       await spawnWaiting(held);
       expect(await d.logout(STOP_BUDGET_MS)).to.equal(true);
-      await held.letThrough();
+      held.letThrough();
       expect(await login).to.match(/abandoned/);
       expect(d.pid).to.equal(undefined);
       expect(await readFile(starts, 'utf8').catch(() => '')).to.equal('');
@@ -975,7 +972,7 @@ describe('process driver (real processes)', function () {
       );
       await spawnWaiting(held);
       mayAct = false;
-      await held.letThrough();
+      held.letThrough();
       expect(await login).to.match(/the term ended .* before the service could be started/);
       expect(d.pid).to.equal(undefined);
     });
@@ -993,7 +990,7 @@ describe('process driver (real processes)', function () {
       );
       await spawnWaiting(held);
       await d.close(STOP_BUDGET_MS);
-      await held.letThrough();
+      held.letThrough();
       expect(await prepared).to.match(/cannot start the warm service: the driver is closed/);
       expect(d.pid).to.equal(undefined);
     });
