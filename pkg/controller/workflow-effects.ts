@@ -196,8 +196,11 @@ export class EffectRunner {
     if ((where ? HOLD_AFTER_CHECK : HOLD_BEFORE) !== effect || heldOnce) return;
     heldOnce = true;
     const at = where ? `${where} for` : 'before';
+    // Listen before telling: a test SIGSTOPs on seeing the line, and a SIGCONT that comes
+    // before the listener is consumed by the default action (continue) and never seen.
+    const resumed = new Promise((resolve) => process.once('SIGCONT', resolve));
     this.d.log.warn({ effect }, `failpoint: holding ${at} ${effect} until SIGCONT`);
-    await new Promise((resolve) => process.once('SIGCONT', resolve));
+    await resumed;
   }
 
   /** Not awaited: the login record is what the workflow watches; the reply is only logged. */
