@@ -130,15 +130,17 @@ rearm() {
   eval "members=\\\${c_$1:-}"
   [ -z "$members" ] && return
   # The kill is the subshell's EXIT trap: a timer that fails (a fork refused, an unreadable
-  # clock: sh exits on either) kills early rather than never. untime's SIGKILL runs no trap.
-  ( trap 'for p in $members; do kill -KILL -"$p" 2>/dev/null; done
-      at=$(date +%s%3N 2>/dev/null); for p in $members; do echo "expired $p $at"; done' EXIT
+  # clock: sh exits on either) kills early rather than never, and says it failed, so the
+  # agent does not blame a stall of its own. untime's SIGKILL runs no trap.
+  ( why=failed
+    trap 'for p in $members; do kill -KILL -"$p" 2>/dev/null; done
+      at=$(date +%s%3N 2>/dev/null); for p in $members; do echo "$why $p $at"; done' EXIT
     while :; do
       up=
       read up _ </proc/uptime || exit
       case $up in *.??) ;; *) exit ;; esac
       left=$(($2 - \${up%.*} * 1000 - 1\${up#*.} * 10 + 1000))
-      [ "$left" -le 0 ] && break
+      [ "$left" -le 0 ] && { why=expired; break; }
       [ "$left" -gt ${REAPER_TIMER_STEP_MS} ] && left=${REAPER_TIMER_STEP_MS}
       case $left in ?) s=0.00$left ;; ??) s=0.0$left ;; *) s=0.$left ;; esac
       nap "$s"
@@ -178,6 +180,14 @@ for g in $groups; do kill -KILL -"$g" 2>/dev/null; done
 exit 0
 `;
 
+/** What the agent logs when the reaper killed a service, by what its timer reported. */
+export const REAPER_KILLED = {
+  expired:
+    'service deadline expired before the agent renewed it (agent frozen or stalled?): the reaper killed the service',
+  failed:
+    "the reaper's deadline timer could not keep time (it could not read /proc/uptime, or could not fork) and killed the service early rather than never: check the host's process limit and that /proc is mounted and readable",
+} as const;
+
 /** Deadline names become shell variable names in the reaper. */
 const DEADLINE_NAME = /^[a-z0-9]{1,40}$/;
 
@@ -188,7 +198,7 @@ export interface LifelineOptions {
   pdeathsig?: boolean;
   /** Deadlines are kept on this clock's monotonic time (default: the system clock). */
   clock?: Clock;
-  /** Told each time the reaper killed a service because its deadline passed. */
+  /** Told each time the reaper killed a service: its deadline passed, or its timer failed. */
   expired?: () => void;
   /** The reaper's shell (default: the first of REAPER_SHELLS found). Tests pin /bin/sh to
    * prove the forking fallback still keeps time. */
@@ -436,15 +446,15 @@ export class Lifeline {
     reaper.stdin?.on('error', (err) => this.log.debug({ err: err.message }, 'lifeline pipe error'));
     const framer = new LineFramer(
       (line) => {
-        const expired = /^expired (\d+) ?(\d*)$/.exec(line);
-        if (expired) {
+        const killed = /^(expired|failed) (\d+) ?(\d*)$/.exec(line);
+        if (killed) {
           // The kill time comes from the reaper's clock: this agent may only now be resumed.
-          const killedAt = expired[2] ? new Date(Number(expired[2])).toISOString() : undefined;
+          const fields = {
+            servicePid: Number(killed[2]),
+            killedAt: killed[3] ? new Date(Number(killed[3])).toISOString() : undefined,
+          };
           this.onExpired?.();
-          this.log.error(
-            { servicePid: Number(expired[1]), killedAt },
-            'service deadline expired before the agent renewed it (agent frozen or stalled?): the reaper killed the service',
-          );
+          this.log.error(fields, killed[1] === 'expired' ? REAPER_KILLED.expired : REAPER_KILLED.failed);
           return;
         }
         const seq = Number(/^pong (\d+)$/.exec(line)?.[1]);

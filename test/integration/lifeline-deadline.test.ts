@@ -4,11 +4,14 @@ import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { pino } from 'pino';
 import { UPTIME_RESOLUTION_MS } from '../../pkg/clock/uptime.js';
-import { existsSync, readFileSync } from 'node:fs';
-import { getPriority } from 'node:os';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { getPriority, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import {
   KILL_COST_PER_SERVICE_MS,
   Lifeline,
+  REAPER_KILLED,
   REAPER_NICE,
   REAPER_TIMER_STEP_MS,
 } from '../../pkg/identity/lifeline.js';
@@ -271,6 +274,63 @@ describe("lifeline deadline: the reaper's shell", function () {
     } finally {
       child.kill('SIGKILL');
       await lifeline.close();
+    }
+  });
+
+  /** A lifeline whose log lines and kill reports are kept; one service under it, armed at `ms`. */
+  async function armedAndReported(ms: number, shell?: string) {
+    const said: Array<{ msg: string; servicePid?: number }> = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const line of chunk.toString().split('\n').filter(Boolean)) said.push(JSON.parse(line));
+        done();
+      },
+    });
+    let kills = 0;
+    const lifeline = await Lifeline.start(pino({ level: 'info' }, sink), {
+      ...(shell ? { shell } : {}),
+      expired: () => (kills += 1),
+    });
+    const [cmd, ...args] = lifeline.wrap(['sleep', '1000']);
+    const child = spawn(cmd!, args, { detached: true, stdio: 'ignore' });
+    try {
+      const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+        child.once('exit', (_c, s) => resolve(s)),
+      );
+      await new Promise((resolve) => child.once('spawn', resolve));
+      lifeline.register(child.pid!);
+      lifeline.arm(child.pid!, ms);
+      expect(await withTimeout(exited, 5_000, 'the service to be killed')).to.equal('SIGKILL');
+      const report = await waitFor(() => said.find((r) => r.servicePid === child.pid), {
+        what: "the agent's report of the kill",
+        timeoutMs: 5_000,
+      });
+      return { msg: report.msg, kills };
+    } finally {
+      child.kill('SIGKILL');
+      await lifeline.close();
+    }
+  }
+
+  it('a deadline that passes is reported as expired: the agent did not renew it in time', async () => {
+    expect(await armedAndReported(300)).to.deep.equal({ msg: REAPER_KILLED.expired, kills: 1 });
+  });
+
+  // The reaper's bash in a mount namespace of its own where /proc/uptime reads empty: its
+  // timers cannot tell the time. (The agent's own reading, outside, is unaffected.)
+  it('a timer that cannot read the clock kills its service at once, and says so instead of blaming a stalled agent', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'understudy-blind-reaper-'));
+    const shell = join(dir, 'bash-without-uptime');
+    writeFileSync(
+      shell,
+      `#!/bin/sh\nexec unshare --mount --propagation private /bin/sh -c 'mount --bind /dev/null /proc/uptime && exec /bin/bash "$@"' sh "$@"\n`,
+    );
+    chmodSync(shell, 0o755);
+    try {
+      // A minute away: only a timer that fails kills it within the test.
+      expect(await armedAndReported(60_000, shell)).to.deep.equal({ msg: REAPER_KILLED.failed, kills: 1 });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
