@@ -1,0 +1,172 @@
+// What one etcd commit costs on this machine, with nothing else running: the floor under every
+// step of a failover or handover that is "an etcd commit" (bench/README.md, "What dominates").
+// A single member and a 3-member cluster (the chaos topology's), each in containers as the
+// other benches run them; --puts sequential puts of a 200-byte value over 50 keys, each awaited
+// before the next (as a login's writes are). Prints the put latency the client saw (min,
+// median, p99, max) and, from the raft leader's /metrics, its WAL fsync and backend commit
+// durations (etcd's histogram buckets: "≤ 1 ms" means the bucket the quantile fell in).
+// Figures only; never fails on a timing. Every container is removed at the end. Results:
+// table on stdout, JSON in bench/results/.
+//
+//   npx tsx bench/etcd-commit.ts [--puts 1000]
+//   npm run bench -- etcd-commit --puts 1000
+import { parseArgs } from 'node:util';
+import type { Etcd3 } from 'etcd3';
+import { connectEtcd, within } from '../pkg/lease/index.js';
+import { Harness, type EtcdMember } from '../test/support/harness.js';
+import { machine, resultPath, versions, writeJson } from './results.js';
+
+/** Bound on one call of the bench's own (a put, a status, a scrape). */
+const CALL_MS = 5_000;
+/** The whole run stops by itself: containers up (~1 min), the puts, the scrapes. */
+const HARD_LIMIT_MS = 10 * 60_000;
+const KEYS = 50;
+const VALUE = 'x'.repeat(200);
+
+const { values } = parseArgs({ options: { puts: { type: 'string' } } });
+const puts = values.puts === undefined ? 1000 : Number(values.puts);
+if (!Number.isInteger(puts) || puts < 10 || puts > 100_000) {
+  console.error(`bench etcd-commit: --puts ${values.puts}: expected an integer from 10 to 100000`);
+  console.error('usage: npx tsx bench/etcd-commit.ts [--puts 1000]');
+  process.exit(1);
+}
+
+interface Histogram {
+  /** Upper bound (seconds) and cumulative count of each bucket, ascending. */
+  buckets: Array<[number, number]>;
+}
+
+async function histograms(endpoint: string, names: string[]): Promise<Map<string, Histogram>> {
+  const res = await fetch(`${endpoint}/metrics`, { signal: AbortSignal.timeout(CALL_MS) });
+  if (!res.ok) throw new Error(`GET ${endpoint}/metrics: HTTP ${res.status}`);
+  const text = await res.text();
+  const out = new Map<string, Histogram>();
+  for (const name of names) {
+    const buckets: Array<[number, number]> = [];
+    for (const m of text.matchAll(new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\S+)$`, 'gm'))) {
+      buckets.push([m[1] === '+Inf' ? Infinity : Number(m[1]), Number(m[2])]);
+    }
+    out.set(name, { buckets });
+  }
+  return out;
+}
+
+/** The bucket bound a quantile of the counts between two scrapes falls in, in ms. */
+function quantileBound(before: Histogram, after: Histogram, q: number): string {
+  const delta = after.buckets.map(([le, n], i) => [le, n - (before.buckets[i]?.[1] ?? 0)] as const);
+  const total = delta.at(-1)?.[1] ?? 0;
+  if (total === 0) return 'none';
+  const [le] = delta.find(([, n]) => n >= q * total)!;
+  return le === Infinity ? '> largest bucket' : `≤ ${le * 1000} ms`;
+}
+
+function count(before: Histogram, after: Histogram): number {
+  return (after.buckets.at(-1)?.[1] ?? 0) - (before.buckets.at(-1)?.[1] ?? 0);
+}
+
+const pick = (sorted: number[], q: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+
+async function raftLeader(members: EtcdMember[]): Promise<EtcdMember> {
+  const client = connectEtcd({ endpoints: [members[0]!.hostEndpoint] });
+  try {
+    const status = await client.maintenance.status(within(CALL_MS));
+    for (const m of members) {
+      const one = connectEtcd({ endpoints: [m.hostEndpoint] });
+      try {
+        if ((await one.maintenance.status(within(CALL_MS))).header.member_id === status.leader) return m;
+      } finally {
+        one.close();
+      }
+    }
+  } finally {
+    client.close();
+  }
+  throw new Error('no member is the raft leader');
+}
+
+async function measure(label: string, members: EtcdMember[]): Promise<Record<string, unknown>> {
+  const leader = await raftLeader(members);
+  const names = ['etcd_disk_wal_fsync_duration_seconds', 'etcd_disk_backend_commit_duration_seconds'];
+  // Through the leader, as an agent's writes mostly are (a follower forwards them to it).
+  const client: Etcd3 = connectEtcd({ endpoints: [leader.hostEndpoint] });
+  try {
+    for (let i = 0; i < KEYS; i++)
+      await client.put(`bench/commit/${i}`).value(VALUE).options(within(CALL_MS));
+    const before = await histograms(leader.hostEndpoint, names);
+    const ms: number[] = [];
+    for (let i = 0; i < puts; i++) {
+      const t = performance.now();
+      await client
+        .put(`bench/commit/${i % KEYS}`)
+        .value(VALUE)
+        .options(within(CALL_MS));
+      ms.push(performance.now() - t);
+    }
+    const after = await histograms(leader.hostEndpoint, names);
+    ms.sort((a, b) => a - b);
+    const [wal, commit] = names.map((n) => [before.get(n)!, after.get(n)!] as const);
+    const row = {
+      cluster: label,
+      puts,
+      putMs: { min: ms[0], median: pick(ms, 0.5), p99: pick(ms, 0.99), max: ms.at(-1) },
+      walFsync: {
+        count: count(...wal!),
+        median: quantileBound(...wal!, 0.5),
+        p99: quantileBound(...wal!, 0.99),
+      },
+      backendCommit: {
+        count: count(...commit!),
+        median: quantileBound(...commit!, 0.5),
+        p99: quantileBound(...commit!, 0.99),
+      },
+    };
+    const f = (n: number | undefined) => (n ?? NaN).toFixed(2);
+    console.log(
+      `${label.padEnd(10)} put ms min/median/p99/max ${f(row.putMs.min)} / ${f(row.putMs.median)} / ${f(row.putMs.p99)} / ${f(row.putMs.max)}; ` +
+        `leader's WAL fsync (${row.walFsync.count}) median ${row.walFsync.median}, p99 ${row.walFsync.p99}; ` +
+        `backend commit (${row.backendCommit.count}) median ${row.backendCommit.median}, p99 ${row.backendCommit.p99}`,
+    );
+    return row;
+  } finally {
+    client.close();
+  }
+}
+
+async function main(): Promise<void> {
+  const harness = await Harness.create();
+  const limit = setTimeout(() => {
+    console.error(
+      `bench etcd-commit: not done within ${HARD_LIMIT_MS / 60_000} min; removing the containers`,
+    );
+    void harness.close().finally(() => process.exit(2));
+  }, HARD_LIMIT_MS);
+  const stop = (signal: NodeJS.Signals) => {
+    void harness.close().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+  };
+  process.once('SIGINT', stop).once('SIGTERM', stop);
+  try {
+    const rows = [];
+    rows.push(await measure('1 member', [await harness.startEtcd('solo')]));
+    rows.push(await measure('3 members', (await harness.startEtcdCluster(3)).members));
+    const date = new Date();
+    const file = resultPath('etcd-commit', date, `${puts}`);
+    await writeJson(file, {
+      bench: 'etcd-commit',
+      date: date.toISOString(),
+      machine: machine(),
+      versions: versions(),
+      settings: { puts, keys: KEYS, valueBytes: VALUE.length },
+      rows,
+    });
+    console.log(`bench etcd-commit: results written to ${file}`);
+  } finally {
+    clearTimeout(limit);
+    await harness.close();
+  }
+}
+
+main().catch((err: Error) => {
+  console.error(`bench etcd-commit: ${err.message}`);
+  process.exit(1);
+});
