@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import type { Etcd3 } from 'etcd3';
 import { connectEtcd, within } from '../pkg/lease/index.js';
 import { Harness, type EtcdMember } from '../test/support/harness.js';
+import { reapOwn } from '../test/support/reaper.js';
 import { machine, resultPath, versions, writeJson } from './results.js';
 
 /** Bound on one call of the bench's own (a put, a status, a scrape). */
@@ -133,40 +134,58 @@ async function measure(label: string, members: EtcdMember[]): Promise<Record<str
   }
 }
 
-async function main(): Promise<void> {
-  const harness = await Harness.create();
-  const limit = setTimeout(() => {
-    console.error(
-      `bench etcd-commit: not done within ${HARD_LIMIT_MS / 60_000} min; removing the containers`,
-    );
-    void harness.close().finally(() => process.exit(2));
-  }, HARD_LIMIT_MS);
-  const stop = (signal: NodeJS.Signals) => {
-    void harness.close().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
-  };
-  process.once('SIGINT', stop).once('SIGTERM', stop);
-  try {
-    const rows = [];
-    rows.push(await measure('1 member', [await harness.startEtcd('solo')]));
-    rows.push(await measure('3 members', (await harness.startEtcdCluster(3)).members));
-    const date = new Date();
-    const file = resultPath('etcd-commit', date, `${puts}`);
-    await writeJson(file, {
-      bench: 'etcd-commit',
-      date: date.toISOString(),
-      machine: machine(),
-      versions: versions(),
-      settings: { puts, keys: KEYS, valueBytes: VALUE.length },
-      rows,
-    });
-    console.log(`bench etcd-commit: results written to ${file}`);
-  } finally {
-    clearTimeout(limit);
-    await harness.close();
-  }
+/** Set by a signal or the hard limit: the exit code once the containers are gone. */
+let interrupted: number | undefined;
+
+async function main(harness: Harness): Promise<void> {
+  const rows = [];
+  const solo = await harness.startEtcd('solo');
+  rows.push(await measure('1 member', [solo]));
+  // Stopped before the cluster's run: it must not share the cores with it.
+  await solo.stop();
+  rows.push(await measure('3 members', (await harness.startEtcdCluster(3)).members));
+  const date = new Date();
+  const file = resultPath('etcd-commit', date, `${puts}`);
+  await writeJson(file, {
+    bench: 'etcd-commit',
+    date: date.toISOString(),
+    machine: machine(),
+    versions: versions(),
+    settings: { puts, keys: KEYS, valueBytes: VALUE.length },
+    rows,
+  });
+  console.log(`bench etcd-commit: results written to ${file}`);
 }
 
-main().catch((err: Error) => {
-  console.error(`bench etcd-commit: ${err.message}`);
-  process.exit(1);
-});
+const harness = await Harness.create();
+let closing: Promise<void> | undefined;
+/** One removal of the containers, however many ask for it (the end, a signal, the limit). */
+const close = () => (closing ??= harness.close());
+/**
+ * A signal or the limit removes the containers, those still starting too (found by this
+ * process's labels), and exits. One whose creation the engine finishes after that is removed
+ * by the next run's harness, as any run's leftovers whose process is gone.
+ */
+const interrupt = (code: number) => {
+  interrupted ??= code;
+  void close()
+    .catch(() => undefined)
+    .then(() => reapOwn())
+    .finally(() => process.exit(interrupted));
+};
+const limit = setTimeout(() => {
+  console.error(`bench etcd-commit: not done within ${HARD_LIMIT_MS / 60_000} min; removing the containers`);
+  interrupt(2);
+}, HARD_LIMIT_MS);
+process.once('SIGINT', () => interrupt(130)).once('SIGTERM', () => interrupt(143));
+try {
+  await main(harness);
+} catch (err) {
+  // After a signal or the limit, the call cut short is not the news: the exit code is.
+  if (interrupted === undefined) console.error(`bench etcd-commit: ${(err as Error).message}`);
+  interrupted ??= 1;
+} finally {
+  clearTimeout(limit);
+  await close();
+}
+process.exit(interrupted ?? 0);

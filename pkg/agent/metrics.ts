@@ -97,7 +97,7 @@ export class AgentMetrics {
   });
   readonly lifelineKills = new Counter({
     name: 'understudy_lifeline_kills_total',
-    help: 'Services the lifeline killed because their deadline passed before the agent renewed it (the agent was frozen or starved); each one is a logout nobody asked for',
+    help: "Services the lifeline killed: their deadline passed before the agent renewed it (the agent was frozen or starved), or the reaper's timer could not keep time (the agent's log says which); each one is a logout nobody asked for",
     registers: [this.registry],
   });
   readonly loopDelay = new LoopDelay();

@@ -131,10 +131,13 @@ rearm() {
   [ -z "$members" ] && return
   # The kill is the subshell's EXIT trap: a timer that fails (a fork refused, an unreadable
   # clock: sh exits on either) kills early rather than never, and says it failed, so the
-  # agent does not blame a stall of its own. untime's SIGKILL runs no trap.
+  # agent does not blame a stall of its own. A failed timer reports without the kill time:
+  # that takes a fork, and a refused one would end the trap before the report. untime's
+  # SIGKILL runs no trap.
   ( why=failed
     trap 'for p in $members; do kill -KILL -"$p" 2>/dev/null; done
-      at=$(date +%s%3N 2>/dev/null); for p in $members; do echo "$why $p $at"; done' EXIT
+      at=; [ "$why" = failed ] || at=$(date +%s%3N 2>/dev/null)
+      for p in $members; do echo "$why $p $at"; done' EXIT
     while :; do
       up=
       read up _ </proc/uptime || exit

@@ -5,6 +5,7 @@ import { expect } from 'chai';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { REAPER_KILLED } from '../../pkg/identity/lifeline.js';
 import { putSpec } from '../../pkg/spec/store.js';
 import type { AgentProcess } from '../support/agents.js';
 import { IntegrationCluster } from '../support/cluster.js';
@@ -22,7 +23,8 @@ const LEASE = { ttlSeconds: 6, selfFenceMs: 3_000, logoutBudgetMs: 2_000 };
 const ALL_LOGGED_IN_MS = 180_000;
 
 const SESSION_STOP = 'etcd session must stop: identities led on it log out now';
-const LIFELINE_KILL = /^service deadline expired/;
+/** The agent's line for a service the lifeline killed, whichever way (REAPER_KILLED). */
+const LIFELINE_KILL = (msg: unknown) => (Object.values(REAPER_KILLED) as unknown[]).includes(msg);
 
 describe('200 identities on two agents, services that take a second to stop (real etcd, NATS, processes)', function () {
   this.timeout(15 * 60_000);
@@ -80,7 +82,7 @@ describe('200 identities on two agents, services that take a second to stop (rea
   /** Session stops other than a shutdown, and lifeline kills, in an agent's log. */
   function trouble(agent: AgentProcess): string[] {
     return agent.records
-      .filter((r) => (r.msg === SESSION_STOP && r.reason !== 'closed') || LIFELINE_KILL.test(String(r.msg)))
+      .filter((r) => (r.msg === SESSION_STOP && r.reason !== 'closed') || LIFELINE_KILL(r.msg))
       .map((r) => `${agent.node}: ${String(r.msg)} (${String(r.reason ?? r.servicePid)})`);
   }
 

@@ -177,9 +177,9 @@ export class Harness {
     if (opts.bindRepo) container = container.withWorkingDir(APP_DIR);
     if (opts.onStream) container = container.withLogConsumer(opts.onStream);
     if (opts.capabilities?.length) container = container.withAddedCapabilities(...opts.capabilities);
+    let started: StartedTestContainer;
     try {
-      const started = await container.start();
-      return { started, ports, name };
+      started = await container.start();
     } catch (err) {
       // A container that failed its readiness wait is still there: remove it, keep the cause.
       await (
@@ -195,6 +195,21 @@ export class Harness {
         },
       );
     }
+    if (this.closed) {
+      // Closed while this one was starting (a signal, a time limit): close() could not know it,
+      // nor remove the network it holds.
+      const engine = await docker();
+      await engine
+        .getContainer(name)
+        .remove({ force: true })
+        .catch(() => undefined);
+      await engine
+        .getNetwork(this.networkName)
+        .remove()
+        .catch(() => undefined); // another is still starting: the last one removes it
+      throw new Error(`the harness was closed while ${opts.kind} '${opts.alias}' started; it is removed`);
+    }
+    return { started, ports, name };
   }
 
   private track<T extends ManagedContainer>(container: T): T {

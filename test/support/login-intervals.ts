@@ -69,7 +69,8 @@ function parseAgent(agent: AgentLog, identity: string): Parsed[] {
   /** Service processes of the identity not seen exiting (a warm one starts before the login). */
   const running = new Set<number>();
   for (const r of agent.records) {
-    // The lifeline's deadline killed a service (this agent was frozen): that login ended then.
+    // The lifeline killed a service (its deadline passed, this agent frozen; or its timer
+    // failed): that login ended then.
     // Its record names no identity: it is matched by the service's pid (its process group).
     if (typeof r.killedAt === 'string' && typeof r.servicePid === 'number') {
       const killedAt = Date.parse(r.killedAt);
