@@ -69,9 +69,10 @@ function parseAgent(agent: AgentLog, identity: string): Parsed[] {
   /** Service processes of the identity not seen exiting (a warm one starts before the login). */
   const running = new Set<number>();
   for (const r of agent.records) {
-    // The lifeline killed a service (its deadline passed, this agent frozen; or its timer
-    // failed): that login ended then.
+    // The lifeline's deadline killed a service (this agent was frozen): that login ended then.
     // Its record names no identity: it is matched by the service's pid (its process group).
+    // A timer that failed reports no kill time (lifeline.ts): its login is left to end with
+    // the service's exit line, later, which can only lengthen it.
     if (typeof r.killedAt === 'string' && typeof r.servicePid === 'number') {
       const killedAt = Date.parse(r.killedAt);
       for (const p of [open, ...lingering]) {
