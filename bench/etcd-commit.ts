@@ -167,7 +167,8 @@ const close = () => (closing ??= harness.close());
  * by the next run's harness, as any run's leftovers whose process is gone.
  */
 const interrupt = (code: number) => {
-  interrupted ??= code;
+  if (interrupted !== undefined) return;
+  interrupted = code;
   void close()
     .catch(() => undefined)
     .then(() => reapOwn())
@@ -177,7 +178,9 @@ const limit = setTimeout(() => {
   console.error(`bench etcd-commit: not done within ${HARD_LIMIT_MS / 60_000} min; removing the containers`);
   interrupt(2);
 }, HARD_LIMIT_MS);
-process.once('SIGINT', () => interrupt(130)).once('SIGTERM', () => interrupt(143));
+// `on`, not `once`: a second signal (a wrapper relaying the terminal's Ctrl-C) must not kill
+// the process mid-removal; `interrupt` acts once.
+process.on('SIGINT', () => interrupt(130)).on('SIGTERM', () => interrupt(143));
 try {
   await main(harness);
 } catch (err) {

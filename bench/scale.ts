@@ -51,6 +51,14 @@ import { images } from '../test/support/images.js';
 import type { LoggedProcess } from '../test/support/logged-process.js';
 import { delay } from '../test/support/wait.js';
 import { gitVersion, resultPath, writeJson } from './results.js';
+import {
+  agentsFor,
+  FULL_PROFILE_AGENTS,
+  FULL_PROFILE_IDENTITIES,
+  hostsOf,
+  type RunShape,
+  shapeProblem,
+} from './scale-shape.js';
 
 // --- settings ----------------------------------------------------------------------------------
 
@@ -97,11 +105,6 @@ const IDENTITIES_PREFIX = `${new Keys().prefix}/identities/`;
 const AGENT_SCRIPT = 'cmd/agent/main.';
 const CONTROLLER_SCRIPT = 'cmd/controller/main.';
 
-interface RunShape {
-  agents: number;
-  identities: number;
-}
-
 interface Settings {
   runs: RunShape[];
   profile: string | undefined;
@@ -121,6 +124,14 @@ function intFlag(name: string, text: string | undefined, fallback: number, min: 
     throw new FlagError(`--${name} ${text}: expected a whole number from ${min} to ${max}`);
   }
   return value;
+}
+
+function fullProfileAgents(ttlS: number): number {
+  try {
+    return agentsFor(FULL_PROFILE_IDENTITIES, ttlS, FULL_PROFILE_AGENTS);
+  } catch (err) {
+    throw new FlagError(`--profile full --ttl ${ttlS}: ${(err as Error).message}`);
+  }
 }
 
 function parseFlags(args: string[]): Settings {
@@ -166,11 +177,11 @@ function parseFlags(args: string[]): Settings {
     else if (profile === 'full') {
       runs = [
         { agents: 10, identities: 1000 },
-        { agents: 10, identities: 10_000 },
+        { agents: fullProfileAgents(ttlS), identities: FULL_PROFILE_IDENTITIES },
       ];
     } else
       throw new FlagError(
-        `--profile ${profile}: expected quick (10 × 1000) or full (10 × 1000, then 10 × 10000)`,
+        `--profile ${profile}: expected quick (10 × 1000) or full (10 × 1000, then 10000 on the fewest agents from 10 up that accept them at --ttl)`,
       );
   } else {
     runs = [
@@ -180,6 +191,10 @@ function parseFlags(args: string[]): Settings {
         identities: intFlag('identities', values.identities, 1000, 1, 100_000),
       },
     ];
+  }
+  for (const run of runs) {
+    const problem = shapeProblem(run, ttlS);
+    if (problem) throw new FlagError(`--identities/--agents/--ttl: ${problem}`);
   }
   return { runs, profile, ttlS, stopMs, restS, startTimeoutS, holdMin };
 }
@@ -810,8 +825,9 @@ async function runOnce(shape: RunShape, settings: Settings): Promise<RunResult> 
     // Every agent's config: its identities with its priority for each.
     const hosted = nodes.map(() => ({}) as Record<string, { priority: number }>);
     names.forEach((name, i) => {
-      hosted[i % A]![name] = { priority: LEADER_PRIORITY };
-      hosted[(i + 1) % A]![name] = { priority: STANDBY_PRIORITY };
+      const { leader, standby } = hostsOf(i, A);
+      hosted[leader]![name] = { priority: LEADER_PRIORITY };
+      hosted[standby]![name] = { priority: STANDBY_PRIORITY };
     });
     const ports = await Promise.all(nodes.map(() => freePort()));
     t = performance.now();
@@ -832,8 +848,10 @@ async function runOnce(shape: RunShape, settings: Settings): Promise<RunResult> 
     result.setup.agentsSpawnedMs = Math.round(t0 - t);
 
     let victim: string | undefined;
+    let exitedBeforeKill = 0;
     for (const [node, a] of agents) {
       void a.process.exited.then(({ code, signal }) => {
+        if (victim === undefined) exitedBeforeKill += 1;
         if (node !== victim && !live.stopping) {
           const last = a.process.output().split('\n').slice(-5).join('\n    ');
           problem(`agent ${node} exited (code ${code}, signal ${signal}); last lines:\n    ${last}`);
@@ -857,12 +875,18 @@ async function runOnce(shape: RunShape, settings: Settings): Promise<RunResult> 
       `scale: phase 1: waiting for all ${N} identities to be logged in (at most ${startTimeoutS} s)`,
     );
     const listening = () => Object.values(result.start.agentsListeningMs).filter((v) => v !== null).length;
+    // With every agent gone nothing more can log in: the run could not run (its PROBLEM lines say why).
     result.start.reached = await waitUntil(
-      () => tracker.loggedIn === N,
+      () => tracker.loggedIn === N || exitedBeforeKill === A,
       startTimeoutS * 1000,
       () =>
         `${tracker.loggedIn}/${N} logged in, ${tracker.leaderCount} leader keys, ${listening()}/${A} agents listening`,
     );
+    if (exitedBeforeKill === A) {
+      throw new Error(
+        `every agent exited before all identities were logged in (${tracker.loggedIn}/${N}): nothing to measure; the PROBLEM lines above say why`,
+      );
+    }
     const firsts = [...tracker.firstLoggedInAt.values()].map((v) => v - t0);
     result.start.loggedIn = tracker.loggedIn;
     result.start.leaders = tracker.leaderCount;
@@ -1318,8 +1342,15 @@ function hardLimitMs(settings: Settings): number {
   );
 }
 
-/** Kill everything this bench started, remove its containers, exit with `code`. */
+/**
+ * Kill everything this bench started, remove its containers, exit with `code`. Once only: a
+ * Ctrl-C can arrive twice (the terminal's, and a wrapper's relay of it), and a second signal
+ * must not cut the removal short; the removal is bounded by CLEANUP_GRACE_MS instead.
+ */
+let abandoning = false;
 function abandon(why: string, code: number): void {
+  if (abandoning) return;
+  abandoning = true;
   live.stopping = true;
   console.error(`scale: ${why}; killing processes, removing containers, exiting`);
   for (const p of live.processes) {
@@ -1352,8 +1383,8 @@ const hardStop = setTimeout(
   limitMs,
 );
 hardStop.unref();
-process.once('SIGINT', () => abandon('interrupted (SIGINT)', 130));
-process.once('SIGTERM', () => abandon('terminated (SIGTERM)', 143));
+process.on('SIGINT', () => abandon('interrupted (SIGINT)', 130));
+process.on('SIGTERM', () => abandon('terminated (SIGTERM)', 143));
 console.log(
   `scale: ${settings.runs.map((r) => `${r.identities}×${r.agents}`).join(', then ')}; ` +
     `hard limit ${(limitMs / 60_000).toFixed(0)} min`,

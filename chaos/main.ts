@@ -40,9 +40,22 @@ type Command = (typeof COMMANDS)[number];
 
 /** The run's cluster, removed on Ctrl-C or a timeout's SIGTERM: no container outlives a run. */
 let current: Topology | undefined;
+// `on` and a flag, not `once`: a second signal (a wrapper relaying the terminal's Ctrl-C) must
+// not kill the process while it removes its containers. The removal is bounded instead: the
+// engine removes a container in seconds, and past this it is stuck and waiting helps no one.
+const SIGNAL_CLEANUP_MS = 120_000;
+let signalled = false;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
+  process.on(signal, () => {
+    if (signalled) return;
+    signalled = true;
     process.stderr.write(`chaos: ${signal}: removing the run's containers\n`);
+    setTimeout(() => {
+      process.stderr.write(
+        `chaos: containers not removed within ${SIGNAL_CLEANUP_MS / 1000} s; exiting anyway\n`,
+      );
+      process.exit(130);
+    }, SIGNAL_CLEANUP_MS).unref();
     void (current?.close() ?? Promise.resolve()).finally(() => process.exit(130));
   });
 }
