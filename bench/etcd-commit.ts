@@ -15,6 +15,7 @@ import type { Etcd3 } from 'etcd3';
 import { connectEtcd, within } from '../pkg/lease/index.js';
 import { Harness, type EtcdMember } from '../test/support/harness.js';
 import { reapOwn } from '../test/support/reaper.js';
+import { buckets, scrapeProm } from './prom.js';
 import { machine, resultPath, versions, writeJson } from './results.js';
 
 /** Bound on one call of the bench's own (a put, a status, a scrape). */
@@ -38,18 +39,8 @@ interface Histogram {
 }
 
 async function histograms(endpoint: string, names: string[]): Promise<Map<string, Histogram>> {
-  const res = await fetch(`${endpoint}/metrics`, { signal: AbortSignal.timeout(CALL_MS) });
-  if (!res.ok) throw new Error(`GET ${endpoint}/metrics: HTTP ${res.status}`);
-  const text = await res.text();
-  const out = new Map<string, Histogram>();
-  for (const name of names) {
-    const buckets: Array<[number, number]> = [];
-    for (const m of text.matchAll(new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\S+)$`, 'gm'))) {
-      buckets.push([m[1] === '+Inf' ? Infinity : Number(m[1]), Number(m[2])]);
-    }
-    out.set(name, { buckets });
-  }
-  return out;
+  const scrape = await scrapeProm(`${endpoint}/metrics`, CALL_MS);
+  return new Map(names.map((name) => [name, { buckets: buckets(scrape, name) }]));
 }
 
 /** The bucket bound a quantile of the counts between two scrapes falls in, in ms. */

@@ -44,6 +44,7 @@ import { AgentProcess } from '../test/support/agents.js';
 import { Harness, type EtcdMember } from '../test/support/harness.js';
 import type { LogRecord } from '../test/support/logged-process.js';
 import { delay, waitFor } from '../test/support/wait.js';
+import { type Scrape, scrapeProm, total } from './prom.js';
 
 const IDENTITY = 'bench-election';
 const FAULTS = ['raft-leader-kill', 'member-pause'] as const;
@@ -157,30 +158,14 @@ async function agreedLeader(members: MemberView[]): Promise<string | undefined> 
   return leader !== '0' && statuses.every((s) => s.leader === leader) ? leader : undefined;
 }
 
-async function scrape(endpoint: string): Promise<Map<string, number>> {
-  const res = await fetch(`${endpoint}/metrics`, { signal: AbortSignal.timeout(CALL_MS) });
-  if (!res.ok) throw new Error(`GET ${endpoint}/metrics: HTTP ${res.status}`);
-  const metrics = new Map<string, number>();
-  for (const line of (await res.text()).split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const match = /^([A-Za-z_:][\w:]*(?:\{[^}]*\})?)\s+(\S+)/.exec(line);
-    if (match) metrics.set(match[1]!, Number(match[2]));
-  }
-  return metrics;
-}
+const scrape = (endpoint: string): Promise<Scrape> => scrapeProm(`${endpoint}/metrics`, CALL_MS);
 
 /** Open LeaseKeepAlive streams on a member (only the agents keep leases alive here). */
 async function keepaliveStreams(member: EtcdMember): Promise<number | undefined> {
   try {
     const m = await scrape(member.hostEndpoint);
-    const sum = (name: string) => {
-      let total = 0;
-      for (const [key, value] of m) {
-        if (key.startsWith(`${name}{`) && key.includes('grpc_method="LeaseKeepAlive"')) total += value;
-      }
-      return total;
-    };
-    return sum('grpc_server_started_total') - sum('grpc_server_handled_total');
+    const keepalives = (name: string) => total(m, name, (l) => l.grpc_method === 'LeaseKeepAlive') ?? 0;
+    return keepalives('grpc_server_started_total') - keepalives('grpc_server_handled_total');
   } catch {
     return undefined;
   }
@@ -227,8 +212,7 @@ class RenewalTracker {
       while (this.running) {
         const polledAt = performance.now();
         try {
-          const m = await scrape(this.url);
-          const value = m.get('understudy_session_renewals_total');
+          const value = total(await scrape(this.url), 'understudy_session_renewals_total');
           if (value !== undefined) {
             if (this.last !== undefined && value > this.last) {
               this.increments.push(polledAt);

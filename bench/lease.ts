@@ -23,6 +23,7 @@ import {
   type Leadership,
 } from '../pkg/lease/index.js';
 import { Harness } from '../test/support/harness.js';
+import { byLabel, type Scrape, scrapeProm, total } from './prom.js';
 
 const ROUNDS = envInt('BENCH_ROUNDS', 20, 1);
 const WINDOW_S = envInt('BENCH_WINDOW_S', 10, 1);
@@ -92,44 +93,16 @@ function summary(samples: number[]): string {
 
 // --- etcd metrics ------------------------------------------------------------------------
 
-type Metrics = Map<string, number>;
+/** etcd's /metrics (served on the client URL). */
+const scrape = (endpoint: string): Promise<Scrape> => scrapeProm(`${endpoint}/metrics`, 5_000);
 
-/** All samples of etcd's /metrics (served on the client URL), keyed by `name{labels}`. */
-async function scrape(endpoint: string): Promise<Metrics> {
-  const res = await fetch(`${endpoint}/metrics`, { signal: AbortSignal.timeout(5_000) });
-  if (!res.ok) throw new Error(`GET ${endpoint}/metrics: HTTP ${res.status}`);
-  const metrics: Metrics = new Map();
-  for (const line of (await res.text()).split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const match = /^([A-Za-z_:][\w:]*(?:\{[^}]*\})?)\s+(\S+)/.exec(line);
-    if (match) metrics.set(match[1]!, Number(match[2]));
-  }
-  return metrics;
-}
+/** Sum of a metric over all its label sets (0 when etcd does not export it). */
+const sum = (m: Scrape, name: string): number => total(m, name) ?? 0;
 
-/** Sum of a metric over all its label sets. */
-function total(m: Metrics, name: string): number {
-  let sum = 0;
-  for (const [key, value] of m) {
-    if (key === name || key.startsWith(`${name}{`)) sum += value;
-  }
-  return sum;
-}
-
-function byMethod(m: Metrics, name: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const [key, value] of m) {
-    if (!key.startsWith(`${name}{`)) continue;
-    const method = /grpc_method="([^"]+)"/.exec(key)?.[1] ?? '?';
-    out.set(method, (out.get(method) ?? 0) + value);
-  }
-  return out;
-}
-
-function diffByMethod(before: Metrics, after: Metrics, name: string): string {
-  const b = byMethod(before, name);
+function diffByMethod(before: Scrape, after: Scrape, name: string): string {
+  const b = byLabel(before, name, 'grpc_method');
   const parts: string[] = [];
-  for (const [method, value] of byMethod(after, name)) {
+  for (const [method, value] of byLabel(after, name, 'grpc_method')) {
     const delta = value - (b.get(method) ?? 0);
     if (delta !== 0) parts.push(`${method}=${delta}`);
   }
@@ -244,7 +217,7 @@ async function electionBench(endpoint: string): Promise<void> {
       }
     }
     const elapsedS = (performance.now() - startedAt) / 1000;
-    const watchers = total(await scrape(endpoint), WATCHERS);
+    const watchers = sum(await scrape(endpoint), WATCHERS);
 
     console.log(`election after resign: ${summary(latencies)}`);
     console.log(
@@ -276,7 +249,7 @@ async function electionBench(endpoint: string): Promise<void> {
     if (nodes.length > 0) {
       await sleep(500);
       const left = await scrape(endpoint).then(
-        (m) => total(m, WATCHERS),
+        (m) => sum(m, WATCHERS),
         () => undefined,
       );
       console.log(
@@ -343,13 +316,13 @@ async function loadBench(
       sessions,
       identities,
       electMs,
-      electRequests: total(before, MSGS) - total(beforeElect, MSGS),
+      electRequests: sum(before, MSGS) - sum(beforeElect, MSGS),
       windowS,
-      requests: total(after, MSGS) - total(before, MSGS),
-      rpcs: total(after, RPCS) - total(before, RPCS),
+      requests: sum(after, MSGS) - sum(before, MSGS),
+      rpcs: sum(after, RPCS) - sum(before, RPCS),
       methods: diffByMethod(before, after, MSGS),
-      watchers: total(after, WATCHERS),
-      watchStreams: total(after, WATCH_STREAMS),
+      watchers: sum(after, WATCHERS),
+      watchStreams: sum(after, WATCH_STREAMS),
       keepaliveRate: (sessions * 1000) / opened[0]!.timing.keepaliveIntervalMs,
       allLeading: leaderships.every((l) => l.mayAct()),
     };

@@ -50,6 +50,7 @@ import { Harness } from '../test/support/harness.js';
 import { images } from '../test/support/images.js';
 import type { LoggedProcess } from '../test/support/logged-process.js';
 import { delay } from '../test/support/wait.js';
+import { parseProm, total } from './prom.js';
 import { gitVersion, resultPath, writeJson } from './results.js';
 import {
   agentsFor,
@@ -231,36 +232,6 @@ const fixed = (v: number | undefined, digits = 1) => (v === undefined ? 'n/a' : 
 const spreadText = (s: Spread | undefined, digits: number, unit: string) =>
   s ? `${s.min.toFixed(digits)} / ${s.median.toFixed(digits)} / ${s.max.toFixed(digits)} ${unit}` : 'n/a';
 const MiB = 1024 * 1024;
-
-// --- Prometheus text --------------------------------------------------------------------------
-
-interface Scrape {
-  /** Names with a # TYPE line: a labelled counter never incremented has no sample but is there. */
-  declared: Set<string>;
-  samples: Array<{ name: string; labels: Record<string, string>; value: number }>;
-}
-
-function parseProm(text: string): Scrape {
-  const scrape: Scrape = { declared: new Set(), samples: [] };
-  for (const line of text.split('\n')) {
-    const type = /^# TYPE (\S+) /.exec(line);
-    if (type) scrape.declared.add(type[1]!);
-    if (line === '' || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
-    if (!m) continue;
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!;
-    scrape.samples.push({ name: m[1]!, labels, value: Number(m[3]) });
-  }
-  return scrape;
-}
-
-/** Sum of a metric's samples; undefined when the metric does not exist at all. */
-function total(s: Scrape, name: string, keep: (labels: Record<string, string>) => boolean = () => true) {
-  const samples = s.samples.filter((x) => x.name === name && keep(x.labels));
-  if (samples.length === 0 && !s.declared.has(name)) return undefined;
-  return samples.reduce((sum, x) => sum + x.value, 0);
-}
 
 async function fetchText(url: string, init: RequestInit = {}): Promise<{ status: number; text: string }> {
   const res = await fetch(url, { ...init, signal: AbortSignal.timeout(HTTP_TIMEOUT_MS) });
