@@ -20,6 +20,8 @@ import { machine, resultPath, versions, writeJson } from './results.js';
 
 /** Bound on one call of the bench's own (a put, a status, a scrape). */
 const CALL_MS = 5_000;
+/** The engine removes a container in seconds; a removal taking longer is stuck. */
+const CLEANUP_BOUND_MS = 120_000;
 /** The whole run stops by itself: containers up (~1 min), the puts, the scrapes. */
 const HARD_LIMIT_MS = 10 * 60_000;
 const KEYS = 50;
@@ -160,6 +162,13 @@ const close = () => (closing ??= harness.close());
 const interrupt = (code: number) => {
   if (interrupted !== undefined) return;
   interrupted = code;
+  // Bounded, and not unref'd: a removal the engine does not finish still ends in `code`.
+  setTimeout(() => {
+    console.error(
+      `bench etcd-commit: containers not removed within ${CLEANUP_BOUND_MS / 1000} s; exiting anyway`,
+    );
+    process.exit(code);
+  }, CLEANUP_BOUND_MS);
   void close()
     .catch(() => undefined)
     .then(() => reapOwn())

@@ -815,7 +815,7 @@ async function main(): Promise<number> {
   );
   const timer = setTimeout(() => {
     process.stderr.write('bench failover: out of its time budget; removing its containers\n');
-    void (current?.close({ drain: false }) ?? Promise.resolve()).finally(() => process.exit(2));
+    closeAndExit(2);
   }, limit);
   timer.unref();
   await reapOrphans();
@@ -942,23 +942,31 @@ async function reanalyze(file: string): Promise<number> {
   );
 }
 
-// `on` and a flag, not `once`: a second signal (a wrapper relaying the terminal's Ctrl-C) must
-// not kill the process while it removes its containers. The removal is bounded instead: the
-// engine removes a container in seconds, and past this it is stuck and waiting helps no one.
-const SIGNAL_CLEANUP_MS = 120_000;
-let signalled = false;
+/** The engine removes a container in seconds; a removal taking longer is stuck, and waiting helps no one. */
+const CLEANUP_BOUND_MS = 120_000;
+let exiting = false;
+/**
+ * Remove the run's containers and exit with `code`, once: a second signal (a wrapper relaying
+ * the terminal's Ctrl-C) or the time budget firing meanwhile must not cut the removal short.
+ */
+function closeAndExit(code: number): void {
+  if (exiting) return;
+  exiting = true;
+  // Not unref'd: should the removal stall with nothing else pending, this still exits with `code`.
+  setTimeout(() => {
+    process.stderr.write(
+      `bench failover: containers not removed within ${CLEANUP_BOUND_MS / 1000} s; exiting anyway\n`,
+    );
+    process.exit(code);
+  }, CLEANUP_BOUND_MS);
+  void (current?.close({ drain: false }) ?? Promise.resolve()).finally(() => process.exit(code));
+}
+
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  // `on`, not `once`: a second signal must find a handler, or it kills the process mid-removal.
   process.on(signal, () => {
-    if (signalled) return;
-    signalled = true;
-    process.stderr.write(`bench failover: ${signal}: removing its containers\n`);
-    setTimeout(() => {
-      process.stderr.write(
-        `bench failover: containers not removed within ${SIGNAL_CLEANUP_MS / 1000} s; exiting anyway\n`,
-      );
-      process.exit(130);
-    }, SIGNAL_CLEANUP_MS).unref();
-    void (current?.close({ drain: false }) ?? Promise.resolve()).finally(() => process.exit(130));
+    if (!exiting) process.stderr.write(`bench failover: ${signal}: removing its containers\n`);
+    closeAndExit(130);
   });
 }
 
@@ -968,6 +976,6 @@ main().then(
     process.stderr.write(
       `bench failover: ${err instanceof UsageError ? '' : 'could not run: '}${(err as Error).message}\n`,
     );
-    void (current?.close({ drain: false }) ?? Promise.resolve()).finally(() => process.exit(1));
+    closeAndExit(1);
   },
 );

@@ -29,7 +29,8 @@ export function parseProm(text: string): Scrape {
     const m = SAMPLE.exec(line);
     if (!m) continue;
     const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(LABEL)) labels[l[1]!] = l[2]!.replace(/\\(.)/g, '$1');
+    for (const l of (m[2] ?? '').matchAll(LABEL))
+      labels[l[1]!] = l[2]!.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
     scrape.samples.push({ name: m[1]!, labels, value: promNumber(m[3]!) });
   }
   return scrape;
@@ -62,7 +63,10 @@ export function byLabel(s: Scrape, name: string, label: string): Map<string, num
   return out;
 }
 
-/** A histogram's cumulative buckets, [upper bound in its unit, count] ascending; +Inf last. */
+/**
+ * A histogram's cumulative buckets, [upper bound in its unit, count] ascending, +Inf last;
+ * series that differ in other labels are summed (etcd's disk histograms have none).
+ */
 export function buckets(s: Scrape, name: string): Array<[number, number]> {
   const byBound = byLabel(s, `${name}_bucket`, 'le');
   return [...byBound]

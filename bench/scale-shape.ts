@@ -39,7 +39,13 @@ export function hostedPerAgent(shape: RunShape): number[] {
 export function shapeProblem(shape: RunShape, ttlS: number): string | undefined {
   const most = Math.max(...hostedPerAgent(shape));
   const problem = killBudgetProblem(most, leaseTiming({ ttlSeconds: ttlS }, 'lease'));
-  return problem && `${shape.identities} identities on ${shape.agents} agents at T = ${ttlS} s: ${problem}`;
+  // The agent's words count hosted identities; each of the bench's is hosted by two agents.
+  return (
+    problem &&
+    `${shape.identities} identities on ${shape.agents} agents at T = ${ttlS} s host up to ${most} on one agent, ` +
+      `which the agents refuse: ${problem}. For the bench: more --agents, fewer --identities or a longer --ttl ` +
+      `(each identity is hosted by two agents)`
+  );
 }
 
 /**

@@ -822,7 +822,8 @@ async function runOnce(shape: RunShape, settings: Settings): Promise<RunResult> 
     let exitedBeforeKill = 0;
     for (const [node, a] of agents) {
       void a.process.exited.then(({ code, signal }) => {
-        if (victim === undefined) exitedBeforeKill += 1;
+        // Not once the bench is stopping: a Ctrl-C reaches the agents too (one process group).
+        if (victim === undefined && !live.stopping) exitedBeforeKill += 1;
         if (node !== victim && !live.stopping) {
           const last = a.process.output().split('\n').slice(-5).join('\n    ');
           problem(`agent ${node} exited (code ${code}, signal ${signal}); last lines:\n    ${last}`);
@@ -1329,7 +1330,8 @@ function abandon(why: string, code: number): void {
     rmSync(p.dir, { recursive: true, force: true });
   }
   for (const pid of strayChildren()) process.kill(pid, 'SIGKILL');
-  setTimeout(() => process.exit(code), CLEANUP_GRACE_MS).unref();
+  // Not unref'd: a removal that stalls with nothing else pending still ends in `code`.
+  setTimeout(() => process.exit(code), CLEANUP_GRACE_MS);
   void (live.harness?.close() ?? Promise.resolve())
     .catch((err: Error) => console.error(`scale: removing containers: ${err.message}`))
     .finally(() => process.exit(code));
@@ -1371,6 +1373,10 @@ try {
   clearTimeout(hardStop);
   process.exit(0);
 } catch (err) {
-  console.error(`scale: ${(err as Error).stack ?? String(err)}`);
-  process.exit(1);
+  // A run cut short by a signal or the hard limit fails here too: then abandon() exits, once
+  // the containers are removed.
+  if (!abandoning) {
+    console.error(`scale: ${(err as Error).stack ?? String(err)}`);
+    process.exit(1);
+  }
 }

@@ -55,7 +55,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
         `chaos: containers not removed within ${SIGNAL_CLEANUP_MS / 1000} s; exiting anyway\n`,
       );
       process.exit(130);
-    }, SIGNAL_CLEANUP_MS).unref();
+    }, SIGNAL_CLEANUP_MS); // not unref'd: a stalled removal still ends in exit 130
     void (current?.close() ?? Promise.resolve()).finally(() => process.exit(130));
   });
 }

@@ -18,7 +18,7 @@ describe('the benches: Prometheus text', () => {
     'etcd_disk_wal_fsync_duration_seconds_bucket{le="0.002"} 8',
     'etcd_disk_wal_fsync_duration_seconds_sum 0.01',
     'etcd_disk_wal_fsync_duration_seconds_count 9',
-    'understudy_build_info{version="a \\"quoted\\" b"} 1',
+    'understudy_build_info{version="a \\"quoted\\" b\\nc\\\\d"} 1',
     '',
   ].join('\n');
   const scrape = parseProm(page);
@@ -49,8 +49,8 @@ describe('the benches: Prometheus text', () => {
     ]);
   });
 
-  it('reads escaped quotes in a label value', () => {
+  it('reads escaped quotes, newlines and backslashes in a label value', () => {
     const info = scrape.samples.find((s) => s.name === 'understudy_build_info');
-    expect(info?.labels.version).to.equal('a "quoted" b');
+    expect(info?.labels.version).to.equal('a "quoted" b\nc\\d');
   });
 });

@@ -19,8 +19,10 @@ describe('the scale bench: its shapes', () => {
 
   it('refuses 10,000 identities on 10 agents at T = 5 s, in the words the agents would use', () => {
     const problem = shapeProblem({ agents: 10, identities: 10_000 }, 5);
-    expect(problem).to.match(/^10000 identities on 10 agents at T = 5 s: 2000 identities on one agent/);
-    expect(problem).to.include('spread them over more agents');
+    expect(problem).to.match(
+      /^10000 identities on 10 agents at T = 5 s host up to 2000 on one agent, which the agents refuse: 2000 identities on one agent may need/,
+    );
+    expect(problem).to.include('more --agents, fewer --identities or a longer --ttl');
   });
 
   it('agrees with the agent config: a shape it accepts loads, one it refuses does not', () => {
