@@ -165,7 +165,7 @@ const interrupt = (code: number) => {
   // Bounded, and not unref'd: a removal the engine does not finish still ends in `code`.
   setTimeout(() => {
     console.error(
-      `bench etcd-commit: containers not removed within ${CLEANUP_BOUND_MS / 1000} s; exiting anyway`,
+      `bench etcd-commit: containers not removed within ${CLEANUP_BOUND_MS / 1000} s; exiting anyway (the next npm test, npm run chaos or failover bench removes what is left)`,
     );
     process.exit(code);
   }, CLEANUP_BOUND_MS);

@@ -955,7 +955,7 @@ function closeAndExit(code: number): void {
   // Not unref'd: should the removal stall with nothing else pending, this still exits with `code`.
   setTimeout(() => {
     process.stderr.write(
-      `bench failover: containers not removed within ${CLEANUP_BOUND_MS / 1000} s; exiting anyway\n`,
+      `bench failover: containers not removed within ${CLEANUP_BOUND_MS / 1000} s; exiting anyway (the next npm test, npm run chaos or failover bench removes what is left)\n`,
     );
     process.exit(code);
   }, CLEANUP_BOUND_MS);

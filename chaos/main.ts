@@ -52,7 +52,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.stderr.write(`chaos: ${signal}: removing the run's containers\n`);
     setTimeout(() => {
       process.stderr.write(
-        `chaos: containers not removed within ${SIGNAL_CLEANUP_MS / 1000} s; exiting anyway\n`,
+        `chaos: containers not removed within ${SIGNAL_CLEANUP_MS / 1000} s; exiting anyway (the next npm test, npm run chaos or failover bench removes what is left)\n`,
       );
       process.exit(130);
     }, SIGNAL_CLEANUP_MS); // not unref'd: a stalled removal still ends in exit 130
