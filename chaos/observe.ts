@@ -4,14 +4,20 @@
 import { appendFile } from 'node:fs/promises';
 import type { Etcd3, Watcher } from 'etcd3';
 import type { NatsConnection } from 'nats';
-import { collectResponders } from '../pkg/identity/client.js';
+import { ResponderCollector } from '../pkg/identity/client.js';
 import { Keys, LeaderRecord, LoginRecord } from '../pkg/lease/keys.js';
 import { HistoryEvent, monotonicMs } from './history.js';
 
-/** The run's history: kept in memory for the checker, and appended to a JSONL file if given. */
+/**
+ * The run's history: kept in memory for the checker, and appended to a JSONL file if given.
+ * Lines recorded while a write is under way go out together in the next one: a benchmark's
+ * samplers record hundreds of events a second, and a file opened, written and closed for each
+ * was a load of its own on the machine measured.
+ */
 export class HistoryLog {
   readonly events: HistoryEvent[] = [];
   private writing: Promise<void> = Promise.resolve();
+  private unwritten: string[] = [];
 
   constructor(private readonly file?: string) {}
 
@@ -20,7 +26,15 @@ export class HistoryLog {
     const checked = HistoryEvent.parse(event);
     this.events.push(checked);
     const file = this.file;
-    if (file) this.writing = this.writing.then(() => appendFile(file, `${JSON.stringify(checked)}\n`));
+    if (!file) return;
+    this.unwritten.push(`${JSON.stringify(checked)}\n`);
+    // One write queued at a time: it takes every line recorded until it starts.
+    if (this.unwritten.length === 1)
+      this.writing = this.writing.then(() => {
+        const lines = this.unwritten.join('');
+        this.unwritten = [];
+        return appendFile(file, lines);
+      });
   }
 
   /** Everything recorded, in time order (observers append as they see things). */
@@ -104,11 +118,13 @@ export function samplePings(
 ): { stop(): Promise<void> } {
   let stopped = false;
   // A PING starts every everyMs whatever the ones before are doing: their windows overlap, so
-  // no moment goes unwatched (about windowMs / everyMs PINGs are open at once).
+  // no moment goes unwatched (about windowMs / everyMs PINGs are open at once), all answered
+  // through one subscription.
+  const collector = new ResponderCollector(nc);
   const open = new Set<Promise<void>>();
   const ping = () => {
     const t = monotonicMs();
-    const p = collectResponders(nc, identity, opts.windowMs, { now: monotonicMs }).then(
+    const p = collector.collect(identity, opts.windowMs, { now: monotonicMs }).then(
       (answers) =>
         log.add({
           kind: 'ping',
@@ -135,6 +151,7 @@ export function samplePings(
       stopped = true;
       clearInterval(timer);
       await Promise.all([...open]);
+      collector.close();
     },
   };
 }

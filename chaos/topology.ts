@@ -114,6 +114,8 @@ export interface TopologyOptions {
   specs?: IdentitySpecInput[];
   /** The PING sampler's period (default 50 ms); the benchmarks sample finer. */
   pingEveryMs?: number;
+  /** A period of its own for some identities (a benchmark samples finer only what it measures). */
+  pingEveryMsOf?: Readonly<Record<string, number>>;
   /** Durable requests per second to each durable identity (default: one every 500 ms). */
   durableRatePerS?: number;
   log: HistoryLog;
@@ -277,7 +279,7 @@ export class Topology {
     for (const node of nodes) await this.startAgent(node);
     for (const identity of this.identities) {
       const sampler = samplePings(this.nc, identity.name, log, {
-        everyMs: this.opts.pingEveryMs ?? PING_EVERY_MS,
+        everyMs: this.opts.pingEveryMsOf?.[identity.name] ?? this.opts.pingEveryMs ?? PING_EVERY_MS,
         windowMs: PING_WINDOW_MS,
       });
       this.stops.unshift(() => sampler.stop());

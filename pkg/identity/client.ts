@@ -47,7 +47,7 @@ import { type ErrorCode, headers as H, MAX_REQUEST_BYTES, subjects } from './wir
 export { msgHeaders, type NodeKeySource, type TrustedNodeKey } from './presence.js';
 // Every error the client throws is part of its API: callers catch them from here.
 export * from './client-errors.js';
-export { collectResponders, type PresenceAnswer } from './presence-probe.js';
+export { collectResponders, ResponderCollector, type PresenceAnswer } from './presence-probe.js';
 
 /**
  * Default wait for a core reply. A little longer than the spec's default requestTimeoutMs

@@ -7,6 +7,7 @@ import { generateCallerKey, RequestAuthenticator } from '../../pkg/identity/acce
 import {
   collectResponders,
   DurableReplies,
+  ResponderCollector,
   IdentityClient,
   IdentityRequestError,
   IdentityTimeoutError,
@@ -85,7 +86,7 @@ type Script = (subject: string, requestId: string) => Msg[];
 
 /** Just enough of a NatsConnection for the client: scripted replies, recorded publishes. */
 class FakeNats {
-  requests: Array<{ subject: string; data: Uint8Array; headers: MsgHdrs }> = [];
+  requests: Array<{ subject: string; data: Uint8Array; headers: MsgHdrs; reply: string }> = [];
   published: Array<{ subject: string; data: Uint8Array; msgID: string; headers: MsgHdrs }> = [];
   subs = new Map<string, Callback>();
   onRequest: Script = () => [];
@@ -96,7 +97,7 @@ class FakeNats {
     return { unsubscribe: () => this.subs.delete(subject) };
   }
   publish(subject: string, data: Uint8Array, opts: { reply: string; headers: MsgHdrs }) {
-    this.requests.push({ subject, data, headers: opts.headers });
+    this.requests.push({ subject, data, headers: opts.headers, reply: opts.reply });
     const answers = this.onRequest(subject, opts.headers.get(H.requestId));
     setImmediate(() => answers.forEach((m) => this.deliver(opts.reply, m)));
   }
@@ -109,9 +110,16 @@ class FakeNats {
       },
     };
   }
-  /** Deliver a message to a subscription, as the server would. */
+  /** Deliver a message to the subscriptions it matches (a trailing `*` is one token), as the server would. */
   deliver(subject: string, m: Msg) {
-    this.subs.get(subject)?.(null, m);
+    const routed = Object.assign(Object.create(m) as Msg, { subject });
+    for (const [pattern, callback] of this.subs) {
+      const prefix = pattern.endsWith('.*') ? pattern.slice(0, -1) : undefined;
+      const matches =
+        pattern === subject ||
+        (prefix !== undefined && subject.startsWith(prefix) && !subject.slice(prefix.length).includes('.'));
+      if (matches) callback(null, routed);
+    }
   }
   asConnection() {
     return this as unknown as NatsConnection;
@@ -484,6 +492,45 @@ describe('identity client: counting responders', function () {
     ]);
     expect(ignored).to.have.length(2);
     expect(fake.subs.size).to.equal(0);
+  });
+
+  it('answers each of many overlapping PINGs through one subscription, each answer to the PING it answers', async function () {
+    const fake = new FakeNats();
+    const answering = ['node-a', 'node-b', 'node-a'];
+    fake.onRequest = (_s, requestId) => [reply({ token: 5, node: answering.shift(), requestId })];
+    const collector = new ResponderCollector(fake.asConnection());
+    const found = await Promise.all([1, 2, 3].map(() => collector.collect(IDENTITY, 20, { keys })));
+    expect(found.map((answers) => answers.map((a) => a.node))).to.deep.equal([
+      ['node-a'],
+      ['node-b'],
+      ['node-a'],
+    ]);
+    expect(found[1]).to.deep.equal([{ node: 'node-b', token: 5n, verified: true, lease: 'lease-node-b' }]);
+    expect(fake.subs.size).to.equal(1);
+    expect(new Set(fake.requests.map((r) => r.reply)).size).to.equal(3);
+    collector.close();
+    expect(fake.subs.size).to.equal(0);
+  });
+
+  it('counts no answer that comes after its PING window, nor one meant for another PING', async function () {
+    const fake = new FakeNats();
+    fake.onRequest = () => [];
+    const collector = new ResponderCollector(fake.asConnection());
+    await collector.collect(IDENTITY, 10, { keys });
+    const late = fake.requests[0]!;
+    const pending = collector.collect(IDENTITY, 30, { keys });
+    // The first PING's answer, late: its window closed, and it answers a request id this one did not send.
+    fake.deliver(late.reply, reply({ token: 9, requestId: late.headers.get(H.requestId) }));
+    const current = fake.requests[1]!;
+    fake.deliver(current.reply, reply({ token: 9, requestId: late.headers.get(H.requestId) }));
+    const ignored: string[] = [];
+    expect(await pending).to.deep.equal([]);
+    const third = collector.collect(IDENTITY, 30, { keys, ignored: (p) => ignored.push(p) });
+    const mine = fake.requests[2]!;
+    fake.deliver(mine.reply, reply({ token: 9, requestId: late.headers.get(H.requestId) }));
+    expect(await third).to.deep.equal([]);
+    expect(ignored).to.have.length(1);
+    collector.close();
   });
 
   it('without keys, returns every well-formed answer marked unverified', async function () {
