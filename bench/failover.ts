@@ -3,7 +3,9 @@
 // NATS servers, two controllers, agents a, b, c each in a container of its own, the witness as
 // every identity's service), with the faults done for real by chaos/faults.ts. Every figure is
 // read afterwards from the run's history (bench/measure.ts): the etcd watch, the witness's own
-// login line and PINGs sent every 10 ms — never from what the agents say.
+// login line and PINGs sent every 10 ms to the identities measured — never from what the
+// agents say. Beside them, the kernel's CPU pressure and each container's CPU time (who had the
+// cores during a handover: bench/cpu-use.ts).
 //
 // Parts, each at every T of the profile, aimed at identity w1 (a: 10, b: 5, c: 0):
 //   failover    the leader's host killed; its host frozen for 2 T; it cut from etcd for 2 T.
@@ -64,6 +66,7 @@ import {
   type Trial,
   type TrialResult,
 } from './measure.js';
+import { CPU_GROUPS, cpuUseIn, sampleCpuUse, type CpuGroup, type CpuUseSample } from './cpu-use.js';
 import { renderPlots, renderScalePlot } from './plots.js';
 import { latestScaleRuns, machine, resultPath, versions, writeJson } from './results.js';
 
@@ -132,6 +135,7 @@ function samplePressure(): { stop(): PressureSample[] } {
 }
 
 const pressurePath = (file: string) => file.replace(/\.json$/, '.cpu-pressure.json');
+const cpuUsePath = (file: string) => file.replace(/\.json$/, '.cpu-use.json');
 /** An etcd member paused this long, as the issue sets it. */
 const ETCD_PAUSE_MS = 2_000;
 /** A network stall: every packet to and from the leader's host dropped this long. */
@@ -500,6 +504,9 @@ export function summaries(results: readonly TrialFigures[]) {
       ) as Record<(typeof STAGES)[number], Summary | undefined>,
       slowest: slowestOf(rs),
       cpuWait: summarize(rs.flatMap((r) => (r.cpuWait === undefined ? [] : [r.cpuWait]))),
+      cpuUse: Object.fromEntries(
+        (['machine', ...CPU_GROUPS, 'rest'] as const).map((g) => [g, medianOf(rs.map((r) => r.cpuUse?.[g]))]),
+      ) as Record<CpuGroup | 'machine', number | undefined>,
       steps: {
         out: medianOf(h.map((x) => x.outMs)),
         released: medianOf(h.map((x) => x.releasedMs)),
@@ -554,13 +561,21 @@ function slowestOf(
 type TrialFigures = TrialResult & {
   /** Share of the time from the old key gone to the successor's answer (ours) in which some runnable task waited for a core. */
   cpuWait?: number;
+  /** Who had the cores meanwhile: % of one core by part of the topology (cpu-use.ts). */
+  cpuUse?: Record<CpuGroup | 'machine', number>;
 };
 
-function withCpuWait(r: TrialResult, pressure: readonly PressureSample[]): TrialFigures {
+function withCpuWait(
+  r: TrialResult,
+  pressure: readonly PressureSample[],
+  use: readonly CpuUseSample[],
+): TrialFigures {
   const { vacatedMs, answerMs } = r.handover;
   if (r.trial.kind !== 'failover' || vacatedMs === undefined || answerMs === undefined) return r;
-  const share = cpuWaitShare(pressure, r.trial.at + vacatedMs, r.trial.at + answerMs);
-  return share === undefined ? r : { ...r, cpuWait: share };
+  const [from, to] = [r.trial.at + vacatedMs, r.trial.at + answerMs];
+  const share = cpuWaitShare(pressure, from, to);
+  const cpuUse = cpuUseIn(use, from, to);
+  return { ...r, ...(share !== undefined && { cpuWait: share }), ...(cpuUse && { cpuUse }) };
 }
 
 /** fault, service, T, then n, min, median, p99, max of the time to the successor's answer. */
@@ -641,6 +656,25 @@ function report(s: Summaries): string {
                 return v === undefined ? '?' : `${v < 0 ? '−' : '+'} ${ms(Math.abs(v))}`;
               }).join(' ')}${x.slowest.cpuWait === undefined ? '' : `, CPU waited ${pct(x.slowest.cpuWait)}`}`
             : '—',
+        ]),
+      ]),
+    );
+  }
+  if (failovers.some((x) => x.cpuUse.machine !== undefined)) {
+    out.push(
+      '',
+      'Who had the cores during our part (key gone → answer): median % of one core (200 = both cores of this',
+      "machine); agents = the agents' hosts (agent, services, lifelines), rest = the bench, the engine, the kernel",
+    );
+    const groups = ['machine', ...CPU_GROUPS, 'rest'] as const;
+    out.push(
+      table([
+        ['fault', 'service', 'T', ...groups],
+        ...failovers.map((x) => [
+          x.fault,
+          x.service ?? '',
+          `${x.ttlS}`,
+          ...groups.map((g) => (x.cpuUse[g] === undefined ? 'n/a' : `${Math.round(x.cpuUse[g])} %`)),
         ]),
       ]),
     );
@@ -834,6 +868,11 @@ async function main(): Promise<number> {
   await mkdir(logDir, { recursive: true });
   const trials: Trial[] = [];
   const pressure = samplePressure();
+  const cpuUse = sampleCpuUse(
+    () => current?.harness.containerAliases() ?? new Map(),
+    monotonicMs,
+    PRESSURE_EVERY_MS,
+  );
   for (const ttl of o.ttls) {
     process.stdout.write(`T = ${ttl} s\n`);
     trials.push(
@@ -852,7 +891,9 @@ async function main(): Promise<number> {
   clearTimeout(timer);
   const samples = pressure.stop();
   await writeFile(pressurePath(file), JSON.stringify(samples));
-  return analyze(file, date, o, trials, log.sorted(), samples);
+  const use = cpuUse.stop();
+  await writeFile(cpuUsePath(file), JSON.stringify(use));
+  return analyze(file, date, o, trials, log.sorted(), samples, use);
 }
 
 /**
@@ -873,13 +914,14 @@ async function analyze(
   trials: readonly Trial[],
   events: readonly HistoryEvent[],
   pressure: readonly PressureSample[],
+  use: readonly CpuUseSample[],
 ): Promise<number> {
   const leaderKeys = events.filter((e) => e.kind === 'leader');
   const starts = faultStarts(events);
   const results = trials
     .filter((t) => hit(t, starts.get(t.id)?.targets))
     .map((t) =>
-      withCpuWait(measure(events, { ...t, at: starts.get(t.id)?.t ?? t.at }, leaderKeys), pressure),
+      withCpuWait(measure(events, { ...t, at: starts.get(t.id)?.t ?? t.at }, leaderKeys), pressure, use),
     );
   const s = summaries(results);
   const inbox = inboxTallies(trials, events);
@@ -941,6 +983,11 @@ async function reanalyze(file: string): Promise<number> {
     (text) => JSON.parse(text) as PressureSample[],
     () => [],
   );
+  // Runs before 2026-12-05 (night) did not read who used the cores.
+  const use = await readFile(cpuUsePath(file), 'utf8').then(
+    (text) => JSON.parse(text) as CpuUseSample[],
+    () => [],
+  );
   const { profile, ttls, reps, parts } = saved.settings;
   return analyze(
     file,
@@ -949,6 +996,7 @@ async function reanalyze(file: string): Promise<number> {
     saved.trials.map((r) => r.trial),
     events,
     pressure,
+    use,
   );
 }
 

@@ -212,6 +212,11 @@ export class Harness {
     return { started, ports, name };
   }
 
+  /** Every container started so far, by its engine id: what a benchmark charges CPU time to. */
+  containerAliases(): Map<string, string> {
+    return new Map(this.containers.map((c) => [c.id, c.alias]));
+  }
+
   private track<T extends ManagedContainer>(container: T): T {
     this.containers.push(container);
     return container;
