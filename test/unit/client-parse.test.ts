@@ -89,11 +89,14 @@ class FakeNats {
   requests: Array<{ subject: string; data: Uint8Array; headers: MsgHdrs; reply: string }> = [];
   published: Array<{ subject: string; data: Uint8Array; msgID: string; headers: MsgHdrs }> = [];
   subs = new Map<string, Callback>();
+  /** Every subject subscribed to, in order (a subscription per PING shows here). */
+  subscribed: string[] = [];
   onRequest: Script = () => [];
   publishError: Error | undefined;
 
   subscribe(subject: string, opts: { callback: Callback }) {
     this.subs.set(subject, opts.callback);
+    this.subscribed.push(subject);
     return { unsubscribe: () => this.subs.delete(subject) };
   }
   publish(subject: string, data: Uint8Array, opts: { reply: string; headers: MsgHdrs }) {
@@ -506,7 +509,7 @@ describe('identity client: counting responders', function () {
       ['node-a'],
     ]);
     expect(found[1]).to.deep.equal([{ node: 'node-b', token: 5n, verified: true, lease: 'lease-node-b' }]);
-    expect(fake.subs.size).to.equal(1);
+    expect(fake.subscribed).to.have.length(1);
     expect(new Set(fake.requests.map((r) => r.reply)).size).to.equal(3);
     collector.close();
     expect(fake.subs.size).to.equal(0);
