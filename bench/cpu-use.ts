@@ -52,7 +52,9 @@ export function cgroupLayout(): CgroupLayout | undefined {
     return {
       machine: () => readNumber(`${v1}/cpuacct.usage`)! / 1e6,
       container: (id) => {
-        const ns = readNumber(`${v1}/docker/${id}/cpuacct.usage`);
+        const ns =
+          readNumber(`${v1}/docker/${id}/cpuacct.usage`) ??
+          readNumber(`${v1}/system.slice/docker-${id}.scope/cpuacct.usage`);
         return ns === undefined ? undefined : ns / 1e6;
       },
     };
@@ -72,19 +74,33 @@ export function cgroupLayout(): CgroupLayout | undefined {
 
 /**
  * Each container's CPU time so far, over its restarts and while it is down: a killed container
- * has no cgroup to read (its last total stands), and a started one counts again from 0.
+ * has no cgroup to read (its total so far stands), and a started one counts again from 0.
  */
 export class CpuCounters {
+  /** The counter of the container's current life, as last read. */
   private readonly last = new Map<string, number>();
+  /** What its earlier lives counted. */
   private readonly carried = new Map<string, number>();
 
-  /** The container's total including earlier lives, given its counter now (undefined: not running). */
-  total(id: string, counter: number | undefined): number {
-    const last = this.last.get(id) ?? 0;
-    if (counter === undefined) return (this.carried.get(id) ?? 0) + last;
-    if (counter < last) this.carried.set(id, (this.carried.get(id) ?? 0) + last);
+  /**
+   * The container's total including earlier lives, given its counter now (undefined: not
+   * running); undefined for a container never read (a layout that cannot see it proves nothing).
+   */
+  total(id: string, counter: number | undefined): number | undefined {
+    const last = this.last.get(id);
+    const carried = this.carried.get(id) ?? 0;
+    if (counter === undefined) {
+      if (last === undefined) return this.carried.has(id) ? carried : undefined;
+      // Down: this life is over, whatever its next counter reads.
+      this.carried.set(id, carried + last);
+      this.last.delete(id);
+      return carried + last;
+    }
+    // Restarted between two readings (never seen down): the counter started again from 0.
+    const base = last !== undefined && counter < last ? carried + last : carried;
+    this.carried.set(id, base);
     this.last.set(id, counter);
-    return (this.carried.get(id) ?? 0) + counter;
+    return base + counter;
   }
 }
 
@@ -104,8 +120,10 @@ export function sampleCpuUse(
   const read = () => {
     const byGroup: Record<string, number> = {};
     for (const [id, alias] of containers()) {
+      const total = counters.total(id, layout.container(id));
+      if (total === undefined) continue;
       const group = groupOf(alias);
-      byGroup[group] = (byGroup[group] ?? 0) + counters.total(id, layout.container(id));
+      byGroup[group] = (byGroup[group] ?? 0) + total;
     }
     samples.push([now(), layout.machine(), byGroup]);
   };
@@ -120,28 +138,61 @@ export function sampleCpuUse(
   };
 }
 
+/** The readings around `t` (binary search: a run keeps hours of them) and how far between them `t` is. */
+function around(samples: readonly CpuUseSample[], t: number) {
+  let lo = 0;
+  let hi = samples.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (samples[mid]![0] < t) lo = mid + 1;
+    else hi = mid;
+  }
+  const after = samples[lo];
+  if (!after) return undefined;
+  if (after[0] === t) return { before: after, after, w: 0 };
+  const before = samples[lo - 1];
+  if (!before) return undefined;
+  return { before, after, w: (t - before[0]) / (after[0] - before[0]) };
+}
+
+/** A counter's value between two readings, linear; undefined when either lacks it. */
+function valueAt(at: NonNullable<ReturnType<typeof around>>, of: (s: CpuUseSample) => number | undefined) {
+  const [y0, y1] = [of(at.before), of(at.after)];
+  return y0 === undefined || y1 === undefined ? undefined : y0 + (y1 - y0) * at.w;
+}
+
 /**
  * Each group's share of the cores over [from, to], in % of one core (200 = both cores of this
- * machine busy all along), from the readings around both ends; undefined without them.
+ * machine busy all along), each counter taken at both ends between the readings around them
+ * (a handover of 100 ms is not charged the 50 ms around it). Undefined without readings around
+ * both ends; a group no reading covered is left out, and so is the rest then.
  */
 export function cpuUseIn(
   samples: readonly CpuUseSample[],
   from: number,
   to: number,
-): Record<CpuGroup | 'machine', number> | undefined {
+): Partial<Record<CpuGroup | 'machine', number>> | undefined {
   if (!(to > from)) return undefined;
-  const a = samples.findLast((s) => s[0] <= from);
-  const b = samples.find((s) => s[0] >= to);
-  if (!a || !b || b[0] <= a[0]) return undefined;
-  const span = b[0] - a[0];
-  const pct = (ms: number) => Math.max(0, (100 * ms) / span);
-  const out = { machine: pct(b[1] - a[1]) } as Record<CpuGroup | 'machine', number>;
-  let charged = 0;
+  const [start, end] = [around(samples, from), around(samples, to)];
+  if (!start || !end) return undefined;
+  const used = (of: (s: CpuUseSample) => number | undefined) => {
+    const [a, b] = [valueAt(start, of), valueAt(end, of)];
+    return a === undefined || b === undefined ? undefined : b - a;
+  };
+  const machine = used((s) => s[1]);
+  if (machine === undefined) return undefined;
+  const pct = (ms: number) => Math.max(0, (100 * ms) / (to - from));
+  const out: Partial<Record<CpuGroup | 'machine', number>> = { machine: pct(machine) };
+  let charged: number | undefined = 0;
   for (const g of CPU_GROUPS) {
-    const used = (b[2][g] ?? 0) - (a[2][g] ?? 0);
-    out[g] = pct(used);
-    charged += Math.max(0, used);
+    const ms = used((s) => s[2][g]);
+    if (ms === undefined) {
+      charged = undefined;
+      continue;
+    }
+    out[g] = pct(ms);
+    if (charged !== undefined) charged += Math.max(0, ms);
   }
-  out.rest = pct(b[1] - a[1] - charged);
+  if (charged !== undefined) out.rest = pct(machine - charged);
   return out;
 }

@@ -562,7 +562,7 @@ type TrialFigures = TrialResult & {
   /** Share of the time from the old key gone to the successor's answer (ours) in which some runnable task waited for a core. */
   cpuWait?: number;
   /** Who had the cores meanwhile: % of one core by part of the topology (cpu-use.ts). */
-  cpuUse?: Record<CpuGroup | 'machine', number>;
+  cpuUse?: Partial<Record<CpuGroup | 'machine', number>>;
 };
 
 function withCpuWait(
@@ -915,6 +915,13 @@ async function analyze(
   events: readonly HistoryEvent[],
   pressure: readonly PressureSample[],
   use: readonly CpuUseSample[],
+  /** How the run sampled (a re-analysis keeps the run's own, which may predate a change). */
+  sampling: { pingEveryMs?: number; unmeasuredPingEveryMs?: number } = {
+    pingEveryMs: PING_EVERY_MS,
+    unmeasuredPingEveryMs: UNMEASURED_PING_EVERY_MS,
+  },
+  /** The machine and versions the run had: a re-analysis must not stamp its own on the run. */
+  ran: { machine: unknown; versions: unknown } = { machine: machine(), versions: versions() },
 ): Promise<number> {
   const leaderKeys = events.filter((e) => e.kind === 'leader');
   const starts = faultStarts(events);
@@ -939,13 +946,12 @@ async function analyze(
   await writeJson(file, {
     bench: 'failover',
     date: date.toISOString(),
-    machine: machine(),
-    versions: versions(),
+    machine: ran.machine,
+    versions: ran.versions,
     settings: {
       probe: { ...PROBE, budgetMs: PROBE_BUDGET_MS },
       ...o,
-      pingEveryMs: PING_EVERY_MS,
-      unmeasuredPingEveryMs: UNMEASURED_PING_EVERY_MS,
+      ...sampling,
       failoverMarginMs: FAILOVER_MARGIN_MS,
       etcdPauseMs: ETCD_PAUSE_MS,
       stallMs: STALL_MS,
@@ -973,7 +979,9 @@ async function analyze(
 async function reanalyze(file: string): Promise<number> {
   const saved = JSON.parse(await readFile(file, 'utf8')) as {
     date: string;
-    settings: ReturnType<typeof parse>;
+    machine: unknown;
+    versions: unknown;
+    settings: ReturnType<typeof parse> & { pingEveryMs?: number; unmeasuredPingEveryMs?: number };
     trials: Array<{ trial: Trial }>;
   };
   const events = parseHistory(await readFile(file.replace(/\.json$/, '.history.jsonl'), 'utf8'));
@@ -997,6 +1005,8 @@ async function reanalyze(file: string): Promise<number> {
     events,
     pressure,
     use,
+    { pingEveryMs: saved.settings.pingEveryMs, unmeasuredPingEveryMs: saved.settings.unmeasuredPingEveryMs },
+    { machine: saved.machine, versions: saved.versions },
   );
 }
 

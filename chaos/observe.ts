@@ -18,6 +18,8 @@ export class HistoryLog {
   readonly events: HistoryEvent[] = [];
   private writing: Promise<void> = Promise.resolve();
   private unwritten: string[] = [];
+  /** The first write that failed: the file then has a hole, which flushed() must not hide. */
+  private failed: Error | undefined;
 
   constructor(private readonly file?: string) {}
 
@@ -33,7 +35,9 @@ export class HistoryLog {
       this.writing = this.writing.then(() => {
         const lines = this.unwritten.join('');
         this.unwritten = [];
-        return appendFile(file, lines);
+        return appendFile(file, lines).catch((err: Error) => {
+          this.failed ??= err;
+        });
       });
   }
 
@@ -45,9 +49,11 @@ export class HistoryLog {
       .map(({ e }) => e);
   }
 
-  /** Resolves once everything recorded so far is in the file. */
+  /** Resolves once everything recorded so far is in the file; rejects if a write failed. */
   flushed(): Promise<void> {
-    return this.writing;
+    return this.writing.then(() => {
+      if (this.failed) throw this.failed;
+    });
   }
 }
 
@@ -150,8 +156,11 @@ export function samplePings(
     stop: async () => {
       stopped = true;
       clearInterval(timer);
-      await Promise.all([...open]);
-      collector.close();
+      try {
+        await Promise.all([...open]);
+      } finally {
+        collector.close();
+      }
     },
   };
 }

@@ -72,6 +72,7 @@ export class ResponderCollector {
   private readonly open = new Map<string, Probe>();
   private readonly sub: Subscription;
   private next = 0;
+  private closed = false;
 
   constructor(private readonly nc: NatsConnection) {
     this.sub = nc.subscribe(`${this.prefix}.*`, {
@@ -83,6 +84,8 @@ export class ResponderCollector {
 
   /** As collectResponders: every answer to one PING of `identity` within `windowMs`. */
   async collect(identity: string, windowMs: number, opts: ProbeOptions = {}): Promise<PresenceAnswer[]> {
+    // No answer could reach a closed collector: a PING sent now would prove nothing.
+    if (this.closed) throw new Error(`PING of ${identity}: this collector was closed (make a new one)`);
     const id = String(this.next++);
     const probe = new Probe(identity, opts);
     this.open.set(id, probe);
@@ -95,6 +98,7 @@ export class ResponderCollector {
 
   /** Stop listening: answers of PINGs still open are dropped. */
   close(): void {
+    this.closed = true;
     this.sub.unsubscribe();
   }
 }

@@ -513,6 +513,9 @@ describe('identity client: counting responders', function () {
     expect(new Set(fake.requests.map((r) => r.reply)).size).to.equal(3);
     collector.close();
     expect(fake.subs.size).to.equal(0);
+    const late = await collector.collect(IDENTITY, 20).catch((e: unknown) => e);
+    expect((late as Error).message).to.match(/collector was closed/);
+    expect(fake.requests).to.have.length(3); // no PING sent that nothing could hear answered
   });
 
   it('counts no answer that comes after its PING window, nor one meant for another PING', async function () {
