@@ -4,6 +4,7 @@
 // NATS, the controllers, the agents' hosts (agent, services and lifelines together), and the
 // rest (the bench itself, the container engine's proxies, the kernel).
 import { readFileSync } from 'node:fs';
+import { readingsAround } from './measure.js';
 
 /** The parts a topology's containers are charged to, by alias; the rest is the machine's remainder. */
 export const CPU_GROUPS = ['etcd', 'nats', 'controllers', 'agents'] as const;
@@ -138,25 +139,11 @@ export function sampleCpuUse(
   };
 }
 
-/** The readings around `t` (binary search: a run keeps hours of them) and how far between them `t` is. */
-function around(samples: readonly CpuUseSample[], t: number) {
-  let lo = 0;
-  let hi = samples.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (samples[mid]![0] < t) lo = mid + 1;
-    else hi = mid;
-  }
-  const after = samples[lo];
-  if (!after) return undefined;
-  if (after[0] === t) return { before: after, after, w: 0 };
-  const before = samples[lo - 1];
-  if (!before) return undefined;
-  return { before, after, w: (t - before[0]) / (after[0] - before[0]) };
-}
-
 /** A counter's value between two readings, linear; undefined when either lacks it. */
-function valueAt(at: NonNullable<ReturnType<typeof around>>, of: (s: CpuUseSample) => number | undefined) {
+function valueAt(
+  at: NonNullable<ReturnType<typeof readingsAround<CpuUseSample>>>,
+  of: (s: CpuUseSample) => number | undefined,
+) {
   const [y0, y1] = [of(at.before), of(at.after)];
   return y0 === undefined || y1 === undefined ? undefined : y0 + (y1 - y0) * at.w;
 }
@@ -173,7 +160,7 @@ export function cpuUseIn(
   to: number,
 ): Partial<Record<CpuGroup | 'machine', number>> | undefined {
   if (!(to > from)) return undefined;
-  const [start, end] = [around(samples, from), around(samples, to)];
+  const [start, end] = [readingsAround(samples, from), readingsAround(samples, to)];
   if (!start || !end) return undefined;
   const used = (of: (s: CpuUseSample) => number | undefined) => {
     const [a, b] = [valueAt(start, of), valueAt(end, of)];

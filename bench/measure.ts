@@ -197,8 +197,12 @@ export function stagesOf(h: Handover, ttlMs: number): Stages {
  */
 export type PressureSample = readonly [t: number, waitedUs: number];
 
-/** The cumulative wait at `t`, between the samples around it; undefined outside them. */
-function waitedAt(samples: readonly PressureSample[], t: number): number | undefined {
+/**
+ * The time-ordered readings around `t` (a binary search: a run keeps hours of them) and how far
+ * between them `t` lies (0–1); undefined outside them. Counters read this way are interpolated
+ * linearly between the two.
+ */
+export function readingsAround<S extends readonly [number, ...unknown[]]>(samples: readonly S[], t: number) {
   let lo = 0;
   let hi = samples.length;
   while (lo < hi) {
@@ -208,10 +212,16 @@ function waitedAt(samples: readonly PressureSample[], t: number): number | undef
   }
   const after = samples[lo];
   if (!after) return undefined;
-  if (after[0] === t) return after[1];
+  if (after[0] === t) return { before: after, after, w: 0 };
   const before = samples[lo - 1];
   if (!before) return undefined;
-  return before[1] + ((after[1] - before[1]) * (t - before[0])) / (after[0] - before[0]);
+  return { before, after, w: (t - before[0]) / (after[0] - before[0]) };
+}
+
+/** The cumulative wait at `t`, between the samples around it; undefined outside them. */
+function waitedAt(samples: readonly PressureSample[], t: number): number | undefined {
+  const at = readingsAround(samples, t);
+  return at && at.before[1] + (at.after[1] - at.before[1]) * at.w;
 }
 
 /**
