@@ -46,7 +46,8 @@ export interface ProcessDriverOptions {
    */
   policy?: ExecPolicy;
   /** The agent's spawn turns (one per agent, shared by its drivers): each spawn waits for a
-   * pass of the event loop of its own. Absent (library use, tests): spawns run at once. */
+   * pass of the event loop of its own, after the warm logins under way. Absent (library use,
+   * tests): spawns run at once. */
   spawnTurns?: SpawnTurns;
 }
 
@@ -232,7 +233,9 @@ export abstract class ProcessStarter extends EventEmitter {
       // Under the term from now on, whichever process this is (a standby started by this very
       // login was spawned before the deadline could apply to it).
       this.applyDeadline(proc);
-      const answer = await proc.exchange(loginMessage(ctx), 'logged-in', this.spec.startTimeoutMs);
+      const exchange = proc.exchange(loginMessage(ctx), 'logged-in', this.spec.startTimeoutMs);
+      // The agent's other spawns wait for this login (spawn-turns.ts): it is the fast one.
+      const answer = await (this.opts.spawnTurns?.warmLogin(exchange) ?? exchange);
       return this.confirmLogin(proc, ctx, answer);
     }
     // Cold: the term is in the environment; with a channel, the login message confirms it too.

@@ -2,7 +2,12 @@
 // pass of the event loop each, so what fell due meanwhile (the heartbeat the renewal thread
 // watches, a renewal's push of the lifeline deadline) runs between any two spawns.
 import { expect } from 'chai';
-import { SpawnTurns, type NextPass } from '../../pkg/identity/spawn-turns.js';
+import {
+  SpawnTurns,
+  WARM_LOGINS_FIRST_MS,
+  type NextPass,
+  type TurnClock,
+} from '../../pkg/identity/spawn-turns.js';
 
 /** A spawn holds the thread for a while (a fork and exec); a timer set before it is due after. */
 function holdThread(ms: number): void {
@@ -72,5 +77,116 @@ describe('spawn turns', function () {
     await turns.turn('term');
     await turns.turn('standby'); // would hang if the first pass left `scheduled` set
     expect(turns.queued).to.equal(0);
+  });
+
+  describe('warm logins first', function () {
+    /** Passes run by hand, and a clock whose timers fire only when the test moves it. */
+    function harness() {
+      const passes: Array<() => void> = [];
+      let now = 0;
+      const timers: Array<{ at: number; run: () => void; cancelled: boolean }> = [];
+      const clock: TurnClock = {
+        now: () => now,
+        after: (ms, run) => {
+          const timer = { at: now + ms, run, cancelled: false };
+          timers.push(timer);
+          return () => void (timer.cancelled = true);
+        },
+      };
+      const turns = new SpawnTurns((run) => passes.push(run), clock);
+      const got: string[] = [];
+      /** Run every pass asked for, and the continuations they release, until none is left. */
+      const settle = async () => {
+        for (let i = 0; i < 10; i++) await Promise.resolve();
+        while (passes.length > 0) {
+          passes.shift()!();
+          for (let i = 0; i < 10; i++) await Promise.resolve();
+        }
+      };
+      const advance = async (ms: number) => {
+        now += ms;
+        for (const timer of timers.splice(0)) {
+          if (timer.cancelled) continue;
+          if (timer.at <= now) timer.run();
+          else timers.push(timer);
+        }
+        await settle();
+      };
+      const login = () => {
+        let done!: (ok: boolean) => void;
+        let failed!: (err: Error) => void;
+        const promise = new Promise<boolean>((resolve, reject) => {
+          done = resolve;
+          failed = reject;
+        });
+        return { promise, done, failed };
+      };
+      return { turns, got, settle, advance, login, pendingTimers: () => timers.filter((t) => !t.cancelled) };
+    }
+
+    it('holds a spawn asked during a warm login until the service is in', async function () {
+      const h = harness();
+      const warm = h.login();
+      void h.turns.warmLogin(warm.promise);
+      const spawned = h.turns.turn('term').then(() => h.got.push('cold spawn'));
+      await h.settle();
+      await h.advance(WARM_LOGINS_FIRST_MS / 2);
+      expect(h.got, 'no spawn while the warm service logs in').to.deep.equal([]);
+      warm.done(true);
+      await h.settle();
+      await spawned;
+      expect(h.got).to.deep.equal(['cold spawn']);
+      expect(h.pendingTimers(), 'the hold timer is cancelled').to.have.length(0);
+    });
+
+    it('releases the spawns when the warm login fails, too', async function () {
+      const h = harness();
+      const warm = h.login();
+      h.turns.warmLogin(warm.promise).catch(() => undefined);
+      const spawned = h.turns.turn('term').then(() => h.got.push('cold spawn'));
+      await h.settle();
+      warm.failed(new Error('the service did not log in'));
+      await h.settle();
+      await spawned;
+      expect(h.got).to.deep.equal(['cold spawn']);
+    });
+
+    it(`waits for a slow warm login at most ${WARM_LOGINS_FIRST_MS} ms from when the spawn asked`, async function () {
+      const h = harness();
+      const warm = h.login();
+      void h.turns.warmLogin(warm.promise);
+      const spawned = h.turns.turn('term').then(() => h.got.push('cold spawn'));
+      await h.settle();
+      await h.advance(WARM_LOGINS_FIRST_MS - 1);
+      expect(h.got).to.deep.equal([]);
+      await h.advance(1);
+      await spawned;
+      expect(h.got, 'the warm login is still under way').to.deep.equal(['cold spawn']);
+    });
+
+    it('delays a line of spawns once, not once per spawn, while warm logins keep coming', async function () {
+      const h = harness();
+      void h.turns.warmLogin(h.login().promise); // never settles
+      const all = [1, 2, 3].map((i) => h.turns.turn('term').then(() => h.got.push(`spawn ${i}`)));
+      await h.settle();
+      await h.advance(WARM_LOGINS_FIRST_MS / 2);
+      void h.turns.warmLogin(h.login().promise); // a second warm login, also never settling
+      await h.advance(WARM_LOGINS_FIRST_MS / 2);
+      await Promise.all(all);
+      expect(h.got).to.deep.equal(['spawn 1', 'spawn 2', 'spawn 3']);
+    });
+
+    it('does not hold a spawn when no warm login is under way', async function () {
+      const h = harness();
+      const warm = h.login();
+      void h.turns.warmLogin(warm.promise);
+      warm.done(true);
+      await h.settle();
+      const spawned = h.turns.turn('standby').then(() => h.got.push('standby spawn'));
+      await h.settle();
+      await spawned;
+      expect(h.got).to.deep.equal(['standby spawn']);
+      expect(h.pendingTimers()).to.have.length(0);
+    });
   });
 });
