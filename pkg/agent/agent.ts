@@ -293,6 +293,7 @@ export class Agent {
       },
       makeDriver: (spec) => this.makeDriver(spec),
       admission: this.admission,
+      spawnTurns: this.spawnTurns,
       retryLog: this.retryLog,
       policy: execPolicy(this.config),
       clock: this.clock,

@@ -9,6 +9,7 @@ import { systemClock, type Clock } from '../clock/index.js';
 import type { IdentityStatus } from '../control/protocol.js';
 import type { HistoryWriter } from '../history/index.js';
 import type { IdentityDriver } from '../identity/driver.js';
+import type { SpawnTurns } from '../identity/spawn-turns.js';
 import {
   CampaignAbandonedError,
   Candidate,
@@ -87,6 +88,8 @@ export interface RunnerDeps {
   retryLog?: Pick<SharedRetryLog, 'log'>;
   /** Logins take turns through this, shared by every identity of the agent (admission.ts). */
   admission?: Pick<Admission, 'acquire'>;
+  /** The agent's spawns, which wait for the warm logins under way (spawn-turns.ts). */
+  spawnTurns?: Pick<SpawnTurns, 'warmLogin'>;
   clock?: Clock;
   onTransition?(t: { identity: string; from: IdentityState; to: IdentityState; token?: bigint }): void;
   onRequest?(identity: string, outcome: string): void;
@@ -661,6 +664,7 @@ export class IdentityRunner extends EventEmitter {
       tookOver: (p) => this.serving.tookOver(p),
       inboxRefused: (refused) => this.deps.onRefused?.({ identity: this.identity, what: 'inbox', refused }),
       ...(this.stateKeeper ? { stateKeeper: this.stateKeeper } : {}),
+      warmLogin: (until) => void this.deps.spawnTurns?.warmLogin(until),
       admit: (signal) => {
         const admission = this.deps.admission;
         if (!admission) return Promise.resolve(() => undefined);

@@ -78,6 +78,11 @@ export interface TermHost {
    * loop keeps up); rejects if `signal` aborts first. Call the returned function once logged in.
    */
   admit(signal: AbortSignal): Promise<() => void>;
+  /**
+   * A login that starts no process of its own (a warm service, a handler in the agent) is
+   * under way until `until` settles: the agent's spawns wait for it (spawn-turns.ts).
+   */
+  warmLogin?(until: Promise<void>): void;
   /** The identity's state directory on this node, when its spec has one (state-keeper.ts). */
   readonly stateKeeper?: StateKeeper;
 }
@@ -300,6 +305,10 @@ export class Term {
     } catch {
       return ended;
     }
+    // Under way until the responder is open (or the login failed): a fork for another
+    // identity's cold service would take the loop and the cores this login needs.
+    let loginUnderWay: (() => void) | undefined;
+    if (!startsItsProcess(spec)) host.warmLogin?.(new Promise<void>((resolve) => (loginUnderWay = resolve)));
     let credentialFile: string | undefined;
     let responder: ResponderHandle | undefined;
     // Subscribed while the service logs in, opened once it is in (responder.ts): the server's
@@ -365,6 +374,7 @@ export class Term {
       return { kind: 'failed', reason: `login failed: ${(err as Error).message}` };
     } finally {
       done();
+      loginUnderWay?.();
     }
     this.credentialFile = credentialFile;
     this.responder = responder;
@@ -589,4 +599,10 @@ export function lifelineDeadline(session: Pick<Session, 'leaseId'>): string {
 /** From the self-fence deadline to the must-be-out instant: how far the lifeline deadline lies past D. */
 export function lifelineSlackMs(session: Pick<Session, 'timing'>): number {
   return session.timing.mustBeOutByMs - session.timing.selfFenceMs;
+}
+
+/** A cold process service starts its process at login; any other login tells a running one. */
+function startsItsProcess(spec: IdentitySpec): boolean {
+  const service = spec.service as IdentitySpec['service'] | undefined;
+  return service?.driver === 'process' && service.mode === 'cold';
 }

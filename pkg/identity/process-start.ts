@@ -233,9 +233,7 @@ export abstract class ProcessStarter extends EventEmitter {
       // Under the term from now on, whichever process this is (a standby started by this very
       // login was spawned before the deadline could apply to it).
       this.applyDeadline(proc);
-      const exchange = proc.exchange(loginMessage(ctx), 'logged-in', this.spec.startTimeoutMs);
-      // The agent's other spawns wait for this login (spawn-turns.ts): it is the fast one.
-      const answer = await (this.opts.spawnTurns?.warmLogin(exchange) ?? exchange);
+      const answer = await proc.exchange(loginMessage(ctx), 'logged-in', this.spec.startTimeoutMs);
       return this.confirmLogin(proc, ctx, answer);
     }
     // Cold: the term is in the environment; with a channel, the login message confirms it too.

@@ -17,10 +17,12 @@
 // the new runtime's boot took the cores the warm login needed. In 2026-12-05's failover bench
 // (T = 5 s) the warm login, from its gate opening to the service in, took 105 ms in median
 // (p90 166) with the cold spawn inside it, 55 (p90 100) without; at T = 10 s 92 / 163, max 458,
-// against 52 / 84. A warm login answers in tens of milliseconds; a cold service takes hundreds
-// to start whatever we do. So while a warm login is under way, spawns wait for it, each for
-// at most WARM_LOGINS_FIRST_MS from when it asked: a storm of warm logins delays the spawns
-// once, not once per spawn.
+// against 52 / 84. Held until the warm service was in, the spawn then landed on the next step,
+// the responder's subscription (500 ms once). A warm login answers in tens of milliseconds; a
+// cold service takes hundreds to start whatever we do. So while a login that starts no process
+// is under way (the agent's term says so, from its admission until its responder is open),
+// spawns wait for it, each for at most WARM_LOGINS_FIRST_MS from when it asked: a storm of
+// warm logins delays the spawns once, not once per spawn.
 
 /** How a waiter gets the next pass of the loop (injected by tests that count passes). */
 export type NextPass = (run: () => void) => void;
@@ -90,8 +92,8 @@ export class SpawnTurns {
   }
 
   /**
-   * A warm service is logging in (`login` settles when it is in, or failed): spawns wait for
-   * it. Returns `login` itself.
+   * A login that starts no process is under way until `login` settles (in, or failed):
+   * spawns wait for it. Returns `login` itself.
    */
   warmLogin<T>(login: Promise<T>): Promise<T> {
     this.warmLogins.add(login);

@@ -994,53 +994,6 @@ describe('process driver (real processes)', function () {
       expect(await prepared).to.match(/cannot start the warm service: the driver is closed/);
       expect(d.pid).to.equal(undefined);
     });
-
-    it("a cold spawn waits while the agent's warm service logs in, and starts once it is in", async function () {
-      // The hold's bound never ends here: only the warm login can let the spawn through.
-      const turns = new SpawnTurns(undefined, { now: () => performance.now(), after: () => () => undefined });
-      const order = join(dir, 'order');
-      const go = join(dir, 'go');
-      const warm = driver(
-        {
-          command: [
-            'sh',
-            '-c',
-            'echo \'{"type":"ready"}\' >&3; read -r line <&3; while [ ! -e "$GO" ]; do sleep 0.05; done; ' +
-              'echo "warm logged in" >> "$ORDER"; echo \'{"type":"logged-in","token":"41"}\' >&3; exec sleep 1000',
-          ],
-          env: { GO: go, ORDER: order },
-          mode: 'warm',
-          channel: 'fd3',
-          startTimeoutMs: LOCAL_STEP_MS,
-        },
-        undefined,
-        turns,
-      );
-      await warm.prepare();
-      track(warm.pid);
-      const cold = driver(
-        { command: ['sh', '-c', 'echo "cold started" >> "$ORDER"; exec sleep 1000'], env: { ORDER: order } },
-        undefined,
-        turns,
-      );
-      const warmIn = warm.login(ctx(41n));
-      const coldIn = cold.login(ctx(42n));
-      await waitFor(() => turns.queued > 0 || cold.pid !== undefined || undefined, {
-        what: 'the cold spawn asking its turn (or spawning)',
-        timeoutMs: 5_000,
-      });
-      // Passes of the loop go by: without the hold the spawn would have had one of them.
-      for (let pass = 0; pass < 5; pass++) await new Promise((resolve) => setImmediate(resolve));
-      expect(turns.queued, 'the cold spawn still waits').to.equal(1);
-      expect(cold.pid).to.equal(undefined);
-      await writeFile(go, '');
-      await withTimeout(Promise.all([warmIn, coldIn]), LOCAL_STEP_MS, 'both logins');
-      track(cold.pid);
-      expect((await readFile(order, 'utf8')).trim().split('\n')).to.deep.equal([
-        'warm logged in',
-        'cold started',
-      ]);
-    });
   });
 
   describe('lifeline deadline through the driver', function () {

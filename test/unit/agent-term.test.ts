@@ -96,7 +96,15 @@ function fakeDriver(calls: Calls, loginFails?: string, logoutUnconfirmed?: boole
 
 function harness(
   start: IdentityState,
-  opts: { durable?: boolean; inboxRefused?: string; loginFails?: string; logoutUnconfirmed?: boolean } = {},
+  opts: {
+    durable?: boolean;
+    inboxRefused?: string;
+    loginFails?: string;
+    logoutUnconfirmed?: boolean;
+    service?: { driver: 'process'; mode: 'warm' | 'cold' } | { driver: 'nats' };
+    /** Record when the agent's spawns are asked to wait for this login, and when they go on. */
+    watchSpawns?: boolean;
+  } = {},
 ) {
   const calls: Calls = [];
   const clock = new ManualClock();
@@ -137,7 +145,11 @@ function harness(
     outside: () => ({ stopping: stop.signal.aborted }),
     ineligible: () => undefined,
     spec: () =>
-      ({ name: 'msggateway', inbox: { durable: opts.durable ?? false } }) as unknown as IdentitySpec,
+      ({
+        name: 'msggateway',
+        inbox: { durable: opts.durable ?? false },
+        service: opts.service ?? { driver: 'process', mode: 'warm' },
+      }) as unknown as IdentitySpec,
     ensureDriver: async () => driver,
     driver: () => driver,
     move: (d: Decision) => {
@@ -150,6 +162,11 @@ function harness(
     requestsServed: () => 0,
     setRequestsServed: () => undefined,
     admit: async () => () => undefined,
+    warmLogin: (until: Promise<void>) => {
+      if (!opts.watchSpawns) return;
+      calls.push('spawns wait');
+      void until.then(() => calls.push('spawns go on'));
+    },
     tookOver: () => undefined,
   };
   return { calls, clock, machine, moves, host, stop };
@@ -356,5 +373,58 @@ describe('a term, against fakes', function () {
     expect(h.calls).to.include('service login');
     end('test over');
     await running;
+  });
+
+  describe("the agent's spawns wait for a login that starts no process", function () {
+    for (const service of [{ driver: 'process', mode: 'warm' }, { driver: 'nats' }] as const) {
+      it(`from its admission until its responder is open (${service.driver}${'mode' in service ? `, ${service.mode}` : ''})`, async function () {
+        const h = harness('waiting-out', { service, watchSpawns: true });
+        const { leadership, end } = fakeLeadership(h.calls);
+        const running = new Term(leadership, h.host).run();
+        await settle();
+        expect(h.calls).to.deep.equal([
+          'spawns wait',
+          'responder subscribe',
+          'login record true',
+          'arm',
+          'service login',
+          'responder open',
+          'spawns go on',
+        ]);
+        end('key-moved');
+        await running;
+      });
+    }
+
+    it('and no longer once the login failed', async function () {
+      const h = harness('waiting-out', { loginFails: 'the service did not log in', watchSpawns: true });
+      const { leadership, end } = fakeLeadership(h.calls);
+      const running = new Term(leadership, h.host).run();
+      await settle();
+      expect(h.calls.slice(0, 5)).to.deep.equal([
+        'spawns wait',
+        'responder subscribe',
+        'login record true',
+        'arm',
+        'service login',
+      ]);
+      expect(h.calls, 'released after the failure').to.include('spawns go on');
+      expect(h.calls.indexOf('spawns go on')).to.be.greaterThan(h.calls.indexOf('service login'));
+      expect(h.calls, 'never opened').to.not.include('responder open');
+      end('test over');
+      await h.clock.advance(60_000);
+      await running;
+    });
+
+    it('not for a cold process service: its login is a spawn itself', async function () {
+      const h = harness('waiting-out', { service: { driver: 'process', mode: 'cold' }, watchSpawns: true });
+      const { leadership, end } = fakeLeadership(h.calls);
+      const running = new Term(leadership, h.host).run();
+      await settle();
+      expect(h.machine.state).to.equal('leader');
+      expect(h.calls).to.not.include('spawns wait');
+      end('key-moved');
+      await running;
+    });
   });
 });
