@@ -7,13 +7,16 @@
 //     led by our lease:   adopt it if a transfer moved it to us, else end that stale term;
 //     free:               wait its stagger (rank.ts), then create the key if absent and
 //                         not fenced (one txn).
+// After a change it watched (the key gone, or moved to us), the next step decides on the
+// watch — the last read with the changes since applied — instead of reading again, when that
+// step is taking the moved term or creating the free key (decideOnFeed).
 // The fencing token is the revision of the write that made us leader (leadership.ts). Every
 // failure the loop retries after is reported through `onRetry` (retry.ts).
 import type { Etcd3, IOperation } from 'etcd3';
 import type { Clock } from '../clock/index.js';
 import { CampaignAbandonedError, NotEligibleError, type FencingToken } from './errors.js';
 import { TxnBatcher, type Guard, type StepResult } from './batch.js';
-import { ChangeFeed } from './feed.js';
+import { ChangeFeed, type Change } from './feed.js';
 import {
   assertName,
   type CandidateRecord,
@@ -27,7 +30,15 @@ import { gateReadOps } from './gate.js';
 import { LapseWatch, type LapseReport } from './lapse.js';
 import { Leadership, sessionTerms, type PreviousTerm, type TermContext } from './leadership.js';
 import { PeerSessions, type PeerHealth } from './peers.js';
-import { decideRank, readCandidates, type CandidatesRead, type RankDecision } from './rank.js';
+import {
+  candidatesOf as rankable,
+  decideRank,
+  readCandidateValues,
+  readCandidates,
+  type CandidateValues,
+  type CandidatesRead,
+  type RankDecision,
+} from './rank.js';
 import { backoffMs, RetryReport, type CampaignRetry } from './retry.js';
 import type { Session } from './session.js';
 
@@ -38,6 +49,13 @@ function loginOf(
 ): { record: LoginRecord; modRevision: string } | undefined {
   const record = kv && decodeOrUndefined(LoginRecord, kv.value, key);
   return record && { record, modRevision: kv.mod_revision };
+}
+
+/** A key after a change the watch delivered, as a read at its revision would find it. */
+function keyAfter(change: Change): { value: Buffer; modRevision: string } | undefined {
+  return change.kind === 'put' && change.value
+    ? { value: change.value, modRevision: String(change.revision) }
+    : undefined;
 }
 
 /** Per session, per identity: the token of the latest term the session started. */
@@ -114,6 +132,26 @@ interface CampaignState {
   loginPresent: boolean;
 }
 
+/** A key as a read found it (undefined: absent). */
+type KeyRead = { value: Buffer; modRevision: string } | undefined;
+
+/**
+ * A campaign read, raw: what a later step applies the watch's changes to, to decide without
+ * reading again (decideOnFeed).
+ */
+interface CampaignRead {
+  revision: bigint;
+  /** The identity's keys the step decides on: leader, term end, hold-off, login, drift. */
+  keys: Map<string, KeyRead>;
+  /** The node's fence (under another watched prefix: never updated from the identity's changes). */
+  fenced: boolean;
+  /**
+   * The identity's registered candidates, read in a step of their own beside this read (at
+   * its own revision); undefined until that step answers, or when it could not read them.
+   */
+  candidates?: { revision: bigint; values: Map<string, string> };
+}
+
 export class Candidate implements TermContext {
   readonly keys: Keys;
   readonly clock: Clock;
@@ -145,6 +183,8 @@ export class Candidate implements TermContext {
   }
   /** The registration this campaign last wrote and saw through (undefined: unknown). */
   private registered: string | undefined;
+  /** This campaign's last read of etcd (registerAndRead), raw. */
+  private lastRead: CampaignRead | undefined;
   /** The latest free-election rank and why (for status displays). */
   lastRank: RankDecision | undefined;
 
@@ -284,14 +324,22 @@ export class Candidate implements TermContext {
       this.checkActive(signal, userSignal);
       let state: CampaignState;
       let ranking: Promise<CandidatesRead> | undefined;
+      const afterWatchedChange = likelyFree || keyWritten;
+      const rankNow = likelyFree;
+      likelyFree = false;
+      keyWritten = false;
+      const fed = afterWatchedChange ? this.decideOnFeed(lastOwnToken) : undefined;
       try {
-        const reading = this.registerAndRead(leaderKey, fenceKey, holdOffKey, driftKey, {
-          keepUnchanged: likelyFree || keyWritten,
-        });
-        if (likelyFree) ranking = readCandidates(this.batcher, this.client, this.keys, this.identity);
-        likelyFree = false;
-        keyWritten = false;
-        state = await reading;
+        if (fed) {
+          state = fed.state;
+          if (fed.ranking) ranking = Promise.resolve(fed.ranking);
+        } else {
+          const reading = this.registerAndRead(leaderKey, fenceKey, holdOffKey, driftKey, {
+            keepUnchanged: afterWatchedChange,
+          });
+          if (rankNow) ranking = reading.candidates.then(rankable);
+          state = await reading.state;
+        }
       } catch (err) {
         await this.retryAfter(
           `reading ${this.identity}'s leader key and ${node}'s fence (registering ${node} as its candidate)`,
@@ -687,13 +735,13 @@ export class Candidate implements TermContext {
    * node's fence, the end-of-term record, the hold-off, the login record and the drift hold: one step, merged
    * with other identities' steps into one transaction (batch.ts).
    */
-  private async registerAndRead(
+  private registerAndRead(
     leaderKey: string,
     fenceKey: string,
     holdOffKey: string,
     driftKey: string,
     opts: { keepUnchanged?: boolean } = {},
-  ): Promise<CampaignState> {
+  ): { state: Promise<CampaignState>; candidates: Promise<CandidateValues> } {
     const termEndKey = this.keys.termEnd(this.identity);
     const loginKey = this.keys.login(this.identity);
     const { put, record } = this.registration();
@@ -702,7 +750,7 @@ export class Candidate implements TermContext {
     // cluster), on the path of every failover. Any other step refreshes it.
     const write = !(opts.keepUnchanged && record === this.registered);
     this.registered = undefined;
-    const step = await this.batcher.run(
+    const stepping = this.batcher.run(
       [
         ...(write ? [put] : []),
         this.client.get(leaderKey),
@@ -714,11 +762,47 @@ export class Candidate implements TermContext {
       ],
       leaderKey,
     );
-    this.registered = record;
-    const result = { header: { revision: step.revision }, responses: step.responses.slice(write ? 1 : 0) };
-    const leaderKv = result.responses[0]?.response_range?.kvs[0];
-    const fenceKv = result.responses[1]?.response_range?.kvs[0];
-    const termEndKv = result.responses[2]?.response_range?.kvs[0];
+    // Asked in the same turn, so sent in the same transaction after the registration (unless
+    // etcd refuses one of the steps: then each alone). A free election ranks on it; a later
+    // step brings it up to date from the watch (decideOnFeed).
+    const candidates = readCandidateValues(this.batcher, this.client, this.keys, this.identity);
+    const state = stepping.then((step) => {
+      this.registered = record;
+      const responses = step.responses.slice(write ? 1 : 0);
+      const kv = (i: number): KeyRead => {
+        const found = responses[i]?.response_range?.kvs[0];
+        return found && { value: found.value, modRevision: found.mod_revision };
+      };
+      const read: CampaignRead = {
+        revision: BigInt(step.revision),
+        keys: new Map([
+          [leaderKey, kv(0)],
+          [termEndKey, kv(2)],
+          [holdOffKey, kv(3)],
+          [loginKey, kv(4)],
+          [driftKey, kv(5)],
+        ]),
+        fenced: kv(1) !== undefined,
+      };
+      const decided = this.stateOf(read);
+      this.lastRead = read;
+      void candidates.then((c) => {
+        if (this.lastRead === read && !('unreadable' in c)) read.candidates = c;
+      });
+      return decided;
+    });
+    return { state, candidates };
+  }
+
+  /** What a campaign step decides on, from a read (or a read brought up to date by the watch). */
+  private stateOf(read: CampaignRead): CampaignState {
+    const node = this.session.node;
+    const leaderKey = this.keys.leader(this.identity);
+    const termEndKey = this.keys.termEnd(this.identity);
+    const loginKey = this.keys.login(this.identity);
+    const leaderKv = read.keys.get(leaderKey);
+    const termEndKv = read.keys.get(termEndKey);
+    const loginKv = read.keys.get(loginKey);
     const termEnd = decode(TermEnd, termEndKv?.value, termEndKey);
     return {
       /**
@@ -729,21 +813,73 @@ export class Candidate implements TermContext {
         leaderKv !== undefined &&
         termEndKv !== undefined &&
         termEnd?.how === 'transferred' &&
-        termEndKv.mod_revision === leaderKv.mod_revision,
-      revision: result.header.revision,
+        termEndKv.modRevision === leaderKv.modRevision,
+      revision: String(read.revision),
       leader: leaderKv
         ? {
             record: decode(LeaderRecord, leaderKv.value, leaderKey)!,
             // The leader key is written once per term: its mod revision is the token.
-            token: BigInt(leaderKv.mod_revision),
+            token: BigInt(leaderKv.modRevision),
           }
         : undefined,
-      fenced: fenceKv !== undefined,
-      heldOff: result.responses[3]?.response_range?.kvs[0] !== undefined,
-      login: loginOf(result.responses[4]?.response_range?.kvs[0], loginKey),
-      loginPresent: result.responses[4]?.response_range?.kvs[0] !== undefined,
-      drifted: result.responses[5]?.response_range?.kvs[0] !== undefined,
+      fenced: read.fenced,
+      heldOff: read.keys.get(this.keys.holdOff(this.identity, node)) !== undefined,
+      login: loginOf(loginKv && { value: loginKv.value, mod_revision: loginKv.modRevision }, loginKey),
+      loginPresent: loginKv !== undefined,
+      drifted: read.keys.get(this.keys.drift(this.identity, node)) !== undefined,
     };
+  }
+
+  /**
+   * The step after a change the campaign watched, decided on the watch instead of a read of
+   * etcd: the last read with every change since applied is a read at the revision the watch
+   * has delivered (feed.ts). One round trip fewer between a leader key's end and the create,
+   * or between a term moved here and taking it. Only for those two steps — a term moved to
+   * this node, a free key to create (whose transaction compares the key, the fence, the
+   * hold-off and the drift hold again) — and only when a read would do nothing else: no
+   * registration to write, no stale login of ours to confirm out. Anything else reads etcd.
+   */
+  private decideOnFeed(
+    lastOwnToken: FencingToken | undefined,
+  ): { state: CampaignState; ranking?: CandidatesRead } | undefined {
+    const read = this.lastRead;
+    if (!read || this.registration().record !== this.registered) return undefined;
+    const seen = this.feed.changedSince(read.revision, [...read.keys.keys()]);
+    if (!seen) return undefined;
+    const now: CampaignRead = { revision: seen.revision, keys: new Map(read.keys), fenced: read.fenced };
+    for (const [key, change] of seen.changes) now.keys.set(key, keyAfter(change));
+    // The candidates from their own read, with the changes after it (their own revision).
+    const prefix = this.keys.candidates(this.identity);
+    const since = read.candidates;
+    const candidatesSeen = since && this.feed.changedSince(since.revision, [], [prefix]);
+    let ranking: CandidatesRead | undefined;
+    if (since && candidatesSeen) {
+      const values = new Map(since.values);
+      for (const [key, change] of candidatesSeen.changes) {
+        const after = keyAfter(change);
+        if (after) values.set(key, after.value.toString());
+        else values.delete(key);
+      }
+      ranking = rankable({ revision: candidatesSeen.revision, values });
+    }
+    let state: CampaignState;
+    try {
+      state = this.stateOf(now);
+    } catch {
+      return undefined; // a malformed record: the read reports it
+    }
+    const leader = state.leader;
+    const movedHere =
+      leader?.record.leaseId === this.session.leaseId && leader.token !== lastOwnToken && state.transferred;
+    const free =
+      ranking !== undefined &&
+      !leader &&
+      !state.fenced &&
+      !state.heldOff &&
+      !state.drifted &&
+      !(state.login && this.staleOwnLogin(state.login.record));
+    if (!movedHere && !free) return undefined;
+    return { state, ...(ranking ? { ranking } : {}) };
   }
 
   /**

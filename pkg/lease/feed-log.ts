@@ -31,6 +31,8 @@ export class ChangeLog {
   /** Highest revision delivered so far (events arrive in revision order). */
   private progress = 0n;
   private readonly latest = new Map<string, Change>();
+  /** The same changes by scope, so the keys under a prefix of one scope are listed without a scan of all. */
+  private readonly latestByScope = new Map<string, Map<string, Change>>();
   /** Per scope: changes after this revision are remembered. */
   private readonly since = new Map<string, bigint>();
 
@@ -41,6 +43,7 @@ export class ChangeLog {
     this.baseline = revision;
     this.progress = revision;
     this.latest.clear();
+    this.latestByScope.clear();
     for (const scope of this.since.keys()) this.since.set(scope, revision);
   }
 
@@ -48,6 +51,7 @@ export class ChangeLog {
   stopped(): void {
     this.baseline = undefined;
     this.latest.clear();
+    this.latestByScope.clear();
   }
 
   get running(): boolean {
@@ -66,16 +70,42 @@ export class ChangeLog {
     const scope = this.scopeOf(key);
     if (scope === undefined || !this.since.has(scope)) return false;
     this.latest.set(key, change);
+    let inScope = this.latestByScope.get(scope);
+    if (!inScope) this.latestByScope.set(scope, (inScope = new Map()));
+    inScope.set(key, change);
     return true;
   }
 
+  /** The highest revision the watch delivered: every change up to it is in the log. */
+  get knownThrough(): bigint {
+    return this.progress;
+  }
+
   lookup(key: string, readAt: bigint): Lookup {
-    if (this.baseline === undefined) return { verdict: 'unknown' };
-    const scope = this.scopeOf(key);
-    const since = scope === undefined ? undefined : this.since.get(scope);
-    if (since === undefined || readAt < since || readAt < this.baseline) return { verdict: 'unknown' };
+    if (!this.covers(key, readAt)) return { verdict: 'unknown' };
     const change = this.latest.get(key);
     if (change && change.revision > readAt) return { verdict: 'changed', change };
     return { verdict: 'wait' };
+  }
+
+  /**
+   * The latest change of each key under `prefix` (within one scope) after `readAt`, keys
+   * that did not exist at the read included; undefined when the log cannot tell.
+   */
+  changesUnder(prefix: string, readAt: bigint): Map<string, Change> | undefined {
+    if (!this.covers(prefix, readAt)) return undefined;
+    const found = new Map<string, Change>();
+    for (const [key, change] of this.latestByScope.get(this.scopeOf(prefix)!) ?? []) {
+      if (key.startsWith(prefix) && change.revision > readAt) found.set(key, change);
+    }
+    return found;
+  }
+
+  /** Whether every change of `key`'s scope after `readAt` is in the log. */
+  private covers(key: string, readAt: bigint): boolean {
+    if (this.baseline === undefined) return false;
+    const scope = this.scopeOf(key);
+    const since = scope === undefined ? undefined : this.since.get(scope);
+    return since !== undefined && readAt >= since && readAt >= this.baseline;
   }
 }

@@ -251,6 +251,37 @@ export class ChangeFeed {
   }
 
   /**
+   * A read made from the watch: the latest change of each of `keys`, and of every key under
+   * `prefixes`, after a read at `readAt`, as of the highest revision the watch delivered
+   * (`revision`). All of them must lie under one watched prefix (one log, one revision). Called
+   * outside the feed's callbacks, it sees whole revisions: etcd sends a revision's events in
+   * one response, and they are recorded in one go. Undefined when the log cannot tell (the read
+   * is older than what it covers, or the watch is down): read etcd then.
+   */
+  changedSince(
+    readAt: bigint,
+    keys: string[],
+    prefixes: string[] = [],
+  ): { revision: bigint; changes: Map<string, Change> } | undefined {
+    const watch = this.watchOf(keys[0] ?? prefixes[0] ?? '');
+    const changes = new Map<string, Change>();
+    for (const key of keys) {
+      if (this.watchOf(key) !== watch) return undefined;
+      const found = watch.log.lookup(key, readAt);
+      if (found.verdict === 'unknown') return undefined;
+      if (found.verdict === 'changed') changes.set(key, found.change);
+    }
+    for (const prefix of prefixes) {
+      if (this.watchOf(prefix) !== watch) return undefined;
+      const under = watch.log.changesUnder(prefix, readAt);
+      if (!under) return undefined;
+      for (const [key, change] of under) changes.set(key, change);
+    }
+    const known = watch.log.knownThrough;
+    return { revision: known > readAt ? known : readAt, changes };
+  }
+
+  /**
    * Start remembering changes of these keys' scopes (an identity, a node) now: a first read
    * made after this can be followed without reading again.
    */

@@ -113,23 +113,44 @@ export function decideRank(me: string, read: CandidatesRead): RankDecision {
   return { rank, waitMs: rank * STAGGER_STEP_MS, reason, ...(problem ? { problem } : {}) };
 }
 
+/** The candidates' records as read, by key, with the revision of the read. */
+export type CandidateValues = { revision: bigint; values: Map<string, string> } | { unreadable: string };
+
 /**
  * Read the candidates registered for `identity`, merged with the other reads of this moment
  * (batch.ts); never throws (a failure is a fact to rank on). Its own step, not part of the
  * campaign's: a node that may not read the candidates (RBAC) still campaigns, ranked last.
  */
+export async function readCandidateValues(
+  batcher: TxnBatcher,
+  client: Etcd3,
+  keys: Keys,
+  identity: string,
+): Promise<CandidateValues> {
+  const prefix = keys.candidates(identity);
+  try {
+    const step = await batcher.run([client.getAll().prefix(prefix)], prefix);
+    const kvs = step.responses[0]?.response_range?.kvs ?? [];
+    return {
+      revision: BigInt(step.revision),
+      values: new Map(kvs.map((kv) => [kv.key.toString(), kv.value.toString()])),
+    };
+  } catch (err) {
+    return { unreadable: (err as Error).message };
+  }
+}
+
+/** The candidates' records parsed for ranking (malformed ones named), or why they could not be read. */
+export function candidatesOf(read: CandidateValues): CandidatesRead {
+  return 'unreadable' in read ? read : parseCandidates(Object.fromEntries(read.values));
+}
+
+/** readCandidateValues, parsed for ranking. */
 export async function readCandidates(
   batcher: TxnBatcher,
   client: Etcd3,
   keys: Keys,
   identity: string,
 ): Promise<CandidatesRead> {
-  const prefix = keys.candidates(identity);
-  try {
-    const step = await batcher.run([client.getAll().prefix(prefix)], prefix);
-    const kvs = step.responses[0]?.response_range?.kvs ?? [];
-    return parseCandidates(Object.fromEntries(kvs.map((kv) => [kv.key.toString(), kv.value.toString()])));
-  } catch (err) {
-    return { unreadable: (err as Error).message };
-  }
+  return candidatesOf(await readCandidateValues(batcher, client, keys, identity));
 }

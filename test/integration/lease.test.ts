@@ -50,6 +50,20 @@ async function untilRegistered(client: Etcd3, identity: string, count: number): 
   );
 }
 
+/**
+ * The keys a client is asked to read from now on (its `get`), until `stop()`: a step that a
+ * node decides on its watch reads nothing on the way.
+ */
+function readsOf(client: Etcd3): { keys: string[]; stop: () => void } {
+  const keys: string[] = [];
+  const get = client.get.bind(client);
+  client.get = ((key: string) => {
+    keys.push(key);
+    return get(key);
+  }) as Etcd3['get'];
+  return { keys, stop: () => void delete (client as Partial<Pick<Etcd3, 'get'>>).get };
+}
+
 /** The leader changes a leader-observer fixture printed from line `from` on, as "node:token" or "none". */
 async function reportedChanges(observer: NodeProgram, from: number, count: number): Promise<string[]> {
   const changes = () =>
@@ -508,11 +522,45 @@ describe('pkg/lease (real etcd)', function () {
       await untilRegistered(b.client, identity, 2);
       const registration = () => a.client.get(new Keys().candidate(identity, 'next')).exec();
       const before = (await registration()).kvs[0]!.mod_revision;
-      await a.client.delete().key(new Keys().leader(identity));
-      const successor = await bTerm;
-      expect(successor.node).to.equal('next');
+      const reads = readsOf(b.client);
+      try {
+        await a.client.delete().key(new Keys().leader(identity));
+        const successor = await bTerm;
+        expect(successor.node).to.equal('next');
+      } finally {
+        reads.stop();
+      }
       // A write would have been a raft commit on the path from the key's end to the new term.
       expect((await registration()).kvs[0]!.mod_revision, 'the registration written once').to.equal(before);
+      // So would a read be a round trip: the key's end and the candidates come from its watch.
+      expect(reads.keys, 'b read the leader key again').to.not.include(new Keys().leader(identity));
+    });
+
+    it('a better candidate that registered while the standby waited still goes first when the key goes', async function () {
+      this.timeout(30_000);
+      const identity = freshIdentity();
+      const keys = new Keys();
+      const holder = await open([etcd.hostEndpoint], 'holder', identity);
+      await holder.candidate.campaign();
+      const low = await open([etcd.hostEndpoint], 'low', identity, { candidate: { priority: 1 } });
+      await ChangeFeed.for(low.client).ready();
+      const lowTerm = low.candidate.campaign();
+      await untilRegistered(low.client, identity, 2);
+      // Registered after low read the candidates: low learns of it from its watch alone.
+      const high = await open([etcd.hostEndpoint], 'high', identity, { candidate: { priority: 5 } });
+      await ChangeFeed.for(high.client).ready();
+      const highTerm = high.candidate.campaign();
+      await untilRegistered(high.client, identity, 3);
+      // The holder's end as its lease's end looks: its registration and its key go together.
+      await holder.client
+        .if(keys.leader(identity), 'Create', '>', 0)
+        .then(
+          holder.client.delete().key(keys.candidate(identity, 'holder')),
+          holder.client.delete().key(keys.leader(identity)),
+        )
+        .commit();
+      const winner = await Promise.race([lowTerm, highTerm]);
+      expect(winner.node).to.equal('high');
     });
 
     it('a successor that never saw the earlier holder’s session waits out T from when it first found it gone, then logs in', async function () {
@@ -679,17 +727,20 @@ describe('pkg/lease (real etcd)', function () {
       return { identity, a, aTerm, b, bTerm, authority, heldOff };
     }
 
-    it('moves the key to the target in the step that confirms the logout; the target logs in without a read or a write of its own', async function () {
+    it('moves the key to the target in the step that confirms the logout; the target takes its term and logs in without a read or a write of its own', async function () {
       const { identity, a, aTerm, b, bTerm, authority } = await handOverSetup();
       const keys = new Keys();
       const registration = async () => (await a.client.get(keys.candidate(identity, 'b')).exec()).kvs[0]!;
       const registeredAt = (await registration()).mod_revision;
       const plan = await aTerm.readHandOver('b', WORKFLOW, authority);
+      const reads = readsOf(b.client);
       // The service is out (the caller's part); one transaction says so and moves the key.
       expect(await aTerm.handOver(plan, { actor: 'op' })).to.equal(true);
       expect((await aTerm.whenLost()).reason).to.equal('key-moved');
       expect(aTerm.loggedIn).to.equal(false);
-      const won = await bTerm;
+      const won = await bTerm.finally(reads.stop);
+      // The move, the term-end record and the cleared login record come from its watch.
+      expect(reads.keys, 'b read the moved key').to.not.include(keys.leader(identity));
       expect(won.node).to.equal('b');
       expect(won.token > aTerm.token).to.equal(true);
       expect(won.previous?.transferred).to.equal(true);

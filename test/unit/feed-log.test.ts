@@ -89,4 +89,50 @@ describe('the change feed log', () => {
     expect(log.lookup('identities/a/leader', 15n).verdict).to.equal('unknown');
     expect(log.lookup('identities/a/leader', 20n).verdict).to.equal('wait');
   });
+
+  describe('the keys under a prefix (a read of the candidates, brought up to date)', () => {
+    const prefix = 'identities/a/candidates/';
+    function logWith(changes: Array<[string, Change]>): ChangeLog {
+      const log = new ChangeLog(scopeOf);
+      log.interest('a');
+      log.interest('b');
+      log.started(10n);
+      for (const [key, change] of changes) log.record(key, change);
+      return log;
+    }
+
+    it('names each key under the prefix changed after the read, new keys included, with its latest change', () => {
+      const log = logWith([
+        [`${prefix}n1`, put(11)],
+        [`${prefix}n2`, put(12)],
+        [`${prefix}n1`, del(13)],
+        ['identities/a/leader', del(13)],
+        ['identities/b/candidates/n1', put(14)],
+      ]);
+      const found = log.changesUnder(prefix, 11n)!;
+      expect([...found].map(([key, c]) => [key, c.kind, Number(c.revision)])).to.have.deep.members([
+        [`${prefix}n1`, 'delete', 13],
+        [`${prefix}n2`, 'put', 12],
+      ]);
+      expect(log.changesUnder(prefix, 13n)!.size, 'nothing after 13').to.equal(0);
+      expect(log.knownThrough).to.equal(14n);
+    });
+
+    it('cannot tell for a read older than what it covers, or while its watch is down', () => {
+      const log = logWith([[`${prefix}n1`, put(11)]]);
+      expect(log.changesUnder(prefix, 9n)).to.equal(undefined);
+      expect(log.changesUnder('identities/c/candidates/', 12n), 'a scope nobody asked for').to.equal(
+        undefined,
+      );
+      log.stopped();
+      expect(log.changesUnder(prefix, 12n)).to.equal(undefined);
+    });
+
+    it('forgets the keys of a scope with the rest when the watch restarts', () => {
+      const log = logWith([[`${prefix}n1`, put(11)]]);
+      log.stopped();
+      log.started(20n);
+      expect(log.changesUnder(prefix, 20n)!.size).to.equal(0);
+    });
+  });
 });
