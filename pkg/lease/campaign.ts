@@ -137,7 +137,9 @@ type KeyRead = { value: Buffer; modRevision: string } | undefined;
 
 /**
  * A campaign read, raw: what a later step applies the watch's changes to, to decide without
- * reading again (decideOnFeed).
+ * reading again (decideOnFeed). Brought up to date that way, its revision covers the
+ * identity's keys only (one watched prefix): the fence stays as read, so a state decided on
+ * the watch is never waited on, only acted on through a transaction that compares the fence.
  */
 interface CampaignRead {
   revision: bigint;
@@ -310,14 +312,15 @@ export class Candidate implements TermContext {
     // A term of ours that just ended (resigned) must not be adopted again as if transferred.
     const lastOwnToken = this.lastOwnToken;
     let observedEndAt: number | undefined;
-    // The leader key was just seen deleted: the next read will most likely find it free, so
-    // the candidates are read beside it (one round trip, not two, before the create). Not on
-    // the first read, which may be the one that registers this node: ranked without its own
-    // registration, it would put itself last.
+    // The leader key was just seen deleted: the next step will most likely find it free, and
+    // decides on the watch (decideOnFeed) or, failing that, ranks on the candidates read beside
+    // its read (one round trip, not two, before the create). Any other free election reads
+    // the candidates afresh after its read: if etcd refused the merged step, the candidates
+    // may have been read alone before this node's registration, which would rank it last.
     let likelyFree = false;
     // A key the wait follows was just written (a new term, a term moved to us, a fence or a
     // hold): nothing about this candidate changed, so its registration is not written again
-    // either, and a target's step from the move to its term is a read.
+    // either, and a target's step from the move to its term is decided on the watch.
     let keyWritten = false;
 
     for (;;) {
@@ -328,8 +331,8 @@ export class Candidate implements TermContext {
       const rankNow = likelyFree;
       likelyFree = false;
       keyWritten = false;
-      const fed = afterWatchedChange ? this.decideOnFeed(lastOwnToken) : undefined;
       try {
+        const fed = afterWatchedChange ? this.decideOnFeed(lastOwnToken) : undefined;
         if (fed) {
           state = fed.state;
           if (fed.ranking) ranking = Promise.resolve(fed.ranking);

@@ -30,9 +30,8 @@ export class ChangeLog {
   private baseline: bigint | undefined;
   /** Highest revision delivered so far (events arrive in revision order). */
   private progress = 0n;
-  private readonly latest = new Map<string, Change>();
-  /** The same changes by scope, so the keys under a prefix of one scope are listed without a scan of all. */
-  private readonly latestByScope = new Map<string, Map<string, Change>>();
+  /** Each key's latest change, by scope (the keys under a prefix of one scope are listed without a scan of all). */
+  private readonly latest = new Map<string, Map<string, Change>>();
   /** Per scope: changes after this revision are remembered. */
   private readonly since = new Map<string, bigint>();
 
@@ -43,7 +42,6 @@ export class ChangeLog {
     this.baseline = revision;
     this.progress = revision;
     this.latest.clear();
-    this.latestByScope.clear();
     for (const scope of this.since.keys()) this.since.set(scope, revision);
   }
 
@@ -51,7 +49,16 @@ export class ChangeLog {
   stopped(): void {
     this.baseline = undefined;
     this.latest.clear();
-    this.latestByScope.clear();
+  }
+
+  /**
+   * The watch's stream broke and the client library resumed it by itself, from the last
+   * response header it had seen: events up to that header that it had not delivered are lost
+   * for good, and they all lie at or before `revision`, the resumed watch's first header.
+   * Reads older than that are no longer covered (their waiters read again).
+   */
+  resumed(revision: bigint): void {
+    if (this.baseline !== undefined && revision > this.baseline) this.baseline = revision;
   }
 
   get running(): boolean {
@@ -69,9 +76,8 @@ export class ChangeLog {
     if (change.revision > this.progress) this.progress = change.revision;
     const scope = this.scopeOf(key);
     if (scope === undefined || !this.since.has(scope)) return false;
-    this.latest.set(key, change);
-    let inScope = this.latestByScope.get(scope);
-    if (!inScope) this.latestByScope.set(scope, (inScope = new Map()));
+    let inScope = this.latest.get(scope);
+    if (!inScope) this.latest.set(scope, (inScope = new Map()));
     inScope.set(key, change);
     return true;
   }
@@ -83,7 +89,7 @@ export class ChangeLog {
 
   lookup(key: string, readAt: bigint): Lookup {
     if (!this.covers(key, readAt)) return { verdict: 'unknown' };
-    const change = this.latest.get(key);
+    const change = this.latest.get(this.scopeOf(key)!)?.get(key);
     if (change && change.revision > readAt) return { verdict: 'changed', change };
     return { verdict: 'wait' };
   }
@@ -95,7 +101,7 @@ export class ChangeLog {
   changesUnder(prefix: string, readAt: bigint): Map<string, Change> | undefined {
     if (!this.covers(prefix, readAt)) return undefined;
     const found = new Map<string, Change>();
-    for (const [key, change] of this.latestByScope.get(this.scopeOf(prefix)!) ?? []) {
+    for (const [key, change] of this.latest.get(this.scopeOf(prefix)!) ?? []) {
       if (key.startsWith(prefix) && change.revision > readAt) found.set(key, change);
     }
     return found;

@@ -120,6 +120,10 @@ class PrefixWatch {
         this.log.started(revision);
         watcher.on('put', (kv: IKeyValue) => this.deliver('put', kv));
         watcher.on('delete', (kv: IKeyValue) => this.deliver('delete', kv));
+        // Created already: each later 'connected' is the library resuming a broken stream.
+        watcher.on('connected', (res: { header: { revision: string } }) =>
+          this.log.resumed(BigInt(res.header.revision)),
+        );
         for (const wake of this.readyWaiters.splice(0)) wake();
         // Followers that came while it was starting cannot know what they missed.
         this.resyncAll(undefined);

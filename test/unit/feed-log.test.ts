@@ -90,6 +90,24 @@ describe('the change feed log', () => {
     expect(log.lookup('identities/a/leader', 20n).verdict).to.equal('wait');
   });
 
+  it('no longer covers reads older than a stream the client resumed by itself: it may have lost changes before it', () => {
+    const log = new ChangeLog(scopeOf);
+    log.interest('a');
+    log.started(10n);
+    log.record('identities/a/leader', put(12));
+    // Resumed with its first header at 20: changes in (12, 20] may never come.
+    log.resumed(20n);
+    expect(log.lookup('identities/a/leader', 15n).verdict).to.equal('unknown');
+    expect(log.changesUnder('identities/a/candidates/', 15n)).to.equal(undefined);
+    expect(log.lookup('identities/a/leader', 20n).verdict).to.equal('wait');
+    log.record('identities/a/leader', del(21));
+    const found = log.lookup('identities/a/leader', 20n);
+    expect(found.verdict === 'changed' && found.change.kind).to.equal('delete');
+    // An older header (a late event) never lowers what it covers.
+    log.resumed(18n);
+    expect(log.lookup('identities/a/leader', 19n).verdict).to.equal('unknown');
+  });
+
   describe('the keys under a prefix (a read of the candidates, brought up to date)', () => {
     const prefix = 'identities/a/candidates/';
     function logWith(changes: Array<[string, Change]>): ChangeLog {
