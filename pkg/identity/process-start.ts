@@ -45,9 +45,11 @@ export interface ProcessDriverOptions {
    * tests): spec.command runs as it is, as this process's user.
    */
   policy?: ExecPolicy;
-  /** The agent's spawn turns (one per agent, shared by its drivers): each spawn waits for a
-   * pass of the event loop of its own, after the warm logins under way. Absent (library use,
-   * tests): spawns run at once. */
+  /**
+   * The agent's spawn turns (one per agent, shared by its drivers): each spawn waits for a pass
+   * of the event loop of its own, a cold login's after the warm logins under way. Absent
+   * (library use, tests): spawns run at once.
+   */
   spawnTurns?: SpawnTurns;
 }
 
@@ -243,7 +245,8 @@ export abstract class ProcessStarter extends EventEmitter {
     } catch (err) {
       return { ok: false, reason: (err as Error).message };
     }
-    await this.spawnTurn('term');
+    // A cold login lets the agent's warm logins go first; a restart under the term does not wait.
+    await this.spawnTurn('term', purpose === 'login');
     // A logout or close that came while the policy was asked (or the spawn's turn awaited)
     // found nothing to stop: start nothing.
     if (generation !== this.generation || this.closed) {
@@ -315,9 +318,9 @@ export abstract class ProcessStarter extends EventEmitter {
   }
 
   /** Wait for this spawn's pass of the loop (spawn-turns.ts); without turns, no pass to wait for. */
-  private async spawnTurn(spawnFor: SpawnFor): Promise<void> {
+  private async spawnTurn(spawnFor: SpawnFor, afterWarmLogins = false): Promise<void> {
     const turns = this.opts.spawnTurns;
-    if (turns) await turns.turn(spawnFor);
+    if (turns) await turns.turn(spawnFor, { afterWarmLogins });
   }
 
   protected spawnProcess(purpose: Purpose, ctx: LoginContext | undefined, plan: LaunchPlan): ServiceProcess {

@@ -20,9 +20,12 @@
 // against 52 / 84. Held until the warm service was in, the spawn then landed on the next step,
 // the responder's subscription (500 ms once). A warm login answers in tens of milliseconds; a
 // cold service takes hundreds to start whatever we do. So while a login that starts no process
-// is under way (the agent's term says so, from its admission until its responder is open),
-// spawns wait for it, each for at most WARM_LOGINS_FIRST_MS from when it asked: a storm of
-// warm logins delays the spawns once, not once per spawn.
+// is under way (the agent's term says so, from its admission until its responder is open), a
+// cold login's spawn waits for it. Only those: a standby's start may be what a warm login
+// itself waits for, and a crashed service's restart under a term gains nothing by waiting.
+// The wait is bounded once per stretch of warm logins: it ends WARM_LOGINS_FIRST_MS after the
+// first held spawn asked, and no spawn is held again until no warm login is under way, so a
+// storm of warm logins (which hold admission slots meanwhile) delays the cold ones once.
 
 /** How a waiter gets the next pass of the loop (injected by tests that count passes). */
 export type NextPass = (run: () => void) => void;
@@ -31,9 +34,9 @@ export type NextPass = (run: () => void) => void;
 const nextPass: NextPass = (run) => setImmediate(run);
 
 /**
- * Longest a spawn waits for warm logins under way. A warm login took 20–160 ms on 2026-12-05's
- * saturated 2-core bench, a cold service's fork and boot several hundred: 300 ms covers a slow
- * warm login and costs a cold one less than its own start.
+ * Longest cold logins' spawns wait for a stretch of warm logins. A warm login took 20–160 ms on
+ * 2026-12-05's saturated 2-core bench, a cold service's fork and boot several hundred: 300 ms
+ * covers a slow warm login and costs a cold one less than its own start.
  */
 export const WARM_LOGINS_FIRST_MS = 300;
 
@@ -53,19 +56,26 @@ const realClock: TurnClock = {
   },
 };
 
+/** Who spawns: a service under a term goes first; a standby (nobody logged in) after. */
+export type SpawnFor = 'term' | 'standby';
+
 interface Waiter {
   resolve: () => void;
   askedAt: number;
+  /** A cold login's spawn: it lets the warm logins under way go first. */
+  afterWarmLogins: boolean;
 }
-
-/** Who spawns: a service under a term goes first; a standby (nobody logged in) after. */
-export type SpawnFor = 'term' | 'standby';
 
 export class SpawnTurns {
   private readonly waiting: Record<SpawnFor, Waiter[]> = { term: [], standby: [] };
   private scheduled = false;
   private readonly warmLogins = new Set<Promise<unknown>>();
-  /** Cancels the timer that ends the current hold for warm logins (set while held). */
+  /**
+   * While warm logins are under way: when the hold of this stretch of them ends (set by its
+   * first held spawn; cleared once none is under way). Past it nothing is held.
+   */
+  private holdEndsAt: number | undefined;
+  /** Cancels the timer that ends the current hold (set while spawns are held). */
   private release: (() => void) | undefined;
 
   constructor(
@@ -80,26 +90,32 @@ export class SpawnTurns {
 
   /**
    * Resolves on a pass of the loop that no other waiter has, terms before standbys and each
-   * in the order asked, after the warm logins under way (at most WARM_LOGINS_FIRST_MS): the
-   * caller spawns right after (no await between this and its spawn, or the turn is lost to
-   * whatever runs meanwhile).
+   * in the order asked; a cold login's spawn (`afterWarmLogins`) lets the warm logins under
+   * way go first (at most WARM_LOGINS_FIRST_MS per stretch of them). The caller spawns right
+   * after (no await between this and its spawn, or the turn is lost to whatever runs meanwhile).
    */
-  turn(spawnFor: SpawnFor): Promise<void> {
+  turn(spawnFor: SpawnFor, opts: { afterWarmLogins?: boolean } = {}): Promise<void> {
     return new Promise<void>((resolve) => {
-      this.waiting[spawnFor].push({ resolve, askedAt: this.clock.now() });
+      this.waiting[spawnFor].push({
+        resolve,
+        askedAt: this.clock.now(),
+        afterWarmLogins: opts.afterWarmLogins ?? false,
+      });
       this.schedule();
     });
   }
 
   /**
-   * A login that starts no process is under way until `login` settles (in, or failed):
-   * spawns wait for it. Returns `login` itself.
+   * A login that starts no process is under way until `login` settles (in, or failed): cold
+   * logins' spawns wait for it. Returns `login` itself.
    */
   warmLogin<T>(login: Promise<T>): Promise<T> {
     this.warmLogins.add(login);
     const done = () => {
       this.warmLogins.delete(login);
-      if (this.warmLogins.size === 0 && this.release) this.endHold();
+      if (this.warmLogins.size > 0) return;
+      this.holdEndsAt = undefined;
+      if (this.release) this.endHold();
     };
     login.then(done, done);
     return login;
@@ -110,18 +126,21 @@ export class SpawnTurns {
     this.scheduled = true;
     this.pass(() => {
       this.scheduled = false;
-      const line = this.waiting.term.length > 0 ? this.waiting.term : this.waiting.standby;
-      const first = line[0];
-      if (!first) return;
-      const heldFor = this.clock.now() - first.askedAt;
-      if (this.warmLogins.size > 0 && heldFor < WARM_LOGINS_FIRST_MS) {
-        // Later waiters asked later: none of them is due before the first.
-        this.release = this.clock.after(WARM_LOGINS_FIRST_MS - heldFor, () => this.endHold());
+      const now = this.clock.now();
+      const holding = this.warmLogins.size > 0 && (this.holdEndsAt === undefined || now < this.holdEndsAt);
+      const free = (w: Waiter) => !(holding && w.afterWarmLogins);
+      const line = [this.waiting.term, this.waiting.standby].find((l) => l.some(free));
+      if (!line) {
+        // Everyone waiting lets the warm logins go first: until they are in, or the hold ends.
+        const first = this.waiting.term[0] ?? this.waiting.standby[0];
+        if (!first) return;
+        this.holdEndsAt ??= first.askedAt + WARM_LOGINS_FIRST_MS;
+        this.release = this.clock.after(Math.max(0, this.holdEndsAt - now), () => this.endHold());
         return;
       }
       // The waiter's continuation runs in this pass's microtasks; the next waiter's pass is
       // scheduled now, so it comes after the loop has gone round once more.
-      line.shift()!.resolve();
+      line.splice(line.findIndex(free), 1)[0]!.resolve();
       this.schedule();
     });
   }

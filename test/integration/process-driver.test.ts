@@ -994,6 +994,26 @@ describe('process driver (real processes)', function () {
       expect(await prepared).to.match(/cannot start the warm service: the driver is closed/);
       expect(d.pid).to.equal(undefined);
     });
+
+    it("a cold login's spawn waits while the agent logs a warm service in, and starts once it is in", async function () {
+      // The hold's bound never ends here: only the warm login can let the spawn through.
+      const turns = new SpawnTurns(undefined, { now: () => performance.now(), after: () => () => undefined });
+      let warmIn!: () => void;
+      void turns.warmLogin(new Promise<void>((resolve) => (warmIn = resolve)));
+      const d = driver({ command: ['sleep', '1000'] }, undefined, turns);
+      const login = d.login(ctx(41n));
+      await waitFor(() => turns.queued > 0 || d.pid !== undefined || undefined, {
+        what: 'the cold spawn asking its turn (or spawning)',
+        timeoutMs: 5_000,
+      });
+      // Passes of the loop go by: without the hold the spawn would have had one of them.
+      for (let pass = 0; pass < 5; pass++) await new Promise((resolve) => setImmediate(resolve));
+      expect(turns.queued, 'the cold spawn still waits').to.equal(1);
+      expect(d.pid).to.equal(undefined);
+      warmIn();
+      await withTimeout(login, LOCAL_STEP_MS, 'the cold login');
+      expect(track(d.pid)).to.be.a('number');
+    });
   });
 
   describe('lifeline deadline through the driver', function () {

@@ -101,7 +101,7 @@ function harness(
     inboxRefused?: string;
     loginFails?: string;
     logoutUnconfirmed?: boolean;
-    service?: { driver: 'process'; mode: 'warm' | 'cold' } | { driver: 'nats' };
+    service?: { driver: 'process'; mode: 'warm' | 'cold' } | { driver: 'nats-service' };
     /** Record when the agent's spawns are asked to wait for this login, and when they go on. */
     watchSpawns?: boolean;
   } = {},
@@ -376,7 +376,7 @@ describe('a term, against fakes', function () {
   });
 
   describe("the agent's spawns wait for a login that starts no process", function () {
-    for (const service of [{ driver: 'process', mode: 'warm' }, { driver: 'nats' }] as const) {
+    for (const service of [{ driver: 'process', mode: 'warm' }, { driver: 'nats-service' }] as const) {
       it(`from its admission until its responder is open (${service.driver}${'mode' in service ? `, ${service.mode}` : ''})`, async function () {
         const h = harness('waiting-out', { service, watchSpawns: true });
         const { leadership, end } = fakeLeadership(h.calls);

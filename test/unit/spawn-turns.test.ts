@@ -79,7 +79,7 @@ describe('spawn turns', function () {
     expect(turns.queued).to.equal(0);
   });
 
-  describe('warm logins first', function () {
+  describe("a cold login's spawn lets the warm logins go first", function () {
     /** Passes run by hand, and a clock whose timers fire only when the test moves it. */
     function harness() {
       const passes: Array<() => void> = [];
@@ -124,11 +124,13 @@ describe('spawn turns', function () {
       return { turns, got, settle, advance, login, pendingTimers: () => timers.filter((t) => !t.cancelled) };
     }
 
-    it('holds a spawn asked during a warm login until the service is in', async function () {
+    const cold = { afterWarmLogins: true };
+
+    it('waits while a warm login is under way, and goes once the service is in', async function () {
       const h = harness();
       const warm = h.login();
       void h.turns.warmLogin(warm.promise);
-      const spawned = h.turns.turn('term').then(() => h.got.push('cold spawn'));
+      const spawned = h.turns.turn('term', cold).then(() => h.got.push('cold spawn'));
       await h.settle();
       await h.advance(WARM_LOGINS_FIRST_MS / 2);
       expect(h.got, 'no spawn while the warm service logs in').to.deep.equal([]);
@@ -139,11 +141,11 @@ describe('spawn turns', function () {
       expect(h.pendingTimers(), 'the hold timer is cancelled').to.have.length(0);
     });
 
-    it('releases the spawns when the warm login fails, too', async function () {
+    it('goes when the warm login fails, too', async function () {
       const h = harness();
       const warm = h.login();
       h.turns.warmLogin(warm.promise).catch(() => undefined);
-      const spawned = h.turns.turn('term').then(() => h.got.push('cold spawn'));
+      const spawned = h.turns.turn('term', cold).then(() => h.got.push('cold spawn'));
       await h.settle();
       warm.failed(new Error('the service did not log in'));
       await h.settle();
@@ -151,11 +153,10 @@ describe('spawn turns', function () {
       expect(h.got).to.deep.equal(['cold spawn']);
     });
 
-    it(`waits for a slow warm login at most ${WARM_LOGINS_FIRST_MS} ms from when the spawn asked`, async function () {
+    it(`waits for a slow warm login at most ${WARM_LOGINS_FIRST_MS} ms from when it asked`, async function () {
       const h = harness();
-      const warm = h.login();
-      void h.turns.warmLogin(warm.promise);
-      const spawned = h.turns.turn('term').then(() => h.got.push('cold spawn'));
+      void h.turns.warmLogin(h.login().promise); // never settles
+      const spawned = h.turns.turn('term', cold).then(() => h.got.push('cold spawn'));
       await h.settle();
       await h.advance(WARM_LOGINS_FIRST_MS - 1);
       expect(h.got).to.deep.equal([]);
@@ -164,28 +165,68 @@ describe('spawn turns', function () {
       expect(h.got, 'the warm login is still under way').to.deep.equal(['cold spawn']);
     });
 
-    it('delays a line of spawns once, not once per spawn, while warm logins keep coming', async function () {
+    it('is held once per stretch of warm logins, however many come and however long it lasts', async function () {
       const h = harness();
       void h.turns.warmLogin(h.login().promise); // never settles
-      const all = [1, 2, 3].map((i) => h.turns.turn('term').then(() => h.got.push(`spawn ${i}`)));
+      const first = [1, 2, 3].map((i) => h.turns.turn('term', cold).then(() => h.got.push(`spawn ${i}`)));
       await h.settle();
       await h.advance(WARM_LOGINS_FIRST_MS / 2);
       void h.turns.warmLogin(h.login().promise); // a second warm login, also never settling
       await h.advance(WARM_LOGINS_FIRST_MS / 2);
-      await Promise.all(all);
+      await Promise.all(first);
       expect(h.got).to.deep.equal(['spawn 1', 'spawn 2', 'spawn 3']);
+      // Still within the same stretch: a cold login asking now is not held again.
+      const later = h.turns.turn('term', cold).then(() => h.got.push('spawn 4'));
+      void h.turns.warmLogin(h.login().promise);
+      await h.settle();
+      await later;
+      expect(h.got).to.deep.equal(['spawn 1', 'spawn 2', 'spawn 3', 'spawn 4']);
     });
 
-    it('does not hold a spawn when no warm login is under way', async function () {
+    it('is held again in a new stretch, once no warm login was under way', async function () {
+      const h = harness();
+      const one = h.login();
+      void h.turns.warmLogin(one.promise);
+      const first = h.turns.turn('term', cold).then(() => h.got.push('spawn 1'));
+      await h.settle();
+      await h.advance(WARM_LOGINS_FIRST_MS);
+      await first;
+      one.done(true);
+      await h.settle();
+      void h.turns.warmLogin(h.login().promise);
+      const second = h.turns.turn('term', cold).then(() => h.got.push('spawn 2'));
+      await h.settle();
+      expect(h.got, 'held in the new stretch').to.deep.equal(['spawn 1']);
+      await h.advance(WARM_LOGINS_FIRST_MS);
+      await second;
+      expect(h.got).to.deep.equal(['spawn 1', 'spawn 2']);
+    });
+
+    it("never holds a standby's start or a restart under a term, even behind a held cold login", async function () {
+      const h = harness();
+      void h.turns.warmLogin(h.login().promise); // never settles
+      const coldSpawn = h.turns.turn('term', cold).then(() => h.got.push('cold login'));
+      const restart = h.turns.turn('term').then(() => h.got.push('restart under a term'));
+      // A warm login whose standby must start first waits for this one.
+      const standby = h.turns.turn('standby').then(() => h.got.push('standby start'));
+      await h.settle();
+      await Promise.all([restart, standby]);
+      expect(h.got).to.deep.equal(['restart under a term', 'standby start']);
+      await h.advance(WARM_LOGINS_FIRST_MS);
+      await coldSpawn;
+      expect(h.got).to.deep.equal(['restart under a term', 'standby start', 'cold login']);
+    });
+
+    it('holds nothing when no warm login is under way', async function () {
       const h = harness();
       const warm = h.login();
       void h.turns.warmLogin(warm.promise);
       warm.done(true);
       await h.settle();
-      const spawned = h.turns.turn('standby').then(() => h.got.push('standby spawn'));
+      const spawned = h.turns.turn('term', cold).then(() => h.got.push('cold spawn'));
       await h.settle();
       await spawned;
-      expect(h.got).to.deep.equal(['standby spawn']);
+      expect(h.got).to.deep.equal(['cold spawn']);
       expect(h.pendingTimers()).to.have.length(0);
     });
   });
