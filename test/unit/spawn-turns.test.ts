@@ -2,6 +2,7 @@
 // pass of the event loop each, so what fell due meanwhile (the heartbeat the renewal thread
 // watches, a renewal's push of the lifeline deadline) runs between any two spawns.
 import { expect } from 'chai';
+import { deferred } from '../support/wait.js';
 import {
   SpawnTurns,
   WARM_LOGINS_FIRST_MS,
@@ -113,13 +114,8 @@ describe('spawn turns', function () {
         await settle();
       };
       const login = () => {
-        let done!: (ok: boolean) => void;
-        let failed!: (err: Error) => void;
-        const promise = new Promise<boolean>((resolve, reject) => {
-          done = resolve;
-          failed = reject;
-        });
-        return { promise, done, failed };
+        const { promise, resolve, reject } = deferred<boolean>();
+        return { promise, done: resolve, failed: reject };
       };
       return { turns, got, settle, advance, login, pendingTimers: () => timers.filter((t) => !t.cancelled) };
     }

@@ -3,6 +3,7 @@
 // clean logout (bounded), refreshing while standing by, and scheduled snapshots while leading
 // that hold the service still and always let it go again.
 import { expect } from 'chai';
+import { deferred } from '../support/wait.js';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -108,17 +109,6 @@ function record(node: string, token: bigint, takenAtMs: number): SnapshotRecord 
     quiesced: true,
     manifestSha256: 'f'.repeat(64),
   };
-}
-
-/** A promise a test settles when it likes. */
-function deferred<T>() {
-  let resolve!: (v: T) => void;
-  let reject!: (e: Error) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
 }
 
 /** Waits (in real time: the keeper does real file I/O) until `cond` holds. */
