@@ -10,11 +10,18 @@
 //             → send time of the first PING answered by the new node (resolution ≈ the
 //             sampling period);
 //   double    PINGs answered by two nodes (S1; must be 0).
-// Then a summary (p50/p95/max of gap and duration, PING counts). Prints figures and never
-// fails on a timing; exits 1 if any PING had two responders or a switchover did not reach
-// `done`, 2 if the overall budget ran out.
+//   cpu wait  the share of the round (requested → done) in which some runnable task waited for
+//             a core (/proc/pressure/cpu): what says whether the round had the cores.
+// Then a summary (median/p99/max of gap and duration, PING counts), also written as JSON to
+// bench/results/ with the machine, versions and settings. With --etcd-members 3 the agents
+// and the controller use a 3-member etcd (each commit a raft round), as in the failover
+// bench's topology; everything else stays as light as here, so the two runs say how much of a
+// handover's time is etcd's. Prints figures and never fails on a timing; exits 1 if any PING
+// had two responders or a switchover did not reach `done`, 2 if the overall budget ran out.
 //
-//   npx tsx bench/switchover.ts [--rounds 10]      (npm run bench -- switchover --rounds 10)
+//   npx tsx bench/switchover.ts [--rounds 10] [--etcd-members 1|3]
+//   (npm run bench -- switchover --rounds 10)
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { connect, type NatsConnection } from 'nats';
 import type { IdentityView, Workflow } from '../pkg/api/schema.js';
@@ -28,6 +35,8 @@ import type { LoggedProcess } from '../test/support/logged-process.js';
 import { rateBotSpec } from '../test/support/specs.js';
 import { PingSampler } from '../test/support/sampler.js';
 import { delay, waitFor } from '../test/support/wait.js';
+import { summarize } from './measure.js';
+import { machine, resultPath, versions, writeJson } from './results.js';
 
 const IDENTITY = 'bench-switch';
 const TTL_S = 4;
@@ -46,11 +55,32 @@ const RUN_BUDGET_MS = 10 * 60_000;
 /** Last resort: kill everything and exit 2 (start, rounds and cleanup included). */
 const HARD_LIMIT_MS = RUN_BUDGET_MS + 2 * 60_000;
 
-const { values } = parseArgs({ options: { rounds: { type: 'string' } } });
+/** etcd sizes this bench starts: one member (the lightest), or three as in the failover bench. */
+const ETCD_SIZES = [1, 3];
+
+const { values } = parseArgs({ options: { rounds: { type: 'string' }, 'etcd-members': { type: 'string' } } });
 const rounds = Number(values.rounds ?? 10);
 if (!Number.isInteger(rounds) || rounds < 1) {
   console.error(`bench: --rounds ${values.rounds}: expected an integer >= 1`);
   process.exit(1);
+}
+const etcdMembers = Number(values['etcd-members'] ?? 1);
+if (!ETCD_SIZES.includes(etcdMembers)) {
+  console.error(`bench: --etcd-members ${values['etcd-members']}: expected ${ETCD_SIZES.join(' or ')}`);
+  process.exit(1);
+}
+
+/**
+ * The kernel's count of microseconds in which some runnable task waited for a core, or
+ * undefined where the kernel does not keep it (no PSI).
+ */
+function cpuWaitedUs(): number | undefined {
+  try {
+    const some = /^some .*total=(\d+)/m.exec(readFileSync('/proc/pressure/cpu', 'utf8'));
+    return some ? Number(some[1]) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 // --- figures ---------------------------------------------------------------------------------
@@ -67,7 +97,7 @@ function stats(samples: number[]): string {
   const f = (v: number) => v.toFixed(0);
   return (
     `n=${sorted.length} min=${f(sorted[0]!)} p50=${f(quantile(sorted, 0.5))} ` +
-    `p95=${f(quantile(sorted, 0.95))} max=${f(sorted.at(-1)!)} ms`
+    `p99=${f(quantile(sorted, 0.99))} max=${f(sorted.at(-1)!)} ms`
   );
 }
 
@@ -97,6 +127,8 @@ interface RoundResult {
   unanswered: number;
   interleaved: number;
   phases: string;
+  /** Share of the round (requested → done) in which some task waited for a core, 0..1. */
+  cpuWait?: number;
   problem?: string;
 }
 
@@ -119,8 +151,13 @@ async function main(): Promise<number> {
   let nc: NatsConnection | undefined;
   let client: ReturnType<typeof connectEtcd> | undefined;
   try {
-    const [etcd, nats] = await Promise.all([harness.startEtcd(), harness.startNats()]);
-    client = connectEtcd({ endpoints: [etcd.hostEndpoint] });
+    const [endpoints, nats] = await Promise.all([
+      etcdMembers === 1
+        ? harness.startEtcd().then((m) => [m.hostEndpoint])
+        : harness.startEtcdCluster(etcdMembers).then((c) => c.hostEndpoints),
+      harness.startNats(),
+    ]);
+    client = connectEtcd({ endpoints });
     nc = await connect({ servers: nats.hostUrl, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
     await putSpec(client, rateBotSpec(IDENTITY));
 
@@ -131,7 +168,7 @@ async function main(): Promise<number> {
     ] as const) {
       const agent = await AgentProcess.start({
         node,
-        etcd: [etcd.hostEndpoint],
+        etcd: endpoints,
         nats: [nats.hostUrl],
         identities: { [IDENTITY]: null },
         ttlSeconds: TTL_S,
@@ -143,7 +180,7 @@ async function main(): Promise<number> {
     }
     const controller = await ControllerProcess.start({
       name: 'bench-ctl',
-      etcd: [etcd.hostEndpoint],
+      etcd: endpoints,
       nats: [nats.hostUrl],
     });
     processes.push(controller);
@@ -164,10 +201,10 @@ async function main(): Promise<number> {
     let leader = first.node;
     console.log(
       `bench: switchover of ${IDENTITY}, ${rounds} rounds, agents a (priority 10) and b (priority 0), ` +
-        `T = ${TTL_S} s, PING every ${SAMPLE_EVERY_MS} ms; first leader ${leader}`,
+        `T = ${TTL_S} s, PING every ${SAMPLE_EVERY_MS} ms, ${etcdMembers}-member etcd; first leader ${leader}`,
     );
     console.log(
-      'round  move   state   duration       gap   pings  unanswered  phases (ms: hold drain xfer login fin)',
+      'round  move   state   duration       gap   pings  unanswered  cpu wait  phases (ms: hold drain xfer login fin)',
     );
 
     for (let round = 1; round <= rounds; round++) {
@@ -218,6 +255,8 @@ async function main(): Promise<number> {
           },
         );
         const start = sampler.sent;
+        const waitedBefore = cpuWaitedUs();
+        const postedAt = performance.now();
         const posted = await api.post<Workflow>(`/v1/identities/${IDENTITY}/switchover`, {
           to,
           deadlineMs: SWITCHOVER_DEADLINE_MS,
@@ -241,6 +280,11 @@ async function main(): Promise<number> {
           },
         );
         result.state = wf.state;
+        const waitedAfter = cpuWaitedUs();
+        if (waitedBefore !== undefined && waitedAfter !== undefined) {
+          const wallUs = (performance.now() - postedAt) * 1000;
+          result.cpuWait = Math.min(1, (waitedAfter - waitedBefore) / wallUs);
+        }
         await delay(LATE_ANSWER_MS);
         const g = sampler.gap(from, to, start, sampler.sent);
         result.pings = g.pings;
@@ -261,10 +305,11 @@ async function main(): Promise<number> {
         leader = (await soleResponder().catch(() => undefined))?.node ?? leader;
       }
       const ms = (v: number | undefined) => (v === undefined ? '-' : `${v.toFixed(0)} ms`);
+      const pct = (v: number | undefined) => (v === undefined ? '-' : `${(100 * v).toFixed(0)} %`);
       console.log(
         `${String(round).padStart(5)}  ${`${from}→${to}`.padEnd(5)}  ${result.state.padEnd(7)} ` +
           `${ms(result.durationMs).padStart(9)} ${ms(result.gapMs).padStart(9)} ${String(result.pings).padStart(7)} ` +
-          `${String(result.unanswered).padStart(11)}  ${result.phases}` +
+          `${String(result.unanswered).padStart(11)}  ${pct(result.cpuWait).padStart(8)}  ${result.phases}` +
           (result.problem ? `\n       PROBLEM: ${result.problem}` : ''),
       );
     }
@@ -292,11 +337,33 @@ async function main(): Promise<number> {
   console.log(`switchovers: ${done.length}/${results.length} done`);
   console.log(`duration (requested → done): ${stats(durations)}`);
   console.log(`gap (no responder seen by the sampler): ${stats(gaps)}`);
+  const waits = done.flatMap((r) => (r.cpuWait === undefined ? [] : [r.cpuWait * 100]));
+  if (waits.length > 0) console.log(`cpu wait (% of each round): ${stats(waits).replace(/ ms$/, ' %')}`);
   console.log(
     `sampler: ${sampler?.sent ?? 0} PINGs sent, ${sampler?.answered ?? 0} answers, ` +
       `${sampler?.doubles.length ?? 0} PING(s) with two responders; ` +
       `${((Date.now() - startedAt) / 1000).toFixed(0)} s in all`,
   );
+  const file = resultPath('switchover', new Date(startedAt), `etcd${etcdMembers}`);
+  await writeJson(file, {
+    bench: 'switchover',
+    date: new Date(startedAt).toISOString(),
+    machine: machine(),
+    versions: versions(),
+    settings: { rounds, ttlS: TTL_S, pingEveryMs: SAMPLE_EVERY_MS, etcdMembers, natsServers: 1, agents: 2 },
+    summaries: {
+      gapMs: summarize(gaps),
+      durationMs: summarize(durations),
+      cpuWaitPercent: summarize(waits),
+    },
+    sampler: {
+      sent: sampler?.sent ?? 0,
+      answered: sampler?.answered ?? 0,
+      doubles: sampler?.doubles.length ?? 0,
+    },
+    rounds: results,
+  });
+  console.log(`results: ${file}`);
   let status = 0;
   if (sampler && sampler.doubles.length > 0) {
     for (const d of sampler.doubles.slice(0, 20))
