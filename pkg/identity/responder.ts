@@ -58,6 +58,17 @@ const START_CONFIRM_MS = 2_000;
  * answer, as when nobody leads) instead of growing memory.
  */
 const MAX_HELD_REQUESTS = 256;
+/**
+ * Durable requests this term answered, by stream sequence, the newest kept. JetStream may
+ * hand one request to the same leader twice: when its ack wait runs out while the service is
+ * still at it, and — the failover bench's inbox part saw it once, two answers 1 ms apart from a
+ * leader that had just logged in — around a handover, most likely when the previous leader's
+ * nak of its last batch put back a request this one already had. The copy is acked and not
+ * served again. A copy comes only from a delivery made before this term's ack reached the
+ * server (an acked request leaves the work queue), so it arrives within a batch or two of the
+ * answer; this keeps over a hundred batches' worth.
+ */
+const ANSWERED_REMEMBERED = 4_096;
 
 /**
  * Flush (a server round trip) within `ms`: true when confirmed. nats.js waits for a frozen
@@ -137,6 +148,9 @@ export class Responder {
   private letIn!: () => void;
   private readonly opening = new Promise<void>((resolve) => (this.letIn = resolve));
   private served = 0;
+  /** Stream sequences of the durable requests this term answered (ANSWERED_REMEMBERED). */
+  private readonly answered = new Set<number>();
+  private copiesSkipped = 0;
   private inboxLoop: Promise<void> | undefined;
   private stopFetch: (() => void) | undefined;
   private readonly inFlight = new Set<Promise<void>>();
@@ -204,6 +218,11 @@ export class Responder {
   /** Requests waiting for `open()` (a login in progress); they are answered, or dropped at stop. */
   get heldRequests(): number {
     return this.held;
+  }
+
+  /** Copies of durable requests this term had already answered, acked without serving them again. */
+  get redeliveriesSkipped(): number {
+    return this.copiesSkipped;
   }
 
   get requestsServed(): number {
@@ -421,6 +440,16 @@ export class Responder {
   private async onInbox(m: JsMsg): Promise<void> {
     const replyTo = m.headers?.get(H.replyTo) || undefined;
     const requestId = requestIdOf(m.headers);
+    if (this.answered.has(m.seq)) {
+      // A second delivery of a request this term answered (ANSWERED_REMEMBERED): done already.
+      this.copiesSkipped++;
+      this.ctx.logger.debug(
+        { identity: this.ctx.identity, seq: m.seq, requestId, deliveries: m.info.deliveryCount },
+        'durable request delivered again after it was answered: acknowledged, not served twice',
+      );
+      m.ack();
+      return;
+    }
     const arrival: Arrival = {
       mode: 'durable',
       storedAtMs: Number(m.info.timestampNanos / 1_000_000),
@@ -445,7 +474,12 @@ export class Responder {
       });
     }
     // Answered (or deliberately dropped): done for good. The answer was written before the
-    // ack, so a crash in between re-delivers it and the client's dedupe keeps it once.
+    // ack, so a crash in between re-delivers it (to the next term) and the client's dedupe
+    // keeps it once; within this term the sequence is remembered.
+    this.answered.add(m.seq);
+    if (this.answered.size > ANSWERED_REMEMBERED) {
+      this.answered.delete(this.answered.values().next().value!);
+    }
     m.ack();
   }
 }

@@ -1,0 +1,103 @@
+// A term serves each durable request once, against a real NATS server with JetStream: when
+// JetStream hands the same request to the same leader again (here its ack wait runs out while
+// the service is still at it), the copy is acknowledged and not served a second time.
+import { expect } from 'chai';
+import { connect, type NatsConnection } from 'nats';
+import { pino } from 'pino';
+import type { IdentityDriver } from '../../pkg/identity/driver.js';
+import { IdentityClient } from '../../pkg/identity/client.js';
+import { ensureInbox, Responder, type ResponderContext } from '../../pkg/identity/responder.js';
+import { inboxStream, INBOX_CONSUMER } from '../../pkg/identity/wire.js';
+import { generateCallerKey, userSigner } from '../../pkg/keys/index.js';
+import { parseSpec } from '../../pkg/spec/store.js';
+import { Harness, type NatsServer } from '../support/harness.js';
+import { rateBotSpec } from '../support/specs.js';
+import { delay, waitFor } from '../support/wait.js';
+
+/** The shortest ack wait a spec accepts: the copy comes quickly. */
+const ACK_WAIT_MS = 500;
+/** The service takes this long over the request: three ack waits. */
+const SLOW_SERVICE_MS = 3 * ACK_WAIT_MS;
+
+describe('a term serves each durable request once, however often JetStream delivers it', function () {
+  this.timeout(120_000);
+  let harness: Harness;
+  let nats: NatsServer;
+  let nc: NatsConnection;
+  let caller: NatsConnection;
+  const signer = userSigner(generateCallerKey().seed);
+
+  before(async () => {
+    harness = await Harness.create();
+    nats = await harness.startNats();
+    [nc, caller] = await Promise.all([
+      connect({ servers: nats.hostUrl }),
+      connect({ servers: nats.hostUrl }),
+    ]);
+  });
+
+  after(async () => {
+    await Promise.all([nc?.close(), caller?.close()]);
+    await harness?.close();
+  });
+
+  it('a request whose service outlasts the ack wait is served once and answered once', async () => {
+    const identity = 'slow-inbox';
+    const spec = parseSpec(rateBotSpec(identity, { inbox: { durable: true, ackWaitMs: ACK_WAIT_MS } }));
+    await ensureInbox(nc, identity, spec.inbox);
+    // The service is not what is under test: a handler that counts what it is asked and is slow.
+    const handled: string[] = [];
+    const driver = {
+      alive: async () => true,
+      handle: async (req: { command: string }) => {
+        handled.push(req.command);
+        await delay(SLOW_SERVICE_MS);
+        return { body: `done ${req.command}` };
+      },
+    } as unknown as IdentityDriver;
+    const context: ResponderContext = {
+      identity,
+      node: 'a',
+      token: 7n,
+      mayAct: () => true,
+      spec: () => spec,
+      driver,
+      status: () => ({}) as never,
+      onPending: () => undefined,
+      onRequest: () => undefined,
+      logger: pino({ level: 'silent' }),
+    };
+
+    const sender = new IdentityClient(caller, { identity, timeoutMs: 30_000 });
+    // Every reply that reaches the caller, before the client's own dedupe.
+    const replies: string[] = [];
+    const raw = caller.subscribe(sender.replySubject, {
+      callback: (_err, m) => replies.push(m.headers?.get('Understudy-Request-Id') ?? '?'),
+    });
+    const r = await Responder.subscribe(nc, context, 0, { signer });
+    try {
+      r.open();
+      const { requestId } = await sender.send('RATE USD');
+      // Done when the inbox holds nothing: neither waiting nor handed out and unacknowledged.
+      const jsm = await nc.jetstreamManager();
+      await waitFor(
+        async () => {
+          const info = await jsm.consumers.info(inboxStream(identity), INBOX_CONSUMER);
+          return handled.length > 0 && info.num_pending === 0 && info.num_ack_pending === 0;
+        },
+        { what: 'the request answered and acknowledged', timeoutMs: 30_000, intervalMs: 100 },
+      );
+      await caller.flush();
+      expect(handled, 'the service was asked once').to.deep.equal(['RATE USD']);
+      expect(replies, 'one answer reached the caller').to.deep.equal([requestId]);
+      expect(
+        r.redeliveriesSkipped,
+        'JetStream did deliver it again (or this proves nothing)',
+      ).to.be.greaterThan(0);
+    } finally {
+      raw.unsubscribe();
+      sender.close();
+      await r.stop(1_000);
+    }
+  });
+});
