@@ -5,6 +5,7 @@
 // rest (the bench itself, the container engine's proxies, the kernel).
 import { readFileSync } from 'node:fs';
 import { readingsAround } from './measure.js';
+import { sampleEvery } from './sampling.js';
 
 /** The parts a topology's containers are charged to, by alias; the rest is the machine's remainder. */
 export const CPU_GROUPS = ['etcd', 'nats', 'controllers', 'agents'] as const;
@@ -115,10 +116,9 @@ export function sampleCpuUse(
   everyMs: number,
 ): { stop(): CpuUseSample[] } {
   const layout = cgroupLayout();
-  const samples: CpuUseSample[] = [];
-  if (!layout) return { stop: () => samples };
+  if (!layout) return { stop: () => [] };
   const counters = new CpuCounters();
-  const read = () => {
+  return sampleEvery(everyMs, (): CpuUseSample => {
     const byGroup: Record<string, number> = {};
     for (const [id, alias] of containers()) {
       const total = counters.total(id, layout.container(id));
@@ -126,17 +126,8 @@ export function sampleCpuUse(
       const group = groupOf(alias);
       byGroup[group] = (byGroup[group] ?? 0) + total;
     }
-    samples.push([now(), layout.machine(), byGroup]);
-  };
-  const timer = setInterval(read, everyMs);
-  read();
-  return {
-    stop: () => {
-      clearInterval(timer);
-      read();
-      return samples;
-    },
-  };
+    return [now(), layout.machine(), byGroup];
+  });
 }
 
 /** A counter's value between two readings, linear; undefined when either lacks it. */

@@ -35,7 +35,6 @@
 // Never fails on a timing: exits 1 if the run could not be done or the checker found a
 // violation of S1-S5, 2 if it ran out of its time budget.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { readFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -67,6 +66,7 @@ import {
   type TrialResult,
 } from './measure.js';
 import { CPU_GROUPS, cpuUseIn, sampleCpuUse, type CpuGroup, type CpuUseSample } from './cpu-use.js';
+import { cpuWaitedUs, sampleEvery } from './sampling.js';
 import { renderPlots, renderScalePlot } from './plots.js';
 import { latestScaleRuns, machine, resultPath, versions, writeJson } from './results.js';
 
@@ -107,31 +107,16 @@ const UNMEASURED_PING_EVERY_MS = 50;
  * step, at a cost (one small read) that does not add to what it measures.
  */
 const PRESSURE_EVERY_MS = 50;
-const PRESSURE_FILE = '/proc/pressure/cpu';
 
 /**
  * Read the kernel's CPU pressure every PRESSURE_EVERY_MS until stopped: what says whether a
  * slow step waited for a core. Nothing on a kernel without PSI (the figures then say n/a).
  */
 function samplePressure(): { stop(): PressureSample[] } {
-  const samples: PressureSample[] = [];
-  const read = () => {
-    try {
-      const some = /^some .*total=(\d+)/m.exec(readFileSync(PRESSURE_FILE, 'utf8'));
-      if (some) samples.push([monotonicMs(), Number(some[1])]);
-    } catch {
-      clearInterval(timer); // no PSI here: say nothing rather than guess
-    }
-  };
-  const timer = setInterval(read, PRESSURE_EVERY_MS);
-  read();
-  return {
-    stop: () => {
-      clearInterval(timer);
-      read();
-      return samples;
-    },
-  };
+  return sampleEvery(PRESSURE_EVERY_MS, (): PressureSample | undefined => {
+    const waitedUs = cpuWaitedUs();
+    return waitedUs === undefined ? undefined : [monotonicMs(), waitedUs];
+  });
 }
 
 const pressurePath = (file: string) => file.replace(/\.json$/, '.cpu-pressure.json');

@@ -21,7 +21,6 @@
 //
 //   npx tsx bench/switchover.ts [--rounds 10] [--etcd-members 1|3]
 //   (npm run bench -- switchover --rounds 10)
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { connect, type NatsConnection } from 'nats';
 import type { IdentityView, Workflow } from '../pkg/api/schema.js';
@@ -37,6 +36,7 @@ import { PingSampler } from '../test/support/sampler.js';
 import { delay, waitFor } from '../test/support/wait.js';
 import { summarize } from './measure.js';
 import { machine, resultPath, versions, writeJson } from './results.js';
+import { cpuWaitedUs } from './sampling.js';
 
 const IDENTITY = 'bench-switch';
 const TTL_S = 4;
@@ -68,19 +68,6 @@ const etcdMembers = Number(values['etcd-members'] ?? 1);
 if (!ETCD_SIZES.includes(etcdMembers)) {
   console.error(`bench: --etcd-members ${values['etcd-members']}: expected ${ETCD_SIZES.join(' or ')}`);
   process.exit(1);
-}
-
-/**
- * The kernel's count of microseconds in which some runnable task waited for a core, or
- * undefined where the kernel does not keep it (no PSI).
- */
-function cpuWaitedUs(): number | undefined {
-  try {
-    const some = /^some .*total=(\d+)/m.exec(readFileSync('/proc/pressure/cpu', 'utf8'));
-    return some ? Number(some[1]) : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 // --- figures ---------------------------------------------------------------------------------
