@@ -306,7 +306,10 @@ export interface InboxTally {
   errors: number;
   /** Stored and never answered by the end of the history. */
   lost: string[];
-  /** Answered more than once (a second reply from any term). */
+  /**
+   * Answered more than once: a second, different answer from any term (one reply sent again,
+   * signature and all, to a second delivery of the request is one answer: answered.ts).
+   */
   duplicated: string[];
   /** Stored requests per second, first to last send. */
   ratePerS: number;
@@ -331,7 +334,10 @@ export function tallyInbox(
   answersUntil = Infinity,
 ): InboxTally {
   const sentAt = new Map<string, number>();
-  const answers = new Map<string, { replies: number; errors: number; first: number }>();
+  const answers = new Map<
+    string,
+    { replies: number; errors: number; first: number; distinct: Set<string> }
+  >();
   for (const e of events) {
     if (e.kind !== 'request' || e.identity !== identity || !e.durable) continue;
     if (e.what === 'send') {
@@ -341,9 +347,10 @@ export function tallyInbox(
     // Only answers of this run: request ids of clients in earlier or later runs may be the same
     // (before ids carried the run), and their answers are not owed here.
     if (e.t < from || e.t > answersUntil) continue;
-    const a = answers.get(e.id) ?? { replies: 0, errors: 0, first: e.t };
+    const a = answers.get(e.id) ?? { replies: 0, errors: 0, first: e.t, distinct: new Set<string>() };
     if (e.what === 'reply') a.replies++;
     else a.errors++;
+    a.distinct.add(e.signature ? `${e.token}|${e.signature}` : `unsigned #${a.replies + a.errors}`);
     a.first = Math.min(a.first, e.t);
     answers.set(e.id, a);
   }
@@ -359,7 +366,7 @@ export function tallyInbox(
     }
     if (a.replies > 0) replied++;
     else errors++;
-    if (a.replies + a.errors > 1) duplicated.push(id);
+    if (a.distinct.size > 1) duplicated.push(id);
   }
   const times = [...sentAt.values()];
   const spanMs = times.length > 1 ? Math.max(...times) - Math.min(...times) : 0;

@@ -394,11 +394,18 @@ function checkS5(events: HistoryEvent[], config: RunConfig | undefined): Violati
     }
     // Served twice by one term. Two terms answering one unsigned durable request (the old
     // leader's ack lost in the handover) is what the stale-reply gate and fenced writes are
-    // for; a signed request is refused by the replay cache the second time.
+    // for; a signed request is refused by the replay cache the second time. One term's reply
+    // seen twice, signature and all, is one answer sent again to a second delivery of the
+    // request (answered.ts); a second serve with the same answer would look the same, which
+    // only the service's own record could tell.
     const replies = answers.filter((a) => a.what === 'reply');
-    const perTerm = new Map<string, number>();
-    for (const r of replies) perTerm.set(r.token ?? '?', (perTerm.get(r.token ?? '?') ?? 0) + 1);
-    if ([...perTerm.values()].some((n) => n > 1)) {
+    const perTerm = new Map<string, Set<string>>();
+    replies.forEach((r, i) => {
+      const term = r.token ?? '?';
+      if (!perTerm.has(term)) perTerm.set(term, new Set());
+      perTerm.get(term)!.add(r.signature ?? `unsigned #${i}`);
+    });
+    if ([...perTerm.values()].some((answersOfTerm) => answersOfTerm.size > 1)) {
       out.push({
         invariant: 'S5',
         message: `${send.identity}: request ${send.id} was served ${replies.length} times (${replies.map((r) => `${r.node ?? '?'} token ${r.token ?? '?'}`).join(', ')})`,

@@ -131,6 +131,11 @@ export const HistoryEvent = z.discriminatedUnion('kind', [
     node: Name.optional(),
     token: Token.optional(),
     error: z.string().optional(),
+    /**
+     * The reply's signature: two replies of one term with the same one are one answer sent
+     * again (a second delivery of the request gets the first reply, answered.ts), not two.
+     */
+    signature: z.string().max(200).optional(),
   }),
   /** A write guarded by a fencing token (a fenced write), and whether the store took it. */
   z.strictObject({ kind: z.literal('write'), t: T, identity: Name, token: Token, accepted: z.boolean() }),

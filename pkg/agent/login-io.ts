@@ -7,7 +7,7 @@ import type { Etcd3 } from 'etcd3';
 import type { NatsConnection } from 'nats';
 import type { UserSigner } from '../keys/index.js';
 import { removeCredentialFile, writeCredentialFile } from '../identity/credential.js';
-import { ensureInbox, Responder } from '../identity/responder.js';
+import { AnsweredRequests, ensureInbox, Responder } from '../identity/responder.js';
 import { LeaderObserver } from '../lease/index.js';
 import { recordPending } from '../spec/store.js';
 import { requestCredential } from './credential-request.js';
@@ -25,6 +25,7 @@ export interface LoginIoDeps {
 }
 
 export function loginIo({ identity, node, etcd, nc, runDir, signer }: LoginIoDeps): LoginPort {
+  const answered = new AnsweredRequests();
   return {
     async fetchCredential(spec, token) {
       const source = spec.credential;
@@ -50,7 +51,9 @@ export function loginIo({ identity, node, etcd, nc, runDir, signer }: LoginIoDep
     },
     removeCredential: (file) => removeCredentialFile(file),
     ensureInbox: (spec) => ensureInbox(nc, identity, spec.inbox),
-    subscribeResponder: (ctx, servedBefore) => Responder.subscribe(nc, ctx, servedBefore, { signer }),
+    // One per identity on this node: a term's responders share what it answered (answered.ts).
+    subscribeResponder: (ctx, servedBefore) =>
+      Responder.subscribe(nc, ctx, servedBefore, { signer, answered }),
     recordPending: (pending) => recordPending(etcd, identity, pending),
     observeLeader: (onChange, onTrouble) =>
       LeaderObserver.follow(etcd, identity, onChange, undefined, onTrouble),

@@ -19,6 +19,7 @@ import {
 import type { Logger } from 'pino';
 import type { IdentitySpec } from '../spec/schema.js';
 import type { UserSigner } from '../keys/index.js';
+import { AnsweredRequests, storedRequest, type Answered } from './answered.js';
 import { decide, needsReplayCheck } from './access.js';
 import { RequestAuthenticator, type AuthenticateInput } from './authenticator.js';
 import type { IdentityDriver, ServiceReply } from './driver.js';
@@ -58,17 +59,6 @@ const START_CONFIRM_MS = 2_000;
  * answer, as when nobody leads) instead of growing memory.
  */
 const MAX_HELD_REQUESTS = 256;
-/**
- * Durable requests this term answered, by stream sequence, the newest kept. JetStream may
- * hand one request to the same leader twice: when its ack wait runs out while the service is
- * still at it, and — the failover bench's inbox part saw it once, two answers 1 ms apart from a
- * leader that had just logged in — around a handover, most likely when the previous leader's
- * nak of its last batch put back a request this one already had. The copy is acked and not
- * served again. A copy comes only from a delivery made before this term's ack reached the
- * server (an acked request leaves the work queue), so it arrives within a batch or two of the
- * answer; this keeps over a hundred batches' worth.
- */
-const ANSWERED_REMEMBERED = 4_096;
 
 /**
  * Flush (a server round trip) within `ms`: true when confirmed. nats.js waits for a frozen
@@ -97,6 +87,7 @@ async function flushWithin(nc: NatsConnection, ms: number): Promise<boolean> {
 const REPLAY_UNAVAILABLE_RETRY_MS = 2_000;
 
 export { ensureInbox, InboxMismatchError } from './inbox.js';
+export { AnsweredRequests } from './answered.js';
 
 export interface ResponderContext {
   identity: string;
@@ -126,6 +117,8 @@ export interface ResponderOptions {
   signer: UserSigner;
   /** The replay cache shared by every leader (default: the JetStream KV bucket on `nc`). */
   replayStore?: ReplayStore;
+  /** The identity's answers on this node, shared by its responders (default: this one's own). */
+  answered?: AnsweredRequests;
 }
 
 /** How a request arrived: core (reply subject of the message) or durable (from the inbox). */
@@ -148,9 +141,9 @@ export class Responder {
   private letIn!: () => void;
   private readonly opening = new Promise<void>((resolve) => (this.letIn = resolve));
   private served = 0;
-  /** Stream sequences of the durable requests this term answered (ANSWERED_REMEMBERED). */
-  private readonly answered = new Set<number>();
-  private copiesSkipped = 0;
+  /** The durable requests this term answered, and their replies (answered.ts). */
+  private readonly answered: AnsweredRequests;
+  private copiesAnswered = 0;
   private inboxLoop: Promise<void> | undefined;
   private stopFetch: (() => void) | undefined;
   private readonly inFlight = new Set<Promise<void>>();
@@ -164,6 +157,7 @@ export class Responder {
     private readonly opts: ResponderOptions,
   ) {
     this.replay = new ReplayGuard(opts.replayStore ?? natsReplayStore(nc));
+    this.answered = (opts.answered ?? new AnsweredRequests()).forTerm(ctx.token);
   }
 
   /**
@@ -220,9 +214,9 @@ export class Responder {
     return this.held;
   }
 
-  /** Copies of durable requests this term had already answered, acked without serving them again. */
-  get redeliveriesSkipped(): number {
-    return this.copiesSkipped;
+  /** Second deliveries of durable requests this term had answered: given the same reply, not served again. */
+  get redeliveriesAnswered(): number {
+    return this.copiesAnswered;
   }
 
   get requestsServed(): number {
@@ -440,13 +434,18 @@ export class Responder {
   private async onInbox(m: JsMsg): Promise<void> {
     const replyTo = m.headers?.get(H.replyTo) || undefined;
     const requestId = requestIdOf(m.headers);
-    if (this.answered.has(m.seq)) {
-      // A second delivery of a request this term answered (ANSWERED_REMEMBERED): done already.
-      this.copiesSkipped++;
+    const stored = storedRequest(m.seq, m.info.timestampNanos);
+    const before = this.answered.get(stored);
+    if (before) {
+      // A second delivery of a request this term answered (answered.ts): the same reply again,
+      // which the caller's dedupe drops if the first arrived, and no second service call.
+      this.copiesAnswered++;
       this.ctx.logger.debug(
         { identity: this.ctx.identity, seq: m.seq, requestId, deliveries: m.info.deliveryCount },
-        'durable request delivered again after it was answered: acknowledged, not served twice',
+        'durable request delivered again after it was answered: the same reply sent again, not served twice',
       );
+      if (before.reply)
+        this.nc.publish(before.reply.to, before.reply.body, { headers: before.reply.headers });
       m.ack();
       return;
     }
@@ -467,19 +466,17 @@ export class Responder {
       m.nak();
       return;
     }
+    const answered: Answered = {};
     if (answer !== 'drop' && replyTo) {
       const body = new TextEncoder().encode(answer.body);
-      this.nc.publish(replyTo, body, {
-        headers: this.replyHeaders(body, 'durable', requestId, answer.error),
-      });
+      const headers = this.replyHeaders(body, 'durable', requestId, answer.error);
+      this.nc.publish(replyTo, body, { headers });
+      answered.reply = { to: replyTo, body, headers };
     }
     // Answered (or deliberately dropped): done for good. The answer was written before the
     // ack, so a crash in between re-delivers it (to the next term) and the client's dedupe
-    // keeps it once; within this term the sequence is remembered.
-    this.answered.add(m.seq);
-    if (this.answered.size > ANSWERED_REMEMBERED) {
-      this.answered.delete(this.answered.values().next().value!);
-    }
+    // keeps it once; within this term a copy gets this same answer.
+    this.answered.remember(stored, answered);
     m.ack();
   }
 }

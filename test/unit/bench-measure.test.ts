@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import type { HistoryEvent } from '../../chaos/history.js';
+import type { EventOf, HistoryEvent } from '../../chaos/history.js';
 import {
   cpuWaitShare,
   measure,
@@ -197,6 +197,18 @@ describe('benchmark measurements from a history', () => {
       expect(t.duplicated).to.deep.equal(['r3']);
       // Five sends over 1,000 ms: four intervals.
       expect(t.ratePerS).to.equal(4);
+    });
+
+    it("one term's reply seen twice, signature and all, is one answer sent again; a different second one is a second answer", () => {
+      const signed = (t: number, id: string, signature: string): HistoryEvent => ({
+        ...(req(t, id, 'reply', 'b') as EventOf<'request'>),
+        signature,
+      });
+      const resent = [req(1_000, 'q1', 'send'), signed(1_010, 'q1', 's1'), signed(1_020, 'q1', 's1')];
+      const twice = [req(1_000, 'q2', 'send'), signed(1_010, 'q2', 's1'), signed(1_020, 'q2', 's2')];
+      const t = tallyInbox([...resent, ...twice], 'w3', 1_000, 2_000);
+      expect(t.duplicated).to.deep.equal(['q2']);
+      expect(t.replied).to.equal(2);
     });
 
     it('an answer from before the window is of an earlier run whose client used the same id: not a second answer', () => {

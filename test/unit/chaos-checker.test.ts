@@ -308,6 +308,33 @@ describe('chaos checker: each unsafe behaviour is caught, with the events that p
     expect(violations(twoTerms, 'S5')).to.deep.equal([]);
   });
 
+  it("S5: one term's reply seen twice, signature and all, is one answer sent again; two different ones are two", function () {
+    const signed = (t: number, signature: string) =>
+      ({
+        kind: 'request',
+        t,
+        identity: 'bot',
+        id: 'r1',
+        what: 'reply',
+        node: 'a',
+        token: '5',
+        signature,
+      }) as const;
+    const withSignatures = (second: string) =>
+      variant((e) => [
+        ...e.map((x) =>
+          x.kind === 'request' && x.id === 'r1' && x.what === 'reply' ? { ...x, signature: 's1' } : x,
+        ),
+        signed(900, second),
+      ]);
+    expect(violations(withSignatures('s1'), 'S5'), 'a second delivery given the first reply').to.deep.equal(
+      [],
+    );
+    expect(violations(withSignatures('s2'), 'S5').map((v) => v.message)).to.deep.equal([
+      'bot: request r1 was served 2 times (a token 5, a token 5)',
+    ]);
+  });
+
   it('S5: a request still within its wait at the end of the history is in flight, not lost', function () {
     const timed = (events: HistoryEvent[]) =>
       events.map((x) => (x.kind === 'config' ? { ...x, requestTimeoutMs: 3_000 } : x));
