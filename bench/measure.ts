@@ -307,8 +307,8 @@ export interface InboxTally {
   /** Stored and never answered by the end of the history. */
   lost: string[];
   /**
-   * Answered more than once: a second, different answer from any term (one reply sent again,
-   * signature and all, to a second delivery of the request is one answer: answered.ts).
+   * Answered more than once: a second answer from any term (one reply sent again, serve id and
+   * all, to a second delivery of the request is one answer: answered.ts).
    */
   duplicated: string[];
   /** Stored requests per second, first to last send. */
@@ -350,7 +350,7 @@ export function tallyInbox(
     const a = answers.get(e.id) ?? { replies: 0, errors: 0, first: e.t, distinct: new Set<string>() };
     if (e.what === 'reply') a.replies++;
     else a.errors++;
-    a.distinct.add(e.signature ? `${e.token}|${e.signature}` : `unsigned #${a.replies + a.errors}`);
+    a.distinct.add(e.serve ? `${e.token}|${e.serve}` : `answer #${a.replies + a.errors}`);
     a.first = Math.min(a.first, e.t);
     answers.set(e.id, a);
   }

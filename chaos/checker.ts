@@ -395,15 +395,14 @@ function checkS5(events: HistoryEvent[], config: RunConfig | undefined): Violati
     // Served twice by one term. Two terms answering one unsigned durable request (the old
     // leader's ack lost in the handover) is what the stale-reply gate and fenced writes are
     // for; a signed request is refused by the replay cache the second time. One term's reply
-    // seen twice, signature and all, is one answer sent again to a second delivery of the
-    // request (answered.ts); a second serve with the same answer would look the same, which
-    // only the service's own record could tell.
+    // seen twice with the same serve id is one answer sent again to a second delivery of the
+    // request (answered.ts); each serve gets a new id (a reply without one counts alone).
     const replies = answers.filter((a) => a.what === 'reply');
     const perTerm = new Map<string, Set<string>>();
     replies.forEach((r, i) => {
       const term = r.token ?? '?';
       if (!perTerm.has(term)) perTerm.set(term, new Set());
-      perTerm.get(term)!.add(r.signature ?? `unsigned #${i}`);
+      perTerm.get(term)!.add(r.serve ?? `reply #${i}`);
     });
     if ([...perTerm.values()].some((answersOfTerm) => answersOfTerm.size > 1)) {
       out.push({

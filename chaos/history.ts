@@ -132,10 +132,11 @@ export const HistoryEvent = z.discriminatedUnion('kind', [
     token: Token.optional(),
     error: z.string().optional(),
     /**
-     * The reply's signature: two replies of one term with the same one are one answer sent
-     * again (a second delivery of the request gets the first reply, answered.ts), not two.
+     * The reply's serve id (pkg/identity/wire.ts, H.serve): two replies of one term with the
+     * same one are one answer sent again to a second delivery of the request (answered.ts),
+     * not two.
      */
-    signature: z.string().max(200).optional(),
+    serve: z.string().max(100).optional(),
   }),
   /** A write guarded by a fencing token (a fenced write), and whether the store took it. */
   z.strictObject({ kind: z.literal('write'), t: T, identity: Name, token: Token, accepted: z.boolean() }),

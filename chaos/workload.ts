@@ -75,7 +75,7 @@ export class Workload {
             if (!id || !parsed.ok) return;
             this.owed.delete(id);
             const { node, token, error } = parsed.reply;
-            const signature = msg.headers?.get(H.replySignature);
+            const serve = msg.headers?.get(H.serve);
             this.log.add({
               kind: 'request',
               t: monotonicMs(),
@@ -86,7 +86,7 @@ export class Workload {
               node,
               token: String(token),
               ...(error ? { error } : {}),
-              ...(signature ? { signature } : {}),
+              ...(serve ? { serve } : {}),
             });
           },
         });

@@ -8,12 +8,16 @@
 // to serve such a copy again: the service acted twice for one request. Acking the copy without
 // an answer would be no better: if the first reply and its ack were both lost on the way (a
 // connection or a route between NATS servers breaking), the caller would get nothing at all.
-// So the copy gets the very reply the first delivery got (the same bytes and signature: to the
-// caller a duplicate message, which its dedupe drops), and is acked.
+// So the copy gets the very reply the first delivery got (the same bytes, signature and serve
+// id: to the caller a duplicate message, which its dedupe drops), and is acked. A copy of a
+// request still being served waits for that answer.
 //
 // Kept per term, across the term's responders (a drain that is rolled back logs the same term
 // in again with a new responder, while a handler of the old one may still be finishing); a
-// later term forgets them (its replies carry its own token, and a copy is answered again).
+// later term forgets them (its replies carry its own token, and a copy is answered again), and
+// an earlier term's late answer is not kept. Bounded: a copy that comes after its answer was
+// pushed out (a lost ack, with an ack wait longer than the few seconds these hold at a high
+// rate) is served again — at least once, as before.
 import type { MsgHdrs } from 'nats';
 
 /**
@@ -30,12 +34,17 @@ export interface Answered {
 }
 
 /** A stored request: its stream sequence, and when it was stored (a recreated stream reuses sequences). */
-export const storedRequest = (seq: number, storedAtNanos: bigint | number): string =>
-  `${seq}@${storedAtNanos}`;
+export const storedRequest = (seq: number, storedAtNanos: number): string => `${seq}@${storedAtNanos}`;
+
+/** A request being served: `done` with its answer, or with undefined when it was left to be offered again. */
+export interface Serving {
+  done(answered: Answered | undefined): void;
+}
 
 export class AnsweredRequests {
   private token: bigint | undefined;
   private readonly answers = new Map<string, Answered>();
+  private readonly serving = new Map<string, Promise<Answered | undefined>>();
   private bytes = 0;
 
   constructor(
@@ -43,25 +52,52 @@ export class AnsweredRequests {
     private readonly maxBytes = ANSWERED_BYTES,
   ) {}
 
-  /** The answers of `token`'s term: another term's are forgotten first. */
+  /** Start keeping `token`'s answers: an earlier term's are forgotten. A later term's are kept. */
   forTerm(token: bigint): this {
-    if (token !== this.token) {
+    if (this.token === undefined || token > this.token) {
       this.answers.clear();
+      this.serving.clear();
       this.bytes = 0;
       this.token = token;
     }
     return this;
   }
 
-  get(request: string): Answered | undefined {
-    return this.answers.get(request);
+  /**
+   * What `token`'s term answered to `request`, waiting for it if it is being served; undefined
+   * when it was not answered (or not by this term, or the answer was pushed out).
+   */
+  async answerOf(token: bigint, request: string): Promise<Answered | undefined> {
+    if (token !== this.token) return undefined;
+    const answered = this.answers.get(request);
+    if (answered) return answered;
+    const serving = this.serving.get(request);
+    if (!serving) return undefined;
+    const outcome = await serving;
+    return token === this.token ? outcome : undefined;
   }
 
-  /**
-   * Keep what `request` was answered. A reply larger than the whole budget is not kept: a copy
-   * of that request is served again (at least once beats never).
-   */
-  remember(request: string, answered: Answered): void {
+  /** `request` is being served by `token`'s term: copies that come meanwhile wait for its answer. */
+  serve(token: bigint, request: string): Serving {
+    let settle!: (answered: Answered | undefined) => void;
+    const outcome = new Promise<Answered | undefined>((resolve) => (settle = resolve));
+    const mine = token === this.token;
+    if (mine) this.serving.set(request, outcome);
+    return {
+      done: (answered) => {
+        if (mine && this.serving.get(request) === outcome) this.serving.delete(request);
+        if (answered && token === this.token) this.remember(request, answered);
+        settle(answered);
+      },
+    };
+  }
+
+  get size(): number {
+    return this.answers.size;
+  }
+
+  /** A reply larger than the whole budget is not kept: a copy is served again (at least once beats never). */
+  private remember(request: string, answered: Answered): void {
     const size = answered.reply?.body.byteLength ?? 0;
     if (size > this.maxBytes) return;
     this.forget(request);
@@ -71,10 +107,6 @@ export class AnsweredRequests {
       if (this.answers.size <= this.maxEntries && this.bytes <= this.maxBytes) break;
       this.forget(oldest);
     }
-  }
-
-  get size(): number {
-    return this.answers.size;
   }
 
   private forget(request: string): void {

@@ -8,6 +8,7 @@
 // Every message passes the access lists before any handler sees it; every reply carries the
 // term's token, and nothing is answered once the term may no longer act (a resumed old
 // leader stays silent; its clients would reject its stale token anyway).
+import { randomUUID } from 'node:crypto';
 import {
   headers as natsHeaders,
   type JsMsg,
@@ -43,7 +44,7 @@ import {
 /** Messages pulled from the inbox per fetch: small, so a logout leaves few in flight. */
 const INBOX_BATCH = 32;
 /** How long one pull waits for messages; bounds how long a stop waits for the fetch loop. */
-const INBOX_FETCH_EXPIRES_MS = 1_000;
+export const INBOX_FETCH_EXPIRES_MS = 1_000;
 /** Budget for STATUS's question to the service. */
 const STATUS_TIMEOUT_MS = 500;
 /**
@@ -117,7 +118,7 @@ export interface ResponderOptions {
   signer: UserSigner;
   /** The replay cache shared by every leader (default: the JetStream KV bucket on `nc`). */
   replayStore?: ReplayStore;
-  /** The identity's answers on this node, shared by its responders (default: this one's own). */
+  /** The identity's answers on this node, shared by a term's responders (default: this one's own). */
   answered?: AnsweredRequests;
 }
 
@@ -434,11 +435,17 @@ export class Responder {
   private async onInbox(m: JsMsg): Promise<void> {
     const replyTo = m.headers?.get(H.replyTo) || undefined;
     const requestId = requestIdOf(m.headers);
+    const { token } = this.ctx;
     const stored = storedRequest(m.seq, m.info.timestampNanos);
-    const before = this.answered.get(stored);
+    // A second delivery of a request this term answered, or is answering (answered.ts).
+    const before = await this.answered.answerOf(token, stored);
     if (before) {
-      // A second delivery of a request this term answered (answered.ts): the same reply again,
-      // which the caller's dedupe drops if the first arrived, and no second service call.
+      if (!this.active || !this.ctx.mayAct()) {
+        m.nak();
+        return;
+      }
+      // The same reply again, which the caller's dedupe drops if the first arrived; no second
+      // service call.
       this.copiesAnswered++;
       this.ctx.logger.debug(
         { identity: this.ctx.identity, seq: m.seq, requestId, deliveries: m.info.deliveryCount },
@@ -449,35 +456,41 @@ export class Responder {
       m.ack();
       return;
     }
-    const arrival: Arrival = {
-      mode: 'durable',
-      storedAtMs: Number(m.info.timestampNanos / 1_000_000),
-      messageId: m.headers?.get('Nats-Msg-Id') || undefined,
-      replyTo,
-      seq: m.seq,
-    };
-    const answer = await this.answer(m.data, m.headers, arrival);
-    if (answer === 'later') {
-      m.nak(REPLAY_UNAVAILABLE_RETRY_MS);
-      return;
+    const serving = this.answered.serve(token, stored);
+    let answered: Answered | undefined;
+    try {
+      const arrival: Arrival = {
+        mode: 'durable',
+        storedAtMs: Number(m.info.timestampNanos / 1_000_000),
+        messageId: m.headers?.get('Nats-Msg-Id') || undefined,
+        replyTo,
+        seq: m.seq,
+      };
+      const answer = await this.answer(m.data, m.headers, arrival);
+      if (answer === 'later') {
+        m.nak(REPLAY_UNAVAILABLE_RETRY_MS);
+        return;
+      }
+      if (answer === 'inactive' || !this.ctx.mayAct()) {
+        // The term ended before or while handling: leave the request to the next leader.
+        m.nak();
+        return;
+      }
+      answered = {};
+      if (answer !== 'drop' && replyTo) {
+        const body = new TextEncoder().encode(answer.body);
+        const headers = this.replyHeaders(body, 'durable', requestId, answer.error);
+        headers.set(H.serve, randomUUID());
+        this.nc.publish(replyTo, body, { headers });
+        answered.reply = { to: replyTo, body, headers };
+      }
+      // Answered (or deliberately dropped): done for good. The answer was written before the
+      // ack, so a crash in between re-delivers it (to the next term) and the client's dedupe
+      // keeps it once; within this term a copy gets this same answer.
+      m.ack();
+    } finally {
+      serving.done(answered);
     }
-    if (answer === 'inactive' || !this.ctx.mayAct()) {
-      // The term ended before or while handling: leave the request to the next leader.
-      m.nak();
-      return;
-    }
-    const answered: Answered = {};
-    if (answer !== 'drop' && replyTo) {
-      const body = new TextEncoder().encode(answer.body);
-      const headers = this.replyHeaders(body, 'durable', requestId, answer.error);
-      this.nc.publish(replyTo, body, { headers });
-      answered.reply = { to: replyTo, body, headers };
-    }
-    // Answered (or deliberately dropped): done for good. The answer was written before the
-    // ack, so a crash in between re-delivers it (to the next term) and the client's dedupe
-    // keeps it once; within this term a copy gets this same answer.
-    this.answered.remember(stored, answered);
-    m.ack();
   }
 }
 

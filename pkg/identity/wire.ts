@@ -48,6 +48,12 @@ export const headers = {
   error: 'Understudy-Error',
   /** The answering node's signature over the reply (presence.ts). */
   replySignature: 'Understudy-Reply-Signature',
+  /**
+   * A durable reply's serve id, new each time the request is served: a reply sent again to a
+   * second delivery (answered.ts) keeps it, so an observer tells one answer sent twice from a
+   * request served twice. Not signed: it says nothing a caller relies on.
+   */
+  serve: 'Understudy-Serve',
 } as const;
 
 /** Error codes carried in the `Understudy-Error` header of a reply; the body explains. */

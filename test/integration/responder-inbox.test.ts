@@ -7,7 +7,12 @@ import { connect, type NatsConnection } from 'nats';
 import { pino } from 'pino';
 import type { IdentityDriver } from '../../pkg/identity/driver.js';
 import { IdentityClient } from '../../pkg/identity/client.js';
-import { ensureInbox, Responder, type ResponderContext } from '../../pkg/identity/responder.js';
+import {
+  ensureInbox,
+  INBOX_FETCH_EXPIRES_MS,
+  Responder,
+  type ResponderContext,
+} from '../../pkg/identity/responder.js';
 import { inboxStream, INBOX_CONSUMER } from '../../pkg/identity/wire.js';
 import { generateCallerKey, userSigner } from '../../pkg/keys/index.js';
 import { parseSpec } from '../../pkg/spec/store.js';
@@ -42,6 +47,12 @@ describe('a term serves each durable request once, however often JetStream deliv
     await harness?.close();
   });
 
+  it('the copy can reach the busy responder: its pull is still open when the ack wait runs out', function () {
+    // The inbox loop pulls again only after the service answers; a copy comes only to a pull
+    // that is open, so the test below needs the first pull to outlast the ack wait.
+    expect(INBOX_FETCH_EXPIRES_MS).to.be.at.least(ACK_WAIT_MS + 300);
+  });
+
   it('a request whose service outlasts the ack wait is served once, and its copy gets the same reply', async () => {
     const identity = 'slow-inbox';
     const spec = parseSpec(rateBotSpec(identity, { inbox: { durable: true, ackWaitMs: ACK_WAIT_MS } }));
@@ -55,6 +66,7 @@ describe('a term serves each durable request once, however often JetStream deliv
       alive: async () => true,
       handle: async (req: { command: string }) => {
         handled.push(req.command);
+        // Returns either way: with no copy the assertions below say so.
         await waitFor(
           async () => (await jsm.consumers.info(inboxStream(identity), INBOX_CONSUMER)).num_redelivered > 0,
           {
@@ -62,7 +74,7 @@ describe('a term serves each durable request once, however often JetStream deliv
             timeoutMs: REDELIVERY_TIMEOUT_MS,
             intervalMs: 50,
           },
-        );
+        ).catch(() => undefined);
         return { body: `done ${req.command}` };
       },
     } as unknown as IdentityDriver;
@@ -81,13 +93,14 @@ describe('a term serves each durable request once, however often JetStream deliv
 
     const sender = new IdentityClient(caller, { identity, timeoutMs: 30_000 });
     // Every reply that reaches the caller, before the client's own dedupe.
-    const replies: Array<{ id: string; body: string; signature: string }> = [];
+    const replies: Array<{ id: string; body: string; signature: string; serve: string }> = [];
     const raw = caller.subscribe(sender.replySubject, {
       callback: (_err, m) =>
         replies.push({
           id: m.headers?.get('Understudy-Request-Id') ?? '?',
           body: new TextDecoder().decode(m.data),
           signature: m.headers?.get('Understudy-Reply-Signature') ?? '?',
+          serve: m.headers?.get('Understudy-Serve') ?? '?',
         }),
     });
     const r = await Responder.subscribe(nc, context, 0, { signer });
@@ -109,7 +122,8 @@ describe('a term serves each durable request once, however often JetStream deliv
       expect(replies.length, 'the copy got a reply too').to.equal(2);
       const [first, again] = replies;
       expect(first).to.include({ id: requestId, body: 'done RATE USD' });
-      expect(again, 'the same reply, signature and all').to.deep.equal(first);
+      expect(first!.serve, 'a serve id').to.not.equal('?');
+      expect(again, 'the same reply, signature and serve id and all').to.deep.equal(first);
       expect(r.redeliveriesAnswered).to.equal(1);
     } finally {
       raw.unsubscribe();

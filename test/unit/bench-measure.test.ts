@@ -199,10 +199,10 @@ describe('benchmark measurements from a history', () => {
       expect(t.ratePerS).to.equal(4);
     });
 
-    it("one term's reply seen twice, signature and all, is one answer sent again; a different second one is a second answer", () => {
-      const signed = (t: number, id: string, signature: string): HistoryEvent => ({
+    it("one term's reply seen twice, serve id and all, is one answer sent again; a different second one is a second answer", () => {
+      const signed = (t: number, id: string, serve: string): HistoryEvent => ({
         ...(req(t, id, 'reply', 'b') as EventOf<'request'>),
-        signature,
+        serve,
       });
       const resent = [req(1_000, 'q1', 'send'), signed(1_010, 'q1', 's1'), signed(1_020, 'q1', 's1')];
       const twice = [req(1_000, 'q2', 'send'), signed(1_010, 'q2', 's1'), signed(1_020, 'q2', 's2')];

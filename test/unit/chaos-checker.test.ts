@@ -308,8 +308,8 @@ describe('chaos checker: each unsafe behaviour is caught, with the events that p
     expect(violations(twoTerms, 'S5')).to.deep.equal([]);
   });
 
-  it("S5: one term's reply seen twice, signature and all, is one answer sent again; two different ones are two", function () {
-    const signed = (t: number, signature: string) =>
+  it("S5: one term's reply seen twice, serve id and all, is one answer sent again; two different ones are two", function () {
+    const signed = (t: number, serve: string) =>
       ({
         kind: 'request',
         t,
@@ -318,12 +318,12 @@ describe('chaos checker: each unsafe behaviour is caught, with the events that p
         what: 'reply',
         node: 'a',
         token: '5',
-        signature,
+        serve,
       }) as const;
     const withSignatures = (second: string) =>
       variant((e) => [
         ...e.map((x) =>
-          x.kind === 'request' && x.id === 'r1' && x.what === 'reply' ? { ...x, signature: 's1' } : x,
+          x.kind === 'request' && x.id === 'r1' && x.what === 'reply' ? { ...x, serve: 's1' } : x,
         ),
         signed(900, second),
       ]);
