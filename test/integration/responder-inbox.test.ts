@@ -4,19 +4,14 @@
 // asked a second time.
 import { expect } from 'chai';
 import { connect, type NatsConnection } from 'nats';
-import { pino } from 'pino';
 import type { IdentityDriver } from '../../pkg/identity/driver.js';
 import { IdentityClient } from '../../pkg/identity/client.js';
-import {
-  ensureInbox,
-  INBOX_FETCH_EXPIRES_MS,
-  Responder,
-  type ResponderContext,
-} from '../../pkg/identity/responder.js';
-import { inboxStream, INBOX_CONSUMER } from '../../pkg/identity/wire.js';
+import { ensureInbox, INBOX_FETCH_EXPIRES_MS, Responder } from '../../pkg/identity/responder.js';
+import { headers as H, inboxStream, INBOX_CONSUMER } from '../../pkg/identity/wire.js';
 import { generateCallerKey, userSigner } from '../../pkg/keys/index.js';
 import { parseSpec } from '../../pkg/spec/store.js';
 import { Harness, type NatsServer } from '../support/harness.js';
+import { responderContext } from '../support/responders.js';
 import { rateBotSpec } from '../support/specs.js';
 import { waitFor } from '../support/wait.js';
 
@@ -78,18 +73,7 @@ describe('a term serves each durable request once, however often JetStream deliv
         return { body: `done ${req.command}` };
       },
     } as unknown as IdentityDriver;
-    const context: ResponderContext = {
-      identity,
-      node: 'a',
-      token: 7n,
-      mayAct: () => true,
-      spec: () => spec,
-      driver,
-      status: () => ({}) as never,
-      onPending: () => undefined,
-      onRequest: () => undefined,
-      logger: pino({ level: 'silent' }),
-    };
+    const context = responderContext(spec, { token: 7n, driver });
 
     const sender = new IdentityClient(caller, { identity, timeoutMs: 30_000 });
     // Every reply that reaches the caller, before the client's own dedupe.
@@ -97,10 +81,10 @@ describe('a term serves each durable request once, however often JetStream deliv
     const raw = caller.subscribe(sender.replySubject, {
       callback: (_err, m) =>
         replies.push({
-          id: m.headers?.get('Understudy-Request-Id') ?? '?',
+          id: m.headers?.get(H.requestId) ?? '?',
           body: new TextDecoder().decode(m.data),
-          signature: m.headers?.get('Understudy-Reply-Signature') ?? '?',
-          serve: m.headers?.get('Understudy-Serve') ?? '?',
+          signature: m.headers?.get(H.replySignature) ?? '?',
+          serve: m.headers?.get(H.serve) ?? '?',
         }),
     });
     const r = await Responder.subscribe(nc, context, 0, { signer });

@@ -4,13 +4,13 @@
 // answers nothing at all.
 import { expect } from 'chai';
 import { connect, type NatsConnection } from 'nats';
-import { pino } from 'pino';
 import type { IdentityDriver } from '../../pkg/identity/driver.js';
-import { Responder, type ResponderContext } from '../../pkg/identity/responder.js';
+import { Responder } from '../../pkg/identity/responder.js';
 import { subjects } from '../../pkg/identity/wire.js';
 import { generateCallerKey, userSigner } from '../../pkg/keys/index.js';
 import { parseSpec } from '../../pkg/spec/store.js';
 import { Harness, type NatsServer } from '../support/harness.js';
+import { responderContext } from '../support/responders.js';
 import { rateBotSpec } from '../support/specs.js';
 import { waitFor } from '../support/wait.js';
 
@@ -36,22 +36,10 @@ describe('a responder subscribed during the login answers only once opened', fun
     await harness?.close();
   });
 
-  function context(identity: string, token: bigint): ResponderContext {
-    const spec = parseSpec(rateBotSpec(identity));
+  function context(identity: string, token: bigint) {
     // The service itself is not what is under test: a driver whose service is alive.
     const driver = { alive: async () => true } as unknown as IdentityDriver;
-    return {
-      identity,
-      node: 'a',
-      token,
-      mayAct: () => true,
-      spec: () => spec,
-      driver,
-      status: () => ({}) as never,
-      onPending: () => undefined,
-      onRequest: () => undefined,
-      logger: pino({ level: 'silent' }),
-    };
+    return responderContext(parseSpec(rateBotSpec(identity)), { token, driver });
   }
 
   /** A PING; resolves with the answer, or 'no answer' when none came in `ms`. */
